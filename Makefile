@@ -1,0 +1,58 @@
+# vlmtrader: `make run` and `make test` set everything up on a fresh machine.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+CONFIG ?= config/paper-sim.yaml
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+
+.PHONY: help venv run test lint typecheck unit bench mosquitto clean
+
+help:
+	@echo "make run    - set up .venv and run the daemon in paper-sim mode ($(CONFIG))"
+	@echo "make test   - set up .venv and run lint, types and the whole test suite"
+	@echo "make bench  - run the benchmarks (figures and ratios, not pass/fail)"
+	@echo "make lint   - ruff check + ruff format --check"
+
+$(STAMP): pyproject.toml
+	@$(PY) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "vlmtrader needs Python >= 3.11; set PY=python3.11")'
+	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip setuptools wheel
+	# torch is pinned to exactly 2.13.0 (a CPU wheel); install it first so nothing pulls a CUDA build
+	$(BIN)/python -m pip install -q torch==2.13.0
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	@touch $(STAMP)
+
+venv: $(STAMP)
+
+run: venv
+	$(BIN)/vlmtrader run --config $(CONFIG)
+
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: venv
+	$(BIN)/mypy
+
+mosquitto:
+	@command -v mosquitto >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing mosquitto (Debian package) for the MQTT tests"; \
+	    (apt-get install -y -q mosquitto >/dev/null 2>&1 || \
+	     (apt-get update -q >/dev/null 2>&1 && apt-get install -y -q mosquitto >/dev/null)); \
+	  else \
+	    echo "mosquitto is missing: run 'sudo apt-get install mosquitto' (the MQTT tests need it)"; exit 1; \
+	  fi; }
+
+unit: venv
+	$(BIN)/pytest -q -m "not integration"
+
+test: venv mosquitto lint typecheck
+	$(BIN)/pytest -q
+
+bench: venv
+	@for b in bench/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+
+clean:
+	rm -rf $(VENV) state .pytest_cache .mypy_cache .ruff_cache build *.egg-info

@@ -1,0 +1,102 @@
+"""Start-up reconciliation: journal (our record) against the broker's view; never resubmit an order."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import msgspec
+import structlog
+
+from daemon.execution.base import BrokerView
+from daemon.journal import Journal
+from strategy.book import Book
+from strategy.types import Fill, OrderEvent, OrderStatus
+
+log = structlog.get_logger("daemon.reconcile")
+
+
+class ReconcileReport(msgspec.Struct, frozen=True, kw_only=True):
+    orders_adopted: int = 0
+    orders_resolved: int = 0
+    fills_recovered: int = 0
+    external_orders: int = 0
+    position_mismatches: tuple[str, ...] = ()
+
+
+def restore_book(journal: Journal, *, starting_cash: float) -> Book:
+    """Rebuild positions and cash by replaying the journal's fills (the source of truth)."""
+    book = Book(starting_cash=starting_cash)
+    for fill in journal.load_fills():
+        book.apply_fill(fill)
+        book.last_prices[fill.symbol] = fill.price
+    peak = journal.get("peak_equity")
+    if peak is not None:
+        book.peak_equity = max(book.peak_equity, float(peak))
+    return book
+
+
+def reconcile(journal: Journal, book: Book, view: BrokerView, *, now: datetime) -> ReconcileReport:
+    """Bring journal and book in line with the broker; returns what changed (also journaled)."""
+    journaled = journal.load_orders(open_only=True)
+    ever_journaled = journal.load_orders(open_only=False)
+    known_fills = journal.fill_ids()
+    events: list[OrderEvent] = []
+    fills: list[Fill] = []
+    adopted = resolved = external = 0
+
+    for fill in view.fills:
+        if fill.fill_id not in known_fills:
+            fills.append(fill)
+
+    for coid, order in journaled.items():
+        at_broker = view.orders.get(coid)
+        if at_broker is None:
+            # Journaled but never reached the broker (crash between journal and submit): drop it.
+            status = OrderStatus.CANCELLED if order.status is OrderStatus.PENDING_SUBMIT else OrderStatus.REJECTED
+            events.append(OrderEvent(client_order_id=coid, ts=now, status=status,
+                                     filled_quantity=order.filled_quantity,
+                                     reason="not_at_broker_on_restart"))
+            resolved += 1
+            continue
+        book.add_order(order)
+        adopted += 1
+        if at_broker.status != order.status or at_broker.filled_quantity != order.filled_quantity:
+            events.append(OrderEvent(client_order_id=coid, ts=now, status=at_broker.status,
+                                     filled_quantity=at_broker.filled_quantity,
+                                     broker_order_id=at_broker.broker_order_id, reason="reconciled"))
+
+    for coid, at_broker in view.orders.items():
+        if coid not in ever_journaled and not at_broker.status.is_terminal:
+            external += 1
+            book.add_order(at_broker)
+            events.append(OrderEvent(client_order_id=coid, ts=now, status=at_broker.status,
+                                     filled_quantity=at_broker.filled_quantity, reason="external"))
+
+    # Fills change positions before the status events close the orders they belong to.
+    for fill in fills:
+        book.apply_fill(fill)
+    for event in events:
+        book.apply_order_event(event)
+
+    mismatches = tuple(
+        sorted(
+            s for s in set(book.positions) | set(view.positions)
+            if abs(book.position(s) - (view.positions[s].quantity if s in view.positions else 0.0)) > 1e-9
+        )
+    )
+    external_orders = [o for o in view.orders.values() if o.client_order_id not in ever_journaled]
+    journal.record(
+        orders=external_orders,
+        order_events=events,
+        fills=fills,
+        positions=[book.positions[s] for s in {f.symbol for f in fills}],
+        kv={"cash": repr(book.cash)},
+    )
+    report = ReconcileReport(orders_adopted=adopted, orders_resolved=resolved,
+                             fills_recovered=len(fills), external_orders=external,
+                             position_mismatches=mismatches)
+    log.info("broker.reconciled", **msgspec.structs.asdict(report))
+    for symbol in mismatches:
+        log.error("broker.position_mismatch", symbol=symbol, journal=book.position(symbol),
+                  broker=view.positions[symbol].quantity if symbol in view.positions else 0.0)
+    return report

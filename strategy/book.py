@@ -1,0 +1,127 @@
+"""The trading book: positions, open orders, cash and marks, updated only by fills, order events and bars."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+
+import msgspec
+
+from strategy.types import Bar, Fill, Order, OrderEvent, OrderStatus, Position
+
+
+class Book:
+    """Mutable state owned by one loop; every update comes in as a value, time comes in on it."""
+
+    def __init__(self, *, starting_cash: float) -> None:
+        self.cash = starting_cash
+        self.positions: dict[str, Position] = {}
+        self.open_orders: dict[str, Order] = {}
+        self.last_prices: dict[str, float] = {}
+        self.last_exit_ts: dict[str, datetime] = {}
+        self.seen_fill_ids: set[str] = set()
+        self.day: date | None = None
+        self.day_start_equity = starting_cash
+        self.peak_equity = starting_cash
+
+    # ---- updates -------------------------------------------------------------------------
+    def mark(self, bar: Bar) -> None:
+        """Record the last price of a symbol and roll the trading day when the date changes."""
+        self.last_prices[bar.symbol] = bar.close
+        self.roll_day(bar.ts)
+        self.peak_equity = max(self.peak_equity, self.equity())
+
+    def roll_day(self, now: datetime) -> None:
+        today = now.date()
+        if self.day != today:
+            if self.day is not None:
+                self.day_start_equity = self.equity()
+            self.day = today
+
+    def add_order(self, order: Order) -> None:
+        self.open_orders[order.client_order_id] = order
+
+    def apply_order_event(self, event: OrderEvent) -> Order | None:
+        """Apply a status change; returns the updated order, or None when the id is unknown."""
+        order = self.open_orders.get(event.client_order_id)
+        if order is None:
+            return None
+        updated = _with_status(order, event)
+        if event.status.is_terminal:
+            del self.open_orders[order.client_order_id]
+        else:
+            self.open_orders[order.client_order_id] = updated
+        return updated
+
+    def apply_fill(self, fill: Fill) -> Position | None:
+        """Apply one execution exactly once; returns the new position, or None for a duplicate."""
+        if fill.fill_id in self.seen_fill_ids:
+            return None
+        self.seen_fill_ids.add(fill.fill_id)
+        before = self.positions.get(fill.symbol, Position(symbol=fill.symbol))
+        after = before.apply(fill)
+        self.positions[fill.symbol] = after
+        self.cash -= fill.signed_quantity * fill.price + fill.commission
+        self.last_prices.setdefault(fill.symbol, fill.price)
+        if before.quantity != 0 and (after.quantity == 0 or (after.quantity > 0) != (before.quantity > 0)):
+            self.last_exit_ts[fill.symbol] = fill.ts
+        order = self.open_orders.get(fill.client_order_id)
+        if order is not None:
+            filled = order.filled_quantity + fill.quantity
+            avg = (order.average_fill_price * order.filled_quantity + fill.price * fill.quantity) / filled
+            self.open_orders[order.client_order_id] = _replace(
+                order, filled_quantity=filled, average_fill_price=avg
+            )
+        self.peak_equity = max(self.peak_equity, self.equity())
+        return after
+
+    # ---- reads ---------------------------------------------------------------------------
+    def position(self, symbol: str) -> float:
+        pos = self.positions.get(symbol)
+        return pos.quantity if pos is not None else 0.0
+
+    def pending(self, symbol: str) -> float:
+        """Signed quantity of open orders in a symbol not yet filled."""
+        return sum(o.signed_remaining for o in self.open_orders.values() if o.symbol == symbol)
+
+    def price(self, symbol: str) -> float | None:
+        return self.last_prices.get(symbol)
+
+    def market_value(self, symbol: str) -> float:
+        price = self.last_prices.get(symbol)
+        pos = self.positions.get(symbol)
+        if pos is None or price is None:
+            return 0.0
+        return pos.quantity * price
+
+    def gross_exposure(self) -> float:
+        return sum(abs(self.market_value(s)) for s in self.positions)
+
+    def equity(self) -> float:
+        return self.cash + sum(self.market_value(s) for s in self.positions)
+
+    def daily_pnl(self) -> float:
+        return self.equity() - self.day_start_equity
+
+    def drawdown(self) -> float:
+        """Fractional drop of equity from its peak (0.1 = 10% below the peak)."""
+        if self.peak_equity <= 0:
+            return 0.0
+        return max(0.0, 1.0 - self.equity() / self.peak_equity)
+
+
+def _replace(order: Order, **changes: object) -> Order:
+    return msgspec.structs.replace(order, **changes)
+
+
+def _with_status(order: Order, event: OrderEvent) -> Order:
+    filled = max(order.filled_quantity, event.filled_quantity)
+    status = event.status
+    if status is OrderStatus.PARTIALLY_FILLED and filled >= order.quantity:
+        status = OrderStatus.FILLED
+    return _replace(
+        order,
+        status=status,
+        filled_quantity=filled,
+        broker_order_id=event.broker_order_id or order.broker_order_id,
+        reason=event.reason or order.reason,
+    )
