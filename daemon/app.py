@@ -97,7 +97,7 @@ class Daemon:
             resume_after = datetime.fromisoformat(last) if last else None
             async with self._open_feed(journal) as (feed, warm_up_until):
                 resume = resume_after or warm_up_until
-                for batch in feed.backfill(cfg.bars.window, before=resume):
+                for batch in await feed.backfill(cfg.bars.window, before=resume):
                     for bar in batch:
                         if pipeline.store.add(bar) is None:
                             pipeline.book.mark(bar)

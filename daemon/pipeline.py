@@ -24,8 +24,11 @@ from strategy.types import Bar, Order, OrderEvent, OrderStatus, RiskDecision, Si
 
 log = structlog.get_logger("daemon.pipeline")
 
-# Fault injection for the crash test: kill -9 ourselves right after the Nth order is journaled.
+# Fault injection for the crash tests: kill -9 ourselves right after the Nth order is journaled
+# (before the broker sees it), or right after the Nth order reached the broker (before the broker's
+# answer is journaled). Both are the worst moments for a crash-only daemon.
 _CRASH_AFTER_JOURNALED = int(os.environ.get("VLMTRADER_CRASH_AFTER_ORDERS_JOURNALED", "0") or 0)
+_CRASH_AFTER_SUBMITTED = int(os.environ.get("VLMTRADER_CRASH_AFTER_ORDERS_SUBMITTED", "0") or 0)
 
 
 class PipelineStats(msgspec.Struct, kw_only=True):
@@ -129,6 +132,8 @@ class Pipeline:
             if _CRASH_AFTER_JOURNALED and self._orders_journaled >= _CRASH_AFTER_JOURNALED:
                 os.kill(os.getpid(), signal.SIGKILL)
             await self.execution.submit(orders)
+            if _CRASH_AFTER_SUBMITTED and self._orders_journaled >= _CRASH_AFTER_SUBMITTED:
+                os.kill(os.getpid(), signal.SIGKILL)
             elapsed = time.perf_counter() - arrived
             for order in orders:
                 self.latency.add(elapsed)
