@@ -1,0 +1,241 @@
+"""The paper venue: a SimBroker behind the ExecutionClient protocol, persisted like a remote broker.
+
+The venue keeps its own SQLite file (WAL), separate from the journal, so that it survives a
+daemon crash the way a real broker would: every submit, cancel and batch of bars is committed
+before the call returns, writing only the orders that changed, the new fills and the symbols'
+last bars. On construction it restores itself from that file. A client order id it already
+knows is never ordered a second time; the caller gets the order's current status instead.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from types import TracebackType
+
+import msgspec
+import structlog
+
+from daemon.errors import InvariantError
+from daemon.execution.base import BrokerUpdates, BrokerView
+from strategy.sim_broker import (
+    DUPLICATE_CLIENT_ORDER_ID,
+    SimBroker,
+    SimBrokerConfig,
+    SimBrokerState,
+    SymbolTape,
+    VenueOrder,
+)
+from strategy.types import Bar, Fill, Order, OrderEvent
+
+log = structlog.get_logger("daemon.execution.paper")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS venue_orders (
+    client_order_id TEXT PRIMARY KEY, sequence INTEGER NOT NULL, data TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS venue_fills (
+    id INTEGER PRIMARY KEY, fill_id TEXT NOT NULL UNIQUE, data TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS venue_tapes (symbol TEXT PRIMARY KEY, data TEXT NOT NULL);
+"""
+_UPSERT_ORDER = (
+    "INSERT INTO venue_orders (client_order_id, sequence, data) VALUES (?, ?, ?) "
+    "ON CONFLICT (client_order_id) DO UPDATE SET data = excluded.data"
+)
+_INSERT_FILL = "INSERT OR IGNORE INTO venue_fills (fill_id, data) VALUES (?, ?)"
+_UPSERT_TAPE = (
+    "INSERT INTO venue_tapes (symbol, data) VALUES (?, ?) "
+    "ON CONFLICT (symbol) DO UPDATE SET data = excluded.data"
+)
+
+
+class PaperExecution:
+    """ExecutionClient for paper-sim mode: submits to a SimBroker whose state lives in `path`."""
+
+    def __init__(self, *, config: SimBrokerConfig, path: Path) -> None:
+        self.path = Path(path)
+        self.config = config
+        self._encode = msgspec.json.Encoder().encode
+        self._events: list[OrderEvent] = []
+        self._fills: list[Fill] = []
+        self._con: sqlite3.Connection | None = None
+        self._con = self._connect()
+        self.broker = self._load(self._con)
+        self._clock = max((t.bar.ts for t in self.broker.state().tapes.values()), default=None)
+        log.info("venue.restored", path=str(self.path), orders=len(self.broker.orders()),
+                 open_orders=len(self.broker.open_orders()), fills=len(self.broker.fills()))  # fmt: skip
+
+    # ---- ExecutionClient ------------------------------------------------------------------------
+    async def submit(self, orders: Sequence[Order]) -> None:
+        """Hand orders to the venue; a known client order id reports its current state instead."""
+        events: list[OrderEvent] = []
+        fills: list[Fill] = []
+        for order in orders:
+            known = self.broker.order(order.client_order_id)
+            if known is not None:
+                log.warning("order.duplicate_ignored", client_order_id=order.client_order_id,
+                            status=str(known.status), filled_quantity=known.filled_quantity)  # fmt: skip
+                events.append(
+                    OrderEvent(
+                        client_order_id=known.client_order_id,
+                        ts=self._now(order.created_ts),
+                        status=known.status,
+                        filled_quantity=known.filled_quantity,
+                        reason=DUPLICATE_CLIENT_ORDER_ID,
+                        broker_order_id=known.broker_order_id,
+                    )
+                )
+                continue
+            events.extend(self.broker.submit(order, self._now(order.created_ts)))
+            more_events, more_fills = self.broker.flush()
+            events.extend(more_events)
+            fills.extend(more_fills)
+        self._persist(events, fills, ())
+
+    async def cancel(self, client_order_id: str) -> None:
+        self._persist(self.broker.cancel(client_order_id, self._now()), (), ())
+
+    def cancel_all(self) -> int:
+        """Cancel every working order now (shutdown helper); returns how many were cancelled."""
+        events: list[OrderEvent] = []
+        now = self._now()
+        for order in self.broker.open_orders():
+            events.extend(self.broker.cancel(order.client_order_id, now))
+        self._persist(events, (), ())
+        return len(events)
+
+    def on_market_bars(self, bars: Sequence[Bar]) -> None:
+        """Match working orders against a batch of bars; committed before returning."""
+        events: list[OrderEvent] = []
+        fills: list[Fill] = []
+        for bar in bars:
+            bar_events, bar_fills = self.broker.on_bar(bar)
+            events.extend(bar_events)
+            fills.extend(bar_fills)
+            tape = self.broker.tape(bar.symbol)
+            if tape is not None and (self._clock is None or tape.bar.ts > self._clock):
+                self._clock = tape.bar.ts
+        self._persist(events, fills, {bar.symbol for bar in bars})
+
+    def drain(self) -> BrokerUpdates:
+        """Events and fills since the last drain."""
+        if not self._events and not self._fills:
+            return BrokerUpdates()
+        updates = BrokerUpdates(events=tuple(self._events), fills=tuple(self._fills))
+        self._events, self._fills = [], []
+        return updates
+
+    async def broker_view(self) -> BrokerView:
+        return BrokerView(
+            orders=self.broker.orders(),
+            fills=self.broker.fills(),
+            positions=self.broker.positions(),
+        )
+
+    # ---- lifecycle --------------------------------------------------------------------------------
+    def close(self) -> None:
+        """Close the venue file; safe to call twice."""
+        con, self._con = self._con, None
+        if con is not None:
+            with contextlib.suppress(sqlite3.Error):
+                con.close()
+
+    def __enter__(self) -> PaperExecution:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    async def __aenter__(self) -> PaperExecution:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # ---- internals --------------------------------------------------------------------------------
+    def _now(self, at_least: datetime | None = None) -> datetime:
+        """The venue's clock: the latest bar it has seen (simulated time), else the wall clock."""
+        candidates = [t for t in (self._clock, at_least) if t is not None]
+        return max(candidates) if candidates else datetime.now(UTC)
+
+    def _connect(self) -> sqlite3.Connection:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            con = sqlite3.connect(self.path, isolation_level=None, timeout=5.0)
+            con.execute("PRAGMA journal_mode=WAL")
+            con.execute("PRAGMA synchronous=NORMAL")
+            con.executescript(_SCHEMA)
+        except (OSError, sqlite3.Error) as e:
+            msg = f"paper venue {self.path}: cannot open ({e})"
+            raise InvariantError(msg) from e
+        return con
+
+    def _load(self, con: sqlite3.Connection) -> SimBroker:
+        where = "venue_orders"
+        try:
+            orders = tuple(
+                msgspec.json.decode(data, type=VenueOrder)
+                for (data,) in con.execute("SELECT data FROM venue_orders ORDER BY sequence")
+            )
+            where = "venue_fills"
+            fills = tuple(
+                msgspec.json.decode(data, type=Fill)
+                for (data,) in con.execute("SELECT data FROM venue_fills ORDER BY id")
+            )
+            where = "venue_tapes"
+            tapes = {
+                symbol: msgspec.json.decode(data, type=SymbolTape)
+                for symbol, data in con.execute("SELECT symbol, data FROM venue_tapes")
+            }
+        except (sqlite3.Error, msgspec.DecodeError) as e:
+            self.close()
+            msg = (
+                f"paper venue {self.path}: table {where} unreadable ({e}); "
+                "move the file away to start a fresh venue"
+            )
+            raise InvariantError(msg) from e
+        state = SimBrokerState(orders=orders, fills=fills, tapes=tapes)
+        return SimBroker.from_state(state, config=self.config)
+
+    def _persist(
+        self, events: Sequence[OrderEvent], fills: Sequence[Fill], symbols: Iterable[str]
+    ) -> None:
+        """Commit what changed (orders named by the events, new fills, tapes), then queue the updates."""
+        con = self._con
+        if con is None:
+            msg = f"paper venue {self.path}: used after close"
+            raise InvariantError(msg)
+        venues = {
+            e.client_order_id: v
+            for e in events
+            if (v := self.broker.venue_order(e.client_order_id)) is not None
+        }
+        tapes = [(s, t) for s in symbols if (t := self.broker.tape(s)) is not None]
+        if venues or fills or tapes:
+            encode = self._encode
+            try:
+                with con:
+                    con.execute("BEGIN")
+                    con.executemany(
+                        _UPSERT_ORDER,
+                        [(c, v.sequence, encode(v).decode()) for c, v in venues.items()],
+                    )
+                    con.executemany(_INSERT_FILL, [(f.fill_id, encode(f).decode()) for f in fills])
+                    con.executemany(_UPSERT_TAPE, [(s, encode(t).decode()) for s, t in tapes])
+            except sqlite3.Error as e:
+                msg = f"paper venue {self.path}: write failed ({e})"
+                raise InvariantError(msg) from e
+        self._events.extend(events)
+        self._fills.extend(fills)

@@ -1,0 +1,385 @@
+"""A simulated broker: market and limit orders matched against bars, with costs and volume-limited fills."""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime
+from typing import Annotated
+
+import msgspec
+
+from strategy.errors import InvariantError
+from strategy.types import Bar, Fill, Order, OrderEvent, OrderStatus, OrderType, Position, Side
+
+NonNegativeFloat = Annotated[float, msgspec.Meta(ge=0)]
+_EPSILON = 1e-9
+
+DUPLICATE_CLIENT_ORDER_ID = "duplicate_client_order_id"
+UNKNOWN_CLIENT_ORDER_ID = "unknown_client_order_id"
+INVALID_QUANTITY = "invalid_quantity"
+INVALID_LIMIT_PRICE = "invalid_limit_price"
+INVALID_SYMBOL = "invalid_symbol"
+
+
+class SimBrokerConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Costs and matching rules of the simulated broker (IB-like fixed commissions by default).
+
+    Commission per order is min(max(min_commission, commission_per_share * shares),
+    max_commission_fraction * notional), charged as the order fills. Market orders pay half
+    of spread_bps plus slippage_bps. latency_bars=1 fills market orders at the next bar's open;
+    latency_bars=0 fills them on submit at the close of the symbol's last bar.
+    """
+
+    commission_per_share: NonNegativeFloat = 0.005
+    min_commission: NonNegativeFloat = 1.0
+    max_commission_fraction: NonNegativeFloat = 0.01
+    slippage_bps: NonNegativeFloat = 1.0
+    spread_bps: NonNegativeFloat = 2.0
+    max_volume_fraction: Annotated[float, msgspec.Meta(gt=0, le=1)] = 0.1
+    latency_bars: Annotated[int, msgspec.Meta(ge=0, le=1)] = 1
+
+
+class VenueOrder(msgspec.Struct, frozen=True, kw_only=True):
+    """The broker's record of one order: the order as the broker sees it plus matching state."""
+
+    order: Order
+    sequence: int
+    submitted_ts: datetime
+    commission: float = 0.0
+    fill_count: int = 0
+
+
+class SymbolTape(msgspec.Struct, frozen=True, kw_only=True):
+    """The last bar the broker saw for a symbol and the volume already filled against it."""
+
+    bar: Bar
+    volume_used: float = 0.0
+
+
+class SimBrokerState(msgspec.Struct, frozen=True, kw_only=True):
+    """Everything a SimBroker needs to resume exactly where it stopped; positions follow from fills."""
+
+    orders: tuple[VenueOrder, ...] = ()
+    fills: tuple[Fill, ...] = ()
+    tapes: dict[str, SymbolTape] = msgspec.field(default_factory=dict)
+    sequence: int = 0
+    pending_events: tuple[OrderEvent, ...] = ()
+    pending_fills: tuple[Fill, ...] = ()
+
+
+_STATE_DECODER = msgspec.json.Decoder(SimBrokerState)
+
+
+class SimBroker:
+    """Deterministic broker simulator; time comes in as `now` and on the bars, never from a clock."""
+
+    def __init__(self, *, config: SimBrokerConfig) -> None:
+        self.config = config
+        self._orders: dict[str, VenueOrder] = {}
+        self._open: dict[str, dict[str, None]] = {}
+        self._fills: list[Fill] = []
+        self._positions: dict[str, Position] = {}
+        self._tapes: dict[str, SymbolTape] = {}
+        self._sequence = 0
+        self._pending_events: list[OrderEvent] = []
+        self._pending_fills: list[Fill] = []
+
+    # ---- orders ------------------------------------------------------------------------------
+    def submit(self, order: Order, now: datetime) -> list[OrderEvent]:
+        """Accept or reject one order; a known client order id is rejected and never ordered twice."""
+        coid = order.client_order_id
+        if coid in self._orders:
+            existing = self._orders[coid].order
+            return [
+                OrderEvent(
+                    client_order_id=coid,
+                    ts=now,
+                    status=OrderStatus.REJECTED,
+                    filled_quantity=existing.filled_quantity,
+                    reason=DUPLICATE_CLIENT_ORDER_ID,
+                    broker_order_id=existing.broker_order_id,
+                )
+            ]
+        self._sequence += 1
+        reason = _invalid_reason(order)
+        status = OrderStatus.REJECTED if reason else OrderStatus.ACCEPTED
+        accepted = msgspec.structs.replace(
+            order,
+            quantity=float(order.quantity),
+            limit_price=None if order.limit_price is None else float(order.limit_price),
+            status=status,
+            filled_quantity=0.0,
+            average_fill_price=0.0,
+            broker_order_id=f"SIM-{self._sequence}",
+            reason=reason or order.reason,
+        )
+        self._orders[coid] = VenueOrder(order=accepted, sequence=self._sequence, submitted_ts=now)
+        event = OrderEvent(
+            client_order_id=coid,
+            ts=now,
+            status=status,
+            reason=reason,
+            broker_order_id=accepted.broker_order_id,
+        )
+        if reason:
+            return [event]
+        self._open.setdefault(order.symbol, {})[coid] = None
+        if self.config.latency_bars == 0 and order.order_type is OrderType.MARKET:
+            tape = self._tapes.get(order.symbol)
+            if tape is not None and tape.bar.ts <= now:
+                events, fills = self._match(tape, [coid], at_open=False, now=now)
+                self._pending_events.extend(events)
+                self._pending_fills.extend(fills)
+        return [event]
+
+    def cancel(self, client_order_id: str, now: datetime) -> list[OrderEvent]:
+        """Cancel an open order (keeping its fills); an unknown id gets a rejection, a closed one nothing."""
+        venue = self._orders.get(client_order_id)
+        if venue is None:
+            return [
+                OrderEvent(
+                    client_order_id=client_order_id,
+                    ts=now,
+                    status=OrderStatus.REJECTED,
+                    reason=UNKNOWN_CLIENT_ORDER_ID,
+                )
+            ]
+        order = venue.order
+        if order.status.is_terminal:
+            return []
+        cancelled = msgspec.structs.replace(order, status=OrderStatus.CANCELLED)
+        self._orders[client_order_id] = msgspec.structs.replace(venue, order=cancelled)
+        self._close(cancelled)
+        return [
+            OrderEvent(
+                client_order_id=client_order_id,
+                ts=now,
+                status=OrderStatus.CANCELLED,
+                filled_quantity=order.filled_quantity,
+                reason="cancelled",
+                broker_order_id=order.broker_order_id,
+            )
+        ]
+
+    # ---- market data ---------------------------------------------------------------------------
+    def on_bar(self, bar: Bar) -> tuple[list[OrderEvent], list[Fill]]:
+        """Match the symbol's resting orders against one bar; a bad or stale bar is ignored."""
+        events, fills = self.flush()
+        previous = self._tapes.get(bar.symbol)
+        if not _usable(bar) or (previous is not None and bar.ts <= previous.bar.ts):
+            return events, fills
+        tape = SymbolTape(bar=bar)
+        self._tapes[bar.symbol] = tape
+        if self._open.get(bar.symbol):
+            more_events, more_fills = self._match(tape, list(self._open[bar.symbol]), at_open=True)
+            events.extend(more_events)
+            fills.extend(more_fills)
+        return events, fills
+
+    def flush(self) -> tuple[list[OrderEvent], list[Fill]]:
+        """Take events and fills produced outside on_bar (immediate fills when latency_bars=0)."""
+        events, fills = self._pending_events, self._pending_fills
+        self._pending_events, self._pending_fills = [], []
+        return events, fills
+
+    # ---- reads -----------------------------------------------------------------------------------
+    def open_orders(self) -> list[Order]:
+        """Orders still working, in submission order."""
+        return [v.order for v in self._orders.values() if not v.order.status.is_terminal]
+
+    def orders(self) -> dict[str, Order]:
+        """Every order the broker ever saw, terminal ones included."""
+        return {coid: v.order for coid, v in self._orders.items()}
+
+    def order(self, client_order_id: str) -> Order | None:
+        venue = self._orders.get(client_order_id)
+        return venue.order if venue is not None else None
+
+    def venue_order(self, client_order_id: str) -> VenueOrder | None:
+        return self._orders.get(client_order_id)
+
+    def tape(self, symbol: str) -> SymbolTape | None:
+        return self._tapes.get(symbol)
+
+    def knows(self, client_order_id: str) -> bool:
+        return client_order_id in self._orders
+
+    def positions(self) -> dict[str, Position]:
+        return dict(self._positions)
+
+    def fills(self) -> tuple[Fill, ...]:
+        return tuple(self._fills)
+
+    # ---- persistence -----------------------------------------------------------------------------
+    def state(self) -> SimBrokerState:
+        return SimBrokerState(
+            orders=tuple(self._orders.values()),
+            fills=tuple(self._fills),
+            tapes=dict(self._tapes),
+            sequence=self._sequence,
+            pending_events=tuple(self._pending_events),
+            pending_fills=tuple(self._pending_fills),
+        )
+
+    def snapshot(self) -> bytes:
+        """The whole state as JSON bytes; SimBroker.restore() turns it back into an equal broker."""
+        return msgspec.json.encode(self.state())
+
+    @classmethod
+    def restore(cls, data: bytes, config: SimBrokerConfig) -> SimBroker:
+        try:
+            state = _STATE_DECODER.decode(data)
+        except msgspec.DecodeError as e:
+            msg = f"sim broker snapshot is unreadable: {e}"
+            raise InvariantError(msg) from e
+        return cls.from_state(state, config=config)
+
+    @classmethod
+    def from_state(cls, state: SimBrokerState, *, config: SimBrokerConfig) -> SimBroker:
+        """Rebuild a broker from its parts; positions are replayed from the fills in order."""
+        broker = cls(config=config)
+        for venue in sorted(state.orders, key=lambda v: v.sequence):
+            order = venue.order
+            broker._orders[order.client_order_id] = venue
+            if not order.status.is_terminal:
+                broker._open.setdefault(order.symbol, {})[order.client_order_id] = None
+        for fill in state.fills:
+            broker._record_fill(fill)
+        broker._tapes = dict(state.tapes)
+        broker._sequence = max([state.sequence, *(v.sequence for v in state.orders)])
+        broker._pending_events = list(state.pending_events)
+        broker._pending_fills = list(state.pending_fills)
+        return broker
+
+    # ---- matching --------------------------------------------------------------------------------
+    def _match(
+        self, tape: SymbolTape, coids: list[str], *, at_open: bool, now: datetime | None = None
+    ) -> tuple[list[OrderEvent], list[Fill]]:
+        """Fill eligible orders of one symbol in submission order, sharing the bar's volume cap."""
+        bar = tape.bar
+        cfg = self.config
+        cap = cfg.max_volume_fraction * bar.volume
+        used = tape.volume_used
+        events: list[OrderEvent] = []
+        fills: list[Fill] = []
+        for coid in coids:
+            venue = self._orders[coid]
+            order = venue.order
+            if at_open:
+                if bar.ts <= venue.submitted_ts:
+                    continue
+                price = self._price_at_open(order, bar)
+            else:
+                if order.order_type is not OrderType.MARKET:
+                    continue
+                price = _market_price(bar.close, order.side, cfg)
+            if price is None:
+                continue
+            available = cap - used
+            if float(order.quantity).is_integer():
+                available = float(math.floor(available + _EPSILON))
+            quantity = min(order.remaining, available)
+            if quantity <= _EPSILON:
+                continue
+            used += quantity
+            ts = bar.ts if now is None else now
+            event, fill = self._execute(venue, quantity, price, ts)
+            events.append(event)
+            fills.append(fill)
+        self._tapes[bar.symbol] = SymbolTape(bar=bar, volume_used=used)
+        return events, fills
+
+    def _price_at_open(self, order: Order, bar: Bar) -> float | None:
+        if order.order_type is OrderType.MARKET:
+            return _market_price(bar.open, order.side, self.config)
+        limit = order.limit_price
+        if limit is None:
+            return None
+        if order.side is Side.BUY:
+            return min(limit, bar.open) if bar.low <= limit else None
+        return max(limit, bar.open) if bar.high >= limit else None
+
+    def _execute(
+        self, venue: VenueOrder, quantity: float, price: float, ts: datetime
+    ) -> tuple[OrderEvent, Fill]:
+        order = venue.order
+        filled = order.filled_quantity + quantity
+        notional = order.average_fill_price * order.filled_quantity + price * quantity
+        if order.quantity - filled <= _EPSILON:
+            filled = order.quantity
+        commission_total = self._commission(filled, notional)
+        commission = max(commission_total - venue.commission, 0.0)
+        status = OrderStatus.FILLED if filled >= order.quantity else OrderStatus.PARTIALLY_FILLED
+        updated = msgspec.structs.replace(
+            order, status=status, filled_quantity=filled, average_fill_price=notional / filled
+        )
+        count = venue.fill_count + 1
+        self._orders[order.client_order_id] = msgspec.structs.replace(
+            venue, order=updated, commission=venue.commission + commission, fill_count=count
+        )
+        if status.is_terminal:
+            self._close(updated)
+        fill = Fill(
+            fill_id=f"{order.client_order_id}-F{count}",
+            client_order_id=order.client_order_id,
+            symbol=order.symbol,
+            side=order.side,
+            quantity=quantity,
+            price=price,
+            commission=commission,
+            ts=ts,
+        )
+        self._record_fill(fill)
+        event = OrderEvent(
+            client_order_id=order.client_order_id,
+            ts=ts,
+            status=status,
+            filled_quantity=filled,
+            broker_order_id=order.broker_order_id,
+        )
+        return event, fill
+
+    def _commission(self, shares: float, notional: float) -> float:
+        cfg = self.config
+        fee = max(cfg.min_commission, cfg.commission_per_share * shares)
+        return min(fee, cfg.max_commission_fraction * abs(notional))
+
+    def _record_fill(self, fill: Fill) -> None:
+        self._fills.append(fill)
+        position = self._positions.get(fill.symbol, Position(symbol=fill.symbol))
+        self._positions[fill.symbol] = position.apply(fill)
+
+    def _close(self, order: Order) -> None:
+        working = self._open.get(order.symbol)
+        if working is not None:
+            working.pop(order.client_order_id, None)
+            if not working:
+                del self._open[order.symbol]
+
+
+def _market_price(reference: float, side: Side, config: SimBrokerConfig) -> float:
+    """Reference price moved against us by half the spread plus slippage."""
+    cost_bps = config.spread_bps / 2 + config.slippage_bps
+    return reference * (1 + side.sign * cost_bps / 10_000)
+
+
+def _invalid_reason(order: Order) -> str:
+    if not order.symbol:
+        return INVALID_SYMBOL
+    if not math.isfinite(order.quantity) or order.quantity <= 0:
+        return INVALID_QUANTITY
+    if order.order_type is OrderType.LIMIT:
+        limit = order.limit_price
+        if limit is None or not math.isfinite(limit) or limit <= 0:
+            return INVALID_LIMIT_PRICE
+    return ""
+
+
+def _usable(bar: Bar) -> bool:
+    """True when a bar's prices and volume can be matched against (bad bars never move fills)."""
+    prices = (bar.open, bar.high, bar.low, bar.close)
+    if not all(math.isfinite(p) and p > 0 for p in prices):
+        return False
+    if not math.isfinite(bar.volume) or bar.volume < 0:
+        return False
+    return bar.low <= min(bar.open, bar.close) and bar.high >= max(bar.open, bar.close)

@@ -1,0 +1,217 @@
+"""The paper venue: a SimBroker persisted to its own SQLite file, surviving restarts like a broker."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from daemon.errors import InvariantError
+from daemon.execution.base import BrokerView, ExecutionClient
+from daemon.execution.paper import PaperExecution
+from strategy.sim_broker import SimBrokerConfig
+from strategy.types import Bar, Order, OrderStatus, OrderType, Side
+
+T0 = datetime(2024, 1, 2, 14, 30, tzinfo=UTC)
+CONFIG = SimBrokerConfig()
+
+
+def ts(i: int) -> datetime:
+    return T0 + timedelta(minutes=i)
+
+
+def bar(i: int, *, symbol: str = "AAA", open: float = 100.0, volume: float = 100_000.0) -> Bar:
+    return Bar(symbol=symbol, ts=ts(i), open=open, high=open + 1, low=open - 1, close=open,
+               volume=volume)  # fmt: skip
+
+
+def order(coid: str, *, quantity: float = 100.0, side: Side = Side.BUY, symbol: str = "AAA",
+          limit: float | None = None, at: int = 0) -> Order:  # fmt: skip
+    return Order(client_order_id=coid, symbol=symbol, side=side, quantity=quantity,
+                 order_type=OrderType.LIMIT if limit is not None else OrderType.MARKET,
+                 limit_price=limit, created_ts=ts(at))  # fmt: skip
+
+
+def view(venue: PaperExecution) -> BrokerView:
+    return asyncio.run(venue.broker_view())
+
+
+def test_paper_execution_when_used_as_execution_client_then_fits_the_protocol(
+    tmp_path: Path,
+) -> None:
+    with PaperExecution(config=CONFIG, path=tmp_path / "venue.sqlite") as venue:
+        client: ExecutionClient = venue
+        assert client.drain().events == ()
+
+
+def test_submit_when_next_bar_arrives_then_drain_returns_accepted_fill_and_status_once(
+    tmp_path: Path,
+) -> None:
+    with PaperExecution(config=CONFIG, path=tmp_path / "venue.sqlite") as venue:
+        venue.on_market_bars([bar(0)])
+        asyncio.run(venue.submit([order("VT-1", at=0)]))
+        venue.on_market_bars([bar(1, open=101.0)])
+
+        updates = venue.drain()
+
+        assert [e.status for e in updates.events] == [OrderStatus.ACCEPTED, OrderStatus.FILLED]
+        assert [(f.fill_id, f.price) for f in updates.fills] == [
+            ("VT-1-F1", pytest.approx(101.0202))
+        ]
+        assert not venue.drain()
+
+
+def test_reopen_when_closed_then_orders_fills_and_positions_identical(tmp_path: Path) -> None:
+    path = tmp_path / "venue.sqlite"
+    with PaperExecution(config=CONFIG, path=path) as venue:
+        asyncio.run(venue.submit([order("A", quantity=250), order("B", side=Side.SELL, symbol="BBB"),
+                                  order("C", limit=90.0)]))  # fmt: skip
+        venue.on_market_bars([bar(1, volume=1000.0), bar(1, symbol="BBB", open=20.0)])
+        asyncio.run(venue.cancel("C"))
+        before = view(venue)
+
+    with PaperExecution(config=CONFIG, path=path) as reopened:
+        after = view(reopened)
+
+    assert after == before
+    assert after.orders["A"].status is OrderStatus.PARTIALLY_FILLED
+    assert after.orders["C"].status is OrderStatus.CANCELLED
+    assert after.positions["AAA"].quantity == 100.0
+    assert after.positions["BBB"].quantity == -100.0
+
+
+def test_submit_when_known_client_order_id_after_restart_then_not_executed_twice(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "venue.sqlite"
+    with PaperExecution(config=CONFIG, path=path) as venue:
+        asyncio.run(venue.submit([order("VT-1")]))
+        venue.on_market_bars([bar(1)])
+
+    with PaperExecution(config=CONFIG, path=path) as reopened:
+        asyncio.run(reopened.submit([order("VT-1", quantity=500)]))
+        reopened.on_market_bars([bar(2), bar(3)])
+        updates = reopened.drain()
+        final = view(reopened)
+
+    assert [(e.status, e.filled_quantity, e.reason) for e in updates.events] == [
+        (OrderStatus.FILLED, 100.0, "duplicate_client_order_id")
+    ]
+    assert updates.fills == ()
+    assert [f.fill_id for f in final.fills] == ["VT-1-F1"]
+    assert final.positions["AAA"].quantity == 100.0
+    assert list(final.orders) == ["VT-1"]
+
+
+def test_reopen_when_process_died_without_close_then_every_returned_call_is_on_disk(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "venue.sqlite"
+    crashed = PaperExecution(config=CONFIG, path=path)  # never closed: stands in for kill -9
+    asyncio.run(crashed.submit([order("A", quantity=250), order("B", limit=95.0)]))
+    crashed.on_market_bars([bar(1, volume=1000.0)])
+
+    survivor = PaperExecution(config=CONFIG, path=path)
+    try:
+        assert view(survivor) == view(crashed)
+    finally:
+        survivor.close()
+        crashed.close()
+
+
+def test_reopen_when_partially_filled_then_continues_exactly_like_an_uninterrupted_venue(
+    tmp_path: Path,
+) -> None:
+    bars = [[bar(i, volume=1000.0, open=100.0 + i)] for i in range(1, 5)]
+    with PaperExecution(config=CONFIG, path=tmp_path / "straight.sqlite") as straight:
+        asyncio.run(straight.submit([order("A", quantity=350)]))
+        for batch in bars:
+            straight.on_market_bars(batch)
+        expected = view(straight)
+
+    path = tmp_path / "restarted.sqlite"
+    with PaperExecution(config=CONFIG, path=path) as first:
+        asyncio.run(first.submit([order("A", quantity=350)]))
+        for batch in bars[:2]:
+            first.on_market_bars(batch)
+    with PaperExecution(config=CONFIG, path=path) as second:
+        for batch in bars[:2]:  # replayed bars the venue already saw are ignored
+            second.on_market_bars(batch)
+        for batch in bars[2:]:
+            second.on_market_bars(batch)
+        got = view(second)
+
+    assert got == expected
+    assert [f.fill_id for f in got.fills] == ["A-F1", "A-F2", "A-F3", "A-F4"]
+
+
+def test_cancel_all_when_orders_working_then_all_cancelled_and_persisted(tmp_path: Path) -> None:
+    path = tmp_path / "venue.sqlite"
+    with PaperExecution(config=CONFIG, path=path) as venue:
+        asyncio.run(venue.submit([order("A", limit=90.0), order("B", limit=80.0), order("C")]))
+        venue.on_market_bars([bar(1)])
+
+        cancelled = venue.cancel_all()
+
+    assert cancelled == 2
+    with PaperExecution(config=CONFIG, path=path) as reopened:
+        statuses = {c: o.status for c, o in view(reopened).orders.items()}
+    assert statuses == {
+        "A": OrderStatus.CANCELLED,
+        "B": OrderStatus.CANCELLED,
+        "C": OrderStatus.FILLED,
+    }
+
+
+def test_async_context_when_exited_then_closed_and_further_use_is_an_invariant_error(
+    tmp_path: Path,
+) -> None:
+    async def use() -> PaperExecution:
+        async with PaperExecution(config=CONFIG, path=tmp_path / "venue.sqlite") as venue:
+            await venue.submit([order("A")])
+        return venue
+
+    venue = asyncio.run(use())
+
+    with pytest.raises(InvariantError, match="after close"):
+        asyncio.run(venue.submit([order("B")]))
+
+
+def test_open_when_file_is_not_sqlite_then_invariant_error_naming_the_path(tmp_path: Path) -> None:
+    path = tmp_path / "venue.sqlite"
+    path.write_bytes(b"this is not a database" * 100)
+
+    with pytest.raises(InvariantError, match=r"paper venue .*venue\.sqlite"):
+        PaperExecution(config=CONFIG, path=path)
+
+
+def test_open_when_a_row_is_corrupt_then_invariant_error_naming_the_table(tmp_path: Path) -> None:
+    path = tmp_path / "venue.sqlite"
+    with PaperExecution(config=CONFIG, path=path) as venue:
+        asyncio.run(venue.submit([order("A")]))
+    with sqlite3.connect(path) as con:
+        con.execute("UPDATE venue_orders SET data = '{\"broken\": 1}'")
+    con.close()
+
+    with pytest.raises(InvariantError, match="venue_orders"):
+        PaperExecution(config=CONFIG, path=path)
+
+
+def test_on_market_bars_when_no_orders_then_only_tapes_are_written(tmp_path: Path) -> None:
+    path = tmp_path / "venue.sqlite"
+    with PaperExecution(config=CONFIG, path=path) as venue:
+        venue.on_market_bars([bar(1, symbol=s) for s in ("AAA", "BBB", "CCC")])
+        venue.on_market_bars([bar(2, symbol=s) for s in ("AAA", "BBB", "CCC")])
+
+    con = sqlite3.connect(path)
+    try:
+        counts = [con.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0]
+                  for t in ("venue_orders", "venue_fills", "venue_tapes")]  # fmt: skip
+        mode = con.execute("PRAGMA journal_mode").fetchone()[0]
+    finally:
+        con.close()
+    assert counts == [0, 0, 3]
+    assert mode == "wal"
