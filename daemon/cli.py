@@ -15,6 +15,8 @@ _COMMAND_MODULES = (
     "daemon.cli_chart",
     "daemon.cli_dataset",
     "daemon.cli_model",
+    "daemon.cli_train",
+    "daemon.cli_calibrate",
     "daemon.cli_backtest",
     "daemon.cli_ib",
     "daemon.cli_serve",

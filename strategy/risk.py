@@ -1,0 +1,454 @@
+"""RiskEngine: pre-trade checks and the trading state (ACTIVE / REDUCING / HALTED) behind one entry point.
+
+`check(intent, book, now)` returns a RiskDecision; a rejection is a value with a reason code
+(RiskReason) and a human detail. `update(book, now)`, called once per bar batch, watches daily
+loss and drawdown and moves the engine to REDUCING or HALTED; HALTED is sticky until an operator
+calls `set_state`. Every check is configurable and most can be disabled with `null`.
+
+An order is *position-reducing* when it is against the current position and cannot take the
+position through zero even if every open order on its side fills. Such orders pass HALTED and
+REDUCING and skip the position/exposure caps, cooldown and min_confidence; the order-level checks
+(quantity, notional, price, collar, hours, open orders, rate) still apply to them.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+from collections import deque
+from datetime import UTC, datetime, time, timedelta
+from typing import Annotated, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import msgspec
+
+from strategy.book import Book
+from strategy.types import OrderIntent, OrderType, RiskDecision, Side, TradingState
+
+PositiveFloat = Annotated[float, msgspec.Meta(gt=0)]
+PositiveInt = Annotated[int, msgspec.Meta(gt=0)]
+NonNegativeInt = Annotated[int, msgspec.Meta(ge=0)]
+UnitFraction = Annotated[float, msgspec.Meta(gt=0, le=1)]
+Probability = Annotated[float, msgspec.Meta(ge=0, le=1)]
+HourMinute = Annotated[str, msgspec.Meta(pattern=r"^([01]\d|2[0-3]):[0-5]\d$")]
+Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+
+_WEEKDAYS: tuple[Weekday, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+_RATE_WINDOW = timedelta(seconds=60)
+_EPS = 1e-9
+
+
+class RiskReason(enum.StrEnum):
+    """Reason codes of RiskDecision (OK when accepted) and of automatic state changes."""
+
+    OK = "ok"
+    MAX_ORDER_QUANTITY = "max_order_quantity"
+    MAX_ORDER_NOTIONAL = "max_order_notional"
+    MAX_POSITION_QUANTITY = "max_position_quantity"
+    MAX_POSITION_NOTIONAL = "max_position_notional"
+    MAX_GROSS_EXPOSURE = "max_gross_exposure"
+    MAX_OPEN_ORDERS = "max_open_orders"
+    ORDER_RATE_LIMIT = "order_rate_limit"
+    MAX_DAILY_LOSS = "max_daily_loss"
+    MAX_DRAWDOWN = "max_drawdown"
+    OUTSIDE_TRADING_HOURS = "outside_trading_hours"
+    PRICE_COLLAR = "price_collar"
+    MIN_CONFIDENCE = "min_confidence"
+    COOLDOWN = "cooldown"
+    HALTED = "halted"
+    REDUCING = "reducing"
+    NO_PRICE = "no_price"
+    INVALID_QUANTITY = "invalid_quantity"
+
+
+class TradingHours(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Local window [start, end) on the given weekdays; start > end means the window spans midnight."""
+
+    start: HourMinute = "09:30"
+    end: HourMinute = "16:00"
+    timezone: str = "America/New_York"
+    weekdays: tuple[Weekday, ...] = ("mon", "tue", "wed", "thu", "fri")
+
+    def __post_init__(self) -> None:
+        if self.start == self.end:
+            msg = f"trading_hours start and end are both {self.start}: the window would be empty"
+            raise ValueError(msg)
+        if not self.weekdays:
+            msg = "trading_hours.weekdays is empty: list at least one day (mon..sun)"
+            raise ValueError(msg)
+        try:
+            ZoneInfo(self.timezone)
+        except (ZoneInfoNotFoundError, ValueError):
+            msg = f"trading_hours.timezone {self.timezone!r} is not a known IANA zone (e.g. America/New_York)"
+            raise ValueError(msg) from None
+
+
+class RiskConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Limits of the risk engine; `null` disables a check."""
+
+    max_order_quantity: PositiveFloat | None = 10_000.0
+    max_order_notional: PositiveFloat | None = 50_000.0
+    max_position_quantity: PositiveFloat | None = None
+    max_position_notional: PositiveFloat | None = 50_000.0
+    max_gross_exposure: PositiveFloat | None = 200_000.0
+    max_open_orders: PositiveInt | None = 100
+    max_orders_per_minute: PositiveInt | None = 120
+    max_daily_loss: PositiveFloat | None = 5_000.0
+    max_drawdown: UnitFraction | None = 0.20
+    reduce_at_daily_loss_fraction: UnitFraction | None = None
+    trading_hours: TradingHours | None = None
+    price_collar_bps: PositiveFloat | None = 500.0
+    min_confidence: Probability | None = None
+    cooldown_bars: NonNegativeInt = 0
+    cooldown_seconds: PositiveFloat | None = None
+
+    def __post_init__(self) -> None:
+        if self.reduce_at_daily_loss_fraction is not None and self.max_daily_loss is None:
+            msg = "reduce_at_daily_loss_fraction needs max_daily_loss: set max_daily_loss or drop the fraction"
+            raise ValueError(msg)
+
+
+class TradingStateChange(msgspec.Struct, frozen=True, kw_only=True):
+    """One move of the trading state, automatic (a breach) or by an operator."""
+
+    previous: TradingState
+    current: TradingState
+    reason: str
+    ts: datetime
+    detail: str = ""
+
+
+class _Hours:
+    """TradingHours compiled for fast checks."""
+
+    __slots__ = ("_last", "days", "end", "overnight", "start", "text", "zone")
+
+    def __init__(self, hours: TradingHours) -> None:
+        self.zone = ZoneInfo(hours.timezone)
+        self.start = _parse_hhmm(hours.start)
+        self.end = _parse_hhmm(hours.end)
+        self.overnight = self.start > self.end
+        self.days = frozenset(_WEEKDAYS.index(d) for d in hours.weekdays)
+        self.text = f"{hours.start}-{hours.end} {hours.timezone} {','.join(hours.weekdays)}"
+        self._last: tuple[datetime, bool] | None = None
+
+    def contains(self, now: datetime) -> bool:
+        """Whether now is inside the window; the last answer is kept (a batch shares one now)."""
+        last = self._last
+        if last is not None and last[0] == now:
+            return last[1]
+        inside = self._contains(now)
+        self._last = (now, inside)
+        return inside
+
+    def _contains(self, now: datetime) -> bool:
+        if now.tzinfo is None:
+            now = now.replace(tzinfo=UTC)
+        local = now.astimezone(self.zone)
+        t = local.time().replace(tzinfo=None)
+        if not self.overnight:
+            return local.weekday() in self.days and self.start <= t < self.end
+        if t >= self.start:
+            return local.weekday() in self.days
+        # after midnight: the session belongs to the day it started on
+        return t < self.end and (local.weekday() - 1) % 7 in self.days
+
+
+class RiskEngine:
+    """Pre-trade checks and the trading state; one instance per book, driven by `now` arguments."""
+
+    def __init__(self, *, config: RiskConfig) -> None:
+        self._state = TradingState.ACTIVE
+        self._state_reason = "start"
+        self._accepted: deque[datetime] = deque()
+        self._closes: deque[datetime] = deque(maxlen=0)
+        self._exits: dict[str, datetime] = {}
+        self.config = config
+        self._hours: _Hours | None = None
+        self._cooldown: timedelta | None = None
+        self.reconfigure(config)
+
+    # ---- control ------------------------------------------------------------------------------
+    @property
+    def state(self) -> TradingState:
+        return self._state
+
+    @property
+    def state_reason(self) -> str:
+        """Why the engine is in its current state (a reason code or an operator's text)."""
+        return self._state_reason
+
+    def reconfigure(self, config: RiskConfig) -> None:
+        """Apply new limits; state, the rate window and exit times are kept."""
+        self.config = config
+        self._hours = _Hours(config.trading_hours) if config.trading_hours is not None else None
+        self._cooldown = (
+            timedelta(seconds=config.cooldown_seconds)
+            if config.cooldown_seconds is not None
+            else None
+        )
+        self._closes = deque(self._closes, maxlen=config.cooldown_bars)
+
+    def set_state(
+        self, state: TradingState, reason: str, now: datetime
+    ) -> TradingStateChange | None:
+        """Operator control; returns the change, or None when the engine is already in that state."""
+        return self._move(state, reason, now, detail="set_state")
+
+    def note_exit(self, symbol: str, now: datetime) -> None:
+        """Record an exit outside the book's fills (the book's last_exit_ts is read as well)."""
+        previous = self._exits.get(symbol)
+        if previous is None or now > previous:
+            self._exits[symbol] = now
+
+    def orders_in_window(self, now: datetime) -> int:
+        """Accepted orders counted by the rate limit in the 60 s ending at now."""
+        self._expire(now)
+        return len(self._accepted)
+
+    # ---- per batch ----------------------------------------------------------------------------
+    def update(self, book: Book, now: datetime) -> TradingStateChange | None:
+        """Check daily loss and drawdown; move to REDUCING or HALTED on a breach (HALTED is sticky)."""
+        self._observe(now)
+        if self._state is TradingState.HALTED:
+            return None
+        cfg = self.config
+        loss = -book.daily_pnl() if cfg.max_daily_loss is not None else 0.0
+        if cfg.max_daily_loss is not None and _over(loss, cfg.max_daily_loss):
+            detail = f"daily loss {loss:.2f} > max_daily_loss {cfg.max_daily_loss:g}"
+            return self._move(TradingState.HALTED, RiskReason.MAX_DAILY_LOSS, now, detail=detail)
+        if cfg.max_drawdown is not None:
+            drawdown = book.drawdown()
+            if _over(drawdown, cfg.max_drawdown):
+                detail = f"drawdown {drawdown:.4f} > max_drawdown {cfg.max_drawdown:g}"
+                return self._move(TradingState.HALTED, RiskReason.MAX_DRAWDOWN, now, detail=detail)
+        fraction = cfg.reduce_at_daily_loss_fraction
+        if (
+            fraction is not None
+            and cfg.max_daily_loss is not None
+            and self._state is TradingState.ACTIVE
+            and _over(loss, fraction * cfg.max_daily_loss)
+        ):
+            detail = (
+                f"daily loss {loss:.2f} > {fraction:g} of max_daily_loss {cfg.max_daily_loss:g}"
+            )
+            return self._move(
+                TradingState.REDUCING, "reduce_at_daily_loss_fraction", now, detail=detail
+            )
+        return None
+
+    # ---- the single entry point -----------------------------------------------------------------
+    def check(self, intent: OrderIntent, book: Book, now: datetime) -> RiskDecision:
+        """Accept or reject one intent; accepted orders count towards the rate limit."""
+        self._observe(now)
+        if intent.is_cancel:
+            return RiskDecision(intent=intent, accepted=True, ts=now)
+        cfg = self.config
+        quantity = intent.quantity
+        if not (quantity > 0 and math.isfinite(quantity)):
+            return _reject(
+                intent, now, RiskReason.INVALID_QUANTITY, f"quantity {quantity!r} is not > 0"
+            )
+
+        symbol = intent.symbol
+        position = book.position(symbol)
+        worst = (
+            position
+            + _open_quantity(book, symbol, intent.side) * intent.side.sign
+            + intent.signed_quantity
+        )
+        reducing = _is_reducing(position, worst, intent.side)
+
+        if not reducing and self._state is not TradingState.ACTIVE:
+            code = RiskReason.HALTED if self._state is TradingState.HALTED else RiskReason.REDUCING
+            detail = f"trading {self._state} ({self._state_reason}): only cancels and position-reducing orders"
+            return _reject(intent, now, code, detail)
+
+        if self._hours is not None and not self._hours.contains(now):
+            detail = f"{now.isoformat()} is outside trading hours {self._hours.text}"
+            return _reject(intent, now, RiskReason.OUTSIDE_TRADING_HOURS, detail)
+
+        last = book.price(symbol)
+        if intent.order_type is OrderType.LIMIT:
+            limit = intent.limit_price
+            if limit is None or not (limit > 0 and math.isfinite(limit)):
+                return _reject(
+                    intent, now, RiskReason.NO_PRICE, f"limit order with limit price {limit!r}"
+                )
+            if cfg.price_collar_bps is not None:
+                if last is None:
+                    detail = f"no last price for {symbol} to collar the limit {limit:g} against"
+                    return _reject(intent, now, RiskReason.NO_PRICE, detail)
+                bps = abs(limit - last) / last * 10_000.0
+                if _over(bps, cfg.price_collar_bps):
+                    detail = f"limit {limit:g} is {bps:.1f} bps from last {last:g} > price_collar_bps {cfg.price_collar_bps:g}"
+                    return _reject(intent, now, RiskReason.PRICE_COLLAR, detail)
+            price = limit
+        elif last is None or not (last > 0 and math.isfinite(last)):
+            return _reject(intent, now, RiskReason.NO_PRICE, f"no last price for {symbol}")
+        else:
+            price = last
+
+        if cfg.max_order_quantity is not None and _over(quantity, cfg.max_order_quantity):
+            detail = f"quantity {quantity:g} > max_order_quantity {cfg.max_order_quantity:g}"
+            return _reject(intent, now, RiskReason.MAX_ORDER_QUANTITY, detail)
+        if cfg.max_order_notional is not None and _over(quantity * price, cfg.max_order_notional):
+            detail = (
+                f"notional {quantity * price:.2f} > max_order_notional {cfg.max_order_notional:g}"
+            )
+            return _reject(intent, now, RiskReason.MAX_ORDER_NOTIONAL, detail)
+        if cfg.max_open_orders is not None and len(book.open_orders) >= cfg.max_open_orders:
+            detail = f"{len(book.open_orders)} open orders, max_open_orders {cfg.max_open_orders}"
+            return _reject(intent, now, RiskReason.MAX_OPEN_ORDERS, detail)
+        if cfg.max_orders_per_minute is not None:
+            self._expire(now)
+            if len(self._accepted) >= cfg.max_orders_per_minute:
+                detail = f"{len(self._accepted)} orders in the last 60 s, max_orders_per_minute {cfg.max_orders_per_minute}"
+                return _reject(intent, now, RiskReason.ORDER_RATE_LIMIT, detail)
+
+        if not reducing:
+            rejection = self._check_entry(intent, book, now, worst, price)
+            if rejection is not None:
+                return rejection
+
+        if cfg.max_orders_per_minute is not None:
+            self._accepted.append(now)
+        return RiskDecision(intent=intent, accepted=True, ts=now)
+
+    # ---- helpers ------------------------------------------------------------------------------
+    def _check_entry(
+        self, intent: OrderIntent, book: Book, now: datetime, worst: float, price: float
+    ) -> RiskDecision | None:
+        """Checks that only apply to orders that may grow a position."""
+        cfg = self.config
+        if cfg.min_confidence is not None and not intent.confidence >= cfg.min_confidence:
+            detail = f"confidence {intent.confidence:g} < min_confidence {cfg.min_confidence:g}"
+            return _reject(intent, now, RiskReason.MIN_CONFIDENCE, detail)
+        cooling = self._cooldown_detail(intent.symbol, book, now)
+        if cooling is not None:
+            return _reject(intent, now, RiskReason.COOLDOWN, cooling)
+        size = abs(worst)
+        if cfg.max_position_quantity is not None and _over(size, cfg.max_position_quantity):
+            detail = f"position could reach {worst:g} > max_position_quantity {cfg.max_position_quantity:g}"
+            return _reject(intent, now, RiskReason.MAX_POSITION_QUANTITY, detail)
+        if cfg.max_position_notional is not None and _over(size * price, cfg.max_position_notional):
+            detail = f"position notional could reach {size * price:.2f} > max_position_notional {cfg.max_position_notional:g}"
+            return _reject(intent, now, RiskReason.MAX_POSITION_NOTIONAL, detail)
+        if cfg.max_gross_exposure is not None:
+            gross = worst_gross_exposure(book, intent, price)
+            if _over(gross, cfg.max_gross_exposure):
+                detail = f"gross exposure could reach {gross:.2f} > max_gross_exposure {cfg.max_gross_exposure:g}"
+                return _reject(intent, now, RiskReason.MAX_GROSS_EXPOSURE, detail)
+        return None
+
+    def _cooldown_detail(self, symbol: str, book: Book, now: datetime) -> str | None:
+        cfg = self.config
+        if self._cooldown is None and cfg.cooldown_bars == 0:
+            return None
+        exit_ts = book.last_exit_ts.get(symbol)
+        noted = self._exits.get(symbol)
+        if noted is not None and (exit_ts is None or noted > exit_ts):
+            exit_ts = noted
+        if exit_ts is None:
+            return None
+        if self._cooldown is not None and now - exit_ts < self._cooldown:
+            return f"{(now - exit_ts).total_seconds():g} s since the exit at {exit_ts.isoformat()}, cooldown_seconds {cfg.cooldown_seconds:g}"
+        closes = self._closes
+        if cfg.cooldown_bars and (len(closes) < cfg.cooldown_bars or closes[0] <= exit_ts):
+            since = sum(1 for ts in closes if ts > exit_ts)
+            return f"{since} bars since the exit at {exit_ts.isoformat()}, cooldown_bars {cfg.cooldown_bars}"
+        return None
+
+    def _observe(self, now: datetime) -> None:
+        """Count distinct batch times; the cooldown in bars is measured in them."""
+        closes = self._closes
+        if closes.maxlen and (not closes or now > closes[-1]):
+            closes.append(now)
+
+    def _expire(self, now: datetime) -> None:
+        accepted = self._accepted
+        horizon = now - _RATE_WINDOW
+        while accepted and accepted[0] <= horizon:
+            accepted.popleft()
+
+    def _move(
+        self, state: TradingState, reason: str, now: datetime, *, detail: str
+    ) -> TradingStateChange | None:
+        if state is self._state:
+            return None
+        change = TradingStateChange(
+            previous=self._state, current=state, reason=str(reason), ts=now, detail=detail
+        )
+        self._state = state
+        self._state_reason = str(reason)
+        return change
+
+
+def worst_gross_exposure(book: Book, intent: OrderIntent, price: float) -> float:
+    """Gross exposure if the intent and every open order on the worse side of each symbol filled.
+
+    Per symbol the worse side is max(|position + open buys|, |position - open sells|), valued at
+    the last price (the intent's own symbol at `price`). Book.gross_exposure() ignores open orders.
+    """
+    buys: dict[str, float] = {}
+    sells: dict[str, float] = {}
+    fallback: dict[str, float] = {}
+    for order in book.open_orders.values():
+        side = buys if order.side is Side.BUY else sells
+        side[order.symbol] = side.get(order.symbol, 0.0) + order.remaining
+        if order.limit_price is not None:
+            fallback[order.symbol] = order.limit_price
+    side = buys if intent.side is Side.BUY else sells
+    side[intent.symbol] = side.get(intent.symbol, 0.0) + intent.quantity
+    prices = book.last_prices
+    positions = book.positions
+    # held positions at their marks, then the symbols with orders swap |q| for their worse side
+    total = 0.0
+    for symbol, held in positions.items():
+        total += abs(held.quantity) * prices.get(symbol, held.average_price)
+    for symbol in buys.keys() | sells.keys():
+        pos = positions.get(symbol)
+        quantity = pos.quantity if pos is not None else 0.0
+        if pos is not None:
+            total -= abs(quantity) * prices.get(symbol, pos.average_price)
+        if symbol == intent.symbol:
+            mark = price
+        elif pos is not None:
+            mark = prices.get(symbol, pos.average_price)
+        else:
+            mark = prices.get(symbol, fallback.get(symbol, 0.0))
+        worse = max(abs(quantity + buys.get(symbol, 0.0)), abs(quantity - sells.get(symbol, 0.0)))
+        total += worse * mark
+    return total
+
+
+def _open_quantity(book: Book, symbol: str, side: Side) -> float:
+    """Unfilled quantity of open orders in one symbol on one side (unsigned)."""
+    total = 0.0
+    for order in book.open_orders.values():
+        if order.symbol == symbol and order.side is side:
+            total += order.remaining
+    return total
+
+
+def _is_reducing(position: float, worst: float, side: Side) -> bool:
+    """True when the order is against the position and cannot carry it through zero."""
+    if position > 0:
+        return side is Side.SELL and worst >= -_EPS
+    if position < 0:
+        return side is Side.BUY and worst <= _EPS
+    return False
+
+
+def _over(value: float, limit: float) -> bool:
+    """value > limit, tolerating float noise so a value exactly at the limit passes."""
+    return not value <= limit + _EPS * max(1.0, abs(limit))
+
+
+def _parse_hhmm(text: str) -> time:
+    hours, minutes = text.split(":")
+    return time(int(hours), int(minutes))
+
+
+def _reject(intent: OrderIntent, now: datetime, reason: RiskReason, detail: str) -> RiskDecision:
+    return RiskDecision(intent=intent, accepted=False, reason=reason.value, detail=detail, ts=now)
