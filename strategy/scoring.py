@@ -1,0 +1,36 @@
+"""The scorer interface: windows in, one Signal per window out (rules now, CLIP/XGBoost later)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol, runtime_checkable
+
+from strategy.bars import Window
+from strategy.types import Signal
+
+
+@runtime_checkable
+class Scorer(Protocol):
+    """Scores a batch of windows that closed at one timestamp.
+
+    name goes into Signal.scorer; blocking=True asks the daemon to run score() in a thread.
+    score() returns exactly one Signal per window, in the same order, with p_up and
+    confidence in [0, 1]; a scorer with no opinion returns neutral_signal().
+    """
+
+    name: str
+    blocking: bool
+
+    def score(self, windows: Sequence[Window]) -> list[Signal]: ...
+
+
+def neutral_signal(window: Window, scorer: str, reasons: tuple[str, ...] = ()) -> Signal:
+    """A Signal with no opinion (p_up 0.5, confidence 0) for one window."""
+    return Signal(
+        symbol=window.symbol,
+        ts=window.ts,
+        p_up=0.5,
+        confidence=0.0,
+        scorer=scorer,
+        reasons=reasons,
+    )

@@ -1,0 +1,166 @@
+"""Signals in, order intents out: a target position per symbol, held for a number of bars."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import Annotated, Literal
+
+import msgspec
+
+from strategy.book import Book
+from strategy.types import OrderIntent, OrderType, Side, Signal
+
+PositiveFloat = Annotated[float, msgspec.Meta(gt=0)]
+Unit = Annotated[float, msgspec.Meta(ge=0, le=1)]
+
+# Quantities closer to zero than this are treated as zero (fills in floats).
+_EPSILON = 1e-9
+
+
+class StrategyConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """When to go long, short or flat, and how big.
+
+    p_up >= enter_threshold goes long, p_up <= 1 - enter_threshold goes short, both only with
+    confidence >= min_confidence. A position is closed after hold_bars bars (0 = never on time),
+    or, with exit_on_opposite, on a confident signal the other way (reversed when that signal
+    clears enter_threshold and the new side is allowed). A confirming signal restarts the hold.
+    Limit orders are priced limit_offset_bps beyond the last price (positive = willing to
+    cross, negative = rest inside).
+    """
+
+    enter_threshold: Annotated[float, msgspec.Meta(gt=0.5, le=1)] = 0.6
+    min_confidence: Unit = 0.3
+    position_notional: PositiveFloat = 10_000.0
+    max_quantity: PositiveFloat = 100_000.0
+    allow_short: bool = True
+    hold_bars: Annotated[int, msgspec.Meta(ge=0)] = 5
+    bar_seconds: Annotated[int, msgspec.Meta(gt=0)] = 60
+    exit_on_opposite: bool = True
+    order_type: Literal["market", "limit"] = "market"
+    limit_offset_bps: Annotated[float, msgspec.Meta(ge=-1000, le=1000)] = 5.0
+    price_decimals: Annotated[int, msgspec.Meta(ge=0, le=8)] = 2
+
+
+class _Entry(msgspec.Struct, kw_only=True):
+    direction: int
+    ts: datetime
+
+
+class TargetStrategy:
+    """Keeps one target position per symbol and emits the intents that move the book toward it."""
+
+    def __init__(self, *, config: StrategyConfig) -> None:
+        self.config = config
+        self._entries: dict[str, _Entry] = {}
+
+    def reconfigure(self, config: StrategyConfig) -> None:
+        """Apply a new config (SIGHUP); hold clocks of open positions are kept."""
+        self.config = config
+
+    def entry_ts(self, symbol: str) -> datetime | None:
+        """When the hold clock of the symbol's position started, if one is held."""
+        entry = self._entries.get(symbol)
+        return entry.ts if entry is not None else None
+
+    def on_signals(self, signals: Sequence[Signal], book: Book) -> list[OrderIntent]:
+        """Intents that move each signalled symbol from position + pending orders to its target."""
+        latest: dict[str, Signal] = {}
+        for signal in signals:
+            latest[signal.symbol] = signal
+        intents: list[OrderIntent] = []
+        for signal in latest.values():
+            intent = self._decide(signal, book)
+            if intent is not None:
+                intents.append(intent)
+        return intents
+
+    def _decide(self, signal: Signal, book: Book) -> OrderIntent | None:
+        cfg = self.config
+        symbol = signal.symbol
+        price = book.price(symbol)
+        if price is None or not math.isfinite(price) or price <= 0:
+            return None
+        current = book.position(symbol) + book.pending(symbol)
+        held = _sign(current)
+        confident = signal.confidence >= cfg.min_confidence
+        wants = 0
+        if confident and signal.p_up >= cfg.enter_threshold:
+            wants = 1
+        elif confident and signal.p_up <= 1.0 - cfg.enter_threshold:
+            wants = -1
+
+        entry = self._entries.get(symbol)
+        if held == 0:
+            self._entries.pop(symbol, None)
+            if wants == 0 or (wants < 0 and not cfg.allow_short):
+                return None
+            return self._move(
+                signal, price, current, wants, "enter_long" if wants > 0 else "enter_short"
+            )
+
+        if entry is None or entry.direction != held:  # restored at start, or an entry was refused
+            entry = self._entries[symbol] = _Entry(direction=held, ts=signal.ts)
+        if held < 0 and not cfg.allow_short:
+            return self._move(signal, price, current, 0, "exit_short_disabled", confidence=1.0)
+        if wants == held:
+            entry.ts = signal.ts  # a confirming signal restarts the hold
+            return None
+        if cfg.exit_on_opposite and confident and signal.direction == -held:
+            if wants == -held and (wants > 0 or cfg.allow_short):
+                return self._move(signal, price, current, wants, "reverse")
+            return self._move(signal, price, current, 0, "exit_opposite")
+        hold = timedelta(seconds=cfg.hold_bars * cfg.bar_seconds)
+        if cfg.hold_bars and signal.ts - entry.ts >= hold:
+            return self._move(signal, price, current, 0, "exit_hold", confidence=1.0)
+        return None
+
+    def _move(
+        self,
+        signal: Signal,
+        price: float,
+        current: float,
+        direction: int,
+        reason: str,
+        *,
+        confidence: float | None = None,
+    ) -> OrderIntent | None:
+        """The intent from current (position + pending) to a target of `direction` full positions."""
+        cfg = self.config
+        target = 0.0
+        if direction:
+            quantity = min(math.floor(cfg.position_notional / price), math.floor(cfg.max_quantity))
+            if quantity <= 0:
+                return None
+            target = float(direction * quantity)
+        delta = target - current
+        if abs(delta) < _EPSILON:
+            return None
+        if direction:  # exits keep the entry: if refused, the next bar tries again
+            self._entries[signal.symbol] = _Entry(direction=direction, ts=signal.ts)
+        side = Side.BUY if delta > 0 else Side.SELL
+        limit_price = None
+        order_type = OrderType.MARKET
+        if cfg.order_type == "limit":
+            order_type = OrderType.LIMIT
+            offset = cfg.limit_offset_bps / 10_000.0 * side.sign
+            limit_price = round(price * (1.0 + offset), cfg.price_decimals)
+        return OrderIntent(
+            symbol=signal.symbol,
+            ts=signal.ts,
+            side=side,
+            quantity=abs(delta),
+            order_type=order_type,
+            limit_price=limit_price,
+            reason=reason,
+            confidence=signal.confidence if confidence is None else confidence,
+        )
+
+
+def _sign(quantity: float) -> int:
+    if quantity > _EPSILON:
+        return 1
+    if quantity < -_EPSILON:
+        return -1
+    return 0
