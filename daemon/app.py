@@ -201,7 +201,7 @@ class Daemon:
             log.error("config.reload_failed", error=str(e))
             return
         p = self.pipeline
-        p.strategy = TargetStrategy(config=new.strategy)
+        p.strategy.reconfigure(new.strategy)
         p.risk.reconfigure(new.risk)
         p.scorer = build_scorer(new)
         self.cfg = new

@@ -93,7 +93,16 @@ def _check_bar_seconds(cfg: AppConfig) -> str | None:
     return None
 
 
-_CHECKS = (_check_live, _check_feed, _check_bar_seconds)
+def _check_strategy_bar_seconds(cfg: AppConfig) -> str | None:
+    if cfg.strategy.bar_seconds != cfg.bars.bar_seconds:
+        return (
+            f"strategy.bar_seconds ({cfg.strategy.bar_seconds}) differs from bars.bar_seconds "
+            f"({cfg.bars.bar_seconds}): make them equal"
+        )
+    return None
+
+
+_CHECKS = (_check_live, _check_feed, _check_bar_seconds, _check_strategy_bar_seconds)
 
 
 def validate(cfg: AppConfig, *, source: str = "config") -> AppConfig:
