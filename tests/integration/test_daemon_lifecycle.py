@@ -60,7 +60,7 @@ def test_run_when_sigterm_after_fills_then_ready_watchdog_exit_zero_and_journal_
     assert "daemon.ready" in names
     assert "order.submitted" in names
     assert "order.filled" in names
-    assert names[-1] == "daemon.stopped"
+    assert names.index("daemon.stopped") > names.index("order.filled")
     assert "daemon.crashed" not in names
 
     with Journal(journal_path) as journal:
@@ -74,7 +74,7 @@ def test_run_when_sigterm_after_fills_then_ready_watchdog_exit_zero_and_journal_
             signed = sum(f.signed_quantity for f in fills if f.symbol == symbol)
             assert position.quantity == pytest.approx(signed)
         assert journal.counts()["signals"] > 0
-        assert journal.counts()["risk_decisions"] >= len(orders)
+        assert journal.counts()["decisions"] >= len(orders)
 
     view = broker_view(state)
     assert set(view.orders) == set(orders)
