@@ -1,0 +1,5 @@
+"""HTTP API on the daemon's own event loop: health, readiness, metrics, status, predict, control.
+
+Import the pieces from their modules: daemon.api.app (build_app), daemon.api.server (ApiServer),
+daemon.api.metrics (Metrics), daemon.api.config (ApiConfig).
+"""

@@ -1,0 +1,178 @@
+"""Prometheus metrics, fed by the log-event tap (no calls on the trading path) and read at scrape time."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, MutableMapping
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from daemon.bus.publisher import BusStats
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+LATENCY_BUCKETS = (
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+)
+RENDER_EVENTS = frozenset({"chart.rendered", "charts.rendered"})
+INFERENCE_EVENTS = frozenset({"model.inferred", "clip.scored", "inference.completed"})
+_MAX_LABEL_VALUES = 64
+
+
+class _Labels:
+    """Keeps label values bounded: long or too many distinct values become "other"."""
+
+    def __init__(self) -> None:
+        self._seen: set[str] = set()
+
+    def __call__(self, value: Any) -> str:
+        text = str(value) if value is not None else "none"
+        if text in self._seen:
+            return text
+        if len(text) > 64 or len(self._seen) >= _MAX_LABEL_VALUES:
+            return "other"
+        self._seen.add(text)
+        return text
+
+
+class _Pulled(Collector):
+    """Values read when scraped: queue depths and the MQTT bus counters."""
+
+    def __init__(self) -> None:
+        self.queues: dict[str, Callable[[], int]] = {}
+        self.bus: Callable[[], BusStats] | None = None
+        self.connected: Callable[[], bool] = lambda: False
+
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+        depth = GaugeMetricFamily(
+            "vlmtrader_queue_depth", "Items waiting in a queue", labels=["queue"]
+        )
+        for name, fn in self.queues.items():
+            depth.add_metric([name], float(fn()))
+        yield depth
+        if self.bus is None:
+            return
+        stats = self.bus()
+        yield CounterMetricFamily(
+            "vlmtrader_mqtt_reconnects", "MQTT reconnections", value=stats.reconnects
+        )
+        yield CounterMetricFamily(
+            "vlmtrader_telemetry_dropped",
+            "Events dropped before reaching MQTT",
+            value=stats.dropped,
+        )
+        yield CounterMetricFamily(
+            "vlmtrader_mqtt_published", "Messages published to MQTT", value=stats.published
+        )
+        yield GaugeMetricFamily(
+            "vlmtrader_mqtt_connected",
+            "1 when connected to the MQTT broker",
+            value=1.0 if self.connected() else 0.0,
+        )
+
+
+class Metrics:
+    """Owns a registry; `on_event` is a log sink that turns daemon events into series."""
+
+    def __init__(self, *, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        r = self.registry
+        self.bar_to_order = Histogram(
+            "vlmtrader_bar_to_order_seconds",
+            "Bar close arrival to order sent",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.inference = Histogram(
+            "vlmtrader_inference_seconds",
+            "Model inference per batch",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.render = Histogram(
+            "vlmtrader_render_seconds",
+            "Chart rendering per batch",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.orders = Counter("vlmtrader_orders", "Order status changes", ["status"], registry=r)
+        self.fills = Counter("vlmtrader_fills", "Fills", ["side"], registry=r)
+        self.risk_rejections = Counter(
+            "vlmtrader_risk_rejections", "Intents rejected by risk", ["reason"], registry=r
+        )
+        self.bars_rejected = Counter(
+            "vlmtrader_bars_rejected", "Bars rejected", ["reason"], registry=r
+        )
+        self.signals = Counter("vlmtrader_signals", "Signals with an opinion", registry=r)
+        self.commands = Counter(
+            "vlmtrader_control_commands", "Operator commands", ["result"], registry=r
+        )
+        self.trading_state = Gauge(
+            "vlmtrader_trading_state", "1 for the current trading state", ["state"], registry=r
+        )
+        self._pulled = _Pulled()
+        r.register(self._pulled)
+        self._labels = {k: _Labels() for k in ("status", "side", "reason", "state")}
+
+    def add_queue(self, name: str, depth: Callable[[], int]) -> None:
+        """Report a queue's depth at scrape time."""
+        self._pulled.queues[name] = depth
+
+    def track_bus(self, stats: Callable[[], BusStats], connected: Callable[[], bool]) -> None:
+        """Report the MQTT bus counters at scrape time."""
+        self._pulled.bus = stats
+        self._pulled.connected = connected
+
+    def render_latest(self) -> bytes:
+        return generate_latest(self.registry)
+
+    def on_event(self, name: str, event: MutableMapping[str, Any]) -> None:
+        """Log sink: count and time the events the pipeline already emits."""
+        lab = self._labels
+        if name == "order.submitted":
+            self.orders.labels(status="submitted").inc()
+            _observe_ms(self.bar_to_order, event.get("latency_ms"))
+        elif name == "order.filled":
+            self.fills.labels(side=lab["side"](event.get("side"))).inc()
+        elif name == "order.status_changed":
+            self.orders.labels(status=lab["status"](event.get("status"))).inc()
+        elif name == "risk.rejected":
+            self.risk_rejections.labels(reason=lab["reason"](event.get("reason"))).inc()
+        elif name == "bar.rejected":
+            self.bars_rejected.labels(reason=lab["reason"](event.get("reason"))).inc()
+        elif name == "signal.scored":
+            self.signals.inc()
+        elif name in RENDER_EVENTS:
+            _observe_ms(self.render, event.get("duration_ms"))
+        elif name in INFERENCE_EVENTS:
+            _observe_ms(self.inference, event.get("duration_ms"))
+        elif name == "trading_state.changed":
+            self._set_state(event.get("current"))
+        elif name == "control.applied":
+            self.commands.labels(result="applied").inc()
+        elif name == "control.rejected":
+            self.commands.labels(result="rejected").inc()
+
+    def _set_state(self, current: Any) -> None:
+        state = self._labels["state"](current)
+        for s in list(self._labels["state"]._seen):
+            self.trading_state.labels(state=s).set(1.0 if s == state else 0.0)
+
+
+def _observe_ms(histogram: Histogram, value: Any) -> None:
+    if isinstance(value, int | float) and not isinstance(value, bool) and 0 <= value < 1e9:
+        histogram.observe(value / 1000.0)

@@ -1,0 +1,79 @@
+"""Metrics: daemon events become Prometheus series; pulled values are read at scrape time."""
+
+from __future__ import annotations
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from daemon.api.metrics import Metrics
+from daemon.bus.publisher import BusStats
+
+
+def _samples(metrics: Metrics) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    out = {}
+    for family in text_string_to_metric_families(metrics.render_latest().decode()):
+        for s in family.samples:
+            out[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return out
+
+
+def test_on_event_when_pipeline_events_then_counters_and_histograms_move() -> None:
+    m = Metrics()
+    m.on_event("order.submitted", {"latency_ms": 2.0})
+    m.on_event("order.submitted", {"latency_ms": 40.0})
+    m.on_event("order.filled", {"side": "buy"})
+    m.on_event("order.status_changed", {"status": "rejected"})
+    m.on_event("risk.rejected", {"reason": "max_position"})
+    m.on_event("risk.rejected", {"reason": "max_position"})
+    m.on_event("chart.rendered", {"duration_ms": 12.0})
+    m.on_event("model.inferred", {"duration_ms": 30.0})
+    m.on_event("trading_state.changed", {"current": "halted"})
+    m.on_event("control.rejected", {})
+    s = _samples(m)
+    assert s[("vlmtrader_bar_to_order_seconds_count", ())] == 2
+    assert s[("vlmtrader_bar_to_order_seconds_bucket", (("le", "0.0025"),))] == 1
+    assert s[("vlmtrader_orders_total", (("status", "submitted"),))] == 2
+    assert s[("vlmtrader_orders_total", (("status", "rejected"),))] == 1
+    assert s[("vlmtrader_fills_total", (("side", "buy"),))] == 1
+    assert s[("vlmtrader_risk_rejections_total", (("reason", "max_position"),))] == 2
+    assert s[("vlmtrader_render_seconds_sum", ())] == 0.012
+    assert s[("vlmtrader_inference_seconds_count", ())] == 1
+    assert s[("vlmtrader_trading_state", (("state", "halted"),))] == 1
+    assert s[("vlmtrader_control_commands_total", (("result", "rejected"),))] == 1
+
+
+def test_on_event_when_latency_missing_or_bad_then_not_observed() -> None:
+    m = Metrics()
+    for value in (None, "fast", -1.0, True, float("nan")):
+        m.on_event("order.submitted", {"latency_ms": value})
+    s = _samples(m)
+    assert s[("vlmtrader_bar_to_order_seconds_count", ())] == 0
+    assert s[("vlmtrader_orders_total", (("status", "submitted"),))] == 5
+
+
+def test_labels_when_too_many_distinct_reasons_then_folded_into_other() -> None:
+    m = Metrics()
+    for i in range(100):
+        m.on_event("risk.rejected", {"reason": f"r{i}"})
+    reasons = {
+        dict(k[1])["reason"] for k in _samples(m) if k[0] == "vlmtrader_risk_rejections_total"
+    }
+    assert len(reasons) == 65
+    assert "other" in reasons
+
+
+def test_render_when_bus_and_queues_tracked_then_pulled_at_scrape() -> None:
+    m = Metrics()
+    stats = BusStats(dropped=7, reconnects=2, published=40)
+    depth = [3]
+    m.add_queue("mqtt", lambda: depth[0])
+    m.track_bus(lambda: stats, lambda: True)
+    s = _samples(m)
+    assert s[("vlmtrader_queue_depth", (("queue", "mqtt"),))] == 3
+    assert s[("vlmtrader_telemetry_dropped_total", ())] == 7
+    assert s[("vlmtrader_mqtt_reconnects_total", ())] == 2
+    assert s[("vlmtrader_mqtt_connected", ())] == 1
+    depth[0] = 0
+    stats.dropped = 9
+    s = _samples(m)
+    assert s[("vlmtrader_queue_depth", (("queue", "mqtt"),))] == 0
+    assert s[("vlmtrader_telemetry_dropped_total", ())] == 9
