@@ -28,7 +28,7 @@ def restore_book(journal: Journal, *, starting_cash: float) -> Book:
     book = Book(starting_cash=starting_cash)
     for fill in journal.load_fills():
         book.apply_fill(fill)
-        book.last_prices[fill.symbol] = fill.price
+        book.set_price(fill.symbol, fill.price)
     peak = journal.get("peak_equity")
     if peak is not None:
         book.peak_equity = max(book.peak_equity, float(peak))

@@ -22,20 +22,50 @@ class Book:
         self.day: date | None = None
         self.day_start_equity = starting_cash
         self.peak_equity = starting_cash
+        # Running market values, so equity and exposure are O(1) per bar instead of O(symbols).
+        self._values: dict[str, float] = {}
+        self._net_value = 0.0
+        self._gross_value = 0.0
 
     # ---- updates -------------------------------------------------------------------------
     def mark(self, bar: Bar) -> None:
         """Record the last price of a symbol and roll the trading day when the date changes."""
         self.last_prices[bar.symbol] = bar.close
+        if bar.symbol in self._values:
+            self._revalue(bar.symbol)
         self.roll_day(bar.ts)
         self.peak_equity = max(self.peak_equity, self.equity())
+
+    def set_price(self, symbol: str, price: float) -> None:
+        """Set a last price without a bar (restoring from the journal)."""
+        self.last_prices[symbol] = price
+        self._revalue(symbol)
 
     def roll_day(self, now: datetime) -> None:
         today = now.date()
         if self.day != today:
+            self._resum()
             if self.day is not None:
                 self.day_start_equity = self.equity()
             self.day = today
+
+    def _revalue(self, symbol: str) -> None:
+        pos = self.positions.get(symbol)
+        price = self.last_prices.get(symbol)
+        new = pos.quantity * price if pos is not None and price is not None else 0.0
+        old = self._values.get(symbol, 0.0)
+        self._net_value += new - old
+        self._gross_value += abs(new) - abs(old)
+        if new == 0.0:
+            self._values.pop(symbol, None)
+        else:
+            self._values[symbol] = new
+
+    def _resum(self) -> None:
+        """Recompute the running sums exactly (clears accumulated float rounding)."""
+        self._values = {s: v for s in self.positions if (v := self.market_value(s)) != 0.0}
+        self._net_value = sum(self._values.values())
+        self._gross_value = sum(abs(v) for v in self._values.values())
 
     def add_order(self, order: Order) -> None:
         self.open_orders[order.client_order_id] = order
@@ -62,6 +92,7 @@ class Book:
         self.positions[fill.symbol] = after
         self.cash -= fill.signed_quantity * fill.price + fill.commission
         self.last_prices.setdefault(fill.symbol, fill.price)
+        self._revalue(fill.symbol)
         if before.quantity != 0 and (after.quantity == 0 or (after.quantity > 0) != (before.quantity > 0)):
             self.last_exit_ts[fill.symbol] = fill.ts
         order = self.open_orders.get(fill.client_order_id)
@@ -94,10 +125,10 @@ class Book:
         return pos.quantity * price
 
     def gross_exposure(self) -> float:
-        return sum(abs(self.market_value(s)) for s in self.positions)
+        return self._gross_value
 
     def equity(self) -> float:
-        return self.cash + sum(self.market_value(s) for s in self.positions)
+        return self.cash + self._net_value
 
     def daily_pnl(self) -> float:
         return self.equity() - self.day_start_equity

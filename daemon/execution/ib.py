@@ -1,0 +1,350 @@
+"""Orders through IB Gateway (ib_async): market, limit and bracket, our client order id in orderRef.
+
+Status changes, executions and commission reports are enqueued by ib_async callbacks and turned
+into OrderEvents and Fills by drain(). A Fill is emitted once per execId, when its commission
+report arrives. broker_view() fetches open orders, executions and positions for reconciliation,
+which the daemon runs at start and whenever `generation` changes (every reconnect).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import structlog
+from ib_async import Contract, ExecutionFilter, LimitOrder, MarketOrder, StopOrder, Trade
+from ib_async import Order as IbOrder
+
+from daemon.errors import TransientError
+from daemon.execution.base import BrokerUpdates, BrokerView
+from daemon.feeds.ib import IbSession, symbol_of, to_ib_contract
+from daemon.ib_config import IbConfig
+from strategy.types import Bar, Fill, Order, OrderEvent, OrderStatus, OrderType, Position, Side
+
+log = structlog.get_logger("daemon.execution.ib")
+
+_STATUS = {
+    "PendingSubmit": OrderStatus.SUBMITTED,
+    "ApiPending": OrderStatus.SUBMITTED,
+    "PreSubmitted": OrderStatus.ACCEPTED,
+    "Submitted": OrderStatus.ACCEPTED,
+    "Filled": OrderStatus.FILLED,
+    "Cancelled": OrderStatus.CANCELLED,
+    "ApiCancelled": OrderStatus.CANCELLED,
+    "Inactive": OrderStatus.REJECTED,
+}
+REJECT_CODES = frozenset({201, 203, 110, 382, 383, 10147, 10148})
+
+
+def map_status(ib_status: str, filled: float, remaining: float) -> OrderStatus:
+    status = _STATUS.get(ib_status, OrderStatus.ACCEPTED)
+    if status is OrderStatus.ACCEPTED and filled > 0 and remaining > 0:
+        return OrderStatus.PARTIALLY_FILLED
+    return status
+
+
+class IbExecution:
+    """ExecutionClient for IB; `async with` connects (order client id if configured)."""
+
+    def __init__(self, *, config: IbConfig, session: IbSession | None = None) -> None:
+        self.config = config
+        ids = (
+            (config.order_client_id,)
+            if config.order_client_id is not None
+            else (config.client_id, *config.fallback_client_ids)
+        )
+        self._own_session = session is None
+        self.session = session or IbSession(config=config, client_ids=ids, name="orders")
+        self._inbox: asyncio.Queue[tuple[Any, ...]] = asyncio.Queue()
+        self._contracts: dict[str, Contract] = {}
+        self._submitted: set[str] = set()
+        self._fills_seen: set[str] = set()
+        self._last_status: dict[str, tuple[OrderStatus, float]] = {}
+        self._reject_reason: dict[int, str] = {}
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def ib(self) -> Any:
+        return self.session.ib
+
+    @property
+    def generation(self) -> int:
+        """Bumps on every (re)connect; reconcile when it changes."""
+        return self.session.generation
+
+    # ib_async callbacks: enqueue only.
+    def _on_status(self, trade: Trade) -> None:
+        self._inbox.put_nowait(("status", trade))
+
+    def _on_commission(self, trade: Trade, fill: Any, report: Any) -> None:
+        self._inbox.put_nowait(("fill", trade, fill))
+
+    def _on_error(self, req_id: int, code: int, message: str, contract: Any = None) -> None:
+        if code in REJECT_CODES:
+            self._inbox.put_nowait(("error", req_id, code, message))
+
+    async def __aenter__(self) -> IbExecution:
+        self.ib.orderStatusEvent += self._on_status
+        self.ib.commissionReportEvent += self._on_commission
+        self.ib.errorEvent += self._on_error
+        if self._own_session:
+            self._task = asyncio.create_task(self.session.run(), name="ib-orders-session")
+        await self.session.connected.wait()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.ib.orderStatusEvent -= self._on_status
+        self.ib.commissionReportEvent -= self._on_commission
+        self.ib.errorEvent -= self._on_error
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+            self._task = None
+
+    async def _contract(self, symbol: str) -> Contract:
+        if symbol in self._contracts:
+            return self._contracts[symbol]
+        spec = next((c for c in self.config.contracts if c.symbol == symbol), None)
+        if spec is None:
+            msg = f"symbol {symbol} is not in ib.contracts"
+            raise TransientError(msg)
+        details = await self.ib.reqContractDetailsAsync(to_ib_contract(spec))
+        if len(details) != 1:
+            msg = f"contract {symbol} did not qualify ({len(details)} matches)"
+            raise TransientError(msg)
+        contract: Contract = details[0].contract
+        self._contracts[symbol] = contract
+        return contract
+
+    def _known_refs(self) -> set[str]:
+        return {t.order.orderRef for t in self.ib.trades() if t.order.orderRef}
+
+    async def submit(self, orders: Sequence[Order]) -> None:
+        """Place orders; an order whose id was already sent (or is known at IB) is never sent again."""
+        await self.session.connected.wait()
+        known = self._known_refs()
+        for order in orders:
+            coid = order.client_order_id
+            if coid in self._submitted or coid in known:
+                log.warning("order.duplicate_skipped", client_order_id=coid)
+                continue
+            contract = await self._contract(order.symbol)
+            ib_order = self._ib_order(order)
+            self._submitted.add(coid)
+            self.ib.placeOrder(contract, ib_order)
+            log.info(
+                "order.sent",
+                client_order_id=coid,
+                symbol=order.symbol,
+                side=order.side.value,
+                quantity=order.quantity,
+                order_id=ib_order.orderId,
+            )
+
+    def _ib_order(self, order: Order) -> IbOrder:
+        action = "BUY" if order.side is Side.BUY else "SELL"
+        common: dict[str, Any] = {"orderRef": order.client_order_id, "tif": "DAY"}
+        if self.config.account:
+            common["account"] = self.config.account
+        if order.order_type is OrderType.LIMIT and order.limit_price is not None:
+            return LimitOrder(action, order.quantity, order.limit_price, **common)
+        return MarketOrder(action, order.quantity, **common)
+
+    async def submit_bracket(
+        self, order: Order, *, take_profit: float, stop_loss: float
+    ) -> tuple[str, str, str]:
+        """Entry (limit, or market when no limit) + take-profit limit + stop-loss stop, one OCA family."""
+        await self.session.connected.wait()
+        coid = order.client_order_id
+        refs = (coid, f"{coid}-tp", f"{coid}-sl")
+        if coid in self._submitted or coid in self._known_refs():
+            log.warning("order.duplicate_skipped", client_order_id=coid)
+            return refs
+        contract = await self._contract(order.symbol)
+        parent = self._ib_order(order)
+        parent.orderId = self.ib.client.getReqId()
+        parent.transmit = False
+        exit_action = "SELL" if order.side is Side.BUY else "BUY"
+        tp = LimitOrder(
+            exit_action,
+            order.quantity,
+            take_profit,
+            orderRef=refs[1],
+            tif="GTC",
+            parentId=parent.orderId,
+            orderId=self.ib.client.getReqId(),
+            transmit=False,
+        )
+        sl = StopOrder(
+            exit_action,
+            order.quantity,
+            stop_loss,
+            orderRef=refs[2],
+            tif="GTC",
+            parentId=parent.orderId,
+            orderId=self.ib.client.getReqId(),
+            transmit=True,
+        )
+        self._submitted.update(refs)
+        for o in (parent, tp, sl):
+            self.ib.placeOrder(contract, o)
+        log.info(
+            "order.sent",
+            client_order_id=coid,
+            symbol=order.symbol,
+            bracket=True,
+            take_profit=take_profit,
+            stop_loss=stop_loss,
+        )
+        return refs
+
+    async def cancel(self, client_order_id: str) -> None:
+        trade = next((t for t in self.ib.openTrades() if t.order.orderRef == client_order_id), None)
+        if trade is None:
+            log.warning("order.cancel_unknown", client_order_id=client_order_id)
+            return
+        self.ib.cancelOrder(trade.order)
+
+    def on_market_bars(self, bars: Sequence[Bar]) -> None:
+        """Real brokers match orders themselves."""
+
+    def drain(self) -> BrokerUpdates:
+        """Everything IB reported since the last drain, as our events and fills."""
+        events: list[OrderEvent] = []
+        fills: list[Fill] = []
+        now = datetime.now(UTC)
+        items = []
+        while not self._inbox.empty():
+            items.append(self._inbox.get_nowait())
+        for item in items:
+            if item[0] == "error":
+                _, order_id, code, message = item
+                self._reject_reason[order_id] = f"{code}: {message}"
+        for item in items:
+            if item[0] == "error":
+                continue
+            trade: Trade = item[1]
+            coid = trade.order.orderRef
+            if not coid:
+                continue
+            if item[0] == "fill":
+                fill = self._fill(coid, trade, item[2])
+                if fill is not None:
+                    fills.append(fill)
+                continue
+            st = trade.orderStatus
+            status = map_status(st.status, st.filled, st.remaining)
+            reason = ""
+            if status in (OrderStatus.CANCELLED, OrderStatus.REJECTED):
+                reason = self._reject_reason.get(trade.order.orderId, "")
+                if reason.startswith(("201", "203", "110")):
+                    status = OrderStatus.REJECTED
+            key = (status, float(st.filled))
+            if self._last_status.get(coid) == key:
+                continue
+            self._last_status[coid] = key
+            events.append(
+                OrderEvent(
+                    client_order_id=coid,
+                    ts=now,
+                    status=status,
+                    filled_quantity=float(st.filled),
+                    reason=reason,
+                    broker_order_id=str(trade.order.permId or trade.order.orderId),
+                )
+            )
+        return BrokerUpdates(events=tuple(events), fills=tuple(fills))
+
+    def _fill(self, coid: str, trade: Trade, fill: Any) -> Fill | None:
+        ex = fill.execution
+        if ex.execId in self._fills_seen:
+            return None
+        self._fills_seen.add(ex.execId)
+        return Fill(
+            fill_id=ex.execId,
+            client_order_id=coid,
+            symbol=symbol_of(fill.contract),
+            side=Side.BUY if ex.side == "BOT" else Side.SELL,
+            quantity=float(ex.shares),
+            price=float(ex.price),
+            commission=float(fill.commissionReport.commission),
+            ts=ex.time.astimezone(UTC) if ex.time else datetime.now(UTC),
+        )
+
+    async def broker_view(self) -> BrokerView:
+        """Open orders, executions (with commissions) and positions as IB reports them now."""
+        await self.session.connected.wait()
+        timeout = self.config.request_timeout_seconds
+        try:
+            trades = await asyncio.wait_for(self.ib.reqAllOpenOrdersAsync(), timeout)
+            await asyncio.wait_for(self.ib.reqExecutionsAsync(ExecutionFilter()), timeout)
+            positions = await asyncio.wait_for(self.ib.reqPositionsAsync(), timeout)
+        except (TimeoutError, ConnectionError) as e:
+            msg = f"broker view from IB failed: {type(e).__name__}"
+            raise TransientError(msg) from None
+        now = datetime.now(UTC)
+        orders: dict[str, Order] = {}
+        for trade in [*self.ib.trades(), *trades]:
+            o, st = trade.order, trade.orderStatus
+            coid = o.orderRef or f"IB-{o.permId}"
+            if o.totalQuantity <= 0:
+                continue
+            orders[coid] = Order(
+                client_order_id=coid,
+                symbol=symbol_of(trade.contract),
+                side=Side.BUY if o.action == "BUY" else Side.SELL,
+                quantity=float(o.totalQuantity),
+                order_type=OrderType.LIMIT if o.orderType == "LMT" else OrderType.MARKET,
+                created_ts=now,
+                limit_price=o.lmtPrice if o.orderType == "LMT" else None,
+                status=map_status(st.status, st.filled, st.remaining),
+                filled_quantity=float(st.filled),
+                average_fill_price=float(st.avgFillPrice),
+                broker_order_id=str(o.permId or o.orderId),
+            )
+        fills = []
+        for f in self.ib.fills():
+            ex = f.execution
+            fills.append(
+                Fill(
+                    fill_id=ex.execId,
+                    client_order_id=ex.orderRef or f"IB-{ex.permId}",
+                    symbol=symbol_of(f.contract),
+                    side=Side.BUY if ex.side == "BOT" else Side.SELL,
+                    quantity=float(ex.shares),
+                    price=float(ex.price),
+                    commission=float(f.commissionReport.commission),
+                    ts=ex.time.astimezone(UTC) if ex.time else now,
+                )
+            )
+            self._fills_seen.add(ex.execId)
+        for fill in fills:  # filled while we were away and no longer open: resolve from executions
+            if fill.client_order_id not in orders:
+                done = [f for f in fills if f.client_order_id == fill.client_order_id]
+                qty = sum(f.quantity for f in done)
+                orders[fill.client_order_id] = Order(
+                    client_order_id=fill.client_order_id,
+                    symbol=fill.symbol,
+                    side=fill.side,
+                    quantity=qty,
+                    order_type=OrderType.MARKET,
+                    created_ts=now,
+                    status=OrderStatus.FILLED,
+                    filled_quantity=qty,
+                    average_fill_price=sum(f.price * f.quantity for f in done) / qty,
+                    reason="resolved_from_executions",
+                )
+        pos = {
+            symbol_of(p.contract): Position(
+                symbol=symbol_of(p.contract),
+                quantity=float(p.position),
+                average_price=float(p.avgCost),
+            )
+            for p in positions
+            if p.position
+        }
+        return BrokerView(orders=orders, fills=tuple(fills), positions=pos)

@@ -1,0 +1,699 @@
+"""Bars from Interactive Brokers through IB Gateway (ib_async), reconnecting forever.
+
+IbSession owns one ib_async connection: connect with a timeout, fall back to other client ids on
+326, reconnect with capped exponential backoff and jitter, and report 1100/1101/1102 and farm codes.
+IbFeed qualifies the configured contracts, backfills history, keeps every symbol current with
+reqHistoricalData(keepUpToDate=True) (or 5-second real-time bars for sizes under a minute), and
+hands closed bars to the core in batches by close time, resubscribing with a backfill from the
+last bar after any reconnect, 1101/1102, farm recovery or stale stream. ib_async callbacks only
+enqueue; all work happens in our tasks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import random
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import msgspec
+import structlog
+from ib_async import IB, Contract, Forex, Future, RequestError, Stock
+
+from daemon.errors import ConfigError, FeedTimeout, TransientError
+from daemon.ib_config import IbBackoffConfig, IbConfig, IbContractConfig
+from daemon.ib_pacing import PacedGate, RequestPacer
+from strategy.types import Bar
+
+log = structlog.get_logger("daemon.feeds.ib")
+
+LOST, RESTORED_DATA_LOST, RESTORED = 1100, 1101, 1102
+CLIENT_ID_IN_USE = 326
+PACING_VIOLATION = 162
+FARM_BROKEN = frozenset({2103, 2105, 2157})
+FARM_OK = frozenset({2104, 2106, 2158})
+RESUBSCRIBE_CODES = frozenset({10182, 2105, 366})  # live updates failed / no historical query
+
+
+class SessionChange(msgspec.Struct, frozen=True, kw_only=True):
+    """Something the connection reports to its owner."""
+
+    kind: str  # connected | disconnected | lost | restored | farm_broken | farm_ok | error
+    code: int = 0
+    req_id: int = -1
+    message: str = ""
+    generation: int = 0
+
+
+def backoff_delay(
+    attempt: int, cfg: IbBackoffConfig, rand: Callable[[], float] = random.random
+) -> float:
+    """initial * multiplier**attempt capped at max, spread by +-jitter."""
+    base = min(cfg.max_seconds, cfg.initial_seconds * cfg.multiplier ** min(attempt, 64))
+    return max(0.0, base * (1.0 + cfg.jitter * (2.0 * rand() - 1.0)))
+
+
+def to_ib_contract(c: IbContractConfig) -> Contract:
+    """Our contract config as an ib_async Contract (ETF is an STK at IB)."""
+    exchange = c.default_exchange
+    if c.sec_type == "CASH":
+        return Forex(c.symbol, exchange=exchange)
+    if c.sec_type == "FUT":
+        return Future(
+            c.symbol,
+            c.last_trade_date,
+            exchange,
+            localSymbol=c.local_symbol,
+            multiplier=c.multiplier,
+            currency=c.currency,
+        )
+    return Stock(c.symbol, exchange, c.currency, primaryExchange=c.primary_exchange)
+
+
+def symbol_of(contract: Contract) -> str:
+    """Our symbol name for a broker contract (EURUSD for forex)."""
+    if contract.secType == "CASH":
+        return f"{contract.symbol}{contract.currency}"
+    return str(contract.symbol)
+
+
+def duration_for(seconds: float) -> str:
+    """The shortest IB duration string covering `seconds`."""
+    seconds = max(60, math.ceil(seconds))
+    if seconds <= 86400:
+        return f"{seconds} S"
+    return f"{min(math.ceil(seconds / 86400), 365)} D"
+
+
+class IbSession:
+    """One ib_async connection that reconnects forever; changes go to `listener`."""
+
+    def __init__(
+        self,
+        *,
+        config: IbConfig,
+        client_ids: Sequence[int],
+        name: str = "data",
+        listener: Callable[[SessionChange], None] | None = None,
+    ) -> None:
+        self.config = config
+        self.client_ids = tuple(dict.fromkeys(client_ids))
+        self.name = name
+        self.listener = listener or (lambda change: None)
+        self.ib = IB()
+        self.ib.RaiseRequestErrors = True
+        self.client_id: int | None = None
+        self.generation = 0
+        self.connected = asyncio.Event()
+        self.link_lost = False
+        self.reconnects = 0
+        self._inbox: asyncio.Queue[tuple[Any, ...]] = asyncio.Queue()
+        self.ib.errorEvent += self._on_error
+        self.ib.disconnectedEvent += self._on_disconnected
+
+    # ib_async callbacks: enqueue only.
+    def _on_error(self, req_id: int, code: int, message: str, contract: Any = None) -> None:
+        self._inbox.put_nowait(("error", req_id, code, message))
+
+    def _on_disconnected(self) -> None:
+        self._inbox.put_nowait(("disconnected",))
+
+    @property
+    def ready(self) -> bool:
+        return self.connected.is_set() and not self.link_lost
+
+    async def run(self) -> None:
+        """Connect, watch, reconnect; never returns (cancel it to stop)."""
+        attempt = 0
+        try:
+            while True:
+                client_id = await self._connect_any()
+                if client_id is None:
+                    delay = backoff_delay(attempt, self.config.backoff)
+                    attempt += 1
+                    log.warning(
+                        "feed.reconnecting",
+                        session=self.name,
+                        attempt=attempt,
+                        delay_seconds=round(delay, 3),
+                    )
+                    await asyncio.sleep(delay)
+                    continue
+                attempt = 0
+                self.client_id = client_id
+                self.generation += 1
+                self.link_lost = False
+                self.connected.set()
+                log.info(
+                    "feed.connected",
+                    session=self.name,
+                    client_id=client_id,
+                    port=self.config.port,
+                    generation=self.generation,
+                )
+                self.listener(SessionChange(kind="connected", generation=self.generation))
+                await self._watch()
+                self.connected.clear()
+                self.reconnects += 1
+                log.warning("feed.disconnected", session=self.name, client_id=client_id)
+                self.listener(SessionChange(kind="disconnected", generation=self.generation))
+        finally:
+            self.connected.clear()
+            self.ib.disconnect()
+
+    async def _connect_any(self) -> int | None:
+        """Try each client id in turn; 326 moves to the next one at once."""
+        for client_id in self.client_ids:
+            result = await self._connect_once(client_id)
+            if result == "ok":
+                return client_id
+            if result != "in_use":
+                return None
+            log.warning("ib.client_id_in_use", session=self.name, client_id=client_id)
+        log.error(
+            "ib.client_ids_exhausted",
+            session=self.name,
+            client_ids=list(self.client_ids),
+            hint="every configured client id is in use: add ib.fallback_client_ids or stop the other client",
+        )
+        return None
+
+    async def _connect_once(self, client_id: int) -> str:
+        while not self._inbox.empty():
+            self._inbox.get_nowait()
+        cfg = self.config
+        connect = asyncio.ensure_future(
+            self.ib.connectAsync(
+                cfg.host,
+                cfg.port,
+                clientId=client_id,
+                timeout=cfg.connect_timeout_seconds,
+                account=cfg.account,
+            )
+        )
+        try:
+            while not connect.done():
+                getter = asyncio.ensure_future(self._inbox.get())
+                done, _ = await asyncio.wait({connect, getter}, return_when=asyncio.FIRST_COMPLETED)
+                if getter in done:
+                    item = getter.result()
+                    if item[0] == "error" and item[2] == CLIENT_ID_IN_USE:
+                        connect.cancel()
+                        with contextlib.suppress(BaseException):
+                            await connect
+                        self.ib.disconnect()
+                        return "in_use"
+                else:
+                    getter.cancel()
+            connect.result()
+        except (OSError, TimeoutError, ConnectionError) as e:
+            log.warning(
+                "feed.connect_failed",
+                session=self.name,
+                client_id=client_id,
+                error=type(e).__name__,
+                detail=str(e)[:200],
+            )
+            self.ib.disconnect()
+            return "failed"
+        if not self.ib.isConnected():
+            return "failed"
+        return "ok"
+
+    async def _watch(self) -> None:
+        while True:
+            item = await self._inbox.get()
+            if item[0] == "disconnected":
+                if self.ib.isConnected():
+                    continue
+                return
+            _, req_id, code, message = item
+            change: SessionChange | None = None
+            if code == LOST:
+                self.link_lost = True
+                change = SessionChange(kind="lost", code=code, message=message)
+                log.warning("feed.link_lost", session=self.name, code=code)
+            elif code in (RESTORED_DATA_LOST, RESTORED):
+                self.link_lost = False
+                change = SessionChange(kind="restored", code=code, message=message)
+                log.info("feed.link_restored", session=self.name, code=code)
+            elif code in FARM_BROKEN:
+                change = SessionChange(kind="farm_broken", code=code, message=message)
+                log.warning("feed.farm_broken", session=self.name, code=code, detail=message)
+            elif code in FARM_OK:
+                change = SessionChange(kind="farm_ok", code=code, message=message)
+            elif req_id != -1 or code in (504, 10182):
+                change = SessionChange(kind="error", code=code, req_id=req_id, message=message)
+            if change is not None:
+                self.listener(msgspec.structs.replace(change, generation=self.generation))
+
+
+class _Stream:
+    """One symbol's live subscription."""
+
+    def __init__(self, symbol: str, contract: Contract) -> None:
+        self.symbol = symbol
+        self.contract = contract
+        self.subscription: Any = None
+        self.req_id: int | None = None
+        self.last_ts: datetime | None = None
+        self.last_arrival = time.monotonic()
+        self.partial: dict[datetime, list[Any]] = {}
+
+
+class BarBatcher:
+    """Groups closed bars by close time; a group goes out when every active symbol is in or grace passed."""
+
+    def __init__(self, *, grace_seconds: float) -> None:
+        self.grace = grace_seconds
+        self.last_ts: dict[str, datetime] = {}
+        self._pending: dict[datetime, dict[str, Bar]] = {}
+        self._first_seen: dict[datetime, float] = {}
+        self.duplicates = 0
+
+    def add(self, bar: Bar, now: float) -> bool:
+        last = self.last_ts.get(bar.symbol)
+        group = self._pending.setdefault(bar.ts, {})
+        if (last is not None and bar.ts <= last) or bar.symbol in group:
+            self.duplicates += 1
+            if not group:
+                del self._pending[bar.ts]
+            return False
+        group[bar.symbol] = bar
+        self._first_seen.setdefault(bar.ts, now)
+        return True
+
+    def pop_ready(self, active: set[str], now: float) -> list[list[Bar]]:
+        out: list[list[Bar]] = []
+        for ts in sorted(self._pending):
+            group = self._pending[ts]
+            waiting = {s for s in active if self.last_ts.get(s) is None or self.last_ts[s] < ts}
+            if not waiting <= set(group) and now - self._first_seen[ts] < self.grace:
+                break
+            del self._pending[ts]
+            del self._first_seen[ts]
+            batch = [
+                group[s]
+                for s in sorted(group)
+                if self.last_ts.get(s) is None or self.last_ts[s] < ts
+            ]
+            for bar in batch:
+                self.last_ts[bar.symbol] = ts
+            if batch:
+                out.append(batch)
+        return out
+
+    def next_deadline(self, now: float) -> float | None:
+        if not self._first_seen:
+            return None
+        return max(0.0, min(self._first_seen.values()) + self.grace - now)
+
+
+class IbFeed:
+    """Closed bars from IB for the configured contracts; reuse is fine, re-entry is not."""
+
+    def __init__(self, *, config: IbConfig, session: IbSession | None = None) -> None:
+        if not config.contracts:
+            msg = "ib.contracts is empty: list at least one contract"
+            raise ConfigError(msg)
+        self.config = config
+        self.bar_seconds = config.bar_seconds
+        self._control: asyncio.Queue[SessionChange | str] = asyncio.Queue()
+        self.session = session or IbSession(
+            config=config, client_ids=(config.client_id, *config.fallback_client_ids), name="data"
+        )
+        self.session.listener = self._control.put_nowait
+        self.gate = PacedGate(pacer=RequestPacer(config=config.pacing))
+        self.streams: dict[str, _Stream] = {}
+        self.skipped: dict[str, str] = {}
+        self.batcher = BarBatcher(grace_seconds=config.batch_grace_seconds)
+        self.resubscriptions = 0
+        self._raw: asyncio.Queue[tuple[str, Any, Any]] = asyncio.Queue()
+        self._streaming = False
+        self._resume: datetime | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._entered = False
+        self._qualified_generation = -1
+        self._fatal: Exception | None = None
+
+    @property
+    def ib(self) -> IB:
+        return self.session.ib
+
+    @property
+    def connected(self) -> bool:
+        return self.session.ready
+
+    # ---- lifecycle ----------------------------------------------------------------------------
+    async def __aenter__(self) -> IbFeed:
+        if self._entered:
+            msg = "IbFeed is already entered"
+            raise RuntimeError(msg)
+        self._entered = True
+        self.ib.barUpdateEvent += self._on_bar_update
+        self._tasks = [
+            asyncio.create_task(self.session.run(), name="ib-session"),
+            asyncio.create_task(self._supervise(), name="ib-feed-supervisor"),
+            asyncio.create_task(self._watchdog(), name="ib-feed-watchdog"),
+        ]
+        await self._ready()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self.ib.barUpdateEvent -= self._on_bar_update
+        self._tasks = []
+        self._entered = False
+        self._streaming = False
+
+    async def _ready(self) -> None:
+        """Wait until connected and the contracts are qualified (reconnecting meanwhile)."""
+        while True:
+            await self.session.connected.wait()
+            if self._fatal is not None:
+                raise self._fatal
+            if self._qualified_generation == self.session.generation and self.streams:
+                return
+            await asyncio.sleep(0.01)
+
+    # ---- ib_async callback: enqueue only ---------------------------------------------------------
+    def _on_bar_update(self, bars: Any, has_new_bar: bool) -> None:
+        if has_new_bar and len(bars) >= 2 and getattr(bars, "keepUpToDate", False):
+            self._raw.put_nowait(("hist", bars.reqId, bars[-2]))
+        elif has_new_bar and bars and not hasattr(bars, "keepUpToDate"):
+            self._raw.put_nowait(("rt", bars.reqId, bars[-1]))
+
+    # ---- supervision ------------------------------------------------------------------------
+    async def _supervise(self) -> None:
+        while True:
+            change = await self._control.get()
+            if isinstance(change, str):
+                if change == "subscribe_all" and self.session.connected.is_set():
+                    await self._subscribe_all()
+                elif change.startswith("resubscribe:") and self.session.ready:
+                    symbol = change.split(":", 1)[1]
+                    if symbol in self.streams:
+                        await self._subscribe(self.streams[symbol])
+                continue
+            if change.kind == "connected":
+                try:
+                    await self._qualify()
+                except ConfigError as e:
+                    self._fatal = e
+                    return
+                if self._streaming:
+                    await self._subscribe_all()
+            elif change.kind == "lost":
+                # Updates during an outage are unreliable; ignore them until the backfilled resubscription.
+                for stream in self.streams.values():
+                    stream.req_id = None
+                log.warning("feed.paused", reason="link_lost", code=change.code)
+            elif change.kind == "restored" or (change.kind == "farm_ok" and self._farm_was_broken):
+                self._farm_was_broken = False
+                if self._streaming:
+                    await self._subscribe_all()
+            elif change.kind == "farm_broken":
+                self._farm_was_broken = True
+            elif change.kind == "error":
+                await self._on_request_error(change)
+
+    _farm_was_broken = False
+
+    async def _on_request_error(self, change: SessionChange) -> None:
+        stream = next((s for s in self.streams.values() if s.req_id == change.req_id), None)
+        if stream is None:
+            return
+        log.warning(
+            "feed.stream_error", symbol=stream.symbol, code=change.code, detail=change.message[:200]
+        )
+        if change.code == PACING_VIOLATION:
+            self.gate.violated()
+        asyncio.get_running_loop().call_later(
+            0.5 if change.code != PACING_VIOLATION else self.config.pacing.violation_pause_seconds,
+            self._control.put_nowait,
+            f"resubscribe:{stream.symbol}",
+        )
+
+    async def _qualify(self) -> None:
+        generation = self.session.generation
+        for c in self.config.contracts:
+            if c.symbol in self.streams or c.symbol in self.skipped:
+                continue
+            try:
+                details = await asyncio.wait_for(
+                    self.ib.reqContractDetailsAsync(to_ib_contract(c)),
+                    self.config.request_timeout_seconds,
+                )
+            except RequestError as e:
+                details, reason = [], f"{e.code}: {e.message}"
+            except TimeoutError:
+                details, reason = [], "timeout"
+            else:
+                reason = "no match" if not details else "ambiguous"
+            if len(details) != 1:
+                self.skipped[c.symbol] = reason
+                log.error(
+                    "contract.unqualified", symbol=c.symbol, sec_type=c.sec_type, reason=reason
+                )
+                continue
+            contract = details[0].contract
+            if contract is None:
+                self.skipped[c.symbol] = "no contract in details"
+                continue
+            self.streams[c.symbol] = _Stream(c.symbol, contract)
+            log.info("contract.qualified", symbol=c.symbol, con_id=contract.conId)
+        if not self.streams:
+            msg = f"no contract qualified: {self.skipped}"
+            raise ConfigError(msg)
+        self._qualified_generation = generation
+
+    # ---- history ------------------------------------------------------------------------------
+    async def _history(
+        self,
+        stream: _Stream,
+        *,
+        end: datetime | None,
+        duration: str,
+        keep_up_to_date: bool,
+        bar_size: str | None = None,
+    ) -> Any:
+        """One paced historical request; 162 waits and retries; timeouts raise FeedTimeout."""
+        cfg = self.config
+        size = bar_size or cfg.bar_size
+        key = (
+            f"{stream.contract.conId}|{end}|{duration}|{size}|{cfg.what_to_show}|{keep_up_to_date}"
+        )
+        for _ in range(5):
+            async with self.gate.slot(key, f"{stream.contract.conId}|{cfg.what_to_show}"):
+                try:
+                    return await asyncio.wait_for(
+                        self.ib.reqHistoricalDataAsync(
+                            stream.contract,
+                            end or "",
+                            duration,
+                            size,
+                            cfg.what_to_show,
+                            cfg.use_rth,
+                            formatDate=2,
+                            keepUpToDate=keep_up_to_date,
+                            timeout=0,
+                        ),
+                        cfg.request_timeout_seconds,
+                    )
+                except RequestError as e:
+                    if e.code != PACING_VIOLATION:
+                        msg = f"historical data for {stream.symbol}: error {e.code}: {e.message}"
+                        raise TransientError(msg) from None
+                    log.warning("feed.pacing_violation", symbol=stream.symbol)
+                    self.gate.violated()
+                except TimeoutError:
+                    msg = f"historical data for {stream.symbol} timed out after {cfg.request_timeout_seconds}s"
+                    raise FeedTimeout(msg) from None
+        msg = f"historical data for {stream.symbol}: pacing violations kept coming"
+        raise TransientError(msg)
+
+    def _to_bar(self, symbol: str, item: Any, seconds: int | None = None) -> Bar:
+        start = getattr(item, "date", None) or item.time
+        if not isinstance(start, datetime):
+            start = datetime(start.year, start.month, start.day, tzinfo=UTC)
+        return Bar(
+            symbol=symbol,
+            ts=start.astimezone(UTC) + timedelta(seconds=seconds or self.bar_seconds),
+            open=float(item.open_ if hasattr(item, "open_") else item.open),
+            high=float(item.high),
+            low=float(item.low),
+            close=float(item.close),
+            volume=float(item.volume),
+        )
+
+    async def backfill(self, n: int, before: datetime | None = None) -> list[list[Bar]]:
+        """The last n closed bars per symbol with ts <= before (None = now), as batches by ts."""
+        await self._ready()
+        by_ts: dict[datetime, list[Bar]] = {}
+        for stream in list(self.streams.values()):
+            end = before.astimezone(UTC) if before is not None else None
+            bars = await self._history(
+                stream,
+                end=end,
+                duration=duration_for(n * self.bar_seconds * 1.5),
+                keep_up_to_date=False,
+            )
+            closed = [self._to_bar(stream.symbol, b) for b in bars]
+            if end is None and closed:
+                closed = closed[:-1]  # the last bar is still forming
+            closed = [b for b in closed if before is None or b.ts <= before][-n:]
+            for bar in closed:
+                by_ts.setdefault(bar.ts, []).append(bar)
+        return [sorted(by_ts[ts], key=lambda b: b.symbol) for ts in sorted(by_ts)]
+
+    async def history(self, symbol: str, *, end: datetime, seconds: int) -> list[Bar]:
+        """Closed bars of one symbol with close in (end - seconds, end], paced (for downloads)."""
+        await self._ready()
+        stream = self.streams[symbol]
+        bars = await self._history(
+            stream, end=end.astimezone(UTC), duration=duration_for(seconds), keep_up_to_date=False
+        )
+        out = [self._to_bar(symbol, b) for b in bars]
+        return [b for b in out if end - timedelta(seconds=seconds) < b.ts <= end]
+
+    async def server_time(self) -> datetime:
+        """The gateway's clock."""
+        await self._ready()
+        now: datetime = await self.ib.reqCurrentTimeAsync()
+        return now.astimezone(UTC)
+
+    # ---- live -------------------------------------------------------------------------------
+    async def _subscribe_all(self) -> None:
+        for stream in list(self.streams.values()):
+            if not self.session.connected.is_set():
+                return
+            try:
+                await self._subscribe(stream)
+            except (TransientError, ConnectionError) as e:
+                log.warning("feed.resubscribe_failed", symbol=stream.symbol, error=str(e)[:200])
+                asyncio.get_running_loop().call_later(
+                    1.0, self._control.put_nowait, f"resubscribe:{stream.symbol}"
+                )
+
+    async def _subscribe(self, stream: _Stream) -> None:
+        """(Re)subscribe one symbol, backfilling from its last bar (or the resume point)."""
+        if stream.subscription is not None:
+            with contextlib.suppress(Exception):
+                if self.config.uses_realtime_bars:
+                    self.ib.cancelRealTimeBars(stream.subscription)
+                else:
+                    self.ib.cancelHistoricalData(stream.subscription)
+            stream.subscription = None
+            stream.req_id = None
+        since = self.batcher.last_ts.get(stream.symbol) or self._resume
+        now = await self.ib.reqCurrentTimeAsync()
+        gap = (now - since).total_seconds() if since else self.bar_seconds * 2
+        gap += self.bar_seconds * 2
+        if self.config.uses_realtime_bars:
+            rt = self.ib.reqRealTimeBars(
+                stream.contract, 5, self.config.what_to_show, self.config.use_rth
+            )
+            stream.subscription, stream.req_id = rt, rt.reqId
+            history = await self._history(
+                stream, end=None, duration=duration_for(gap), keep_up_to_date=False
+            )
+            closed = [self._to_bar(stream.symbol, b) for b in history][:-1]
+        else:
+            bars = await self._history(
+                stream, end=None, duration=duration_for(gap), keep_up_to_date=True
+            )
+            stream.subscription, stream.req_id = bars, bars.reqId
+            closed = [self._to_bar(stream.symbol, b) for b in list(bars)[:-1]]
+        stream.last_arrival = time.monotonic()
+        fresh = [b for b in closed if since is None or b.ts > since]
+        self._raw.put_nowait(("bars", stream.symbol, fresh))
+        self.resubscriptions += 1
+        log.info(
+            "feed.resubscribed",
+            symbol=stream.symbol,
+            backfilled=len(fresh),
+            since=since.isoformat() if since else None,
+        )
+
+    def _convert(self, kind: str, req_id: Any, payload: Any) -> list[Bar]:
+        if kind == "bars":
+            return list(payload)
+        stream = next((s for s in self.streams.values() if s.req_id == req_id), None)
+        if stream is None:
+            return []
+        stream.last_arrival = time.monotonic()
+        if kind == "hist":
+            return [self._to_bar(stream.symbol, payload)]
+        # 5-second real-time bar: aggregate into bar_seconds buckets.
+        start = payload.time.astimezone(UTC)
+        epoch = int(start.timestamp())
+        bucket = datetime.fromtimestamp(epoch - epoch % self.bar_seconds, tz=UTC)
+        parts = stream.partial.setdefault(bucket, [])
+        parts.append(payload)
+        if start + timedelta(seconds=5) < bucket + timedelta(seconds=self.bar_seconds):
+            return []
+        del stream.partial[bucket]
+        for old in [b for b in stream.partial if b < bucket]:
+            del stream.partial[old]
+        return [
+            Bar(
+                symbol=stream.symbol,
+                ts=bucket + timedelta(seconds=self.bar_seconds),
+                open=float(parts[0].open_),
+                high=max(float(p.high) for p in parts),
+                low=min(float(p.low) for p in parts),
+                close=float(parts[-1].close),
+                volume=sum(float(p.volume) for p in parts),
+            )
+        ]
+
+    async def closed_bars(self, resume_after: datetime | None = None) -> AsyncIterator[list[Bar]]:
+        """Batches of bars closed at one timestamp, strictly after resume_after, forever."""
+        self._resume = resume_after
+        if resume_after is not None:
+            for symbol in self.streams:
+                self.batcher.last_ts.setdefault(symbol, resume_after)
+        self._streaming = True
+        self._control.put_nowait("subscribe_all")
+        while True:
+            now = time.monotonic()
+            deadline = self.batcher.next_deadline(now)
+            try:
+                item = await asyncio.wait_for(self._raw.get(), deadline)
+            except TimeoutError:
+                item = None
+            items = [item] if item is not None else []
+            while not self._raw.empty():
+                items.append(self._raw.get_nowait())
+            now = time.monotonic()
+            for kind, key, payload in items:
+                for bar in self._convert(kind, key, payload):
+                    self.batcher.add(bar, now)
+            for batch in self.batcher.pop_ready(set(self.streams), now):
+                yield batch
+
+    async def _watchdog(self) -> None:
+        """A stream silent for stale_factor bar intervals is resubscribed (feed.stale event)."""
+        limit = self.config.stale_factor * self.bar_seconds
+        while True:
+            await asyncio.sleep(min(limit / 4, 5.0))
+            if not (self._streaming and self.session.ready):
+                continue
+            now = time.monotonic()
+            for stream in self.streams.values():
+                if stream.subscription is not None and now - stream.last_arrival > limit:
+                    log.warning(
+                        "feed.stale",
+                        symbol=stream.symbol,
+                        silent_seconds=round(now - stream.last_arrival, 1),
+                    )
+                    stream.last_arrival = now
+                    self._control.put_nowait(f"resubscribe:{stream.symbol}")
