@@ -1,4 +1,4 @@
-"""The daemon, wired in one file: feed -> pipeline -> broker, with signals, watchdog and shutdown."""
+"""The daemon, wired in one file: feed -> pipeline -> broker, with control, telemetry and shutdown."""
 
 from __future__ import annotations
 
@@ -9,30 +9,35 @@ import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import structlog
 
+from daemon.api.app import build_app
+from daemon.api.auth import token_from_env
+from daemon.api.metrics import Metrics
+from daemon.api.server import ApiServer
+from daemon.bus.publisher import MqttBus
 from daemon.config import AppConfig, load_config
-from daemon.errors import EXIT_CONFIG, EXIT_CRASH, EXIT_OK, ConfigError
+from daemon.control import Controller
+from daemon.errors import EXIT_CONFIG, EXIT_CRASH, EXIT_OK, ConfigError, InputError
+from daemon.execution.base import ExecutionClient
 from daemon.execution.paper import PaperExecution
 from daemon.feeds.replay import ReplayFeed
 from daemon.feeds.sim import SimFeed
 from daemon.journal import Journal
+from daemon.log_setup import add_event_sink, remove_event_sink
 from daemon.notify import Notifier, watchdog_interval_seconds
 from daemon.pipeline import Pipeline
+from daemon.predictor import ScorerPredictor
 from daemon.reconcile import reconcile, restore_book
+from daemon.scorer_slot import ScorerSlot
 from strategy.bars import BarStore
 from strategy.risk import RiskEngine
-from strategy.rule_scorer import RuleScorer
-from strategy.scoring import Scorer
 from strategy.target_strategy import TargetStrategy
-from strategy.types import Bar, TradingState
+from strategy.types import Bar, OrderIntent, Side, TradingState
 
 log = structlog.get_logger("daemon.app")
-
-
-def build_scorer(cfg: AppConfig) -> Scorer:
-    return RuleScorer(config=cfg.scorer.rules)
 
 
 def _sim_start(cfg: AppConfig, journal: Journal) -> datetime:
@@ -45,13 +50,15 @@ def _sim_start(cfg: AppConfig, journal: Journal) -> datetime:
     else:
         step = cfg.bars.bar_seconds
         now = int(time.time()) // step * step
-        start = datetime.fromtimestamp(now, tz=UTC) - timedelta(seconds=step * (cfg.bars.window - 1))
+        start = datetime.fromtimestamp(now, tz=UTC) - timedelta(
+            seconds=step * (cfg.bars.window - 1)
+        )
     journal.record(kv={"sim_start": start.isoformat()})
     return start
 
 
 class Daemon:
-    """Holds the running pieces so signal handlers and the API can reach them."""
+    """Holds the running pieces; implements daemon.control.DaemonControl for MQTT and HTTP."""
 
     def __init__(self, cfg: AppConfig, *, config_path: Path | None = None) -> None:
         self.cfg = cfg
@@ -59,79 +66,171 @@ class Daemon:
         self.stopping = asyncio.Event()
         self.notifier = Notifier()
         self.pipeline: Pipeline | None = None
+        self.journal: Journal | None = None
+        self.scorers: ScorerSlot | None = None
+        self.feed: Any = None
         self._consumer: asyncio.Task[None] | None = None
+        self._generation = 0
         self.ready = False
 
     # ---- lifecycle ----------------------------------------------------------------------------
     async def run(self) -> int:
         cfg = self.cfg
         state_dir = Path(cfg.state_dir)
-        state_dir.mkdir(parents=True, exist_ok=True)
         journal = Journal(cfg.state_path(cfg.journal.path), synchronous=cfg.journal.synchronous)
         journal.open()
+        self.journal = journal
+        metrics = Metrics()
+        add_event_sink(metrics.on_event)
         try:
-            return await self._run_with(journal, state_dir)
+            async with contextlib.AsyncExitStack() as stack:
+                return await self._run_with(stack, journal, state_dir, metrics)
         finally:
+            remove_event_sink(metrics.on_event)
             journal.close()
 
-    async def _run_with(self, journal: Journal, state_dir: Path) -> int:
+    async def _run_with(
+        self, stack: contextlib.AsyncExitStack, journal: Journal, state_dir: Path, metrics: Metrics
+    ) -> int:
         cfg = self.cfg
         book = restore_book(journal, starting_cash=cfg.starting_cash)
-        execution = PaperExecution(config=cfg.broker, path=state_dir / "paper_venue.sqlite")
-        with execution:
-            report = reconcile(journal, book, await execution.broker_view(), now=datetime.now(UTC))
-            pipeline = Pipeline(
-                store=BarStore(config=cfg.bars),
-                scorer=build_scorer(cfg),
-                strategy=TargetStrategy(config=cfg.strategy),
-                risk=RiskEngine(config=cfg.risk),
-                book=book,
-                journal=journal,
-                execution=execution,
-                order_prefix=cfg.account.upper()[:8] or "VT",
+        feed, warm_up_until = await stack.enter_async_context(self._open_feed(journal))
+        self.feed = feed
+        execution = await stack.enter_async_context(self._open_execution(feed, state_dir))
+        report = reconcile(journal, book, await execution.broker_view(), now=datetime.now(UTC))
+        self._generation = getattr(execution, "generation", 0)
+
+        self.scorers = ScorerSlot(config=cfg, state_dir=state_dir)
+        pipeline = Pipeline(
+            store=BarStore(config=cfg.bars),
+            scorer=self.scorers.current,
+            strategy=TargetStrategy(config=cfg.strategy),
+            risk=RiskEngine(config=cfg.risk),
+            book=book,
+            journal=journal,
+            execution=execution,
+            order_prefix=cfg.account.upper()[:8] or "VT",
+        )
+        self.pipeline = pipeline
+        self.scorers.attach(pipeline)
+        self._restore_trading_state(pipeline, journal)
+        if report.position_mismatches:
+            pipeline.risk.set_state(
+                TradingState.HALTED, "position_mismatch_at_start", datetime.now(UTC)
             )
-            self.pipeline = pipeline
-            if report.position_mismatches:
-                pipeline.risk.set_state(TradingState.HALTED, "position_mismatch_at_start", datetime.now(UTC))
-            last = journal.get("last_bar_ts")
-            resume_after = datetime.fromisoformat(last) if last else None
-            async with self._open_feed(journal) as (feed, warm_up_until):
-                resume = resume_after or warm_up_until
-                for batch in await feed.backfill(cfg.bars.window, before=resume):
-                    for bar in batch:
-                        if pipeline.store.add(bar) is None:
-                            pipeline.book.mark(bar)
-                self._install_signal_handlers()
-                self.ready = True
-                self.notifier.ready(status="trading")
-                log.info("daemon.ready", mode=cfg.mode, account=cfg.account,
-                         resume_after=resume.isoformat(), open_orders=len(book.open_orders),
-                         positions={s: p.quantity for s, p in book.positions.items() if p.quantity})
-                async with asyncio.TaskGroup() as tg:
-                    watchdog = tg.create_task(self._watchdog())
-                    self._consumer = tg.create_task(self._consume(feed.closed_bars(resume_after=resume)))
-                    await self._wait_consumer()
-                    watchdog.cancel()
-            await self._shutdown(pipeline, journal)
+
+        controller = Controller(control=self, max_command_bytes=cfg.mqtt.max_command_bytes)
+        if cfg.mqtt.enabled:
+            bus = await stack.enter_async_context(
+                MqttBus(
+                    config=cfg.mqtt, account=cfg.account, controller=controller, status=self.status
+                )
+            )
+            metrics.add_queue("mqtt", lambda: bus.queue_depth)
+            metrics.track_bus(lambda: bus.stats, lambda: bus.connected)
+        if cfg.api.enabled:
+            predictor = ScorerPredictor(scorers=self.scorers, bar_seconds=cfg.bars.bar_seconds)
+            app = build_app(
+                controller=controller,
+                metrics=metrics,
+                predictor=predictor,
+                token=token_from_env(cfg.api.token_env),
+                config=cfg.api,
+            )
+            await stack.enter_async_context(ApiServer(config=cfg.api, app=app))
+
+        resume = await self._warm_up(pipeline, journal, feed, warm_up_until)
+        await self.scorers.start(stack)
+        self._install_signal_handlers()
+        self.ready = True
+        self.notifier.ready(status="trading")
+        log.info(
+            "daemon.ready",
+            mode=cfg.mode,
+            account=cfg.account,
+            scorer=pipeline.scorer.name,
+            resume_after=resume.isoformat(),
+            open_orders=len(book.open_orders),
+            positions={s: p.quantity for s, p in book.positions.items() if p.quantity},
+        )
+        async with asyncio.TaskGroup() as tg:
+            watchdog = tg.create_task(self._watchdog())
+            self._consumer = tg.create_task(self._consume(feed.closed_bars(resume_after=resume)))
+            await self._wait_consumer()
+            watchdog.cancel()
+        await self._shutdown(pipeline, journal)
         return EXIT_OK
 
-    @contextlib.asynccontextmanager
-    async def _open_feed(self, journal: Journal) -> AsyncIterator[tuple[SimFeed | ReplayFeed, datetime]]:
+    async def _warm_up(
+        self, pipeline: Pipeline, journal: Journal, feed: Any, warm_up_until: datetime | None
+    ) -> datetime:
+        """Fill every window before trading; returns the bar close after which live bars start."""
         cfg = self.cfg
+        last = journal.get("last_bar_ts")
+        if cfg.feed.kind == "ib":
+            # A broker feed never replays the past into the strategy: warm up on the latest window.
+            batches = await feed.backfill(cfg.bars.window)
+        else:
+            resume_after = datetime.fromisoformat(last) if last else warm_up_until
+            batches = await feed.backfill(cfg.bars.window, before=resume_after)
+        for batch in batches:
+            for bar in batch:
+                if pipeline.store.add(bar) is None:
+                    pipeline.book.mark(bar)
+        if batches:
+            return batches[-1][0].ts
+        if last:
+            return datetime.fromisoformat(last)
+        assert warm_up_until is not None
+        return warm_up_until
+
+    @contextlib.asynccontextmanager
+    async def _open_feed(self, journal: Journal) -> AsyncIterator[tuple[Any, datetime | None]]:
+        cfg = self.cfg
+        if cfg.feed.kind == "ib":
+            from daemon.feeds.ib import IbFeed
+
+            assert cfg.ib is not None  # validated in config
+            async with IbFeed(config=cfg.ib) as ib_feed:
+                yield ib_feed, None
+            return
         if cfg.feed.kind == "replay" and cfg.feed.replay is not None:
-            feed: SimFeed | ReplayFeed = ReplayFeed(config=cfg.feed.replay)
-            async with feed:
-                yield feed, feed.first_ts() - timedelta(seconds=1)
+            async with ReplayFeed(config=cfg.feed.replay) as replay:
+                yield replay, replay.first_ts() - timedelta(seconds=1)
             return
         start = _sim_start(cfg, journal)
-        sim = SimFeed(config=cfg.feed.sim, start=start)
-        async with sim:
+        async with SimFeed(config=cfg.feed.sim, start=start) as sim:
             yield sim, start + timedelta(seconds=cfg.bars.bar_seconds * (cfg.bars.window - 1))
+
+    @contextlib.asynccontextmanager
+    async def _open_execution(self, feed: Any, state_dir: Path) -> AsyncIterator[ExecutionClient]:
+        cfg = self.cfg
+        if cfg.mode in ("ib-paper", "ib-live"):
+            from daemon.execution.ib import IbExecution
+
+            assert cfg.ib is not None
+            shared = None if cfg.ib.order_client_id is not None else feed.session
+            async with IbExecution(config=cfg.ib, session=shared) as ib_execution:
+                yield ib_execution
+            return
+        with PaperExecution(config=cfg.broker, path=state_dir / "paper_venue.sqlite") as paper:
+            yield paper
 
     async def _consume(self, batches: AsyncIterator[list[Bar]]) -> None:
         assert self.pipeline is not None
+        pipeline = self.pipeline
         async for batch in batches:
-            await self.pipeline.on_bars(batch)
+            generation = getattr(pipeline.execution, "generation", 0)
+            if generation != self._generation:
+                # The broker connection was re-established: reconcile before trading on.
+                self._generation = generation
+                reconcile(
+                    pipeline.journal,
+                    pipeline.book,
+                    await pipeline.execution.broker_view(),
+                    now=datetime.now(UTC),
+                )
+            await pipeline.on_bars(batch)
             if self.stopping.is_set():
                 break
         log.info("feed.ended")
@@ -165,22 +264,38 @@ class Daemon:
         book = pipeline.book
         if book.day is not None:
             journal.record_daily_pnl(
-                day=book.day, equity=book.equity(),
+                day=book.day,
+                equity=book.equity(),
                 realized=sum(p.realized_pnl for p in book.positions.values()),
-                unrealized=sum(p.unrealized_pnl(book.last_prices.get(s, p.average_price))
-                               for s, p in book.positions.items()),
+                unrealized=sum(
+                    p.unrealized_pnl(book.last_prices.get(s, p.average_price))
+                    for s, p in book.positions.items()
+                ),
                 ts=pipeline.stats.last_bar_ts or datetime.now(UTC),
             )
-        log.info("daemon.stopped", cancelled_orders=cancelled, bars=pipeline.stats.bars,
-                 orders=pipeline.stats.orders_submitted, fills=pipeline.stats.fills,
-                 equity=round(book.equity(), 2))
+        log.info(
+            "daemon.stopped",
+            cancelled_orders=cancelled,
+            bars=pipeline.stats.bars,
+            orders=pipeline.stats.orders_submitted,
+            fills=pipeline.stats.fills,
+            equity=round(book.equity(), 2),
+        )
+
+    def _restore_trading_state(self, pipeline: Pipeline, journal: Journal) -> None:
+        """A halt survives a restart: only an operator lifts it."""
+        stored = journal.get("trading_state")
+        if stored and stored != TradingState.ACTIVE:
+            reason = journal.get("trading_state_reason") or "restored"
+            pipeline.risk.set_state(TradingState(stored), f"restored:{reason}", datetime.now(UTC))
+            log.warning("trading_state.restored", state=stored, reason=reason)
 
     # ---- signals ------------------------------------------------------------------------------
     def _install_signal_handlers(self) -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.request_stop, sig.name)
-        loop.add_signal_handler(signal.SIGHUP, self.reload_strategy)
+        loop.add_signal_handler(signal.SIGHUP, self._reload_on_signal)
 
     def request_stop(self, reason: str = "request") -> None:
         """Stop taking new bars; a batch in flight finishes before shutdown."""
@@ -188,24 +303,165 @@ class Daemon:
             return
         log.info("daemon.stopping", reason=reason)
         self.stopping.set()
-        if self._consumer is not None and (self.pipeline is None or self.pipeline.busy_since is None):
+        if self._consumer is not None and (
+            self.pipeline is None or self.pipeline.busy_since is None
+        ):
             self._consumer.cancel()
 
-    def reload_strategy(self) -> None:
-        """SIGHUP: re-read the config file; apply strategy, risk and scorer settings if valid."""
-        if self.config_path is None or self.pipeline is None:
-            return
+    def _reload_on_signal(self) -> None:
         try:
-            new = load_config(self.config_path)
+            self.apply_config_reload()
         except ConfigError as e:
             log.error("config.reload_failed", error=str(e))
-            return
+
+    def apply_config_reload(self) -> None:
+        """Re-read the config file; apply strategy, risk and scorer settings if valid, else raise."""
+        if self.config_path is None or self.pipeline is None:
+            msg = "no config file to reload (started without --config)"
+            raise ConfigError(msg)
+        new = load_config(self.config_path)
         p = self.pipeline
         p.strategy.reconfigure(new.strategy)
         p.risk.reconfigure(new.risk)
-        p.scorer = build_scorer(new)
         self.cfg = new
         log.info("config.reloaded", path=str(self.config_path))
+
+    # ---- DaemonControl (MQTT and HTTP commands) --------------------------------------------------
+    def _require_pipeline(self) -> Pipeline:
+        if self.pipeline is None:
+            msg = "the daemon is still starting"
+            raise InputError(msg)
+        return self.pipeline
+
+    async def pause(self, reason: str) -> None:
+        self._require_pipeline().paused = True
+        log.warning("daemon.paused", reason=reason)
+
+    async def resume(self, reason: str) -> None:
+        self._require_pipeline().paused = False
+        log.info("daemon.resumed", reason=reason)
+
+    async def flatten(self, symbol: str | None, reason: str) -> int:
+        """Cancel working orders and close positions, through risk and the journal like any order."""
+        p = self._require_pipeline()
+        now = p.stats.last_bar_ts or datetime.now(UTC)
+        symbols = (
+            [symbol]
+            if symbol is not None
+            else [s for s, pos in p.book.positions.items() if pos.quantity]
+        )
+        if (
+            symbol is not None
+            and symbol not in p.book.positions
+            and symbol not in p.book.last_prices
+        ):
+            msg = f"unknown symbol {symbol!r}"
+            raise InputError(msg)
+        intents: list[OrderIntent] = []
+        for coid, order in list(p.book.open_orders.items()):
+            if order.symbol in symbols or symbol is None:
+                intents.append(
+                    OrderIntent(
+                        symbol=order.symbol,
+                        ts=now,
+                        side=order.side,
+                        quantity=0.0,
+                        is_cancel=True,
+                        cancel_client_order_id=coid,
+                        reason="flatten",
+                    )
+                )
+        for s in symbols:
+            qty = p.book.position(s)
+            if qty:
+                intents.append(
+                    OrderIntent(
+                        symbol=s,
+                        ts=now,
+                        side=Side.SELL if qty > 0 else Side.BUY,
+                        quantity=abs(qty),
+                        reason=f"flatten:{reason}",
+                        confidence=1.0,
+                    )
+                )
+        orders = await p.submit_intents(intents, now)
+        log.warning("daemon.flattened", symbol=symbol, orders=len(orders), reason=reason)
+        return len(orders)
+
+    async def set_trading_state(self, state: TradingState, reason: str) -> None:
+        p = self._require_pipeline()
+        change = p.risk.set_state(state, reason, p.stats.last_bar_ts or datetime.now(UTC))
+        if change is not None:
+            p.journal.record(
+                state_changes=[change],
+                kv={"trading_state": str(state), "trading_state_reason": reason},
+            )
+            log.warning(
+                "trading_state.changed",
+                previous=str(change.previous),
+                current=str(change.current),
+                reason=reason,
+            )
+
+    async def reload_strategy(self) -> None:
+        self.apply_config_reload()
+
+    async def reload_bundle(self, path: str | None) -> str:
+        if self.scorers is None:
+            msg = "the daemon is still starting"
+            raise InputError(msg)
+        return await self.scorers.reload(path)
+
+    def status(self) -> dict[str, Any]:
+        p = self.pipeline
+        if p is None:
+            return {"state": "starting"}
+        book = p.book
+        return {
+            "mode": self.cfg.mode,
+            "account": self.cfg.account,
+            "trading_state": str(p.risk.state),
+            "paused": p.paused,
+            "scorer": p.scorer.name,
+            "bundle_id": self.scorers.bundle_id if self.scorers else None,
+            "cash": round(book.cash, 2),
+            "equity": round(book.equity(), 2),
+            "pnl_today": round(book.daily_pnl(), 2),
+            "drawdown": round(book.drawdown(), 6),
+            "positions": {
+                s: {
+                    "quantity": pos.quantity,
+                    "average_price": pos.average_price,
+                    "realized_pnl": round(pos.realized_pnl, 2),
+                }
+                for s, pos in book.positions.items()
+                if pos.quantity
+            },
+            "open_orders": [
+                {
+                    "client_order_id": o.client_order_id,
+                    "symbol": o.symbol,
+                    "side": str(o.side),
+                    "quantity": o.quantity,
+                    "filled_quantity": o.filled_quantity,
+                    "status": str(o.status),
+                }
+                for o in book.open_orders.values()
+            ],
+            "last_bar_ts": p.stats.last_bar_ts.isoformat() if p.stats.last_bar_ts else None,
+            "bars": p.stats.bars,
+            "orders_submitted": p.stats.orders_submitted,
+            "fills": p.stats.fills,
+        }
+
+    def readiness(self) -> dict[str, bool]:
+        connected = getattr(self.feed, "connected", True) if self.feed is not None else False
+        return {
+            "started": self.ready,
+            "feed_connected": bool(connected),
+            "model_warm": self.scorers is not None and self.scorers.warm,
+            "journal_writable": self.journal is not None and self.journal.writable(),
+        }
 
 
 def run(cfg: AppConfig, *, config_path: Path | None = None) -> int:
@@ -218,6 +474,7 @@ def run(cfg: AppConfig, *, config_path: Path | None = None) -> int:
         runner = asyncio.run
     daemon = Daemon(cfg, config_path=config_path)
     try:
+        Path(cfg.state_dir).mkdir(parents=True, exist_ok=True)
         return runner(daemon.run())
     except ConfigError as e:
         log.error("config.invalid", error=str(e))

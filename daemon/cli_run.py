@@ -46,7 +46,7 @@ def _run(args: argparse.Namespace) -> int:
         cfg = apply_overrides(load_config(args.config), args)
     except ConfigError as e:
         configure_logging()
-        print(f"error: {e}")  # noqa: T201 - one line for the operator
+        print(f"error: {e}")
         return EXIT_CONFIG
     configure_logging(level=cfg.log.level, fmt=cfg.log.format)
     return run(cfg, config_path=args.config)

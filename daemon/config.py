@@ -7,9 +7,13 @@ from typing import Annotated, Literal
 
 import msgspec
 
+from daemon.api.config import ApiConfig
+from daemon.bus.config import MqttConfig
+from daemon.bus.config import check as check_mqtt
 from daemon.errors import ConfigError
 from daemon.feeds.replay import ReplayFeedConfig
 from daemon.feeds.sim import SimFeedConfig
+from daemon.ib_config import IbConfig, check_ib
 from daemon.journal import JournalConfig
 from strategy.bars import BarStoreConfig
 from strategy.risk import RiskConfig
@@ -27,16 +31,22 @@ class LogConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
 
 
 class FeedConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """Where bars come from: the simulated market, a file replay, or IB (issue 6)."""
+    """Where bars come from: the simulated market, a file replay, or IB Gateway."""
 
-    kind: Literal["sim", "replay"] = "sim"
+    kind: Literal["sim", "replay", "ib"] = "sim"
     sim: SimFeedConfig = msgspec.field(default_factory=SimFeedConfig)
     replay: ReplayFeedConfig | None = None
 
 
 class ScorerConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    kind: Literal["rules"] = "rules"
+    """rules: TA-Lib scorer; ml: the model bundle (CLIP + XGBoost + fusion) or refuse to start;
+    auto: the bundle when it loads, else the rule scorer while `vlmtrader model bootstrap` builds it."""
+
+    kind: Literal["rules", "ml", "auto"] = "rules"
     rules: RuleScorerConfig = msgspec.field(default_factory=RuleScorerConfig)
+    bundle: str = "bundles/default"  # relative to state_dir
+    bootstrap: bool = True  # auto: build the default bundle in the background when it is missing
+    bootstrap_args: tuple[str, ...] = ()  # extra arguments for `vlmtrader model bootstrap`
 
 
 class ShutdownConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -59,6 +69,9 @@ class AppConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
     broker: SimBrokerConfig = msgspec.field(default_factory=SimBrokerConfig)
     journal: JournalConfig = msgspec.field(default_factory=JournalConfig)
     shutdown: ShutdownConfig = msgspec.field(default_factory=ShutdownConfig)
+    ib: IbConfig | None = None
+    mqtt: MqttConfig = msgspec.field(default_factory=MqttConfig)
+    api: ApiConfig = msgspec.field(default_factory=ApiConfig)
 
     def state_path(self, name: str, *, base: Path | None = None) -> Path:
         """Resolve a file name against state_dir (relative state_dir against base or cwd)."""
@@ -83,6 +96,23 @@ def _check_feed(cfg: AppConfig) -> str | None:
     return None
 
 
+def _check_ib(cfg: AppConfig) -> str | None:
+    uses_ib = cfg.mode in ("ib-paper", "ib-live") or cfg.feed.kind == "ib"
+    if not uses_ib:
+        return None
+    if cfg.ib is None:
+        return f"mode {cfg.mode} needs IB Gateway settings: add an ib: section with contracts"
+    if cfg.mode in ("ib-paper", "ib-live") and cfg.feed.kind != "ib":
+        return f"mode {cfg.mode} trades through IB: set feed.kind: ib"
+    if cfg.mode == "ib-live" and cfg.ib.port == 4002:
+        return "mode ib-live with ib.port 4002 (the paper Gateway port): use 4001 for live"
+    return check_ib(cfg.ib, bar_seconds=cfg.bars.bar_seconds)
+
+
+def _check_mqtt(cfg: AppConfig) -> str | None:
+    return check_mqtt(cfg.mqtt) if cfg.mqtt.enabled else None
+
+
 def _check_bar_seconds(cfg: AppConfig) -> str | None:
     sim_seconds = cfg.feed.sim.market.bar_seconds
     if cfg.feed.kind == "sim" and sim_seconds != cfg.bars.bar_seconds:
@@ -102,7 +132,14 @@ def _check_strategy_bar_seconds(cfg: AppConfig) -> str | None:
     return None
 
 
-_CHECKS = (_check_live, _check_feed, _check_bar_seconds, _check_strategy_bar_seconds)
+_CHECKS = (
+    _check_live,
+    _check_feed,
+    _check_ib,
+    _check_bar_seconds,
+    _check_strategy_bar_seconds,
+    _check_mqtt,
+)
 
 
 def validate(cfg: AppConfig, *, source: str = "config") -> AppConfig:

@@ -17,10 +17,10 @@ from daemon.journal import Journal
 from daemon.latency import LatencyRecorder
 from strategy.bars import BarRejected, BarStore
 from strategy.book import Book
-from strategy.risk import RiskEngine
+from strategy.risk import RiskEngine, TradingStateChange
 from strategy.scoring import Scorer
 from strategy.target_strategy import TargetStrategy
-from strategy.types import Bar, Order, OrderEvent, OrderStatus, RiskDecision, Signal
+from strategy.types import Bar, Order, OrderEvent, OrderIntent, OrderStatus, RiskDecision, Signal
 
 log = structlog.get_logger("daemon.pipeline")
 
@@ -103,17 +103,27 @@ class Pipeline:
                 accepted.append(bar.symbol)
             else:
                 rejected.append(problem)
-                log.warning("bar.rejected", symbol=problem.symbol, bar_ts=_iso(problem.ts),
-                            reason=problem.reason, detail=problem.detail)
+                log.warning(
+                    "bar.rejected",
+                    symbol=problem.symbol,
+                    bar_ts=_iso(problem.ts),
+                    reason=problem.reason,
+                    detail=problem.detail,
+                )
         self.stats.bars_rejected += len(rejected)
 
         state_change = self.risk.update(self.book, now)
         if state_change is not None:
-            log.warning("trading_state.changed", previous=str(state_change.previous),
-                        current=str(state_change.current), reason=state_change.reason)
+            log.warning(
+                "trading_state.changed",
+                previous=str(state_change.previous),
+                current=str(state_change.current),
+                reason=state_change.reason,
+            )
 
         signals = await self._score(accepted)
-        decisions, orders = self._decide(signals, now)
+        intents = [] if self.paused else self.strategy.on_signals(signals, self.book)
+        decisions, orders, cancels = self._decide(intents, now)
 
         self.journal.record(
             bars_rejected=rejected,
@@ -124,24 +134,56 @@ class Pipeline:
             fills=fills,
             positions=[self.book.positions[f.symbol] for f in fills],
             state_changes=[state_change] if state_change is not None else [],
-            kv={"last_bar_ts": now.isoformat(), "cash": repr(self.book.cash),
-                "peak_equity": repr(self.book.peak_equity)},
+            kv=self._kv(now, state_change),
         )
-        if orders:
-            self._orders_journaled += len(orders)
-            if _CRASH_AFTER_JOURNALED and self._orders_journaled >= _CRASH_AFTER_JOURNALED:
-                os.kill(os.getpid(), signal.SIGKILL)
-            await self.execution.submit(orders)
-            if _CRASH_AFTER_SUBMITTED and self._orders_journaled >= _CRASH_AFTER_SUBMITTED:
-                os.kill(os.getpid(), signal.SIGKILL)
-            elapsed = time.perf_counter() - arrived
-            for order in orders:
-                self.latency.add(elapsed)
-                log.info("order.submitted", symbol=order.symbol, client_order_id=order.client_order_id,
-                         side=str(order.side), quantity=order.quantity, order_type=str(order.order_type),
-                         latency_ms=round(elapsed * 1000, 3))
-            self.stats.orders_submitted += len(orders)
+        await self._send(orders, cancels, arrived)
         return orders
+
+    async def submit_intents(self, intents: Sequence[OrderIntent], now: datetime) -> list[Order]:
+        """Operator-driven intents (flatten): the same risk -> journal -> broker path as a bar's."""
+        arrived = time.perf_counter()
+        decisions, orders, cancels = self._decide(intents, now)
+        self.journal.record(decisions=decisions, orders=orders)
+        await self._send(orders, cancels, arrived)
+        return orders
+
+    def _kv(self, now: datetime, change: TradingStateChange | None) -> dict[str, str]:
+        kv = {
+            "last_bar_ts": now.isoformat(),
+            "cash": repr(self.book.cash),
+            "peak_equity": repr(self.book.peak_equity),
+        }
+        if change is not None:
+            kv["trading_state"] = str(change.current)
+            kv["trading_state_reason"] = change.reason
+        return kv
+
+    async def _send(self, orders: Sequence[Order], cancels: Sequence[str], arrived: float) -> None:
+        for coid in cancels:
+            await self.execution.cancel(coid)
+            log.info("order.cancel_requested", client_order_id=coid)
+        if not orders:
+            return
+        self._orders_journaled += len(orders)
+        if _CRASH_AFTER_JOURNALED and self._orders_journaled >= _CRASH_AFTER_JOURNALED:
+            os.kill(os.getpid(), signal.SIGKILL)
+        await self.execution.submit(orders)
+        if _CRASH_AFTER_SUBMITTED and self._orders_journaled >= _CRASH_AFTER_SUBMITTED:
+            os.kill(os.getpid(), signal.SIGKILL)
+        elapsed = time.perf_counter() - arrived
+        for order in orders:
+            self.latency.add(elapsed)
+            log.info(
+                "order.submitted",
+                symbol=order.symbol,
+                client_order_id=order.client_order_id,
+                side=str(order.side),
+                quantity=order.quantity,
+                order_type=str(order.order_type),
+                reason=order.reason,
+                latency_ms=round(elapsed * 1000, 3),
+            )
+        self.stats.orders_submitted += len(orders)
 
     async def _score(self, symbols: Sequence[str]) -> list[Signal]:
         windows = [w for w in (self.store.window(s) for s in symbols) if w is not None]
@@ -154,23 +196,40 @@ class Pipeline:
         self.stats.signals += len(signals)
         for s in signals:
             if s.confidence > 0:
-                log.info("signal.scored", symbol=s.symbol, bar_ts=s.ts.isoformat(), p_up=round(s.p_up, 4),
-                         confidence=round(s.confidence, 4), scorer=s.scorer, reasons=list(s.reasons))
+                log.info(
+                    "signal.scored",
+                    symbol=s.symbol,
+                    bar_ts=s.ts.isoformat(),
+                    p_up=round(s.p_up, 4),
+                    confidence=round(s.confidence, 4),
+                    scorer=s.scorer,
+                    reasons=list(s.reasons),
+                )
         return signals
 
-    def _decide(self, signals: Sequence[Signal], now: datetime) -> tuple[list[RiskDecision], list[Order]]:
-        if self.paused:
-            return [], []
-        intents = self.strategy.on_signals(signals, self.book)
+    def _decide(
+        self, intents: Sequence[OrderIntent], now: datetime
+    ) -> tuple[list[RiskDecision], list[Order], list[str]]:
         decisions: list[RiskDecision] = []
         orders: list[Order] = []
+        cancels: list[str] = []
         for intent in intents:
             decision = self.risk.check(intent, self.book, now)
             decisions.append(decision)
             if not decision.accepted:
                 self.stats.risk_rejections += 1
-                log.info("risk.rejected", symbol=intent.symbol, reason=decision.reason,
-                         detail=decision.detail, side=str(intent.side), quantity=intent.quantity)
+                log.info(
+                    "risk.rejected",
+                    symbol=intent.symbol,
+                    reason=decision.reason,
+                    detail=decision.detail,
+                    side=str(intent.side),
+                    quantity=intent.quantity,
+                )
+                continue
+            if intent.is_cancel:
+                if intent.cancel_client_order_id is not None:
+                    cancels.append(intent.cancel_client_order_id)
                 continue
             order = Order(
                 client_order_id=f"{self.order_prefix}-{self.journal.next_order_sequence()}",
@@ -184,25 +243,38 @@ class Pipeline:
             )
             self.book.add_order(order)
             orders.append(order)
-        return decisions, orders
+        return decisions, orders, cancels
 
     # ---- broker updates -----------------------------------------------------------------------
-    def _apply_updates(self, updates: BrokerUpdates) -> tuple[list[OrderEvent], list[msgspec.Struct]]:
+    def _apply_updates(
+        self, updates: BrokerUpdates
+    ) -> tuple[list[OrderEvent], list[msgspec.Struct]]:
         events = list(updates.events)
         fills = []
         for fill in updates.fills:
             if self.book.apply_fill(fill) is not None:
                 fills.append(fill)
                 self.stats.fills += 1
-                log.info("order.filled", symbol=fill.symbol, client_order_id=fill.client_order_id,
-                         side=str(fill.side), quantity=fill.quantity, price=fill.price,
-                         commission=fill.commission, fill_id=fill.fill_id)
+                log.info(
+                    "order.filled",
+                    symbol=fill.symbol,
+                    client_order_id=fill.client_order_id,
+                    side=str(fill.side),
+                    quantity=fill.quantity,
+                    price=fill.price,
+                    commission=fill.commission,
+                    fill_id=fill.fill_id,
+                )
         for event in events:
             order = self.book.apply_order_event(event)
             if event.status in (OrderStatus.REJECTED, OrderStatus.CANCELLED):
-                log.info("order.status_changed", client_order_id=event.client_order_id,
-                         status=str(event.status), reason=event.reason,
-                         symbol=order.symbol if order else None)
+                log.info(
+                    "order.status_changed",
+                    client_order_id=event.client_order_id,
+                    status=str(event.status),
+                    reason=event.reason,
+                    symbol=order.symbol if order else None,
+                )
         return events, fills
 
     def flush_broker_updates(self) -> None:

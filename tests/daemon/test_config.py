@@ -28,12 +28,23 @@ def test_decode_when_empty_mapping_then_defaults_are_paper_sim() -> None:
     assert cfg.feed.kind == "sim"
 
 
-DAEMON_CONFIGS = sorted(p for p in (REPO / "config").glob("*.yaml") if not p.name.startswith("dataset"))
+DAEMON_CONFIGS = sorted(
+    p for p in (REPO / "config").glob("*.yaml") if not p.name.startswith(("dataset", "ib-live"))
+)
 
 
 @pytest.mark.parametrize("path", DAEMON_CONFIGS, ids=lambda p: p.name)
 def test_load_when_shipped_example_then_valid(path: Path) -> None:
     assert load_config(path).mode in ("paper-sim", "ib-paper", "ib-live", "backtest")
+
+
+def test_load_when_shipped_live_example_then_refused_until_confirmed(tmp_path: Path) -> None:
+    live = REPO / "config" / "ib-live.yaml"
+    with pytest.raises(ConfigError, match="confirm_live: true"):
+        load_config(live)
+    confirmed = tmp_path / "live.yaml"
+    confirmed.write_text(live.read_text().replace("confirm_live: false", "confirm_live: true"))
+    assert load_config(confirmed).mode == "ib-live"
 
 
 def test_decode_when_unknown_key_then_error_names_key_path() -> None:

@@ -1,0 +1,156 @@
+"""The scorer the pipeline uses now, and how it changes: bundle load, background bootstrap, hot-swap."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sys
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from daemon.config import AppConfig
+from daemon.errors import ConfigError, InputError
+from strategy.rule_scorer import RuleScorer
+from strategy.scoring import Scorer
+
+log = structlog.get_logger("daemon.scorer_slot")
+
+
+class BundleUnusable(InputError):
+    """The model bundle is missing, incomplete, corrupt or for another chart spec."""
+
+
+def load_bundle_scorer(path: Path, cfg: AppConfig) -> tuple[Scorer, str]:
+    """Load, validate and warm a model bundle; returns the scorer and the bundle id."""
+    try:
+        from strategy.ml_scorer import load_ml_scorer
+    except ImportError as e:
+        msg = f"{path}: the ML scorer is not available in this build ({e})"
+        raise BundleUnusable(msg) from None
+    try:
+        scorer, bundle_id = load_ml_scorer(path, rules=cfg.scorer.rules)
+    except (OSError, ValueError) as e:
+        msg = f"{path}: {e}"
+        raise BundleUnusable(msg) from None
+    return scorer, bundle_id
+
+
+class ScorerSlot:
+    """Owns the pipeline's scorer; every swap happens between two bar batches, never inside one."""
+
+    def __init__(self, *, config: AppConfig, state_dir: Path) -> None:
+        self.cfg = config
+        self.bundle_path = config.state_path(config.scorer.bundle)
+        self.bundle_id: str | None = None
+        self.warm = True
+        self._pipeline: Any = None
+        self._bootstrap: asyncio.Task[None] | None = None
+        kind = config.scorer.kind
+        self.current: Scorer = RuleScorer(config=config.scorer.rules)
+        if kind == "rules":
+            return
+        try:
+            self.current, self.bundle_id = load_bundle_scorer(self.bundle_path, config)
+            log.info(
+                "bundle.loaded",
+                path=str(self.bundle_path),
+                bundle_id=self.bundle_id,
+                scorer=self.current.name,
+            )
+        except InputError as e:
+            if kind == "ml":
+                msg = f"scorer.kind is ml but the bundle cannot be used: {e}"
+                raise ConfigError(msg) from None
+            log.warning(
+                "bundle.unavailable", path=str(self.bundle_path), error=str(e), scorer="rules"
+            )
+
+    def attach(self, pipeline: Any) -> None:
+        self._pipeline = pipeline
+        pipeline.scorer = self.current
+
+    async def start(self, stack: contextlib.AsyncExitStack) -> None:
+        """In auto mode with no usable bundle, build one in the background and swap it in."""
+        if (
+            self.cfg.scorer.kind != "auto"
+            or self.bundle_id is not None
+            or not self.cfg.scorer.bootstrap
+        ):
+            return
+        self._bootstrap = asyncio.create_task(self._run_bootstrap(), name="model-bootstrap")
+        stack.push_async_callback(self._stop_bootstrap)
+
+    async def _stop_bootstrap(self) -> None:
+        task, self._bootstrap = self._bootstrap, None
+        if task is not None and not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def _run_bootstrap(self) -> None:
+        out = self.bundle_path
+        args = [
+            sys.executable,
+            "-m",
+            "daemon.cli",
+            "model",
+            "bootstrap",
+            "--out",
+            str(out),
+            *self.cfg.scorer.bootstrap_args,
+        ]
+        log.info("model.bootstrap_started", out=str(out), scorer="rules")
+        log_path = out.parent / "bootstrap.log"
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        with log_path.open("ab") as sink:
+            proc = await asyncio.create_subprocess_exec(
+                *args, stdout=sink, stderr=asyncio.subprocess.STDOUT
+            )
+            try:
+                code = await proc.wait()
+            except asyncio.CancelledError:
+                proc.terminate()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(proc.wait(), 10)
+                if proc.returncode is None:
+                    proc.kill()
+                raise
+        if code != 0:
+            log.error("model.bootstrap_failed", exit_code=code, log=str(log_path), scorer="rules")
+            return
+        log.info("model.bootstrap_finished", out=str(out))
+        try:
+            bundle_id = await self.reload(None)
+        except InputError as e:
+            log.error("bundle.load_failed", path=str(out), error=str(e), scorer=self.current.name)
+            return
+        log.info("scorer.swapped", previous="rules", current=self.current.name, bundle_id=bundle_id)
+
+    async def reload(self, path: str | None) -> str:
+        """Load and warm a bundle off the loop, then swap atomically; a bad one leaves the old serving."""
+        target = Path(path) if path else self.bundle_path
+        self.warm = self.bundle_id is not None or self.cfg.scorer.kind == "rules"
+        try:
+            scorer, bundle_id = await asyncio.to_thread(load_bundle_scorer, target, self.cfg)
+        except InputError as e:
+            log.error(
+                "bundle.load_failed", path=str(target), error=str(e), scorer=self.current.name
+            )
+            raise
+        finally:
+            self.warm = True
+        previous = self.current.name
+        self.current = scorer
+        self.bundle_id = bundle_id
+        if self._pipeline is not None:
+            self._pipeline.scorer = scorer
+        log.info(
+            "bundle.loaded",
+            path=str(target),
+            bundle_id=bundle_id,
+            previous=previous,
+            scorer=scorer.name,
+        )
+        return bundle_id
