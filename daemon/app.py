@@ -77,7 +77,11 @@ class Daemon:
     async def run(self) -> int:
         cfg = self.cfg
         state_dir = Path(cfg.state_dir)
-        journal = Journal(cfg.state_path(cfg.journal.path), synchronous=cfg.journal.synchronous)
+        journal = Journal(
+            cfg.state_path(cfg.journal.path),
+            synchronous=cfg.journal.synchronous,
+            checkpoint_seconds=cfg.journal.checkpoint_seconds,
+        )
         journal.open()
         self.journal = journal
         metrics = Metrics()

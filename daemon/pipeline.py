@@ -196,7 +196,8 @@ class Pipeline:
         self.stats.signals += len(signals)
         for s in signals:
             if s.confidence > 0:
-                log.info(
+                # Debug: every signal is in the journal; the info lines are the decisions it led to.
+                log.debug(
                     "signal.scored",
                     symbol=s.symbol,
                     bar_ts=s.ts.isoformat(),

@@ -76,7 +76,7 @@ class Book:
         if order is None:
             return None
         updated = _with_status(order, event)
-        if event.status.is_terminal:
+        if updated.status.is_terminal:
             del self.open_orders[order.client_order_id]
         else:
             self.open_orders[order.client_order_id] = updated
@@ -145,14 +145,14 @@ def _replace(order: Order, **changes: object) -> Order:
 
 
 def _with_status(order: Order, event: OrderEvent) -> Order:
-    filled = max(order.filled_quantity, event.filled_quantity)
+    # Filled quantity and average price come from fills only: an event may report a fill before the
+    # fill itself arrives, and counting both would dilute the average price.
     status = event.status
-    if status is OrderStatus.PARTIALLY_FILLED and filled >= order.quantity:
+    if status is OrderStatus.PARTIALLY_FILLED and event.filled_quantity >= order.quantity:
         status = OrderStatus.FILLED
     return _replace(
         order,
         status=status,
-        filled_quantity=filled,
         broker_order_id=event.broker_order_id or order.broker_order_id,
         reason=event.reason or order.reason,
     )

@@ -403,14 +403,12 @@ def worst_gross_exposure(book: Book, intent: OrderIntent, price: float) -> float
     prices = book.last_prices
     positions = book.positions
     # held positions at their marks, then the symbols with orders swap |q| for their worse side
-    total = 0.0
-    for symbol, held in positions.items():
-        total += abs(held.quantity) * prices.get(symbol, held.average_price)
+    total = book.gross_exposure()  # O(1): the book keeps running market values
     for symbol in buys.keys() | sells.keys():
         pos = positions.get(symbol)
         quantity = pos.quantity if pos is not None else 0.0
         if pos is not None:
-            total -= abs(quantity) * prices.get(symbol, pos.average_price)
+            total -= abs(book.market_value(symbol))
         if symbol == intent.symbol:
             mark = price
         elif pos is not None:
