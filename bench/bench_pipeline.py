@@ -34,7 +34,9 @@ WINDOW = 64
 
 
 def make_batches(symbols: int, n_batches: int) -> list[list[Bar]]:
-    market = SimMarketConfig(symbols=[f"S{i:03d}" for i in range(symbols)], seed=3, pattern_rate=0.03)
+    market = SimMarketConfig(
+        symbols=[f"S{i:03d}" for i in range(symbols)], seed=3, pattern_rate=0.03
+    )
     sim = MarketSimulator(config=market, start=START)
     return [sim.next_batch() for _ in range(n_batches)]
 
@@ -52,7 +54,9 @@ def baseline(batches: list[list[Bar]]) -> float:
     return n / (time.perf_counter() - started)
 
 
-async def run_pipeline(batches: list[list[Bar]], workdir: Path, synchronous: str) -> tuple[float, Pipeline]:
+async def run_pipeline(
+    batches: list[list[Bar]], workdir: Path, synchronous: str
+) -> tuple[float, Pipeline]:
     journal = Journal(workdir / "journal.sqlite", synchronous=synchronous)  # type: ignore[arg-type]
     journal.open()
     with PaperExecution(config=SimBrokerConfig(), path=workdir / "venue.sqlite") as venue:
@@ -60,8 +64,13 @@ async def run_pipeline(batches: list[list[Bar]], workdir: Path, synchronous: str
             store=BarStore(config=BarStoreConfig(window=WINDOW)),
             scorer=RuleScorer(config=RuleScorerConfig()),
             strategy=TargetStrategy(config=StrategyConfig(position_notional=2_000, hold_bars=5)),
-            risk=RiskEngine(config=RiskConfig(max_gross_exposure=10_000_000, max_orders_per_minute=100_000,
-                                              max_open_orders=100_000)),
+            risk=RiskEngine(
+                config=RiskConfig(
+                    max_gross_exposure=10_000_000,
+                    max_orders_per_minute=100_000,
+                    max_open_orders=100_000,
+                )
+            ),
             book=Book(starting_cash=10_000_000),
             journal=journal,
             execution=venue,
@@ -82,14 +91,20 @@ async def run_pipeline(batches: list[list[Bar]], workdir: Path, synchronous: str
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--bars", type=int, default=60_000, help="bars per run (spread over the symbols)")
+    parser.add_argument(
+        "--bars", type=int, default=60_000, help="bars per run (spread over the symbols)"
+    )
     parser.add_argument("--symbols", default="1,10,100")
     parser.add_argument("--synchronous", choices=["normal", "full"], default="normal")
     args = parser.parse_args()
-    configure_logging(level="info", fmt="json", stream=io.StringIO())  # render logs, as the daemon does
+    configure_logging(
+        level="info", fmt="json", stream=io.StringIO()
+    )  # render logs, as the daemon does
 
-    print(f"{'symbols':>7} {'bars/s':>10} {'baseline':>10} {'ratio':>6} {'orders':>7} "
-          f"{'p50 ms':>7} {'p99 ms':>7}  (journal synchronous={args.synchronous})")
+    print(
+        f"{'symbols':>7} {'bars/s':>10} {'baseline':>10} {'ratio':>6} {'orders':>7} "
+        f"{'p50 ms':>7} {'p99 ms':>7}  (journal synchronous={args.synchronous})"
+    )
     for symbols in (int(s) for s in args.symbols.split(",")):
         n_batches = max(WINDOW + 50, args.bars // symbols + WINDOW)
         batches = make_batches(symbols, n_batches)
@@ -98,8 +113,10 @@ def main() -> None:
             rate, pipeline = asyncio.run(run_pipeline(batches, Path(tmp), args.synchronous))
         p50 = pipeline.latency.percentile_ms(50)
         p99 = pipeline.latency.percentile_ms(99)
-        print(f"{symbols:>7} {rate:>10,.0f} {floor:>10,.0f} {rate / floor:>6.2f} "
-              f"{pipeline.latency.count:>7} {p50 or float('nan'):>7.3f} {p99 or float('nan'):>7.3f}")
+        print(
+            f"{symbols:>7} {rate:>10,.0f} {floor:>10,.0f} {rate / floor:>6.2f} "
+            f"{pipeline.latency.count:>7} {p50 or float('nan'):>7.3f} {p99 or float('nan'):>7.3f}"
+        )
 
 
 if __name__ == "__main__":

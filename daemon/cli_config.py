@@ -19,7 +19,9 @@ def register(sub: Any) -> None:
     csub.required = True
     check = csub.add_parser("check", help="validate a YAML config; exit 2 on the first problem")
     check.add_argument("file", type=Path)
-    check.add_argument("--show", action="store_true", help="print the config with defaults filled in")
+    check.add_argument(
+        "--show", action="store_true", help="print the config with defaults filled in"
+    )
     check.set_defaults(func=_check)
 
 

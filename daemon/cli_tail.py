@@ -11,8 +11,13 @@ from pathlib import Path
 from typing import IO, Any
 
 _LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40, "critical": 50}
-_COLOURS = {"debug": "\x1b[2m", "info": "\x1b[32m", "warning": "\x1b[33m", "error": "\x1b[31m",
-            "critical": "\x1b[1;31m"}
+_COLOURS = {
+    "debug": "\x1b[2m",
+    "info": "\x1b[32m",
+    "warning": "\x1b[33m",
+    "error": "\x1b[31m",
+    "critical": "\x1b[1;31m",
+}
 _RESET = "\x1b[0m"
 _BOLD = "\x1b[1m"
 _SKIP = ("event", "level", "timestamp")
@@ -20,9 +25,13 @@ _SKIP = ("event", "level", "timestamp")
 
 def register(sub: Any) -> None:
     p = sub.add_parser("tail", help="follow a JSON log readably (file, or - for stdin)")
-    p.add_argument("file", nargs="?", default="-", help="log file, or - for stdin (journalctl -o cat -f)")
+    p.add_argument(
+        "file", nargs="?", default="-", help="log file, or - for stdin (journalctl -o cat -f)"
+    )
     p.add_argument("--symbol", help="only events about this symbol")
-    p.add_argument("--event", help="only events whose name starts with this (e.g. order. or risk.rejected)")
+    p.add_argument(
+        "--event", help="only events whose name starts with this (e.g. order. or risk.rejected)"
+    )
     p.add_argument("--level", choices=list(_LEVELS), default="debug", help="minimum level")
     p.add_argument("--no-follow", action="store_true", help="print what is there and exit")
     p.add_argument("--color", choices=["auto", "always", "never"], default="auto")

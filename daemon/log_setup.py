@@ -23,7 +23,9 @@ def remove_event_sink(sink: EventSink) -> None:
         _sinks.remove(sink)
 
 
-def _tap(_logger: Any, _method: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+def _tap(
+    _logger: Any, _method: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
     """Hand each event to the registered sinks (MQTT publisher, metrics) before rendering."""
     if _sinks:
         name = str(event_dict.get("event", ""))

@@ -52,25 +52,49 @@ def reconcile(journal: Journal, book: Book, view: BrokerView, *, now: datetime) 
         at_broker = view.orders.get(coid)
         if at_broker is None:
             # Journaled but never reached the broker (crash between journal and submit): drop it.
-            status = OrderStatus.CANCELLED if order.status is OrderStatus.PENDING_SUBMIT else OrderStatus.REJECTED
-            events.append(OrderEvent(client_order_id=coid, ts=now, status=status,
-                                     filled_quantity=order.filled_quantity,
-                                     reason="not_at_broker_on_restart"))
+            status = (
+                OrderStatus.CANCELLED
+                if order.status is OrderStatus.PENDING_SUBMIT
+                else OrderStatus.REJECTED
+            )
+            events.append(
+                OrderEvent(
+                    client_order_id=coid,
+                    ts=now,
+                    status=status,
+                    filled_quantity=order.filled_quantity,
+                    reason="not_at_broker_on_restart",
+                )
+            )
             resolved += 1
             continue
         book.add_order(order)
         adopted += 1
         if at_broker.status != order.status or at_broker.filled_quantity != order.filled_quantity:
-            events.append(OrderEvent(client_order_id=coid, ts=now, status=at_broker.status,
-                                     filled_quantity=at_broker.filled_quantity,
-                                     broker_order_id=at_broker.broker_order_id, reason="reconciled"))
+            events.append(
+                OrderEvent(
+                    client_order_id=coid,
+                    ts=now,
+                    status=at_broker.status,
+                    filled_quantity=at_broker.filled_quantity,
+                    broker_order_id=at_broker.broker_order_id,
+                    reason="reconciled",
+                )
+            )
 
     for coid, at_broker in view.orders.items():
         if coid not in ever_journaled and not at_broker.status.is_terminal:
             external += 1
             book.add_order(at_broker)
-            events.append(OrderEvent(client_order_id=coid, ts=now, status=at_broker.status,
-                                     filled_quantity=at_broker.filled_quantity, reason="external"))
+            events.append(
+                OrderEvent(
+                    client_order_id=coid,
+                    ts=now,
+                    status=at_broker.status,
+                    filled_quantity=at_broker.filled_quantity,
+                    reason="external",
+                )
+            )
 
     # Fills change positions before the status events close the orders they belong to.
     for fill in fills:
@@ -80,8 +104,10 @@ def reconcile(journal: Journal, book: Book, view: BrokerView, *, now: datetime) 
 
     mismatches = tuple(
         sorted(
-            s for s in set(book.positions) | set(view.positions)
-            if abs(book.position(s) - (view.positions[s].quantity if s in view.positions else 0.0)) > 1e-9
+            s
+            for s in set(book.positions) | set(view.positions)
+            if abs(book.position(s) - (view.positions[s].quantity if s in view.positions else 0.0))
+            > 1e-9
         )
     )
     external_orders = [o for o in view.orders.values() if o.client_order_id not in ever_journaled]
@@ -92,11 +118,19 @@ def reconcile(journal: Journal, book: Book, view: BrokerView, *, now: datetime) 
         positions=[book.positions[s] for s in {f.symbol for f in fills}],
         kv={"cash": repr(book.cash)},
     )
-    report = ReconcileReport(orders_adopted=adopted, orders_resolved=resolved,
-                             fills_recovered=len(fills), external_orders=external,
-                             position_mismatches=mismatches)
+    report = ReconcileReport(
+        orders_adopted=adopted,
+        orders_resolved=resolved,
+        fills_recovered=len(fills),
+        external_orders=external,
+        position_mismatches=mismatches,
+    )
     log.info("broker.reconciled", **msgspec.structs.asdict(report))
     for symbol in mismatches:
-        log.error("broker.position_mismatch", symbol=symbol, journal=book.position(symbol),
-                  broker=view.positions[symbol].quantity if symbol in view.positions else 0.0)
+        log.error(
+            "broker.position_mismatch",
+            symbol=symbol,
+            journal=book.position(symbol),
+            broker=view.positions[symbol].quantity if symbol in view.positions else 0.0,
+        )
     return report

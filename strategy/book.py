@@ -93,12 +93,16 @@ class Book:
         self.cash -= fill.signed_quantity * fill.price + fill.commission
         self.last_prices.setdefault(fill.symbol, fill.price)
         self._revalue(fill.symbol)
-        if before.quantity != 0 and (after.quantity == 0 or (after.quantity > 0) != (before.quantity > 0)):
+        if before.quantity != 0 and (
+            after.quantity == 0 or (after.quantity > 0) != (before.quantity > 0)
+        ):
             self.last_exit_ts[fill.symbol] = fill.ts
         order = self.open_orders.get(fill.client_order_id)
         if order is not None:
             filled = order.filled_quantity + fill.quantity
-            avg = (order.average_fill_price * order.filled_quantity + fill.price * fill.quantity) / filled
+            avg = (
+                order.average_fill_price * order.filled_quantity + fill.price * fill.quantity
+            ) / filled
             self.open_orders[order.client_order_id] = _replace(
                 order, filled_quantity=filled, average_fill_price=avg
             )

@@ -12,9 +12,26 @@ FORBIDDEN_IMPORTS = {
     "vlm_engine": {"strategy", "daemon"},
     "strategy": {"daemon"},
 }
-NETWORK_MODULES = {"socket", "http", "urllib", "httpx", "requests", "aiomqtt", "ib_async", "ibapi", "asyncio"}
-CLOCK_CALLS = {("datetime", "now"), ("datetime", "utcnow"), ("time", "time"), ("time", "sleep"),
-               ("date", "today"), ("time", "monotonic"), ("time", "perf_counter")}
+NETWORK_MODULES = {
+    "socket",
+    "http",
+    "urllib",
+    "httpx",
+    "requests",
+    "aiomqtt",
+    "ib_async",
+    "ibapi",
+    "asyncio",
+}
+CLOCK_CALLS = {
+    ("datetime", "now"),
+    ("datetime", "utcnow"),
+    ("time", "time"),
+    ("time", "sleep"),
+    ("date", "today"),
+    ("time", "monotonic"),
+    ("time", "perf_counter"),
+}
 
 
 def _sources(package: str) -> list[Path]:
@@ -61,7 +78,9 @@ def test_call_when_strategy_module_then_no_clock_reads_or_sleeps() -> None:
                 and isinstance(node.func.value, ast.Name)
                 and (node.func.value.id, node.func.attr) in CLOCK_CALLS
             ):
-                offenders.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.func.value.id}.{node.func.attr}()")
+                offenders.append(
+                    f"{path.relative_to(ROOT)}:{node.lineno} {node.func.value.id}.{node.func.attr}()"
+                )
     assert offenders == []
 
 

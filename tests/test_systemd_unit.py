@@ -32,7 +32,9 @@ def test_unit_when_read_then_notify_watchdog_restart_and_sandboxing_are_set() ->
     assert "--state-dir" in service["ExecStart"]
 
 
-@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze is not installed")
+@pytest.mark.skipif(
+    shutil.which("systemd-analyze") is None, reason="systemd-analyze is not installed"
+)
 def test_unit_when_verified_by_systemd_analyze_then_no_errors(tmp_path: Path) -> None:
     # verify resolves ExecStart; point it at a real executable so only the unit's own content is judged.
     text = UNIT.read_text()
@@ -40,9 +42,13 @@ def test_unit_when_verified_by_systemd_analyze_then_no_errors(tmp_path: Path) ->
     binary = exec_line.split("=", 1)[1].split()[0]
     copy = tmp_path / "vlmtrader.service"
     copy.write_text(text.replace(binary, shutil.which("true") or "/bin/true"))
-    result = subprocess.run(["systemd-analyze", "verify", str(copy)], capture_output=True, text=True,
-                            check=False)
-    problems = [line for line in result.stderr.splitlines()
-                if "vlmtrader.service" in line and "Failed to" not in line.split(":", 1)[0]]
+    result = subprocess.run(
+        ["systemd-analyze", "verify", str(copy)], capture_output=True, text=True, check=False
+    )
+    problems = [
+        line
+        for line in result.stderr.splitlines()
+        if "vlmtrader.service" in line and "Failed to" not in line.split(":", 1)[0]
+    ]
     assert result.returncode == 0, result.stderr
     assert problems == [], result.stderr

@@ -11,21 +11,39 @@ from daemon.cli import main
 from daemon.cli_tail import format_record, matches
 
 RECORDS = [
-    {"event": "order.submitted", "level": "info", "symbol": "AAPL", "timestamp": "2026-01-05T14:31:00.123Z",
-     "quantity": 10},
-    {"event": "risk.rejected", "level": "info", "symbol": "MSFT", "timestamp": "2026-01-05T14:31:00.200Z",
-     "reason": "max_drawdown"},
-    {"event": "daemon.crashed", "level": "error", "timestamp": "2026-01-05T14:32:00.000Z", "error": "boom here"},
+    {
+        "event": "order.submitted",
+        "level": "info",
+        "symbol": "AAPL",
+        "timestamp": "2026-01-05T14:31:00.123Z",
+        "quantity": 10,
+    },
+    {
+        "event": "risk.rejected",
+        "level": "info",
+        "symbol": "MSFT",
+        "timestamp": "2026-01-05T14:31:00.200Z",
+        "reason": "max_drawdown",
+    },
+    {
+        "event": "daemon.crashed",
+        "level": "error",
+        "timestamp": "2026-01-05T14:32:00.000Z",
+        "error": "boom here",
+    },
 ]
 
 
 def test_matches_when_filters_given_then_only_matching_records_pass() -> None:
-    assert [r["event"] for r in RECORDS if matches(r, symbol="AAPL", event=None, level="debug")] == [
-        "order.submitted"]
-    assert [r["event"] for r in RECORDS if matches(r, symbol=None, event="risk.", level="debug")] == [
-        "risk.rejected"]
+    assert [
+        r["event"] for r in RECORDS if matches(r, symbol="AAPL", event=None, level="debug")
+    ] == ["order.submitted"]
+    assert [
+        r["event"] for r in RECORDS if matches(r, symbol=None, event="risk.", level="debug")
+    ] == ["risk.rejected"]
     assert [r["event"] for r in RECORDS if matches(r, symbol=None, event=None, level="error")] == [
-        "daemon.crashed"]
+        "daemon.crashed"
+    ]
 
 
 def test_format_when_plain_then_time_level_event_and_fields() -> None:

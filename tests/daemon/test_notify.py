@@ -11,7 +11,9 @@ import pytest
 from daemon.notify import Notifier, watchdog_interval_seconds
 
 
-def test_notify_when_socket_set_then_ready_watchdog_stopping_arrive_as_datagrams(tmp_path: Path) -> None:
+def test_notify_when_socket_set_then_ready_watchdog_stopping_arrive_as_datagrams(
+    tmp_path: Path,
+) -> None:
     path = tmp_path / "notify.sock"
     server = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     server.bind(str(path))
@@ -28,7 +30,9 @@ def test_notify_when_socket_set_then_ready_watchdog_stopping_arrive_as_datagrams
     assert received == ["READY=1\nSTATUS=trading", "WATCHDOG=1", "STOPPING=1"]
 
 
-def test_notify_when_no_socket_configured_then_calls_are_noops(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_notify_when_no_socket_configured_then_calls_are_noops(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     monkeypatch.delenv("NOTIFY_SOCKET", raising=False)
     notifier = Notifier()
     assert not notifier.enabled
@@ -46,7 +50,9 @@ def test_watchdog_interval_when_usec_set_then_half_of_it(monkeypatch: pytest.Mon
     assert watchdog_interval_seconds() == 15.0
 
 
-def test_watchdog_interval_when_meant_for_another_pid_then_none(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_watchdog_interval_when_meant_for_another_pid_then_none(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     monkeypatch.setenv("WATCHDOG_USEC", "30000000")
     monkeypatch.setenv("WATCHDOG_PID", "1")
     assert watchdog_interval_seconds() is None

@@ -19,17 +19,32 @@ import yaml
 REPO = Path(__file__).resolve().parents[2]
 
 
-def write_config(path: Path, *, state_dir: Path, speed: float = 600.0, symbols: int = 4,
-                 extra: dict[str, Any] | None = None) -> Path:
+def write_config(
+    path: Path,
+    *,
+    state_dir: Path,
+    speed: float = 600.0,
+    symbols: int = 4,
+    extra: dict[str, Any] | None = None,
+) -> Path:
     """A small accelerated paper-sim config; `extra` is merged on top (one level deep)."""
     cfg: dict[str, Any] = {
         "mode": "paper-sim",
         "account": "test",
         "state_dir": str(state_dir),
         "log": {"level": "info", "format": "json"},
-        "feed": {"kind": "sim", "sim": {"speed": speed, "market": {
-            "symbols": [f"SIM{i}" for i in range(symbols)], "bar_seconds": 60, "seed": 11,
-            "pattern_rate": 0.05}}},
+        "feed": {
+            "kind": "sim",
+            "sim": {
+                "speed": speed,
+                "market": {
+                    "symbols": [f"SIM{i}" for i in range(symbols)],
+                    "bar_seconds": 60,
+                    "seed": 11,
+                    "pattern_rate": 0.05,
+                },
+            },
+        },
         "bars": {"window": 32, "bar_seconds": 60},
         "strategy": {"hold_bars": 3, "position_notional": 5000},
         "journal": {"synchronous": "full"},
@@ -78,14 +93,23 @@ class NotifySocket:
 class DaemonProcess:
     """`vlmtrader run` in a subprocess; logs go to a file so tests can read them."""
 
-    def __init__(self, config: Path, *, log_path: Path, env: dict[str, str] | None = None,
-                 args: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self,
+        config: Path,
+        *,
+        log_path: Path,
+        env: dict[str, str] | None = None,
+        args: tuple[str, ...] = (),
+    ) -> None:
         full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
         self.log_path = log_path
         self._log = log_path.open("ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "daemon.cli", "run", "--config", str(config), *args],
-            cwd=REPO, env=full_env, stdout=self._log, stderr=subprocess.STDOUT,
+            cwd=REPO,
+            env=full_env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
         )
 
     def wait(self, timeout: float = 60) -> int:
@@ -109,7 +133,9 @@ class DaemonProcess:
         return self.log_path.read_text(errors="replace")
 
 
-def wait_for(predicate: Callable[[], bool], *, timeout: float = 90, what: str = "condition") -> None:
+def wait_for(
+    predicate: Callable[[], bool], *, timeout: float = 90, what: str = "condition"
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if predicate():

@@ -40,11 +40,16 @@ def venue_view(state: Path):  # type: ignore[no-untyped-def]
     return asyncio.run(view())
 
 
-def run_until_fills_then_stop(config: Path, log: Path, journal: Path, *, fills_at_least: int) -> int:
+def run_until_fills_then_stop(
+    config: Path, log: Path, journal: Path, *, fills_at_least: int
+) -> int:
     daemon = DaemonProcess(config, log_path=log)
     try:
-        wait_for(lambda: count(journal, "SELECT count(*) FROM fills") >= fills_at_least, timeout=240,
-                 what=f"{fills_at_least} fills after restart")
+        wait_for(
+            lambda: count(journal, "SELECT count(*) FROM fills") >= fills_at_least,
+            timeout=240,
+            what=f"{fills_at_least} fills after restart",
+        )
         daemon.proc.send_signal(signal.SIGTERM)
         return daemon.wait(timeout=60)
     finally:
@@ -72,8 +77,10 @@ def assert_consistent(state: Path, logs: list[Path]) -> None:
         assert at_venue == pytest.approx(signed), symbol
 
 
-@pytest.mark.parametrize("failpoint", ["VLMTRADER_CRASH_AFTER_ORDERS_JOURNALED",
-                                       "VLMTRADER_CRASH_AFTER_ORDERS_SUBMITTED"])
+@pytest.mark.parametrize(
+    "failpoint",
+    ["VLMTRADER_CRASH_AFTER_ORDERS_JOURNALED", "VLMTRADER_CRASH_AFTER_ORDERS_SUBMITTED"],
+)
 def test_restart_when_killed_at_failpoint_then_no_order_sent_twice_and_positions_match_fills(
     tmp_path: Path, failpoint: str
 ) -> None:
@@ -93,13 +100,19 @@ def test_restart_when_killed_at_failpoint_then_no_order_sent_twice_and_positions
     assert pending, "the crash left no order in flight; the failpoint did not fire where intended"
 
     fills_before = count(journal_path, "SELECT count(*) FROM fills")
-    assert run_until_fills_then_stop(config, second_log, journal_path, fills_at_least=fills_before + 2) == 0
+    assert (
+        run_until_fills_then_stop(config, second_log, journal_path, fills_at_least=fills_before + 2)
+        == 0
+    )
 
     with Journal(journal_path) as journal:
         after = journal.load_orders()
     for order in pending:
         resolved = after[order.client_order_id]
-        assert resolved.status.is_terminal or resolved.status in (OrderStatus.ACCEPTED, OrderStatus.SUBMITTED)
+        assert resolved.status.is_terminal or resolved.status in (
+            OrderStatus.ACCEPTED,
+            OrderStatus.SUBMITTED,
+        )
         if failpoint.endswith("JOURNALED"):
             # Never reached the broker: resolved at restart, and not sent then either.
             assert resolved.status is OrderStatus.CANCELLED
@@ -117,9 +130,16 @@ def test_restart_when_killed_at_random_moment_then_journal_and_venue_agree(tmp_p
 
     daemon = DaemonProcess(config, log_path=first_log)
     try:
-        wait_for(lambda: count(journal_path, "SELECT count(*) FROM fills") >= 4, timeout=240, what="4 fills")
+        wait_for(
+            lambda: count(journal_path, "SELECT count(*) FROM fills") >= 4,
+            timeout=240,
+            what="4 fills",
+        )
     finally:
         daemon.kill()
     fills_before = count(journal_path, "SELECT count(*) FROM fills")
-    assert run_until_fills_then_stop(config, second_log, journal_path, fills_at_least=fills_before + 2) == 0
+    assert (
+        run_until_fills_then_stop(config, second_log, journal_path, fills_at_least=fills_before + 2)
+        == 0
+    )
     assert_consistent(state, [first_log, second_log])

@@ -13,7 +13,13 @@ from daemon.execution.paper import PaperExecution
 from daemon.journal import Journal
 from strategy.sim_broker import SimBrokerConfig
 from strategy.types import OrderStatus
-from tests.integration.daemon_process import DaemonProcess, NotifySocket, count, wait_for, write_config
+from tests.integration.daemon_process import (
+    DaemonProcess,
+    NotifySocket,
+    count,
+    wait_for,
+    write_config,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -30,24 +36,34 @@ def log_events(text: str) -> list[dict[str, object]]:
 
 def broker_view(state_dir: Path):  # type: ignore[no-untyped-def]
     async def view():  # type: ignore[no-untyped-def]
-        with PaperExecution(config=SimBrokerConfig(), path=state_dir / "paper_venue.sqlite") as venue:
+        with PaperExecution(
+            config=SimBrokerConfig(), path=state_dir / "paper_venue.sqlite"
+        ) as venue:
             return await venue.broker_view()
 
     return asyncio.run(view())
 
 
-def test_run_when_sigterm_after_fills_then_ready_watchdog_exit_zero_and_journal_complete(tmp_path: Path) -> None:
+def test_run_when_sigterm_after_fills_then_ready_watchdog_exit_zero_and_journal_complete(
+    tmp_path: Path,
+) -> None:
     state = tmp_path / "state"
     config = write_config(tmp_path / "cfg.yaml", state_dir=state, speed=3000)
     notify = NotifySocket(tmp_path / "notify.sock")
     journal_path = state / "journal.sqlite"
-    daemon = DaemonProcess(config, log_path=tmp_path / "daemon.log",
-                           env={"NOTIFY_SOCKET": str(notify.path), "WATCHDOG_USEC": "400000"})
+    daemon = DaemonProcess(
+        config,
+        log_path=tmp_path / "daemon.log",
+        env={"NOTIFY_SOCKET": str(notify.path), "WATCHDOG_USEC": "400000"},
+    )
     try:
         wait_for(lambda: notify.seen("READY=1"), timeout=120, what="READY=1")
         wait_for(lambda: notify.seen("WATCHDOG=1"), timeout=30, what="WATCHDOG=1")
-        wait_for(lambda: count(journal_path, "SELECT count(*) FROM fills") >= 3, timeout=240,
-                 what="three fills in the journal")
+        wait_for(
+            lambda: count(journal_path, "SELECT count(*) FROM fills") >= 3,
+            timeout=240,
+            what="three fills in the journal",
+        )
         daemon.proc.send_signal(signal.SIGTERM)
         code = daemon.wait(timeout=60)
     finally:
@@ -68,7 +84,9 @@ def test_run_when_sigterm_after_fills_then_ready_watchdog_exit_zero_and_journal_
         fills = journal.load_fills()
         positions = journal.load_positions()
         # Graceful shutdown cancels what is still open: nothing is left working.
-        assert all(o.status.is_terminal for o in orders.values()), [o.status for o in orders.values()]
+        assert all(o.status.is_terminal for o in orders.values()), [
+            o.status for o in orders.values()
+        ]
         assert {f.client_order_id for f in fills} <= set(orders)
         for symbol, position in positions.items():
             signed = sum(f.signed_quantity for f in fills if f.symbol == symbol)
@@ -85,8 +103,9 @@ def test_run_when_sigterm_after_fills_then_ready_watchdog_exit_zero_and_journal_
 
 
 def test_run_when_config_invalid_then_exit_two_with_one_line_error(tmp_path: Path) -> None:
-    config = write_config(tmp_path / "cfg.yaml", state_dir=tmp_path / "state",
-                          extra={"risk": {"max_drawdown": -1}})
+    config = write_config(
+        tmp_path / "cfg.yaml", state_dir=tmp_path / "state", extra={"risk": {"max_drawdown": -1}}
+    )
     daemon = DaemonProcess(config, log_path=tmp_path / "daemon.log")
     code = daemon.wait(timeout=60)
     assert code == 2
