@@ -1,0 +1,139 @@
+"""Backtest throughput: event-driven bars/s once scores exist, against a baseline measured in the same run.
+
+Prints: the baseline (BarStore + Book marks only), the event-driven loop (strategy, risk, simulated
+broker; with and without the SQLite journal) for precomputed rule scores and for an SMA-cross
+scorer (the shape of NautilusTrader's published ~22-28k bars/s EMA-cross figure; a peer figure,
+not measured here), and scoring throughput of the features + XGBoost scorer.
+
+    .venv/bin/python bench/bench_backtest.py [--bars 20000] [--symbols 4]
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+
+from daemon.journal import Journal
+from strategy.backtest.data import build_dataset, frame_batches, precompute_signals
+from strategy.backtest.engine import BacktestConfig, BacktestEngine
+from strategy.bars import BarStore, BarStoreConfig, Window
+from strategy.book import Book
+from strategy.features import FeatureConfig, FeatureEngine
+from strategy.fusion import FusionConfig, FusionEngine
+from strategy.market_sim import SimMarketConfig, simulate_frame
+from strategy.ml_scorer import MLScorer
+from strategy.risk import RiskConfig
+from strategy.rule_scorer import RuleScorer, RuleScorerConfig
+from strategy.target_strategy import StrategyConfig
+from strategy.types import Signal
+from vlm_engine.xgb import XgbTrainConfig, train_xgb
+
+START = datetime(2024, 1, 1, tzinfo=UTC)
+NAUTILUS_PEER = (22_000, 28_000)
+
+
+class SmaCross:
+    """Long when the 10-bar SMA is above the 30-bar SMA, short otherwise."""
+
+    name = "sma_cross"
+    blocking = False
+
+    def score(self, windows: Sequence[Window]) -> list[Signal]:
+        out = []
+        for w in windows:
+            fast, slow = float(w.close[-10:].mean()), float(w.close[-30:].mean())
+            p = 0.7 if fast > slow else 0.3
+            out.append(Signal(symbol=w.symbol, ts=w.ts, p_up=p, confidence=0.4, scorer=self.name))
+        return out
+
+
+def _baseline(batches, store_cfg) -> float:
+    store, book = BarStore(config=store_cfg), Book(starting_cash=100_000.0)
+    t = time.perf_counter()
+    for batch in batches:
+        for bar in batch:
+            if store.add(bar) is None:
+                book.mark(bar)
+    return time.perf_counter() - t
+
+
+def _loop(batches, cfg, scorer, journal=None) -> tuple[float, int]:
+    engine = BacktestEngine(config=cfg, scorer=scorer, journal=journal)
+    t = time.perf_counter()
+    run = engine.run_batches(batches)
+    return time.perf_counter() - t, len(run.orders)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--bars", type=int, default=20_000, help="bars per symbol")
+    parser.add_argument("--symbols", type=int, default=4)
+    args = parser.parse_args()
+    market = SimMarketConfig(symbols=tuple(f"S{i}" for i in range(args.symbols)), seed=1)
+    batches = frame_batches(simulate_frame(market, START, args.bars))
+    n = sum(len(b) for b in batches)
+    store = BarStoreConfig(window=64)
+    cfg = BacktestConfig(
+        bars=store,
+        strategy=StrategyConfig(min_confidence=0.0),
+        risk=RiskConfig(max_drawdown=None, max_daily_loss=None, max_orders_per_minute=None),
+    )
+    base = _baseline(batches, store)
+    print(f"bars: {n} ({args.symbols} symbols x {args.bars})")
+    print(f"baseline (BarStore + Book.mark only): {n / base:,.0f} bars/s")
+
+    t = time.perf_counter()
+    rules = precompute_signals(RuleScorer(config=RuleScorerConfig()), batches, store)
+    print(f"rule scoring, batched ahead of the loop: {n / (time.perf_counter() - t):,.0f} bars/s")
+    sma = precompute_signals(SmaCross(), batches, store)
+    for name, scorer in (("rules", rules), ("sma_cross", sma)):
+        seconds, orders = _loop(batches, cfg, scorer)
+        print(
+            f"event-driven {name:9s}: {n / seconds:,.0f} bars/s  ({orders} orders)  "
+            f"ratio to baseline {base / seconds:.2f}"
+        )
+        with tempfile.TemporaryDirectory() as d, Journal(Path(d) / "j.sqlite") as journal:
+            seconds, _ = _loop(batches, cfg, scorer, journal)
+        print(f"event-driven {name:9s} + SQLite journal: {n / seconds:,.0f} bars/s")
+    print(
+        f"peer figure (NautilusTrader EMA cross, published): {NAUTILUS_PEER[0]:,}-{NAUTILUS_PEER[1]:,} bars/s"
+    )
+
+    small = batches[: min(len(batches), 6000)]
+    fe = FeatureEngine(config=FeatureConfig())
+    ds = build_dataset(small, store, fe, horizon=5)
+    m = ds.labelled()
+    model = train_xgb(
+        ds.x[m],
+        ds.y[m],
+        ts=ds.ts[m],
+        label_end=ds.label_end[m],
+        feature_names=ds.feature_names,
+        config=XgbTrainConfig(n_folds=2, num_boost_round=100),
+        bar_seconds=60,
+        horizon_bars=5,
+    ).model
+    scorer = MLScorer(
+        features=fe, fusion=FusionEngine(config=FusionConfig()), xgb=model, mode="xgb"
+    )
+    n_small = sum(len(b) for b in small)
+    t = time.perf_counter()
+    precompute_signals(scorer, small, store)
+    print(
+        f"features + XGBoost scoring, batched: {n_small / (time.perf_counter() - t):,.0f} bars/s "
+        "(CLIP rendering/inference not included)"
+    )
+    t = time.perf_counter()
+    BacktestEngine(config=cfg, scorer=scorer).run_batches(small[:1500])
+    n_live = sum(len(b) for b in small[:1500])
+    print(
+        f"features + XGBoost scoring, bar by bar in the loop: {n_live / (time.perf_counter() - t):,.0f} bars/s"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,243 @@
+"""`vlmtrader backtest` and `vlmtrader evaluate`: the live strategy code over a bars file, with a report."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import structlog
+from tqdm import tqdm
+
+from daemon.config import AppConfig, load_config
+from daemon.errors import EXIT_CONFIG, EXIT_OK, ConfigError
+from daemon.journal import Journal
+from strategy.backtest.compare import run_comparison
+from strategy.backtest.data import frame_batches, precompute_signals
+from strategy.backtest.engine import BacktestConfig, JournalSink, LookupScorer
+from strategy.backtest.evaluate import EvaluationConfig, evaluate, evaluation_summary
+from strategy.backtest.report import report_html, report_json
+from strategy.bars import BarStoreConfig
+from strategy.features import FeatureConfig, FeatureEngine
+from strategy.fusion import FusionConfig, FusionEngine
+from strategy.ml_scorer import MLScorer
+from strategy.rule_scorer import RuleScorer
+from strategy.scoring import Scorer
+from strategy.types import Bar
+from vlm_engine.dataset.bars import infer_bar_seconds, load_bars, ts_seconds
+from vlm_engine.dataset.errors import BarsInputError
+from vlm_engine.xgb.errors import XgbError
+from vlm_engine.xgb.model import XgbModel
+
+log = structlog.get_logger("daemon.cli_backtest")
+
+EXIT_INPUT = 1
+XGB_DIR = "xgb"
+FUSION_FILE = "fusion.json"
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("backtest", help="run the live strategy code over a bars file")
+    p.add_argument("--config", required=True, type=Path, help="daemon config YAML")
+    p.add_argument("--bars", required=True, type=Path, help="bars file or directory (CSV/Parquet)")
+    p.add_argument("--report", required=True, type=Path, help="directory for report.html/json")
+    p.add_argument("--bundle", type=Path, help="model bundle: adds the XGBoost scorer")
+    p.add_argument("--journal", type=Path, help="SQLite journal for the rules scorer's rows")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.set_defaults(func=_backtest)
+
+    e = sub.add_parser("evaluate", help="walk-forward out-of-sample evaluation on a bars file")
+    e.add_argument("--bars", required=True, type=Path, help="bars file or directory (CSV/Parquet)")
+    e.add_argument("--bundle", required=True, type=Path, help="model bundle directory")
+    e.add_argument("--config", type=Path, help="daemon config YAML (strategy, risk, costs)")
+    e.add_argument("--report", type=Path, help="directory for report.html/json")
+    e.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    e.set_defaults(func=_evaluate)
+
+
+def _fail(message: str, code: int = EXIT_INPUT) -> int:
+    print(f"vlmtrader: {message}", file=sys.stderr)
+    return code
+
+
+def _load_batches(path: Path) -> tuple[list[list[Bar]], int]:
+    frame = load_bars(path)
+    first = frame[frame["symbol"] == frame["symbol"].iloc[0]]
+    return frame_batches(frame), infer_bar_seconds(ts_seconds(first), where=str(path))
+
+
+def backtest_config(cfg: AppConfig, bar_seconds: int) -> BacktestConfig:
+    """The daemon's component configs as a backtest config (bar size taken from the data)."""
+    bars = msgspec.structs.replace(cfg.bars, bar_seconds=bar_seconds)
+    strategy = msgspec.structs.replace(cfg.strategy, bar_seconds=bar_seconds)
+    return BacktestConfig(
+        starting_cash=cfg.starting_cash,
+        bars=bars,
+        strategy=strategy,
+        risk=cfg.risk,
+        broker=cfg.broker,
+        order_prefix=cfg.account.upper()[:8] or "VT",
+    )
+
+
+def load_xgb_scorer(bundle: Path, bars: BarStoreConfig) -> MLScorer:
+    """An XGBoost-only ML scorer from a bundle's xgb/ directory and fusion.json."""
+    model = XgbModel.load(bundle / XGB_DIR)
+    features = msgspec.convert(model.meta.feature_config, FeatureConfig)
+    fusion_path = bundle / FUSION_FILE
+    fusion = (
+        msgspec.json.decode(fusion_path.read_bytes(), type=FusionConfig)
+        if fusion_path.exists()
+        else FusionConfig()
+    )
+    if any(n.startswith("clip_") for n in model.feature_names):
+        msg = f"{bundle}: the xgb model needs CLIP features; the CLIP scorer is not wired in yet"
+        raise XgbError(msg)
+    return MLScorer(
+        features=FeatureEngine(config=features),
+        fusion=FusionEngine(config=fusion),
+        xgb=model,
+        mode="xgb",
+    )
+
+
+def _progress(total: int, desc: str, disable: bool) -> tqdm[Any]:
+    return tqdm(total=total, desc=desc, unit="bar", disable=disable, file=sys.stderr)
+
+
+def _write_report(directory: Path, html_text: str, json_bytes: bytes) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "report.html").write_text(html_text)
+    (directory / "report.json").write_bytes(json_bytes)
+
+
+def _backtest(args: argparse.Namespace) -> int:
+    try:
+        cfg = load_config(args.config)
+    except ConfigError as e:
+        return _fail(str(e), EXIT_CONFIG)
+    try:
+        batches, bar_seconds = _load_batches(args.bars)
+    except BarsInputError as e:
+        return _fail(str(e))
+    config = backtest_config(cfg, bar_seconds)
+    n_bars = sum(len(b) for b in batches)
+    scorers: dict[str, Scorer | LookupScorer] = {}
+    candidates: dict[str, Scorer] = {"rules": RuleScorer(config=cfg.scorer.rules)}
+    if args.bundle is not None:
+        try:
+            candidates["xgb"] = load_xgb_scorer(args.bundle, config.bars)
+        except (XgbError, OSError, msgspec.ValidationError, msgspec.DecodeError) as e:
+            return _fail(f"{args.bundle}: {e}")
+    for name, scorer in candidates.items():
+        with _progress(n_bars, f"scoring {name}", args.no_progress) as bar:
+            scorers[name] = precompute_signals(scorer, batches, config.bars, progress=bar.update)
+    journal: Journal | None = None
+    if args.journal is not None:
+        journal = Journal(args.journal)
+        journal.open()
+
+    def journal_for(name: str) -> JournalSink | None:
+        return journal if name == "rules" else None
+
+    try:
+        with _progress(n_bars * len(scorers), "backtest", args.no_progress) as bar:
+            results = run_comparison(
+                batches, scorers, config, journal_for=journal_for, progress=bar.update
+            )
+    finally:
+        if journal is not None:
+            journal.close()
+    meta = {"config": str(args.config), "bars": str(args.bars), "bar_seconds": bar_seconds}
+    _write_report(
+        args.report,
+        report_html(results, meta=meta),
+        report_json(results, meta=meta),
+    )
+    for name, r in results.items():
+        m = r.metrics
+        print(
+            f"{name:14s} return {m.total_return * 100:7.2f}%  sharpe {m.sharpe:7.2f}  "
+            f"maxdd {m.max_drawdown * 100:6.2f}%  trades {m.trades}"
+        )
+    print(f"report: {args.report / 'report.html'}")
+    return EXIT_OK
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    cfg = AppConfig()
+    if args.config is not None:
+        try:
+            cfg = load_config(args.config)
+        except ConfigError as e:
+            return _fail(str(e), EXIT_CONFIG)
+    try:
+        batches, bar_seconds = _load_batches(args.bars)
+        model = XgbModel.load(args.bundle / XGB_DIR)
+    except (BarsInputError, XgbError) as e:
+        return _fail(str(e))
+    features = msgspec.convert(model.meta.feature_config, FeatureConfig)
+    fusion_path = args.bundle / FUSION_FILE
+    fusion = (
+        msgspec.json.decode(fusion_path.read_bytes(), type=FusionConfig)
+        if fusion_path.exists()
+        else FusionConfig()
+    )
+    train = msgspec.convert(model.meta.extra.get("train_config", {}), _train_type())
+    config = EvaluationConfig(
+        horizon_bars=model.meta.horizon_bars,
+        features=features,
+        train=train,
+        fusion=fusion,
+        rules=cfg.scorer.rules,
+        backtest=backtest_config(cfg, bar_seconds),
+    )
+    n_bars = sum(len(b) for b in batches)
+    try:
+        with _progress(n_bars * 4, "evaluate", args.no_progress) as bar:
+            ev = evaluate(batches, config, progress=bar.update)
+    except (XgbError, ValueError) as e:
+        return _fail(f"{args.bars}: {e}")
+    summary = evaluation_summary(ev)
+    for name, m in ev.model_metrics.items():
+        print(f"{name:8s} auc {m['auc']:.4f}  brier {m['brier']:.4f}  ece {m['ece']:.4f}")
+    for name, r in ev.results.items():
+        print(f"{name:14s} sharpe {r.metrics.sharpe:7.2f}  trades {r.metrics.trades}")
+    if args.report is not None:
+        meta = {"bars": str(args.bars), "bundle": str(args.bundle), **_flat(summary)}
+        _write_report(
+            args.report,
+            report_html(
+                ev.results,
+                model_metrics=ev.model_metrics,
+                calibration=ev.calibration,
+                meta=meta,
+                title="vlmtrader evaluation (out of sample)",
+            ),
+            report_json(
+                ev.results, model_metrics=ev.model_metrics, calibration=ev.calibration, meta=meta
+            ),
+        )
+        print(f"report: {args.report / 'report.html'}")
+    return EXIT_OK
+
+
+def _train_type() -> Any:
+    from vlm_engine.xgb.train import XgbTrainConfig
+
+    return XgbTrainConfig
+
+
+def _flat(summary: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in summary.items() if not isinstance(v, dict | list)}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="vlmtrader")
+    register(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    code: int = args.func(args)
+    return code

@@ -1,0 +1,124 @@
+"""`vlmtrader train xgb --dataset DIR --bundle DIR`: features + walk-forward XGBoost, saved into the bundle.
+
+`add_xgb_parser(train_subparsers)` is called by daemon/cli_train.py to add `xgb` under `train`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import numpy as np
+import structlog
+
+from daemon.errors import EXIT_OK
+from strategy.backtest.data import build_dataset, frame_batches
+from strategy.bars import BarStoreConfig
+from strategy.features import FeatureConfig, FeatureEngine
+from strategy.fusion import FusionConfig, drift_reference
+from vlm_engine.dataset.bars import infer_bar_seconds, load_bars, ts_seconds
+from vlm_engine.dataset.errors import BarsInputError
+from vlm_engine.xgb.errors import XgbError
+from vlm_engine.xgb.train import XgbTrainConfig, train_xgb
+
+log = structlog.get_logger("daemon.cli_train_xgb")
+
+EXIT_INPUT = 1
+XGB_DIR = "xgb"
+FUSION_FILE = "fusion.json"
+
+
+def add_xgb_parser(train_sub: Any) -> None:
+    p = train_sub.add_parser("xgb", help="train the XGBoost direction model into a bundle")
+    p.add_argument(
+        "--dataset", required=True, type=Path, help="bars file or directory (CSV/Parquet)"
+    )
+    p.add_argument("--bundle", required=True, type=Path, help="bundle directory (xgb/ is written)")
+    p.add_argument("--window", type=int, default=64, help="bars per window (as the daemon)")
+    p.add_argument("--horizon", type=int, default=5, help="label horizon in bars")
+    p.add_argument("--folds", type=int, default=4, help="walk-forward folds")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=run_train_xgb)
+
+
+def _bars_path(dataset: Path) -> Path:
+    """A chart dataset directory keeps its source bars under bars/; otherwise the path is the bars."""
+    if (dataset / "manifest.json").is_file():
+        bars = dataset / "bars"
+        if not bars.exists():
+            msg = f"{dataset}: chart dataset without a bars/ directory; pass the bars file instead"
+            raise BarsInputError(msg)
+        return bars
+    return dataset
+
+
+def run_train_xgb(args: argparse.Namespace) -> int:
+    try:
+        frame = load_bars(_bars_path(args.dataset))
+        first = frame[frame["symbol"] == frame["symbol"].iloc[0]]
+        bar_seconds = infer_bar_seconds(ts_seconds(first), where=str(args.dataset))
+    except BarsInputError as e:
+        print(f"vlmtrader: {e}", file=sys.stderr)
+        return EXIT_INPUT
+    features = FeatureConfig(lookback=args.window)
+    store = BarStoreConfig(window=args.window, bar_seconds=bar_seconds)
+    train = XgbTrainConfig(n_folds=args.folds, seed=args.seed)
+    dataset = build_dataset(
+        frame_batches(frame), store, FeatureEngine(config=features), horizon=args.horizon
+    )
+    rows = dataset.labelled()
+    try:
+        result = train_xgb(
+            dataset.x[rows],
+            dataset.y[rows],
+            ts=dataset.ts[rows],
+            label_end=dataset.label_end[rows],
+            feature_names=dataset.feature_names,
+            config=train,
+            bar_seconds=bar_seconds,
+            horizon_bars=args.horizon,
+            feature_config=msgspec.to_builtins(features),
+        )
+    except XgbError as e:
+        print(f"vlmtrader: {args.dataset}: {e}", file=sys.stderr)
+        return EXIT_INPUT
+    model = result.model
+    x = dataset.x[rows]
+    confidence = np.abs(2 * result.oof - 1)
+    reference = drift_reference(
+        np.column_stack([x, confidence]), [*dataset.feature_names, "confidence"]
+    )
+    model.meta = msgspec.structs.replace(
+        model.meta,
+        drift_reference=msgspec.to_builtins(reference),
+        extra={"train_config": msgspec.to_builtins(train), "rows": int(rows.sum())},
+    )
+    try:
+        model.save(args.bundle / XGB_DIR)
+        fusion_path = args.bundle / FUSION_FILE
+        if not fusion_path.exists():
+            fusion_path.write_bytes(msgspec.json.format(msgspec.json.encode(FusionConfig())))
+    except (XgbError, OSError) as e:
+        print(f"vlmtrader: {e}", file=sys.stderr)
+        return EXIT_INPUT
+    m = result.metrics
+    print(
+        f"xgb: {int(rows.sum())} rows, oof auc {m.get('auc', float('nan')):.4f} "
+        f"brier {m.get('brier', float('nan')):.4f} ece {m.get('ece', float('nan')):.4f}"
+    )
+    top = sorted(model.meta.importance.items(), key=lambda kv: -kv[1])[:5]
+    print("top features (gain): " + ", ".join(f"{k} {v:.2f}" for k, v in top))
+    print(f"saved: {args.bundle / XGB_DIR}")
+    return EXIT_OK
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="vlmtrader train")
+    add_xgb_parser(parser.add_subparsers(dest="train_command", required=True))
+    args = parser.parse_args(argv)
+    code: int = args.func(args)
+    return code

@@ -1,0 +1,267 @@
+"""The backtest: the live pipeline's stages (BarStore, Scorer, TargetStrategy, RiskEngine, SimBroker,
+Book) driven by historical bars on a virtual clock, writing the same journal payloads.
+
+`BacktestEngine.on_bars(batch)` is daemon/pipeline.py's `on_bars` without the asyncio, logging and
+fault injection: the broker sees the bars first, its updates are applied to the book, bars are
+stored and marked, the risk engine's state is updated, the scorer scores the windows that closed,
+the strategy turns signals into intents, the risk engine checks each, accepted intents become
+orders, everything is handed to the journal sink in one `record(...)` call, and the orders go to
+the simulated venue. With the daemon's Journal as the sink, the rows are the daemon's rows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from datetime import datetime
+from typing import Protocol
+
+import msgspec
+import numpy as np
+
+from strategy.bars import BarRejected, BarStore, BarStoreConfig
+from strategy.book import Book
+from strategy.risk import RiskConfig, RiskEngine
+from strategy.scoring import Scorer
+from strategy.sim_broker import SimBroker, SimBrokerConfig
+from strategy.target_strategy import StrategyConfig, TargetStrategy
+from strategy.types import Bar, Fill, Order, OrderEvent, Position, RiskDecision, Signal
+
+
+class JournalSink(Protocol):
+    """Receives one batch's rows; daemon.journal.Journal.record has this signature."""
+
+    def record(
+        self,
+        *,
+        bars_rejected: Iterable[msgspec.Struct] = (),
+        signals: Iterable[Signal] = (),
+        decisions: Iterable[RiskDecision] = (),
+        orders: Iterable[Order] = (),
+        order_events: Iterable[OrderEvent] = (),
+        fills: Iterable[Fill] = (),
+        positions: Iterable[Position] = (),
+        state_changes: Iterable[msgspec.Struct] = (),
+        kv: Mapping[str, str] | None = None,
+    ) -> None: ...
+
+
+class BacktestConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """The same component configs the daemon composes, plus the starting cash."""
+
+    starting_cash: float = 100_000.0
+    bars: BarStoreConfig = msgspec.field(default_factory=BarStoreConfig)
+    strategy: StrategyConfig = msgspec.field(default_factory=StrategyConfig)
+    risk: RiskConfig = msgspec.field(default_factory=RiskConfig)
+    broker: SimBrokerConfig = msgspec.field(default_factory=SimBrokerConfig)
+    order_prefix: str = "BT"
+
+
+class SimVenue:
+    """An in-memory SimBroker behind the calls the pipeline makes; same event order as PaperExecution."""
+
+    def __init__(self, *, config: SimBrokerConfig) -> None:
+        self.broker = SimBroker(config=config)
+        self._events: list[OrderEvent] = []
+        self._fills: list[Fill] = []
+        self._clock: datetime | None = None
+
+    def submit(self, orders: Sequence[Order]) -> None:
+        for order in orders:
+            now = order.created_ts if self._clock is None else max(self._clock, order.created_ts)
+            self._events.extend(self.broker.submit(order, now))
+            events, fills = self.broker.flush()
+            self._events.extend(events)
+            self._fills.extend(fills)
+
+    def on_market_bars(self, bars: Sequence[Bar]) -> None:
+        for bar in bars:
+            events, fills = self.broker.on_bar(bar)
+            if events:
+                self._events.extend(events)
+            if fills:
+                self._fills.extend(fills)
+            tape = self.broker.tape(bar.symbol)
+            if tape is not None and (self._clock is None or tape.bar.ts > self._clock):
+                self._clock = tape.bar.ts
+
+    def drain(self) -> tuple[list[OrderEvent], list[Fill]]:
+        events, fills = self._events, self._fills
+        self._events, self._fills = [], []
+        return events, fills
+
+
+class LookupScorer(Protocol):
+    """A scorer whose signals are already known by (symbol, bar close epoch seconds)."""
+
+    name: str
+
+    def lookup(self, symbol: str, ts: int) -> Signal | None: ...
+
+
+class BacktestRun(msgspec.Struct, kw_only=True):
+    """What one run produced: equity and exposure per traded timestamp, plus orders and fills."""
+
+    name: str
+    ts: list[int] = msgspec.field(default_factory=list)
+    equity: list[float] = msgspec.field(default_factory=list)
+    exposure: list[float] = msgspec.field(default_factory=list)
+    orders: list[Order] = msgspec.field(default_factory=list)
+    fills: list[Fill] = msgspec.field(default_factory=list)
+    signals: int = 0
+    risk_rejections: int = 0
+    bars_rejected: int = 0
+
+    def equity_array(self) -> np.ndarray:
+        return np.asarray(self.equity, dtype=np.float64)
+
+
+class BacktestEngine:
+    """Runs the live stages over bar batches; one instance per run."""
+
+    def __init__(
+        self,
+        *,
+        config: BacktestConfig,
+        scorer: Scorer | LookupScorer,
+        journal: JournalSink | None = None,
+        name: str | None = None,
+    ) -> None:
+        self.config = config
+        self.scorer = scorer
+        self.journal = journal
+        self.store = BarStore(config=config.bars)
+        self.book = Book(starting_cash=config.starting_cash)
+        self.strategy = TargetStrategy(config=config.strategy)
+        self.risk = RiskEngine(config=config.risk)
+        self.venue = SimVenue(config=config.broker)
+        self.run = BacktestRun(name=name or scorer.name)
+        self._sequence = 0
+        self._window = config.bars.window
+        self._lookup: Callable[[str, int], Signal | None] | None = getattr(scorer, "lookup", None)
+
+    # ---- warm-up ----------------------------------------------------------------------------
+    def backfill(self, batch: Sequence[Bar]) -> None:
+        """Store and mark bars without trading (the daemon's backfill before it goes live)."""
+        for bar in batch:
+            if self.store.add(bar) is None:
+                self.book.mark(bar)
+
+    # ---- one batch: daemon.pipeline.Pipeline._on_bars -----------------------------------------
+    def on_bars(self, batch: Sequence[Bar]) -> list[Order]:
+        """Process bars that closed at one timestamp; returns the orders sent to the venue."""
+        if not batch:
+            return []
+        now = batch[0].ts
+        book = self.book
+        self.venue.on_market_bars(batch)
+        events, fills = self._apply_updates()
+
+        rejected: list[BarRejected] = []
+        accepted: list[str] = []
+        for bar in batch:
+            problem = self.store.add(bar)
+            if problem is None:
+                book.mark(bar)
+                accepted.append(bar.symbol)
+            else:
+                rejected.append(problem)
+        self.run.bars_rejected += len(rejected)
+
+        state_change = self.risk.update(book, now)
+        signals = self._score(accepted, now)
+        decisions, orders = self._decide(signals, now)
+
+        if self.journal is not None:
+            self.journal.record(
+                bars_rejected=rejected,
+                signals=[s for s in signals if s.confidence > 0],
+                decisions=decisions,
+                orders=orders,
+                order_events=events,
+                fills=fills,
+                positions=[book.positions[f.symbol] for f in fills],
+                state_changes=[state_change] if state_change is not None else [],
+                kv={
+                    "last_bar_ts": now.isoformat(),
+                    "cash": repr(book.cash),
+                    "peak_equity": repr(book.peak_equity),
+                },
+            )
+        if orders:
+            self.venue.submit(orders)
+            self.run.orders.extend(orders)
+        run = self.run
+        run.ts.append(int(now.timestamp()))
+        run.equity.append(book.equity())
+        run.exposure.append(book.gross_exposure())
+        return orders
+
+    def _score(self, symbols: Sequence[str], now: datetime) -> list[Signal]:
+        lookup = self._lookup
+        if lookup is not None:
+            ts = int(now.timestamp())
+            found = [lookup(s, ts) for s in symbols if self.store.count(s) >= self._window]
+            signals = [s for s in found if s is not None]
+        else:
+            windows = [w for w in (self.store.window(s) for s in symbols) if w is not None]
+            if not windows:
+                return []
+            signals = self.scorer.score(windows)  # type: ignore[union-attr]
+        self.run.signals += len(signals)
+        return signals
+
+    def _decide(
+        self, signals: Sequence[Signal], now: datetime
+    ) -> tuple[list[RiskDecision], list[Order]]:
+        intents = self.strategy.on_signals(signals, self.book)
+        decisions: list[RiskDecision] = []
+        orders: list[Order] = []
+        for intent in intents:
+            decision = self.risk.check(intent, self.book, now)
+            decisions.append(decision)
+            if not decision.accepted:
+                self.run.risk_rejections += 1
+                continue
+            self._sequence += 1
+            order = Order(
+                client_order_id=f"{self.config.order_prefix}-{self._sequence}",
+                symbol=intent.symbol,
+                side=intent.side,
+                quantity=intent.quantity,
+                order_type=intent.order_type,
+                limit_price=intent.limit_price,
+                created_ts=now,
+                reason=intent.reason,
+            )
+            self.book.add_order(order)
+            orders.append(order)
+        return decisions, orders
+
+    def _apply_updates(self) -> tuple[list[OrderEvent], list[Fill]]:
+        events, raw_fills = self.venue.drain()
+        fills: list[Fill] = []
+        for fill in raw_fills:
+            if self.book.apply_fill(fill) is not None:
+                fills.append(fill)
+        for event in events:
+            self.book.apply_order_event(event)
+        self.run.fills.extend(fills)
+        return events, fills
+
+    # ---- a whole run --------------------------------------------------------------------------
+    def run_batches(
+        self,
+        batches: Iterable[Sequence[Bar]],
+        *,
+        trade_from: datetime | None = None,
+        progress: Callable[[int], None] | None = None,
+    ) -> BacktestRun:
+        """Backfill batches before trade_from, trade the rest; progress(n_bars) after each batch."""
+        for batch in batches:
+            if trade_from is not None and batch and batch[0].ts < trade_from:
+                self.backfill(batch)
+            else:
+                self.on_bars(batch)
+            if progress is not None:
+                progress(len(batch))
+        return self.run

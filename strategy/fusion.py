@@ -1,0 +1,375 @@
+"""Fusion of the models' calibrated P(up) into one probability, with its uncertainty, monitoring and drift.
+
+Methods (FusionConfig.method):
+- weighted: fixed weights, e.g. 70% CLIP, 30% XGBoost (renormalised over the models present);
+- confidence_weighted: each weight times the model's own confidence |2p - 1|;
+- stacking: a logistic meta-model on the models' logits, fitted on out-of-fold predictions only
+  (fit_stacking); temporal smoothing (smoothing_bars > 1) applies an EMA per symbol on top of any.
+Every fused value carries disagreement (max - min of the models' p) and the fused p's binary
+entropy (bits); confidence = |2p - 1| * (1 - disagreement_penalty * disagreement), so the risk
+engine's min_confidence rule sees uncertain and contested signals as weak.
+
+OutcomeMonitor scores each model and the fusion as outcomes arrive (rolling Brier and hit rate),
+and with adaptation enabled moves the weights toward the better-calibrated model within bounds.
+DriftMonitor computes the population stability index of each feature and of the confidence
+against the training reference; crossing the threshold yields a DriftReport (the daemon logs it
+as `model.drift_detected` with a retraining recommendation). Nothing here retrains or trades.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Annotated, Literal
+
+import msgspec
+import numpy as np
+import numpy.typing as npt
+
+from vlm_engine.xgb.logistic import fit_logistic, logit, sigmoid
+
+FloatArray = npt.NDArray[np.float64]
+Unit = Annotated[float, msgspec.Meta(ge=0, le=1)]
+PositiveInt = Annotated[int, msgspec.Meta(gt=0)]
+NonNegativeFloat = Annotated[float, msgspec.Meta(ge=0)]
+FusionMethod = Literal["weighted", "confidence_weighted", "stacking"]
+FUSED = "fused"
+
+
+class StackingParams(msgspec.Struct, frozen=True, kw_only=True):
+    """p = sigmoid(intercept + sum(coef[i] * logit(p[models[i]])))."""
+
+    models: tuple[str, ...]
+    coef: tuple[float, ...]
+    intercept: float = 0.0
+
+
+class AdaptationConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Shift weights toward the lower rolling Brier score, each weight kept in [min_weight, max_weight]."""
+
+    enabled: bool = False
+    min_weight: Unit = 0.1
+    max_weight: Unit = 0.9
+    rate: Annotated[float, msgspec.Meta(gt=0, le=1)] = 0.01
+    min_outcomes: PositiveInt = 100
+
+    def __post_init__(self) -> None:
+        if self.min_weight > self.max_weight:
+            msg = f"adaptation.min_weight ({self.min_weight}) must not exceed max_weight ({self.max_weight})"
+            raise ValueError(msg)
+
+
+class MonitorConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Outcome = close horizon_bars later above the close at prediction; window = outcomes kept."""
+
+    horizon_bars: PositiveInt = 5
+    window: PositiveInt = 500
+
+
+class DriftConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """PSI above psi_threshold on any column, over the last window rows (at least min_samples)."""
+
+    psi_threshold: Annotated[float, msgspec.Meta(gt=0)] = 0.25
+    window: PositiveInt = 2000
+    min_samples: PositiveInt = 500
+
+
+class FusionConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """How model probabilities become one fused Signal probability."""
+
+    method: FusionMethod = "weighted"
+    weights: dict[str, NonNegativeFloat] = msgspec.field(
+        default_factory=lambda: {"clip": 0.7, "xgb": 0.3}
+    )
+    smoothing_bars: PositiveInt = 1
+    disagreement_penalty: Unit = 1.0
+    stacking: StackingParams | None = None
+    adaptation: AdaptationConfig = msgspec.field(default_factory=AdaptationConfig)
+    monitor: MonitorConfig = msgspec.field(default_factory=MonitorConfig)
+    drift: DriftConfig = msgspec.field(default_factory=DriftConfig)
+
+    def __post_init__(self) -> None:
+        if self.method == "stacking" and self.stacking is None:
+            msg = "fusion.method is stacking but fusion.stacking is missing: fit it with fit_stacking on OOF predictions"
+            raise ValueError(msg)
+        if self.method != "stacking" and not any(w > 0 for w in self.weights.values()):
+            msg = "fusion.weights must give at least one model a weight > 0"
+            raise ValueError(msg)
+
+
+class Fused(msgspec.Struct, frozen=True, kw_only=True):
+    """One fused probability and its uncertainty."""
+
+    p_up: float
+    confidence: float
+    disagreement: float
+    entropy: float
+
+
+def binary_entropy(p: float) -> float:
+    """Entropy of a Bernoulli(p) in bits (1 at p = 0.5, 0 at 0 or 1)."""
+    if p <= 0.0 or p >= 1.0:
+        return 0.0
+    return -(p * math.log2(p) + (1 - p) * math.log2(1 - p))
+
+
+def fit_stacking(
+    oof: Mapping[str, npt.ArrayLike], y: npt.ArrayLike, *, l2: float = 1e-3
+) -> StackingParams:
+    """Fit the logistic meta-model on out-of-fold probabilities (rows where every model has one)."""
+    models = tuple(sorted(oof))
+    if not models:
+        msg = "stacking needs at least one model's out-of-fold predictions"
+        raise ValueError(msg)
+    cols = np.column_stack([np.asarray(oof[m], dtype=np.float64) for m in models])
+    ya = np.asarray(y, dtype=np.float64)
+    keep = np.isfinite(cols).all(axis=1) & np.isfinite(ya)
+    if keep.sum() < 20:
+        msg = f"stacking needs at least 20 out-of-fold rows with every model, got {int(keep.sum())}"
+        raise ValueError(msg)
+    params = fit_logistic(logit(cols[keep]), ya[keep], l2=l2)
+    return StackingParams(models=models, coef=params.coef, intercept=params.intercept)
+
+
+class ModelStats(msgspec.Struct, frozen=True, kw_only=True):
+    """Rolling quality of one model (or of the fusion) over its last resolved outcomes."""
+
+    model: str
+    count: int
+    brier: float
+    hit_rate: float
+
+
+class OutcomeMonitor:
+    """Resolves predictions horizon_bars later and keeps rolling Brier and hit rate per model."""
+
+    def __init__(self, *, config: MonitorConfig) -> None:
+        self.config = config
+        self._pending: dict[str, deque[tuple[float, dict[str, float]]]] = {}
+        self._scores: dict[str, deque[tuple[float, float]]] = {}
+
+    def observe(self, symbol: str, close: float, probabilities: Mapping[str, float]) -> int:
+        """Record this bar's predictions; resolve the one made horizon_bars ago. Returns outcomes resolved."""
+        queue = self._pending.setdefault(symbol, deque())
+        queue.append((close, dict(probabilities)))
+        if len(queue) <= self.config.horizon_bars:
+            return 0
+        then, probs = queue.popleft()
+        outcome = 1.0 if close > then else 0.0
+        for model, p in probs.items():
+            if not math.isfinite(p):
+                continue
+            scores = self._scores.get(model)
+            if scores is None:
+                scores = self._scores[model] = deque(maxlen=self.config.window)
+            scores.append(((p - outcome) ** 2, 1.0 if (p > 0.5) == (outcome > 0.5) else 0.0))
+        return 1
+
+    def stats(self) -> dict[str, ModelStats]:
+        out = {}
+        for model, scores in self._scores.items():
+            if scores:
+                arr = np.asarray(scores)
+                out[model] = ModelStats(
+                    model=model,
+                    count=len(scores),
+                    brier=float(arr[:, 0].mean()),
+                    hit_rate=float(arr[:, 1].mean()),
+                )
+        return out
+
+
+class FusionEngine:
+    """Fuses per-model probabilities of one symbol at a time; keeps smoothing and monitoring state."""
+
+    def __init__(self, *, config: FusionConfig) -> None:
+        self.config = config
+        self.weights: dict[str, float] = dict(config.weights)
+        self.monitor = OutcomeMonitor(config=config.monitor)
+        self._smoothed: dict[str, float] = {}
+        self._alpha = 2.0 / (config.smoothing_bars + 1)
+
+    def combine(self, probabilities: Mapping[str, float]) -> float:
+        """The fused probability before smoothing; 0.5 when no model has an opinion."""
+        cfg = self.config
+        probs = {m: p for m, p in probabilities.items() if math.isfinite(p)}
+        if cfg.method == "stacking" and cfg.stacking is not None:
+            st = cfg.stacking
+            if not all(m in probs for m in st.models):
+                return 0.5
+            z = st.intercept + sum(
+                c * float(logit(probs[m])) for m, c in zip(st.models, st.coef, strict=True)
+            )
+            return float(sigmoid(z))
+        total = 0.0
+        acc = 0.0
+        for model, p in probs.items():
+            w = self.weights.get(model, 0.0)
+            if cfg.method == "confidence_weighted":
+                w *= abs(2 * p - 1)
+            total += w
+            acc += w * p
+        return acc / total if total > 0 else 0.5
+
+    def fuse(self, probabilities: Mapping[str, float], *, symbol: str = "") -> Fused:
+        """Combine, smooth per symbol, and attach disagreement, entropy and confidence."""
+        p = self.combine(probabilities)
+        if self.config.smoothing_bars > 1:
+            previous = self._smoothed.get(symbol)
+            p = p if previous is None else previous + self._alpha * (p - previous)
+            self._smoothed[symbol] = p
+        p = min(max(p, 0.0), 1.0)
+        values = [v for v in probabilities.values() if math.isfinite(v)]
+        disagreement = (max(values) - min(values)) if len(values) > 1 else 0.0
+        confidence = abs(2 * p - 1) * max(
+            0.0, 1.0 - self.config.disagreement_penalty * disagreement
+        )
+        return Fused(
+            p_up=p, confidence=confidence, disagreement=disagreement, entropy=binary_entropy(p)
+        )
+
+    def observe(self, symbol: str, close: float, probabilities: Mapping[str, float]) -> None:
+        """Feed this bar's close and predictions (models and FUSED) to the monitor; maybe adapt."""
+        if self.monitor.observe(symbol, close, probabilities) and self.config.adaptation.enabled:
+            self._adapt()
+
+    def _adapt(self) -> None:
+        cfg = self.config.adaptation
+        stats = self.monitor.stats()
+        models = [m for m in self.weights if m in stats and stats[m].count >= cfg.min_outcomes]
+        if len(models) < 2 or len(models) != len(self.weights):
+            return
+        inverse = {m: 1.0 / max(stats[m].brier, 1e-6) for m in models}
+        total = sum(inverse.values())
+        weights = {}
+        for m in models:
+            target = inverse[m] / total
+            w = self.weights[m] + cfg.rate * (target - self.weights[m])
+            weights[m] = min(max(w, cfg.min_weight), cfg.max_weight)
+        norm = sum(weights.values())
+        self.weights = {m: w / norm for m, w in weights.items()}
+
+    def stats(self) -> dict[str, ModelStats]:
+        return self.monitor.stats()
+
+
+# ---- drift --------------------------------------------------------------------------------
+class DriftReference(msgspec.Struct, frozen=True, kw_only=True):
+    """Per column: interior bin edges (training quantiles) and the training fraction per bin."""
+
+    names: tuple[str, ...]
+    edges: tuple[tuple[float, ...], ...]
+    fractions: tuple[tuple[float, ...], ...]
+
+
+def drift_reference(x: npt.ArrayLike, names: Sequence[str], *, bins: int = 10) -> DriftReference:
+    """Quantile bins of each training column (NaN gets its own bin)."""
+    xa = np.asarray(x, dtype=np.float64)
+    if xa.ndim != 2 or xa.shape[1] != len(names) or xa.shape[0] == 0:
+        msg = f"drift reference needs rows of {len(names)} columns, got shape {xa.shape}"
+        raise ValueError(msg)
+    edges: list[tuple[float, ...]] = []
+    fractions: list[tuple[float, ...]] = []
+    for j in range(xa.shape[1]):
+        col = xa[:, j]
+        finite = col[np.isfinite(col)]
+        cuts = (
+            np.unique(np.quantile(finite, np.linspace(0, 1, bins + 1)[1:-1]))
+            if finite.size
+            else np.zeros(0)
+        )
+        edges.append(tuple(cuts.tolist()))
+        fractions.append(tuple(_bin_fractions(col, cuts).tolist()))
+    return DriftReference(names=tuple(names), edges=tuple(edges), fractions=tuple(fractions))
+
+
+def _bin_index(col: FloatArray, cuts: FloatArray) -> npt.NDArray[np.int64]:
+    """Bin of each value: 0..len(cuts) by the cuts, len(cuts) + 1 for NaN."""
+    index = np.searchsorted(cuts, col, side="right").astype(np.int64)
+    index[~np.isfinite(col)] = cuts.shape[0] + 1
+    return index
+
+
+def _bin_fractions(col: FloatArray, cuts: FloatArray) -> FloatArray:
+    counts = np.bincount(_bin_index(col, cuts), minlength=cuts.shape[0] + 2).astype(np.float64)
+    return np.asarray(counts / max(float(counts.sum()), 1.0), dtype=np.float64)
+
+
+def psi(reference: npt.ArrayLike, current: npt.ArrayLike, *, floor: float = 1e-4) -> float:
+    """Population stability index sum((c - r) * ln(c / r)) with fractions floored to avoid log(0)."""
+    r = np.maximum(np.asarray(reference, dtype=np.float64), floor)
+    c = np.maximum(np.asarray(current, dtype=np.float64), floor)
+    return float(np.sum((c - r) * np.log(c / r)))
+
+
+class DriftReport(msgspec.Struct, frozen=True, kw_only=True):
+    """PSI per column over the recent window; drifted names the columns above the threshold."""
+
+    ts: datetime | None
+    psi: dict[str, float]
+    drifted: tuple[str, ...]
+    max_psi: float
+    threshold: float
+    samples: int
+    recommendation: str = "retrain"
+
+
+class DriftMonitor:
+    """Rolling PSI of recent rows against the training reference; reports each crossing once."""
+
+    def __init__(self, *, reference: DriftReference, config: DriftConfig) -> None:
+        self.reference = reference
+        self.config = config
+        self._cuts = [np.asarray(e, dtype=np.float64) for e in reference.edges]
+        self._rows: deque[npt.NDArray[np.int64]] = deque()
+        self._counts = [np.zeros(len(e) + 2) for e in reference.edges]
+        self._alerted = False
+
+    def observe(self, x: npt.ArrayLike) -> None:
+        """Add rows (n, columns in reference order) to the rolling window."""
+        xa = np.atleast_2d(np.asarray(x, dtype=np.float64))
+        if xa.shape[1] != len(self._cuts):
+            msg = f"drift monitor expects {len(self._cuts)} columns, got {xa.shape[1]}"
+            raise ValueError(msg)
+        bins = np.column_stack([_bin_index(xa[:, j], c) for j, c in enumerate(self._cuts)])
+        for row in bins:
+            self._rows.append(row)
+            for j, b in enumerate(row.tolist()):
+                self._counts[j][b] += 1
+            if len(self._rows) > self.config.window:
+                old = self._rows.popleft()
+                for j, b in enumerate(old.tolist()):
+                    self._counts[j][b] -= 1
+
+    def report(self, now: datetime | None = None) -> DriftReport:
+        n = len(self._rows)
+        values = {
+            name: psi(ref, counts / max(n, 1))
+            for name, ref, counts in zip(
+                self.reference.names, self.reference.fractions, self._counts, strict=True
+            )
+        }
+        threshold = self.config.psi_threshold
+        drifted = tuple(k for k, v in values.items() if v > threshold)
+        return DriftReport(
+            ts=now,
+            psi=values,
+            drifted=drifted,
+            max_psi=max(values.values(), default=0.0),
+            threshold=threshold,
+            samples=n,
+        )
+
+    def check(self, now: datetime | None = None) -> DriftReport | None:
+        """A report when PSI first crosses the threshold (re-armed once it falls back below)."""
+        if len(self._rows) < self.config.min_samples:
+            return None
+        report = self.report(now)
+        if report.drifted and not self._alerted:
+            self._alerted = True
+            return report
+        if not report.drifted:
+            self._alerted = False
+        return None

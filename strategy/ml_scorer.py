@@ -1,0 +1,166 @@
+"""The ML scorer for the daemon: windows -> (chart -> CLIP) + TA-Lib features -> XGBoost -> fusion -> Signal.
+
+The vision model is anything with `score_windows(windows) -> VisionScores` (the CLIP inference
+engine renders the charts itself, so the renderer and its chart spec stay in one place). XGBoost
+sees the technical features plus, when its feature names ask for them, the CLIP pattern and
+direction probabilities and a PCA projection of the CLIP embedding. mode picks what the Signal
+carries: "fused" (both through FusionEngine), "xgb" or "clip" alone (the comparison runs).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Literal, Protocol
+
+import msgspec
+import numpy as np
+
+from strategy.bars import FloatArray, Window
+from strategy.features import FeatureEngine
+from strategy.fusion import FUSED, DriftMonitor, DriftReport, FusionEngine
+from strategy.types import Signal
+from vlm_engine.xgb.model import XgbModel
+from vlm_engine.xgb.pca import PcaParams
+
+ScorerMode = Literal["fused", "xgb", "clip"]
+
+
+class VisionScores(msgspec.Struct, frozen=True, kw_only=True):
+    """Calibrated CLIP outputs for n windows: P(up) (n,), pattern probabilities (n, k), embeddings (n, d)."""
+
+    p_up: FloatArray
+    pattern_probs: FloatArray
+    pattern_names: tuple[str, ...]
+    embeddings: FloatArray
+
+
+class VisionModel(Protocol):
+    """Renders and scores windows with the warm CLIP model."""
+
+    def score_windows(self, windows: Sequence[Window]) -> VisionScores: ...
+
+
+def vision_columns(
+    scores: VisionScores, pca: PcaParams | None
+) -> tuple[tuple[str, ...], FloatArray]:
+    """XGBoost columns from CLIP outputs: clip_p_up, clip_<pattern>..., clip_pc<i>... (PCA fitted on train)."""
+    names = ["clip_p_up", *(f"clip_{p}" for p in scores.pattern_names)]
+    cols = [scores.p_up[:, None], scores.pattern_probs]
+    if pca is not None:
+        projected = pca.transform(scores.embeddings)
+        names += [f"clip_pc{i}" for i in range(projected.shape[1])]
+        cols.append(projected)
+    return tuple(names), np.hstack(cols)
+
+
+class MLScorer:
+    """Scorer protocol implementation (blocking: the daemon runs it in a thread)."""
+
+    def __init__(
+        self,
+        *,
+        features: FeatureEngine,
+        fusion: FusionEngine,
+        xgb: XgbModel | None = None,
+        vision: VisionModel | None = None,
+        pca: PcaParams | None = None,
+        drift: DriftMonitor | None = None,
+        mode: ScorerMode = "fused",
+        name: str | None = None,
+        explain_top: int = 3,
+    ) -> None:
+        if mode in ("fused", "xgb") and xgb is None and mode == "xgb":
+            msg = "ml scorer mode xgb needs an xgb model"
+            raise ValueError(msg)
+        if mode == "clip" and vision is None:
+            msg = "ml scorer mode clip needs a vision model"
+            raise ValueError(msg)
+        if mode == "fused" and xgb is None and vision is None:
+            msg = "ml scorer mode fused needs an xgb model or a vision model"
+            raise ValueError(msg)
+        self.features = features
+        self.fusion = fusion
+        self.xgb = xgb
+        self.vision = vision
+        self.pca = pca
+        self.drift = drift
+        self.mode = mode
+        self.name = name or ("ml" if mode == "fused" else mode)
+        self.blocking = True
+        self.explain_top = explain_top
+        self.drift_reports: list[DriftReport] = []
+        self._uses_vision = xgb is not None and any(
+            n.startswith("clip_") for n in xgb.feature_names
+        )
+        if self._uses_vision and vision is None:
+            msg = "the xgb model was trained with CLIP features but no vision model was given"
+            raise ValueError(msg)
+
+    def model_rows(self, windows: Sequence[Window]) -> tuple[FloatArray, dict[str, FloatArray]]:
+        """The XGBoost input rows and each model's P(up) for a batch of windows."""
+        x = self.features.compute(windows)
+        probs: dict[str, FloatArray] = {}
+        scores = None
+        if self.vision is not None and (self.mode != "xgb" or self._uses_vision):
+            scores = self.vision.score_windows(windows)
+            if self.mode != "xgb":
+                probs["clip"] = np.asarray(scores.p_up, dtype=np.float64)
+        if self._uses_vision and scores is not None:
+            _, cols = vision_columns(scores, self.pca)
+            x = np.hstack([x, cols])
+        if self.xgb is not None and self.mode != "clip":
+            probs["xgb"] = self.xgb.predict(x)
+        return x, probs
+
+    def score(self, windows: Sequence[Window]) -> list[Signal]:
+        """One Signal per window: fused probability with disagreement, entropy and top reasons."""
+        if not windows:
+            return []
+        x, probs = self.model_rows(windows)
+        signals: list[Signal] = []
+        confidences = np.zeros(len(windows))
+        fused_rows = []
+        for i, w in enumerate(windows):
+            row = {m: float(p[i]) for m, p in probs.items()}
+            fused = self.fusion.fuse(row, symbol=w.symbol)
+            self.fusion.observe(w.symbol, float(w.close[-1]), {**row, FUSED: fused.p_up})
+            confidences[i] = fused.confidence
+            fused_rows.append(fused)
+        reasons = self._reasons(x, confidences)
+        for i, (w, fused) in enumerate(zip(windows, fused_rows, strict=True)):
+            signals.append(
+                Signal(
+                    symbol=w.symbol,
+                    ts=w.ts,
+                    p_up=fused.p_up,
+                    confidence=fused.confidence if math.isfinite(fused.confidence) else 0.0,
+                    scorer=self.name,
+                    reasons=reasons[i],
+                    disagreement=fused.disagreement,
+                    entropy=fused.entropy,
+                )
+            )
+        if self.drift is not None:
+            self.drift.observe(np.hstack([x, confidences[:, None]]))
+            report = self.drift.check(windows[-1].ts)
+            if report is not None:
+                self.drift_reports.append(report)
+        return signals
+
+    def take_drift_reports(self) -> list[DriftReport]:
+        """Drift crossings since the last call (the daemon logs each as model.drift_detected)."""
+        reports, self.drift_reports = self.drift_reports, []
+        return reports
+
+    def _reasons(self, x: FloatArray, confidences: FloatArray) -> list[tuple[str, ...]]:
+        """Top XGBoost contributions (pred_contribs) of confident rows, as 'feature+' / 'feature-'."""
+        out: list[tuple[str, ...]] = [()] * x.shape[0]
+        if self.xgb is None or self.mode == "clip" or self.explain_top <= 0:
+            return out
+        rows = np.flatnonzero(confidences > 0)
+        if rows.size == 0:
+            return out
+        for i, top in zip(rows.tolist(), self.xgb.explain(x[rows], self.explain_top), strict=True):
+            out[i] = tuple(f"{name}{'+' if value > 0 else '-'}" for name, value in top)
+        return out

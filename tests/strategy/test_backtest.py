@@ -1,0 +1,173 @@
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from daemon.execution.paper import PaperExecution
+from daemon.journal import Journal
+from daemon.pipeline import Pipeline
+from strategy.backtest.compare import BUY_AND_HOLD, buy_and_hold, run_comparison
+from strategy.backtest.data import frame_batches, precompute_signals
+from strategy.backtest.engine import BacktestConfig, BacktestEngine
+from strategy.backtest.metrics import compute_metrics, trade_pnls
+from strategy.backtest.report import report_html, report_json
+from strategy.bars import BarStore, BarStoreConfig
+from strategy.book import Book
+from strategy.market_sim import SimMarketConfig, simulate_frame
+from strategy.risk import RiskConfig, RiskEngine
+from strategy.rule_scorer import RuleScorer, RuleScorerConfig
+from strategy.sim_broker import SimBrokerConfig
+from strategy.target_strategy import StrategyConfig, TargetStrategy
+from strategy.types import Fill, Side
+
+START = datetime(2024, 1, 1, tzinfo=UTC)
+CONFIG = BacktestConfig(
+    bars=BarStoreConfig(window=40),
+    strategy=StrategyConfig(enter_threshold=0.55, min_confidence=0.1, hold_bars=4),
+    risk=RiskConfig(max_drawdown=None, max_daily_loss=None),
+    order_prefix="PAPER",
+)
+
+
+@pytest.fixture(scope="module")
+def batches():
+    cfg = SimMarketConfig(symbols=("A", "B", "C"), pattern_rate=0.05, seed=9)
+    return frame_batches(simulate_frame(cfg, START, 700))
+
+
+def _orders(run):
+    return [
+        (o.client_order_id, o.symbol, o.side, o.quantity, o.created_ts, o.reason)
+        for o in run.orders
+    ]
+
+
+def test_run_when_scores_precomputed_in_batches_then_same_orders_as_bar_by_bar(batches) -> None:
+    scorer = RuleScorer(config=RuleScorerConfig())
+    live = BacktestEngine(config=CONFIG, scorer=scorer).run_batches(batches)
+    pre = precompute_signals(scorer, batches, CONFIG.bars, chunk=333)
+    batched = BacktestEngine(config=CONFIG, scorer=pre).run_batches(batches)
+    assert len(live.orders) > 20
+    assert _orders(batched) == _orders(live)
+    assert batched.equity == live.equity
+
+
+def test_run_when_journal_sink_then_rows_equal_the_daemon_pipeline(batches, tmp_path: Path) -> None:
+    cfg = CONFIG
+    with (
+        Journal(tmp_path / "daemon.sqlite") as journal,
+        PaperExecution(config=cfg.broker, path=tmp_path / "venue.sqlite") as execution,
+    ):
+        pipeline = Pipeline(
+            store=BarStore(config=cfg.bars),
+            scorer=RuleScorer(config=RuleScorerConfig()),
+            strategy=TargetStrategy(config=cfg.strategy),
+            risk=RiskEngine(config=cfg.risk),
+            book=Book(starting_cash=cfg.starting_cash),
+            journal=journal,
+            execution=execution,
+            order_prefix="PAPER",
+        )
+
+        async def drive() -> None:
+            for batch in batches[:400]:
+                await pipeline.on_bars(batch)
+
+        asyncio.run(drive())
+        daemon_rows = {
+            t: journal.rows(t)
+            for t in (
+                "bars_rejected",
+                "signals",
+                "decisions",
+                "orders",
+                "order_events",
+                "fills",
+                "positions",
+                "state_changes",
+                "kv",
+            )
+        }
+    with Journal(tmp_path / "backtest.sqlite") as journal:
+        engine = BacktestEngine(
+            config=cfg, scorer=RuleScorer(config=RuleScorerConfig()), journal=journal
+        )
+        engine.run_batches(batches[:400])
+        backtest_rows = {t: journal.rows(t) for t in daemon_rows}
+    assert len(daemon_rows["fills"]) > 5
+    assert backtest_rows == daemon_rows
+
+
+def test_metrics_when_known_curve_then_known_values() -> None:
+    ts = [0, 60, 120, 180, 240]
+    m = compute_metrics(ts, [100.0, 110.0, 99.0, 99.0, 121.0])
+    assert m.total_return == pytest.approx(0.21)
+    assert m.max_drawdown == pytest.approx(0.1)
+    assert m.max_drawdown_bars == 2
+    assert m.max_drawdown_seconds == 120
+    assert m.sharpe > 0
+    flat = compute_metrics(ts, [100.0] * 5)
+    assert flat.sharpe == 0.0
+    assert flat.total_return == 0.0
+
+
+def test_trades_when_round_trips_then_pnl_per_trade_net_of_commission() -> None:
+    t = START
+
+    def fill(i: int, side: Side, qty: float, price: float) -> Fill:
+        return Fill(
+            fill_id=f"f{i}",
+            client_order_id=f"o{i}",
+            symbol="A",
+            side=side,
+            quantity=qty,
+            price=price,
+            commission=1.0,
+            ts=t + timedelta(minutes=i),
+        )
+
+    fills = [fill(1, Side.BUY, 10, 100), fill(2, Side.SELL, 20, 110), fill(3, Side.BUY, 10, 120)]
+    pnls = trade_pnls(fills)
+    assert pnls == pytest.approx([98.0, -101.0])  # commissions of both legs in each trade
+    m = compute_metrics([0, 60, 120], [1.0, 1.1, 1.2], fills=fills)
+    assert m.trades == 2
+    assert m.hit_rate == 0.5
+    assert 0 < m.profit_factor < 1.0
+
+
+def test_buy_and_hold_when_prices_rise_then_equity_follows_minus_costs(batches) -> None:
+    broker = SimBrokerConfig()
+    run = buy_and_hold(batches, starting_cash=100_000.0, broker=broker)
+    first = {b.symbol: b.close for b in batches[0]}
+    last = {b.symbol: b.close for b in batches[-1]}
+    expected = 100_000.0
+    for s in first:
+        price = first[s] * (1 + 2e-4)  # half the 2 bps spread + 1 bp slippage
+        quantity = np.floor(100_000 / 3 / price)
+        expected += quantity * (last[s] - price) - max(1.0, 0.005 * quantity)
+    assert run.equity[-1] == pytest.approx(expected, rel=1e-9)
+
+
+def test_comparison_when_run_then_every_contender_on_same_period_and_report_renders(
+    batches,
+) -> None:
+    pre = precompute_signals(RuleScorer(config=RuleScorerConfig()), batches, CONFIG.bars)
+    trade_from = batches[300][0].ts
+    results = run_comparison(batches, {"rules": pre}, CONFIG, trade_from=trade_from)
+    assert set(results) == {"rules", BUY_AND_HOLD}
+    assert (
+        results["rules"].run.ts[0] == results[BUY_AND_HOLD].run.ts[0] == int(trade_from.timestamp())
+    )
+    assert all(o.created_ts >= trade_from for o in results["rules"].run.orders)
+    html = report_html(
+        results,
+        model_metrics={"xgb": {"auc": 0.6}},
+        calibration={"xgb": {"mean_p": [0.4, 0.6], "freq": [0.35, 0.65], "count": [5, 5]}},
+    )
+    assert html.count("data:image/png;base64,") == 2
+    assert "<td>rules</td>" in html
+    assert b'"comparison"' in report_json(results)

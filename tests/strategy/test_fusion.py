@@ -1,0 +1,115 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from strategy.fusion import (
+    FUSED,
+    AdaptationConfig,
+    DriftConfig,
+    DriftMonitor,
+    FusionConfig,
+    FusionEngine,
+    MonitorConfig,
+    binary_entropy,
+    drift_reference,
+    fit_stacking,
+    psi,
+)
+
+
+def test_fuse_when_weighted_70_30_then_weighted_mean_with_uncertainty() -> None:
+    engine = FusionEngine(config=FusionConfig(weights={"clip": 0.7, "xgb": 0.3}))
+    f = engine.fuse({"clip": 0.8, "xgb": 0.4})
+    assert f.p_up == pytest.approx(0.68)
+    assert f.disagreement == pytest.approx(0.4)
+    assert f.entropy == pytest.approx(binary_entropy(0.68))
+    assert f.confidence == pytest.approx(0.36 * 0.6)
+    assert engine.fuse({"xgb": 0.4}).p_up == pytest.approx(0.4)  # missing model: renormalised
+
+
+def test_fuse_when_confidence_weighted_then_confident_model_dominates() -> None:
+    engine = FusionEngine(
+        config=FusionConfig(method="confidence_weighted", weights={"clip": 0.5, "xgb": 0.5})
+    )
+    assert engine.fuse({"clip": 0.9, "xgb": 0.5}).p_up == pytest.approx(0.9)
+    assert engine.fuse({"clip": 0.5, "xgb": 0.5}).p_up == pytest.approx(0.5)
+
+
+def test_stacking_when_fitted_on_oof_then_weights_the_informative_model() -> None:
+    rng = np.random.default_rng(0)
+    y = (rng.random(4000) < 0.5).astype(float)
+    good = np.clip(0.5 + (y - 0.5) * 0.4 + rng.normal(0, 0.1, 4000), 0.01, 0.99)
+    noise = rng.uniform(0.2, 0.8, 4000)
+    params = fit_stacking({"clip": noise, "xgb": good}, y)
+    coef = dict(zip(params.models, params.coef, strict=True))
+    assert coef["xgb"] > 1.0 > abs(coef["clip"])
+    engine = FusionEngine(config=FusionConfig(method="stacking", stacking=params))
+    assert engine.fuse({"clip": 0.5, "xgb": 0.8}).p_up > 0.8
+    assert engine.fuse({"xgb": 0.8}).p_up == 0.5  # a stacked model needs every input
+
+
+def test_config_when_stacking_without_params_then_error() -> None:
+    with pytest.raises(ValueError, match="fit_stacking"):
+        FusionConfig(method="stacking")
+
+
+def test_fuse_when_temporal_smoothing_then_ema_per_symbol() -> None:
+    engine = FusionEngine(config=FusionConfig(weights={"xgb": 1.0}, smoothing_bars=3))
+    assert engine.fuse({"xgb": 0.9}, symbol="A").p_up == pytest.approx(0.9)
+    assert engine.fuse({"xgb": 0.5}, symbol="A").p_up == pytest.approx(0.7)
+    assert engine.fuse({"xgb": 0.5}, symbol="B").p_up == pytest.approx(0.5)
+
+
+def test_monitor_when_outcomes_arrive_then_rolling_brier_and_hit_rate() -> None:
+    engine = FusionEngine(config=FusionConfig(monitor=MonitorConfig(horizon_bars=1, window=10)))
+    closes = [100, 101, 100, 101, 100, 101]
+    for c in closes:
+        engine.observe("A", c, {"xgb": 1.0 if c == 100 else 0.0, "clip": 0.5, FUSED: 0.6})
+    stats = engine.stats()
+    assert stats["xgb"].count == 5
+    assert stats["xgb"].brier == 0.0
+    assert stats["xgb"].hit_rate == 1.0
+    assert stats["clip"].brier == pytest.approx(0.25)
+
+
+def test_adaptation_when_one_model_better_then_weights_shift_within_bounds() -> None:
+    cfg = FusionConfig(
+        weights={"clip": 0.7, "xgb": 0.3},
+        monitor=MonitorConfig(horizon_bars=1),
+        adaptation=AdaptationConfig(
+            enabled=True, min_weight=0.2, max_weight=0.8, rate=0.5, min_outcomes=5
+        ),
+    )
+    engine = FusionEngine(config=cfg)
+    rng = np.random.default_rng(1)
+    price = 100.0
+    for _ in range(300):
+        up = rng.random() < 0.5
+        nxt = price + (1 if up else -1)
+        engine.observe("A", price, {"xgb": 0.9 if up else 0.1, "clip": float(rng.random())})
+        price = nxt
+    assert engine.weights["xgb"] == pytest.approx(0.8)
+    assert engine.weights["clip"] == pytest.approx(0.2)
+
+
+def test_drift_when_distribution_shifts_then_one_report_with_retrain() -> None:
+    rng = np.random.default_rng(2)
+    ref = drift_reference(rng.normal(size=(5000, 2)), ["a", "b"])
+    monitor = DriftMonitor(reference=ref, config=DriftConfig(window=1000, min_samples=500))
+    monitor.observe(rng.normal(size=(1000, 2)))
+    assert monitor.check() is None
+    assert monitor.report().max_psi < 0.05
+    shifted = np.column_stack([rng.normal(2.0, 1.0, 1000), rng.normal(size=1000)])
+    monitor.observe(shifted)
+    report = monitor.check()
+    assert report is not None
+    assert report.drifted == ("a",)
+    assert report.recommendation == "retrain"
+    monitor.observe(shifted[:10])
+    assert monitor.check() is None  # reported once per crossing
+
+
+def test_psi_when_identical_then_zero() -> None:
+    assert psi([0.5, 0.5], [0.5, 0.5]) == 0.0
+    assert psi([0.5, 0.5], [0.9, 0.1]) > 0.25

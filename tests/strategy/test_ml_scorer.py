@@ -1,0 +1,116 @@
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import msgspec
+import numpy as np
+import pytest
+
+from strategy.backtest.data import build_dataset, frame_batches, precompute_signals
+from strategy.backtest.engine import BacktestConfig, BacktestEngine
+from strategy.bars import BarStoreConfig
+from strategy.features import FeatureConfig, FeatureEngine
+from strategy.fusion import DriftConfig, DriftMonitor, FusionConfig, FusionEngine, drift_reference
+from strategy.market_sim import SimMarketConfig, simulate_frame
+from strategy.ml_scorer import MLScorer, VisionScores
+from strategy.target_strategy import StrategyConfig
+from vlm_engine.xgb import XgbTrainConfig, train_xgb
+
+START = datetime(2024, 1, 1, tzinfo=UTC)
+STORE = BarStoreConfig(window=40)
+FEATURES = FeatureConfig(lookback=40)
+
+
+class FakeVision:
+    """A deterministic stand-in for CLIP: P(up) from the last bar's body."""
+
+    def score_windows(self, windows):
+        body = np.array([(w.close[-1] - w.open[-1]) / w.close[-1] for w in windows])
+        p = 1 / (1 + np.exp(-body * 2000))
+        return VisionScores(
+            p_up=p,
+            pattern_probs=np.column_stack([p, 1 - p]),
+            pattern_names=("up", "down"),
+            embeddings=np.zeros((len(windows), 4)),
+        )
+
+
+@pytest.fixture(scope="module")
+def setup():
+    market = SimMarketConfig(symbols=("A", "B"), pattern_rate=0.05, pattern_drift_bps=40, seed=4)
+    batches = frame_batches(simulate_frame(market, START, 900))
+    ds = build_dataset(batches, STORE, FeatureEngine(config=FEATURES), horizon=5)
+    m = ds.labelled()
+    result = train_xgb(
+        ds.x[m],
+        ds.y[m],
+        ts=ds.ts[m],
+        label_end=ds.label_end[m],
+        feature_names=ds.feature_names,
+        config=XgbTrainConfig(n_folds=2, num_boost_round=30),
+        bar_seconds=60,
+        horizon_bars=5,
+    )
+    return batches, ds, result.model
+
+
+def _scorer(model, **kw):
+    return MLScorer(
+        features=FeatureEngine(config=FEATURES),
+        fusion=FusionEngine(config=FusionConfig(smoothing_bars=3)),
+        xgb=model,
+        vision=FakeVision(),
+        **kw,
+    )
+
+
+def test_run_when_ml_scores_batched_then_same_orders_as_bar_by_bar(setup) -> None:
+    batches, _, model = setup
+    cfg = BacktestConfig(
+        bars=STORE, strategy=StrategyConfig(enter_threshold=0.55, min_confidence=0.05)
+    )
+    live = BacktestEngine(config=cfg, scorer=_scorer(model)).run_batches(batches)
+    pre = precompute_signals(_scorer(model), batches, STORE, chunk=500)
+    batched = BacktestEngine(config=cfg, scorer=pre).run_batches(batches)
+    assert len(live.orders) > 5
+    assert [msgspec.to_builtins(o) for o in batched.orders] == [
+        msgspec.to_builtins(o) for o in live.orders
+    ]
+
+
+def test_score_when_fused_then_signal_carries_uncertainty_and_reasons(setup) -> None:
+    batches, _ds, model = setup
+    scorer = _scorer(model)
+    pre = precompute_signals(scorer, batches[:300], STORE)
+    signals = list(pre.signals.values())
+    assert all(0 <= s.disagreement <= 1 and 0 <= s.entropy <= 1 for s in signals)
+    assert any(s.disagreement > 0.05 for s in signals)
+    confident = [s for s in signals if s.confidence > 0]
+    assert confident
+    assert all(s.reasons and s.reasons[0][-1] in "+-" for s in confident)
+    assert {s.scorer for s in signals} == {"ml"}
+
+
+def test_score_when_inputs_drift_then_drift_report_recorded(setup) -> None:
+    batches, ds, model = setup
+    names = [*ds.feature_names, "confidence"]
+    ref_x = np.column_stack([ds.x, np.zeros(len(ds.x))])
+    ref_x[:, ds.feature_names.index("ret_1")] = 5.0  # a reference the live data cannot match
+    drift = DriftMonitor(
+        reference=drift_reference(ref_x, names), config=DriftConfig(window=200, min_samples=100)
+    )
+    scorer = _scorer(model, drift=drift)
+    precompute_signals(scorer, batches[:200], STORE)
+    reports = scorer.take_drift_reports()
+    assert len(reports) == 1
+    assert "ret_1" in reports[0].drifted
+    assert scorer.take_drift_reports() == []
+
+
+def test_scorer_when_clip_mode_without_vision_then_error(setup) -> None:
+    with pytest.raises(ValueError, match="vision"):
+        MLScorer(
+            features=FeatureEngine(config=FEATURES),
+            fusion=FusionEngine(config=FusionConfig()),
+            mode="clip",
+        )

@@ -1,0 +1,144 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from vlm_engine.xgb import (
+    XgbDataError,
+    XgbModel,
+    XgbModelError,
+    XgbTrainConfig,
+    fit_logistic,
+    fit_pca,
+    logit,
+    train_xgb,
+    walk_forward_folds,
+)
+from vlm_engine.xgb.metrics import auc, brier, ece
+
+FAST = XgbTrainConfig(n_folds=3, learning_rate=0.2, num_boost_round=60, early_stopping_rounds=10)
+
+
+def _data(n: int = 3000, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, 4))
+    x[rng.random((n, 4)) < 0.02] = np.nan
+    signal = np.nan_to_num(x[:, 0]) * 1.5 - np.nan_to_num(x[:, 1])
+    y = (signal + rng.logistic(size=n) > 0).astype(float)
+    ts = 1_700_000_000 + 60 * np.arange(n)
+    return x, y, ts, ts + 5 * 60
+
+
+@pytest.fixture(scope="module")
+def trained():
+    x, y, ts, end = _data()
+    result = train_xgb(
+        x,
+        y,
+        ts=ts,
+        label_end=end,
+        feature_names=("a", "b", "c", "d"),
+        config=FAST,
+        bar_seconds=60,
+        horizon_bars=5,
+    )
+    return x, y, result
+
+
+def test_folds_when_walk_forward_then_train_labels_end_before_test_minus_embargo() -> None:
+    ts = np.repeat(np.arange(1000) * 60, 3)
+    end = ts + 5 * 60
+    folds = walk_forward_folds(ts, end, n_folds=4, embargo_seconds=300)
+    assert len(folds) == 4
+    for fold in folds:
+        assert end[fold.train].max() < fold.test_start - 300
+        assert ts[fold.test].min() == fold.test_start
+        assert not set(fold.train.tolist()) & set(fold.test.tolist())
+    assert folds[0].test_end < folds[1].test_start
+
+
+def test_train_when_signal_in_features_then_oof_auc_high_and_important(trained) -> None:
+    _, _y, result = trained
+    assert result.metrics["auc"] > 0.75
+    assert len(result.fold_metrics) == 3
+    assert np.isnan(result.oof[:500]).all()  # the first block is only ever trained on
+    top = max(result.model.meta.importance, key=result.model.meta.importance.get)
+    assert top in ("a", "b")
+    assert result.model.meta.calibration is not None
+
+
+def test_save_when_loaded_then_same_predictions_and_native_json(trained, tmp_path: Path) -> None:
+    x, _, result = trained
+    result.model.save(tmp_path / "xgb")
+    assert (tmp_path / "xgb" / "model.json").read_text().startswith("{")
+    loaded = XgbModel.load(tmp_path / "xgb")
+    np.testing.assert_allclose(loaded.predict(x[:200]), result.model.predict(x[:200]), atol=1e-6)
+    assert loaded.feature_names == ("a", "b", "c", "d")
+
+
+def test_contributions_when_summed_then_equal_the_margin(trained) -> None:
+    x, _, result = trained
+    contrib = result.model.contributions(x[:50])
+    raw = result.model.predict_raw(x[:50])
+    np.testing.assert_allclose(contrib.sum(axis=1), logit(raw), atol=1e-3)
+    explained = result.model.explain(x[:3], top=2)
+    assert all(len(e) <= 2 for e in explained)
+    assert {name for e in explained for name, _ in e} <= {"a", "b", "c", "d"}
+
+
+def test_load_when_model_file_corrupt_then_model_error_names_file(trained, tmp_path: Path) -> None:
+    result = trained[2]
+    result.model.save(tmp_path / "xgb")
+    (tmp_path / "xgb" / "model.json").write_text("{not json")
+    with pytest.raises(XgbModelError, match=r"model\.json"):
+        XgbModel.load(tmp_path / "xgb")
+    with pytest.raises(XgbModelError, match=r"meta\.json"):
+        XgbModel.load(tmp_path / "missing")
+
+
+def test_predict_when_wrong_width_then_model_error(trained) -> None:
+    with pytest.raises(XgbModelError, match="expects 4 features"):
+        trained[2].model.predict(np.zeros((2, 3)))
+
+
+def test_train_when_single_class_then_data_error() -> None:
+    x, _, ts, end = _data(500)
+    with pytest.raises(XgbDataError, match="single class"):
+        train_xgb(
+            x,
+            np.ones(500),
+            ts=ts,
+            label_end=end,
+            feature_names=("a", "b", "c", "d"),
+            config=FAST,
+            bar_seconds=60,
+            horizon_bars=5,
+        )
+
+
+def test_metrics_when_known_inputs_then_known_values() -> None:
+    y = np.array([0, 0, 1, 1])
+    assert auc(y, [0.1, 0.2, 0.8, 0.9]) == 1.0
+    assert auc(y, [0.5, 0.5, 0.5, 0.5]) == 0.5
+    assert brier(y, [0, 0, 1, 1]) == 0.0
+    assert ece(y, [0.5, 0.5, 0.5, 0.5]) == pytest.approx(0.0)
+
+
+def test_logistic_when_fitted_then_recovers_coefficients() -> None:
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(20_000, 2))
+    y = (rng.random(20_000) < 1 / (1 + np.exp(-(0.5 + 2 * x[:, 0] - x[:, 1])))).astype(float)
+    params = fit_logistic(x, y, l2=0.0)
+    assert params.intercept == pytest.approx(0.5, abs=0.1)
+    assert params.coef == pytest.approx((2.0, -1.0), abs=0.1)
+
+
+def test_pca_when_fitted_then_first_component_captures_dominant_axis() -> None:
+    rng = np.random.default_rng(2)
+    base = rng.normal(size=(500, 1))
+    x = np.hstack([base * 10, base * 10, rng.normal(size=(500, 3)) * 0.1])
+    pca = fit_pca(x, 2)
+    assert pca.explained_variance_ratio[0] > 0.95
+    assert pca.transform(x).shape == (500, 2)
