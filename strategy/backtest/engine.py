@@ -18,8 +18,9 @@ from typing import Protocol
 import msgspec
 import numpy as np
 
-from strategy.bars import BarRejected, BarStore, BarStoreConfig
+from strategy.bars import BarStore, BarStoreConfig
 from strategy.book import Book
+from strategy.kernel import TradingKernel
 from strategy.risk import RiskConfig, RiskEngine
 from strategy.scoring import Scorer
 from strategy.sim_broker import SimBroker, SimBrokerConfig
@@ -129,72 +130,56 @@ class BacktestEngine:
         self.config = config
         self.scorer = scorer
         self.journal = journal
-        self.store = BarStore(config=config.bars)
-        self.book = Book(starting_cash=config.starting_cash)
-        self.strategy = TargetStrategy(config=config.strategy)
-        self.risk = RiskEngine(config=config.risk)
+        self._sequence = 0
+        self.kernel = TradingKernel(
+            store=BarStore(config=config.bars),
+            strategy=TargetStrategy(config=config.strategy),
+            risk=RiskEngine(config=config.risk),
+            book=Book(starting_cash=config.starting_cash),
+            next_order_id=self._next_order_id,
+        )
+        self.store = self.kernel.store
+        self.book = self.kernel.book
+        self.strategy = self.kernel.strategy
+        self.risk = self.kernel.risk
         self.venue = SimVenue(config=config.broker)
         self.run = BacktestRun(name=name or scorer.name)
-        self._sequence = 0
         self._window = config.bars.window
         self._lookup: Callable[[str, int], Signal | None] | None = getattr(scorer, "lookup", None)
+
+    def _next_order_id(self) -> str:
+        self._sequence += 1
+        return f"{self.config.order_prefix}-{self._sequence}"
 
     # ---- warm-up ----------------------------------------------------------------------------
     def backfill(self, batch: Sequence[Bar]) -> None:
         """Store and mark bars without trading (the daemon's backfill before it goes live)."""
-        for bar in batch:
-            if self.store.add(bar) is None:
-                self.book.mark(bar)
+        self.kernel.backfill(batch)
 
-    # ---- one batch: daemon.pipeline.Pipeline._on_bars -----------------------------------------
+    # ---- one batch: the same kernel calls as daemon.pipeline.Pipeline._on_bars ----------------
     def on_bars(self, batch: Sequence[Bar]) -> list[Order]:
         """Process bars that closed at one timestamp; returns the orders sent to the venue."""
         if not batch:
             return []
-        now = batch[0].ts
-        book = self.book
+        kernel, run = self.kernel, self.run
         self.venue.on_market_bars(batch)
-        events, fills = self._apply_updates()
-
-        rejected: list[BarRejected] = []
-        accepted: list[str] = []
-        for bar in batch:
-            problem = self.store.add(bar)
-            if problem is None:
-                book.mark(bar)
-                accepted.append(bar.symbol)
-            else:
-                rejected.append(problem)
-        self.run.bars_rejected += len(rejected)
-
-        state_change = self.risk.update(book, now)
-        signals = self._score(accepted, now)
-        decisions, orders = self._decide(signals, now)
-
+        events, fills = self.venue.drain()
+        intake = kernel.intake(batch, events, fills)
+        run.fills.extend(intake.fills)
+        run.bars_rejected += len(intake.rejected)
+        signals = self._score(intake.accepted, intake.now)
+        decision = kernel.decide(signals, intake.now)
+        run.risk_rejections += len(decision.rejections)
         if self.journal is not None:
-            self.journal.record(
-                bars_rejected=rejected,
-                signals=[s for s in signals if s.confidence > 0],
-                decisions=decisions,
-                orders=orders,
-                order_events=events,
-                fills=fills,
-                positions=[book.positions[f.symbol] for f in fills],
-                state_changes=[state_change] if state_change is not None else [],
-                kv={
-                    "last_bar_ts": now.isoformat(),
-                    "cash": repr(book.cash),
-                    "peak_equity": repr(book.peak_equity),
-                },
-            )
-        if orders:
-            self.venue.submit(orders)
-            self.run.orders.extend(orders)
-        run = self.run
-        run.ts.append(int(now.timestamp()))
+            self.journal.record(**kernel.journal_rows(intake, signals, decision))
+        if decision.orders:
+            self.venue.submit(decision.orders)
+            run.orders.extend(decision.orders)
+        book = self.book
+        run.ts.append(int(intake.now.timestamp()))
         run.equity.append(book.equity())
         run.exposure.append(book.gross_exposure())
-        return orders
+        return decision.orders
 
     def _score(self, symbols: Sequence[str], now: datetime) -> list[Signal]:
         lookup = self._lookup
@@ -209,44 +194,6 @@ class BacktestEngine:
             signals = self.scorer.score(windows)  # type: ignore[union-attr]
         self.run.signals += len(signals)
         return signals
-
-    def _decide(
-        self, signals: Sequence[Signal], now: datetime
-    ) -> tuple[list[RiskDecision], list[Order]]:
-        intents = self.strategy.on_signals(signals, self.book)
-        decisions: list[RiskDecision] = []
-        orders: list[Order] = []
-        for intent in intents:
-            decision = self.risk.check(intent, self.book, now)
-            decisions.append(decision)
-            if not decision.accepted:
-                self.run.risk_rejections += 1
-                continue
-            self._sequence += 1
-            order = Order(
-                client_order_id=f"{self.config.order_prefix}-{self._sequence}",
-                symbol=intent.symbol,
-                side=intent.side,
-                quantity=intent.quantity,
-                order_type=intent.order_type,
-                limit_price=intent.limit_price,
-                created_ts=now,
-                reason=intent.reason,
-            )
-            self.book.add_order(order)
-            orders.append(order)
-        return decisions, orders
-
-    def _apply_updates(self) -> tuple[list[OrderEvent], list[Fill]]:
-        events, raw_fills = self.venue.drain()
-        fills: list[Fill] = []
-        for fill in raw_fills:
-            if self.book.apply_fill(fill) is not None:
-                fills.append(fill)
-        for event in events:
-            self.book.apply_order_event(event)
-        self.run.fills.extend(fills)
-        return events, fills
 
     # ---- a whole run --------------------------------------------------------------------------
     def run_batches(

@@ -1,0 +1,178 @@
+"""The trading kernel: one bar batch's pure stages, shared by the live daemon and the backtest.
+
+A batch goes through two calls with the scorer in between (the daemon awaits it off the event loop,
+the backtest may look up precomputed scores):
+
+    intake = kernel.intake(batch, events, fills)   # broker news -> book, bars -> windows, risk state
+    signals = scorer.score(kernel.windows(intake.accepted))
+    decision = kernel.decide(signals, intake.now)  # strategy -> intents -> risk -> orders
+    journal.record(**kernel.journal_rows(intake, signals, decision))
+    venue.submit(decision.orders)
+
+Everything here is a value in, a value out: no clock, no I/O, no logging (the caller logs).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from strategy.bars import BarRejected, BarStore, Window
+from strategy.book import Book
+from strategy.risk import RiskEngine, TradingStateChange
+from strategy.target_strategy import TargetStrategy
+from strategy.types import Bar, Fill, Order, OrderEvent, OrderIntent, RiskDecision, Signal
+
+
+@dataclass(frozen=True, slots=True)
+class BatchIntake:
+    """What the first half of a batch did: broker updates applied, bars stored, risk state."""
+
+    now: datetime
+    events: list[OrderEvent]
+    fills: list[Fill]  # new fills only; repeats of a known fill_id are dropped
+    rejected: list[BarRejected]
+    accepted: list[str]  # symbols whose bar entered its window
+    state_change: TradingStateChange | None
+
+
+@dataclass(frozen=True, slots=True)
+class BatchDecision:
+    """What the second half decided: every risk decision, the orders to send, the cancels to request."""
+
+    decisions: list[RiskDecision]
+    orders: list[Order]
+    cancels: list[str]
+
+    @property
+    def rejections(self) -> list[RiskDecision]:
+        return [d for d in self.decisions if not d.accepted]
+
+
+class TradingKernel:
+    """Owns the book and the engines; both halves of a batch mutate only this state."""
+
+    def __init__(
+        self,
+        *,
+        store: BarStore,
+        strategy: TargetStrategy,
+        risk: RiskEngine,
+        book: Book,
+        next_order_id: Callable[[], str],
+    ) -> None:
+        self.store = store
+        self.strategy = strategy
+        self.risk = risk
+        self.book = book
+        self.next_order_id = next_order_id
+        self.paused = False
+
+    def backfill(self, batch: Sequence[Bar]) -> None:
+        """Store and mark bars without trading (warm-up before going live)."""
+        for bar in batch:
+            if self.store.add(bar) is None:
+                self.book.mark(bar)
+
+    def apply_updates(
+        self, events: Sequence[OrderEvent], fills: Sequence[Fill]
+    ) -> tuple[list[OrderEvent], list[Fill]]:
+        """Fills first (they change positions), then the status events that may close their orders."""
+        book = self.book
+        new_fills = [f for f in fills if book.apply_fill(f) is not None]
+        for event in events:
+            book.apply_order_event(event)
+        return list(events), new_fills
+
+    def intake(
+        self, batch: Sequence[Bar], events: Sequence[OrderEvent], fills: Sequence[Fill]
+    ) -> BatchIntake:
+        """Apply the broker's news, validate and store the bars, and let risk see the new marks."""
+        now = batch[0].ts
+        applied_events, new_fills = self.apply_updates(events, fills)
+        store, book = self.store, self.book
+        rejected: list[BarRejected] = []
+        accepted: list[str] = []
+        for bar in batch:
+            problem = store.add(bar)
+            if problem is None:
+                book.mark(bar)
+                accepted.append(bar.symbol)
+            else:
+                rejected.append(problem)
+        state_change = self.risk.update(book, now)
+        return BatchIntake(
+            now=now,
+            events=applied_events,
+            fills=new_fills,
+            rejected=rejected,
+            accepted=accepted,
+            state_change=state_change,
+        )
+
+    def windows(self, symbols: Sequence[str]) -> list[Window]:
+        """The full windows of these symbols, in order (a symbol still warming up has none)."""
+        window = self.store.window
+        return [w for w in (window(s) for s in symbols) if w is not None]
+
+    def decide(self, signals: Sequence[Signal], now: datetime) -> BatchDecision:
+        """Signals -> the strategy's intents -> risk checks -> orders (nothing new while paused)."""
+        intents = [] if self.paused else self.strategy.on_signals(signals, self.book)
+        return self.check(intents, now)
+
+    def check(self, intents: Sequence[OrderIntent], now: datetime) -> BatchDecision:
+        """Risk-check intents (also operator ones, such as flatten) and turn accepted ones into orders."""
+        risk, book = self.risk, self.book
+        decisions: list[RiskDecision] = []
+        orders: list[Order] = []
+        cancels: list[str] = []
+        for intent in intents:
+            decision = risk.check(intent, book, now)
+            decisions.append(decision)
+            if not decision.accepted:
+                continue
+            if intent.is_cancel:
+                if intent.cancel_client_order_id is not None:
+                    cancels.append(intent.cancel_client_order_id)
+                continue
+            order = Order(
+                client_order_id=self.next_order_id(),
+                symbol=intent.symbol,
+                side=intent.side,
+                quantity=intent.quantity,
+                order_type=intent.order_type,
+                limit_price=intent.limit_price,
+                created_ts=now,
+                reason=intent.reason,
+            )
+            book.add_order(order)
+            orders.append(order)
+        return BatchDecision(decisions=decisions, orders=orders, cancels=cancels)
+
+    def journal_rows(
+        self, intake: BatchIntake, signals: Sequence[Signal], decision: BatchDecision
+    ) -> dict[str, Any]:
+        """The keyword arguments of one Journal.record call for this batch (one transaction)."""
+        book = self.book
+        change = intake.state_change
+        kv = {
+            "last_bar_ts": intake.now.isoformat(),
+            "cash": repr(book.cash),
+            "peak_equity": repr(book.peak_equity),
+        }
+        if change is not None:
+            kv["trading_state"] = str(change.current)
+            kv["trading_state_reason"] = change.reason
+        return {
+            "bars_rejected": intake.rejected,
+            "signals": [s for s in signals if s.confidence > 0],
+            "decisions": decision.decisions,
+            "orders": decision.orders,
+            "order_events": intake.events,
+            "fills": intake.fills,
+            "positions": [book.positions[f.symbol] for f in intake.fills],
+            "state_changes": [change] if change is not None else [],
+            "kv": kv,
+        }
