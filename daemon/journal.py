@@ -212,6 +212,7 @@ class Journal:
         self._mutex = threading.Lock()
         self._encoder = msgspec.json.Encoder()
         self._sequence = 0
+        self._known_fills: set[str] = set()
         self._persisted_sequence = 0
         self._last_error: str | None = None
 
@@ -243,6 +244,7 @@ class Journal:
         self._persisted_sequence = persisted
         self._sequence = max(int(seq_row[0] or 0), persisted)
         self._con = con
+        self._known_fills = self.fill_ids()  # lets record() batch fill writes with executemany
         self._last_error = None
         if self.checkpoint_seconds is not None:
             self._checkpointer = _Checkpointer(self.path, self.checkpoint_seconds)
@@ -365,20 +367,26 @@ class Journal:
             stage("orders")
             cur.executemany(_UPSERT_ORDER, order_rows)
             stage("fills")
+            # Only a fill not seen before counts towards its order; repeats are dropped here.
+            known, batch_ids = self._known_fills, set()
+            new_fills = []
             for row in fill_rows:
-                cur.execute(_INSERT_FILL, row)
-                if cur.rowcount == 1:  # a new fill, not a repeat: it counts towards its order
-                    cur.execute(_ORDER_FILLED, row)
+                fill_id = row["fill_id"]
+                if fill_id not in known and fill_id not in batch_ids:
+                    batch_ids.add(fill_id)
+                    new_fills.append(row)
+            cur.executemany(_INSERT_FILL, new_fills)
+            cur.executemany(_ORDER_FILLED, new_fills)
             stage("order_events")
-            for row in event_rows:
-                cur.execute(_INSERT_EVENT, row)
-                cur.execute(_ORDER_STATUS, row)
+            cur.executemany(_INSERT_EVENT, event_rows)
+            cur.executemany(_ORDER_STATUS, event_rows)
             stage("positions")
             cur.executemany(_UPSERT_POSITION, position_rows)
             stage("state_changes")
             cur.executemany(_INSERT_STATE, state_rows)
             stage("kv")
             cur.executemany(_UPSERT_KV, kv_rows)
+        self._known_fills.update(row["fill_id"] for row in fill_rows)
         if sequence > self._persisted_sequence and order_rows:
             self._persisted_sequence = sequence
         # An order journaled with a number we have not handed out yet moves the counter past it.
