@@ -1,0 +1,171 @@
+"""CLIP serving and training speed: charts/s at batch 64 (render + score), single-chart p50/p99, training samples/s.
+
+Baseline measured in the same run: render alone (the engine's floor without the model).
+With --sizes it also trains 2-3 model sizes briefly on the bootstrap data and prints an
+accuracy-vs-latency table. Goals (issue 4): >= 300 charts/s at batch 64, p99 <= 15 ms per chart.
+Usage: python bench/bench_clip.py [--bundle DIR] [--seconds S] [--sizes] [--threads N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import msgspec
+import numpy as np
+import torch
+
+from daemon.cli_model import BootstrapConfig, quick_config
+from daemon.cli_train import train_bundle
+from strategy.market_sim import simulate_frame
+from vlm_engine.bundle import DatasetRef
+from vlm_engine.clip import ClipModelConfig
+from vlm_engine.clip.quickset import samples_from_bars
+from vlm_engine.infer import InferenceConfig, InferenceEngine
+from vlm_engine.render import ChartWindow
+
+SIZES = {
+    "tiny (w64, 2+1 layers)": ClipModelConfig(
+        vision_width=64, vision_layers=2, text_width=64, text_layers=1, projection_dim=64
+    ),
+    "default (w128, 4+2 layers)": ClipModelConfig(),
+    "large (w256, 4+4 layers)": ClipModelConfig(
+        vision_width=256, text_width=256, text_layers=4, projection_dim=256
+    ),
+}
+
+
+def windows(n: int, need: int, seed: int = 0) -> list[ChartWindow]:
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(n):
+        close = 100 * np.exp(np.cumsum(rng.normal(0, 0.002, need)))
+        open_ = np.r_[close[0], close[:-1]]
+        out.append(
+            ChartWindow(
+                symbol=f"S{i}",
+                bar_seconds=60,
+                ts=60 * np.arange(1, need + 1, dtype=np.int64),
+                open=open_,
+                high=np.maximum(open_, close) * 1.001,
+                low=np.minimum(open_, close) * 0.999,
+                close=close,
+                volume=rng.uniform(100, 1000, need),
+            )
+        )
+    return out
+
+
+def timed(fn, seconds: float) -> list[float]:
+    times = []
+    deadline = time.perf_counter() + seconds
+    while time.perf_counter() < deadline or len(times) < 5:
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return times
+
+
+def serve(bundle: Path, seconds: float) -> dict[str, float]:
+    engine = InferenceEngine.load(bundle, config=InferenceConfig(device="auto"))
+    batch = windows(64, engine.spec.bars_needed)
+    one = batch[:1]
+    render = timed(lambda: engine.render(batch), seconds)
+    full = timed(lambda: engine.score_batch(batch), seconds)
+    single = timed(lambda: engine.score_batch(one), seconds)
+    return {
+        "render_charts_per_s": 64 / float(np.median(render)),
+        "charts_per_s": 64 / float(np.median(full)),
+        "single_p50_ms": 1e3 * float(np.percentile(single, 50)),
+        "single_p99_ms": 1e3 * float(np.percentile(single, 99)),
+    }
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument(
+        "--bundle", type=Path, help="bundle to serve (default: a quick bootstrap bundle)"
+    )
+    p.add_argument("--seconds", type=float, default=5.0)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--sizes", action="store_true", help="train and compare model sizes (minutes)")
+    p.add_argument("--epochs", type=int, default=4)
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    tmp = Path(tempfile.mkdtemp(prefix="bench_clip_"))
+
+    boot = BootstrapConfig()
+    if args.bundle is None:
+        cfg = msgspec.structs.replace(
+            quick_config(),
+            spec=boot.spec,
+            train=msgspec.structs.replace(quick_config().train, model=ClipModelConfig()),
+        )
+        frame = simulate_frame(cfg.market, datetime_start(), cfg.bars)
+        splits = samples_from_bars(frame, cfg.spec, cfg.samples)
+        train_bundle(
+            splits=splits,
+            spec=cfg.spec,
+            dataset=DatasetRef(source="bench", manifest_hash="-"),
+            cfg=cfg.train,
+            out=tmp / "default",
+            device="cpu",
+        )
+        args.bundle = tmp / "default"
+    figures = serve(args.bundle, args.seconds)
+    print(
+        f"bundle {args.bundle}  threads {args.threads}  device {'cuda' if torch.cuda.is_available() else 'cpu'}"
+    )
+    print(f"render only (baseline):     {figures['render_charts_per_s']:8.0f} charts/s")
+    print(
+        f"render + score, batch 64:   {figures['charts_per_s']:8.0f} charts/s  (goal >= 300; ratio to render-only {figures['charts_per_s'] / figures['render_charts_per_s']:.3f})"
+    )
+    print(
+        f"single chart p50 / p99:     {figures['single_p50_ms']:8.2f} / {figures['single_p99_ms']:.2f} ms  (goal p99 <= 15 ms)"
+    )
+
+    if args.sizes:
+        frame = simulate_frame(boot.market, datetime_start(), boot.bars)
+        splits = samples_from_bars(frame, boot.spec, boot.samples)
+        print(
+            f"\nsize trade-off ({len(splits['train'])} train charts, {args.epochs} epochs, spec {boot.spec.spec_hash()})"
+        )
+        print(
+            f"{'model':<28} {'params':>9} {'train s/s':>10} {'acc':>6} {'F1':>6} {'ECE after':>9} {'charts/s':>9} {'p99 ms':>7}"
+        )
+        for name, model in SIZES.items():
+            train_cfg = msgspec.structs.replace(boot.train, model=model, epochs=args.epochs)
+            t = time.perf_counter()
+            card = train_bundle(
+                splits=splits,
+                spec=boot.spec,
+                dataset=DatasetRef(source="bench", manifest_hash="-"),
+                cfg=train_cfg,
+                out=tmp / name.split()[0],
+                device="cpu",
+            )
+            seconds = time.perf_counter() - t
+            seen = (
+                len(splits["train"])
+                // train_cfg.batch_size
+                * train_cfg.batch_size
+                * len(card.history)
+            )
+            served = serve(tmp / name.split()[0], min(args.seconds, 3.0))
+            m = card.metrics
+            print(
+                f"{name:<28} {card.parameters:>9,} {seen / seconds:>10.0f} {m['pattern_accuracy']:>6.3f} {m['pattern_macro_f1']:>6.3f} "
+                f"{m['pattern_ece_after']:>9.4f} {served['charts_per_s']:>9.0f} {served['single_p99_ms']:>7.2f}"
+            )
+
+
+def datetime_start():
+    from daemon.cli_model import SIM_START
+
+    return SIM_START
+
+
+if __name__ == "__main__":
+    main()

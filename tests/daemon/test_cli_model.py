@@ -1,0 +1,129 @@
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import msgspec
+import pytest
+
+from daemon.cli import build_parser, main
+from daemon.cli_model import quick_config
+from daemon.cli_train import get_train_subparsers
+from strategy.market_sim import SimMarketConfig, simulate_frame
+from vlm_engine.bundle import load_bundle, read_card
+
+
+@pytest.fixture(scope="module")
+def quick_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("model") / "bundle"
+    assert main(["model", "bootstrap", "--quick", "--out", str(out)]) == 0
+    return out
+
+
+def test_bootstrap_when_quick_then_valid_bundle_with_metrics(
+    quick_bundle: Path, capsys: pytest.CaptureFixture[str]
+):
+    card = read_card(quick_bundle)
+    assert card.spec_hash == quick_config().spec.spec_hash()
+    assert {"pattern_accuracy", "pattern_ece_before", "pattern_ece_after", "direction_auc"} <= set(
+        card.metrics
+    )
+    assert main(["model", "verify", str(quick_bundle)]) == 0
+    assert "files verified" in capsys.readouterr().out
+
+
+def test_bootstrap_when_run_twice_then_same_bundle_id(quick_bundle: Path, tmp_path: Path):
+    assert main(["model", "bootstrap", "--quick", "--out", str(tmp_path / "again")]) == 0
+    assert read_card(tmp_path / "again").bundle_id == read_card(quick_bundle).bundle_id
+
+
+def test_model_info_when_bundle_then_prints_id_and_classes(
+    quick_bundle: Path, capsys: pytest.CaptureFixture[str]
+):
+    assert main(["model", "info", str(quick_bundle)]) == 0
+    out = capsys.readouterr().out
+    assert read_card(quick_bundle).bundle_id in out
+    assert "none" in out
+
+
+def test_model_verify_when_weights_corrupt_then_exit_1_with_reason(
+    quick_bundle: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+):
+    import shutil
+
+    copy = tmp_path / "b"
+    shutil.copytree(quick_bundle, copy)
+    (copy / "clip" / "model.safetensors").write_bytes(b"garbage")
+    assert main(["model", "verify", str(copy)]) == 1
+    assert "corrupt bundle, clip/model.safetensors" in capsys.readouterr().err
+
+
+def test_model_verify_when_other_spec_hash_then_exit_1(
+    quick_bundle: Path, capsys: pytest.CaptureFixture[str]
+):
+    assert main(["model", "verify", str(quick_bundle), "--spec-hash", "0" * 16]) == 1
+    assert "trained on chart spec" in capsys.readouterr().err
+
+
+def test_train_parser_when_registered_then_other_modules_can_add_subcommands():
+    build_parser()
+    sub = get_train_subparsers()
+    assert sub is not None
+    assert "clip" in sub.choices
+
+
+def test_train_clip_and_calibrate_when_dataset_from_builder_then_bundle_written(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+):
+    from vlm_engine.dataset.builder import DatasetConfig, build_dataset
+
+    spec = quick_config().spec
+    frame = simulate_frame(
+        SimMarketConfig(symbols=("SIMA", "SIMB"), seed=5), datetime(2024, 1, 1, tzinfo=UTC), 900
+    )
+    build_dataset(
+        frame.drop(columns=["pattern", "direction"]),
+        DatasetConfig(spec=spec, stride=8),
+        out=tmp_path / "ds",
+    )
+    config = tmp_path / "train.yaml"
+    config.write_bytes(
+        msgspec.yaml.encode(msgspec.structs.replace(quick_config().train, min_epochs=1))
+    )
+    out = tmp_path / "bundle"
+    assert (
+        main(
+            [
+                "train",
+                "clip",
+                "--dataset",
+                str(tmp_path / "ds"),
+                "--out",
+                str(out),
+                "--config",
+                str(config),
+                "--folds",
+                "2",
+            ]
+        )
+        == 0
+    )
+    assert "pattern accuracy" in capsys.readouterr().out
+    before = read_card(out)
+    assert before.dataset.manifest_hash
+    assert (
+        main(["calibrate", "--bundle", str(out), "--dataset", str(tmp_path / "ds"), "--folds", "2"])
+        == 0
+    )
+    assert "ECE" in capsys.readouterr().out
+    assert load_bundle(out).calibration.fitted
+
+
+def test_train_clip_when_dataset_missing_then_exit_1(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+):
+    assert (
+        main(["train", "clip", "--dataset", str(tmp_path / "none"), "--out", str(tmp_path / "b")])
+        == 1
+    )
+    assert "no such dataset directory" in capsys.readouterr().err

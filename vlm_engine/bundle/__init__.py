@@ -1,0 +1,28 @@
+"""Model bundles: save, verify and load the directory the daemon serves."""
+
+from __future__ import annotations
+
+from vlm_engine.bundle.bundle import (
+    Bundle,
+    DatasetRef,
+    ModelCard,
+    load_bundle,
+    read_card,
+    save_bundle,
+    update_calibration,
+    verify_bundle,
+)
+from vlm_engine.bundle.errors import BundleError, BundleSpecMismatch
+
+__all__ = [
+    "Bundle",
+    "BundleError",
+    "BundleSpecMismatch",
+    "DatasetRef",
+    "ModelCard",
+    "load_bundle",
+    "read_card",
+    "save_bundle",
+    "update_calibration",
+    "verify_bundle",
+]

@@ -1,0 +1,306 @@
+"""The model bundle: one directory the daemon loads as a unit, validated file by file.
+
+Layout:
+    clip/                 CLIPModel + tokenizer + preprocessor (save_pretrained format)
+    chart_spec.json       the ChartSpec the model was trained on
+    calibration.json      Calibration parameters
+    figures/*.png         reliability diagrams (optional)
+    model_card.json       spec hash, prompts, dataset, train config, metrics, sha256 of every file
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import structlog
+
+from vlm_engine.bundle.errors import BundleError, BundleSpecMismatch
+from vlm_engine.calibrate.params import Calibration
+from vlm_engine.clip.data import PromptSet
+from vlm_engine.clip.errors import ClipError
+from vlm_engine.clip.model import ClipParts, load_clip, parameter_count
+from vlm_engine.render import ChartSpec
+
+log = structlog.get_logger("vlm_engine.bundle")
+
+FORMAT_VERSION = 1
+CARD_FILE = "model_card.json"
+SPEC_FILE = "chart_spec.json"
+CALIBRATION_FILE = "calibration.json"
+CLIP_DIR = "clip"
+REQUIRED = (SPEC_FILE, CALIBRATION_FILE, f"{CLIP_DIR}/config.json")
+
+
+class DatasetRef(msgspec.Struct, frozen=True, kw_only=True):
+    """Which data the model was trained on."""
+
+    source: str
+    manifest_hash: str
+    counts: dict[str, int] = msgspec.field(default_factory=dict)
+
+
+class ModelCard(msgspec.Struct, frozen=True, kw_only=True):
+    """What a bundle is, how it was made and how well it does; files maps relative path -> sha256."""
+
+    format_version: int = FORMAT_VERSION
+    bundle_id: str
+    spec_hash: str
+    base: str
+    parameters: int
+    prompts: PromptSet
+    dataset: DatasetRef
+    train_config: dict[str, Any] = msgspec.field(default_factory=dict)
+    history: list[dict[str, Any]] = msgspec.field(default_factory=list)
+    metrics: dict[str, float] = msgspec.field(default_factory=dict)
+    calibration_report: dict[str, Any] = msgspec.field(default_factory=dict)
+    figures: tuple[str, ...] = ()
+    created_at: str = ""
+    files: dict[str, str] = msgspec.field(default_factory=dict)
+
+
+class Bundle:
+    """A loaded, validated bundle: model parts, chart spec, prompts, calibration and card."""
+
+    def __init__(
+        self,
+        *,
+        path: Path,
+        parts: ClipParts,
+        spec: ChartSpec,
+        calibration: Calibration,
+        card: ModelCard,
+    ) -> None:
+        self.path = path
+        self.parts = parts
+        self.spec = spec
+        self.calibration = calibration
+        self.card = card
+
+    @property
+    def bundle_id(self) -> str:
+        return self.card.bundle_id
+
+    @property
+    def prompts(self) -> PromptSet:
+        return self.card.prompts
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _hash_files(directory: Path) -> dict[str, str]:
+    return {
+        p.relative_to(directory).as_posix(): sha256_file(p)
+        for p in sorted(directory.rglob("*"))
+        if p.is_file() and p.name != CARD_FILE
+    }
+
+
+def _bundle_id(files: dict[str, str]) -> str:
+    digest = hashlib.sha256()
+    for name, sha in sorted(files.items()):
+        digest.update(f"{name}\0{sha}\n".encode())
+    return digest.hexdigest()[:16]
+
+
+def save_bundle(
+    directory: Path,
+    *,
+    parts: ClipParts,
+    spec: ChartSpec,
+    prompts: PromptSet,
+    dataset: DatasetRef,
+    base: str = "",
+    calibration: Calibration | None = None,
+    train_config: dict[str, Any] | None = None,
+    history: list[dict[str, Any]] | None = None,
+    metrics: dict[str, float] | None = None,
+    calibration_report: dict[str, Any] | None = None,
+    figures: dict[str, bytes] | None = None,
+    created_at: str = "",
+) -> ModelCard:
+    """Write a complete bundle into a sibling temp directory, then move it into place."""
+    staging = directory.with_name(f".{directory.name}.staging")
+    if staging.exists():
+        shutil.rmtree(staging)
+    staging.mkdir(parents=True)
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
+        parts.save(staging / CLIP_DIR)
+        (staging / SPEC_FILE).write_bytes(msgspec.json.format(spec.canonical_json()) + b"\n")
+        (staging / CALIBRATION_FILE).write_bytes(
+            msgspec.json.format(msgspec.json.encode(calibration or Calibration())) + b"\n"
+        )
+        for name, data in (figures or {}).items():
+            (staging / "figures").mkdir(exist_ok=True)
+            (staging / "figures" / name).write_bytes(data)
+        card = _write_card(
+            staging,
+            ModelCard(
+                bundle_id="",
+                spec_hash=spec.spec_hash(),
+                base=base or "embedded-compact",
+                parameters=parameter_count(parts.model),
+                prompts=prompts,
+                dataset=dataset,
+                train_config=train_config or {},
+                history=history or [],
+                metrics=metrics or {},
+                calibration_report=calibration_report or {},
+                figures=tuple(f"figures/{n}" for n in sorted(figures or {})),
+                created_at=created_at,
+            ),
+        )
+        if directory.exists():
+            old = directory.with_name(f".{directory.name}.old")
+            if old.exists():
+                shutil.rmtree(old)
+            os.replace(directory, old)
+            os.replace(staging, directory)
+            shutil.rmtree(old)
+        else:
+            directory.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(staging, directory)
+    except OSError as e:
+        shutil.rmtree(staging, ignore_errors=True)
+        msg = f"{directory}: cannot write the bundle ({e})"
+        raise BundleError(msg) from None
+    log.info(
+        "bundle.saved", path=str(directory), bundle_id=card.bundle_id, spec_hash=card.spec_hash
+    )
+    return card
+
+
+def _write_card(directory: Path, card: ModelCard) -> ModelCard:
+    files = _hash_files(directory)
+    card = msgspec.structs.replace(card, files=files, bundle_id=_bundle_id(files))
+    (directory / CARD_FILE).write_bytes(msgspec.json.format(msgspec.json.encode(card)) + b"\n")
+    return card
+
+
+def update_calibration(
+    directory: Path,
+    *,
+    calibration: Calibration,
+    metrics: dict[str, float],
+    report: dict[str, Any],
+    figures: dict[str, bytes],
+) -> ModelCard:
+    """Replace a valid bundle's calibration, figures and measured metrics; the card is rewritten last."""
+    card = verify_bundle(directory)
+    try:
+        (directory / CALIBRATION_FILE).write_bytes(
+            msgspec.json.format(msgspec.json.encode(calibration)) + b"\n"
+        )
+        if figures:
+            (directory / "figures").mkdir(exist_ok=True)
+        for name, data in figures.items():
+            (directory / "figures" / name).write_bytes(data)
+        updated = msgspec.structs.replace(
+            card,
+            metrics={**card.metrics, **metrics},
+            calibration_report=report,
+            figures=tuple(sorted({*card.figures, *(f"figures/{n}" for n in figures)})),
+        )
+        return _write_card(directory, updated)
+    except OSError as e:
+        msg = f"{directory}: cannot write the calibration ({e})"
+        raise BundleError(msg) from None
+
+
+def read_card(directory: Path) -> ModelCard:
+    """The bundle's model card, decoded and type-checked."""
+    if not directory.is_dir():
+        msg = f"{directory}: no such bundle directory"
+        raise BundleError(msg)
+    path = directory / CARD_FILE
+    try:
+        return msgspec.json.decode(path.read_bytes(), type=ModelCard)
+    except FileNotFoundError:
+        msg = f"{directory}: incomplete bundle, {CARD_FILE} is missing"
+        raise BundleError(msg) from None
+    except (OSError, msgspec.DecodeError, msgspec.ValidationError, ValueError) as e:
+        msg = f"{path}: corrupt model card ({e})"
+        raise BundleError(msg) from None
+
+
+def verify_bundle(directory: Path, *, spec_hash: str | None = None) -> ModelCard:
+    """Check the card, that every listed file exists with its sha256, and the chart spec; returns the card."""
+    card = read_card(directory)
+    if card.format_version != FORMAT_VERSION:
+        msg = (
+            f"{directory}: bundle format {card.format_version}, this version reads {FORMAT_VERSION}"
+        )
+        raise BundleError(msg)
+    missing = [name for name in REQUIRED if name not in card.files]
+    missing += [name for name in card.files if not (directory / name).is_file()]
+    if missing:
+        msg = f"{directory}: incomplete bundle, missing {', '.join(sorted(set(missing)))}"
+        raise BundleError(msg)
+    for name, expected in card.files.items():
+        if sha256_file(directory / name) != expected:
+            msg = f"{directory}: corrupt bundle, {name} does not match its sha256 in {CARD_FILE}"
+            raise BundleError(msg)
+    if _bundle_id(card.files) != card.bundle_id:
+        msg = f"{directory}: corrupt model card, bundle_id does not match its file list"
+        raise BundleError(msg)
+    spec = read_spec(directory)
+    if spec.spec_hash() != card.spec_hash:
+        msg = (
+            f"{directory}: {SPEC_FILE} hashes to {spec.spec_hash()}, the card says {card.spec_hash}"
+        )
+        raise BundleError(msg)
+    if spec_hash is not None and spec_hash != card.spec_hash:
+        msg = (
+            f"{directory}: bundle was trained on chart spec {card.spec_hash}, "
+            f"the daemon renders {spec_hash}; rebuild the bundle or use its chart spec"
+        )
+        raise BundleSpecMismatch(msg)
+    return card
+
+
+def read_spec(directory: Path) -> ChartSpec:
+    path = directory / SPEC_FILE
+    try:
+        return msgspec.json.decode(path.read_bytes(), type=ChartSpec)
+    except (OSError, msgspec.DecodeError, msgspec.ValidationError, ValueError) as e:
+        msg = f"{path}: corrupt chart spec ({e})"
+        raise BundleError(msg) from None
+
+
+def load_bundle(directory: Path, *, spec_hash: str | None = None) -> Bundle:
+    """Verify and load a bundle; refuses incomplete, corrupt or other-spec bundles with BundleError."""
+    card = verify_bundle(directory, spec_hash=spec_hash)
+    spec = read_spec(directory)
+    try:
+        calibration = msgspec.json.decode(
+            (directory / CALIBRATION_FILE).read_bytes(), type=Calibration
+        )
+    except (OSError, msgspec.DecodeError, msgspec.ValidationError) as e:
+        msg = f"{directory / CALIBRATION_FILE}: corrupt calibration ({e})"
+        raise BundleError(msg) from None
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
+        parts = load_clip(directory / CLIP_DIR)
+    except ClipError as e:
+        msg = f"{directory}: cannot load the CLIP model ({e})"
+        raise BundleError(msg) from None
+    parts.model.eval()
+    log.info(
+        "bundle.loaded", path=str(directory), bundle_id=card.bundle_id, spec_hash=card.spec_hash
+    )
+    return Bundle(path=directory, parts=parts, spec=spec, calibration=calibration, card=card)

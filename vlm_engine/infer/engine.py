@@ -1,0 +1,195 @@
+"""The warm inference engine: a bundle loaded once on its device, scoring batches of chart windows.
+
+score_batch() is synchronous and thread-safe for one caller at a time per engine; the daemon
+calls it through asyncio.to_thread so the event loop never waits on the model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import msgspec
+import numpy as np
+import numpy.typing as npt
+import structlog
+import torch
+
+from vlm_engine.bundle import Bundle, load_bundle
+from vlm_engine.calibrate.metrics import sigmoid, softmax
+from vlm_engine.clip.encode import class_embeddings, logit_scale
+from vlm_engine.render import ChartSpec, ChartWindow, make_renderer
+
+log = structlog.get_logger("vlm_engine.infer")
+
+Float32Array = npt.NDArray[np.float32]
+DeviceName = Literal["auto", "cpu", "cuda"]
+
+
+class InferenceConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Where and how the model runs; threads 0 keeps torch's default."""
+
+    device: DeviceName = "auto"
+    max_batch: Annotated[int, msgspec.Meta(gt=0)] = 64
+    warmup_batches: Annotated[int, msgspec.Meta(ge=0)] = 2
+    threads: Annotated[int, msgspec.Meta(ge=0)] = 0
+    half_on_cuda: bool = True
+
+
+class ClipScores(msgspec.Struct, frozen=True, kw_only=True):
+    """One chart's calibrated outputs: pattern probabilities (in `classes` order), p_up and the embedding."""
+
+    bundle_id: str
+    classes: tuple[str, ...]
+    pattern_probs: tuple[float, ...]
+    top_pattern: str
+    top_probability: float
+    p_up: float
+    embedding: tuple[float, ...] = ()
+
+
+class ClipBatch(msgspec.Struct, frozen=True, kw_only=True, eq=False):
+    """A batch's outputs as arrays: pattern_probs (N, K), p_up (N,), embeddings (N, D)."""
+
+    bundle_id: str
+    classes: tuple[str, ...]
+    pattern_probs: Float32Array
+    p_up: Float32Array
+    embeddings: Float32Array
+
+    def __len__(self) -> int:
+        return int(self.p_up.shape[0])
+
+    def row(self, index: int, *, with_embedding: bool = False) -> ClipScores:
+        probs = self.pattern_probs[index]
+        top = int(np.argmax(probs)) if probs.size else 0
+        return ClipScores(
+            bundle_id=self.bundle_id,
+            classes=self.classes,
+            pattern_probs=tuple(float(p) for p in probs),
+            top_pattern=self.classes[top] if self.classes else "",
+            top_probability=float(probs[top]) if probs.size else 0.0,
+            p_up=float(self.p_up[index]),
+            embedding=tuple(float(v) for v in self.embeddings[index]) if with_embedding else (),
+        )
+
+
+def resolve_device(name: DeviceName) -> torch.device:
+    """auto: CUDA when available, else CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+class InferenceEngine:
+    """A bundle on its device with prompt features precomputed; render + score in one call."""
+
+    def __init__(self, *, bundle: Bundle, config: InferenceConfig) -> None:
+        self.bundle = bundle
+        self.config = config
+        if config.threads:
+            torch.set_num_threads(config.threads)
+        self.device = resolve_device(config.device)
+        self.dtype = (
+            torch.float16 if self.device.type == "cuda" and config.half_on_cuda else torch.float32
+        )
+        self.renderer = make_renderer(bundle.spec)
+        parts = bundle.parts
+        self.classes = bundle.prompts.classes
+        # Prompt features are fixed per bundle: compute them once, in float32 on the CPU.
+        pattern = class_embeddings(parts, list(bundle.prompts.patterns.values()))
+        direction = class_embeddings(parts, [bundle.prompts.down, bundle.prompts.up])
+        scale = logit_scale(parts)
+        self.model: Any = parts.model.to(self.device, dtype=self.dtype).eval()
+        self._pattern = torch.from_numpy(pattern * scale).to(self.device, self.dtype)
+        # up - down as one vector: z = scale * e . (u - d)
+        self._direction = torch.from_numpy((direction[1] - direction[0]) * scale).to(
+            self.device, self.dtype
+        )
+        self._temperature = bundle.calibration.pattern_temperature
+        self._a, self._b = bundle.calibration.direction_a, bundle.calibration.direction_b
+        self._pin = self.device.type == "cuda"
+        self.warm_up()
+
+    @classmethod
+    def load(
+        cls, path: Path, *, config: InferenceConfig | None = None, spec_hash: str | None = None
+    ) -> InferenceEngine:
+        """Load and validate a bundle (BundleError when unusable), move it to its device and warm it up."""
+        return cls(
+            bundle=load_bundle(path, spec_hash=spec_hash), config=config or InferenceConfig()
+        )
+
+    @property
+    def bundle_id(self) -> str:
+        return self.bundle.bundle_id
+
+    @property
+    def spec(self) -> ChartSpec:
+        return self.bundle.spec
+
+    def warm_up(self) -> None:
+        """Run a few dummy batches so the first real batch pays no allocation or kernel-selection cost."""
+        spec = self.bundle.spec
+        dummy = np.zeros(
+            (min(8, self.config.max_batch), spec.height, spec.width, 3), dtype=np.uint8
+        )
+        for _ in range(self.config.warmup_batches):
+            self.score_images(dummy)
+            self.score_images(dummy[:1])
+        log.info(
+            "engine.warmed",
+            bundle_id=self.bundle_id,
+            device=str(self.device),
+            dtype=str(self.dtype).removeprefix("torch."),
+        )
+
+    def render(self, windows: Sequence[ChartWindow]) -> npt.NDArray[np.uint8]:
+        """Charts of the bundle's spec for the windows (the last spec.bars_needed bars of each)."""
+        return self.renderer.render_batch(list(windows))
+
+    def score_batch(self, windows: Sequence[ChartWindow]) -> ClipBatch:
+        """Render and score windows that closed together; one row per window, in order."""
+        if not windows:
+            return self._empty()
+        return self.score_images(self.render(windows))
+
+    @torch.inference_mode()
+    def score_images(self, images: npt.NDArray[np.uint8]) -> ClipBatch:
+        """Score (N, H, W, 3) uint8 charts of the bundle's spec, in chunks of max_batch."""
+        if images.shape[0] == 0:
+            return self._empty()
+        probs, p_up, embeddings = [], [], []
+        for start in range(0, images.shape[0], self.config.max_batch):
+            chunk = torch.from_numpy(
+                np.ascontiguousarray(images[start : start + self.config.max_batch])
+            )
+            if self._pin:
+                chunk = chunk.pin_memory()
+            pixels = self.bundle.parts.preprocess(chunk, device=self.device).to(self.dtype)
+            out = self.model.get_image_features(pixel_values=pixels)
+            features = out.pooler_output if hasattr(out, "pooler_output") else out
+            features = torch.nn.functional.normalize(features.float(), dim=-1).to(self.dtype)
+            logits = (features @ self._pattern.T).float().cpu().numpy()
+            z = (features @ self._direction).float().cpu().numpy()
+            probs.append(softmax(logits / self._temperature).astype(np.float32))
+            p_up.append(sigmoid(self._a * z + self._b).astype(np.float32))
+            embeddings.append(features.float().cpu().numpy())
+        return ClipBatch(
+            bundle_id=self.bundle_id,
+            classes=self.classes,
+            pattern_probs=np.concatenate(probs),
+            p_up=np.concatenate(p_up),
+            embeddings=np.concatenate(embeddings),
+        )
+
+    def _empty(self) -> ClipBatch:
+        dim = int(self._pattern.shape[1])
+        return ClipBatch(
+            bundle_id=self.bundle_id,
+            classes=self.classes,
+            pattern_probs=np.zeros((0, len(self.classes)), dtype=np.float32),
+            p_up=np.zeros(0, dtype=np.float32),
+            embeddings=np.zeros((0, dim), dtype=np.float32),
+        )
