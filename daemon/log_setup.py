@@ -43,6 +43,11 @@ def configure_logging(
     """Configure structlog once per process; JSON unless `fmt` or a TTY says otherwise."""
     out = stream if stream is not None else sys.stdout
     use_console = fmt == "console" or (fmt == "auto" and out.isatty())
+    # Without an explicit stream, write to whatever sys.stdout is at the time of each line, so a
+    # cached logger never holds on to a stream that was replaced (and closed) since.
+    factory: Any = (
+        structlog.PrintLoggerFactory(file=stream) if stream is not None else _StdoutLoggerFactory()
+    )
     renderer: Any
     if use_console:
         renderer = structlog.dev.ConsoleRenderer(colors=True)
@@ -60,6 +65,22 @@ def configure_logging(
         wrapper_class=structlog.make_filtering_bound_logger(
             logging.getLevelNamesMapping()[level.upper()]
         ),
-        logger_factory=structlog.PrintLoggerFactory(file=out),
+        logger_factory=factory,
         cache_logger_on_first_use=True,
     )
+
+
+class _StdoutLogger:
+    """structlog's PrintLogger, but resolving sys.stdout on every line."""
+
+    def msg(self, message: str) -> None:
+        out = sys.stdout
+        out.write(message + "\n")
+        out.flush()
+
+    log = debug = info = warn = warning = err = error = critical = exception = fatal = msg
+
+
+class _StdoutLoggerFactory:
+    def __call__(self, *args: Any) -> _StdoutLogger:
+        return _StdoutLogger()

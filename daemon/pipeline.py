@@ -20,6 +20,7 @@ import structlog
 from daemon.execution.base import ExecutionClient
 from daemon.journal import Journal
 from daemon.latency import LatencyRecorder
+from daemon.scorer_slot import log_drift
 from strategy.bars import BarStore
 from strategy.book import Book
 from strategy.kernel import BatchDecision, BatchIntake, TradingKernel
@@ -152,8 +153,28 @@ class Pipeline:
             signals = await asyncio.to_thread(scorer.score, windows)  # type: ignore[arg-type]
         else:
             signals = scorer.score(windows)  # type: ignore[arg-type]
+        log_drift(scorer)  # model.drift_detected for any PSI crossing this batch
         self.stats.signals += len(signals)
+        self._log_signals(signals)
         return signals
+
+    def _log_signals(self, signals: Sequence[Signal]) -> None:
+        """Actionable signals (confident enough for the strategy) are decisions: one info line each.
+        The rest are in the journal, and on the debug log."""
+        threshold = self.kernel.strategy.config.min_confidence
+        for s in signals:
+            if s.confidence <= 0:
+                continue
+            emit = log.info if s.confidence >= threshold else log.debug
+            emit(
+                "signal.scored",
+                symbol=s.symbol,
+                bar_ts=s.ts.isoformat(),
+                p_up=round(s.p_up, 4),
+                confidence=round(s.confidence, 4),
+                scorer=s.scorer,
+                reasons=list(s.reasons),
+            )
 
     async def _send(self, decision: BatchDecision, arrived: float) -> None:
         for coid in decision.cancels:

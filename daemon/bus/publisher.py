@@ -243,9 +243,7 @@ class MqttBus:
         try:
             done, _ = await asyncio.wait([*tasks, stop], return_when=asyncio.FIRST_COMPLETED)
         finally:
-            for t in [*tasks, stop]:
-                t.cancel()
-            await asyncio.gather(*tasks, stop, return_exceptions=True)
+            await _cancel_all([*tasks, stop])
         for t in tasks:
             if t in done and t.exception() is not None:
                 raise t.exception()  # type: ignore[misc]
@@ -326,6 +324,16 @@ class MqttBus:
         await self._publish(
             client, _Outbound(topic=self.topics.status, fields=fields, qos=1, retain=True)
         )
+
+
+async def _cancel_all(tasks: list[asyncio.Task[Any]]) -> None:
+    """Cancel until done: 3.11's wait_for (in aiomqtt.publish) can swallow a cancel racing a PUBACK."""
+    pending = [t for t in tasks if not t.done()]
+    while pending:
+        for t in pending:
+            t.cancel()
+        await asyncio.wait(pending, timeout=0.1)
+        pending = [t for t in pending if not t.done()]
 
 
 def _payload_bytes(payload: Any) -> bytes:
