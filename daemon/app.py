@@ -162,7 +162,7 @@ class Daemon:
             self._consumer = tg.create_task(self._consume(feed.closed_bars(resume_after=resume)))
             await self._wait_consumer()
             watchdog.cancel()
-        await self._shutdown(pipeline, journal)
+        await self._shutdown(pipeline)
         return EXIT_OK
 
     async def _warm_up(
@@ -256,7 +256,7 @@ class Daemon:
                 log.error("daemon.unhealthy", busy_seconds=round(time.perf_counter() - busy, 3))
             await asyncio.sleep(interval)
 
-    async def _shutdown(self, pipeline: Pipeline, journal: Journal) -> None:
+    async def _shutdown(self, pipeline: Pipeline) -> None:
         self.notifier.stopping()
         pipeline.paused = True
         cancelled = 0
@@ -267,16 +267,7 @@ class Daemon:
         pipeline.flush_broker_updates()
         book = pipeline.book
         if book.day is not None:
-            journal.record_daily_pnl(
-                day=book.day,
-                equity=book.equity(),
-                realized=sum(p.realized_pnl for p in book.positions.values()),
-                unrealized=sum(
-                    p.unrealized_pnl(book.last_prices.get(s, p.average_price))
-                    for s, p in book.positions.items()
-                ),
-                ts=pipeline.stats.last_bar_ts or datetime.now(UTC),
-            )
+            pipeline.record_daily_pnl(book.day, pipeline.stats.last_bar_ts or datetime.now(UTC))
         log.info(
             "daemon.stopped",
             cancelled_orders=cancelled,

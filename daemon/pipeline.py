@@ -12,7 +12,7 @@ import os
 import signal
 import time
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import date, datetime
 
 import msgspec
 import structlog
@@ -127,7 +127,10 @@ class Pipeline:
 
         self.execution.on_market_bars(batch)
         updates = self.execution.drain()
+        day_before = kernel.book.day
         intake = kernel.intake(batch, updates.events, updates.fills)
+        if day_before is not None and kernel.book.day != day_before:
+            self.record_daily_pnl(day_before, intake.now, equity=kernel.book.day_start_equity)
         self._log_intake(intake)
         signals = await self._score(kernel.windows(intake.accepted))
         decision = kernel.decide(signals, intake.now)
@@ -260,6 +263,26 @@ class Pipeline:
                 quantity=intent.quantity,
                 confidence=round(intent.confidence, 4),
             )
+
+    def record_daily_pnl(self, day: date, ts: datetime, *, equity: float | None = None) -> None:
+        """Journal one trading day's P&L (at the day roll, and at shutdown for the day so far)."""
+        book = self.book
+        realized = sum(p.realized_pnl for p in book.positions.values())
+        unrealized = sum(
+            p.unrealized_pnl(book.last_prices.get(s, p.average_price))
+            for s, p in book.positions.items()
+        )
+        value = book.equity() if equity is None else equity
+        self.journal.record_daily_pnl(
+            day=day, equity=value, realized=realized, unrealized=unrealized, ts=ts
+        )
+        log.info(
+            "pnl.recorded",
+            day=day.isoformat(),
+            equity=round(value, 2),
+            realized=round(realized, 2),
+            unrealized=round(unrealized, 2),
+        )
 
     # ---- broker updates outside a batch ---------------------------------------------------------
     def flush_broker_updates(self) -> None:

@@ -92,6 +92,7 @@ def test_run_when_sigterm_after_fills_then_ready_watchdog_exit_zero_and_journal_
             signed = sum(f.signed_quantity for f in fills if f.symbol == symbol)
             assert position.quantity == pytest.approx(signed)
         assert journal.counts()["signals"] > 0
+        assert journal.counts()["daily_pnl"] >= 1
         assert journal.counts()["decisions"] >= len(orders)
 
     view = broker_view(state)

@@ -1,0 +1,144 @@
+"""The live pipeline over real parts: SQLite journal, paper venue, rule scorer, risk engine."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+import structlog
+
+from daemon.execution.paper import PaperExecution
+from daemon.journal import Journal
+from daemon.pipeline import Pipeline
+from strategy.bars import BarStore, BarStoreConfig
+from strategy.book import Book
+from strategy.market_sim import MarketSimulator, SimMarketConfig
+from strategy.risk import RiskConfig, RiskEngine
+from strategy.rule_scorer import RuleScorer, RuleScorerConfig
+from strategy.sim_broker import SimBrokerConfig
+from strategy.target_strategy import StrategyConfig, TargetStrategy
+from strategy.types import Bar, OrderIntent, Side
+
+START = datetime(2026, 3, 2, 22, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+def pipeline(tmp_path: Path) -> Iterator[Pipeline]:
+    journal = Journal(tmp_path / "journal.sqlite", checkpoint_seconds=None)
+    journal.open()
+    venue = PaperExecution(config=SimBrokerConfig(), path=tmp_path / "venue.sqlite")
+    yield Pipeline(
+        store=BarStore(config=BarStoreConfig(window=16)),
+        scorer=RuleScorer(config=RuleScorerConfig()),
+        strategy=TargetStrategy(config=StrategyConfig(hold_bars=3, position_notional=2_000)),
+        risk=RiskEngine(config=RiskConfig()),
+        book=Book(starting_cash=100_000),
+        journal=journal,
+        execution=venue,
+        order_prefix="T",
+    )
+    venue.close()
+    journal.close()
+
+
+def market(n: int) -> list[list[Bar]]:
+    config = SimMarketConfig(symbols=["AAA", "BBB", "CCC"], seed=5, pattern_rate=0.1)
+    sim = MarketSimulator(config=config, start=START)
+    return [sim.next_batch() for _ in range(n)]
+
+
+def run(pipeline: Pipeline, batches: list[list[Bar]]) -> None:
+    async def go() -> None:
+        for batch in batches:
+            await pipeline.on_bars(batch)
+
+    asyncio.run(go())
+
+
+def test_on_bars_when_day_rolls_then_previous_day_pnl_is_journaled(pipeline: Pipeline) -> None:
+    batches = market(200)  # 22:00 -> past midnight UTC
+    assert batches[0][0].ts.date() != batches[-1][0].ts.date()
+    run(pipeline, batches)
+    rows = pipeline.journal.rows("daily_pnl")
+    assert [r["day"] for r in rows] == [START.date().isoformat()]
+    assert pipeline.stats.orders_submitted > 0
+
+
+def test_on_bars_when_paused_then_no_new_orders_but_fills_still_apply(pipeline: Pipeline) -> None:
+    batches = market(120)
+    run(pipeline, batches[:80])
+    submitted = pipeline.stats.orders_submitted
+    assert submitted > 0
+    pipeline.paused = True
+    run(pipeline, batches[80:])
+    assert pipeline.stats.orders_submitted == submitted
+    assert pipeline.journal.counts()["orders"] == submitted
+
+
+def test_on_bars_when_bar_is_bad_then_rejected_logged_journaled_and_trading_goes_on(
+    pipeline: Pipeline,
+) -> None:
+    batches = market(40)
+    good = batches[30][0]
+    bad = Bar(symbol=good.symbol, ts=good.ts, open=good.open, high=good.low - 1.0, low=good.low,
+              close=good.close, volume=good.volume)  # fmt: skip
+    batches[30] = [bad, *batches[30][1:]]
+    with structlog.testing.capture_logs() as logs:
+        run(pipeline, batches)
+    rejected = [e for e in logs if e["event"] == "bar.rejected"]
+    assert [(e["symbol"], e["reason"]) for e in rejected] == [(good.symbol, "high_below_low")]
+    assert pipeline.journal.counts()["bars_rejected"] == 1
+    assert pipeline.stats.batches == 40
+
+
+def test_submit_intents_when_flatten_then_reducing_order_journaled_before_broker(
+    pipeline: Pipeline,
+) -> None:
+    batches = market(100)
+    run(pipeline, batches)
+    held = {s: p.quantity for s, p in pipeline.book.positions.items() if p.quantity}
+    if not held:  # make one: buy through the same path
+        now = batches[-1][0].ts
+        asyncio.run(
+            pipeline.submit_intents(
+                [OrderIntent(symbol="AAA", ts=now, side=Side.BUY, quantity=5, reason="test")], now
+            )
+        )
+        run(pipeline, market(101)[100:])
+        held = {s: p.quantity for s, p in pipeline.book.positions.items() if p.quantity}
+    symbol, quantity = next(iter(held.items()))
+    now = pipeline.stats.last_bar_ts or START
+    side = Side.SELL if quantity > 0 else Side.BUY
+    intent = OrderIntent(symbol=symbol, ts=now, side=side, quantity=abs(quantity), reason="flatten")
+    orders = asyncio.run(pipeline.submit_intents([intent], now))
+    assert len(orders) == 1
+    journaled = pipeline.journal.load_orders()[orders[0].client_order_id]
+    assert journaled.quantity == abs(quantity)
+    assert journaled.side is side
+
+
+def test_on_bars_when_risk_rejects_then_reason_is_logged_and_journaled(tmp_path: Path) -> None:
+    journal = Journal(tmp_path / "journal.sqlite", checkpoint_seconds=None)
+    journal.open()
+    with PaperExecution(config=SimBrokerConfig(), path=tmp_path / "venue.sqlite") as venue:
+        strict = Pipeline(
+            store=BarStore(config=BarStoreConfig(window=16)),
+            scorer=RuleScorer(config=RuleScorerConfig()),
+            strategy=TargetStrategy(config=StrategyConfig(position_notional=2_000)),
+            risk=RiskEngine(config=RiskConfig(max_order_quantity=1)),
+            book=Book(starting_cash=100_000),
+            journal=journal,
+            execution=venue,
+        )
+        with structlog.testing.capture_logs() as logs:
+            run(strict, market(100))
+    reasons = {e["reason"] for e in logs if e["event"] == "risk.rejected"}
+    assert reasons == {"max_order_quantity"}
+    assert strict.stats.orders_submitted == 0
+    rows = journal.rows("decisions")
+    journal.close()
+    assert rows
+    assert all(r["reason"] == "max_order_quantity" and r["accepted"] == 0 for r in rows)
