@@ -167,3 +167,58 @@ def test_plan_when_any_fractions_then_splits_never_share_a_bar(
     order = [s for s in ("train", "val", "test") if spans[s]]
     for a, b in combinations(order, 2):
         assert max(e for _, e in spans[a]) + embargo_s <= min(s for s, _ in spans[b])
+
+
+def _write_ib_day(root: Path, symbol: str, day: str, frame: pd.DataFrame) -> Path:
+    """One symbol-day file as `vlmtrader ib history` writes it: root/SYMBOL/YYYY-MM-DD.parquet."""
+    path = root / symbol / f"{day}.parquet"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    frame.to_parquet(path, index=False)
+    return path
+
+
+def _ib_history_dir(root: Path) -> pd.DataFrame:
+    """Two symbols, three days each (the middle one without bars), plus a leftover .tmp file."""
+    columns = ["symbol", "ts", "open", "high", "low", "close", "volume"]
+    full = bars_frame(("AAPL", "MSFT"), n=400)
+    for symbol, bars in full.groupby("symbol"):
+        bars = bars.reset_index(drop=True)
+        _write_ib_day(root, str(symbol), "2024-03-01", bars.iloc[:200][columns])
+        _write_ib_day(root, str(symbol), "2024-03-02", pd.DataFrame([], columns=columns))
+        # the boundary bar is in both day files: kept once
+        _write_ib_day(root, str(symbol), "2024-03-03", bars.iloc[199:][columns])
+    (root / "AAPL" / "2024-03-04.parquet.tmp").write_bytes(b"half-written")
+    return normalize_bars(full)
+
+
+def test_load_bars_when_ib_history_layout_then_all_days_read(tmp_path: Path) -> None:
+    from vlm_engine.dataset.bars import bar_files, load_bars
+
+    expected = _ib_history_dir(tmp_path)
+    assert len(bar_files(tmp_path)) == 6
+    loaded = load_bars(tmp_path)
+    assert len(loaded) == len(expected) == 800
+    pd.testing.assert_frame_equal(loaded, expected, check_dtype=False)
+    manifest = build_dataset(loaded, CFG, out=tmp_path / "out")
+    assert manifest.counts["train"] > 0
+    assert manifest.counts["test"] > 0
+    assert manifest.bars_hash == build_dataset(expected, CFG, out=tmp_path / "again").bars_hash
+
+
+def test_load_bars_when_every_file_empty_or_conflicting_duplicate_then_error(
+    tmp_path: Path,
+) -> None:
+    from vlm_engine.dataset.bars import load_bars
+
+    columns = ["symbol", "ts", "open", "high", "low", "close", "volume"]
+    _write_ib_day(tmp_path / "a", "AAPL", "2024-03-02", pd.DataFrame([], columns=columns))
+    with pytest.raises(BarsInputError, match="no bars in any of its 1 file"):
+        load_bars(tmp_path / "a")
+    bars = bars_frame(("AAPL",), n=20)[columns]
+    _write_ib_day(tmp_path / "b", "AAPL", "2024-03-01", bars.iloc[:10])
+    changed = bars.iloc[9:].copy()
+    changed.loc[changed.index[0], "close"] += 0.5
+    changed.loc[changed.index[0], "high"] += 0.5
+    _write_ib_day(tmp_path / "b", "AAPL", "2024-03-02", changed)
+    with pytest.raises(BarsInputError, match="duplicate bar for AAPL"):
+        load_bars(tmp_path / "b")

@@ -34,16 +34,31 @@ def bar_files(path: Path) -> list[Path]:
 
 
 def load_bars(path: Path) -> pd.DataFrame:
-    """Read and normalise the bars at path (file or directory); errors name the file."""
+    """Read and normalise the bars at path (file or directory); errors name the file.
+
+    A directory may hold one file per symbol-day, as `vlmtrader ib history` writes
+    (SYMBOL/YYYY-MM-DD.parquet): days without bars (weekends, holidays) are empty files and
+    are skipped, and a bar repeated exactly in two files is kept once. Conflicting
+    duplicates (same symbol and time, other values) are still an error.
+    """
+    files = bar_files(path)
     frames = []
-    for file in bar_files(path):
+    for file in files:
         try:
             raw = pd.read_csv(file) if file.suffix.lower() == ".csv" else pd.read_parquet(file)
         except (OSError, ValueError, pd.errors.ParserError) as e:
             msg = f"{file}: cannot read bars ({e})"
             raise BarsInputError(msg) from None
+        if raw.empty and not [c for c in BAR_COLUMNS if c not in raw.columns]:
+            continue  # a day without bars
         frames.append(normalize_bars(raw, where=str(file)))
-    return normalize_bars(pd.concat(frames, ignore_index=True), where=str(path))
+    if not frames:
+        msg = f"{path}: no bars in any of its {len(files)} file(s)"
+        raise BarsInputError(msg)
+    if len(frames) == 1:
+        return frames[0]
+    merged = pd.concat(frames, ignore_index=True).drop_duplicates(ignore_index=True)
+    return normalize_bars(merged, where=str(path))
 
 
 def normalize_bars(frame: pd.DataFrame, *, where: str = "bars") -> pd.DataFrame:

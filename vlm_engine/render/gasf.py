@@ -31,5 +31,9 @@ def gasf_image(series: npt.ArrayLike, *, height: int, width: int) -> npt.NDArray
     v = (field + 1.0) / 2.0
     rgb = np.rint(np.stack([v, 1.0 - np.abs(2.0 * v - 1.0), 1.0 - v], axis=-1) * 255.0)
     coloured = rgb.astype(np.uint8)
-    out: npt.NDArray[np.uint8] = coloured[rows[:, None], cols[None, :]]
+    # nearest resize: rows and cols are non-decreasing, so repeating each source row/column
+    # by how often it is picked is the same as coloured[rows[:, None], cols[None, :]], faster
+    out: npt.NDArray[np.uint8] = coloured.repeat(np.bincount(rows, minlength=n), axis=0).repeat(
+        np.bincount(cols, minlength=n), axis=1
+    )
     return out

@@ -257,10 +257,13 @@ _worker: MplfinanceRenderer | None = None
 
 
 def _init_worker(spec_json: bytes) -> None:
+    """Pool initializer: one renderer per worker process, warmed up so its figure and artists exist."""
     import msgspec
 
     global _worker
-    _worker = MplfinanceRenderer(spec=msgspec.json.decode(spec_json, type=ChartSpec))
+    spec = msgspec.json.decode(spec_json, type=ChartSpec)
+    _worker = MplfinanceRenderer(spec=spec)
+    _worker.render(_warmup_window(spec))
 
 
 def _render_chunk(windows: list[ChartWindow]) -> npt.NDArray[np.uint8]:
@@ -268,17 +271,79 @@ def _render_chunk(windows: list[ChartWindow]) -> npt.NDArray[np.uint8]:
     return _worker.render_batch(windows)
 
 
-def render_batch_parallel(
-    spec: ChartSpec, windows: Sequence[ChartWindow], *, processes: int = 2, chunk_size: int = 32
-) -> npt.NDArray[np.uint8]:
-    """Render many charts with mplfinance in a process pool (one reused figure per worker)."""
-    import msgspec
+def _warmup_window(spec: ChartSpec) -> ChartWindow:
+    """A fixed synthetic window of bars_needed bars (a gentle zig-zag), only for warming up."""
+    from vlm_engine.render.window import make_window
 
-    chunks = [list(windows[i : i + chunk_size]) for i in range(0, len(windows), chunk_size)]
-    if not chunks:
-        return np.empty((0, spec.height, spec.width, 3), dtype=np.uint8)
-    with ProcessPoolExecutor(
-        max_workers=processes, initializer=_init_worker, initargs=(msgspec.json.encode(spec),)
-    ) as pool:
-        parts = list(pool.map(_render_chunk, chunks))
-    return np.concatenate(parts, axis=0)
+    n = spec.bars_needed
+    close = 100.0 + np.sin(np.arange(n) / 3.0)
+    open_ = np.r_[close[0], close[:-1]]
+    return make_window(
+        symbol="WARMUP",
+        bar_seconds=60,
+        ts=np.arange(n) * 60,
+        open=open_,
+        high=np.maximum(open_, close) + 0.1,
+        low=np.minimum(open_, close) - 0.1,
+        close=close,
+        volume=np.full(n, 100.0),
+    )
+
+
+class MplfinancePool:
+    """Warm mplfinance renderers in worker processes, kept across batches; use as a context manager.
+
+    Each worker builds its renderer once (initializer) and reuses its figure; a batch is cut
+    into chunks of up to chunk_size windows, spread over the workers and returned in order.
+    Start-up (process start, mplfinance import, first figure) is paid once, not per batch.
+    """
+
+    def __init__(self, *, spec: ChartSpec, processes: int = 2, chunk_size: int = 4) -> None:
+        import msgspec
+
+        if processes < 1 or chunk_size < 1:
+            msg = f"MplfinancePool: processes ({processes}) and chunk_size ({chunk_size}) must be >= 1"
+            raise ValueError(msg)
+        self.spec = spec
+        self.processes = processes
+        self.chunk_size = chunk_size
+        self._pool = ProcessPoolExecutor(
+            max_workers=processes, initializer=_init_worker, initargs=(msgspec.json.encode(spec),)
+        )
+
+    def __enter__(self) -> MplfinancePool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def warm_up(self) -> None:
+        """Start every worker now (each renders its warm-up chart) instead of on the first batch."""
+        window = _warmup_window(self.spec)
+        list(self._pool.map(_render_chunk, [[window]] * self.processes))
+
+    def render_batch(self, windows: Sequence[ChartWindow]) -> npt.NDArray[np.uint8]:
+        """Charts stacked as BxHxWx3, identical to MplfinanceRenderer.render_batch."""
+        spec = self.spec
+        if not windows:
+            return np.empty((0, spec.height, spec.width, 3), dtype=np.uint8)
+        # small enough chunks that every worker gets several (balance), big enough to amortise IPC
+        size = max(1, min(self.chunk_size, -(-len(windows) // (2 * self.processes))))
+        chunks = [list(windows[i : i + size]) for i in range(0, len(windows), size)]
+        out = np.empty((len(windows), spec.height, spec.width, 3), dtype=np.uint8)
+        start = 0
+        for part in self._pool.map(_render_chunk, chunks):
+            out[start : start + len(part)] = part
+            start += len(part)
+        return out
+
+
+def render_batch_parallel(
+    spec: ChartSpec, windows: Sequence[ChartWindow], *, processes: int = 2, chunk_size: int = 4
+) -> npt.NDArray[np.uint8]:
+    """Render many charts with mplfinance in a one-off process pool (see MplfinancePool to keep one)."""
+    with MplfinancePool(spec=spec, processes=processes, chunk_size=chunk_size) as pool:
+        return pool.render_batch(windows)

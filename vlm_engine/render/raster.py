@@ -1,7 +1,11 @@
 """NumpyRenderer: a vectorised rasterizer of a ChartSpec (bodies, wicks, volume, lines); deterministic.
 
-Everything is drawn as vertical pixel spans into a 2-d palette-index canvas (later spans
-overwrite earlier ones), which is turned into RGB with one `take` at the end.
+A batch is drawn at once: windows with the same number of bars are stacked, and each layer
+(indicator lines, wicks, bodies, volume, RSI, MACD) becomes one set of vertical pixel spans
+for the whole group. A layer is one scatter of 3-byte RGB pixels through flat indices into
+the output, which starts as a copy of the background; later layers overwrite earlier ones.
+Layout tables (columns per bar, line interpolation segments) are computed once per spec.
+Pixels are byte-identical to drawing each chart alone with np.interp lines (RENDER_VERSION 1).
 """
 
 from __future__ import annotations
@@ -12,20 +16,25 @@ import numpy as np
 import numpy.typing as npt
 
 from vlm_engine.render.gasf import gasf_image
-from vlm_engine.render.indicators import ChartLines, compute_lines
-from vlm_engine.render.layout import Layout, make_layout, price_range, scale_price
+from vlm_engine.render.indicators import ChartLines, compute_lines_batch
+from vlm_engine.render.layout import Layout, make_layout
 from vlm_engine.render.spec import ChartSpec, hex_to_rgb
 from vlm_engine.render.window import ChartWindow, validate_window
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
+BoolArray = npt.NDArray[np.bool_]
 Image = npt.NDArray[np.uint8]
+Codes = int | npt.NDArray[np.uint8]
 
 BG, UP, DOWN, VOL_UP, VOL_DOWN, BOLLINGER, RSI, MACD, MACD_SIGNAL, SMA0 = range(10)
+_COLUMNS = ("open", "high", "low", "close", "volume")
+_CHUNK = 64
+_PIXEL = np.dtype("V3")  # one RGB pixel as a single 3-byte item, so one scatter writes all channels
 
 
 class _Columns:
-    """Candle-area geometry per bar slot: body column range and wick column."""
+    """Candle-area geometry per bar slot (body columns, wick column, centre) and line interpolation tables."""
 
     def __init__(self, *, spec: ChartSpec, width: int) -> None:
         slot = width / spec.window
@@ -38,30 +47,45 @@ class _Columns:
         )
         self.wick: IntArray = np.clip(np.floor(self.center).astype(np.int64), self.x0, self.x1)
         self.body_width: IntArray = self.x1 - self.x0 + 1
+        cols = np.arange(width, dtype=np.float64)
+        # np.interp's segment per pixel column: centre[seg] <= col < centre[seg + 1]
+        self.seg: IntArray = np.searchsorted(self.center, cols, side="right").astype(np.int64) - 1
+        self.on_center: BoolArray = (self.seg >= 0) & (self.center[np.maximum(self.seg, 0)] == cols)
+        self._groups: dict[int, _Group] = {}
+
+    def group(self, n: int, window: int) -> _Group:
+        """Column tables for charts of n shown bars (right-aligned in the window), cached."""
+        found = self._groups.get(n)
+        if found is None:
+            found = self._groups[n] = _Group(columns=self, n=n, window=window)
+        return found
 
 
-def _fill_spans(
-    canvas: npt.NDArray[np.uint8],
-    cols: IntArray,
-    lo: FloatArray,
-    hi: FloatArray,
-    code: int | npt.NDArray[np.uint8],
-) -> None:
-    """Set canvas[lo[i]..hi[i], cols[i]] (inclusive, clipped) to code (scalar or per span)."""
-    h = canvas.shape[0]
-    lo_i = np.clip(lo, 0, h).astype(np.int64)
-    hi_i = np.clip(hi, -1, h - 1).astype(np.int64)
-    lengths = np.maximum(hi_i - lo_i + 1, 0)
-    total = int(lengths.sum())
-    if total == 0:
-        return
-    starts = np.repeat(lo_i - (np.cumsum(lengths) - lengths), lengths)
-    rows = starts + np.arange(total)
-    colidx = np.repeat(cols, lengths)
-    if isinstance(code, np.ndarray):
-        canvas[rows, colidx] = np.repeat(code, lengths)
-    else:
-        canvas[rows, colidx] = code
+class _Group:
+    """Per shown-bar-count tables: the bars' slots, body columns, and the line columns with their segments."""
+
+    def __init__(self, *, columns: _Columns, n: int, window: int) -> None:
+        offset = window - n
+        self.offset = offset
+        slots = np.arange(offset, window)
+        self.wick: IntArray = columns.wick[slots]
+        self.widths: IntArray = columns.body_width[slots]
+        self.body_cols: IntArray = columns.x0[slots].repeat(self.widths) + _ramp(self.widths)
+        center = columns.center
+        self.center: FloatArray = center[offset:]
+        first = int(np.ceil(center[offset]))
+        last = int(np.floor(center[window - 1]))
+        self.line_cols: IntArray = np.arange(first, max(first, last + 1))
+        seg = columns.seg[self.line_cols] - offset
+        self.seg: IntArray = seg
+        self.seg_next: IntArray = np.minimum(seg + 1, n - 1)
+        self.x0: FloatArray = self.center[seg]
+        self.x1: FloatArray = self.center[self.seg_next]
+        self.dx_col: FloatArray = self.line_cols.astype(np.float64) - self.x0
+        # the segment is empty only on the last centre, where np.interp returns the value itself
+        self.dx_seg: FloatArray = np.where(self.seg_next > seg, self.x1 - self.x0, 1.0)
+        self.on_center: BoolArray = columns.on_center[self.line_cols]
+        self.any_on_center = bool(self.on_center.any())
 
 
 class NumpyRenderer:
@@ -91,90 +115,127 @@ class NumpyRenderer:
             *style.sma,
         ]
         self._palette = np.array([hex_to_rgb(c) for c in colours], dtype=np.uint8)
+        self._background = np.broadcast_to(self._palette[BG], (spec.height, spec.width, 3)).copy()
+        self._pixels = self._palette.view(_PIXEL).reshape(-1)
+        self._steps = np.zeros(0, dtype=np.int64)
 
     def render(self, window: ChartWindow) -> Image:
         """One chart as an HxWx3 uint8 array."""
-        validate_window(window)
-        spec = self.spec
-        bars = window.tail(spec.bars_needed)
-        shown = bars.tail(spec.window)
-        canvas = np.zeros((spec.height, spec.width), dtype=np.uint8)
-        if self._columns is not None:
-            self._draw_candle_area(
-                canvas[:, : self.layout.candle_width], shown, compute_lines(spec, bars)
-            )
-        image: Image = self._palette.take(canvas, axis=0)
-        if self.layout.gasf_width:
-            image[:, spec.width - self.layout.gasf_width :] = gasf_image(
-                shown.close, height=spec.height, width=self.layout.gasf_width
-            )
+        image: Image = self.render_batch([window])[0]
         return image
 
-    def render_batch(self, windows: Sequence[ChartWindow]) -> npt.NDArray[np.uint8]:
-        """Charts stacked as BxHxWx3."""
-        out = np.empty((len(windows), self.spec.height, self.spec.width, 3), dtype=np.uint8)
-        for i, window in enumerate(windows):
-            out[i] = self.render(window)
+    def render_batch(
+        self, windows: Sequence[ChartWindow], *, out: npt.NDArray[np.uint8] | None = None
+    ) -> npt.NDArray[np.uint8]:
+        """Charts stacked as BxHxWx3 (into `out` when given: a C-contiguous uint8 array of that shape)."""
+        spec = self.spec
+        shape = (len(windows), spec.height, spec.width, 3)
+        if out is None:
+            out = np.empty(shape, dtype=np.uint8)
+        elif out.shape != shape or out.dtype != np.uint8 or not out.flags.c_contiguous:
+            msg = f"render_batch: out must be a C-contiguous uint8 array of shape {shape}, got {out.dtype} {out.shape}"
+            raise ValueError(msg)
+        if not windows:
+            return out
+        np.copyto(out, self._background)
+        for order, bars in _validated_groups(windows, spec.bars_needed):
+            for start in range(0, len(order), _CHUNK):  # chunks keep the work in cache
+                part = slice(start, start + _CHUNK)
+                self._render_group({k: v[part] for k, v in bars.items()}, out, order[part])
         return out
 
+    def _render_group(self, bars: dict[str, FloatArray], out: Image, order: IntArray) -> None:
+        """Draw one group of equal-length windows into out[order]."""
+        spec, layout = self.spec, self.layout
+        shown = {k: np.ascontiguousarray(v[:, -spec.window :]) for k, v in bars.items()}
+        if self._columns is not None:
+            self._draw_candle_area(out, order, shown, compute_lines_batch(spec, bars["close"]))
+        if layout.gasf_width:
+            for i, b in enumerate(order.tolist()):
+                out[b, :, spec.width - layout.gasf_width :] = gasf_image(
+                    shown["close"][i], height=spec.height, width=layout.gasf_width
+                )
+
     def _draw_candle_area(
-        self, area: npt.NDArray[np.uint8], shown: ChartWindow, lines: ChartLines
+        self, out: Image, order: IntArray, shown: dict[str, FloatArray], lines: ChartLines
     ) -> None:
         spec, geo = self.spec, self._columns
         assert geo is not None
-        n = len(shown)
-        offset = spec.window - n
-        slots = np.arange(offset, spec.window)
-        up = shown.close >= shown.open
+        n = shown["close"].shape[1]
+        grp = geo.group(n, spec.window)
+        cw = spec.width  # the candle area is the image's left part: rows step by the full width
+        flat = out.reshape(-1, 3).view(_PIXEL).reshape(-1)
+        base = (order * (spec.height * cw))[:, None]
+        up = shown["close"] >= shown["open"]
         colour = np.where(up, UP, DOWN).astype(np.uint8)
 
         top, bottom = self.layout.rows("price")
         height = bottom - top
-        lo, hi = price_range(spec, shown, lines)
+        lo, hi = _price_range(spec, shown, lines)
+        hi_col, span_col = hi[:, None], (hi - lo)[:, None]
+        log_scale = spec.price_scale == "log"
 
         def to_rows(values: FloatArray) -> FloatArray:
-            return (hi - scale_price(spec, values)) / (hi - lo) * (height - 1)
+            scaled = _log(values) if log_scale else values
+            rows: FloatArray = (hi_col - scaled) / span_col * (height - 1)
+            return rows
 
-        panel = area[top:bottom]
+        price_base = base + top * cw
         for arr, code in self._price_lines(lines):
-            self._draw_line(panel, to_rows(arr), offset, code)
+            self._draw_line(flat, price_base, height, cw, grp, to_rows(arr), code)
         # wicks, then bodies (each body spans body_width columns)
-        _fill_spans(
-            panel,
-            geo.wick[slots],
-            np.rint(to_rows(shown.high)),
-            np.rint(to_rows(shown.low)),
+        self._fill(
+            flat,
+            price_base + grp.wick,
+            np.rint(to_rows(shown["high"])),
+            np.rint(to_rows(shown["low"])),
+            height,
+            cw,
             colour,
         )
-        widths = geo.body_width[slots]
-        body_cols = np.repeat(geo.x0[slots], widths) + _ramp(widths)
-        _fill_spans(
-            panel,
-            body_cols,
-            np.repeat(np.rint(to_rows(np.maximum(shown.open, shown.close))), widths),
-            np.repeat(np.rint(to_rows(np.minimum(shown.open, shown.close))), widths),
-            np.repeat(colour, widths),
+        widths = grp.widths
+        body_base = price_base + grp.body_cols
+        self._fill(
+            flat,
+            body_base,
+            np.rint(to_rows(np.maximum(shown["open"], shown["close"]))).repeat(widths, axis=1),
+            np.rint(to_rows(np.minimum(shown["open"], shown["close"]))).repeat(widths, axis=1),
+            height,
+            cw,
+            colour.repeat(widths, axis=1),
         )
         if spec.volume:
             top, bottom = self.layout.rows("volume")
             vheight = bottom - top
-            vmax = float(shown.volume.max())
-            if vmax > 0:
-                level = (vheight - 1) - np.rint(shown.volume / vmax * (vheight - 1))
-                _fill_spans(
-                    area[top:bottom],
-                    body_cols,
-                    np.repeat(level, widths),
-                    np.full(body_cols.shape, vheight - 1, dtype=np.float64),
-                    np.repeat(np.where(up, VOL_UP, VOL_DOWN).astype(np.uint8), widths),
+            volume = shown["volume"]
+            vmax = volume.max(axis=1, keepdims=True)
+            drawn = (vmax > 0)[:, 0]
+            if drawn.any():
+                with np.errstate(divide="ignore", invalid="ignore"):
+                    level = (vheight - 1) - np.rint(volume / vmax * (vheight - 1))
+                level = np.where(drawn[:, None], level, vheight)  # an empty span when vmax == 0
+                self._fill(
+                    flat,
+                    base + top * cw + grp.body_cols,
+                    level.repeat(widths, axis=1),
+                    np.full(level.shape[:1] + grp.body_cols.shape, vheight - 1, dtype=np.float64),
+                    vheight,
+                    cw,
+                    np.where(up, VOL_UP, VOL_DOWN).astype(np.uint8).repeat(widths, axis=1),
                 )
         if spec.rsi and lines.rsi is not None:
             top, bottom = self.layout.rows("rsi")
             self._draw_line(
-                area[top:bottom], (100.0 - lines.rsi) / 100.0 * (bottom - top - 1), offset, RSI
+                flat,
+                base + top * cw,
+                bottom - top,
+                cw,
+                grp,
+                (100.0 - lines.rsi) / 100.0 * (bottom - top - 1),
+                RSI,
             )
         if spec.macd:
-            self._draw_macd(area, lines, offset, body_cols, widths)
+            self._draw_macd(flat, base, cw, grp, lines)
 
     def _price_lines(self, lines: ChartLines) -> list[tuple[FloatArray, int]]:
         out: list[tuple[FloatArray, int]] = []
@@ -184,64 +245,204 @@ class NumpyRenderer:
         return out
 
     def _draw_macd(
-        self,
-        area: npt.NDArray[np.uint8],
-        lines: ChartLines,
-        offset: int,
-        body_cols: IntArray,
-        widths: IntArray,
+        self, flat: Image, base: IntArray, cw: int, grp: _Group, lines: ChartLines
     ) -> None:
         if lines.macd is None or lines.macd_signal is None or lines.macd_hist is None:
             return
         top, bottom = self.layout.rows("macd")
         h = bottom - top
-        stacked = np.concatenate([lines.macd, lines.macd_signal, lines.macd_hist])
-        finite = stacked[np.isfinite(stacked)]
-        span = float(np.abs(finite).max()) if finite.size else 0.0
-        span = span if span > 0 else 1.0
+        stacked = np.abs(np.concatenate([lines.macd, lines.macd_signal, lines.macd_hist], axis=1))
+        biggest = np.where(np.isfinite(stacked), stacked, -np.inf).max(axis=1, keepdims=True)
+        span = np.where(biggest > 0, biggest, 1.0)
 
         def to_rows(values: FloatArray) -> FloatArray:
-            return (span - values) / (2 * span) * (h - 1)
+            rows: FloatArray = (span - values) / (2 * span) * (h - 1)
+            return rows
 
-        panel = area[top:bottom]
+        panel_base = base + top * cw
         hist = np.nan_to_num(lines.macd_hist, nan=0.0)
-        zero = float(np.rint(to_rows(np.zeros(1)))[0])
+        zero = np.rint(to_rows(np.zeros((1, 1))))
         rows = np.rint(to_rows(hist))
-        _fill_spans(
-            panel,
-            body_cols,
-            np.repeat(np.minimum(rows, zero), widths),
-            np.repeat(np.maximum(rows, zero), widths),
-            np.repeat(np.where(hist >= 0, VOL_UP, VOL_DOWN).astype(np.uint8), widths),
+        widths = grp.widths
+        self._fill(
+            flat,
+            panel_base + grp.body_cols,
+            np.minimum(rows, zero).repeat(widths, axis=1),
+            np.maximum(rows, zero).repeat(widths, axis=1),
+            h,
+            cw,
+            np.where(hist >= 0, VOL_UP, VOL_DOWN).astype(np.uint8).repeat(widths, axis=1),
         )
-        self._draw_line(panel, to_rows(lines.macd), offset, MACD)
-        self._draw_line(panel, to_rows(lines.macd_signal), offset, MACD_SIGNAL)
+        self._draw_line(flat, panel_base, h, cw, grp, to_rows(lines.macd), MACD)
+        self._draw_line(flat, panel_base, h, cw, grp, to_rows(lines.macd_signal), MACD_SIGNAL)
 
     def _draw_line(
-        self, panel: npt.NDArray[np.uint8], row_values: FloatArray, offset: int, code: int
+        self,
+        flat: Image,
+        panel_base: IntArray,
+        h: int,
+        cw: int,
+        grp: _Group,
+        row_values: FloatArray,
+        code: int,
     ) -> None:
-        """A 1-px polyline through the bar centres; NaN values (indicator warm-up) are skipped."""
-        assert self._columns is not None
+        """A 1-px polyline through the bar centres of each chart; NaN values (indicator warm-up) are skipped.
+
+        Each pixel column between the first valid and the last centre takes np.interp's value
+        (same segment, same arithmetic) and spans to the next column's value.
+        """
+        cols = grp.line_cols
+        if cols.size < 2:
+            return
+        y0 = row_values[:, grp.seg]
+        ys = (row_values[:, grp.seg_next] - y0) / grp.dx_seg * grp.dx_col + y0
+        if grp.any_on_center:
+            ys = np.where(grp.on_center, y0, ys)
+        nxt = np.concatenate([ys[:, 1:], ys[:, -1:]], axis=1)
+        lo = np.rint(np.fmin(ys, nxt))
+        hi = np.rint(np.fmax(ys, nxt))
         valid = np.isfinite(row_values)
-        if valid.sum() < 2:
+        if not valid.all():
+            # TA-Lib outputs are NaN only at the start, so the valid values are one contiguous run
+            first = np.argmax(valid, axis=1)
+            start = np.ceil(grp.center[first])
+            drawn = (valid.sum(axis=1) >= 2) & (start < cols[-1])
+            keep = drawn[:, None] & (cols >= start[:, None])
+            lo = np.where(keep, lo, h)
+            hi = np.where(keep, hi, -1.0)
+        self._fill(flat, panel_base + cols, lo, hi, h, cw, code)
+
+    def _fill(
+        self,
+        flat: Image,
+        starts: IntArray,
+        lo: FloatArray,
+        hi: FloatArray,
+        h: int,
+        cw: int,
+        code: Codes,
+    ) -> None:
+        """Set rows lo..hi (inclusive, clipped to [0, h)) below each flat start index to code (scalar or per span).
+
+        starts, lo and hi have one shape (charts, spans); within a chart later spans win.
+        """
+        lo_i = np.minimum(np.maximum(lo, 0.0), h).astype(np.int64)
+        hi_i = np.minimum(np.maximum(hi, -1.0), h - 1).astype(np.int64)
+        lengths = np.maximum(hi_i - lo_i + 1, 0).reshape(-1)
+        ends = lengths.cumsum()
+        total = int(ends[-1]) if ends.size else 0
+        if total == 0:
             return
-        # TA-Lib outputs are NaN only at the start, so the valid values are one contiguous run
-        first = int(np.argmax(valid))
-        xs = self._columns.center[offset + first : offset + len(row_values)]
-        ys = row_values[first:]
-        c0 = int(np.ceil(xs[0]))
-        c1 = int(np.floor(xs[-1]))
-        if c1 <= c0:
-            return
-        cols = np.arange(c0, c1 + 1)
-        ys_c = np.interp(cols.astype(np.float64), xs, ys)
-        nxt = np.append(ys_c[1:], ys_c[-1])
-        _fill_spans(
-            panel, cols, np.rint(np.minimum(ys_c, nxt)), np.rint(np.maximum(ys_c, nxt)), code
+        first = (starts + lo_i * cw).reshape(-1)
+        idx = (first - (ends - lengths) * cw).repeat(lengths)
+        idx += self._row_steps(total, cw)
+        if isinstance(code, np.ndarray):
+            flat[idx] = self._pixels.take(code.reshape(-1)).repeat(lengths)
+        else:
+            flat[idx] = self._pixels[code]
+
+    def _row_steps(self, total: int, cw: int) -> IntArray:
+        """0, cw, 2*cw, ... (total values), from a cache that grows as needed."""
+        if self._steps.shape[0] < total:
+            self._steps = np.arange(max(total, 2 * self._steps.shape[0]), dtype=np.int64) * cw
+        return self._steps[:total]
+
+
+def _price_range(
+    spec: ChartSpec, shown: dict[str, FloatArray], lines: ChartLines
+) -> tuple[FloatArray, FloatArray]:
+    """Per chart padded (low, high) of the shown bars on the scaled axis; overlays count when scale_overlays."""
+    lows, highs = shown["low"], shown["high"]
+    if spec.scale_overlays:
+        extra = [*lines.sma, lines.bollinger_upper, lines.bollinger_lower]
+        overlays = [arr for arr in extra if arr is not None]
+        if overlays:
+            lows = np.concatenate([lows, *overlays], axis=1)
+            highs = np.concatenate([highs, *overlays], axis=1)
+    log_scale = spec.price_scale == "log"
+    with np.errstate(invalid="ignore"):
+        lo = np.fmin.reduce(_log(lows) if log_scale else lows, axis=1)
+        hi = np.fmax.reduce(_log(highs) if log_scale else highs, axis=1)
+    span = hi - lo
+    flat = span <= 0
+    if flat.any():
+        fixed = np.maximum(np.abs(hi) * 0.01, 1e-6)
+        lo = np.where(flat, lo - fixed / 2, lo)
+        hi = np.where(flat, hi + fixed / 2, hi)
+        span = np.where(flat, fixed, span)
+    return lo - spec.padding * span, hi + spec.padding * span
+
+
+def _log(values: FloatArray) -> FloatArray:
+    """Natural log, NaN for non-positive values (as layout.scale_price)."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out: FloatArray = np.log(np.where(values > 0, values, np.nan))
+    return out
+
+
+def _validated_groups(
+    windows: Sequence[ChartWindow], bars_needed: int
+) -> list[tuple[IntArray, dict[str, FloatArray]]]:
+    """Windows grouped by the length of their last bars_needed bars, stacked as (B, n) arrays per column.
+
+    Each group is checked as one stack; when a stacked check fails, the windows are checked
+    one by one with validate_window, so bad input raises the same ChartInputError (naming
+    the window and bar) as rendering it alone would.
+    """
+    by_length: dict[int, list[int]] = {}
+    for i, window in enumerate(windows):
+        by_length.setdefault(min(len(window), bars_needed), []).append(i)
+    checked = any(len(w) > bars_needed for w in windows)
+    if checked:
+        for w in windows:
+            validate_window(w)  # the whole window, not only the bars drawn
+    groups: list[tuple[IntArray, dict[str, FloatArray]]] = []
+    for members in by_length.values():
+        tails = [windows[i].tail(bars_needed) for i in members]
+        stacked = _stack(tails, checked=checked)
+        if stacked is None:
+            for w in windows:
+                validate_window(w)  # raises for the first bad window, in order
+            checked = True
+            stacked = _stack(tails, checked=True)
+        assert stacked is not None
+        groups.append((np.asarray(members, dtype=np.int64), stacked))
+    return groups
+
+
+def _stack(tails: list[ChartWindow], *, checked: bool = False) -> dict[str, FloatArray] | None:
+    """The windows' columns as (B, n) float64 arrays, or None when one of validate_window's checks fails.
+
+    checked: the windows were validated already; skip the checks.
+    """
+    try:
+        ohlcv = np.array(
+            [(w.open, w.high, w.low, w.close, w.volume) for w in tails], dtype=np.float64
         )
+        ts = np.array([w.ts for w in tails], dtype=np.int64)
+    except ValueError:  # ragged columns
+        if checked:
+            raise
+        return None
+    if ohlcv.ndim != 3 or ts.shape != ohlcv[:, 0].shape or ts.shape[1] == 0:
+        if checked:
+            msg = "stacked windows have inconsistent shapes"
+            raise ValueError(msg)
+        return None
+    o, h, lo, c, v = (ohlcv[:, k] for k in range(5))
+    ok = checked or bool(
+        np.isfinite(ohlcv).all()
+        and all(w.bar_seconds > 0 for w in tails)
+        and (h >= np.maximum(o, c)).all()
+        and (lo <= np.minimum(o, c)).all()
+        and (lo > 0).all()
+        and (v >= 0).all()
+        and (ts[:, 1:] > ts[:, :-1]).all()
+    )
+    return dict(zip(_COLUMNS, (o, h, lo, c, v), strict=True)) if ok else None
 
 
 def _ramp(widths: IntArray) -> IntArray:
     """0..w-1 for each w, concatenated."""
     total = int(widths.sum())
-    return np.arange(total) - np.repeat(np.cumsum(widths) - widths, widths)
+    return np.arange(total) - (np.cumsum(widths) - widths).repeat(widths)

@@ -39,6 +39,10 @@ class ChartSpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
     window: Annotated[int, msgspec.Meta(ge=5, le=2000)] = 64
     width: Annotated[int, msgspec.Meta(ge=16, le=4096)] = 224
     height: Annotated[int, msgspec.Meta(ge=16, le=4096)] = 224
+    # numpy is the model-input default: ~15-20x mplfinance's charts/s, and a classifier trained on
+    # its charts scores as well as one trained on mplfinance's (bench/bench_render.py). Serving a
+    # model the other renderer's charts costs accuracy (a lot with overlays and volume), which is
+    # why the renderer is part of the spec hash.
     renderer: RendererName = "numpy"
     encoding: Encoding = "candles"
     style: ChartStyle = msgspec.field(default_factory=ChartStyle)
