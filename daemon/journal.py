@@ -101,8 +101,19 @@ CREATE TABLE daily_pnl (
 CREATE TABLE kv (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
 """
 
+# v2: the journal is a write-ahead log first. Each secondary index costs one more WAL page per
+# commit: dropping the five that no hot-path read uses halved record() (1.9 -> 0.95 ms for a
+# 100-symbol batch). Offline analysis can create what it needs on a copy.
+_V2 = """
+DROP INDEX IF EXISTS bars_rejected_symbol_ts;
+DROP INDEX IF EXISTS signals_symbol_ts;
+DROP INDEX IF EXISTS decisions_symbol_ts;
+DROP INDEX IF EXISTS fills_symbol_ts;
+DROP INDEX IF EXISTS state_changes_ts;
+"""
+
 Migration = str | Callable[[sqlite3.Connection], None]
-MIGRATIONS: tuple[Migration, ...] = (_V1,)
+MIGRATIONS: tuple[Migration, ...] = (_V1, _V2)
 SCHEMA_VERSION = len(MIGRATIONS)
 TABLES = (
     "bars_rejected",

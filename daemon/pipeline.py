@@ -131,12 +131,14 @@ class Pipeline:
         intake = kernel.intake(batch, updates.events, updates.fills)
         if day_before is not None and kernel.book.day != day_before:
             self.record_daily_pnl(day_before, intake.now, equity=kernel.book.day_start_equity)
-        self._log_intake(intake)
         signals = await self._score(kernel.windows(intake.accepted))
         decision = kernel.decide(signals, intake.now)
-        self._log_rejections(decision)
         self.journal.record(**kernel.journal_rows(intake, signals, decision))
         await self._send(decision, arrived)
+        # Log lines are not on the order path: written once the orders are at the broker.
+        self._log_intake(intake)
+        self._log_signals(signals)
+        self._log_rejections(decision)
         return decision.orders
 
     async def submit_intents(self, intents: Sequence[OrderIntent], now: datetime) -> list[Order]:
@@ -158,7 +160,6 @@ class Pipeline:
             signals = scorer.score(windows)  # type: ignore[arg-type]
         log_drift(scorer)  # model.drift_detected for any PSI crossing this batch
         self.stats.signals += len(signals)
-        self._log_signals(signals)
         return signals
 
     def _log_signals(self, signals: Sequence[Signal]) -> None:

@@ -566,3 +566,21 @@ def test_reopen_when_writer_died_mid_batch_then_committed_data_kept(
         assert j.get("last") == "5"
         assert j.get("uncommitted") is None
         assert j.next_order_sequence() == 6
+
+
+def test_open_when_v1_journal_then_migrated_and_hot_path_indexes_dropped(tmp_path: Path) -> None:
+    from daemon.journal import MIGRATIONS
+
+    path = tmp_path / "old.sqlite"
+    con = sqlite3.connect(path)
+    con.executescript(str(MIGRATIONS[0]))
+    con.execute("PRAGMA user_version = 1")
+    con.commit()
+    con.close()
+    with Journal(path, checkpoint_seconds=None) as journal:
+        assert journal.schema_version() == SCHEMA_VERSION >= 2
+    con = sqlite3.connect(path)
+    indexes = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
+    con.close()
+    assert "signals_symbol_ts" not in indexes
+    assert "fills_coid" in indexes
