@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from tests.vlm_engine.clip_helpers import TINY_MODEL, TINY_TRAIN, tiny_splits, tiny_train
 from vlm_engine.clip import ClipDataError, ClipSamples
-from vlm_engine.clip.train import TrainConfig, clip_loss, get_lr
+from vlm_engine.clip.train import TrainConfig, _distinct, clip_loss, get_lr
 
 
 def _features(n: int, d: int, seed: int) -> torch.Tensor:
@@ -138,3 +138,20 @@ def test_tiny_splits_when_built_then_every_split_has_patterns_and_none():
         assert len(set(splits[split].patterns)) >= 3
     assert splits["train"].images.shape[1:] == (64, 64, 3)
     assert TINY_MODEL.image_size == 32
+
+
+def test_distinct_when_texts_repeat_then_each_kept_once_and_inverse_restores_order():
+    texts = ["hammer", "none", "hammer", "doji", "none"]
+    unique, inverse = _distinct(texts)
+    assert unique == ["hammer", "none", "doji"]
+    assert [unique[i] for i in inverse] == texts
+
+
+def test_train_when_prompt_weight_positive_then_weights_differ_from_default_recipe():
+    plain = tiny_train()
+    with_prompts = tiny_train(msgspec.structs.replace(TINY_TRAIN, prompt_weight=1.0))
+    assert TINY_TRAIN.prompt_weight == 0.0
+    assert not torch.equal(
+        plain.parts.model.visual_projection.weight,
+        with_prompts.parts.model.visual_projection.weight,
+    )

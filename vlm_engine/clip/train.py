@@ -55,6 +55,8 @@ class TrainConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
     hard_negatives: Annotated[int, msgspec.Meta(ge=0)] = 1
     prompt_mix: Unit = 0.5
     direction_weight: Annotated[float, msgspec.Meta(ge=0)] = 0.5
+    # cross-entropy of each image against every class prompt; off: it slowed learning here
+    prompt_weight: Annotated[float, msgspec.Meta(ge=0)] = 0.0
     precision: Precision = "auto"
     gradient_checkpointing: bool = False
     patience: PositiveInt = 3
@@ -248,6 +250,12 @@ def main(
     # -- loop ---------------------------------------------------------------------------------
     up_texts, down_texts = list(prompts.up), list(prompts.down)
     prompt_lists = [list(prompts.patterns[c]) for c in prompts.classes]
+    prompt_texts = [t for texts in prompt_lists for t in texts]
+    prompt_pool = torch.zeros(len(prompt_lists), len(prompt_texts))
+    start = 0
+    for row, texts in enumerate(prompt_lists):
+        prompt_pool[row, start : start + len(texts)] = 1.0 / len(texts)
+        start += len(texts)
     keys = np.array([class_index[p] for p in train.patterns], dtype=np.int64)
     samples_seen = 0
     for epoch in range(start_epoch, cfg.epochs):
@@ -270,16 +278,26 @@ def main(
             for group in optimizer.param_groups:
                 group["lr"] = lr
 
+            use_direction = cfg.direction_weight > 0 and moving.size >= 2
+            dir_texts = [
+                str(rng.choice(up_texts if direction[i] > 0 else down_texts))
+                for i in (moving.tolist() if use_direction else [])
+            ]
+            # Texts repeat a lot (templates, prompts): encode each distinct one once, then gather.
+            class_texts = prompt_texts if cfg.prompt_weight > 0 else []
+            unique, inverse = _distinct([*texts, *dir_texts, *class_texts])
             pixels = parts.preprocess(train.images[batch], device=dev)
-            tokens = parts.tokenize(texts, dev)
+            tokens = parts.tokenize(unique, dev)
             with torch.autocast(dev.type, dtype=amp or torch.float32, enabled=amp is not None):
                 core = _unwrap(model, accelerator)
                 image_features = F.normalize(
                     _pooled(core.get_image_features(pixel_values=pixels)).float(), dim=-1
                 )
-                text_features = F.normalize(
-                    _pooled(core.get_text_features(**tokens)).float(), dim=-1
-                )
+                every_text = F.normalize(_pooled(core.get_text_features(**tokens)).float(), dim=-1)[
+                    torch.as_tensor(inverse, device=dev)
+                ]
+                n_texts, n_dir = len(texts), len(dir_texts)
+                text_features = every_text[:n_texts]
                 scale = core.logit_scale.exp().clamp(max=100.0)
                 image_keys = torch.as_tensor(keys[batch], device=dev)
                 loss = clip_loss(
@@ -289,15 +307,16 @@ def main(
                     image_keys,
                     torch.as_tensor(text_keys, device=dev),
                 )
-                if cfg.direction_weight > 0 and moving.size >= 2:
-                    dir_texts = [
-                        str(rng.choice(up_texts if direction[i] > 0 else down_texts))
-                        for i in moving.tolist()
-                    ]
-                    dir_features = F.normalize(
-                        _pooled(core.get_text_features(**parts.tokenize(dir_texts, dev))).float(),
-                        dim=-1,
+                if cfg.prompt_weight > 0:
+                    # the zero-shot read-out itself: each image against every class's mean prompt
+                    class_features = F.normalize(
+                        prompt_pool.to(dev) @ every_text[n_texts + n_dir :], dim=-1
                     )
+                    loss = loss + cfg.prompt_weight * F.cross_entropy(
+                        scale * image_features @ class_features.T, image_keys
+                    )
+                if use_direction:
+                    dir_features = every_text[n_texts : n_texts + n_dir]
                     dir_keys = torch.as_tensor(direction[moving].astype(np.int64) + 1, device=dev)
                     loss = loss + cfg.direction_weight * clip_loss(
                         image_features[torch.as_tensor(moving, device=dev)],
@@ -408,6 +427,13 @@ def _batch_texts(
             texts.append(negatives[j])
             text_keys.append(-1)
     return texts, np.asarray(text_keys, dtype=np.int64)
+
+
+def _distinct(texts: list[str]) -> tuple[list[str], list[int]]:
+    """The distinct texts in first-seen order and, per input text, its index among them."""
+    index: dict[str, int] = {}
+    inverse = [index.setdefault(t, len(index)) for t in texts]
+    return list(index), inverse
 
 
 def _pooled(output: Any) -> torch.Tensor:

@@ -102,11 +102,9 @@ class InferenceEngine:
         direction = class_embeddings(parts, [bundle.prompts.down, bundle.prompts.up])
         scale = logit_scale(parts)
         self.model: Any = parts.model.to(self.device, dtype=self.dtype).eval()
-        self._pattern = torch.from_numpy(pattern * scale).to(self.device, self.dtype)
-        # up - down as one vector: z = scale * e . (u - d)
-        self._direction = torch.from_numpy((direction[1] - direction[0]) * scale).to(
-            self.device, self.dtype
-        )
+        # One (K + 1, D) read-out: the K pattern classes, then up - down (z = scale * e . (u - d)).
+        readout = np.vstack([pattern, (direction[1] - direction[0])[None, :]]) * scale
+        self._readout = torch.from_numpy(readout.astype(np.float32)).to(self.device, self.dtype)
         self._temperature = bundle.calibration.pattern_temperature
         self._a, self._b = bundle.calibration.direction_a, bundle.calibration.direction_b
         self._pin = self.device.type == "cuda"
@@ -171,8 +169,8 @@ class InferenceEngine:
             out = self.model.get_image_features(pixel_values=pixels)
             features = out.pooler_output if hasattr(out, "pooler_output") else out
             features = torch.nn.functional.normalize(features.float(), dim=-1).to(self.dtype)
-            logits = (features @ self._pattern.T).float().cpu().numpy()
-            z = (features @ self._direction).float().cpu().numpy()
+            scores = (features @ self._readout.T).float().cpu().numpy()
+            logits, z = scores[:, :-1], scores[:, -1]
             probs.append(softmax(logits / self._temperature).astype(np.float32))
             p_up.append(sigmoid(self._a * z + self._b).astype(np.float32))
             embeddings.append(features.float().cpu().numpy())
@@ -185,7 +183,7 @@ class InferenceEngine:
         )
 
     def _empty(self) -> ClipBatch:
-        dim = int(self._pattern.shape[1])
+        dim = int(self._readout.shape[1])
         return ClipBatch(
             bundle_id=self.bundle_id,
             classes=self.classes,
