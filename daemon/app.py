@@ -191,6 +191,13 @@ class Daemon:
     @contextlib.asynccontextmanager
     async def _open_feed(self, journal: Journal) -> AsyncIterator[tuple[Any, datetime | None]]:
         cfg = self.cfg
+        if cfg.feed.kind == "mqtt":
+            from daemon.feeds.mqtt import MqttBarFeed
+
+            # Another process publishes the bars: everything after the journal's last bar counts.
+            async with MqttBarFeed(config=cfg.mqtt, account=cfg.account) as mqtt_feed:
+                yield mqtt_feed, datetime.fromtimestamp(0, tz=UTC)
+            return
         if cfg.feed.kind == "ib":
             from daemon.feeds.ib import IbFeed
 

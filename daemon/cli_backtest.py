@@ -13,7 +13,7 @@ import structlog
 from tqdm import tqdm
 
 from daemon.config import AppConfig, load_config
-from daemon.errors import EXIT_CONFIG, EXIT_OK, ConfigError
+from daemon.errors import EXIT_CONFIG, EXIT_OK, ConfigError, InputError
 from daemon.journal import Journal
 from strategy.backtest.compare import run_comparison
 from strategy.backtest.data import frame_batches, precompute_signals
@@ -23,7 +23,7 @@ from strategy.backtest.report import report_html, report_json
 from strategy.bars import BarStoreConfig
 from strategy.features import FeatureConfig, FeatureEngine
 from strategy.fusion import FusionConfig, FusionEngine
-from strategy.ml_scorer import MLScorer
+from strategy.ml_scorer import MLScorer, VisionModel
 from strategy.rule_scorer import RuleScorer
 from strategy.scoring import Scorer
 from strategy.types import Bar
@@ -31,6 +31,7 @@ from vlm_engine.dataset.bars import infer_bar_seconds, load_bars, ts_seconds
 from vlm_engine.dataset.errors import BarsInputError
 from vlm_engine.xgb.errors import XgbError
 from vlm_engine.xgb.model import XgbModel
+from vlm_engine.xgb.pca import PcaParams
 
 log = structlog.get_logger("daemon.cli_backtest")
 
@@ -44,7 +45,11 @@ def register(sub: Any) -> None:
     p.add_argument("--config", required=True, type=Path, help="daemon config YAML")
     p.add_argument("--bars", required=True, type=Path, help="bars file or directory (CSV/Parquet)")
     p.add_argument("--report", required=True, type=Path, help="directory for report.html/json")
-    p.add_argument("--bundle", type=Path, help="model bundle: adds the XGBoost scorer")
+    p.add_argument(
+        "--bundle",
+        type=Path,
+        help="model bundle: adds CLIP-only, XGBoost-only and fused (an xgb/-only directory adds XGBoost)",
+    )
     p.add_argument("--journal", type=Path, help="SQLite journal for the rules scorer's rows")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.set_defaults(func=_backtest)
@@ -104,6 +109,25 @@ def load_xgb_scorer(bundle: Path, bars: BarStoreConfig) -> MLScorer:
     )
 
 
+def bundle_scorers(bundle: Path, bars: BarStoreConfig) -> dict[str, Scorer]:
+    """clip, xgb and fused scorers over one loaded bundle, sharing each window's CLIP scores."""
+    from daemon.ml_loader import CachedVision, check_windows, load_bundle_models
+    from strategy.clip_scorer import ClipVision
+
+    models = load_bundle_models(bundle)
+    check_windows(models, bars)
+    vision = CachedVision(inner=ClipVision(server=models.server))
+    return {
+        "clip": models.scorer(mode="clip", vision=vision, name="clip"),
+        "xgb": models.scorer(mode="xgb", vision=vision, name="xgb"),
+        "fused": models.scorer(mode="fused", vision=vision, name="fused"),
+    }
+
+
+def _is_full_bundle(bundle: Path) -> bool:
+    return (bundle / "model_card.json").is_file()
+
+
 def _progress(total: int, desc: str, disable: bool) -> tqdm[Any]:
     return tqdm(total=total, desc=desc, unit="bar", disable=disable, file=sys.stderr)
 
@@ -127,7 +151,12 @@ def _backtest(args: argparse.Namespace) -> int:
     n_bars = sum(len(b) for b in batches)
     scorers: dict[str, Scorer | LookupScorer] = {}
     candidates: dict[str, Scorer] = {"rules": RuleScorer(config=cfg.scorer.rules)}
-    if args.bundle is not None:
+    if args.bundle is not None and _is_full_bundle(args.bundle):
+        try:
+            candidates.update(bundle_scorers(args.bundle, config.bars))
+        except InputError as e:
+            return _fail(str(e))
+    elif args.bundle is not None:
         try:
             candidates["xgb"] = load_xgb_scorer(args.bundle, config.bars)
         except (XgbError, OSError, msgspec.ValidationError, msgspec.DecodeError) as e:
@@ -186,6 +215,13 @@ def _evaluate(args: argparse.Namespace) -> int:
         if fusion_path.exists()
         else FusionConfig()
     )
+    vision: VisionModel | None = None
+    pca: PcaParams | None = None
+    if _is_full_bundle(args.bundle):  # CLIP fixed from the bundle; XGBoost and stacking refitted
+        try:
+            vision, pca, features, fusion = _bundle_vision(args.bundle, cfg, bar_seconds)
+        except InputError as e:
+            return _fail(str(e))
     train = msgspec.convert(model.meta.extra.get("train_config", {}), _train_type())
     config = EvaluationConfig(
         horizon_bars=model.meta.horizon_bars,
@@ -198,7 +234,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     n_bars = sum(len(b) for b in batches)
     try:
         with _progress(n_bars * 4, "evaluate", args.no_progress) as bar:
-            ev = evaluate(batches, config, progress=bar.update)
+            ev = evaluate(batches, config, vision=vision, pca=pca, progress=bar.update)
     except (XgbError, ValueError) as e:
         return _fail(f"{args.bars}: {e}")
     summary = evaluation_summary(ev)
@@ -223,6 +259,19 @@ def _evaluate(args: argparse.Namespace) -> int:
         )
         print(f"report: {args.report / 'report.html'}")
     return EXIT_OK
+
+
+def _bundle_vision(
+    bundle: Path, cfg: AppConfig, bar_seconds: int
+) -> tuple[VisionModel, PcaParams | None, FeatureConfig, FusionConfig]:
+    """The bundle's warm CLIP (cached per window), PCA, feature and fusion configs for evaluate()."""
+    from daemon.ml_loader import CachedVision, check_windows, load_bundle_models
+    from strategy.clip_scorer import ClipVision
+
+    models = load_bundle_models(bundle)
+    check_windows(models, backtest_config(cfg, bar_seconds).bars)
+    vision = CachedVision(inner=ClipVision(server=models.server))
+    return vision, models.pca, models.features, models.fusion
 
 
 def _train_type() -> Any:

@@ -1,26 +1,58 @@
-"""`vlmtrader model bootstrap|info|verify`: build the default bundle from the simulated market, inspect or check one."""
+"""`vlmtrader model bootstrap|info|verify`: build the default bundle from the simulated market, inspect or check one.
+
+The bootstrap reads top to bottom: simulated bars with planted patterns -> charts -> CLIP
+fine-tune -> calibration (a CLIP-only bundle), then the tabular stage on fresh bars the CLIP
+never saw: every live window's TA-Lib features + calibrated CLIP outputs (probabilities and a
+PCA of the embedding fitted on these training rows) -> walk-forward XGBoost -> fusion fitted on
+the out-of-fold predictions only -> drift reference -> files and metrics added to the bundle.
+The bundle is built in a sibling directory and moved into place only when complete.
+"""
 
 from __future__ import annotations
 
 import argparse
+import hashlib
+import os
+import shutil
 import sys
+import tempfile
 import time
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import msgspec
+import numpy as np
+import numpy.typing as npt
 import structlog
 import torch
 
 from daemon.cli_train import print_summary, train_bundle
 from daemon.errors import EXIT_OK
+from daemon.ml_loader import FUSION_FILE, PCA_FILE, XGB_DIR
+from strategy.backtest.data import build_dataset, frame_batches
+from strategy.bars import BarStoreConfig, FloatArray, Window
+from strategy.clip_scorer import ClipVision
+from strategy.features import FeatureConfig, FeatureEngine
+from strategy.fusion import FusionConfig, StackingParams, drift_reference, fit_stacking
 from strategy.market_sim import SimMarketConfig, simulate_frame
-from vlm_engine.bundle import BundleError, DatasetRef, read_card, verify_bundle
+from strategy.ml_scorer import VisionScores, vision_columns
+from vlm_engine.bundle import (
+    BundleError,
+    DatasetRef,
+    ModelCard,
+    add_to_bundle,
+    read_card,
+    verify_bundle,
+)
 from vlm_engine.clip import ClipError, ClipModelConfig
 from vlm_engine.clip.quickset import QuicksetConfig, direction_counts, samples_from_bars
 from vlm_engine.clip.train import TrainConfig
+from vlm_engine.infer import InferenceConfig, ModelServer
 from vlm_engine.render import ChartSpec
+from vlm_engine.xgb import XgbError, XgbModel, XgbTrainConfig, fit_pca, logit, sigmoid, train_xgb
+from vlm_engine.xgb.metrics import summary
 
 log = structlog.get_logger("daemon.cli_model")
 
@@ -34,8 +66,44 @@ SIM_START = datetime(2024, 1, 1, tzinfo=UTC)
 DEFAULT_SPEC = ChartSpec(window=20, width=128, height=128, volume=False, bollinger=False, sma=())
 
 
+PositiveInt = Annotated[int, msgspec.Meta(gt=0)]
+Fraction = Annotated[float, msgspec.Meta(gt=0, lt=1)]
+
+
+class TabularConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """The XGBoost + fusion stage: `bars` fresh bars per symbol (market seed + seed_offset), every live window.
+
+    window is the BarStore window the rows are cut with (the daemon's bars.window must be at
+    least this); holdout_fraction is the last part (in time) of the out-of-fold rows on which
+    the card reports fused vs CLIP-only vs XGBoost-only with the fusion fitted before it.
+    """
+
+    bars: PositiveInt = 2_500
+    seed_offset: PositiveInt = 1
+    window: Annotated[int, msgspec.Meta(ge=8)] = 64
+    horizon: PositiveInt = 5
+    pca_components: Annotated[int, msgspec.Meta(ge=0)] = 4
+    features: FeatureConfig = msgspec.field(default_factory=FeatureConfig)
+    xgb: XgbTrainConfig = msgspec.field(
+        default_factory=lambda: XgbTrainConfig(
+            n_folds=4, num_boost_round=300, early_stopping_rounds=30, learning_rate=0.05
+        )
+    )
+    fusion: Literal["stacking", "weighted"] = "stacking"
+    weights: dict[str, Annotated[float, msgspec.Meta(ge=0)]] = msgspec.field(
+        default_factory=lambda: {"clip": 0.5, "xgb": 0.5}
+    )
+    disagreement_penalty: Annotated[float, msgspec.Meta(ge=0, le=1)] = 0.5
+    holdout_fraction: Fraction = 0.3
+
+    def __post_init__(self) -> None:
+        if self.features.lookback > self.window:
+            msg = f"tabular.features.lookback ({self.features.lookback}) must not exceed tabular.window ({self.window})"
+            raise ValueError(msg)
+
+
 class BootstrapConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """Simulated bars -> planted-pattern charts -> CLIP training -> calibration, all seeded."""
+    """Simulated bars -> planted-pattern charts -> CLIP training -> calibration -> XGBoost + fusion, all seeded."""
 
     market: SimMarketConfig = msgspec.field(
         default_factory=lambda: SimMarketConfig(
@@ -51,6 +119,7 @@ class BootstrapConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_
         )
     )
     threads: Annotated[int, msgspec.Meta(ge=0)] = 2
+    tabular: TabularConfig = msgspec.field(default_factory=TabularConfig)
 
 
 def quick_config() -> BootstrapConfig:
@@ -79,6 +148,15 @@ def quick_config() -> BootstrapConfig:
             progress=False,
         ),
         threads=1,
+        tabular=TabularConfig(
+            bars=900,
+            window=32,
+            pca_components=2,
+            features=FeatureConfig(lookback=32),
+            xgb=XgbTrainConfig(
+                n_folds=2, num_boost_round=30, early_stopping_rounds=5, learning_rate=0.2
+            ),
+        ),
     )
 
 
@@ -112,8 +190,8 @@ def register(sub: Any) -> None:
 
 def bootstrap(
     cfg: BootstrapConfig, out: Path, *, checkpoints: Path | None = None
-) -> tuple[Any, float]:
-    """Build the bundle; returns its model card and the wall time in seconds."""
+) -> tuple[ModelCard, float]:
+    """Build the full bundle (CLIP, calibration, XGBoost, fusion); returns its model card and the wall time in seconds."""
     started = time.perf_counter()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -131,25 +209,28 @@ def bootstrap(
     market_hash = msgspec.json.encode(
         {"market": cfg.market, "bars": cfg.bars, "samples": cfg.samples}
     )
-    import hashlib
-
     dataset = DatasetRef(
         source=f"sim:seed={cfg.market.seed}:bars={cfg.bars}",
         manifest_hash=hashlib.sha256(market_hash).hexdigest()[:16],
         counts={name: len(s) for name, s in splits.items()},
     )
+    building = out.with_name(f".{out.name}.building")
+    if building.exists():
+        shutil.rmtree(building)
     train_started = time.perf_counter()
     card = train_bundle(
         splits=splits,
         spec=cfg.spec,
         dataset=dataset,
         cfg=cfg.train,
-        out=out,
+        out=building,
         checkpoints=checkpoints,
         device="cpu",
         extra_metrics={"data_seconds": data_seconds},
     )
     train_seconds = time.perf_counter() - train_started
+    card = fit_tabular(cfg, building)
+    _publish(building, out)
     wall = time.perf_counter() - started
     log.info(
         "model.bootstrapped",
@@ -157,8 +238,180 @@ def bootstrap(
         bundle_id=card.bundle_id,
         wall_seconds=round(wall, 1),
         train_and_calibrate_seconds=round(train_seconds, 1),
+        tabular_seconds=round(card.metrics.get("tabular_seconds", 0.0), 1),
     )
     return card, wall
+
+
+def _publish(building: Path, out: Path) -> None:
+    """Move the finished bundle into place (the old one, if any, is replaced in two renames)."""
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        if out.exists():
+            old = out.with_name(f".{out.name}.old")
+            if old.exists():
+                shutil.rmtree(old)
+            os.replace(out, old)
+            os.replace(building, out)
+            shutil.rmtree(old)
+        else:
+            os.replace(building, out)
+    except OSError as e:
+        msg = f"{out}: cannot move the built bundle into place ({e})"
+        raise BundleError(msg) from None
+
+
+def fit_tabular(cfg: BootstrapConfig, bundle: Path) -> ModelCard:
+    """XGBoost on features + CLIP outputs of fresh bars, fusion on its out-of-fold predictions; added to the bundle."""
+    tab = cfg.tabular
+    started = time.perf_counter()
+    market = msgspec.structs.replace(cfg.market, seed=cfg.market.seed + tab.seed_offset)
+    batches = frame_batches(simulate_frame(market, SIM_START, tab.bars))
+    server = ModelServer.load(
+        bundle, config=InferenceConfig(device="cpu", threads=cfg.threads, warmup_batches=1)
+    )
+    vision = ClipVision(server=server)
+    scored: list[VisionScores] = []
+
+    def clip_columns(windows: Sequence[Window]) -> tuple[tuple[str, ...], FloatArray]:
+        scores = vision.score_windows(windows)
+        scored.append(scores)
+        return vision_columns(scores, None)
+
+    store = BarStoreConfig(window=tab.window, bar_seconds=market.bar_seconds)
+    ds = build_dataset(
+        batches, store, FeatureEngine(config=tab.features), horizon=tab.horizon, extra=clip_columns
+    )
+    scored_seconds = time.perf_counter() - started
+    x, names = ds.x, ds.feature_names
+    pca = None
+    if tab.pca_components:
+        embeddings = np.vstack([s.embeddings for s in scored])
+        pca = fit_pca(embeddings, tab.pca_components)  # unsupervised, on these training rows only
+        x = np.hstack([x, pca.transform(embeddings)])
+        names = (*names, *(f"clip_pc{i}" for i in range(len(pca.components))))
+    rows = ds.labelled()
+    y, ts = ds.y[rows], ds.ts[rows]
+    result = train_xgb(
+        x[rows],
+        y,
+        ts=ts,
+        label_end=ds.label_end[rows],
+        feature_names=names,
+        config=tab.xgb,
+        bar_seconds=market.bar_seconds,
+        horizon_bars=tab.horizon,
+        feature_config=msgspec.to_builtins(tab.features),
+    )
+    probs = {"clip": np.concatenate([s.p_up for s in scored])[rows], "xgb": result.oof}
+    fusion, holdout = fit_fusion(tab, probs, y, ts)
+    covered = np.isfinite(result.oof)
+    fused = _combine(fusion, {m: p[covered] for m, p in probs.items()})
+    disagreement = np.abs(probs["clip"][covered] - probs["xgb"][covered])
+    confidence = np.abs(2 * fused - 1) * np.maximum(
+        0.0, 1.0 - fusion.disagreement_penalty * disagreement
+    )
+    reference = drift_reference(
+        np.column_stack([x[rows][covered], confidence]), [*names, "confidence"]
+    )
+    model = result.model
+    model.meta = msgspec.structs.replace(
+        model.meta,
+        drift_reference=msgspec.to_builtins(reference),
+        extra={
+            "train_config": msgspec.to_builtins(tab.xgb),
+            "rows": int(rows.sum()),
+            "source": f"sim:seed={market.seed}:bars={tab.bars}",
+        },
+    )
+    files = {f"{XGB_DIR}/{name}": data for name, data in _xgb_files(model).items()}
+    files[FUSION_FILE] = msgspec.json.format(msgspec.json.encode(fusion)) + b"\n"
+    if pca is not None:
+        files[PCA_FILE] = msgspec.json.format(msgspec.json.encode(pca)) + b"\n"
+    seconds = time.perf_counter() - started
+    metrics = {
+        **{f"xgb_oof_{k}": v for k, v in result.metrics.items()},
+        **{f"clip_oof_{k}": v for k, v in summary(y[covered], probs["clip"][covered]).items()},
+        **holdout,
+        "tabular_rows": float(rows.sum()),
+        "tabular_clip_seconds": scored_seconds,
+        "tabular_seconds": seconds,
+    }
+    stage = {
+        "source": f"sim:seed={market.seed}:bars={tab.bars}:symbols={len(market.symbols)}",
+        "config": msgspec.to_builtins(tab),
+        "feature_names": list(names),
+        "fusion": msgspec.to_builtins(fusion),
+        "xgb_rounds": model.meta.best_iteration + 1,
+        "importance_top": dict(sorted(model.meta.importance.items(), key=lambda kv: -kv[1])[:10]),
+        "files": sorted(files),
+    }
+    card = add_to_bundle(bundle, files=files, metrics=metrics, stages={"tabular": stage})
+    log.info(
+        "tabular.trained",
+        rows=int(rows.sum()),
+        xgb_oof_auc=round(result.metrics.get("auc", float("nan")), 4),
+        clip_holdout_auc=round(holdout["clip_holdout_auc"], 4),
+        xgb_holdout_auc=round(holdout["xgb_holdout_auc"], 4),
+        fused_holdout_auc=round(holdout["fused_holdout_auc"], 4),
+        fusion=fusion.method,
+        seconds=round(seconds, 1),
+    )
+    return card
+
+
+def fit_fusion(
+    tab: TabularConfig, probs: dict[str, FloatArray], y: FloatArray, ts: npt.NDArray[np.int64]
+) -> tuple[FusionConfig, dict[str, float]]:
+    """The fusion fitted on out-of-fold rows only, and its metrics on the last rows when fitted before them."""
+    covered = np.all([np.isfinite(p) for p in probs.values()], axis=0)
+    index = np.flatnonzero(covered)
+    if index.size < 40:
+        msg = f"only {index.size} out-of-fold rows to fit the fusion on: simulate more tabular bars"
+        raise XgbError(msg)
+    cut = int(ts[index[int(index.size * (1 - tab.holdout_fraction))]])
+    early, late = covered & (ts < cut), covered & (ts >= cut)
+
+    def fitted(keep: npt.NDArray[np.bool_]) -> FusionConfig:
+        if tab.fusion == "weighted":
+            return FusionConfig(
+                method="weighted",
+                weights=dict(tab.weights),
+                disagreement_penalty=tab.disagreement_penalty,
+            )
+        params: StackingParams = fit_stacking({m: p[keep] for m, p in probs.items()}, y[keep])
+        return FusionConfig(
+            method="stacking",
+            stacking=params,
+            weights=dict(tab.weights),
+            disagreement_penalty=tab.disagreement_penalty,
+        )
+
+    held = {m: p[late] for m, p in probs.items()}
+    held["fused"] = _combine(fitted(early), held)
+    metrics = {
+        f"{m}_holdout_{k}": v for m, p in held.items() for k, v in summary(y[late], p).items()
+    }
+    return fitted(covered), metrics
+
+
+def _combine(config: FusionConfig, probs: dict[str, FloatArray]) -> FloatArray:
+    """The fused probability of each row, as the live FusionEngine computes it (before smoothing)."""
+    if config.method == "stacking" and config.stacking is not None:
+        st = config.stacking
+        z = st.intercept + sum(c * logit(probs[m]) for m, c in zip(st.models, st.coef, strict=True))
+        return sigmoid(z)
+    total = sum(config.weights.get(m, 0.0) for m in probs)
+    return np.asarray(
+        sum(config.weights.get(m, 0.0) * p for m, p in probs.items()) / total, dtype=np.float64
+    )
+
+
+def _xgb_files(model: XgbModel) -> dict[str, bytes]:
+    """The model's files as XgbModel.save writes them."""
+    with tempfile.TemporaryDirectory(prefix="vlmtrader-xgb-") as tmp:
+        model.save(Path(tmp))
+        return {p.name: p.read_bytes() for p in sorted(Path(tmp).iterdir()) if p.is_file()}
 
 
 def _bootstrap(args: argparse.Namespace) -> int:
@@ -171,7 +424,7 @@ def _bootstrap(args: argparse.Namespace) -> int:
             return 2
     try:
         card, wall = bootstrap(cfg, args.out, checkpoints=args.checkpoints)
-    except (ClipError, BundleError) as e:
+    except (ClipError, BundleError, XgbError) as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_INPUT
     print_summary(card, args.out)

@@ -16,6 +16,7 @@ from daemon.feeds.sim import SimFeedConfig
 from daemon.ib_config import IbConfig, check_ib
 from daemon.journal import JournalConfig
 from strategy.bars import BarStoreConfig
+from strategy.fusion import FusionConfig
 from strategy.risk import RiskConfig
 from strategy.rule_scorer import RuleScorerConfig
 from strategy.sim_broker import SimBrokerConfig
@@ -40,13 +41,25 @@ class FeedConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
 
 class ScorerConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """rules: TA-Lib scorer; ml: the model bundle (CLIP + XGBoost + fusion) or refuse to start;
-    auto: the bundle when it loads, else the rule scorer while `vlmtrader model bootstrap` builds it."""
+    auto: the bundle when it loads, else the rule scorer while `vlmtrader model bootstrap` builds it.
+
+    mode picks what the ML scorer trades on: fused (both models), xgb or clip alone. fusion null
+    uses the bundle's fitted fusion.json; a fusion section replaces it (e.g. fixed weights).
+    shadow_bundle (relative to state_dir) is a second CLIP bundle scored on the same charts and
+    only logged. spec_hash, when set, refuses a bundle trained on any other chart spec.
+    """
 
     kind: Literal["rules", "ml", "auto"] = "rules"
     rules: RuleScorerConfig = msgspec.field(default_factory=RuleScorerConfig)
     bundle: str = "bundles/default"  # relative to state_dir
     bootstrap: bool = True  # auto: build the default bundle in the background when it is missing
     bootstrap_args: tuple[str, ...] = ()  # extra arguments for `vlmtrader model bootstrap`
+    mode: Literal["fused", "xgb", "clip"] = "fused"
+    fusion: FusionConfig | None = None
+    shadow_bundle: str = ""
+    spec_hash: str = ""
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    threads: Annotated[int, msgspec.Meta(ge=0)] = 0  # torch threads for CLIP; 0 = torch's default
 
 
 class ShutdownConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):

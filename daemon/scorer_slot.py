@@ -12,29 +12,50 @@ import structlog
 
 from daemon.config import AppConfig
 from daemon.errors import ConfigError, InputError
+from daemon.ml_loader import BundleUnusable, load_ml_scorer
+from strategy.fusion import DriftReport
 from strategy.rule_scorer import RuleScorer
 from strategy.scoring import Scorer
 
 log = structlog.get_logger("daemon.scorer_slot")
 
-
-class BundleUnusable(InputError):
-    """The model bundle is missing, incomplete, corrupt or for another chart spec."""
+__all__ = ["BundleUnusable", "ScorerSlot", "load_bundle_scorer", "log_drift"]
 
 
 def load_bundle_scorer(path: Path, cfg: AppConfig) -> tuple[Scorer, str]:
-    """Load, validate and warm a model bundle; returns the scorer and the bundle id."""
-    try:
-        from strategy.ml_scorer import load_ml_scorer
-    except ImportError as e:
-        msg = f"{path}: the ML scorer is not available in this build ({e})"
-        raise BundleUnusable(msg) from None
-    try:
-        scorer, bundle_id = load_ml_scorer(path, rules=cfg.scorer.rules)
-    except (OSError, ValueError) as e:
-        msg = f"{path}: {e}"
-        raise BundleUnusable(msg) from None
-    return scorer, bundle_id
+    """Load, validate and warm a model bundle; returns the scorer and the bundle id (BundleUnusable if not)."""
+    sc = cfg.scorer
+    shadow = cfg.state_path(sc.shadow_bundle) if sc.shadow_bundle else None
+    return load_ml_scorer(
+        path,
+        bars=cfg.bars,
+        mode=sc.mode,
+        fusion=sc.fusion,
+        spec_hash=sc.spec_hash,
+        shadow=shadow,
+        device=sc.device,
+        threads=sc.threads,
+    )
+
+
+def log_drift(scorer: object) -> int:
+    """Log each drift crossing the scorer found since the last call as model.drift_detected; returns how many."""
+    take = getattr(scorer, "take_drift_reports", None)
+    if take is None:
+        return 0
+    reports: list[DriftReport] = take()
+    for r in reports:
+        log.warning(
+            "model.drift_detected",
+            scorer=getattr(scorer, "name", ""),
+            max_psi=round(r.max_psi, 4),
+            drifted=list(r.drifted),
+            threshold=r.threshold,
+            samples=r.samples,
+            bar_ts=r.ts.isoformat() if r.ts is not None else None,
+            recommendation=r.recommendation,
+        )
+    return len(reports)
 
 
 class ScorerSlot:

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
+from email import policy
+from email.parser import BytesParser
 from typing import Annotated, Any, Literal, Protocol
 
 import msgspec
 import structlog
 from fastapi import Depends, FastAPI, HTTPException, Request, Response, status
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from fastapi.exceptions import RequestValidationError
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
 
 from daemon.api.auth import require_token
 from daemon.api.config import ApiConfig
@@ -18,7 +21,7 @@ from daemon.api.metrics import CONTENT_TYPE, Metrics
 from daemon.bus.commands import CommandRejected, command_from_fields
 from daemon.bus.publisher import encode_event
 from daemon.control import CommandResult, Controller
-from daemon.errors import InputError
+from daemon.errors import InputError, TransientError
 from strategy.types import Bar, Signal
 
 log = structlog.get_logger("daemon.api")
@@ -40,6 +43,24 @@ class Predictor(Protocol):
     """Scores one OHLCV window (oldest bar first); raise InputError when it cannot be scored."""
 
     async def predict(self, symbol: str, bars: Sequence[Bar]) -> Signal: ...
+
+
+class ChartRefused(InputError):
+    """A chart PNG is fine as a file but cannot be scored by what is loaded (no bundle, other chart spec)."""
+
+
+class ChartPrediction(msgspec.Struct, frozen=True, kw_only=True):
+    """The CLIP model's calibrated view of one chart PNG."""
+
+    signal: Signal
+    bundle_id: str
+    patterns: dict[str, float]
+
+
+class ChartPredictor(Protocol):
+    """Scores a chart PNG; InputError when it is unreadable, ChartRefused when it does not fit the model."""
+
+    async def predict_chart(self, png: bytes) -> ChartPrediction: ...
 
 
 class BarIn(BaseModel):
@@ -66,6 +87,10 @@ class PredictResponse(BaseModel):
     direction: int
     scorer: str
     reasons: list[str]
+    bundle_id: str | None = Field(default=None, description="the model bundle that scored a chart")
+    patterns: dict[str, float] | None = Field(
+        default=None, description="calibrated pattern probabilities (chart PNG input)"
+    )
 
 
 class Health(BaseModel):
@@ -149,31 +174,44 @@ def build_app(
         "/predict",
         response_model=PredictResponse,
         tags=["model"],
+        openapi_extra=_PREDICT_BODY,
         responses={
-            422: {"description": "the window is malformed"},
-            503: {"description": "no predictor is loaded"},
+            409: {
+                "description": "a chart PNG the loaded model cannot score (no bundle, other spec)"
+            },
+            415: {"description": "the body is not JSON, image/png or multipart/form-data"},
+            422: {"description": "the window or the PNG is malformed"},
+            503: {"description": "no predictor is loaded, or it is busy: retry"},
         },
     )
-    async def predict(body: PredictRequest) -> PredictResponse:
-        """Score an OHLCV window with the loaded model (calibrated p_up, confidence, reasons)."""
+    async def predict(request: Request) -> PredictResponse:
+        """Score an OHLCV window (JSON) or a chart PNG (image/png body, or multipart field `file`)."""
         if predictor is None:
             raise HTTPException(
                 status.HTTP_503_SERVICE_UNAVAILABLE, detail="no predictor is loaded"
             )
+        kind = _media_type(request.headers.get("content-type", ""))
+        raw = await request.body()
+        if kind in ("image/png", "multipart/form-data"):
+            png = raw if kind == "image/png" else _multipart_png(request, raw)
+            return await _predict_chart(predictor, png)
+        if kind != "application/json" and not kind.endswith("+json") and kind:
+            raise HTTPException(
+                status.HTTP_415_UNSUPPORTED_MEDIA_TYPE,
+                detail=f"content-type {kind}: send application/json, image/png or multipart/form-data",
+            )
+        try:
+            body = PredictRequest.model_validate_json(raw)
+        except ValidationError as e:
+            raise RequestValidationError(_body_errors(e)) from None
         bars = _bars(body, max_bars=cfg.max_predict_bars)
         try:
             signal = await predictor.predict(body.symbol, bars)
         except InputError as e:
             raise HTTPException(422, detail=str(e)) from None
-        return PredictResponse(
-            symbol=signal.symbol,
-            ts=signal.ts,
-            p_up=_finite(signal.p_up),
-            confidence=_finite(signal.confidence),
-            direction=signal.direction,
-            scorer=signal.scorer,
-            reasons=list(signal.reasons),
-        )
+        except TransientError as e:
+            raise _busy(e) from None
+        return _response(signal)
 
     @app.post(
         "/bundle/reload",
@@ -199,7 +237,117 @@ def build_app(
         """Apply one operator command; the body holds its fields (symbol, state, reason, request_id)."""
         return await _command(controller, command, request, cfg)
 
+    _document_models(app, PredictRequest)
     return app
+
+
+_PREDICT_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {"schema": {"$ref": "#/components/schemas/PredictRequest"}},
+            "image/png": {"schema": {"type": "string", "format": "binary"}},
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "properties": {"file": {"type": "string", "format": "binary"}},
+                    "required": ["file"],
+                }
+            },
+        },
+    }
+}
+
+
+def _document_models(app: FastAPI, *models: type[BaseModel]) -> None:
+    """Add request models that are read by hand (not as FastAPI body parameters) to the schema."""
+    generate: Callable[[], dict[str, Any]] = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema:
+            return app.openapi_schema
+        schema = generate()
+        schemas = schema.setdefault("components", {}).setdefault("schemas", {})
+        for model in models:
+            model_schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+            for name, definition in model_schema.pop("$defs", {}).items():
+                schemas.setdefault(name, definition)
+            schemas.setdefault(model.__name__, model_schema)
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+def _body_errors(e: ValidationError) -> list[dict[str, Any]]:
+    """pydantic's errors as FastAPI reports a body's: located under "body", without the raw input."""
+    return [
+        {"type": err["type"], "loc": ("body", *err["loc"]), "msg": err["msg"]}
+        for err in e.errors(include_url=False, include_input=False, include_context=False)
+    ]
+
+
+def _media_type(header: str) -> str:
+    return header.split(";", 1)[0].strip().lower()
+
+
+def _multipart_png(request: Request, raw: bytes) -> bytes:
+    """The PNG of a multipart/form-data body: the field `file` (or `chart`), else the one image/png part."""
+    header = request.headers.get("content-type", "").encode("latin-1", "replace")
+    message = BytesParser(policy=policy.HTTP).parsebytes(
+        b"Content-Type: " + header + b"\r\n\r\n" + raw
+    )
+    if not message.is_multipart():
+        raise HTTPException(422, detail="body: not a multipart/form-data body with a boundary")
+    parts = list(message.iter_parts())  # type: ignore[attr-defined]
+    for part in parts:
+        name = part.get_param("name", header="content-disposition")
+        if name in ("file", "chart") or part.get_content_type() == "image/png":
+            payload = part.get_payload(decode=True)
+            if isinstance(payload, bytes) and payload:
+                return payload
+    raise HTTPException(422, detail="body: no form field `file` holding a chart PNG")
+
+
+async def _predict_chart(predictor: object, png: bytes) -> PredictResponse:
+    predict_chart = getattr(predictor, "predict_chart", None)
+    if predict_chart is None:
+        raise HTTPException(
+            409,
+            detail="chart PNGs are scored by the CLIP model of a model bundle, and none is "
+            "loaded here: send an OHLCV window as JSON, or serve a bundle "
+            "(`vlmtrader serve --bundle DIR`)",
+        )
+    try:
+        scored: ChartPrediction = await predict_chart(png)
+    except ChartRefused as e:
+        raise HTTPException(409, detail=str(e)) from None
+    except InputError as e:
+        raise HTTPException(422, detail=str(e)) from None
+    except TransientError as e:
+        raise _busy(e) from None
+    return _response(scored.signal, bundle_id=scored.bundle_id, patterns=scored.patterns)
+
+
+def _busy(e: TransientError) -> HTTPException:
+    return HTTPException(
+        status.HTTP_503_SERVICE_UNAVAILABLE, detail=str(e), headers={"Retry-After": "1"}
+    )
+
+
+def _response(
+    signal: Signal, *, bundle_id: str | None = None, patterns: dict[str, float] | None = None
+) -> PredictResponse:
+    return PredictResponse(
+        symbol=signal.symbol,
+        ts=signal.ts,
+        p_up=_finite(signal.p_up),
+        confidence=_finite(signal.confidence),
+        direction=signal.direction,
+        scorer=signal.scorer,
+        reasons=list(signal.reasons),
+        bundle_id=bundle_id,
+        patterns={k: _finite(v) for k, v in patterns.items()} if patterns is not None else None,
+    )
 
 
 async def _command(controller: Controller, name: str, request: Request, cfg: ApiConfig) -> Response:

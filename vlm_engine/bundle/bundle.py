@@ -5,6 +5,8 @@ Layout:
     chart_spec.json       the ChartSpec the model was trained on
     calibration.json      Calibration parameters
     figures/*.png         reliability diagrams (optional)
+    xgb/, fusion.json,    XGBoost direction model, fitted fusion and the embedding PCA
+    pca.json              (added by add_to_bundle; optional for a CLIP-only bundle)
     model_card.json       spec hash, prompts, dataset, train config, metrics, sha256 of every file
 """
 
@@ -60,6 +62,7 @@ class ModelCard(msgspec.Struct, frozen=True, kw_only=True):
     calibration_report: dict[str, Any] = msgspec.field(default_factory=dict)
     figures: tuple[str, ...] = ()
     created_at: str = ""
+    stages: dict[str, Any] = msgspec.field(default_factory=dict)
     files: dict[str, str] = msgspec.field(default_factory=dict)
 
 
@@ -218,6 +221,44 @@ def update_calibration(
     except OSError as e:
         msg = f"{directory}: cannot write the calibration ({e})"
         raise BundleError(msg) from None
+
+
+def add_to_bundle(
+    directory: Path,
+    *,
+    files: dict[str, bytes],
+    metrics: dict[str, float] | None = None,
+    stages: dict[str, Any] | None = None,
+) -> ModelCard:
+    """Add (or replace) files of a valid bundle and merge metrics and stage records; the card is rewritten last.
+
+    Args:
+        files: relative path (e.g. "xgb/model.json") -> content; must stay inside the bundle.
+        stages: what each added stage is (config, inputs, fitted parameters), merged by key.
+    """
+    card = verify_bundle(directory)
+    root = directory.resolve()
+    for name in files:
+        target = (directory / name).resolve()
+        if name == CARD_FILE or not target.is_relative_to(root) or target == root:
+            msg = f"{directory}: cannot add {name!r} to the bundle (not a file path inside it)"
+            raise BundleError(msg)
+    try:
+        for name, data in files.items():
+            target = directory / name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(data)
+        updated = msgspec.structs.replace(
+            card,
+            metrics={**card.metrics, **(metrics or {})},
+            stages={**card.stages, **(stages or {})},
+        )
+        card = _write_card(directory, updated)
+    except OSError as e:
+        msg = f"{directory}: cannot add files to the bundle ({e})"
+        raise BundleError(msg) from None
+    log.info("bundle.updated", path=str(directory), bundle_id=card.bundle_id, added=sorted(files))
+    return card
 
 
 def read_card(directory: Path) -> ModelCard:

@@ -1,0 +1,184 @@
+"""The daemon pipeline and the backtest with the full ML scorer (render -> CLIP -> XGBoost -> fusion).
+
+1. Live pipeline at 10 and 100 symbols: bars/s, p50/p99 bar-to-order latency (feed arrival to the
+   broker call, as the daemon logs it) and p50/p99 per-batch latency; baseline = the same pipeline
+   with the rule scorer in the same run. Goals (issue 5): p99 <= 20 ms at 10 symbols, <= 100 ms at 100.
+2. Backtest throughput including chart rendering and model scoring (scores precomputed in chunks,
+   then the event-driven loop); baseline = the rule scorer the same way. Goal: >= 300 bars/s.
+
+    .venv/bin/python bench/bench_ml_pipeline.py [--bundle state/bundles/default] [--symbols 10,100]
+
+Without a bundle at --bundle it builds a --quick one (weak, tiny CLIP: latency then flatters).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import io
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+
+from daemon.cli_model import bootstrap, quick_config
+from daemon.execution.paper import PaperExecution
+from daemon.journal import Journal
+from daemon.log_setup import configure_logging
+from daemon.ml_loader import load_bundle_models
+from daemon.pipeline import Pipeline
+from strategy.backtest.data import frame_batches, precompute_signals
+from strategy.backtest.engine import BacktestConfig, BacktestEngine
+from strategy.bars import BarStore, BarStoreConfig
+from strategy.book import Book
+from strategy.market_sim import MarketSimulator, SimMarketConfig, simulate_frame
+from strategy.risk import RiskConfig, RiskEngine
+from strategy.rule_scorer import RuleScorer, RuleScorerConfig
+from strategy.scoring import Scorer
+from strategy.sim_broker import SimBrokerConfig
+from strategy.target_strategy import StrategyConfig, TargetStrategy
+from strategy.types import Bar
+
+START = datetime(2026, 1, 5, 14, 30, tzinfo=UTC)
+# Permissive thresholds so that both scorers place orders and bar-to-order latency has samples.
+STRATEGY = StrategyConfig(
+    position_notional=2_000, hold_bars=5, enter_threshold=0.51, min_confidence=0.0
+)
+
+
+def make_batches(symbols: int, n_batches: int) -> list[list[Bar]]:
+    market = SimMarketConfig(
+        symbols=tuple(f"S{i:03d}" for i in range(symbols)), seed=3, pattern_rate=0.03
+    )
+    sim = MarketSimulator(config=market, start=START)
+    return [sim.next_batch() for _ in range(n_batches)]
+
+
+async def run_pipeline(
+    scorer: Scorer, batches: list[list[Bar]], window: int, workdir: Path
+) -> tuple[float, Pipeline, list[float]]:
+    journal = Journal(workdir / "journal.sqlite", synchronous="normal")
+    journal.open()
+    with PaperExecution(config=SimBrokerConfig(), path=workdir / "venue.sqlite") as venue:
+        pipeline = Pipeline(
+            store=BarStore(config=BarStoreConfig(window=window)),
+            scorer=scorer,
+            strategy=TargetStrategy(config=STRATEGY),
+            risk=RiskEngine(
+                config=RiskConfig(
+                    max_gross_exposure=100_000_000,
+                    max_position_notional=1_000_000,
+                    max_orders_per_minute=1_000_000,
+                    max_open_orders=1_000_000,
+                )
+            ),
+            book=Book(starting_cash=100_000_000),
+            journal=journal,
+            execution=venue,
+        )
+        for batch in batches[: window + 5]:  # fill the windows, warm the scorer
+            await pipeline.on_bars(batch)
+        pipeline.latency.reset()
+        per_batch: list[float] = []
+        started = time.perf_counter()
+        n = 0
+        for batch in batches[window + 5 :]:
+            t = time.perf_counter()
+            await pipeline.on_bars(batch)
+            per_batch.append(time.perf_counter() - t)
+            n += len(batch)
+        elapsed = time.perf_counter() - started
+    journal.close()
+    return n / elapsed, pipeline, per_batch
+
+
+def _ms(values: list[float], q: float) -> float:
+    return float(np.percentile(values, q) * 1000) if values else float("nan")
+
+
+def bench_live(bundle: Path, symbols_list: list[int], scored_batches: int) -> None:
+    models = load_bundle_models(bundle)
+    window = max(64, models.bars_needed)
+    print(
+        f"\n== live pipeline (bundle {models.bundle_id}, chart {models.spec.width}x{models.spec.height}, "
+        f"{models.card.parameters:,} CLIP parameters, window {window})"
+    )
+    print(
+        f"{'symbols':>7} {'scorer':>6} {'bars/s':>9} {'orders':>7} {'order p50':>10} {'order p99':>10} "
+        f"{'batch p50':>10} {'batch p99':>10}   goal p99"
+    )
+    for symbols in symbols_list:
+        batches = make_batches(symbols, window + 5 + scored_batches)
+        rows = {}
+        for name, scorer in (
+            ("rules", RuleScorer(config=RuleScorerConfig())),
+            ("ml", models.scorer()),
+        ):
+            with tempfile.TemporaryDirectory() as tmp:
+                rate, pipeline, per_batch = asyncio.run(
+                    run_pipeline(scorer, batches, window, Path(tmp))
+                )
+            lat = pipeline.latency
+            rows[name] = rate
+            goal = {10: "20 ms", 100: "100 ms"}.get(symbols, "-") if name == "ml" else ""
+            print(
+                f"{symbols:>7} {name:>6} {rate:>9,.0f} {lat.count:>7} "
+                f"{lat.percentile_ms(50) or float('nan'):>10.2f} {lat.percentile_ms(99) or float('nan'):>10.2f} "
+                f"{_ms(per_batch, 50):>10.2f} {_ms(per_batch, 99):>10.2f}   {goal}"
+            )
+        print(f"{'':>7} ml/rules bars/s ratio {rows['ml'] / rows['rules']:.3f}")
+
+
+def bench_backtest(bundle: Path, symbols: int, bars: int) -> None:
+    models = load_bundle_models(bundle)
+    window = max(64, models.bars_needed)
+    market = SimMarketConfig(symbols=tuple(f"B{i}" for i in range(symbols)), seed=5)
+    batches = frame_batches(simulate_frame(market, START, bars))
+    store = BarStoreConfig(window=window)
+    config = BacktestConfig(bars=store, strategy=STRATEGY)
+    n_bars = sum(len(b) for b in batches)
+    print(f"\n== backtest, {n_bars:,} bars ({symbols} symbols), scoring + event loop")
+    print(f"{'scorer':>8} {'score bars/s':>13} {'loop bars/s':>12} {'total bars/s':>13}   goal")
+    totals = {}
+    for name, scorer in (
+        ("rules", RuleScorer(config=RuleScorerConfig())),
+        ("ml", models.scorer()),
+        ("clip", models.scorer(mode="clip")),
+    ):
+        t0 = time.perf_counter()
+        pre = precompute_signals(scorer, batches, store)
+        t1 = time.perf_counter()
+        BacktestEngine(config=config, scorer=pre).run_batches(batches)
+        t2 = time.perf_counter()
+        totals[name] = n_bars / (t2 - t0)
+        goal = ">= 300 bars/s" if name == "ml" else ""
+        print(
+            f"{name:>8} {n_bars / (t1 - t0):>13,.0f} {n_bars / (t2 - t1):>12,.0f} "
+            f"{totals[name]:>13,.0f}   {goal}"
+        )
+    print(f"{'':>8} ml/rules total ratio {totals['ml'] / totals['rules']:.3f}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--bundle", type=Path, default=Path("state/bundles/default"))
+    parser.add_argument("--symbols", default="10,100")
+    parser.add_argument("--batches", type=int, default=300, help="scored batches per live run")
+    parser.add_argument("--backtest-bars", type=int, default=1500, help="bars per symbol")
+    parser.add_argument("--backtest-symbols", type=int, default=4)
+    args = parser.parse_args()
+    configure_logging(level="warning", fmt="json", stream=io.StringIO())
+    bundle = args.bundle
+    if not (bundle / "model_card.json").is_file():
+        tmp = Path(tempfile.mkdtemp(prefix="bench-ml-")) / "bundle"
+        print(f"no bundle at {bundle}: building a --quick one at {tmp} (tiny CLIP)")
+        bootstrap(quick_config(), tmp)
+        bundle = tmp
+    bench_live(bundle, [int(s) for s in args.symbols.split(",")], args.batches)
+    bench_backtest(bundle, args.backtest_symbols, args.backtest_bars)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,342 @@
+"""A model bundle directory -> a ready MLScorer: warm CLIP server, XGBoost, fusion, PCA and drift reference.
+
+Every file is validated before anything is used (the card's sha256 list, then each file's
+type); a bundle that is incomplete, corrupt, built for another chart spec or for windows the
+daemon does not have is refused with BundleUnusable, one line naming the bundle and the cause.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal, TypeVar
+
+import msgspec
+import numpy as np
+import structlog
+
+from daemon.errors import InputError
+from strategy.bars import BarStoreConfig, Window
+from strategy.features import FeatureConfig, FeatureEngine
+from strategy.fusion import DriftMonitor, DriftReference, FusionConfig, FusionEngine
+from strategy.ml_scorer import MLScorer, ScorerMode, VisionModel, VisionScores
+from vlm_engine.xgb.errors import XgbError
+from vlm_engine.xgb.model import META_FILE, MODEL_FILE, XgbModel
+from vlm_engine.xgb.pca import PcaParams
+
+if TYPE_CHECKING:  # torch and transformers load only when a bundle does (rules mode starts fast)
+    from vlm_engine.bundle import ModelCard
+    from vlm_engine.infer import InferenceConfig, ModelServer
+    from vlm_engine.render import ChartSpec
+
+log = structlog.get_logger("daemon.ml_loader")
+
+XGB_DIR = "xgb"
+FUSION_FILE = "fusion.json"
+PCA_FILE = "pca.json"
+TABULAR_FILES = (f"{XGB_DIR}/{MODEL_FILE}", f"{XGB_DIR}/{META_FILE}", FUSION_FILE)
+REBUILD = "rebuild it with `vlmtrader model bootstrap`"
+T = TypeVar("T")
+
+
+class BundleUnusable(InputError):
+    """The model bundle is missing, incomplete, corrupt or for another chart spec."""
+
+
+class BundleModels:
+    """Everything a bundle holds, loaded and cross-checked; scorer() builds an MLScorer from it."""
+
+    def __init__(
+        self,
+        *,
+        path: Path,
+        card: ModelCard,
+        server: ModelServer,
+        xgb: XgbModel,
+        features: FeatureConfig,
+        fusion: FusionConfig,
+        pca: PcaParams | None,
+        drift: DriftReference | None,
+    ) -> None:
+        self.path = path
+        self.card = card
+        self.server = server
+        self.xgb = xgb
+        self.features = features
+        self.fusion = fusion
+        self.pca = pca
+        self.drift = drift
+
+    @property
+    def bundle_id(self) -> str:
+        return self.card.bundle_id
+
+    @property
+    def spec(self) -> ChartSpec:
+        return self.server.spec
+
+    @property
+    def bars_needed(self) -> int:
+        """Bars a window must hold for the chart and the features to be what training saw."""
+        return max(self.spec.bars_needed, self.features.lookback)
+
+    def scorer(
+        self,
+        *,
+        mode: ScorerMode = "fused",
+        fusion: FusionConfig | None = None,
+        vision: VisionModel | None = None,
+        name: str | None = None,
+    ) -> MLScorer:
+        """A fresh MLScorer (its own fusion and drift state) over the shared warm models."""
+        from strategy.clip_scorer import ClipVision
+
+        config = fusion or self.fusion
+        monitor = (
+            DriftMonitor(reference=self.drift, config=config.drift)
+            if self.drift is not None
+            else None
+        )
+        return MLScorer(
+            features=FeatureEngine(config=self.features),
+            fusion=FusionEngine(config=config),
+            xgb=self.xgb,
+            vision=vision or ClipVision(server=self.server),
+            pca=self.pca,
+            drift=monitor,
+            mode=mode,
+            name=name,
+        )
+
+
+def _fail(path: Path, problem: str) -> BundleUnusable:
+    return BundleUnusable(f"{path}: {problem}")
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+def _decode(path: Path, name: str, kind: type[T], what: str) -> T:
+    try:
+        return msgspec.json.decode((path / name).read_bytes(), type=kind)
+    except (OSError, msgspec.DecodeError, msgspec.ValidationError, ValueError) as e:
+        raise _fail(path, f"corrupt {what} in {name} ({_one_line(str(e))}); {REBUILD}") from None
+
+
+def _read_card(path: Path) -> ModelCard:
+    from vlm_engine.bundle import BundleError, read_card
+
+    try:
+        card = read_card(path)
+    except BundleError as e:
+        raise BundleUnusable(_one_line(str(e))) from None
+    missing = [name for name in TABULAR_FILES if name not in card.files]
+    if missing:
+        raise _fail(
+            path,
+            f"incomplete bundle, missing {', '.join(missing)} (CLIP only, no XGBoost/fusion); {REBUILD}",
+        )
+    return card
+
+
+def _load_server(
+    path: Path, *, spec_hash: str | None, shadow: Path | None, inference: InferenceConfig
+) -> ModelServer:
+    from vlm_engine.bundle import BundleError
+    from vlm_engine.infer import ModelServer
+
+    try:
+        server = ModelServer.load(path, config=inference, spec_hash=spec_hash or None)
+    except BundleError as e:
+        raise BundleUnusable(_one_line(str(e))) from None
+    except (OSError, RuntimeError, ValueError) as e:
+        raise _fail(path, f"cannot load the CLIP model ({_one_line(str(e))})") from None
+    if shadow is not None:
+        result = server.set_shadow(shadow)
+        if not result.ok:
+            log.warning("shadow.unavailable", path=str(shadow), error=result.error)
+    return server
+
+
+def _check_features(
+    path: Path, card: ModelCard, xgb: XgbModel, features: FeatureConfig, pca: PcaParams | None
+) -> None:
+    """The xgb model's columns must be exactly what the scorer computes from this bundle's outputs."""
+    if xgb.meta.bar_seconds <= 0:
+        raise _fail(path, f"xgb/{META_FILE} has bar_seconds {xgb.meta.bar_seconds}")
+    expected = list(FeatureEngine(config=features).names(xgb.meta.bar_seconds))
+    if any(n.startswith("clip_") for n in xgb.feature_names):
+        expected += ["clip_p_up", *(f"clip_{c}" for c in card.prompts.classes)]
+        if pca is not None:
+            expected += [f"clip_pc{i}" for i in range(len(pca.components))]
+    if tuple(expected) != xgb.feature_names:
+        diff = next(
+            (
+                f"column {i}: bundle {a!r}, computed {b!r}"
+                for i, (a, b) in enumerate(zip(xgb.feature_names, expected, strict=False))
+                if a != b
+            ),
+            f"bundle has {len(xgb.feature_names)} columns, computed {len(expected)}",
+        )
+        raise _fail(path, f"the xgb model's features do not match its feature config ({diff})")
+    if pca is not None and any(len(row) != len(pca.mean) for row in pca.components):
+        raise _fail(path, f"corrupt embedding PCA in {PCA_FILE} (component and mean sizes differ)")
+
+
+def _drift_reference(path: Path, xgb: XgbModel) -> DriftReference | None:
+    raw = xgb.meta.drift_reference
+    if not raw:
+        return None
+    try:
+        reference = msgspec.convert(raw, DriftReference)
+    except msgspec.ValidationError as e:
+        raise _fail(path, f"corrupt drift reference in xgb/{META_FILE} ({e})") from None
+    want = (*xgb.feature_names, "confidence")
+    if reference.names != want or len(reference.edges) != len(want):
+        raise _fail(
+            path,
+            f"drift reference has {len(reference.names)} columns, the scorer observes {len(want)}",
+        )
+    return reference
+
+
+def load_bundle_models(
+    path: Path,
+    *,
+    spec_hash: str | None = None,
+    shadow: Path | None = None,
+    inference: InferenceConfig | None = None,
+) -> BundleModels:
+    """Validate and load every part of a full bundle (CLIP warmed up); BundleUnusable when any is wrong."""
+    from vlm_engine.infer import InferenceConfig
+
+    path = Path(path)
+    card = _read_card(path)
+    server = _load_server(
+        path, spec_hash=spec_hash, shadow=shadow, inference=inference or InferenceConfig()
+    )
+    try:
+        xgb = XgbModel.load(path / XGB_DIR)
+    except XgbError as e:
+        raise _fail(
+            path, f"cannot load the XGBoost model ({_one_line(str(e))}); {REBUILD}"
+        ) from None
+    try:
+        features = msgspec.convert(xgb.meta.feature_config, FeatureConfig)
+    except (msgspec.ValidationError, ValueError) as e:
+        raise _fail(path, f"corrupt feature config in xgb/{META_FILE} ({e})") from None
+    fusion = _decode(path, FUSION_FILE, FusionConfig, "fusion parameters")
+    uses_pca = any(n.startswith("clip_pc") for n in xgb.feature_names)
+    if uses_pca and PCA_FILE not in card.files:
+        raise _fail(
+            path, f"incomplete bundle, missing {PCA_FILE} (the xgb model uses it); {REBUILD}"
+        )
+    pca = _decode(path, PCA_FILE, PcaParams, "embedding PCA") if uses_pca else None
+    _check_features(path, card, xgb, features, pca)
+    return BundleModels(
+        path=path,
+        card=card,
+        server=server,
+        xgb=xgb,
+        features=features,
+        fusion=fusion,
+        pca=pca,
+        drift=_drift_reference(path, xgb),
+    )
+
+
+def check_windows(models: BundleModels, bars: BarStoreConfig) -> None:
+    """Refuse a bundle whose charts or features need longer windows, or other bars, than the daemon keeps."""
+    if bars.window < models.bars_needed:
+        raise _fail(
+            models.path,
+            f"the bundle needs windows of {models.bars_needed} bars (chart spec "
+            f"{models.spec.bars_needed}, features {models.features.lookback}); "
+            f"bars.window is {bars.window}",
+        )
+    if bars.bar_seconds != models.xgb.meta.bar_seconds:
+        raise _fail(
+            models.path,
+            f"the bundle was trained on {models.xgb.meta.bar_seconds} s bars, "
+            f"bars.bar_seconds is {bars.bar_seconds}",
+        )
+
+
+def load_ml_scorer(
+    path: Path,
+    *,
+    bars: BarStoreConfig,
+    mode: ScorerMode = "fused",
+    fusion: FusionConfig | None = None,
+    spec_hash: str = "",
+    shadow: Path | None = None,
+    device: Literal["auto", "cpu", "cuda"] = "auto",
+    threads: int = 0,
+) -> tuple[MLScorer, str]:
+    """Load a bundle into a ready MLScorer for windows of `bars`; returns (scorer, bundle_id)."""
+    from vlm_engine.infer import InferenceConfig
+
+    models = load_bundle_models(
+        path,
+        spec_hash=spec_hash or None,
+        shadow=shadow,
+        inference=InferenceConfig(device=device, threads=threads),
+    )
+    check_windows(models, bars)
+    try:
+        scorer = models.scorer(mode=mode, fusion=fusion)
+    except ValueError as e:
+        raise _fail(Path(path), _one_line(str(e))) from None
+    log.info(
+        "scorer.loaded",
+        path=str(path),
+        bundle_id=models.bundle_id,
+        scorer=scorer.name,
+        mode=mode,
+        fusion=(fusion or models.fusion).method,
+        drift_monitor=scorer.drift is not None,
+    )
+    return scorer, models.bundle_id
+
+
+class CachedVision:
+    """A VisionModel that scores each (symbol, bar close) once: the backtest's clip/xgb/fused share CLIP."""
+
+    def __init__(self, *, inner: VisionModel) -> None:
+        self.inner = inner
+        self._rows: dict[tuple[str, int], int] = {}
+        self._p_up: list[float] = []
+        self._probs: list[np.ndarray] = []
+        self._embeddings: list[np.ndarray] = []
+        self._names: tuple[str, ...] = ()
+
+    def score_windows(self, windows: Sequence[Window]) -> VisionScores:
+        """Cached rows for windows seen before, the inner model for the rest (in one batch)."""
+        keys = [(w.symbol, int(w.timestamps[-1])) for w in windows]
+        todo = [i for i, k in enumerate(keys) if k not in self._rows]
+        if todo:
+            fresh = self.inner.score_windows([windows[i] for i in todo])
+            self._names = fresh.pattern_names
+            for row, i in enumerate(todo):
+                self._rows[keys[i]] = len(self._p_up)
+                self._p_up.append(float(fresh.p_up[row]))
+                self._probs.append(np.asarray(fresh.pattern_probs[row], dtype=np.float64))
+                self._embeddings.append(np.asarray(fresh.embeddings[row], dtype=np.float64))
+        index = [self._rows[k] for k in keys]
+        return VisionScores(
+            p_up=np.asarray([self._p_up[i] for i in index], dtype=np.float64),
+            pattern_probs=np.vstack([self._probs[i] for i in index]),
+            pattern_names=self._names,
+            embeddings=np.vstack([self._embeddings[i] for i in index]),
+        )
+
+
+__all__ = [
+    "BundleModels",
+    "BundleUnusable",
+    "CachedVision",
+    "check_windows",
+    "load_bundle_models",
+    "load_ml_scorer",
+]

@@ -1,0 +1,104 @@
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+from structlog.testing import capture_logs
+
+from daemon.config import AppConfig, ScorerConfig
+from daemon.errors import ConfigError
+from daemon.scorer_slot import BundleUnusable, ScorerSlot, log_drift
+from strategy.bars import BarStoreConfig
+from strategy.rule_scorer import RuleScorer, RuleScorerConfig
+from tests.daemon.ml_helpers import WINDOW, bundle_copy, quick_bundle, sample_windows
+from vlm_engine.bundle import read_card
+
+
+def _config(tmp_path: Path, bundle: Path, **scorer: object) -> AppConfig:
+    return AppConfig(
+        state_dir=str(tmp_path),
+        bars=BarStoreConfig(window=WINDOW),
+        scorer=ScorerConfig(bundle=str(bundle), **scorer),  # type: ignore[arg-type]
+    )
+
+
+def _slot(cfg: AppConfig) -> tuple[ScorerSlot, SimpleNamespace]:
+    slot = ScorerSlot(config=cfg, state_dir=Path(cfg.state_dir))
+    holder = SimpleNamespace(scorer=None)
+    slot.attach(holder)
+    return slot, holder
+
+
+def test_slot_when_kind_ml_and_bundle_valid_then_ml_scorer_serves(tmp_path: Path) -> None:
+    slot, holder = _slot(_config(tmp_path, quick_bundle(), kind="ml"))
+    assert slot.current.name == "ml"
+    assert holder.scorer is slot.current
+    assert slot.bundle_id == read_card(quick_bundle()).bundle_id
+    assert len(slot.current.score(sample_windows()[:2])) == 2
+
+
+def test_slot_when_kind_ml_and_bundle_missing_then_config_error_one_line(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"scorer\.kind is ml but the bundle cannot be used") as e:
+        _slot(_config(tmp_path, tmp_path / "missing", kind="ml"))
+    assert "no such bundle directory" in str(e.value)
+    assert "\n" not in str(e.value)
+
+
+def test_slot_when_kind_ml_and_other_chart_spec_then_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="trained on chart spec"):
+        _slot(_config(tmp_path, quick_bundle(), kind="ml", spec_hash="f" * 16))
+
+
+def test_slot_when_kind_auto_and_bundle_corrupt_then_rules_and_unavailable_logged(
+    tmp_path: Path,
+) -> None:
+    bundle = bundle_copy(tmp_path)
+    (bundle / "xgb" / "model.json").write_text("{}")
+    with capture_logs() as logs:
+        slot, _ = _slot(_config(tmp_path, bundle, kind="auto", bootstrap=False))
+    assert isinstance(slot.current, RuleScorer)
+    assert slot.bundle_id is None
+    (event,) = [e for e in logs if e["event"] == "bundle.unavailable"]
+    assert "corrupt bundle, xgb/model.json" in event["error"]
+    assert event["scorer"] == "rules"
+
+
+def test_reload_when_bundle_corrupt_then_refused_and_old_scorer_keeps_serving(
+    tmp_path: Path,
+) -> None:
+    slot, holder = _slot(_config(tmp_path, quick_bundle(), kind="ml"))
+    serving, bundle_id = slot.current, slot.bundle_id
+    bad = bundle_copy(tmp_path, "bad")
+    (bad / "fusion.json").write_text('{"method": "stacking"}')
+    with (
+        capture_logs() as logs,
+        pytest.raises(BundleUnusable, match=r"corrupt bundle, fusion\.json"),
+    ):
+        asyncio.run(slot.reload(str(bad)))
+    assert slot.current is serving
+    assert holder.scorer is serving
+    assert slot.bundle_id == bundle_id
+    assert slot.warm
+    assert [e["scorer"] for e in logs if e["event"] == "bundle.load_failed"] == ["ml"]
+
+
+def test_reload_when_rules_serving_and_bundle_valid_then_swapped_between_batches(
+    tmp_path: Path,
+) -> None:
+    slot, holder = _slot(_config(tmp_path, tmp_path / "later", kind="auto", bootstrap=False))
+    assert isinstance(holder.scorer, RuleScorer)
+    with capture_logs() as logs:
+        bundle_id = asyncio.run(slot.reload(str(bundle_copy(tmp_path))))
+    assert holder.scorer is slot.current
+    assert slot.current.name == "ml"
+    assert bundle_id == slot.bundle_id == read_card(quick_bundle()).bundle_id
+    swaps = [e for e in logs if e["event"] == "bundle.loaded" and "previous" in e]
+    assert [(e["previous"], e["scorer"]) for e in swaps] == [("rules", "ml")]
+
+
+def test_log_drift_when_scorer_has_no_drift_monitor_then_nothing_logged() -> None:
+    with capture_logs() as logs:
+        assert log_drift(RuleScorer(config=RuleScorerConfig())) == 0
+    assert logs == []

@@ -1,0 +1,109 @@
+"""`vlmtrader run` with scorer.kind auto: trades with rules at once, bootstraps the full bundle in the
+background, hot-swaps to render -> CLIP -> XGBoost -> fusion, and refuses a corrupt bundle on reload."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.integration.daemon_process import (
+    DaemonProcess,
+    count,
+    read_db,
+    wait_for,
+    write_config,
+)
+
+pytestmark = pytest.mark.integration
+
+TOKEN = "swap-test-token"
+
+
+def _events(daemon: DaemonProcess) -> list[dict[str, Any]]:
+    out = []
+    for line in daemon.log_text().splitlines():
+        try:
+            event = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(event, dict) and "event" in event:
+            out.append(event)
+    return out
+
+
+def _names(daemon: DaemonProcess) -> list[str]:
+    return [e["event"] for e in _events(daemon)]
+
+
+def _signals(journal: Path, scorer: str) -> int:
+    return count(journal, f"SELECT count(*) FROM signals WHERE scorer = '{scorer}'")
+
+
+def test_run_when_auto_without_bundle_then_rules_first_bootstrap_swap_to_ml_and_corrupt_reload_refused(
+    tmp_path: Path,
+) -> None:
+    state = tmp_path / "state"
+    journal = state / "journal.sqlite"
+    config = write_config(
+        tmp_path / "cfg.yaml",
+        state_dir=state,
+        speed=1200,
+        extra={
+            "scorer": {"kind": "auto", "bootstrap_args": ["--quick"]},
+            "strategy": {"hold_bars": 3, "enter_threshold": 0.52, "min_confidence": 0.02},
+            "api": {"enabled": True, "port": 0, "shutdown_timeout_seconds": 1.0},
+        },
+    )
+    daemon = DaemonProcess(
+        config, log_path=tmp_path / "daemon.log", env={"VLMTRADER_API_TOKEN": TOKEN}
+    )
+    try:
+        wait_for(lambda: "daemon.ready" in _names(daemon), timeout=60, what="daemon.ready")
+        (ready,) = [e for e in _events(daemon) if e["event"] == "daemon.ready"]
+        assert ready["scorer"] == "rules"
+        wait_for(lambda: "scorer.swapped" in _names(daemon), timeout=180, what="scorer.swapped")
+        names = _names(daemon)
+        assert names.index("model.bootstrap_started") < names.index("model.bootstrap_finished")
+        assert names.index("model.bootstrap_finished") < names.index("scorer.swapped")
+        assert names.index("order.submitted") < names.index("scorer.swapped")  # rules traded
+        (swapped,) = [e for e in _events(daemon) if e["event"] == "scorer.swapped"]
+        assert (swapped["previous"], swapped["current"]) == ("rules", "ml")
+        assert _signals(journal, "rules") > 0
+
+        wait_for(lambda: _signals(journal, "ml") >= 20, timeout=60, what="ML signals")
+        with read_db(
+            journal
+        ) as con:  # every ML signal went through fusion: p_up and confidence set
+            rows = con.execute(
+                "SELECT p_up, confidence FROM signals WHERE scorer = 'ml'"
+            ).fetchall()
+        assert all(0.0 <= r["p_up"] <= 1.0 and 0.0 <= r["confidence"] <= 1.0 for r in rows)
+
+        (api,) = [e for e in _events(daemon) if e["event"] == "api.started"]
+        bad = tmp_path / "bad_bundle"
+        shutil.copytree(state / "bundles" / "default", bad)
+        (bad / "xgb" / "model.json").write_text("{}")
+        with httpx.Client(base_url=f"http://127.0.0.1:{api['port']}", timeout=60) as http:
+            refused = http.post(
+                "/bundle/reload",
+                headers={"Authorization": f"Bearer {TOKEN}"},
+                json={"path": str(bad)},
+            )
+            assert refused.status_code != 200
+            assert "corrupt bundle, xgb/model.json" in refused.text
+            before = _signals(journal, "ml")
+            wait_for(lambda: _signals(journal, "ml") > before + 8, timeout=30, what="ML serving")
+            status = http.get("/status").json()
+        assert status["scorer"] == "ml"
+        assert status["bundle_id"] == swapped["bundle_id"]
+        assert [e["scorer"] for e in _events(daemon) if e["event"] == "bundle.load_failed"] == [
+            "ml"
+        ]
+    finally:
+        code = daemon.terminate()
+    assert code == 0, daemon.log_text()[-3000:]

@@ -1,0 +1,294 @@
+"""`vlmtrader serve` as a real process, hit with real HTTP requests: batching, chart PNGs, hot-swap, SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import msgspec
+import numpy as np
+import pytest
+import structlog
+
+from daemon.api.config import ApiConfig
+from daemon.cli import main
+from daemon.serve import ServeConfig, serve
+from strategy.bars import Window
+from tests.daemon.ml_helpers import WINDOW, quick_bundle, sample_windows
+from tests.integration.daemon_process import REPO
+from tests.integration.mosquitto import free_port
+from vlm_engine.render import chart_meta, decode_spec, encode_png, make_renderer
+from vlm_engine.render.spec import ChartSpec
+from vlm_engine.render.window import ChartWindow
+
+pytestmark = pytest.mark.integration
+TOKEN = "serve-token"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+T0 = datetime(2024, 3, 1, 14, 30, tzinfo=UTC)
+_SERVE = (sys.executable, "-m", "daemon.cli", "serve")
+
+
+class ServeProcess:
+    """`python -m daemon.cli serve ...` on a free loopback port, JSON logs captured to a file."""
+
+    def __init__(self, tmp: Path, *args: str) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = tmp / f"serve-{self.port}.log"
+        self.err_path = tmp / f"serve-{self.port}.err"
+        env = {**os.environ, "VLMTRADER_API_TOKEN": TOKEN, "PYTHONUNBUFFERED": "1"}
+        with self.log_path.open("wb") as out, self.err_path.open("wb") as err:
+            self.proc = subprocess.Popen(
+                [*_SERVE, "--port", str(self.port), "--log-format", "json", *args],
+                cwd=REPO,
+                env=env,
+                stdout=out,
+                stderr=err,
+            )
+
+    def wait_listening(self, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                msg = f"serve exited with {self.proc.returncode}: {self.err_path.read_text()}"
+                raise AssertionError(msg)
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
+                    return
+            time.sleep(0.1)
+        msg = f"serve did not listen on {self.port}"
+        raise AssertionError(msg)
+
+    def wait_ready(self, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if httpx.get(f"{self.url}/readyz", timeout=1).status_code == 200:
+                return
+            assert self.proc.poll() is None, self.err_path.read_text()
+            time.sleep(0.1)
+        msg = "serve did not become ready"
+        raise AssertionError(msg)
+
+    def events(self) -> list[dict[str, Any]]:
+        out = []
+        for line in self.log_path.read_text().splitlines():
+            with contextlib.suppress(json.JSONDecodeError):
+                out.append(json.loads(line))
+        return out
+
+    def terminate(self, timeout: float = 20.0) -> int:
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout)
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+
+@contextlib.contextmanager
+def serving(tmp: Path, *args: str) -> Iterator[ServeProcess]:
+    process = ServeProcess(tmp, *args)
+    try:
+        process.wait_listening()
+        yield process
+    finally:
+        process.kill()
+
+
+def _json_bars(window: Window) -> list[dict[str, Any]]:
+    return [
+        {
+            "ts": datetime.fromtimestamp(int(window.timestamps[i]), tz=UTC).isoformat(),
+            "open": float(window.open[i]),
+            "high": float(window.high[i]),
+            "low": float(window.low[i]),
+            "close": float(window.close[i]),
+            "volume": float(window.volume[i]),
+        }
+        for i in range(len(window))
+    ]
+
+
+def _rising(n: int) -> list[dict[str, Any]]:
+    return [
+        {"ts": (T0 + timedelta(minutes=i)).isoformat(), "open": 100.0 + i, "high": 102.0 + i}
+        | {"low": 99.0 + i, "close": 101.0 + i, "volume": 1000.0}
+        for i in range(n)
+    ]
+
+
+def _chart_png(spec: ChartSpec, window: Window) -> bytes:
+    chart = ChartWindow(
+        symbol=window.symbol,
+        bar_seconds=window.bar_seconds,
+        ts=window.timestamps,
+        open=window.open,
+        high=window.high,
+        low=window.low,
+        close=window.close,
+        volume=window.volume,
+    )
+    image = make_renderer(spec).render_batch([chart])[0]
+    return encode_png(np.ascontiguousarray(image), chart_meta(spec, chart))
+
+
+async def _concurrent_predictions(url: str, n: int, bars: list[dict[str, Any]]) -> list[int]:
+    async with httpx.AsyncClient(base_url=url, timeout=30) as client:
+        responses = await asyncio.gather(
+            *(client.post("/predict", json={"symbol": f"S{i}", "bars": bars}) for i in range(n))
+        )
+    return [r.status_code for r in responses]
+
+
+def test_serve_when_rules_then_batched_predictions_png_refused_and_sigterm_exits_cleanly(
+    tmp_path: Path,
+) -> None:
+    with serving(tmp_path, "--rules", "--max-wait-ms", "50") as server:
+        c = httpx.Client(base_url=server.url, timeout=10)
+        assert c.get("/readyz").json() == {
+            "ready": True,
+            "checks": {"model_warm": True, "accepting": True},
+        }
+        spec = c.get("/openapi.json").json()
+        assert set(spec["paths"]) >= {"/predict", "/healthz", "/readyz", "/metrics"}
+        body = spec["paths"]["/predict"]["post"]["requestBody"]["content"]
+        assert set(body) == {"application/json", "image/png", "multipart/form-data"}
+        assert "PredictRequest" in spec["components"]["schemas"]
+
+        codes = asyncio.run(_concurrent_predictions(server.url, 40, _rising(30)))
+        assert codes == [200] * 40
+        status = c.get("/status").json()
+        assert status["requests"] == 40
+        assert status["batches"] < 40  # requests shared model calls
+        assert status["largest_batch"] > 1
+        assert "vlmtrader_inference_seconds_count" in c.get("/metrics").text
+
+        r = c.post("/predict", json={"symbol": "AAA", "bars": _rising(30)})
+        assert r.json()["scorer"] == "rules"
+        png = c.post(
+            "/predict", content=b"\x89PNG\r\n\x1a\n", headers={"content-type": "image/png"}
+        )
+        assert png.status_code == 409
+        assert "bundle" in png.json()["detail"]
+        assert c.post("/predict", json={"symbol": "AAA", "bars": _rising(3)}).status_code == 422
+        assert c.post("/control/pause", headers=AUTH).status_code == 409
+        assert c.post("/bundle/reload", json={}).status_code == 401
+
+        async def in_flight_then_stop() -> list[int]:
+            task = asyncio.create_task(_concurrent_predictions(server.url, 20, _rising(30)))
+            await asyncio.sleep(0.05)
+            server.proc.send_signal(signal.SIGTERM)
+            return await task
+
+        finished = asyncio.run(in_flight_then_stop())
+        assert server.proc.wait(20) == 0
+    assert all(code in (200, 503) for code in finished)
+    events = [e["event"] for e in server.events()]
+    assert events[-1] == "serve.stopped"
+    assert "api.stopped" in events
+
+
+def test_serve_when_bundle_then_ml_json_clip_png_hot_swap_and_clean_stop(tmp_path: Path) -> None:
+    bundle = quick_bundle()
+    copy = tmp_path / "bundle-v2"
+    shutil.copytree(bundle, copy)
+    spec = decode_spec((bundle / "chart_spec.json").read_bytes())
+    windows = sample_windows()
+    window = next(w for w in windows if len(w) == WINDOW)
+    with serving(tmp_path, "--bundle", str(bundle), "--device", "cpu") as server:
+        server.wait_ready()
+        c = httpx.Client(base_url=server.url, timeout=30)
+        status = c.get("/status").json()
+        bundle_id = status["bundle_id"]
+        assert status["spec_hash"] == spec.spec_hash()
+
+        ml = c.post("/predict", json={"symbol": window.symbol, "bars": _json_bars(window)})
+        assert ml.status_code == 200, ml.text
+        assert ml.json()["scorer"] == "ml"
+        short = c.post("/predict", json={"symbol": "A", "bars": _rising(10)})
+        assert short.status_code == 422
+        assert f"needs at least {WINDOW}" in short.json()["detail"]
+
+        png = _chart_png(spec, window)
+        raw = c.post("/predict", content=png, headers={"content-type": "image/png"})
+        assert raw.status_code == 200, raw.text
+        scored = raw.json()
+        assert (scored["scorer"], scored["bundle_id"], scored["symbol"]) == (
+            "clip",
+            bundle_id,
+            window.symbol,
+        )
+        assert 0.0 <= scored["p_up"] <= 1.0
+        assert sum(scored["patterns"].values()) == pytest.approx(1.0, abs=1e-3)
+        assert scored["ts"].startswith(window.ts.strftime("%Y-%m-%dT%H:%M"))
+        form = c.post("/predict", files={"file": ("chart.png", png, "image/png")})
+        assert form.status_code == 200, form.text
+        assert form.json()["p_up"] == pytest.approx(scored["p_up"], abs=1e-6)
+
+        other = msgspec.structs.replace(spec, volume=not spec.volume)
+        mismatch = c.post(
+            "/predict", content=_chart_png(other, window), headers={"content-type": "image/png"}
+        )
+        assert mismatch.status_code == 409
+        assert spec.spec_hash() in mismatch.json()["detail"]
+        garbage = c.post("/predict", content=png[:40], headers={"content-type": "image/png"})
+        assert garbage.status_code == 422
+        assert (
+            c.post("/predict", files={"other": ("x.txt", b"hi", "text/plain")}).status_code == 422
+        )
+
+        async def swap_under_load() -> tuple[list[int], httpx.Response]:
+            async with httpx.AsyncClient(base_url=server.url, timeout=60) as client:
+                load = asyncio.create_task(
+                    _concurrent_predictions(server.url, 16, _json_bars(window))
+                )
+                reload = await client.post("/bundle/reload", headers=AUTH, json={"path": str(copy)})
+                return await load, reload
+
+        codes, reload = asyncio.run(swap_under_load())
+        assert codes == [200] * 16
+        assert reload.status_code == 200, reload.text
+        assert reload.json()["detail"]["bundle_id"] == bundle_id
+        assert c.get("/status").json()["bundle_path"] == str(copy)
+        bad = c.post("/bundle/reload", headers=AUTH, json={"path": str(tmp_path / "nope")})
+        assert bad.status_code == 409
+        assert "no such bundle directory" in bad.json()["error"]
+        assert c.get("/status").json()["bundle_path"] == str(copy)
+        assert c.post("/predict", content=png, headers={"content-type": "image/png"}).is_success
+        assert server.terminate() == 0
+    loaded = [e for e in server.events() if e["event"] == "bundle.loaded" and "previous" in e]
+    assert [e["path"] for e in loaded] == [str(bundle), str(copy)]
+
+
+def test_serve_when_bundle_unusable_then_one_line_error_and_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    empty = tmp_path / "empty-bundle"
+    empty.mkdir()
+    config = ServeConfig(api=ApiConfig(enabled=True, port=0), device="cpu")
+    code = asyncio.run(serve(config, bundle=empty, token=None))
+    error = capsys.readouterr().err.strip()
+    assert code == 2
+    assert error.startswith(f"error: {empty}: ")
+    assert "\n" not in error
+    saved = structlog.get_config()  # the CLI configures logging for the process: undo it after
+    try:
+        assert main(["serve", "--bundle", str(tmp_path / "nope")]) == 2
+    finally:
+        structlog.configure(**saved)
+    assert (
+        capsys.readouterr().err.strip() == f"error: {tmp_path / 'nope'}: no such bundle directory"
+    )
