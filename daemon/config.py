@@ -34,7 +34,7 @@ class LogConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
 class FeedConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """Where bars come from: the simulated market, a file replay, or IB Gateway."""
 
-    kind: Literal["sim", "replay", "ib"] = "sim"
+    kind: Literal["sim", "replay", "ib", "mqtt"] = "sim"
     sim: SimFeedConfig = msgspec.field(default_factory=SimFeedConfig)
     replay: ReplayFeedConfig | None = None
 
@@ -59,7 +59,9 @@ class ScorerConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     shadow_bundle: str = ""
     spec_hash: str = ""
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    threads: Annotated[int, msgspec.Meta(ge=0)] = 0  # torch threads for CLIP; 0 = torch's default
+    # torch threads for CLIP; 0 = torch's default. One by default: the daemon shares the cores with
+    # its own loop and with bootstrap, and OpenMP spin-waiting under contention costs up to 10x.
+    threads: Annotated[int, msgspec.Meta(ge=0)] = 1
 
 
 class ShutdownConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -104,8 +106,12 @@ def _check_live(cfg: AppConfig) -> str | None:
 def _check_feed(cfg: AppConfig) -> str | None:
     if cfg.feed.kind == "replay" and cfg.feed.replay is None:
         return "feed.kind is replay but feed.replay is missing: add feed.replay.path"
-    if cfg.mode == "paper-sim" and cfg.feed.kind not in ("sim", "replay"):
-        return f"mode paper-sim needs feed.kind sim or replay, not {cfg.feed.kind}"
+    if cfg.feed.kind == "mqtt" and cfg.mqtt.bar_source is None:
+        return (
+            "feed.kind is mqtt but mqtt.bar_source is missing: add mqtt.bar_source: {topic: bars}"
+        )
+    if cfg.mode == "paper-sim" and cfg.feed.kind not in ("sim", "replay", "mqtt"):
+        return f"mode paper-sim needs feed.kind sim, replay or mqtt, not {cfg.feed.kind}"
     return None
 
 
@@ -123,7 +129,7 @@ def _check_ib(cfg: AppConfig) -> str | None:
 
 
 def _check_mqtt(cfg: AppConfig) -> str | None:
-    return check_mqtt(cfg.mqtt) if cfg.mqtt.enabled else None
+    return check_mqtt(cfg.mqtt) if cfg.mqtt.enabled or cfg.feed.kind == "mqtt" else None
 
 
 def _check_bar_seconds(cfg: AppConfig) -> str | None:
