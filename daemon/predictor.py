@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import Sequence
 from typing import Protocol
 
+from daemon.api.app import ChartPrediction
 from daemon.errors import InputError
 from strategy.bars import BarStore, BarStoreConfig
 from strategy.scoring import Scorer
@@ -17,6 +18,9 @@ MIN_BARS = 8
 class ScorerSource(Protocol):
     @property
     def current(self) -> Scorer: ...
+
+    @property
+    def bundle_id(self) -> str | None: ...
 
 
 class ScorerPredictor:
@@ -50,3 +54,21 @@ class ScorerPredictor:
         else:
             signals = scorer.score([window])
         return signals[0]
+
+    async def predict_chart(self, png: bytes) -> ChartPrediction:
+        """Score a chart PNG with the running bundle's CLIP model (refused while rules serve)."""
+        from daemon.serve import ServedModel, decode_chart, score_charts
+        from strategy.clip_scorer import ClipScorerConfig
+
+        scorer = self.scorers.current
+        server = getattr(getattr(scorer, "vision", None), "server", None)
+        model = ServedModel(
+            scorer=scorer,
+            bar_seconds=self.bar_seconds,
+            min_bars=MIN_BARS,
+            bundle_id=self.scorers.bundle_id,
+            server=server,
+        )
+        pixels, meta = await asyncio.to_thread(decode_chart, model, png)
+        scored = await asyncio.to_thread(score_charts, model, [(pixels, meta)], ClipScorerConfig())
+        return scored[0]

@@ -326,6 +326,62 @@ def png_size(data: bytes) -> tuple[int, int] | None:
     return int(width), int(height)
 
 
+def decode_chart(model: ServedModel, png: bytes) -> tuple[npt.NDArray[np.uint8], ChartMeta]:
+    """Check a chart PNG against the model's bundle (size, spec hash) and decode it; blocking."""
+    if model.server is None:
+        msg = (
+            "chart PNGs are scored by a bundle's CLIP model and none is loaded yet (the rule "
+            "scorer is serving): load a bundle first"
+        )
+        raise ChartRefused(msg)
+    spec = model.server.spec
+    size = png_size(png)
+    if size is None:
+        msg = "chart: not a PNG (the body must start with the PNG signature and IHDR)"
+        raise InputError(msg)
+    if size != (spec.width, spec.height):
+        msg = (
+            f"chart: image is {size[0]}x{size[1]}, bundle {model.bundle_id} scores "
+            f"{spec.width}x{spec.height} charts of spec {model.spec_hash}"
+        )
+        raise ChartRefused(msg)
+    try:
+        pixels, meta = decode_png(png, where="chart")
+    except ChartInputError as e:
+        raise InputError(str(e)) from None
+    if meta.spec_hash != model.spec_hash:
+        msg = (
+            f"chart: drawn with chart spec {meta.spec_hash}, bundle {model.bundle_id} was "
+            f"trained on spec {model.spec_hash}: render it with the bundle's spec"
+        )
+        raise ChartRefused(msg)
+    return pixels, meta
+
+
+def score_charts(
+    model: ServedModel,
+    charts: Sequence[tuple[npt.NDArray[np.uint8], ChartMeta]],
+    clip: ClipScorerConfig,
+) -> list[ChartPrediction]:
+    """Score decoded charts in one CLIP batch; blocking."""
+    assert model.server is not None
+    batch = model.server.live.score_images(np.stack([pixels for pixels, _ in charts]))
+    out: list[ChartPrediction] = []
+    for row, (_, meta) in enumerate(charts):
+        scores = batch.row(row)
+        signal = chart_signal(meta, scores.p_up, clip)
+        if scores.top_pattern != NO_PATTERN and scores.top_probability >= clip.pattern_threshold:
+            signal = msgspec.structs.replace(signal, reasons=(scores.top_pattern,))
+        out.append(
+            ChartPrediction(
+                signal=signal,
+                bundle_id=scores.bundle_id,
+                patterns=dict(zip(scores.classes, scores.pattern_probs, strict=True)),
+            )
+        )
+    return out
+
+
 def chart_signal(meta: ChartMeta, p_up: float, config: ClipScorerConfig) -> Signal:
     """The calibrated p_up of one chart as a Signal at the chart's last bar close."""
     p_up = 0.5 + max(-config.max_edge, min(config.max_edge, p_up - 0.5))
@@ -409,27 +465,7 @@ class PredictionService:
                 f"{why}: start with --bundle DIR or POST /bundle/reload"
             )
             raise ChartRefused(msg)
-        spec = model.server.spec
-        size = png_size(png)
-        if size is None:
-            msg = "chart: not a PNG (the body must start with the PNG signature and IHDR)"
-            raise InputError(msg)
-        if size != (spec.width, spec.height):
-            msg = (
-                f"chart: image is {size[0]}x{size[1]}, bundle {model.bundle_id} scores "
-                f"{spec.width}x{spec.height} charts of spec {model.spec_hash}"
-            )
-            raise ChartRefused(msg)
-        try:
-            pixels, meta = await asyncio.to_thread(decode_png, png, where="chart")
-        except ChartInputError as e:
-            raise InputError(str(e)) from None
-        if meta.spec_hash != model.spec_hash:
-            msg = (
-                f"chart: drawn with chart spec {meta.spec_hash}, bundle {model.bundle_id} was "
-                f"trained on spec {model.spec_hash}: render it with the bundle's spec"
-            )
-            raise ChartRefused(msg)
+        pixels, meta = await asyncio.to_thread(decode_chart, model, png)
         result = await self.batcher.submit(_ChartItem(pixels, meta))
         if not isinstance(result, ChartPrediction):  # pragma: no cover
             msg = f"chart scored as {type(result).__name__}"
@@ -478,21 +514,11 @@ class PredictionService:
                 ready.append((i, item))
         if not ready:
             return
-        batch = model.server.live.score_images(np.stack([item.pixels for _, item in ready]))
-        clip = self.config.clip
-        for row, (i, item) in enumerate(ready):
-            scores = batch.row(row)
-            signal = chart_signal(item.meta, scores.p_up, clip)
-            if (
-                scores.top_pattern != NO_PATTERN
-                and scores.top_probability >= clip.pattern_threshold
-            ):
-                signal = msgspec.structs.replace(signal, reasons=(scores.top_pattern,))
-            out[i] = ChartPrediction(
-                signal=signal,
-                bundle_id=scores.bundle_id,
-                patterns=dict(zip(scores.classes, scores.pattern_probs, strict=True)),
-            )
+        predictions = score_charts(
+            model, [(item.pixels, item.meta) for _, item in ready], self.config.clip
+        )
+        for (i, _), prediction in zip(ready, predictions, strict=True):
+            out[i] = prediction
 
     # ---- DaemonControl --------------------------------------------------------------------------
     async def pause(self, reason: str) -> None:

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
 import pytest
 
 from tests.integration.daemon_process import (
@@ -18,6 +19,10 @@ from tests.integration.daemon_process import (
     wait_for,
     write_config,
 )
+from vlm_engine.bundle.bundle import read_spec
+from vlm_engine.render import make_renderer
+from vlm_engine.render.png import chart_meta, encode_png
+from vlm_engine.render.window import make_window
 
 pytestmark = pytest.mark.integration
 
@@ -42,6 +47,21 @@ def _names(daemon: DaemonProcess) -> list[str]:
 
 def _signals(journal: Path, scorer: str) -> int:
     return count(journal, f"SELECT count(*) FROM signals WHERE scorer = '{scorer}'")
+
+
+def chart_png(bundle: Path, *, other_spec: bool = False) -> bytes:
+    """A chart PNG drawn with the bundle's own chart spec (or a different one)."""
+    spec = read_spec(bundle)
+    if other_spec:
+        spec = type(spec)(**{**{f: getattr(spec, f) for f in spec.__struct_fields__},
+                             "window": spec.window + 1})  # fmt: skip
+    n = spec.bars_needed
+    close = 100 + np.cumsum(np.sin(np.arange(n) / 3.0))
+    window = make_window(
+        symbol="SIMX", bar_seconds=60, ts=1_767_225_600 + 60 * np.arange(n), open=close - 0.2,
+        high=close + 0.5, low=close - 0.6, close=close, volume=np.full(n, 1000.0),
+    )  # fmt: skip
+    return encode_png(make_renderer(spec).render(window), chart_meta(spec, window))
 
 
 def test_run_when_auto_without_bundle_then_rules_first_bootstrap_swap_to_ml_and_corrupt_reload_refused(
@@ -85,6 +105,17 @@ def test_run_when_auto_without_bundle_then_rules_first_bootstrap_swap_to_ml_and_
         assert all(0.0 <= r["p_up"] <= 1.0 and 0.0 <= r["confidence"] <= 1.0 for r in rows)
 
         (api,) = [e for e in _events(daemon) if e["event"] == "api.started"]
+        bundle = state / "bundles" / "default"
+        with httpx.Client(base_url=f"http://127.0.0.1:{api['port']}", timeout=60) as http:
+            png = {"Content-Type": "image/png"}
+            scored = http.post("/predict", content=chart_png(bundle), headers=png)
+            assert scored.status_code == 200, scored.text
+            body = scored.json()
+            assert body["bundle_id"] == swapped["bundle_id"]
+            assert 0.0 <= body["p_up"] <= 1.0
+            assert body["patterns"]
+            other = http.post("/predict", content=chart_png(bundle, other_spec=True), headers=png)
+            assert other.status_code == 409, other.text
         bad = tmp_path / "bad_bundle"
         shutil.copytree(state / "bundles" / "default", bad)
         (bad / "xgb" / "model.json").write_text("{}")
