@@ -133,7 +133,9 @@ class Daemon:
             metrics.add_queue("mqtt", lambda: bus.queue_depth)
             metrics.track_bus(lambda: bus.stats, lambda: bus.connected)
         if cfg.api.enabled:
-            predictor = ScorerPredictor(scorers=self.scorers, bar_seconds=cfg.bars.bar_seconds)
+            predictor = ScorerPredictor(
+                scorers=self.scorers, bar_seconds=cfg.bars.bar_seconds, lock=pipeline.score_lock
+            )
             app = build_app(
                 controller=controller,
                 metrics=metrics,

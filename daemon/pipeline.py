@@ -80,6 +80,8 @@ class Pipeline:
         self.stats = PipelineStats()
         self.latency = LatencyRecorder()
         self.busy_since: float | None = None
+        # A scorer is not thread-safe (fusion and drift monitors hold state): /predict takes this too.
+        self.score_lock = asyncio.Lock()
         self._orders_journaled = 0
 
     # The kernel owns the state; these names are what the daemon, API and tests reach for.
@@ -155,7 +157,8 @@ class Pipeline:
             return []
         scorer = self.scorer  # read once: a hot-swap lands between batches, never inside one
         if scorer.blocking:
-            signals = await asyncio.to_thread(scorer.score, windows)  # type: ignore[arg-type]
+            async with self.score_lock:
+                signals = await asyncio.to_thread(scorer.score, windows)  # type: ignore[arg-type]
         else:
             signals = scorer.score(windows)  # type: ignore[arg-type]
         log_drift(scorer)  # model.drift_detected for any PSI crossing this batch

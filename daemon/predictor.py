@@ -26,9 +26,12 @@ class ScorerSource(Protocol):
 class ScorerPredictor:
     """Builds a window through BarStore's own checks, then scores it off the event loop if needed."""
 
-    def __init__(self, *, scorers: ScorerSource, bar_seconds: int) -> None:
+    def __init__(
+        self, *, scorers: ScorerSource, bar_seconds: int, lock: asyncio.Lock | None = None
+    ) -> None:
         self.scorers = scorers
         self.bar_seconds = bar_seconds
+        self.lock = lock if lock is not None else asyncio.Lock()  # shared with the pipeline
 
     async def predict(self, symbol: str, bars: Sequence[Bar]) -> Signal:
         if len(bars) < MIN_BARS:
@@ -50,7 +53,8 @@ class ScorerPredictor:
             raise InputError(msg)
         scorer = self.scorers.current
         if scorer.blocking:
-            signals = await asyncio.to_thread(scorer.score, [window])
+            async with self.lock:
+                signals = await asyncio.to_thread(scorer.score, [window])
         else:
             signals = scorer.score([window])
         return signals[0]
@@ -70,5 +74,8 @@ class ScorerPredictor:
             server=server,
         )
         pixels, meta = await asyncio.to_thread(decode_chart, model, png)
-        scored = await asyncio.to_thread(score_charts, model, [(pixels, meta)], ClipScorerConfig())
+        async with self.lock:
+            scored = await asyncio.to_thread(
+                score_charts, model, [(pixels, meta)], ClipScorerConfig()
+            )
         return scored[0]
