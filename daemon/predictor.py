@@ -8,11 +8,31 @@ from typing import Protocol
 
 from daemon.api.app import ChartPrediction
 from daemon.errors import InputError
-from strategy.bars import BarStore, BarStoreConfig
+from strategy.bars import BarStore, BarStoreConfig, Window
 from strategy.scoring import Scorer
 from strategy.types import Bar, Signal
 
 MIN_BARS = 8
+
+
+def build_window(symbol: str, bars: Sequence[Bar], *, bar_seconds: int, min_bars: int) -> Window:
+    """One window through BarStore's own checks; InputError names the first bad bar."""
+    if len(bars) < min_bars:
+        msg = f"bars: {len(bars)} bars given, the model needs at least {min_bars}"
+        raise InputError(msg)
+    store = BarStore(
+        config=BarStoreConfig(window=len(bars), bar_seconds=bar_seconds, gap_policy="accept")
+    )
+    for i, bar in enumerate(bars):
+        problem = store.add(bar)
+        if problem is not None:
+            msg = f"bars[{i}]: {problem.reason}: {problem.detail}"
+            raise InputError(msg)
+    window = store.window(symbol)
+    if window is None:  # pragma: no cover - a full store always has a window
+        msg = "bars: window incomplete"
+        raise InputError(msg)
+    return window
 
 
 class ScorerSource(Protocol):
@@ -34,23 +54,7 @@ class ScorerPredictor:
         self.lock = lock if lock is not None else asyncio.Lock()  # shared with the pipeline
 
     async def predict(self, symbol: str, bars: Sequence[Bar]) -> Signal:
-        if len(bars) < MIN_BARS:
-            msg = f"bars: {len(bars)} bars given, at least {MIN_BARS} needed"
-            raise InputError(msg)
-        store = BarStore(
-            config=BarStoreConfig(
-                window=len(bars), bar_seconds=self.bar_seconds, gap_policy="accept"
-            )
-        )
-        for i, bar in enumerate(bars):
-            problem = store.add(bar)
-            if problem is not None:
-                msg = f"bars[{i}]: {problem.reason}: {problem.detail}"
-                raise InputError(msg)
-        window = store.window(symbol)
-        if window is None:  # pragma: no cover - a full store always has a window
-            msg = "bars: window incomplete"
-            raise InputError(msg)
+        window = build_window(symbol, bars, bar_seconds=self.bar_seconds, min_bars=MIN_BARS)
         scorer = self.scorers.current
         if scorer.blocking:
             async with self.lock:

@@ -35,8 +35,9 @@ from daemon.api.server import ApiServer
 from daemon.control import Controller
 from daemon.errors import EXIT_CONFIG, EXIT_OK, InputError, InvariantError, TransientError
 from daemon.ml_loader import BundleUnusable
+from daemon.predictor import build_window
 from daemon.scorer_slot import log_drift
-from strategy.bars import BarStore, BarStoreConfig, Window
+from strategy.bars import Window
 from strategy.clip_scorer import ClipScorerConfig
 from strategy.rule_scorer import RuleScorer, RuleScorerConfig
 from strategy.scoring import Scorer
@@ -296,26 +297,6 @@ def load_served_model(path: Path, config: ServeConfig) -> ServedModel:
         path=Path(path),
         server=models.server,
     )
-
-
-def build_window(symbol: str, bars: Sequence[Bar], *, bar_seconds: int, min_bars: int) -> Window:
-    """One window through BarStore's own checks; InputError names the first bad bar."""
-    if len(bars) < min_bars:
-        msg = f"bars: {len(bars)} bars given, the model needs at least {min_bars}"
-        raise InputError(msg)
-    store = BarStore(
-        config=BarStoreConfig(window=len(bars), bar_seconds=bar_seconds, gap_policy="accept")
-    )
-    for i, bar in enumerate(bars):
-        problem = store.add(bar)
-        if problem is not None:
-            msg = f"bars[{i}]: {problem.reason}: {problem.detail}"
-            raise InputError(msg)
-    window = store.window(symbol)
-    if window is None:  # pragma: no cover - a full store always has a window
-        msg = "bars: window incomplete"
-        raise InputError(msg)
-    return window
 
 
 def png_size(data: bytes) -> tuple[int, int] | None:
