@@ -29,6 +29,7 @@ from daemon.journal import Journal
 from daemon.log_setup import configure_logging
 from daemon.ml_loader import load_bundle_models
 from daemon.pipeline import Pipeline
+from daemon.runtime import tune_gc
 from strategy.backtest.data import frame_batches, precompute_signals
 from strategy.backtest.engine import BacktestConfig, BacktestEngine
 from strategy.bars import BarStore, BarStoreConfig
@@ -80,6 +81,7 @@ async def run_pipeline(
         )
         for batch in batches[: window + 5]:  # fill the windows, warm the scorer
             await pipeline.on_bars(batch)
+        tune_gc()  # as the daemon does once it is warm
         pipeline.latency.reset()
         per_batch: list[float] = []
         started = time.perf_counter()

@@ -20,6 +20,7 @@ from daemon.execution.paper import PaperExecution
 from daemon.journal import Journal
 from daemon.log_setup import configure_logging
 from daemon.pipeline import Pipeline
+from daemon.runtime import tune_gc
 from strategy.bars import BarStore, BarStoreConfig
 from strategy.book import Book
 from strategy.market_sim import MarketSimulator, SimMarketConfig
@@ -78,6 +79,7 @@ async def run_pipeline(
         warm = WINDOW
         for batch in batches[:warm]:
             await pipeline.on_bars(batch)
+        tune_gc()  # as the daemon does once it is warm
         pipeline.latency.reset()
         started = time.perf_counter()
         n = 0

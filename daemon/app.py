@@ -31,6 +31,7 @@ from daemon.notify import Notifier, watchdog_interval_seconds
 from daemon.pipeline import Pipeline
 from daemon.predictor import ScorerPredictor
 from daemon.reconcile import reconcile, restore_book
+from daemon.runtime import tune_gc
 from daemon.scorer_slot import ScorerSlot
 from strategy.bars import BarStore
 from strategy.risk import RiskEngine
@@ -148,6 +149,7 @@ class Daemon:
         resume = await self._warm_up(pipeline, journal, feed, warm_up_until)
         await self.scorers.start(stack)
         self._install_signal_handlers()
+        tune_gc()
         self.ready = True
         self.notifier.ready(status="trading")
         log.info(
