@@ -119,3 +119,17 @@ def test_clip_model_config_when_image_not_multiple_of_patch_then_rejected():
 def test_image_preprocessor_when_wrong_shape_then_clip_error():
     with pytest.raises(ClipError, match="expected shape"):
         ImagePreprocessor(size=32)(np.zeros((2, 32, 32), dtype=np.uint8))
+
+
+def test_preprocess_when_uint8_charts_at_model_size_then_lookup_path_equals_tensor_path() -> None:
+    import numpy as np
+    import torch
+
+    from vlm_engine.clip.model import ImagePreprocessor
+
+    pre = ImagePreprocessor(size=32)
+    images = np.random.default_rng(3).integers(0, 256, (5, 32, 32, 3), dtype=np.uint8)
+    fast = pre(images)  # numpy uint8 at the model's size: table lookup
+    slow = pre(torch.from_numpy(images))  # tensor: permute, float, normalise
+    assert fast.shape == (5, 3, 32, 32)
+    assert torch.equal(fast, slow)

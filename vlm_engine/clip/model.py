@@ -88,11 +88,25 @@ class ImagePreprocessor:
         self.std = tuple(float(s) for s in std)
         self._mean = torch.tensor(self.mean).view(1, 3, 1, 1) * 255.0
         self._std = torch.tensor(self.std).view(1, 3, 1, 1) * 255.0
+        # (v - mean) / std for every uint8 value v, per channel, in the same float32 arithmetic as
+        # the tensor path: a table lookup gives bit-identical inputs at a fraction of the cost.
+        mean32 = self._mean.view(3).numpy().astype(np.float32)
+        std32 = self._std.view(3).numpy().astype(np.float32)
+        levels = np.arange(256, dtype=np.float32)
+        self._lut = np.stack([(levels - mean32[c]) / std32[c] for c in range(3)])
 
     def __call__(
         self, images: npt.NDArray[np.uint8] | torch.Tensor, *, device: torch.device | None = None
     ) -> torch.Tensor:
         """Convert a (N, H, W, 3) uint8 batch; moves to device before the float maths."""
+        if (
+            isinstance(images, np.ndarray)
+            and images.dtype == np.uint8
+            and images.ndim == 4
+            and images.shape[1:] == (self.size, self.size, 3)
+            and (device is None or device.type == "cpu")
+        ):
+            return self._lookup(images)
         batch = (
             torch.from_numpy(np.ascontiguousarray(images))
             if isinstance(images, np.ndarray)
@@ -111,6 +125,14 @@ class ImagePreprocessor:
         mean = self._mean.to(x.device)
         std = self._std.to(x.device)
         return (x - mean) / std
+
+    def _lookup(self, images: npt.NDArray[np.uint8]) -> torch.Tensor:
+        """The CPU fast path for charts already at the model's size: NCHW by table lookup."""
+        chw = np.ascontiguousarray(images.transpose(0, 3, 1, 2))
+        out = np.empty(chw.shape, dtype=np.float32)
+        for c in range(3):
+            np.take(self._lut[c], chw[:, c], out=out[:, c])
+        return torch.from_numpy(out)
 
     def save(self, directory: Path) -> None:
         """Write preprocessor_config.json in the CLIPImageProcessor format."""

@@ -160,11 +160,12 @@ class InferenceEngine:
             return self._empty()
         probs, p_up, embeddings = [], [], []
         for start in range(0, images.shape[0], self.config.max_batch):
-            chunk = torch.from_numpy(
-                np.ascontiguousarray(images[start : start + self.config.max_batch])
+            rows = np.ascontiguousarray(images[start : start + self.config.max_batch])
+            # On CUDA the uint8 batch goes through pinned memory; on CPU the preprocessor's table
+            # lookup takes the array as it is.
+            chunk: npt.NDArray[np.uint8] | torch.Tensor = (
+                torch.from_numpy(rows).pin_memory() if self._pin else rows
             )
-            if self._pin:
-                chunk = chunk.pin_memory()
             pixels = self.bundle.parts.preprocess(chunk, device=self.device).to(self.dtype)
             out = self.model.get_image_features(pixel_values=pixels)
             features = out.pooler_output if hasattr(out, "pooler_output") else out
