@@ -53,13 +53,71 @@ def free_port() -> int:
 class Mosquitto:
     """mosquitto as a subprocess; config lives in a temp dir readable by the `mosquitto` user."""
 
-    def __init__(self, *, port: int | None = None) -> None:
+    def __init__(self, *, port: int | None = None, tls: bool = False) -> None:
         self.binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
         self.port = port or free_port()
         self.dir = Path(tempfile.mkdtemp(prefix="vt-mosquitto-"))
         self.log_path = self.dir / "mosquitto.log"
         self._proc: subprocess.Popen[bytes] | None = None
+        # With tls: a second listener on tls_port with a certificate signed by a throwaway CA
+        # (ca.crt); clients verify the broker against it, hostname 127.0.0.1.
+        self.tls_port: int | None = free_port() if tls else None
+        self.ca_file = self.dir / "ca.crt"
+        if tls:
+            self._make_certificates()
         self._write_config()
+
+    def _make_certificates(self) -> None:
+        d = self.dir
+
+        def openssl(*args: str) -> None:
+            subprocess.run(["openssl", *args], check=True, capture_output=True, cwd=d)
+
+        openssl(
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=vlmtrader test CA",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.crt",
+        )
+        openssl(
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+        )
+        (d / "san.ext").write_text("subjectAltName=IP:127.0.0.1\n")
+        openssl(
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            "san.ext",
+            "-out",
+            "server.crt",
+        )
 
     def _write_config(self) -> None:
         passwd = self.dir / "passwd"
@@ -81,6 +139,14 @@ class Mosquitto:
             "log_type error\nlog_type warning\nlog_type notice\nlog_type information\n"
             "connection_messages true\n"
         )
+        if self.tls_port is not None:
+            with (self.dir / "mosquitto.conf").open("a") as conf:
+                conf.write(
+                    f"listener {self.tls_port} 127.0.0.1\n"
+                    f"cafile {self.dir / 'ca.crt'}\n"
+                    f"certfile {self.dir / 'server.crt'}\n"
+                    f"keyfile {self.dir / 'server.key'}\n"
+                )
         self.dir.chmod(0o755)
         for f in self.dir.iterdir():
             f.chmod(0o644)
@@ -93,6 +159,8 @@ class Mosquitto:
                     os.chown(f, user.pw_uid, user.pw_gid)
                 (self.dir / "passwd").chmod(0o600)
                 (self.dir / "acl").chmod(0o600)
+                if (self.dir / "server.key").exists():
+                    (self.dir / "server.key").chmod(0o600)
 
     def start(self) -> Mosquitto:
         with self.log_path.open("ab") as log:
@@ -138,11 +206,29 @@ class Mosquitto:
 
 
 @contextlib.contextmanager
-def running_mosquitto() -> Iterator[Mosquitto]:
+def running_mosquitto(*, tls: bool = False) -> Iterator[Mosquitto]:
     if shutil.which("mosquitto") is None and not Path("/usr/sbin/mosquitto").exists():
         pytest.fail("mosquitto is not installed: run `make mosquitto` (apt-get install mosquitto)")
-    broker = Mosquitto().start()
+    broker = Mosquitto(tls=tls).start()
     try:
         yield broker
     finally:
         broker.close()
+
+
+@contextlib.contextmanager
+def daemon_log_tap() -> Iterator[None]:
+    """The daemon's logging set-up (with its event-sink tap), uncached so it is undone afterwards."""
+    import io
+
+    import structlog
+
+    from daemon.log_setup import configure_logging
+
+    saved = structlog.get_config()
+    configure_logging(level="debug", fmt="json", stream=io.StringIO())
+    structlog.configure(cache_logger_on_first_use=False)
+    try:
+        yield
+    finally:
+        structlog.configure(**saved)

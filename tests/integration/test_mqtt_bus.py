@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import io
 import os
 import signal
 import subprocess
@@ -20,9 +19,15 @@ import structlog
 from daemon.bus.config import MqttConfig
 from daemon.bus.publisher import MqttBus
 from daemon.control import Controller
-from daemon.log_setup import configure_logging
 from tests.daemon.test_bus_control import FakeDaemon
-from tests.integration.mosquitto import ACCOUNT, PREFIX, USERS, Mosquitto, running_mosquitto
+from tests.integration.mosquitto import (
+    ACCOUNT,
+    PREFIX,
+    USERS,
+    Mosquitto,
+    daemon_log_tap,
+    running_mosquitto,
+)
 
 pytestmark = pytest.mark.integration
 BASE = f"{PREFIX}/{ACCOUNT}"
@@ -38,12 +43,8 @@ def broker() -> Iterator[Mosquitto]:
 
 @pytest.fixture(autouse=True)
 def event_tap() -> Iterator[None]:
-    """The daemon's logging set-up (with its event-sink tap), uncached so it is undone afterwards."""
-    saved = structlog.get_config()
-    configure_logging(level="debug", fmt="json", stream=io.StringIO())
-    structlog.configure(cache_logger_on_first_use=False)
-    yield
-    structlog.configure(**saved)
+    with daemon_log_tap():
+        yield
 
 
 def _cfg(broker: Mosquitto, **kw: Any) -> MqttConfig:
