@@ -255,7 +255,9 @@ class Journal:
         self._persisted_sequence = persisted
         self._sequence = max(int(seq_row[0] or 0), persisted)
         self._con = con
-        self._known_fills = self.fill_ids()  # lets record() batch fill writes with executemany
+        # Every journaled fill id, kept in step with each commit: record() skips repeats without a
+        # query, and fill_ids() answers from memory.
+        self._known_fills = {r[0] for r in self._query("SELECT fill_id FROM fills")}
         self._last_error = None
         if self.checkpoint_seconds is not None:
             self._checkpointer = _Checkpointer(self.path, self.checkpoint_seconds)
@@ -482,7 +484,8 @@ class Journal:
         return {p.symbol: p for p in (self._decode(r[0], Position, "positions") for r in rows)}
 
     def fill_ids(self) -> set[str]:
-        return {r[0] for r in self._query("SELECT fill_id FROM fills")}
+        self._require_open()
+        return set(self._known_fills)
 
     def get(self, key: str) -> str | None:
         rows = self._query("SELECT value FROM kv WHERE key = ?", (key,))

@@ -21,7 +21,7 @@ from daemon.execution.base import ExecutionClient
 from daemon.journal import Journal
 from daemon.latency import LatencyRecorder
 from daemon.scorer_slot import log_drift
-from strategy.bars import BarStore
+from strategy.bars import BarStore, Window
 from strategy.book import Book
 from strategy.kernel import BatchDecision, BatchIntake, TradingKernel
 from strategy.risk import RiskEngine
@@ -141,6 +141,7 @@ class Pipeline:
         self._log_intake(intake)
         self._log_signals(signals)
         self._log_rejections(decision)
+        log_drift(self.scorer)  # model.drift_detected for any PSI crossing this batch
         return decision.orders
 
     async def submit_intents(self, intents: Sequence[OrderIntent], now: datetime) -> list[Order]:
@@ -152,16 +153,15 @@ class Pipeline:
         await self._send(decision, arrived)
         return decision.orders
 
-    async def _score(self, windows: Sequence[object]) -> list[Signal]:
+    async def _score(self, windows: Sequence[Window]) -> list[Signal]:
         if not windows:
             return []
         scorer = self.scorer  # read once: a hot-swap lands between batches, never inside one
         if scorer.blocking:
             async with self.score_lock:
-                signals = await asyncio.to_thread(scorer.score, windows)  # type: ignore[arg-type]
+                signals = await asyncio.to_thread(scorer.score, windows)
         else:
-            signals = scorer.score(windows)  # type: ignore[arg-type]
-        log_drift(scorer)  # model.drift_detected for any PSI crossing this batch
+            signals = scorer.score(windows)
         self.stats.signals += len(signals)
         return signals
 

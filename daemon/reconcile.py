@@ -97,10 +97,7 @@ def reconcile(journal: Journal, book: Book, view: BrokerView, *, now: datetime) 
             )
 
     # Fills change positions before the status events close the orders they belong to.
-    for fill in fills:
-        book.apply_fill(fill)
-    for event in events:
-        book.apply_order_event(event)
+    book.apply_updates(events, fills)
 
     mismatches = tuple(
         sorted(

@@ -65,7 +65,6 @@ class ScorerSlot:
         self.cfg = config
         self.bundle_path = config.state_path(config.scorer.bundle)
         self.bundle_id: str | None = None
-        self.warm = True
         self._pipeline: Any = None
         self._bootstrap: asyncio.Task[None] | None = None
         kind = config.scorer.kind
@@ -87,6 +86,11 @@ class ScorerSlot:
             log.warning(
                 "bundle.unavailable", path=str(self.bundle_path), error=str(e), scorer="rules"
             )
+
+    @property
+    def warm(self) -> bool:
+        """A loaded scorer always serves: a reload warms the new one before the swap."""
+        return self.current is not None
 
     def attach(self, pipeline: Any) -> None:
         self._pipeline = pipeline
@@ -152,7 +156,6 @@ class ScorerSlot:
     async def reload(self, path: str | None) -> str:
         """Load and warm a bundle off the loop, then swap atomically; a bad one leaves the old serving."""
         target = Path(path) if path else self.bundle_path
-        self.warm = self.bundle_id is not None or self.cfg.scorer.kind == "rules"
         try:
             scorer, bundle_id = await asyncio.to_thread(load_bundle_scorer, target, self.cfg)
         except InputError as e:
@@ -160,8 +163,6 @@ class ScorerSlot:
                 "bundle.load_failed", path=str(target), error=str(e), scorer=self.current.name
             )
             raise
-        finally:
-            self.warm = True
         previous = self.current.name
         self.current = scorer
         self.bundle_id = bundle_id

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import date, datetime
 
 import msgspec
@@ -108,6 +109,14 @@ class Book:
             )
         self.peak_equity = max(self.peak_equity, self.equity())
         return after
+
+    def apply_updates(self, events: Sequence[OrderEvent], fills: Sequence[Fill]) -> list[Fill]:
+        """Fills first (they change positions), then the status events that may close their orders;
+        returns the fills that were new."""
+        new_fills = [f for f in fills if self.apply_fill(f) is not None]
+        for event in events:
+            self.apply_order_event(event)
+        return new_fills
 
     # ---- reads ---------------------------------------------------------------------------
     def position(self, symbol: str) -> float:

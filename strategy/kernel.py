@@ -80,11 +80,7 @@ class TradingKernel:
         self, events: Sequence[OrderEvent], fills: Sequence[Fill]
     ) -> tuple[list[OrderEvent], list[Fill]]:
         """Fills first (they change positions), then the status events that may close their orders."""
-        book = self.book
-        new_fills = [f for f in fills if book.apply_fill(f) is not None]
-        for event in events:
-            book.apply_order_event(event)
-        return list(events), new_fills
+        return list(events), self.book.apply_updates(events, fills)
 
     def intake(
         self, batch: Sequence[Bar], events: Sequence[OrderEvent], fills: Sequence[Fill]

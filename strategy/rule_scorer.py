@@ -5,7 +5,7 @@ from __future__ import annotations
 import inspect
 import math
 from collections.abc import Callable, Sequence
-from typing import Annotated, Any, Literal, NamedTuple
+from typing import Annotated, Any, Literal, NamedTuple, get_args
 
 import msgspec
 import numpy as np
@@ -58,20 +58,7 @@ _PATTERNS: dict[str, _Pattern] = {
     ),
     "three_black_crows": _Pattern("CDL3BLACKCROWS", "three_black_crows", "three_black_crows", 1.0),
 }
-ALL_PATTERNS: tuple[PatternName, ...] = (
-    "engulfing",
-    "hammer",
-    "inverted_hammer",
-    "hanging_man",
-    "shooting_star",
-    "morning_star",
-    "evening_star",
-    "piercing",
-    "dark_cloud_cover",
-    "harami",
-    "three_white_soldiers",
-    "three_black_crows",
-)
+ALL_PATTERNS: tuple[PatternName, ...] = get_args(PatternName)
 
 
 class RuleScorerConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import ssl
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated
@@ -142,3 +143,16 @@ def credentials(
         )
         raise ConfigError(msg)
     return username, password
+
+
+def tls_context(config: MqttConfig) -> ssl.SSLContext | None:
+    """The TLS context of mqtt.tls (None: plain TCP); the broker is verified against ca_file."""
+    tls = config.tls
+    if tls is None:
+        return None
+    context = ssl.create_default_context(cafile=tls.ca_file)
+    if tls.cert_file and tls.key_file:
+        context.load_cert_chain(tls.cert_file, tls.key_file)
+    if tls.insecure:
+        context.check_hostname = False
+    return context

@@ -13,7 +13,6 @@ import contextlib
 import fnmatch
 import os
 import re
-import ssl
 import threading
 from collections.abc import Callable, Mapping, MutableMapping
 from datetime import UTC, datetime
@@ -23,7 +22,7 @@ import aiomqtt
 import msgspec
 import structlog
 
-from daemon.bus.config import MqttConfig, Topics, check, credentials, topics
+from daemon.bus.config import MqttConfig, Topics, check, credentials, tls_context, topics
 from daemon.errors import ConfigError
 from daemon.log_setup import add_event_sink, remove_event_sink
 
@@ -172,13 +171,6 @@ class MqttBus:
         offline = encode_event(
             {"state": "offline", "account": self.account, "reason": "connection_lost"}
         )
-        tls_context = None
-        if cfg.tls is not None:
-            tls_context = ssl.create_default_context(cafile=cfg.tls.ca_file)
-            if cfg.tls.cert_file and cfg.tls.key_file:
-                tls_context.load_cert_chain(cfg.tls.cert_file, cfg.tls.key_file)
-            if cfg.tls.insecure:
-                tls_context.check_hostname = False
         return aiomqtt.Client(
             cfg.host,
             cfg.port,
@@ -188,7 +180,7 @@ class MqttBus:
             will=aiomqtt.Will(self.topics.status, offline, qos=1, retain=True),
             keepalive=cfg.keepalive_seconds,
             timeout=cfg.publish_timeout_seconds,
-            tls_context=tls_context,
+            tls_context=tls_context(cfg),
             tls_insecure=cfg.tls.insecure if cfg.tls is not None else None,
             max_queued_incoming_messages=1_000,
         )

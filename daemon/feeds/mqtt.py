@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ssl
 from collections import deque
 from collections.abc import AsyncIterator, Mapping
 from datetime import UTC, datetime
@@ -25,7 +24,15 @@ import aiomqtt
 import msgspec
 import structlog
 
-from daemon.bus.config import MqttBarSourceConfig, MqttConfig, Topics, check, credentials, topics
+from daemon.bus.config import (
+    MqttBarSourceConfig,
+    MqttConfig,
+    Topics,
+    check,
+    credentials,
+    tls_context,
+    topics,
+)
 from daemon.errors import ConfigError
 from strategy.types import Bar
 
@@ -119,18 +126,6 @@ def decode_batch(raw: bytes, *, max_bytes: int) -> list[Bar]:
 def _one_line(text: object) -> str:
     line = " ".join(str(text).split())
     return line if len(line) <= _ERROR_CHARS else line[: _ERROR_CHARS - 3] + "..."
-
-
-def _tls_context(config: MqttConfig) -> ssl.SSLContext | None:
-    tls = config.tls
-    if tls is None:
-        return None
-    context = ssl.create_default_context(cafile=tls.ca_file)
-    if tls.cert_file and tls.key_file:
-        context.load_cert_chain(tls.cert_file, tls.key_file)
-    if tls.insecure:
-        context.check_hostname = False
-    return context
 
 
 class MqttBarFeed:
@@ -237,7 +232,7 @@ class MqttBarFeed:
             clean_session=False,
             keepalive=cfg.keepalive_seconds,
             timeout=cfg.publish_timeout_seconds,
-            tls_context=_tls_context(cfg),
+            tls_context=tls_context(cfg),
             tls_insecure=cfg.tls.insecure if cfg.tls is not None else None,
             max_queued_incoming_messages=max(self.source.queue_size, 1_000),
         )

@@ -54,6 +54,22 @@ class GatewayContract:
     def local(self) -> str:
         return self.local_symbol or self.symbol
 
+    def wire_fields(self) -> tuple[object, ...]:
+        """The contract as position, open-order and execution messages carry it (strike 0, no right)."""
+        return (
+            self.con_id,
+            self.symbol,
+            self.sec_type,
+            self.last_trade_date,
+            0.0,
+            "",
+            self.multiplier,
+            self.exchange,
+            self.currency,
+            self.local,
+            self.trading_class,
+        )
+
 
 DEFAULT_CONTRACTS: tuple[GatewayContract, ...] = (
     GatewayContract(
@@ -674,17 +690,7 @@ class FakeGateway:
                 Out.POSITION_DATA,
                 3,
                 self.account,
-                c.con_id,
-                c.symbol,
-                c.sec_type,
-                c.last_trade_date,
-                0.0,
-                "",
-                c.multiplier,
-                c.exchange,
-                c.currency,
-                c.local,
-                c.trading_class,
+                *c.wire_fields(),
                 qty,
                 avg,
             )
@@ -986,17 +992,7 @@ class FakeGateway:
         session.send(
             Out.OPEN_ORDER,
             o.order_id,
-            c.con_id,
-            c.symbol,
-            c.sec_type,
-            c.last_trade_date,
-            0.0,
-            "",
-            c.multiplier,
-            c.exchange,
-            c.currency,
-            c.local,
-            c.trading_class,
+            *c.wire_fields(),
             o.action,
             o.quantity,
             o.order_type,
@@ -1119,17 +1115,7 @@ class FakeGateway:
             Out.EXECUTION_DATA,
             req_id,
             o.order_id,
-            c.con_id,
-            c.symbol,
-            c.sec_type,
-            c.last_trade_date,
-            0.0,
-            "",
-            c.multiplier,
-            c.exchange,
-            c.currency,
-            c.local,
-            c.trading_class,
+            *c.wire_fields(),
             ex.exec_id,
             ib_time(ex.time),
             o.account,

@@ -8,29 +8,19 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from daemon.cli_model import quick_config
 from strategy.market_sim import SimMarketConfig, simulate_frame
 from vlm_engine.bundle import DatasetRef, ModelCard, save_bundle
 from vlm_engine.calibrate.evaluate import calibrate_and_measure
-from vlm_engine.clip import ClipModelConfig, ClipSamples
+from vlm_engine.clip import ClipSamples
 from vlm_engine.clip.data import default_prompts
 from vlm_engine.clip.quickset import QuicksetConfig, class_names, samples_from_bars
 from vlm_engine.clip.train import TrainConfig, TrainResult, main
-from vlm_engine.render import ChartSpec, ChartWindow
+from vlm_engine.render import ChartWindow
 
-SPEC = ChartSpec(window=32, width=64, height=64, sma=(), bollinger=False)
-TINY_MODEL = ClipModelConfig(
-    image_size=32,
-    patch_size=16,
-    vision_layers=1,
-    vision_width=32,
-    vision_heads=2,
-    text_layers=1,
-    text_width=32,
-    text_heads=2,
-    projection_dim=32,
-    max_text_tokens=16,
-    vocab_size=120,
-)
+# The same tiny chart spec and model as `vlmtrader model bootstrap --quick`.
+SPEC = quick_config().spec
+TINY_MODEL = quick_config().train.model
 TINY_TRAIN = TrainConfig(model=TINY_MODEL, epochs=1, batch_size=16, warmup_steps=2, progress=False)
 
 _CACHE: dict[str, dict[str, ClipSamples]] = {}

@@ -30,8 +30,46 @@ class ChartLines(msgspec.Struct, frozen=True, kw_only=True):
 def compute_lines(spec: ChartSpec, window: ChartWindow) -> ChartLines:
     """Indicators over the last bars_needed bars, cut to the last `window` bars."""
     bars = window.tail(spec.bars_needed)
-    close = bars.close
-    shown = min(spec.window, len(bars))
+    return _lines(spec, np.ascontiguousarray(bars.close), min(spec.window, len(bars)))
+
+
+def compute_lines_batch(spec: ChartSpec, close: FloatArray) -> ChartLines:
+    """compute_lines for a (B, n) stack of close series (the last bars_needed bars each): (B, shown) arrays.
+
+    TA-Lib works on one series at a time, so this calls it per row; values are identical to
+    compute_lines on each window.
+    """
+    close = close[:, -spec.bars_needed :]
+    shown = min(spec.window, close.shape[1])
+    rows = [_lines(spec, np.ascontiguousarray(row), shown) for row in close]
+
+    def stack(values: list[FloatArray | None]) -> FloatArray | None:
+        if values and values[0] is None:
+            return None
+        arrays = [v for v in values if v is not None]
+        out: FloatArray = np.stack(arrays) if arrays else np.empty((0, shown))
+        return out
+
+    def field(name: str) -> FloatArray | None:
+        return stack([getattr(r, name) for r in rows])
+
+    return ChartLines(
+        sma=tuple(
+            np.stack([r.sma[k] for r in rows]) if rows else np.empty((0, shown))
+            for k in range(len(spec.sma))
+        ),
+        bollinger_upper=field("bollinger_upper"),
+        bollinger_middle=field("bollinger_middle"),
+        bollinger_lower=field("bollinger_lower"),
+        rsi=field("rsi"),
+        macd=field("macd"),
+        macd_signal=field("macd_signal"),
+        macd_hist=field("macd_hist"),
+    )
+
+
+def _lines(spec: ChartSpec, close: FloatArray, shown: int) -> ChartLines:
+    """Every indicator the spec asks for over one close series, cut to its last `shown` values."""
 
     def cut(values: FloatArray) -> FloatArray:
         return np.ascontiguousarray(values[-shown:])
@@ -57,60 +95,6 @@ def compute_lines(spec: ChartSpec, window: ChartWindow) -> ChartLines:
             signalperiod=spec.macd_signal,
         )
         macd, signal, hist = cut(mc), cut(sg), cut(hs)
-    return ChartLines(
-        sma=sma,
-        bollinger_upper=upper,
-        bollinger_middle=middle,
-        bollinger_lower=lower,
-        rsi=rsi,
-        macd=macd,
-        macd_signal=signal,
-        macd_hist=hist,
-    )
-
-
-def compute_lines_batch(spec: ChartSpec, close: FloatArray) -> ChartLines:
-    """compute_lines for a (B, n) stack of close series (the last bars_needed bars each): (B, shown) arrays.
-
-    TA-Lib works on one series at a time, so this calls it per row; values are identical to
-    compute_lines on each window.
-    """
-    close = close[:, -spec.bars_needed :]
-    count = close.shape[0]
-    shown = min(spec.window, close.shape[1])
-    rows = [np.ascontiguousarray(close[i]) for i in range(count)]
-
-    def stack(values: list[FloatArray]) -> FloatArray:
-        out: FloatArray = np.stack([v[-shown:] for v in values]) if values else np.empty((0, shown))
-        return out
-
-    sma = tuple(stack([talib.SMA(r, timeperiod=p) for r in rows]) for p in spec.sma)
-    upper = middle = lower = rsi = macd = signal = hist = None
-    if spec.bollinger:
-        bands = [
-            talib.BBANDS(
-                r,
-                timeperiod=spec.bollinger_period,
-                nbdevup=spec.bollinger_std,
-                nbdevdn=spec.bollinger_std,
-                matype=MA_Type.SMA,
-            )
-            for r in rows
-        ]
-        upper, middle, lower = (stack([b[k] for b in bands]) for k in range(3))
-    if spec.rsi:
-        rsi = stack([talib.RSI(r, timeperiod=spec.rsi_period) for r in rows])
-    if spec.macd:
-        parts = [
-            talib.MACD(
-                r,
-                fastperiod=spec.macd_fast,
-                slowperiod=spec.macd_slow,
-                signalperiod=spec.macd_signal,
-            )
-            for r in rows
-        ]
-        macd, signal, hist = (stack([p[k] for p in parts]) for k in range(3))
     return ChartLines(
         sma=sma,
         bollinger_upper=upper,
