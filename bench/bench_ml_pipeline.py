@@ -27,7 +27,8 @@ from daemon.cli_model import bootstrap, quick_config
 from daemon.execution.paper import PaperExecution
 from daemon.journal import Journal
 from daemon.log_setup import configure_logging
-from daemon.ml_loader import load_bundle_models
+from daemon.config import ScorerConfig
+from daemon.ml_loader import BundleModels, load_bundle_models
 from daemon.pipeline import Pipeline
 from daemon.runtime import tune_gc
 from strategy.backtest.data import frame_batches, precompute_signals
@@ -41,6 +42,7 @@ from strategy.scoring import Scorer
 from strategy.sim_broker import SimBrokerConfig
 from strategy.target_strategy import StrategyConfig, TargetStrategy
 from strategy.types import Bar
+from vlm_engine.infer import InferenceConfig
 
 START = datetime(2026, 1, 5, 14, 30, tzinfo=UTC)
 # Permissive thresholds so that both scorers place orders and bar-to-order latency has samples.
@@ -96,12 +98,23 @@ async def run_pipeline(
     return n / elapsed, pipeline, per_batch
 
 
+def daemon_models(bundle: Path) -> BundleModels:
+    """The bundle loaded with the daemon's default inference settings (device and torch threads)."""
+    scorer = ScorerConfig()
+    return load_bundle_models(
+        bundle,
+        inference=InferenceConfig(
+            device=scorer.device, threads=scorer.threads, workers=scorer.workers
+        ),
+    )
+
+
 def _ms(values: list[float], q: float) -> float:
     return float(np.percentile(values, q) * 1000) if values else float("nan")
 
 
 def bench_live(bundle: Path, symbols_list: list[int], scored_batches: int) -> None:
-    models = load_bundle_models(bundle)
+    models = daemon_models(bundle)
     window = max(64, models.bars_needed)
     print(
         f"\n== live pipeline (bundle {models.bundle_id}, chart {models.spec.width}x{models.spec.height}, "
@@ -134,7 +147,7 @@ def bench_live(bundle: Path, symbols_list: list[int], scored_batches: int) -> No
 
 
 def bench_backtest(bundle: Path, symbols: int, bars: int) -> None:
-    models = load_bundle_models(bundle)
+    models = daemon_models(bundle)
     window = max(64, models.bars_needed)
     market = SimMarketConfig(symbols=tuple(f"B{i}" for i in range(symbols)), seed=5)
     batches = frame_batches(simulate_frame(market, START, bars))

@@ -62,6 +62,8 @@ class ScorerConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     # torch threads for CLIP; 0 = torch's default. One by default: the daemon shares the cores with
     # its own loop and with bootstrap, and OpenMP spin-waiting under contention costs up to 10x.
     threads: Annotated[int, msgspec.Meta(ge=0)] = 1
+    # threads one batch of charts is split over; 0 = one per core (at most 4) when threads is 1.
+    workers: Annotated[int, msgspec.Meta(ge=0)] = 0
 
 
 class ShutdownConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):

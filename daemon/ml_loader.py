@@ -32,6 +32,9 @@ if TYPE_CHECKING:  # torch and transformers load only when a bundle does (rules 
 log = structlog.get_logger("daemon.ml_loader")
 
 XGB_DIR = "xgb"
+# XGBoost on the technical features alone (no CLIP inputs): the "XGBoost-only" model of the
+# comparisons and of scorer.mode xgb. Optional: bundles from `vlmtrader train xgb` lack it.
+XGB_TECHNICAL_DIR = "xgb_technical"
 FUSION_FILE = "fusion.json"
 PCA_FILE = "pca.json"
 TABULAR_FILES = (f"{XGB_DIR}/{MODEL_FILE}", f"{XGB_DIR}/{META_FILE}", FUSION_FILE)
@@ -57,11 +60,15 @@ class BundleModels:
         fusion: FusionConfig,
         pca: PcaParams | None,
         drift: DriftReference | None,
+        xgb_technical: XgbModel | None = None,
+        drift_technical: DriftReference | None = None,
     ) -> None:
         self.path = path
         self.card = card
         self.server = server
         self.xgb = xgb
+        self.xgb_technical = xgb_technical
+        self.drift_technical = drift_technical
         self.features = features
         self.fusion = fusion
         self.pca = pca
@@ -88,19 +95,24 @@ class BundleModels:
         vision: VisionModel | None = None,
         name: str | None = None,
     ) -> MLScorer:
-        """A fresh MLScorer (its own fusion and drift state) over the shared warm models."""
+        """A fresh MLScorer (its own fusion and drift state) over the shared warm models.
+
+        mode xgb uses the technical-only XGBoost when the bundle has one (so it needs no CLIP);
+        xgb and clip trade on their own model's probability, whatever the fitted fusion weighs.
+        """
         from strategy.clip_scorer import ClipVision
 
         config = fusion or self.fusion
-        monitor = (
-            DriftMonitor(reference=self.drift, config=config.drift)
-            if self.drift is not None
-            else None
-        )
+        xgb, drift = self.xgb, self.drift
+        if mode == "xgb" and self.xgb_technical is not None:
+            xgb, drift = self.xgb_technical, self.drift_technical
+        if mode != "fused":
+            config = config.alone(mode)
+        monitor = DriftMonitor(reference=drift, config=config.drift) if drift is not None else None
         return MLScorer(
             features=FeatureEngine(config=self.features),
             fusion=FusionEngine(config=config),
-            xgb=self.xgb,
+            xgb=xgb,
             vision=vision or ClipVision(server=self.server),
             pca=self.pca,
             drift=monitor,
@@ -157,6 +169,13 @@ def _load_server(
         if not result.ok:
             log.warning("shadow.unavailable", path=str(shadow), error=result.error)
     return server
+
+
+def _load_xgb(path: Path, directory: str, what: str) -> XgbModel:
+    try:
+        return XgbModel.load(path / directory)
+    except XgbError as e:
+        raise _fail(path, f"cannot load the {what} ({_one_line(str(e))}); {REBUILD}") from None
 
 
 def _check_features(
@@ -216,12 +235,7 @@ def load_bundle_models(
     server = _load_server(
         path, spec_hash=spec_hash, shadow=shadow, inference=inference or InferenceConfig()
     )
-    try:
-        xgb = XgbModel.load(path / XGB_DIR)
-    except XgbError as e:
-        raise _fail(
-            path, f"cannot load the XGBoost model ({_one_line(str(e))}); {REBUILD}"
-        ) from None
+    xgb = _load_xgb(path, XGB_DIR, "XGBoost model")
     try:
         features = msgspec.convert(xgb.meta.feature_config, FeatureConfig)
     except (msgspec.ValidationError, ValueError) as e:
@@ -234,6 +248,12 @@ def load_bundle_models(
         )
     pca = _decode(path, PCA_FILE, PcaParams, "embedding PCA") if uses_pca else None
     _check_features(path, card, xgb, features, pca)
+    technical = None
+    if f"{XGB_TECHNICAL_DIR}/{MODEL_FILE}" in card.files:
+        technical = _load_xgb(path, XGB_TECHNICAL_DIR, "technical XGBoost model")
+        if any(n.startswith("clip_") for n in technical.feature_names):
+            raise _fail(path, f"{XGB_TECHNICAL_DIR}/ has CLIP columns; it must be technical only")
+        _check_features(path, card, technical, features, None)
     return BundleModels(
         path=path,
         card=card,
@@ -243,6 +263,8 @@ def load_bundle_models(
         fusion=fusion,
         pca=pca,
         drift=_drift_reference(path, xgb),
+        xgb_technical=technical,
+        drift_technical=_drift_reference(path, technical) if technical is not None else None,
     )
 
 
@@ -273,6 +295,7 @@ def load_ml_scorer(
     shadow: Path | None = None,
     device: Literal["auto", "cpu", "cuda"] = "auto",
     threads: int = 0,
+    workers: int = 0,
 ) -> tuple[MLScorer, str]:
     """Load a bundle into a ready MLScorer for windows of `bars`; returns (scorer, bundle_id)."""
     from vlm_engine.infer import InferenceConfig
@@ -281,7 +304,7 @@ def load_ml_scorer(
         path,
         spec_hash=spec_hash or None,
         shadow=shadow,
-        inference=InferenceConfig(device=device, threads=threads),
+        inference=InferenceConfig(device=device, threads=threads, workers=workers),
     )
     check_windows(models, bars)
     try:

@@ -35,6 +35,7 @@ def load_bundle_scorer(path: Path, cfg: AppConfig) -> tuple[Scorer, str]:
         shadow=shadow,
         device=sc.device,
         threads=sc.threads,
+        workers=sc.workers,
     )
 
 

@@ -98,6 +98,11 @@ class FusionConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
             msg = "fusion.weights must give at least one model a weight > 0"
             raise ValueError(msg)
 
+    def alone(self, model: str) -> FusionConfig:
+        """This config passing one model's probability through (smoothing, monitoring and drift
+        kept): what a single-model comparison run trades on, whatever the fitted weights say."""
+        return msgspec.structs.replace(self, method="weighted", weights={model: 1.0}, stacking=None)
+
 
 class Fused(msgspec.Struct, frozen=True, kw_only=True):
     """One fused probability and its uncertainty."""
@@ -323,8 +328,14 @@ class DriftMonitor:
         self.reference = reference
         self.config = config
         self._cuts = [np.asarray(e, dtype=np.float64) for e in reference.edges]
-        self._rows: deque[npt.NDArray[np.int64]] = deque()
-        self._counts = [np.zeros(len(e) + 2) for e in reference.edges]
+        # The window's rows as flat bin numbers (column j's bins start at j * stride) in a ring,
+        # and their counts per flat bin: a batch of rows is added and evicted with two bincounts.
+        self._stride = max((len(e) + 2 for e in reference.edges), default=1)
+        self._offsets = np.arange(len(self._cuts), dtype=np.int64) * self._stride
+        self._ring = np.zeros((config.window, len(self._cuts)), dtype=np.int64)
+        self._head = 0
+        self._filled = 0
+        self._counts = np.zeros(len(self._cuts) * self._stride, dtype=np.int64)
         self._alerted = False
 
     def observe(self, x: npt.ArrayLike) -> None:
@@ -334,21 +345,25 @@ class DriftMonitor:
             msg = f"drift monitor expects {len(self._cuts)} columns, got {xa.shape[1]}"
             raise ValueError(msg)
         bins = np.column_stack([_bin_index(xa[:, j], c) for j, c in enumerate(self._cuts)])
-        for row in bins:
-            self._rows.append(row)
-            for j, b in enumerate(row.tolist()):
-                self._counts[j][b] += 1
-            if len(self._rows) > self.config.window:
-                old = self._rows.popleft()
-                for j, b in enumerate(old.tolist()):
-                    self._counts[j][b] -= 1
+        size, total = self.config.window, self._counts.shape[0]
+        for start in range(0, bins.shape[0], size):
+            piece = bins[start : start + size] + self._offsets
+            k = piece.shape[0]
+            slots = (self._head + np.arange(k)) % size
+            occupied = slots[(self._filled + np.arange(k)) >= size]  # the oldest rows, evicted
+            self._counts -= np.bincount(self._ring[occupied].reshape(-1), minlength=total)
+            self._ring[slots] = piece
+            self._counts += np.bincount(piece.reshape(-1), minlength=total)
+            self._head = (self._head + k) % size
+            self._filled = min(size, self._filled + k)
 
     def report(self, now: datetime | None = None) -> DriftReport:
-        n = len(self._rows)
+        n = self._filled
+        counts = self._counts.reshape(len(self._cuts), self._stride)
         values = {
-            name: psi(ref, counts / max(n, 1))
-            for name, ref, counts in zip(
-                self.reference.names, self.reference.fractions, self._counts, strict=True
+            name: psi(ref, counts[j, : len(ref)] / max(n, 1))
+            for j, (name, ref) in enumerate(
+                zip(self.reference.names, self.reference.fractions, strict=True)
             )
         }
         threshold = self.config.psi_threshold
@@ -364,7 +379,7 @@ class DriftMonitor:
 
     def check(self, now: datetime | None = None) -> DriftReport | None:
         """A report when PSI first crosses the threshold (re-armed once it falls back below)."""
-        if len(self._rows) < self.config.min_samples:
+        if self._filled < self.config.min_samples:
             return None
         report = self.report(now)
         if report.drifted and not self._alerted:

@@ -8,9 +8,11 @@ from strategy.fusion import (
     AdaptationConfig,
     DriftConfig,
     DriftMonitor,
+    DriftReference,
     FusionConfig,
     FusionEngine,
     MonitorConfig,
+    StackingParams,
     binary_entropy,
     drift_reference,
     fit_stacking,
@@ -26,6 +28,27 @@ def test_fuse_when_weighted_70_30_then_weighted_mean_with_uncertainty() -> None:
     assert f.entropy == pytest.approx(binary_entropy(0.68))
     assert f.confidence == pytest.approx(0.36 * 0.6)
     assert engine.fuse({"xgb": 0.4}).p_up == pytest.approx(0.4)  # missing model: renormalised
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        FusionConfig(weights={"clip": 1.0, "xgb": 0.0}),
+        FusionConfig(
+            method="stacking",
+            stacking=StackingParams(models=("clip", "xgb"), coef=(1.0, 1.0), intercept=0.0),
+        ),
+    ],
+    ids=["weight_zero", "stacking_needs_both"],
+)
+def test_alone_when_fitted_fusion_ignores_a_model_then_that_model_still_passes_through(
+    config: FusionConfig,
+) -> None:
+    assert FusionEngine(config=config).combine({"xgb": 0.8}) == 0.5  # the trap alone() avoids
+    alone = config.alone("xgb")
+    assert FusionEngine(config=alone).combine({"xgb": 0.8}) == pytest.approx(0.8)
+    assert alone.monitor == config.monitor
+    assert alone.drift == config.drift
 
 
 def test_fuse_when_confidence_weighted_then_confident_model_dominates() -> None:
@@ -108,6 +131,39 @@ def test_drift_when_distribution_shifts_then_one_report_with_retrain() -> None:
     assert report.recommendation == "retrain"
     monitor.observe(shifted[:10])
     assert monitor.check() is None  # reported once per crossing
+
+
+def _psi_by_hand(ref: DriftReference, rows: np.ndarray) -> dict[str, float]:
+    """PSI of each column of rows against the reference, binned from scratch."""
+    out = {}
+    for j, (name, edges, fractions) in enumerate(
+        zip(ref.names, ref.edges, ref.fractions, strict=True)
+    ):
+        col = rows[:, j]
+        index = np.where(
+            np.isfinite(col), np.searchsorted(np.asarray(edges), col, side="right"), len(edges) + 1
+        )
+        counts = np.bincount(index, minlength=len(edges) + 2)
+        out[name] = psi(fractions, counts / rows.shape[0])
+    return out
+
+
+@pytest.mark.parametrize("batch", [1, 7, 30, 45], ids=lambda b: f"batch{b}")
+def test_drift_when_rows_arrive_in_batches_then_psi_is_that_of_the_last_window_rows(
+    batch: int,
+) -> None:
+    rng = np.random.default_rng(5)
+    ref = drift_reference(rng.normal(size=(3000, 3)), ["a", "b", "c"])
+    monitor = DriftMonitor(reference=ref, config=DriftConfig(window=40, min_samples=1))
+    rows = np.column_stack([rng.normal(size=250), rng.normal(1.0, 2.0, 250), rng.random(250)])
+    rows[::17, 1] = np.nan  # NaN has a bin of its own
+    for start in range(0, rows.shape[0], batch):
+        monitor.observe(rows[start : start + batch])
+        seen = rows[: start + batch][-40:]
+        got = monitor.report()
+        assert got.samples == seen.shape[0]
+        assert got.psi == pytest.approx(_psi_by_hand(ref, seen))
+    assert monitor.report().max_psi > 0.1  # column b is shifted: the figures are not all zero
 
 
 def test_psi_when_identical_then_zero() -> None:

@@ -133,3 +133,20 @@ def test_preprocess_when_uint8_charts_at_model_size_then_lookup_path_equals_tens
     slow = pre(torch.from_numpy(images))  # tensor: permute, float, normalise
     assert fast.shape == (5, 3, 32, 32)
     assert torch.equal(fast, slow)
+
+
+@pytest.mark.parametrize("size", [32, 48], ids=["at_model_size", "resized"])
+def test_fold_into_when_raw_pixels_then_patch_embedding_equals_the_normalised_path(size: int):
+    parts = build_compact_clip(
+        TINY_MODEL, train_tokenizer(CORPUS, vocab_size=100, max_tokens=16), seed=0
+    )
+    conv = parts.model.vision_model.embeddings.patch_embedding
+    images = np.random.default_rng(3).integers(0, 256, (4, size, size, 3), dtype=np.uint8)
+    folded = parts.preprocess.fold_into(conv)
+    with torch.no_grad():
+        expected = conv(parts.preprocess(images))
+        got = folded(parts.preprocess.raw(images))
+    assert folded.bias is not None
+    assert conv.bias is None  # CLIP's patch embedding has none: the fold adds the mean term
+    assert torch.allclose(got, expected, atol=1e-4)
+    assert not torch.allclose(conv(parts.preprocess.raw(images)), expected, atol=1e-2)

@@ -1,11 +1,13 @@
 from __future__ import annotations
 
+import os
 import shutil
 from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from structlog.testing import capture_logs
 
 from strategy.bars import Window
@@ -14,6 +16,7 @@ from tests.vlm_engine.clip_helpers import SPEC, tiny_bundle, window
 from vlm_engine.bundle import BundleError, load_bundle
 from vlm_engine.calibrate.evaluate import apply_calibration, raw_scores
 from vlm_engine.infer import InferenceConfig, InferenceEngine, ModelServer
+from vlm_engine.infer.engine import MIN_CHARTS_PER_WORKER, resolve_workers
 
 CONFIG = InferenceConfig(device="cpu", warmup_batches=1, max_batch=4)
 
@@ -146,3 +149,46 @@ def test_clip_vision_when_windows_then_vision_scores_match_live_engine(bundles: 
     assert scores.p_up.shape == (3,)
     assert np.allclose(scores.p_up, live.p_up, atol=1e-5)
     assert scores.embeddings.shape == live.embeddings.shape
+
+
+def test_score_images_when_split_over_workers_then_rows_match_one_worker_in_order(
+    bundles: tuple[Path, Path],
+):
+    one = InferenceEngine.load(bundles[0], config=InferenceConfig(device="cpu", workers=1))
+    three = InferenceEngine.load(bundles[0], config=InferenceConfig(device="cpu", workers=3))
+    images = one.render([window(seed=i) for i in range(3 * MIN_CHARTS_PER_WORKER + 1)])
+    assert len(three._chunks(images.shape[0])) == 3
+    a, b = one.score_images(images), three.score_images(images)
+    assert np.allclose(a.embeddings, b.embeddings, atol=1e-5)
+    assert np.allclose(a.p_up, b.p_up, atol=1e-5)
+    assert np.allclose(a.pattern_probs, b.pattern_probs, atol=1e-5)
+    assert not np.allclose(
+        a.embeddings[::-1], b.embeddings, atol=1e-5
+    )  # rows differ: order is checked
+
+
+def test_chunks_when_small_batch_then_no_worker_gets_fewer_than_the_minimum(
+    bundles: tuple[Path, Path],
+):
+    engine = InferenceEngine.load(bundles[0], config=InferenceConfig(device="cpu", workers=4))
+    chunks = engine._chunks(MIN_CHARTS_PER_WORKER + 1)
+    assert [c.stop - c.start for c in chunks] == [MIN_CHARTS_PER_WORKER, 1]
+    big = engine._chunks(1000)  # max_batch still caps a chunk
+    assert max(c.stop - c.start for c in big) == engine.config.max_batch
+    assert big[-1].stop == 1000
+
+
+@pytest.mark.parametrize(
+    ("config", "device", "expected"),
+    [
+        (InferenceConfig(threads=1), "cpu", min(4, os.cpu_count() or 1)),
+        (InferenceConfig(threads=0), "cpu", 1),  # torch's own intra-op threads use the cores
+        (InferenceConfig(threads=1, workers=3), "cpu", 3),
+        (InferenceConfig(threads=1, workers=3), "cuda", 1),
+    ],
+    ids=["auto_one_thread", "auto_torch_threads", "explicit", "cuda"],
+)
+def test_resolve_workers_when_configured_then_cores_used_once(
+    config: InferenceConfig, device: str, expected: int
+):
+    assert resolve_workers(config, torch.device(device)) == expected

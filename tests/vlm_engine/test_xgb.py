@@ -86,6 +86,21 @@ def test_contributions_when_summed_then_equal_the_margin(trained) -> None:
     explained = result.model.explain(x[:3], top=2)
     assert all(len(e) <= 2 for e in explained)
     assert {name for e in explained for name, _ in e} <= {"a", "b", "c", "d"}
+    top = int(np.argmax(np.abs(contrib[0, :-1])))
+    assert explained[0][0] == (("a", "b", "c", "d")[top], pytest.approx(contrib[0, top]))
+
+
+def test_contributions_when_approximate_then_also_sum_to_the_margin_and_rank_alike(
+    trained,
+) -> None:
+    x, _, result = trained
+    exact = result.model.contributions(x[:200])
+    approx = result.model.contributions(x[:200], approximate=True)
+    np.testing.assert_allclose(approx.sum(axis=1), exact.sum(axis=1), atol=1e-3)
+    assert not np.allclose(approx, exact, atol=1e-6)  # a different attribution, not a copy
+    same_top = np.argmax(np.abs(approx[:, :-1]), axis=1) == np.argmax(np.abs(exact[:, :-1]), axis=1)
+    assert same_top.mean() > 0.8
+    assert result.model.explain(x[:3], top=2, approximate=True) != []
 
 
 def test_load_when_model_file_corrupt_then_model_error_names_file(trained, tmp_path: Path) -> None:

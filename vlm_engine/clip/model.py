@@ -126,6 +126,49 @@ class ImagePreprocessor:
         std = self._std.to(x.device)
         return (x - mean) / std
 
+    def raw(
+        self, images: npt.NDArray[np.uint8] | torch.Tensor, *, device: torch.device | None = None
+    ) -> torch.Tensor:
+        """(N, 3, size, size) float pixels in 0..255, resized but not normalised: the input of a
+        patch embedding that fold_into() made; the same as __call__ up to float rounding."""
+        batch = torch.from_numpy(images) if isinstance(images, np.ndarray) else images
+        if batch.ndim != 4 or batch.shape[-1] != 3:
+            msg = f"images: expected shape (N, H, W, 3), got {tuple(batch.shape)}"
+            raise ClipError(msg)
+        if device is not None:
+            batch = batch.to(device, non_blocking=True)
+        x = batch.permute(0, 3, 1, 2).float()  # a channels-last view: no copy before the conv
+        if x.shape[-2] != self.size or x.shape[-1] != self.size:
+            x = F.interpolate(
+                x, size=(self.size, self.size), mode="bilinear", antialias=True, align_corners=False
+            )
+        return x
+
+    def fold_into(self, conv: torch.nn.Conv2d) -> torch.nn.Conv2d:
+        """A patch embedding that takes raw() pixels and gives what `conv` gives for normalised ones.
+
+        Normalisation is affine per channel, so conv((x - m) / s) = conv'(x) + b' with
+        w' = w / s and b' = b - sum(w * m / s); resizing commutes with it (its weights sum to 1).
+        """
+        mean = self._mean.view(1, 3, 1, 1).to(conv.weight.device, torch.float64)
+        std = self._std.view(1, 3, 1, 1).to(conv.weight.device, torch.float64)
+        weight = conv.weight.detach().double()
+        bias = -(weight * mean / std).sum(dim=(1, 2, 3))
+        if conv.bias is not None:
+            bias = bias + conv.bias.detach().double()
+        folded = torch.nn.Conv2d(
+            conv.in_channels,
+            conv.out_channels,
+            kernel_size=conv.kernel_size,  # type: ignore[arg-type]
+            stride=conv.stride,  # type: ignore[arg-type]
+            padding=conv.padding,  # type: ignore[arg-type]
+            bias=True,
+        ).to(conv.weight.device)
+        with torch.no_grad():
+            folded.weight.copy_(weight / std)
+            folded.bias.copy_(bias)  # type: ignore[union-attr]  # bias=True above
+        return folded.to(conv.weight.dtype)
+
     def _lookup(self, images: npt.NDArray[np.uint8]) -> torch.Tensor:
         """The CPU fast path for charts already at the model's size: NCHW by table lookup."""
         chw = np.ascontiguousarray(images.transpose(0, 3, 1, 2))

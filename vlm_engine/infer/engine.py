@@ -1,12 +1,17 @@
 """The warm inference engine: a bundle loaded once on its device, scoring batches of chart windows.
 
 score_batch() is synchronous and thread-safe for one caller at a time per engine; the daemon
-calls it through asyncio.to_thread so the event loop never waits on the model.
+calls it through asyncio.to_thread so the event loop never waits on the model. On the CPU with one
+torch thread per call, a batch is split over `workers` threads (torch releases the GIL inside its
+kernels), so a 100-chart batch uses every core without OpenMP's spin-waiting.
 """
 
 from __future__ import annotations
 
+import os
+import threading
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -27,14 +32,48 @@ Float32Array = npt.NDArray[np.float32]
 DeviceName = Literal["auto", "cpu", "cuda"]
 
 
+# A worker's share of a batch is at least this many charts: smaller chunks cost more in per-call
+# overhead than the second core gives back.
+MIN_CHARTS_PER_WORKER = 4
+MAX_AUTO_WORKERS = 4
+
+
 class InferenceConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """Where and how the model runs; threads 0 keeps torch's default."""
+    """Where and how the model runs; threads 0 keeps torch's default.
+
+    workers: threads a batch is split over on the CPU. 0 (auto) is one per core (at most 4) when
+    torch runs one thread per call (threads 1), else 1; always 1 on CUDA.
+    """
 
     device: DeviceName = "auto"
     max_batch: Annotated[int, msgspec.Meta(gt=0)] = 64
     warmup_batches: Annotated[int, msgspec.Meta(ge=0)] = 2
     threads: Annotated[int, msgspec.Meta(ge=0)] = 0
+    workers: Annotated[int, msgspec.Meta(ge=0)] = 0
     half_on_cuda: bool = True
+
+
+def resolve_workers(config: InferenceConfig, device: torch.device) -> int:
+    """How many threads score one batch (see InferenceConfig.workers)."""
+    if device.type != "cpu":
+        return 1
+    if config.workers:
+        return config.workers
+    return min(MAX_AUTO_WORKERS, os.cpu_count() or 1) if config.threads == 1 else 1
+
+
+_pools: dict[int, ThreadPoolExecutor] = {}
+_pools_lock = threading.Lock()
+
+
+def _pool(workers: int) -> ThreadPoolExecutor:
+    """One process-wide pool per size, shared by every engine (live, shadow, swapped-out) and never shut
+    down, so a swap in the middle of a call can never find its pool closed."""
+    with _pools_lock:
+        pool = _pools.get(workers)
+        if pool is None:
+            pool = _pools[workers] = ThreadPoolExecutor(workers, thread_name_prefix="clip-worker")
+        return pool
 
 
 class ClipScores(msgspec.Struct, frozen=True, kw_only=True):
@@ -101,6 +140,12 @@ class InferenceEngine:
         pattern = class_embeddings(parts, list(bundle.prompts.patterns.values()))
         direction = class_embeddings(parts, [bundle.prompts.down, bundle.prompts.up])
         scale = logit_scale(parts)
+        # The engine owns the bundle's model: the preprocessor's normalisation is folded into the
+        # patch embedding, so a chunk goes from uint8 straight into the model (no float pass).
+        embeddings: Any = getattr(getattr(parts.model, "vision_model", None), "embeddings", None)
+        self._folded = isinstance(getattr(embeddings, "patch_embedding", None), torch.nn.Conv2d)
+        if self._folded:
+            embeddings.patch_embedding = parts.preprocess.fold_into(embeddings.patch_embedding)
         self.model: Any = parts.model.to(self.device, dtype=self.dtype).eval()
         # One (K + 1, D) read-out: the K pattern classes, then up - down (z = scale * e . (u - d)).
         readout = np.vstack([pattern, (direction[1] - direction[0])[None, :]]) * scale
@@ -108,6 +153,7 @@ class InferenceEngine:
         self._temperature = bundle.calibration.pattern_temperature
         self._a, self._b = bundle.calibration.direction_a, bundle.calibration.direction_b
         self._pin = self.device.type == "cuda"
+        self.workers = resolve_workers(config, self.device)
         self.warm_up()
 
     @classmethod
@@ -141,6 +187,7 @@ class InferenceEngine:
             bundle_id=self.bundle_id,
             device=str(self.device),
             dtype=str(self.dtype).removeprefix("torch."),
+            workers=self.workers,
         )
 
     def render(self, windows: Sequence[ChartWindow]) -> npt.NDArray[np.uint8]:
@@ -151,36 +198,71 @@ class InferenceEngine:
         """Render and score windows that closed together; one row per window, in order."""
         if not windows:
             return self._empty()
+        chunks = self._chunks(len(windows))
+        if len(chunks) > 1 and self.workers > 1 and self.renderer.thread_safe:
+            # Each worker renders its own chunk too: drawing is NumPy, mostly outside the GIL.
+            items = list(windows)
+
+            def render_and_score(rows: slice) -> tuple[Float32Array, Float32Array, Float32Array]:
+                return self._score_chunk(self.render(items[rows]))
+
+            return self._merge(list(_pool(self.workers).map(render_and_score, chunks)))
         return self.score_images(self.render(windows))
 
-    @torch.inference_mode()
     def score_images(self, images: npt.NDArray[np.uint8]) -> ClipBatch:
-        """Score (N, H, W, 3) uint8 charts of the bundle's spec, in chunks of max_batch."""
+        """Score (N, H, W, 3) uint8 charts of the bundle's spec, in chunks of at most max_batch, split
+        over the engine's workers; rows come back in order."""
         if images.shape[0] == 0:
             return self._empty()
-        probs, p_up, embeddings = [], [], []
-        for start in range(0, images.shape[0], self.config.max_batch):
-            rows = np.ascontiguousarray(images[start : start + self.config.max_batch])
-            # On CUDA the uint8 batch goes through pinned memory; on CPU the preprocessor's table
-            # lookup takes the array as it is.
-            chunk: npt.NDArray[np.uint8] | torch.Tensor = (
-                torch.from_numpy(rows).pin_memory() if self._pin else rows
+        chunks = self._chunks(images.shape[0])
+        if len(chunks) > 1 and self.workers > 1:
+            parts = list(
+                _pool(self.workers).map(lambda rows: self._score_chunk(images[rows]), chunks)
             )
-            pixels = self.bundle.parts.preprocess(chunk, device=self.device).to(self.dtype)
-            out = self.model.get_image_features(pixel_values=pixels)
-            features = out.pooler_output if hasattr(out, "pooler_output") else out
-            features = torch.nn.functional.normalize(features.float(), dim=-1).to(self.dtype)
-            scores = (features @ self._readout.T).float().cpu().numpy()
-            logits, z = scores[:, :-1], scores[:, -1]
-            probs.append(softmax(logits / self._temperature).astype(np.float32))
-            p_up.append(sigmoid(self._a * z + self._b).astype(np.float32))
-            embeddings.append(features.float().cpu().numpy())
+        else:
+            parts = [self._score_chunk(images[rows]) for rows in chunks]
+        return self._merge(parts)
+
+    def _merge(self, parts: list[tuple[Float32Array, Float32Array, Float32Array]]) -> ClipBatch:
+        """One ClipBatch from the chunks' outputs, in order."""
         return ClipBatch(
             bundle_id=self.bundle_id,
             classes=self.classes,
-            pattern_probs=np.concatenate(probs),
-            p_up=np.concatenate(p_up),
-            embeddings=np.concatenate(embeddings),
+            pattern_probs=np.concatenate([p[0] for p in parts]),
+            p_up=np.concatenate([p[1] for p in parts]),
+            embeddings=np.concatenate([p[2] for p in parts]),
+        )
+
+    def _chunks(self, n: int) -> list[slice]:
+        """Contiguous row ranges: one per worker (each at least MIN_CHARTS_PER_WORKER), at most max_batch."""
+        size = n
+        if self.workers > 1:
+            size = max(-(-n // self.workers), MIN_CHARTS_PER_WORKER)
+        size = min(size, self.config.max_batch)
+        return [slice(start, min(n, start + size)) for start in range(0, n, size)]
+
+    @torch.inference_mode()
+    def _score_chunk(
+        self, images: npt.NDArray[np.uint8]
+    ) -> tuple[Float32Array, Float32Array, Float32Array]:
+        """(pattern probabilities, p_up, embeddings) of one chunk; inference mode is per thread."""
+        rows = np.ascontiguousarray(images)
+        # On CUDA the uint8 batch goes through pinned memory.
+        chunk: npt.NDArray[np.uint8] | torch.Tensor = (
+            torch.from_numpy(rows).pin_memory() if self._pin else rows
+        )
+        preprocess = self.bundle.parts.preprocess
+        pixels = (preprocess.raw if self._folded else preprocess)(chunk, device=self.device)
+        pixels = pixels.to(self.dtype)
+        out = self.model.get_image_features(pixel_values=pixels)
+        features = out.pooler_output if hasattr(out, "pooler_output") else out
+        features = torch.nn.functional.normalize(features.float(), dim=-1).to(self.dtype)
+        scores = (features @ self._readout.T).float().cpu().numpy()
+        logits, z = scores[:, :-1], scores[:, -1]
+        return (
+            softmax(logits / self._temperature).astype(np.float32),
+            sigmoid(self._a * z + self._b).astype(np.float32),
+            features.float().cpu().numpy(),
         )
 
     def _empty(self) -> ClipBatch:

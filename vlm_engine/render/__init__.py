@@ -20,6 +20,7 @@ class Renderer(Protocol):
 
     name: str
     spec: ChartSpec
+    thread_safe: bool  # render_batch may run in several threads at once
 
     def render(self, window: ChartWindow) -> npt.NDArray[np.uint8]: ...
 

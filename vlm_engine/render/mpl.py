@@ -27,6 +27,7 @@ class MplfinanceRenderer:
     """
 
     name = "mplfinance"
+    thread_safe = False
 
     def __init__(self, *, spec: ChartSpec) -> None:
         import mplfinance as mpf

@@ -92,6 +92,7 @@ class NumpyRenderer:
     """Rasterize charts with NumPy; same bars + spec -> byte-identical pixels."""
 
     name = "numpy"
+    thread_safe = True  # its caches only ever grow into equal-valued arrays
 
     def __init__(self, *, spec: ChartSpec) -> None:
         self.spec = spec

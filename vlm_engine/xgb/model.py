@@ -80,21 +80,29 @@ class XgbModel:
             return raw
         return self.meta.calibration.predict(logit(raw))
 
-    def contributions(self, x: npt.ArrayLike) -> FloatArray:
-        """Per-feature contributions to the margin (log-odds), last column the bias (pred_contribs)."""
+    def contributions(self, x: npt.ArrayLike, *, approximate: bool = False) -> FloatArray:
+        """Per-feature contributions to the margin (log-odds), last column the bias (pred_contribs).
+
+        Exact TreeSHAP by default; approximate uses XGBoost's approx_contribs (each split's
+        change in the node value credited to its feature), about 5x faster and also summing
+        to the margin, for explanations on the live path."""
         return np.asarray(
-            self.booster.predict(self._matrix(x), pred_contribs=True), dtype=np.float64
+            self.booster.predict(self._matrix(x), pred_contribs=True, approx_contribs=approximate),
+            dtype=np.float64,
         )
 
-    def explain(self, x: npt.ArrayLike, top: int = 5) -> list[list[tuple[str, float]]]:
+    def explain(
+        self, x: npt.ArrayLike, top: int = 5, *, approximate: bool = False
+    ) -> list[list[tuple[str, float]]]:
         """The top features (by |contribution|) of each row, signed toward up (+) or down (-)."""
-        contrib = self.contributions(x)[:, :-1]
+        contrib = self.contributions(x, approximate=approximate)[:, :-1]
         names = self.meta.feature_names
-        out = []
-        for row in contrib:
-            order = np.argsort(-np.abs(row))[:top]
-            out.append([(names[i], float(row[i])) for i in order if row[i] != 0])
-        return out
+        order = np.argsort(-np.abs(contrib), axis=1, kind="stable")[:, :top]
+        picked = np.take_along_axis(contrib, order, axis=1)
+        return [
+            [(names[i], v) for i, v in zip(idx, vals, strict=True) if v != 0]
+            for idx, vals in zip(order.tolist(), picked.tolist(), strict=True)
+        ]
 
     def importance(self, importance_type: str = "gain") -> dict[str, float]:
         """Feature importance from the booster (features never used are absent)."""
