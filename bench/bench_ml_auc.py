@@ -2,9 +2,14 @@
 
 The bars come from a market seed neither the CLIP (seed) nor the XGBoost/fusion stage (seed + 1) of
 `vlmtrader model bootstrap` saw; the label is the close `horizon` bars later above the close now.
-Every model is the bundle's fixed model (no refitting). Goal (issue 5): fused AUC >= the better of
-CLIP-only and XGBoost-only. Also printed on the planted-pattern bars alone, and the same rows'
-figures the bootstrap recorded in the model card (its out-of-fold holdout).
+Every model is the bundle's fixed model (no refitting):
+  clip           CLIP alone (calibrated P(up) from the direction prompts)
+  xgb_technical  XGBoost on the technical features alone: the XGBoost-only model
+  xgb            XGBoost on the technical features + CLIP's outputs (the fusion's input)
+  fused          the daemon's signal: clip and xgb through the bundle's fitted fusion
+Goal (issue 5): fused AUC >= the better of CLIP-only and XGBoost-only; the difference is printed
+with a 95% paired bootstrap interval (rows resampled together). Also printed on the
+planted-pattern bars alone, and the bootstrap's own out-of-fold holdout from the model card.
 
     .venv/bin/python bench/bench_ml_auc.py [--bundle state/bundles/default] [--bars 2500]
 """
@@ -53,12 +58,14 @@ def main() -> None:
     store = BarStoreConfig(window=max(64, models.bars_needed), bar_seconds=market.bar_seconds)
     vision = CachedVision(inner=ClipVision(server=models.server))
     scorer = models.scorer(vision=vision)
-    p: dict[str, list[float]] = {"clip": [], "xgb": [], "fused": []}
+    alone = models.scorer(mode="xgb", vision=vision) if models.xgb_technical else None
+    p: dict[str, list[float]] = {"clip": [], "xgb_technical": [], "xgb": [], "fused": []}
     y: list[float] = []
     is_pattern: list[bool] = []
     for windows in iter_windows(batches, store):
         _, probs = scorer.model_rows(windows)
         fused = [s.p_up for s in scorer.score(windows)]
+        technical = alone.model_rows(windows)[1]["xgb"] if alone else np.full(len(windows), np.nan)
         for i, w in enumerate(windows):
             key = (w.symbol, int(w.timestamps[-1]))
             label, _ = labels.get(key, (float("nan"), 0))
@@ -66,6 +73,7 @@ def main() -> None:
             is_pattern.append(key in planted)
             p["clip"].append(float(probs["clip"][i]))
             p["xgb"].append(float(probs["xgb"][i]))
+            p["xgb_technical"].append(float(technical[i]))
             p["fused"].append(fused[i])
     ya = np.asarray(y)
     mask = np.asarray(is_pattern)
@@ -74,7 +82,7 @@ def main() -> None:
         f"{len(market.symbols)} symbols x {args.bars} bars, horizon {horizon}"
     )
     print(
-        f"{'model':>6} {'auc':>7} {'brier':>7} {'ece':>7} {'rows':>7} {'pattern auc':>12} {'rows':>6}"
+        f"{'model':>13} {'auc':>7} {'brier':>7} {'ece':>7} {'rows':>7} {'pattern auc':>12} {'rows':>6}"
     )
     aucs = {}
     for name, values in p.items():
@@ -83,20 +91,43 @@ def main() -> None:
         mp = summary(ya[mask], pa[mask])
         aucs[name] = m["auc"]
         print(
-            f"{name:>6} {m['auc']:>7.4f} {m['brier']:>7.4f} {m['ece']:>7.4f} {int(m['count']):>7} "
+            f"{name:>13} {m['auc']:>7.4f} {m['brier']:>7.4f} {m['ece']:>7.4f} {int(m['count']):>7} "
             f"{mp['auc']:>12.4f} {int(mp['count']):>6}"
         )
-    best = max(aucs["clip"], aucs["xgb"])
-    verdict = "met" if aucs["fused"] >= best else "NOT met"
+    singles = [m for m in ("clip", "xgb_technical") if np.isfinite(aucs[m])]
+    best_name = max(singles, key=lambda m: aucs[m])
+    gain = aucs["fused"] - aucs[best_name]
+    low, high = _paired_interval(ya, np.asarray(p["fused"]), np.asarray(p[best_name]))
+    verdict = "met" if gain >= 0 else "NOT met"
     print(
-        f"fused - max(clip, xgb) = {aucs['fused'] - best:+.4f}  (goal fused >= the better: {verdict})"
+        f"fused - {best_name} (the better single model) = {gain:+.4f}  95% CI [{low:+.4f}, {high:+.4f}]"
+        f"  (goal fused >= the better: {verdict})"
     )
     card = models.card.metrics
     if "fused_holdout_auc" in card:
         print(
             "card (bootstrap OOF holdout): "
-            + "  ".join(f"{m} {card[f'{m}_holdout_auc']:.4f}" for m in ("clip", "xgb", "fused"))
+            + "  ".join(
+                f"{m} {card[f'{m}_holdout_auc']:.4f}"
+                for m in ("clip", "xgb_technical", "xgb", "fused")
+                if f"{m}_holdout_auc" in card
+            )
         )
+
+
+def _paired_interval(
+    y: np.ndarray, a: np.ndarray, b: np.ndarray, *, draws: int = 300, seed: int = 0
+) -> tuple[float, float]:
+    """95% interval of auc(a) - auc(b) over rows resampled with replacement (both on the same rows)."""
+    keep = np.isfinite(y) & np.isfinite(a) & np.isfinite(b)
+    y, a, b = y[keep], a[keep], b[keep]
+    rng = np.random.default_rng(seed)
+    diffs = []
+    for _ in range(draws):
+        i = rng.integers(0, y.size, y.size)
+        diffs.append(summary(y[i], a[i])["auc"] - summary(y[i], b[i])["auc"])
+    low, high = np.percentile(diffs, [2.5, 97.5])
+    return float(low), float(high)
 
 
 if __name__ == "__main__":

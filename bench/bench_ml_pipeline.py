@@ -24,10 +24,10 @@ from pathlib import Path
 import numpy as np
 
 from daemon.cli_model import bootstrap, quick_config
+from daemon.config import ScorerConfig
 from daemon.execution.paper import PaperExecution
 from daemon.journal import Journal
 from daemon.log_setup import configure_logging
-from daemon.config import ScorerConfig
 from daemon.ml_loader import BundleModels, load_bundle_models
 from daemon.pipeline import Pipeline
 from daemon.runtime import tune_gc

@@ -103,23 +103,26 @@ def load_xgb_scorer(bundle: Path, bars: BarStoreConfig) -> MLScorer:
         raise XgbError(msg)
     return MLScorer(
         features=FeatureEngine(config=features),
-        fusion=FusionEngine(config=fusion),
+        fusion=FusionEngine(config=fusion.alone("xgb")),
         xgb=model,
         mode="xgb",
     )
 
 
 def bundle_scorers(bundle: Path, bars: BarStoreConfig) -> dict[str, Scorer]:
-    """clip, xgb and fused scorers over one loaded bundle, sharing each window's CLIP scores."""
+    """CLIP-only, XGBoost-only and fused scorers over one loaded bundle, sharing each window's CLIP
+    scores. XGBoost-only is "xgb_technical" (technical features alone) when the bundle has that
+    model, else "xgb" (older bundles: the XGBoost that also sees the CLIP columns)."""
     from daemon.ml_loader import CachedVision, check_windows, load_bundle_models
     from strategy.clip_scorer import ClipVision
 
     models = load_bundle_models(bundle)
     check_windows(models, bars)
     vision = CachedVision(inner=ClipVision(server=models.server))
+    xgb_name = "xgb_technical" if models.xgb_technical is not None else "xgb"
     return {
         "clip": models.scorer(mode="clip", vision=vision, name="clip"),
-        "xgb": models.scorer(mode="xgb", vision=vision, name="xgb"),
+        xgb_name: models.scorer(mode="xgb", vision=vision, name=xgb_name),
         "fused": models.scorer(mode="fused", vision=vision, name="fused"),
     }
 
@@ -233,7 +236,8 @@ def _evaluate(args: argparse.Namespace) -> int:
     )
     n_bars = sum(len(b) for b in batches)
     try:
-        with _progress(n_bars * 4, "evaluate", args.no_progress) as bar:
+        runs = 5 if vision is not None else 3  # xgb, fused, rules (+ clip, xgb_technical)
+        with _progress(n_bars * runs, "evaluate", args.no_progress) as bar:
             ev = evaluate(batches, config, vision=vision, pca=pca, progress=bar.update)
     except (XgbError, ValueError) as e:
         return _fail(f"{args.bars}: {e}")

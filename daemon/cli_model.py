@@ -5,6 +5,8 @@ fine-tune -> calibration (a CLIP-only bundle), then the tabular stage on fresh b
 never saw: every live window's TA-Lib features + calibrated CLIP outputs (probabilities and a
 PCA of the embedding fitted on these training rows) -> walk-forward XGBoost -> fusion fitted on
 the out-of-fold predictions only -> drift reference -> files and metrics added to the bundle.
+Beside it, the same XGBoost on the technical features alone: the "XGBoost-only" model the
+card, the comparisons and scorer.mode xgb measure the combination against.
 The bundle is built in a sibling directory and moved into place only when complete.
 """
 
@@ -30,7 +32,7 @@ import torch
 
 from daemon.cli_train import print_summary, train_bundle
 from daemon.errors import EXIT_OK
-from daemon.ml_loader import FUSION_FILE, PCA_FILE, XGB_DIR
+from daemon.ml_loader import FUSION_FILE, PCA_FILE, XGB_DIR, XGB_TECHNICAL_DIR
 from strategy.backtest.data import build_dataset, frame_batches
 from strategy.bars import BarStoreConfig, FloatArray, Window
 from strategy.clip_scorer import ClipVision
@@ -53,6 +55,7 @@ from vlm_engine.infer import InferenceConfig, ModelServer
 from vlm_engine.render import ChartSpec
 from vlm_engine.xgb import XgbError, XgbModel, XgbTrainConfig, fit_pca, logit, sigmoid, train_xgb
 from vlm_engine.xgb.metrics import summary
+from vlm_engine.xgb.train import TrainResult
 
 log = structlog.get_logger("daemon.cli_model")
 
@@ -78,7 +81,7 @@ class TabularConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     the card reports fused vs CLIP-only vs XGBoost-only with the fusion fitted before it.
     """
 
-    bars: PositiveInt = 2_500
+    bars: PositiveInt = 10_000
     seed_offset: PositiveInt = 1
     window: Annotated[int, msgspec.Meta(ge=8)] = 64
     horizon: PositiveInt = 5
@@ -89,8 +92,9 @@ class TabularConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
             n_folds=4, num_boost_round=300, early_stopping_rounds=30, learning_rate=0.05
         )
     )
-    # select: stacking or a weight in 0, 0.1, ..., 1 on (clip, xgb), whichever has the best AUC on
-    # the later out-of-fold rows when fitted on the earlier ones (weight 0 on clip is XGBoost alone).
+    # select: stacking or a weight in 0, 0.1, ..., 1 on (clip, xgb), whichever has the lowest log
+    # loss on the later out-of-fold rows when fitted on the earlier ones (weight 0 on clip is the
+    # XGBoost that sees the CLIP columns, alone).
     fusion: Literal["select", "stacking", "weighted"] = "select"
     weights: dict[str, Annotated[float, msgspec.Meta(ge=0)]] = msgspec.field(
         default_factory=lambda: {"clip": 0.5, "xgb": 0.5}
@@ -301,45 +305,52 @@ def fit_tabular(cfg: BootstrapConfig, bundle: Path) -> ModelCard:
         names = (*names, *(f"clip_pc{i}" for i in range(len(pca.components))))
     rows = ds.labelled()
     y, ts = ds.y[rows], ds.ts[rows]
-    result = train_xgb(
-        x[rows],
-        y,
-        ts=ts,
-        label_end=ds.label_end[rows],
-        feature_names=names,
-        config=tab.xgb,
-        bar_seconds=market.bar_seconds,
-        horizon_bars=tab.horizon,
-        feature_config=msgspec.to_builtins(tab.features),
-    )
+    technical = np.array([not n.startswith("clip_") for n in names])
+
+    def fit_xgb(columns: npt.NDArray[np.bool_]) -> TrainResult:
+        return train_xgb(
+            x[rows][:, columns],
+            y,
+            ts=ts,
+            label_end=ds.label_end[rows],
+            feature_names=tuple(n for n, keep in zip(names, columns, strict=True) if keep),
+            config=tab.xgb,
+            bar_seconds=market.bar_seconds,
+            horizon_bars=tab.horizon,
+            feature_config=msgspec.to_builtins(tab.features),
+        )
+
+    result = fit_xgb(np.ones(len(names), dtype=bool))
+    alone = fit_xgb(technical)  # the same folds (they depend on time only), no CLIP columns
     probs = {"clip": np.concatenate([s.p_up for s in scored])[rows], "xgb": result.oof}
-    fusion, holdout = fit_fusion(tab, probs, y, ts)
+    fusion, holdout = fit_fusion(tab, probs, y, ts, compare={"xgb_technical": alone.oof})
     covered = np.isfinite(result.oof)
     fused = _combine(fusion, {m: p[covered] for m, p in probs.items()})
     disagreement = np.abs(probs["clip"][covered] - probs["xgb"][covered])
     confidence = np.abs(2 * fused - 1) * np.maximum(
         0.0, 1.0 - fusion.disagreement_penalty * disagreement
     )
-    reference = drift_reference(
-        np.column_stack([x[rows][covered], confidence]), [*names, "confidence"]
-    )
-    model = result.model
-    model.meta = msgspec.structs.replace(
-        model.meta,
-        drift_reference=msgspec.to_builtins(reference),
-        extra={
-            "train_config": msgspec.to_builtins(tab.xgb),
-            "rows": int(rows.sum()),
-            "source": f"sim:seed={market.seed}:bars={tab.bars}",
-        },
+    source = f"sim:seed={market.seed}:bars={tab.bars}"
+    model = _with_drift(result, x[rows][covered], confidence, tab, source)
+    alone_covered = np.isfinite(alone.oof)
+    technical_model = _with_drift(
+        alone,
+        x[rows][alone_covered][:, technical],
+        np.abs(2 * alone.oof[alone_covered] - 1),  # what mode xgb's confidence is
+        tab,
+        source,
     )
     files = {f"{XGB_DIR}/{name}": data for name, data in _xgb_files(model).items()}
+    files |= {
+        f"{XGB_TECHNICAL_DIR}/{name}": data for name, data in _xgb_files(technical_model).items()
+    }
     files[FUSION_FILE] = msgspec.json.format(msgspec.json.encode(fusion)) + b"\n"
     if pca is not None:
         files[PCA_FILE] = msgspec.json.format(msgspec.json.encode(pca)) + b"\n"
     seconds = time.perf_counter() - started
     metrics = {
         **{f"xgb_oof_{k}": v for k, v in result.metrics.items()},
+        **{f"xgb_technical_oof_{k}": v for k, v in alone.metrics.items()},
         **{f"clip_oof_{k}": v for k, v in summary(y[covered], probs["clip"][covered]).items()},
         **holdout,
         "tabular_rows": float(rows.sum()),
@@ -361,6 +372,7 @@ def fit_tabular(cfg: BootstrapConfig, bundle: Path) -> ModelCard:
         rows=int(rows.sum()),
         xgb_oof_auc=round(result.metrics.get("auc", float("nan")), 4),
         clip_holdout_auc=round(holdout["clip_holdout_auc"], 4),
+        xgb_technical_holdout_auc=round(holdout["xgb_technical_holdout_auc"], 4),
         xgb_holdout_auc=round(holdout["xgb_holdout_auc"], 4),
         fused_holdout_auc=round(holdout["fused_holdout_auc"], 4),
         fusion=fusion.method,
@@ -369,10 +381,36 @@ def fit_tabular(cfg: BootstrapConfig, bundle: Path) -> ModelCard:
     return card
 
 
+def _with_drift(
+    result: TrainResult, x: FloatArray, confidence: FloatArray, tab: TabularConfig, source: str
+) -> XgbModel:
+    """The trained model with its drift reference (its columns + the confidence) and provenance."""
+    names = [*result.model.feature_names, "confidence"]
+    reference = drift_reference(np.column_stack([x, confidence]), names)
+    model = result.model
+    model.meta = msgspec.structs.replace(
+        model.meta,
+        drift_reference=msgspec.to_builtins(reference),
+        extra={
+            "train_config": msgspec.to_builtins(tab.xgb),
+            "rows": len(result.oof),
+            "source": source,
+        },
+    )
+    return model
+
+
 def fit_fusion(
-    tab: TabularConfig, probs: dict[str, FloatArray], y: FloatArray, ts: npt.NDArray[np.int64]
+    tab: TabularConfig,
+    probs: dict[str, FloatArray],
+    y: FloatArray,
+    ts: npt.NDArray[np.int64],
+    *,
+    compare: dict[str, FloatArray] | None = None,
 ) -> tuple[FusionConfig, dict[str, float]]:
-    """The fusion fitted on out-of-fold rows only, and its metrics on the last rows when fitted before them."""
+    """The fusion fitted on out-of-fold rows only, and its metrics on the last rows when fitted before them.
+
+    compare: other models' out-of-fold probabilities, reported on the same last rows."""
     covered = np.all([np.isfinite(p) for p in probs.values()], axis=0)
     index = np.flatnonzero(covered)
     if index.size < 40:
@@ -400,6 +438,7 @@ def fit_fusion(
 
     held = {m: p[late] for m, p in probs.items()}
     held["fused"] = _combine(fitted(early), held)
+    held |= {m: p[late] for m, p in (compare or {}).items()}
     metrics = {
         f"{m}_holdout_{k}": v for m, p in held.items() for k, v in summary(y[late], p).items()
     }
@@ -413,7 +452,10 @@ def _select_fusion(
     ts: npt.NDArray[np.int64],
     keep: npt.NDArray[np.bool_],
 ) -> FusionConfig:
-    """The candidate with the best AUC on the last third of `keep` (in time), refitted on all of it."""
+    """The candidate with the lowest log loss on the last third of `keep` (in time), refitted on all of it.
+
+    Log loss, not AUC: a proper score, steadier on a few thousand rows of a small edge, and it
+    counts a model's miscalibration against it (AUC picked weights that only noise favoured)."""
     index = np.flatnonzero(keep)
     cut = int(ts[index[int(index.size * 2 / 3)]])
     fit, select = keep & (ts < cut), keep & (ts >= cut)
@@ -437,8 +479,8 @@ def _select_fusion(
 
     held = {m: p[select] for m, p in probs.items()}
     candidates = [stacking(fit), *weighted]
-    scores = [summary(y[select], _combine(c, held))["auc"] for c in candidates]
-    best = int(np.nanargmax(scores))
+    scores = [summary(y[select], _combine(c, held))["log_loss"] for c in candidates]
+    best = int(np.nanargmin(scores))
     return stacking(keep) if best == 0 else candidates[best]
 
 

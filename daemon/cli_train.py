@@ -172,6 +172,13 @@ def print_summary(card: ModelCard, out: Path) -> None:
         f"  direction AUC {m.get('direction_auc', 0):.3f}  Brier {m.get('direction_brier_after', 0):.4f}  "
         f"recall@1 i->t {m.get('recall_image_to_text_at_1', 0):.3f} t->i {m.get('recall_text_to_image_at_1', 0):.3f}"
     )
+    held = [
+        f"{name} {m[f'{name}_holdout_auc']:.4f}"
+        for name in ("clip", "xgb_technical", "xgb", "fused")
+        if f"{name}_holdout_auc" in m
+    ]
+    if held:
+        print(f"  held-out direction AUC: {'  '.join(held)}")
 
 
 def _train_clip(args: argparse.Namespace) -> int:

@@ -4,6 +4,9 @@ Every prediction that is scored or traded comes from a model fitted only on earl
 and embargoed walk-forward folds); CLIP is the bundle's fixed model; stacking weights are fitted
 on earlier out-of-fold predictions only; nothing is tuned on the test period. The backtest
 comparison (XGBoost-only, CLIP-only, fused, rules, buy-and-hold) trades only the test period.
+
+With CLIP, "xgb" is the XGBoost that also sees the CLIP columns (the fusion's input) and
+"xgb_technical" the same XGBoost on the technical features alone: the XGBoost-only baseline.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ from strategy.scoring import Scorer
 from strategy.types import Bar
 from vlm_engine.xgb.metrics import calibration_curve, summary
 from vlm_engine.xgb.pca import PcaParams
-from vlm_engine.xgb.train import XgbTrainConfig, train_xgb
+from vlm_engine.xgb.train import TrainResult, XgbTrainConfig, train_xgb
 
 
 class EvaluationConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -125,18 +128,25 @@ def evaluate(
     ds: Dataset = build_dataset(batches, store, engine, horizon=config.horizon_bars, extra=extra)
     labelled = ds.labelled()
     rows = np.flatnonzero(labelled)
-    result = train_xgb(
-        ds.x[rows],
-        ds.y[rows],
-        ts=ds.ts[rows],
-        label_end=ds.label_end[rows],
-        feature_names=ds.feature_names,
-        config=config.train,
-        bar_seconds=ds.bar_seconds,
-        horizon_bars=config.horizon_bars,
-    )
-    p_xgb = np.full(ds.y.shape[0], np.nan)
-    p_xgb[rows] = result.oof
+
+    def walk_forward(columns: np.ndarray) -> tuple[TrainResult, FloatArray]:
+        result = train_xgb(
+            ds.x[rows][:, columns],
+            ds.y[rows],
+            ts=ds.ts[rows],
+            label_end=ds.label_end[rows],
+            feature_names=tuple(np.asarray(ds.feature_names)[columns].tolist()),
+            config=config.train,
+            bar_seconds=ds.bar_seconds,
+            horizon_bars=config.horizon_bars,
+        )
+        p = np.full(ds.y.shape[0], np.nan)
+        p[rows] = result.oof
+        return result, p
+
+    result, p_xgb = walk_forward(np.ones(len(ds.feature_names), dtype=bool))
+    technical = np.array([not n.startswith("clip_") for n in ds.feature_names])
+    p_technical = walk_forward(technical)[1] if not technical.all() else None
     covered = np.isfinite(p_xgb)
     if not covered.any():
         msg = "walk-forward produced no out-of-sample predictions: bring more bars"
@@ -153,6 +163,8 @@ def evaluate(
         probs, ds.y, ds.ts, ds.symbols, config.fusion, fold_starts
     )
     probs["fused"] = fused
+    if p_technical is not None:
+        probs["xgb_technical"] = p_technical
 
     test = (ds.ts >= test_start) & labelled
     model_metrics = {m: summary(ds.y[test], p[test]) for m, p in probs.items()}
@@ -163,6 +175,10 @@ def evaluate(
 
     scorers: dict[str, Scorer | LookupScorer] = {}
     scorers["xgb"] = signals_from_probabilities("xgb", ds.symbols, ds.ts, p_xgb)
+    if p_technical is not None:
+        scorers["xgb_technical"] = signals_from_probabilities(
+            "xgb_technical", ds.symbols, ds.ts, p_technical
+        )
     if "clip" in probs:
         scorers["clip"] = signals_from_probabilities("clip", ds.symbols, ds.ts, probs["clip"])
     scorers["fused"] = _fused_signals(ds, fused, disagreement, entropy, config.fusion)

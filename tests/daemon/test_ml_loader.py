@@ -40,10 +40,11 @@ def test_load_when_full_bundle_then_ml_scorer_signals_with_bundle_id_and_drift_m
     assert all(0.0 <= s.confidence <= 1.0 and 0.0 <= s.disagreement <= 1.0 for s in signals)
 
 
-def test_load_when_bundle_built_then_card_records_xgb_fusion_and_three_holdout_aucs() -> None:
+def test_load_when_bundle_built_then_card_records_xgb_fusion_and_four_holdout_aucs() -> None:
     card = read_card(quick_bundle())
     assert {"xgb/model.json", "xgb/meta.json", "fusion.json", "pca.json"} <= set(card.files)
-    for model in ("clip", "xgb", "fused"):
+    assert {"xgb_technical/model.json", "xgb_technical/meta.json"} <= set(card.files)
+    for model in ("clip", "xgb_technical", "xgb", "fused"):
         assert f"{model}_holdout_auc" in card.metrics
     # The bootstrap selects the fusion (stacking or a clip/xgb weighting) on out-of-fold rows.
     assert card.stages["tabular"]["fusion"]["method"] in ("stacking", "weighted")
@@ -59,6 +60,31 @@ def test_load_when_mode_single_model_then_signal_carries_that_model_only(
     _, probs = scorer.model_rows(windows)
     assert set(probs) == {mode}
     assert {s.scorer for s in scorer.score(windows)} == {name}
+
+
+def test_load_when_mode_xgb_then_technical_model_alone_without_clip_and_not_constant() -> None:
+    models = load_bundle_models(quick_bundle())
+    assert models.xgb_technical is not None
+    assert not any(n.startswith("clip_") for n in models.xgb_technical.feature_names)
+    scorer = models.scorer(mode="xgb")
+    assert scorer.xgb is models.xgb_technical
+    assert scorer.drift is not None
+    assert scorer.drift.reference.names[-1] == "confidence"
+    windows = sample_windows()
+    x, probs = scorer.model_rows(windows)
+    assert x.shape[1] == len(models.xgb_technical.feature_names)  # no CLIP columns computed
+    signals = scorer.score(windows)
+    # The signal is the model's own probability, whatever weight the fitted fusion gives it.
+    assert [s.p_up for s in signals] == pytest.approx(list(probs["xgb"]))
+    assert len({round(s.p_up, 6) for s in signals}) > 1
+
+
+def test_load_when_technical_model_corrupt_then_refused_naming_it(tmp_path: Path) -> None:
+    bundle = bundle_copy(tmp_path)
+    (bundle / "xgb_technical/meta.json").write_text('{"feature_names": ["clip_p_up"]}')
+    with pytest.raises(BundleUnusable, match=r"xgb_technical/meta\.json") as e:
+        load_ml_scorer(bundle, bars=BARS)
+    assert "\n" not in str(e.value)
 
 
 def test_load_when_fusion_config_given_then_it_replaces_the_bundle_fusion() -> None:
@@ -168,7 +194,7 @@ def bars_csv(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-def test_backtest_cli_when_full_bundle_then_clip_xgb_fused_rules_and_buy_and_hold(
+def test_backtest_cli_when_full_bundle_then_clip_xgb_technical_fused_rules_and_buy_and_hold(
     bars_csv: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     config = tmp_path / "cfg.yaml"
@@ -177,11 +203,11 @@ def test_backtest_cli_when_full_bundle_then_clip_xgb_fused_rules_and_buy_and_hol
     argv = ["backtest", "--config", str(config), "--bars", str(bars_csv), "--report", str(report)]
     assert cli_backtest.main([*argv, "--bundle", str(quick_bundle()), "--no-progress"]) == 0
     doc = json.loads((report / "report.json").read_text())
-    assert set(doc["comparison"]) == {"rules", "clip", "xgb", "fused", "buy_and_hold"}
+    assert set(doc["comparison"]) == {"rules", "clip", "xgb_technical", "fused", "buy_and_hold"}
     assert "fused" in capsys.readouterr().out
 
 
-def test_evaluate_cli_when_full_bundle_then_clip_xgb_and_fused_metrics(
+def test_evaluate_cli_when_full_bundle_then_clip_both_xgbs_and_fused_metrics(
     bars_csv: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     config = tmp_path / "cfg.yaml"
@@ -195,8 +221,11 @@ def test_evaluate_cli_when_full_bundle_then_clip_xgb_and_fused_metrics(
         == 0
     )
     doc = json.loads((report / "report.json").read_text())
-    assert {"clip", "xgb", "fused"} <= set(doc["model_metrics"])
-    assert {"rules", "clip", "xgb", "fused", "buy_and_hold"} <= set(doc["comparison"])
+    assert {"clip", "xgb", "xgb_technical", "fused"} <= set(doc["model_metrics"])
+    metrics = doc["model_metrics"]
+    assert metrics["xgb"]["auc"] != metrics["xgb_technical"]["auc"]  # two models, not one twice
+    expected = {"rules", "clip", "xgb", "xgb_technical", "fused", "buy_and_hold"}
+    assert expected <= set(doc["comparison"])
     assert "clip" in capsys.readouterr().out
 
 
