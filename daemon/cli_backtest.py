@@ -38,6 +38,7 @@ log = structlog.get_logger("daemon.cli_backtest")
 EXIT_INPUT = 1
 XGB_DIR = "xgb"
 FUSION_FILE = "fusion.json"
+BACKTEST_COMMIT_EVERY = 500  # bar batches per journal commit in `vlmtrader backtest --journal`
 
 
 def register(sub: Any) -> None:
@@ -169,7 +170,8 @@ def _backtest(args: argparse.Namespace) -> int:
             scorers[name] = precompute_signals(scorer, batches, config.bars, progress=bar.update)
     journal: Journal | None = None
     if args.journal is not None:
-        journal = Journal(args.journal)
+        # A replay groups its commits: a crash loses nothing a rerun does not rebuild.
+        journal = Journal(args.journal, commit_every=BACKTEST_COMMIT_EVERY)
         journal.open()
 
     def journal_for(name: str) -> JournalSink | None:

@@ -206,14 +206,24 @@ class Journal:
         *,
         synchronous: Synchronous = "normal",
         checkpoint_seconds: float | None = 1.0,
+        commit_every: int = 1,
     ) -> None:
-        """Args: checkpoint_seconds: period of the background WAL checkpoint; None = SQLite's own."""
+        """Args: checkpoint_seconds: period of the background WAL checkpoint; None = SQLite's own.
+        commit_every: writes that share one transaction. The daemon commits every batch (1);
+        an offline replay (a backtest) may group many, since a crash there loses nothing that
+        a rerun does not rebuild. Grouped writes are committed by flush() and close(); a failed
+        write rolls back the whole open group and raises JournalError."""
         if synchronous not in ("normal", "full"):
             msg = f"journal synchronous must be 'normal' or 'full', got {synchronous!r}"
             raise InputError(msg)
         if checkpoint_seconds is not None and not checkpoint_seconds > 0:
             msg = f"journal checkpoint_seconds must be > 0, got {checkpoint_seconds!r}"
             raise InputError(msg)
+        if commit_every < 1:
+            msg = f"journal commit_every must be >= 1, got {commit_every!r}"
+            raise InputError(msg)
+        self.commit_every = commit_every
+        self._uncommitted = 0
         self.path = Path(path)
         self.synchronous: Synchronous = synchronous
         self.checkpoint_seconds = checkpoint_seconds
@@ -270,8 +280,16 @@ class Journal:
             order_sequence=self._sequence,
         )
 
+    def flush(self) -> None:
+        """Commit the writes of an open group (commit_every > 1); nothing to do otherwise."""
+        with self._transaction("flush", join_only=True):
+            pass
+
     def close(self) -> None:
-        """Close the connection (checkpointing the WAL) and release the lock; safe to call twice."""
+        """Commit any open group, close the connection (checkpointing the WAL) and release the
+        lock; safe to call twice."""
+        if self._con is not None and self._con.in_transaction:
+            self.flush()
         checkpointer, self._checkpointer = self._checkpointer, None
         if checkpointer is not None:
             checkpointer.stop()
@@ -414,7 +432,11 @@ class Journal:
             cur.execute(_UPSERT_PNL, (day.isoformat(), equity, realized, unrealized, _iso(ts)))
 
     @contextlib.contextmanager
-    def _transaction(self, what: str) -> Iterator[tuple[sqlite3.Cursor, Callable[[str], None]]]:
+    def _transaction(
+        self, what: str, *, join_only: bool = False
+    ) -> Iterator[tuple[sqlite3.Cursor, Callable[[str], None]]]:
+        """One write: its own transaction, or a place in the open group (commit_every > 1), which
+        it commits when the group is full. join_only (flush) opens nothing and commits the group."""
         where = ["begin"]
 
         def stage(name: str) -> None:
@@ -425,12 +447,17 @@ class Journal:
             con = self._require_open()
             try:
                 cur = con.cursor()
-                cur.execute("BEGIN IMMEDIATE")
+                if not con.in_transaction and not join_only:
+                    cur.execute("BEGIN IMMEDIATE")
                 try:
                     yield cur, stage
-                    where[0] = "commit"
-                    cur.execute("COMMIT")
+                    self._uncommitted += 0 if join_only else 1
+                    if con.in_transaction and (join_only or self._uncommitted >= self.commit_every):
+                        where[0] = "commit"
+                        cur.execute("COMMIT")
+                        self._uncommitted = 0
                 except BaseException:
+                    self._uncommitted = 0
                     if con.in_transaction:
                         with contextlib.suppress(sqlite3.Error):
                             con.execute("ROLLBACK")

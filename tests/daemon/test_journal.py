@@ -470,6 +470,47 @@ def test_record_when_one_row_violates_constraint_then_nothing_of_batch_written(j
     assert journal.get("cash") == "60"
 
 
+def _committed_signals(path: Path) -> int:
+    """Signals another connection sees: what has been committed."""
+    with sqlite3.connect(path) as con:
+        return int(con.execute("SELECT COUNT(*) FROM signals").fetchone()[0])
+
+
+def test_record_when_commits_grouped_then_visible_to_others_every_n_and_on_flush_and_close(
+    tmp_path: Path,
+):
+    path = tmp_path / "j.sqlite"
+    journal = Journal(path, commit_every=3)
+    journal.open()
+    for minute in range(4):
+        journal.record(signals=[signal(minute=minute)])
+    assert _committed_signals(path) == 3  # the first group of three, not the fourth
+    assert journal.counts()["signals"] == 4  # the writer sees its own open group
+    journal.flush()
+    assert _committed_signals(path) == 4
+    journal.record(signals=[signal(minute=9)])
+    journal.close()
+    assert _committed_signals(path) == 5
+
+
+def test_record_when_grouped_write_fails_then_whole_open_group_rolled_back_and_error_raised(
+    tmp_path: Path,
+):
+    with Journal(tmp_path / "j.sqlite", commit_every=10) as journal:
+        journal.record(signals=[signal(minute=1)])
+        with pytest.raises(JournalError, match="record failed at fills"):
+            journal.record(orders=[order(1)], fills=[fill("F-bad", qty=-1.0)])
+        assert journal.counts()["signals"] == 0  # the group it was in went with it
+        journal.record(signals=[signal(minute=2)])
+        journal.flush()
+        assert journal.counts()["signals"] == 1
+
+
+def test_construct_when_commit_every_below_one_then_input_error(tmp_path: Path):
+    with pytest.raises(InputError, match="commit_every"):
+        Journal(tmp_path / "j.sqlite", commit_every=0)
+
+
 def test_record_when_non_finite_number_then_refused_before_writing(journal: Journal):
     with pytest.raises(JournalError, match="non-finite"):
         journal.record(signals=[signal()], fills=[fill("F1", price=float("nan"))])
