@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import math
 import os
 import sqlite3
@@ -33,6 +34,7 @@ import msgspec
 import structlog
 
 from daemon.errors import InputError, InvariantError
+from daemon.wal_checkpoint import BACKSTOP_PAGES, WalCheckpointer
 from strategy.types import Fill, Order, OrderEvent, OrderStatus, Position, RiskDecision, Signal
 
 log = structlog.get_logger("daemon.journal")
@@ -194,7 +196,6 @@ ON CONFLICT (day) DO UPDATE SET equity = excluded.equity, realized = excluded.re
     unrealized = excluded.unrealized, ts = excluded.ts
 """
 _SEQUENCE_KEY = "order_sequence"
-_BACKSTOP_CHECKPOINT_PAGES = 20_000  # ~80 MB of WAL: SQLite checkpoints inline only past this
 
 
 class Journal:
@@ -227,7 +228,7 @@ class Journal:
         self.path = Path(path)
         self.synchronous: Synchronous = synchronous
         self.checkpoint_seconds = checkpoint_seconds
-        self._checkpointer: _Checkpointer | None = None
+        self._checkpointer: WalCheckpointer | None = None
         self._con: sqlite3.Connection | None = None
         self._lock_file: IO[bytes] | None = None
         self._mutex = threading.Lock()
@@ -270,7 +271,9 @@ class Journal:
         self._known_fills = {r[0] for r in self._query("SELECT fill_id FROM fills")}
         self._last_error = None
         if self.checkpoint_seconds is not None:
-            self._checkpointer = _Checkpointer(self.path, self.checkpoint_seconds)
+            self._checkpointer = WalCheckpointer(
+                self.path, self.checkpoint_seconds, event="journal.checkpoint_failed"
+            )
             self._checkpointer.start()
         log.info(
             "journal.opened",
@@ -571,7 +574,7 @@ class Journal:
             raise JournalError(msg)
         con.execute(f"PRAGMA synchronous={self.synchronous.upper()}")
         if self.checkpoint_seconds is not None:  # the thread checkpoints; SQLite's is a backstop
-            con.execute(f"PRAGMA wal_autocheckpoint={_BACKSTOP_CHECKPOINT_PAGES}")
+            con.execute(f"PRAGMA wal_autocheckpoint={BACKSTOP_PAGES}")
         version = self._migrate(con)
         seq_row = con.execute("SELECT max(seq) FROM orders").fetchone()
         kv_row = con.execute("SELECT value FROM kv WHERE key = ?", (_SEQUENCE_KEY,)).fetchone()
@@ -622,35 +625,6 @@ class Journal:
         f, self._lock_file = self._lock_file, None
         if f is not None:
             f.close()
-
-
-class _Checkpointer(threading.Thread):
-    """Copies the WAL into the database off the hot path, so no commit waits for a checkpoint's fsync."""
-
-    def __init__(self, path: Path, interval: float) -> None:
-        super().__init__(name=f"journal-checkpoint:{path.name}", daemon=True)
-        self.path = path
-        self.interval = interval
-        self._stopped = threading.Event()
-
-    def run(self) -> None:
-        try:
-            con = sqlite3.connect(self.path, isolation_level=None, timeout=1.0)
-        except sqlite3.Error as e:
-            log.warning("journal.checkpoint_failed", path=str(self.path), error=str(e))
-            return
-        try:
-            while not self._stopped.wait(self.interval):
-                try:
-                    con.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
-                except sqlite3.Error as e:  # the writer's backstop autocheckpoint still runs
-                    log.warning("journal.checkpoint_failed", path=str(self.path), error=str(e))
-        finally:
-            con.close()
-
-    def stop(self) -> None:
-        self._stopped.set()
-        self.join(timeout=10)
 
 
 def _order_row(o: Order, data: str) -> tuple[Any, ...]:
@@ -711,11 +685,17 @@ def _iso(ts: object) -> str | None:
     if ts is None:
         return None
     if isinstance(ts, datetime):
-        aware = ts if ts.tzinfo is not None else ts.replace(tzinfo=UTC)
-        return aware.astimezone(UTC).isoformat(timespec="microseconds")
+        return _iso_datetime(ts)
     if isinstance(ts, date):
         return ts.isoformat()
     return str(ts)
+
+
+@functools.lru_cache(maxsize=4096)
+def _iso_datetime(ts: datetime) -> str:
+    """Cached: a bar batch's rows share a handful of timestamps (equal instants give one string)."""
+    aware = ts if ts.tzinfo is not None else ts.replace(tzinfo=UTC)
+    return aware.astimezone(UTC).isoformat(timespec="microseconds")
 
 
 def _check_finite(path: Path, table: str, key: str, values: Iterable[float | None]) -> None:

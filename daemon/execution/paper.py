@@ -21,6 +21,7 @@ import structlog
 
 from daemon.errors import InvariantError
 from daemon.execution.base import BrokerUpdates, BrokerView
+from daemon.wal_checkpoint import BACKSTOP_PAGES, WalCheckpointer
 from strategy.sim_broker import (
     DUPLICATE_CLIENT_ORDER_ID,
     SimBroker,
@@ -51,6 +52,9 @@ _UPSERT_TAPE = (
 )
 
 
+VENUE_CHECKPOINT_SECONDS = 1.0  # background WAL checkpoint period (see daemon.wal_checkpoint)
+
+
 class PaperExecution:
     """ExecutionClient for paper-sim mode: submits to a SimBroker whose state lives in `path`."""
 
@@ -61,8 +65,13 @@ class PaperExecution:
         self._events: list[OrderEvent] = []
         self._fills: list[Fill] = []
         self._con: sqlite3.Connection | None = None
+        self._checkpointer: WalCheckpointer | None = None
         self._con = self._connect()
         self.broker = self._load(self._con)
+        self._checkpointer = WalCheckpointer(
+            self.path, VENUE_CHECKPOINT_SECONDS, event="venue.checkpoint_failed"
+        )
+        self._checkpointer.start()
         self._clock = max((t.bar.ts for t in self.broker.state().tapes.values()), default=None)
         log.info("venue.restored", path=str(self.path), orders=len(self.broker.orders()),
                  open_orders=len(self.broker.open_orders()), fills=len(self.broker.fills()))  # fmt: skip
@@ -143,6 +152,9 @@ class PaperExecution:
     # ---- lifecycle --------------------------------------------------------------------------------
     def close(self) -> None:
         """Close the venue file; safe to call twice."""
+        checkpointer, self._checkpointer = self._checkpointer, None
+        if checkpointer is not None:
+            checkpointer.stop()
         con, self._con = self._con, None
         if con is not None:
             with contextlib.suppress(sqlite3.Error):
@@ -182,6 +194,7 @@ class PaperExecution:
             con = sqlite3.connect(self.path, isolation_level=None, timeout=5.0)
             con.execute("PRAGMA journal_mode=WAL")
             con.execute("PRAGMA synchronous=NORMAL")
+            con.execute(f"PRAGMA wal_autocheckpoint={BACKSTOP_PAGES}")  # the thread checkpoints
             con.executescript(_SCHEMA)
         except (OSError, sqlite3.Error) as e:
             msg = f"paper venue {self.path}: cannot open ({e})"

@@ -220,7 +220,7 @@ def test_background_checkpoint_when_enabled_then_wal_copied_into_database_and_st
         while background.stat().st_size <= 4096 and time.monotonic() < deadline:
             time.sleep(0.01)
         assert background.stat().st_size > 4096
-    assert not [t for t in threading.enumerate() if t.name.startswith("journal-checkpoint")]
+    assert not [t for t in threading.enumerate() if t.name == f"wal-checkpoint:{background.name}"]
     with Journal(background) as j:
         assert j.counts()["signals"] == 20
 

@@ -215,3 +215,28 @@ def test_on_market_bars_when_no_orders_then_nothing_is_written(tmp_path: Path) -
         con.close()
     assert counts == [0, 0, 0]
     assert mode == "wal"
+
+
+def test_venue_when_open_then_wal_checkpointed_in_background_and_thread_stopped_on_close(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import threading
+    import time
+
+    from daemon.execution import paper
+
+    monkeypatch.setattr(paper, "VENUE_CHECKPOINT_SECONDS", 0.01)
+    path = tmp_path / "venue.sqlite"
+    with PaperExecution(config=CONFIG, path=path) as venue:
+        # No commit on the order path checkpoints inline: only the backstop would.
+        assert venue._con is not None
+        assert venue._con.execute("PRAGMA wal_autocheckpoint").fetchone()[0] > 1000
+        venue.on_market_bars([bar(0)])
+        asyncio.run(venue.submit([order(f"VT-{i}", at=0) for i in range(50)]))
+        venue.on_market_bars([bar(1, open=101.0)])
+        size = path.stat().st_size
+        deadline = time.monotonic() + 30
+        while path.stat().st_size <= size and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert path.stat().st_size > size  # the thread copied the WAL into the database
+    assert not [t for t in threading.enumerate() if t.name == f"wal-checkpoint:{path.name}"]
