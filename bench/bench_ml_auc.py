@@ -11,7 +11,13 @@ Goal (issue 5): fused AUC >= the better of CLIP-only and XGBoost-only; the diffe
 with a 95% paired bootstrap interval (rows resampled together). Also printed on the
 planted-pattern bars alone, and the bootstrap's own out-of-fold holdout from the model card.
 
-    .venv/bin/python bench/bench_ml_auc.py [--bundle state/bundles/default] [--bars 2500]
+The default bootstrap market plants candlestick patterns and chart shapes no TA-Lib candlestick
+function names (double bottom / top, strategy.market_sim.CHART_SHAPES): what the chart adds when
+it holds something the technical features do not flag ("shape auc"). --scenario candles removes
+the shapes, builds a bundle for that market with the default bootstrap settings
+(state/bundles/candles, once) and evaluates it there: an edge the technical features see as well.
+
+    .venv/bin/python bench/bench_ml_auc.py [--bundle DIR] [--bars 2500] [--scenario default|candles]
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ from pathlib import Path
 import msgspec
 import numpy as np
 
-from daemon.cli_model import BootstrapConfig
+from daemon.cli_model import BootstrapConfig, bootstrap
 from daemon.log_setup import configure_logging
 from daemon.ml_loader import CachedVision, load_bundle_models
 from strategy.backtest.data import forward_labels, frame_batches, iter_windows
@@ -37,18 +43,27 @@ START = datetime(2025, 6, 2, tzinfo=UTC)
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--bundle", type=Path, default=Path("state/bundles/default"))
+    parser.add_argument("--bundle", type=Path, help="default: state/bundles/<scenario>")
     parser.add_argument("--bars", type=int, default=2500, help="bars per symbol")
     parser.add_argument("--seed", type=int, default=101)
+    parser.add_argument("--scenario", choices=("default", "candles"), default="default")
     args = parser.parse_args()
     configure_logging(level="warning", fmt="json", stream=io.StringIO())
-    from strategy.market_sim import simulate_frame
+    from strategy.market_sim import ALL_PATTERNS, CHART_SHAPES, simulate_frame
 
-    models = load_bundle_models(args.bundle)
-    market = msgspec.structs.replace(BootstrapConfig().market, seed=args.seed)
+    config = BootstrapConfig()
+    if args.scenario == "candles":
+        candles = msgspec.structs.replace(config.market, patterns=ALL_PATTERNS)
+        config = msgspec.structs.replace(config, market=candles)
+    bundle = args.bundle or Path("state/bundles") / args.scenario
+    if not (bundle / "model_card.json").is_file():
+        print(f"no bundle at {bundle}: building one for the {args.scenario} market (a few minutes)")
+        bootstrap(config, bundle)
+    models = load_bundle_models(bundle)
+    market = msgspec.structs.replace(config.market, seed=args.seed)
     frame = simulate_frame(market, START, args.bars)
     planted = {
-        (s, int(t.timestamp()))
+        (s, int(t.timestamp())): p
         for s, t, p in zip(frame["symbol"], frame["ts"], frame["pattern"], strict=True)
         if p
     }
@@ -62,6 +77,7 @@ def main() -> None:
     p: dict[str, list[float]] = {"clip": [], "xgb_technical": [], "xgb": [], "fused": []}
     y: list[float] = []
     is_pattern: list[bool] = []
+    is_shape: list[bool] = []
     for windows in iter_windows(batches, store):
         _, probs = scorer.model_rows(windows)
         fused = [s.p_up for s in scorer.score(windows)]
@@ -71,18 +87,21 @@ def main() -> None:
             label, _ = labels.get(key, (float("nan"), 0))
             y.append(label)
             is_pattern.append(key in planted)
+            is_shape.append(planted.get(key) in CHART_SHAPES)
             p["clip"].append(float(probs["clip"][i]))
             p["xgb"].append(float(probs["xgb"][i]))
             p["xgb_technical"].append(float(technical[i]))
             p["fused"].append(fused[i])
     ya = np.asarray(y)
     mask = np.asarray(is_pattern)
+    shape_mask = np.asarray(is_shape)
     print(
         f"bundle {models.bundle_id}: fusion {models.fusion.method}, held-out market seed {args.seed}, "
         f"{len(market.symbols)} symbols x {args.bars} bars, horizon {horizon}"
     )
     print(
         f"{'model':>13} {'auc':>7} {'brier':>7} {'ece':>7} {'rows':>7} {'pattern auc':>12} {'rows':>6}"
+        + (f" {'shape auc':>10} {'rows':>6}" if shape_mask.any() else "")
     )
     aucs = {}
     for name, values in p.items():
@@ -90,9 +109,13 @@ def main() -> None:
         m = summary(ya, pa)
         mp = summary(ya[mask], pa[mask])
         aucs[name] = m["auc"]
+        shapes = ""
+        if shape_mask.any():
+            ms = summary(ya[shape_mask], pa[shape_mask])
+            shapes = f" {ms['auc']:>10.4f} {int(ms['count']):>6}"
         print(
             f"{name:>13} {m['auc']:>7.4f} {m['brier']:>7.4f} {m['ece']:>7.4f} {int(m['count']):>7} "
-            f"{mp['auc']:>12.4f} {int(mp['count']):>6}"
+            f"{mp['auc']:>12.4f} {int(mp['count']):>6}{shapes}"
         )
     singles = [m for m in ("clip", "xgb_technical") if np.isfinite(aucs[m])]
     best_name = max(singles, key=lambda m: aucs[m])

@@ -38,7 +38,7 @@ from strategy.bars import BarStoreConfig, FloatArray, Window
 from strategy.clip_scorer import ClipVision
 from strategy.features import FeatureConfig, FeatureEngine
 from strategy.fusion import FusionConfig, StackingParams, drift_reference, fit_stacking
-from strategy.market_sim import SimMarketConfig, simulate_frame
+from strategy.market_sim import ALL_PATTERNS, CHART_SHAPES, SimMarketConfig, simulate_frame
 from strategy.ml_scorer import VisionScores, vision_columns
 from vlm_engine.bundle import (
     BundleError,
@@ -111,9 +111,14 @@ class TabularConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
 class BootstrapConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """Simulated bars -> planted-pattern charts -> CLIP training -> calibration -> XGBoost + fusion, all seeded."""
 
+    # The candlestick patterns and the chart shapes (double bottom / top) that no candlestick
+    # function names: the model has an edge to find that the technical features do not flag.
     market: SimMarketConfig = msgspec.field(
         default_factory=lambda: SimMarketConfig(
-            symbols=tuple(f"SIM{c}" for c in "ABCDEFGH"), pattern_rate=0.05, seed=11
+            symbols=tuple(f"SIM{c}" for c in "ABCDEFGH"),
+            pattern_rate=0.05,
+            seed=11,
+            patterns=ALL_PATTERNS + CHART_SHAPES,
         )
     )
     bars: Annotated[int, msgspec.Meta(gt=0)] = 20_000

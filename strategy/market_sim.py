@@ -22,6 +22,8 @@ last bar of the pattern, whose close time is the recorded `ts`):
 | evening_star | CDLEVENINGSTAR | -1 | mirror image of morning_star |
 | three_white_soldiers | CDL3WHITESOLDIERS | +1 | three long white bodies, each opening inside the previous one, tiny upper shadows |
 | three_black_crows | CDL3BLACKCROWS | -1 | after a white bar, three long black bodies, each opening inside the previous one |
+| double_bottom (opt-in) | none | +1 | a W over 11 bars: decline, bounce, retest of the low, rise through the middle |
+| double_top (opt-in) | none | -1 | mirror image of double_bottom |
 
 After the signal bar, the next `drift_horizon` bars drift by `pattern_drift_bps` in total in
 the pattern's direction: the known edge a model should recover. Randomness is counter-based:
@@ -58,6 +60,8 @@ PatternName = Literal[
     "evening_star",
     "three_white_soldiers",
     "three_black_crows",
+    "double_bottom",
+    "double_top",
 ]
 ALL_PATTERNS: Final[tuple[PatternName, ...]] = (
     "bullish_engulfing",
@@ -69,6 +73,9 @@ ALL_PATTERNS: Final[tuple[PatternName, ...]] = (
     "three_white_soldiers",
     "three_black_crows",
 )
+# Chart shapes no TA-Lib candlestick function names: opt in with `patterns`. They test what the
+# chart adds beyond the candle patterns the technical features flag.
+CHART_SHAPES: Final[tuple[PatternName, ...]] = ("double_bottom", "double_top")
 PATTERN_TALIB: Final[dict[PatternName, str]] = {
     "bullish_engulfing": "CDLENGULFING",
     "bearish_engulfing": "CDLENGULFING",
@@ -88,6 +95,8 @@ PATTERN_DIRECTION: Final[dict[PatternName, int]] = {
     "evening_star": -1,
     "three_white_soldiers": 1,
     "three_black_crows": -1,
+    "double_bottom": 1,
+    "double_top": -1,
 }
 BAR_COLUMNS: Final[tuple[str, ...]] = ("symbol", "ts", "open", "high", "low", "close", "volume")
 
@@ -239,6 +248,24 @@ def _three_white_soldiers(b: float, h: float, q: FloatArray) -> _Shape:
     )
 
 
+def _double_bottom(b: float, h: float, q: FloatArray) -> _Shape:
+    """A W over 11 bars: a decline, a bounce, a second decline to the same low, a rise through
+    the middle. Bodies alternate in size and the rise mixes a doji in, so no candlestick
+    function sees a pattern on the signal bar; only the shape of the path tells."""
+    down = [-b * _jit(q[0], 1.0, 1.3), -b * _jit(q[1], 1.2, 1.6), -b * _jit(q[2], 0.9, 1.2)]
+    bounce = [b * _jit(q[3], 1.3, 1.7), b * _jit(q[4], 1.1, 1.5)]
+    retest = [-bounce[0] * 0.95, -bounce[1] * 0.95]
+    rise = [b * _jit(q[5], 1.0, 1.4), b * 0.05, b * _jit(q[6], 1.2, 1.6), b * _jit(q[7], 0.5, 0.8)]
+    bodies = [*down, *bounce, *retest, *rise]
+    return (
+        [0.0] * len(bodies),
+        bodies,
+        [0.4 * b] * len(bodies),
+        [0.4 * b] * len(bodies),
+        [1.0, 1.1, 1.2, 1.0, 1.0, 1.1, 1.2, 1.0, 1.0, 1.3, 1.5],
+    )
+
+
 def _mirror(builder: _Builder) -> _Builder:
     """The bearish twin of a bullish shape: gaps and bodies negated, wicks swapped."""
 
@@ -258,6 +285,8 @@ _BUILDERS: Final[dict[PatternName, _Builder]] = {
     "evening_star": _mirror(_morning_star),
     "three_white_soldiers": _three_white_soldiers,
     "three_black_crows": _mirror(_three_white_soldiers),
+    "double_bottom": _double_bottom,
+    "double_top": _mirror(_double_bottom),
 }
 _SPAN: Final[dict[PatternName, int]] = {
     "bullish_engulfing": 4,
@@ -268,6 +297,8 @@ _SPAN: Final[dict[PatternName, int]] = {
     "evening_star": 5,
     "three_white_soldiers": 5,
     "three_black_crows": 5,
+    "double_bottom": 11,
+    "double_top": 11,
 }
 _SHAPE_DRAWS = 8
 

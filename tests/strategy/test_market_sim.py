@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from strategy.market_sim import (
     ALL_PATTERNS,
     BAR_COLUMNS,
+    CHART_SHAPES,
     PATTERN_DIRECTION,
     PATTERN_TALIB,
     MarketSimulator,
@@ -151,6 +152,31 @@ def test_planted_pattern_when_followed_forward_then_bullish_outruns_bearish(
     up, down = np.mean(forward[1]), np.mean(forward[-1])
     assert up > 0 > down
     assert up - down > 15e-4  # twice the 15 bps drift, less noise
+
+
+def test_chart_shape_when_planted_then_no_candlestick_function_sees_it_but_price_follows() -> None:
+    config = SimMarketConfig(pattern_rate=0.05, patterns=CHART_SHAPES)
+    (o, h, low, c, _), planted = simulate_arrays(config, 20_000)
+    assert {name for _, _, name in planted} == set(CHART_SHAPES)
+    assert len(planted) >= 200
+    for function in sorted(set(PATTERN_TALIB.values())):  # what the rule scorer and features flag
+        outputs = [getattr(talib, function)(o[j], h[j], low[j], c[j]) for j in range(o.shape[0])]
+        fired = [outputs[j][index] != 0 for j, index, _ in planted]
+        assert np.mean(fired) < 0.05, function
+    horizon = config.drift_horizon
+    signed = [
+        PATTERN_DIRECTION[name] * np.log(c[j, index + horizon] / c[j, index])
+        for j, index, name in planted
+        if index + horizon < c.shape[1]
+    ]
+    assert np.mean(signed) > 7e-4  # the 15 bps drift, less noise
+    # The shape itself: the signal bar closes near where the W (or M) began, its two lows (highs)
+    # lie well below (above) both ends.
+    j, index, _ = next(p for p in planted if p[2] == "double_bottom")
+    path = np.log(c[j, index - 11 : index + 1] / c[j, index - 11])
+    lows = (path[3], path[7])
+    assert max(lows) < min(path[0], path[-1])
+    assert path[5] > max(lows)
 
 
 def test_simulate_arrays_when_averaged_over_sessions_then_volume_is_u_shaped() -> None:

@@ -28,6 +28,7 @@ MIRROR = {
     "hammer": "shooting_star",
     "morning_star": "evening_star",
     "three_white_soldiers": "three_black_crows",
+    "double_bottom": "double_top",
 }
 MIRROR.update({v: k for k, v in list(MIRROR.items())})
 
