@@ -3,7 +3,7 @@
 The bars come from a market seed neither the CLIP (seed) nor the XGBoost/fusion stage (seed + 1) of
 `vlmtrader model bootstrap` saw; the label is the close `horizon` bars later above the close now.
 Every model is the bundle's fixed model (no refitting):
-  clip           CLIP alone (calibrated P(up) from the direction prompts)
+  clip           CLIP alone (P(up) from the direction prompts, through the fusion's recalibration)
   xgb_technical  XGBoost on the technical features alone: the XGBoost-only model
   xgb            XGBoost on the technical features + CLIP's outputs (the fusion's input)
   fused          the daemon's signal: clip and xgb through the bundle's fitted fusion
@@ -88,7 +88,7 @@ def main() -> None:
             y.append(label)
             is_pattern.append(key in planted)
             is_shape.append(planted.get(key) in CHART_SHAPES)
-            p["clip"].append(float(probs["clip"][i]))
+            p["clip"].append(scorer.fusion.recalibrated({"clip": float(probs["clip"][i])})["clip"])
             p["xgb"].append(float(probs["xgb"][i]))
             p["xgb_technical"].append(float(technical[i]))
             p["fused"].append(fused[i])

@@ -19,7 +19,7 @@ import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -37,7 +37,12 @@ from strategy.backtest.data import build_dataset, frame_batches
 from strategy.bars import BarStoreConfig, FloatArray, Window
 from strategy.clip_scorer import ClipVision
 from strategy.features import FeatureConfig, FeatureEngine
-from strategy.fusion import FusionConfig, StackingParams, drift_reference, fit_stacking
+from strategy.fusion import (
+    FusionConfig,
+    Recalibration,
+    drift_reference,
+    fit_stacking,
+)
 from strategy.market_sim import ALL_PATTERNS, CHART_SHAPES, SimMarketConfig, simulate_frame
 from strategy.ml_scorer import VisionScores, vision_columns
 from vlm_engine.bundle import (
@@ -330,8 +335,10 @@ def fit_tabular(cfg: BootstrapConfig, bundle: Path) -> ModelCard:
     probs = {"clip": np.concatenate([s.p_up for s in scored])[rows], "xgb": result.oof}
     fusion, holdout = fit_fusion(tab, probs, y, ts, compare={"xgb_technical": alone.oof})
     covered = np.isfinite(result.oof)
-    fused = _combine(fusion, {m: p[covered] for m, p in probs.items()})
-    disagreement = np.abs(probs["clip"][covered] - probs["xgb"][covered])
+    live = {m: p[covered] for m, p in probs.items()}
+    fused = _combine(fusion, live)
+    seen = _recalibrated(fusion.recalibrate, live)  # what FusionEngine measures disagreement on
+    disagreement = np.abs(seen["clip"] - seen["xgb"])
     confidence = np.abs(2 * fused - 1) * np.maximum(
         0.0, 1.0 - fusion.disagreement_penalty * disagreement
     )
@@ -425,24 +432,32 @@ def fit_fusion(
     early, late = covered & (ts < cut), covered & (ts >= cut)
 
     def fitted(keep: npt.NDArray[np.bool_]) -> FusionConfig:
+        # CLIP's P(up) first mapped onto these rows (Platt on its logit), then the fusion on top.
+        platt = fit_stacking({"clip": probs["clip"][keep]}, y[keep])
+        maps = {"clip": Recalibration(a=platt.coef[0], b=platt.intercept)}
+        calibrated = _recalibrated(maps, probs)
         if tab.fusion == "select":
-            return _select_fusion(tab, probs, y, ts, keep)
-        if tab.fusion == "weighted":
-            return FusionConfig(
+            config = _select_fusion(tab, calibrated, y, ts, keep)
+        elif tab.fusion == "weighted":
+            config = FusionConfig(
                 method="weighted",
                 weights=dict(tab.weights),
                 disagreement_penalty=tab.disagreement_penalty,
             )
-        params: StackingParams = fit_stacking({m: p[keep] for m, p in probs.items()}, y[keep])
-        return FusionConfig(
-            method="stacking",
-            stacking=params,
-            weights=dict(tab.weights),
-            disagreement_penalty=tab.disagreement_penalty,
-        )
+        else:
+            params = fit_stacking({m: p[keep] for m, p in calibrated.items()}, y[keep])
+            config = FusionConfig(
+                method="stacking",
+                stacking=params,
+                weights=dict(tab.weights),
+                disagreement_penalty=tab.disagreement_penalty,
+            )
+        return msgspec.structs.replace(config, recalibrate=maps)
 
+    before = fitted(early)
     held = {m: p[late] for m, p in probs.items()}
-    held["fused"] = _combine(fitted(early), held)
+    held["fused"] = _combine(before, held)
+    held |= _recalibrated(before.recalibrate, held)  # CLIP-only as the daemon would trade it
     held |= {m: p[late] for m, p in (compare or {}).items()}
     metrics = {
         f"{m}_holdout_{k}": v for m, p in held.items() for k, v in summary(y[late], p).items()
@@ -489,8 +504,18 @@ def _select_fusion(
     return stacking(keep) if best == 0 else candidates[best]
 
 
+def _recalibrated(
+    maps: Mapping[str, Recalibration], probs: dict[str, FloatArray]
+) -> dict[str, FloatArray]:
+    """Each model's probabilities through its map, as FusionEngine.recalibrated does row by row."""
+    return {
+        m: sigmoid(maps[m].a * logit(p) + maps[m].b) if m in maps else p for m, p in probs.items()
+    }
+
+
 def _combine(config: FusionConfig, probs: dict[str, FloatArray]) -> FloatArray:
     """The fused probability of each row, as the live FusionEngine computes it (before smoothing)."""
+    probs = _recalibrated(config.recalibrate, probs)
     if config.method == "stacking" and config.stacking is not None:
         st = config.stacking
         z = st.intercept + sum(c * logit(probs[m]) for m, c in zip(st.models, st.coef, strict=True))

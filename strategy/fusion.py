@@ -46,6 +46,20 @@ class StackingParams(msgspec.Struct, frozen=True, kw_only=True):
     intercept: float = 0.0
 
 
+class Recalibration(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """p' = sigmoid(a * logit(p) + b): a model's probability mapped onto the rows the daemon scores."""
+
+    a: float = 1.0
+    b: float = 0.0
+
+    def apply(self, p: float) -> float:
+        if not math.isfinite(p):
+            return p
+        q = min(max(p, 1e-6), 1 - 1e-6)  # logit's clip
+        z = self.a * math.log(q / (1 - q)) + self.b
+        return 1 / (1 + math.exp(-z)) if z >= 0 else math.exp(z) / (1 + math.exp(z))
+
+
 class AdaptationConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """Shift weights toward the lower rolling Brier score, each weight kept in [min_weight, max_weight]."""
 
@@ -86,6 +100,10 @@ class FusionConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     smoothing_bars: PositiveInt = 1
     disagreement_penalty: Unit = 1.0
     stacking: StackingParams | None = None
+    # Per-model maps applied before anything else (weights, stacking, monitoring, single-model
+    # modes). The bootstrap fits one for clip: CLIP's own direction calibration was fitted on its
+    # pattern-rich training charts and is far too confident on the ordinary bars the daemon scores.
+    recalibrate: dict[str, Recalibration] = msgspec.field(default_factory=dict)
     adaptation: AdaptationConfig = msgspec.field(default_factory=AdaptationConfig)
     monitor: MonitorConfig = msgspec.field(default_factory=MonitorConfig)
     drift: DriftConfig = msgspec.field(default_factory=DriftConfig)
@@ -196,8 +214,16 @@ class FusionEngine:
         self._smoothed: dict[str, float] = {}
         self._alpha = 2.0 / (config.smoothing_bars + 1)
 
+    def recalibrated(self, probabilities: Mapping[str, float]) -> dict[str, float]:
+        """Each model's probability through its `recalibrate` map (unchanged without one)."""
+        maps = self.config.recalibrate
+        return {m: maps[m].apply(p) if m in maps else p for m, p in probabilities.items()}
+
     def combine(self, probabilities: Mapping[str, float]) -> float:
         """The fused probability before smoothing; 0.5 when no model has an opinion."""
+        return self._combine(self.recalibrated(probabilities))
+
+    def _combine(self, probabilities: Mapping[str, float]) -> float:
         cfg = self.config
         probs = {m: p for m, p in probabilities.items() if math.isfinite(p)}
         if cfg.method == "stacking" and cfg.stacking is not None:
@@ -220,7 +246,8 @@ class FusionEngine:
 
     def fuse(self, probabilities: Mapping[str, float], *, symbol: str = "") -> Fused:
         """Combine, smooth per symbol, and attach disagreement, entropy and confidence."""
-        p = self.combine(probabilities)
+        probabilities = self.recalibrated(probabilities)
+        p = self._combine(probabilities)
         if self.config.smoothing_bars > 1:
             previous = self._smoothed.get(symbol)
             p = p if previous is None else previous + self._alpha * (p - previous)

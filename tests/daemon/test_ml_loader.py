@@ -46,8 +46,11 @@ def test_load_when_bundle_built_then_card_records_xgb_fusion_and_four_holdout_au
     assert {"xgb_technical/model.json", "xgb_technical/meta.json"} <= set(card.files)
     for model in ("clip", "xgb_technical", "xgb", "fused"):
         assert f"{model}_holdout_auc" in card.metrics
-    # The bootstrap selects the fusion (stacking or a clip/xgb weighting) on out-of-fold rows.
-    assert card.stages["tabular"]["fusion"]["method"] in ("stacking", "weighted")
+    # The bootstrap selects the fusion (stacking or a clip/xgb weighting) on out-of-fold rows,
+    # after mapping CLIP's P(up) onto those rows.
+    fusion = card.stages["tabular"]["fusion"]
+    assert fusion["method"] in ("stacking", "weighted")
+    assert set(fusion["recalibrate"]) == {"clip"}
     assert any(n.startswith("clip_pc") for n in card.stages["tabular"]["feature_names"])
 
 
@@ -59,7 +62,11 @@ def test_load_when_mode_single_model_then_signal_carries_that_model_only(
     windows = sample_windows()[:4]
     _, probs = scorer.model_rows(windows)
     assert set(probs) == {mode}
-    assert {s.scorer for s in scorer.score(windows)} == {name}
+    signals = scorer.score(windows)
+    assert {s.scorer for s in signals} == {name}
+    # The signal is the model's own probability, through its recalibration when it has one.
+    expected = [scorer.fusion.recalibrated({mode: float(p)})[mode] for p in probs[mode]]
+    assert [s.p_up for s in signals] == pytest.approx(expected)
 
 
 def test_load_when_mode_xgb_then_technical_model_alone_without_clip_and_not_constant() -> None:

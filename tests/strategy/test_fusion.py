@@ -12,6 +12,7 @@ from strategy.fusion import (
     FusionConfig,
     FusionEngine,
     MonitorConfig,
+    Recalibration,
     StackingParams,
     binary_entropy,
     drift_reference,
@@ -49,6 +50,22 @@ def test_alone_when_fitted_fusion_ignores_a_model_then_that_model_still_passes_t
     assert FusionEngine(config=alone).combine({"xgb": 0.8}) == pytest.approx(0.8)
     assert alone.monitor == config.monitor
     assert alone.drift == config.drift
+
+
+def test_fuse_when_model_recalibrated_then_its_mapped_probability_is_fused_and_compared() -> None:
+    shrink = Recalibration(a=0.25, b=0.0)  # CLIP's P(up) far too confident on ordinary bars
+    config = FusionConfig(
+        weights={"clip": 0.5, "xgb": 0.5}, recalibrate={"clip": shrink}, disagreement_penalty=1.0
+    )
+    engine = FusionEngine(config=config)
+    mapped = shrink.apply(0.9)
+    assert 0.6 < mapped < 0.65  # sigmoid(0.25 * logit(0.9))
+    fused = engine.fuse({"clip": 0.9, "xgb": 0.55})
+    assert fused.p_up == pytest.approx((mapped + 0.55) / 2)
+    assert fused.disagreement == pytest.approx(abs(mapped - 0.55))
+    assert FusionEngine(config=config.alone("clip")).combine({"clip": 0.9}) == pytest.approx(mapped)
+    assert shrink.apply(0.5) == pytest.approx(0.5)
+    assert Recalibration(a=1.0, b=0.0).apply(0.73) == pytest.approx(0.73)
 
 
 def test_fuse_when_confidence_weighted_then_confident_model_dominates() -> None:
