@@ -26,6 +26,7 @@ from ib_async import IB, Contract, Forex, Future, RequestError, Stock
 
 from daemon.errors import ConfigError, FeedTimeout, TransientError
 from daemon.ib_config import IbBackoffConfig, IbConfig, IbContractConfig
+from daemon.ib_hours import MarketHours
 from daemon.ib_pacing import PacedGate, RequestPacer
 from strategy.types import Bar
 
@@ -263,6 +264,8 @@ class _Stream:
         self.last_ts: datetime | None = None
         self.last_arrival = time.monotonic()
         self.partial: dict[datetime, list[Any]] = {}
+        self.hours: MarketHours | None = None  # from the contract details; None = unknown
+        self.closed = False  # the watchdog saw the market closed (logged once per change)
 
 
 class BarBatcher:
@@ -443,10 +446,12 @@ class IbFeed:
         )
 
     async def _qualify(self) -> None:
+        """Qualify new contracts; for known ones, refresh the trading hours (a few days long)."""
         generation = self.session.generation
         for c in self.config.contracts:
-            if c.symbol in self.streams or c.symbol in self.skipped:
+            if c.symbol in self.skipped:
                 continue
+            known = self.streams.get(c.symbol)
             try:
                 details = await asyncio.wait_for(
                     self.ib.reqContractDetailsAsync(to_ib_contract(c)),
@@ -458,6 +463,12 @@ class IbFeed:
                 details, reason = [], "timeout"
             else:
                 reason = "no match" if not details else "ambiguous"
+            if known is not None:  # already streaming: only the hours are new; keep it either way
+                if len(details) == 1:
+                    known.hours = self._hours(details[0])
+                else:
+                    log.warning("contract.hours_not_refreshed", symbol=c.symbol, reason=reason)
+                continue
             if len(details) != 1:
                 self.skipped[c.symbol] = reason
                 log.error(
@@ -468,12 +479,23 @@ class IbFeed:
             if contract is None:
                 self.skipped[c.symbol] = "no contract in details"
                 continue
-            self.streams[c.symbol] = _Stream(c.symbol, contract)
-            log.info("contract.qualified", symbol=c.symbol, con_id=contract.conId)
+            stream = self.streams[c.symbol] = _Stream(c.symbol, contract)
+            stream.hours = self._hours(details[0])
+            log.info(
+                "contract.qualified",
+                symbol=c.symbol,
+                con_id=contract.conId,
+                hours_known=stream.hours is not None,
+            )
         if not self.streams:
             msg = f"no contract qualified: {self.skipped}"
             raise ConfigError(msg)
         self._qualified_generation = generation
+
+    def _hours(self, details: Any) -> MarketHours | None:
+        """Regular hours when the bars are RTH-only, else the full trading hours."""
+        text = details.liquidHours if self.config.use_rth else details.tradingHours
+        return MarketHours.parse(text or "", details.timeZoneId or "")
 
     # ---- history ------------------------------------------------------------------------------
     async def _history(
@@ -681,14 +703,28 @@ class IbFeed:
                 yield batch
 
     async def _watchdog(self) -> None:
-        """A stream silent for stale_factor bar intervals is resubscribed (feed.stale event)."""
+        """A stream silent for stale_factor bar intervals is resubscribed (feed.stale event).
+
+        Not while its market is closed by the contract's trading hours: silence is expected then,
+        and resubscribing all night would only spend IB's pacing budget. The silence clock
+        restarts at the open. Unknown hours count as open."""
         limit = self.config.stale_factor * self.bar_seconds
         while True:
             await asyncio.sleep(min(limit / 4, 5.0))
             if not (self._streaming and self.session.ready):
                 continue
             now = time.monotonic()
+            wall = datetime.now(UTC)
             for stream in self.streams.values():
+                closed = stream.hours is not None and stream.hours.is_open(wall) is False
+                if closed != stream.closed:
+                    stream.closed = closed
+                    log.info(
+                        "feed.market_closed" if closed else "feed.market_open", symbol=stream.symbol
+                    )
+                if closed:
+                    stream.last_arrival = now
+                    continue
                 if stream.subscription is not None and now - stream.last_arrival > limit:
                     log.warning(
                         "feed.stale",

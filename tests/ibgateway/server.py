@@ -49,6 +49,10 @@ class GatewayContract:
     last_trade_date: str = ""
     min_tick: float = 0.01
     long_name: str = ""
+    # Contract details' session fields, IB's text format (empty: the gateway lists no hours).
+    time_zone: str = "UTC"
+    trading_hours: str = ""
+    liquid_hours: str = ""
 
     @property
     def local(self) -> str:
@@ -573,12 +577,12 @@ class FakeGateway:
             "",
             "",
             "",
-            "UTC",
-            "",
-            "",
+            c.time_zone,
+            c.trading_hours,
+            c.liquid_hours,
             "",
             0,
-            0,  # tradingHours, liquidHours, evRule, evMultiplier, secIdList count
+            0,  # timeZoneId, tradingHours, liquidHours, evRule, evMultiplier, secIdList count
             1,
             "",
             "",

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -13,7 +14,7 @@ from structlog.testing import capture_logs
 from daemon.feeds.ib import IbFeed, backoff_delay, duration_for
 from daemon.ib_config import IbBackoffConfig, IbContractConfig
 from strategy.types import Bar
-from tests.ibgateway import FakeGateway
+from tests.ibgateway import DEFAULT_CONTRACTS, FakeGateway, GatewayContract
 from tests.ibgateway.helpers import Collector, fast_config, until
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
@@ -317,6 +318,80 @@ def test_watchdog_when_stream_goes_silent_then_stale_event_and_resubscription() 
                 )
                 await got.close()
             assert any(e["event"] == "feed.stale" and e["symbol"] == "AAPL" for e in logs)
+
+    run(scenario())
+
+
+def _with_hours(hours: str) -> list[GatewayContract]:
+    """The default contracts, AAPL with these trading hours (UTC)."""
+    return [
+        dataclasses.replace(c, trading_hours=hours) if c.symbol == "AAPL" else c
+        for c in DEFAULT_CONTRACTS
+    ]
+
+
+def _day(offset: int) -> str:
+    return (datetime.now(UTC) + timedelta(days=offset)).strftime("%Y%m%d")
+
+
+def test_watchdog_when_market_closed_by_trading_hours_then_silence_is_not_stale() -> None:
+    closed = ";".join(f"{_day(k)}:CLOSED" for k in (-1, 0, 1))
+
+    async def scenario() -> None:
+        async with (
+            FakeGateway(contracts=_with_hours(closed)) as gw,
+            IbFeed(config=fast_config(gw.port, symbols=("AAPL",), stale_factor=0.01)) as feed,
+        ):  # the same 0.6 s silence limit that resubscribes an open market's stream
+            with capture_logs() as logs:
+                got = Collector(feed.closed_bars(resume_after=gw.now))
+                await until(lambda: feed.resubscriptions >= 1, what="subscription")
+                await asyncio.sleep(2.0)
+                await got.close()
+            assert feed.resubscriptions == 1
+            assert not [e for e in logs if e["event"] == "feed.stale"]
+            assert [e["symbol"] for e in logs if e["event"] == "feed.market_closed"] == ["AAPL"]
+
+    run(scenario())
+
+
+def test_watchdog_when_trading_hours_say_open_then_silent_stream_is_resubscribed() -> None:
+    open_now = f"{_day(-1)}:0000-{_day(1)}:2359"
+
+    async def scenario() -> None:
+        async with (
+            FakeGateway(contracts=_with_hours(open_now)) as gw,
+            IbFeed(config=fast_config(gw.port, symbols=("AAPL",), stale_factor=0.01)) as feed,
+        ):
+            with capture_logs() as logs:
+                got = Collector(feed.closed_bars(resume_after=gw.now))
+                await until(lambda: feed.resubscriptions >= 2, timeout=5, what="resubscription")
+                await got.close()
+            assert any(e["event"] == "feed.stale" for e in logs)
+            assert not [e for e in logs if e["event"] == "feed.market_closed"]
+            assert feed.streams["AAPL"].hours is not None
+
+    run(scenario())
+
+
+def test_reconnect_when_contract_hours_changed_then_stream_kept_with_new_hours() -> None:
+    closed = ";".join(f"{_day(k)}:CLOSED" for k in (-1, 0, 1))
+
+    async def scenario() -> None:
+        async with (
+            FakeGateway() as gw,
+            IbFeed(config=fast_config(gw.port, symbols=("AAPL",))) as feed,
+        ):
+            got = Collector(feed.closed_bars(resume_after=gw.now))
+            await until(lambda: feed.resubscriptions >= 1, what="subscription")
+            stream = feed.streams["AAPL"]
+            assert stream.hours is None  # the gateway listed none
+            gw.contracts = tuple(_with_hours(closed))  # the next day's details
+            gw.drop_connections()
+            await until(lambda: stream.hours is not None, timeout=10, what="hours refreshed")
+            assert feed.streams["AAPL"] is stream  # the same stream, not requalified from scratch
+            assert stream.hours is not None
+            assert stream.hours.is_open(datetime.now(UTC)) is False
+            await got.close()
 
     run(scenario())
 
