@@ -396,6 +396,38 @@ def test_reconnect_when_contract_hours_changed_then_stream_kept_with_new_hours()
     run(scenario())
 
 
+def test_farm_codes_when_broken_then_ok_then_resubscribed_once_and_ok_alone_ignored() -> None:
+    async def scenario() -> None:
+        async with (
+            FakeGateway() as gw,
+            IbFeed(config=fast_config(gw.port, symbols=("AAPL",))) as feed,
+        ):
+            with capture_logs() as logs:
+                got = Collector(feed.closed_bars(resume_after=gw.now))
+                await until(lambda: feed.resubscriptions >= 1, what="subscription")
+                before = feed.resubscriptions
+                # 2104 is also what IB says at every connect: alone it must not resubscribe.
+                gw.broadcast_error(2104, "Market data farm connection is OK:usfarm")
+                await asyncio.sleep(0.3)
+                assert feed.resubscriptions == before
+                gw.broadcast_error(2103, "Market data farm connection is broken:usfarm")
+                await until(
+                    lambda: any(e["event"] == "feed.farm_broken" for e in logs), what="broken"
+                )
+                gw.broadcast_error(2104, "Market data farm connection is OK:usfarm")
+                await until(lambda: feed.resubscriptions > before, what="resubscribe after farm ok")
+                await asyncio.sleep(0.3)
+                assert feed.resubscriptions == before + 1  # once, not per message
+                await gw.advance(60)  # and the stream delivers again
+                bars = await got.wait_bars("AAPL", 1)
+                await got.close()
+            assert bars[-1].symbol == "AAPL"
+            farm = [e for e in logs if e["event"] == "feed.farm_broken"]
+            assert [e["code"] for e in farm] == [2103]
+
+    run(scenario())
+
+
 def test_backoff_when_attempts_grow_then_delay_grows_to_cap_within_jitter() -> None:
     cfg = IbBackoffConfig(initial_seconds=1.0, max_seconds=30.0, multiplier=2.0, jitter=0.2)
     assert [backoff_delay(a, cfg, rand=lambda: 0.5) for a in range(7)] == [1, 2, 4, 8, 16, 30, 30]
