@@ -124,6 +124,9 @@ class Daemon:
                 TradingState.HALTED, "position_mismatch_at_start", datetime.now(UTC)
             )
 
+        if pipeline.shadow is not None:
+            shadow = pipeline.shadow
+            metrics.track_shadow(lambda: shadow.stats)
         controller = Controller(control=self, max_command_bytes=cfg.mqtt.max_command_bytes)
         if cfg.mqtt.enabled:
             bus = await stack.enter_async_context(
@@ -430,6 +433,7 @@ class Daemon:
             "paused": p.paused,
             "scorer": p.scorer.name,
             "bundle_id": self.scorers.bundle_id if self.scorers else None,
+            "shadow": p.shadow.stats.summary() if p.shadow is not None else None,
             "cash": round(book.cash, 2),
             "equity": round(book.equity(), 2),
             "pnl_today": round(book.daily_pnl(), 2),

@@ -45,8 +45,9 @@ class ScorerConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
 
     mode picks what the ML scorer trades on: fused (both models), xgb or clip alone. fusion null
     uses the bundle's fitted fusion.json; a fusion section replaces it (e.g. fixed weights).
-    shadow_bundle (relative to state_dir) is a second CLIP bundle scored on the same charts and
-    only logged. spec_hash, when set, refuses a bundle trained on any other chart spec.
+    shadow_bundle (relative to state_dir) is a second full bundle (CLIP + XGBoost + fusion) that
+    scores the same windows after the live orders are out: its signals are journaled as
+    `<scorer>_shadow` and compared with the live ones (GET /status: shadow); it never trades. spec_hash, when set, refuses a bundle trained on any other chart spec.
     """
 
     kind: Literal["rules", "ml", "auto"] = "rules"

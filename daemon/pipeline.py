@@ -21,6 +21,7 @@ from daemon.execution.base import ExecutionClient
 from daemon.journal import Journal
 from daemon.latency import LatencyRecorder
 from daemon.scorer_slot import log_drift
+from daemon.shadow import ShadowRunner
 from strategy.bars import BarStore, Window
 from strategy.book import Book
 from strategy.kernel import BatchDecision, BatchIntake, TradingKernel
@@ -82,6 +83,7 @@ class Pipeline:
         self.busy_since: float | None = None
         # A scorer is not thread-safe (fusion and drift monitors hold state): /predict takes this too.
         self.score_lock = asyncio.Lock()
+        self.shadow: ShadowRunner | None = None  # scores after the orders are out; never trades
         self._orders_journaled = 0
 
     # The kernel owns the state; these names are what the daemon, API and tests reach for.
@@ -133,7 +135,8 @@ class Pipeline:
         intake = kernel.intake(batch, updates.events, updates.fills)
         if day_before is not None and kernel.book.day != day_before:
             self.record_daily_pnl(day_before, intake.now, equity=kernel.book.day_start_equity)
-        signals = await self._score(kernel.windows(intake.accepted))
+        windows = kernel.windows(intake.accepted)
+        signals = await self._score(windows)
         decision = kernel.decide(signals, intake.now)
         self.journal.record(**kernel.journal_rows(intake, signals, decision))
         await self._send(decision, arrived)
@@ -142,6 +145,8 @@ class Pipeline:
         self._log_signals(signals)
         self._log_rejections(decision)
         log_drift(self.scorer)  # model.drift_detected for any PSI crossing this batch
+        if self.shadow is not None and windows:
+            await self._run_shadow(self.shadow, windows, signals)
         return decision.orders
 
     async def submit_intents(self, intents: Sequence[OrderIntent], now: datetime) -> list[Order]:
@@ -164,6 +169,25 @@ class Pipeline:
             signals = scorer.score(windows)
         self.stats.signals += len(signals)
         return signals
+
+    async def _run_shadow(
+        self, shadow: ShadowRunner, windows: Sequence[Window], live: Sequence[Signal]
+    ) -> None:
+        """The shadow scores the same windows; its signals are journaled and compared, never traded."""
+        try:
+            signals = await asyncio.to_thread(shadow.compare, windows, live)
+            # Journaled like the live ones: signals with an opinion.
+            self.journal.record(signals=[s for s in signals if s.confidence > 0])
+        except Exception as e:  # a shadow never stops trading
+            shadow.failed()
+            log.warning("shadow.failed", scorer=shadow.name, error=f"{type(e).__name__}: {e}"[:300])
+            return
+        log.debug(
+            "shadow.scored",
+            scorer=shadow.name,
+            batch_signals=len(signals),
+            **shadow.stats.summary(),
+        )
 
     def _log_signals(self, signals: Sequence[Signal]) -> None:
         """Actionable signals (confident enough for the strategy) are decisions: one info line each.

@@ -13,6 +13,7 @@ import structlog
 from daemon.config import AppConfig
 from daemon.errors import ConfigError, InputError
 from daemon.ml_loader import BundleUnusable, load_ml_scorer
+from daemon.shadow import ShadowRunner
 from strategy.fusion import DriftReport
 from strategy.rule_scorer import RuleScorer
 from strategy.scoring import Scorer
@@ -22,21 +23,35 @@ log = structlog.get_logger("daemon.scorer_slot")
 __all__ = ["BundleUnusable", "ScorerSlot", "load_bundle_scorer", "log_drift"]
 
 
-def load_bundle_scorer(path: Path, cfg: AppConfig) -> tuple[Scorer, str]:
-    """Load, validate and warm a model bundle; returns the scorer and the bundle id (BundleUnusable if not)."""
+def load_bundle_scorer(
+    path: Path, cfg: AppConfig, *, config_fusion: bool = True
+) -> tuple[Scorer, str]:
+    """Load, validate and warm a model bundle; returns the scorer and the bundle id (BundleUnusable if not).
+
+    config_fusion: scorer.fusion (when set) replaces the bundle's fitted fusion; a shadow keeps its own."""
     sc = cfg.scorer
-    shadow = cfg.state_path(sc.shadow_bundle) if sc.shadow_bundle else None
     return load_ml_scorer(
         path,
         bars=cfg.bars,
         mode=sc.mode,
-        fusion=sc.fusion,
+        fusion=sc.fusion if config_fusion else None,
         spec_hash=sc.spec_hash,
-        shadow=shadow,
         device=sc.device,
         threads=sc.threads,
         workers=sc.workers,
     )
+
+
+def load_shadow(path: Path, cfg: AppConfig) -> ShadowRunner | None:
+    """The shadow bundle as a second scorer (its own CLIP, XGBoost and fusion), or None with a
+    `shadow.unavailable` warning when it cannot be used: a shadow never stops the daemon."""
+    try:
+        scorer, bundle_id = load_bundle_scorer(path, cfg, config_fusion=False)
+    except InputError as e:
+        log.warning("shadow.unavailable", path=str(path), error=str(e))
+        return None
+    log.info("shadow.loaded", path=str(path), bundle_id=bundle_id, scorer=f"{scorer.name}_shadow")
+    return ShadowRunner(scorer=scorer, bundle_id=bundle_id)
 
 
 def log_drift(scorer: object) -> int:
@@ -70,8 +85,11 @@ class ScorerSlot:
         self._bootstrap: asyncio.Task[None] | None = None
         kind = config.scorer.kind
         self.current: Scorer = RuleScorer(config=config.scorer.rules)
+        self.shadow: ShadowRunner | None = None
         if kind == "rules":
             return
+        if config.scorer.shadow_bundle:
+            self.shadow = load_shadow(config.state_path(config.scorer.shadow_bundle), config)
         try:
             self.current, self.bundle_id = load_bundle_scorer(self.bundle_path, config)
             log.info(
@@ -96,6 +114,7 @@ class ScorerSlot:
     def attach(self, pipeline: Any) -> None:
         self._pipeline = pipeline
         pipeline.scorer = self.current
+        pipeline.shadow = self.shadow
 
     async def start(self, stack: contextlib.AsyncExitStack) -> None:
         """In auto mode with no usable bundle, build one in the background and swap it in."""

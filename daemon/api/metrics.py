@@ -10,6 +10,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from daemon.bus.publisher import BusStats
+from daemon.shadow import ShadowStats
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 LATENCY_BUCKETS = (
@@ -56,6 +57,7 @@ class _Pulled(Collector):
         self.queues: dict[str, Callable[[], int]] = {}
         self.bus: Callable[[], BusStats] | None = None
         self.connected: Callable[[], bool] = lambda: False
+        self.shadow: Callable[[], ShadowStats] | None = None
 
     def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
         depth = GaugeMetricFamily(
@@ -64,6 +66,8 @@ class _Pulled(Collector):
         for name, fn in self.queues.items():
             depth.add_metric([name], float(fn()))
         yield depth
+        if self.shadow is not None:
+            yield from _shadow_metrics(self.shadow())
         if self.bus is None:
             return
         stats = self.bus()
@@ -137,6 +141,10 @@ class Metrics:
         self._pulled.bus = stats
         self._pulled.connected = connected
 
+    def track_shadow(self, stats: Callable[[], ShadowStats]) -> None:
+        """Report the shadow bundle's comparison with the live scorer at scrape time."""
+        self._pulled.shadow = stats
+
     def render_latest(self) -> bytes:
         return generate_latest(self.registry)
 
@@ -171,6 +179,26 @@ class Metrics:
         state = self._labels["state"](current)
         for s in list(self._labels["state"]._seen):
             self.trading_state.labels(state=s).set(1.0 if s == state else 0.0)
+
+
+def _shadow_metrics(stats: ShadowStats) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+    yield CounterMetricFamily(
+        "vlmtrader_shadow_signals", "Shadow signals compared with live ones", value=stats.signals
+    )
+    yield CounterMetricFamily(
+        "vlmtrader_shadow_errors", "Shadow batches that failed", value=stats.errors
+    )
+    if stats.signals:
+        yield GaugeMetricFamily(
+            "vlmtrader_shadow_direction_agreement",
+            "Share of windows where shadow and live P(up) lie on the same side of 0.5",
+            value=stats.direction_agreement,
+        )
+        yield GaugeMetricFamily(
+            "vlmtrader_shadow_mean_abs_p_diff",
+            "Mean |P(up) shadow - P(up) live| on the same windows",
+            value=stats.mean_abs_p_diff,
+        )
 
 
 def _observe_ms(histogram: Histogram, value: Any) -> None:

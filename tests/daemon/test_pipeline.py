@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -27,9 +28,17 @@ START = datetime(2026, 3, 2, 22, 0, tzinfo=UTC)
 
 @pytest.fixture
 def pipeline(tmp_path: Path) -> Iterator[Pipeline]:
-    journal = Journal(tmp_path / "journal.sqlite", checkpoint_seconds=None)
+    with pipeline_at(tmp_path) as p:
+        yield p
+
+
+@contextlib.contextmanager
+def pipeline_at(directory: Path) -> Iterator[Pipeline]:
+    """The test pipeline with its journal and venue files in directory."""
+    directory.mkdir(parents=True, exist_ok=True)
+    journal = Journal(directory / "journal.sqlite", checkpoint_seconds=None)
     journal.open()
-    venue = PaperExecution(config=SimBrokerConfig(), path=tmp_path / "venue.sqlite")
+    venue = PaperExecution(config=SimBrokerConfig(), path=directory / "venue.sqlite")
     yield Pipeline(
         store=BarStore(config=BarStoreConfig(window=16)),
         scorer=RuleScorer(config=RuleScorerConfig()),

@@ -138,3 +138,49 @@ def test_run_when_auto_without_bundle_then_rules_first_bootstrap_swap_to_ml_and_
     finally:
         code = daemon.terminate()
     assert code == 0, daemon.log_text()[-3000:]
+
+
+def test_run_when_shadow_bundle_set_then_shadow_signals_journaled_measured_and_never_traded(
+    tmp_path: Path,
+) -> None:
+    from tests.daemon.ml_helpers import quick_bundle
+
+    state = tmp_path / "state"
+    journal = state / "journal.sqlite"
+    shutil.copytree(quick_bundle(), state / "bundles" / "live")
+    shutil.copytree(quick_bundle(), state / "bundles" / "shadow")
+    config = write_config(
+        tmp_path / "cfg.yaml",
+        state_dir=state,
+        speed=1200,
+        extra={
+            "scorer": {"kind": "ml", "bundle": "bundles/live", "shadow_bundle": "bundles/shadow"},
+            "bars": {"window": 64},
+            "strategy": {"hold_bars": 3, "enter_threshold": 0.52, "min_confidence": 0.02},
+            "api": {"enabled": True, "port": 0, "shutdown_timeout_seconds": 1.0},
+        },
+    )
+    daemon = DaemonProcess(config, log_path=tmp_path / "daemon.log")
+    try:
+        wait_for(lambda: "daemon.ready" in _names(daemon), timeout=90, what="daemon.ready")
+        assert "shadow.loaded" in _names(daemon)
+        wait_for(lambda: _signals(journal, "ml_shadow") >= 10, timeout=90, what="shadow signals")
+        (api,) = [e for e in _events(daemon) if e["event"] == "api.started"]
+        with httpx.Client(base_url=f"http://127.0.0.1:{api['port']}", timeout=30) as http:
+            shadow = http.get("/status").json()["shadow"]
+            metrics = http.get("/metrics").text
+        # The same bundle twice: the shadow agrees with live on every window.
+        assert shadow["signals"] > 0
+        assert shadow["direction_agreement"] == 1.0
+        assert shadow["mean_abs_p_diff"] == 0.0
+        assert shadow["errors"] == 0
+        assert "vlmtrader_shadow_direction_agreement 1.0" in metrics
+        with read_db(journal) as con:
+            scorers = {r[0] for r in con.execute("SELECT DISTINCT scorer FROM signals")}
+            reasons = {r[0] for r in con.execute("SELECT DISTINCT reason FROM orders")}
+        assert scorers == {"ml", "ml_shadow"}
+        assert reasons  # live traded; no order names the shadow
+        assert not any("shadow" in str(r) for r in reasons)
+    finally:
+        code = daemon.terminate()
+    assert code == 0, daemon.log_text()[-3000:]

@@ -1,0 +1,105 @@
+"""Shadow mode: a second scorer on the same windows after the orders are out, journaled, never traded."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+from structlog.testing import capture_logs
+
+from daemon.config import AppConfig, ScorerConfig
+from daemon.pipeline import Pipeline
+from daemon.scorer_slot import ScorerSlot
+from daemon.shadow import ShadowRunner
+from strategy.bars import Window
+from strategy.rule_scorer import RuleScorer, RuleScorerConfig
+from strategy.types import Signal
+from tests.daemon.ml_helpers import quick_bundle
+from tests.daemon.test_pipeline import market, pipeline, pipeline_at, run  # noqa: F401
+
+# A shadow that reads the same patterns with half the edge: same direction, different P(up).
+HALF_EDGE = RuleScorerConfig(max_edge=0.175)
+
+
+def _orders(p: Pipeline) -> list[tuple[str, str, float]]:
+    return [(r["symbol"], r["side"], r["quantity"]) for r in p.journal.rows("orders")]
+
+
+def test_shadow_when_run_beside_live_then_journaled_compared_and_never_traded(
+    pipeline: Pipeline,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    batches = market(150)
+    pipeline.shadow = ShadowRunner(scorer=RuleScorer(config=HALF_EDGE), bundle_id="half-edge")
+    run(pipeline, batches)
+    signals = pipeline.journal.rows("signals")
+    live = {(s["symbol"], s["ts"]): s["p_up"] for s in signals if s["scorer"] == "rules"}
+    shadow = {(s["symbol"], s["ts"]): s["p_up"] for s in signals if s["scorer"] == "rules_shadow"}
+    # Signals with an opinion are journaled: the shadow reads the same patterns, so the same ones.
+    assert shadow.keys() == live.keys()
+    assert live  # the seeded market has patterns
+    for k in live:  # half the edge, the same side
+        assert shadow[k] - 0.5 == pytest.approx((live[k] - 0.5) / 2)
+    stats = pipeline.shadow.stats
+    scored = sum(1 for batch in batches for _ in batch) - 3 * 15  # every window once warm (16 bars)
+    assert stats.signals == pytest.approx(scored, abs=3)
+    assert stats.direction_agreement == pytest.approx(1.0)  # half the edge keeps every side
+    expected = sum(abs(shadow[k] - live[k]) for k in live) / stats.signals
+    assert stats.mean_abs_p_diff == pytest.approx(expected)
+    assert stats.errors == 0
+    # The same bars without a shadow place exactly the same orders.
+    with pipeline_at(tmp_path / "plain") as plain:
+        run(plain, batches)
+        assert _orders(plain) == _orders(pipeline)
+
+
+class _Broken:
+    """A shadow scorer that fails every batch (a bundle whose model raises)."""
+
+    name = "broken"
+    blocking = True
+
+    def score(self, windows: Sequence[Window]) -> list[Signal]:
+        msg = "model exploded"
+        raise RuntimeError(msg)
+
+
+def test_shadow_when_it_fails_then_logged_counted_and_trading_goes_on(
+    pipeline: Pipeline,  # noqa: F811
+) -> None:
+    pipeline.shadow = ShadowRunner(scorer=_Broken(), bundle_id="broken")
+    with capture_logs() as logs:
+        run(pipeline, market(120))
+    failures = [e for e in logs if e["event"] == "shadow.failed"]
+    assert failures
+    assert "model exploded" in failures[0]["error"]
+    assert pipeline.shadow.stats.errors == len(failures)
+    assert pipeline.stats.orders_submitted > 0
+
+
+def test_scorer_slot_when_shadow_bundle_set_then_full_bundle_loaded_as_shadow(
+    tmp_path: Path,
+) -> None:
+    bundle = quick_bundle()
+    cfg = AppConfig(
+        state_dir=str(bundle.parent),
+        scorer=ScorerConfig(kind="ml", bundle=bundle.name, shadow_bundle=bundle.name),
+    )
+    slot = ScorerSlot(config=cfg, state_dir=bundle.parent)
+    assert slot.shadow is not None
+    assert slot.shadow.name == "ml_shadow"
+    assert slot.shadow.scorer is not slot.current  # its own models and fusion state
+
+
+def test_scorer_slot_when_shadow_bundle_missing_then_warning_and_no_shadow(tmp_path: Path) -> None:
+    bundle = quick_bundle()
+    cfg = AppConfig(
+        state_dir=str(bundle.parent),
+        scorer=ScorerConfig(kind="ml", bundle=bundle.name, shadow_bundle="nope"),
+    )
+    with capture_logs() as logs:
+        slot = ScorerSlot(config=cfg, state_dir=bundle.parent)
+    assert slot.shadow is None
+    assert slot.current.name == "ml"
+    assert [e["event"] for e in logs if e["event"].startswith("shadow.")] == ["shadow.unavailable"]
