@@ -51,6 +51,9 @@ class MqttBarSourceConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unkn
     topic: TopicLevel = "bars"
     max_message_bytes: PositiveInt = 262_144
     queue_size: PositiveInt = 1_000
+    # A batch closing further ahead of this machine's clock is rejected ("future"): accepted, it
+    # would make every real batch after it look out of order and silence the feed.
+    max_future_seconds: Annotated[float, msgspec.Meta(ge=0)] = 300.0
 
 
 class MqttConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):

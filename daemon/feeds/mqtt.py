@@ -3,7 +3,8 @@
 A message on `<prefix>/<account>/<bar_source.topic>` is a JSON list of bar objects
 {symbol, ts, open, high, low, close, volume}, all closing at the same ts (ISO 8601 with a
 timezone). It is validated at the edge with msgspec; an oversized, malformed or inconsistent
-message, or one not after the last accepted batch, is dropped with one `feed.message_rejected`
+message, one closing more than max_future_seconds ahead of this machine's clock, or one not
+after the last accepted batch, is dropped with one `feed.message_rejected`
 line and nothing else changes. A background task subscribes (QoS 1, persistent session, so
 batches published while the link was down arrive after the reconnect) and reconnects with
 exponential backoff; accepted batches wait in a bounded queue whose oldest batch is dropped,
@@ -284,6 +285,7 @@ class MqttBarFeed:
         self.stats.messages += 1
         try:
             batch = decode_batch(raw, max_bytes=self.source.max_message_bytes)
+            self._check_not_future(batch[0].ts)
             self._check_after_last(batch[0].ts)
         except MessageRejected as e:
             self.stats.rejected += 1
@@ -301,6 +303,15 @@ class MqttBarFeed:
         self._history.append(batch)
         self._offer(batch)
         return batch
+
+    def _check_not_future(self, ts: datetime) -> None:
+        ahead = (ts - datetime.now(UTC)).total_seconds()
+        if ahead > self.source.max_future_seconds:
+            msg = (
+                f"batch at {ts.isoformat()} closes {ahead:.0f} s after this machine's clock "
+                f"(max_future_seconds {self.source.max_future_seconds:g}): check the publisher's clock"
+            )
+            raise MessageRejected(msg, reason="future")
 
     def _check_after_last(self, ts: datetime) -> None:
         last = self._last_ts

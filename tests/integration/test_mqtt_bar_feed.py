@@ -177,17 +177,26 @@ def test_feed_when_messages_bad_then_one_line_rejections_and_good_batches_still_
                     b"\xff\xfe garbage",
                     msgspec.json.encode(_bars(6, symbols=tuple(f"S{i}" for i in range(20)))),
                     msgspec.json.encode([{**_bars(6)[0], "low": -1.0}]),
+                    # A publisher with a wrong clock: accepted, it would make every later batch
+                    # look out of order and silence the feed.
+                    msgspec.json.encode([{**_bars(6)[0], "ts": "2100-01-04T14:30:00+00:00"}]),
                     _msg(4),  # before the last accepted batch
                     _msg(6),
                 )
                 got = await _take(batches, 2)
                 assert [b[0].ts for b in got] == [T0 + timedelta(minutes=m) for m in (5, 6)]
-                assert feed.stats.rejected == 4
+                assert feed.stats.rejected == 5
                 assert feed.connected
         return [e for e in logs if e["event"] == "feed.message_rejected"]
 
     rejected = asyncio.run(scenario())
-    assert [e["reason"] for e in rejected] == ["malformed", "too_large", "invalid", "out_of_order"]
+    assert [e["reason"] for e in rejected] == [
+        "malformed",
+        "too_large",
+        "invalid",
+        "future",
+        "out_of_order",
+    ]
     assert all(e["topic"].endswith("/bars") and "\n" not in e["error"] for e in rejected)
 
 
