@@ -36,7 +36,7 @@ from daemon.ml_loader import CachedVision, load_bundle_models
 from strategy.backtest.data import forward_labels, frame_batches, iter_windows
 from strategy.bars import BarStoreConfig
 from strategy.clip_scorer import ClipVision
-from vlm_engine.xgb.metrics import summary
+from vlm_engine.xgb.metrics import auc, summary
 
 START = datetime(2025, 6, 2, tzinfo=UTC)
 
@@ -148,7 +148,7 @@ def _paired_interval(
     diffs = []
     for _ in range(draws):
         i = rng.integers(0, y.size, y.size)
-        diffs.append(summary(y[i], a[i])["auc"] - summary(y[i], b[i])["auc"])
+        diffs.append(auc(y[i], a[i]) - auc(y[i], b[i]))
     low, high = np.percentile(diffs, [2.5, 97.5])
     return float(low), float(high)
 

@@ -15,6 +15,13 @@ from tqdm import tqdm
 from daemon.config import AppConfig, load_config
 from daemon.errors import EXIT_CONFIG, EXIT_OK, ConfigError, InputError
 from daemon.journal import Journal
+from daemon.ml_loader import (
+    XGB_DIR,
+    CachedVision,
+    check_windows,
+    load_bundle_models,
+    read_fusion,
+)
 from strategy.backtest.compare import run_comparison
 from strategy.backtest.data import frame_batches, precompute_signals
 from strategy.backtest.engine import BacktestConfig, JournalSink, LookupScorer
@@ -36,8 +43,6 @@ from vlm_engine.xgb.pca import PcaParams
 log = structlog.get_logger("daemon.cli_backtest")
 
 EXIT_INPUT = 1
-XGB_DIR = "xgb"
-FUSION_FILE = "fusion.json"
 BACKTEST_COMMIT_EVERY = 500  # bar batches per journal commit in `vlmtrader backtest --journal`
 
 
@@ -93,12 +98,7 @@ def load_xgb_scorer(bundle: Path, bars: BarStoreConfig) -> MLScorer:
     """An XGBoost-only ML scorer from a bundle's xgb/ directory and fusion.json."""
     model = XgbModel.load(bundle / XGB_DIR)
     features = msgspec.convert(model.meta.feature_config, FeatureConfig)
-    fusion_path = bundle / FUSION_FILE
-    fusion = (
-        msgspec.json.decode(fusion_path.read_bytes(), type=FusionConfig)
-        if fusion_path.exists()
-        else FusionConfig()
-    )
+    fusion = read_fusion(bundle)
     if any(n.startswith("clip_") for n in model.feature_names):
         msg = f"{bundle}: the xgb model needs CLIP features; the CLIP scorer is not wired in yet"
         raise XgbError(msg)
@@ -114,7 +114,6 @@ def bundle_scorers(bundle: Path, bars: BarStoreConfig) -> dict[str, Scorer]:
     """CLIP-only, XGBoost-only and fused scorers over one loaded bundle, sharing each window's CLIP
     scores. XGBoost-only is "xgb_technical" (technical features alone) when the bundle has that
     model, else "xgb" (older bundles: the XGBoost that also sees the CLIP columns)."""
-    from daemon.ml_loader import CachedVision, check_windows, load_bundle_models
     from strategy.clip_scorer import ClipVision
 
     models = load_bundle_models(bundle)
@@ -214,12 +213,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     except (BarsInputError, XgbError) as e:
         return _fail(str(e))
     features = msgspec.convert(model.meta.feature_config, FeatureConfig)
-    fusion_path = args.bundle / FUSION_FILE
-    fusion = (
-        msgspec.json.decode(fusion_path.read_bytes(), type=FusionConfig)
-        if fusion_path.exists()
-        else FusionConfig()
-    )
+    fusion = read_fusion(args.bundle)
     vision: VisionModel | None = None
     pca: PcaParams | None = None
     if _is_full_bundle(args.bundle):  # CLIP fixed from the bundle; XGBoost and stacking refitted
@@ -271,7 +265,6 @@ def _bundle_vision(
     bundle: Path, cfg: AppConfig, bar_seconds: int
 ) -> tuple[VisionModel, PcaParams | None, FeatureConfig, FusionConfig]:
     """The bundle's warm CLIP (cached per window), PCA, feature and fusion configs for evaluate()."""
-    from daemon.ml_loader import CachedVision, check_windows, load_bundle_models
     from strategy.clip_scorer import ClipVision
 
     models = load_bundle_models(bundle)

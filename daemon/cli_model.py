@@ -314,12 +314,12 @@ def fit_tabular(cfg: BootstrapConfig, bundle: Path) -> ModelCard:
         x = np.hstack([x, pca.transform(embeddings)])
         names = (*names, *(f"clip_pc{i}" for i in range(len(pca.components))))
     rows = ds.labelled()
-    y, ts = ds.y[rows], ds.ts[rows]
+    x, y, ts = x[rows], ds.y[rows], ds.ts[rows]  # the labelled rows only, from here on
     technical = np.array([not n.startswith("clip_") for n in names])
 
     def fit_xgb(columns: npt.NDArray[np.bool_]) -> TrainResult:
         return train_xgb(
-            x[rows][:, columns],
+            x[:, columns],
             y,
             ts=ts,
             label_end=ds.label_end[rows],
@@ -343,11 +343,11 @@ def fit_tabular(cfg: BootstrapConfig, bundle: Path) -> ModelCard:
         0.0, 1.0 - fusion.disagreement_penalty * disagreement
     )
     source = f"sim:seed={market.seed}:bars={tab.bars}"
-    model = _with_drift(result, x[rows][covered], confidence, tab, source)
+    model = _with_drift(result, x[covered], confidence, tab, source)
     alone_covered = np.isfinite(alone.oof)
     technical_model = _with_drift(
         alone,
-        x[rows][alone_covered][:, technical],
+        x[alone_covered][:, technical],
         np.abs(2 * alone.oof[alone_covered] - 1),  # what mode xgb's confidence is
         tab,
         source,
@@ -508,9 +508,7 @@ def _recalibrated(
     maps: Mapping[str, Recalibration], probs: dict[str, FloatArray]
 ) -> dict[str, FloatArray]:
     """Each model's probabilities through its map, as FusionEngine.recalibrated does row by row."""
-    return {
-        m: sigmoid(maps[m].a * logit(p) + maps[m].b) if m in maps else p for m, p in probs.items()
-    }
+    return {m: maps[m].apply_array(p) if m in maps else p for m, p in probs.items()}
 
 
 def _combine(config: FusionConfig, probs: dict[str, FloatArray]) -> FloatArray:

@@ -16,6 +16,7 @@ import numpy as np
 import structlog
 
 from daemon.errors import EXIT_OK
+from daemon.ml_loader import FUSION_FILE, XGB_DIR
 from strategy.backtest.data import build_dataset, frame_batches
 from strategy.bars import BarStoreConfig
 from strategy.features import FeatureConfig, FeatureEngine
@@ -28,8 +29,6 @@ from vlm_engine.xgb.train import XgbTrainConfig, train_xgb
 log = structlog.get_logger("daemon.cli_train_xgb")
 
 EXIT_INPUT = 1
-XGB_DIR = "xgb"
-FUSION_FILE = "fusion.json"
 
 
 def add_xgb_parser(train_sub: Any) -> None:

@@ -121,6 +121,15 @@ class BundleModels:
         )
 
 
+def read_fusion(bundle: Path) -> FusionConfig:
+    """A bundle's fusion.json, or the default fusion for an xgb/-only directory that has none
+    (msgspec's DecodeError / ValidationError when the file is unreadable)."""
+    path = Path(bundle) / FUSION_FILE
+    if not path.exists():
+        return FusionConfig()
+    return msgspec.json.decode(path.read_bytes(), type=FusionConfig)
+
+
 def _fail(path: Path, problem: str) -> BundleUnusable:
     return BundleUnusable(f"{path}: {problem}")
 
@@ -152,9 +161,7 @@ def _read_card(path: Path) -> ModelCard:
     return card
 
 
-def _load_server(
-    path: Path, *, spec_hash: str | None, shadow: Path | None, inference: InferenceConfig
-) -> ModelServer:
+def _load_server(path: Path, *, spec_hash: str | None, inference: InferenceConfig) -> ModelServer:
     from vlm_engine.bundle import BundleError
     from vlm_engine.infer import ModelServer
 
@@ -164,10 +171,6 @@ def _load_server(
         raise BundleUnusable(_one_line(str(e))) from None
     except (OSError, RuntimeError, ValueError) as e:
         raise _fail(path, f"cannot load the CLIP model ({_one_line(str(e))})") from None
-    if shadow is not None:
-        result = server.set_shadow(shadow)
-        if not result.ok:
-            log.warning("shadow.unavailable", path=str(shadow), error=result.error)
     return server
 
 
@@ -224,7 +227,6 @@ def load_bundle_models(
     path: Path,
     *,
     spec_hash: str | None = None,
-    shadow: Path | None = None,
     inference: InferenceConfig | None = None,
 ) -> BundleModels:
     """Validate and load every part of a full bundle (CLIP warmed up); BundleUnusable when any is wrong."""
@@ -232,9 +234,7 @@ def load_bundle_models(
 
     path = Path(path)
     card = _read_card(path)
-    server = _load_server(
-        path, spec_hash=spec_hash, shadow=shadow, inference=inference or InferenceConfig()
-    )
+    server = _load_server(path, spec_hash=spec_hash, inference=inference or InferenceConfig())
     xgb = _load_xgb(path, XGB_DIR, "XGBoost model")
     try:
         features = msgspec.convert(xgb.meta.feature_config, FeatureConfig)
@@ -292,7 +292,6 @@ def load_ml_scorer(
     mode: ScorerMode = "fused",
     fusion: FusionConfig | None = None,
     spec_hash: str = "",
-    shadow: Path | None = None,
     device: Literal["auto", "cpu", "cuda"] = "auto",
     threads: int = 0,
     workers: int = 0,
@@ -303,7 +302,6 @@ def load_ml_scorer(
     models = load_bundle_models(
         path,
         spec_hash=spec_hash or None,
-        shadow=shadow,
         inference=InferenceConfig(device=device, threads=threads, workers=workers),
     )
     check_windows(models, bars)

@@ -52,7 +52,12 @@ class Recalibration(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     a: float = 1.0
     b: float = 0.0
 
+    def apply_array(self, p: npt.ArrayLike) -> FloatArray:
+        """apply() over an array (offline fitting and evaluation)."""
+        return sigmoid(self.a * logit(p) + self.b)
+
     def apply(self, p: float) -> float:
+        """One probability, in plain floats (the live path scores row by row); as logit() clips."""
         if not math.isfinite(p):
             return p
         q = min(max(p, 1e-6), 1 - 1e-6)  # logit's clip
@@ -263,8 +268,11 @@ class FusionEngine:
         )
 
     def observe(self, symbol: str, close: float, probabilities: Mapping[str, float]) -> None:
-        """Feed this bar's close and predictions (models and FUSED) to the monitor; maybe adapt."""
-        if self.monitor.observe(symbol, close, probabilities) and self.config.adaptation.enabled:
+        """Feed this bar's close and predictions (models and FUSED) to the monitor; maybe adapt.
+
+        Models are monitored as the fusion uses them: through their recalibration."""
+        seen = self.recalibrated(probabilities)
+        if self.monitor.observe(symbol, close, seen) and self.config.adaptation.enabled:
             self._adapt()
 
     def _adapt(self) -> None:

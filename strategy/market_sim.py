@@ -37,7 +37,7 @@ import math
 import zlib
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Final, Literal
+from typing import Annotated, Final, Literal, get_args
 
 import msgspec
 import numpy as np
@@ -63,19 +63,13 @@ PatternName = Literal[
     "double_bottom",
     "double_top",
 ]
-ALL_PATTERNS: Final[tuple[PatternName, ...]] = (
-    "bullish_engulfing",
-    "bearish_engulfing",
-    "hammer",
-    "shooting_star",
-    "morning_star",
-    "evening_star",
-    "three_white_soldiers",
-    "three_black_crows",
-)
 # Chart shapes no TA-Lib candlestick function names: opt in with `patterns`. They test what the
 # chart adds beyond the candle patterns the technical features flag.
 CHART_SHAPES: Final[tuple[PatternName, ...]] = ("double_bottom", "double_top")
+# The candlestick patterns (the default): every name of the Literal but the chart shapes.
+ALL_PATTERNS: Final[tuple[PatternName, ...]] = tuple(
+    p for p in get_args(PatternName) if p not in CHART_SHAPES
+)
 PATTERN_TALIB: Final[dict[PatternName, str]] = {
     "bullish_engulfing": "CDLENGULFING",
     "bearish_engulfing": "CDLENGULFING",

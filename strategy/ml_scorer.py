@@ -128,8 +128,7 @@ class MLScorer:
         for i, w in enumerate(windows):
             row = {m: float(p[i]) for m, p in probs.items()}
             fused = self.fusion.fuse(row, symbol=w.symbol)
-            seen = {**self.fusion.recalibrated(row), FUSED: fused.p_up}  # what the fusion used
-            self.fusion.observe(w.symbol, float(w.close[-1]), seen)
+            self.fusion.observe(w.symbol, float(w.close[-1]), {**row, FUSED: fused.p_up})
             confidences[i] = fused.confidence
             fused_rows.append(fused)
         reasons = self._reasons(x, confidences)

@@ -142,15 +142,6 @@ def test_load_when_other_bar_size_then_refused() -> None:
         load_ml_scorer(quick_bundle(), bars=BarStoreConfig(window=WINDOW, bar_seconds=300))
 
 
-def test_load_when_shadow_bundle_given_then_server_scores_it_beside_live(tmp_path: Path) -> None:
-    models = load_bundle_models(quick_bundle(), shadow=bundle_copy(tmp_path))
-    scorer = models.scorer()
-    scorer.score(sample_windows()[:3])
-    assert models.server.shadow is not None
-    assert models.server.shadow_stats.charts == 3
-    assert models.server.shadow_stats.direction_agreement == 1.0
-
-
 def test_cached_vision_when_windows_repeat_then_same_scores_and_inner_called_for_new_only() -> None:
     models = load_bundle_models(quick_bundle())
     inner = models.scorer().vision

@@ -26,12 +26,12 @@ from daemon.api.config import ApiConfig
 from daemon.cli import main
 from daemon.serve import ServeConfig, serve
 from strategy.bars import Window
+from strategy.clip_scorer import to_chart_window
 from tests.daemon.ml_helpers import WINDOW, quick_bundle, sample_windows
 from tests.integration.daemon_process import REPO
 from tests.integration.mosquitto import free_port
 from vlm_engine.render import chart_meta, decode_spec, encode_png, make_renderer
 from vlm_engine.render.spec import ChartSpec
-from vlm_engine.render.window import ChartWindow
 
 pytestmark = pytest.mark.integration
 TOKEN = "serve-token"
@@ -131,16 +131,7 @@ def _rising(n: int) -> list[dict[str, Any]]:
 
 
 def _chart_png(spec: ChartSpec, window: Window) -> bytes:
-    chart = ChartWindow(
-        symbol=window.symbol,
-        bar_seconds=window.bar_seconds,
-        ts=window.timestamps,
-        open=window.open,
-        high=window.high,
-        low=window.low,
-        close=window.close,
-        volume=window.volume,
-    )
+    chart = to_chart_window(window)
     image = make_renderer(spec).render_batch([chart])[0]
     return encode_png(np.ascontiguousarray(image), chart_meta(spec, chart))
 

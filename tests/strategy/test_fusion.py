@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import msgspec
 import numpy as np
 import pytest
 
@@ -65,6 +66,13 @@ def test_fuse_when_model_recalibrated_then_its_mapped_probability_is_fused_and_c
     assert fused.disagreement == pytest.approx(abs(mapped - 0.55))
     assert FusionEngine(config=config.alone("clip")).combine({"clip": 0.9}) == pytest.approx(mapped)
     assert shrink.apply(0.5) == pytest.approx(0.5)
+    assert shrink.apply_array([0.9, 0.5])[0] == pytest.approx(mapped)  # the offline form agrees
+    # The monitor scores CLIP as the fusion used it: recalibrated.
+    config = msgspec.structs.replace(config, monitor=MonitorConfig(horizon_bars=1, window=10))
+    monitored = FusionEngine(config=config)
+    monitored.observe("A", 100.0, {"clip": 0.9, FUSED: 0.6})
+    monitored.observe("A", 101.0, {"clip": 0.9, FUSED: 0.6})  # price rose: outcome 1
+    assert monitored.stats()["clip"].brier == pytest.approx((mapped - 1.0) ** 2)
     assert Recalibration(a=1.0, b=0.0).apply(0.73) == pytest.approx(0.73)
 
 

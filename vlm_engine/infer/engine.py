@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -198,33 +198,28 @@ class InferenceEngine:
         """Render and score windows that closed together; one row per window, in order."""
         if not windows:
             return self._empty()
-        chunks = self._chunks(len(windows))
-        if len(chunks) > 1 and self.workers > 1 and self.renderer.thread_safe:
-            # Each worker renders its own chunk too: drawing is NumPy, mostly outside the GIL.
-            items = list(windows)
-
-            def render_and_score(rows: slice) -> tuple[Float32Array, Float32Array, Float32Array]:
-                return self._score_chunk(self.render(items[rows]))
-
-            return self._merge(list(_pool(self.workers).map(render_and_score, chunks)))
-        return self.score_images(self.render(windows))
+        if not self.renderer.thread_safe:
+            return self.score_images(self.render(windows))
+        # Each worker renders its own chunk too: drawing is NumPy, mostly outside the GIL.
+        items = list(windows)
+        return self._split(len(items), lambda rows: self._score_chunk(self.render(items[rows])))
 
     def score_images(self, images: npt.NDArray[np.uint8]) -> ClipBatch:
         """Score (N, H, W, 3) uint8 charts of the bundle's spec, in chunks of at most max_batch, split
         over the engine's workers; rows come back in order."""
         if images.shape[0] == 0:
             return self._empty()
-        chunks = self._chunks(images.shape[0])
-        if len(chunks) > 1 and self.workers > 1:
-            parts = list(
-                _pool(self.workers).map(lambda rows: self._score_chunk(images[rows]), chunks)
-            )
-        else:
-            parts = [self._score_chunk(images[rows]) for rows in chunks]
-        return self._merge(parts)
+        return self._split(images.shape[0], lambda rows: self._score_chunk(images[rows]))
 
-    def _merge(self, parts: list[tuple[Float32Array, Float32Array, Float32Array]]) -> ClipBatch:
-        """One ClipBatch from the chunks' outputs, in order."""
+    def _split(
+        self, n: int, score: Callable[[slice], tuple[Float32Array, Float32Array, Float32Array]]
+    ) -> ClipBatch:
+        """score() each chunk of n rows (over the workers when there are several), merged in order."""
+        chunks = self._chunks(n)
+        if len(chunks) > 1 and self.workers > 1:
+            parts = list(_pool(self.workers).map(score, chunks))
+        else:
+            parts = [score(rows) for rows in chunks]
         return ClipBatch(
             bundle_id=self.bundle_id,
             classes=self.classes,
