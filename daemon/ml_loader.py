@@ -269,7 +269,7 @@ def load_bundle_models(
 
 
 def check_windows(models: BundleModels, bars: BarStoreConfig) -> None:
-    """Refuse a bundle whose charts or features need longer windows, or other bars, than the daemon keeps."""
+    """Refuse a bundle whose charts or features need longer windows than the daemon keeps."""
     if bars.window < models.bars_needed:
         raise _fail(
             models.path,
@@ -277,11 +277,16 @@ def check_windows(models: BundleModels, bars: BarStoreConfig) -> None:
             f"{models.spec.bars_needed}, features {models.features.lookback}); "
             f"bars.window is {bars.window}",
         )
+
+
+def check_bar_size(models: BundleModels, bars: BarStoreConfig) -> None:
+    """Refuse a bundle trained on another bar size (the live daemon: its features mean other things)."""
     if bars.bar_seconds != models.xgb.meta.bar_seconds:
         raise _fail(
             models.path,
             f"the bundle was trained on {models.xgb.meta.bar_seconds} s bars, "
-            f"bars.bar_seconds is {bars.bar_seconds}",
+            f"bars.bar_seconds is {bars.bar_seconds}; build one from your bars with "
+            "`vlmtrader model build --bars PATH --out DIR`",
         )
 
 
@@ -305,6 +310,7 @@ def load_ml_scorer(
         inference=InferenceConfig(device=device, threads=threads, workers=workers),
     )
     check_windows(models, bars)
+    check_bar_size(models, bars)
     try:
         scorer = models.scorer(mode=mode, fusion=fusion)
     except ValueError as e:
@@ -357,6 +363,7 @@ __all__ = [
     "BundleModels",
     "BundleUnusable",
     "CachedVision",
+    "check_bar_size",
     "check_windows",
     "load_bundle_models",
     "load_ml_scorer",

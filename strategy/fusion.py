@@ -121,6 +121,32 @@ class FusionConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
             msg = "fusion.weights must give at least one model a weight > 0"
             raise ValueError(msg)
 
+    def describe(self, *, xgb_reads_clip: bool = True) -> str:
+        """What "fused" is, in words, for model info, reports, /status and the startup log.
+
+        xgb_reads_clip: the "xgb" model's inputs include the CLIP columns (early fusion)."""
+        xgb = (
+            "XGBoost on technical + CLIP columns"
+            if xgb_reads_clip
+            else "XGBoost on technical features"
+        )
+        if self.method == "stacking" and self.stacking is not None:
+            coef = dict(zip(self.stacking.models, self.stacking.coef, strict=True))
+            c, x = coef.get("clip", 0.0), coef.get("xgb", 0.0)
+            if abs(c) < 1e-9:
+                return f"fused = {xgb} (stacking); CLIP late-fusion weight 0"
+            if abs(x) < 1e-9:
+                return f"fused = CLIP alone (stacking); {xgb} weight 0"
+            return f"fused = stacking of CLIP (coef {c:.3f}) and {xgb} (coef {x:.3f})"
+        total = sum(self.weights.values()) or 1.0
+        c, x = self.weights.get("clip", 0.0) / total, self.weights.get("xgb", 0.0) / total
+        how = "confidence-weighted " if self.method == "confidence_weighted" else ""
+        if c == 0:
+            return f"fused = {xgb}; CLIP late-fusion weight 0"
+        if x == 0:
+            return f"fused = CLIP alone; {xgb} weight 0"
+        return f"fused = {how}{c:.2f} x CLIP + {x:.2f} x {xgb}"
+
     def alone(self, model: str) -> FusionConfig:
         """This config passing one model's probability through (smoothing, monitoring and drift
         kept): what a single-model comparison run trades on, whatever the fitted weights say."""
