@@ -46,6 +46,23 @@ class DatasetRef(msgspec.Struct, frozen=True, kw_only=True):
     counts: dict[str, int] = msgspec.field(default_factory=dict)
 
 
+class TrainedOn(msgspec.Struct, frozen=True, kw_only=True):
+    """The bars every fit in the bundle saw: bar size, label horizon, symbols and period.
+
+    start/end are epoch seconds of the first and last bar any fit (CLIP, calibration, XGBoost,
+    fusion) read, label windows included; holdout_start is where the card's held-out figures
+    begin (nothing was fitted on or after it), 0 when the card has no held-out part.
+    """
+
+    source: str
+    bar_seconds: int
+    horizon_bars: int
+    symbols: tuple[str, ...] = ()
+    start: int = 0
+    end: int = 0
+    holdout_start: int = 0
+
+
 class ModelCard(msgspec.Struct, frozen=True, kw_only=True):
     """What a bundle is, how it was made and how well it does; files maps relative path -> sha256."""
 
@@ -63,6 +80,7 @@ class ModelCard(msgspec.Struct, frozen=True, kw_only=True):
     figures: tuple[str, ...] = ()
     created_at: str = ""
     stages: dict[str, Any] = msgspec.field(default_factory=dict)
+    trained_on: TrainedOn | None = None
     files: dict[str, str] = msgspec.field(default_factory=dict)
 
 
