@@ -32,7 +32,7 @@ from daemon.pipeline import Pipeline
 from daemon.predictor import ScorerPredictor
 from daemon.reconcile import reconcile, restore_book
 from daemon.runtime import tune_gc
-from daemon.scorer_slot import ScorerSlot
+from daemon.scorer_slot import ScorerSlot, describe_scorer
 from strategy.bars import BarStore
 from strategy.risk import RiskEngine
 from strategy.target_strategy import TargetStrategy
@@ -433,6 +433,7 @@ class Daemon:
             "paused": p.paused,
             "scorer": p.scorer.name,
             "bundle_id": self.scorers.bundle_id if self.scorers else None,
+            "signal": describe_scorer(p.scorer),
             "shadow": p.shadow.stats.summary() if p.shadow is not None else None,
             "cash": round(book.cash, 2),
             "equity": round(book.equity(), 2),

@@ -20,7 +20,7 @@ from strategy.scoring import Scorer
 
 log = structlog.get_logger("daemon.scorer_slot")
 
-__all__ = ["BundleUnusable", "ScorerSlot", "load_bundle_scorer", "log_drift"]
+__all__ = ["BundleUnusable", "ScorerSlot", "describe_scorer", "load_bundle_scorer", "log_drift"]
 
 
 def load_bundle_scorer(
@@ -52,6 +52,12 @@ def load_shadow(path: Path, cfg: AppConfig) -> ShadowRunner | None:
         return None
     log.info("shadow.loaded", path=str(path), bundle_id=bundle_id, scorer=f"{scorer.name}_shadow")
     return ShadowRunner(scorer=scorer, bundle_id=bundle_id)
+
+
+def describe_scorer(scorer: object) -> str:
+    """What the scorer's signal is, in words ("rules" for the TA-Lib scorer)."""
+    describe = getattr(scorer, "describe", None)
+    return str(describe()) if callable(describe) else "TA-Lib rule scorer"
 
 
 def log_drift(scorer: object) -> int:
@@ -97,6 +103,7 @@ class ScorerSlot:
                 path=str(self.bundle_path),
                 bundle_id=self.bundle_id,
                 scorer=self.current.name,
+                signal=describe_scorer(self.current),
             )
         except InputError as e:
             if kind == "ml":
@@ -171,7 +178,13 @@ class ScorerSlot:
         except InputError as e:
             log.error("bundle.load_failed", path=str(out), error=str(e), scorer=self.current.name)
             return
-        log.info("scorer.swapped", previous="rules", current=self.current.name, bundle_id=bundle_id)
+        log.info(
+            "scorer.swapped",
+            previous="rules",
+            current=self.current.name,
+            bundle_id=bundle_id,
+            signal=describe_scorer(self.current),
+        )
 
     async def reload(self, path: str | None) -> str:
         """Load and warm a bundle off the loop, then swap atomically; a bad one leaves the old serving."""
@@ -194,5 +207,6 @@ class ScorerSlot:
             bundle_id=bundle_id,
             previous=previous,
             scorer=scorer.name,
+            signal=describe_scorer(scorer),
         )
         return bundle_id

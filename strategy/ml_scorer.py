@@ -101,6 +101,15 @@ class MLScorer:
             msg = "the xgb model was trained with CLIP features but no vision model was given"
             raise ValueError(msg)
 
+    def describe(self) -> str:
+        """What this scorer's P(up) is, in words (startup log, /status, reports)."""
+        if self.mode == "clip":
+            return "CLIP alone (its P(up) through the bundle's recalibration)"
+        if self.mode == "xgb":
+            inputs = "technical + CLIP columns" if self._uses_vision else "technical features"
+            return f"XGBoost on {inputs} alone"
+        return self.fusion.config.describe(xgb_reads_clip=self._uses_vision)
+
     def model_rows(self, windows: Sequence[Window]) -> tuple[FloatArray, dict[str, FloatArray]]:
         """The XGBoost input rows and each model's P(up) for a batch of windows."""
         x = self.features.compute(windows)

@@ -9,7 +9,8 @@ from structlog.testing import capture_logs
 
 from daemon.config import AppConfig, ScorerConfig
 from daemon.errors import ConfigError
-from daemon.scorer_slot import BundleUnusable, ScorerSlot, log_drift
+from daemon.ml_loader import read_fusion
+from daemon.scorer_slot import BundleUnusable, ScorerSlot, describe_scorer, log_drift
 from strategy.bars import BarStoreConfig
 from strategy.rule_scorer import RuleScorer, RuleScorerConfig
 from tests.daemon.ml_helpers import WINDOW, bundle_copy, quick_bundle, sample_windows
@@ -102,3 +103,14 @@ def test_log_drift_when_scorer_has_no_drift_monitor_then_nothing_logged() -> Non
     with capture_logs() as logs:
         assert log_drift(RuleScorer(config=RuleScorerConfig())) == 0
     assert logs == []
+
+
+def test_slot_when_bundle_loaded_then_log_says_what_the_signal_is(tmp_path: Path) -> None:
+    with capture_logs() as logs:
+        slot, _ = _slot(_config(tmp_path, quick_bundle(), kind="ml"))
+    loaded = next(e for e in logs if e["event"] == "bundle.loaded" and "scorer" in e)
+    fusion = read_fusion(quick_bundle())
+    assert loaded["signal"] == fusion.describe(xgb_reads_clip=True)
+    assert loaded["signal"].startswith("fused = ")
+    assert describe_scorer(slot.current) == loaded["signal"]
+    assert describe_scorer(RuleScorer(config=RuleScorerConfig())) == "TA-Lib rule scorer"

@@ -123,6 +123,7 @@ def test_status_when_trading_then_positions_open_orders_and_trading_state(api: A
     assert status["account"] == "test"
     assert status["trading_state"] == "active"
     assert status["paused"] is False
+    assert status["signal"] == "TA-Lib rule scorer"
     assert status["orders_submitted"] >= journaled
     assert isinstance(status["open_orders"], list)
     for order in status["open_orders"]:
@@ -166,6 +167,7 @@ def test_control_when_token_missing_or_wrong_then_401_and_nothing_changes(
     assert (pause.status_code, flatten.status_code, reload_bundle.status_code) == (401, 401, 401)
     assert pause.headers["www-authenticate"].startswith("Bearer")
     assert status["paused"] is False
+    assert status["signal"] == "TA-Lib rule scorer"
     assert status["trading_state"] == "active"
 
 
@@ -253,6 +255,7 @@ def test_request_when_body_bad_then_4xx_with_detail_and_nothing_changes(
     payload = response.json()
     assert payload.get("detail") or payload.get("error")
     assert status["paused"] is False
+    assert status["signal"] == "TA-Lib rule scorer"
     assert status["trading_state"] == "active"
     assert api.daemon.proc.poll() is None
     flattened = [e for e in log_events(api.daemon, "daemon.flattened")]
