@@ -22,7 +22,7 @@ from daemon.ml_loader import (
     load_bundle_models,
     read_fusion,
 )
-from strategy.backtest.compare import StrategyResult, run_comparison
+from strategy.backtest.compare import StrategyResult, run_comparison, sizing_note
 from strategy.backtest.data import frame_batches, precompute_signals
 from strategy.backtest.engine import BacktestConfig, JournalSink, LookupScorer
 from strategy.backtest.evaluate import EvaluationConfig, evaluate, evaluation_summary
@@ -242,8 +242,11 @@ def summary_lines(results: Mapping[str, StrategyResult]) -> list[str]:
             f"maxdd {m.max_drawdown * 100:6.2f}%  trades {m.trades}  "
             f"risk rejected {r.run.risk_rejections}"
         )
+        sizing = sizing_note(r.run)
         if r.no_trade_reason:
             lines.append(f"  no trade: {r.no_trade_reason}")
+        elif sizing:
+            lines.append(f"  skipped: {sizing}")
         if r.run.rejections:
             counts = ", ".join(f"{k} {v}" for k, v in sorted(r.run.rejections.items()))
             lines.append(f"  rejections: {counts}")

@@ -117,13 +117,9 @@ def no_trade_reason(run: BacktestRun, config: BacktestConfig) -> str | None:
         parts.append(f"halted at {first.ts.isoformat()} ({first.reason}: {first.detail})")
     elif run.rejections.get(RiskReason.HALTED):
         parts.append("halted before its first trade")
-    miss = run.last_sizing_miss
-    if run.sizing_misses and miss is not None:
-        parts.append(
-            f"quantity rounds to 0 at these prices ({run.sizing_misses:,} entries; e.g. "
-            f"{miss.symbol} at {miss.price:,.2f}: {miss.notional:,.2f} buys less than "
-            f"quantity_step {miss.step:g}; set strategy.quantity_step, e.g. 1e-8 for crypto)"
-        )
+    sizing = sizing_note(run)
+    if sizing is not None:
+        parts.append(sizing)
     if run.rejections:
         parts.append("risk rejected " + _counts(run.rejections))
     if run.orders:
@@ -134,6 +130,18 @@ def no_trade_reason(run: BacktestRun, config: BacktestConfig) -> str | None:
             "(short signals with allow_short false?)"
         )
     return "; ".join(parts)
+
+
+def sizing_note(run: BacktestRun) -> str | None:
+    """Entries skipped because their quantity rounds to 0 (whether or not the run traded)."""
+    miss = run.last_sizing_miss
+    if not run.sizing_misses or miss is None:
+        return None
+    return (
+        f"quantity rounds to 0 at these prices ({run.sizing_misses:,} entries skipped; e.g. "
+        f"{miss.symbol} at {miss.price:,.2f}: {miss.notional:,.2f} buys less than "
+        f"quantity_step {miss.step:g}; set strategy.quantity_step, e.g. 1e-8 for crypto)"
+    )
 
 
 def _counts(counts: Mapping[str, int]) -> str:

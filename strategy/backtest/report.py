@@ -20,7 +20,7 @@ import matplotlib.pyplot as plt
 import msgspec
 import numpy as np
 
-from strategy.backtest.compare import StrategyResult
+from strategy.backtest.compare import StrategyResult, sizing_note
 from strategy.backtest.metrics import SAMPLE_TOO_SHORT, Trade, drawdown
 
 _COLUMNS = (
@@ -156,6 +156,7 @@ def strategy_details(result: StrategyResult) -> dict[str, Any]:
         },
         "intents_checked": run.decisions,
         "sizing_misses": run.sizing_misses,
+        "sizing_note": sizing_note(run),
         "rejections": dict(sorted(run.rejections.items(), key=lambda kv: (-kv[1], kv[0]))),
         "halts": [
             {
@@ -362,6 +363,13 @@ def report_html(
         parts.append("<h2>No trades</h2><ul>")
         parts.extend(
             f"<li><b>{html.escape(n)}</b>: {html.escape(why or '')}</li>" for n, why in idle
+        )
+        parts.append("</ul>")
+    unsized = [(n, sizing_note(r.run)) for n, r in results.items() if not r.no_trade_reason]
+    if any(note for _, note in unsized):
+        parts.append("<h2>Entries skipped by sizing</h2><ul>")
+        parts.extend(
+            f"<li><b>{html.escape(n)}</b>: {html.escape(note)}</li>" for n, note in unsized if note
         )
         parts.append("</ul>")
     parts.append("<h2>Equity and drawdown</h2>")

@@ -275,3 +275,21 @@ def test_report_html_when_rendered_then_full_width_and_self_contained(batches) -
     assert "src='http" not in page
     assert "bar size differs" in page
     assert "<td class='text'>b-1</td>" in page
+
+
+def test_report_when_one_symbol_cannot_be_sized_then_skipped_entries_noted_though_others_trade() -> (
+    None
+):
+    market = SimMarketConfig(symbols=("A", "BTC"), seed=9)
+    frame = simulate_frame(market, START, 200)
+    frame.loc[frame["symbol"] == "BTC", ["open", "high", "low", "close"]] *= 600
+    results = run_comparison(frame_batches(frame), {"long": Constant(0.9)}, CONFIG)
+    for result in results.values():
+        assert result.no_trade_reason is None
+        assert {f.symbol for f in result.run.fills} == {"A"}
+        assert result.run.sizing_misses > 0
+    doc, page = _report(results)
+    note = doc["strategies"]["long"]["sizing_note"]
+    assert note.startswith("quantity rounds to 0 at these prices")
+    assert "e.g. BTC at" in note
+    assert "Entries skipped by sizing" in page
