@@ -13,7 +13,7 @@ from daemon.pipeline import Pipeline
 from strategy.backtest.compare import BUY_AND_HOLD, buy_and_hold, run_comparison
 from strategy.backtest.data import frame_batches, precompute_signals
 from strategy.backtest.engine import BacktestConfig, BacktestEngine
-from strategy.backtest.metrics import compute_metrics, trade_pnls
+from strategy.backtest.metrics import compute_metrics, round_trips, trade_pnls
 from strategy.backtest.report import report_html, report_json
 from strategy.bars import BarStore, BarStoreConfig
 from strategy.book import Book
@@ -138,6 +138,43 @@ def test_trades_when_round_trips_then_pnl_per_trade_net_of_commission() -> None:
     assert m.trades == 2
     assert m.hit_rate == 0.5
     assert 0 < m.profit_factor < 1.0
+
+
+def test_round_trips_when_scaled_out_then_reversed_then_prices_quantity_bars_and_reasons() -> None:
+    def fill(i: int, side: Side, qty: float, price: float) -> Fill:
+        return Fill(
+            fill_id=f"f{i}",
+            client_order_id=f"o{i}",
+            symbol="A",
+            side=side,
+            quantity=qty,
+            price=price,
+            commission=1.0,
+            ts=START + timedelta(minutes=i),
+        )
+
+    fills = [
+        fill(0, Side.BUY, 10, 100),
+        fill(1, Side.BUY, 10, 110),  # adds: average cost 105, 20 held
+        fill(3, Side.SELL, 5, 120),  # scales out
+        fill(4, Side.SELL, 25, 130),  # closes the other 15 and opens a 10 short
+    ]
+    bar_ts = [int((START + timedelta(minutes=i)).timestamp()) for i in range(8)]
+    reasons = {"o3": "exit_hold", "o4": "reverse"}
+    long, short = round_trips(fills, reasons=reasons, marks={"A": 125.0}, bar_ts=bar_ts)
+    assert (long.side, long.quantity, long.entry_price) == ("long", 20, 105.0)
+    assert long.exit_price == pytest.approx((5 * 120 + 15 * 130) / 20)
+    assert long.pnl == pytest.approx(5 * 15 + 15 * 25 - 4.0)  # all four commissions
+    assert (long.bars_held, long.exit_reason, long.exit_ts) == (4, "reverse", bar_ts[4])
+    assert (short.side, short.quantity, short.exit_ts, short.exit_reason) == (
+        "short",
+        10,
+        None,
+        "open",
+    )
+    assert short.unrealized_pnl == pytest.approx(10 * (130 - 125))
+    assert (short.exit_price, short.bars_held) == (125.0, 4)
+    assert trade_pnls(fills) == [long.pnl]
 
 
 def test_buy_and_hold_when_run_then_same_capital_sizing_and_costs_as_the_strategies(
