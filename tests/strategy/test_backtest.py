@@ -116,21 +116,21 @@ def test_metrics_when_known_curve_then_known_values() -> None:
     assert flat.total_return == 0.0
 
 
+def fill(i: int, side: Side, qty: float, price: float) -> Fill:
+    """Fill number i of symbol A, i minutes after START, commission 1."""
+    return Fill(
+        fill_id=f"f{i}",
+        client_order_id=f"o{i}",
+        symbol="A",
+        side=side,
+        quantity=qty,
+        price=price,
+        commission=1.0,
+        ts=START + timedelta(minutes=i),
+    )
+
+
 def test_trades_when_round_trips_then_pnl_per_trade_net_of_commission() -> None:
-    t = START
-
-    def fill(i: int, side: Side, qty: float, price: float) -> Fill:
-        return Fill(
-            fill_id=f"f{i}",
-            client_order_id=f"o{i}",
-            symbol="A",
-            side=side,
-            quantity=qty,
-            price=price,
-            commission=1.0,
-            ts=t + timedelta(minutes=i),
-        )
-
     fills = [fill(1, Side.BUY, 10, 100), fill(2, Side.SELL, 20, 110), fill(3, Side.BUY, 10, 120)]
     pnls = trade_pnls(fills)
     assert pnls == pytest.approx([98.0, -101.0])  # commissions of both legs in each trade
@@ -141,18 +141,6 @@ def test_trades_when_round_trips_then_pnl_per_trade_net_of_commission() -> None:
 
 
 def test_round_trips_when_scaled_out_then_reversed_then_prices_quantity_bars_and_reasons() -> None:
-    def fill(i: int, side: Side, qty: float, price: float) -> Fill:
-        return Fill(
-            fill_id=f"f{i}",
-            client_order_id=f"o{i}",
-            symbol="A",
-            side=side,
-            quantity=qty,
-            price=price,
-            commission=1.0,
-            ts=START + timedelta(minutes=i),
-        )
-
     fills = [
         fill(0, Side.BUY, 10, 100),
         fill(1, Side.BUY, 10, 110),  # adds: average cost 105, 20 held
