@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +22,7 @@ from daemon.ml_loader import (
     load_bundle_models,
     read_fusion,
 )
-from strategy.backtest.compare import run_comparison
+from strategy.backtest.compare import StrategyResult, run_comparison, sizing_note
 from strategy.backtest.data import frame_batches, precompute_signals
 from strategy.backtest.engine import BacktestConfig, JournalSink, LookupScorer
 from strategy.backtest.evaluate import EvaluationConfig, evaluate, evaluation_summary
@@ -110,21 +110,155 @@ def load_xgb_scorer(bundle: Path, bars: BarStoreConfig) -> MLScorer:
     )
 
 
-def bundle_scorers(bundle: Path, bars: BarStoreConfig) -> dict[str, Scorer]:
+class BundleInfo(msgspec.Struct, frozen=True, kw_only=True):
+    """What a backtest report says about the bundle it scored with."""
+
+    path: str
+    bundle_id: str
+    fusion: str
+    horizon_bars: int
+    bar_seconds: int
+
+
+def _reads_clip(model: XgbModel) -> bool:
+    return any(n.startswith("clip_") for n in model.feature_names)
+
+
+def bundle_scorers(bundle: Path, bars: BarStoreConfig) -> tuple[dict[str, Scorer], BundleInfo]:
     """CLIP-only, XGBoost-only and fused scorers over one loaded bundle, sharing each window's CLIP
-    scores. XGBoost-only is "xgb_technical" (technical features alone) when the bundle has that
-    model, else "xgb" (older bundles: the XGBoost that also sees the CLIP columns)."""
+    scores, and what the bundle is. XGBoost-only is "xgb_technical" (technical features alone)
+    when the bundle has that model, else "xgb" (older bundles: the XGBoost that also sees the CLIP
+    columns)."""
     from strategy.clip_scorer import ClipVision
 
     models = load_bundle_models(bundle)
     check_windows(models, bars)
     vision = CachedVision(inner=ClipVision(server=models.server))
     xgb_name = "xgb_technical" if models.xgb_technical is not None else "xgb"
-    return {
+    trained = models.card.trained_on
+    info = BundleInfo(
+        path=str(bundle),
+        bundle_id=models.bundle_id,
+        fusion=models.fusion.describe(xgb_reads_clip=_reads_clip(models.xgb)),
+        horizon_bars=trained.horizon_bars if trained else models.xgb.meta.horizon_bars,
+        bar_seconds=trained.bar_seconds if trained else models.xgb.meta.bar_seconds,
+    )
+    scorers: dict[str, Scorer] = {
         "clip": models.scorer(mode="clip", vision=vision, name="clip"),
         xgb_name: models.scorer(mode="xgb", vision=vision, name=xgb_name),
         "fused": models.scorer(mode="fused", vision=vision, name="fused"),
     }
+    return scorers, info
+
+
+def xgb_info(bundle: Path) -> BundleInfo:
+    """What an xgb/-only directory is (no model card: its id is the directory name)."""
+    model = XgbModel.load(bundle / XGB_DIR)
+    return BundleInfo(
+        path=str(bundle),
+        bundle_id=f"{bundle.name} (xgb/ only, no model card)",
+        fusion=read_fusion(bundle).describe(xgb_reads_clip=_reads_clip(model)),
+        horizon_bars=model.meta.horizon_bars,
+        bar_seconds=model.meta.bar_seconds,
+    )
+
+
+def bar_size_warning(info: BundleInfo, bar_seconds: int) -> str | None:
+    """A bundle trained on another bar size scores these bars with features that mean other things."""
+    if info.bar_seconds == bar_seconds:
+        return None
+    return (
+        f"the bundle was trained on {info.bar_seconds} s bars, these bars are {bar_seconds} s: "
+        "its scores are out of their training conditions; build one from your bars with "
+        "`vlmtrader model build --bars PATH --out DIR`"
+    )
+
+
+def run_meta(
+    config: BacktestConfig,
+    batches: Sequence[Sequence[Bar]],
+    *,
+    config_path: Path,
+    bars_path: Path,
+    bundle: BundleInfo | None,
+) -> dict[str, Any]:
+    """The page's and report.json's run details: data, period, capital, sizing, costs, bundle."""
+    strategy, broker = config.strategy, config.broker
+    first = batches[0][0].ts if batches and batches[0] else None
+    last = batches[-1][0].ts if batches and batches[-1] else None
+    sizing = (
+        f"{strategy.position_fraction:g} of equity per position"
+        if strategy.position_fraction is not None
+        else f"{strategy.position_notional:,.2f} per position"
+    )
+    steps = ", ".join(f"{k} {v:g}" for k, v in sorted(strategy.quantity_steps.items()))
+    sizing += f"; quantity_step {strategy.quantity_step:g}" + (f" ({steps})" if steps else "")
+    fill = "next bar's open" if broker.latency_bars else "the last close"
+    meta: dict[str, Any] = {
+        "config": str(config_path),
+        "bars": str(bars_path),
+        "bar_seconds": config.bars.bar_seconds,
+        "symbols": len({b.symbol for batch in batches for b in batch}),
+        "period_start": first.isoformat() if first else None,
+        "period_end": last.isoformat() if last else None,
+        "starting_cash": config.starting_cash,
+        "sizing": sizing,
+        "entry_rule": (
+            f"enter_threshold {strategy.enter_threshold:g}, min_confidence "
+            f"{strategy.min_confidence:g}, hold_bars {strategy.hold_bars}, "
+            f"{'long and short' if strategy.allow_short else 'long only'}, {strategy.order_type} orders"
+        ),
+        "costs": (
+            f"commission {broker.commission_per_share:g}/share (min {broker.min_commission:g}, "
+            f"max {broker.max_commission_fraction:.2%} of notional), spread {broker.spread_bps:g} bps, "
+            f"slippage {broker.slippage_bps:g} bps; market orders fill at {fill}, "
+            f"at most {broker.max_volume_fraction:.0%} of a bar's volume"
+        ),
+        "commission_per_share": broker.commission_per_share,
+        "min_commission": broker.min_commission,
+        "spread_bps": broker.spread_bps,
+        "slippage_bps": broker.slippage_bps,
+    }
+    if bundle is not None:
+        meta |= {
+            "bundle": bundle.path,
+            "bundle_id": bundle.bundle_id,
+            "fusion": bundle.fusion,
+            "horizon_bars": bundle.horizon_bars,
+            "bundle_bar_seconds": bundle.bar_seconds,
+        }
+    return meta
+
+
+def summary_lines(results: Mapping[str, StrategyResult]) -> list[str]:
+    """The CLI's summary: one line per contender, then why it made no trade, its risk
+    rejections by reason and its halts; a last line when annualised figures are n/a."""
+    lines: list[str] = []
+    for name, r in results.items():
+        m = r.metrics
+        sharpe = "n/a" if m.annualised_note else f"{m.sharpe:.2f}"
+        lines.append(
+            f"{name:14s} return {m.total_return * 100:7.2f}%  sharpe {sharpe:>7s}  "
+            f"maxdd {m.max_drawdown * 100:6.2f}%  trades {m.trades}  "
+            f"risk rejected {r.run.risk_rejections}"
+        )
+        sizing = sizing_note(r.run)
+        if r.no_trade_reason:
+            lines.append(f"  no trade: {r.no_trade_reason}")
+        elif sizing:
+            lines.append(f"  skipped: {sizing}")
+        if r.run.rejections:
+            counts = ", ".join(f"{k} {v}" for k, v in sorted(r.run.rejections.items()))
+            lines.append(f"  rejections: {counts}")
+        lines.extend(
+            f"  {c.current} at {c.ts.isoformat()}: {c.reason} ({c.detail})"
+            for c in r.run.state_changes
+        )
+    notes = sorted(
+        {r.metrics.annualised_note for r in results.values() if r.metrics.annualised_note}
+    )
+    lines.extend(f"sharpe and annual return {note}" for note in notes)
+    return lines
 
 
 def _is_full_bundle(bundle: Path) -> bool:
@@ -154,16 +288,23 @@ def _backtest(args: argparse.Namespace) -> int:
     n_bars = sum(len(b) for b in batches)
     scorers: dict[str, Scorer | LookupScorer] = {}
     candidates: dict[str, Scorer] = {"rules": RuleScorer(config=cfg.scorer.rules)}
+    info: BundleInfo | None = None
     if args.bundle is not None and _is_full_bundle(args.bundle):
         try:
-            candidates.update(bundle_scorers(args.bundle, config.bars))
+            found, info = bundle_scorers(args.bundle, config.bars)
         except InputError as e:
             return _fail(str(e))
+        candidates.update(found)
     elif args.bundle is not None:
         try:
             candidates["xgb"] = load_xgb_scorer(args.bundle, config.bars)
+            info = xgb_info(args.bundle)
         except (XgbError, OSError, msgspec.ValidationError, msgspec.DecodeError) as e:
             return _fail(f"{args.bundle}: {e}")
+    warnings = [w for w in [bar_size_warning(info, bar_seconds) if info else None] if w]
+    for warning in warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+        log.warning("bundle.mismatched", bundle=str(args.bundle), problem=warning)
     for name, scorer in candidates.items():
         with _progress(n_bars, f"scoring {name}", args.no_progress) as bar:
             scorers[name] = precompute_signals(scorer, batches, config.bars, progress=bar.update)
@@ -184,18 +325,16 @@ def _backtest(args: argparse.Namespace) -> int:
     finally:
         if journal is not None:
             journal.close()
-    meta = {"config": str(args.config), "bars": str(args.bars), "bar_seconds": bar_seconds}
+    meta = run_meta(config, batches, config_path=args.config, bars_path=args.bars, bundle=info)
     _write_report(
         args.report,
-        report_html(results, meta=meta),
-        report_json(results, meta=meta),
+        report_html(results, meta=meta, warnings=warnings),
+        report_json(results, meta=meta, warnings=warnings),
     )
-    for name, r in results.items():
-        m = r.metrics
-        print(
-            f"{name:14s} return {m.total_return * 100:7.2f}%  sharpe {m.sharpe:7.2f}  "
-            f"maxdd {m.max_drawdown * 100:6.2f}%  trades {m.trades}"
-        )
+    for line in summary_lines(results):
+        print(line)
+    for warning in warnings:
+        print(f"warning: {warning}")
     print(f"report: {args.report / 'report.html'}")
     return EXIT_OK
 

@@ -28,11 +28,19 @@ class StrategyConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     clears enter_threshold and the new side is allowed). A confirming signal restarts the hold.
     Limit orders are priced limit_offset_bps beyond the last price (positive = willing to
     cross, negative = rest inside).
+
+    Sizing: a position is worth position_fraction x equity when position_fraction is set, else
+    position_notional; its quantity is rounded down to whole quantity_step units (1 = whole
+    shares; 1e-8 for crypto), per symbol from quantity_steps when listed there, and capped at
+    max_quantity. A position that rounds to 0 is not entered (counted in `sizing_misses`).
     """
 
     enter_threshold: Annotated[float, msgspec.Meta(gt=0.5, le=1)] = 0.6
     min_confidence: Unit = 0.3
     position_notional: PositiveFloat = 10_000.0
+    position_fraction: Annotated[float, msgspec.Meta(gt=0, le=1)] | None = None
+    quantity_step: PositiveFloat = 1.0
+    quantity_steps: dict[str, PositiveFloat] = msgspec.field(default_factory=dict)
     max_quantity: PositiveFloat = 100_000.0
     allow_short: bool = True
     hold_bars: Annotated[int, msgspec.Meta(ge=0)] = 5
@@ -41,6 +49,26 @@ class StrategyConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     order_type: Literal["market", "limit"] = "market"
     limit_offset_bps: Annotated[float, msgspec.Meta(ge=-1000, le=1000)] = 5.0
     price_decimals: Annotated[int, msgspec.Meta(ge=0, le=8)] = 2
+
+    def step(self, symbol: str) -> float:
+        """The smallest tradable quantity of a symbol."""
+        return self.quantity_steps.get(symbol, self.quantity_step)
+
+
+class SizingMiss(msgspec.Struct, frozen=True, kw_only=True):
+    """An entry the strategy wanted but could not size: its position rounds to 0 quantity."""
+
+    symbol: str
+    ts: datetime
+    price: float
+    notional: float
+    step: float
+
+
+def sized_quantity(notional: float, price: float, *, step: float, max_quantity: float) -> float:
+    """Whole `step` units that `notional` buys at `price`, at most max_quantity (0 when none)."""
+    units = math.floor(min(notional / price, max_quantity) / step + _EPSILON)
+    return round(units * step, 12) if units > 0 else 0.0
 
 
 class _Entry(msgspec.Struct, kw_only=True):
@@ -54,6 +82,8 @@ class TargetStrategy:
     def __init__(self, *, config: StrategyConfig) -> None:
         self.config = config
         self._entries: dict[str, _Entry] = {}
+        self.sizing_misses = 0
+        self.last_sizing_miss: SizingMiss | None = None
 
     def reconfigure(self, config: StrategyConfig) -> None:
         """Apply a new config (SIGHUP); hold clocks of open positions are kept."""
@@ -96,9 +126,8 @@ class TargetStrategy:
             self._entries.pop(symbol, None)
             if wants == 0 or (wants < 0 and not cfg.allow_short):
                 return None
-            return self._move(
-                signal, price, current, wants, "enter_long" if wants > 0 else "enter_short"
-            )
+            reason = "enter_long" if wants > 0 else "enter_short"
+            return self._move(signal, price, current, wants, reason, equity=book.equity())
 
         if entry is None or entry.direction != held:  # restored at start, or an entry was refused
             entry = self._entries[symbol] = _Entry(direction=held, ts=signal.ts)
@@ -109,7 +138,7 @@ class TargetStrategy:
             return None
         if cfg.exit_on_opposite and confident and signal.direction == -held:
             if wants == -held and (wants > 0 or cfg.allow_short):
-                return self._move(signal, price, current, wants, "reverse")
+                return self._move(signal, price, current, wants, "reverse", equity=book.equity())
             return self._move(signal, price, current, 0, "exit_opposite")
         hold = timedelta(seconds=cfg.hold_bars * cfg.bar_seconds)
         if cfg.hold_bars and signal.ts - entry.ts >= hold:
@@ -124,16 +153,27 @@ class TargetStrategy:
         direction: int,
         reason: str,
         *,
+        equity: float = 0.0,
         confidence: float | None = None,
     ) -> OrderIntent | None:
         """The intent from current (position + pending) to a target of `direction` full positions."""
         cfg = self.config
         target = 0.0
         if direction:
-            quantity = min(math.floor(cfg.position_notional / price), math.floor(cfg.max_quantity))
+            notional = (
+                cfg.position_notional
+                if cfg.position_fraction is None
+                else cfg.position_fraction * equity
+            )
+            step = cfg.step(signal.symbol)
+            quantity = sized_quantity(notional, price, step=step, max_quantity=cfg.max_quantity)
             if quantity <= 0:
+                self.sizing_misses += 1
+                self.last_sizing_miss = SizingMiss(
+                    symbol=signal.symbol, ts=signal.ts, price=price, notional=notional, step=step
+                )
                 return None
-            target = float(direction * quantity)
+            target = direction * quantity
         delta = target - current
         if abs(delta) < _EPSILON:
             return None

@@ -1,10 +1,14 @@
-"""Several scorers and buy-and-hold on the same bars, costs and period, in one call."""
+"""Several scorers and buy-and-hold on the same bars, costs, capital and sizing rule, in one call.
+
+Each result carries what a reader needs to trust it: the round trips, per-symbol totals, the risk
+rejections by reason and the trading-state changes (halts) from its run, and, for a contender that
+never traded, one sentence saying why.
+"""
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Mapping, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 
 import msgspec
 
@@ -15,61 +19,134 @@ from strategy.backtest.engine import (
     JournalSink,
     LookupScorer,
 )
-from strategy.backtest.metrics import BacktestMetrics, compute_metrics
+from strategy.backtest.metrics import (
+    BacktestMetrics,
+    SymbolSummary,
+    Trade,
+    compute_metrics,
+    round_trips,
+    symbol_summaries,
+)
+from strategy.risk import RiskReason
 from strategy.scoring import Scorer
-from strategy.sim_broker import SimBrokerConfig
-from strategy.types import Bar
+from strategy.types import Bar, Signal, TradingState
 
 BUY_AND_HOLD = "buy_and_hold"
 
 
 class StrategyResult(msgspec.Struct, kw_only=True):
-    """One contender's run and its metrics."""
+    """One contender's run, its metrics, round trips and per-symbol totals, and why it made no
+    trade (None when it traded)."""
 
     name: str
     run: BacktestRun
     metrics: BacktestMetrics
+    trades: list[Trade] = msgspec.field(default_factory=list)
+    symbols: list[SymbolSummary] = msgspec.field(default_factory=list)
+    no_trade_reason: str | None = None
+
+
+class AlwaysLong:
+    """Buy-and-hold as a lookup scorer: a sure long signal on every bar, so the strategy enters
+    once, sized by its own rule, and every confirming signal restarts the hold (never exits)."""
+
+    def __init__(self) -> None:
+        self.name = BUY_AND_HOLD
+        self._stamp: tuple[int, datetime] = (0, datetime.fromtimestamp(0, tz=UTC))
+
+    def lookup(self, symbol: str, ts: int) -> Signal:
+        if self._stamp[0] != ts:
+            self._stamp = (ts, datetime.fromtimestamp(ts, tz=UTC))
+        return Signal(symbol=symbol, ts=self._stamp[1], p_up=1.0, confidence=1.0, scorer=self.name)
 
 
 def buy_and_hold(
     batches: Sequence[Sequence[Bar]],
+    config: BacktestConfig,
     *,
-    starting_cash: float,
-    broker: SimBrokerConfig,
     trade_from: datetime | None = None,
 ) -> BacktestRun:
-    """Equal cash per symbol bought at the first traded close (paying spread, slippage, commission), then held."""
-    run = BacktestRun(name=BUY_AND_HOLD)
-    symbols = sorted({b.symbol for batch in batches for b in batch})
-    if not symbols:
-        return run
-    cost = (broker.spread_bps / 2 + broker.slippage_bps) / 10_000
-    holdings: dict[str, float] = {}
-    last: dict[str, float] = {}
-    cash = starting_cash
-    budget = starting_cash / len(symbols)
-    for batch in batches:
-        if not batch:
-            continue
-        for bar in batch:
-            last[bar.symbol] = bar.close
-        if trade_from is not None and batch[0].ts < trade_from:
-            continue
-        for bar in batch:
-            if bar.symbol not in holdings:
-                price = bar.close * (1 + cost)
-                quantity = float(math.floor(budget / price))
-                fee = min(
-                    max(broker.min_commission, broker.commission_per_share * quantity),
-                    broker.max_commission_fraction * quantity * price,
-                )
-                holdings[bar.symbol] = quantity
-                cash -= quantity * price + fee
-        value = sum(q * last[s] for s, q in holdings.items())
-        run.ts.append(int(batch[0].ts.timestamp()))
-        run.equity.append(cash + value)
-        run.exposure.append(value)
-    return run
+    """Each symbol bought once, with the strategies' capital, sizing rule, risk limits and costs
+    (filled by the simulated broker like theirs), then held to the end."""
+    engine = BacktestEngine(config=config, scorer=AlwaysLong(), name=BUY_AND_HOLD)
+    return engine.run_batches(batches, trade_from=trade_from)
+
+
+def strategy_result(name: str, run: BacktestRun, config: BacktestConfig) -> StrategyResult:
+    """Metrics, round trips, per-symbol totals and the no-trade reason of one run."""
+    reasons = {o.client_order_id: o.reason for o in run.orders}
+    trades = round_trips(run.fills, reasons=reasons, marks=run.last_prices, bar_ts=run.ts)
+    return StrategyResult(
+        name=name,
+        run=run,
+        metrics=compute_metrics(
+            run.ts,
+            run.equity,
+            fills=run.fills,
+            exposure=run.exposure,
+            starting_equity=config.starting_cash,
+        ),
+        trades=trades,
+        symbols=symbol_summaries(trades, len(run.ts)),
+        no_trade_reason=no_trade_reason(run, config),
+    )
+
+
+def no_trade_reason(run: BacktestRun, config: BacktestConfig) -> str | None:
+    """Why a run made no fill, in one sentence naming the setting to look at; None if it traded."""
+    if run.fills:
+        return None
+    if not run.ts:
+        return "no bars in the traded period"
+    if run.signals == 0:
+        return (
+            f"no signals: no symbol filled its {config.bars.window}-bar window in the traded period"
+        )
+    strategy = config.strategy
+    if run.signals_cleared == 0:
+        return (
+            f"signals never cleared enter_threshold {strategy.enter_threshold:g} "
+            f"(needs |2p-1| >= {2 * strategy.enter_threshold - 1:.3f} with confidence >= "
+            f"min_confidence {strategy.min_confidence:g}): max |2p-1| {run.max_edge:.3f}, "
+            f"max confidence {run.max_confidence:.3f} over {run.signals:,} signals"
+        )
+    parts: list[str] = []
+    halts = [c for c in run.state_changes if c.current is TradingState.HALTED]
+    if halts:
+        first = halts[0]
+        parts.append(f"halted at {first.ts.isoformat()} ({first.reason}: {first.detail})")
+    elif run.rejections.get(RiskReason.HALTED):
+        parts.append("halted before its first trade")
+    sizing = sizing_note(run)
+    if sizing is not None:
+        parts.append(sizing)
+    if run.rejections:
+        parts.append("risk rejected " + _counts(run.rejections))
+    if run.orders:
+        parts.append(f"{len(run.orders):,} orders sent, none filled")
+    if not parts:
+        parts.append(
+            f"{run.signals_cleared:,} signals cleared the entry rule but none became an order "
+            "(short signals with allow_short false?)"
+        )
+    return "; ".join(parts)
+
+
+def sizing_note(run: BacktestRun) -> str | None:
+    """Entries skipped because their quantity rounds to 0 (whether or not the run traded)."""
+    miss = run.last_sizing_miss
+    if not run.sizing_misses or miss is None:
+        return None
+    return (
+        f"quantity rounds to 0 at these prices ({run.sizing_misses:,} entries skipped; e.g. "
+        f"{miss.symbol} at {miss.price:,.2f}: {miss.notional:,.2f} buys less than "
+        f"quantity_step {miss.step:g}; set strategy.quantity_step, e.g. 1e-8 for crypto)"
+    )
+
+
+def _counts(counts: Mapping[str, int]) -> str:
+    ordered = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+    return ", ".join(f"{reason} x{n:,}" for reason, n in ordered)
 
 
 def run_comparison(
@@ -92,29 +169,8 @@ def run_comparison(
             name=name,
         )
         run = engine.run_batches(batches, trade_from=trade_from, progress=progress)
-        results[name] = StrategyResult(
-            name=name,
-            run=run,
-            metrics=compute_metrics(
-                run.ts,
-                run.equity,
-                fills=run.fills,
-                exposure=run.exposure,
-                starting_equity=config.starting_cash,
-            ),
-        )
+        results[name] = strategy_result(name, run, config)
     if include_buy_and_hold:
-        run = buy_and_hold(
-            batches,
-            starting_cash=config.starting_cash,
-            broker=config.broker,
-            trade_from=trade_from,
-        )
-        results[BUY_AND_HOLD] = StrategyResult(
-            name=BUY_AND_HOLD,
-            run=run,
-            metrics=compute_metrics(
-                run.ts, run.equity, exposure=run.exposure, starting_equity=config.starting_cash
-            ),
-        )
+        run = buy_and_hold(batches, config, trade_from=trade_from)
+        results[BUY_AND_HOLD] = strategy_result(BUY_AND_HOLD, run, config)
     return results

@@ -21,10 +21,10 @@ import numpy as np
 from strategy.bars import BarStore, BarStoreConfig
 from strategy.book import Book
 from strategy.kernel import TradingKernel
-from strategy.risk import RiskConfig, RiskEngine
+from strategy.risk import RiskConfig, RiskEngine, TradingStateChange
 from strategy.scoring import Scorer
 from strategy.sim_broker import SimBroker, SimBrokerConfig
-from strategy.target_strategy import StrategyConfig, TargetStrategy
+from strategy.target_strategy import SizingMiss, StrategyConfig, TargetStrategy
 from strategy.types import Bar, Fill, Order, OrderEvent, Position, RiskDecision, Signal
 
 
@@ -100,7 +100,12 @@ class LookupScorer(Protocol):
 
 
 class BacktestRun(msgspec.Struct, kw_only=True):
-    """What one run produced: equity and exposure per traded timestamp, plus orders and fills."""
+    """What one run produced: equity and exposure per traded timestamp, plus orders and fills.
+
+    And why it traded as it did: how many signals cleared the strategy's entry rule (and the
+    strongest |2p-1| and confidence seen), intents that reached risk, rejections by reason,
+    trading-state changes (halts), entries that rounded to 0 quantity, and the last marks.
+    """
 
     name: str
     ts: list[int] = msgspec.field(default_factory=list)
@@ -109,8 +114,17 @@ class BacktestRun(msgspec.Struct, kw_only=True):
     orders: list[Order] = msgspec.field(default_factory=list)
     fills: list[Fill] = msgspec.field(default_factory=list)
     signals: int = 0
+    signals_cleared: int = 0
+    max_edge: float = 0.0
+    max_confidence: float = 0.0
+    decisions: int = 0
     risk_rejections: int = 0
+    rejections: dict[str, int] = msgspec.field(default_factory=dict)
+    state_changes: list[TradingStateChange] = msgspec.field(default_factory=list)
+    sizing_misses: int = 0
+    last_sizing_miss: SizingMiss | None = None
     bars_rejected: int = 0
+    last_prices: dict[str, float] = msgspec.field(default_factory=dict)
 
     def equity_array(self) -> np.ndarray:
         return np.asarray(self.equity, dtype=np.float64)
@@ -167,9 +181,16 @@ class BacktestEngine:
         intake = kernel.intake(batch, events, fills)
         run.fills.extend(intake.fills)
         run.bars_rejected += len(intake.rejected)
+        if intake.state_change is not None:
+            run.state_changes.append(intake.state_change)
         signals = self._score(intake.accepted, intake.now)
         decision = kernel.decide(signals, intake.now)
-        run.risk_rejections += len(decision.rejections)
+        if decision.decisions:
+            run.decisions += len(decision.decisions)
+            rejections = decision.rejections
+            run.risk_rejections += len(rejections)
+            for rejected in rejections:
+                run.rejections[rejected.reason] = run.rejections.get(rejected.reason, 0) + 1
         if self.journal is not None:
             self.journal.record(**kernel.journal_rows(intake, signals, decision))
         if decision.orders:
@@ -192,7 +213,23 @@ class BacktestEngine:
             if not windows:
                 return []
             signals = self.scorer.score(windows)  # type: ignore[union-attr]
-        self.run.signals += len(signals)
+        run = self.run
+        run.signals += len(signals)
+        strategy = self.config.strategy
+        high, low, confident = (
+            strategy.enter_threshold,
+            1.0 - strategy.enter_threshold,
+            strategy.min_confidence,
+        )
+        for s in signals:
+            p, c = s.p_up, s.confidence
+            edge = abs(2.0 * p - 1.0)
+            if edge > run.max_edge:
+                run.max_edge = edge
+            if c > run.max_confidence:
+                run.max_confidence = c
+            if c >= confident and (p >= high or p <= low):
+                run.signals_cleared += 1
         return signals
 
     # ---- a whole run --------------------------------------------------------------------------
@@ -211,4 +248,7 @@ class BacktestEngine:
                 self.on_bars(batch)
             if progress is not None:
                 progress(len(batch))
+        self.run.sizing_misses = self.strategy.sizing_misses
+        self.run.last_sizing_miss = self.strategy.last_sizing_miss
+        self.run.last_prices = dict(self.book.last_prices)
         return self.run

@@ -9,7 +9,7 @@ import base64
 import html
 import io
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -20,8 +20,8 @@ import matplotlib.pyplot as plt
 import msgspec
 import numpy as np
 
-from strategy.backtest.compare import StrategyResult
-from strategy.backtest.metrics import drawdown
+from strategy.backtest.compare import StrategyResult, sizing_note
+from strategy.backtest.metrics import SAMPLE_TOO_SHORT, Trade, drawdown
 
 _COLUMNS = (
     ("total_return", "Total return", "pct"),
@@ -37,6 +37,17 @@ _COLUMNS = (
     ("exposure", "Exposure", "pct"),
     ("trades", "Trades", "int"),
 )
+_ANNUALISED = frozenset({"annual_return", "annual_volatility", "sharpe", "sortino"})
+TRADES_SHOWN = 500  # per contender in the page; report.json has them all
+_STYLE = (
+    "body{font-family:sans-serif;margin:1em 2vw;max-width:none}"
+    "table{border-collapse:collapse;width:100%;margin-bottom:1em}"
+    "td,th{border:1px solid #ccc;padding:4px 8px;text-align:right;white-space:nowrap}"
+    "th:first-child,td:first-child,td.text{text-align:left;white-space:normal}"
+    ".scroll{overflow-x:auto}img{width:100%;height:auto}"
+    ".warn{background:#fff4ce;border:1px solid #e0b000;padding:.5em 1em}"
+    "details{margin-bottom:.5em}summary{cursor:pointer}"
+)
 
 
 def _png(fig: Any) -> str:
@@ -51,15 +62,29 @@ def _times(ts: list[int]) -> list[datetime]:
 
 
 def equity_plot(results: Mapping[str, StrategyResult]) -> str:
-    """Equity curves (top) and drawdowns (bottom) of every contender, as base64 PNG."""
-    fig, (top, bottom) = plt.subplots(2, 1, figsize=(10, 6), sharex=True)
+    """Equity curves (top) and drawdowns (bottom) of every contender, halts marked, as base64 PNG."""
+    fig, (top, bottom) = plt.subplots(
+        2, 1, figsize=(16, 7), sharex=True, gridspec_kw={"height_ratios": [2, 1]}
+    )
     for name, r in results.items():
         if not r.run.ts:
             continue
         eq = r.run.equity_array()
         times = _times(r.run.ts)
-        top.plot(times, eq, label=name, linewidth=1)
+        (line,) = top.plot(times, eq, label=name, linewidth=1)
         bottom.plot(times, -drawdown(eq), label=name, linewidth=1)
+        for change in r.run.state_changes:
+            top.axvline(change.ts, color=line.get_color(), linestyle="--", linewidth=1)
+            top.annotate(
+                f"{name}: {change.current} ({change.reason})",
+                (change.ts, 1.0),
+                xycoords=("data", "axes fraction"),
+                rotation=90,
+                va="top",
+                ha="right",
+                fontsize=7,
+                color=line.get_color(),
+            )
     top.set_ylabel("equity")
     top.legend(loc="upper left", fontsize=8)
     bottom.set_ylabel("drawdown")
@@ -90,12 +115,62 @@ def _fmt(value: float, kind: str) -> str:
     return f"{value:.3f}"
 
 
-def _table(header: list[str], rows: list[list[str]]) -> str:
+def _table(header: list[str], rows: list[list[str]], *, text_columns: int = 1) -> str:
     head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
     body = "".join(
-        "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in rows
+        "<tr>"
+        + "".join(
+            f"<td class='text'>{html.escape(c)}</td>"
+            if i < text_columns
+            else f"<td>{html.escape(c)}</td>"
+            for i, c in enumerate(row)
+        )
+        + "</tr>"
+        for row in rows
     )
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    return f"<div class='scroll'><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>"
+
+
+def _iso(ts: int | None) -> str | None:
+    return None if ts is None else datetime.fromtimestamp(ts, tz=UTC).isoformat()
+
+
+def _trade_doc(trade: Trade) -> dict[str, Any]:
+    doc: dict[str, Any] = msgspec.to_builtins(trade)
+    doc["entry_time"] = _iso(trade.entry_ts)
+    doc["exit_time"] = _iso(trade.exit_ts)
+    return doc
+
+
+def strategy_details(result: StrategyResult) -> dict[str, Any]:
+    """What report.json says about one contender beyond its metrics: why no trade, signals,
+    risk rejections by reason, halts and other trading-state changes, round trips, per symbol."""
+    run = result.run
+    return {
+        "no_trade_reason": result.no_trade_reason,
+        "signals": {
+            "count": run.signals,
+            "cleared_entry_rule": run.signals_cleared,
+            "max_abs_2p_minus_1": run.max_edge,
+            "max_confidence": run.max_confidence,
+        },
+        "intents_checked": run.decisions,
+        "sizing_misses": run.sizing_misses,
+        "sizing_note": sizing_note(run),
+        "rejections": dict(sorted(run.rejections.items(), key=lambda kv: (-kv[1], kv[0]))),
+        "halts": [
+            {
+                "ts": c.ts.isoformat(),
+                "previous": str(c.previous),
+                "current": str(c.current),
+                "reason": c.reason,
+                "detail": c.detail,
+            }
+            for c in run.state_changes
+        ],
+        "trades": [_trade_doc(t) for t in result.trades],
+        "per_symbol": [msgspec.to_builtins(s) for s in result.symbols],
+    }
 
 
 def report_json(
@@ -104,11 +179,15 @@ def report_json(
     model_metrics: Mapping[str, Mapping[str, float]] | None = None,
     calibration: Mapping[str, Mapping[str, list[float]]] | None = None,
     meta: Mapping[str, Any] | None = None,
+    warnings: Sequence[str] = (),
 ) -> bytes:
-    """The machine-readable report: metrics per contender, equity curves, model metrics, curves."""
+    """The machine-readable report: metrics per contender (annualised figures null, with the
+    reason, on a short sample), their diagnostics, equity curves, model metrics, curves."""
     doc = {
         "meta": dict(meta or {}),
+        "warnings": list(warnings),
         "comparison": {n: msgspec.to_builtins(r.metrics) for n, r in results.items()},
+        "strategies": {n: strategy_details(r) for n, r in results.items()},
         "equity": {n: {"ts": r.run.ts, "equity": r.run.equity} for n, r in results.items()},
         "model_metrics": {k: dict(v) for k, v in (model_metrics or {}).items()},
         "calibration": {k: dict(v) for k, v in (calibration or {}).items()},
@@ -117,14 +196,133 @@ def report_json(
 
 
 def _finite(value: Any) -> Any:
-    """JSON has no inf/NaN: write them as strings."""
+    """JSON has no inf/NaN: NaN (not computed) becomes null, infinities the strings "inf"/"-inf"."""
     if isinstance(value, float) and not math.isfinite(value):
-        return str(value)
+        return None if math.isnan(value) else str(value)
     if isinstance(value, dict):
         return {k: _finite(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [_finite(v) for v in value]
     return value
+
+
+def _money(value: float) -> str:
+    return f"{value:,.2f}"
+
+
+def _comparison_rows(results: Mapping[str, StrategyResult]) -> list[list[str]]:
+    rows = []
+    for name, r in results.items():
+        m = r.metrics
+        rows.append(
+            [name]
+            + [
+                SAMPLE_TOO_SHORT
+                if key in _ANNUALISED and m.annualised_note
+                else _fmt(getattr(m, key), kind)
+                for key, _, kind in _COLUMNS
+            ]
+        )
+    return rows
+
+
+def _risk_sections(results: Mapping[str, StrategyResult]) -> list[str]:
+    reasons = sorted(
+        {k for r in results.values() for k in r.run.rejections},
+        key=lambda k: -sum(r.run.rejections.get(k, 0) for r in results.values()),
+    )
+    parts = ["<h2>Risk rejections by reason</h2>"]
+    if reasons:
+        rows = [
+            [name, str(r.run.decisions)]
+            + [f"{r.run.rejections.get(k, 0):,}" for k in reasons]
+            + [f"{r.run.risk_rejections:,}"]
+            for name, r in results.items()
+        ]
+        parts.append(_table(["strategy", "intents checked", *reasons, "total rejected"], rows))
+    else:
+        parts.append("<p>No intent was rejected by the risk engine.</p>")
+    parts.append("<h2>Halts and trading-state changes</h2>")
+    changes = [
+        [name, c.ts.isoformat(), f"{c.previous} -> {c.current}", c.reason, c.detail]
+        for name, r in results.items()
+        for c in r.run.state_changes
+    ]
+    if changes:
+        parts.append(
+            _table(["strategy", "time", "state", "reason", "detail"], changes, text_columns=5)
+        )
+    else:
+        parts.append("<p>No halts: every contender stayed active.</p>")
+    return parts
+
+
+def _trade_sections(results: Mapping[str, StrategyResult]) -> list[str]:
+    parts = ["<h2>Per symbol</h2>"]
+    rows = [
+        [
+            name,
+            s.symbol,
+            str(s.trades),
+            _money(s.pnl),
+            _money(s.realized_pnl),
+            _money(s.unrealized_pnl),
+            _fmt(s.hit_rate, "pct"),
+            _fmt(s.exposure, "pct"),
+        ]
+        for name, r in results.items()
+        for s in r.symbols
+    ]
+    header = [
+        "strategy",
+        "symbol",
+        "trades",
+        "P&L",
+        "realised",
+        "open (marked)",
+        "hit rate",
+        "exposure",
+    ]
+    parts.append(_table(header, rows, text_columns=2) if rows else "<p>No trades.</p>")
+    parts.append("<h2>Trades (round trips)</h2>")
+    header = [
+        "symbol",
+        "side",
+        "entry",
+        "entry price",
+        "exit",
+        "exit price",
+        "qty",
+        "P&L",
+        "bars held",
+        "exit reason",
+    ]
+    for name, r in results.items():
+        shown = r.trades[:TRADES_SHOWN]
+        more = (
+            f" (first {TRADES_SHOWN}; all in report.json)" if len(r.trades) > TRADES_SHOWN else ""
+        )
+        rows = [
+            [
+                t.symbol,
+                t.side,
+                _iso(t.entry_ts) or "",
+                f"{t.entry_price:,.4f}",
+                _iso(t.exit_ts) or "open",
+                f"{t.exit_price:,.4f}",
+                f"{t.quantity:g}",
+                _money(t.pnl),
+                str(t.bars_held),
+                t.exit_reason,
+            ]
+            for t in shown
+        ]
+        parts.append(
+            f"<details><summary>{html.escape(name)}: {len(r.trades):,} round trips{more}</summary>"
+            + (_table(header, rows, text_columns=2) if rows else "<p>none</p>")
+            + "</details>"
+        )
+    return parts
 
 
 def report_html(
@@ -134,29 +332,50 @@ def report_html(
     calibration: Mapping[str, Mapping[str, list[float]]] | None = None,
     meta: Mapping[str, Any] | None = None,
     title: str = "vlmtrader backtest",
+    warnings: Sequence[str] = (),
 ) -> str:
-    """A self-contained HTML page: comparison table, equity/drawdown plot, model metrics, calibration."""
+    """A self-contained, full-width HTML page: run details, warnings, comparison, why no trade,
+    equity/drawdown with halts, risk rejections and halts, per-symbol table, trade list, models."""
     parts = [
         f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
-        "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
-        "td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}"
-        "th:first-child,td:first-child{text-align:left}</style></head><body>",
+        "<meta name='viewport' content='width=device-width, initial-scale=1'>",
+        f"<style>{_STYLE}</style></head><body>",
         f"<h1>{html.escape(title)}</h1>",
     ]
     if meta:
         parts.append(
-            "<p>"
-            + "<br>".join(f"{html.escape(str(k))}: {html.escape(str(v))}" for k, v in meta.items())
-            + "</p>"
+            _table(["run", ""], [[str(k), str(v)] for k, v in meta.items()], text_columns=2)
         )
-    rows = [
-        [name] + [_fmt(getattr(r.metrics, key), kind) for key, _, kind in _COLUMNS]
-        for name, r in results.items()
-    ]
+    if warnings:
+        items = "".join(f"<li>{html.escape(w)}</li>" for w in warnings)
+        parts.append(f"<div class='warn'><b>Warnings</b><ul>{items}</ul></div>")
     parts.append("<h2>Comparison</h2>")
-    parts.append(_table(["strategy"] + [label for _, label, _ in _COLUMNS], rows))
+    parts.append(
+        _table(["strategy"] + [label for _, label, _ in _COLUMNS], _comparison_rows(results))
+    )
+    notes = sorted(
+        {r.metrics.annualised_note for r in results.values() if r.metrics.annualised_note}
+    )
+    for note in notes:
+        parts.append(f"<p>Annual return, volatility, Sharpe and Sortino: {html.escape(note)}.</p>")
+    idle = [(n, r.no_trade_reason) for n, r in results.items() if r.no_trade_reason]
+    if idle:
+        parts.append("<h2>No trades</h2><ul>")
+        parts.extend(
+            f"<li><b>{html.escape(n)}</b>: {html.escape(why or '')}</li>" for n, why in idle
+        )
+        parts.append("</ul>")
+    unsized = [(n, sizing_note(r.run)) for n, r in results.items() if not r.no_trade_reason]
+    if any(note for _, note in unsized):
+        parts.append("<h2>Entries skipped by sizing</h2><ul>")
+        parts.extend(
+            f"<li><b>{html.escape(n)}</b>: {html.escape(note)}</li>" for n, note in unsized if note
+        )
+        parts.append("</ul>")
     parts.append("<h2>Equity and drawdown</h2>")
     parts.append(f"<img alt='equity' src='data:image/png;base64,{equity_plot(results)}'>")
+    parts.extend(_risk_sections(results))
+    parts.extend(_trade_sections(results))
     if model_metrics:
         keys = ["auc", "brier", "ece", "log_loss", "hit_rate", "count"]
         mrows = [
@@ -168,7 +387,8 @@ def report_html(
     if calibration:
         parts.append("<h2>Calibration</h2>")
         parts.append(
-            f"<img alt='calibration' src='data:image/png;base64,{calibration_plot(calibration)}'>"
+            f"<img alt='calibration' style='max-width:40em' "
+            f"src='data:image/png;base64,{calibration_plot(calibration)}'>"
         )
     parts.append("</body></html>")
     return "\n".join(parts)

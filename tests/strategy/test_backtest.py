@@ -4,7 +4,7 @@ import asyncio
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import numpy as np
+import msgspec
 import pytest
 
 from daemon.execution.paper import PaperExecution
@@ -13,18 +13,18 @@ from daemon.pipeline import Pipeline
 from strategy.backtest.compare import BUY_AND_HOLD, buy_and_hold, run_comparison
 from strategy.backtest.data import frame_batches, precompute_signals
 from strategy.backtest.engine import BacktestConfig, BacktestEngine
-from strategy.backtest.metrics import compute_metrics, trade_pnls
+from strategy.backtest.metrics import compute_metrics, round_trips, trade_pnls
 from strategy.backtest.report import report_html, report_json
 from strategy.bars import BarStore, BarStoreConfig
 from strategy.book import Book
 from strategy.market_sim import SimMarketConfig, simulate_frame
 from strategy.risk import RiskConfig, RiskEngine
 from strategy.rule_scorer import RuleScorer, RuleScorerConfig
-from strategy.sim_broker import SimBrokerConfig
 from strategy.target_strategy import StrategyConfig, TargetStrategy
 from strategy.types import Fill, Side
 
 START = datetime(2024, 1, 1, tzinfo=UTC)
+DAY = 86_400
 CONFIG = BacktestConfig(
     bars=BarStoreConfig(window=40),
     strategy=StrategyConfig(enter_threshold=0.55, min_confidence=0.1, hold_bars=4),
@@ -103,33 +103,34 @@ def test_run_when_journal_sink_then_rows_equal_the_daemon_pipeline(batches, tmp_
 
 
 def test_metrics_when_known_curve_then_known_values() -> None:
-    ts = [0, 60, 120, 180, 240]
+    ts = [i * 30 * DAY for i in range(5)]  # 120 days: long enough to annualise
     m = compute_metrics(ts, [100.0, 110.0, 99.0, 99.0, 121.0])
     assert m.total_return == pytest.approx(0.21)
     assert m.max_drawdown == pytest.approx(0.1)
     assert m.max_drawdown_bars == 2
-    assert m.max_drawdown_seconds == 120
+    assert m.max_drawdown_seconds == 60 * DAY
     assert m.sharpe > 0
+    assert m.annualised_note == ""
     flat = compute_metrics(ts, [100.0] * 5)
     assert flat.sharpe == 0.0
     assert flat.total_return == 0.0
 
 
+def fill(i: int, side: Side, qty: float, price: float) -> Fill:
+    """Fill number i of symbol A, i minutes after START, commission 1."""
+    return Fill(
+        fill_id=f"f{i}",
+        client_order_id=f"o{i}",
+        symbol="A",
+        side=side,
+        quantity=qty,
+        price=price,
+        commission=1.0,
+        ts=START + timedelta(minutes=i),
+    )
+
+
 def test_trades_when_round_trips_then_pnl_per_trade_net_of_commission() -> None:
-    t = START
-
-    def fill(i: int, side: Side, qty: float, price: float) -> Fill:
-        return Fill(
-            fill_id=f"f{i}",
-            client_order_id=f"o{i}",
-            symbol="A",
-            side=side,
-            quantity=qty,
-            price=price,
-            commission=1.0,
-            ts=t + timedelta(minutes=i),
-        )
-
     fills = [fill(1, Side.BUY, 10, 100), fill(2, Side.SELL, 20, 110), fill(3, Side.BUY, 10, 120)]
     pnls = trade_pnls(fills)
     assert pnls == pytest.approx([98.0, -101.0])  # commissions of both legs in each trade
@@ -139,17 +140,52 @@ def test_trades_when_round_trips_then_pnl_per_trade_net_of_commission() -> None:
     assert 0 < m.profit_factor < 1.0
 
 
-def test_buy_and_hold_when_prices_rise_then_equity_follows_minus_costs(batches) -> None:
-    broker = SimBrokerConfig()
-    run = buy_and_hold(batches, starting_cash=100_000.0, broker=broker)
-    first = {b.symbol: b.close for b in batches[0]}
+def test_round_trips_when_scaled_out_then_reversed_then_prices_quantity_bars_and_reasons() -> None:
+    fills = [
+        fill(0, Side.BUY, 10, 100),
+        fill(1, Side.BUY, 10, 110),  # adds: average cost 105, 20 held
+        fill(3, Side.SELL, 5, 120),  # scales out
+        fill(4, Side.SELL, 25, 130),  # closes the other 15 and opens a 10 short
+    ]
+    bar_ts = [int((START + timedelta(minutes=i)).timestamp()) for i in range(8)]
+    reasons = {"o3": "exit_hold", "o4": "reverse"}
+    long, short = round_trips(fills, reasons=reasons, marks={"A": 125.0}, bar_ts=bar_ts)
+    assert (long.side, long.quantity, long.entry_price) == ("long", 20, 105.0)
+    assert long.exit_price == pytest.approx((5 * 120 + 15 * 130) / 20)
+    assert long.pnl == pytest.approx(5 * 15 + 15 * 25 - 4.0)  # all four commissions
+    assert (long.bars_held, long.exit_reason, long.exit_ts) == (4, "reverse", bar_ts[4])
+    assert (short.side, short.quantity, short.exit_ts, short.exit_reason) == (
+        "short",
+        10,
+        None,
+        "open",
+    )
+    assert short.unrealized_pnl == pytest.approx(10 * (130 - 125))
+    assert (short.exit_price, short.bars_held) == (125.0, 4)
+    assert trade_pnls(fills) == [long.pnl]
+
+
+def test_buy_and_hold_when_run_then_same_capital_sizing_and_costs_as_the_strategies(
+    batches,
+) -> None:
+    config = msgspec.structs.replace(
+        CONFIG, strategy=msgspec.structs.replace(CONFIG.strategy, position_fraction=0.2)
+    )
+    run = buy_and_hold(batches, config)
+    opened = {}
+    for fill in run.fills:
+        opened.setdefault(fill.symbol, fill)
+    assert set(opened) == {"A", "B", "C"}
+    assert all(f.side is Side.BUY for f in run.fills)
+    assert {o.reason for o in run.orders} == {"enter_long"}  # bought once per symbol, never sold
+    for fill in opened.values():  # 0.2 x equity at entry (~100k), whole shares, entry costs paid
+        assert 0.19 * 100_000 < fill.quantity * fill.price <= 0.2 * 100_000 * 1.001
+        assert fill.quantity == int(fill.quantity)
+        assert fill.commission >= 1.0
     last = {b.symbol: b.close for b in batches[-1]}
-    expected = 100_000.0
-    for s in first:
-        price = first[s] * (1 + 2e-4)  # half the 2 bps spread + 1 bp slippage
-        quantity = np.floor(100_000 / 3 / price)
-        expected += quantity * (last[s] - price) - max(1.0, 0.005 * quantity)
-    assert run.equity[-1] == pytest.approx(expected, rel=1e-9)
+    cash = 100_000.0 - sum(f.quantity * f.price + f.commission for f in run.fills)
+    held = sum(f.quantity * last[f.symbol] for f in run.fills)
+    assert run.equity[-1] == pytest.approx(cash + held, rel=1e-9)
 
 
 def test_comparison_when_run_then_every_contender_on_same_period_and_report_renders(
@@ -169,5 +205,5 @@ def test_comparison_when_run_then_every_contender_on_same_period_and_report_rend
         calibration={"xgb": {"mean_p": [0.4, 0.6], "freq": [0.35, 0.65], "count": [5, 5]}},
     )
     assert html.count("data:image/png;base64,") == 2
-    assert "<td>rules</td>" in html
+    assert ">rules</td>" in html
     assert b'"comparison"' in report_json(results)

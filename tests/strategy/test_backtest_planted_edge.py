@@ -41,13 +41,14 @@ def _run(drift_bps: float):
 
 
 @pytest.mark.slow
-def test_evaluate_when_edge_planted_then_oos_sharpe_positive_and_above_control() -> None:
+def test_evaluate_when_edge_planted_then_oos_return_positive_and_above_control() -> None:
     edge = _run(40.0)
     control = _run(0.0)
     fused, none = edge.results["fused"].metrics, control.results["fused"].metrics
     assert edge.model_metrics["fused"]["auc"] > 0.54
     assert fused.total_return > 0.002
-    assert fused.sharpe > 5.0
-    assert fused.sharpe > none.sharpe + 5.0
+    assert fused.total_return > none.total_return + 0.002
+    assert fused.profit_factor > 1.0
+    assert fused.annualised_note  # a 2-day test period: no Sharpe or annual return is reported
     assert abs(none.total_return) < 0.002  # no edge: (almost) nothing to trade, no P&L
     assert abs(control.model_metrics["fused"]["auc"] - 0.5) < 0.03

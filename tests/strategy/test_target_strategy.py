@@ -118,6 +118,40 @@ def test_on_signals_when_quantity_exceeds_max_quantity_then_capped() -> None:
     assert intent.quantity == 250
 
 
+def test_on_signals_when_quantity_rounds_to_zero_then_no_intent_and_sizing_miss_recorded() -> None:
+    strategy = TargetStrategy(config=StrategyConfig(position_notional=10_000))
+    assert strategy.on_signals([_signal(0, 0.9)], _book(price=60_000.0)) == []
+    assert strategy.sizing_misses == 1
+    miss = strategy.last_sizing_miss
+    assert miss is not None
+    assert (miss.symbol, miss.price, miss.notional, miss.step) == ("AAPL", 60_000.0, 10_000, 1.0)
+
+
+def test_on_signals_when_fractional_step_then_a_60000_instrument_trades_with_10000() -> None:
+    config = StrategyConfig(position_notional=10_000, quantity_step=1e-8)
+    [intent] = TargetStrategy(config=config).on_signals([_signal(0, 0.9)], _book(price=60_000.0))
+    assert intent.quantity == pytest.approx(0.16666666, abs=1e-12)  # floor to 1e-8 units
+    assert intent.quantity * 60_000.0 <= 10_000.0
+
+
+def test_on_signals_when_symbol_has_its_own_step_then_it_overrides_the_global_step() -> None:
+    config = StrategyConfig(quantity_step=1.0, quantity_steps={"BTC": 0.001})
+    book = _book(60_000.0, "BTC", "AAPL")
+    intents = TargetStrategy(config=config).on_signals(
+        [_signal(0, 0.9, symbol="BTC"), _signal(0, 0.9, symbol="AAPL")], book
+    )
+    assert [(i.symbol, i.quantity) for i in intents] == [("BTC", 0.166)]
+
+
+def test_on_signals_when_position_fraction_then_sized_from_current_equity() -> None:
+    config = StrategyConfig(position_fraction=0.1)
+    [rich] = TargetStrategy(config=config).on_signals([_signal(0, 0.9)], _book(price=100.0))
+    poorer = _book(price=100.0)
+    poorer.cash = 500_000.0  # equity halves
+    [poor] = TargetStrategy(config=config).on_signals([_signal(0, 0.9)], poorer)
+    assert (rich.quantity, poor.quantity) == (1_000, 500)  # 0.1 x equity / 100
+
+
 def test_on_signals_when_pending_order_covers_target_then_no_new_intent() -> None:
     strategy = TargetStrategy(config=StrategyConfig())
     book = _book()
