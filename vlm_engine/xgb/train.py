@@ -1,5 +1,11 @@
 """Train the XGBoost direction model: walk-forward purged folds for out-of-fold predictions,
-early stopping on a purged time holdout, class weighting, Platt calibration on the OOF predictions.
+early stopping on a purged time holdout, class weighting, Platt calibration.
+
+Calibration never sees the rows it is applied to: the out-of-fold predictions of fold k are
+calibrated with a map fitted on the out-of-fold rows of folds 0..k-1 only (fold 0 has no earlier
+rows and stays uncalibrated); the final model's map (used live) is fitted on all out-of-fold rows.
+Every map is monotone increasing: a fit with a negative slope is refused (identity, logged as
+calibration.refused), so calibration can change Brier and ECE, never AUC within a fold.
 """
 
 from __future__ import annotations
@@ -14,7 +20,7 @@ import xgboost as xgb
 
 from vlm_engine.xgb.errors import XgbDataError
 from vlm_engine.xgb.folds import holdout_split, walk_forward_folds
-from vlm_engine.xgb.logistic import fit_logistic, logit
+from vlm_engine.xgb.logistic import LogisticParams, fit_platt, logit
 from vlm_engine.xgb.metrics import summary
 from vlm_engine.xgb.model import XgbMeta, XgbModel
 
@@ -58,10 +64,13 @@ class TrainResult:
         oof_raw: FloatArray,
         fold_metrics: list[dict[str, float]],
         metrics: dict[str, float],
+        fold: npt.NDArray[np.int64] | None = None,
     ) -> None:
         self.model = model
         self.oof = oof
         self.oof_raw = oof_raw
+        # walk-forward fold of each row's out-of-fold prediction (-1: none, training span only)
+        self.fold = np.full(oof.shape[0], -1, dtype=np.int64) if fold is None else fold
         self.fold_metrics = fold_metrics
         self.metrics = metrics
 
@@ -198,6 +207,7 @@ def train_xgb(
         raise XgbDataError(str(e)) from None
 
     oof_raw = np.full(ya.shape[0], np.nan)
+    fold_of = np.full(ya.shape[0], -1, dtype=np.int64)
     fold_metrics: list[dict[str, float]] = []
     for k, fold in enumerate(folds):
         train = fold.train
@@ -208,6 +218,7 @@ def train_xgb(
             xa[fold.test], feature_names=names, missing=np.nan, nthread=config.nthread
         )
         oof_raw[fold.test] = booster.predict(dtest)
+        fold_of[fold.test] = k
         fold_metrics.append(
             {
                 "fold": float(k),
@@ -219,11 +230,10 @@ def train_xgb(
         log.info("xgb.fold_trained", fold=k, train_rows=len(train), test_rows=len(fold.test),
                  auc=round(fold_metrics[-1]["auc"], 4))  # fmt: skip
     covered = np.isfinite(oof_raw)
-    calibration = None
-    oof = oof_raw.copy()
+    oof = calibrate_by_fold(oof_raw, ya, fold_of) if config.calibrate else oof_raw.copy()
+    calibration: LogisticParams | None = None
     if config.calibrate and covered.sum() >= 50:
-        calibration = fit_logistic(logit(oof_raw[covered]), ya[covered])
-        oof[covered] = calibration.predict(logit(oof_raw[covered]))
+        calibration = fit_platt(oof_raw[covered], ya[covered], what="xgb final model")
 
     booster = fit_booster(xa, ya, tsa, ends, names, config, embargo)
     metrics = summary(ya[covered], oof[covered]) if covered.any() else {}
@@ -242,5 +252,28 @@ def train_xgb(
     log.info("xgb.trained", rows=int(ya.shape[0]), oof_rows=int(covered.sum()),
              oof_auc=round(metrics.get("auc", float("nan")), 4), rounds=meta.best_iteration + 1)  # fmt: skip
     return TrainResult(
-        model=model, oof=oof, oof_raw=oof_raw, fold_metrics=fold_metrics, metrics=metrics
+        model=model,
+        oof=oof,
+        oof_raw=oof_raw,
+        fold_metrics=fold_metrics,
+        metrics=metrics,
+        fold=fold_of,
     )
+
+
+def calibrate_by_fold(
+    raw: FloatArray, y: FloatArray, fold: npt.NDArray[np.int64], *, min_rows: int = 50
+) -> FloatArray:
+    """Each fold's predictions through a Platt map fitted on the rows of earlier folds only.
+
+    Fold 0 (and any fold with fewer than min_rows earlier rows, or a refused map) stays raw."""
+    out = raw.copy()
+    for k in sorted(set(fold[fold >= 0].tolist())):
+        earlier = (fold >= 0) & (fold < k) & np.isfinite(raw)
+        if earlier.sum() < min_rows:
+            continue
+        params = fit_platt(raw[earlier], y[earlier], what=f"xgb out-of-fold, fold {k}")
+        if params is not None:
+            rows = fold == k
+            out[rows] = params.predict(logit(raw[rows]))
+    return out
