@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -25,7 +26,14 @@ from daemon.ml_loader import (
 from strategy.backtest.compare import run_comparison
 from strategy.backtest.data import frame_batches, precompute_signals
 from strategy.backtest.engine import BacktestConfig, JournalSink, LookupScorer
-from strategy.backtest.evaluate import EvaluationConfig, evaluate, evaluation_summary
+from strategy.backtest.evaluate import (
+    BundleInfo,
+    Evaluation,
+    EvaluationConfig,
+    TrainedSpan,
+    evaluate,
+    evaluation_summary,
+)
 from strategy.backtest.report import report_html, report_json
 from strategy.bars import BarStoreConfig
 from strategy.features import FeatureConfig, FeatureEngine
@@ -44,6 +52,7 @@ log = structlog.get_logger("daemon.cli_backtest")
 
 EXIT_INPUT = 1
 BACKTEST_COMMIT_EVERY = 500  # bar batches per journal commit in `vlmtrader backtest --journal`
+DEFAULT_HORIZON_BARS = 5  # evaluate's horizon on bars of another size than the bundle's
 
 
 def register(sub: Any) -> None:
@@ -64,9 +73,25 @@ def register(sub: Any) -> None:
     e.add_argument("--bars", required=True, type=Path, help="bars file or directory (CSV/Parquet)")
     e.add_argument("--bundle", required=True, type=Path, help="model bundle directory")
     e.add_argument("--config", type=Path, help="daemon config YAML (strategy, risk, costs)")
-    e.add_argument("--report", type=Path, help="directory for report.html/json")
+    e.add_argument(
+        "--report", type=Path, help="directory for report.html/json and predictions.parquet"
+    )
+    e.add_argument(
+        "--horizon",
+        type=_positive_int,
+        help="label horizon in bars (default: the bundle's on its own bar size, else "
+        f"{DEFAULT_HORIZON_BARS})",
+    )
     e.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     e.set_defaults(func=_evaluate)
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        msg = f"--horizon must be a positive number of bars, got {text}"
+        raise argparse.ArgumentTypeError(msg)
+    return value
 
 
 def _fail(message: str, code: int = EXIT_INPUT) -> int:
@@ -216,14 +241,18 @@ def _evaluate(args: argparse.Namespace) -> int:
     fusion = read_fusion(args.bundle)
     vision: VisionModel | None = None
     pca: PcaParams | None = None
+    bundle = BundleInfo(bar_seconds=model.meta.bar_seconds)
     if _is_full_bundle(args.bundle):  # CLIP fixed from the bundle; XGBoost and stacking refitted
         try:
-            vision, pca, features, fusion = _bundle_vision(args.bundle, cfg, bar_seconds)
+            vision, pca, features, fusion, bundle = _bundle_vision(args.bundle, cfg, bar_seconds)
         except InputError as e:
             return _fail(str(e))
+    horizon = args.horizon or default_horizon(
+        bundle.bar_seconds, model.meta.horizon_bars, bar_seconds
+    )
     train = msgspec.convert(model.meta.extra.get("train_config", {}), _train_type())
     config = EvaluationConfig(
-        horizon_bars=model.meta.horizon_bars,
+        horizon_bars=horizon,
         features=features,
         train=train,
         fusion=fusion,
@@ -234,43 +263,90 @@ def _evaluate(args: argparse.Namespace) -> int:
     try:
         runs = 5 if vision is not None else 3  # xgb, fused, rules (+ clip, xgb_technical)
         with _progress(n_bars * runs, "evaluate", args.no_progress) as bar:
-            ev = evaluate(batches, config, vision=vision, pca=pca, progress=bar.update)
+            ev = evaluate(
+                batches, config, vision=vision, pca=pca, bundle=bundle, progress=bar.update
+            )
     except (XgbError, ValueError) as e:
         return _fail(f"{args.bars}: {e}")
+    for note in ev.notes:
+        print(f"warning: {note}", file=sys.stderr)
+        log.warning("evaluate.noted", note=note)
     summary = evaluation_summary(ev)
+    print(f"horizon {ev.horizon_bars} bars of {ev.bar_seconds} s; base rate {ev.base_rate:.4f}")
     for name, m in ev.model_metrics.items():
-        print(f"{name:8s} auc {m['auc']:.4f}  brier {m['brier']:.4f}  ece {m['ece']:.4f}")
+        print(
+            f"{name:14s} auc {m['auc']:.4f} [{m['auc_ci_low']:.4f}, {m['auc_ci_high']:.4f}]  "
+            f"brier {m['brier']:.4f}  ece {m['ece']:.4f}  n {m['n']}"
+        )
     for name, r in ev.results.items():
         print(f"{name:14s} sharpe {r.metrics.sharpe:7.2f}  trades {r.metrics.trades}")
+    print(ev.fusion)
+    print(f"verdict: {ev.verdict}")
+    log.info("evaluate.finished", verdict=ev.verdict, horizon_bars=ev.horizon_bars,
+             test_rows=ev.test_rows)  # fmt: skip
     if args.report is not None:
-        meta = {"bars": str(args.bars), "bundle": str(args.bundle), **_flat(summary)}
-        _write_report(
-            args.report,
-            report_html(
-                ev.results,
-                model_metrics=ev.model_metrics,
-                calibration=ev.calibration,
-                meta=meta,
-                title="vlmtrader evaluation (out of sample)",
-            ),
-            report_json(
-                ev.results, model_metrics=ev.model_metrics, calibration=ev.calibration, meta=meta
-            ),
-        )
+        _write_evaluation(args, ev, summary)
         print(f"report: {args.report / 'report.html'}")
     return EXIT_OK
 
 
+def default_horizon(bundle_bar_seconds: int, bundle_horizon: int, bar_seconds: int) -> int:
+    """The bundle's horizon on bars of its own size, else DEFAULT_HORIZON_BARS."""
+    return bundle_horizon if bundle_bar_seconds == bar_seconds else DEFAULT_HORIZON_BARS
+
+
+def _write_evaluation(args: argparse.Namespace, ev: Evaluation, summary: dict[str, Any]) -> None:
+    """report.html, report.json (the evaluation's fields at top level) and predictions.parquet."""
+    meta = {"bars": str(args.bars), "bundle": str(args.bundle), **_flat(summary)}
+    top = {k: v for k, v in summary.items() if k not in ("model_metrics", "backtest")}
+    doc = msgspec.json.decode(
+        report_json(
+            ev.results, model_metrics=ev.model_metrics, calibration=ev.calibration, meta=meta
+        )
+    )
+    doc.update(_json_safe(top))
+    doc["model_metrics"] = _json_safe(ev.model_metrics)
+    _write_report(
+        args.report,
+        report_html(
+            ev.results,
+            calibration=ev.calibration,
+            meta=meta,
+            title="vlmtrader evaluation (out of sample)",
+            evaluation=summary,
+        ),
+        msgspec.json.encode(doc),
+    )
+    ev.predictions.to_parquet(args.report / "predictions.parquet", index=False)
+
+
+def _json_safe(value: Any) -> Any:
+    """NaN / inf as null (JSON has neither)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    return value
+
+
 def _bundle_vision(
     bundle: Path, cfg: AppConfig, bar_seconds: int
-) -> tuple[VisionModel, PcaParams | None, FeatureConfig, FusionConfig]:
-    """The bundle's warm CLIP (cached per window), PCA, feature and fusion configs for evaluate()."""
+) -> tuple[VisionModel, PcaParams | None, FeatureConfig, FusionConfig, BundleInfo]:
+    """The bundle's warm CLIP (cached per window), PCA, feature and fusion configs for evaluate(),
+    and what it was trained on. Its bar size is not checked: evaluate says what it does instead."""
     from strategy.clip_scorer import ClipVision
 
     models = load_bundle_models(bundle)
     check_windows(models, backtest_config(cfg, bar_seconds).bars)
     vision = CachedVision(inner=ClipVision(server=models.server))
-    return vision, models.pca, models.features, models.fusion
+    on = models.card.trained_on
+    info = BundleInfo(
+        bar_seconds=on.bar_seconds if on is not None else models.xgb.meta.bar_seconds,
+        trained_on=TrainedSpan(symbols=on.symbols, end=on.end) if on is not None else None,
+    )
+    return vision, models.pca, models.features, models.fusion, info
 
 
 def _train_type() -> Any:

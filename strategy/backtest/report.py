@@ -134,8 +134,11 @@ def report_html(
     calibration: Mapping[str, Mapping[str, list[float]]] | None = None,
     meta: Mapping[str, Any] | None = None,
     title: str = "vlmtrader backtest",
+    evaluation: Mapping[str, Any] | None = None,
 ) -> str:
-    """A self-contained HTML page: comparison table, equity/drawdown plot, model metrics, calibration."""
+    """A self-contained HTML page: comparison table, equity/drawdown plot, model metrics, calibration;
+    with `evaluation` (evaluate's summary) first its verdict, model metrics with intervals and
+    paired differences."""
     parts = [
         f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
         "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
@@ -149,6 +152,8 @@ def report_html(
             + "<br>".join(f"{html.escape(str(k))}: {html.escape(str(v))}" for k, v in meta.items())
             + "</p>"
         )
+    if evaluation:
+        parts.append(evaluation_html(evaluation))
     rows = [
         [name] + [_fmt(getattr(r.metrics, key), kind) for key, _, kind in _COLUMNS]
         for name, r in results.items()
@@ -171,6 +176,40 @@ def report_html(
             f"<img alt='calibration' src='data:image/png;base64,{calibration_plot(calibration)}'>"
         )
     parts.append("</body></html>")
+    return "\n".join(parts)
+
+
+def evaluation_html(evaluation: Mapping[str, Any]) -> str:
+    """Verdict, what fused is, notes, per-model metrics with AUC intervals, paired differences."""
+    boot = evaluation.get("bootstrap", {})
+    parts = [
+        f"<h2>Verdict</h2><p><b>{html.escape(str(evaluation.get('verdict', '')))}</b></p>",
+        f"<p>{html.escape(str(evaluation.get('fusion', '')))}; horizon "
+        f"{evaluation.get('horizon_bars')} bars of {evaluation.get('bar_seconds')} s; base rate "
+        f"{_fmt(float(evaluation.get('base_rate', float('nan'))), 'num')}; "
+        f"{boot.get('confidence', 0.95):.0%} intervals by moving-block bootstrap over time "
+        f"({boot.get('block_bars')}-bar blocks, {boot.get('resamples')} resamples)</p>",
+    ]
+    notes = evaluation.get("notes") or []
+    if notes:
+        parts.append("<ul>" + "".join(f"<li>{html.escape(str(n))}</li>" for n in notes) + "</ul>")
+    keys = ("auc", "auc_ci_low", "auc_ci_high", "brier", "ece", "log_loss", "n")
+    rows = [
+        [name]
+        + [_fmt(float(m.get(k, float("nan"))), "int" if k == "n" else "num") for k in keys]
+        + [" ".join(_fmt(float(a), "num") for a in m.get("fold_auc", []))]
+        for name, m in evaluation.get("model_metrics", {}).items()
+    ]
+    parts.append("<h2>Models out of sample</h2>")
+    parts.append(_table(["model", *keys, "fold AUCs"], rows))
+    diffs = evaluation.get("differences") or {}
+    if diffs:
+        drows = [
+            [name] + [_fmt(float(d[k]), "num") for k in ("diff", "ci_low", "ci_high")]
+            for name, d in diffs.items()
+        ]
+        parts.append("<h2>Paired AUC differences</h2>")
+        parts.append(_table(["difference", "diff", "ci_low", "ci_high"], drows))
     return "\n".join(parts)
 
 
