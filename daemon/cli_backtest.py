@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
+import pandas as pd
 import structlog
 from tqdm import tqdm
 
@@ -233,7 +234,11 @@ def _evaluate(args: argparse.Namespace) -> int:
         except ConfigError as e:
             return _fail(str(e), EXIT_CONFIG)
     try:
-        batches, bar_seconds = _load_batches(args.bars)
+        frame = load_bars(args.bars)
+        first = frame[frame["symbol"] == frame["symbol"].iloc[0]]
+        bar_seconds = infer_bar_seconds(ts_seconds(first), where=str(args.bars))
+        frame, aligned = align_bar_times(frame, bar_seconds)
+        batches = frame_batches(frame)
         model = XgbModel.load(args.bundle / XGB_DIR)
     except (BarsInputError, XgbError) as e:
         return _fail(str(e))
@@ -268,10 +273,11 @@ def _evaluate(args: argparse.Namespace) -> int:
             )
     except (XgbError, ValueError) as e:
         return _fail(f"{args.bars}: {e}")
+    if aligned:
+        ev.notes.insert(0, aligned)
     for note in ev.notes:
         print(f"warning: {note}", file=sys.stderr)
         log.warning("evaluate.noted", note=note)
-    summary = evaluation_summary(ev)
     print(f"horizon {ev.horizon_bars} bars of {ev.bar_seconds} s; base rate {ev.base_rate:.4f}")
     for name, m in ev.model_metrics.items():
         print(
@@ -285,9 +291,25 @@ def _evaluate(args: argparse.Namespace) -> int:
     log.info("evaluate.finished", verdict=ev.verdict, horizon_bars=ev.horizon_bars,
              test_rows=ev.test_rows)  # fmt: skip
     if args.report is not None:
-        _write_evaluation(args, ev, summary)
+        write_evaluation(args.report, ev, {"bars": str(args.bars), "bundle": str(args.bundle)})
         print(f"report: {args.report / 'report.html'}")
     return EXIT_OK
+
+
+def align_bar_times(frame: pd.DataFrame, bar_seconds: int) -> tuple[pd.DataFrame, str]:
+    """Bars stamped off the bar-size grid (daily bars at the 21:00 UTC close) moved to the start of
+    their bar (the bar store takes only aligned times), when that keeps one bar per symbol and
+    slot; returns the frame and what was done ("" when nothing)."""
+    ts = pd.to_datetime(frame["ts"], utc=True)
+    floored = ts.dt.floor(f"{bar_seconds}s")
+    if (floored == ts).all() or pd.DataFrame(
+        {"s": frame["symbol"], "t": floored}
+    ).duplicated().any():
+        return frame, ""
+    moved = int((floored != ts).sum())
+    return frame.assign(ts=floored), (
+        f"{moved} bar times not on {bar_seconds} s boundaries moved to the start of their bar"
+    )
 
 
 def default_horizon(bundle_bar_seconds: int, bundle_horizon: int, bar_seconds: int) -> int:
@@ -295,9 +317,10 @@ def default_horizon(bundle_bar_seconds: int, bundle_horizon: int, bar_seconds: i
     return bundle_horizon if bundle_bar_seconds == bar_seconds else DEFAULT_HORIZON_BARS
 
 
-def _write_evaluation(args: argparse.Namespace, ev: Evaluation, summary: dict[str, Any]) -> None:
+def write_evaluation(directory: Path, ev: Evaluation, meta: dict[str, Any]) -> None:
     """report.html, report.json (the evaluation's fields at top level) and predictions.parquet."""
-    meta = {"bars": str(args.bars), "bundle": str(args.bundle), **_flat(summary)}
+    summary = evaluation_summary(ev)
+    meta = {**meta, **_flat(summary)}
     top = {k: v for k, v in summary.items() if k not in ("model_metrics", "backtest")}
     doc = msgspec.json.decode(
         report_json(
@@ -307,7 +330,7 @@ def _write_evaluation(args: argparse.Namespace, ev: Evaluation, summary: dict[st
     doc.update(_json_safe(top))
     doc["model_metrics"] = _json_safe(ev.model_metrics)
     _write_report(
-        args.report,
+        directory,
         report_html(
             ev.results,
             calibration=ev.calibration,
@@ -317,7 +340,7 @@ def _write_evaluation(args: argparse.Namespace, ev: Evaluation, summary: dict[st
         ),
         msgspec.json.encode(doc),
     )
-    ev.predictions.to_parquet(args.report / "predictions.parquet", index=False)
+    ev.predictions.to_parquet(directory / "predictions.parquet", index=False)
 
 
 def _json_safe(value: Any) -> Any:

@@ -243,8 +243,10 @@ def evaluate(
     test_start = int(ds.ts[covered].min())
     test_end = int(ds.ts[covered].max())
     if clip_column:
-        raw["clip"] = np.where(ds.ts >= test_start, np.concatenate(clip_column), np.nan)
-        probs["clip"] = clip_probabilities(raw["clip"], ds.symbols, config.fusion)
+        clip_raw = np.concatenate(clip_column)
+        traded = clip_probabilities(clip_raw, ds.symbols, config.fusion)  # smoothing from bar 1
+        raw["clip"] = np.where(ds.ts >= test_start, clip_raw, np.nan)
+        probs["clip"] = np.where(ds.ts >= test_start, traded, np.nan)
     fold_starts = sorted(int(f["test_start"]) for f in result.fold_metrics) or [test_start]
     late = {m: p for m, p in (("xgb", p_xgb), ("clip", raw.get("clip"))) if p is not None}
     fused, disagreement, entropy = _fuse_oos(
