@@ -54,6 +54,7 @@ log = structlog.get_logger("daemon.cli_backtest")
 EXIT_INPUT = 1
 BACKTEST_COMMIT_EVERY = 500  # bar batches per journal commit in `vlmtrader backtest --journal`
 DEFAULT_HORIZON_BARS = 5  # evaluate's horizon on bars of another size than the bundle's
+MIN_EVALUATE_FOLDS = 4  # walk-forward folds in evaluate: 1 warm-up + at least 3 scored
 
 
 def register(sub: Any) -> None:
@@ -256,6 +257,8 @@ def _evaluate(args: argparse.Namespace) -> int:
         bundle.bar_seconds, model.meta.horizon_bars, bar_seconds
     )
     train = msgspec.convert(model.meta.extra.get("train_config", {}), _train_type())
+    # the first fold is evaluate's warm-up (calibration, stacking): keep enough folds to score
+    train = msgspec.structs.replace(train, n_folds=max(train.n_folds, MIN_EVALUATE_FOLDS))
     config = EvaluationConfig(
         horizon_bars=horizon,
         features=features,

@@ -10,7 +10,9 @@ paired differences and a one-sentence verdict (evaluate_report.py); the backtest
 
 With CLIP, "xgb" is the XGBoost that also sees the CLIP columns (the fusion's input) and
 "xgb_technical" the same XGBoost on the technical features alone: the XGBoost-only baseline.
-"always_long" predicts the base rate of the rows before the test period on every row.
+"always_long" predicts the base rate of the rows before the scored period on every row.
+The first walk-forward fold is a warm-up: its out-of-fold rows fit the calibration and stacking
+that the later folds use; the later folds are scored (and traded).
 """
 
 from __future__ import annotations
@@ -258,11 +260,18 @@ def evaluate(
     seen = _trained_on_rows(ds, bundle, notes)
     for p in (*probs.values(), *raw.values(), disagreement, entropy):
         p[seen] = np.nan  # neither scored nor traded
-    scored = labelled & ~seen & np.logical_and.reduce([np.isfinite(p) for p in probs.values()])
+    # the first walk-forward fold is the warm-up of everything fitted on out-of-fold rows
+    # (calibration, stacking): scored are the later folds, which all share those fits
+    warm_up = fold == int(fold[fold >= 0].min())
+    scored = labelled & ~seen & ~warm_up
+    scored &= np.logical_and.reduce([np.isfinite(p) for p in probs.values()])
     if not scored.any():
-        msg = "no out-of-sample row is left to score (all overlap the bundle's training data?)"
+        msg = (
+            "no out-of-sample row is left to score after the first (warm-up) fold and the rows "
+            "the bundle was fitted on: bring more bars"
+        )
         raise ValueError(msg)
-    before = labelled & (ds.ts < test_start)
+    before = labelled & (ds.ts < int(ds.ts[scored].min()))
     long_p = float(ds.y[before].mean()) if before.any() else 0.5
     probs["always_long"] = np.full(ds.y.shape[0], long_p)
 
@@ -297,7 +306,7 @@ def evaluate(
         batches,
         scorers,
         config.backtest,
-        trade_from=datetime.fromtimestamp(test_start, tz=UTC),
+        trade_from=datetime.fromtimestamp(int(ts.min()), tz=UTC),
         progress=progress,
     )
     reads_clip = any(n.startswith("clip_") for n in ds.feature_names)
@@ -305,7 +314,7 @@ def evaluate(
         model_metrics=metrics,
         calibration=calibration,
         results=results,
-        test_start=test_start,
+        test_start=int(ts.min()),
         test_end=test_end,
         rows=int(rows.size),
         test_rows=int(scored.sum()),

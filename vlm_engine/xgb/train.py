@@ -1,11 +1,14 @@
 """Train the XGBoost direction model: walk-forward purged folds for out-of-fold predictions,
 early stopping on a purged time holdout, class weighting, Platt calibration.
 
-Calibration never sees the rows it is applied to: the out-of-fold predictions of fold k are
-calibrated with a map fitted on the out-of-fold rows of folds 0..k-1 only (fold 0 has no earlier
-rows and stays uncalibrated); the final model's map (used live) is fitted on all out-of-fold rows.
-Every map is monotone increasing: a fit with a negative slope is refused (identity, logged as
-calibration.refused), so calibration can change Brier and ECE, never AUC within a fold.
+Calibration never sees the rows it is applied to: fold 0 of the walk-forward is the calibration
+fold. Its out-of-fold predictions stay uncalibrated; one Platt map fitted on them (earlier than
+every later fold) calibrates the out-of-fold predictions of folds 1.. - one map for all of them,
+so pooled over those folds calibration changes Brier and ECE, never the ranking (AUC). (A map per
+fold, refitted on all earlier folds, would reorder predictions across folds: pooled AUC then moves
+with the maps, e.g. 0.495 raw -> 0.518 calibrated on real daily bars whose every fold is below 0.5.)
+The final model's map (used live) is fitted on all out-of-fold rows. Every map is monotone
+increasing: a fit with a negative slope is refused (identity, logged as calibration.refused).
 """
 
 from __future__ import annotations
@@ -230,7 +233,9 @@ def train_xgb(
         log.info("xgb.fold_trained", fold=k, train_rows=len(train), test_rows=len(fold.test),
                  auc=round(fold_metrics[-1]["auc"], 4))  # fmt: skip
     covered = np.isfinite(oof_raw)
-    oof = calibrate_by_fold(oof_raw, ya, fold_of) if config.calibrate else oof_raw.copy()
+    oof = (
+        calibrate_after_first_fold(oof_raw, ya, fold_of)[0] if config.calibrate else oof_raw.copy()
+    )
     calibration: LogisticParams | None = None
     if config.calibrate and covered.sum() >= 50:
         calibration = fit_platt(oof_raw[covered], ya[covered], what="xgb final model")
@@ -261,19 +266,24 @@ def train_xgb(
     )
 
 
-def calibrate_by_fold(
+def calibrate_after_first_fold(
     raw: FloatArray, y: FloatArray, fold: npt.NDArray[np.int64], *, min_rows: int = 50
-) -> FloatArray:
-    """Each fold's predictions through a Platt map fitted on the rows of earlier folds only.
-
-    Fold 0 (and any fold with fewer than min_rows earlier rows, or a refused map) stays raw."""
+) -> tuple[FloatArray, LogisticParams | None]:
+    """Folds after the first through one Platt map fitted on the first fold's out-of-fold rows
+    (None and all raw when it has fewer than min_rows rows or the map is refused); the first fold
+    (fold 0, or the earliest that was trained) stays raw."""
     out = raw.copy()
-    for k in sorted(set(fold[fold >= 0].tolist())):
-        earlier = (fold >= 0) & (fold < k) & np.isfinite(raw)
-        if earlier.sum() < min_rows:
-            continue
-        params = fit_platt(raw[earlier], y[earlier], what=f"xgb out-of-fold, fold {k}")
-        if params is not None:
-            rows = fold == k
-            out[rows] = params.predict(logit(raw[rows]))
-    return out
+    trained = fold[fold >= 0]
+    if trained.size == 0:
+        return out, None
+    first_fold = int(trained.min())
+    first = (fold == first_fold) & np.isfinite(raw)
+    params = None
+    if first.sum() >= min_rows:
+        params = fit_platt(
+            raw[first], y[first], what=f"xgb out-of-fold, fitted on fold {first_fold}"
+        )
+    if params is not None:
+        later = (fold > first_fold) & np.isfinite(raw)
+        out[later] = params.predict(logit(raw[later]))
+    return out, params
