@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import msgspec
+import pandas as pd
 import structlog
 from tqdm import tqdm
 
@@ -25,7 +27,14 @@ from daemon.ml_loader import (
 from strategy.backtest.compare import StrategyResult, run_comparison, sizing_note
 from strategy.backtest.data import frame_batches, precompute_signals
 from strategy.backtest.engine import BacktestConfig, JournalSink, LookupScorer
-from strategy.backtest.evaluate import EvaluationConfig, evaluate, evaluation_summary
+from strategy.backtest.evaluate import (
+    BundleInfo,
+    Evaluation,
+    EvaluationConfig,
+    TrainedSpan,
+    evaluate,
+    evaluation_summary,
+)
 from strategy.backtest.report import report_html, report_json
 from strategy.bars import BarStoreConfig
 from strategy.features import FeatureConfig, FeatureEngine
@@ -44,6 +53,8 @@ log = structlog.get_logger("daemon.cli_backtest")
 
 EXIT_INPUT = 1
 BACKTEST_COMMIT_EVERY = 500  # bar batches per journal commit in `vlmtrader backtest --journal`
+DEFAULT_HORIZON_BARS = 5  # evaluate's horizon on bars of another size than the bundle's
+MIN_EVALUATE_FOLDS = 4  # walk-forward folds in evaluate: 1 warm-up + at least 3 scored
 
 
 def register(sub: Any) -> None:
@@ -64,9 +75,25 @@ def register(sub: Any) -> None:
     e.add_argument("--bars", required=True, type=Path, help="bars file or directory (CSV/Parquet)")
     e.add_argument("--bundle", required=True, type=Path, help="model bundle directory")
     e.add_argument("--config", type=Path, help="daemon config YAML (strategy, risk, costs)")
-    e.add_argument("--report", type=Path, help="directory for report.html/json")
+    e.add_argument(
+        "--report", type=Path, help="directory for report.html/json and predictions.parquet"
+    )
+    e.add_argument(
+        "--horizon",
+        type=_positive_int,
+        help="label horizon in bars (default: the bundle's on its own bar size, else "
+        f"{DEFAULT_HORIZON_BARS})",
+    )
     e.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     e.set_defaults(func=_evaluate)
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        msg = f"--horizon must be a positive number of bars, got {text}"
+        raise argparse.ArgumentTypeError(msg)
+    return value
 
 
 def _fail(message: str, code: int = EXIT_INPUT) -> int:
@@ -110,7 +137,7 @@ def load_xgb_scorer(bundle: Path, bars: BarStoreConfig) -> MLScorer:
     )
 
 
-class BundleInfo(msgspec.Struct, frozen=True, kw_only=True):
+class BacktestBundle(msgspec.Struct, frozen=True, kw_only=True):
     """What a backtest report says about the bundle it scored with."""
 
     path: str
@@ -124,7 +151,7 @@ def _reads_clip(model: XgbModel) -> bool:
     return any(n.startswith("clip_") for n in model.feature_names)
 
 
-def bundle_scorers(bundle: Path, bars: BarStoreConfig) -> tuple[dict[str, Scorer], BundleInfo]:
+def bundle_scorers(bundle: Path, bars: BarStoreConfig) -> tuple[dict[str, Scorer], BacktestBundle]:
     """CLIP-only, XGBoost-only and fused scorers over one loaded bundle, sharing each window's CLIP
     scores, and what the bundle is. XGBoost-only is "xgb_technical" (technical features alone)
     when the bundle has that model, else "xgb" (older bundles: the XGBoost that also sees the CLIP
@@ -136,7 +163,7 @@ def bundle_scorers(bundle: Path, bars: BarStoreConfig) -> tuple[dict[str, Scorer
     vision = CachedVision(inner=ClipVision(server=models.server))
     xgb_name = "xgb_technical" if models.xgb_technical is not None else "xgb"
     trained = models.card.trained_on
-    info = BundleInfo(
+    info = BacktestBundle(
         path=str(bundle),
         bundle_id=models.bundle_id,
         fusion=models.fusion.describe(xgb_reads_clip=_reads_clip(models.xgb)),
@@ -151,10 +178,10 @@ def bundle_scorers(bundle: Path, bars: BarStoreConfig) -> tuple[dict[str, Scorer
     return scorers, info
 
 
-def xgb_info(bundle: Path) -> BundleInfo:
+def xgb_info(bundle: Path) -> BacktestBundle:
     """What an xgb/-only directory is (no model card: its id is the directory name)."""
     model = XgbModel.load(bundle / XGB_DIR)
-    return BundleInfo(
+    return BacktestBundle(
         path=str(bundle),
         bundle_id=f"{bundle.name} (xgb/ only, no model card)",
         fusion=read_fusion(bundle).describe(xgb_reads_clip=_reads_clip(model)),
@@ -163,7 +190,7 @@ def xgb_info(bundle: Path) -> BundleInfo:
     )
 
 
-def bar_size_warning(info: BundleInfo, bar_seconds: int) -> str | None:
+def bar_size_warning(info: BacktestBundle, bar_seconds: int) -> str | None:
     """A bundle trained on another bar size scores these bars with features that mean other things."""
     if info.bar_seconds == bar_seconds:
         return None
@@ -180,7 +207,7 @@ def run_meta(
     *,
     config_path: Path,
     bars_path: Path,
-    bundle: BundleInfo | None,
+    bundle: BacktestBundle | None,
 ) -> dict[str, Any]:
     """The page's and report.json's run details: data, period, capital, sizing, costs, bundle."""
     strategy, broker = config.strategy, config.broker
@@ -288,7 +315,7 @@ def _backtest(args: argparse.Namespace) -> int:
     n_bars = sum(len(b) for b in batches)
     scorers: dict[str, Scorer | LookupScorer] = {}
     candidates: dict[str, Scorer] = {"rules": RuleScorer(config=cfg.scorer.rules)}
-    info: BundleInfo | None = None
+    info: BacktestBundle | None = None
     if args.bundle is not None and _is_full_bundle(args.bundle):
         try:
             found, info = bundle_scorers(args.bundle, config.bars)
@@ -347,7 +374,11 @@ def _evaluate(args: argparse.Namespace) -> int:
         except ConfigError as e:
             return _fail(str(e), EXIT_CONFIG)
     try:
-        batches, bar_seconds = _load_batches(args.bars)
+        frame = load_bars(args.bars)
+        first = frame[frame["symbol"] == frame["symbol"].iloc[0]]
+        bar_seconds = infer_bar_seconds(ts_seconds(first), where=str(args.bars))
+        frame, aligned = align_bar_times(frame, bar_seconds)
+        batches = frame_batches(frame)
         model = XgbModel.load(args.bundle / XGB_DIR)
     except (BarsInputError, XgbError) as e:
         return _fail(str(e))
@@ -355,14 +386,20 @@ def _evaluate(args: argparse.Namespace) -> int:
     fusion = read_fusion(args.bundle)
     vision: VisionModel | None = None
     pca: PcaParams | None = None
+    bundle = BundleInfo(bar_seconds=model.meta.bar_seconds)
     if _is_full_bundle(args.bundle):  # CLIP fixed from the bundle; XGBoost and stacking refitted
         try:
-            vision, pca, features, fusion = _bundle_vision(args.bundle, cfg, bar_seconds)
+            vision, pca, features, fusion, bundle = _bundle_vision(args.bundle, cfg, bar_seconds)
         except InputError as e:
             return _fail(str(e))
+    horizon = args.horizon or default_horizon(
+        bundle.bar_seconds, model.meta.horizon_bars, bar_seconds
+    )
     train = msgspec.convert(model.meta.extra.get("train_config", {}), _train_type())
+    # the first fold is evaluate's warm-up (calibration, stacking): keep enough folds to score
+    train = msgspec.structs.replace(train, n_folds=max(train.n_folds, MIN_EVALUATE_FOLDS))
     config = EvaluationConfig(
-        horizon_bars=model.meta.horizon_bars,
+        horizon_bars=horizon,
         features=features,
         train=train,
         fusion=fusion,
@@ -373,43 +410,108 @@ def _evaluate(args: argparse.Namespace) -> int:
     try:
         runs = 5 if vision is not None else 3  # xgb, fused, rules (+ clip, xgb_technical)
         with _progress(n_bars * runs, "evaluate", args.no_progress) as bar:
-            ev = evaluate(batches, config, vision=vision, pca=pca, progress=bar.update)
+            ev = evaluate(
+                batches, config, vision=vision, pca=pca, bundle=bundle, progress=bar.update
+            )
     except (XgbError, ValueError) as e:
         return _fail(f"{args.bars}: {e}")
-    summary = evaluation_summary(ev)
+    if aligned:
+        ev.notes.insert(0, aligned)
+    for note in ev.notes:
+        print(f"warning: {note}", file=sys.stderr)
+        log.warning("evaluate.noted", note=note)
+    print(f"horizon {ev.horizon_bars} bars of {ev.bar_seconds} s; base rate {ev.base_rate:.4f}")
     for name, m in ev.model_metrics.items():
-        print(f"{name:8s} auc {m['auc']:.4f}  brier {m['brier']:.4f}  ece {m['ece']:.4f}")
+        print(
+            f"{name:14s} auc {m['auc']:.4f} [{m['auc_ci_low']:.4f}, {m['auc_ci_high']:.4f}]  "
+            f"brier {m['brier']:.4f}  ece {m['ece']:.4f}  n {m['n']}"
+        )
     for name, r in ev.results.items():
         print(f"{name:14s} sharpe {r.metrics.sharpe:7.2f}  trades {r.metrics.trades}")
+    print(ev.fusion)
+    print(f"verdict: {ev.verdict}")
+    log.info("evaluate.finished", verdict=ev.verdict, horizon_bars=ev.horizon_bars,
+             test_rows=ev.test_rows)  # fmt: skip
     if args.report is not None:
-        meta = {"bars": str(args.bars), "bundle": str(args.bundle), **_flat(summary)}
-        _write_report(
-            args.report,
-            report_html(
-                ev.results,
-                model_metrics=ev.model_metrics,
-                calibration=ev.calibration,
-                meta=meta,
-                title="vlmtrader evaluation (out of sample)",
-            ),
-            report_json(
-                ev.results, model_metrics=ev.model_metrics, calibration=ev.calibration, meta=meta
-            ),
-        )
+        write_evaluation(args.report, ev, {"bars": str(args.bars), "bundle": str(args.bundle)})
         print(f"report: {args.report / 'report.html'}")
     return EXIT_OK
 
 
+def align_bar_times(frame: pd.DataFrame, bar_seconds: int) -> tuple[pd.DataFrame, str]:
+    """Bars stamped off the bar-size grid (daily bars at the 21:00 UTC close) moved to the start of
+    their bar (the bar store takes only aligned times), when that keeps one bar per symbol and
+    slot; returns the frame and what was done ("" when nothing)."""
+    ts = pd.to_datetime(frame["ts"], utc=True)
+    floored = ts.dt.floor(f"{bar_seconds}s")
+    if (floored == ts).all() or pd.DataFrame(
+        {"s": frame["symbol"], "t": floored}
+    ).duplicated().any():
+        return frame, ""
+    moved = int((floored != ts).sum())
+    return frame.assign(ts=floored), (
+        f"{moved} bar times not on {bar_seconds} s boundaries moved to the start of their bar"
+    )
+
+
+def default_horizon(bundle_bar_seconds: int, bundle_horizon: int, bar_seconds: int) -> int:
+    """The bundle's horizon on bars of its own size, else DEFAULT_HORIZON_BARS."""
+    return bundle_horizon if bundle_bar_seconds == bar_seconds else DEFAULT_HORIZON_BARS
+
+
+def write_evaluation(directory: Path, ev: Evaluation, meta: dict[str, Any]) -> None:
+    """report.html, report.json (the evaluation's fields at top level) and predictions.parquet."""
+    summary = evaluation_summary(ev)
+    meta = {**meta, **_flat(summary)}
+    top = {k: v for k, v in summary.items() if k not in ("model_metrics", "backtest")}
+    doc = msgspec.json.decode(
+        report_json(
+            ev.results, model_metrics=ev.model_metrics, calibration=ev.calibration, meta=meta
+        )
+    )
+    doc.update(_json_safe(top))
+    doc["model_metrics"] = _json_safe(ev.model_metrics)
+    _write_report(
+        directory,
+        report_html(
+            ev.results,
+            calibration=ev.calibration,
+            meta=meta,
+            title="vlmtrader evaluation (out of sample)",
+            evaluation=summary,
+        ),
+        msgspec.json.encode(doc),
+    )
+    ev.predictions.to_parquet(directory / "predictions.parquet", index=False)
+
+
+def _json_safe(value: Any) -> Any:
+    """NaN / inf as null (JSON has neither)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    return value
+
+
 def _bundle_vision(
     bundle: Path, cfg: AppConfig, bar_seconds: int
-) -> tuple[VisionModel, PcaParams | None, FeatureConfig, FusionConfig]:
-    """The bundle's warm CLIP (cached per window), PCA, feature and fusion configs for evaluate()."""
+) -> tuple[VisionModel, PcaParams | None, FeatureConfig, FusionConfig, BundleInfo]:
+    """The bundle's warm CLIP (cached per window), PCA, feature and fusion configs for evaluate(),
+    and what it was trained on. Its bar size is not checked: evaluate says what it does instead."""
     from strategy.clip_scorer import ClipVision
 
     models = load_bundle_models(bundle)
     check_windows(models, backtest_config(cfg, bar_seconds).bars)
     vision = CachedVision(inner=ClipVision(server=models.server))
-    return vision, models.pca, models.features, models.fusion
+    on = models.card.trained_on
+    info = BundleInfo(
+        bar_seconds=on.bar_seconds if on is not None else models.xgb.meta.bar_seconds,
+        trained_on=TrainedSpan(symbols=on.symbols, end=on.end) if on is not None else None,
+    )
+    return vision, models.pca, models.features, models.fusion, info
 
 
 def _train_type() -> Any:

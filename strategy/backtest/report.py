@@ -333,9 +333,12 @@ def report_html(
     meta: Mapping[str, Any] | None = None,
     title: str = "vlmtrader backtest",
     warnings: Sequence[str] = (),
+    evaluation: Mapping[str, Any] | None = None,
 ) -> str:
     """A self-contained, full-width HTML page: run details, warnings, comparison, why no trade,
-    equity/drawdown with halts, risk rejections and halts, per-symbol table, trade list, models."""
+    equity/drawdown with halts, risk rejections and halts, per-symbol table, trade list, models;
+    with `evaluation` (evaluate's summary) its verdict, model metrics with intervals and paired
+    differences come first."""
     parts = [
         f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
         "<meta name='viewport' content='width=device-width, initial-scale=1'>",
@@ -349,6 +352,8 @@ def report_html(
     if warnings:
         items = "".join(f"<li>{html.escape(w)}</li>" for w in warnings)
         parts.append(f"<div class='warn'><b>Warnings</b><ul>{items}</ul></div>")
+    if evaluation:
+        parts.append(evaluation_html(evaluation))
     parts.append("<h2>Comparison</h2>")
     parts.append(
         _table(["strategy"] + [label for _, label, _ in _COLUMNS], _comparison_rows(results))
@@ -391,6 +396,40 @@ def report_html(
             f"src='data:image/png;base64,{calibration_plot(calibration)}'>"
         )
     parts.append("</body></html>")
+    return "\n".join(parts)
+
+
+def evaluation_html(evaluation: Mapping[str, Any]) -> str:
+    """Verdict, what fused is, notes, per-model metrics with AUC intervals, paired differences."""
+    boot = evaluation.get("bootstrap", {})
+    parts = [
+        f"<h2>Verdict</h2><p><b>{html.escape(str(evaluation.get('verdict', '')))}</b></p>",
+        f"<p>{html.escape(str(evaluation.get('fusion', '')))}; horizon "
+        f"{evaluation.get('horizon_bars')} bars of {evaluation.get('bar_seconds')} s; base rate "
+        f"{_fmt(float(evaluation.get('base_rate', float('nan'))), 'num')}; "
+        f"{boot.get('confidence', 0.95):.0%} intervals by moving-block bootstrap over time "
+        f"({boot.get('block_bars')}-bar blocks, {boot.get('resamples')} resamples)</p>",
+    ]
+    notes = evaluation.get("notes") or []
+    if notes:
+        parts.append("<ul>" + "".join(f"<li>{html.escape(str(n))}</li>" for n in notes) + "</ul>")
+    keys = ("auc", "auc_ci_low", "auc_ci_high", "brier", "ece", "log_loss", "n")
+    rows = [
+        [name]
+        + [_fmt(float(m.get(k, float("nan"))), "int" if k == "n" else "num") for k in keys]
+        + [" ".join(_fmt(float(a), "num") for a in m.get("fold_auc", []))]
+        for name, m in evaluation.get("model_metrics", {}).items()
+    ]
+    parts.append("<h2>Models out of sample</h2>")
+    parts.append(_table(["model", *keys, "fold AUCs"], rows))
+    diffs = evaluation.get("differences") or {}
+    if diffs:
+        drows = [
+            [name] + [_fmt(float(d[k]), "num") for k in ("diff", "ci_low", "ci_high")]
+            for name, d in diffs.items()
+        ]
+        parts.append("<h2>Paired AUC differences</h2>")
+        parts.append(_table(["difference", "diff", "ci_low", "ci_high"], drows))
     return "\n".join(parts)
 
 

@@ -112,7 +112,7 @@ def fit_calibration(
         cv_a = fold_stats([p[0] for p in params])
         cv_b = fold_stats([p[1] for p in params])
         held_ece = [
-            binary_ece(sigmoid(pa * z[held] + pb), up[held], n_bins)
+            binary_ece(sigmoid(pa * z[held] + pb), up[held])
             for (pa, pb), (_, held) in zip(params, kfold_indexes(z.size, k, seed), strict=True)
         ]
         report = {
@@ -177,8 +177,8 @@ def measure(
             "direction_auc": roc_auc(p_up[moving], up),
             "direction_brier_before": brier(p_raw, up),
             "direction_brier_after": brier(p_up[moving], up),
-            "direction_ece_before": binary_ece(p_raw, up, n_bins),
-            "direction_ece_after": binary_ece(p_up[moving], up, n_bins),
+            "direction_ece_before": binary_ece(p_raw, up),
+            "direction_ece_after": binary_ece(p_up[moving], up),
         }
     )
     return out

@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
+from vlm_engine import metrics
+
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
 
@@ -71,32 +73,18 @@ def ece_mce(probs: FloatArray, labels: IntArray, n_bins: int = 15) -> tuple[floa
     return ece, mce
 
 
-def binary_ece(p_up: FloatArray, up: npt.NDArray[np.bool_], n_bins: int = 15) -> float:
-    """ECE of binary probabilities, as a two-class problem."""
-    probs = np.stack([1.0 - p_up, p_up], axis=1)
-    return ece_mce(probs, up.astype(np.int64), n_bins)[0]
+def binary_ece(p_up: FloatArray, up: npt.NDArray[np.bool_]) -> float:
+    """ECE of P(up): the project's one definition (vlm_engine.metrics.ece, ECE_BINS bins)."""
+    return metrics.ece(up, p_up)
 
 
 def brier(p_up: FloatArray, up: npt.NDArray[np.bool_]) -> float:
-    return float(np.mean((p_up - up.astype(np.float64)) ** 2)) if up.size else 0.0
+    return metrics.brier(up, p_up)
 
 
 def roc_auc(scores: FloatArray, positive: npt.NDArray[np.bool_]) -> float:
-    """Area under the ROC curve via the rank statistic (ties count half); 0.5 when one class is absent."""
-    n_pos = int(positive.sum())
-    n_neg = int(positive.size - n_pos)
-    if n_pos == 0 or n_neg == 0:
-        return 0.5
-    order = np.argsort(scores, kind="mergesort")
-    ranks = np.empty(scores.size, dtype=np.float64)
-    sorted_scores = scores[order]
-    ranks[order] = np.arange(1, scores.size + 1)
-    # average ranks over ties
-    _, first, counts = np.unique(sorted_scores, return_index=True, return_counts=True)
-    for start, count in zip(first.tolist(), counts.tolist(), strict=True):
-        if count > 1:
-            ranks[order[start : start + count]] = start + (count + 1) / 2.0
-    return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
+    """AUC of scores for the positive class (vlm_engine.metrics.auc; NaN with one class)."""
+    return metrics.auc(positive, scores)
 
 
 def recall_at_k(similarity: FloatArray, relevant: npt.NDArray[np.bool_], k: int) -> float:

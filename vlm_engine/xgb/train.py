@@ -1,5 +1,14 @@
 """Train the XGBoost direction model: walk-forward purged folds for out-of-fold predictions,
-early stopping on a purged time holdout, class weighting, Platt calibration on the OOF predictions.
+early stopping on a purged time holdout, class weighting, Platt calibration.
+
+Calibration never sees the rows it is applied to: fold 0 of the walk-forward is the calibration
+fold. Its out-of-fold predictions stay uncalibrated; one Platt map fitted on them (earlier than
+every later fold) calibrates the out-of-fold predictions of folds 1.. - one map for all of them,
+so pooled over those folds calibration changes Brier and ECE, never the ranking (AUC). (A map per
+fold, refitted on all earlier folds, would reorder predictions across folds: pooled AUC then moves
+with the maps, e.g. 0.495 raw -> 0.518 calibrated on real daily bars whose every fold is below 0.5.)
+The final model's map (used live) is fitted on all out-of-fold rows. Every map is monotone
+increasing: a fit with a negative slope is refused (identity, logged as calibration.refused).
 """
 
 from __future__ import annotations
@@ -14,7 +23,7 @@ import xgboost as xgb
 
 from vlm_engine.xgb.errors import XgbDataError
 from vlm_engine.xgb.folds import holdout_split, walk_forward_folds
-from vlm_engine.xgb.logistic import fit_logistic, logit
+from vlm_engine.xgb.logistic import LogisticParams, fit_platt, logit
 from vlm_engine.xgb.metrics import summary
 from vlm_engine.xgb.model import XgbMeta, XgbModel
 
@@ -58,10 +67,13 @@ class TrainResult:
         oof_raw: FloatArray,
         fold_metrics: list[dict[str, float]],
         metrics: dict[str, float],
+        fold: npt.NDArray[np.int64] | None = None,
     ) -> None:
         self.model = model
         self.oof = oof
         self.oof_raw = oof_raw
+        # walk-forward fold of each row's out-of-fold prediction (-1: none, training span only)
+        self.fold = np.full(oof.shape[0], -1, dtype=np.int64) if fold is None else fold
         self.fold_metrics = fold_metrics
         self.metrics = metrics
 
@@ -198,6 +210,7 @@ def train_xgb(
         raise XgbDataError(str(e)) from None
 
     oof_raw = np.full(ya.shape[0], np.nan)
+    fold_of = np.full(ya.shape[0], -1, dtype=np.int64)
     fold_metrics: list[dict[str, float]] = []
     for k, fold in enumerate(folds):
         train = fold.train
@@ -208,6 +221,7 @@ def train_xgb(
             xa[fold.test], feature_names=names, missing=np.nan, nthread=config.nthread
         )
         oof_raw[fold.test] = booster.predict(dtest)
+        fold_of[fold.test] = k
         fold_metrics.append(
             {
                 "fold": float(k),
@@ -219,11 +233,12 @@ def train_xgb(
         log.info("xgb.fold_trained", fold=k, train_rows=len(train), test_rows=len(fold.test),
                  auc=round(fold_metrics[-1]["auc"], 4))  # fmt: skip
     covered = np.isfinite(oof_raw)
-    calibration = None
-    oof = oof_raw.copy()
+    oof = (
+        calibrate_after_first_fold(oof_raw, ya, fold_of)[0] if config.calibrate else oof_raw.copy()
+    )
+    calibration: LogisticParams | None = None
     if config.calibrate and covered.sum() >= 50:
-        calibration = fit_logistic(logit(oof_raw[covered]), ya[covered])
-        oof[covered] = calibration.predict(logit(oof_raw[covered]))
+        calibration = fit_platt(oof_raw[covered], ya[covered], what="xgb final model")
 
     booster = fit_booster(xa, ya, tsa, ends, names, config, embargo)
     metrics = summary(ya[covered], oof[covered]) if covered.any() else {}
@@ -242,5 +257,33 @@ def train_xgb(
     log.info("xgb.trained", rows=int(ya.shape[0]), oof_rows=int(covered.sum()),
              oof_auc=round(metrics.get("auc", float("nan")), 4), rounds=meta.best_iteration + 1)  # fmt: skip
     return TrainResult(
-        model=model, oof=oof, oof_raw=oof_raw, fold_metrics=fold_metrics, metrics=metrics
+        model=model,
+        oof=oof,
+        oof_raw=oof_raw,
+        fold_metrics=fold_metrics,
+        metrics=metrics,
+        fold=fold_of,
     )
+
+
+def calibrate_after_first_fold(
+    raw: FloatArray, y: FloatArray, fold: npt.NDArray[np.int64], *, min_rows: int = 50
+) -> tuple[FloatArray, LogisticParams | None]:
+    """Folds after the first through one Platt map fitted on the first fold's out-of-fold rows
+    (None and all raw when it has fewer than min_rows rows or the map is refused); the first fold
+    (fold 0, or the earliest that was trained) stays raw."""
+    out = raw.copy()
+    trained = fold[fold >= 0]
+    if trained.size == 0:
+        return out, None
+    first_fold = int(trained.min())
+    first = (fold == first_fold) & np.isfinite(raw)
+    params = None
+    if first.sum() >= min_rows:
+        params = fit_platt(
+            raw[first], y[first], what=f"xgb out-of-fold, fitted on fold {first_fold}"
+        )
+    if params is not None:
+        later = (fold > first_fold) & np.isfinite(raw)
+        out[later] = params.predict(logit(raw[later]))
+    return out, params
