@@ -33,6 +33,7 @@ from daemon.predictor import ScorerPredictor
 from daemon.reconcile import reconcile, restore_book
 from daemon.runtime import tune_gc
 from daemon.scorer_slot import ScorerSlot
+from daemon.supervisor import TaskHealth
 from strategy.bars import BarStore
 from strategy.risk import RiskEngine
 from strategy.target_strategy import TargetStrategy
@@ -73,6 +74,7 @@ class Daemon:
         self._consumer: asyncio.Task[None] | None = None
         self._generation = 0
         self.ready = False
+        self.health = TaskHealth()
 
     # ---- lifecycle ----------------------------------------------------------------------------
     async def run(self) -> int:
@@ -128,10 +130,15 @@ class Daemon:
             shadow = pipeline.shadow
             metrics.track_shadow(lambda: shadow.stats)
         controller = Controller(control=self, max_command_bytes=cfg.mqtt.max_command_bytes)
+        metrics.track_tasks(self.health)
         if cfg.mqtt.enabled:
             bus = await stack.enter_async_context(
                 MqttBus(
-                    config=cfg.mqtt, account=cfg.account, controller=controller, status=self.status
+                    config=cfg.mqtt,
+                    account=cfg.account,
+                    controller=controller,
+                    status=self.status,
+                    health=self.health,
                 )
             )
             metrics.add_queue("mqtt", lambda: bus.queue_depth)
@@ -462,6 +469,7 @@ class Daemon:
             "bars": p.stats.bars,
             "orders_submitted": p.stats.orders_submitted,
             "fills": p.stats.fills,
+            "tasks_down": self.health.down_tasks(),
         }
 
     def readiness(self) -> dict[str, bool]:
@@ -471,6 +479,7 @@ class Daemon:
             "feed_connected": bool(connected),
             "model_warm": self.scorers is not None and self.scorers.warm,
             "journal_writable": self.journal is not None and self.journal.writable(),
+            "tasks_running": self.health.all_up(),
         }
 
 

@@ -21,6 +21,7 @@ from daemon.bus.commands import (
     decode_command,
 )
 from daemon.errors import ConfigError, InputError
+from daemon.supervisor import describe
 from strategy.types import TradingState
 
 log = structlog.get_logger("daemon.control")
@@ -95,6 +96,14 @@ class Controller:
                     source=source,
                     reason="failed",
                     error=str(e),
+                    command=name,
+                    request_id=command.request_id,
+                )
+            except Exception as e:  # one command must never take its listener down with it
+                return self.reject(
+                    source=source,
+                    reason="error",
+                    error=describe(e),
                     command=name,
                     request_id=command.request_id,
                 )

@@ -281,14 +281,20 @@ def load_served_model(path: Path, config: ServeConfig) -> ServedModel:
     from daemon.ml_loader import load_bundle_models
     from vlm_engine.infer import InferenceConfig
 
-    models = load_bundle_models(
-        path, inference=InferenceConfig(device=config.device, threads=config.threads)
-    )
+    from daemon.scorer_slot import bundle_failure
+
     try:
+        models = load_bundle_models(
+            path, inference=InferenceConfig(device=config.device, threads=config.threads)
+        )
         scorer = models.scorer(mode=config.mode)
+    except InputError:
+        raise
     except ValueError as e:
         msg = f"{path}: {' '.join(str(e).split())}"
         raise BundleUnusable(msg) from None
+    except Exception as e:  # any library error of a bundle that passed its hashes
+        raise bundle_failure(path, e) from None
     return ServedModel(
         scorer=scorer,
         bar_seconds=models.xgb.meta.bar_seconds,

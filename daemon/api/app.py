@@ -28,7 +28,7 @@ log = structlog.get_logger("daemon.api")
 
 CommandName = Literal["pause", "resume", "flatten", "set_state", "reload_bundle", "reload_strategy"]
 FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
-_REJECTION_STATUS = {"too_large": 413, "failed": 409}
+_REJECTION_STATUS = {"too_large": 413, "failed": 409, "error": 500}
 _OBJECT_BODY: dict[str, Any] = {
     "requestBody": {
         "required": False,
