@@ -279,9 +279,8 @@ _Result = Signal | ChartPrediction
 def load_served_model(path: Path, config: ServeConfig) -> ServedModel:
     """Load, validate and warm a bundle (BundleUnusable, one line, when it cannot serve)."""
     from daemon.ml_loader import load_bundle_models
-    from vlm_engine.infer import InferenceConfig
-
     from daemon.scorer_slot import bundle_failure
+    from vlm_engine.infer import InferenceConfig
 
     try:
         models = load_bundle_models(

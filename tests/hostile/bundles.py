@@ -41,9 +41,11 @@ DAMAGES: dict[str, Callable[[Path], None]] = {
     "weights_header_only": _truncate("clip/model.safetensors", keep=0.01),
     "weights_garbage": _write("clip/model.safetensors", b"\x00" * 64),
     "clip_config_not_json": _write("clip/config.json", b"{not json"),
-    "clip_config_wrong_shape": _write("clip/config.json", b'{"model_type": "clip", "projection_dim": -1}'),
+    "clip_config_wrong_shape": _write(
+        "clip/config.json", b'{"model_type": "clip", "projection_dim": -1}'
+    ),
     "tokenizer_garbage": _write("clip/tokenizer.json", b'{"model": 1}'),
-    "xgb_model_garbage": _write("xgb/model.json", b"{\"learner\": 7}"),
+    "xgb_model_garbage": _write("xgb/model.json", b'{"learner": 7}'),
     "fusion_wrong_type": _write("fusion.json", b"[1, 2, 3]"),
 }
 

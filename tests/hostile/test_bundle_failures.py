@@ -91,7 +91,9 @@ class _Raising:
     async def reload_strategy(self) -> None: ...
 
 
-def test_controller_when_command_raises_unexpectedly_then_rejection_and_next_command_applies() -> None:
+def test_controller_when_command_raises_unexpectedly_then_rejection_and_next_command_applies() -> (
+    None
+):
     control = _Raising()
     controller = Controller(control=control)  # type: ignore[arg-type]
 
