@@ -119,6 +119,8 @@ class Daemon:
             order_prefix=cfg.account.upper()[:8] or "VT",
         )
         self.pipeline = pipeline
+        if cfg.feed.kind in ("ib", "mqtt"):  # live bars: one stamped far in the future is refused
+            pipeline.clock = lambda: datetime.now(UTC)
         self.scorers.attach(pipeline)
         self._restore_trading_state(pipeline, journal)
         if report.position_mismatches:
