@@ -40,7 +40,8 @@ def test_add_when_bar_priced_x1000_then_rejected_as_price_jump_and_window_unchan
     assert rejected is not None
     assert rejected.reason == "price_jump"
     after = store.window("SPY")
-    assert before is not None and after is not None
+    assert before is not None
+    assert after is not None
     assert after.close.tolist() == before.close.tolist()
     assert store.add(_bar(21, 99.3)) is None  # back to normal: stored
 
