@@ -41,6 +41,9 @@ from strategy.types import Bar, OrderIntent, Side, TradingState
 
 log = structlog.get_logger("daemon.app")
 
+PAUSED_KEY = "paused"  # journal kv: "true" while an operator pause holds
+PAUSED_REASON_KEY = "paused_reason"
+
 
 def _sim_start(cfg: AppConfig, journal: Journal) -> datetime:
     """First simulated bar close; stable across restarts so the market resumes where it stopped."""
@@ -301,7 +304,10 @@ class Daemon:
         )
 
     def _restore_trading_state(self, pipeline: Pipeline, journal: Journal) -> None:
-        """A halt survives a restart: only an operator lifts it."""
+        """A halt and a pause survive a restart: only an operator lifts them."""
+        if journal.get(PAUSED_KEY) == "true":
+            pipeline.paused = True
+            log.warning("daemon.pause_restored", reason=journal.get(PAUSED_REASON_KEY) or "")
         stored = journal.get("trading_state")
         if stored and stored != TradingState.ACTIVE:
             reason = journal.get("trading_state_reason") or "restored"
@@ -352,11 +358,16 @@ class Daemon:
         return self.pipeline
 
     async def pause(self, reason: str) -> None:
-        self._require_pipeline().paused = True
+        """Stop opening orders; journaled first, so a restart comes back paused."""
+        p = self._require_pipeline()
+        p.journal.record(kv={PAUSED_KEY: "true", PAUSED_REASON_KEY: reason})
+        p.paused = True
         log.warning("daemon.paused", reason=reason)
 
     async def resume(self, reason: str) -> None:
-        self._require_pipeline().paused = False
+        p = self._require_pipeline()
+        p.journal.record(kv={PAUSED_KEY: "false", PAUSED_REASON_KEY: reason})
+        p.paused = False
         log.info("daemon.resumed", reason=reason)
 
     async def flatten(self, symbol: str | None, reason: str) -> int:

@@ -10,6 +10,8 @@ knows is never ordered a second time; the caller gets the order's current status
 from __future__ import annotations
 
 import contextlib
+import os
+import signal
 import sqlite3
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
@@ -33,6 +35,10 @@ from strategy.sim_broker import (
 from strategy.types import Bar, Fill, Order, OrderEvent
 
 log = structlog.get_logger("daemon.execution.paper")
+
+# Crash-test failpoint: kill -9 ourselves once the venue has committed its Nth fill, before the
+# daemon's journal has seen it (reconcile on restart must recover it exactly once).
+_CRASH_AFTER_VENUE_FILLS = int(os.environ.get("VLMTRADER_CRASH_AFTER_VENUE_FILLS", "0") or 0)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS venue_orders (
@@ -65,6 +71,7 @@ class PaperExecution:
         self._events: list[OrderEvent] = []
         self._fills: list[Fill] = []
         self._con: sqlite3.Connection | None = None
+        self._fills_saved = 0
         self._checkpointer: WalCheckpointer | None = None
         self._con = self._connect()
         self.broker = self._load(self._con)
@@ -256,5 +263,8 @@ class PaperExecution:
             except sqlite3.Error as e:
                 msg = f"paper venue {self.path}: write failed ({e})"
                 raise InvariantError(msg) from e
+        self._fills_saved += len(fills)
+        if fills and _CRASH_AFTER_VENUE_FILLS and self._fills_saved >= _CRASH_AFTER_VENUE_FILLS:
+            os.kill(os.getpid(), signal.SIGKILL)  # the venue has the fill, the journal not yet
         self._events.extend(events)
         self._fills.extend(fills)
