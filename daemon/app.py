@@ -20,7 +20,7 @@ from daemon.api.server import ApiServer
 from daemon.bus.publisher import MqttBus
 from daemon.config import AppConfig, load_config
 from daemon.control import Controller
-from daemon.errors import EXIT_CONFIG, EXIT_CRASH, EXIT_OK, ConfigError, InputError
+from daemon.errors import EXIT_CONFIG, EXIT_CRASH, EXIT_OK, ConfigError, InputError, StorageError
 from daemon.execution.base import ExecutionClient
 from daemon.execution.paper import PaperExecution
 from daemon.feeds.replay import ReplayFeed
@@ -33,7 +33,8 @@ from daemon.predictor import ScorerPredictor
 from daemon.reconcile import reconcile, restore_book
 from daemon.runtime import tune_gc
 from daemon.scorer_slot import ScorerSlot
-from daemon.supervisor import TaskHealth
+from daemon.storage import first_cause, storage_failed
+from daemon.supervisor import TaskHealth, describe
 from strategy.bars import BarStore
 from strategy.risk import RiskEngine
 from strategy.target_strategy import TargetStrategy
@@ -507,10 +508,23 @@ def run(cfg: AppConfig, *, config_path: Path | None = None) -> int:
     daemon = Daemon(cfg, config_path=config_path)
     try:
         Path(cfg.state_dir).mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        return storage_failed(
+            StorageError(f"state_dir {cfg.state_dir}: cannot be created ({e.strerror})")
+        )
+    try:
         return runner(daemon.run())
     except ConfigError as e:
         log.error("config.invalid", error=str(e))
         return EXIT_CONFIG
+    except StorageError as e:
+        return storage_failed(e)
     except Exception as e:
-        log.exception("daemon.crashed", error=str(e))
+        cause = first_cause(e)
+        if isinstance(cause, StorageError):
+            return storage_failed(cause)
+        if isinstance(cause, ConfigError):
+            log.error("config.invalid", error=str(cause))
+            return EXIT_CONFIG
+        log.exception("daemon.crashed", error=describe(cause))
         return EXIT_CRASH

@@ -21,8 +21,9 @@ from types import TracebackType
 import msgspec
 import structlog
 
-from daemon.errors import InvariantError
+from daemon.errors import InvariantError, StorageError
 from daemon.execution.base import BrokerUpdates, BrokerView
+from daemon.journal import storage_cause
 from daemon.wal_checkpoint import BACKSTOP_PAGES, WalCheckpointer
 from strategy.sim_broker import (
     DUPLICATE_CLIENT_ORDER_ID,
@@ -204,8 +205,8 @@ class PaperExecution:
             con.execute(f"PRAGMA wal_autocheckpoint={BACKSTOP_PAGES}")  # the thread checkpoints
             con.executescript(_SCHEMA)
         except (OSError, sqlite3.Error) as e:
-            msg = f"paper venue {self.path}: cannot open ({e})"
-            raise InvariantError(msg) from e
+            msg = f"paper venue {self.path}: cannot open ({storage_cause(e, self.path) or e})"
+            raise StorageError(msg) from None
         return con
 
     def _load(self, con: sqlite3.Connection) -> SimBroker:
@@ -228,10 +229,10 @@ class PaperExecution:
         except (sqlite3.Error, msgspec.DecodeError) as e:
             self.close()
             msg = (
-                f"paper venue {self.path}: table {where} unreadable ({e}); "
+                f"paper venue {self.path}: table {where} unreadable ({' '.join(str(e).split())}); "
                 "move the file away to start a fresh venue"
             )
-            raise InvariantError(msg) from e
+            raise StorageError(msg) from None
         state = SimBrokerState(orders=orders, fills=fills, tapes=tapes)
         return SimBroker.from_state(state, config=self.config)
 
@@ -261,8 +262,8 @@ class PaperExecution:
                     con.executemany(_INSERT_FILL, [(f.fill_id, encode(f).decode()) for f in fills])
                     con.executemany(_UPSERT_TAPE, [(s, encode(t).decode()) for s, t in tapes])
             except sqlite3.Error as e:
-                msg = f"paper venue {self.path}: write failed ({e})"
-                raise InvariantError(msg) from e
+                msg = f"paper venue {self.path}: write failed ({storage_cause(e, self.path) or e})"
+                raise StorageError(msg) from None
         self._fills_saved += len(fills)
         if fills and _CRASH_AFTER_VENUE_FILLS and self._fills_saved >= _CRASH_AFTER_VENUE_FILLS:
             os.kill(os.getpid(), signal.SIGKILL)  # the venue has the fill, the journal not yet
