@@ -18,7 +18,7 @@ from daemon.api.auth import token_from_env
 from daemon.api.metrics import Metrics
 from daemon.api.server import ApiServer
 from daemon.bus.publisher import MqttBus
-from daemon.config import AppConfig, load_config
+from daemon.config import AppConfig, reload_config
 from daemon.control import Controller
 from daemon.errors import EXIT_CONFIG, EXIT_CRASH, EXIT_OK, ConfigError, InputError, StorageError
 from daemon.execution.base import ExecutionClient
@@ -344,12 +344,12 @@ class Daemon:
         if self.config_path is None or self.pipeline is None:
             msg = "no config file to reload (started without --config)"
             raise ConfigError(msg)
-        new = load_config(self.config_path)
+        new, changed = reload_config(self.config_path, self.cfg)
         p = self.pipeline
         p.strategy.reconfigure(new.strategy)
         p.risk.reconfigure(new.risk)
         self.cfg = new
-        log.info("config.reloaded", path=str(self.config_path))
+        log.info("config.reloaded", path=str(self.config_path), changed=changed)
 
     # ---- DaemonControl (MQTT and HTTP commands) --------------------------------------------------
     def _require_pipeline(self) -> Pipeline:
