@@ -50,9 +50,9 @@ DAMAGES: dict[str, Callable[[Path], None]] = {
 }
 
 
-def broken_bundle(tmp_path: Path, damage: str) -> Path:
+def broken_bundle(tmp_path: Path, damage: str, *, tag: str = "") -> Path:
     """A private copy of the quick bundle with one damage applied and the card re-hashed."""
-    bundle = bundle_copy(tmp_path, f"broken-{damage}")
+    bundle = bundle_copy(tmp_path, f"broken-{damage}{'-' + tag if tag else ''}")
     DAMAGES[damage](bundle)
     rehash(bundle)
     return bundle
