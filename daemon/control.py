@@ -89,21 +89,18 @@ class Controller:
         """Apply one validated command; failures of the daemon's own checks come back as rejections."""
         name = command_name(command)
         async with self._lock:
+            failure: tuple[str, str] | None = None
             try:
                 detail = await self._dispatch(command)
             except (InputError, ConfigError) as e:
-                return self.reject(
-                    source=source,
-                    reason="failed",
-                    error=str(e),
-                    command=name,
-                    request_id=command.request_id,
-                )
+                failure = ("failed", str(e))
             except Exception as e:  # one command must never take its listener down with it
+                failure = ("error", describe(e))
+            if failure is not None:
                 return self.reject(
                     source=source,
-                    reason="error",
-                    error=describe(e),
+                    reason=failure[0],
+                    error=failure[1],
                     command=name,
                     request_id=command.request_id,
                 )
