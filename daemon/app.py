@@ -160,7 +160,7 @@ class Daemon:
                 token=token_from_env(cfg.api.token_env),
                 config=cfg.api,
             )
-            await stack.enter_async_context(ApiServer(config=cfg.api, app=app))
+            await stack.enter_async_context(ApiServer(config=cfg.api, app=app, health=self.health))
 
         resume = await self._warm_up(pipeline, journal, feed, warm_up_until)
         await self.scorers.start(stack)

@@ -173,3 +173,55 @@ def test_mqtt_bus_when_session_raises_unexpectedly_then_task_failed_down_and_rec
     assert failed[0]["task"] == "mqtt"
     assert "status source broke" in failed[0]["error"]
     assert health.restarts["mqtt"] == 1
+
+
+@pytest.mark.integration
+def test_api_server_when_serving_loop_raises_then_task_failed_and_serves_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import httpx
+    import uvicorn
+    from fastapi import FastAPI
+
+    from daemon.api.config import ApiConfig
+    from daemon.api.server import ApiServer
+
+    original = uvicorn.Server.main_loop
+    failures: list[int] = []
+
+    async def main_loop(self: uvicorn.Server) -> None:
+        if not failures:
+            failures.append(1)
+            msg = "event loop trouble"
+            raise OSError(msg)
+        await original(self)
+
+    monkeypatch.setattr(uvicorn.Server, "main_loop", main_loop)
+    app = FastAPI()
+
+    @app.get("/ping")
+    async def ping() -> dict[str, str]:
+        return {"pong": "yes"}
+
+    async def scenario() -> tuple[TaskHealth, list[dict[str, Any]], int]:
+        health = TaskHealth()
+        with capture_logs() as logs:
+            async with ApiServer(
+                config=ApiConfig(enabled=True, port=0, shutdown_timeout_seconds=1.0),
+                app=app,
+                health=health,
+            ) as server:
+                for _ in range(200):
+                    if health.restarts.get("api") and health.all_up() and server._server.started:
+                        break
+                    await asyncio.sleep(0.05)
+                async with httpx.AsyncClient(base_url=server.url) as client:
+                    status = (await client.get("/ping")).status_code
+        return health, logs, status
+
+    health, logs, status = asyncio.run(scenario())
+    assert status == 200
+    failed = [e for e in logs if e["event"] == "task.failed"]
+    assert [e["task"] for e in failed] == ["api"]
+    assert "event loop trouble" in failed[0]["error"]
+    assert health.all_up()
