@@ -20,6 +20,7 @@ GapPolicy = Literal["reset", "reject", "accept"]
 # Bar times outside this range are not market data (a year-9999 or epoch -1 stamp): rejected.
 EARLIEST_TS = datetime(1970, 1, 2, tzinfo=UTC)
 LATEST_TS = datetime(2100, 1, 1, tzinfo=UTC)
+_EARLIEST, _LATEST = int(EARLIEST_TS.timestamp()), int(LATEST_TS.timestamp())
 
 # Column order of the per-symbol ring buffer.
 _OPEN, _HIGH, _LOW, _CLOSE, _VOLUME = range(5)
@@ -98,6 +99,7 @@ class _Ring:
 
     __slots__ = (
         "atr",
+        "close",
         "count",
         "last_dt",
         "last_ts",
@@ -120,6 +122,7 @@ class _Ring:
         self.atr = 0.0  # average true range of the stored bars (running mean over the lookback)
         self.ranges = 0  # true ranges averaged into atr so far
         self.pending: float | None = None  # close of a rejected jump, waiting for confirmation
+        self.close = 0.0  # the newest bar's close (a float: cheaper than reading the array)
 
     def clear(self) -> None:
         self.pos = -1
@@ -129,19 +132,6 @@ class _Ring:
         self.atr = 0.0
         self.ranges = 0
         self.pending = None
-
-    def last_close(self) -> float:
-        return float(self.values[_CLOSE, self.pos])
-
-    def track_range(self, bar: Bar, lookback: int) -> None:
-        """Fold the bar's true range (against the stored last close) into the running ATR."""
-        if self.count:
-            previous = self.last_close()
-            true_range = max(bar.high, previous) - min(bar.low, previous)
-        else:
-            true_range = bar.high - bar.low
-        self.ranges += 1
-        self.atr += (true_range - self.atr) / min(self.ranges, lookback)
 
     def push(self, bar: Bar, ts: int) -> None:
         n = self.n
@@ -159,6 +149,7 @@ class _Ring:
             self.count += 1
         self.last_ts = ts
         self.last_dt = bar.ts
+        self.close = bar.close
 
 
 class BarStore:
@@ -167,6 +158,10 @@ class BarStore:
     def __init__(self, *, config: BarStoreConfig) -> None:
         self.config = config
         self._rings: dict[str, _Ring] = {}
+        self._jump = config.max_jump_atr
+        self._jump_fraction = config.min_jump_fraction
+        self._lookback = config.jump_lookback
+        self._min_ranges = min(config.jump_lookback, 5)
 
     @property
     def symbols(self) -> tuple[str, ...]:
@@ -178,12 +173,16 @@ class BarStore:
 
         now: the receiving clock of a live feed; a bar closing more than max_future_seconds
         after it is rejected (future_ts). Replays and backtests pass nothing."""
-        problem = _check_values(bar) or _check_time(bar, now, self.config.max_future_seconds)
+        problem = _check_values(bar)
         if problem is not None:
             return _rejected(bar, *problem)
         ts_dt = bar.ts
         step = self.config.bar_seconds
         ts = int(ts_dt.timestamp())
+        if not _EARLIEST <= ts < _LATEST or now is not None:
+            problem = _check_time(bar, now, self.config.max_future_seconds)
+            if problem is not None:
+                return _rejected(bar, *problem)
         if ts_dt.microsecond or ts % step:
             return _rejected(
                 bar, "misaligned_ts", f"bar time {ts_dt.isoformat()} is not on a {step}s boundary"
@@ -218,24 +217,37 @@ class BarStore:
                     ring.clear()
                 else:  # accepted across a long gap: the old range says nothing about this bar
                     ring.atr, ring.ranges, ring.pending = 0.0, 0, None
-        jump = self._check_jump(ring, bar)
-        if jump is not None:
-            return jump
-        ring.track_range(bar, self.config.jump_lookback)
+        # Cross-bar check, written out: it runs for every bar of every symbol.
+        previous = ring.close
+        if self._jump and ring.ranges >= self._min_ranges:
+            up, down = bar.high - previous, previous - bar.low
+            distance = up if up > down else down  # max(|high - close|, |low - close|)
+            limit = self._jump * ring.atr
+            floor = self._jump_fraction * previous
+            if distance > (limit if limit > floor else floor):
+                jump = self._jump_rejected(ring, bar, distance)
+                if jump is not None:
+                    return jump
+            else:
+                ring.pending = None
+        if ring.count:  # fold the true range into the running ATR
+            high = bar.high if bar.high > previous else previous
+            low = bar.low if bar.low < previous else previous
+            true_range = high - low
+        else:
+            true_range = bar.high - bar.low
+        ring.ranges += 1
+        ring.atr += (true_range - ring.atr) / (
+            ring.ranges if ring.ranges < self._lookback else self._lookback
+        )
         ring.push(bar, ts)
         return None
 
-    def _check_jump(self, ring: _Ring, bar: Bar) -> BarRejected | None:
-        """Reject a bar far outside the recent range, unless it confirms a rejected jump."""
+    def _jump_rejected(self, ring: _Ring, bar: Bar, distance: float) -> BarRejected | None:
+        """A bar far outside the recent range: rejected, unless it confirms a rejected jump."""
         cfg = self.config
-        if not cfg.max_jump_atr or not ring.count or ring.ranges < min(cfg.jump_lookback, 5):
-            return None
-        previous = ring.last_close()
+        previous = ring.close
         limit = max(cfg.max_jump_atr * ring.atr, cfg.min_jump_fraction * previous)
-        distance = max(abs(bar.high - previous), abs(bar.low - previous))
-        if distance <= limit:
-            ring.pending = None
-            return None
         pending = ring.pending
         if pending is not None:
             from_pending = max(abs(bar.high - pending), abs(bar.low - pending))
