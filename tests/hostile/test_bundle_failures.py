@@ -124,3 +124,35 @@ def test_check_bundle_when_bundle_good_then_scores_a_chart() -> None:
     checked = check_bundle(quick_bundle())
     assert 0.0 <= checked.p_up <= 1.0
     assert checked.bars >= WINDOW // 2
+
+
+def _png_header(width: int, height: int, *, depth: int = 8, color: int = 6) -> bytes:
+    import struct
+    import zlib
+
+    ihdr = struct.pack(">IIBBBBB", width, height, depth, color, 0, 0, 0)
+    chunk = b"IHDR" + ihdr
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + struct.pack(">I", len(ihdr))
+        + chunk
+        + struct.pack(">I", zlib.crc32(chunk))
+        + b"\x00" * 64
+    )
+
+
+@pytest.mark.parametrize(
+    ("width", "height", "depth", "color"),
+    [(7_072, 7_072, 8, 6), (100_000, 100_000, 8, 2), (4_096, 4_096, 16, 6), (2**31 - 1, 1, 8, 0)],
+)
+def test_decode_chart_when_png_would_inflate_past_limit_then_input_error_before_decoding(
+    width: int, height: int, depth: int, color: int
+) -> None:
+    from daemon.errors import InputError
+    from daemon.serve import MAX_PNG_PIXEL_BYTES, ServeConfig, decode_chart, load_served_model
+
+    model = load_served_model(quick_bundle(), ServeConfig(threads=1))
+    with pytest.raises(InputError) as e:
+        decode_chart(model, _png_header(width, height, depth=depth, color=color))
+    assert f"over the limit of {MAX_PNG_PIXEL_BYTES}" in str(e.value)
+    assert "\n" not in str(e.value)
