@@ -18,9 +18,9 @@ from daemon.api.auth import token_from_env
 from daemon.api.metrics import Metrics
 from daemon.api.server import ApiServer
 from daemon.bus.publisher import MqttBus
-from daemon.config import AppConfig, load_config
+from daemon.config import AppConfig, reload_config
 from daemon.control import Controller
-from daemon.errors import EXIT_CONFIG, EXIT_CRASH, EXIT_OK, ConfigError, InputError
+from daemon.errors import EXIT_CONFIG, EXIT_CRASH, EXIT_OK, ConfigError, InputError, StorageError
 from daemon.execution.base import ExecutionClient
 from daemon.execution.paper import PaperExecution
 from daemon.feeds.replay import ReplayFeed
@@ -33,12 +33,17 @@ from daemon.predictor import ScorerPredictor
 from daemon.reconcile import reconcile, restore_book
 from daemon.runtime import tune_gc
 from daemon.scorer_slot import ScorerSlot, describe_scorer
+from daemon.storage import first_cause, storage_failed
+from daemon.supervisor import TaskHealth, describe
 from strategy.bars import BarStore
 from strategy.risk import RiskEngine
 from strategy.target_strategy import TargetStrategy
 from strategy.types import Bar, OrderIntent, Side, TradingState
 
 log = structlog.get_logger("daemon.app")
+
+PAUSED_KEY = "paused"  # journal kv: "true" while an operator pause holds
+PAUSED_REASON_KEY = "paused_reason"
 
 
 def _sim_start(cfg: AppConfig, journal: Journal) -> datetime:
@@ -73,6 +78,7 @@ class Daemon:
         self._consumer: asyncio.Task[None] | None = None
         self._generation = 0
         self.ready = False
+        self.health = TaskHealth()
 
     # ---- lifecycle ----------------------------------------------------------------------------
     async def run(self) -> int:
@@ -117,6 +123,8 @@ class Daemon:
             order_prefix=cfg.account.upper()[:8] or "VT",
         )
         self.pipeline = pipeline
+        if cfg.feed.kind in ("ib", "mqtt"):  # live bars: one stamped far in the future is refused
+            pipeline.clock = lambda: datetime.now(UTC)
         self.scorers.attach(pipeline)
         self._restore_trading_state(pipeline, journal)
         if report.position_mismatches:
@@ -128,10 +136,15 @@ class Daemon:
             shadow = pipeline.shadow
             metrics.track_shadow(lambda: shadow.stats)
         controller = Controller(control=self, max_command_bytes=cfg.mqtt.max_command_bytes)
+        metrics.track_tasks(self.health)
         if cfg.mqtt.enabled:
             bus = await stack.enter_async_context(
                 MqttBus(
-                    config=cfg.mqtt, account=cfg.account, controller=controller, status=self.status
+                    config=cfg.mqtt,
+                    account=cfg.account,
+                    controller=controller,
+                    status=self.status,
+                    health=self.health,
                 )
             )
             metrics.add_queue("mqtt", lambda: bus.queue_depth)
@@ -147,7 +160,7 @@ class Daemon:
                 token=token_from_env(cfg.api.token_env),
                 config=cfg.api,
             )
-            await stack.enter_async_context(ApiServer(config=cfg.api, app=app))
+            await stack.enter_async_context(ApiServer(config=cfg.api, app=app, health=self.health))
 
         resume = await self._warm_up(pipeline, journal, feed, warm_up_until)
         await self.scorers.start(stack)
@@ -292,7 +305,10 @@ class Daemon:
         )
 
     def _restore_trading_state(self, pipeline: Pipeline, journal: Journal) -> None:
-        """A halt survives a restart: only an operator lifts it."""
+        """A halt and a pause survive a restart: only an operator lifts them."""
+        if journal.get(PAUSED_KEY) == "true":
+            pipeline.paused = True
+            log.warning("daemon.pause_restored", reason=journal.get(PAUSED_REASON_KEY) or "")
         stored = journal.get("trading_state")
         if stored and stored != TradingState.ACTIVE:
             reason = journal.get("trading_state_reason") or "restored"
@@ -328,12 +344,12 @@ class Daemon:
         if self.config_path is None or self.pipeline is None:
             msg = "no config file to reload (started without --config)"
             raise ConfigError(msg)
-        new = load_config(self.config_path)
+        new, changed = reload_config(self.config_path, self.cfg)
         p = self.pipeline
         p.strategy.reconfigure(new.strategy)
         p.risk.reconfigure(new.risk)
         self.cfg = new
-        log.info("config.reloaded", path=str(self.config_path))
+        log.info("config.reloaded", path=str(self.config_path), changed=changed)
 
     # ---- DaemonControl (MQTT and HTTP commands) --------------------------------------------------
     def _require_pipeline(self) -> Pipeline:
@@ -343,11 +359,16 @@ class Daemon:
         return self.pipeline
 
     async def pause(self, reason: str) -> None:
-        self._require_pipeline().paused = True
+        """Stop opening orders; journaled first, so a restart comes back paused."""
+        p = self._require_pipeline()
+        p.journal.record(kv={PAUSED_KEY: "true", PAUSED_REASON_KEY: reason})
+        p.paused = True
         log.warning("daemon.paused", reason=reason)
 
     async def resume(self, reason: str) -> None:
-        self._require_pipeline().paused = False
+        p = self._require_pipeline()
+        p.journal.record(kv={PAUSED_KEY: "false", PAUSED_REASON_KEY: reason})
+        p.paused = False
         log.info("daemon.resumed", reason=reason)
 
     async def flatten(self, symbol: str | None, reason: str) -> int:
@@ -463,6 +484,7 @@ class Daemon:
             "bars": p.stats.bars,
             "orders_submitted": p.stats.orders_submitted,
             "fills": p.stats.fills,
+            "tasks_down": self.health.down_tasks(),
         }
 
     def readiness(self) -> dict[str, bool]:
@@ -472,6 +494,7 @@ class Daemon:
             "feed_connected": bool(connected),
             "model_warm": self.scorers is not None and self.scorers.warm,
             "journal_writable": self.journal is not None and self.journal.writable(),
+            "tasks_running": self.health.all_up(),
         }
 
 
@@ -486,10 +509,23 @@ def run(cfg: AppConfig, *, config_path: Path | None = None) -> int:
     daemon = Daemon(cfg, config_path=config_path)
     try:
         Path(cfg.state_dir).mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        return storage_failed(
+            StorageError(f"state_dir {cfg.state_dir}: cannot be created ({e.strerror})")
+        )
+    try:
         return runner(daemon.run())
     except ConfigError as e:
         log.error("config.invalid", error=str(e))
         return EXIT_CONFIG
+    except StorageError as e:
+        return storage_failed(e)
     except Exception as e:
-        log.exception("daemon.crashed", error=str(e))
+        cause = first_cause(e)
+        if isinstance(cause, StorageError):
+            return storage_failed(cause)
+        if isinstance(cause, ConfigError):
+            log.error("config.invalid", error=str(cause))
+            return EXIT_CONFIG
+        log.exception("daemon.crashed", error=describe(cause))
         return EXIT_CRASH

@@ -579,12 +579,17 @@ def _info(args: argparse.Namespace) -> int:
 
 
 def _verify(args: argparse.Namespace) -> int:
+    from daemon.bundle_check import check_bundle
+    from daemon.errors import InputError
+
     try:
         card = verify_bundle(args.bundle, spec_hash=args.spec_hash)
-    except BundleError as e:
+        checked = check_bundle(args.bundle, spec_hash=args.spec_hash)
+    except (BundleError, InputError) as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_INPUT
     print(
-        f"ok: {args.bundle} bundle {card.bundle_id}, {len(card.files)} files verified, spec {card.spec_hash}"
+        f"ok: {args.bundle} bundle {card.bundle_id}, {len(card.files)} files verified, spec {card.spec_hash}, "
+        f"loaded and scored a {checked.bars}-bar chart (p_up {checked.p_up:.3f})"
     )
     return EXIT_OK

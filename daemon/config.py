@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import math
+import re
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
 
@@ -73,7 +76,12 @@ class ShutdownConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
 
 
 class AppConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """partial: the file holds only some keys on purpose; a reload (SIGHUP) keeps the running
+    value of every key it omits. A reload of a file that is not marked partial but omits keys
+    set in the running config is refused, so that it never resets them to defaults silently."""
+
     mode: Mode = "paper-sim"
+    partial: bool = False
     account: str = "paper"
     state_dir: str = "state"
     confirm_live: bool = False
@@ -154,7 +162,59 @@ def _check_strategy_bar_seconds(cfg: AppConfig) -> str | None:
     return None
 
 
+# Topic-safe and file-name-safe: the account names MQTT topics, order ids and log lines.
+ACCOUNT_PATTERN = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+MAX_STRING = 4_096
+# Windows longer than this many seconds of bars push dates out of range (sim start, warm-up).
+MAX_WINDOW_SECONDS = 20 * 366 * 86_400
+
+
+def _check_account(cfg: AppConfig) -> str | None:
+    if not ACCOUNT_PATTERN.match(cfg.account):
+        shown = cfg.account if len(cfg.account) <= 40 else cfg.account[:40] + "..."
+        return (
+            f"account {shown!r} ({len(cfg.account)} chars): use 1-64 letters, digits, '.', '_' "
+            "or '-' (it names MQTT topics and order ids)"
+        )
+    return None
+
+
+def _check_window_span(cfg: AppConfig) -> str | None:
+    span = cfg.bars.window * cfg.bars.bar_seconds
+    if span > MAX_WINDOW_SECONDS:
+        return (
+            f"bars.window ({cfg.bars.window}) x bars.bar_seconds ({cfg.bars.bar_seconds}) is "
+            f"{span} s, over {MAX_WINDOW_SECONDS} s (20 years): dates would be out of range"
+        )
+    return None
+
+
+def _leaves(value: Any, path: str = "") -> Iterator[tuple[str, Any]]:
+    """Every (dotted key, value) of a config as plain data; lists count as one leaf per item."""
+    if isinstance(value, dict):
+        for k, v in value.items():
+            yield from _leaves(v, f"{path}.{k}" if path else str(k))
+    elif isinstance(value, list | tuple):
+        for i, v in enumerate(value):
+            yield from _leaves(v, f"{path}[{i}]")
+    else:
+        yield path, value
+
+
+def _check_values(cfg: AppConfig) -> str | None:
+    """No infinite or NaN number (risk limits included), no string longer than MAX_STRING."""
+    for key, value in _leaves(msgspec.to_builtins(cfg)):
+        if isinstance(value, float) and not math.isfinite(value):
+            return f"{key} is {value}: use a finite number"
+        if isinstance(value, str) and len(value) > MAX_STRING:
+            return f"{key} is {len(value)} characters long, over the limit of {MAX_STRING}"
+    return None
+
+
 _CHECKS = (
+    _check_values,
+    _check_account,
+    _check_window_span,
     _check_live,
     _check_feed,
     _check_ib,
@@ -206,3 +266,79 @@ def load_config(path: str | Path) -> AppConfig:
 
 def _one_line(text: str) -> str:
     return " ".join(text.split())
+
+
+def _flat(value: Any) -> dict[str, Any]:
+    return dict(_leaves(value))
+
+
+def _present(raw: Any, key: str) -> bool:
+    """Whether a dotted key is set by the raw file (a parent set to a scalar or list counts)."""
+    node = raw
+    for part in re.split(r"\.|(?=\[)", key):
+        if not isinstance(node, dict):
+            return True
+        if part.startswith("["):
+            return True
+        if part not in node:
+            return False
+        node = node[part]
+    return True
+
+
+def _merge(base: Any, over: Any) -> Any:
+    if isinstance(base, dict) and isinstance(over, dict):
+        return {**base, **{k: _merge(base.get(k), v) for k, v in over.items()}}
+    return over
+
+
+# Set on the command line (`vlmtrader run --state-dir ... --log-format ...`), not in the file:
+# a reload keeps the running values.
+COMMAND_LINE_KEYS = ("state_dir", "log.format", "feed.sim.speed", "feed.sim.max_bars")
+
+
+def _keep_command_line(new: AppConfig, running: AppConfig) -> AppConfig:
+    replace = msgspec.structs.replace
+    sim = replace(new.feed.sim, speed=running.feed.sim.speed, max_bars=running.feed.sim.max_bars)
+    return replace(
+        new,
+        state_dir=running.state_dir,
+        log=replace(new.log, format=running.log.format),
+        feed=replace(new.feed, sim=sim),
+    )
+
+
+def reload_config(path: str | Path, running: AppConfig) -> tuple[AppConfig, list[str]]:
+    """Read the config again for a reload (SIGHUP); returns the new config and every changed key.
+
+    A file marked `partial: true` is laid over the running config. Any other file must set every
+    key the running config has away from its default: omitting one would reset it (a risk limit,
+    say) silently, so the reload is refused with ConfigError naming the keys."""
+    p = Path(path)
+    load_config(p)  # every check a full start makes, on the file as it stands
+    raw = msgspec.yaml.decode(p.read_bytes())
+    current = msgspec.to_builtins(running)
+    if isinstance(raw, dict) and raw.get("partial") is True:
+        new = decode_config(msgspec.yaml.encode(_merge(current, raw)), source=str(p))
+    else:
+        new = load_config(p)
+        defaults = _flat(msgspec.to_builtins(AppConfig()))
+        omitted = sorted(
+            key
+            for key, value in _flat(current).items()
+            if key != "partial"
+            and key not in COMMAND_LINE_KEYS
+            and defaults.get(key, object()) != value
+            and not _present(raw, key)
+        )
+        if omitted:
+            shown = ", ".join(omitted[:10]) + (" ..." if len(omitted) > 10 else "")
+            msg = (
+                f"{p}: reload refused, the file omits keys the running config sets ({shown}); "
+                "write them out, or mark the file `partial: true` to keep their running values"
+            )
+            raise ConfigError(msg)
+    new = _keep_command_line(new, running)
+    before, after = _flat(current), _flat(msgspec.to_builtins(new))
+    changed = sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))
+    return new, changed

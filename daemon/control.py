@@ -21,6 +21,7 @@ from daemon.bus.commands import (
     decode_command,
 )
 from daemon.errors import ConfigError, InputError
+from daemon.supervisor import describe
 from strategy.types import TradingState
 
 log = structlog.get_logger("daemon.control")
@@ -88,13 +89,18 @@ class Controller:
         """Apply one validated command; failures of the daemon's own checks come back as rejections."""
         name = command_name(command)
         async with self._lock:
+            failure: tuple[str, str] | None = None
             try:
                 detail = await self._dispatch(command)
             except (InputError, ConfigError) as e:
+                failure = ("failed", str(e))
+            except Exception as e:  # one command must never take its listener down with it
+                failure = ("error", describe(e))
+            if failure is not None:
                 return self.reject(
                     source=source,
-                    reason="failed",
-                    error=str(e),
+                    reason=failure[0],
+                    error=failure[1],
                     command=name,
                     request_id=command.request_id,
                 )

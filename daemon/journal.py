@@ -18,6 +18,7 @@ refused (an flock on `<journal>.lock`), so two daemons can never hand out the sa
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import functools
 import math
@@ -33,7 +34,7 @@ from typing import IO, Annotated, Any, Literal
 import msgspec
 import structlog
 
-from daemon.errors import InputError, InvariantError
+from daemon.errors import InputError, StorageError
 from daemon.wal_checkpoint import BACKSTOP_PAGES, WalCheckpointer
 from strategy.types import Fill, Order, OrderEvent, OrderStatus, Position, RiskDecision, Signal
 
@@ -51,7 +52,7 @@ class JournalConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     checkpoint_seconds: PositiveFloat | None = 1.0  # background WAL checkpoint; null: inline
 
 
-class JournalError(InvariantError):
+class JournalError(StorageError):
     """The journal could not be opened or written; stop trading rather than trade unjournaled."""
 
 
@@ -251,7 +252,7 @@ class Journal:
             )
         except sqlite3.Error as e:
             self._release_lock()
-            msg = f"journal {self.path}: cannot open ({e})"
+            msg = f"journal {self.path}: cannot open ({storage_cause(e, self.path) or e})"
             raise JournalError(msg) from e
         try:
             version, seq_row, kv_row = self._prepare(con)
@@ -260,7 +261,7 @@ class Journal:
             self._release_lock()
             if isinstance(e, JournalError):
                 raise
-            msg = f"journal {self.path}: cannot open ({e})"
+            msg = f"journal {self.path}: cannot open ({storage_cause(e, self.path) or e})"
             raise JournalError(msg) from e
         persisted = int(kv_row[0]) if kv_row is not None else 0
         self._persisted_sequence = persisted
@@ -471,6 +472,7 @@ class Journal:
             self._last_error = None
             return
         detail = str(failure).splitlines()[0] if str(failure) else type(failure).__name__
+        detail = storage_cause(failure, self.path) or detail
         self._last_error = f"{what} failed at {where[0]}: {detail}"
         log.error(
             "journal.write_failed", path=str(self.path), write=what, stage=where[0], error=detail
@@ -482,19 +484,26 @@ class Journal:
     def load_orders(self, *, open_only: bool = False) -> dict[str, Order]:
         """Orders by client order id in journal order, with their current status and fills."""
         sql = (
-            "SELECT data, status, filled_quantity, average_fill_price, reason, broker_order_id "
-            "FROM orders"
+            "SELECT data, status, filled_quantity, average_fill_price, reason, broker_order_id, "
+            "id FROM orders"
         )
         if open_only:
             sql += f" WHERE status NOT IN ({', '.join('?' * len(_TERMINAL))})"
         sql += " ORDER BY id"
         rows = self._query(sql, _TERMINAL if open_only else ())
         out: dict[str, Order] = {}
-        for data, status, filled, avg, reason, broker_id in rows:
-            base = self._decode(data, Order, "orders")
+        for data, status, filled, avg, reason, broker_id, row_id in rows:
+            base = self._decode(data, Order, "orders", row_id)
+            try:
+                state = OrderStatus(status)
+            except ValueError:
+                msg = (
+                    f"journal {self.path}: corrupt row {row_id} in table orders: status {status!r}"
+                )
+                raise JournalError(msg) from None
             out[base.client_order_id] = msgspec.structs.replace(
                 base,
-                status=OrderStatus(status),
+                status=state,
                 filled_quantity=filled,
                 average_fill_price=avg,
                 reason=reason,
@@ -505,13 +514,15 @@ class Journal:
     def load_fills(self) -> list[Fill]:
         """Every fill in the order it was journaled (replaying them rebuilds the positions)."""
         return [
-            self._decode(r[0], Fill, "fills")
-            for r in self._query("SELECT data FROM fills ORDER BY id")
+            self._decode(r[0], Fill, "fills", r[1])
+            for r in self._query("SELECT data, id FROM fills ORDER BY id")
         ]
 
     def load_positions(self) -> dict[str, Position]:
-        rows = self._query("SELECT data FROM positions ORDER BY symbol")
-        return {p.symbol: p for p in (self._decode(r[0], Position, "positions") for r in rows)}
+        rows = self._query("SELECT data, symbol FROM positions ORDER BY symbol")
+        return {
+            p.symbol: p for p in (self._decode(r[0], Position, "positions", r[1]) for r in rows)
+        }
 
     def fill_ids(self) -> set[str]:
         self._require_open()
@@ -551,15 +562,16 @@ class Journal:
             try:
                 return con.execute(sql, tuple(params)).fetchall()
             except sqlite3.Error as e:
-                msg = f"journal {self.path}: read failed: {e}"
+                msg = f"journal {self.path}: read failed: {storage_cause(e, self.path) or e}"
                 raise JournalError(msg) from e
 
-    def _decode(self, data: str | bytes, type_: type[Any], table: str) -> Any:
+    def _decode(self, data: str | bytes, type_: type[Any], table: str, row: object = "?") -> Any:
         try:
             return msgspec.json.decode(data, type=type_)
-        except msgspec.ValidationError as e:
-            msg = f"journal {self.path}: corrupt row in {table}: {e}"
-            raise JournalError(msg) from e
+        except (msgspec.ValidationError, msgspec.DecodeError, TypeError) as e:
+            detail = " ".join(str(e).split())
+            msg = f"journal {self.path}: corrupt row {row} in table {table}: {detail}"
+            raise JournalError(msg) from None
 
     def _require_open(self) -> sqlite3.Connection:
         if self._con is None:
@@ -611,15 +623,24 @@ class Journal:
         try:
             f = lock_path.open("ab")
         except OSError as e:
-            msg = f"journal {self.path}: cannot create lock file {lock_path} ({e.strerror})"
+            cause = "read-only" if e.errno in (errno.EROFS, errno.EACCES, errno.EPERM) else ""
+            msg = (
+                f"journal {self.path}: cannot create lock file {lock_path} "
+                f"({cause + ': ' if cause else ''}{e.strerror})"
+            )
             raise JournalError(msg) from None
         try:
             fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
             f.close()
-            msg = f"journal {self.path}: in use by another process (lock {lock_path})"
+            holder = _lock_file_pid(lock_path)
+            by = f"another process (pid {holder})" if holder else "another process"
+            msg = f"journal {self.path}: in use by {by} (lock {lock_path})"
             raise JournalError(msg) from None
         self._lock_file = f
+        with contextlib.suppress(OSError):  # who holds it, for the next one's error message
+            os.truncate(f.fileno(), 0)
+            os.write(f.fileno(), f"{os.getpid()}\n".encode())
 
     def _release_lock(self) -> None:
         f, self._lock_file = self._lock_file, None
@@ -703,3 +724,52 @@ def _check_finite(path: Path, table: str, key: str, values: Iterable[float | Non
     if not all(v is None or math.isfinite(v) for v in values):
         msg = f"journal {path}: refusing {table} row {key!r} with a non-finite number"
         raise JournalError(msg)
+
+
+def storage_cause(error: BaseException, path: Path) -> str | None:
+    """What an operator must fix, from SQLite's or the OS's error: disk full, locked (by whom),
+    read-only or corrupt; None when the error says nothing of the kind."""
+    text = str(error).lower()
+    code = getattr(error, "sqlite_errorcode", None)
+    if "disk is full" in text or getattr(error, "errno", None) == errno.ENOSPC or code == 13:
+        return f"disk full ({error})"
+    if "locked" in text or "busy" in text or code in (5, 6):
+        holders = lock_holders(path)
+        by = f" by pid {', '.join(map(str, holders))}" if holders else " by another process"
+        return f"locked{by} for longer than the 5 s busy timeout ({error})"
+    if "readonly" in text or "read-only" in text or code == 8:
+        return f"read-only: the journal or its directory cannot be written ({error})"
+    if "malformed" in text or "not a database" in text or code in (11, 26):
+        return f"corrupt database file ({error}); restore it from a backup or move it away"
+    return None
+
+
+def lock_holders(path: Path) -> list[int]:
+    """PIDs (other than ours) holding POSIX or flock locks on the journal or its -shm, from /proc/locks."""
+    inodes = set()
+    for candidate in (path, path.with_name(path.name + "-shm")):
+        with contextlib.suppress(OSError):
+            st = candidate.stat()
+            inodes.add((os.major(st.st_dev), os.minor(st.st_dev), st.st_ino))
+    pids: set[int] = set()
+    try:
+        lines = Path("/proc/locks").read_text().splitlines()
+    except OSError:
+        return []
+    for line in lines:
+        fields = line.split()
+        if len(fields) < 6 or fields[1] == "->":
+            continue
+        with contextlib.suppress(ValueError):
+            major, minor, inode = fields[5].split(":")
+            key = (int(major, 16), int(minor, 16), int(inode))
+            pid = int(fields[4])
+            if key in inodes and pid != os.getpid():
+                pids.add(pid)
+    return sorted(pids)
+
+
+def _lock_file_pid(lock_path: Path) -> int | None:
+    with contextlib.suppress(OSError, ValueError):
+        return int(lock_path.read_text().strip() or "0") or None
+    return None

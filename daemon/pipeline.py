@@ -11,7 +11,7 @@ import asyncio
 import os
 import signal
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import date, datetime
 
 import msgspec
@@ -83,6 +83,8 @@ class Pipeline:
         self.busy_since: float | None = None
         # A scorer is not thread-safe (fusion and drift monitors hold state): /predict takes this too.
         self.score_lock = asyncio.Lock()
+        # A live feed's receiving clock (bars far in its future are refused); None for replays.
+        self.clock: Callable[[], datetime] | None = None
         self.shadow: ShadowRunner | None = None  # scores after the orders are out; never trades
         self._orders_journaled = 0
 
@@ -132,7 +134,8 @@ class Pipeline:
         self.execution.on_market_bars(batch)
         updates = self.execution.drain()
         day_before = kernel.book.day
-        intake = kernel.intake(batch, updates.events, updates.fills)
+        received = self.clock() if self.clock is not None else None
+        intake = kernel.intake(batch, updates.events, updates.fills, received=received)
         if day_before is not None and kernel.book.day != day_before:
             self.record_daily_pnl(day_before, intake.now, equity=kernel.book.day_start_equity)
         windows = kernel.windows(intake.accepted)

@@ -10,7 +10,7 @@ import structlog
 from daemon.execution.base import BrokerView
 from daemon.journal import Journal
 from strategy.book import Book
-from strategy.types import Fill, OrderEvent, OrderStatus
+from strategy.types import Fill, Order, OrderEvent, OrderStatus
 
 log = structlog.get_logger("daemon.reconcile")
 
@@ -47,6 +47,9 @@ def reconcile(journal: Journal, book: Book, view: BrokerView, *, now: datetime) 
     for fill in view.fills:
         if fill.fill_id not in known_fills:
             fills.append(fill)
+    recovered: dict[str, float] = {}
+    for fill in fills:
+        recovered[fill.client_order_id] = recovered.get(fill.client_order_id, 0.0) + fill.quantity
 
     for coid, order in journaled.items():
         at_broker = view.orders.get(coid)
@@ -85,7 +88,7 @@ def reconcile(journal: Journal, book: Book, view: BrokerView, *, now: datetime) 
     for coid, at_broker in view.orders.items():
         if coid not in ever_journaled and not at_broker.status.is_terminal:
             external += 1
-            book.add_order(at_broker)
+            book.add_order(_before_fills(at_broker, recovered))
             events.append(
                 OrderEvent(
                     client_order_id=coid,
@@ -107,7 +110,12 @@ def reconcile(journal: Journal, book: Book, view: BrokerView, *, now: datetime) 
             > 1e-9
         )
     )
-    external_orders = [o for o in view.orders.values() if o.client_order_id not in ever_journaled]
+    # Written as they stood before the recovered fills, which the journal then adds once.
+    external_orders = [
+        _before_fills(o, recovered)
+        for o in view.orders.values()
+        if o.client_order_id not in ever_journaled
+    ]
     journal.record(
         orders=external_orders,
         order_events=events,
@@ -131,3 +139,17 @@ def reconcile(journal: Journal, book: Book, view: BrokerView, *, now: datetime) 
             broker=view.positions[symbol].quantity if symbol in view.positions else 0.0,
         )
     return report
+
+
+def _before_fills(order: Order, recovered: dict[str, float]) -> Order:
+    """The broker's order without the fills being recovered now (each fill counts once, when
+    the journal and the book apply it)."""
+    quantity = recovered.get(order.client_order_id, 0.0)
+    if not quantity:
+        return order
+    before = max(order.filled_quantity - quantity, 0.0)
+    return msgspec.structs.replace(
+        order,
+        filled_quantity=before,
+        average_fill_price=order.average_fill_price if before > 1e-12 else 0.0,
+    )

@@ -20,7 +20,14 @@ from strategy.scoring import Scorer
 
 log = structlog.get_logger("daemon.scorer_slot")
 
-__all__ = ["BundleUnusable", "ScorerSlot", "describe_scorer", "load_bundle_scorer", "log_drift"]
+__all__ = [
+    "BundleUnusable",
+    "ScorerSlot",
+    "bundle_failure",
+    "describe_scorer",
+    "load_bundle_scorer",
+    "log_drift",
+]
 
 
 def load_bundle_scorer(
@@ -30,16 +37,27 @@ def load_bundle_scorer(
 
     config_fusion: scorer.fusion (when set) replaces the bundle's fitted fusion; a shadow keeps its own."""
     sc = cfg.scorer
-    return load_ml_scorer(
-        path,
-        bars=cfg.bars,
-        mode=sc.mode,
-        fusion=sc.fusion if config_fusion else None,
-        spec_hash=sc.spec_hash,
-        device=sc.device,
-        threads=sc.threads,
-        workers=sc.workers,
-    )
+    try:
+        return load_ml_scorer(
+            path,
+            bars=cfg.bars,
+            mode=sc.mode,
+            fusion=sc.fusion if config_fusion else None,
+            spec_hash=sc.spec_hash,
+            device=sc.device,
+            threads=sc.threads,
+            workers=sc.workers,
+        )
+    except InputError:
+        raise
+    except Exception as e:  # a bundle that passes its hashes can still fail to load in any library
+        raise bundle_failure(path, e) from None
+
+
+def bundle_failure(path: Path, error: BaseException) -> BundleUnusable:
+    """Any failure to load a bundle as one line naming the bundle and the cause."""
+    detail = " ".join(str(error).split()) or "no detail"
+    return BundleUnusable(f"{path}: cannot load the bundle ({type(error).__name__}: {detail})")
 
 
 def load_shadow(path: Path, cfg: AppConfig) -> ShadowRunner | None:

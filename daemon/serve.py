@@ -279,16 +279,21 @@ _Result = Signal | ChartPrediction
 def load_served_model(path: Path, config: ServeConfig) -> ServedModel:
     """Load, validate and warm a bundle (BundleUnusable, one line, when it cannot serve)."""
     from daemon.ml_loader import load_bundle_models
+    from daemon.scorer_slot import bundle_failure
     from vlm_engine.infer import InferenceConfig
 
-    models = load_bundle_models(
-        path, inference=InferenceConfig(device=config.device, threads=config.threads)
-    )
     try:
+        models = load_bundle_models(
+            path, inference=InferenceConfig(device=config.device, threads=config.threads)
+        )
         scorer = models.scorer(mode=config.mode)
+    except InputError:
+        raise
     except ValueError as e:
         msg = f"{path}: {' '.join(str(e).split())}"
         raise BundleUnusable(msg) from None
+    except Exception as e:  # any library error of a bundle that passed its hashes
+        raise bundle_failure(path, e) from None
     return ServedModel(
         scorer=scorer,
         bar_seconds=models.xgb.meta.bar_seconds,
@@ -307,6 +312,22 @@ def png_size(data: bytes) -> tuple[int, int] | None:
     return int(width), int(height)
 
 
+# A chart PNG whose IHDR promises more decoded pixel bytes than this is refused before decoding
+# (a decompression bomb: a few kB of zlib that inflate to hundreds of MB).
+MAX_PNG_PIXEL_BYTES = 64 * 1024 * 1024
+_PNG_CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}
+
+
+def png_decoded_bytes(data: bytes) -> int | None:
+    """Bytes the PNG's pixels take once inflated, from its IHDR (None when it is not a PNG)."""
+    size = png_size(data)
+    if size is None or len(data) < 26:
+        return None
+    depth, color = data[24], data[25]
+    channels = _PNG_CHANNELS.get(color, 4)
+    return size[0] * size[1] * channels * max(depth, 1) // 8
+
+
 def decode_chart(model: ServedModel, png: bytes) -> tuple[npt.NDArray[np.uint8], ChartMeta]:
     """Check a chart PNG against the model's bundle (size, spec hash) and decode it; blocking."""
     if model.server is None:
@@ -319,6 +340,13 @@ def decode_chart(model: ServedModel, png: bytes) -> tuple[npt.NDArray[np.uint8],
     size = png_size(png)
     if size is None:
         msg = "chart: not a PNG (the body must start with the PNG signature and IHDR)"
+        raise InputError(msg)
+    inflated = png_decoded_bytes(png) or 0
+    if inflated > MAX_PNG_PIXEL_BYTES:
+        msg = (
+            f"chart: {size[0]}x{size[1]} pixels decode to {inflated} bytes, over the limit of "
+            f"{MAX_PNG_PIXEL_BYTES}"
+        )
         raise InputError(msg)
     if size != (spec.width, spec.height):
         msg = (

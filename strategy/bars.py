@@ -17,6 +17,11 @@ IntArray = npt.NDArray[np.int64]
 
 GapPolicy = Literal["reset", "reject", "accept"]
 
+# Bar times outside this range are not market data (a year-9999 or epoch -1 stamp): rejected.
+EARLIEST_TS = datetime(1970, 1, 2, tzinfo=UTC)
+LATEST_TS = datetime(2100, 1, 1, tzinfo=UTC)
+_EARLIEST, _LATEST = int(EARLIEST_TS.timestamp()), int(LATEST_TS.timestamp())
+
 # Column order of the per-symbol ring buffer.
 _OPEN, _HIGH, _LOW, _CLOSE, _VOLUME = range(5)
 
@@ -27,12 +32,25 @@ class BarStoreConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     A gap is the number of missing bars between two consecutive bars of a symbol. Gaps of at
     most max_gap_bars are accepted; longer ones reset the symbol's window (reset), are
     rejected (reject), or are accepted anyway (accept).
+
+    A price jump is a bar whose high or low lies further from the previous close than
+    max_jump_atr times the symbol's average true range (over jump_lookback bars) and than
+    min_jump_fraction of the previous close. It is rejected (price_jump) unless the next bar
+    confirms the new level (lies within the same limit of the rejected bar's close), which is
+    then stored: a real gap costs one bar, a fat-fingered x1000 print never enters a window.
+    The range is learnt again after a gap longer than max_gap_bars. max_jump_atr 0 turns the
+    check off. max_future_seconds bounds how far a bar may close
+    after `now` when the caller passes a clock (live feeds).
     """
 
-    window: Annotated[int, msgspec.Meta(ge=8)] = 64
-    bar_seconds: Annotated[int, msgspec.Meta(gt=0)] = 60
+    window: Annotated[int, msgspec.Meta(ge=8, le=100_000)] = 64
+    bar_seconds: Annotated[int, msgspec.Meta(gt=0, le=7 * 86_400)] = 60
     gap_policy: GapPolicy = "reset"
     max_gap_bars: Annotated[int, msgspec.Meta(ge=0)] = 5
+    max_jump_atr: Annotated[float, msgspec.Meta(ge=0, le=1e6)] = 25.0
+    min_jump_fraction: Annotated[float, msgspec.Meta(ge=0, le=1e6)] = 0.1
+    jump_lookback: Annotated[int, msgspec.Meta(ge=2, le=10_000)] = 14
+    max_future_seconds: Annotated[float, msgspec.Meta(ge=0, le=86_400)] = 300.0
 
 
 class BarRejected(msgspec.Struct, frozen=True, kw_only=True):
@@ -79,7 +97,19 @@ class Window(msgspec.Struct, frozen=True, kw_only=True, eq=False):
 class _Ring:
     """Fixed-size ring of bars, each written twice so the last n bars are always one contiguous slice."""
 
-    __slots__ = ("count", "last_dt", "last_ts", "n", "pos", "times", "values")
+    __slots__ = (
+        "atr",
+        "close",
+        "count",
+        "last_dt",
+        "last_ts",
+        "n",
+        "pending",
+        "pos",
+        "ranges",
+        "times",
+        "values",
+    )
 
     def __init__(self, n: int) -> None:
         self.n = n
@@ -89,12 +119,19 @@ class _Ring:
         self.count = 0  # bars held, at most n
         self.last_ts = 0
         self.last_dt: datetime | None = None
+        self.atr = 0.0  # average true range of the stored bars (running mean over the lookback)
+        self.ranges = 0  # true ranges averaged into atr so far
+        self.pending: float | None = None  # close of a rejected jump, waiting for confirmation
+        self.close = 0.0  # the newest bar's close (a float: cheaper than reading the array)
 
     def clear(self) -> None:
         self.pos = -1
         self.count = 0
         self.last_ts = 0
         self.last_dt = None
+        self.atr = 0.0
+        self.ranges = 0
+        self.pending = None
 
     def push(self, bar: Bar, ts: int) -> None:
         n = self.n
@@ -112,6 +149,7 @@ class _Ring:
             self.count += 1
         self.last_ts = ts
         self.last_dt = bar.ts
+        self.close = bar.close
 
 
 class BarStore:
@@ -120,20 +158,31 @@ class BarStore:
     def __init__(self, *, config: BarStoreConfig) -> None:
         self.config = config
         self._rings: dict[str, _Ring] = {}
+        self._jump = config.max_jump_atr
+        self._jump_fraction = config.min_jump_fraction
+        self._lookback = config.jump_lookback
+        self._min_ranges = min(config.jump_lookback, 5)
 
     @property
     def symbols(self) -> tuple[str, ...]:
         """Symbols that have at least one stored bar."""
         return tuple(s for s, r in self._rings.items() if r.count)
 
-    def add(self, bar: Bar) -> BarRejected | None:
-        """Validate and store one bar; returns the rejection, or None when the bar was stored."""
+    def add(self, bar: Bar, *, now: datetime | None = None) -> BarRejected | None:
+        """Validate and store one bar; returns the rejection, or None when the bar was stored.
+
+        now: the receiving clock of a live feed; a bar closing more than max_future_seconds
+        after it is rejected (future_ts). Replays and backtests pass nothing."""
         problem = _check_values(bar)
         if problem is not None:
             return _rejected(bar, *problem)
         ts_dt = bar.ts
         step = self.config.bar_seconds
         ts = int(ts_dt.timestamp())
+        if not _EARLIEST <= ts < _LATEST or now is not None:
+            problem = _check_time(bar, now, self.config.max_future_seconds)
+            if problem is not None:
+                return _rejected(bar, *problem)
         if ts_dt.microsecond or ts % step:
             return _rejected(
                 bar, "misaligned_ts", f"bar time {ts_dt.isoformat()} is not on a {step}s boundary"
@@ -166,8 +215,53 @@ class BarStore:
                     )
                 if policy == "reset":
                     ring.clear()
+                else:  # accepted across a long gap: the old range says nothing about this bar
+                    ring.atr, ring.ranges, ring.pending = 0.0, 0, None
+        # Cross-bar check, written out: it runs for every bar of every symbol.
+        previous = ring.close
+        if self._jump and ring.ranges >= self._min_ranges:
+            up, down = bar.high - previous, previous - bar.low
+            distance = up if up > down else down  # max(|high - close|, |low - close|)
+            limit = self._jump * ring.atr
+            floor = self._jump_fraction * previous
+            if distance > (limit if limit > floor else floor):
+                jump = self._jump_rejected(ring, bar, distance)
+                if jump is not None:
+                    return jump
+            else:
+                ring.pending = None
+        if ring.count:  # fold the true range into the running ATR
+            high = bar.high if bar.high > previous else previous
+            low = bar.low if bar.low < previous else previous
+            true_range = high - low
+        else:
+            true_range = bar.high - bar.low
+        ring.ranges += 1
+        ring.atr += (true_range - ring.atr) / (
+            ring.ranges if ring.ranges < self._lookback else self._lookback
+        )
         ring.push(bar, ts)
         return None
+
+    def _jump_rejected(self, ring: _Ring, bar: Bar, distance: float) -> BarRejected | None:
+        """A bar far outside the recent range: rejected, unless it confirms a rejected jump."""
+        cfg = self.config
+        previous = ring.close
+        limit = max(cfg.max_jump_atr * ring.atr, cfg.min_jump_fraction * previous)
+        pending = ring.pending
+        if pending is not None:
+            from_pending = max(abs(bar.high - pending), abs(bar.low - pending))
+            if from_pending <= max(cfg.max_jump_atr * ring.atr, cfg.min_jump_fraction * pending):
+                ring.pending = None  # two bars agree on the new level: a real move
+                return None
+        ring.pending = bar.close
+        return _rejected(
+            bar,
+            "price_jump",
+            f"high {bar.high} / low {bar.low} lie {distance:.6g} from the previous close "
+            f"{previous}, over the limit {limit:.6g} ({cfg.max_jump_atr} x ATR {ring.atr:.6g}, "
+            f"at least {cfg.min_jump_fraction} x close); the next bar at this level confirms it",
+        )
 
     def window(self, symbol: str) -> Window | None:
         """The symbol's last `config.window` bars, or None until that many are stored."""
@@ -227,6 +321,25 @@ def _check_values(bar: Bar) -> tuple[str, str] | None:
         return "high_below_body", f"high {h} is below max(open, close) = {max(o, c)}"
     if low > o or low > c:
         return "low_above_body", f"low {low} is above min(open, close) = {min(o, c)}"
+    return None
+
+
+def _check_time(
+    bar: Bar, now: datetime | None, max_future_seconds: float
+) -> tuple[str, str] | None:
+    """A plausible bar time: within [EARLIEST_TS, LATEST_TS), and not after now + tolerance."""
+    ts = bar.ts
+    if not EARLIEST_TS <= ts < LATEST_TS:
+        return (
+            "implausible_ts",
+            f"bar time {ts.isoformat()} is outside {EARLIEST_TS.date()} .. {LATEST_TS.date()}",
+        )
+    if now is not None and (ts - now).total_seconds() > max_future_seconds:
+        return (
+            "future_ts",
+            f"bar time {ts.isoformat()} is more than {max_future_seconds:g}s after the clock "
+            f"{now.isoformat()}",
+        )
     return None
 
 

@@ -83,16 +83,23 @@ class TradingKernel:
         return list(events), self.book.apply_updates(events, fills)
 
     def intake(
-        self, batch: Sequence[Bar], events: Sequence[OrderEvent], fills: Sequence[Fill]
+        self,
+        batch: Sequence[Bar],
+        events: Sequence[OrderEvent],
+        fills: Sequence[Fill],
+        *,
+        received: datetime | None = None,
     ) -> BatchIntake:
-        """Apply the broker's news, validate and store the bars, and let risk see the new marks."""
+        """Apply the broker's news, validate and store the bars, and let risk see the new marks.
+
+        received: when a live feed delivered the batch; bars closing far after it are refused."""
         now = batch[0].ts
         applied_events, new_fills = self.apply_updates(events, fills)
         store, book = self.store, self.book
         rejected: list[BarRejected] = []
         accepted: list[str] = []
         for bar in batch:
-            problem = store.add(bar)
+            problem = store.add(bar, now=received)
             if problem is None:
                 book.mark(bar)
                 accepted.append(bar.symbol)

@@ -28,6 +28,8 @@ class SimBrokerConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_
     max_commission_fraction * notional), charged as the order fills. Market orders pay half
     of spread_bps plus slippage_bps. latency_bars=1 fills market orders at the next bar's open;
     latency_bars=0 fills them on submit at the close of the symbol's last bar.
+    price_collar: a bar whose high or low lies further than this fraction of the previous
+    close from it fills nothing (a bad print) unless the next bar confirms its level; 0 = off.
     """
 
     commission_per_share: NonNegativeFloat = 0.005
@@ -37,6 +39,7 @@ class SimBrokerConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_
     spread_bps: NonNegativeFloat = 2.0
     max_volume_fraction: Annotated[float, msgspec.Meta(gt=0, le=1)] = 0.1
     latency_bars: Annotated[int, msgspec.Meta(ge=0, le=1)] = 1
+    price_collar: Annotated[float, msgspec.Meta(ge=0, le=1e6)] = 0.5
 
 
 class VenueOrder(msgspec.Struct, frozen=True, kw_only=True):
@@ -83,6 +86,7 @@ class SimBroker:
         self._sequence = 0
         self._pending_events: list[OrderEvent] = []
         self._pending_fills: list[Fill] = []
+        self._collared: dict[str, float] = {}  # close of a collared bar, by symbol
 
     # ---- orders ------------------------------------------------------------------------------
     def submit(self, order: Order, now: datetime) -> list[OrderEvent]:
@@ -168,6 +172,8 @@ class SimBroker:
         previous = self._tapes.get(bar.symbol)
         if not _usable(bar) or (previous is not None and bar.ts <= previous.bar.ts):
             return events, fills
+        if previous is not None and self._outside_collar(bar, previous.bar.close):
+            return events, fills
         tape = SymbolTape(bar=bar)
         self._tapes[bar.symbol] = tape
         if self._open.get(bar.symbol):
@@ -175,6 +181,23 @@ class SimBroker:
             events.extend(more_events)
             fills.extend(more_fills)
         return events, fills
+
+    def _outside_collar(self, bar: Bar, reference: float) -> bool:
+        """True for a bar too far from the last close to trade on (remembered to confirm later)."""
+        collar = self.config.price_collar
+        if (
+            not collar
+            or max(abs(bar.high - reference), abs(bar.low - reference)) <= collar * reference
+        ):
+            self._collared.pop(bar.symbol, None)
+            return False
+        suspect = self._collared.pop(bar.symbol, None)
+        if suspect is not None and max(abs(bar.high - suspect), abs(bar.low - suspect)) <= (
+            collar * suspect
+        ):
+            return False  # two bars at the new level: a real move
+        self._collared[bar.symbol] = bar.close
+        return True
 
     def flush(self) -> tuple[list[OrderEvent], list[Fill]]:
         """Take events and fills produced outside on_bar (immediate fills when latency_bars=0)."""

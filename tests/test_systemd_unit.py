@@ -52,3 +52,12 @@ def test_unit_when_verified_by_systemd_analyze_then_no_errors(tmp_path: Path) ->
     ]
     assert result.returncode == 0, result.stderr
     assert problems == [], result.stderr
+
+
+def test_unit_when_read_then_config_and_storage_exits_are_not_restarted() -> None:
+    from daemon.errors import EXIT_CONFIG, EXIT_STORAGE
+
+    prevented = unit()["Service"]["RestartPreventExitStatus"].split()
+    assert str(EXIT_STORAGE) in prevented
+    assert str(EXIT_CONFIG) in prevented
+    assert EXIT_STORAGE not in (0, 1, EXIT_CONFIG)

@@ -28,7 +28,12 @@ log = structlog.get_logger("daemon.api")
 
 CommandName = Literal["pause", "resume", "flatten", "set_state", "reload_bundle", "reload_strategy"]
 FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
-_REJECTION_STATUS = {"too_large": 413, "failed": 409}
+# A price outside [MIN_PRICE, MAX_PRICE] is not a market price (1e308, 1e-300): refused with 422.
+MIN_PRICE = 1e-8
+MAX_PRICE = 1e9
+MAX_VOLUME = 1e15
+Price = Annotated[float, Field(allow_inf_nan=False, ge=MIN_PRICE, le=MAX_PRICE)]
+_REJECTION_STATUS = {"too_large": 413, "failed": 409, "error": 500}
 _OBJECT_BODY: dict[str, Any] = {
     "requestBody": {
         "required": False,
@@ -37,6 +42,63 @@ _OBJECT_BODY: dict[str, Any] = {
         },
     }
 }
+
+
+class BodyLimit:
+    """ASGI middleware: a request body over max_bytes gets 413, by Content-Length or counted as
+    it arrives (chunked bodies too); the app then reads the body from memory."""
+
+    def __init__(self, app: Any, *, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        length = dict(scope.get("headers") or ()).get(b"content-length")
+        if length is not None and (not length.isdigit() or int(length) > self.max_bytes):
+            await self._refuse(send)
+            return
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                break
+            body = message.get("body", b"")
+            size += len(body)
+            if size > self.max_bytes:
+                await self._refuse(send)
+                return
+            chunks.append(body)
+            if not message.get("more_body", False):
+                break
+        replayed = False
+
+        async def replay() -> Any:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+    async def _refuse(self, send: Any) -> None:
+        body = encode_event({"detail": f"request body over {self.max_bytes} bytes"})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 413,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                    (b"connection", b"close"),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
 
 
 class Predictor(Protocol):
@@ -66,11 +128,11 @@ class ChartPredictor(Protocol):
 class BarIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     ts: AwareDatetime = Field(description="bar close time, with a timezone")
-    open: FiniteFloat = Field(gt=0)
-    high: FiniteFloat = Field(gt=0)
-    low: FiniteFloat = Field(gt=0)
-    close: FiniteFloat = Field(gt=0)
-    volume: FiniteFloat = Field(ge=0)
+    open: Price
+    high: Price
+    low: Price
+    close: Price
+    volume: FiniteFloat = Field(ge=0, le=MAX_VOLUME)
 
 
 class PredictRequest(BaseModel):
@@ -130,13 +192,7 @@ def build_app(
         description="Health, metrics, status, predictions and control of a vlmtrader daemon.",
     )
 
-    @app.middleware("http")
-    async def limit_body(request: Request, call_next: Any) -> Response:
-        length = request.headers.get("content-length")
-        if length is not None and (not length.isdigit() or int(length) > cfg.max_body_bytes):
-            return _json({"detail": f"request body over {cfg.max_body_bytes} bytes"}, 413)
-        response: Response = await call_next(request)
-        return response
+    app.add_middleware(BodyLimit, max_bytes=cfg.max_body_bytes)
 
     @app.get("/healthz", response_model=Health, tags=["health"])
     async def healthz() -> Health:
@@ -371,6 +427,9 @@ def _object(raw: bytes) -> dict[str, Any] | None:
         value = msgspec.json.decode(raw)
     except msgspec.DecodeError as e:
         msg = f"body is not valid JSON: {e}"
+        raise CommandRejected(msg, reason="malformed") from None
+    except RecursionError:
+        msg = "body is nested too deeply"
         raise CommandRejected(msg, reason="malformed") from None
     if not isinstance(value, dict):
         msg = f"body must be a JSON object, not {type(value).__name__}"

@@ -11,6 +11,7 @@ from prometheus_client.registry import Collector
 
 from daemon.bus.publisher import BusStats
 from daemon.shadow import ShadowStats
+from daemon.supervisor import TaskHealth
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 LATENCY_BUCKETS = (
@@ -58,6 +59,7 @@ class _Pulled(Collector):
         self.bus: Callable[[], BusStats] | None = None
         self.connected: Callable[[], bool] = lambda: False
         self.shadow: Callable[[], ShadowStats] | None = None
+        self.tasks: TaskHealth | None = None
 
     def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
         depth = GaugeMetricFamily(
@@ -66,6 +68,8 @@ class _Pulled(Collector):
         for name, fn in self.queues.items():
             depth.add_metric([name], float(fn()))
         yield depth
+        if self.tasks is not None:
+            yield from _task_metrics(self.tasks)
         if self.shadow is not None:
             yield from _shadow_metrics(self.shadow())
         if self.bus is None:
@@ -141,6 +145,10 @@ class Metrics:
         self._pulled.bus = stats
         self._pulled.connected = connected
 
+    def track_tasks(self, health: TaskHealth) -> None:
+        """Report which supervised background tasks run, and their restarts, at scrape time."""
+        self._pulled.tasks = health
+
     def track_shadow(self, stats: Callable[[], ShadowStats]) -> None:
         """Report the shadow bundle's comparison with the live scorer at scrape time."""
         self._pulled.shadow = stats
@@ -179,6 +187,20 @@ class Metrics:
         state = self._labels["state"](current)
         for s in list(self._labels["state"]._seen):
             self.trading_state.labels(state=s).set(1.0 if s == state else 0.0)
+
+
+def _task_metrics(health: TaskHealth) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+    up = GaugeMetricFamily(
+        "vlmtrader_task_up", "1 while a supervised background task runs", labels=["task"]
+    )
+    restarts = CounterMetricFamily(
+        "vlmtrader_task_restarts", "Restarts of a supervised background task", labels=["task"]
+    )
+    for name, running in health.states().items():
+        up.add_metric([name], 1.0 if running else 0.0)
+        restarts.add_metric([name], float(health.restarts.get(name, 0)))
+    yield up
+    yield restarts
 
 
 def _shadow_metrics(stats: ShadowStats) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:

@@ -83,6 +83,9 @@ def decode_command(raw: bytes, *, max_bytes: int) -> Command:
     except msgspec.DecodeError as e:
         msg = f"command is not valid JSON: {e}"
         raise CommandRejected(msg, reason="malformed") from None
+    except RecursionError:
+        msg = "command is nested too deeply"
+        raise CommandRejected(msg, reason="malformed") from None
     return command
 
 

@@ -77,7 +77,8 @@ class MqttConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
     max_command_bytes: PositiveInt = 4_096
     status_interval_seconds: NonNegativeFloat = 30.0  # 0: status only on connect and stop
     reconnect_min_seconds: PositiveFloat = 0.5
-    reconnect_max_seconds: PositiveFloat = 30.0
+    # Cap of the (jittered) reconnect backoff: back within a few seconds of the broker answering.
+    reconnect_max_seconds: PositiveFloat = 5.0
     publish_timeout_seconds: PositiveFloat = 5.0
     stop_timeout_seconds: PositiveFloat = 3.0
     bar_source: MqttBarSourceConfig | None = None

@@ -25,11 +25,14 @@ import structlog
 from daemon.bus.config import MqttConfig, Topics, check, credentials, tls_context, topics
 from daemon.errors import ConfigError
 from daemon.log_setup import add_event_sink, remove_event_sink
+from daemon.supervisor import Backoff, TaskHealth, describe
 
 if TYPE_CHECKING:
     from daemon.control import Controller
 
 log = structlog.get_logger("daemon.bus")
+
+TASK_NAME = "mqtt"
 
 StatusSource = Callable[[], Mapping[str, Any]]
 
@@ -88,6 +91,7 @@ class MqttBus:
         controller: Controller | None = None,
         status: StatusSource | None = None,
         env: Mapping[str, str] | None = None,
+        health: TaskHealth | None = None,
     ) -> None:
         problem = check(config)
         if problem:
@@ -99,6 +103,7 @@ class MqttBus:
         self.controller = controller
         self._status_source = status
         self.stats = BusStats()
+        self.health = health if health is not None else TaskHealth()
         self.connected = False
         self._send = _patterns(config.events)
         self._qos1 = _patterns(config.qos1_events)
@@ -186,13 +191,17 @@ class MqttBus:
         )
 
     async def _run(self) -> None:
-        """Connect, serve, and on failure wait with exponential backoff; stop when asked."""
+        """Connect, serve, and on failure wait with jittered exponential backoff; stop when asked.
+
+        Supervised: an unexpected exception (a bug, a library error) is logged as task.failed,
+        marks the task down for /readyz and /metrics, and the session starts again."""
         cfg = self.config
-        delay = cfg.reconnect_min_seconds
+        backoff = Backoff(minimum=cfg.reconnect_min_seconds, maximum=cfg.reconnect_max_seconds)
         while not self._stopping.is_set():
+            delay = backoff.next_delay()
             try:
                 async with self._client() as client:
-                    delay = cfg.reconnect_min_seconds
+                    backoff.reset()
                     await self._session(client)
                     return
             except aiomqtt.MqttError as e:
@@ -207,12 +216,22 @@ class MqttBus:
                         retry_seconds=round(delay, 3),
                     )
                 self.connected = False
+            except Exception as e:  # supervision: the MQTT task never ends quietly
+                self.connected = False
+                self.health.down(TASK_NAME, describe(e))
+                log.error(
+                    "task.failed",
+                    task=TASK_NAME,
+                    error=describe(e),
+                    restarts=self.health.restarts[TASK_NAME],
+                    retry_seconds=round(delay, 3),
+                )
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), delay)
-            delay = min(delay * 2, cfg.reconnect_max_seconds)
 
     async def _session(self, client: aiomqtt.Client) -> None:
         self.connected = True
+        self.health.up(TASK_NAME)
         self.stats.connects += 1
         if self.stats.connects > 1:
             self.stats.reconnects += 1
@@ -237,8 +256,15 @@ class MqttBus:
         finally:
             await _cancel_all([*tasks, stop])
         for t in tasks:
-            if t in done and t.exception() is not None:
-                raise t.exception()  # type: ignore[misc]
+            error = t.exception() if t in done else None
+            if error is not None:
+                if not isinstance(error, aiomqtt.MqttError):
+                    # A clean disconnect sends no last will: say so before the session restarts.
+                    with contextlib.suppress(aiomqtt.MqttError):
+                        await self._publish_status(
+                            client, "degraded", reason=f"task_failed: {describe(error)}"
+                        )
+                raise error
         await self._flush(client)
         await self._publish_status(client, "offline", reason="stopped")
         self.connected = False

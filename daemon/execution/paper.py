@@ -10,6 +10,8 @@ knows is never ordered a second time; the caller gets the order's current status
 from __future__ import annotations
 
 import contextlib
+import os
+import signal
 import sqlite3
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
@@ -19,8 +21,9 @@ from types import TracebackType
 import msgspec
 import structlog
 
-from daemon.errors import InvariantError
+from daemon.errors import InvariantError, StorageError
 from daemon.execution.base import BrokerUpdates, BrokerView
+from daemon.journal import storage_cause
 from daemon.wal_checkpoint import BACKSTOP_PAGES, WalCheckpointer
 from strategy.sim_broker import (
     DUPLICATE_CLIENT_ORDER_ID,
@@ -33,6 +36,10 @@ from strategy.sim_broker import (
 from strategy.types import Bar, Fill, Order, OrderEvent
 
 log = structlog.get_logger("daemon.execution.paper")
+
+# Crash-test failpoint: kill -9 ourselves once the venue has committed its Nth fill, before the
+# daemon's journal has seen it (reconcile on restart must recover it exactly once).
+_CRASH_AFTER_VENUE_FILLS = int(os.environ.get("VLMTRADER_CRASH_AFTER_VENUE_FILLS", "0") or 0)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS venue_orders (
@@ -65,6 +72,7 @@ class PaperExecution:
         self._events: list[OrderEvent] = []
         self._fills: list[Fill] = []
         self._con: sqlite3.Connection | None = None
+        self._fills_saved = 0
         self._checkpointer: WalCheckpointer | None = None
         self._con = self._connect()
         self.broker = self._load(self._con)
@@ -197,8 +205,8 @@ class PaperExecution:
             con.execute(f"PRAGMA wal_autocheckpoint={BACKSTOP_PAGES}")  # the thread checkpoints
             con.executescript(_SCHEMA)
         except (OSError, sqlite3.Error) as e:
-            msg = f"paper venue {self.path}: cannot open ({e})"
-            raise InvariantError(msg) from e
+            msg = f"paper venue {self.path}: cannot open ({storage_cause(e, self.path) or e})"
+            raise StorageError(msg) from None
         return con
 
     def _load(self, con: sqlite3.Connection) -> SimBroker:
@@ -221,10 +229,10 @@ class PaperExecution:
         except (sqlite3.Error, msgspec.DecodeError) as e:
             self.close()
             msg = (
-                f"paper venue {self.path}: table {where} unreadable ({e}); "
+                f"paper venue {self.path}: table {where} unreadable ({' '.join(str(e).split())}); "
                 "move the file away to start a fresh venue"
             )
-            raise InvariantError(msg) from e
+            raise StorageError(msg) from None
         state = SimBrokerState(orders=orders, fills=fills, tapes=tapes)
         return SimBroker.from_state(state, config=self.config)
 
@@ -254,7 +262,10 @@ class PaperExecution:
                     con.executemany(_INSERT_FILL, [(f.fill_id, encode(f).decode()) for f in fills])
                     con.executemany(_UPSERT_TAPE, [(s, encode(t).decode()) for s, t in tapes])
             except sqlite3.Error as e:
-                msg = f"paper venue {self.path}: write failed ({e})"
-                raise InvariantError(msg) from e
+                msg = f"paper venue {self.path}: write failed ({storage_cause(e, self.path) or e})"
+                raise StorageError(msg) from None
+        self._fills_saved += len(fills)
+        if fills and _CRASH_AFTER_VENUE_FILLS and self._fills_saved >= _CRASH_AFTER_VENUE_FILLS:
+            os.kill(os.getpid(), signal.SIGKILL)  # the venue has the fill, the journal not yet
         self._events.extend(events)
         self._fills.extend(fills)

@@ -35,6 +35,7 @@ from daemon.bus.config import (
     topics,
 )
 from daemon.errors import ConfigError
+from daemon.supervisor import Backoff, describe
 from strategy.types import Bar
 
 log = structlog.get_logger("daemon.feeds.mqtt")
@@ -239,13 +240,16 @@ class MqttBarFeed:
         )
 
     async def _run(self) -> None:
-        """Connect, subscribe and read; on a lost link wait with exponential backoff and try again."""
+        """Connect, subscribe and read; on a lost link wait with jittered exponential backoff
+        (capped at reconnect_max_seconds) and try again. Supervised: an unexpected exception is
+        logged as task.failed and the session starts again."""
         cfg = self.config
-        delay = cfg.reconnect_min_seconds
+        backoff = Backoff(minimum=cfg.reconnect_min_seconds, maximum=cfg.reconnect_max_seconds)
         while True:
+            delay = backoff.next_delay()
             try:
                 async with self._client() as client:
-                    delay = cfg.reconnect_min_seconds
+                    backoff.reset()
                     await self._session(client)
             except aiomqtt.MqttError as e:
                 was_connected, self._connected = self._connected, False
@@ -258,8 +262,15 @@ class MqttBarFeed:
                     was_connected=was_connected,
                     retry_seconds=round(delay, 3),
                 )
+            except Exception as e:  # supervision: the bar feed never ends quietly
+                self._connected = False
+                log.error(
+                    "task.failed",
+                    task="mqtt_feed",
+                    error=describe(e),
+                    retry_seconds=round(delay, 3),
+                )
             await asyncio.sleep(delay)
-            delay = min(delay * 2, cfg.reconnect_max_seconds)
 
     async def _session(self, client: aiomqtt.Client) -> None:
         await client.subscribe(self.topics.bars, qos=1)

@@ -24,6 +24,7 @@ import pyarrow.parquet as pq
 import structlog
 
 from daemon.errors import ConfigError, InputError
+from strategy.bars import EARLIEST_TS, LATEST_TS
 from strategy.market_sim import BAR_COLUMNS
 from strategy.types import Bar
 
@@ -109,9 +110,14 @@ def _numbers(path: Path, column: str, values: pd.Series) -> np.ndarray:
     return parsed
 
 
-def _epoch(seconds_or_finer: np.ndarray) -> pd.DatetimeIndex:
-    largest = float(np.nanmax(np.abs(seconds_or_finer))) if len(seconds_or_finer) else 0.0
+def _epoch(path: Path, seconds_or_finer: np.ndarray) -> pd.DatetimeIndex:
+    finite = seconds_or_finer[np.isfinite(seconds_or_finer)]
+    largest = float(np.max(np.abs(finite))) if len(finite) else 0.0
     unit = "s" if largest < 1e11 else "ms" if largest < 1e14 else "us" if largest < 1e17 else "ns"
+    if len(finite) < len(seconds_or_finer) or largest >= 9.2e18:
+        bad = ~np.isfinite(seconds_or_finer) | (np.abs(np.nan_to_num(seconds_or_finer)) >= 9.2e18)
+        row = int(np.flatnonzero(bad)[0])
+        raise _fail(path, f"row {row + 1}, column 'ts': {seconds_or_finer[row]!r} is not a time")
     return pd.DatetimeIndex(pd.to_datetime(seconds_or_finer, unit=unit, utc=True))
 
 
@@ -121,12 +127,16 @@ def _timestamps(path: Path, values: pd.Series) -> pd.DatetimeIndex:
     if pd.api.types.is_datetime64_dtype(values.dtype):
         return pd.DatetimeIndex(values).tz_localize("UTC")
     if pd.api.types.is_numeric_dtype(values.dtype) and not pd.api.types.is_bool_dtype(values.dtype):
-        return _epoch(values.to_numpy(dtype=np.float64))
+        return _epoch(path, values.to_numpy(dtype=np.float64))
     _missing(path, "ts", values)
     text = values.astype(str).str.strip()
     numeric = pd.to_numeric(text, errors="coerce")
     if numeric.notna().all():
-        return _epoch(numeric.to_numpy(dtype=np.float64))
+        return _epoch(path, numeric.to_numpy(dtype=np.float64))
+    if numeric.iloc[0] == numeric.iloc[0]:  # epoch numbers, then something else: name it
+        row = int(np.flatnonzero(numeric.isna().to_numpy())[0])
+        problem = f"cannot parse {text.iloc[row]!r} as a time (the rows before are epoch seconds)"
+        raise _fail(path, f"row {row + 1}, column 'ts': {problem}")
     parsed = pd.to_datetime(text, utc=True, format="ISO8601", errors="coerce")
     bad = parsed.isna().to_numpy()
     if bad.any():
@@ -134,6 +144,20 @@ def _timestamps(path: Path, values: pd.Series) -> pd.DatetimeIndex:
         problem = f"cannot parse {text.iloc[row]!r} as a time (ISO 8601 or epoch seconds)"
         raise _fail(path, f"row {row + 1}, column 'ts': {problem}")
     return pd.DatetimeIndex(parsed)
+
+
+def _plausible(path: Path, ts: pd.DatetimeIndex) -> pd.DatetimeIndex:
+    """Refuse bar times outside the range any market had (epoch -1, year 9999), naming the row."""
+    earliest, latest = pd.Timestamp(EARLIEST_TS), pd.Timestamp(LATEST_TS)
+    bad = np.asarray(ts.isna() | (ts < earliest) | (ts >= latest))
+    if bad.any():
+        row = int(np.flatnonzero(bad)[0])
+        shown = "an empty time" if pd.isna(ts[row]) else ts[row].isoformat()
+        raise _fail(
+            path,
+            f"row {row + 1}, column 'ts': {shown} is outside {earliest.date()} .. {latest.date()}",
+        )
+    return ts
 
 
 def load_bars_frame(path: str | Path) -> pd.DataFrame:
@@ -149,7 +173,7 @@ def load_bars_frame(path: str | Path) -> pd.DataFrame:
     _missing(p, "symbol", raw["symbol"])
     frame = {
         "symbol": raw["symbol"].astype(str).str.strip().to_numpy(dtype=object),
-        "ts": _timestamps(p, raw["ts"]).as_unit("us"),
+        "ts": _plausible(p, _timestamps(p, raw["ts"])).as_unit("us"),
         **{c: _numbers(p, c, raw[c]) for c in _NUMBERS},
     }
     return pd.DataFrame(frame)

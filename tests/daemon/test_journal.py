@@ -525,7 +525,8 @@ def test_record_when_database_becomes_read_only_then_journal_error_not_writable(
         j.record(kv={"a": "1"})
         j._con.execute("PRAGMA query_only = ON")  # type: ignore[union-attr]
         with pytest.raises(
-            JournalError, match="record failed at begin: attempt to write a readonly database"
+            JournalError,
+            match=r"record failed at begin: read-only: .*\(attempt to write a readonly database\)",
         ):
             j.record(signals=[signal()], kv={"a": "2"})
         assert not j.writable()

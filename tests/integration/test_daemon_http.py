@@ -86,6 +86,7 @@ def test_health_when_daemon_ready_then_healthz_and_readyz_200_with_all_checks(ap
         "feed_connected": True,
         "model_warm": True,
         "journal_writable": True,
+        "tasks_running": True,
     }
 
 

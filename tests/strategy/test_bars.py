@@ -256,7 +256,7 @@ def test_window_when_returned_then_arrays_are_read_only_copies() -> None:
         w.close[0] = 1.0
     with pytest.raises(ValueError, match="read-only"):
         w.timestamps[0] = 1
-    assert store.add(_bar(8, price=500.0)) is None
+    assert store.add(_bar(8, price=110.0)) is None
     assert w.open[-1] == 107.0  # the earlier window does not change under later adds
     assert w.open.dtype == np.float64
     assert w.timestamps.dtype == np.int64

@@ -334,8 +334,9 @@ def load_clip(name_or_path: str | Path) -> ClipParts:
     try:
         model: Any = CLIPModel.from_pretrained(where, local_files_only=True)
         tokenizer = AutoTokenizer.from_pretrained(where, local_files_only=True)
-    except (OSError, ValueError, KeyError) as e:
-        msg = f"{where}: cannot load a CLIP model and tokenizer offline ({e})"
+    except Exception as e:  # a corrupt file raises anything (SafetensorError, EOFError, ...)
+        detail = " ".join(str(e).split()) or type(e).__name__
+        msg = f"{where}: cannot load a CLIP model and tokenizer offline ({type(e).__name__}: {detail})"
         raise ClipError(msg) from None
     if tokenizer.eos_token_id is not None:
         model.config.text_config.eos_token_id = tokenizer.eos_token_id
