@@ -3,10 +3,13 @@ EXIT_STORAGE, which the systemd unit does not restart on."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sqlite3
 import stat
+import subprocess
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 
@@ -85,16 +88,32 @@ def test_run_when_journal_row_is_corrupt_json_then_exit_storage_naming_table_and
     )
 
 
+@contextlib.contextmanager
+def _read_only(directory: Path) -> Iterator[None]:
+    """The directory read-only for the daemon: a read-only tmpfs mounted over it as root (root
+    writes through file modes), its mode bits otherwise."""
+    if os.geteuid() == 0:
+        subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(directory)], check=True
+        )
+        try:
+            yield
+        finally:
+            subprocess.run(["umount", str(directory)], check=True)
+        return
+    directory.chmod(stat.S_IRUSR | stat.S_IXUSR)
+    try:
+        yield
+    finally:
+        directory.chmod(stat.S_IRWXU)
+
+
 @pytest.mark.integration
-@pytest.mark.skipif(os.geteuid() == 0, reason="root writes to read-only directories")
 def test_run_when_state_dir_read_only_then_exit_storage(tmp_path: Path) -> None:
     state = tmp_path / "state"
     state.mkdir()
-    state.chmod(stat.S_IRUSR | stat.S_IXUSR)
-    try:
+    with _read_only(state):
         code, log = _run_until_exit(tmp_path, state)
-    finally:
-        state.chmod(stat.S_IRWXU)
     assert code == EXIT_STORAGE
     _assert_one_line_storage_failure(log, names="journal.sqlite", cause="read-only")
 
