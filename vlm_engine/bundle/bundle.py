@@ -247,12 +247,14 @@ def add_to_bundle(
     files: dict[str, bytes],
     metrics: dict[str, float] | None = None,
     stages: dict[str, Any] | None = None,
+    trained_on: TrainedOn | None = None,
 ) -> ModelCard:
     """Add (or replace) files of a valid bundle and merge metrics and stage records; the card is rewritten last.
 
     Args:
         files: relative path (e.g. "xgb/model.json") -> content; must stay inside the bundle.
         stages: what each added stage is (config, inputs, fitted parameters), merged by key.
+        trained_on: the bars the bundle's fits saw (replaces the card's when given).
     """
     card = verify_bundle(directory)
     root = directory.resolve()
@@ -270,6 +272,7 @@ def add_to_bundle(
             card,
             metrics={**card.metrics, **(metrics or {})},
             stages={**card.stages, **(stages or {})},
+            trained_on=trained_on or card.trained_on,
         )
         card = _write_card(directory, updated)
     except OSError as e:
