@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -27,7 +29,14 @@ DEFAULT_OUT = Path("state/bundles/default")
 C = TypeVar("C")
 
 # Kept importable from here (benches and tests build bundles through these names).
-_FROM_BUILD = ("BootstrapConfig", "DEFAULT_SPEC", "SIM_START", "TabularConfig", "bootstrap", "quick_config")
+_FROM_BUILD = (
+    "BootstrapConfig",
+    "DEFAULT_SPEC",
+    "SIM_START",
+    "TabularConfig",
+    "bootstrap",
+    "quick_config",
+)
 
 
 def __getattr__(name: str) -> Any:
@@ -56,7 +65,9 @@ def register(sub: Any) -> None:
     build.add_argument(
         "--base", type=Path, help="local Hugging Face CLIP directory (save_pretrained) to fine-tune"
     )
-    build.add_argument("--quick", action="store_true", help="tiny config (weak model), for smoke runs")
+    build.add_argument(
+        "--quick", action="store_true", help="tiny config (weak model), for smoke runs"
+    )
     build.set_defaults(func=_build)
     boot = msub.add_parser(
         "bootstrap", help="build the default bundle from the simulated market (CPU)"
@@ -89,15 +100,27 @@ def _load_config(path: Path | None, default: C, kind: type[C]) -> C:
         raise ValueError(msg) from None
 
 
-def _log_to_file(out: Path) -> Path:
-    """The build's structlog JSON lines go to DIR.build.log beside the bundle; its path is printed."""
+@contextmanager
+def _log_to_file(out: Path) -> Iterator[Path]:
+    """The build's structlog JSON lines go to DIR.build.log beside the bundle; its path is printed.
+
+    Loggers are not cached meanwhile and the previous configuration comes back afterwards, so a
+    build run in-process (tests) leaves logging as it found it."""
+    import structlog
+
     from daemon.log_setup import configure_logging
 
     path = out.with_name(f"{out.name}.build.log")
     path.parent.mkdir(parents=True, exist_ok=True)
-    configure_logging(fmt="json", stream=path.open("a", encoding="utf-8"))
-    print(f"log: {path}", file=sys.stderr)
-    return path
+    previous = structlog.get_config()
+    with path.open("a", encoding="utf-8") as sink:
+        configure_logging(fmt="json", stream=sink)
+        structlog.configure(cache_logger_on_first_use=False)
+        print(f"log: {path}", file=sys.stderr)
+        try:
+            yield path
+        finally:
+            structlog.configure(**previous)
 
 
 def _run(action: Any, out: Path) -> int:
@@ -106,12 +129,12 @@ def _run(action: Any, out: Path) -> int:
     from vlm_engine.clip import ClipError
     from vlm_engine.xgb import XgbError
 
-    _log_to_file(out)
-    try:
-        card, wall = action()
-    except (BuildInputError, ClipError, BundleError, XgbError) as e:
-        print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
-        return EXIT_INPUT
+    with _log_to_file(out):
+        try:
+            card, wall = action()
+        except (BuildInputError, ClipError, BundleError, XgbError) as e:
+            print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
+            return EXIT_INPUT
     from daemon.cli_train import print_summary
 
     print_summary(card, out)
@@ -131,12 +154,17 @@ def _build(args: argparse.Namespace) -> int:
         return EXIT_CONFIG
     if args.base is not None:
         if not (args.base / "config.json").is_file():
-            print(f"error: {args.base}: not a saved Hugging Face CLIP (no config.json)", file=sys.stderr)
+            print(
+                f"error: {args.base}: not a saved Hugging Face CLIP (no config.json)",
+                file=sys.stderr,
+            )
             return EXIT_CONFIG
-        cfg = msgspec.structs.replace(cfg, train=msgspec.structs.replace(cfg.train, base=str(args.base)))
+        cfg = msgspec.structs.replace(
+            cfg, train=msgspec.structs.replace(cfg.train, base=str(args.base))
+        )
 
     def action() -> tuple[ModelCard, float]:
-        result = build_from_bars(args.bars, cfg, args.out, progress=True)
+        result = build_from_bars(args.bars, cfg, args.out, progress=sys.stderr.isatty())
         return result.card, result.wall_seconds
 
     return _run(action, args.out)
@@ -146,11 +174,13 @@ def _bootstrap(args: argparse.Namespace) -> int:
     from daemon.build import BootstrapConfig, bootstrap, quick_config
 
     try:
-        cfg = _load_config(args.config, quick_config() if args.quick else BootstrapConfig(), BootstrapConfig)
+        cfg = _load_config(
+            args.config, quick_config() if args.quick else BootstrapConfig(), BootstrapConfig
+        )
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_CONFIG
-    return _run(lambda: bootstrap(cfg, args.out, progress=True), args.out)
+    return _run(lambda: bootstrap(cfg, args.out, progress=sys.stderr.isatty()), args.out)
 
 
 def _when(epoch: int) -> str:
@@ -161,7 +191,10 @@ def describe_fusion(card: ModelCard, fusion: Any) -> str:
     """What "fused" is in words, plus whether CLIP adds anything on the card's held-out rows."""
     names = card.stages.get("tabular", {}).get("feature_names", [])
     text: str = fusion.describe(xgb_reads_clip=any(str(n).startswith("clip_") for n in names))
-    fused, technical = card.metrics.get("fused_holdout_auc"), card.metrics.get("xgb_technical_holdout_auc")
+    fused, technical = (
+        card.metrics.get("fused_holdout_auc"),
+        card.metrics.get("xgb_technical_holdout_auc"),
+    )
     if fused is not None and technical is not None and fused <= technical:
         text += f"; CLIP adds nothing out of fold (held-out AUC fused {fused:.4f} <= xgb_technical {technical:.4f})"
     return text
@@ -188,7 +221,9 @@ def _info(args: argparse.Namespace) -> int:
         t = card.trained_on
         print(f"bar size:    {t.bar_seconds} s")
         print(f"horizon:     {t.horizon_bars} bars")
-        print(f"trained on:  {_when(t.start)} .. {_when(t.end)} UTC, {len(t.symbols)} symbol(s) ({t.source})")
+        print(
+            f"trained on:  {_when(t.start)} .. {_when(t.end)} UTC, {len(t.symbols)} symbol(s) ({t.source})"
+        )
         if t.holdout_start:
             print(f"held out:    from {_when(t.holdout_start)} UTC (card figures only)")
     else:

@@ -4,15 +4,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import msgspec
-import numpy as np
 import pytest
 
+from daemon.build import quick_config
 from daemon.cli import build_parser, main
-from daemon.cli_model import TabularConfig, _combine, _select_fusion, fit_fusion, quick_config
 from daemon.cli_train import get_train_subparsers
 from strategy.market_sim import SimMarketConfig, simulate_frame
 from vlm_engine.bundle import load_bundle, read_card
-from vlm_engine.xgb.metrics import summary
 
 
 @pytest.fixture(scope="module")
@@ -129,40 +127,3 @@ def test_train_clip_when_dataset_missing_then_exit_1(
         == 1
     )
     assert "no such dataset directory" in capsys.readouterr().err
-
-
-def _rows(n: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Labels with a small edge, an informative calibrated model and timestamps in order."""
-    rng = np.random.default_rng(seed)
-    signal = rng.normal(size=n)
-    y = (signal + rng.normal(scale=3.0, size=n) > 0).astype(float)
-    informative = 1 / (1 + np.exp(-0.3 * signal))  # calibrated-ish, AUC ~0.6
-    return y, informative, np.arange(n, dtype=np.int64) * 60
-
-
-@pytest.mark.parametrize("informative", ["clip", "xgb"])
-def test_select_fusion_when_one_model_is_noise_then_weight_goes_to_the_informative_one(
-    informative: str,
-):
-    y, good, ts = _rows(6000, seed=4)
-    noise = np.random.default_rng(9).uniform(0.05, 0.95, y.size)  # confidently wrong half the time
-    probs = {"clip": noise, "xgb": good} if informative == "xgb" else {"clip": good, "xgb": noise}
-    fusion = _select_fusion(TabularConfig(), probs, y, ts, np.ones(y.size, dtype=bool))
-    fused = _combine(fusion, probs)
-    assert summary(y, fused)["log_loss"] < summary(y, noise)["log_loss"]
-    if fusion.method == "weighted":
-        assert fusion.weights[informative] >= 0.8
-    else:
-        assert fusion.stacking is not None
-        coef = dict(zip(fusion.stacking.models, fusion.stacking.coef, strict=True))
-        assert abs(coef[informative]) > 5 * abs(coef["xgb" if informative == "clip" else "clip"])
-
-
-def test_fit_fusion_when_compare_models_given_then_reported_on_the_same_holdout_rows():
-    y, good, ts = _rows(3000, seed=5)
-    probs = {"clip": good, "xgb": np.clip(good + 0.01, 0, 1)}
-    other = np.full(y.size, 0.5)
-    _, metrics = fit_fusion(TabularConfig(), probs, y, ts, compare={"xgb_technical": other})
-    assert metrics["xgb_technical_holdout_count"] == metrics["fused_holdout_count"]
-    assert metrics["xgb_technical_holdout_auc"] == pytest.approx(0.5)
-    assert metrics["clip_holdout_auc"] > 0.55

@@ -111,6 +111,17 @@ class Bundle:
         return self.card.prompts
 
 
+def maker(name: str) -> str:
+    """The command that writes a bundle file (for the message that refuses a bundle without it)."""
+    if name.startswith(("xgb/", "xgb_technical/")) or name == "fusion.json":
+        return "`vlmtrader train xgb --dataset BARS --bundle DIR`"
+    if name == CALIBRATION_FILE or name.startswith("figures/"):
+        return "`vlmtrader calibrate --bundle DIR --dataset DATASET`"
+    if name.startswith(f"{CLIP_DIR}/") or name == SPEC_FILE:
+        return "`vlmtrader train clip --dataset DATASET --out DIR`"
+    return "`vlmtrader model build --bars PATH --out DIR`"
+
+
 def sha256_file(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as f:
@@ -309,7 +320,12 @@ def verify_bundle(directory: Path, *, spec_hash: str | None = None) -> ModelCard
     missing = [name for name in REQUIRED if name not in card.files]
     missing += [name for name in card.files if not (directory / name).is_file()]
     if missing:
-        msg = f"{directory}: incomplete bundle, missing {', '.join(sorted(set(missing)))}"
+        names = sorted(set(missing))
+        makers = sorted({maker(name) for name in names})
+        msg = (
+            f"{directory}: incomplete bundle, missing {', '.join(names)} (made by {'; '.join(makers)}); "
+            "or rebuild the whole bundle with `vlmtrader model build --bars PATH --out DIR`"
+        )
         raise BundleError(msg)
     for name, expected in card.files.items():
         if sha256_file(directory / name) != expected:
