@@ -21,6 +21,9 @@ GapPolicy = Literal["reset", "reject", "accept"]
 _OPEN, _HIGH, _LOW, _CLOSE, _VOLUME = range(5)
 
 
+_DAY = 86_400
+
+
 class BarStoreConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """Window length, bar spacing and what to do when bars are missing.
 
@@ -134,7 +137,9 @@ class BarStore:
         ts_dt = bar.ts
         step = self.config.bar_seconds
         ts = int(ts_dt.timestamp())
-        if ts_dt.microsecond or ts % step:
+        # Daily and longer bars close at the exchange's close (e.g. 21:00 or 20:00 UTC with DST):
+        # only intraday bars must sit on a bar_seconds boundary.
+        if ts_dt.microsecond or (step < _DAY and ts % step):
             return _rejected(
                 bar, "misaligned_ts", f"bar time {ts_dt.isoformat()} is not on a {step}s boundary"
             )

@@ -72,51 +72,88 @@ def test_train_parser_when_registered_then_other_modules_can_add_subcommands():
     assert "clip" in sub.choices
 
 
-def test_train_clip_and_calibrate_when_dataset_from_builder_then_bundle_written(
+def test_train_clip_calibrate_and_train_xgb_when_dataset_dir_then_each_recorded_in_the_card(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ):
-    from vlm_engine.dataset.builder import DatasetConfig, build_dataset
+    from daemon.ml_loader import BundleUnusable, load_bundle_models
+    from vlm_engine.bundle import verify_bundle
 
-    spec = quick_config().spec
-    frame = simulate_frame(
+    bars = tmp_path / "bars.csv"
+    simulate_frame(
         SimMarketConfig(symbols=("SIMA", "SIMB"), seed=5), datetime(2024, 1, 1, tzinfo=UTC), 900
-    )
-    build_dataset(
-        frame.drop(columns=["pattern", "direction"]),
-        DatasetConfig(spec=spec, stride=8),
-        out=tmp_path / "ds",
+    ).drop(columns=["pattern", "direction"]).to_csv(bars, index=False)
+    spec = tmp_path / "dataset.yaml"
+    spec.write_bytes(msgspec.yaml.encode({"spec": quick_config().spec, "stride": 8}))
+    ds = tmp_path / "ds"
+    assert (
+        main(
+            [
+                "dataset",
+                "build",
+                "--bars",
+                str(bars),
+                "--out",
+                str(ds),
+                "--spec",
+                str(spec),
+                "--no-progress",
+            ]
+        )
+        == 0
     )
     config = tmp_path / "train.yaml"
     config.write_bytes(
         msgspec.yaml.encode(msgspec.structs.replace(quick_config().train, min_epochs=1))
     )
     out = tmp_path / "bundle"
+    args = [
+        "train",
+        "clip",
+        "--dataset",
+        str(ds),
+        "--out",
+        str(out),
+        "--config",
+        str(config),
+        "--folds",
+        "2",
+    ]
+    assert main(args) == 0
+    assert "pattern accuracy" in capsys.readouterr().out
+    assert read_card(out).dataset.manifest_hash
+    with pytest.raises(BundleUnusable) as refused:  # CLIP only: names the piece and the command
+        load_bundle_models(out)
+    assert "missing xgb/model.json" in str(refused.value)
+    assert f"vlmtrader train xgb --dataset BARS --bundle {out}" in str(refused.value)
+
+    assert main(["calibrate", "--bundle", str(out), "--dataset", str(ds), "--folds", "2"]) == 0
+    assert "ECE" in capsys.readouterr().out
+    assert load_bundle(out).calibration.fitted
+    assert read_card(out).stages["calibrate"]["dataset"] == str(ds)
+
     assert (
         main(
             [
                 "train",
-                "clip",
+                "xgb",
                 "--dataset",
-                str(tmp_path / "ds"),
-                "--out",
+                str(ds),
+                "--bundle",
                 str(out),
-                "--config",
-                str(config),
+                "--window",
+                "40",
                 "--folds",
                 "2",
             ]
         )
         == 0
     )
-    assert "pattern accuracy" in capsys.readouterr().out
-    before = read_card(out)
-    assert before.dataset.manifest_hash
-    assert (
-        main(["calibrate", "--bundle", str(out), "--dataset", str(tmp_path / "ds"), "--folds", "2"])
-        == 0
-    )
-    assert "ECE" in capsys.readouterr().out
-    assert load_bundle(out).calibration.fitted
+    card = verify_bundle(out)
+    assert {"xgb/model.json", "xgb/meta.json", "fusion.json"} <= set(card.files)
+    assert card.stages["xgb"]["source"] == str(ds)
+    assert card.trained_on is not None
+    assert card.trained_on.bar_seconds == 60
+    assert load_bundle_models(out).xgb.meta.bar_seconds == 60
 
 
 def test_train_clip_when_dataset_missing_then_exit_1(

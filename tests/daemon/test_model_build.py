@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -142,7 +144,16 @@ def test_run_when_paper_sim_replays_the_file_with_the_built_bundle_then_trades_w
         f"scorer:\n  kind: ml\n  bundle: {out}\n"
         "api:\n  enabled: false\nlog:\n  format: json\n",
     )
-    assert main(["run", "--config", str(config)]) == 0
+    # In a process of its own: the daemon configures logging for its whole process.
+    done = subprocess.run(
+        [sys.executable, "-m", "daemon.cli", "run", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert '"scorer.loaded"' in done.stdout
     assert (tmp_path / "state" / "journal.sqlite").is_file()
 
 
@@ -269,7 +280,7 @@ def test_time_split_when_fractions_given_then_cuts_are_global_and_ordered():
 def test_sim_bars_when_daily_then_business_days_only():
     cfg = BootstrapConfig(market=SimMarketConfig(symbols=("A",), bar_seconds=86_400), bars=30)
     frame, source = sim_bars(cfg)
-    assert (pd.DatetimeIndex(frame["ts"]).dayofweek < 5).all()
+    assert (pd.DatetimeIndex(frame["ts"]).day_of_week < 5).all()
     assert source.startswith("sim:")
 
 
@@ -320,3 +331,12 @@ def test_build_when_bars_have_no_label_then_refused_with_one_line(tmp_path: Path
     frame = pd.read_parquet(bars).assign(pattern="")
     with pytest.raises(BuildInputError, match="no bar carries a pattern label"):
         build(frame, quick_build_config(), tmp_path / "b", source="test")
+
+
+@pytest.mark.parametrize("name", ["build-daily.yaml", "build-minute.yaml"])
+def test_build_config_example_when_decoded_then_valid(name: str):
+    from daemon.build import BuildConfig
+
+    path = Path(__file__).resolve().parents[2] / "config" / name
+    cfg = msgspec.yaml.decode(path.read_bytes(), type=BuildConfig)
+    assert cfg.horizon == 5

@@ -229,8 +229,11 @@ def update_calibration(
     metrics: dict[str, float],
     report: dict[str, Any],
     figures: dict[str, bytes],
+    stage: dict[str, Any] | None = None,
 ) -> ModelCard:
-    """Replace a valid bundle's calibration, figures and measured metrics; the card is rewritten last."""
+    """Replace a valid bundle's calibration, figures and measured metrics; the card is rewritten last.
+
+    stage: what the calibration was fitted on (recorded as the card's stages["calibrate"])."""
     card = verify_bundle(directory)
     try:
         (directory / CALIBRATION_FILE).write_bytes(
@@ -245,6 +248,7 @@ def update_calibration(
             metrics={**card.metrics, **metrics},
             calibration_report=report,
             figures=tuple(sorted({*card.figures, *(f"figures/{n}" for n in figures)})),
+            stages={**card.stages, **({"calibrate": stage} if stage is not None else {})},
         )
         return _write_card(directory, updated)
     except OSError as e:
