@@ -340,3 +340,48 @@ def test_build_config_example_when_decoded_then_valid(name: str):
     path = Path(__file__).resolve().parents[2] / "config" / name
     cfg = msgspec.yaml.decode(path.read_bytes(), type=BuildConfig)
     assert cfg.horizon == 5
+
+
+@pytest.mark.slow
+def test_build_when_detector_labels_on_real_looking_bars_then_clip_recognises_them_on_held_out_charts(
+    tmp_path: Path,
+):
+    from vlm_engine.clip import ClipModelConfig
+    from vlm_engine.clip.quickset import QuicksetConfig
+    from vlm_engine.render import ChartSpec
+
+    bars = write_bars(tmp_path / "bars.parquet", bar_seconds=60, bars=4_000, seed=5)
+    labels = LabelConfig(
+        patterns=("bullish_engulfing", "bearish_engulfing", "hammer", "shooting_star")
+    )
+    quick = quick_build_config()
+    model = ClipModelConfig(
+        image_size=48,
+        patch_size=8,
+        vision_layers=2,
+        vision_width=64,
+        vision_heads=2,
+        text_layers=1,
+        text_width=32,
+        text_heads=2,
+        projection_dim=32,
+        max_text_tokens=16,
+        vocab_size=120,
+    )
+    cfg = msgspec.structs.replace(
+        quick,
+        spec=ChartSpec(window=12, width=48, height=48, volume=False, bollinger=False, sma=()),
+        labels=labels,
+        samples=QuicksetConfig(max_per_class=150),
+        train=msgspec.structs.replace(
+            quick.train, model=model, learning_rate=1e-3, warmup_steps=20, patience=3, min_epochs=4
+        ),
+        train_steps=200,
+        split=SplitConfig(clip_fraction=0.6, holdout_fraction=0.15),
+    )
+    frame = detector_labels(pd.read_parquet(bars), labels)
+    card = build(frame, cfg, tmp_path / "bundle", source="test").card
+    classes = len(card.prompts.classes)  # 4 patterns + none: chance 0.2
+    assert classes == 5
+    assert card.metrics["pattern_accuracy"] > 0.55
+    assert card.metrics["pattern_macro_f1"] > 0.35
