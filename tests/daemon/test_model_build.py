@@ -385,3 +385,69 @@ def test_build_when_detector_labels_on_real_looking_bars_then_clip_recognises_th
     assert classes == 5
     assert card.metrics["pattern_accuracy"] > 0.55
     assert card.metrics["pattern_macro_f1"] > 0.35
+
+
+def test_build_when_base_is_a_local_hugging_face_clip_then_it_is_fine_tuned(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+):
+    from vlm_engine.clip import ClipModelConfig
+    from vlm_engine.clip.model import build_compact_clip, train_tokenizer
+
+    words = [f"a chart ending in a {p.replace('_', ' ')}" for p in LabelConfig().patterns]
+    corpus = [
+        *words,
+        "no candlestick pattern",
+        "price rises over the next bars",
+        "a downtrend follows",
+    ]
+    tokenizer = train_tokenizer(corpus, vocab_size=100, max_tokens=16)
+    tiny = ClipModelConfig(
+        image_size=32,
+        patch_size=16,
+        vision_layers=1,
+        vision_width=32,
+        vision_heads=2,
+        text_layers=1,
+        text_width=32,
+        text_heads=2,
+        projection_dim=16,
+        max_text_tokens=16,
+        vocab_size=100,
+    )
+    base = tmp_path / "my-clip"
+    build_compact_clip(tiny, tokenizer, seed=0).save(base)  # save_pretrained format
+    bars = write_bars(tmp_path / "bars.parquet", bar_seconds=60, bars=1_400)
+    out = tmp_path / "bundle"
+    args = [
+        "model",
+        "build",
+        "--bars",
+        str(bars),
+        "--out",
+        str(out),
+        "--quick",
+        "--base",
+        str(base),
+    ]
+    assert main(args) == 0
+    card = read_card(out)
+    assert card.base == str(base)
+    assert card.parameters < 200_000
+    assert "held-out charts" in capsys.readouterr().out
+
+
+def test_build_when_base_is_not_a_saved_clip_then_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+):
+    args = [
+        "model",
+        "build",
+        "--bars",
+        str(tmp_path),
+        "--out",
+        str(tmp_path / "b"),
+        "--base",
+        str(tmp_path),
+    ]
+    assert main(args) == 2
+    assert "not a saved Hugging Face CLIP" in capsys.readouterr().err
