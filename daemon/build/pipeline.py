@@ -131,6 +131,10 @@ def build(
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     torch.use_deterministic_algorithms(True, warn_only=True)
+    missing = {"symbol", "ts", "open", "high", "low", "close", "volume", "pattern"} - set(frame.columns)
+    if missing:
+        msg = f"bars: missing column(s) {', '.join(sorted(missing))}"
+        raise BuildInputError(msg)
     frame = frame.sort_values(["symbol", "ts"], kind="stable").reset_index(drop=True)
     bar_seconds = bar_size(frame)
     horizon = cfg.horizon or default_horizon(bar_seconds)
@@ -141,7 +145,7 @@ def build(
     key = build_key(frame, cfg, source)
     building = out.with_name(f".{out.name}.building")
     bundle = building / "bundle"
-    done = _resume(building, key)
+    done = resumed = _resume(building, key)
     symbols = tuple(sorted(frame["symbol"].unique().tolist()))
     log.info(
         "build.started",
@@ -167,9 +171,7 @@ def build(
     if "tabular" not in done:
         t0 = time.perf_counter()
         later = frame[ts > cut.clip_end]
-        with _bar(
-            progress, "tabular: CLIP + features", int((later.groupby("symbol").size()).sum())
-        ) as bar:
+        with _bar(progress, "tabular: CLIP + features", len(later)) as bar:
             fit_tabular(
                 later,
                 cfg,
@@ -199,7 +201,6 @@ def build(
     publish(bundle, out)
     shutil.rmtree(building, ignore_errors=True)
     wall = time.perf_counter() - started
-    resumed = tuple(s for s in STAGES if seconds[s] == 0.0)
     log.info(
         "build.finished",
         out=str(out),
