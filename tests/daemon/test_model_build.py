@@ -223,21 +223,17 @@ def test_build_when_bad_file_then_exit_1_naming_it(
     assert f"error: {bad}: missing column(s) high, low, close, volume" in capsys.readouterr().err
 
 
+def _build_args(tmp_path: Path, *extra: str) -> list[str]:
+    """`model build` of tmp_path into tmp_path/b with extra flags (for argument errors)."""
+    return ["model", "build", "--bars", str(tmp_path), "--out", str(tmp_path / "b"), *extra]
+
+
 def test_build_when_config_field_unknown_then_exit_2(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ):
     cfg = tmp_path / "build.yaml"
     cfg.write_text("tabular:\n  bogus: 1\n")
-    args = [
-        "model",
-        "build",
-        "--bars",
-        str(tmp_path),
-        "--out",
-        str(tmp_path / "b"),
-        "--config",
-        str(cfg),
-    ]
+    args = _build_args(tmp_path, "--config", str(cfg))
     assert main(args) == 2
     assert "bogus" in capsys.readouterr().err
 
@@ -346,7 +342,6 @@ def test_build_config_example_when_decoded_then_valid(name: str):
 def test_build_when_detector_labels_on_real_looking_bars_then_clip_recognises_them_on_held_out_charts(
     tmp_path: Path,
 ):
-    from vlm_engine.clip import ClipModelConfig
     from vlm_engine.clip.quickset import QuicksetConfig
     from vlm_engine.render import ChartSpec
 
@@ -355,18 +350,8 @@ def test_build_when_detector_labels_on_real_looking_bars_then_clip_recognises_th
         patterns=("bullish_engulfing", "bearish_engulfing", "hammer", "shooting_star")
     )
     quick = quick_build_config()
-    model = ClipModelConfig(
-        image_size=48,
-        patch_size=8,
-        vision_layers=2,
-        vision_width=64,
-        vision_heads=2,
-        text_layers=1,
-        text_width=32,
-        text_heads=2,
-        projection_dim=32,
-        max_text_tokens=16,
-        vocab_size=120,
+    model = msgspec.structs.replace(
+        quick.train.model, image_size=48, patch_size=8, vision_layers=2, vision_width=64
     )
     cfg = msgspec.structs.replace(
         quick,
@@ -390,7 +375,6 @@ def test_build_when_detector_labels_on_real_looking_bars_then_clip_recognises_th
 def test_build_when_base_is_a_local_hugging_face_clip_then_it_is_fine_tuned(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ):
-    from vlm_engine.clip import ClipModelConfig
     from vlm_engine.clip.model import build_compact_clip, train_tokenizer
 
     words = [f"a chart ending in a {p.replace('_', ' ')}" for p in LabelConfig().patterns]
@@ -401,18 +385,8 @@ def test_build_when_base_is_a_local_hugging_face_clip_then_it_is_fine_tuned(
         "a downtrend follows",
     ]
     tokenizer = train_tokenizer(corpus, vocab_size=100, max_tokens=16)
-    tiny = ClipModelConfig(
-        image_size=32,
-        patch_size=16,
-        vision_layers=1,
-        vision_width=32,
-        vision_heads=2,
-        text_layers=1,
-        text_width=32,
-        text_heads=2,
-        projection_dim=16,
-        max_text_tokens=16,
-        vocab_size=100,
+    tiny = msgspec.structs.replace(
+        quick_build_config().train.model, projection_dim=16, vocab_size=100
     )
     base = tmp_path / "my-clip"
     build_compact_clip(tiny, tokenizer, seed=0).save(base)  # save_pretrained format
@@ -439,15 +413,6 @@ def test_build_when_base_is_a_local_hugging_face_clip_then_it_is_fine_tuned(
 def test_build_when_base_is_not_a_saved_clip_then_exit_2(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ):
-    args = [
-        "model",
-        "build",
-        "--bars",
-        str(tmp_path),
-        "--out",
-        str(tmp_path / "b"),
-        "--base",
-        str(tmp_path),
-    ]
+    args = _build_args(tmp_path, "--base", str(tmp_path))
     assert main(args) == 2
     assert "not a saved Hugging Face CLIP" in capsys.readouterr().err
