@@ -46,7 +46,19 @@ def _calibrate(args: argparse.Namespace) -> int:
             seed=args.seed,
         )
         card = update_calibration(
-            args.bundle, calibration=calibration, metrics=metrics, report=report, figures=figures
+            args.bundle,
+            calibration=calibration,
+            metrics=metrics,
+            report=report,
+            figures=figures,
+            stage={
+                "command": "vlmtrader calibrate",
+                "dataset": str(args.dataset),
+                "manifest_hash": info.manifest_hash,
+                "fitted_on": "validation",
+                "measured_on": "test",
+                "folds": args.folds,
+            },
         )
     except (BundleError, ClipError) as e:
         print(f"error: {e}", file=sys.stderr)

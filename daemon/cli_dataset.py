@@ -17,7 +17,7 @@ from typing import Any
 import msgspec
 
 from daemon.errors import EXIT_CONFIG, EXIT_OK
-from vlm_engine.dataset.bars import bar_files, load_bars
+from vlm_engine.dataset.bars import BAR_COLUMNS, bar_files, load_bars
 from vlm_engine.dataset.builder import DatasetConfig, SourceInfo, build_dataset, read_manifest
 from vlm_engine.dataset.errors import DatasetError
 from vlm_engine.labels import ParaphraseConfig, ParaphraseFailed, usable_paraphrase
@@ -229,7 +229,10 @@ def _build(args: argparse.Namespace) -> int:
             progress=not args.no_progress,
             paraphrase=paraphraser,
         )
-    except (DatasetError, ChartInputError, ValueError) as e:
+        # The source bars beside the charts: `vlmtrader train xgb --dataset DIR` reads them.
+        (out / "bars").mkdir(exist_ok=True)
+        frame[list(BAR_COLUMNS)].to_parquet(out / "bars" / "bars.parquet", index=False)
+    except (DatasetError, ChartInputError, ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_INPUT
     counts = ", ".join(f"{k} {v}" for k, v in manifest.counts.items() if v or k != "holdout")

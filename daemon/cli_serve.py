@@ -38,7 +38,11 @@ def register(sub: Any) -> None:
     p.add_argument("--mode", choices=["fused", "xgb", "clip"], default="fused")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
-    p.add_argument("--bar-seconds", type=int, default=60, help="bar spacing of windows for --rules")
+    p.add_argument(
+        "--bar-seconds",
+        type=int,
+        help="bar spacing of windows for --rules (a bundle serves at its own bar size)",
+    )
     p.add_argument("--log-level", choices=["debug", "info", "warning", "error"], default="info")
     p.add_argument("--log-format", choices=["auto", "json", "console"], default="auto")
     p.set_defaults(func=_serve)
@@ -60,11 +64,12 @@ def config_from_args(args: argparse.Namespace) -> ServeConfig:
     raw = {
         "api": {"enabled": True, "host": args.host, "port": args.port},
         "batch": {"max_items": args.max_batch, "max_wait_ms": args.max_wait_ms},
-        "bar_seconds": args.bar_seconds,
         "mode": args.mode,
         "device": args.device,
         "threads": args.threads,
     }
+    if args.bar_seconds is not None:
+        raw["bar_seconds"] = args.bar_seconds
     try:
         return msgspec.convert(raw, ServeConfig)
     except msgspec.ValidationError as e:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -167,7 +168,8 @@ def print_summary(card: ModelCard, out: Path) -> None:
     m = card.metrics
     print(
         f"ok: {out} bundle {card.bundle_id} spec {card.spec_hash} ({card.parameters:,} parameters)\n"
-        f"  pattern accuracy {m.get('pattern_accuracy', 0):.3f}  macro-F1 {m.get('pattern_macro_f1', 0):.3f}  "
+        f"  pattern accuracy {m.get('pattern_accuracy', 0):.3f}  macro-F1 {m.get('pattern_macro_f1', 0):.3f} "
+        f"on {card.dataset.counts.get('test', 0)} held-out charts  "
         f"ECE {m.get('pattern_ece_before', 0):.3f} -> {m.get('pattern_ece_after', 0):.3f}\n"
         f"  direction AUC {m.get('direction_auc', 0):.3f}  Brier {m.get('direction_brier_after', 0):.4f}  "
         f"recall@1 i->t {m.get('recall_image_to_text_at_1', 0):.3f} t->i {m.get('recall_text_to_image_at_1', 0):.3f}"
@@ -179,6 +181,12 @@ def print_summary(card: ModelCard, out: Path) -> None:
     ]
     if held:
         print(f"  held-out direction AUC: {'  '.join(held)}")
+    if card.trained_on is not None:
+        t = card.trained_on
+        print(
+            f"  {t.bar_seconds} s bars, horizon {t.horizon_bars} bars, {len(t.symbols)} symbol(s); "
+            f"held out from {datetime.fromtimestamp(t.holdout_start, tz=UTC):%Y-%m-%d %H:%M} UTC"
+        )
 
 
 def _train_clip(args: argparse.Namespace) -> int:

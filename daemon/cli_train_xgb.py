@@ -13,6 +13,7 @@ from typing import Any
 
 import msgspec
 import numpy as np
+import pandas as pd
 import structlog
 
 from daemon.errors import EXIT_OK
@@ -21,9 +22,12 @@ from strategy.backtest.data import build_dataset, frame_batches
 from strategy.bars import BarStoreConfig
 from strategy.features import FeatureConfig, FeatureEngine
 from strategy.fusion import FusionConfig, drift_reference
+from vlm_engine.bundle import BundleError, TrainedOn, add_to_bundle
+from vlm_engine.bundle.bundle import CARD_FILE
 from vlm_engine.dataset.bars import infer_bar_seconds, load_bars, ts_seconds
 from vlm_engine.dataset.errors import BarsInputError
 from vlm_engine.xgb.errors import XgbError
+from vlm_engine.xgb.model import XgbModel
 from vlm_engine.xgb.train import XgbTrainConfig, train_xgb
 
 log = structlog.get_logger("daemon.cli_train_xgb")
@@ -34,7 +38,10 @@ EXIT_INPUT = 1
 def add_xgb_parser(train_sub: Any) -> None:
     p = train_sub.add_parser("xgb", help="train the XGBoost direction model into a bundle")
     p.add_argument(
-        "--dataset", required=True, type=Path, help="bars file or directory (CSV/Parquet)"
+        "--dataset",
+        required=True,
+        type=Path,
+        help="bars file or directory (CSV/Parquet), or a chart dataset directory (its bars/)",
     )
     p.add_argument("--bundle", required=True, type=Path, help="bundle directory (xgb/ is written)")
     p.add_argument("--window", type=int, default=64, help="bars per window (as the daemon)")
@@ -45,11 +52,14 @@ def add_xgb_parser(train_sub: Any) -> None:
 
 
 def _bars_path(dataset: Path) -> Path:
-    """A chart dataset directory keeps its source bars under bars/; otherwise the path is the bars."""
+    """A chart dataset directory keeps its source bars under bars/ (`dataset build` writes them); otherwise the path is the bars."""
     if (dataset / "manifest.json").is_file():
         bars = dataset / "bars"
         if not bars.exists():
-            msg = f"{dataset}: chart dataset without a bars/ directory; pass the bars file instead"
+            msg = (
+                f"{dataset}: chart dataset without a bars/ directory (built before datasets kept their bars); "
+                "pass the bars file the dataset was built from: --dataset BARS.parquet"
+            )
             raise BarsInputError(msg)
         return bars
     return dataset
@@ -91,17 +101,19 @@ def run_train_xgb(args: argparse.Namespace) -> int:
     reference = drift_reference(
         np.column_stack([x, confidence]), [*dataset.feature_names, "confidence"]
     )
+    source = str(args.dataset)
     model.meta = msgspec.structs.replace(
         model.meta,
         drift_reference=msgspec.to_builtins(reference),
-        extra={"train_config": msgspec.to_builtins(train), "rows": int(rows.sum())},
+        extra={
+            "train_config": msgspec.to_builtins(train),
+            "rows": int(rows.sum()),
+            "source": source,
+        },
     )
     try:
-        model.save(args.bundle / XGB_DIR)
-        fusion_path = args.bundle / FUSION_FILE
-        if not fusion_path.exists():
-            fusion_path.write_bytes(msgspec.json.format(msgspec.json.encode(FusionConfig())))
-    except (XgbError, OSError) as e:
+        recorded = _save(args.bundle, model, result.metrics, frame, bar_seconds, args, source)
+    except (XgbError, BundleError, OSError) as e:
         print(f"vlmtrader: {e}", file=sys.stderr)
         return EXIT_INPUT
     m = result.metrics
@@ -111,8 +123,59 @@ def run_train_xgb(args: argparse.Namespace) -> int:
     )
     top = sorted(model.meta.importance.items(), key=lambda kv: -kv[1])[:5]
     print("top features (gain): " + ", ".join(f"{k} {v:.2f}" for k, v in top))
-    print(f"saved: {args.bundle / XGB_DIR}")
+    print(
+        f"saved: {args.bundle / XGB_DIR}"
+        + ("" if recorded else f" (no {CARD_FILE}: an XGBoost-only directory)")
+    )
     return EXIT_OK
+
+
+def _save(
+    bundle: Path,
+    model: XgbModel,
+    metrics: dict[str, float],
+    frame: pd.DataFrame,
+    bar_seconds: int,
+    args: argparse.Namespace,
+    source: str,
+) -> bool:
+    """Write xgb/ (and a default fusion.json when there is none) and record it in the model card if there is one."""
+    from daemon.build.tabular import xgb_files
+
+    fusion = bundle / FUSION_FILE
+    if not (bundle / CARD_FILE).is_file():
+        model.save(bundle / XGB_DIR)
+        if not fusion.exists():
+            fusion.write_bytes(msgspec.json.format(msgspec.json.encode(FusionConfig())))
+        return False
+    files = {f"{XGB_DIR}/{name}": data for name, data in xgb_files(model).items()}
+    if not fusion.exists():
+        files[FUSION_FILE] = msgspec.json.format(msgspec.json.encode(FusionConfig())) + b"\n"
+    ts = ts_seconds(frame)
+    add_to_bundle(
+        bundle,
+        files=files,
+        metrics={f"xgb_oof_{k}": v for k, v in metrics.items()},
+        stages={
+            "xgb": {
+                "command": "vlmtrader train xgb",
+                "source": source,
+                "window": args.window,
+                "horizon_bars": args.horizon,
+                "folds": args.folds,
+                "files": sorted(files),
+            }
+        },
+        trained_on=TrainedOn(
+            source=source,
+            bar_seconds=bar_seconds,
+            horizon_bars=args.horizon,
+            symbols=tuple(sorted(frame["symbol"].unique().tolist())),
+            start=int(ts.min()),
+            end=int(ts.max()),
+        ),
+    )
+    return True
 
 
 def main(argv: Sequence[str] | None = None) -> int:

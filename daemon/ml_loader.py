@@ -38,7 +38,10 @@ XGB_TECHNICAL_DIR = "xgb_technical"
 FUSION_FILE = "fusion.json"
 PCA_FILE = "pca.json"
 TABULAR_FILES = (f"{XGB_DIR}/{MODEL_FILE}", f"{XGB_DIR}/{META_FILE}", FUSION_FILE)
-REBUILD = "rebuild it with `vlmtrader model bootstrap`"
+REBUILD = (
+    "rebuild it with `vlmtrader model build --bars PATH --out DIR` (your bars) "
+    "or `vlmtrader model bootstrap --out DIR` (the simulated market)"
+)
 T = TypeVar("T")
 
 
@@ -156,7 +159,8 @@ def _read_card(path: Path) -> ModelCard:
     if missing:
         raise _fail(
             path,
-            f"incomplete bundle, missing {', '.join(missing)} (CLIP only, no XGBoost/fusion); {REBUILD}",
+            f"incomplete bundle, missing {', '.join(missing)} (CLIP only, no XGBoost/fusion): "
+            f"add them with `vlmtrader train xgb --dataset BARS --bundle {path}`, or {REBUILD}",
         )
     return card
 

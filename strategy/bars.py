@@ -26,6 +26,9 @@ _EARLIEST, _LATEST = int(EARLIEST_TS.timestamp()), int(LATEST_TS.timestamp())
 _OPEN, _HIGH, _LOW, _CLOSE, _VOLUME = range(5)
 
 
+_DAY = 86_400
+
+
 class BarStoreConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """Window length, bar spacing and what to do when bars are missing.
 
@@ -183,7 +186,9 @@ class BarStore:
             problem = _check_time(bar, now, self.config.max_future_seconds)
             if problem is not None:
                 return _rejected(bar, *problem)
-        if ts_dt.microsecond or ts % step:
+        # Daily and longer bars close at the exchange's close (e.g. 21:00 or 20:00 UTC with DST):
+        # only intraday bars must sit on a bar_seconds boundary.
+        if ts_dt.microsecond or (step < _DAY and ts % step):
             return _rejected(
                 bar, "misaligned_ts", f"bar time {ts_dt.isoformat()} is not on a {step}s boundary"
             )

@@ -172,7 +172,7 @@ def binary_entropy(p: float) -> float:
 def fit_stacking(
     oof: Mapping[str, npt.ArrayLike], y: npt.ArrayLike, *, l2: float = 1e-3
 ) -> StackingParams:
-    """Fit the logistic meta-model on out-of-fold probabilities (rows where every model has one)."""
+    """Fit the logistic meta-model on out-of-fold probabilities (rows where every model has one); coefficients >= 0."""
     models = tuple(sorted(oof))
     if not models:
         msg = "stacking needs at least one model's out-of-fold predictions"
@@ -183,8 +183,20 @@ def fit_stacking(
     if keep.sum() < 20:
         msg = f"stacking needs at least 20 out-of-fold rows with every model, got {int(keep.sum())}"
         raise ValueError(msg)
-    params = fit_logistic(logit(cols[keep]), ya[keep], l2=l2)
-    return StackingParams(models=models, coef=params.coef, intercept=params.intercept)
+    # Non-negative coefficients: a model whose coefficient comes out negative is dropped (coef 0)
+    # and the rest refitted, so the fusion never trades a model inverted.
+    active = list(range(len(models)))
+    coef = [0.0] * len(models)
+    intercept = float(logit(np.clip(ya[keep].mean(), 1e-3, 1 - 1e-3)))
+    while active:
+        params = fit_logistic(logit(cols[keep][:, active]), ya[keep], l2=l2)
+        if min(params.coef) >= 0:
+            for i, c in zip(active, params.coef, strict=True):
+                coef[i] = float(c)
+            intercept = params.intercept
+            break
+        active.pop(int(np.argmin(params.coef)))
+    return StackingParams(models=models, coef=tuple(coef), intercept=intercept)
 
 
 class ModelStats(msgspec.Struct, frozen=True, kw_only=True):

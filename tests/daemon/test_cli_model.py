@@ -4,15 +4,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import msgspec
-import numpy as np
 import pytest
 
+from daemon.build import quick_config
 from daemon.cli import build_parser, main
-from daemon.cli_model import TabularConfig, _combine, _select_fusion, fit_fusion, quick_config
 from daemon.cli_train import get_train_subparsers
 from strategy.market_sim import SimMarketConfig, simulate_frame
 from vlm_engine.bundle import load_bundle, read_card
-from vlm_engine.xgb.metrics import summary
 
 
 @pytest.fixture(scope="module")
@@ -74,51 +72,88 @@ def test_train_parser_when_registered_then_other_modules_can_add_subcommands():
     assert "clip" in sub.choices
 
 
-def test_train_clip_and_calibrate_when_dataset_from_builder_then_bundle_written(
+def test_train_clip_calibrate_and_train_xgb_when_dataset_dir_then_each_recorded_in_the_card(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ):
-    from vlm_engine.dataset.builder import DatasetConfig, build_dataset
+    from daemon.ml_loader import BundleUnusable, load_bundle_models
+    from vlm_engine.bundle import verify_bundle
 
-    spec = quick_config().spec
-    frame = simulate_frame(
+    bars = tmp_path / "bars.csv"
+    simulate_frame(
         SimMarketConfig(symbols=("SIMA", "SIMB"), seed=5), datetime(2024, 1, 1, tzinfo=UTC), 900
-    )
-    build_dataset(
-        frame.drop(columns=["pattern", "direction"]),
-        DatasetConfig(spec=spec, stride=8),
-        out=tmp_path / "ds",
+    ).drop(columns=["pattern", "direction"]).to_csv(bars, index=False)
+    spec = tmp_path / "dataset.yaml"
+    spec.write_bytes(msgspec.yaml.encode({"spec": quick_config().spec, "stride": 8}))
+    ds = tmp_path / "ds"
+    assert (
+        main(
+            [
+                "dataset",
+                "build",
+                "--bars",
+                str(bars),
+                "--out",
+                str(ds),
+                "--spec",
+                str(spec),
+                "--no-progress",
+            ]
+        )
+        == 0
     )
     config = tmp_path / "train.yaml"
     config.write_bytes(
         msgspec.yaml.encode(msgspec.structs.replace(quick_config().train, min_epochs=1))
     )
     out = tmp_path / "bundle"
+    args = [
+        "train",
+        "clip",
+        "--dataset",
+        str(ds),
+        "--out",
+        str(out),
+        "--config",
+        str(config),
+        "--folds",
+        "2",
+    ]
+    assert main(args) == 0
+    assert "pattern accuracy" in capsys.readouterr().out
+    assert read_card(out).dataset.manifest_hash
+    with pytest.raises(BundleUnusable) as refused:  # CLIP only: names the piece and the command
+        load_bundle_models(out)
+    assert "missing xgb/model.json" in str(refused.value)
+    assert f"vlmtrader train xgb --dataset BARS --bundle {out}" in str(refused.value)
+
+    assert main(["calibrate", "--bundle", str(out), "--dataset", str(ds), "--folds", "2"]) == 0
+    assert "ECE" in capsys.readouterr().out
+    assert load_bundle(out).calibration.fitted
+    assert read_card(out).stages["calibrate"]["dataset"] == str(ds)
+
     assert (
         main(
             [
                 "train",
-                "clip",
+                "xgb",
                 "--dataset",
-                str(tmp_path / "ds"),
-                "--out",
+                str(ds),
+                "--bundle",
                 str(out),
-                "--config",
-                str(config),
+                "--window",
+                "40",
                 "--folds",
                 "2",
             ]
         )
         == 0
     )
-    assert "pattern accuracy" in capsys.readouterr().out
-    before = read_card(out)
-    assert before.dataset.manifest_hash
-    assert (
-        main(["calibrate", "--bundle", str(out), "--dataset", str(tmp_path / "ds"), "--folds", "2"])
-        == 0
-    )
-    assert "ECE" in capsys.readouterr().out
-    assert load_bundle(out).calibration.fitted
+    card = verify_bundle(out)
+    assert {"xgb/model.json", "xgb/meta.json", "fusion.json"} <= set(card.files)
+    assert card.stages["xgb"]["source"] == str(ds)
+    assert card.trained_on is not None
+    assert card.trained_on.bar_seconds == 60
+    assert load_bundle_models(out).xgb.meta.bar_seconds == 60
 
 
 def test_train_clip_when_dataset_missing_then_exit_1(
@@ -129,40 +164,3 @@ def test_train_clip_when_dataset_missing_then_exit_1(
         == 1
     )
     assert "no such dataset directory" in capsys.readouterr().err
-
-
-def _rows(n: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Labels with a small edge, an informative calibrated model and timestamps in order."""
-    rng = np.random.default_rng(seed)
-    signal = rng.normal(size=n)
-    y = (signal + rng.normal(scale=3.0, size=n) > 0).astype(float)
-    informative = 1 / (1 + np.exp(-0.3 * signal))  # calibrated-ish, AUC ~0.6
-    return y, informative, np.arange(n, dtype=np.int64) * 60
-
-
-@pytest.mark.parametrize("informative", ["clip", "xgb"])
-def test_select_fusion_when_one_model_is_noise_then_weight_goes_to_the_informative_one(
-    informative: str,
-):
-    y, good, ts = _rows(6000, seed=4)
-    noise = np.random.default_rng(9).uniform(0.05, 0.95, y.size)  # confidently wrong half the time
-    probs = {"clip": noise, "xgb": good} if informative == "xgb" else {"clip": good, "xgb": noise}
-    fusion = _select_fusion(TabularConfig(), probs, y, ts, np.ones(y.size, dtype=bool))
-    fused = _combine(fusion, probs)
-    assert summary(y, fused)["log_loss"] < summary(y, noise)["log_loss"]
-    if fusion.method == "weighted":
-        assert fusion.weights[informative] >= 0.8
-    else:
-        assert fusion.stacking is not None
-        coef = dict(zip(fusion.stacking.models, fusion.stacking.coef, strict=True))
-        assert abs(coef[informative]) > 5 * abs(coef["xgb" if informative == "clip" else "clip"])
-
-
-def test_fit_fusion_when_compare_models_given_then_reported_on_the_same_holdout_rows():
-    y, good, ts = _rows(3000, seed=5)
-    probs = {"clip": good, "xgb": np.clip(good + 0.01, 0, 1)}
-    other = np.full(y.size, 0.5)
-    _, metrics = fit_fusion(TabularConfig(), probs, y, ts, compare={"xgb_technical": other})
-    assert metrics["xgb_technical_holdout_count"] == metrics["fused_holdout_count"]
-    assert metrics["xgb_technical_holdout_auc"] == pytest.approx(0.5)
-    assert metrics["clip_holdout_auc"] > 0.55

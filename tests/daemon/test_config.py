@@ -29,7 +29,9 @@ def test_decode_when_empty_mapping_then_defaults_are_paper_sim() -> None:
 
 
 DAEMON_CONFIGS = sorted(
-    p for p in (REPO / "config").glob("*.yaml") if not p.name.startswith(("dataset", "ib-live"))
+    p
+    for p in (REPO / "config").glob("*.yaml")
+    if not p.name.startswith(("dataset", "ib-live", "build-"))
 )
 
 

@@ -100,3 +100,15 @@ def test_reliability_png_when_drawn_then_png_bytes():
     data = reliability_png(np.array([0.2, 0.7, 0.9]), np.array([False, True, True]), title="test")
     assert data.startswith(b"\x89PNG\r\n\x1a\n")
     assert len(data) > 1000
+
+
+def test_fit_platt_when_the_fit_would_reverse_the_ranking_then_refused_identity_and_logged():
+    from structlog.testing import capture_logs
+
+    rng = np.random.default_rng(2)
+    scores = rng.normal(size=2_000)
+    positive = rng.random(2_000) < 1 / (1 + np.exp(1.5 * scores))  # higher score, fewer positives
+    with capture_logs() as logs:
+        a, b = fit_platt(scores, positive)
+    assert (a, b) == (1.0, 0.0)
+    assert [e["reason"] for e in logs if e["event"] == "calibration.refused"] == ["negative_slope"]

@@ -111,6 +111,17 @@ class Bundle:
         return self.card.prompts
 
 
+def maker(name: str) -> str:
+    """The command that writes a bundle file (for the message that refuses a bundle without it)."""
+    if name.startswith(("xgb/", "xgb_technical/")) or name == "fusion.json":
+        return "`vlmtrader train xgb --dataset BARS --bundle DIR`"
+    if name == CALIBRATION_FILE or name.startswith("figures/"):
+        return "`vlmtrader calibrate --bundle DIR --dataset DATASET`"
+    if name.startswith(f"{CLIP_DIR}/") or name == SPEC_FILE:
+        return "`vlmtrader train clip --dataset DATASET --out DIR`"
+    return "`vlmtrader model build --bars PATH --out DIR`"
+
+
 def sha256_file(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as f:
@@ -218,8 +229,11 @@ def update_calibration(
     metrics: dict[str, float],
     report: dict[str, Any],
     figures: dict[str, bytes],
+    stage: dict[str, Any] | None = None,
 ) -> ModelCard:
-    """Replace a valid bundle's calibration, figures and measured metrics; the card is rewritten last."""
+    """Replace a valid bundle's calibration, figures and measured metrics; the card is rewritten last.
+
+    stage: what the calibration was fitted on (recorded as the card's stages["calibrate"])."""
     card = verify_bundle(directory)
     try:
         (directory / CALIBRATION_FILE).write_bytes(
@@ -234,6 +248,7 @@ def update_calibration(
             metrics={**card.metrics, **metrics},
             calibration_report=report,
             figures=tuple(sorted({*card.figures, *(f"figures/{n}" for n in figures)})),
+            stages={**card.stages, **({"calibrate": stage} if stage is not None else {})},
         )
         return _write_card(directory, updated)
     except OSError as e:
@@ -247,12 +262,14 @@ def add_to_bundle(
     files: dict[str, bytes],
     metrics: dict[str, float] | None = None,
     stages: dict[str, Any] | None = None,
+    trained_on: TrainedOn | None = None,
 ) -> ModelCard:
     """Add (or replace) files of a valid bundle and merge metrics and stage records; the card is rewritten last.
 
     Args:
         files: relative path (e.g. "xgb/model.json") -> content; must stay inside the bundle.
         stages: what each added stage is (config, inputs, fitted parameters), merged by key.
+        trained_on: the bars the bundle's fits saw (replaces the card's when given).
     """
     card = verify_bundle(directory)
     root = directory.resolve()
@@ -270,6 +287,7 @@ def add_to_bundle(
             card,
             metrics={**card.metrics, **(metrics or {})},
             stages={**card.stages, **(stages or {})},
+            trained_on=trained_on or card.trained_on,
         )
         card = _write_card(directory, updated)
     except OSError as e:
@@ -306,7 +324,12 @@ def verify_bundle(directory: Path, *, spec_hash: str | None = None) -> ModelCard
     missing = [name for name in REQUIRED if name not in card.files]
     missing += [name for name in card.files if not (directory / name).is_file()]
     if missing:
-        msg = f"{directory}: incomplete bundle, missing {', '.join(sorted(set(missing)))}"
+        names = sorted(set(missing))
+        makers = sorted({maker(name) for name in names})
+        msg = (
+            f"{directory}: incomplete bundle, missing {', '.join(names)} (made by {'; '.join(makers)}); "
+            "or rebuild the whole bundle with `vlmtrader model build --bars PATH --out DIR`"
+        )
         raise BundleError(msg)
     for name, expected in card.files.items():
         if sha256_file(directory / name) != expected:

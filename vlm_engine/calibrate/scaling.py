@@ -7,11 +7,15 @@ from collections.abc import Callable
 
 import numpy as np
 import numpy.typing as npt
+import structlog
 
 from vlm_engine.calibrate.metrics import FloatArray, IntArray, nll, sigmoid, softmax
 from vlm_engine.calibrate.params import FoldStats
 
+log = structlog.get_logger("vlm_engine.calibrate")
+
 _GOLDEN = (math.sqrt(5.0) - 1.0) / 2.0
+IDENTITY_PLATT = (1.0, 0.0)
 
 
 def fit_temperature(
@@ -42,7 +46,11 @@ def fit_temperature(
 def fit_platt(
     scores: FloatArray, positive: npt.NDArray[np.bool_], *, l2: float = 1e-3
 ) -> tuple[float, float]:
-    """(a, b) of p = sigmoid(a * score + b) by Newton's method on the (lightly L2-regularised) log loss."""
+    """(a, b) of p = sigmoid(a * score + b) by Newton's method on the (lightly L2-regularised) log loss.
+
+    Monotone increasing only: a fit with a < 0 would reverse the score's ranking, so it is
+    refused (logged as `calibration.refused`) and the identity (1, 0) is returned instead.
+    """
     if positive.size == 0 or positive.all() or not positive.any():
         rate = float(np.clip(positive.mean() if positive.size else 0.5, 1e-3, 1 - 1e-3))
         return 0.0, math.log(rate / (1 - rate))
@@ -59,6 +67,14 @@ def fit_platt(
         w = w - step
         if float(np.abs(step).max()) < 1e-10:
             break
+    if w[0] < 0:
+        log.warning(
+            "calibration.refused",
+            reason="negative_slope",
+            slope=round(float(w[0]), 6),
+            rows=int(positive.size),
+        )
+        return IDENTITY_PLATT
     return float(w[0]), float(w[1])
 
 

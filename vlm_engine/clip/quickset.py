@@ -1,9 +1,11 @@
 """Chart/text samples from bars with known (planted) patterns: the bootstrap's and the tests' dataset.
 
-Rule, per symbol: every planted pattern's signal bar is the last bar of one chart; "none"
-charts end on bars with no pattern in the last `clear_bars` bars, as many as the mean count
-of a pattern class. The direction label is the sign of the forward return over `horizon`
-bars with a dead band. Splits are by time (train / validation / test) with an embargo of
+Rule, per symbol: every labelled bar (a planted pattern, or a detector's label) is the last
+bar of one chart (at most `max_per_class` per class and symbol in training, validation and test
+in proportion to their time, evenly spread in time when capped); "none" charts end on bars with no label in the last `clear_bars` bars, as many as
+the mean count of a pattern class. The direction label is the sign of the forward return
+over `horizon` bars with a dead band. Splits are by time, with cuts shared by every symbol
+(quantiles of the frame's timestamps: train / validation / test) and an embargo of
 bars_needed + horizon bars between them, so no chart or its future crosses a split.
 Hard negatives are the texts of the mirror pattern (bullish <-> bearish form) or, for
 "none", of a random pattern.
@@ -11,6 +13,7 @@ Hard negatives are the texts of the mirror pattern (bullish <-> bearish form) or
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Annotated
 
@@ -54,6 +57,7 @@ class QuicksetConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     val_fraction: Annotated[float, msgspec.Meta(gt=0, lt=0.5)] = 0.15
     test_fraction: Annotated[float, msgspec.Meta(gt=0, lt=0.5)] = 0.15
     none_ratio: Annotated[float, msgspec.Meta(ge=0)] = 1.0
+    max_per_class: Annotated[int, msgspec.Meta(ge=0)] = 0  # per symbol, in train; 0 = all
     seed: Annotated[int, msgspec.Meta(ge=0)] = 0
 
 
@@ -71,6 +75,17 @@ def samples_from_bars(
     renderer = make_renderer(spec)
     need = spec.bars_needed
     embargo = need + cfg.horizon
+    stamps = np.unique(_epoch_seconds(frame["ts"]))
+    spacing = int(np.median(np.diff(stamps))) if stamps.size > 1 else 1  # a one-bar symbol's
+    val_cut = stamps[int(stamps.size * (1 - cfg.test_fraction - cfg.val_fraction))]
+    test_cut = stamps[min(stamps.size - 1, int(stamps.size * (1 - cfg.test_fraction)))]
+    # validation and test capped in proportion to their share of the time (train gets max_per_class)
+    train_fraction = 1.0 - cfg.val_fraction - cfg.test_fraction
+    caps = {
+        "train": cfg.max_per_class,
+        "validation": math.ceil(cfg.max_per_class * cfg.val_fraction / train_fraction),
+        "test": math.ceil(cfg.max_per_class * cfg.test_fraction / train_fraction),
+    }
     picks: dict[str, list[tuple[ChartWindow, str, int]]] = {
         "train": [],
         "validation": [],
@@ -86,9 +101,9 @@ def samples_from_bars(
             for c in ("open", "high", "low", "close", "volume")
         }
         pattern = bars["pattern"].fillna("").astype(str).to_numpy()
-        bar_seconds = int(np.median(np.diff(ts))) if n > 1 else 60
-        test_start = int(n * (1 - cfg.test_fraction))
-        val_start = int(n * (1 - cfg.test_fraction - cfg.val_fraction))
+        bar_seconds = int(np.median(np.diff(ts))) if n > 1 else spacing
+        test_start = int(np.searchsorted(ts, test_cut))
+        val_start = int(np.searchsorted(ts, val_cut))
         ranges = {
             "train": (need - 1, val_start - embargo),
             "validation": (val_start, test_start - embargo),
@@ -101,7 +116,7 @@ def samples_from_bars(
             if hi <= lo:
                 continue
             idx = np.arange(lo, hi + 1)
-            planted = idx[pattern[idx] != ""]
+            planted = _capped(idx[pattern[idx] != ""], pattern, caps[split])
             free = idx[recent[idx] == 0]
             classes = max(1, len(set(pattern[planted].tolist())))
             n_none = min(free.size, round(cfg.none_ratio * planted.size / classes))
@@ -136,6 +151,21 @@ def samples_from_bars(
             where=f"quickset[{split}]",
         )
     return out
+
+
+def _capped(
+    index: npt.NDArray[np.int64], pattern: npt.NDArray[np.object_], cap: int
+) -> npt.NDArray[np.int64]:
+    """At most `cap` indexes per pattern class, evenly spaced in time (all when cap is 0)."""
+    if not cap:
+        return index
+    kept = []
+    for name in sorted(set(pattern[index].tolist())):
+        mine = index[pattern[index] == name]
+        if mine.size > cap:
+            mine = mine[np.linspace(0, mine.size - 1, cap).round().astype(np.int64)]
+        kept.append(mine)
+    return np.sort(np.concatenate(kept)) if kept else index
 
 
 def _epoch_seconds(column: pd.Series) -> npt.NDArray[np.int64]:
