@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
-import pandas as pd
 import structlog
 from tqdm import tqdm
 
@@ -374,11 +373,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         except ConfigError as e:
             return _fail(str(e), EXIT_CONFIG)
     try:
-        frame = load_bars(args.bars)
-        first = frame[frame["symbol"] == frame["symbol"].iloc[0]]
-        bar_seconds = infer_bar_seconds(ts_seconds(first), where=str(args.bars))
-        frame, aligned = align_bar_times(frame, bar_seconds)
-        batches = frame_batches(frame)
+        batches, bar_seconds = _load_batches(args.bars)
         model = XgbModel.load(args.bundle / XGB_DIR)
     except (BarsInputError, XgbError) as e:
         return _fail(str(e))
@@ -415,8 +410,6 @@ def _evaluate(args: argparse.Namespace) -> int:
             )
     except (XgbError, ValueError) as e:
         return _fail(f"{args.bars}: {e}")
-    if aligned:
-        ev.notes.insert(0, aligned)
     for note in ev.notes:
         print(f"warning: {note}", file=sys.stderr)
         log.warning("evaluate.noted", note=note)
@@ -436,22 +429,6 @@ def _evaluate(args: argparse.Namespace) -> int:
         write_evaluation(args.report, ev, {"bars": str(args.bars), "bundle": str(args.bundle)})
         print(f"report: {args.report / 'report.html'}")
     return EXIT_OK
-
-
-def align_bar_times(frame: pd.DataFrame, bar_seconds: int) -> tuple[pd.DataFrame, str]:
-    """Bars stamped off the bar-size grid (daily bars at the 21:00 UTC close) moved to the start of
-    their bar (the bar store takes only aligned times), when that keeps one bar per symbol and
-    slot; returns the frame and what was done ("" when nothing)."""
-    ts = pd.to_datetime(frame["ts"], utc=True)
-    floored = ts.dt.floor(f"{bar_seconds}s")
-    if (floored == ts).all() or pd.DataFrame(
-        {"s": frame["symbol"], "t": floored}
-    ).duplicated().any():
-        return frame, ""
-    moved = int((floored != ts).sum())
-    return frame.assign(ts=floored), (
-        f"{moved} bar times not on {bar_seconds} s boundaries moved to the start of their bar"
-    )
 
 
 def default_horizon(bundle_bar_seconds: int, bundle_horizon: int, bar_seconds: int) -> int:
