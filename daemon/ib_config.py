@@ -76,12 +76,17 @@ class IbContractConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown
 
 
 class IbBackoffConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """Reconnect delays: initial * multiplier**attempt, capped at max, times 1 +- jitter."""
+    """Reconnect delays: initial * multiplier**attempt, capped at max, times 1 +- jitter.
+
+    A refused connection (nothing listens: the Gateway restarts) is retried every
+    refused_retry_seconds instead, so the session is back within seconds of the port opening.
+    """
 
     initial_seconds: PositiveFloat = 1.0
     max_seconds: PositiveFloat = 60.0
     multiplier: Annotated[float, msgspec.Meta(ge=1)] = 2.0
     jitter: Annotated[float, msgspec.Meta(ge=0, le=1)] = 0.2
+    refused_retry_seconds: PositiveFloat = 2.0
 
 
 class IbPacingConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -114,6 +119,11 @@ class IbConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     request_timeout_seconds: PositiveFloat = 60.0
     stale_factor: PositiveFloat = 2.0
     batch_grace_seconds: NonNegativeFloat = 2.0
+    # A bar is traded only if it is live and closed at most this many bar intervals before the
+    # gateway's clock; older and backfilled bars only warm the windows.
+    max_bar_age_bars: PositiveFloat = 1.0
+    # submit() waits this long for a healthy link (connected, no open 1100), then rejects the order.
+    submit_wait_seconds: PositiveFloat = 10.0
     backoff: IbBackoffConfig = msgspec.field(default_factory=IbBackoffConfig)
     pacing: IbPacingConfig = msgspec.field(default_factory=IbPacingConfig)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections import deque
 from datetime import UTC, datetime
 from typing import Annotated, Literal
 
@@ -16,6 +17,8 @@ FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
 
 GapPolicy = Literal["reset", "reject", "accept"]
+
+_MAX_RESETS = 1024
 
 # Column order of the per-symbol ring buffer.
 _OPEN, _HIGH, _LOW, _CLOSE, _VOLUME = range(5)
@@ -42,6 +45,16 @@ class BarRejected(msgspec.Struct, frozen=True, kw_only=True):
     ts: datetime
     reason: str
     detail: str
+
+
+class WindowReset(msgspec.Struct, frozen=True, kw_only=True):
+    """A symbol's window was emptied because `missing_bars` bars were missing before the bar at ts."""
+
+    symbol: str
+    ts: datetime
+    missing_bars: int
+    policy: GapPolicy
+    after: datetime | None  # the last bar before the gap
 
 
 class Window(msgspec.Struct, frozen=True, kw_only=True, eq=False):
@@ -120,6 +133,8 @@ class BarStore:
     def __init__(self, *, config: BarStoreConfig) -> None:
         self.config = config
         self._rings: dict[str, _Ring] = {}
+        # Gap resets since the last pop_resets(), for the caller to log (bounded: nobody may drain).
+        self._resets: deque[WindowReset] = deque(maxlen=_MAX_RESETS)
 
     @property
     def symbols(self) -> tuple[str, ...]:
@@ -165,9 +180,24 @@ class BarStore:
                         f"(max_gap_bars is {self.config.max_gap_bars})",
                     )
                 if policy == "reset":
+                    self._resets.append(
+                        WindowReset(
+                            symbol=bar.symbol,
+                            ts=ts_dt,
+                            missing_bars=missing,
+                            policy=policy,
+                            after=ring.last_dt,
+                        )
+                    )
                     ring.clear()
         ring.push(bar, ts)
         return None
+
+    def pop_resets(self) -> list[WindowReset]:
+        """The windows reset by a gap since the last call, oldest first."""
+        out = list(self._resets)
+        self._resets.clear()
+        return out
 
     def window(self, symbol: str) -> Window | None:
         """The symbol's last `config.window` bars, or None until that many are stored."""

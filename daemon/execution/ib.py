@@ -65,6 +65,7 @@ class IbExecution:
         self._last_status: dict[str, tuple[OrderStatus, float]] = {}
         self._reject_reason: dict[int, str] = {}
         self._task: asyncio.Task[None] | None = None
+        self._updated = asyncio.Event()  # set whenever something lands in the inbox
 
     @property
     def ib(self) -> Any:
@@ -76,15 +77,49 @@ class IbExecution:
         return self.session.generation
 
     # ib_async callbacks: enqueue only.
+    def _put(self, item: tuple[Any, ...]) -> None:
+        self._inbox.put_nowait(item)
+        self._updated.set()
+
     def _on_status(self, trade: Trade) -> None:
-        self._inbox.put_nowait(("status", trade))
+        self._put(("status", trade))
 
     def _on_commission(self, trade: Trade, fill: Any, report: Any) -> None:
-        self._inbox.put_nowait(("fill", trade, fill))
+        self._put(("fill", trade, fill))
 
     def _on_error(self, req_id: int, code: int, message: str, contract: Any = None) -> None:
         if code in REJECT_CODES:
-            self._inbox.put_nowait(("error", req_id, code, message))
+            self._put(("error", req_id, code, message))
+
+    async def wait_for_updates(self, seconds: float) -> bool:
+        """Wait until IB reports something new (drain() has news), at most seconds; True if it did."""
+        if not self._inbox.empty():
+            return True
+        self._updated.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._updated.wait(), seconds)
+        return not self._inbox.empty()
+
+    async def _wait_healthy(self) -> bool:
+        """Wait, at most ib.submit_wait_seconds, for a connected link with no open 1100."""
+        if self.session.healthy.is_set():
+            return True
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.session.healthy.wait(), self.config.submit_wait_seconds)
+        return self.session.healthy.is_set()
+
+    def _reject_unsent(self, orders: Sequence[Order]) -> None:
+        """Orders that never reached IB because the link stayed down: rejected with a reason code."""
+        reason = "link_lost" if self.session.connected.is_set() else "not_connected"
+        for order in orders:
+            self._put(("unsent", order.client_order_id, reason))
+            log.error(
+                "order.not_sent",
+                client_order_id=order.client_order_id,
+                symbol=order.symbol,
+                reason=reason,
+                waited_seconds=self.config.submit_wait_seconds,
+            )
 
     async def __aenter__(self) -> IbExecution:
         self.ib.orderStatusEvent += self._on_status
@@ -124,8 +159,13 @@ class IbExecution:
         return {t.order.orderRef for t in self.ib.trades() if t.order.orderRef}
 
     async def submit(self, orders: Sequence[Order]) -> None:
-        """Place orders; an order whose id was already sent (or is known at IB) is never sent again."""
-        await self.session.connected.wait()
+        """Place orders; an order whose id was already sent (or is known at IB) is never sent again.
+
+        Waits for a healthy link; if it stays down for ib.submit_wait_seconds the orders are
+        rejected (reason link_lost or not_connected) instead of waiting for ever."""
+        if not await self._wait_healthy():
+            self._reject_unsent(orders)
+            return
         known = self._known_refs()
         for order in orders:
             coid = order.client_order_id
@@ -158,9 +198,11 @@ class IbExecution:
         self, order: Order, *, take_profit: float, stop_loss: float
     ) -> tuple[str, str, str]:
         """Entry (limit, or market when no limit) + take-profit limit + stop-loss stop, one OCA family."""
-        await self.session.connected.wait()
         coid = order.client_order_id
         refs = (coid, f"{coid}-tp", f"{coid}-sl")
+        if not await self._wait_healthy():
+            self._reject_unsent([order])
+            return refs
         if coid in self._submitted or coid in self._known_refs():
             log.warning("order.duplicate_skipped", client_order_id=coid)
             return refs
@@ -225,6 +267,15 @@ class IbExecution:
                 _, order_id, code, message = item
                 self._reject_reason[order_id] = f"{code}: {message}"
         for item in items:
+            if item[0] == "unsent":
+                _, coid, reason = item
+                self._last_status[coid] = (OrderStatus.REJECTED, 0.0)
+                events.append(
+                    OrderEvent(
+                        client_order_id=coid, ts=now, status=OrderStatus.REJECTED, reason=reason
+                    )
+                )
+                continue
             if item[0] == "error":
                 continue
             trade: Trade = item[1]
