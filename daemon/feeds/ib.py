@@ -356,7 +356,15 @@ class BarBatcher:
 class IbFeed:
     """Closed bars from IB for the configured contracts; reuse is fine, re-entry is not."""
 
-    def __init__(self, *, config: IbConfig, session: IbSession | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        config: IbConfig,
+        session: IbSession | None = None,
+        connect_attempts: int | None = None,
+    ) -> None:
+        """connect_attempts: give up (GatewayUnreachable) after that many failed connection
+        attempts in a row; None reconnects for ever (the daemon)."""
         if not config.contracts:
             msg = "ib.contracts is empty: list at least one contract"
             raise ConfigError(msg)
@@ -382,6 +390,7 @@ class IbFeed:
         self._clock: tuple[datetime, float] | None = None  # (gateway time, monotonic when read)
         self._latest_live: datetime | None = None
         self._requests = 0
+        self._connect_attempts = connect_attempts
 
     @property
     def ib(self) -> IB:
@@ -424,11 +433,17 @@ class IbFeed:
         self._entered = True
         self.ib.barUpdateEvent += self._on_bar_update
         self._tasks = [
-            asyncio.create_task(self.session.run(), name="ib-session"),
+            asyncio.create_task(
+                self.session.run(max_attempts=self._connect_attempts), name="ib-session"
+            ),
             asyncio.create_task(self._supervise(), name="ib-feed-supervisor"),
             asyncio.create_task(self._watchdog(), name="ib-feed-watchdog"),
         ]
-        await self._ready()
+        try:
+            await self._ready()
+        except BaseException:
+            await self.__aexit__(None, None, None)
+            raise
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -444,8 +459,18 @@ class IbFeed:
 
     async def _ready(self) -> None:
         """Wait until connected and the contracts are qualified (reconnecting meanwhile)."""
+        session_task = self._tasks[0] if self._tasks else None
         while True:
-            await self.session.connected.wait()
+            if not self.session.connected.is_set():
+                connected = asyncio.ensure_future(self.session.connected.wait())
+                waits: set[asyncio.Future[Any]] = {connected}
+                if session_task is not None:
+                    waits.add(session_task)
+                await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+                connected.cancel()
+                if session_task is not None and session_task.done():
+                    raise session_task.exception() or TransientError("IB session ended")
+                continue
             if self._fatal is not None:
                 raise self._fatal
             if self._qualified_generation == self.session.generation and self.streams:

@@ -137,6 +137,8 @@ class Scenario:
     reject_reason: str = "Order rejected - reason:YOUR ORDER IS NOT ACCEPTED. INSUFFICIENT EQUITY"
     client_ids_in_use: set[int] = field(default_factory=set)
     pacing_violations: int = 0
+    history_delay: float = 0.0  # seconds before a historical data request is answered
+    cancel_delay: float = 0.0  # seconds before a cancel is confirmed (Cancelled status)
     commission_per_share: float = 0.005
     min_commission: float = 1.0
 
@@ -158,6 +160,7 @@ class GatewayOrder:
     parent_id: int
     oca_group: str
     transmit: bool
+    placed_at: datetime | None = None  # the market clock when the order arrived
     status: str = "PendingSubmit"
     filled: float = 0.0
     avg_price: float = 0.0
@@ -607,6 +610,8 @@ class FakeGateway:
         if c is None:
             session.error(req_id, 200, "No security definition has been found for the request")
             return
+        if self.scenario.history_delay:
+            await asyncio.sleep(self.scenario.history_delay)
         if self.scenario.pacing_violations > 0:
             self.scenario.pacing_violations -= 1
             session.error(
@@ -814,6 +819,7 @@ class FakeGateway:
             parent_id=parent_id,
             oca_group=oca_group,
             transmit=transmit,
+            placed_at=self.now,
         )
         self._next_perm_id += 1
         self._next_order_id = max(self._next_order_id, order_id + 1)
@@ -953,6 +959,17 @@ class FakeGateway:
                 f"be cancelled, state: {order.status}.",
             )
             return
+        if self.scenario.cancel_delay:
+            self._spawn(self._cancel_later(order, self.scenario.cancel_delay))
+            return
+        self._cancel_family(order)
+
+    async def _cancel_later(self, order: GatewayOrder, delay: float) -> None:
+        await asyncio.sleep(delay)
+        if not order.done:
+            self._cancel_family(order)
+
+    def _cancel_family(self, order: GatewayOrder) -> None:
         self.cancel(order)
         for child in self.orders.values():
             if (
