@@ -2,8 +2,10 @@
 
 It keeps broker state (orders, executions, positions) across client sessions and restarts, runs a
 virtual market clock that tests advance explicitly, and can be scripted to misbehave: refuse or
-drop connections, report 1100/1101/1102, answer 326 for busy client ids, 162 for pacing, reject,
-partially fill or hold orders, delay acknowledgements, and restart like the nightly Gateway reset.
+drop connections, report 1100/1101/1102, answer 326 for busy client ids, 162 for pacing, delay
+historical answers, freeze a symbol's stream, reject, partially fill or hold orders, delay
+acknowledgements and cancel confirmations, and restart like the nightly Gateway reset. Every order
+records the market clock when it arrived (placed_at), so tests can tell how old its bar was.
 """
 
 from __future__ import annotations
@@ -372,6 +374,21 @@ class FakeGateway:
             self.broadcast_error(
                 1102, "Connectivity between IB and TWS has been restored- data maintained."
             )
+
+    def freeze(self, symbol: str) -> int:
+        """A frozen stream: the symbol's live bars silently stop (no error, no disconnect).
+        Returns how many subscriptions went quiet; a new request streams again."""
+        frozen = 0
+        for session in self.live_sessions:
+            for req_id, sub in list(session.history.items()):
+                if sub.contract.symbol == symbol:
+                    del session.history[req_id]
+                    frozen += 1
+            for req_id, rt in list(session.realtime.items()):
+                if rt.contract.symbol == symbol:
+                    del session.realtime[req_id]
+                    frozen += 1
+        return frozen
 
     # ---- the market clock ---------------------------------------------------------------------
     async def advance(self, seconds: int = 60) -> None:
