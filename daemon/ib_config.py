@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Annotated, Literal
 
 import msgspec
@@ -13,6 +14,7 @@ ClientId = Annotated[int, msgspec.Meta(ge=0, le=2**31 - 1)]
 Port = Annotated[int, msgspec.Meta(gt=0, lt=65536)]
 
 SecType = Literal["STK", "ETF", "FUT", "CASH"]
+ACCOUNT_ENV = "VLMTRADER_IB_ACCOUNT"
 
 # IB's bar size settings and their length in seconds; sizes under a minute come from 5-second bars.
 BAR_SIZES: dict[str, int] = {
@@ -110,7 +112,7 @@ class IbConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     client_id: ClientId = 1
     fallback_client_ids: tuple[ClientId, ...] = ()
     order_client_id: ClientId | None = None
-    account: str = ""
+    account: str = ""  # empty: $VLMTRADER_IB_ACCOUNT, else the single managed account
     contracts: tuple[IbContractConfig, ...] = ()
     bar_size: str = "1 min"
     what_to_show: Literal["TRADES", "MIDPOINT", "BID", "ASK", "BID_ASK"] = "TRADES"
@@ -126,6 +128,11 @@ class IbConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     submit_wait_seconds: PositiveFloat = 10.0
     backoff: IbBackoffConfig = msgspec.field(default_factory=IbBackoffConfig)
     pacing: IbPacingConfig = msgspec.field(default_factory=IbPacingConfig)
+
+    @property
+    def effective_account(self) -> str:
+        """ib.account, else the VLMTRADER_IB_ACCOUNT environment variable ("" = IB's only account)."""
+        return self.account or os.environ.get(ACCOUNT_ENV, "").strip()
 
     @property
     def bar_seconds(self) -> int:

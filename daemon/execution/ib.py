@@ -188,8 +188,8 @@ class IbExecution:
     def _ib_order(self, order: Order) -> IbOrder:
         action = "BUY" if order.side is Side.BUY else "SELL"
         common: dict[str, Any] = {"orderRef": order.client_order_id, "tif": "DAY"}
-        if self.config.account:
-            common["account"] = self.config.account
+        if self.config.effective_account:
+            common["account"] = self.config.effective_account
         if order.order_type is OrderType.LIMIT and order.limit_price is not None:
             return LimitOrder(action, order.quantity, order.limit_price, **common)
         return MarketOrder(action, order.quantity, **common)

@@ -228,7 +228,7 @@ class IbSession:
                 cfg.port,
                 clientId=client_id,
                 timeout=cfg.connect_timeout_seconds,
-                account=cfg.account,
+                account=cfg.effective_account,
             )
         )
         try:
