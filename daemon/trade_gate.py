@@ -75,7 +75,7 @@ def report(verdict: GateVerdict, gate: TradeGate, journal: Journal, bar_ts: date
     """Log and journal the symbols that stopped trading (warming) or are tradable again."""
     if verdict.warming:
         log.warning(
-            "feed.warming",
+            "warm_up.started",
             bar_ts=bar_ts.isoformat(),
             symbols=sorted(verdict.warming),
             reasons=verdict.warming,
@@ -83,7 +83,7 @@ def report(verdict: GateVerdict, gate: TradeGate, journal: Journal, bar_ts: date
     if not verdict.tradable:
         return
     log.info(
-        "feed.tradable",
+        "warm_up.finished",
         bar_ts=bar_ts.isoformat(),
         symbols=sorted(verdict.tradable),
         warm_up_bars=verdict.tradable,

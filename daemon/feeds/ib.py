@@ -390,6 +390,7 @@ class IbFeed:
         self._clock: tuple[datetime, float] | None = None  # (gateway time, monotonic when read)
         self._latest_live: datetime | None = None
         self._requests = 0
+        self._time_lock = asyncio.Lock()
         self._connect_attempts = connect_attempts
 
     @property
@@ -412,18 +413,26 @@ class IbFeed:
             now = latest
         return now
 
-    def _synced(self, gateway_time: datetime) -> datetime:
-        now = gateway_time.astimezone(UTC)
+    async def _gateway_time(self) -> datetime:
+        """Ask the gateway for its clock. One request at a time: ib_async keeps a single future
+        for reqCurrentTime, so a second caller would orphan the first one's for ever."""
+        async with self._time_lock:
+            try:
+                answer = await asyncio.wait_for(
+                    self.ib.reqCurrentTimeAsync(), self.config.request_timeout_seconds
+                )
+            except TimeoutError:
+                msg = (
+                    f"the gateway's time did not come within {self.config.request_timeout_seconds}s"
+                )
+                raise FeedTimeout(msg) from None
+        now = answer.astimezone(UTC)
         self._clock = (now, time.monotonic())
         return now
 
     async def _sync_clock(self) -> None:
-        with contextlib.suppress(TimeoutError, ConnectionError, RequestError):
-            self._synced(
-                await asyncio.wait_for(
-                    self.ib.reqCurrentTimeAsync(), self.config.request_timeout_seconds
-                )
-            )
+        with contextlib.suppress(TransientError, ConnectionError):
+            await self._gateway_time()
 
     # ---- lifecycle ----------------------------------------------------------------------------
     async def __aenter__(self) -> IbFeed:
@@ -494,7 +503,7 @@ class IbFeed:
                 elif change.startswith("resubscribe:") and self.session.ready:
                     symbol = change.split(":", 1)[1]
                     if symbol in self.streams:
-                        await self._subscribe(self.streams[symbol])
+                        await self._resubscribe(self.streams[symbol])
                 continue
             if change.kind == "connected":
                 try:
@@ -687,20 +696,24 @@ class IbFeed:
     async def server_time(self) -> datetime:
         """The gateway's clock."""
         await self._ready()
-        return self._synced(await self.ib.reqCurrentTimeAsync())
+        return await self._gateway_time()
 
     # ---- live -------------------------------------------------------------------------------
     async def _subscribe_all(self) -> None:
         for stream in list(self.streams.values()):
             if not self.session.connected.is_set():
                 return
-            try:
-                await self._subscribe(stream)
-            except (TransientError, ConnectionError) as e:
-                log.warning("feed.resubscribe_failed", symbol=stream.symbol, error=str(e)[:200])
-                asyncio.get_running_loop().call_later(
-                    1.0, self._control.put_nowait, f"resubscribe:{stream.symbol}"
-                )
+            await self._resubscribe(stream)
+
+    async def _resubscribe(self, stream: _Stream) -> None:
+        """_subscribe, and on a transient failure try again a second later (never raises those)."""
+        try:
+            await self._subscribe(stream)
+        except (TransientError, ConnectionError) as e:
+            log.warning("feed.resubscribe_failed", symbol=stream.symbol, error=str(e)[:200])
+            asyncio.get_running_loop().call_later(
+                1.0, self._control.put_nowait, f"resubscribe:{stream.symbol}"
+            )
 
     async def _subscribe(self, stream: _Stream) -> None:
         """(Re)subscribe one symbol, backfilling from its last bar (or the resume point)."""
@@ -719,7 +732,7 @@ class IbFeed:
             # Read when the request goes out, after any pacing wait: the gap as it is now.
             nonlocal since, gap_bars
             since = self.batcher.last_ts.get(stream.symbol) or self._resume
-            now = self._synced(await self.ib.reqCurrentTimeAsync())
+            now = await self._gateway_time()
             gap = (now - since).total_seconds() if since else self.bar_seconds * 2
             gap_bars = max(0, int(gap // self.bar_seconds))
             return duration_for(gap + self.bar_seconds * 2)

@@ -43,7 +43,7 @@ def test_run_when_drop_restart_and_1101_then_no_order_on_a_bar_older_than_one_in
     assert "daemon.crashed" not in names
     assert {"feed.disconnected", "feed.link_lost", "feed.link_restored"} <= set(names)
     # The missed bars came back as backfill: they warmed the windows and were never traded.
-    tradable = log_events(daemon, "feed.tradable")
+    tradable = log_events(daemon, "warm_up.finished")
     assert len(tradable) >= 3
     assert all(sum(e["warm_up_bars"].values()) >= 1 for e in tradable)
     assert int(journal_kv(tmp_path, "warm_up_bars_total") or 0) >= 3 * 5

@@ -167,7 +167,7 @@ def test_run_when_every_fault_repeats_for_minutes_then_journal_matches_gateway_a
     assert names["feed.stale"] >= 1
     assert names["ib.client_id_in_use"] >= 1
     # Every fault that hid bars ended with the missed bars warming up, then trading again.
-    assert names["feed.tradable"] >= sum(done[f] for f in DATA_FAULTS)
+    assert names["warm_up.finished"] >= sum(done[f] for f in DATA_FAULTS)
     assert orders >= 3 * len(faults)
     assert {o.status for o in gateway["orders"]} >= {"Filled", "Inactive"}
     assert max(recovered) <= RESTART_SECONDS + 5  # the daemon is back within N + 5 s of the port
