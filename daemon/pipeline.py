@@ -351,13 +351,14 @@ class Pipeline:
         wait_for_updates = getattr(self.execution, "wait_for_updates", None)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait_seconds
+        news = True
         while True:
             self.flush_broker_updates()
             pending = [c for c in coids if c in self.book.open_orders]
             left = deadline - loop.time()
-            if not pending or left <= 0 or wait_for_updates is None:
+            if not (pending and news and left > 0 and wait_for_updates is not None):
                 return len(coids), pending
-            await wait_for_updates(left)
+            news = await wait_for_updates(left)  # False: timed out, or the broker is gone
 
     def flush_broker_updates(self) -> None:
         """Journal whatever the broker reported outside a bar batch (shutdown, cancels)."""

@@ -92,9 +92,12 @@ class IbExecution:
             self._put(("error", req_id, code, message))
 
     async def wait_for_updates(self, seconds: float) -> bool:
-        """Wait until IB reports something new (drain() has news), at most seconds; True if it did."""
+        """Wait until IB reports something new (drain() has news), at most seconds; True if it did.
+        False at once when disconnected: nothing can come."""
         if not self._inbox.empty():
             return True
+        if not self.session.connected.is_set():
+            return False
         self._updated.clear()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._updated.wait(), seconds)
@@ -245,6 +248,11 @@ class IbExecution:
         return refs
 
     async def cancel(self, client_order_id: str) -> None:
+        if not self.session.connected.is_set():
+            log.warning(
+                "order.cancel_not_sent", client_order_id=client_order_id, reason="not_connected"
+            )
+            return
         trade = next((t for t in self.ib.openTrades() if t.order.orderRef == client_order_id), None)
         if trade is None:
             log.warning("order.cancel_unknown", client_order_id=client_order_id)

@@ -298,6 +298,7 @@ class _Stream:
         self.contract = contract
         self.subscription: Any = None
         self.req_id: int | None = None
+        self.generation = 0  # the session generation the subscription was made in
         self.last_ts: datetime | None = None
         self.last_arrival = time.monotonic()
         self.partial: dict[datetime, list[Any]] = {}
@@ -717,14 +718,17 @@ class IbFeed:
 
     async def _subscribe(self, stream: _Stream) -> None:
         """(Re)subscribe one symbol, backfilling from its last bar (or the resume point)."""
-        if stream.subscription is not None:
+        if stream.subscription is not None and stream.generation == self.session.generation:
+            # Only a subscription of this connection: after a reconnect the old one is gone and
+            # its request id may already belong to another symbol's new subscription.
             with contextlib.suppress(Exception):
                 if self.config.uses_realtime_bars:
                     self.ib.cancelRealTimeBars(stream.subscription)
                 else:
                     self.ib.cancelHistoricalData(stream.subscription)
-            stream.subscription = None
-            stream.req_id = None
+        stream.subscription = None
+        stream.req_id = None
+        stream.generation = self.session.generation
         since: datetime | None = None
         gap_bars = 0
 

@@ -108,8 +108,21 @@ class IbMarket:
         for _ in range(bars):
             self.runner.call(self.gw.advance(60))
 
+    def streaming(self) -> set[str]:
+        """Symbols with a live subscription at the gateway."""
+        return self.do(  # type: ignore[no-any-return]
+            lambda: {
+                sub.contract.symbol
+                for session in self.gw.live_sessions
+                for sub in session.history.values()
+            }
+        )
+
     def caught_up(self) -> bool:
-        """The daemon journaled the gateway's latest bar and every order it journaled is there."""
+        """The daemon streams every symbol, journaled the gateway's latest bar, and every order it
+        journaled is at the gateway."""
+        if not set(SYMBOLS) <= self.streaming():
+            return False
         last = journal_kv(self.tmp_path, "last_bar_ts")
         if last is None or datetime.fromisoformat(last) < self.now():
             return False

@@ -131,6 +131,14 @@ def test_run_when_every_fault_repeats_for_minutes_then_journal_matches_gateway_a
             # The shipped reconnect settings (config/ib-paper.yaml), a quick stale check.
             "backoff": {},
             "stale_factor": 0.05,
+            # Faults every few seconds resubscribe far more often than IB's 60 historical
+            # requests per 10 minutes allow (the daemon would wait, rightly): the fake has no
+            # such budget, so neither does this run.
+            "pacing": {
+                "identical_seconds": 0.2,
+                "violation_pause_seconds": 0.2,
+                "window_requests": 100000,
+            },
         },
         "shutdown": {"timeout_seconds": 10},
     }
