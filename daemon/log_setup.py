@@ -89,17 +89,24 @@ def _library_event(
     return event_dict
 
 
-class _LibraryHandler(logging.StreamHandler):  # type: ignore[type-arg]
-    """Writes to `stream`, or to whatever sys.stdout is at the time of each record."""
+class _LibraryHandler(logging.Handler):
+    """Writes each record to `stream`, or to whatever sys.stdout is at the time of the record.
+
+    A stream closed under us (a test's captured stdout) loses the line silently: reporting it
+    through logging again would only recurse."""
 
     def __init__(self, stream: TextIO | None) -> None:
-        super().__init__(stream or sys.stdout)
+        super().__init__()
         self._fixed = stream
 
     def emit(self, record: logging.LogRecord) -> None:
-        if self._fixed is None:
-            self.setStream(sys.stdout)
-        super().emit(record)
+        try:
+            line = self.format(record)
+            out = self._fixed if self._fixed is not None else sys.stdout
+            out.write(line + "\n")
+            out.flush()
+        except (ValueError, OSError):
+            pass
 
 
 def _route_stdlib(renderer: Any, *, level: str, stream: TextIO | None) -> None:
