@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -37,6 +38,7 @@ _STATUS = {
     "Inactive": OrderStatus.REJECTED,
 }
 REJECT_CODES = frozenset({201, 203, 110, 382, 383, 10147, 10148})
+FILL_WAIT_SECONDS = 5.0  # how long a status may wait for the fills it already counts
 
 
 def map_status(ib_status: str, filled: float, remaining: float) -> OrderStatus:
@@ -66,6 +68,9 @@ class IbExecution:
         self._reject_reason: dict[int, str] = {}
         self._task: asyncio.Task[None] | None = None
         self._updated = asyncio.Event()  # set whenever something lands in the inbox
+        self._delivered: dict[str, float] = {}  # quantity of the fills handed out, per order
+        self._deferred: dict[str, Trade] = {}  # statuses waiting for their fills
+        self._deferred_since: dict[str, float] = {}
 
     @property
     def ib(self) -> Any:
@@ -263,7 +268,12 @@ class IbExecution:
         """Real brokers match orders themselves."""
 
     def drain(self) -> BrokerUpdates:
-        """Everything IB reported since the last drain, as our events and fills."""
+        """Everything IB reported since the last drain, as our events and fills.
+
+        A status whose filled quantity is ahead of the fills delivered for its order (IB sends
+        orderStatus before the commission report that makes our Fill) waits for those fills, at
+        most FILL_WAIT_SECONDS: otherwise the journal and the book would count the quantity
+        twice, once from the status and once from the fill."""
         events: list[OrderEvent] = []
         fills: list[Fill] = []
         now = datetime.now(UTC)
@@ -274,6 +284,8 @@ class IbExecution:
             if item[0] == "error":
                 _, order_id, code, message = item
                 self._reject_reason[order_id] = f"{code}: {message}"
+        statuses: dict[str, Trade] = self._deferred
+        self._deferred = {}
         for item in items:
             if item[0] == "unsent":
                 _, coid, reason = item
@@ -294,29 +306,43 @@ class IbExecution:
                 fill = self._fill(coid, trade, item[2])
                 if fill is not None:
                     fills.append(fill)
+                    self._delivered[coid] = self._delivered.get(coid, 0.0) + fill.quantity
                 continue
-            st = trade.orderStatus
-            status = map_status(st.status, st.filled, st.remaining)
-            reason = ""
-            if status in (OrderStatus.CANCELLED, OrderStatus.REJECTED):
-                reason = self._reject_reason.get(trade.order.orderId, "")
-                if reason.startswith(("201", "203", "110")):
-                    status = OrderStatus.REJECTED
-            key = (status, float(st.filled))
-            if self._last_status.get(coid) == key:
-                continue
-            self._last_status[coid] = key
-            events.append(
-                OrderEvent(
-                    client_order_id=coid,
-                    ts=now,
-                    status=status,
-                    filled_quantity=float(st.filled),
-                    reason=reason,
-                    broker_order_id=str(trade.order.permId or trade.order.orderId),
-                )
-            )
+            statuses.pop(coid, None)
+            statuses[coid] = trade  # its current state; one event per order and drain
+        clock = time.monotonic()
+        for coid, trade in statuses.items():
+            if float(trade.orderStatus.filled) > self._delivered.get(coid, 0.0) + 1e-9:
+                since = self._deferred_since.setdefault(coid, clock)
+                if clock - since < FILL_WAIT_SECONDS:
+                    self._deferred[coid] = trade
+                    continue
+            self._deferred_since.pop(coid, None)
+            event = self._status_event(coid, trade, now)
+            if event is not None:
+                events.append(event)
         return BrokerUpdates(events=tuple(events), fills=tuple(fills))
+
+    def _status_event(self, coid: str, trade: Trade, now: datetime) -> OrderEvent | None:
+        st = trade.orderStatus
+        status = map_status(st.status, st.filled, st.remaining)
+        reason = ""
+        if status in (OrderStatus.CANCELLED, OrderStatus.REJECTED):
+            reason = self._reject_reason.get(trade.order.orderId, "")
+            if reason.startswith(("201", "203", "110")):
+                status = OrderStatus.REJECTED
+        key = (status, float(st.filled))
+        if self._last_status.get(coid) == key:
+            return None
+        self._last_status[coid] = key
+        return OrderEvent(
+            client_order_id=coid,
+            ts=now,
+            status=status,
+            filled_quantity=float(st.filled),
+            reason=reason,
+            broker_order_id=str(trade.order.permId or trade.order.orderId),
+        )
 
     def _fill(self, coid: str, trade: Trade, fill: Any) -> Fill | None:
         ex = fill.execution
@@ -381,6 +407,9 @@ class IbExecution:
                 )
             )
             self._fills_seen.add(ex.execId)
+        for coid in {f.client_order_id for f in fills}:  # reconcile journals these fills
+            delivered = sum(f.quantity for f in fills if f.client_order_id == coid)
+            self._delivered[coid] = max(self._delivered.get(coid, 0.0), delivered)
         for fill in fills:  # filled while we were away and no longer open: resolve from executions
             if fill.client_order_id not in orders:
                 done = [f for f in fills if f.client_order_id == fill.client_order_id]

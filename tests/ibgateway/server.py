@@ -141,6 +141,7 @@ class Scenario:
     pacing_violations: int = 0
     history_delay: float = 0.0  # seconds before a historical data request is answered
     cancel_delay: float = 0.0  # seconds before a cancel is confirmed (Cancelled status)
+    commission_delay: float = 0.0  # seconds between an execution's status and its commission
     commission_per_share: float = 0.005
     min_commission: float = 1.0
 
@@ -935,11 +936,16 @@ class FakeGateway:
         elif pos == 0 or (pos > 0) == (sign > 0):
             avg = (avg * abs(pos) + px * qty) / abs(new_pos)
         self.positions[order.contract.con_id] = (new_pos, avg)
-        for session in self._order_sessions(order):
+        sessions = self._order_sessions(order)
+        for session in sessions:
             self._send_execution(session, -1, ex)
             self._send_open_order(session, order)
             self._send_status(session, order)
-            self._send_commission(session, ex)
+        if self.scenario.commission_delay:
+            self._spawn(self._commission_later(sessions, ex, self.scenario.commission_delay))
+        else:
+            for session in sessions:
+                self._send_commission(session, ex)
         if order.status == "Filled":
             for child in self.orders.values():
                 if (
@@ -954,6 +960,13 @@ class FakeGateway:
                 same_parent = bool(order.parent_id) and sibling.parent_id == order.parent_id
                 if sibling is not order and (same_oca or same_parent) and not sibling.done:
                     self.cancel(sibling, reason="OCA group")
+
+    async def _commission_later(
+        self, sessions: list[Session], ex: GatewayExecution, delay: float
+    ) -> None:
+        await asyncio.sleep(delay)
+        for session in sessions:
+            self._send_commission(session, ex)
 
     def cancel(self, order: GatewayOrder, *, reason: str = "") -> None:
         order.status = "Cancelled"

@@ -118,6 +118,7 @@ def _faults(market: IbMarket, recovered: list[float]) -> list[tuple[str, Callabl
         ("held_orders", orders_in("hold")),
         ("ack_delay", delayed("ack_delay", 0.3)),
         ("cancel_delay", delayed("cancel_delay", 0.5)),
+        ("commission_delay", delayed("commission_delay", 0.2)),
     ]
 
 

@@ -265,3 +265,28 @@ def test_submit_when_link_stays_lost_past_submit_wait_then_rejected_with_reason_
                 ]
 
     run(scenario())
+
+
+def test_drain_when_filled_status_comes_before_its_commission_then_status_waits_for_the_fill() -> (
+    None
+):
+    async def scenario() -> None:
+        async with FakeGateway() as gw, IbExecution(config=fast_config(gw.port)) as ex:
+            gw.scenario.commission_delay = 0.3
+            await ex.submit([order("VT-1")])
+            await until(
+                lambda: any(t.orderStatus.status == "Filled" for t in ex.ib.trades()),
+                what="Filled status at the client",
+            )
+            early = ex.drain()
+            # The status already says 100 filled, but no fill has been handed out yet: it waits.
+            assert OrderStatus.FILLED not in [e.status for e in early.events]
+            assert early.fills == ()
+            u = Updates(ex)
+            await until(lambda: bool(u.pull().fills) or bool(u.fills), what="the fill")
+            await u.until_status("VT-1", OrderStatus.FILLED)
+            assert sum(f.quantity for f in u.fills) == 100
+            filled = [e for e in u.events if e.status is OrderStatus.FILLED]
+            assert [e.filled_quantity for e in filled] == [100]
+
+    run(scenario())
