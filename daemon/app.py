@@ -13,6 +13,7 @@ from typing import Any
 
 import structlog
 
+from daemon import trade_gate
 from daemon.api.app import build_app
 from daemon.api.auth import token_from_env
 from daemon.api.metrics import Metrics
@@ -250,21 +251,39 @@ class Daemon:
     async def _consume(self, batches: AsyncIterator[list[Bar]]) -> None:
         assert self.pipeline is not None
         pipeline = self.pipeline
+        # A broker feed's backfilled or old bars only warm the windows (daemon/trade_gate.py).
+        gate = self._trade_gate()
         async for batch in batches:
             generation = getattr(pipeline.execution, "generation", 0)
             if generation != self._generation:
                 # The broker connection was re-established: reconcile before trading on.
                 self._generation = generation
-                reconcile(
+                report = reconcile(
                     pipeline.journal,
                     pipeline.book,
                     await pipeline.execution.broker_view(),
                     now=datetime.now(UTC),
                 )
-            await pipeline.on_bars(batch)
+                if report.position_mismatches:
+                    await self.set_trading_state(
+                        TradingState.HALTED, "position_mismatch_at_reconnect"
+                    )
+            if gate is None:
+                await pipeline.on_bars(batch)
+            else:
+                verdict = gate.split(batch, self.feed.gateway_now())
+                trade_gate.report(verdict, gate, pipeline.journal, batch[0].ts)
+                await pipeline.on_warm_up_bars(verdict.warm)
+                await pipeline.on_bars(verdict.trade)
             if self.stopping.is_set():
                 break
         log.info("feed.ended")
+
+    def _trade_gate(self) -> trade_gate.TradeGate | None:
+        ib = self.cfg.ib
+        if self.cfg.feed.kind != "ib" or ib is None:
+            return None
+        return trade_gate.TradeGate(bar_seconds=ib.bar_seconds, max_age_bars=ib.max_bar_age_bars)
 
     async def _wait_consumer(self) -> None:
         assert self._consumer is not None
@@ -286,11 +305,12 @@ class Daemon:
     async def _shutdown(self, pipeline: Pipeline) -> None:
         self.notifier.stopping()
         pipeline.paused = True
-        cancelled = 0
+        cancelled, unconfirmed = 0, []
         if self.cfg.shutdown.cancel_open_orders:
-            for coid in list(pipeline.book.open_orders):
-                await pipeline.execution.cancel(coid)
-                cancelled += 1
+            # Waits (at most shutdown.timeout_seconds) for the broker's confirmations.
+            cancelled, unconfirmed = await pipeline.cancel_open_orders(
+                wait_seconds=self.cfg.shutdown.timeout_seconds
+            )
         pipeline.flush_broker_updates()
         book = pipeline.book
         if book.day is not None:
@@ -298,6 +318,7 @@ class Daemon:
         log.info(
             "daemon.stopped",
             cancelled_orders=cancelled,
+            cancels_unconfirmed=unconfirmed,
             bars=pipeline.stats.bars,
             orders=pipeline.stats.orders_submitted,
             fills=pipeline.stats.fills,

@@ -35,6 +35,12 @@ def register(sub: Any) -> None:
     h.add_argument("--host", help="override ib.host")
     h.add_argument("--port", type=int, help="override ib.port")
     h.add_argument("--client-id", type=int, help="override ib.client_id")
+    h.add_argument(
+        "--connect-attempts",
+        type=int,
+        default=3,
+        help="give up after this many failed connection attempts (default 3)",
+    )
     h.add_argument("--no-progress", action="store_true", help="no progress bar")
     h.set_defaults(func=_history)
 
@@ -57,6 +63,9 @@ def history_config(args: argparse.Namespace) -> IbConfig:
     if not symbols:
         msg = "--symbols is empty: give at least one symbol"
         raise ConfigError(msg)
+    if args.connect_attempts <= 0:
+        msg = f"--connect-attempts must be positive, not {args.connect_attempts}"
+        raise ConfigError(msg)
     if args.days <= 0:
         msg = f"--days must be positive, not {args.days}"
         raise ConfigError(msg)
@@ -77,7 +86,9 @@ def chunk_path(out: Path, symbol: str, day_end: datetime) -> Path:
     return out / symbol / f"{(day_end - timedelta(seconds=1)).date().isoformat()}.parquet"
 
 
-async def download(cfg: IbConfig, *, days: int, out: Path, progress: bool = True) -> dict[str, int]:
+async def download(
+    cfg: IbConfig, *, days: int, out: Path, progress: bool = True, connect_attempts: int = 3
+) -> dict[str, int]:
     """Fetch `days` of bars per symbol; finished days already on disk are skipped. Returns rows per symbol."""
     import pandas as pd
     from tqdm import tqdm
@@ -85,7 +96,7 @@ async def download(cfg: IbConfig, *, days: int, out: Path, progress: bool = True
     from daemon.feeds.ib import IbFeed
 
     rows: dict[str, int] = {}
-    async with IbFeed(config=cfg) as feed:
+    async with IbFeed(config=cfg, connect_attempts=connect_attempts) as feed:
         now = await feed.server_time()
         today_end = datetime.fromtimestamp((int(now.timestamp()) // DAY + 1) * DAY, tz=UTC)
         ends = [today_end - timedelta(days=k) for k in range(days - 1, -1, -1)]
@@ -124,15 +135,27 @@ async def download(cfg: IbConfig, *, days: int, out: Path, progress: bool = True
 
 
 def _history(args: argparse.Namespace) -> int:
+    from daemon.feeds.ib import GatewayUnreachable
     from daemon.log_setup import configure_logging
 
     configure_logging()
     try:
         cfg = history_config(args)
-        asyncio.run(download(cfg, days=args.days, out=args.out, progress=not args.no_progress))
+        asyncio.run(
+            download(
+                cfg,
+                days=args.days,
+                out=args.out,
+                progress=not args.no_progress,
+                connect_attempts=args.connect_attempts,
+            )
+        )
     except ConfigError as e:
         print(f"error: {e}")
         return EXIT_CONFIG
+    except GatewayUnreachable as e:
+        print(f"error: {e}")
+        return 1
     except TransientError as e:
         print(f"error: {e}; run the same command again to resume")
         return 1

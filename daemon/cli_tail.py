@@ -65,6 +65,14 @@ def _value(v: object) -> str:
     return json.dumps(v, separators=(",", ":"))
 
 
+def _record(text: str) -> dict[str, Any] | None:
+    try:
+        record = json.loads(text)
+    except json.JSONDecodeError:
+        return None
+    return record if isinstance(record, dict) else None
+
+
 def _lines(stream: IO[str], *, follow: bool) -> Iterator[str]:
     while True:
         line = stream.readline()
@@ -93,13 +101,11 @@ def _tail(args: argparse.Namespace) -> int:
             text = line.strip()
             if not text:
                 continue
-            try:
-                record = json.loads(text)
-            except json.JSONDecodeError:
-                print(text)  # not JSON: show it as it is
-                continue
-            if not isinstance(record, dict):
-                print(text)
+            record = _record(text)
+            if record is None:
+                # Not one of our JSON lines: it has no event, symbol or level, so any filter drops it.
+                if args.symbol is None and args.event is None and args.level == "debug":
+                    print(text, flush=True)
                 continue
             if matches(record, symbol=args.symbol, event=args.event, level=args.level):
                 print(format_record(record, colour=colour), flush=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Annotated, Literal
 
 import msgspec
@@ -13,6 +14,7 @@ ClientId = Annotated[int, msgspec.Meta(ge=0, le=2**31 - 1)]
 Port = Annotated[int, msgspec.Meta(gt=0, lt=65536)]
 
 SecType = Literal["STK", "ETF", "FUT", "CASH"]
+ACCOUNT_ENV = "VLMTRADER_IB_ACCOUNT"
 
 # IB's bar size settings and their length in seconds; sizes under a minute come from 5-second bars.
 BAR_SIZES: dict[str, int] = {
@@ -76,12 +78,17 @@ class IbContractConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown
 
 
 class IbBackoffConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """Reconnect delays: initial * multiplier**attempt, capped at max, times 1 +- jitter."""
+    """Reconnect delays: initial * multiplier**attempt, capped at max, times 1 +- jitter.
+
+    A refused connection (nothing listens: the Gateway restarts) is retried every
+    refused_retry_seconds instead, so the session is back within seconds of the port opening.
+    """
 
     initial_seconds: PositiveFloat = 1.0
     max_seconds: PositiveFloat = 60.0
     multiplier: Annotated[float, msgspec.Meta(ge=1)] = 2.0
     jitter: Annotated[float, msgspec.Meta(ge=0, le=1)] = 0.2
+    refused_retry_seconds: PositiveFloat = 2.0
 
 
 class IbPacingConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -105,7 +112,7 @@ class IbConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     client_id: ClientId = 1
     fallback_client_ids: tuple[ClientId, ...] = ()
     order_client_id: ClientId | None = None
-    account: str = ""
+    account: str = ""  # empty: $VLMTRADER_IB_ACCOUNT, else the single managed account
     contracts: tuple[IbContractConfig, ...] = ()
     bar_size: str = "1 min"
     what_to_show: Literal["TRADES", "MIDPOINT", "BID", "ASK", "BID_ASK"] = "TRADES"
@@ -114,8 +121,18 @@ class IbConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     request_timeout_seconds: PositiveFloat = 60.0
     stale_factor: PositiveFloat = 2.0
     batch_grace_seconds: NonNegativeFloat = 2.0
+    # A bar is traded only if it is live and closed at most this many bar intervals before the
+    # gateway's clock; older and backfilled bars only warm the windows.
+    max_bar_age_bars: PositiveFloat = 1.0
+    # submit() waits this long for a healthy link (connected, no open 1100), then rejects the order.
+    submit_wait_seconds: PositiveFloat = 10.0
     backoff: IbBackoffConfig = msgspec.field(default_factory=IbBackoffConfig)
     pacing: IbPacingConfig = msgspec.field(default_factory=IbPacingConfig)
+
+    @property
+    def effective_account(self) -> str:
+        """ib.account, else the VLMTRADER_IB_ACCOUNT environment variable ("" = IB's only account)."""
+        return self.account or os.environ.get(ACCOUNT_ENV, "").strip()
 
     @property
     def bar_seconds(self) -> int:

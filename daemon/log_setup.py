@@ -1,4 +1,10 @@
-"""structlog set-up: JSON lines when not on a terminal, readable colours on one; sinks tap every event."""
+"""structlog set-up: JSON lines when not on a terminal, readable colours on one; sinks tap every event.
+
+Third-party libraries log through the standard library (ib_async, aiomqtt, uvicorn): the root
+logger gets one handler whose structlog ProcessorFormatter renders their records like our own
+lines, as event `library.logged` with the library's `logger` name and its `message`, so a JSON log
+holds nothing but JSON and `vlmtrader tail` filters apply to every line.
+"""
 
 from __future__ import annotations
 
@@ -53,6 +59,7 @@ def configure_logging(
         renderer = structlog.dev.ConsoleRenderer(colors=True)
     else:
         renderer = structlog.processors.JSONRenderer()
+    _route_stdlib(renderer, level=level, stream=stream)
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
@@ -68,6 +75,67 @@ def configure_logging(
         logger_factory=factory,
         cache_logger_on_first_use=True,
     )
+
+
+def _library_event(
+    _logger: Any, _method: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    """A stdlib record as one of our events: library.logged, its logger name and message."""
+    record = event_dict.get("_record")
+    event_dict["message"] = str(event_dict.get("event", ""))
+    event_dict["event"] = "library.logged"
+    if record is not None:
+        event_dict["logger"] = record.name
+    return event_dict
+
+
+class _LibraryHandler(logging.Handler):
+    """Writes each record to `stream`, or to whatever sys.stdout is at the time of the record.
+
+    A stream closed under us (a test's captured stdout) loses the line silently: reporting it
+    through logging again would only recurse."""
+
+    def __init__(self, stream: TextIO | None) -> None:
+        super().__init__()
+        self._fixed = stream
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            line = self.format(record)
+            out = self._fixed if self._fixed is not None else sys.stdout
+            out.write(line + "\n")
+            out.flush()
+        except (ValueError, OSError):
+            pass
+
+
+def _route_stdlib(renderer: Any, *, level: str, stream: TextIO | None) -> None:
+    """Send every stdlib logger's records through structlog's renderer (replacing our old handler)."""
+    formatter = structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=[
+            structlog.stdlib.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            _library_event,
+        ],
+        processors=[
+            structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+            structlog.processors.format_exc_info,
+            renderer,
+        ],
+        keep_exc_info=False,
+    )
+    handler = _LibraryHandler(stream)
+    handler.setFormatter(formatter)
+    handler.set_name(_HANDLER_NAME)
+    root = logging.getLogger()
+    for old in [h for h in root.handlers if h.get_name() == _HANDLER_NAME]:
+        root.removeHandler(old)
+    root.addHandler(handler)
+    # Libraries are chatty at debug: they get info at the most verbose.
+    root.setLevel(max(logging.INFO, logging.getLevelNamesMapping()[level.upper()]))
+
+
+_HANDLER_NAME = "vlmtrader-structlog"
 
 
 class _StdoutLogger:

@@ -46,6 +46,8 @@ class PipelineStats(msgspec.Struct, kw_only=True):
     batches: int = 0
     bars: int = 0
     bars_rejected: int = 0
+    warm_up_bars: int = 0
+    window_resets: int = 0
     signals: int = 0
     orders_submitted: int = 0
     risk_rejections: int = 0
@@ -126,18 +128,8 @@ class Pipeline:
     async def _on_bars(self, batch: Sequence[Bar], arrived: float) -> list[Order]:
         if not batch:
             return []
-        kernel, stats = self.kernel, self.stats
-        stats.batches += 1
-        stats.bars += len(batch)
-        stats.last_bar_ts = batch[0].ts
-
-        self.execution.on_market_bars(batch)
-        updates = self.execution.drain()
-        day_before = kernel.book.day
-        received = self.clock() if self.clock is not None else None
-        intake = kernel.intake(batch, updates.events, updates.fills, received=received)
-        if day_before is not None and kernel.book.day != day_before:
-            self.record_daily_pnl(day_before, intake.now, equity=kernel.book.day_start_equity)
+        kernel = self.kernel
+        intake = self._intake(batch)
         windows = kernel.windows(intake.accepted)
         signals = await self._score(windows)
         decision = kernel.decide(signals, intake.now)
@@ -151,6 +143,32 @@ class Pipeline:
         if self.shadow is not None and windows:
             await self._run_shadow(self.shadow, windows, signals)
         return decision.orders
+
+    async def on_warm_up_bars(self, batch: Sequence[Bar]) -> None:
+        """Bars that must not trade (backfilled, or too old): into the windows and marks, broker
+        news applied and journaled like any batch, but nothing scored or decided."""
+        if not batch:
+            return
+        self.stats.warm_up_bars += len(batch)
+        intake = self._intake(batch)
+        nothing = BatchDecision(decisions=[], orders=[], cancels=[])
+        self.journal.record(**self.kernel.journal_rows(intake, [], nothing))
+        self._log_intake(intake)
+
+    def _intake(self, batch: Sequence[Bar]) -> BatchIntake:
+        """The first half of any batch: broker news and bars into the book and windows."""
+        kernel, stats = self.kernel, self.stats
+        stats.batches += 1
+        stats.bars += len(batch)
+        stats.last_bar_ts = batch[0].ts
+        self.execution.on_market_bars(batch)
+        updates = self.execution.drain()
+        day_before = kernel.book.day
+        received = self.clock() if self.clock is not None else None
+        intake = kernel.intake(batch, updates.events, updates.fills, received=received)
+        if day_before is not None and kernel.book.day != day_before:
+            self.record_daily_pnl(day_before, intake.now, equity=kernel.book.day_start_equity)
+        return intake
 
     async def submit_intents(self, intents: Sequence[OrderIntent], now: datetime) -> list[Order]:
         """Operator-driven intents (flatten): the same risk -> journal -> broker path as a bar's."""
@@ -250,6 +268,16 @@ class Pipeline:
                 reason=problem.reason,
                 detail=problem.detail,
             )
+        for reset in self.store.pop_resets():
+            self.stats.window_resets += 1
+            log.warning(
+                "window.reset",
+                symbol=reset.symbol,
+                bar_ts=reset.ts.isoformat(),
+                after=reset.after.isoformat() if reset.after else None,
+                gap_bars=reset.missing_bars,
+                policy=reset.policy,
+            )
         change = intake.state_change
         if change is not None:
             log.warning(
@@ -316,6 +344,25 @@ class Pipeline:
         )
 
     # ---- broker updates outside a batch ---------------------------------------------------------
+    async def cancel_open_orders(self, *, wait_seconds: float) -> tuple[int, list[str]]:
+        """Cancel every working order and wait, at most wait_seconds, until the broker confirms
+        each; journal what it reported. Returns (cancels requested, orders still unconfirmed)."""
+        coids = list(self.book.open_orders)
+        for coid in coids:
+            await self.execution.cancel(coid)
+            log.info("order.cancel_requested", client_order_id=coid, reason="shutdown")
+        wait_for_updates = getattr(self.execution, "wait_for_updates", None)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait_seconds
+        news = True
+        while True:
+            self.flush_broker_updates()
+            pending = [c for c in coids if c in self.book.open_orders]
+            left = deadline - loop.time()
+            if not (pending and news and left > 0 and wait_for_updates is not None):
+                return len(coids), pending
+            news = await wait_for_updates(left)  # False: timed out, or the broker is gone
+
     def flush_broker_updates(self) -> None:
         """Journal whatever the broker reported outside a bar batch (shutdown, cancels)."""
         updates = self.execution.drain()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections import deque
 from datetime import UTC, datetime
 from typing import Annotated, Literal
 
@@ -21,6 +22,7 @@ GapPolicy = Literal["reset", "reject", "accept"]
 EARLIEST_TS = datetime(1970, 1, 2, tzinfo=UTC)
 LATEST_TS = datetime(2100, 1, 1, tzinfo=UTC)
 _EARLIEST, _LATEST = int(EARLIEST_TS.timestamp()), int(LATEST_TS.timestamp())
+_MAX_RESETS = 1024
 
 # Column order of the per-symbol ring buffer.
 _OPEN, _HIGH, _LOW, _CLOSE, _VOLUME = range(5)
@@ -63,6 +65,16 @@ class BarRejected(msgspec.Struct, frozen=True, kw_only=True):
     ts: datetime
     reason: str
     detail: str
+
+
+class WindowReset(msgspec.Struct, frozen=True, kw_only=True):
+    """A symbol's window was emptied because `missing_bars` bars were missing before the bar at ts."""
+
+    symbol: str
+    ts: datetime
+    missing_bars: int
+    policy: GapPolicy
+    after: datetime | None  # the last bar before the gap
 
 
 class Window(msgspec.Struct, frozen=True, kw_only=True, eq=False):
@@ -165,6 +177,8 @@ class BarStore:
         self._jump_fraction = config.min_jump_fraction
         self._lookback = config.jump_lookback
         self._min_ranges = min(config.jump_lookback, 5)
+        # Gap resets since the last pop_resets(), for the caller to log (bounded: nobody may drain).
+        self._resets: deque[WindowReset] = deque(maxlen=_MAX_RESETS)
 
     @property
     def symbols(self) -> tuple[str, ...]:
@@ -219,6 +233,15 @@ class BarStore:
                         f"(max_gap_bars is {self.config.max_gap_bars})",
                     )
                 if policy == "reset":
+                    self._resets.append(
+                        WindowReset(
+                            symbol=bar.symbol,
+                            ts=ts_dt,
+                            missing_bars=missing,
+                            policy=policy,
+                            after=ring.last_dt,
+                        )
+                    )
                     ring.clear()
                 else:  # accepted across a long gap: the old range says nothing about this bar
                     ring.atr, ring.ranges, ring.pending = 0.0, 0, None
@@ -267,6 +290,12 @@ class BarStore:
             f"{previous}, over the limit {limit:.6g} ({cfg.max_jump_atr} x ATR {ring.atr:.6g}, "
             f"at least {cfg.min_jump_fraction} x close); the next bar at this level confirms it",
         )
+
+    def pop_resets(self) -> list[WindowReset]:
+        """The windows reset by a gap since the last call, oldest first."""
+        out = list(self._resets)
+        self._resets.clear()
+        return out
 
     def window(self, symbol: str) -> Window | None:
         """The symbol's last `config.window` bars, or None until that many are stored."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 from datetime import datetime
+from typing import Literal
 
 import msgspec
 
@@ -49,8 +50,17 @@ class TradingState(enum.StrEnum):
     HALTED = "halted"
 
 
-class Bar(msgspec.Struct, frozen=True, kw_only=True):
-    """One OHLCV bar; ts is the bar's close time, timezone-aware UTC."""
+BarOrigin = Literal["live", "backfill", "replay"]
+
+
+class Bar(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """One OHLCV bar; ts is the bar's close time, timezone-aware UTC.
+
+    origin says where the bar came from: live (streamed as it closed), backfill (history fetched
+    to fill a window after a (re)connect, resubscribe or stale stream) or replay (a recorded
+    file). Only live bars may be traded; the others warm windows. A live bar omits the field when
+    encoded, so journal and MQTT payloads stay as they were.
+    """
 
     symbol: str
     ts: datetime
@@ -59,6 +69,7 @@ class Bar(msgspec.Struct, frozen=True, kw_only=True):
     low: float
     close: float
     volume: float
+    origin: BarOrigin = "live"
 
 
 class Signal(msgspec.Struct, frozen=True, kw_only=True):

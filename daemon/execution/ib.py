@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -37,6 +38,7 @@ _STATUS = {
     "Inactive": OrderStatus.REJECTED,
 }
 REJECT_CODES = frozenset({201, 203, 110, 382, 383, 10147, 10148})
+FILL_WAIT_SECONDS = 5.0  # how long a status may wait for the fills it already counts
 
 
 def map_status(ib_status: str, filled: float, remaining: float) -> OrderStatus:
@@ -65,6 +67,10 @@ class IbExecution:
         self._last_status: dict[str, tuple[OrderStatus, float]] = {}
         self._reject_reason: dict[int, str] = {}
         self._task: asyncio.Task[None] | None = None
+        self._updated = asyncio.Event()  # set whenever something lands in the inbox
+        self._delivered: dict[str, float] = {}  # quantity of the fills handed out, per order
+        self._deferred: dict[str, Trade] = {}  # statuses waiting for their fills
+        self._deferred_since: dict[str, float] = {}
 
     @property
     def ib(self) -> Any:
@@ -76,15 +82,52 @@ class IbExecution:
         return self.session.generation
 
     # ib_async callbacks: enqueue only.
+    def _put(self, item: tuple[Any, ...]) -> None:
+        self._inbox.put_nowait(item)
+        self._updated.set()
+
     def _on_status(self, trade: Trade) -> None:
-        self._inbox.put_nowait(("status", trade))
+        self._put(("status", trade))
 
     def _on_commission(self, trade: Trade, fill: Any, report: Any) -> None:
-        self._inbox.put_nowait(("fill", trade, fill))
+        self._put(("fill", trade, fill))
 
     def _on_error(self, req_id: int, code: int, message: str, contract: Any = None) -> None:
         if code in REJECT_CODES:
-            self._inbox.put_nowait(("error", req_id, code, message))
+            self._put(("error", req_id, code, message))
+
+    async def wait_for_updates(self, seconds: float) -> bool:
+        """Wait until IB reports something new (drain() has news), at most seconds; True if it did.
+        False at once when disconnected: nothing can come."""
+        if not self._inbox.empty():
+            return True
+        if not self.session.connected.is_set():
+            return False
+        self._updated.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._updated.wait(), seconds)
+        return not self._inbox.empty()
+
+    async def _wait_healthy(self) -> bool:
+        """Wait, at most ib.submit_wait_seconds, for a connected link with no open 1100."""
+        if self.session.healthy.is_set():
+            return True
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.session.healthy.wait(), self.config.submit_wait_seconds)
+        return self.session.healthy.is_set()
+
+    def _reject_unsent(self, orders: Sequence[Order]) -> None:
+        """Orders that never reached IB because the link stayed down: rejected with a reason code."""
+        reason = "link_lost" if self.session.connected.is_set() else "not_connected"
+        for order in orders:
+            self._put(("unsent", order.client_order_id, reason))
+            log.error(
+                "order.not_sent",
+                client_order_id=order.client_order_id,
+                symbol=order.symbol,
+                reason=reason,
+                waited_seconds=self.config.submit_wait_seconds,
+            )
 
     async def __aenter__(self) -> IbExecution:
         self.ib.orderStatusEvent += self._on_status
@@ -124,8 +167,13 @@ class IbExecution:
         return {t.order.orderRef for t in self.ib.trades() if t.order.orderRef}
 
     async def submit(self, orders: Sequence[Order]) -> None:
-        """Place orders; an order whose id was already sent (or is known at IB) is never sent again."""
-        await self.session.connected.wait()
+        """Place orders; an order whose id was already sent (or is known at IB) is never sent again.
+
+        Waits for a healthy link; if it stays down for ib.submit_wait_seconds the orders are
+        rejected (reason link_lost or not_connected) instead of waiting for ever."""
+        if not await self._wait_healthy():
+            self._reject_unsent(orders)
+            return
         known = self._known_refs()
         for order in orders:
             coid = order.client_order_id
@@ -148,8 +196,8 @@ class IbExecution:
     def _ib_order(self, order: Order) -> IbOrder:
         action = "BUY" if order.side is Side.BUY else "SELL"
         common: dict[str, Any] = {"orderRef": order.client_order_id, "tif": "DAY"}
-        if self.config.account:
-            common["account"] = self.config.account
+        if self.config.effective_account:
+            common["account"] = self.config.effective_account
         if order.order_type is OrderType.LIMIT and order.limit_price is not None:
             return LimitOrder(action, order.quantity, order.limit_price, **common)
         return MarketOrder(action, order.quantity, **common)
@@ -158,9 +206,11 @@ class IbExecution:
         self, order: Order, *, take_profit: float, stop_loss: float
     ) -> tuple[str, str, str]:
         """Entry (limit, or market when no limit) + take-profit limit + stop-loss stop, one OCA family."""
-        await self.session.connected.wait()
         coid = order.client_order_id
         refs = (coid, f"{coid}-tp", f"{coid}-sl")
+        if not await self._wait_healthy():
+            self._reject_unsent([order])
+            return refs
         if coid in self._submitted or coid in self._known_refs():
             log.warning("order.duplicate_skipped", client_order_id=coid)
             return refs
@@ -203,6 +253,11 @@ class IbExecution:
         return refs
 
     async def cancel(self, client_order_id: str) -> None:
+        if not self.session.connected.is_set():
+            log.warning(
+                "order.cancel_not_sent", client_order_id=client_order_id, reason="not_connected"
+            )
+            return
         trade = next((t for t in self.ib.openTrades() if t.order.orderRef == client_order_id), None)
         if trade is None:
             log.warning("order.cancel_unknown", client_order_id=client_order_id)
@@ -213,7 +268,12 @@ class IbExecution:
         """Real brokers match orders themselves."""
 
     def drain(self) -> BrokerUpdates:
-        """Everything IB reported since the last drain, as our events and fills."""
+        """Everything IB reported since the last drain, as our events and fills.
+
+        A status whose filled quantity is ahead of the fills delivered for its order (IB sends
+        orderStatus before the commission report that makes our Fill) waits for those fills, at
+        most FILL_WAIT_SECONDS: otherwise the journal and the book would count the quantity
+        twice, once from the status and once from the fill."""
         events: list[OrderEvent] = []
         fills: list[Fill] = []
         now = datetime.now(UTC)
@@ -224,7 +284,18 @@ class IbExecution:
             if item[0] == "error":
                 _, order_id, code, message = item
                 self._reject_reason[order_id] = f"{code}: {message}"
+        statuses: dict[str, Trade] = self._deferred
+        self._deferred = {}
         for item in items:
+            if item[0] == "unsent":
+                _, coid, reason = item
+                self._last_status[coid] = (OrderStatus.REJECTED, 0.0)
+                events.append(
+                    OrderEvent(
+                        client_order_id=coid, ts=now, status=OrderStatus.REJECTED, reason=reason
+                    )
+                )
+                continue
             if item[0] == "error":
                 continue
             trade: Trade = item[1]
@@ -235,29 +306,43 @@ class IbExecution:
                 fill = self._fill(coid, trade, item[2])
                 if fill is not None:
                     fills.append(fill)
+                    self._delivered[coid] = self._delivered.get(coid, 0.0) + fill.quantity
                 continue
-            st = trade.orderStatus
-            status = map_status(st.status, st.filled, st.remaining)
-            reason = ""
-            if status in (OrderStatus.CANCELLED, OrderStatus.REJECTED):
-                reason = self._reject_reason.get(trade.order.orderId, "")
-                if reason.startswith(("201", "203", "110")):
-                    status = OrderStatus.REJECTED
-            key = (status, float(st.filled))
-            if self._last_status.get(coid) == key:
-                continue
-            self._last_status[coid] = key
-            events.append(
-                OrderEvent(
-                    client_order_id=coid,
-                    ts=now,
-                    status=status,
-                    filled_quantity=float(st.filled),
-                    reason=reason,
-                    broker_order_id=str(trade.order.permId or trade.order.orderId),
-                )
-            )
+            statuses.pop(coid, None)
+            statuses[coid] = trade  # its current state; one event per order and drain
+        clock = time.monotonic()
+        for coid, trade in statuses.items():
+            if float(trade.orderStatus.filled) > self._delivered.get(coid, 0.0) + 1e-9:
+                since = self._deferred_since.setdefault(coid, clock)
+                if clock - since < FILL_WAIT_SECONDS:
+                    self._deferred[coid] = trade
+                    continue
+            self._deferred_since.pop(coid, None)
+            event = self._status_event(coid, trade, now)
+            if event is not None:
+                events.append(event)
         return BrokerUpdates(events=tuple(events), fills=tuple(fills))
+
+    def _status_event(self, coid: str, trade: Trade, now: datetime) -> OrderEvent | None:
+        st = trade.orderStatus
+        status = map_status(st.status, st.filled, st.remaining)
+        reason = ""
+        if status in (OrderStatus.CANCELLED, OrderStatus.REJECTED):
+            reason = self._reject_reason.get(trade.order.orderId, "")
+            if reason.startswith(("201", "203", "110")):
+                status = OrderStatus.REJECTED
+        key = (status, float(st.filled))
+        if self._last_status.get(coid) == key:
+            return None
+        self._last_status[coid] = key
+        return OrderEvent(
+            client_order_id=coid,
+            ts=now,
+            status=status,
+            filled_quantity=float(st.filled),
+            reason=reason,
+            broker_order_id=str(trade.order.permId or trade.order.orderId),
+        )
 
     def _fill(self, coid: str, trade: Trade, fill: Any) -> Fill | None:
         ex = fill.execution
@@ -322,6 +407,9 @@ class IbExecution:
                 )
             )
             self._fills_seen.add(ex.execId)
+        for coid in {f.client_order_id for f in fills}:  # reconcile journals these fills
+            delivered = sum(f.quantity for f in fills if f.client_order_id == coid)
+            self._delivered[coid] = max(self._delivered.get(coid, 0.0), delivered)
         for fill in fills:  # filled while we were away and no longer open: resolve from executions
             if fill.client_order_id not in orders:
                 done = [f for f in fills if f.client_order_id == fill.client_order_id]

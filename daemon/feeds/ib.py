@@ -16,7 +16,7 @@ import contextlib
 import math
 import random
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -28,7 +28,7 @@ from daemon.errors import ConfigError, FeedTimeout, TransientError
 from daemon.ib_config import IbBackoffConfig, IbConfig, IbContractConfig
 from daemon.ib_hours import MarketHours
 from daemon.ib_pacing import PacedGate, RequestPacer
-from strategy.types import Bar
+from strategy.types import Bar, BarOrigin
 
 log = structlog.get_logger("daemon.feeds.ib")
 
@@ -38,6 +38,10 @@ PACING_VIOLATION = 162
 FARM_BROKEN = frozenset({2103, 2105, 2157})
 FARM_OK = frozenset({2104, 2106, 2158})
 RESUBSCRIBE_CODES = frozenset({10182, 2105, 366})  # live updates failed / no historical query
+
+
+class GatewayUnreachable(TransientError):
+    """No IB Gateway answered within the allowed connection attempts: start it or fix host/port."""
 
 
 class SessionChange(msgspec.Struct, frozen=True, kw_only=True):
@@ -110,8 +114,10 @@ class IbSession:
         self.client_id: int | None = None
         self.generation = 0
         self.connected = asyncio.Event()
+        self.healthy = asyncio.Event()  # connected and no open 1100
         self.link_lost = False
         self.reconnects = 0
+        self._last_failure = "failed"  # or "refused": how the last connection attempt failed
         self._inbox: asyncio.Queue[tuple[Any, ...]] = asyncio.Queue()
         self.ib.errorEvent += self._on_error
         self.ib.disconnectedEvent += self._on_disconnected
@@ -127,28 +133,54 @@ class IbSession:
     def ready(self) -> bool:
         return self.connected.is_set() and not self.link_lost
 
-    async def run(self) -> None:
-        """Connect, watch, reconnect; never returns (cancel it to stop)."""
+    def _set_link_lost(self, lost: bool) -> None:
+        self.link_lost = lost
+        if lost or not self.connected.is_set():
+            self.healthy.clear()
+        else:
+            self.healthy.set()
+
+    async def run(self, *, max_attempts: int | None = None) -> None:
+        """Connect, watch, reconnect; never returns (cancel it to stop).
+
+        A refused connection (the Gateway is down, e.g. for its nightly restart) is retried every
+        `backoff.refused_retry_seconds`; other failures back off exponentially; the backoff starts
+        over once the port answers. With max_attempts, gives up after that many failed attempts in
+        a row and raises GatewayUnreachable (for one-shot tools)."""
         attempt = 0
+        failures = 0
         try:
             while True:
                 client_id = await self._connect_any()
                 if client_id is None:
-                    delay = backoff_delay(attempt, self.config.backoff)
-                    attempt += 1
+                    failures += 1
+                    if max_attempts is not None and failures >= max_attempts:
+                        cfg = self.config
+                        msg = (
+                            f"no IB Gateway answered at {cfg.host}:{cfg.port} after "
+                            f"{failures} connection attempts: start IB Gateway or fix ib.host/ib.port"
+                        )
+                        raise GatewayUnreachable(msg)
+                    if self._last_failure == "refused":
+                        attempt = 0
+                        delay = self.config.backoff.refused_retry_seconds
+                    else:
+                        delay = backoff_delay(attempt, self.config.backoff)
+                        attempt += 1
                     log.warning(
                         "feed.reconnecting",
                         session=self.name,
-                        attempt=attempt,
+                        attempt=failures,
+                        failure=self._last_failure,
                         delay_seconds=round(delay, 3),
                     )
                     await asyncio.sleep(delay)
                     continue
-                attempt = 0
+                attempt = failures = 0
                 self.client_id = client_id
                 self.generation += 1
-                self.link_lost = False
                 self.connected.set()
+                self._set_link_lost(False)
                 log.info(
                     "feed.connected",
                     session=self.name,
@@ -159,11 +191,13 @@ class IbSession:
                 self.listener(SessionChange(kind="connected", generation=self.generation))
                 await self._watch()
                 self.connected.clear()
+                self.healthy.clear()
                 self.reconnects += 1
                 log.warning("feed.disconnected", session=self.name, client_id=client_id)
                 self.listener(SessionChange(kind="disconnected", generation=self.generation))
         finally:
             self.connected.clear()
+            self.healthy.clear()
             self.ib.disconnect()
 
     async def _connect_any(self) -> int | None:
@@ -184,6 +218,7 @@ class IbSession:
         return None
 
     async def _connect_once(self, client_id: int) -> str:
+        self._last_failure = "failed"
         while not self._inbox.empty():
             self._inbox.get_nowait()
         cfg = self.config
@@ -193,7 +228,7 @@ class IbSession:
                 cfg.port,
                 clientId=client_id,
                 timeout=cfg.connect_timeout_seconds,
-                account=cfg.account,
+                account=cfg.effective_account,
             )
         )
         try:
@@ -212,6 +247,8 @@ class IbSession:
                     getter.cancel()
             connect.result()
         except (OSError, TimeoutError, ConnectionError) as e:
+            if isinstance(e, ConnectionRefusedError):
+                self._last_failure = "refused"
             log.warning(
                 "feed.connect_failed",
                 session=self.name,
@@ -235,11 +272,11 @@ class IbSession:
             _, req_id, code, message = item
             change: SessionChange | None = None
             if code == LOST:
-                self.link_lost = True
+                self._set_link_lost(True)
                 change = SessionChange(kind="lost", code=code, message=message)
                 log.warning("feed.link_lost", session=self.name, code=code)
             elif code in (RESTORED_DATA_LOST, RESTORED):
-                self.link_lost = False
+                self._set_link_lost(False)
                 change = SessionChange(kind="restored", code=code, message=message)
                 log.info("feed.link_restored", session=self.name, code=code)
             elif code in FARM_BROKEN:
@@ -261,6 +298,7 @@ class _Stream:
         self.contract = contract
         self.subscription: Any = None
         self.req_id: int | None = None
+        self.generation = 0  # the session generation the subscription was made in
         self.last_ts: datetime | None = None
         self.last_arrival = time.monotonic()
         self.partial: dict[datetime, list[Any]] = {}
@@ -319,7 +357,15 @@ class BarBatcher:
 class IbFeed:
     """Closed bars from IB for the configured contracts; reuse is fine, re-entry is not."""
 
-    def __init__(self, *, config: IbConfig, session: IbSession | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        config: IbConfig,
+        session: IbSession | None = None,
+        connect_attempts: int | None = None,
+    ) -> None:
+        """connect_attempts: give up (GatewayUnreachable) after that many failed connection
+        attempts in a row; None reconnects for ever (the daemon)."""
         if not config.contracts:
             msg = "ib.contracts is empty: list at least one contract"
             raise ConfigError(msg)
@@ -342,6 +388,11 @@ class IbFeed:
         self._entered = False
         self._qualified_generation = -1
         self._fatal: Exception | None = None
+        self._clock: tuple[datetime, float] | None = None  # (gateway time, monotonic when read)
+        self._latest_live: datetime | None = None
+        self._requests = 0
+        self._time_lock = asyncio.Lock()
+        self._connect_attempts = connect_attempts
 
     @property
     def ib(self) -> IB:
@@ -351,6 +402,39 @@ class IbFeed:
     def connected(self) -> bool:
         return self.session.ready
 
+    def gateway_now(self) -> datetime | None:
+        """The gateway's clock as far as we know it: its last reported time plus the time since,
+        and never before the latest live bar's close (a bar is only sent once it has closed)."""
+        now: datetime | None = None
+        if self._clock is not None:
+            at, read = self._clock
+            now = at + timedelta(seconds=time.monotonic() - read)
+        latest = self._latest_live
+        if latest is not None and (now is None or latest > now):
+            now = latest
+        return now
+
+    async def _gateway_time(self) -> datetime:
+        """Ask the gateway for its clock. One request at a time: ib_async keeps a single future
+        for reqCurrentTime, so a second caller would orphan the first one's for ever."""
+        async with self._time_lock:
+            try:
+                answer = await asyncio.wait_for(
+                    self.ib.reqCurrentTimeAsync(), self.config.request_timeout_seconds
+                )
+            except TimeoutError:
+                msg = (
+                    f"the gateway's time did not come within {self.config.request_timeout_seconds}s"
+                )
+                raise FeedTimeout(msg) from None
+        now = answer.astimezone(UTC)
+        self._clock = (now, time.monotonic())
+        return now
+
+    async def _sync_clock(self) -> None:
+        with contextlib.suppress(TransientError, ConnectionError):
+            await self._gateway_time()
+
     # ---- lifecycle ----------------------------------------------------------------------------
     async def __aenter__(self) -> IbFeed:
         if self._entered:
@@ -359,11 +443,17 @@ class IbFeed:
         self._entered = True
         self.ib.barUpdateEvent += self._on_bar_update
         self._tasks = [
-            asyncio.create_task(self.session.run(), name="ib-session"),
+            asyncio.create_task(
+                self.session.run(max_attempts=self._connect_attempts), name="ib-session"
+            ),
             asyncio.create_task(self._supervise(), name="ib-feed-supervisor"),
             asyncio.create_task(self._watchdog(), name="ib-feed-watchdog"),
         ]
-        await self._ready()
+        try:
+            await self._ready()
+        except BaseException:
+            await self.__aexit__(None, None, None)
+            raise
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -379,8 +469,18 @@ class IbFeed:
 
     async def _ready(self) -> None:
         """Wait until connected and the contracts are qualified (reconnecting meanwhile)."""
+        session_task = self._tasks[0] if self._tasks else None
         while True:
-            await self.session.connected.wait()
+            if not self.session.connected.is_set():
+                connected = asyncio.ensure_future(self.session.connected.wait())
+                waits: set[asyncio.Future[Any]] = {connected}
+                if session_task is not None:
+                    waits.add(session_task)
+                await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+                connected.cancel()
+                if session_task is not None and session_task.done():
+                    raise session_task.exception() or TransientError("IB session ended")
+                continue
             if self._fatal is not None:
                 raise self._fatal
             if self._qualified_generation == self.session.generation and self.streams:
@@ -404,7 +504,7 @@ class IbFeed:
                 elif change.startswith("resubscribe:") and self.session.ready:
                     symbol = change.split(":", 1)[1]
                     if symbol in self.streams:
-                        await self._subscribe(self.streams[symbol])
+                        await self._resubscribe(self.streams[symbol])
                 continue
             if change.kind == "connected":
                 try:
@@ -503,24 +603,29 @@ class IbFeed:
         stream: _Stream,
         *,
         end: datetime | None,
-        duration: str,
+        duration: str | Callable[[], Awaitable[str]],
         keep_up_to_date: bool,
         bar_size: str | None = None,
     ) -> Any:
-        """One paced historical request; 162 waits and retries; timeouts raise FeedTimeout."""
+        """One paced historical request; 162 waits and retries; timeouts raise FeedTimeout.
+
+        A callable duration is computed once the pacer lets the request go (a backfill's length
+        depends on the gateway's clock at that moment, not before the pacing wait); such requests
+        are never identical to one another."""
         cfg = self.config
         size = bar_size or cfg.bar_size
-        key = (
-            f"{stream.contract.conId}|{end}|{duration}|{size}|{cfg.what_to_show}|{keep_up_to_date}"
-        )
+        self._requests += 1
+        label = duration if isinstance(duration, str) else f"until-now#{self._requests}"
+        key = f"{stream.contract.conId}|{end}|{label}|{size}|{cfg.what_to_show}|{keep_up_to_date}"
         for _ in range(5):
             async with self.gate.slot(key, f"{stream.contract.conId}|{cfg.what_to_show}"):
+                length = duration if isinstance(duration, str) else await duration()
                 try:
                     return await asyncio.wait_for(
                         self.ib.reqHistoricalDataAsync(
                             stream.contract,
                             end or "",
-                            duration,
+                            length,
                             size,
                             cfg.what_to_show,
                             cfg.use_rth,
@@ -542,7 +647,9 @@ class IbFeed:
         msg = f"historical data for {stream.symbol}: pacing violations kept coming"
         raise TransientError(msg)
 
-    def _to_bar(self, symbol: str, item: Any, seconds: int | None = None) -> Bar:
+    def _to_bar(
+        self, symbol: str, item: Any, seconds: int | None = None, origin: BarOrigin = "live"
+    ) -> Bar:
         start = getattr(item, "date", None) or item.time
         if not isinstance(start, datetime):
             start = datetime(start.year, start.month, start.day, tzinfo=UTC)
@@ -554,6 +661,7 @@ class IbFeed:
             low=float(item.low),
             close=float(item.close),
             volume=float(item.volume),
+            origin=origin,
         )
 
     async def backfill(self, n: int, before: datetime | None = None) -> list[list[Bar]]:
@@ -568,7 +676,7 @@ class IbFeed:
                 duration=duration_for(n * self.bar_seconds * 1.5),
                 keep_up_to_date=False,
             )
-            closed = [self._to_bar(stream.symbol, b) for b in bars]
+            closed = [self._to_bar(stream.symbol, b, origin="backfill") for b in bars]
             if end is None and closed:
                 closed = closed[:-1]  # the last bar is still forming
             closed = [b for b in closed if before is None or b.ts <= before][-n:]
@@ -583,57 +691,70 @@ class IbFeed:
         bars = await self._history(
             stream, end=end.astimezone(UTC), duration=duration_for(seconds), keep_up_to_date=False
         )
-        out = [self._to_bar(symbol, b) for b in bars]
+        out = [self._to_bar(symbol, b, origin="backfill") for b in bars]
         return [b for b in out if end - timedelta(seconds=seconds) < b.ts <= end]
 
     async def server_time(self) -> datetime:
         """The gateway's clock."""
         await self._ready()
-        now: datetime = await self.ib.reqCurrentTimeAsync()
-        return now.astimezone(UTC)
+        return await self._gateway_time()
 
     # ---- live -------------------------------------------------------------------------------
     async def _subscribe_all(self) -> None:
         for stream in list(self.streams.values()):
             if not self.session.connected.is_set():
                 return
-            try:
-                await self._subscribe(stream)
-            except (TransientError, ConnectionError) as e:
-                log.warning("feed.resubscribe_failed", symbol=stream.symbol, error=str(e)[:200])
-                asyncio.get_running_loop().call_later(
-                    1.0, self._control.put_nowait, f"resubscribe:{stream.symbol}"
-                )
+            await self._resubscribe(stream)
+
+    async def _resubscribe(self, stream: _Stream) -> None:
+        """_subscribe, and on a transient failure try again a second later (never raises those)."""
+        try:
+            await self._subscribe(stream)
+        except (TransientError, ConnectionError) as e:
+            log.warning("feed.resubscribe_failed", symbol=stream.symbol, error=str(e)[:200])
+            asyncio.get_running_loop().call_later(
+                1.0, self._control.put_nowait, f"resubscribe:{stream.symbol}"
+            )
 
     async def _subscribe(self, stream: _Stream) -> None:
         """(Re)subscribe one symbol, backfilling from its last bar (or the resume point)."""
-        if stream.subscription is not None:
+        if stream.subscription is not None and stream.generation == self.session.generation:
+            # Only a subscription of this connection: after a reconnect the old one is gone and
+            # its request id may already belong to another symbol's new subscription.
             with contextlib.suppress(Exception):
                 if self.config.uses_realtime_bars:
                     self.ib.cancelRealTimeBars(stream.subscription)
                 else:
                     self.ib.cancelHistoricalData(stream.subscription)
-            stream.subscription = None
-            stream.req_id = None
-        since = self.batcher.last_ts.get(stream.symbol) or self._resume
-        now = await self.ib.reqCurrentTimeAsync()
-        gap = (now - since).total_seconds() if since else self.bar_seconds * 2
-        gap += self.bar_seconds * 2
+        stream.subscription = None
+        stream.req_id = None
+        stream.generation = self.session.generation
+        since: datetime | None = None
+        gap_bars = 0
+
+        async def until_now() -> str:
+            # Read when the request goes out, after any pacing wait: the gap as it is now.
+            nonlocal since, gap_bars
+            since = self.batcher.last_ts.get(stream.symbol) or self._resume
+            now = await self._gateway_time()
+            gap = (now - since).total_seconds() if since else self.bar_seconds * 2
+            gap_bars = max(0, int(gap // self.bar_seconds))
+            return duration_for(gap + self.bar_seconds * 2)
+
         if self.config.uses_realtime_bars:
             rt = self.ib.reqRealTimeBars(
                 stream.contract, 5, self.config.what_to_show, self.config.use_rth
             )
             stream.subscription, stream.req_id = rt, rt.reqId
             history = await self._history(
-                stream, end=None, duration=duration_for(gap), keep_up_to_date=False
+                stream, end=None, duration=until_now, keep_up_to_date=False
             )
-            closed = [self._to_bar(stream.symbol, b) for b in history][:-1]
+            items = list(history)[:-1]
         else:
-            bars = await self._history(
-                stream, end=None, duration=duration_for(gap), keep_up_to_date=True
-            )
+            bars = await self._history(stream, end=None, duration=until_now, keep_up_to_date=True)
             stream.subscription, stream.req_id = bars, bars.reqId
-            closed = [self._to_bar(stream.symbol, b) for b in list(bars)[:-1]]
+            items = list(bars)[:-1]
+        closed = [self._to_bar(stream.symbol, b, origin="backfill") for b in items]
         stream.last_arrival = time.monotonic()
         fresh = [b for b in closed if since is None or b.ts > since]
         self._raw.put_nowait(("bars", stream.symbol, fresh))
@@ -642,6 +763,7 @@ class IbFeed:
             "feed.resubscribed",
             symbol=stream.symbol,
             backfilled=len(fresh),
+            gap_bars=gap_bars,
             since=since.isoformat() if since else None,
         )
 
@@ -653,7 +775,9 @@ class IbFeed:
             return []
         stream.last_arrival = time.monotonic()
         if kind == "hist":
-            return [self._to_bar(stream.symbol, payload)]
+            bar = self._to_bar(stream.symbol, payload)
+            self._saw_live(bar)
+            return [bar]
         # 5-second real-time bar: aggregate into bar_seconds buckets.
         start = payload.time.astimezone(UTC)
         epoch = int(start.timestamp())
@@ -665,17 +789,21 @@ class IbFeed:
         del stream.partial[bucket]
         for old in [b for b in stream.partial if b < bucket]:
             del stream.partial[old]
-        return [
-            Bar(
-                symbol=stream.symbol,
-                ts=bucket + timedelta(seconds=self.bar_seconds),
-                open=float(parts[0].open_),
-                high=max(float(p.high) for p in parts),
-                low=min(float(p.low) for p in parts),
-                close=float(parts[-1].close),
-                volume=sum(float(p.volume) for p in parts),
-            )
-        ]
+        bar = Bar(
+            symbol=stream.symbol,
+            ts=bucket + timedelta(seconds=self.bar_seconds),
+            open=float(parts[0].open_),
+            high=max(float(p.high) for p in parts),
+            low=min(float(p.low) for p in parts),
+            close=float(parts[-1].close),
+            volume=sum(float(p.volume) for p in parts),
+        )
+        self._saw_live(bar)
+        return [bar]
+
+    def _saw_live(self, bar: Bar) -> None:
+        if self._latest_live is None or bar.ts > self._latest_live:
+            self._latest_live = bar.ts
 
     async def closed_bars(self, resume_after: datetime | None = None) -> AsyncIterator[list[Bar]]:
         """Batches of bars closed at one timestamp, strictly after resume_after, forever."""
@@ -713,6 +841,7 @@ class IbFeed:
             await asyncio.sleep(min(limit / 4, 5.0))
             if not (self._streaming and self.session.ready):
                 continue
+            await self._sync_clock()
             now = time.monotonic()
             wall = datetime.now(UTC)
             for stream in self.streams.values():

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import io
 import json
+import logging
 from pathlib import Path
 
 import pytest
+import structlog
 
 from daemon.cli import main
 from daemon.cli_tail import format_record, matches
+from daemon.log_setup import configure_logging
 
 RECORDS = [
     {
@@ -61,9 +65,43 @@ def test_tail_when_file_given_without_follow_then_prints_filtered_lines(
     log.write_text("\n".join([*map(json.dumps, RECORDS), "not json at all"]) + "\n")
     assert main(["tail", "--no-follow", "--color", "never", "--event", "order.", str(log)]) == 0
     out = capsys.readouterr().out.splitlines()
-    assert len(out) == 2  # the order line, and the non-JSON line shown as it is
+    assert len(out) == 1  # the order line; the non-JSON line has no event to match
     assert "order.submitted" in out[0]
+
+
+def test_tail_when_no_filter_then_non_json_line_shown_as_it_is(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    log = tmp_path / "daemon.log"
+    log.write_text("\n".join([json.dumps(RECORDS[0]), "not json at all"]) + "\n")
+    assert main(["tail", "--no-follow", "--color", "never", str(log)]) == 0
+    out = capsys.readouterr().out.splitlines()
     assert out[1] == "not json at all"
+
+
+def test_tail_when_library_lines_logged_as_json_then_event_and_level_filters_apply(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    buf = io.StringIO()
+    configure_logging(fmt="json", stream=buf)
+    try:
+        logging.getLogger("ib_async.client").error("Peer closed connection.")
+        logging.getLogger("aiomqtt").warning("Disconnected %s", "broker")
+        structlog.get_logger("daemon.test").info("order.submitted", symbol="AAPL")
+    finally:
+        configure_logging(fmt="json")
+    lines = [json.loads(line) for line in buf.getvalue().splitlines()]
+    assert [(r["event"], r.get("logger"), r.get("message")) for r in lines] == [
+        ("library.logged", "ib_async.client", "Peer closed connection."),
+        ("library.logged", "aiomqtt", "Disconnected broker"),
+        ("order.submitted", None, None),
+    ]
+    log = tmp_path / "daemon.log"
+    log.write_text(buf.getvalue())
+    assert main(["tail", "--no-follow", "--color", "never", "--event", "order.", str(log)]) == 0
+    assert [line.split()[2] for line in capsys.readouterr().out.splitlines()] == ["order.submitted"]
+    assert main(["tail", "--no-follow", "--color", "never", "--level", "error", str(log)]) == 0
+    assert "Peer closed connection." in capsys.readouterr().out
 
 
 def test_tail_when_file_missing_then_exit_two_with_message(

@@ -24,7 +24,9 @@ def fast_config(
         "request_timeout_seconds": 5.0,
         "batch_grace_seconds": 0.5,
         "pacing": IbPacingConfig(identical_seconds=0.2, violation_pause_seconds=0.2),
-        "backoff": IbBackoffConfig(initial_seconds=0.05, max_seconds=0.2, jitter=0.1),
+        "backoff": IbBackoffConfig(
+            initial_seconds=0.05, max_seconds=0.2, jitter=0.1, refused_retry_seconds=0.1
+        ),
         "contracts": tuple(IbContractConfig(symbol=s) for s in symbols),
     }
     fields.update(overrides)

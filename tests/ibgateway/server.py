@@ -2,8 +2,10 @@
 
 It keeps broker state (orders, executions, positions) across client sessions and restarts, runs a
 virtual market clock that tests advance explicitly, and can be scripted to misbehave: refuse or
-drop connections, report 1100/1101/1102, answer 326 for busy client ids, 162 for pacing, reject,
-partially fill or hold orders, delay acknowledgements, and restart like the nightly Gateway reset.
+drop connections, report 1100/1101/1102, answer 326 for busy client ids, 162 for pacing, delay
+historical answers, freeze a symbol's stream, reject, partially fill or hold orders, delay
+acknowledgements and cancel confirmations, and restart like the nightly Gateway reset. Every order
+records the market clock when it arrived (placed_at), so tests can tell how old its bar was.
 """
 
 from __future__ import annotations
@@ -137,6 +139,9 @@ class Scenario:
     reject_reason: str = "Order rejected - reason:YOUR ORDER IS NOT ACCEPTED. INSUFFICIENT EQUITY"
     client_ids_in_use: set[int] = field(default_factory=set)
     pacing_violations: int = 0
+    history_delay: float = 0.0  # seconds before a historical data request is answered
+    cancel_delay: float = 0.0  # seconds before a cancel is confirmed (Cancelled status)
+    commission_delay: float = 0.0  # seconds between an execution's status and its commission
     commission_per_share: float = 0.005
     min_commission: float = 1.0
 
@@ -158,6 +163,7 @@ class GatewayOrder:
     parent_id: int
     oca_group: str
     transmit: bool
+    placed_at: datetime | None = None  # the market clock when the order arrived
     status: str = "PendingSubmit"
     filled: float = 0.0
     avg_price: float = 0.0
@@ -369,6 +375,21 @@ class FakeGateway:
             self.broadcast_error(
                 1102, "Connectivity between IB and TWS has been restored- data maintained."
             )
+
+    def freeze(self, symbol: str) -> int:
+        """A frozen stream: the symbol's live bars silently stop (no error, no disconnect).
+        Returns how many subscriptions went quiet; a new request streams again."""
+        frozen = 0
+        for session in self.live_sessions:
+            for req_id, sub in list(session.history.items()):
+                if sub.contract.symbol == symbol:
+                    del session.history[req_id]
+                    frozen += 1
+            for req_id, rt in list(session.realtime.items()):
+                if rt.contract.symbol == symbol:
+                    del session.realtime[req_id]
+                    frozen += 1
+        return frozen
 
     # ---- the market clock ---------------------------------------------------------------------
     async def advance(self, seconds: int = 60) -> None:
@@ -607,6 +628,8 @@ class FakeGateway:
         if c is None:
             session.error(req_id, 200, "No security definition has been found for the request")
             return
+        if self.scenario.history_delay:
+            await asyncio.sleep(self.scenario.history_delay)
         if self.scenario.pacing_violations > 0:
             self.scenario.pacing_violations -= 1
             session.error(
@@ -814,6 +837,7 @@ class FakeGateway:
             parent_id=parent_id,
             oca_group=oca_group,
             transmit=transmit,
+            placed_at=self.now,
         )
         self._next_perm_id += 1
         self._next_order_id = max(self._next_order_id, order_id + 1)
@@ -912,11 +936,16 @@ class FakeGateway:
         elif pos == 0 or (pos > 0) == (sign > 0):
             avg = (avg * abs(pos) + px * qty) / abs(new_pos)
         self.positions[order.contract.con_id] = (new_pos, avg)
-        for session in self._order_sessions(order):
+        sessions = self._order_sessions(order)
+        for session in sessions:
             self._send_execution(session, -1, ex)
             self._send_open_order(session, order)
             self._send_status(session, order)
-            self._send_commission(session, ex)
+        if self.scenario.commission_delay:
+            self._spawn(self._commission_later(sessions, ex, self.scenario.commission_delay))
+        else:
+            for session in sessions:
+                self._send_commission(session, ex)
         if order.status == "Filled":
             for child in self.orders.values():
                 if (
@@ -931,6 +960,13 @@ class FakeGateway:
                 same_parent = bool(order.parent_id) and sibling.parent_id == order.parent_id
                 if sibling is not order and (same_oca or same_parent) and not sibling.done:
                     self.cancel(sibling, reason="OCA group")
+
+    async def _commission_later(
+        self, sessions: list[Session], ex: GatewayExecution, delay: float
+    ) -> None:
+        await asyncio.sleep(delay)
+        for session in sessions:
+            self._send_commission(session, ex)
 
     def cancel(self, order: GatewayOrder, *, reason: str = "") -> None:
         order.status = "Cancelled"
@@ -953,6 +989,17 @@ class FakeGateway:
                 f"be cancelled, state: {order.status}.",
             )
             return
+        if self.scenario.cancel_delay:
+            self._spawn(self._cancel_later(order, self.scenario.cancel_delay))
+            return
+        self._cancel_family(order)
+
+    async def _cancel_later(self, order: GatewayOrder, delay: float) -> None:
+        await asyncio.sleep(delay)
+        if not order.done:
+            self._cancel_family(order)
+
+    def _cancel_family(self, order: GatewayOrder) -> None:
         self.cancel(order)
         for child in self.orders.values():
             if (

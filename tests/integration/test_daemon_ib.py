@@ -11,54 +11,15 @@ from typing import Any
 
 import httpx
 import pytest
-import yaml
 
 from tests.ibgateway import FakeGateway
 from tests.ibgateway.helpers import GatewayThread
 from tests.ibgateway.protocol import In
-from tests.integration.daemon_process import DaemonProcess, count, read_db
+from tests.integration.daemon_process import DaemonProcess, count
 from tests.integration.e2e_helpers import journal_path, log_events, running_daemon, until
+from tests.integration.ib_daemon import ORDER_CLIENT, SYMBOLS, WINDOW, ib_config, journal_rows
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
-SYMBOLS = ("AAPL", "MSFT", "SPY")
-WINDOW = 32
-DATA_CLIENT, ORDER_CLIENT = 21, 22
-
-
-def ib_config(tmp_path: Path, port: int, *, api: bool = False) -> Path:
-    """ib-paper against the fake: separate data and order clients (as config/ib-paper.yaml), fast retries."""
-    cfg: dict[str, Any] = {
-        "mode": "ib-paper",
-        "account": "test",
-        "state_dir": str(tmp_path / "state"),
-        "log": {"level": "info", "format": "json"},
-        "feed": {"kind": "ib"},
-        "ib": {
-            "port": port,
-            "client_id": DATA_CLIENT,
-            "order_client_id": ORDER_CLIENT,
-            "bar_size": "1 min",
-            "connect_timeout_seconds": 2.0,
-            "request_timeout_seconds": 5.0,
-            "batch_grace_seconds": 0.5,
-            "pacing": {"identical_seconds": 0.2, "violation_pause_seconds": 0.2},
-            "backoff": {"initial_seconds": 0.05, "max_seconds": 0.2, "jitter": 0.1},
-            "contracts": [{"symbol": s, "sec_type": "STK"} for s in SYMBOLS],
-        },
-        "bars": {"window": WINDOW, "bar_seconds": 60},
-        "strategy": {
-            "hold_bars": 2,
-            "position_notional": 5000,
-            "enter_threshold": 0.55,
-            "min_confidence": 0.05,
-        },
-        "scorer": {"rules": {"min_strength": 0.0}},
-        "journal": {"synchronous": "normal"},
-        "api": {"enabled": api, "port": 0},
-    }
-    path = tmp_path / "cfg.yaml"
-    path.write_text(yaml.safe_dump(cfg))
-    return path
 
 
 def advance_until(
@@ -90,11 +51,6 @@ def api_url(daemon: DaemonProcess) -> str:
 
 def readyz(http: httpx.Client) -> httpx.Response:
     return http.get("/readyz")
-
-
-def journal_rows(tmp_path: Path, sql: str) -> list[dict[str, Any]]:
-    with read_db(journal_path(tmp_path)) as con:
-        return [dict(r) for r in con.execute(sql).fetchall()]
 
 
 def test_run_when_ib_paper_and_gateway_restarts_then_backfills_trades_reconnects_without_duplicates(

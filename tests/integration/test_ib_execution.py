@@ -228,3 +228,65 @@ def test_broker_view_when_order_placed_by_another_client_then_reported_as_extern
             assert view.orders["MANUAL-1"].status is OrderStatus.ACCEPTED
 
     run(scenario())
+
+
+def test_submit_when_link_lost_1100_then_waits_and_sends_once_restored() -> None:
+    async def scenario() -> None:
+        async with FakeGateway() as gw, IbExecution(config=fast_config(gw.port)) as ex:
+            gw.lose_connectivity()
+            await until(lambda: not ex.session.healthy.is_set(), what="1100 seen")
+            submit = asyncio.create_task(ex.submit([order("VT-1")]))
+            done, _ = await asyncio.wait({submit}, timeout=0.3)
+            assert not done  # still waiting on the link: nothing sent into the outage
+            assert place_count(gw) == 0
+            gw.restore_connectivity(data_lost=False)
+            await asyncio.wait_for(submit, 5)
+            u = Updates(ex)
+            await u.until_status("VT-1", OrderStatus.FILLED)
+            assert gw.order_by_ref("VT-1").quantity == 100
+
+    run(scenario())
+
+
+def test_submit_when_link_stays_lost_past_submit_wait_then_rejected_with_reason_not_sent() -> None:
+    async def scenario() -> None:
+        async with FakeGateway() as gw:
+            config = fast_config(gw.port, submit_wait_seconds=0.3)
+            async with IbExecution(config=config) as ex:
+                gw.lose_connectivity()
+                await until(lambda: not ex.session.healthy.is_set(), what="1100 seen")
+                await asyncio.wait_for(ex.submit([order("VT-1"), order("VT-2")]), 5)
+                u = Updates(ex)
+                u.pull()
+                assert place_count(gw) == 0
+                assert [(e.client_order_id, e.status, e.reason) for e in u.events] == [
+                    ("VT-1", OrderStatus.REJECTED, "link_lost"),
+                    ("VT-2", OrderStatus.REJECTED, "link_lost"),
+                ]
+
+    run(scenario())
+
+
+def test_drain_when_filled_status_comes_before_its_commission_then_status_waits_for_the_fill() -> (
+    None
+):
+    async def scenario() -> None:
+        async with FakeGateway() as gw, IbExecution(config=fast_config(gw.port)) as ex:
+            gw.scenario.commission_delay = 0.3
+            await ex.submit([order("VT-1")])
+            await until(
+                lambda: any(t.orderStatus.status == "Filled" for t in ex.ib.trades()),
+                what="Filled status at the client",
+            )
+            early = ex.drain()
+            # The status already says 100 filled, but no fill has been handed out yet: it waits.
+            assert OrderStatus.FILLED not in [e.status for e in early.events]
+            assert early.fills == ()
+            u = Updates(ex)
+            await until(lambda: bool(u.pull().fills) or bool(u.fills), what="the fill")
+            await u.until_status("VT-1", OrderStatus.FILLED)
+            assert sum(f.quantity for f in u.fills) == 100
+            filled = [e for e in u.events if e.status is OrderStatus.FILLED]
+            assert [e.filled_quantity for e in filled] == [100]
+
+    run(scenario())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import itertools
 from datetime import UTC, datetime, timedelta
@@ -239,7 +240,7 @@ def test_connect_when_every_client_id_in_use_then_clear_error_and_keeps_retrying
     run(scenario())
 
 
-def test_connect_when_gateway_refuses_at_first_then_backs_off_and_connects_when_it_listens() -> (
+def test_connect_when_gateway_refuses_then_retries_at_fixed_interval_and_connects_when_it_listens() -> (
     None
 ):
     async def scenario() -> None:
@@ -251,15 +252,42 @@ def test_connect_when_gateway_refuses_at_first_then_backs_off_and_connects_when_
         with capture_logs() as logs:
             enter = asyncio.create_task(feed.__aenter__())
             await until(
-                lambda: sum(e["event"] == "feed.reconnecting" for e in logs) >= 3, what="3 retries"
+                lambda: sum(e["event"] == "feed.reconnecting" for e in logs) >= 4, what="4 retries"
             )
             await gw.start()
             await asyncio.wait_for(enter, 5)
-        delays = [e["delay_seconds"] for e in logs if e["event"] == "feed.reconnecting"]
-        assert delays[0] < delays[2] <= 0.2 * 1.1 + 1e-9
+        retries = [e for e in logs if e["event"] == "feed.reconnecting"]
+        # A refused port is the Gateway restarting: a short fixed interval, no growing backoff.
+        assert {e["failure"] for e in retries} == {"refused"}
+        assert {e["delay_seconds"] for e in retries} == {0.1}
         assert feed.connected
         await feed.__aexit__(None, None, None)
         await gw.stop()
+
+    run(scenario())
+
+
+def test_connect_when_port_answers_but_handshake_fails_then_backoff_grows() -> None:
+    async def scenario() -> None:
+        async def hang_up(_r: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            writer.close()  # the port answers, the API handshake never completes
+
+        server = await asyncio.start_server(hang_up, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        feed = IbFeed(config=fast_config(port, connect_timeout_seconds=0.2))
+        with capture_logs() as logs:
+            enter = asyncio.create_task(feed.__aenter__())
+            await until(
+                lambda: sum(e["event"] == "feed.reconnecting" for e in logs) >= 3, what="3 retries"
+            )
+            enter.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await enter
+        await feed.__aexit__(None, None, None)
+        server.close()
+        delays = [e["delay_seconds"] for e in logs if e["event"] == "feed.reconnecting"]
+        assert {e["failure"] for e in logs if e["event"] == "feed.reconnecting"} == {"failed"}
+        assert delays[0] < delays[2] <= 0.2 * 1.1 + 1e-9
 
     run(scenario())
 

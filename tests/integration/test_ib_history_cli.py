@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from datetime import timedelta
 from pathlib import Path
 
@@ -69,3 +70,20 @@ def test_history_when_bar_size_unknown_then_exit_2_with_one_line(
     )
     out = capsys.readouterr().out.strip().splitlines()
     assert out[-1].startswith("error: unknown bar size '7min'")
+
+
+def test_history_when_no_gateway_answers_then_bounded_attempts_and_one_line_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    argv = ["ib", "history", "--symbols", "AAPL", "--days", "1", "--out", str(tmp_path)]
+    argv += ["--port", str(port), "--connect-attempts", "2", "--no-progress"]
+    assert main(argv) == 1
+    out = capsys.readouterr().out.strip().splitlines()
+    assert out[-1] == (
+        f"error: no IB Gateway answered at 127.0.0.1:{port} after 2 connection attempts: "
+        "start IB Gateway or fix ib.host/ib.port"
+    )
+    assert not list(tmp_path.rglob("*.parquet"))
