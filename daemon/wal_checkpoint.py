@@ -30,19 +30,20 @@ class WalCheckpointer(threading.Thread):
         self._stopped = threading.Event()
 
     def run(self) -> None:
-        try:
-            con = sqlite3.connect(self.path, isolation_level=None, timeout=1.0)
-        except sqlite3.Error as e:
-            log.warning(self.event, path=str(self.path), error=str(e))
-            return
+        # Self-supervising: a failed connect or checkpoint is logged and retried at the next
+        # interval (the writer's backstop autocheckpoint covers the time in between).
+        con: sqlite3.Connection | None = None
         try:
             while not self._stopped.wait(self.interval):
                 try:
+                    if con is None:
+                        con = sqlite3.connect(self.path, isolation_level=None, timeout=1.0)
                     con.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
-                except sqlite3.Error as e:  # the writer's backstop autocheckpoint still runs
+                except sqlite3.Error as e:
                     log.warning(self.event, path=str(self.path), error=str(e))
         finally:
-            con.close()
+            if con is not None:
+                con.close()
 
     def stop(self) -> None:
         self._stopped.set()

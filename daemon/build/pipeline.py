@@ -40,6 +40,7 @@ from vlm_engine.bundle import (
     DatasetRef,
     ModelCard,
     TrainedOn,
+    publish_directory,
     add_to_bundle,
     read_card,
 )
@@ -338,16 +339,7 @@ def _bar(enabled: bool, desc: str, total: int) -> Iterator[Any]:
 def publish(building: Path, out: Path) -> None:
     """Move the finished bundle into place (the old one, if any, is replaced in two renames)."""
     try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        if out.exists():
-            old = out.with_name(f".{out.name}.old")
-            if old.exists():
-                shutil.rmtree(old)
-            os.replace(out, old)
-            os.replace(building, out)
-            shutil.rmtree(old)
-        else:
-            os.replace(building, out)
+        publish_directory(building, out)
     except OSError as e:
         msg = f"{out}: cannot move the built bundle into place ({e})"
         raise BundleError(msg) from None

@@ -195,16 +195,7 @@ def save_bundle(
                 created_at=created_at,
             ),
         )
-        if directory.exists():
-            old = directory.with_name(f".{directory.name}.old")
-            if old.exists():
-                shutil.rmtree(old)
-            os.replace(directory, old)
-            os.replace(staging, directory)
-            shutil.rmtree(old)
-        else:
-            directory.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(staging, directory)
+        publish_directory(staging, directory)
     except OSError as e:
         shutil.rmtree(staging, ignore_errors=True)
         msg = f"{directory}: cannot write the bundle ({e})"
@@ -213,6 +204,20 @@ def save_bundle(
         "bundle.saved", path=str(directory), bundle_id=card.bundle_id, spec_hash=card.spec_hash
     )
     return card
+
+
+def publish_directory(staging: Path, target: Path) -> None:
+    """Move a finished directory into place; an old one is replaced in two renames (OSError if not)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if target.exists():
+        old = target.with_name(f".{target.name}.old")
+        if old.exists():
+            shutil.rmtree(old)
+        os.replace(target, old)
+        os.replace(staging, target)
+        shutil.rmtree(old)
+    else:
+        os.replace(staging, target)
 
 
 def _write_card(directory: Path, card: ModelCard) -> ModelCard:
