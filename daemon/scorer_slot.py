@@ -171,8 +171,8 @@ class ScorerSlot:
             str(out),
             *self.cfg.scorer.bootstrap_args,
         ]
-        log.info("model.bootstrap_started", out=str(out), scorer="rules")
         log_path = out.parent / "bootstrap.log"
+        log.info("model.bootstrap_started", out=str(out), scorer="rules", log=str(log_path))
         log_path.parent.mkdir(parents=True, exist_ok=True)
         with log_path.open("ab") as sink:
             proc = await asyncio.create_subprocess_exec(
