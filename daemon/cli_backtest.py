@@ -42,7 +42,7 @@ from strategy.ml_scorer import MLScorer, VisionModel
 from strategy.rule_scorer import RuleScorer
 from strategy.scoring import Scorer
 from strategy.types import Bar
-from vlm_engine.dataset.bars import infer_bar_seconds, load_bars, ts_seconds
+from vlm_engine.dataset.bars import frame_bar_seconds, load_bars
 from vlm_engine.dataset.errors import BarsInputError
 from vlm_engine.xgb.errors import XgbError
 from vlm_engine.xgb.model import XgbModel
@@ -102,8 +102,7 @@ def _fail(message: str, code: int = EXIT_INPUT) -> int:
 
 def _load_batches(path: Path) -> tuple[list[list[Bar]], int]:
     frame = load_bars(path)
-    first = frame[frame["symbol"] == frame["symbol"].iloc[0]]
-    return frame_batches(frame), infer_bar_seconds(ts_seconds(first), where=str(path))
+    return frame_batches(frame), frame_bar_seconds(frame, where=str(path))
 
 
 def backtest_config(cfg: AppConfig, bar_seconds: int) -> BacktestConfig:

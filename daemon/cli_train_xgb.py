@@ -16,15 +16,16 @@ import numpy as np
 import pandas as pd
 import structlog
 
+from daemon.build.tabular import with_drift
 from daemon.errors import EXIT_OK
 from daemon.ml_loader import FUSION_FILE, XGB_DIR
 from strategy.backtest.data import build_dataset, frame_batches
 from strategy.bars import BarStoreConfig
 from strategy.features import FeatureConfig, FeatureEngine
-from strategy.fusion import FusionConfig, drift_reference
+from strategy.fusion import FusionConfig
 from vlm_engine.bundle import BundleError, TrainedOn, add_to_bundle
 from vlm_engine.bundle.bundle import CARD_FILE
-from vlm_engine.dataset.bars import infer_bar_seconds, load_bars, ts_seconds
+from vlm_engine.dataset.bars import frame_bar_seconds, load_bars, ts_seconds
 from vlm_engine.dataset.errors import BarsInputError
 from vlm_engine.xgb.errors import XgbError
 from vlm_engine.xgb.model import XgbModel
@@ -68,8 +69,7 @@ def _bars_path(dataset: Path) -> Path:
 def run_train_xgb(args: argparse.Namespace) -> int:
     try:
         frame = load_bars(_bars_path(args.dataset))
-        first = frame[frame["symbol"] == frame["symbol"].iloc[0]]
-        bar_seconds = infer_bar_seconds(ts_seconds(first), where=str(args.dataset))
+        bar_seconds = frame_bar_seconds(frame, where=str(args.dataset))
     except BarsInputError as e:
         print(f"vlmtrader: {e}", file=sys.stderr)
         return EXIT_INPUT
@@ -95,21 +95,14 @@ def run_train_xgb(args: argparse.Namespace) -> int:
     except XgbError as e:
         print(f"vlmtrader: {args.dataset}: {e}", file=sys.stderr)
         return EXIT_INPUT
-    model = result.model
-    x = dataset.x[rows]
-    confidence = np.abs(2 * result.oof - 1)
-    reference = drift_reference(
-        np.column_stack([x, confidence]), [*dataset.feature_names, "confidence"]
-    )
     source = str(args.dataset)
-    model.meta = msgspec.structs.replace(
-        model.meta,
-        drift_reference=msgspec.to_builtins(reference),
-        extra={
-            "train_config": msgspec.to_builtins(train),
-            "rows": int(rows.sum()),
-            "source": source,
-        },
+    model = with_drift(
+        result.model,
+        dataset.x[rows],
+        np.abs(2 * result.oof - 1),
+        train_config=train,
+        rows=int(rows.sum()),
+        source=source,
     )
     try:
         recorded = _save(args.bundle, model, result.metrics, frame, bar_seconds, args, source)

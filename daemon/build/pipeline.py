@@ -47,7 +47,7 @@ from vlm_engine.bundle import (
 from vlm_engine.clip.data import NO_PATTERN
 from vlm_engine.clip.quickset import direction_counts, samples_from_bars
 from vlm_engine.clip.train import TrainConfig
-from vlm_engine.dataset.bars import frame_hash, ts_seconds
+from vlm_engine.dataset.bars import frame_bar_seconds, frame_hash, ts_seconds
 from vlm_engine.dataset.errors import BarsInputError
 
 log = structlog.get_logger("daemon.build")
@@ -97,15 +97,10 @@ def time_split(stamps: np.ndarray, cfg: BuildConfig) -> TimeSplit:
 
 def bar_size(frame: pd.DataFrame) -> int:
     """The most common spacing between consecutive bars of a symbol (epoch seconds)."""
-    ts = ts_seconds(frame)
-    same = frame["symbol"].to_numpy()[1:] == frame["symbol"].to_numpy()[:-1]
-    steps = np.diff(ts)[same]
-    steps = steps[steps > 0]
-    if steps.size == 0:
-        msg = "bars: need at least 2 bars of one symbol to know the bar size"
-        raise BuildInputError(msg)
-    values, counts = np.unique(steps, return_counts=True)
-    return int(values[np.argmax(counts)])
+    try:
+        return frame_bar_seconds(frame)
+    except BarsInputError as e:
+        raise BuildInputError(str(e)) from None
 
 
 def build_key(frame: pd.DataFrame, cfg: BuildConfig, source: str) -> str:

@@ -126,14 +126,22 @@ def fit_tabular(
     confidence = np.abs(2 * fused - 1) * np.maximum(
         0.0, 1.0 - fusion.disagreement_penalty * disagreement
     )
-    model = _with_drift(result, xf[covered], confidence, tab, source)
+    model = with_drift(
+        result.model,
+        xf[covered],
+        confidence,
+        train_config=tab.xgb,
+        rows=len(result.oof),
+        source=source,
+    )
     alone_covered = np.isfinite(alone.oof)
-    technical_model = _with_drift(
-        alone,
+    technical_model = with_drift(
+        alone.model,
         xf[alone_covered][:, technical],
         np.abs(2 * alone.oof[alone_covered] - 1),  # what mode xgb's confidence is
-        tab,
-        source,
+        train_config=tab.xgb,
+        rows=len(alone.oof),
+        source=source,
     )
     xh, yh = x[held_rows], ds.y[held_rows]
     held = {"clip": clip_p[held_rows], "xgb": model.predict(xh)}
@@ -189,19 +197,25 @@ def fit_tabular(
     return card
 
 
-def _with_drift(
-    result: TrainResult, x: FloatArray, confidence: FloatArray, tab: TabularConfig, source: str
+def with_drift(
+    model: XgbModel,
+    x: FloatArray,
+    confidence: FloatArray,
+    *,
+    train_config: object,
+    rows: int,
+    source: str,
 ) -> XgbModel:
-    """The trained model with its drift reference (its columns + the confidence) and provenance."""
-    names = [*result.model.feature_names, "confidence"]
+    """The trained model with its drift reference (its columns + the confidence, on the rows x)
+    and provenance (training config, rows trained on, source) in its metadata."""
+    names = [*model.feature_names, "confidence"]
     reference = drift_reference(np.column_stack([x, confidence]), names)
-    model = result.model
     model.meta = msgspec.structs.replace(
         model.meta,
         drift_reference=msgspec.to_builtins(reference),
         extra={
-            "train_config": msgspec.to_builtins(tab.xgb),
-            "rows": len(result.oof),
+            "train_config": msgspec.to_builtins(train_config),
+            "rows": rows,
             "source": source,
         },
     )

@@ -108,6 +108,19 @@ def infer_bar_seconds(ts: np.ndarray, *, where: str = "bars") -> int:
     return int(values[np.argmax(counts)])
 
 
+def frame_bar_seconds(frame: pd.DataFrame, *, where: str = "bars") -> int:
+    """The most common spacing between consecutive bars of each symbol in a normalised frame."""
+    ts = ts_seconds(frame)
+    symbols = frame["symbol"].to_numpy()
+    steps = np.diff(ts)[symbols[1:] == symbols[:-1]]
+    steps = steps[steps > 0]
+    if steps.size == 0:
+        msg = f"{where}: need at least 2 bars of one symbol to know the bar size"
+        raise BarsInputError(msg)
+    values, counts = np.unique(steps, return_counts=True)
+    return int(values[np.argmax(counts)])
+
+
 def frame_hash(frame: pd.DataFrame) -> str:
     """sha256 of a normalised bars frame's content (order-sensitive)."""
     digest = hashlib.sha256()
