@@ -21,10 +21,10 @@ import numpy.typing as npt
 import structlog
 import xgboost as xgb
 
+from vlm_engine.metrics import LogisticParams, logit, summary
 from vlm_engine.xgb.errors import XgbDataError
 from vlm_engine.xgb.folds import holdout_split, walk_forward_folds
-from vlm_engine.xgb.logistic import LogisticParams, fit_platt, logit
-from vlm_engine.xgb.metrics import summary
+from vlm_engine.xgb.logistic import fit_platt
 from vlm_engine.xgb.model import XgbMeta, XgbModel
 
 log = structlog.get_logger("vlm_engine.xgb.train")
