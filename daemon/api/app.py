@@ -5,8 +5,6 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from datetime import datetime
-from email import policy
-from email.parser import BytesParser
 from typing import Annotated, Any, Literal, Protocol
 
 import msgspec
@@ -14,6 +12,8 @@ import structlog
 from fastapi import Depends, FastAPI, HTTPException, Request, Response, status
 from fastapi.exceptions import RequestValidationError
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
+from python_multipart.exceptions import MultipartParseError
+from python_multipart.multipart import MultipartParser, parse_options_header
 
 from daemon.api.auth import require_token
 from daemon.api.config import ApiConfig
@@ -247,10 +247,11 @@ def build_app(
                 status.HTTP_503_SERVICE_UNAVAILABLE, detail="no predictor is loaded"
             )
         kind = _media_type(request.headers.get("content-type", ""))
+        if kind == "multipart/form-data":
+            return await _predict_chart(predictor, await _multipart_png(request))
         raw = await request.body()
-        if kind in ("image/png", "multipart/form-data"):
-            png = raw if kind == "image/png" else _multipart_png(request, raw)
-            return await _predict_chart(predictor, png)
+        if kind == "image/png":
+            return await _predict_chart(predictor, raw)
         if kind != "application/json" and not kind.endswith("+json") and kind:
             raise HTTPException(
                 status.HTTP_415_UNSUPPORTED_MEDIA_TYPE,
@@ -346,21 +347,71 @@ def _media_type(header: str) -> str:
     return header.split(";", 1)[0].strip().lower()
 
 
-def _multipart_png(request: Request, raw: bytes) -> bytes:
-    """The PNG of a multipart/form-data body: the field `file` (or `chart`), else the one image/png part."""
-    header = request.headers.get("content-type", "").encode("latin-1", "replace")
-    message = BytesParser(policy=policy.HTTP).parsebytes(
-        b"Content-Type: " + header + b"\r\n\r\n" + raw
-    )
-    if not message.is_multipart():
+class _FormParts:
+    """What python-multipart's callbacks hand over: each part's headers, then its data."""
+
+    def __init__(self) -> None:
+        self.parts: list[tuple[dict[bytes, bytes], bytearray]] = []
+        self.ended = False
+        self._name = b""
+        self._value = b""
+
+    def callbacks(self) -> dict[str, Callable[..., None]]:
+        return {
+            "on_part_begin": self._begin,
+            "on_header_field": self._header_name,
+            "on_header_value": self._header_value,
+            "on_header_end": self._header_end,
+            "on_part_data": self._data,
+            "on_end": self._end,
+        }
+
+    def _begin(self) -> None:
+        self.parts.append(({}, bytearray()))
+
+    def _header_name(self, data: bytes, start: int, end: int) -> None:
+        self._name += data[start:end]
+
+    def _header_value(self, data: bytes, start: int, end: int) -> None:
+        self._value += data[start:end]
+
+    def _header_end(self) -> None:
+        self.parts[-1][0][self._name.strip().lower()] = self._value.strip()
+        self._name = self._value = b""
+
+    def _data(self, data: bytes, start: int, end: int) -> None:
+        self.parts[-1][1].extend(data[start:end])
+
+    def _end(self) -> None:
+        self.ended = True
+
+
+async def _multipart_png(request: Request) -> bytes:
+    """The PNG of a multipart/form-data body, parsed by python-multipart as the body streams in
+    (BodyLimit has already refused one over the limit): the field `file` (or `chart`), else the
+    one image/png part."""
+    _, options = parse_options_header(request.headers.get("content-type", ""))
+    boundary = options.get(b"boundary")
+    if not boundary:
         raise HTTPException(422, detail="body: not a multipart/form-data body with a boundary")
-    parts = list(message.iter_parts())  # type: ignore[attr-defined]
-    for part in parts:
-        name = part.get_param("name", header="content-disposition")
-        if name in ("file", "chart") or part.get_content_type() == "image/png":
-            payload = part.get_payload(decode=True)
-            if isinstance(payload, bytes) and payload:
-                return payload
+    form = _FormParts()
+    parser = MultipartParser(boundary, callbacks=form.callbacks())  # type: ignore[arg-type]
+    try:
+        async for chunk in request.stream():
+            parser.write(chunk)
+        parser.finalize()
+    except MultipartParseError as e:
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise HTTPException(422, detail=f"body: malformed multipart/form-data ({first})") from None
+    if not form.ended:
+        raise HTTPException(
+            422, detail="body: multipart/form-data ends before its closing boundary"
+        )
+    for headers, data in form.parts:
+        _, disposition = parse_options_header(headers.get(b"content-disposition", b""))
+        kind, _ = parse_options_header(headers.get(b"content-type", b""))
+        if data and (disposition.get(b"name") in (b"file", b"chart") or kind == b"image/png"):
+            return bytes(data)
     raise HTTPException(422, detail="body: no form field `file` holding a chart PNG")
 
 
