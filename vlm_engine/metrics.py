@@ -8,6 +8,8 @@ Every figure about predictive power in the project comes from here (see EVALUATI
 - `unmeasured`: why a metric has no value ("one class only", "no rows"); callers say it instead of NaN.
 - `sigmoid`, `logit`, `fit_logistic` (L2-regularised Newton fit, `LogisticParams`): the one logistic
   map of the project, used by every Platt calibration, stacking and recalibration.
+- `fit_platt`: the Platt map of a model's P(up) (on its logit), refused when it would reverse the
+  ranking or cannot be fitted (one class).
 - `block_bootstrap`: 95% intervals by moving-block bootstrap over time. Symbols are pooled by
   resampling blocks of distinct times across all of them together (cross-sectional correlation is
   kept); differences between models are paired (the same resampled blocks for both).
@@ -21,6 +23,7 @@ from collections.abc import Mapping, Sequence
 import msgspec
 import numpy as np
 import numpy.typing as npt
+import structlog
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
@@ -29,6 +32,8 @@ ECE_BINS = 10
 CONFIDENCE = 0.95
 ONE_CLASS_ONLY = "one class only"
 NO_ROWS = "no rows"
+
+log = structlog.get_logger("vlm_engine.metrics")
 
 
 def _clean(y: npt.ArrayLike, p: npt.ArrayLike) -> tuple[FloatArray, FloatArray]:
@@ -311,3 +316,20 @@ def block_bootstrap(
         resamples=config.resamples,
         confidence=config.confidence,
     )
+
+
+def fit_platt(p: npt.ArrayLike, y: npt.ArrayLike, *, model: str) -> LogisticParams | None:
+    """Platt map p -> sigmoid(b + a * logit(p)) fitted on (p, y), or None (identity) when it
+    cannot be fitted (one class) or would reverse the ranking (a < 0): calibration is monotone
+    increasing, it may change Brier and ECE, never AUC. A refusal is logged with the slope."""
+    pa = np.asarray(p, dtype=np.float64).ravel()
+    ya = np.asarray(y, dtype=np.float64).ravel()
+    if ya.size == 0 or ya.min() == ya.max():
+        return None
+    params = fit_logistic(logit(pa), ya)
+    if params.coef[0] < 0:
+        log.warning("calibration.refused", model=model, reason="negative_slope",
+                    slope=round(params.coef[0], 6), intercept=round(params.intercept, 6),
+                    rows=int(ya.size))  # fmt: skip
+        return None
+    return params

@@ -28,7 +28,7 @@ from vlm_engine.calibrate.metrics import (
 from vlm_engine.calibrate.params import Calibration, FoldStats
 from vlm_engine.calibrate.scaling import (
     cross_validate,
-    fit_platt,
+    fit_platt_scores,
     fit_temperature,
     fold_stats,
     kfold_indexes,
@@ -107,7 +107,7 @@ def fit_calibration(
     moving = direction != 0
     z, up = scores.direction_logit[moving], direction[moving] > 0
     temperature = fit_temperature(logits, y)
-    a, b = fit_platt(z, up)
+    a, b = fit_platt_scores(z, up)
     report: dict[str, Any] = {"k_folds": 0}
     cv_t = cv_a = cv_b = None
     k = min(k_folds, int(y.size), int(z.size))
@@ -119,7 +119,7 @@ def fit_calibration(
             lambda tr: fit_temperature(logits[tr], y[tr]),
             lambda held, t: ece_mce(softmax(logits[held] / t), y[held], n_bins)[0],
         )
-        params = [fit_platt(z[tr], up[tr]) for tr, _ in kfold_indexes(z.size, k, seed)]
+        params = [fit_platt_scores(z[tr], up[tr]) for tr, _ in kfold_indexes(z.size, k, seed)]
         cv_a = fold_stats([p[0] for p in params])
         cv_b = fold_stats([p[1] for p in params])
         held_ece = [

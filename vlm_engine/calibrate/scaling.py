@@ -44,18 +44,19 @@ def fit_temperature(
     return math.exp((a + b) / 2.0)
 
 
-def fit_platt(
+def fit_platt_scores(
     scores: FloatArray, positive: npt.NDArray[np.bool_], *, l2: float = 1e-3
 ) -> tuple[float, float]:
     """(a, b) of p = sigmoid(a * score + b): vlm_engine.metrics.fit_logistic (Newton, L2 l2 on a)
     on Platt's smoothed targets.
 
     Monotone increasing only: a fit with a < 0 would reverse the score's ranking, so it is
-    refused (logged as `calibration.refused`) and the identity (1, 0) is returned instead.
+    refused (logged as `calibration.refused`) and the identity (1, 0) is returned instead; so is
+    a fit on one class only (the constant base rate it used to return erased the ranking: AUC 0.5),
+    as vlm_engine.metrics.fit_platt does.
     """
     if positive.size == 0 or positive.all() or not positive.any():
-        rate = float(np.clip(positive.mean() if positive.size else 0.5, 1e-3, 1 - 1e-3))
-        return 0.0, math.log(rate / (1 - rate))
+        return IDENTITY_PLATT
     # Platt's smoothed targets keep the fit finite on separable data.
     n_pos, n_neg = int(positive.sum()), int((~positive).sum())
     target = np.where(positive, (n_pos + 1) / (n_pos + 2), 1 / (n_neg + 2))
