@@ -12,11 +12,10 @@ import structlog
 from fastapi import Depends, FastAPI, HTTPException, Request, Response, status
 from fastapi.exceptions import RequestValidationError
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
-from python_multipart.exceptions import MultipartParseError
-from python_multipart.multipart import MultipartParser, parse_options_header
 
 from daemon.api.auth import require_token
 from daemon.api.config import ApiConfig
+from daemon.api.form import multipart_png
 from daemon.api.metrics import CONTENT_TYPE, Metrics
 from daemon.bus.commands import CommandRejected, command_from_fields
 from daemon.bus.publisher import encode_event
@@ -248,7 +247,7 @@ def build_app(
             )
         kind = _media_type(request.headers.get("content-type", ""))
         if kind == "multipart/form-data":
-            return await _predict_chart(predictor, await _multipart_png(request))
+            return await _predict_chart(predictor, await multipart_png(request))
         raw = await request.body()
         if kind == "image/png":
             return await _predict_chart(predictor, raw)
@@ -345,74 +344,6 @@ def _body_errors(e: ValidationError) -> list[dict[str, Any]]:
 
 def _media_type(header: str) -> str:
     return header.split(";", 1)[0].strip().lower()
-
-
-class _FormParts:
-    """What python-multipart's callbacks hand over: each part's headers, then its data."""
-
-    def __init__(self) -> None:
-        self.parts: list[tuple[dict[bytes, bytes], bytearray]] = []
-        self.ended = False
-        self._name = b""
-        self._value = b""
-
-    def callbacks(self) -> dict[str, Callable[..., None]]:
-        return {
-            "on_part_begin": self._begin,
-            "on_header_field": self._header_name,
-            "on_header_value": self._header_value,
-            "on_header_end": self._header_end,
-            "on_part_data": self._data,
-            "on_end": self._end,
-        }
-
-    def _begin(self) -> None:
-        self.parts.append(({}, bytearray()))
-
-    def _header_name(self, data: bytes, start: int, end: int) -> None:
-        self._name += data[start:end]
-
-    def _header_value(self, data: bytes, start: int, end: int) -> None:
-        self._value += data[start:end]
-
-    def _header_end(self) -> None:
-        self.parts[-1][0][self._name.strip().lower()] = self._value.strip()
-        self._name = self._value = b""
-
-    def _data(self, data: bytes, start: int, end: int) -> None:
-        self.parts[-1][1].extend(data[start:end])
-
-    def _end(self) -> None:
-        self.ended = True
-
-
-async def _multipart_png(request: Request) -> bytes:
-    """The PNG of a multipart/form-data body, parsed by python-multipart as the body streams in
-    (BodyLimit has already refused one over the limit): the field `file` (or `chart`), else the
-    one image/png part."""
-    _, options = parse_options_header(request.headers.get("content-type", ""))
-    boundary = options.get(b"boundary")
-    if not boundary:
-        raise HTTPException(422, detail="body: not a multipart/form-data body with a boundary")
-    form = _FormParts()
-    parser = MultipartParser(boundary, callbacks=form.callbacks())  # type: ignore[arg-type]
-    try:
-        async for chunk in request.stream():
-            parser.write(chunk)
-        parser.finalize()
-    except MultipartParseError as e:
-        first = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise HTTPException(422, detail=f"body: malformed multipart/form-data ({first})") from None
-    if not form.ended:
-        raise HTTPException(
-            422, detail="body: multipart/form-data ends before its closing boundary"
-        )
-    for headers, data in form.parts:
-        _, disposition = parse_options_header(headers.get(b"content-disposition", b""))
-        kind, _ = parse_options_header(headers.get(b"content-type", b""))
-        if data and (disposition.get(b"name") in (b"file", b"chart") or kind == b"image/png"):
-            return bytes(data)
-    raise HTTPException(422, detail="body: no form field `file` holding a chart PNG")
 
 
 async def _predict_chart(predictor: object, png: bytes) -> PredictResponse:
