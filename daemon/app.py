@@ -220,7 +220,7 @@ class Daemon:
                 yield mqtt_feed, datetime.fromtimestamp(0, tz=UTC)
             return
         if cfg.feed.kind == "ib":
-            from daemon.feeds.ib import IbFeed
+            from daemon.ib.feed import IbFeed
 
             assert cfg.ib is not None  # validated in config
             async with IbFeed(config=cfg.ib) as ib_feed:
@@ -238,7 +238,7 @@ class Daemon:
     async def _open_execution(self, feed: Any, state_dir: Path) -> AsyncIterator[ExecutionClient]:
         cfg = self.cfg
         if cfg.mode in ("ib-paper", "ib-live"):
-            from daemon.execution.ib import IbExecution
+            from daemon.ib.execution import IbExecution
 
             assert cfg.ib is not None
             shared = None if cfg.ib.order_client_id is not None else feed.session

@@ -9,17 +9,17 @@ from collections.abc import Sequence
 
 # Modules that each define `register(subparsers) -> None`; a missing optional one is skipped.
 _COMMAND_MODULES = (
-    "daemon.cli_run",
-    "daemon.cli_config",
-    "daemon.cli_tail",
-    "daemon.cli_chart",
-    "daemon.cli_dataset",
-    "daemon.cli_model",
-    "daemon.cli_train",
-    "daemon.cli_calibrate",
-    "daemon.cli_backtest",
-    "daemon.cli_ib",
-    "daemon.cli_serve",
+    "daemon.cli.run",
+    "daemon.cli.config",
+    "daemon.cli.tail",
+    "daemon.cli.chart",
+    "daemon.cli.dataset",
+    "daemon.cli.model",
+    "daemon.cli.train",
+    "daemon.cli.calibrate",
+    "daemon.cli.backtest",
+    "daemon.cli.ib",
+    "daemon.cli.serve",
 )
 
 

@@ -48,7 +48,7 @@ from vlm_engine.xgb.errors import XgbError
 from vlm_engine.xgb.model import XgbModel
 from vlm_engine.xgb.pca import PcaParams
 
-log = structlog.get_logger("daemon.cli_backtest")
+log = structlog.get_logger("daemon.cli.backtest")
 
 EXIT_INPUT = 1
 BACKTEST_COMMIT_EVERY = 500  # bar batches per journal commit in `vlmtrader backtest --journal`

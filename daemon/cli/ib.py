@@ -12,9 +12,9 @@ import msgspec
 import structlog
 
 from daemon.errors import EXIT_CONFIG, EXIT_OK, ConfigError, TransientError
-from daemon.ib_config import IbConfig, IbContractConfig, normalize_bar_size
+from daemon.ib.config import IbConfig, IbContractConfig, normalize_bar_size
 
-log = structlog.get_logger("daemon.cli_ib")
+log = structlog.get_logger("daemon.cli.ib")
 DAY = 86400
 
 
@@ -93,7 +93,7 @@ async def download(
     import pandas as pd
     from tqdm import tqdm
 
-    from daemon.feeds.ib import IbFeed
+    from daemon.ib.feed import IbFeed
 
     rows: dict[str, int] = {}
     async with IbFeed(config=cfg, connect_attempts=connect_attempts) as feed:
@@ -135,7 +135,7 @@ async def download(
 
 
 def _history(args: argparse.Namespace) -> int:
-    from daemon.feeds.ib import GatewayUnreachable
+    from daemon.ib.feed import GatewayUnreachable
     from daemon.log_setup import configure_logging
 
     configure_logging()

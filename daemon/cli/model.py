@@ -135,7 +135,7 @@ def _run(action: Any, out: Path) -> int:
         except (BuildInputError, ClipError, BundleError, XgbError) as e:
             print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
             return EXIT_INPUT
-    from daemon.cli_train import print_summary
+    from daemon.cli.train import print_summary
 
     print_summary(card, out)
     print(f"  built in {wall:.1f} s")

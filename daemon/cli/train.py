@@ -1,7 +1,7 @@
 """`vlmtrader train clip --dataset DIR --out BUNDLE_DIR [--base NAME_OR_PATH]`: fine-tune, calibrate, save a bundle.
 
 This module owns the `train` command; other modules add subcommands to it through
-get_train_subparsers() (daemon.cli_train_xgb adds `xgb`).
+get_train_subparsers() (daemon.cli.train_xgb adds `xgb`).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from vlm_engine.clip.data import NO_PATTERN
 from vlm_engine.clip.train import TrainConfig, main
 from vlm_engine.render import ChartSpec
 
-log = structlog.get_logger("daemon.cli_train")
+log = structlog.get_logger("daemon.cli.train")
 
 EXIT_INPUT = 1
 _TRAIN_SUBPARSERS: Any = None
@@ -69,9 +69,9 @@ def register(sub: Any) -> None:
     )
     clip.set_defaults(func=_train_clip)
     try:
-        from daemon.cli_train_xgb import add_xgb_parser
+        from daemon.cli.train_xgb import add_xgb_parser
     except ModuleNotFoundError as e:
-        if e.name != "daemon.cli_train_xgb":
+        if e.name != "daemon.cli.train_xgb":
             raise
     else:
         add_xgb_parser(tsub)

@@ -1,6 +1,6 @@
 """`vlmtrader train xgb --dataset DIR --bundle DIR`: features + walk-forward XGBoost, saved into the bundle.
 
-`add_xgb_parser(train_subparsers)` is called by daemon/cli_train.py to add `xgb` under `train`.
+`add_xgb_parser(train_subparsers)` is called by daemon/cli/train.py to add `xgb` under `train`.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from vlm_engine.xgb.errors import XgbError
 from vlm_engine.xgb.model import XgbModel
 from vlm_engine.xgb.train import XgbTrainConfig, train_xgb
 
-log = structlog.get_logger("daemon.cli_train_xgb")
+log = structlog.get_logger("daemon.cli.train_xgb")
 
 EXIT_INPUT = 1
 

@@ -21,11 +21,11 @@ from ib_async import Order as IbOrder
 
 from daemon.errors import TransientError
 from daemon.execution.base import BrokerUpdates, BrokerView
-from daemon.feeds.ib import IbSession, symbol_of, to_ib_contract
-from daemon.ib_config import IbConfig
+from daemon.ib.config import IbConfig
+from daemon.ib.feed import IbSession, symbol_of, to_ib_contract
 from strategy.types import Bar, Fill, Order, OrderEvent, OrderStatus, OrderType, Position, Side
 
-log = structlog.get_logger("daemon.execution.ib")
+log = structlog.get_logger("daemon.ib.execution")
 
 _STATUS = {
     "PendingSubmit": OrderStatus.SUBMITTED,

@@ -25,12 +25,12 @@ import structlog
 from ib_async import IB, Contract, Forex, Future, RequestError, Stock
 
 from daemon.errors import ConfigError, FeedTimeout, TransientError
-from daemon.ib_config import IbBackoffConfig, IbConfig, IbContractConfig
-from daemon.ib_hours import MarketHours
-from daemon.ib_pacing import PacedGate, RequestPacer
+from daemon.ib.config import IbBackoffConfig, IbConfig, IbContractConfig
+from daemon.ib.hours import MarketHours
+from daemon.ib.pacing import PacedGate, RequestPacer
 from strategy.types import Bar, BarOrigin
 
-log = structlog.get_logger("daemon.feeds.ib")
+log = structlog.get_logger("daemon.ib.feed")
 
 LOST, RESTORED_DATA_LOST, RESTORED = 1100, 1101, 1102
 CLIENT_ID_IN_USE = 326

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from daemon import cli_backtest
-from daemon.cli_backtest import default_horizon
+from daemon.cli.backtest import default_horizon
 from daemon.ml_loader import CachedVision, load_bundle_models
 from strategy.backtest.data import frame_batches, precompute_signals
 from strategy.backtest.engine import BacktestConfig

@@ -8,7 +8,7 @@ import pytest
 
 from daemon.build import quick_config
 from daemon.cli import build_parser, main
-from daemon.cli_train import get_train_subparsers
+from daemon.cli.train import get_train_subparsers
 from strategy.market_sim import SimMarketConfig, simulate_frame
 from vlm_engine.bundle import load_bundle, read_card
 
