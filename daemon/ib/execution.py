@@ -22,7 +22,8 @@ from ib_async import Order as IbOrder
 from daemon.errors import TransientError
 from daemon.execution.base import BrokerUpdates, BrokerView
 from daemon.ib.config import IbConfig
-from daemon.ib.feed import IbSession, symbol_of, to_ib_contract
+from daemon.ib.contracts import symbol_of, to_ib_contract
+from daemon.ib.session import IbSession
 from strategy.types import Bar, Fill, Order, OrderEvent, OrderStatus, OrderType, Position, Side
 
 log = structlog.get_logger("daemon.ib.execution")
