@@ -1,26 +1,32 @@
-"""The `vlmtrader` command line: one subcommand per area, each registered by its own module."""
+"""The `vlmtrader` command line: one thin module per subcommand, each with `register(subparsers)`.
+
+A command module parses its arguments, calls library code and prints the result. It imports
+its library (torch, transformers, xgboost, pandas, the model stack, the daemon itself) inside
+the handler that needs it, never at the top, so `vlmtrader --help` and `vlmtrader CMD --help`
+answer at once; that is the reason for every function-level import under daemon/cli/.
+"""
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
 from collections.abc import Sequence
 
-# Modules that each define `register(subparsers) -> None`; a missing optional one is skipped.
-_COMMAND_MODULES = (
-    "daemon.cli.run",
-    "daemon.cli.config",
-    "daemon.cli.tail",
-    "daemon.cli.chart",
-    "daemon.cli.dataset",
-    "daemon.cli.model",
-    "daemon.cli.train",
-    "daemon.cli.calibrate",
-    "daemon.cli.backtest",
-    "daemon.cli.ib",
-    "daemon.cli.serve",
+from daemon.cli import (
+    backtest,
+    calibrate,
+    chart,
+    config,
+    dataset,
+    ib,
+    model,
+    run,
+    serve,
+    tail,
+    train,
 )
+
+_COMMANDS = (run, config, tail, chart, dataset, model, train, calibrate, backtest, ib, serve)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -29,14 +35,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-    for name in _COMMAND_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as e:
-            if e.name == name:
-                continue
-            raise
-        module.register(sub)
+    for command in _COMMANDS:
+        command.register(sub)
     return parser
 
 

@@ -8,9 +8,6 @@ from pathlib import Path
 from typing import Any
 
 from daemon.errors import EXIT_OK
-from vlm_engine.bundle import BundleError, load_bundle, update_calibration
-from vlm_engine.calibrate.evaluate import calibrate_and_measure
-from vlm_engine.clip import ClipError, load_dataset_dir
 
 EXIT_INPUT = 1
 
@@ -27,6 +24,11 @@ def register(sub: Any) -> None:
 
 
 def _calibrate(args: argparse.Namespace) -> int:
+    # torch and the bundle code load here, when the command runs (see daemon/cli/__init__.py).
+    from vlm_engine.bundle import BundleError, load_bundle, update_calibration
+    from vlm_engine.calibrate.evaluate import calibrate_and_measure
+    from vlm_engine.clip import ClipError, load_dataset_dir
+
     try:
         bundle = load_bundle(args.bundle)
         splits, info = load_dataset_dir(args.dataset)

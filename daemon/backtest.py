@@ -1,0 +1,464 @@
+"""`vlmtrader backtest` and `vlmtrader evaluate` as a library: the live strategy code over a bars file, with a report.
+
+run_backtest and run_evaluate take the parsed arguments of daemon/cli/backtest.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import structlog
+from tqdm import tqdm
+
+from daemon.config import AppConfig, load_config
+from daemon.errors import EXIT_CONFIG, EXIT_OK, ConfigError, InputError
+from daemon.journal import Journal
+from daemon.ml_loader import (
+    XGB_DIR,
+    CachedVision,
+    check_windows,
+    load_bundle_models,
+    read_fusion,
+)
+from strategy.backtest.compare import StrategyResult, run_comparison, sizing_note
+from strategy.backtest.data import frame_batches, precompute_signals
+from strategy.backtest.engine import BacktestConfig, JournalSink, LookupScorer
+from strategy.backtest.evaluate import (
+    BundleInfo,
+    Evaluation,
+    EvaluationConfig,
+    TrainedSpan,
+    evaluate,
+    evaluation_summary,
+)
+from strategy.backtest.report import report_html, report_json
+from strategy.bars import BarStoreConfig
+from strategy.features import FeatureConfig, FeatureEngine
+from strategy.fusion import FusionConfig, FusionEngine
+from strategy.ml_scorer import MLScorer, VisionModel
+from strategy.rule_scorer import RuleScorer
+from strategy.scoring import Scorer
+from strategy.types import Bar
+from vlm_engine.dataset.bars import frame_bar_seconds, load_bars
+from vlm_engine.dataset.errors import BarsInputError
+from vlm_engine.xgb.errors import XgbError
+from vlm_engine.xgb.model import XgbModel
+from vlm_engine.xgb.pca import PcaParams
+
+log = structlog.get_logger("daemon.backtest")
+
+EXIT_INPUT = 1
+BACKTEST_COMMIT_EVERY = 500  # bar batches per journal commit in `vlmtrader backtest --journal`
+DEFAULT_HORIZON_BARS = 5  # evaluate's horizon on bars of another size than the bundle's
+MIN_EVALUATE_FOLDS = 4  # walk-forward folds in evaluate: 1 warm-up + at least 3 scored
+
+
+def _fail(message: str, code: int = EXIT_INPUT) -> int:
+    print(f"vlmtrader: {message}", file=sys.stderr)
+    return code
+
+
+def _load_batches(path: Path) -> tuple[list[list[Bar]], int]:
+    frame = load_bars(path)
+    return frame_batches(frame), frame_bar_seconds(frame, where=str(path))
+
+
+def backtest_config(cfg: AppConfig, bar_seconds: int) -> BacktestConfig:
+    """The daemon's component configs as a backtest config (bar size taken from the data)."""
+    bars = msgspec.structs.replace(cfg.bars, bar_seconds=bar_seconds)
+    strategy = msgspec.structs.replace(cfg.strategy, bar_seconds=bar_seconds)
+    return BacktestConfig(
+        starting_cash=cfg.starting_cash,
+        bars=bars,
+        strategy=strategy,
+        risk=cfg.risk,
+        broker=cfg.broker,
+        order_prefix=cfg.account.upper()[:8] or "VT",
+    )
+
+
+def load_xgb_scorer(bundle: Path, bars: BarStoreConfig) -> MLScorer:
+    """An XGBoost-only ML scorer from a bundle's xgb/ directory and fusion.json."""
+    model = XgbModel.load(bundle / XGB_DIR)
+    features = msgspec.convert(model.meta.feature_config, FeatureConfig)
+    fusion = read_fusion(bundle)
+    if any(n.startswith("clip_") for n in model.feature_names):
+        msg = f"{bundle}: the xgb model needs CLIP features; the CLIP scorer is not wired in yet"
+        raise XgbError(msg)
+    return MLScorer(
+        features=FeatureEngine(config=features),
+        fusion=FusionEngine(config=fusion.alone("xgb")),
+        xgb=model,
+        mode="xgb",
+    )
+
+
+class BacktestBundle(msgspec.Struct, frozen=True, kw_only=True):
+    """What a backtest report says about the bundle it scored with."""
+
+    path: str
+    bundle_id: str
+    fusion: str
+    horizon_bars: int
+    bar_seconds: int
+
+
+def _reads_clip(model: XgbModel) -> bool:
+    return any(n.startswith("clip_") for n in model.feature_names)
+
+
+def bundle_scorers(bundle: Path, bars: BarStoreConfig) -> tuple[dict[str, Scorer], BacktestBundle]:
+    """CLIP-only, XGBoost-only and fused scorers over one loaded bundle, sharing each window's CLIP
+    scores, and what the bundle is. XGBoost-only is "xgb_technical" (technical features alone)
+    when the bundle has that model, else "xgb" (older bundles: the XGBoost that also sees the CLIP
+    columns)."""
+    from strategy.clip_scorer import ClipVision
+
+    models = load_bundle_models(bundle)
+    check_windows(models, bars)
+    vision = CachedVision(inner=ClipVision(server=models.server))
+    xgb_name = "xgb_technical" if models.xgb_technical is not None else "xgb"
+    trained = models.card.trained_on
+    info = BacktestBundle(
+        path=str(bundle),
+        bundle_id=models.bundle_id,
+        fusion=models.fusion.describe(xgb_reads_clip=_reads_clip(models.xgb)),
+        horizon_bars=trained.horizon_bars if trained else models.xgb.meta.horizon_bars,
+        bar_seconds=trained.bar_seconds if trained else models.xgb.meta.bar_seconds,
+    )
+    scorers: dict[str, Scorer] = {
+        "clip": models.scorer(mode="clip", vision=vision, name="clip"),
+        xgb_name: models.scorer(mode="xgb", vision=vision, name=xgb_name),
+        "fused": models.scorer(mode="fused", vision=vision, name="fused"),
+    }
+    return scorers, info
+
+
+def xgb_info(bundle: Path) -> BacktestBundle:
+    """What an xgb/-only directory is (no model card: its id is the directory name)."""
+    model = XgbModel.load(bundle / XGB_DIR)
+    return BacktestBundle(
+        path=str(bundle),
+        bundle_id=f"{bundle.name} (xgb/ only, no model card)",
+        fusion=read_fusion(bundle).describe(xgb_reads_clip=_reads_clip(model)),
+        horizon_bars=model.meta.horizon_bars,
+        bar_seconds=model.meta.bar_seconds,
+    )
+
+
+def bar_size_warning(info: BacktestBundle, bar_seconds: int) -> str | None:
+    """A bundle trained on another bar size scores these bars with features that mean other things."""
+    if info.bar_seconds == bar_seconds:
+        return None
+    return (
+        f"the bundle was trained on {info.bar_seconds} s bars, these bars are {bar_seconds} s: "
+        "its scores are out of their training conditions; build one from your bars with "
+        "`vlmtrader model build --bars PATH --out DIR`"
+    )
+
+
+def run_meta(
+    config: BacktestConfig,
+    batches: Sequence[Sequence[Bar]],
+    *,
+    config_path: Path,
+    bars_path: Path,
+    bundle: BacktestBundle | None,
+) -> dict[str, Any]:
+    """The page's and report.json's run details: data, period, capital, sizing, costs, bundle."""
+    strategy, broker = config.strategy, config.broker
+    first = batches[0][0].ts if batches and batches[0] else None
+    last = batches[-1][0].ts if batches and batches[-1] else None
+    sizing = (
+        f"{strategy.position_fraction:g} of equity per position"
+        if strategy.position_fraction is not None
+        else f"{strategy.position_notional:,.2f} per position"
+    )
+    steps = ", ".join(f"{k} {v:g}" for k, v in sorted(strategy.quantity_steps.items()))
+    sizing += f"; quantity_step {strategy.quantity_step:g}" + (f" ({steps})" if steps else "")
+    fill = "next bar's open" if broker.latency_bars else "the last close"
+    meta: dict[str, Any] = {
+        "config": str(config_path),
+        "bars": str(bars_path),
+        "bar_seconds": config.bars.bar_seconds,
+        "symbols": len({b.symbol for batch in batches for b in batch}),
+        "period_start": first.isoformat() if first else None,
+        "period_end": last.isoformat() if last else None,
+        "starting_cash": config.starting_cash,
+        "sizing": sizing,
+        "entry_rule": (
+            f"enter_threshold {strategy.enter_threshold:g}, min_confidence "
+            f"{strategy.min_confidence:g}, hold_bars {strategy.hold_bars}, "
+            f"{'long and short' if strategy.allow_short else 'long only'}, {strategy.order_type} orders"
+        ),
+        "costs": (
+            f"commission {broker.commission_per_share:g}/share (min {broker.min_commission:g}, "
+            f"max {broker.max_commission_fraction:.2%} of notional), spread {broker.spread_bps:g} bps, "
+            f"slippage {broker.slippage_bps:g} bps; market orders fill at {fill}, "
+            f"at most {broker.max_volume_fraction:.0%} of a bar's volume"
+        ),
+        "commission_per_share": broker.commission_per_share,
+        "min_commission": broker.min_commission,
+        "spread_bps": broker.spread_bps,
+        "slippage_bps": broker.slippage_bps,
+    }
+    if bundle is not None:
+        meta |= {
+            "bundle": bundle.path,
+            "bundle_id": bundle.bundle_id,
+            "fusion": bundle.fusion,
+            "horizon_bars": bundle.horizon_bars,
+            "bundle_bar_seconds": bundle.bar_seconds,
+        }
+    return meta
+
+
+def summary_lines(results: Mapping[str, StrategyResult]) -> list[str]:
+    """The CLI's summary: one line per contender, then why it made no trade, its risk
+    rejections by reason and its halts; a last line when annualised figures are n/a."""
+    lines: list[str] = []
+    for name, r in results.items():
+        m = r.metrics
+        sharpe = "n/a" if m.annualised_note else f"{m.sharpe:.2f}"
+        lines.append(
+            f"{name:14s} return {m.total_return * 100:7.2f}%  sharpe {sharpe:>7s}  "
+            f"maxdd {m.max_drawdown * 100:6.2f}%  trades {m.trades}  "
+            f"risk rejected {r.run.risk_rejections}"
+        )
+        sizing = sizing_note(r.run)
+        if r.no_trade_reason:
+            lines.append(f"  no trade: {r.no_trade_reason}")
+        elif sizing:
+            lines.append(f"  skipped: {sizing}")
+        if r.run.rejections:
+            counts = ", ".join(f"{k} {v}" for k, v in sorted(r.run.rejections.items()))
+            lines.append(f"  rejections: {counts}")
+        lines.extend(
+            f"  {c.current} at {c.ts.isoformat()}: {c.reason} ({c.detail})"
+            for c in r.run.state_changes
+        )
+    notes = sorted(
+        {r.metrics.annualised_note for r in results.values() if r.metrics.annualised_note}
+    )
+    lines.extend(f"sharpe and annual return {note}" for note in notes)
+    return lines
+
+
+def _is_full_bundle(bundle: Path) -> bool:
+    return (bundle / "model_card.json").is_file()
+
+
+def _progress(total: int, desc: str, disable: bool) -> tqdm[Any]:
+    return tqdm(total=total, desc=desc, unit="bar", disable=disable, file=sys.stderr)
+
+
+def _write_report(directory: Path, html_text: str, json_bytes: bytes) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "report.html").write_text(html_text)
+    (directory / "report.json").write_bytes(json_bytes)
+
+
+def run_backtest(args: argparse.Namespace) -> int:
+    try:
+        cfg = load_config(args.config)
+    except ConfigError as e:
+        return _fail(str(e), EXIT_CONFIG)
+    try:
+        batches, bar_seconds = _load_batches(args.bars)
+    except BarsInputError as e:
+        return _fail(str(e))
+    config = backtest_config(cfg, bar_seconds)
+    n_bars = sum(len(b) for b in batches)
+    scorers: dict[str, Scorer | LookupScorer] = {}
+    candidates: dict[str, Scorer] = {"rules": RuleScorer(config=cfg.scorer.rules)}
+    info: BacktestBundle | None = None
+    if args.bundle is not None and _is_full_bundle(args.bundle):
+        try:
+            found, info = bundle_scorers(args.bundle, config.bars)
+        except InputError as e:
+            return _fail(str(e))
+        candidates.update(found)
+    elif args.bundle is not None:
+        try:
+            candidates["xgb"] = load_xgb_scorer(args.bundle, config.bars)
+            info = xgb_info(args.bundle)
+        except (XgbError, OSError, msgspec.ValidationError, msgspec.DecodeError) as e:
+            return _fail(f"{args.bundle}: {e}")
+    warnings = [w for w in [bar_size_warning(info, bar_seconds) if info else None] if w]
+    for warning in warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+        log.warning("bundle.mismatched", bundle=str(args.bundle), problem=warning)
+    for name, scorer in candidates.items():
+        with _progress(n_bars, f"scoring {name}", args.no_progress) as bar:
+            scorers[name] = precompute_signals(scorer, batches, config.bars, progress=bar.update)
+    journal: Journal | None = None
+    if args.journal is not None:
+        # A replay groups its commits: a crash loses nothing a rerun does not rebuild.
+        journal = Journal(args.journal, commit_every=BACKTEST_COMMIT_EVERY)
+        journal.open()
+
+    def journal_for(name: str) -> JournalSink | None:
+        return journal if name == "rules" else None
+
+    try:
+        with _progress(n_bars * len(scorers), "backtest", args.no_progress) as bar:
+            results = run_comparison(
+                batches, scorers, config, journal_for=journal_for, progress=bar.update
+            )
+    finally:
+        if journal is not None:
+            journal.close()
+    meta = run_meta(config, batches, config_path=args.config, bars_path=args.bars, bundle=info)
+    _write_report(
+        args.report,
+        report_html(results, meta=meta, warnings=warnings),
+        report_json(results, meta=meta, warnings=warnings),
+    )
+    for line in summary_lines(results):
+        print(line)
+    for warning in warnings:
+        print(f"warning: {warning}")
+    print(f"report: {args.report / 'report.html'}")
+    return EXIT_OK
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    cfg = AppConfig()
+    if args.config is not None:
+        try:
+            cfg = load_config(args.config)
+        except ConfigError as e:
+            return _fail(str(e), EXIT_CONFIG)
+    try:
+        batches, bar_seconds = _load_batches(args.bars)
+        model = XgbModel.load(args.bundle / XGB_DIR)
+    except (BarsInputError, XgbError) as e:
+        return _fail(str(e))
+    features = msgspec.convert(model.meta.feature_config, FeatureConfig)
+    fusion = read_fusion(args.bundle)
+    vision: VisionModel | None = None
+    pca: PcaParams | None = None
+    bundle = BundleInfo(bar_seconds=model.meta.bar_seconds)
+    if _is_full_bundle(args.bundle):  # CLIP fixed from the bundle; XGBoost and stacking refitted
+        try:
+            vision, pca, features, fusion, bundle = _bundle_vision(args.bundle, cfg, bar_seconds)
+        except InputError as e:
+            return _fail(str(e))
+    horizon = args.horizon or default_horizon(
+        bundle.bar_seconds, model.meta.horizon_bars, bar_seconds
+    )
+    train = msgspec.convert(model.meta.extra.get("train_config", {}), _train_type())
+    # the first fold is evaluate's warm-up (calibration, stacking): keep enough folds to score
+    train = msgspec.structs.replace(train, n_folds=max(train.n_folds, MIN_EVALUATE_FOLDS))
+    config = EvaluationConfig(
+        horizon_bars=horizon,
+        features=features,
+        train=train,
+        fusion=fusion,
+        rules=cfg.scorer.rules,
+        backtest=backtest_config(cfg, bar_seconds),
+    )
+    n_bars = sum(len(b) for b in batches)
+    try:
+        runs = 5 if vision is not None else 3  # xgb, fused, rules (+ clip, xgb_technical)
+        with _progress(n_bars * runs, "evaluate", args.no_progress) as bar:
+            ev = evaluate(
+                batches, config, vision=vision, pca=pca, bundle=bundle, progress=bar.update
+            )
+    except (XgbError, ValueError) as e:
+        return _fail(f"{args.bars}: {e}")
+    for note in ev.notes:
+        print(f"warning: {note}", file=sys.stderr)
+        log.warning("evaluate.noted", note=note)
+    print(f"horizon {ev.horizon_bars} bars of {ev.bar_seconds} s; base rate {ev.base_rate:.4f}")
+    for name, m in ev.model_metrics.items():
+        print(
+            f"{name:14s} auc {m['auc']:.4f} [{m['auc_ci_low']:.4f}, {m['auc_ci_high']:.4f}]  "
+            f"brier {m['brier']:.4f}  ece {m['ece']:.4f}  n {m['n']}"
+        )
+    for name, r in ev.results.items():
+        print(f"{name:14s} sharpe {r.metrics.sharpe:7.2f}  trades {r.metrics.trades}")
+    print(ev.fusion)
+    print(f"verdict: {ev.verdict}")
+    log.info("evaluate.finished", verdict=ev.verdict, horizon_bars=ev.horizon_bars,
+             test_rows=ev.test_rows)  # fmt: skip
+    if args.report is not None:
+        write_evaluation(args.report, ev, {"bars": str(args.bars), "bundle": str(args.bundle)})
+        print(f"report: {args.report / 'report.html'}")
+    return EXIT_OK
+
+
+def default_horizon(bundle_bar_seconds: int, bundle_horizon: int, bar_seconds: int) -> int:
+    """The bundle's horizon on bars of its own size, else DEFAULT_HORIZON_BARS."""
+    return bundle_horizon if bundle_bar_seconds == bar_seconds else DEFAULT_HORIZON_BARS
+
+
+def write_evaluation(directory: Path, ev: Evaluation, meta: dict[str, Any]) -> None:
+    """report.html, report.json (the evaluation's fields at top level) and predictions.parquet."""
+    summary = evaluation_summary(ev)
+    meta = {**meta, **_flat(summary)}
+    top = {k: v for k, v in summary.items() if k not in ("model_metrics", "backtest")}
+    doc = msgspec.json.decode(
+        report_json(
+            ev.results, model_metrics=ev.model_metrics, calibration=ev.calibration, meta=meta
+        )
+    )
+    doc.update(_json_safe(top))
+    doc["model_metrics"] = _json_safe(ev.model_metrics)
+    _write_report(
+        directory,
+        report_html(
+            ev.results,
+            calibration=ev.calibration,
+            meta=meta,
+            title="vlmtrader evaluation (out of sample)",
+            evaluation=summary,
+        ),
+        msgspec.json.encode(doc),
+    )
+    ev.predictions.to_parquet(directory / "predictions.parquet", index=False)
+
+
+def _json_safe(value: Any) -> Any:
+    """NaN / inf as null (JSON has neither)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+def _bundle_vision(
+    bundle: Path, cfg: AppConfig, bar_seconds: int
+) -> tuple[VisionModel, PcaParams | None, FeatureConfig, FusionConfig, BundleInfo]:
+    """The bundle's warm CLIP (cached per window), PCA, feature and fusion configs for evaluate(),
+    and what it was trained on. Its bar size is not checked: evaluate says what it does instead."""
+    from strategy.clip_scorer import ClipVision
+
+    models = load_bundle_models(bundle)
+    check_windows(models, backtest_config(cfg, bar_seconds).bars)
+    vision = CachedVision(inner=ClipVision(server=models.server))
+    on = models.card.trained_on
+    info = BundleInfo(
+        bar_seconds=on.bar_seconds if on is not None else models.xgb.meta.bar_seconds,
+        trained_on=TrainedSpan(symbols=on.symbols, end=on.end) if on is not None else None,
+    )
+    return vision, models.pca, models.features, models.fusion, info
+
+
+def _train_type() -> Any:
+    from vlm_engine.xgb.train import XgbTrainConfig
+
+    return XgbTrainConfig
+
+
+def _flat(summary: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in summary.items() if not isinstance(v, dict | list)}
