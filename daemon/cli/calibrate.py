@@ -1,4 +1,4 @@
-"""`vlmtrader calibrate --bundle DIR --dataset DIR`: fit temperature/Platt on validation, measure on test, update the bundle."""
+"""`vlmtrader calibrate --bundle DIR --dataset DIR`: fit temperature/Platt on validation, measure on test, update the bundle (daemon.build.calibrate)."""
 
 from __future__ import annotations
 
@@ -25,50 +25,20 @@ def register(sub: Any) -> None:
 
 def _calibrate(args: argparse.Namespace) -> int:
     # torch and the bundle code load here, when the command runs (see daemon/cli/__init__.py).
-    from vlm_engine.bundle import BundleError, load_bundle, update_calibration
-    from vlm_engine.calibrate.evaluate import calibrate_and_measure
-    from vlm_engine.clip import ClipError, load_dataset_dir
+    from daemon.build.calibrate import calibrate_bundle
+    from vlm_engine.bundle import BundleError
+    from vlm_engine.clip import ClipError
 
     try:
-        bundle = load_bundle(args.bundle)
-        splits, info = load_dataset_dir(args.dataset)
-        if info.spec_hash and info.spec_hash != bundle.card.spec_hash:
-            print(
-                f"error: {args.dataset} was rendered with chart spec {info.spec_hash}, "
-                f"the bundle expects {bundle.card.spec_hash}",
-                file=sys.stderr,
-            )
-            return EXIT_INPUT
-        calibration, metrics, report, figures = calibrate_and_measure(
-            bundle.parts,
-            bundle.prompts,
-            splits["validation"],
-            splits["test"],
-            k_folds=args.folds,
-            seed=args.seed,
-        )
-        card = update_calibration(
-            args.bundle,
-            calibration=calibration,
-            metrics=metrics,
-            report=report,
-            figures=figures,
-            stage={
-                "command": "vlmtrader calibrate",
-                "dataset": str(args.dataset),
-                "manifest_hash": info.manifest_hash,
-                "fitted_on": "validation",
-                "measured_on": "test",
-                "folds": args.folds,
-            },
-        )
+        done = calibrate_bundle(args.bundle, args.dataset, folds=args.folds, seed=args.seed)
     except (BundleError, ClipError) as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_INPUT
+    c, m = done.calibration, done.metrics
     print(
-        f"ok: {args.bundle} bundle {card.bundle_id}: temperature {calibration.pattern_temperature:.3f}, "
-        f"ECE {metrics['pattern_ece_before']:.4f} -> {metrics['pattern_ece_after']:.4f}, "
-        f"direction Platt a={calibration.direction_a:.3f} b={calibration.direction_b:.3f}; "
-        f"figures: {', '.join(sorted(figures))}"
+        f"ok: {args.bundle} bundle {done.card.bundle_id}: temperature {c.pattern_temperature:.3f}, "
+        f"ECE {m['pattern_ece_before']:.4f} -> {m['pattern_ece_after']:.4f}, "
+        f"direction Platt a={c.direction_a:.3f} b={c.direction_b:.3f}; "
+        f"figures: {', '.join(done.figures)}"
     )
     return EXIT_OK

@@ -4,6 +4,9 @@ Status changes, executions and commission reports are enqueued by ib_async callb
 into OrderEvents and Fills by drain(). A Fill is emitted once per execId, when its commission
 report arrives. broker_view() fetches open orders, executions and positions for reconciliation,
 which the daemon runs at start and whenever `generation` changes (every reconnect).
+
+Over 400 lines: one ExecutionClient over one connection; submit, drain and broker_view share
+its order and execution maps, and the ib_async-to-event mapping reads best beside them.
 """
 
 from __future__ import annotations

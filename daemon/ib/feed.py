@@ -7,6 +7,9 @@ last bar after any reconnect, 1101/1102, farm recovery or stale stream. The conn
 IbSession (daemon/ib/session.py), history goes through PacedHistory (daemon/ib/history.py), and
 IB's bars become ours in daemon/ib/bars.py. ib_async callbacks only enqueue; all work happens in
 our tasks.
+
+Over 400 lines: one state machine per connection; qualify, backfill, subscribe, batch and the
+stale watchdog all read and write the same per-symbol streams.
 """
 
 from __future__ import annotations
