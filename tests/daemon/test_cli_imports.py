@@ -55,3 +55,28 @@ def test_help_when_parser_built_then_no_heavy_library_loaded():
 )
 def test_subcommand_help_when_parsed_then_no_heavy_library_loaded(command: list[str]):
     assert _loaded_after([[*command, "--help"]]) == []
+
+
+def test_library_when_scanned_then_no_module_imports_the_cli():
+    import ast
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    offenders = []
+    for path in sorted((root / "daemon").rglob("*.py")):
+        if "cli" in path.relative_to(root / "daemon").parts[:1]:
+            continue
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            names = (
+                [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else [f"{node.module}.{a.name}" for a in node.names]
+                if isinstance(node, ast.ImportFrom)
+                else []
+            )
+            offenders += [
+                f"{path.relative_to(root)}:{node.lineno} {n}"
+                for n in names
+                if n == "daemon.cli" or n.startswith("daemon.cli.")
+            ]
+    assert offenders == []
