@@ -6,7 +6,6 @@ contracts  our contract configs as ib_async contracts, and back to our symbols
 hours      MarketHours: when a contract trades, from IB's contract details
 pacing     RequestPacer, PacedGate: IB's historical-data pacing rules
 history    PacedHistory: historical-data requests through the pacer
-clock      GatewayClock: the gateway's time as far as we know it
 bars       IB's bars as ours: conversion, 5-second real-time aggregation, batches by close time
 feed       IbFeed: the daemon's Feed (qualify, backfill, live subscriptions, stale watchdog)
 execution  IbExecution: orders, fills and the broker's view of the account

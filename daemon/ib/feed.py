@@ -4,8 +4,8 @@ IbFeed qualifies the configured contracts, backfills history, keeps every symbol
 reqHistoricalData(keepUpToDate=True) (or 5-second real-time bars for sizes under a minute), and
 hands closed bars to the core in batches by close time, resubscribing with a backfill from the
 last bar after any reconnect, 1101/1102, farm recovery or stale stream. The connection is an
-IbSession (daemon/ib/session.py), history goes through PacedHistory (daemon/ib/history.py), the
-gateway's time is a GatewayClock (daemon/ib/clock.py), and IB's bars become ours in daemon/ib/bars.py. ib_async callbacks only enqueue; all work happens in
+IbSession (daemon/ib/session.py), history goes through PacedHistory (daemon/ib/history.py), and
+IB's bars become ours in daemon/ib/bars.py. ib_async callbacks only enqueue; all work happens in
 our tasks.
 
 Over 400 lines: one state machine per connection; qualify, backfill, subscribe, batch and the
@@ -24,9 +24,8 @@ from typing import Any
 import structlog
 from ib_async import IB, Contract, RequestError
 
-from daemon.errors import ConfigError, TransientError
+from daemon.errors import ConfigError, FeedTimeout, TransientError
 from daemon.ib.bars import BarBatcher, add_realtime, duration_for, to_bar
-from daemon.ib.clock import GatewayClock
 from daemon.ib.config import IbConfig
 from daemon.ib.contracts import to_ib_contract
 from daemon.ib.history import PacedHistory
@@ -87,9 +86,9 @@ class IbFeed:
         self._entered = False
         self._qualified_generation = -1
         self._fatal: Exception | None = None
-        self.clock = GatewayClock(
-            ib=self.session.ib, timeout_seconds=config.request_timeout_seconds
-        )
+        self._clock: tuple[datetime, float] | None = None  # (gateway time, monotonic when read)
+        self._latest_live: datetime | None = None
+        self._time_lock = asyncio.Lock()
         self._connect_attempts = connect_attempts
 
     @property
@@ -101,8 +100,37 @@ class IbFeed:
         return self.session.ready
 
     def gateway_now(self) -> datetime | None:
-        """The gateway's clock as far as we know it (daemon/ib/clock.py)."""
-        return self.clock.now()
+        """The gateway's clock as far as we know it: its last reported time plus the time since,
+        and never before the latest live bar's close (a bar is only sent once it has closed)."""
+        now: datetime | None = None
+        if self._clock is not None:
+            at, read = self._clock
+            now = at + timedelta(seconds=time.monotonic() - read)
+        latest = self._latest_live
+        if latest is not None and (now is None or latest > now):
+            now = latest
+        return now
+
+    async def _gateway_time(self) -> datetime:
+        """Ask the gateway for its clock. One request at a time: ib_async keeps a single future
+        for reqCurrentTime, so a second caller would orphan the first one's for ever."""
+        async with self._time_lock:
+            try:
+                answer = await asyncio.wait_for(
+                    self.ib.reqCurrentTimeAsync(), self.config.request_timeout_seconds
+                )
+            except TimeoutError:
+                msg = (
+                    f"the gateway's time did not come within {self.config.request_timeout_seconds}s"
+                )
+                raise FeedTimeout(msg) from None
+        now = answer.astimezone(UTC)
+        self._clock = (now, time.monotonic())
+        return now
+
+    async def _sync_clock(self) -> None:
+        with contextlib.suppress(TransientError, ConnectionError):
+            await self._gateway_time()
 
     # ---- lifecycle ----------------------------------------------------------------------------
     async def __aenter__(self) -> IbFeed:
@@ -308,7 +336,7 @@ class IbFeed:
     async def server_time(self) -> datetime:
         """The gateway's clock."""
         await self._ready()
-        return await self.clock.ask()
+        return await self._gateway_time()
 
     # ---- live -------------------------------------------------------------------------------
     async def _subscribe_all(self) -> None:
@@ -347,7 +375,7 @@ class IbFeed:
             # Read when the request goes out, after any pacing wait: the gap as it is now.
             nonlocal since, gap_bars
             since = self.batcher.last_ts.get(stream.symbol) or self._resume
-            now = await self.clock.ask()
+            now = await self._gateway_time()
             gap = (now - since).total_seconds() if since else self.bar_seconds * 2
             gap_bars = max(0, int(gap // self.bar_seconds))
             return duration_for(gap + self.bar_seconds * 2)
@@ -395,8 +423,12 @@ class IbFeed:
             bar = add_realtime(stream.partial, stream.symbol, payload, bar_seconds=self.bar_seconds)
         if bar is None:
             return []
-        self.clock.saw_live(bar.ts)
+        self._saw_live(bar)
         return [bar]
+
+    def _saw_live(self, bar: Bar) -> None:
+        if self._latest_live is None or bar.ts > self._latest_live:
+            self._latest_live = bar.ts
 
     async def closed_bars(self, resume_after: datetime | None = None) -> AsyncIterator[list[Bar]]:
         """Batches of bars closed at one timestamp, strictly after resume_after, forever."""
@@ -434,7 +466,7 @@ class IbFeed:
             await asyncio.sleep(min(limit / 4, 5.0))
             if not (self._streaming and self.session.ready):
                 continue
-            await self.clock.sync()
+            await self._sync_clock()
             now = time.monotonic()
             wall = datetime.now(UTC)
             for stream in self.streams.values():
