@@ -1,6 +1,8 @@
 """`vlmtrader backtest` and `vlmtrader evaluate` as a library: the live strategy code over a bars file, with a report.
 
 run_backtest and run_evaluate take the parsed arguments of daemon/cli/backtest.py.
+Over 400 lines while the bundle-to-scorer code (bundle_scorers, load_xgb_scorer, _bundle_vision)
+still lives here; it belongs with the one model loader.
 """
 
 from __future__ import annotations
