@@ -20,8 +20,8 @@ import msgspec
 import numpy as np
 import torch
 
-from daemon.cli_model import BootstrapConfig, quick_config
-from daemon.cli_train import train_bundle
+from daemon.build import BootstrapConfig, quick_config
+from daemon.build.clip import train_bundle
 from strategy.market_sim import simulate_frame
 from vlm_engine.bundle import DatasetRef
 from vlm_engine.clip import ClipModelConfig
@@ -175,7 +175,7 @@ def main() -> None:
 
 
 def datetime_start():
-    from daemon.cli_model import SIM_START
+    from daemon.build import SIM_START
 
     return SIM_START
 

@@ -30,7 +30,7 @@ from pathlib import Path
 import msgspec
 import numpy as np
 
-from daemon.cli_model import BootstrapConfig, bootstrap
+from daemon.build import BootstrapConfig, bootstrap
 from daemon.log_setup import configure_logging
 from daemon.ml_loader import CachedVision, load_bundle_models
 from strategy.backtest.data import forward_labels, frame_batches, iter_windows

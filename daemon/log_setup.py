@@ -29,6 +29,11 @@ def remove_event_sink(sink: EventSink) -> None:
         _sinks.remove(sink)
 
 
+def event_sinks() -> tuple[EventSink, ...]:
+    """The callables registered with add_event_sink, in order."""
+    return tuple(_sinks)
+
+
 def _tap(
     _logger: Any, _method: str, event_dict: MutableMapping[str, Any]
 ) -> MutableMapping[str, Any]:

@@ -14,7 +14,6 @@ import pandas as pd
 import pytest
 from structlog.testing import capture_logs
 
-from daemon import cli_backtest
 from daemon.build import (
     BuildInputError,
     LabelConfig,
@@ -31,6 +30,7 @@ from daemon.build import (
 )
 from daemon.build.config import BootstrapConfig
 from daemon.build.sources import business_days
+from daemon.cli import backtest as cli_backtest
 from daemon.cli import main
 from strategy.market_sim import SimMarketConfig, simulate_frame
 from vlm_engine.bundle import read_card

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from daemon.execution.base import BrokerUpdates
-from daemon.execution.ib import IbExecution
+from daemon.ib.execution import IbExecution
 from strategy.types import Fill, Order, OrderEvent, OrderStatus, OrderType, Side
 from tests.ibgateway import FakeGateway
 from tests.ibgateway.helpers import fast_config, until

@@ -4,6 +4,9 @@ Status changes, executions and commission reports are enqueued by ib_async callb
 into OrderEvents and Fills by drain(). A Fill is emitted once per execId, when its commission
 report arrives. broker_view() fetches open orders, executions and positions for reconciliation,
 which the daemon runs at start and whenever `generation` changes (every reconnect).
+
+Over 400 lines: one ExecutionClient over one connection; submit, drain and broker_view share
+its order and execution maps, and the ib_async-to-event mapping reads best beside them.
 """
 
 from __future__ import annotations
@@ -21,11 +24,12 @@ from ib_async import Order as IbOrder
 
 from daemon.errors import TransientError
 from daemon.execution.base import BrokerUpdates, BrokerView
-from daemon.feeds.ib import IbSession, symbol_of, to_ib_contract
-from daemon.ib_config import IbConfig
+from daemon.ib.config import IbConfig
+from daemon.ib.contracts import symbol_of, to_ib_contract
+from daemon.ib.session import IbSession
 from strategy.types import Bar, Fill, Order, OrderEvent, OrderStatus, OrderType, Position, Side
 
-log = structlog.get_logger("daemon.execution.ib")
+log = structlog.get_logger("daemon.ib.execution")
 
 _STATUS = {
     "PendingSubmit": OrderStatus.SUBMITTED,
