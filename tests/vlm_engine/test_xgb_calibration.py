@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from structlog.testing import capture_logs
 
 from vlm_engine.metrics import auc
 from vlm_engine.xgb import XgbTrainConfig
-from vlm_engine.xgb.logistic import fit_platt
+from vlm_engine.xgb.logistic import fit_platt, logit, logit_scalar, sigmoid, sigmoid_scalar
 from vlm_engine.xgb.train import calibrate_after_first_fold, train_xgb
 
 
@@ -69,3 +70,10 @@ def test_train_xgb_when_relation_reverses_then_oof_auc_stays_below_half() -> Non
     assert result.model.meta.calibration is None  # the live map would have reversed it: refused
     assert any(e["event"] == "calibration.refused" for e in logs)
     assert set(result.fold[covered].tolist()) == {0, 1, 2}
+
+
+def test_scalar_logit_and_sigmoid_when_compared_with_array_versions_then_same_values() -> None:
+    for p in (0.0, 1e-9, 0.2, 0.5, 0.7, 0.999999, 1.0):
+        assert logit_scalar(p) == pytest.approx(float(logit(p)), abs=1e-12)
+    for z in (-50.0, -3.2, 0.0, 0.7, 41.0):
+        assert sigmoid_scalar(z) == pytest.approx(float(sigmoid(z)), abs=1e-15)
