@@ -276,11 +276,11 @@ def _clip_stage(
         device="cpu",
         extra_metrics={"data_seconds": data_seconds},
     )
-    # The image tower on ONNX Runtime (fp32 + INT8 calibrated on training charts) and the test
+    # The image tower on ONNX Runtime (fp32 + INT8) and the test
     # charts the daemon checks their parity on when it loads the bundle.
     from vlm_engine.infer.onnx_export import export_to_bundle
 
-    return export_to_bundle(bundle, train=splits["train"], test=splits["test"])
+    return export_to_bundle(bundle, test=splits["test"])
 
 
 def _schedule(cfg: BuildConfig, charts: int) -> TrainConfig:

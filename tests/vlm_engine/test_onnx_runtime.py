@@ -39,7 +39,7 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("onnx") / "bundle"
     tiny_bundle(out, seed=0)
     splits = tiny_splits()
-    export_to_bundle(out, train=splits["train"], test=splits["test"])
+    export_to_bundle(out, test=splits["test"])
     return out
 
 
