@@ -50,7 +50,7 @@ def windows(n: int, need: int, seed: int = 0) -> list[ChartWindow]:
             ChartWindow(
                 symbol=f"S{i}",
                 bar_seconds=60,
-                ts=60 * np.arange(1, need + 1, dtype=np.int64),
+                timestamps=60 * np.arange(1, need + 1, dtype=np.int64),
                 open=open_,
                 high=np.maximum(open_, close) * 1.001,
                 low=np.minimum(open_, close) * 0.999,

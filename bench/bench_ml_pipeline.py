@@ -42,7 +42,6 @@ from strategy.backtest.data import frame_batches, precompute_signals
 from strategy.backtest.engine import BacktestConfig, BacktestEngine
 from strategy.bars import BarStore, BarStoreConfig, Window
 from strategy.book import Book
-from strategy.clip_scorer import to_chart_window
 from strategy.market_sim import MarketSimulator, SimMarketConfig, simulate_frame
 from strategy.risk import RiskConfig, RiskEngine
 from strategy.rule_scorer import RuleScorer, RuleScorerConfig
@@ -147,7 +146,7 @@ def stage_rows(models: BundleModels, symbols: int, repeats: int) -> dict[str, li
     engine = models.server.live
     windows = live_windows(symbols, max(64, models.bars_needed))
     need = models.spec.bars_needed
-    charts = [to_chart_window(w, need) for w in windows]
+    charts = [w.tail(need) for w in windows]
     images = engine.render(charts)
     x, _ = scorer.model_rows(windows)
     xgb = models.xgb

@@ -246,8 +246,8 @@ def _info(args: argparse.Namespace) -> int:
         "direction_brier_after",
         *(f"{m}_holdout_auc" for m in ("clip", "xgb_technical", "xgb", "fused")),
     ):
-        if name in card.metrics:
-            print(f"{name + ':':<24} {card.metrics[name]:.4f}")
+        if name in card.metrics or name in card.unmeasured:
+            print(f"{name + ':':<24} {card.figure(name, 4)}")
     return EXIT_OK
 
 

@@ -171,13 +171,13 @@ def print_summary(card: ModelCard, out: Path) -> None:
         f"  pattern accuracy {m.get('pattern_accuracy', 0):.3f}  macro-F1 {m.get('pattern_macro_f1', 0):.3f} "
         f"on {card.dataset.counts.get('test', 0)} held-out charts  "
         f"ECE {m.get('pattern_ece_before', 0):.3f} -> {m.get('pattern_ece_after', 0):.3f}\n"
-        f"  direction AUC {m.get('direction_auc', 0):.3f}  Brier {m.get('direction_brier_after', 0):.4f}  "
+        f"  direction AUC {card.figure('direction_auc')}  Brier {m.get('direction_brier_after', 0):.4f}  "
         f"recall@1 i->t {m.get('recall_image_to_text_at_1', 0):.3f} t->i {m.get('recall_text_to_image_at_1', 0):.3f}"
     )
     held = [
-        f"{name} {m[f'{name}_holdout_auc']:.4f}"
+        f"{name} {card.figure(f'{name}_holdout_auc', 4)}"
         for name in ("clip", "xgb_technical", "xgb", "fused")
-        if f"{name}_holdout_auc" in m
+        if f"{name}_holdout_auc" in m or f"{name}_holdout_auc" in card.unmeasured
     ]
     if held:
         print(f"  held-out direction AUC: {'  '.join(held)}")

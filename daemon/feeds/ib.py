@@ -37,7 +37,6 @@ CLIENT_ID_IN_USE = 326
 PACING_VIOLATION = 162
 FARM_BROKEN = frozenset({2103, 2105, 2157})
 FARM_OK = frozenset({2104, 2106, 2158})
-RESUBSCRIBE_CODES = frozenset({10182, 2105, 366})  # live updates failed / no historical query
 
 
 class GatewayUnreachable(TransientError):

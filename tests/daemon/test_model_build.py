@@ -34,7 +34,7 @@ from daemon.build.sources import business_days
 from daemon.cli import main
 from strategy.market_sim import SimMarketConfig, simulate_frame
 from vlm_engine.bundle import read_card
-from vlm_engine.xgb.metrics import summary
+from vlm_engine.metrics import summary
 
 START = datetime(2024, 1, 1, tzinfo=UTC)
 

@@ -162,26 +162,6 @@ def test_order_when_ack_is_delayed_then_status_arrives_later_and_nothing_is_rese
     run(scenario())
 
 
-def test_bracket_when_entry_fills_then_children_work_and_take_profit_cancels_stop() -> None:
-    async def scenario() -> None:
-        async with FakeGateway() as gw, IbExecution(config=fast_config(gw.port)) as ex:
-            u = Updates(ex)
-            price = gw.market.price("AAPL", gw.now)
-            refs = await ex.submit_bracket(
-                order("VT-7", limit=price + 1), take_profit=price + 5, stop_loss=price - 5
-            )
-            await u.until_status("VT-7", OrderStatus.FILLED)
-            await u.until_status("VT-7-tp", OrderStatus.ACCEPTED)
-            await u.until_status("VT-7-sl", OrderStatus.ACCEPTED)
-            gw.fill(gw.order_by_ref("VT-7-tp"), price=price + 5)
-            await u.until_status("VT-7-tp", OrderStatus.FILLED)
-            await u.until_status("VT-7-sl", OrderStatus.CANCELLED)
-            assert refs == ("VT-7", "VT-7-tp", "VT-7-sl")
-            assert gw.positions[265598][0] == 0
-
-    run(scenario())
-
-
 def test_broker_view_when_fill_happened_while_disconnected_then_reconnect_shows_it_for_reconcile() -> (
     None
 ):

@@ -81,7 +81,7 @@ def window(n: int = 40, *, seed: int = 0, symbol: str = "SIMA") -> ChartWindow:
     return ChartWindow(
         symbol=symbol,
         bar_seconds=60,
-        ts=1_700_000_040 + 60 * np.arange(n, dtype=np.int64),
+        timestamps=1_700_000_040 + 60 * np.arange(n, dtype=np.int64),
         open=open_,
         high=np.maximum(open_, close) * 1.001,
         low=np.minimum(open_, close) * 0.999,

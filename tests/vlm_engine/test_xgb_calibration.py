@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import numpy as np
-import pytest
 from structlog.testing import capture_logs
 
-from vlm_engine.metrics import auc
+from vlm_engine.metrics import auc, fit_platt
 from vlm_engine.xgb import XgbTrainConfig
-from vlm_engine.xgb.logistic import fit_platt, logit, logit_scalar, sigmoid, sigmoid_scalar
 from vlm_engine.xgb.train import calibrate_after_first_fold, train_xgb
 
 
@@ -22,13 +20,14 @@ def _scores(n: int, sign: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
 def test_fit_platt_when_slope_negative_then_refused_identity_and_logged() -> None:
     p, y = _scores(400, -1.0, 0)  # anti-correlated: the fitted slope comes out negative
     with capture_logs() as logs:
-        assert fit_platt(p, y, what="test") is None
+        assert fit_platt(p, y, model="test") is None
     refused = [e for e in logs if e["event"] == "calibration.refused"]
     assert refused
     assert refused[0]["slope"] < 0
-    good = fit_platt(*_scores(400, 1.0, 0), what="test")
+    good = fit_platt(*_scores(400, 1.0, 0), model="test")
     assert good is not None
     assert good.coef[0] > 0
+    assert fit_platt([0.2, 0.7, 0.9], [1, 1, 1], model="test") is None  # one class only: identity
 
 
 def test_calibrate_after_first_fold_when_later_labels_change_then_maps_unchanged() -> None:
@@ -70,10 +69,3 @@ def test_train_xgb_when_relation_reverses_then_oof_auc_stays_below_half() -> Non
     assert result.model.meta.calibration is None  # the live map would have reversed it: refused
     assert any(e["event"] == "calibration.refused" for e in logs)
     assert set(result.fold[covered].tolist()) == {0, 1, 2}
-
-
-def test_scalar_logit_and_sigmoid_when_compared_with_array_versions_then_same_values() -> None:
-    for p in (0.0, 1e-9, 0.2, 0.5, 0.7, 0.999999, 1.0):
-        assert logit_scalar(p) == pytest.approx(float(logit(p)), abs=1e-12)
-    for z in (-50.0, -3.2, 0.0, 0.7, 41.0):
-        assert sigmoid_scalar(z) == pytest.approx(float(sigmoid(z)), abs=1e-15)

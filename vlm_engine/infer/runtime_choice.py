@@ -20,11 +20,12 @@ import numpy.typing as npt
 import structlog
 
 from vlm_engine.bundle import Bundle, load_bundle
-from vlm_engine.calibrate.metrics import accuracy, roc_auc
+from vlm_engine.calibrate.metrics import accuracy
 from vlm_engine.infer.engine import ChartEngine, ClipBatch, InferenceConfig, InferenceEngine
 from vlm_engine.infer.errors import RuntimeUnavailable
 from vlm_engine.infer.onnx_export import PARITY_FILE
 from vlm_engine.infer.onnx_runtime import OnnxEngine
+from vlm_engine.metrics import auc
 
 log = structlog.get_logger("vlm_engine.infer")
 
@@ -84,8 +85,8 @@ def figures(batch: ClipBatch, charts: ParityCharts) -> tuple[float, float]:
         else float("nan")
     )
     moving = charts.direction != 0
-    auc = roc_auc(batch.p_up[moving].astype(np.float64), charts.direction[moving] > 0)
-    return acc, auc
+    auc_value = auc(charts.direction[moving] > 0, batch.p_up[moving].astype(np.float64))
+    return acc, auc_value
 
 
 def _gap(a: float, b: float) -> float:
