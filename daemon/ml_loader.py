@@ -27,6 +27,7 @@ from vlm_engine.xgb.pca import PcaParams
 if TYPE_CHECKING:  # torch and transformers load only when a bundle does (rules mode starts fast)
     from vlm_engine.bundle import ModelCard
     from vlm_engine.infer import InferenceConfig, ModelServer
+    from vlm_engine.infer.engine import RuntimeName
     from vlm_engine.render import ChartSpec
 
 log = structlog.get_logger("daemon.ml_loader")
@@ -304,6 +305,7 @@ def load_ml_scorer(
     device: Literal["auto", "cpu", "cuda"] = "auto",
     threads: int = 0,
     workers: int = 0,
+    runtime: RuntimeName = "torch",
 ) -> tuple[MLScorer, str]:
     """Load a bundle into a ready MLScorer for windows of `bars`; returns (scorer, bundle_id)."""
     from vlm_engine.infer import InferenceConfig
@@ -311,7 +313,7 @@ def load_ml_scorer(
     models = load_bundle_models(
         path,
         spec_hash=spec_hash or None,
-        inference=InferenceConfig(device=device, threads=threads, workers=workers),
+        inference=InferenceConfig(device=device, threads=threads, workers=workers, runtime=runtime),
     )
     check_windows(models, bars)
     check_bar_size(models, bars)

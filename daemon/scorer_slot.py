@@ -47,6 +47,7 @@ def load_bundle_scorer(
             device=sc.device,
             threads=sc.threads,
             workers=sc.workers,
+            runtime=sc.runtime,
         )
     except InputError:
         raise

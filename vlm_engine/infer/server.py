@@ -11,7 +11,8 @@ import numpy as np
 import structlog
 
 from vlm_engine.bundle import BundleError
-from vlm_engine.infer.engine import ClipBatch, InferenceConfig, InferenceEngine
+from vlm_engine.infer.engine import ChartEngine, ClipBatch, InferenceConfig
+from vlm_engine.infer.runtime_choice import load_engine
 from vlm_engine.render import ChartInputError, ChartSpec, ChartWindow
 
 log = structlog.get_logger("vlm_engine.infer")
@@ -50,8 +51,8 @@ class ModelServer:
     def __init__(
         self,
         *,
-        live: InferenceEngine,
-        shadow: InferenceEngine | None = None,
+        live: ChartEngine,
+        shadow: ChartEngine | None = None,
         config: InferenceConfig | None = None,
         spec_hash: str | None = None,
     ) -> None:
@@ -74,14 +75,14 @@ class ModelServer:
     ) -> ModelServer:
         """Load the live bundle (and the shadow one) and warm them; BundleError when the live one is unusable."""
         cfg = config or InferenceConfig()
-        live = InferenceEngine.load(path, config=cfg, spec_hash=spec_hash)
+        live = load_engine(path, config=cfg, spec_hash=spec_hash)
         server = cls(live=live, config=cfg, spec_hash=spec_hash)
         if shadow is not None:
             server.set_shadow(shadow)
         return server
 
     @property
-    def live(self) -> InferenceEngine:
+    def live(self) -> ChartEngine:
         return self._live
 
     @property
@@ -90,7 +91,7 @@ class ModelServer:
         return self._live.spec
 
     @property
-    def shadow(self) -> InferenceEngine | None:
+    def shadow(self) -> ChartEngine | None:
         return self._shadow
 
     @property
@@ -134,7 +135,7 @@ class ModelServer:
             current = self._live if role == "live" else self._shadow
             previous = current.bundle_id if current is not None else ""
             try:
-                engine = InferenceEngine.load(path, config=self.config, spec_hash=self.spec_hash)
+                engine = load_engine(path, config=self.config, spec_hash=self.spec_hash)
             except (BundleError, OSError, RuntimeError, ValueError) as e:
                 log.warning(
                     "bundle.swap_failed",
