@@ -37,10 +37,9 @@ _EPSILON = 1e-9
 
 
 class AdoptionRefused(msgspec.Struct, frozen=True, kw_only=True):
-    """The broker's state cannot be taken over; trading must not start."""
+    """The broker's state cannot be taken over; trading must not start (recover: RECOVER)."""
 
     reason: str
-    recover: str = RECOVER
 
 
 def broker_has_state(view: BrokerView) -> bool:

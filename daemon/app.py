@@ -135,7 +135,8 @@ class Daemon:
             reason = "adoption_refused" if report.refused else "position_mismatch_at_start"
             pipeline.risk.set_state(TradingState.HALTED, reason, datetime.now(UTC))
             recover = RECOVER if report.refused else RECOVER_MISMATCH
-            log.error("trading.refused", reason=reason, recover=recover)
+            detail = report.refused or f"positions differ: {', '.join(report.position_mismatches)}"
+            log.error("trading.refused", reason=reason, detail=detail, recover=recover)
 
         if pipeline.shadow is not None:
             shadow = pipeline.shadow

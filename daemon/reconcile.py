@@ -31,9 +31,8 @@ class ReconcileReport(msgspec.Struct, frozen=True, kw_only=True):
     position_mismatches: tuple[str, ...] = ()
     adopted: bool = False  # the journal had no trading history and took the broker's state
     positions_adopted: tuple[str, ...] = ()  # symbols whose position the executions did not explain
-    refused: str = (
-        ""  # why the broker's state could not be adopted: nothing journaled, do not trade
-    )
+    # Why the broker's state could not be adopted (nothing journaled): the daemon must not trade.
+    refused: str = ""
 
 
 def restore_book(journal: Journal, *, starting_cash: float) -> Book:
@@ -71,7 +70,7 @@ def reconcile(
     if adopting:
         rests = position_rests(view.positions, fills, now=now)
         if isinstance(rests, AdoptionRefused):
-            return _refuse(rests)
+            return ReconcileReport(refused=rests.reason)  # the caller halts and says how to recover
         rest_orders, rest_fills = rests
         fills = [*rest_fills, *fills]  # the older holdings first, then today's executions
     recovered: dict[str, float] = {}
@@ -183,11 +182,6 @@ def reconcile(
             broker=view.positions[symbol].quantity if symbol in view.positions else 0.0,
         )
     return report
-
-
-def _refuse(refused: AdoptionRefused) -> ReconcileReport:
-    log.error("journal.adoption_refused", reason=refused.reason, recover=refused.recover)
-    return ReconcileReport(refused=refused.reason)
 
 
 def _before_fills(order: Order, recovered: dict[str, float]) -> Order:

@@ -19,6 +19,7 @@ from tests.integration.daemon_process import write_config
 from tests.integration.e2e_helpers import journal_path, log_events, running_daemon
 from tests.integration.ib_daemon import (
     IbMarket,
+    _in_loop,
     gateway_snapshot,
     ib_config,
     journal_rows,
@@ -32,6 +33,7 @@ from tests.integration.test_daemon_crash import (
 )
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
+AAPL_CON_ID = 265598  # the fake gateway's AAPL
 
 
 def lose_journal(path: Path, how: str) -> None:
@@ -144,3 +146,52 @@ def test_restart_when_ib_journal_lost_then_positions_adopted_and_nothing_sent_ag
     assert journaled == pytest.approx(after["positions"])
     reasons = {r["reason"].split(":")[0] for r in journal_rows(tmp_path, "SELECT * FROM orders")}
     assert "adopted" in reasons or "adopted_position" in reasons
+
+
+def test_restart_when_broker_position_differs_from_journal_then_halted_with_one_recovery_line(
+    tmp_path: Path, gateway: tuple[GatewayThread, Any]
+) -> None:
+    # The journal has a history, so nothing is adopted: a position it cannot explain halts.
+    runner, gw = gateway
+    config = ib_config(tmp_path, gw.port)
+    with running_daemon(config, tmp_path) as daemon:
+        market = IbMarket(runner, gw, daemon, tmp_path)
+        market.step_until(
+            lambda: bool(journal_rows(tmp_path, "SELECT 1 FROM fills")), what="a fill"
+        )
+    (tmp_path / "daemon.log").rename(tmp_path / "first.log")
+    old_refs = {o.order_ref for o in gateway_snapshot(market)["orders"]}
+    market.do(lambda: gw.positions.__setitem__(AAPL_CON_ID, (100.0, 185.0)))  # someone else
+
+    with running_daemon(config, tmp_path) as daemon:
+        market = IbMarket(runner, gw, daemon, tmp_path)
+        (refused,) = log_events(daemon, "trading.refused")
+        market.step(4)
+    assert refused["reason"] == "position_mismatch_at_start"
+    assert "backup" in refused["recover"]
+    assert log_events(daemon, "journal.adopted") == []
+    assert [e["symbol"] for e in log_events(daemon, "broker.position_mismatch")] == ["AAPL"]
+    # Halted: what reached the gateway since can only reduce the journal's own positions.
+    new = {o.order_ref for o in gateway_snapshot(market)["orders"]} - old_refs
+    reasons = {
+        r["client_order_id"]: r["reason"]
+        for r in journal_rows(tmp_path, "SELECT client_order_id, reason FROM orders")
+    }
+    assert all(reasons[ref].startswith(("exit", "flatten")) for ref in new), new
+
+
+def test_start_when_journal_new_and_broker_position_has_no_price_then_refuses_to_trade(
+    tmp_path: Path, gateway: tuple[GatewayThread, Any]
+) -> None:
+    runner, gw = gateway
+    runner.call(_in_loop(lambda: gw.positions.__setitem__(AAPL_CON_ID, (100.0, 0.0))))
+    with running_daemon(ib_config(tmp_path, gw.port), tmp_path) as daemon:
+        market = IbMarket(runner, gw, daemon, tmp_path)
+        (refused,) = log_events(daemon, "trading.refused")
+        market.step(4)
+        orders = market.do(lambda: list(gw.orders.values()))
+    assert refused["reason"] == "adoption_refused"
+    assert "AAPL" in refused["detail"]
+    assert "backup" in refused["recover"]
+    assert orders == []  # halted from an empty book: nothing went out
+    assert journal_rows(tmp_path, "SELECT * FROM fills") == []  # nothing adopted half-way
