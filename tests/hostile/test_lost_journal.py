@@ -15,8 +15,15 @@ import pytest
 
 from daemon.journal import Journal
 from tests.ibgateway.helpers import GatewayThread
-from tests.integration.daemon_process import write_config
-from tests.integration.e2e_helpers import journal_path, log_events, running_daemon
+from tests.integration.daemon_process import DaemonProcess, write_config
+from tests.integration.e2e_helpers import (
+    journal_path,
+    log_events,
+    running_daemon,
+    start_daemon,
+    stop_daemon,
+    wait_ready,
+)
 from tests.integration.ib_daemon import (
     IbMarket,
     _in_loop,
@@ -103,27 +110,55 @@ def gateway() -> Iterator[tuple[GatewayThread, Any]]:
         yield runner, gw
 
 
+def stop_and_keep_log(daemon: DaemonProcess, tmp_path: Path) -> None:
+    """SIGTERM the first daemon and keep its log as first.log (the next one writes daemon.log)."""
+    stop_daemon(daemon)
+    assert daemon.proc.returncode == 0, daemon.log_text()[-3000:]
+    (tmp_path / "daemon.log").rename(tmp_path / "first.log")
+
+
+def _trade_on_gateway(
+    config: Path,
+    tmp_path: Path,
+    gateway: tuple[GatewayThread, Any],
+    *,
+    fills: int,
+    holding: bool = False,
+) -> IbMarket:
+    """A running daemon stepped until `fills` fills (and, if holding, a position); the caller
+    stops it (stop_and_keep_log)."""
+    runner, gw = gateway
+    daemon = start_daemon(config, tmp_path)
+    try:
+        wait_ready(daemon)
+        market = IbMarket(runner, gw, daemon, tmp_path)
+        market.step_until(
+            lambda: len(journal_rows(tmp_path, "SELECT 1 FROM fills")) >= fills, what="fills"
+        )
+        if holding:  # and stopped while the account holds something
+            market.step_until(
+                lambda: any(gateway_snapshot(market)["positions"].values()), what="a position"
+            )
+    except BaseException:
+        stop_daemon(daemon)
+        raise
+    return market
+
+
 @pytest.mark.parametrize(("how", "next_day"), [("emptied", False), ("deleted", True)])
 def test_restart_when_ib_journal_lost_then_positions_adopted_and_nothing_sent_again(
     tmp_path: Path, gateway: tuple[GatewayThread, Any], how: str, next_day: bool
 ) -> None:
     runner, gw = gateway
     config = ib_config(tmp_path, gw.port)
-    with running_daemon(config, tmp_path) as daemon:
-        market = IbMarket(runner, gw, daemon, tmp_path)
-        market.step_until(
-            lambda: len(journal_rows(tmp_path, "SELECT 1 FROM fills")) >= 4, what="four fills"
-        )
-        market.step_until(
-            lambda: any(gateway_snapshot(market)["positions"].values()), what="a position"
-        )
+    market = _trade_on_gateway(config, tmp_path, gateway, fills=4, holding=True)
+    stop_and_keep_log(market.daemon, tmp_path)
     before = gateway_snapshot(market)
     old_refs = {o.order_ref for o in before["orders"]}
     stopped_at: datetime = market.now()
     if next_day:  # IB reports the executions of the current day only
         market.do(gw.executions.clear)
     lose_journal(journal_path(tmp_path), how)
-    (tmp_path / "daemon.log").rename(tmp_path / "first.log")
 
     with running_daemon(config, tmp_path) as daemon:
         market = IbMarket(runner, gw, daemon, tmp_path)
@@ -154,12 +189,8 @@ def test_restart_when_broker_position_differs_from_journal_then_halted_with_one_
     # The journal has a history, so nothing is adopted: a position it cannot explain halts.
     runner, gw = gateway
     config = ib_config(tmp_path, gw.port)
-    with running_daemon(config, tmp_path) as daemon:
-        market = IbMarket(runner, gw, daemon, tmp_path)
-        market.step_until(
-            lambda: bool(journal_rows(tmp_path, "SELECT 1 FROM fills")), what="a fill"
-        )
-    (tmp_path / "daemon.log").rename(tmp_path / "first.log")
+    market = _trade_on_gateway(config, tmp_path, gateway, fills=1)
+    stop_and_keep_log(market.daemon, tmp_path)
     old_refs = {o.order_ref for o in gateway_snapshot(market)["orders"]}
     market.do(lambda: gw.positions.__setitem__(AAPL_CON_ID, (100.0, 185.0)))  # someone else
 
