@@ -40,24 +40,6 @@ class ServesCharts(Protocol):
     def score_batch(self, windows: Sequence[ChartWindow]) -> Served: ...
 
 
-def to_chart_window(window: Window, bars: int | None = None) -> ChartWindow:
-    """The renderer's view of a strategy window (same arrays, no copy); only the last `bars` when given.
-
-    The store validated every bar on the way in, so handing the renderer only the bars it draws
-    lets it check the batch as one stack instead of each whole window."""
-    chart = ChartWindow(
-        symbol=window.symbol,
-        bar_seconds=window.bar_seconds,
-        ts=window.timestamps,
-        open=window.open,
-        high=window.high,
-        low=window.low,
-        close=window.close,
-        volume=window.volume,
-    )
-    return chart if bars is None else chart.tail(bars)
-
-
 class ClipScorer:
     """Scores windows with the served CLIP bundle; blocking, so the daemon runs it in a thread."""
 
@@ -79,7 +61,7 @@ class ClipScorer:
         signals = [neutral_signal(w, self.name, ("short_window",)) for w in windows]
         if not ready:
             return signals
-        served = self.server.score_batch([to_chart_window(windows[i], need) for i in ready])
+        served = self.server.score_batch([windows[i].tail(need) for i in ready])
         for row, i in enumerate(ready):
             signals[i] = self._signal(windows[i], served.live, row, self.name)
         self.last_shadow = (
@@ -123,7 +105,7 @@ class ClipVision:
     def score_windows(self, windows: Sequence[Window]) -> VisionScores:
         """Calibrated p_up, pattern probabilities and embeddings for each window, in order."""
         need = self.server.spec.bars_needed
-        live = self.server.score_batch([to_chart_window(w, need) for w in windows]).live
+        live = self.server.score_batch([w.tail(need) for w in windows]).live
         return VisionScores(
             p_up=live.p_up.astype(np.float64),
             pattern_probs=live.pattern_probs.astype(np.float64),

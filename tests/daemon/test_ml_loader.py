@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from structlog.testing import capture_logs
 
-from daemon import cli_backtest
+from daemon.cli import backtest as cli_backtest
 from daemon.ml_loader import BundleUnusable, CachedVision, load_bundle_models, load_ml_scorer
 from daemon.scorer_slot import log_drift
 from strategy.bars import BarStoreConfig

@@ -26,7 +26,6 @@ from daemon.api.config import ApiConfig
 from daemon.cli import main
 from daemon.serve import ServeConfig, serve
 from strategy.bars import Window
-from strategy.clip_scorer import to_chart_window
 from tests.daemon.ml_helpers import WINDOW, quick_bundle, sample_windows
 from tests.integration.daemon_process import REPO
 from tests.integration.mosquitto import free_port
@@ -131,9 +130,8 @@ def _rising(n: int) -> list[dict[str, Any]]:
 
 
 def _chart_png(spec: ChartSpec, window: Window) -> bytes:
-    chart = to_chart_window(window)
-    image = make_renderer(spec).render_batch([chart])[0]
-    return encode_png(np.ascontiguousarray(image), chart_meta(spec, chart))
+    image = make_renderer(spec).render_batch([window])[0]
+    return encode_png(np.ascontiguousarray(image), chart_meta(spec, window))
 
 
 async def _concurrent_predictions(

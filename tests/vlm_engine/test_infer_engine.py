@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import os
 import shutil
-from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -108,9 +107,8 @@ def _strategy_window(n: int, seed: int = 0, symbol: str = "SIMA") -> Window:
     w = window(n, seed=seed, symbol=symbol)
     return Window(
         symbol=symbol,
-        ts=datetime.fromtimestamp(int(w.ts[-1]), tz=UTC),
         bar_seconds=60,
-        timestamps=w.ts,
+        timestamps=w.timestamps,
         open=w.open,
         high=w.high,
         low=w.low,

@@ -1,4 +1,9 @@
-"""`vlmtrader backtest` and `vlmtrader evaluate`: the live strategy code over a bars file, with a report."""
+"""`vlmtrader backtest` and `vlmtrader evaluate` as a library: the live strategy code over a bars file, with a report.
+
+run_backtest and run_evaluate take the parsed arguments of daemon/cli/backtest.py.
+Over 400 lines while the bundle-to-scorer code (bundle_scorers, load_xgb_scorer, _bundle_vision)
+still lives here; it belongs with the one model loader.
+"""
 
 from __future__ import annotations
 
@@ -48,51 +53,12 @@ from vlm_engine.xgb.errors import XgbError
 from vlm_engine.xgb.model import XgbModel
 from vlm_engine.xgb.pca import PcaParams
 
-log = structlog.get_logger("daemon.cli_backtest")
+log = structlog.get_logger("daemon.backtest")
 
 EXIT_INPUT = 1
 BACKTEST_COMMIT_EVERY = 500  # bar batches per journal commit in `vlmtrader backtest --journal`
 DEFAULT_HORIZON_BARS = 5  # evaluate's horizon on bars of another size than the bundle's
 MIN_EVALUATE_FOLDS = 4  # walk-forward folds in evaluate: 1 warm-up + at least 3 scored
-
-
-def register(sub: Any) -> None:
-    p = sub.add_parser("backtest", help="run the live strategy code over a bars file")
-    p.add_argument("--config", required=True, type=Path, help="daemon config YAML")
-    p.add_argument("--bars", required=True, type=Path, help="bars file or directory (CSV/Parquet)")
-    p.add_argument("--report", required=True, type=Path, help="directory for report.html/json")
-    p.add_argument(
-        "--bundle",
-        type=Path,
-        help="model bundle: adds CLIP-only, XGBoost-only and fused (an xgb/-only directory adds XGBoost)",
-    )
-    p.add_argument("--journal", type=Path, help="SQLite journal for the rules scorer's rows")
-    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-    p.set_defaults(func=_backtest)
-
-    e = sub.add_parser("evaluate", help="walk-forward out-of-sample evaluation on a bars file")
-    e.add_argument("--bars", required=True, type=Path, help="bars file or directory (CSV/Parquet)")
-    e.add_argument("--bundle", required=True, type=Path, help="model bundle directory")
-    e.add_argument("--config", type=Path, help="daemon config YAML (strategy, risk, costs)")
-    e.add_argument(
-        "--report", type=Path, help="directory for report.html/json and predictions.parquet"
-    )
-    e.add_argument(
-        "--horizon",
-        type=_positive_int,
-        help="label horizon in bars (default: the bundle's on its own bar size, else "
-        f"{DEFAULT_HORIZON_BARS})",
-    )
-    e.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-    e.set_defaults(func=_evaluate)
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value <= 0:
-        msg = f"--horizon must be a positive number of bars, got {text}"
-        raise argparse.ArgumentTypeError(msg)
-    return value
 
 
 def _fail(message: str, code: int = EXIT_INPUT) -> int:
@@ -300,7 +266,7 @@ def _write_report(directory: Path, html_text: str, json_bytes: bytes) -> None:
     (directory / "report.json").write_bytes(json_bytes)
 
 
-def _backtest(args: argparse.Namespace) -> int:
+def run_backtest(args: argparse.Namespace) -> int:
     try:
         cfg = load_config(args.config)
     except ConfigError as e:
@@ -364,7 +330,7 @@ def _backtest(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _evaluate(args: argparse.Namespace) -> int:
+def run_evaluate(args: argparse.Namespace) -> int:
     cfg = AppConfig()
     if args.config is not None:
         try:
@@ -498,11 +464,3 @@ def _train_type() -> Any:
 
 def _flat(summary: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in summary.items() if not isinstance(v, dict | list)}
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="vlmtrader")
-    register(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    code: int = args.func(args)
-    return code
