@@ -335,6 +335,15 @@ class Journal:
         self._sequence += 1
         return self._sequence
 
+    def skip_order_sequence(self, used_up_to: int) -> None:
+        """Count every client order number up to used_up_to as handed out (committed now): for a
+        journal that adopted a broker's state without knowing the numbers used before it."""
+        if used_up_to <= self._sequence:
+            return
+        self.record(kv={_SEQUENCE_KEY: str(used_up_to)})
+        self._sequence = max(self._sequence, used_up_to)
+        self._persisted_sequence = max(self._persisted_sequence, used_up_to)
+
     def record(
         self,
         *,

@@ -26,7 +26,7 @@ from strategy.bars import BarStore, Window
 from strategy.book import Book
 from strategy.kernel import BatchDecision, BatchIntake, TradingKernel
 from strategy.risk import RiskEngine
-from strategy.scoring import Scorer
+from strategy.scoring import Scorer, rejection
 from strategy.target_strategy import TargetStrategy
 from strategy.types import Bar, Fill, Order, OrderEvent, OrderIntent, OrderStatus, Signal
 
@@ -216,6 +216,9 @@ class Pipeline:
         threshold = self.kernel.strategy.config.min_confidence
         for s in signals:
             if s.confidence <= 0:
+                if (why := rejection(s)) is not None:  # refused before any model: one line
+                    log.warning("signal.rejected", symbol=s.symbol, bar_ts=s.ts.isoformat(),
+                                scorer=s.scorer, reason=why)  # fmt: skip
                 continue
             emit = log.info if s.confidence >= threshold else log.debug
             emit(
