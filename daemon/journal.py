@@ -124,6 +124,10 @@ class Journal:
         # the writer never overwrites such a key with an older batch's value.
         self._generation = 0
         self._kv_written_at: dict[str, int] = {}
+        # Clear while the order path commits: the writer does not start a transaction then, and
+        # ends its current one after the batch it is writing.
+        self._order_path_idle = threading.Event()
+        self._order_path_idle.set()
 
     # ---- lifecycle ----------------------------------------------------------------------------
     def open(self) -> None:
@@ -310,26 +314,37 @@ class Journal:
         if not rows:
             return
         generation = self._generation
-        with self._transaction(what) as (cur, stage):
-            write_batch(cur, stage, rows)
-            # Under the mutex: the writer's next transaction already skips these keys' older values.
-            for key, _ in rows.kv:
-                self._kv_written_at[key] = generation
+        self._order_path_idle.clear()
+        try:
+            with self._transaction(what) as (cur, stage):
+                write_batch(cur, stage, rows)
+                # Under the mutex: the writer's next transaction skips these keys' older values.
+                for key, _ in rows.kv:
+                    self._kv_written_at[key] = generation
+        finally:
+            self._order_path_idle.set()
         self._known_fills.update(row["fill_id"] for row in rows.fills)
         if sequence > self._persisted_sequence and rows.orders:
             self._persisted_sequence = sequence
         # An order journaled with a number we have not handed out yet moves the counter past it.
         self._sequence = max(self._sequence, sequence)
 
-    def _commit_group(self, items: list[tuple[int, dict[str, Any]]]) -> None:
-        """The writer thread's transaction: every queued batch, in order."""
+    def _commit_group(self, items: list[tuple[int, dict[str, Any]]]) -> int:
+        """The writer thread's transaction: queued batches in order, until the order path wants
+        the database (then it commits what it has); returns how many it wrote."""
+        encoded = [(generation, encode_batch(self.path, **kwargs)) for generation, kwargs in items]
+        self._order_path_idle.wait()
+        written = 0
         with self._transaction("group_commit", writer=True) as (cur, stage):
-            for generation, kwargs in items:
-                rows = encode_batch(self.path, **kwargs)
+            for generation, rows in encoded:
                 rows.kv = [
                     (k, v) for k, v in rows.kv if self._kv_written_at.get(k, -1) < generation
                 ]
                 write_batch(cur, stage, rows)
+                written += 1
+                if not self._order_path_idle.is_set():
+                    break
+        return written
 
     def _new_fills(self, fills: list[Any], *, key: Callable[[Any], str]) -> list[Any]:
         """Fills not journaled (or queued) before and not repeated within the batch."""

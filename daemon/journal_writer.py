@@ -16,13 +16,14 @@ from typing import Generic, TypeVar
 
 Item = TypeVar("Item")
 
-MAX_GROUP = 64  # queued batches per transaction: bounds how long the order path can wait for one
+MAX_GROUP = 16  # queued batches per transaction at most
 
 
 class GroupWriter(threading.Thread, Generic[Item]):
-    """Calls commit(items) on its own thread with every item queued since the last call."""
+    """Calls commit(items) on its own thread with the items queued since the last call; commit
+    returns how many it wrote (it may stop early to let the order path in), the rest go back."""
 
-    def __init__(self, *, name: str, commit: Callable[[list[Item]], None]) -> None:
+    def __init__(self, *, name: str, commit: Callable[[list[Item]], int]) -> None:
         super().__init__(name=name, daemon=True)
         self._commit = commit
         self._queue: deque[Item] = deque()
@@ -59,7 +60,7 @@ class GroupWriter(threading.Thread, Generic[Item]):
                 group = [self._queue.popleft() for _ in range(count)]
                 self._writing = True
             try:
-                self._commit(group)
+                written = self._commit(group)
             except BaseException as e:  # sticky: the journal raises it on its next write
                 with self._changed:
                     self.failure = e
@@ -68,6 +69,7 @@ class GroupWriter(threading.Thread, Generic[Item]):
                     self._changed.notify_all()
                 return
             with self._changed:
+                self._queue.extendleft(reversed(group[written:]))
                 self._writing = False
                 self._changed.notify_all()
 

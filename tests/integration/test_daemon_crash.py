@@ -77,16 +77,26 @@ def assert_consistent(state: Path, logs: list[Path]) -> None:
         assert at_venue == pytest.approx(signed), symbol
 
 
+# Both journal modes: orders are committed ahead in each, the rest of a batch behind them.
+SYNCHRONOUS = pytest.mark.parametrize("synchronous", ["normal", "full"])
+
+
+@SYNCHRONOUS
 @pytest.mark.parametrize(
     "failpoint",
     ["VLMTRADER_CRASH_AFTER_ORDERS_JOURNALED", "VLMTRADER_CRASH_AFTER_ORDERS_SUBMITTED"],
 )
 def test_restart_when_killed_at_failpoint_then_no_order_sent_twice_and_positions_match_fills(
-    tmp_path: Path, failpoint: str
+    tmp_path: Path, failpoint: str, synchronous: str
 ) -> None:
     state = tmp_path / "state"
     journal_path = state / "journal.sqlite"
-    config = write_config(tmp_path / "cfg.yaml", state_dir=state, speed=3000)
+    config = write_config(
+        tmp_path / "cfg.yaml",
+        state_dir=state,
+        speed=3000,
+        extra={"journal": {"synchronous": synchronous}},
+    )
     first_log, second_log = tmp_path / "first.log", tmp_path / "second.log"
 
     crashed = DaemonProcess(config, log_path=first_log, env={failpoint: "3"})
@@ -122,10 +132,18 @@ def test_restart_when_killed_at_failpoint_then_no_order_sent_twice_and_positions
     assert_consistent(state, [first_log, second_log])
 
 
-def test_restart_when_killed_at_random_moment_then_journal_and_venue_agree(tmp_path: Path) -> None:
+@SYNCHRONOUS
+def test_restart_when_killed_at_random_moment_then_journal_and_venue_agree(
+    tmp_path: Path, synchronous: str
+) -> None:
     state = tmp_path / "state"
     journal_path = state / "journal.sqlite"
-    config = write_config(tmp_path / "cfg.yaml", state_dir=state, speed=3000)
+    config = write_config(
+        tmp_path / "cfg.yaml",
+        state_dir=state,
+        speed=3000,
+        extra={"journal": {"synchronous": synchronous}},
+    )
     first_log, second_log = tmp_path / "first.log", tmp_path / "second.log"
 
     daemon = DaemonProcess(config, log_path=first_log)
