@@ -19,6 +19,7 @@ from pathlib import Path
 import msgspec
 import numpy as np
 import torch
+from harness import Session
 
 from daemon.cli_model import BootstrapConfig, quick_config
 from daemon.cli_train import train_bundle
@@ -121,7 +122,8 @@ def main() -> None:
             device="cpu",
         )
         args.bundle = tmp / "default"
-    figures = serve(args.bundle, args.seconds)
+    with Session("clip") as bench:
+        figures = bench.until_stable(lambda: serve(args.bundle, args.seconds), key="charts_per_s")
     print(
         f"bundle {args.bundle}  threads {args.threads}  device {'cuda' if torch.cuda.is_available() else 'cpu'}"
     )

@@ -18,8 +18,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -98,6 +97,12 @@ class Session:
         """Figures measured once (deterministic ones, or too slow to repeat)."""
         self.figures.update({f"{prefix}{k}": float(v) for k, v in figures.items()})
 
+    def measured_once(self, figures: dict[str, float], *, why: str, prefix: str = "") -> None:
+        """Figures not repeated, with the reason said on stdout and in the JSON."""
+        print(f"# {self.name}: {prefix or 'figures'} measured once: {why}")
+        self.add(prefix, **figures)
+        self.settled[prefix or "*"] = {"agreed": None, "runs": 1, "why": why}
+
     def until_stable(
         self,
         measure: Callable[[], dict[str, float]],
@@ -129,16 +134,10 @@ class Session:
                 f"differ by more than {self.tolerance:.0%} ({shown})"
             )
         self.add(prefix, **runs[-1])
-        self.settled[f"{prefix}{key}"] = {"agreed": agreed, "runs": len(runs), "values": values}
+        self.settled[f"{prefix}{key}"] = {
+            "agreed": agreed,
+            "runs": len(runs),
+            "values": values,
+            "figures": sorted(f"{prefix}{k}" for k in runs[-1]),
+        }
         return runs[-1]
-
-
-@contextmanager
-def timed() -> Iterator[Callable[[], float]]:
-    """Seconds since entering, as a callable (read it inside or after the block)."""
-    started = time.perf_counter()
-    end: list[float] = []
-    try:
-        yield lambda: (end[0] if end else time.perf_counter()) - started
-    finally:
-        end.append(time.perf_counter())
