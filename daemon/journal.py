@@ -19,6 +19,10 @@ an order is never among them. Orders lost with the last commits under NORMAL are
 broker and come back as external orders when the daemon reconciles on start. A second process
 opening the same journal is refused (an flock on `<journal>.lock`), so two daemons can never hand
 out the same order ids.
+
+Over ~400 lines on purpose: one Journal holds the two connections, the mutex between them, the
+order counter and the fill ids, and its writes and reads each depend on all of them; what splits
+off cleanly lives beside it (journal_schema, journal_rows, journal_lock, journal_writer).
 """
 
 from __future__ import annotations
@@ -247,11 +251,15 @@ class Journal:
     def record_orders_ahead(
         self,
         *,
+        bars_rejected: Iterable[msgspec.Struct] = (),
+        signals: Iterable[Signal] = (),
+        decisions: Iterable[RiskDecision] = (),
         orders: Iterable[Order] = (),
+        order_events: Iterable[OrderEvent] = (),
+        fills: Iterable[Fill] = (),
+        positions: Iterable[Position] = (),
         state_changes: Iterable[msgspec.Struct] = (),
         kv: Mapping[str, str] | None = None,
-        fills: Iterable[Fill] = (),
-        **rest: Iterable[msgspec.Struct],
     ) -> None:
         """The order path's write, with record()'s arguments. A batch with orders or a trading
         state change commits those and its kv now, in a small transaction of its own (one fsync
@@ -268,10 +276,18 @@ class Journal:
         # Repeats are dropped here, in batch order; the writer inserts each new fill once.
         new_fills = self._new_fills(list(fills), key=lambda f: f.fill_id)
         self._known_fills.update(f.fill_id for f in new_fills)
-        deferred = {name: list(values) for name, values in rest.items()}
-        if new_fills or kv or any(deferred.values()):
+        # Tuples: the writer reads them on its thread (the values are frozen Structs).
+        deferred: dict[str, Any] = {
+            "bars_rejected": tuple(bars_rejected),
+            "signals": tuple(signals),
+            "decisions": tuple(decisions),
+            "order_events": tuple(order_events),
+            "positions": tuple(positions),
+            "fills": new_fills,
+        }
+        if kv or any(deferred.values()):
             assert self._writer is not None  # _raise_writer_failure checked that we are open
-            self._writer.submit((self._generation, {**deferred, "fills": new_fills, "kv": kv}))
+            self._writer.submit((self._generation, {**deferred, "kv": dict(kv or {})}))
 
     def record(
         self,
@@ -332,7 +348,13 @@ class Journal:
     def _commit_group(self, items: list[tuple[int, dict[str, Any]]]) -> int:
         """The writer thread's transaction: queued batches in order, until the order path wants
         the database (then it commits what it has); returns how many it wrote."""
-        encoded = [(generation, encode_batch(self.path, **kwargs)) for generation, kwargs in items]
+        try:
+            encoded = [(gen, encode_batch(self.path, **kwargs)) for gen, kwargs in items]
+        except JournalError as e:  # a non-finite number from the broker: refused, trading stops
+            self._last_error = f"group_commit refused: {e}"
+            log.error("journal.write_failed", path=str(self.path), write="group_commit",
+                      stage="encode", error=str(e))  # fmt: skip
+            raise
         self._order_path_idle.wait()
         written = 0
         with self._transaction("group_commit", writer=True) as (cur, stage):

@@ -140,6 +140,26 @@ def test_record_orders_ahead_when_writer_commit_fails_then_next_write_raises_and
         assert journal.counts()["signals"] == 0
 
 
+def test_record_orders_ahead_when_queued_fill_not_finite_then_refused_and_next_write_raises(
+    journal: Journal,
+):
+    bad = Fill(
+        fill_id="F-nan", client_order_id="VT-1", symbol="AAA", side=Side.BUY, quantity=1.0,
+        price=float("nan"), commission=0.0, ts=T0,
+    )  # fmt: skip
+    journal.record_orders_ahead(orders=[order(1)])
+    with capture_logs() as logs:
+        journal.record_orders_ahead(fills=[bad], signals=signals(1))
+        journal._wait_for_writer()
+    assert [(e["write"], e["stage"]) for e in logs if e["event"] == "journal.write_failed"] == [
+        ("group_commit", "encode")
+    ]
+    with pytest.raises(JournalError, match="non-finite"):
+        journal.record_orders_ahead(orders=[order(2)])
+    assert list(journal.load_orders()) == ["VT-1"]
+    assert journal.counts()["signals"] == 0
+
+
 def test_close_when_writer_failed_unseen_then_raises_after_releasing(tmp_path: Path):
     path = tmp_path / "j.sqlite"
     journal = Journal(path)
