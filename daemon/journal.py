@@ -347,18 +347,20 @@ class Journal:
 
     def _commit_group(self, items: list[tuple[int, dict[str, Any]]]) -> int:
         """The writer thread's transaction: queued batches in order, until the order path wants
-        the database (then it commits what it has); returns how many it wrote."""
-        try:
-            encoded = [(gen, encode_batch(self.path, **kwargs)) for gen, kwargs in items]
-        except JournalError as e:  # a non-finite number from the broker: refused, trading stops
-            self._last_error = f"group_commit refused: {e}"
-            log.error("journal.write_failed", path=str(self.path), write="group_commit",
-                      stage="encode", error=str(e))  # fmt: skip
-            raise
+        the database (then it commits what it has); returns how many it wrote. Each batch is
+        encoded just before its statements, so the GIL changes hands between batches."""
         self._order_path_idle.wait()
         written = 0
         with self._transaction("group_commit", writer=True) as (cur, stage):
-            for generation, rows in encoded:
+            for generation, kwargs in items:
+                stage("encode")
+                try:
+                    rows = encode_batch(self.path, **kwargs)
+                except JournalError as e:  # a non-finite number from the broker: trading stops
+                    self._last_error = f"group_commit refused: {e}"
+                    log.error("journal.write_failed", path=str(self.path), write="group_commit",
+                              stage="encode", error=str(e))  # fmt: skip
+                    raise
                 rows.kv = [
                     (k, v) for k, v in rows.kv if self._kv_written_at.get(k, -1) < generation
                 ]
