@@ -31,18 +31,25 @@ import contextlib
 import os
 import sqlite3
 import threading
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator
 from datetime import date, datetime
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Annotated, Any, Literal
+from typing import IO, Annotated, Any, Literal, Unpack, cast
 
 import msgspec
 import structlog
 
 from daemon.errors import InputError
 from daemon.journal_lock import lock_holders, storage_cause, take_lock
-from daemon.journal_rows import BatchRows, daily_pnl_row, encode_batch, write_batch
+from daemon.journal_rows import (
+    BATCH_KEYS,
+    BatchArgs,
+    BatchRows,
+    daily_pnl_row,
+    encode_batch,
+    write_batch,
+)
 from daemon.journal_schema import (
     MIGRATIONS,
     ROW_ORDER,
@@ -55,7 +62,7 @@ from daemon.journal_schema import (
 )
 from daemon.journal_writer import GroupWriter
 from daemon.wal_checkpoint import BACKSTOP_PAGES, WalCheckpointer
-from strategy.types import Fill, Order, OrderEvent, OrderStatus, Position, RiskDecision, Signal
+from strategy.types import Fill, Order, OrderStatus, Position
 
 # Re-exported: callers and tests import the journal's names from here.
 __all__ = [
@@ -121,7 +128,7 @@ class Journal:
         self._known_fills: set[str] = set()
         self._persisted_sequence = 0
         self._last_error: str | None = None
-        self._writer: GroupWriter[tuple[int, dict[str, Any]]] | None = None
+        self._writer: GroupWriter[tuple[int, BatchArgs]] | None = None
         self._writer_con: sqlite3.Connection | None = None
         self._writer_error_raised = False
         # Batches handed out, and for each kv key the batch whose order-path commit wrote it:
@@ -248,67 +255,38 @@ class Journal:
         self._sequence += 1
         return self._sequence
 
-    def record_orders_ahead(
-        self,
-        *,
-        bars_rejected: Iterable[msgspec.Struct] = (),
-        signals: Iterable[Signal] = (),
-        decisions: Iterable[RiskDecision] = (),
-        orders: Iterable[Order] = (),
-        order_events: Iterable[OrderEvent] = (),
-        fills: Iterable[Fill] = (),
-        positions: Iterable[Position] = (),
-        state_changes: Iterable[msgspec.Struct] = (),
-        kv: Mapping[str, str] | None = None,
-    ) -> None:
+    def record_orders_ahead(self, **batch: Unpack[BatchArgs]) -> None:
         """The order path's write, with record()'s arguments. A batch with orders or a trading
         state change commits those and its kv now, in a small transaction of its own (one fsync
         under FULL) before the caller tells the broker; everything else is queued to the
         group-committing writer, which commits it off the order path. Raises JournalError, before
         anything is written, when an earlier write failed (also one of the writer's)."""
         self._raise_writer_failure()
+        unknown = set(batch) - BATCH_KEYS
+        if unknown:
+            msg = f"journal {self.path}: no table for {', '.join(sorted(unknown))}"
+            raise TypeError(msg)
         self._generation += 1
-        orders, state_changes = list(orders), list(state_changes)
+        orders, state_changes = list(batch.pop("orders", ())), list(batch.pop("state_changes", ()))
+        kv = batch.pop("kv", None)
         if orders or state_changes:
-            rows = encode_batch(self.path, orders=orders, state_changes=state_changes, kv=kv)
-            self._commit_now(rows, what="record_orders_ahead")
+            ahead = BatchArgs(orders=orders, state_changes=state_changes, kv=kv)
+            self._commit_now(encode_batch(self.path, ahead), what="record_orders_ahead")
             kv = None
         # Repeats are dropped here, in batch order; the writer inserts each new fill once.
-        new_fills = self._new_fills(list(fills), key=lambda f: f.fill_id)
-        self._known_fills.update(f.fill_id for f in new_fills)
+        fills = self._new_fills(list(batch.pop("fills", ())), key=lambda f: f.fill_id)
+        self._known_fills.update(f.fill_id for f in fills)
         # Tuples: the writer reads them on its thread (the values are frozen Structs).
-        deferred: dict[str, Any] = {
-            "bars_rejected": tuple(bars_rejected),
-            "signals": tuple(signals),
-            "decisions": tuple(decisions),
-            "order_events": tuple(order_events),
-            "positions": tuple(positions),
-            "fills": new_fills,
-        }
-        if kv or any(deferred.values()):
+        deferred = {name: tuple(cast("Iterable[Any]", v)) for name, v in batch.items()}
+        if fills or kv or any(deferred.values()):
             assert self._writer is not None  # _raise_writer_failure checked that we are open
-            self._writer.submit((self._generation, {**deferred, "kv": dict(kv or {})}))
+            item = cast("BatchArgs", {**deferred, "fills": fills, "kv": dict(kv or {})})
+            self._writer.submit((self._generation, item))
 
-    def record(
-        self,
-        *,
-        bars_rejected: Iterable[msgspec.Struct] = (),
-        signals: Iterable[Signal] = (),
-        decisions: Iterable[RiskDecision] = (),
-        orders: Iterable[Order] = (),
-        order_events: Iterable[OrderEvent] = (),
-        fills: Iterable[Fill] = (),
-        positions: Iterable[Position] = (),
-        state_changes: Iterable[msgspec.Struct] = (),
-        kv: Mapping[str, str] | None = None,
-    ) -> None:
-        """Write one batch in a single transaction, after everything the writer holds: all of it is
-        committed, or none of it."""
-        rows = encode_batch(
-            self.path, bars_rejected=bars_rejected, signals=signals, decisions=decisions,
-            orders=orders, order_events=order_events, fills=fills, positions=positions,
-            state_changes=state_changes, kv=kv,
-        )  # fmt: skip
+    def record(self, **batch: Unpack[BatchArgs]) -> None:
+        """Write one batch (its values by table, see BatchArgs) in a single transaction, after
+        everything the writer holds: all of it is committed, or none of it."""
+        rows = encode_batch(self.path, batch)
         self._wait_for_writer(raise_failure=True)
         self._generation += 1
         self._commit_now(rows, what="record")
@@ -345,7 +323,7 @@ class Journal:
         # An order journaled with a number we have not handed out yet moves the counter past it.
         self._sequence = max(self._sequence, sequence)
 
-    def _commit_group(self, items: list[tuple[int, dict[str, Any]]]) -> int:
+    def _commit_group(self, items: list[tuple[int, BatchArgs]]) -> int:
         """The writer thread's transaction: queued batches in order, until the order path wants
         the database (then it commits what it has); returns how many it wrote. Each batch is
         encoded just before its statements, so the GIL changes hands between batches."""
@@ -355,7 +333,7 @@ class Journal:
             for generation, kwargs in items:
                 stage("encode")
                 try:
-                    rows = encode_batch(self.path, **kwargs)
+                    rows = encode_batch(self.path, kwargs)
                 except JournalError as e:  # a non-finite number from the broker: trading stops
                     self._last_error = f"group_commit refused: {e}"
                     log.error("journal.write_failed", path=str(self.path), write="group_commit",

@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import msgspec
 
@@ -55,21 +55,31 @@ class BatchRows:
         return max((r[1] for r in self.orders if r[1] is not None), default=None)
 
 
-def encode_batch(
-    path: Path,
-    *,
-    bars_rejected: Iterable[msgspec.Struct] = (),
-    signals: Iterable[Signal] = (),
-    decisions: Iterable[RiskDecision] = (),
-    orders: Iterable[Order] = (),
-    order_events: Iterable[OrderEvent] = (),
-    fills: Iterable[Fill] = (),
-    positions: Iterable[Position] = (),
-    state_changes: Iterable[msgspec.Struct] = (),
-    kv: Mapping[str, str] | None = None,
-) -> BatchRows:
+class BatchArgs(TypedDict, total=False):
+    """One batch's values by table: the keyword arguments of Journal.record and
+    Journal.record_orders_ahead (strategy.kernel.TradingKernel.journal_rows builds them)."""
+
+    bars_rejected: Iterable[msgspec.Struct]
+    signals: Iterable[Signal]
+    decisions: Iterable[RiskDecision]
+    orders: Iterable[Order]
+    order_events: Iterable[OrderEvent]
+    fills: Iterable[Fill]
+    positions: Iterable[Position]
+    state_changes: Iterable[msgspec.Struct]
+    kv: Mapping[str, str] | None
+
+
+BATCH_KEYS = frozenset(BatchArgs.__annotations__)
+
+
+def encode_batch(path: Path, batch: BatchArgs) -> BatchRows:
     """Encode one batch (msgspec JSON in `data`, key columns beside it); a non-finite number in
     an order, fill or position refuses the batch with JournalError."""
+    unknown = set(batch) - BATCH_KEYS
+    if unknown:
+        msg = f"journal {path}: no table for {', '.join(sorted(unknown))}"
+        raise TypeError(msg)
     encode = _ENCODER.encode
 
     def enc(value: msgspec.Struct) -> str:
@@ -78,18 +88,22 @@ def encode_batch(
     rows = BatchRows(
         rejected=[
             (_attr(b, "symbol"), _iso(_attr(b, "ts")), _text(_attr(b, "reason")), enc(b))
-            for b in bars_rejected
+            for b in batch.get("bars_rejected", ())
         ],
-        signals=[(s.symbol, _iso(s.ts), s.scorer, s.p_up, s.confidence, enc(s)) for s in signals],
+        signals=[
+            (s.symbol, _iso(s.ts), s.scorer, s.p_up, s.confidence, enc(s))
+            for s in batch.get("signals", ())
+        ],
         decisions=[
             (d.intent.symbol, _iso(d.ts or d.intent.ts), int(d.accepted), d.reason, enc(d))
-            for d in decisions
+            for d in batch.get("decisions", ())
         ],
-        orders=[_order_row(o, enc(o)) for o in orders],
-        fills=[_fill_row(f, enc(f)) for f in fills],
-        events=[_event_row(e, enc(e)) for e in order_events],
+        orders=[_order_row(o, enc(o)) for o in batch.get("orders", ())],
+        fills=[_fill_row(f, enc(f)) for f in batch.get("fills", ())],
+        events=[_event_row(e, enc(e)) for e in batch.get("order_events", ())],
         positions=[
-            (p.symbol, p.quantity, p.average_price, p.realized_pnl, enc(p)) for p in positions
+            (p.symbol, p.quantity, p.average_price, p.realized_pnl, enc(p))
+            for p in batch.get("positions", ())
         ],
         states=[
             (
@@ -99,9 +113,9 @@ def encode_batch(
                 _text(_attr(c, "reason")),
                 enc(c),
             )
-            for c in state_changes
+            for c in batch.get("state_changes", ())
         ],
-        kv=[(str(k), str(v)) for k, v in (kv or {}).items()],
+        kv=[(str(k), str(v)) for k, v in (batch.get("kv") or {}).items()],
     )
     for o in rows.orders:
         _check_finite(path, "orders", o[0], (o[5], o[6], o[8], o[9]))
