@@ -262,6 +262,8 @@ class Journal:
         group-committing writer, which commits it off the order path. Raises JournalError, before
         anything is written, when an earlier write failed (also one of the writer's)."""
         self._raise_writer_failure()
+        if self._con is not None and self._con.in_transaction:
+            self.flush()  # an open record() group (commit_every > 1) would lock the writer out
         unknown = set(batch) - BATCH_KEYS
         if unknown:
             msg = f"journal {self.path}: no table for {', '.join(sorted(unknown))}"
@@ -271,7 +273,7 @@ class Journal:
         kv = batch.pop("kv", None)
         if orders or state_changes:
             ahead = BatchArgs(orders=orders, state_changes=state_changes, kv=kv)
-            self._commit_now(encode_batch(self.path, ahead), what="record_orders_ahead")
+            self._commit_now(encode_batch(self.path, ahead), what="record_orders_ahead", alone=True)
             kv = None
         # Repeats are dropped here, in batch order; the writer inserts each new fill once.
         fills = self._new_fills(list(batch.pop("fills", ())), key=lambda f: f.fill_id)
@@ -299,8 +301,9 @@ class Journal:
         self._wait_for_writer(raise_failure=True)
         self._commit_now(BatchRows(daily_pnl=[row]), what="record_daily_pnl")
 
-    def _commit_now(self, rows: BatchRows, *, what: str) -> None:
-        """One transaction on the caller's thread (or a place in the open record() group)."""
+    def _commit_now(self, rows: BatchRows, *, what: str, alone: bool = False) -> None:
+        """One transaction on the caller's thread (or a place in the open record() group, unless
+        alone: then committed before returning, whatever commit_every says)."""
         rows.fills = self._new_fills(rows.fills, key=lambda r: r["fill_id"])
         sequence = max(rows.max_sequence() or 0, self._sequence)
         if rows.orders and sequence > self._persisted_sequence:
@@ -310,7 +313,7 @@ class Journal:
         generation = self._generation
         self._order_path_idle.clear()
         try:
-            with self._transaction(what) as (cur, stage):
+            with self._transaction(what, alone=alone) as (cur, stage):
                 write_batch(cur, stage, rows)
                 # Under the mutex: the writer's next transaction skips these keys' older values.
                 for key, _ in rows.kv:
@@ -360,11 +363,11 @@ class Journal:
 
     @contextlib.contextmanager
     def _transaction(
-        self, what: str, *, join_only: bool = False, writer: bool = False
+        self, what: str, *, join_only: bool = False, writer: bool = False, alone: bool = False
     ) -> Iterator[tuple[sqlite3.Cursor, Callable[[str], None]]]:
         """One write: its own transaction, or a place in the open group (commit_every > 1), which
         it commits when the group is full. join_only (flush) opens nothing and commits the group.
-        writer: the group-committing writer's connection, always one transaction per call."""
+        writer: the group-committing writer's connection; writer or alone: one transaction per call."""
         where = ["begin"]
 
         def stage(name: str) -> None:
@@ -376,7 +379,7 @@ class Journal:
             if writer:
                 assert self._writer_con is not None
                 con = self._writer_con
-            every = 1 if writer else self.commit_every
+            every = 1 if writer or alone else self.commit_every
             try:
                 cur = con.cursor()
                 if not con.in_transaction and not join_only:

@@ -230,6 +230,17 @@ def test_reopen_when_killed_with_writer_behind_then_every_order_kept_and_rows_co
         assert committed - 1 == len(fills) if fills else committed in (0, 1)
 
 
+def test_record_orders_ahead_when_record_group_open_then_group_committed_first(tmp_path: Path):
+    path = tmp_path / "j.sqlite"
+    with Journal(path, commit_every=100) as journal:
+        journal.record(signals=signals(1))  # an open group: not yet visible to others
+        assert raw(path, "SELECT count(*) FROM signals") == [(0,)]
+        journal.record_orders_ahead(orders=[order(1)], signals=signals(2))
+        assert raw(path, "SELECT count(*) FROM orders") == [(1,)]
+        assert journal.counts()["signals"] == 100  # the group, then the writer's batch
+        assert journal.writable()
+
+
 @pytest.fixture
 def journal(tmp_path: Path):
     with Journal(tmp_path / "journal.sqlite") as j:
