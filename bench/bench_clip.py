@@ -21,6 +21,7 @@ from pathlib import Path
 import msgspec
 import numpy as np
 import torch
+from harness import Session
 
 from daemon.build import BootstrapConfig, quick_config
 from daemon.build.clip import train_bundle
@@ -75,6 +76,7 @@ def timed(fn, seconds: float) -> tuple[list[float], float]:
 
 def serve(bundle: Path, seconds: float, runtime: str = "torch") -> dict[str, float]:
     engine = load_engine(bundle, config=InferenceConfig(device="auto", runtime=runtime))  # type: ignore[arg-type]
+    print(f"   {runtime}: serving on {engine.runtime}", flush=True)
     batch = windows(64, engine.spec.bars_needed)
     one = batch[:1]
     load_before = os.getloadavg()[0]
@@ -89,7 +91,6 @@ def serve(bundle: Path, seconds: float, runtime: str = "torch") -> dict[str, flo
         "single_p50_ms": 1e3 * float(np.percentile(single, 50)),
         "single_p99_ms": 1e3 * float(np.percentile(single, 99)),
         "load": max(load_before, os.getloadavg()[0]),
-        "serving": engine.runtime,
     }
 
 
@@ -130,22 +131,27 @@ def main() -> None:
     print(
         f"bundle {args.bundle}  threads {args.threads}  device {'cuda' if torch.cuda.is_available() else 'cpu'}"
     )
-    for runtime in args.runtimes.split(","):
-        figures = serve(args.bundle, args.seconds, runtime)
-        print(f"\n-- runtime {runtime} (serving: {figures['serving']})")
-        print(
-            f"1-min load average:         {figures['load']:8.2f} on {os.cpu_count()} cores (figures below are wall time; busy machines read slow)"
-        )
-        print(f"render only (baseline):     {figures['render_charts_per_s']:8.0f} charts/s")
-        print(
-            f"render + score, batch 64:   {figures['charts_per_s']:8.0f} charts/s  (goal >= 5,000; ratio to render-only {figures['charts_per_s'] / figures['render_charts_per_s']:.3f})"
-        )
-        print(
-            f"CPU time per chart:         {figures['cpu_ms_per_chart']:8.2f} ms  (all threads, batch 64)"
-        )
-        print(
-            f"single chart p50 / p99:     {figures['single_p50_ms']:8.2f} / {figures['single_p99_ms']:.2f} ms  (goal p99 <= 15 ms; CPU {figures['single_cpu_ms']:.2f} ms)"
-        )
+    with Session("clip") as bench:
+        for runtime in args.runtimes.split(","):
+            figures = bench.until_stable(
+                lambda r=runtime: serve(args.bundle, args.seconds, r),
+                key="charts_per_s",
+                prefix=f"{runtime}_",
+            )
+            print(f"\n-- runtime {runtime}")
+            print(
+                f"1-min load average:         {figures['load']:8.2f} on {os.cpu_count()} cores (figures below are wall time; busy machines read slow)"
+            )
+            print(f"render only (baseline):     {figures['render_charts_per_s']:8.0f} charts/s")
+            print(
+                f"render + score, batch 64:   {figures['charts_per_s']:8.0f} charts/s  (goal >= 5,000; ratio to render-only {figures['charts_per_s'] / figures['render_charts_per_s']:.3f})"
+            )
+            print(
+                f"CPU time per chart:         {figures['cpu_ms_per_chart']:8.2f} ms  (all threads, batch 64)"
+            )
+            print(
+                f"single chart p50 / p99:     {figures['single_p50_ms']:8.2f} / {figures['single_p99_ms']:.2f} ms  (goal p99 <= 15 ms; CPU {figures['single_cpu_ms']:.2f} ms)"
+            )
 
     if args.sizes:
         frame = simulate_frame(boot.market, datetime_start(), boot.bars)

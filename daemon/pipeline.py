@@ -133,7 +133,9 @@ class Pipeline:
         windows = kernel.windows(intake.accepted)
         signals = await self._score(windows)
         decision = kernel.decide(signals, intake.now)
-        self.journal.record(**kernel.journal_rows(intake, signals, decision))
+        # Write-ahead: the orders are committed before the broker sees them; the rest of the
+        # batch is group-committed off the order path.
+        self.journal.record_orders_ahead(**kernel.journal_rows(intake, signals, decision))
         await self._send(decision, arrived)
         # Log lines are not on the order path: written once the orders are at the broker.
         self._log_intake(intake)
@@ -152,7 +154,7 @@ class Pipeline:
         self.stats.warm_up_bars += len(batch)
         intake = self._intake(batch)
         nothing = BatchDecision(decisions=[], orders=[], cancels=[])
-        self.journal.record(**self.kernel.journal_rows(intake, [], nothing))
+        self.journal.record_orders_ahead(**self.kernel.journal_rows(intake, [], nothing))
         self._log_intake(intake)
 
     def _intake(self, batch: Sequence[Bar]) -> BatchIntake:
@@ -175,7 +177,7 @@ class Pipeline:
         arrived = time.perf_counter()
         decision = self.kernel.check(intents, now)
         self._log_rejections(decision)
-        self.journal.record(decisions=decision.decisions, orders=decision.orders)
+        self.journal.record_orders_ahead(decisions=decision.decisions, orders=decision.orders)
         await self._send(decision, arrived)
         return decision.orders
 
@@ -198,7 +200,7 @@ class Pipeline:
         try:
             signals = await asyncio.to_thread(shadow.compare, windows, live)
             # Journaled like the live ones: signals with an opinion.
-            self.journal.record(signals=[s for s in signals if s.confidence > 0])
+            self.journal.record_orders_ahead(signals=[s for s in signals if s.confidence > 0])
         except Exception as e:  # a shadow never stops trading
             shadow.failed()
             log.warning("shadow.failed", scorer=shadow.name, error=f"{type(e).__name__}: {e}"[:300])
@@ -372,7 +374,7 @@ class Pipeline:
         events, fills = self.kernel.apply_updates(updates.events, updates.fills)
         self._log_updates(events, fills)
         if events or fills:
-            self.journal.record(
+            self.journal.record_orders_ahead(
                 order_events=events,
                 fills=fills,
                 positions=[self.book.positions[f.symbol] for f in fills],
