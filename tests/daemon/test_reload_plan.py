@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from types import SimpleNamespace
 
 import msgspec
 import pytest
@@ -13,7 +14,10 @@ from daemon.config import AppConfig, ScorerConfig, decode_config
 from daemon.errors import ConfigError, InputError
 from daemon.reload_plan import plan_reload, restart_reason
 from daemon.scorer_slot import ScorerSlot
+from strategy.bars import BarStoreConfig
 from strategy.rule_scorer import RuleScorer, RuleScorerConfig
+from tests.daemon.ml_helpers import WINDOW, quick_bundle
+from vlm_engine.bundle import read_card
 
 replace = msgspec.structs.replace
 
@@ -127,3 +131,36 @@ def test_apply_settings_when_no_bundle_loaded_and_mode_changes_then_kept_for_the
     assert slot.apply_settings(replace(cfg.scorer, mode="clip")) == ("mode",)
     assert slot.settings_reload is None
     assert slot.cfg.scorer.mode == "clip"
+
+
+def test_apply_settings_when_bundle_serves_then_reloaded_under_new_mode_or_kept_on_failure(
+    tmp_path: Path,
+) -> None:
+    bundle = quick_bundle()
+    cfg = AppConfig(
+        state_dir=str(tmp_path),
+        bars=BarStoreConfig(window=WINDOW),
+        scorer=ScorerConfig(kind="ml", bundle=str(bundle)),
+    )
+    slot = ScorerSlot(config=cfg, state_dir=tmp_path)
+    fused = slot.current
+    holder = SimpleNamespace(scorer=None)
+    slot.attach(holder)
+
+    async def main() -> tuple[str, tuple[str, ...]]:
+        assert slot.apply_settings(replace(cfg.scorer, mode="xgb")) == ("mode",)
+        assert slot.settings_reload is not None
+        bundle_id = await slot.settings_reload
+        changed = slot.apply_settings(replace(cfg.scorer, mode="xgb", spec_hash="f" * 16))
+        assert slot.settings_reload is not None
+        with pytest.raises(InputError, match="chart spec"):
+            await slot.settings_reload
+        return bundle_id, changed
+
+    bundle_id, changed = asyncio.run(main())
+    assert bundle_id == read_card(bundle).bundle_id
+    assert getattr(slot.current, "mode", None) == "xgb"
+    assert slot.current is not fused
+    assert holder.scorer is slot.current
+    assert changed == ("spec_hash",)
+    assert (slot.cfg.scorer.mode, slot.cfg.scorer.spec_hash) == ("xgb", "")
