@@ -67,7 +67,8 @@ def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
     config = e2e_config(tmp_path, api=True, extra=extra)
     with running_daemon(config, tmp_path) as daemon:
         port = api_port(daemon)
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
+        # A first bundle load imports torch (seconds on a busy machine), even for a bad path.
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60) as client:
             yield Api(daemon, config, port, client)
 
 
