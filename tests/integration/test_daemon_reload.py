@@ -111,9 +111,9 @@ def test_sighup_when_yaml_changed_then_live_keys_applied_restart_keys_refused_an
     assert not [e for e in before if e.get("level") == "debug"]
     # The new rule scorer's edge: p_up = 0.5 +/- 0.11 * confidence, on bars after the swap.
     signals = [e for e in events if e["event"] == "signal.scored"]
-    swap_bar = max(e["bar_ts"] for e in signals if events.index(e) < events.index(reloaded))
+    old_signals = [e for e in signals if events.index(e) < events.index(reloaded)]
+    swap_bar = max(e["bar_ts"] for e in old_signals)  # the last batch scored before the swap
     new_signals = [e for e in signals if e["bar_ts"] > swap_bar]
-    old_signals = [e for e in signals if e["bar_ts"] < swap_bar]
     assert new_signals
     assert old_signals
     for e in new_signals:
