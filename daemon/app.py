@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import structlog
 
 from daemon import trade_gate
@@ -32,11 +33,12 @@ from daemon.feeds.sim import SimFeed
 from daemon.ib.execution import IbExecution
 from daemon.ib.feed import IbFeed
 from daemon.journal import Journal
-from daemon.log_setup import add_event_sink, remove_event_sink
+from daemon.log_setup import add_event_sink, remove_event_sink, set_log_level
 from daemon.notify import Notifier, watchdog_interval_seconds
 from daemon.pipeline import Pipeline
 from daemon.predictor import ScorerPredictor
 from daemon.reconcile import reconcile, restore_book
+from daemon.reload_plan import ReloadReport, plan_reload
 from daemon.runtime import tune_gc
 from daemon.scorer_slot import ScorerSlot, describe_scorer
 from daemon.storage import first_cause, storage_failed
@@ -85,6 +87,9 @@ class Daemon:
         self._generation = 0
         self.ready = False
         self.health = TaskHealth()
+        self._reload_lock = asyncio.Lock()
+        self._reload_task: asyncio.Task[None] | None = None
+        self.last_reload: ReloadReport | None = None
 
     # ---- lifecycle ----------------------------------------------------------------------------
     async def run(self) -> int:
@@ -372,22 +377,58 @@ class Daemon:
             self._consumer.cancel()
 
     def _reload_on_signal(self) -> None:
-        try:
-            self.apply_config_reload()
-        except ConfigError as e:
-            log.error("config.reload_failed", error=str(e))
+        async def reload() -> None:
+            try:
+                await self.apply_config_reload()
+            except ConfigError as e:
+                log.error("config.reload_failed", error=str(e))
 
-    def apply_config_reload(self) -> None:
-        """Re-read the config file; apply strategy, risk and scorer settings if valid, else raise."""
-        if self.config_path is None or self.pipeline is None:
+        self._reload_task = asyncio.get_running_loop().create_task(reload(), name="sighup-reload")
+
+    async def apply_config_reload(self) -> ReloadReport:
+        """Re-read the config file and apply what a running daemon can (daemon/reload_plan.py):
+        strategy, risk, shutdown, log level and scorer settings; every key that needs a restart
+        keeps its running value and is reported refused. An invalid file changes nothing
+        (ConfigError)."""
+        if self.config_path is None or self.pipeline is None or self.scorers is None:
             msg = "no config file to reload (started without --config)"
             raise ConfigError(msg)
-        new, changed = reload_config(self.config_path, self.cfg)
-        p = self.pipeline
-        p.strategy.reconfigure(new.strategy)
-        p.risk.reconfigure(new.risk)
-        self.cfg = new
-        log.info("config.reloaded", path=str(self.config_path), changed=changed)
+        async with self._reload_lock:
+            new, changed = reload_config(self.config_path, self.cfg)
+            plan = plan_reload(self.cfg, new, changed, source=str(self.config_path))
+            cfg, refused = plan.config, dict(plan.refused)
+            p = self.pipeline
+            p.strategy.reconfigure(cfg.strategy)
+            p.risk.reconfigure(cfg.risk)
+            set_log_level(cfg.log.level)
+            self.scorers.apply_settings(cfg.scorer)
+            bundle_id = None
+            pending, self.scorers.settings_reload = self.scorers.settings_reload, None
+            if pending is not None:
+                try:
+                    bundle_id = await pending
+                except InputError as e:
+                    why = f"the bundle did not load under it, the running one serves on ({e})"
+                    for key in plan.applied:
+                        if key.startswith(("scorer.mode", "scorer.fusion", "scorer.bundle",
+                                           "scorer.spec_hash")):  # fmt: skip
+                            refused[key] = why
+                    cfg = msgspec.structs.replace(cfg, scorer=self.scorers.cfg.scorer)
+            self.cfg = cfg
+            report = ReloadReport(
+                applied=tuple(k for k in plan.applied if k not in refused),
+                refused=refused,
+                bundle_id=bundle_id,
+            )
+            self.last_reload = report
+            (log.warning if refused else log.info)(
+                "config.reloaded",
+                path=str(self.config_path),
+                applied=list(report.applied),
+                refused=report.refused,
+                bundle_id=bundle_id,
+            )
+            return report
 
     # ---- DaemonControl (MQTT and HTTP commands) --------------------------------------------------
     def _require_pipeline(self) -> Pipeline:
@@ -471,8 +512,8 @@ class Daemon:
                 reason=reason,
             )
 
-    async def reload_strategy(self) -> None:
-        self.apply_config_reload()
+    async def reload_strategy(self) -> ReloadReport:
+        return await self.apply_config_reload()
 
     async def reload_bundle(self, path: str | None) -> str:
         if self.scorers is None:
@@ -523,6 +564,7 @@ class Daemon:
             "orders_submitted": p.stats.orders_submitted,
             "fills": p.stats.fills,
             "tasks_down": self.health.down_tasks(),
+            "last_reload": msgspec.to_builtins(self.last_reload) if self.last_reload else None,
         }
 
     def readiness(self) -> dict[str, bool]:

@@ -21,6 +21,7 @@ from daemon.bus.commands import (
     decode_command,
 )
 from daemon.errors import ConfigError, InputError
+from daemon.reload_plan import ReloadReport
 from daemon.supervisor import describe
 from strategy.types import TradingState
 
@@ -42,8 +43,9 @@ class DaemonControl(Protocol):
     async def set_trading_state(self, state: TradingState, reason: str) -> None:
         """Set the risk engine's trading state."""
 
-    async def reload_strategy(self) -> None:
-        """Re-read the config file; raise ConfigError and change nothing when it is invalid."""
+    async def reload_strategy(self) -> ReloadReport:
+        """Re-read the config file and apply what needs no restart; report the applied and the
+        refused keys; raise ConfigError and change nothing when it is invalid."""
 
     async def reload_bundle(self, path: str | None) -> str:
         """Load and swap the model bundle; returns its id; raise InputError when it is unusable."""
@@ -164,7 +166,11 @@ class Controller:
                 bundle_id = await c.reload_bundle(command.path)
                 return {"bundle_id": bundle_id}
             case ReloadStrategy():
-                await c.reload_strategy()
-                return {}
+                report = await c.reload_strategy()
+                return {
+                    "applied": list(report.applied),
+                    "refused": report.refused,
+                    "bundle_id": report.bundle_id,
+                }
         msg = f"command {command!r} has no handler"  # pragma: no cover - the union is closed
         raise InputError(msg)

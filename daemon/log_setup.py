@@ -17,6 +17,30 @@ import structlog
 
 EventSink = Callable[[str, MutableMapping[str, Any]], None]
 _sinks: list[EventSink] = []
+# The level in force: a reload (SIGHUP) changes it on loggers already bound (set_log_level).
+_level = [logging.INFO]
+
+
+def _level_number(level: str) -> int:
+    return logging.getLevelNamesMapping()[level.upper()]
+
+
+_METHOD_LEVELS = {**{k.lower(): v for k, v in logging.getLevelNamesMapping().items()},
+                  "exception": logging.ERROR}  # fmt: skip
+
+
+def _drop_below_level(
+    _logger: Any, method: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    if _METHOD_LEVELS.get(method, logging.CRITICAL) < _level[0]:
+        raise structlog.DropEvent
+    return event_dict
+
+
+def set_log_level(level: str) -> None:
+    """Change the level of our events and of the libraries' records in a running process."""
+    _level[0] = _level_number(level)
+    logging.getLogger().setLevel(max(logging.INFO, _level[0]))
 
 
 def add_event_sink(sink: EventSink) -> None:
@@ -67,8 +91,10 @@ def configure_logging(
     else:
         renderer = structlog.processors.JSONRenderer()
     _route_stdlib(renderer, level=level, stream=stream)
+    _level[0] = _level_number(level)
     structlog.configure(
         processors=[
+            _drop_below_level,
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
@@ -77,9 +103,9 @@ def configure_logging(
             *readable,
             renderer,
         ],
-        wrapper_class=structlog.make_filtering_bound_logger(
-            logging.getLevelNamesMapping()[level.upper()]
-        ),
+        # Loggers are cached on first use: the level is checked by _drop_below_level, so that
+        # set_log_level reaches them too.
+        wrapper_class=structlog.make_filtering_bound_logger(logging.DEBUG),
         logger_factory=factory,
         cache_logger_on_first_use=True,
     )

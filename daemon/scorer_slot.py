@@ -8,9 +8,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import structlog
 
-from daemon.config import AppConfig
+from daemon.config import AppConfig, ScorerConfig
 from daemon.errors import ConfigError, InputError
 from daemon.ml_loader import BundleUnusable, load_ml_scorer
 from daemon.shadow import ShadowRunner
@@ -107,6 +108,7 @@ class ScorerSlot:
         self.bundle_path = config.state_path(config.scorer.bundle)
         self.bundle_id: str | None = None
         self._pipeline: Any = None
+        self.settings_reload: asyncio.Task[str] | None = None  # see apply_settings
         self._bootstrap: asyncio.Task[None] | None = None
         kind = config.scorer.kind
         self.current: Scorer = RuleScorer(config=config.scorer.rules)
@@ -229,3 +231,47 @@ class ScorerSlot:
             signal=describe_scorer(scorer),
         )
         return bundle_id
+
+    def apply_settings(self, cfg: ScorerConfig) -> tuple[str, ...]:
+        """Apply the scorer settings a running slot can take; returns the names of those that changed.
+
+        rules: a serving rule scorer is replaced at once. mode, fusion, bundle and spec_hash: when a
+        bundle serves (or bundle names another one), it is re-loaded under them off the loop in
+        `settings_reload` (await it: the bundle id, or InputError with the settings of the bundle
+        put back and the old scorer still serving); with no bundle loaded yet they apply to the
+        next load (the bootstrap's swap). kind, shadow_bundle, bootstrap*, device, threads and
+        workers take effect at the next start: the caller refuses them, they are not read here."""
+        names = ("rules", "mode", "fusion", "bundle", "spec_hash")
+        bundle_names = ("mode", "fusion", "bundle", "spec_hash")
+        old = self.cfg.scorer
+        changed = tuple(n for n in names if getattr(old, n) != getattr(cfg, n))
+        if not changed:
+            return ()
+        replace = msgspec.structs.replace
+        scorer = replace(old, **{n: getattr(cfg, n) for n in changed})
+        self.cfg = replace(self.cfg, scorer=scorer)
+        self.bundle_path = self.cfg.state_path(scorer.bundle)
+        if "rules" in changed and isinstance(self.current, RuleScorer):
+            previous, self.current = self.current, RuleScorer(config=scorer.rules)
+            if self._pipeline is not None:
+                self._pipeline.scorer = self.current
+            log.info("scorer.swapped", previous=previous.name, current="rules", change="rules")
+        reloads = [n for n in changed if n in bundle_names]
+        if scorer.kind == "rules" or not reloads:
+            return changed
+        if self.bundle_id is None and "bundle" not in reloads:
+            return changed
+
+        async def reload_under_new_settings() -> str:
+            try:
+                return await self.reload(None)
+            except InputError:
+                kept = replace(self.cfg.scorer, **{n: getattr(old, n) for n in reloads})
+                self.cfg = replace(self.cfg, scorer=kept)
+                self.bundle_path = self.cfg.state_path(kept.bundle)
+                raise
+
+        self.settings_reload = asyncio.get_running_loop().create_task(
+            reload_under_new_settings(), name="scorer-settings-reload"
+        )
+        return changed

@@ -36,6 +36,7 @@ from daemon.control import Controller
 from daemon.errors import EXIT_CONFIG, EXIT_OK, InputError, InvariantError, TransientError
 from daemon.ml_loader import BundleUnusable
 from daemon.predictor import build_window
+from daemon.reload_plan import ReloadReport
 from daemon.scorer_slot import log_drift
 from strategy.bars import Window
 from strategy.clip_scorer import ClipScorerConfig
@@ -542,7 +543,7 @@ class PredictionService:
     async def set_trading_state(self, state: TradingState, reason: str) -> None:
         raise InputError(_NO_TRADING.format(what="set_state"))
 
-    async def reload_strategy(self) -> None:
+    async def reload_strategy(self) -> ReloadReport:
         raise InputError(_NO_TRADING.format(what="reload_strategy"))
 
     async def reload_bundle(self, path: str | None) -> str:

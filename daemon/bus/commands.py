@@ -49,7 +49,8 @@ class ReloadBundle(_Command, frozen=True, tag="reload_bundle"):
 
 
 class ReloadStrategy(_Command, frozen=True, tag="reload_strategy"):
-    """Re-read the config file and apply strategy, risk and scorer settings if valid."""
+    """Re-read the config file; apply strategy, risk, shutdown, log level and scorer settings
+    if valid, refuse (and report) what needs a restart."""
 
 
 Command = Pause | Resume | Flatten | SetState | ReloadBundle | ReloadStrategy

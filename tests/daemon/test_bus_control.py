@@ -21,6 +21,7 @@ from daemon.bus.commands import (
 )
 from daemon.control import Controller
 from daemon.errors import ConfigError, InputError
+from daemon.reload_plan import ReloadReport
 from strategy.types import TradingState
 
 
@@ -58,11 +59,12 @@ class FakeDaemon:
         self.calls.append(("set_state", state))
         self.state = state
 
-    async def reload_strategy(self) -> None:
+    async def reload_strategy(self) -> ReloadReport:
         self.calls.append(("reload_strategy", None))
         if self.fail_reload:
             msg = "config.yaml: Expected `int` >= 1 - at `$.risk.max_position`"
             raise ConfigError(msg)
+        return ReloadReport(applied=("risk.max_daily_loss",), refused={"mode": "needs a restart"})
 
     async def reload_bundle(self, path: str | None) -> str:
         self.calls.append(("reload_bundle", path))
@@ -177,6 +179,16 @@ def test_handle_when_set_state_then_state_changed() -> None:
     result = _handle(Controller(control=daemon), b'{"command": "set_state", "state": "halted"}')
     assert result.ok
     assert daemon.state is TradingState.HALTED
+
+
+def test_handle_when_reload_strategy_then_detail_lists_applied_and_refused_keys() -> None:
+    result = _handle(Controller(control=FakeDaemon()), b'{"command": "reload_strategy"}')
+    assert result.ok
+    assert result.detail == {
+        "applied": ["risk.max_daily_loss"],
+        "refused": {"mode": "needs a restart"},
+        "bundle_id": None,
+    }
 
 
 @pytest.mark.parametrize(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import signal
-import time
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -230,17 +229,24 @@ def test_stop_when_sigterm_while_publishing_then_retained_status_offline_stopped
     for attempt in range(2):
         home = tmp_path / f"attempt{attempt}"
         home.mkdir()
-        config = e2e_config(home, mqtt_port=broker.port, symbols=16)
+        # A stop timeout long enough for a loaded machine: the race is about the publish in
+        # flight, not about how fast the queue drains (1 s timed out at load average 13).
+        config = e2e_config(
+            home, mqtt_port=broker.port, symbols=16, extra={"mqtt": {"stop_timeout_seconds": 10.0}}
+        )
         with MqttRecorder(broker.port) as rec, running_daemon(config, home) as daemon:
             pid = daemon.proc.pid
             until(lambda: len(rec.events("order.filled")) >= 20, daemon=daemon, what="20 fills")
+            mark = rec.mark()  # after the previous attempt's retained status
             code = daemon.terminate(timeout=30)
-            time.sleep(0.3)  # the broker forwards the last status message
-            last = [m.payload for m in rec.statuses() if m.payload.get("pid") == pid][-1]
+            # Its final status, or the broker's last will (offline, connection_lost) if it had none.
+            offline = rec.wait_status(lambda p: p.get("state") == "offline", mark=mark)
+            statuses = [m.payload for m in rec.statuses(mark)]
 
         assert code == 0
         assert log_events(daemon, "mqtt.stop_timed_out") == []
-        assert (last["state"], last.get("reason")) == ("offline", "stopped")
+        assert (offline.payload.get("pid"), offline.payload.get("reason")) == (pid, "stopped")
+        assert statuses[-1] == offline.payload
 
 
 def test_control_when_malformed_oversized_unknown_or_unauthorised_then_rejected_and_nothing_changes(

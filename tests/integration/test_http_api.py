@@ -1,49 +1,78 @@
-"""The HTTP API served by uvicorn on a free loopback port, hit with real requests (httpx)."""
+"""The HTTP API of a real `vlmtrader run` (paper-sim), hit with real requests (httpx).
+
+One daemon serves the whole module; tests/integration/test_daemon_http.py covers health, metrics,
+status, /predict and the 401s on its own daemon. The ones that need another process (no token,
+a port already taken) start a short-lived second daemon."""
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Awaitable, Callable, Sequence
+import signal
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+import yaml
+from prometheus_client.parser import text_string_to_metric_families
 
-from daemon.api.app import build_app
-from daemon.api.config import ApiConfig
-from daemon.api.metrics import Metrics
-from daemon.api.server import ApiServer
-from daemon.control import Controller
-from daemon.errors import InputError
-from strategy.types import Bar, Signal
-from tests.daemon.test_bus_control import FakeDaemon
+from tests.integration.daemon_process import DaemonProcess
+from tests.integration.e2e_helpers import (
+    API_TOKEN,
+    e2e_config,
+    log_events,
+    running_daemon,
+    start_daemon,
+    stop_daemon,
+    until,
+)
 
-pytestmark = pytest.mark.integration
-TOKEN = "s3cret-token"
-AUTH = {"Authorization": f"Bearer {TOKEN}"}
-
-
-class MeanReversion:
-    """A tiny Predictor: p_up from where the last close sits in the window's range."""
-
-    async def predict(self, symbol: str, bars: Sequence[Bar]) -> Signal:
-        if len(bars) < 2:
-            msg = f"{symbol}: need at least 2 bars, got {len(bars)}"
-            raise InputError(msg)
-        lo, hi = min(b.low for b in bars), max(b.high for b in bars)
-        pos = (bars[-1].close - lo) / (hi - lo) if hi > lo else 0.5
-        return Signal(
-            symbol=symbol,
-            ts=bars[-1].ts,
-            p_up=1.0 - pos,
-            confidence=abs(0.5 - pos) * 2,
-            scorer="test",
-            reasons=("range_position",),
-        )
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
+AUTH = {"Authorization": f"Bearer {API_TOKEN}"}
 
 
-def _window(n: int = 5, *, start: float = 100.0) -> list[dict[str, Any]]:
+class Api:
+    """The running daemon, its config file and an httpx client on its API port."""
+
+    def __init__(self, daemon: DaemonProcess, config: Path, port: int, client: httpx.Client):
+        self.daemon = daemon
+        self.config = config
+        self.port = port
+        self.http = client
+
+    def status(self) -> dict[str, Any]:
+        response = self.http.get("/status")
+        assert response.status_code == 200, response.text
+        body: dict[str, Any] = response.json()
+        return body
+
+    def post(self, path: str, body: Any = None) -> httpx.Response:
+        if isinstance(body, bytes):
+            headers = {**AUTH, "Content-Type": "application/json"}
+            return self.http.post(path, content=body, headers=headers)
+        return self.http.post(path, json=body, headers=AUTH)
+
+
+def api_port(daemon: DaemonProcess) -> int:
+    (started,) = log_events(daemon, "api.started")
+    return int(started["port"])
+
+
+@pytest.fixture(scope="module")
+def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
+    tmp_path = tmp_path_factory.mktemp("http-api")
+    # Long holds: positions stay open for flatten to close.
+    extra = {"api": {"max_body_bytes": 200_000}, "strategy": {"hold_bars": 200}}
+    config = e2e_config(tmp_path, api=True, extra=extra)
+    with running_daemon(config, tmp_path) as daemon:
+        port = api_port(daemon)
+        # A first bundle load imports torch (seconds on a busy machine), even for a bad path.
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60) as client:
+            yield Api(daemon, config, port, client)
+
+
+def window(n: int = 5, *, start: float = 100.0) -> list[dict[str, Any]]:
     t0 = datetime(2024, 3, 1, 14, 30, tzinfo=UTC)
     return [
         {
@@ -58,108 +87,19 @@ def _window(n: int = 5, *, start: float = 100.0) -> list[dict[str, Any]]:
     ]
 
 
-Scenario = Callable[[httpx.AsyncClient, FakeDaemon, Metrics], Awaitable[None]]
+def test_openapi_when_fetched_then_every_endpoint_documented_with_bearer_scheme(api: Api) -> None:
+    spec = api.http.get("/openapi.json").json()
 
-
-def run_api(scenario: Scenario, *, token: str | None = TOKEN, predictor: Any = None) -> FakeDaemon:
-    daemon = FakeDaemon()
-    metrics = Metrics()
-
-    async def main() -> None:
-        controller = Controller(control=daemon, max_command_bytes=1024)
-        app = build_app(
-            controller=controller,
-            metrics=metrics,
-            predictor=predictor if predictor is not None else MeanReversion(),
-            token=token,
-            config=ApiConfig(max_body_bytes=200_000),
-        )
-        async with ApiServer(
-            config=ApiConfig(port=0, shutdown_timeout_seconds=2), app=app
-        ) as server:
-            assert server.port != 0
-            async with httpx.AsyncClient(base_url=server.url, timeout=10) as client:
-                await scenario(client, daemon, metrics)
-
-    asyncio.run(main())
-    return daemon
-
-
-def test_health_when_daemon_up_then_healthz_ok_and_readyz_follows_checks() -> None:
-    async def scenario(c: httpx.AsyncClient, daemon: FakeDaemon, _: Metrics) -> None:
-        assert (await c.get("/healthz")).json() == {"status": "ok"}
-        ready = await c.get("/readyz")
-        assert ready.status_code == 200
-        assert ready.json()["ready"] is True
-        daemon.ready["model_warm"] = False
-        not_ready = await c.get("/readyz")
-        assert not_ready.status_code == 503
-        assert not_ready.json()["checks"]["model_warm"] is False
-
-    run_api(scenario)
-
-
-def test_metrics_and_status_when_scraped_then_text_and_json() -> None:
-    async def scenario(c: httpx.AsyncClient, _: FakeDaemon, metrics: Metrics) -> None:
-        metrics.on_event("risk.rejected", {"reason": "max_drawdown"})
-        r = await c.get("/metrics")
-        assert r.status_code == 200
-        assert r.headers["content-type"].startswith("text/plain")
-        assert 'vlmtrader_risk_rejections_total{reason="max_drawdown"} 1.0' in r.text
-        assert "vlmtrader_bar_to_order_seconds_bucket" in r.text
-        status = (await c.get("/status")).json()
-        assert status["positions"] == {"AAA": 10.0, "BBB": -5.0}
-        assert status["bundle_id"] == "bundle-1"
-
-    run_api(scenario)
-
-
-def test_control_when_token_missing_or_wrong_then_401_and_nothing_changes() -> None:
-    async def scenario(c: httpx.AsyncClient, _: FakeDaemon, __: Metrics) -> None:
-        r = await c.post("/control/pause")
-        assert r.status_code == 401
-        assert r.headers["www-authenticate"].startswith("Bearer")
-        r = await c.post("/control/flatten", headers={"Authorization": "Bearer nope"})
-        assert r.status_code == 401
-        r = await c.post("/bundle/reload", headers={"Authorization": f"Basic {TOKEN}"})
-        assert r.status_code == 401
-
-    daemon = run_api(scenario)
-    assert daemon.calls == []
-
-
-def test_control_when_no_token_configured_then_mutations_disabled_with_503() -> None:
-    async def scenario(c: httpx.AsyncClient, _: FakeDaemon, __: Metrics) -> None:
-        r = await c.post("/control/pause", headers=AUTH)
-        assert r.status_code == 503
-        assert "VLMTRADER_API_TOKEN" in r.json()["detail"]
-        assert (await c.get("/status")).status_code == 200
-
-    assert run_api(scenario, token=None).calls == []
-
-
-def test_control_when_authorized_then_commands_applied() -> None:
-    async def scenario(c: httpx.AsyncClient, daemon: FakeDaemon, metrics: Metrics) -> None:
-        r = await c.post(
-            "/control/pause", headers=AUTH, json={"reason": "maintenance", "request_id": "h1"}
-        )
-        assert r.status_code == 200
-        assert r.json()["ok"] is True
-        assert r.json()["request_id"] == "h1"
-        assert daemon.paused
-        r = await c.post("/control/flatten", headers=AUTH, json={"symbol": "AAA"})
-        assert r.json()["detail"] == {"symbol": "AAA", "orders": 1}
-        r = await c.post("/control/set_state", headers=AUTH, json={"state": "halted"})
-        assert r.status_code == 200
-        r = await c.post("/bundle/reload", headers=AUTH, json={"path": "/bundles/v2"})
-        assert r.json()["detail"]["bundle_id"] == "/bundles/v2"
-        r = await c.post("/control/resume", headers=AUTH)
-        assert r.status_code == 200
-        assert not daemon.paused
-
-    daemon = run_api(scenario)
-    assert daemon.state == "halted"
-    assert daemon.positions["AAA"] == 0.0
+    assert set(spec["paths"]) >= {
+        "/healthz",
+        "/readyz",
+        "/metrics",
+        "/status",
+        "/predict",
+        "/bundle/reload",
+        "/control/{command}",
+    }
+    assert spec["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"
 
 
 @pytest.mark.parametrize(
@@ -171,93 +111,140 @@ def test_control_when_authorized_then_commands_applied() -> None:
         ("/control/pause", b"[1, 2]", 422, "invalid"),
         ("/control/pause", b"{not json", 422, "malformed"),
         ("/control/pause", b'{"command": "resume"}', 422, "invalid"),
-        ("/control/pause", b'{"reason": "' + b"x" * 2000 + b'"}', 413, "too_large"),
+        ("/control/pause", b'{"reason": "' + b"x" * 5000 + b'"}', 413, "too_large"),
         ("/control/flatten", b'{"symbol": "ZZZ"}', 409, "failed"),
         ("/bundle/reload", b'{"path": "/bundles/bad"}', 409, "failed"),
     ],
 )
 def test_control_when_body_bad_then_4xx_with_reason_and_nothing_changes(
-    path: str, body: bytes, code: int, reason: str | None
+    api: Api, path: str, body: bytes, code: int, reason: str | None
 ) -> None:
-    async def scenario(c: httpx.AsyncClient, _: FakeDaemon, __: Metrics) -> None:
-        r = await c.post(path, headers={**AUTH, "content-type": "application/json"}, content=body)
-        assert r.status_code == code
-        if reason is not None:
-            assert r.json()["reason"] == reason
-            assert r.json()["ok"] is False
+    response = api.post(path, body)
+    status = api.status()
 
-    daemon = run_api(scenario)
-    assert not daemon.paused
-    assert daemon.positions == {"AAA": 10.0, "BBB": -5.0}
-    assert daemon.bundle_id == "bundle-1"
-
-
-def test_predict_when_window_valid_then_scores_returned() -> None:
-    async def scenario(c: httpx.AsyncClient, _: FakeDaemon, __: Metrics) -> None:
-        r = await c.post("/predict", json={"symbol": "AAA", "bars": _window(6)})
-        assert r.status_code == 200
-        body = r.json()
-        assert body["symbol"] == "AAA"
-        assert 0.0 <= body["p_up"] <= 1.0
-        assert body["direction"] == -1
-        assert body["reasons"] == ["range_position"]
-
-    run_api(scenario)
+    assert response.status_code == code, response.text
+    if reason is not None:
+        assert response.json()["reason"] == reason
+        assert response.json()["ok"] is False
+    assert status["paused"] is False
+    assert status["trading_state"] == "active"
+    assert status["bundle_id"] is None
+    assert log_events(api.daemon, "daemon.flattened") == []
 
 
-def test_predict_when_window_malformed_then_422_naming_the_bar() -> None:
-    async def scenario(c: httpx.AsyncClient, _: FakeDaemon, __: Metrics) -> None:
-        bars = _window(4)
-        bars[2]["high"] = 1.0
-        r = await c.post("/predict", json={"symbol": "AAA", "bars": bars})
-        assert r.status_code == 422
-        assert r.json()["detail"].startswith("bars[2]:")
-        backwards = _window(3)
-        backwards[2]["ts"] = backwards[0]["ts"]
-        r = await c.post("/predict", json={"symbol": "AAA", "bars": backwards})
-        assert "bars[2]: ts" in r.json()["detail"]
-        naive = _window(2)
-        naive[0]["ts"] = "2024-03-01T14:30:00"
-        assert (await c.post("/predict", json={"symbol": "AAA", "bars": naive})).status_code == 422
-        assert (
-            await c.post("/predict", json={"symbol": "AAA", "bars": _window(1)})
-        ).status_code == 422
-        assert (
-            await c.post("/predict", content=b"{", headers={"content-type": "application/json"})
-        ).status_code == 422
-        big = await c.post(
-            "/predict", content=b"x" * 300_000, headers={"content-type": "application/json"}
+def test_predict_when_window_malformed_then_422_naming_the_bar(api: Api) -> None:
+    bars = window(4)
+    bars[2]["high"] = 1.0
+    high_below = api.http.post("/predict", json={"symbol": "SIM0", "bars": bars})
+    backwards = window(3)
+    backwards[2]["ts"] = backwards[0]["ts"]
+    not_in_order = api.http.post("/predict", json={"symbol": "SIM0", "bars": backwards})
+    naive = window(2)
+    naive[0]["ts"] = "2024-03-01T14:30:00"
+    no_zone = api.http.post("/predict", json={"symbol": "SIM0", "bars": naive})
+    one_bar = api.http.post("/predict", json={"symbol": "SIM0", "bars": window(1)})
+    torn = api.post("/predict", b"{")
+    big = api.post("/predict", b"x" * 300_000)
+
+    assert high_below.status_code == 422
+    assert high_below.json()["detail"].startswith("bars[2]:")
+    assert not_in_order.status_code == 422
+    assert "bars[2]: ts" in not_in_order.json()["detail"]
+    assert (no_zone.status_code, one_bar.status_code, torn.status_code) == (422, 422, 422)
+    assert big.status_code == 413
+
+
+def test_control_when_authorized_then_pause_flatten_and_resume_applied(api: Api) -> None:
+    until(lambda: bool(api.status()["positions"]), daemon=api.daemon, what="a position")
+    paused = api.post("/control/pause", {"reason": "maintenance", "request_id": "h1"})
+    held = api.status()["positions"]
+    symbol = sorted(held)[0]
+    flattened = api.post("/control/flatten", {"symbol": symbol})
+    until(lambda: symbol not in api.status()["positions"], daemon=api.daemon, what="flat")
+    while_paused = api.status()
+    resumed = api.post("/control/resume")
+    after = api.status()
+
+    assert paused.status_code == 200, paused.text
+    assert (paused.json()["ok"], paused.json()["request_id"]) == (True, "h1")
+    assert flattened.status_code == 200, flattened.text
+    assert flattened.json()["detail"]["symbol"] == symbol
+    assert flattened.json()["detail"]["orders"] >= 1
+    assert while_paused["paused"] is True
+    assert resumed.status_code == 200
+    assert after["paused"] is False
+    (logged,) = log_events(api.daemon, "daemon.flattened")
+    assert (logged["symbol"], logged["orders"]) == (symbol, flattened.json()["detail"]["orders"])
+
+
+def test_reload_when_posted_then_reply_lists_applied_and_refused_keys(api: Api) -> None:
+    cfg = yaml.safe_load(api.config.read_text())
+    cfg["account"] = "elsewhere"
+    cfg["strategy"]["hold_bars"] = 150
+    api.config.write_text(yaml.safe_dump(cfg))
+    response = api.post("/control/reload_strategy", {"request_id": "rl-http"})
+    status = api.status()
+
+    assert response.status_code == 200, response.text
+    detail = response.json()["detail"]
+    assert detail["applied"] == ["strategy.hold_bars"]
+    assert list(detail["refused"]) == ["account"]
+    assert detail["refused"]["account"].startswith("needs a restart: ")
+    assert status["account"] == "test"
+    assert status["last_reload"]["applied"] == ["strategy.hold_bars"]
+
+
+def test_set_state_when_halted_then_entries_rejected_and_counted_in_metrics(api: Api) -> None:
+    # Last in the module: the daemon stays halted.
+    response = api.post("/control/set_state", {"state": "halted", "reason": "e2e"})
+
+    def halted_rejections() -> float:
+        text = api.http.get("/metrics").text
+        return sum(
+            s.value
+            for family in text_string_to_metric_families(text)
+            for s in family.samples
+            if s.name == "vlmtrader_risk_rejections_total" and s.labels.get("reason") == "halted"
         )
-        assert big.status_code == 413
 
-    run_api(scenario)
+    until(lambda: halted_rejections() >= 1, daemon=api.daemon, what="a halted rejection")
+    status = api.status()
 
-
-def test_openapi_when_fetched_then_every_endpoint_documented_with_bearer_scheme() -> None:
-    async def scenario(c: httpx.AsyncClient, _: FakeDaemon, __: Metrics) -> None:
-        spec = (await c.get("/openapi.json")).json()
-        assert set(spec["paths"]) >= {
-            "/healthz",
-            "/readyz",
-            "/metrics",
-            "/status",
-            "/predict",
-            "/bundle/reload",
-            "/control/{command}",
-        }
-        assert spec["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"
-
-    run_api(scenario)
+    assert response.status_code == 200, response.text
+    assert response.json()["detail"] == {"state": "halted"}
+    assert status["trading_state"] == "halted"
 
 
-def test_server_when_port_taken_then_config_error_naming_it() -> None:
-    from daemon.errors import ConfigError
+def test_control_when_no_token_configured_then_mutations_503_and_reads_work(
+    tmp_path: Path,
+) -> None:
+    config = e2e_config(tmp_path, api=True)
+    with running_daemon(config, tmp_path, env={"VLMTRADER_API_TOKEN": ""}) as daemon:
+        base = f"http://127.0.0.1:{api_port(daemon)}"
+        pause = httpx.post(f"{base}/control/pause", headers=AUTH, timeout=10)
+        reload_bundle = httpx.post(f"{base}/bundle/reload", headers=AUTH, timeout=10)
+        status = httpx.get(f"{base}/status", timeout=10)
 
-    async def main() -> None:
-        app = build_app(controller=Controller(control=FakeDaemon()), metrics=Metrics())
-        async with ApiServer(config=ApiConfig(port=0), app=app) as first:
-            with pytest.raises(ConfigError, match=f"cannot listen on 127.0.0.1:{first.port}"):
-                async with ApiServer(config=ApiConfig(port=first.port), app=app):
-                    pass
+    assert (pause.status_code, reload_bundle.status_code) == (503, 503)
+    assert "VLMTRADER_API_TOKEN" in pause.json()["detail"]
+    assert status.status_code == 200
+    assert status.json()["paused"] is False
+    assert log_events(daemon, "control.applied") == []
 
-    asyncio.run(main())
+
+def test_server_when_port_taken_then_second_daemon_exits_2_naming_it(
+    api: Api, tmp_path: Path
+) -> None:
+    config = e2e_config(tmp_path, api=True, extra={"api": {"port": api.port}})
+    daemon = start_daemon(config, tmp_path)
+    try:
+        code = daemon.wait(timeout=60)
+    finally:
+        if daemon.proc.poll() is None:
+            daemon.proc.send_signal(signal.SIGKILL)
+        stop_daemon(daemon)
+
+    assert code == 2
+    (invalid,) = log_events(daemon, "config.invalid")
+    assert f"cannot listen on 127.0.0.1:{api.port}" in invalid["error"]
+    assert api.daemon.proc.poll() is None

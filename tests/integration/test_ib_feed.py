@@ -19,12 +19,23 @@ from daemon.ib.session import backoff_delay
 from strategy.types import Bar
 from tests.ibgateway import DEFAULT_CONTRACTS, FakeGateway, GatewayContract
 from tests.ibgateway.helpers import Collector, fast_config, until
+from tests.ibgateway.protocol import In
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 
 
 def run(coro: Any) -> Any:
     return asyncio.run(coro)
+
+
+def clock_requests(gw: FakeGateway) -> int:
+    """How many times the gateway was asked its time (reqCurrentTime)."""
+    return sum(1 for _, msg_id in gw.requests if msg_id == In.REQ_CURRENT_TIME)
+
+
+def farm_broken(feed: IbFeed) -> bool:
+    """Whether the feed's supervisor has taken in a farm-broken code (and everything before it)."""
+    return bool(feed._farm_was_broken)
 
 
 def assert_matches_market(gw: FakeGateway, bars: list[Bar], seconds: int = 60) -> None:
@@ -375,7 +386,12 @@ def test_watchdog_when_market_closed_by_trading_hours_then_silence_is_not_stale(
             with capture_logs() as logs:
                 got = Collector(feed.closed_bars(resume_after=gw.now))
                 await until(lambda: feed.resubscriptions >= 1, what="subscription")
-                await asyncio.sleep(2.0)
+                # Each watchdog pass asks the gateway's time; nothing else does once subscribed.
+                # 10 passes of 0.15 s: twice the 0.6 s silence that resubscribes an open market.
+                asked = clock_requests(gw)
+                await until(
+                    lambda: clock_requests(gw) >= asked + 11, timeout=15, what="10 watchdog passes"
+                )
                 await got.close()
             assert feed.resubscriptions == 1
             assert not [e for e in logs if e["event"] == "feed.stale"]
@@ -438,22 +454,22 @@ def test_farm_codes_when_broken_then_ok_then_resubscribed_once_and_ok_alone_igno
                 before = feed.resubscriptions
                 # 2104 is also what IB says at every connect: alone it must not resubscribe.
                 gw.broadcast_error(2104, "Market data farm connection is OK:usfarm")
-                await asyncio.sleep(0.3)
-                assert feed.resubscriptions == before
                 gw.broadcast_error(2103, "Market data farm connection is broken:usfarm")
-                await until(
-                    lambda: any(e["event"] == "feed.farm_broken" for e in logs), what="broken"
-                )
+                # The feed handles IB's codes in order: once it holds the 2103 (farm broken),
+                # the 2104 before it has been handled, resubscription included if it made one.
+                await until(lambda: farm_broken(feed), what="broken")
+                assert feed.resubscriptions == before
                 gw.broadcast_error(2104, "Market data farm connection is OK:usfarm")
                 await until(lambda: feed.resubscriptions > before, what="resubscribe after farm ok")
-                await asyncio.sleep(0.3)
+                gw.broadcast_error(2103, "Market data farm connection is broken:usfarm")
+                await until(lambda: farm_broken(feed), what="broken again, after the 2104")
                 assert feed.resubscriptions == before + 1  # once, not per message
                 await gw.advance(60)  # and the stream delivers again
                 bars = await got.wait_bars("AAPL", 1)
                 await got.close()
             assert bars[-1].symbol == "AAPL"
             farm = [e for e in logs if e["event"] == "feed.farm_broken"]
-            assert [e["code"] for e in farm] == [2103]
+            assert [e["code"] for e in farm] == [2103, 2103]
 
     run(scenario())
 
