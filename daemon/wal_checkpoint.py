@@ -38,7 +38,12 @@ class WalCheckpointer(threading.Thread):
                 try:
                     if con is None:
                         con = sqlite3.connect(self.path, isolation_level=None, timeout=1.0)
-                    con.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                    _, wal_pages, _ = con.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+                    if wal_pages == -1:
+                        # Not in WAL mode as this connection sees it (it opened the file before
+                        # the writer switched it to WAL): a later connection will see the WAL.
+                        con.close()
+                        con = None
                 except sqlite3.Error as e:
                     log.warning(self.event, path=str(self.path), error=str(e))
         finally:

@@ -31,9 +31,9 @@ def test_checkpointer_when_file_unusable_at_first_then_retries_and_checkpoints_l
             writer.execute("PRAGMA journal_mode=WAL")
             writer.execute("PRAGMA wal_autocheckpoint=0")  # only the thread copies the WAL
             writer.execute("CREATE TABLE t (x BLOB)")
+            size = path.stat().st_size  # before the rows: the thread may copy some while they go in
             for _ in range(50):
                 writer.execute("INSERT INTO t VALUES (randomblob(4000))")
-            size = path.stat().st_size
             _until(lambda: path.stat().st_size > size + 100_000)
             writer.close()
         finally:
