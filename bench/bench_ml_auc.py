@@ -32,10 +32,10 @@ import numpy as np
 
 from daemon.cli_model import BootstrapConfig, bootstrap
 from daemon.log_setup import configure_logging
-from daemon.ml_loader import CachedVision, load_bundle_models
+from daemon.model.loader import load_bundle
+from daemon.model.vision import CachedVision, ClipVision
 from strategy.backtest.data import forward_labels, frame_batches, iter_windows
 from strategy.bars import BarStoreConfig
-from strategy.clip_scorer import ClipVision
 from vlm_engine.xgb.metrics import auc, summary
 
 START = datetime(2025, 6, 2, tzinfo=UTC)
@@ -59,7 +59,7 @@ def main() -> None:
     if not (bundle / "model_card.json").is_file():
         print(f"no bundle at {bundle}: building one for the {args.scenario} market (a few minutes)")
         bootstrap(config, bundle)
-    models = load_bundle_models(bundle)
+    models = load_bundle(bundle)
     market = msgspec.structs.replace(config.market, seed=args.seed)
     frame = simulate_frame(market, START, args.bars)
     planted = {
@@ -71,7 +71,7 @@ def main() -> None:
     horizon = models.xgb.meta.horizon_bars
     labels = forward_labels(batches, horizon)
     store = BarStoreConfig(window=max(64, models.bars_needed), bar_seconds=market.bar_seconds)
-    vision = CachedVision(inner=ClipVision(server=models.server))
+    vision = CachedVision(inner=ClipVision(engine=models.engine))
     scorer = models.scorer(vision=vision)
     alone = models.scorer(mode="xgb", vision=vision) if models.xgb_technical else None
     p: dict[str, list[float]] = {"clip": [], "xgb_technical": [], "xgb": [], "fused": []}

@@ -28,7 +28,7 @@ from daemon.config import ScorerConfig
 from daemon.execution.paper import PaperExecution
 from daemon.journal import Journal
 from daemon.log_setup import configure_logging
-from daemon.ml_loader import BundleModels, load_bundle_models
+from daemon.model.loader import LoadedBundle, load_bundle
 from daemon.pipeline import Pipeline
 from daemon.runtime import tune_gc
 from strategy.backtest.data import frame_batches, precompute_signals
@@ -98,10 +98,10 @@ async def run_pipeline(
     return n / elapsed, pipeline, per_batch
 
 
-def daemon_models(bundle: Path) -> BundleModels:
+def daemon_models(bundle: Path) -> LoadedBundle:
     """The bundle loaded with the daemon's default inference settings (device and torch threads)."""
     scorer = ScorerConfig()
-    return load_bundle_models(
+    return load_bundle(
         bundle,
         inference=InferenceConfig(
             device=scorer.device, threads=scorer.threads, workers=scorer.workers

@@ -28,12 +28,12 @@ from daemon.feeds.replay import ReplayFeed
 from daemon.feeds.sim import SimFeed
 from daemon.journal import Journal
 from daemon.log_setup import add_event_sink, remove_event_sink
+from daemon.model.predict import ModelPredictor
+from daemon.model.slot import ModelSlot, daemon_slot, describe_scorer
 from daemon.notify import Notifier, watchdog_interval_seconds
 from daemon.pipeline import Pipeline
-from daemon.predictor import ScorerPredictor
 from daemon.reconcile import reconcile, restore_book
 from daemon.runtime import tune_gc
-from daemon.scorer_slot import ScorerSlot, describe_scorer
 from daemon.storage import first_cause, storage_failed
 from daemon.supervisor import TaskHealth, describe
 from strategy.bars import BarStore
@@ -74,7 +74,7 @@ class Daemon:
         self.notifier = Notifier()
         self.pipeline: Pipeline | None = None
         self.journal: Journal | None = None
-        self.scorers: ScorerSlot | None = None
+        self.scorers: ModelSlot | None = None
         self.feed: Any = None
         self._consumer: asyncio.Task[None] | None = None
         self._generation = 0
@@ -112,7 +112,7 @@ class Daemon:
         report = reconcile(journal, book, await execution.broker_view(), now=datetime.now(UTC))
         self._generation = getattr(execution, "generation", 0)
 
-        self.scorers = ScorerSlot(config=cfg, state_dir=state_dir)
+        self.scorers = daemon_slot(cfg)
         pipeline = Pipeline(
             store=BarStore(config=cfg.bars),
             scorer=self.scorers.current,
@@ -151,9 +151,7 @@ class Daemon:
             metrics.add_queue("mqtt", lambda: bus.queue_depth)
             metrics.track_bus(lambda: bus.stats, lambda: bus.connected)
         if cfg.api.enabled:
-            predictor = ScorerPredictor(
-                scorers=self.scorers, bar_seconds=cfg.bars.bar_seconds, lock=pipeline.score_lock
-            )
+            predictor = ModelPredictor(slot=self.scorers, lock=pipeline.score_lock)
             app = build_app(
                 controller=controller,
                 metrics=metrics,

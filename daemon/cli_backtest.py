@@ -16,13 +16,8 @@ from tqdm import tqdm
 from daemon.config import AppConfig, load_config
 from daemon.errors import EXIT_CONFIG, EXIT_OK, ConfigError, InputError
 from daemon.journal import Journal
-from daemon.ml_loader import (
-    XGB_DIR,
-    CachedVision,
-    check_windows,
-    load_bundle_models,
-    read_fusion,
-)
+from daemon.model.loader import XGB_DIR, check_windows, load_bundle, read_fusion, xgb_only_scorer
+from daemon.model.vision import CachedVision, ClipVision
 from strategy.backtest.compare import StrategyResult, run_comparison, sizing_note
 from strategy.backtest.data import frame_batches, precompute_signals
 from strategy.backtest.engine import BacktestConfig, JournalSink, LookupScorer
@@ -36,9 +31,9 @@ from strategy.backtest.evaluate import (
 )
 from strategy.backtest.report import report_html, report_json
 from strategy.bars import BarStoreConfig
-from strategy.features import FeatureConfig, FeatureEngine
-from strategy.fusion import FusionConfig, FusionEngine
-from strategy.ml_scorer import MLScorer, VisionModel
+from strategy.features import FeatureConfig
+from strategy.fusion import FusionConfig
+from strategy.ml_scorer import VisionModel
 from strategy.rule_scorer import RuleScorer
 from strategy.scoring import Scorer
 from strategy.types import Bar
@@ -119,22 +114,6 @@ def backtest_config(cfg: AppConfig, bar_seconds: int) -> BacktestConfig:
     )
 
 
-def load_xgb_scorer(bundle: Path, bars: BarStoreConfig) -> MLScorer:
-    """An XGBoost-only ML scorer from a bundle's xgb/ directory and fusion.json."""
-    model = XgbModel.load(bundle / XGB_DIR)
-    features = msgspec.convert(model.meta.feature_config, FeatureConfig)
-    fusion = read_fusion(bundle)
-    if any(n.startswith("clip_") for n in model.feature_names):
-        msg = f"{bundle}: the xgb model needs CLIP features; the CLIP scorer is not wired in yet"
-        raise XgbError(msg)
-    return MLScorer(
-        features=FeatureEngine(config=features),
-        fusion=FusionEngine(config=fusion.alone("xgb")),
-        xgb=model,
-        mode="xgb",
-    )
-
-
 class BacktestBundle(msgspec.Struct, frozen=True, kw_only=True):
     """What a backtest report says about the bundle it scored with."""
 
@@ -154,11 +133,9 @@ def bundle_scorers(bundle: Path, bars: BarStoreConfig) -> tuple[dict[str, Scorer
     scores, and what the bundle is. XGBoost-only is "xgb_technical" (technical features alone)
     when the bundle has that model, else "xgb" (older bundles: the XGBoost that also sees the CLIP
     columns)."""
-    from strategy.clip_scorer import ClipVision
-
-    models = load_bundle_models(bundle)
+    models = load_bundle(bundle)
     check_windows(models, bars)
-    vision = CachedVision(inner=ClipVision(server=models.server))
+    vision = CachedVision(inner=ClipVision(engine=models.engine))
     xgb_name = "xgb_technical" if models.xgb_technical is not None else "xgb"
     trained = models.card.trained_on
     info = BacktestBundle(
@@ -322,8 +299,10 @@ def _backtest(args: argparse.Namespace) -> int:
         candidates.update(found)
     elif args.bundle is not None:
         try:
-            candidates["xgb"] = load_xgb_scorer(args.bundle, config.bars)
+            candidates["xgb"] = xgb_only_scorer(args.bundle)
             info = xgb_info(args.bundle)
+        except InputError as e:
+            return _fail(str(e))
         except (XgbError, OSError, msgspec.ValidationError, msgspec.DecodeError) as e:
             return _fail(f"{args.bundle}: {e}")
     warnings = [w for w in [bar_size_warning(info, bar_seconds) if info else None] if w]
@@ -477,11 +456,9 @@ def _bundle_vision(
 ) -> tuple[VisionModel, PcaParams | None, FeatureConfig, FusionConfig, BundleInfo]:
     """The bundle's warm CLIP (cached per window), PCA, feature and fusion configs for evaluate(),
     and what it was trained on. Its bar size is not checked: evaluate says what it does instead."""
-    from strategy.clip_scorer import ClipVision
-
-    models = load_bundle_models(bundle)
+    models = load_bundle(bundle)
     check_windows(models, backtest_config(cfg, bar_seconds).bars)
-    vision = CachedVision(inner=ClipVision(server=models.server))
+    vision = CachedVision(inner=ClipVision(engine=models.engine))
     on = models.card.trained_on
     info = BundleInfo(
         bar_seconds=on.bar_seconds if on is not None else models.xgb.meta.bar_seconds,

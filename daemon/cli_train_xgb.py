@@ -18,7 +18,7 @@ import structlog
 
 from daemon.build.tabular import with_drift
 from daemon.errors import EXIT_OK
-from daemon.ml_loader import FUSION_FILE, XGB_DIR
+from daemon.model.loader import FUSION_FILE, XGB_DIR
 from strategy.backtest.data import build_dataset, frame_batches
 from strategy.bars import BarStoreConfig
 from strategy.features import FeatureConfig, FeatureEngine

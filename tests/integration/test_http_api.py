@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
-from daemon.api.app import build_app
+from daemon.api.app import Prediction, build_app
 from daemon.api.config import ApiConfig
 from daemon.api.metrics import Metrics
 from daemon.api.server import ApiServer
@@ -27,13 +27,13 @@ AUTH = {"Authorization": f"Bearer {TOKEN}"}
 class MeanReversion:
     """A tiny Predictor: p_up from where the last close sits in the window's range."""
 
-    async def predict(self, symbol: str, bars: Sequence[Bar]) -> Signal:
+    async def predict(self, symbol: str, bars: Sequence[Bar]) -> Prediction:
         if len(bars) < 2:
             msg = f"{symbol}: need at least 2 bars, got {len(bars)}"
             raise InputError(msg)
         lo, hi = min(b.low for b in bars), max(b.high for b in bars)
         pos = (bars[-1].close - lo) / (hi - lo) if hi > lo else 0.5
-        return Signal(
+        signal = Signal(
             symbol=symbol,
             ts=bars[-1].ts,
             p_up=1.0 - pos,
@@ -41,6 +41,7 @@ class MeanReversion:
             scorer="test",
             reasons=("range_position",),
         )
+        return Prediction(signal=signal, bundle_id=None)
 
 
 def _window(n: int = 5, *, start: float = 100.0) -> list[dict[str, Any]]:

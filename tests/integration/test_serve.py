@@ -24,9 +24,9 @@ import structlog
 
 from daemon.api.config import ApiConfig
 from daemon.cli import main
-from daemon.serve import ServeConfig, serve
+from daemon.model.serve import ServeConfig, serve
+from daemon.model.vision import to_chart_window
 from strategy.bars import Window
-from strategy.clip_scorer import to_chart_window
 from tests.daemon.ml_helpers import WINDOW, quick_bundle, sample_windows
 from tests.integration.daemon_process import REPO
 from tests.integration.mosquitto import free_port

@@ -1,4 +1,4 @@
-"""Serving CLIP: the warm inference engine, hot-swap and shadow mode."""
+"""Serving CLIP: the warm inference engine (the daemon's model slot swaps and shadows whole bundles)."""
 
 from __future__ import annotations
 
@@ -9,16 +9,11 @@ from vlm_engine.infer.engine import (
     InferenceEngine,
     resolve_device,
 )
-from vlm_engine.infer.server import ModelServer, Served, ShadowStats, SwapResult
 
 __all__ = [
     "ClipBatch",
     "ClipScores",
     "InferenceConfig",
     "InferenceEngine",
-    "ModelServer",
-    "Served",
-    "ShadowStats",
-    "SwapResult",
     "resolve_device",
 ]

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, NamedTuple
 
 import msgspec
 import numpy as np
@@ -89,13 +90,17 @@ class ClipScores(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class ClipBatch(msgspec.Struct, frozen=True, kw_only=True, eq=False):
-    """A batch's outputs as arrays: pattern_probs (N, K), p_up (N,), embeddings (N, D)."""
+    """A batch's outputs as arrays: pattern_probs (N, K), p_up (N,), embeddings (N, D).
+
+    render_seconds: the batch's wall time spent drawing its charts (the workers' drawing time over
+    how many drew at once; 0 for given images)."""
 
     bundle_id: str
     classes: tuple[str, ...]
     pattern_probs: Float32Array
     p_up: Float32Array
     embeddings: Float32Array
+    render_seconds: float = 0.0
 
     def __len__(self) -> int:
         return int(self.p_up.shape[0])
@@ -112,6 +117,15 @@ class ClipBatch(msgspec.Struct, frozen=True, kw_only=True, eq=False):
             p_up=float(self.p_up[index]),
             embedding=tuple(float(v) for v in self.embeddings[index]) if with_embedding else (),
         )
+
+
+class _Chunk(NamedTuple):
+    """One chunk's rows, and the time its charts took to draw."""
+
+    pattern_probs: Float32Array
+    p_up: Float32Array
+    embeddings: Float32Array
+    render_seconds: float = 0.0
 
 
 def resolve_device(name: DeviceName) -> torch.device:
@@ -199,10 +213,20 @@ class InferenceEngine:
         if not windows:
             return self._empty()
         if not self.renderer.thread_safe:
-            return self.score_images(self.render(windows))
+            started = time.perf_counter()
+            images = self.render(windows)
+            rendered = time.perf_counter() - started
+            return msgspec.structs.replace(self.score_images(images), render_seconds=rendered)
         # Each worker renders its own chunk too: drawing is NumPy, mostly outside the GIL.
         items = list(windows)
-        return self._split(len(items), lambda rows: self._score_chunk(self.render(items[rows])))
+
+        def render_and_score(rows: slice) -> _Chunk:
+            started = time.perf_counter()
+            images = self.render(items[rows])
+            rendered = time.perf_counter() - started
+            return self._score_chunk(images)._replace(render_seconds=rendered)
+
+        return self._split(len(items), render_and_score)
 
     def score_images(self, images: npt.NDArray[np.uint8]) -> ClipBatch:
         """Score (N, H, W, 3) uint8 charts of the bundle's spec, in chunks of at most max_batch, split
@@ -211,21 +235,21 @@ class InferenceEngine:
             return self._empty()
         return self._split(images.shape[0], lambda rows: self._score_chunk(images[rows]))
 
-    def _split(
-        self, n: int, score: Callable[[slice], tuple[Float32Array, Float32Array, Float32Array]]
-    ) -> ClipBatch:
+    def _split(self, n: int, score: Callable[[slice], _Chunk]) -> ClipBatch:
         """score() each chunk of n rows (over the workers when there are several), merged in order."""
         chunks = self._chunks(n)
-        if len(chunks) > 1 and self.workers > 1:
+        parallel = min(len(chunks), self.workers)
+        if parallel > 1:
             parts = list(_pool(self.workers).map(score, chunks))
         else:
             parts = [score(rows) for rows in chunks]
         return ClipBatch(
             bundle_id=self.bundle_id,
             classes=self.classes,
-            pattern_probs=np.concatenate([p[0] for p in parts]),
-            p_up=np.concatenate([p[1] for p in parts]),
-            embeddings=np.concatenate([p[2] for p in parts]),
+            pattern_probs=np.concatenate([p.pattern_probs for p in parts]),
+            p_up=np.concatenate([p.p_up for p in parts]),
+            embeddings=np.concatenate([p.embeddings for p in parts]),
+            render_seconds=sum(p.render_seconds for p in parts) / max(parallel, 1),
         )
 
     def _chunks(self, n: int) -> list[slice]:
@@ -237,9 +261,7 @@ class InferenceEngine:
         return [slice(start, min(n, start + size)) for start in range(0, n, size)]
 
     @torch.inference_mode()
-    def _score_chunk(
-        self, images: npt.NDArray[np.uint8]
-    ) -> tuple[Float32Array, Float32Array, Float32Array]:
+    def _score_chunk(self, images: npt.NDArray[np.uint8]) -> _Chunk:
         """(pattern probabilities, p_up, embeddings) of one chunk; inference mode is per thread."""
         rows = np.ascontiguousarray(images)
         # On CUDA the uint8 batch goes through pinned memory.
@@ -254,7 +276,7 @@ class InferenceEngine:
         features = torch.nn.functional.normalize(features.float(), dim=-1).to(self.dtype)
         scores = (features @ self._readout.T).float().cpu().numpy()
         logits, z = scores[:, :-1], scores[:, -1]
-        return (
+        return _Chunk(
             softmax(logits / self._temperature).astype(np.float32),
             sigmoid(self._a * z + self._b).astype(np.float32),
             features.float().cpu().numpy(),

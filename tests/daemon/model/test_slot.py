@@ -9,8 +9,9 @@ from structlog.testing import capture_logs
 
 from daemon.config import AppConfig, ScorerConfig
 from daemon.errors import ConfigError
-from daemon.ml_loader import read_fusion
-from daemon.scorer_slot import BundleUnusable, ScorerSlot, describe_scorer, log_drift
+from daemon.model.loader import BundleUnusable, read_fusion
+from daemon.model.scoring import log_drift
+from daemon.model.slot import ModelSlot, daemon_slot, describe_scorer
 from strategy.bars import BarStoreConfig
 from strategy.rule_scorer import RuleScorer, RuleScorerConfig
 from tests.daemon.ml_helpers import WINDOW, bundle_copy, quick_bundle, sample_windows
@@ -25,8 +26,8 @@ def _config(tmp_path: Path, bundle: Path, **scorer: object) -> AppConfig:
     )
 
 
-def _slot(cfg: AppConfig) -> tuple[ScorerSlot, SimpleNamespace]:
-    slot = ScorerSlot(config=cfg, state_dir=Path(cfg.state_dir))
+def _slot(cfg: AppConfig) -> tuple[ModelSlot, SimpleNamespace]:
+    slot = daemon_slot(cfg)
     holder = SimpleNamespace(scorer=None)
     slot.attach(holder)
     return slot, holder

@@ -1,0 +1,236 @@
+"""The one model slot: what serves now (an ActiveModel), how it changes (hot-swap off the loop,
+the background bootstrap) and the shadow beside it. The trading daemon and `vlmtrader serve`
+each own one; the pipeline and POST /predict read it."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from daemon.config import AppConfig
+from daemon.errors import ConfigError, InputError
+from daemon.model.loader import ActiveModel, LoadOptions, load_active, rules_model
+from daemon.model.shadow import ShadowRunner
+from strategy.scoring import Scorer
+
+log = structlog.get_logger("daemon.model")
+
+Loader = Callable[[Path], ActiveModel]
+
+
+def describe_scorer(scorer: object) -> str:
+    """What the scorer's signal is, in words ("rules" for the TA-Lib scorer)."""
+    describe = getattr(scorer, "describe", None)
+    return str(describe()) if callable(describe) else "TA-Lib rule scorer"
+
+
+class ModelSlot:
+    """Owns what serves; every swap happens between two batches, never inside one.
+
+    loading is true while the model it was started for is still being built or loaded (the rule
+    scorer answers meanwhile): /readyz reports it as model_warm false."""
+
+    def __init__(
+        self,
+        *,
+        active: ActiveModel,
+        load: Loader,
+        bundle_path: Path | None = None,
+        shadow: ShadowRunner | None = None,
+        bootstrap_args: tuple[str, ...] | None = None,
+        loading: bool = False,
+    ) -> None:
+        self.active = active
+        self.load = load
+        self.bundle_path = bundle_path
+        self.shadow = shadow
+        self.bootstrap_args = bootstrap_args
+        self.loading = loading
+        self._pipeline: Any = None
+        self._bootstrap: asyncio.Task[None] | None = None
+        self._swap_lock = asyncio.Lock()
+
+    @property
+    def current(self) -> Scorer:
+        return self.active.scorer
+
+    @property
+    def bundle_id(self) -> str | None:
+        return self.active.bundle_id
+
+    @property
+    def warm(self) -> bool:
+        """The model asked for serves, warmed up (a reload warms the new one before the swap)."""
+        return not self.loading
+
+    def attach(self, pipeline: Any) -> None:
+        self._pipeline = pipeline
+        pipeline.scorer = self.current
+        pipeline.shadow = self.shadow
+
+    # apply_settings(cfg: ScorerConfig) -> tuple[str, ...] goes here: the scorer settings a config
+    # reload applies without a restart, returning the changed key names (engineer "reload").
+
+    async def reload(self, path: str | Path | None) -> str:
+        """Load and warm a bundle off the loop, then swap atomically; a bad one leaves the old serving."""
+        target = Path(path) if path else self.bundle_path
+        if target is None:
+            msg = 'no bundle to reload: none was configured; name one as {"path": DIR}'
+            raise InputError(msg)
+        async with self._swap_lock:
+            try:
+                model = await asyncio.to_thread(self.load, target)
+            except InputError as e:
+                log.error(
+                    "bundle.load_failed", path=str(target), error=str(e), scorer=self.current.name
+                )
+                raise
+            finally:
+                self.loading = False
+            previous = self.active
+            self.active = model
+            if self._pipeline is not None:
+                self._pipeline.scorer = model.scorer
+        log.info(
+            "bundle.loaded",
+            path=str(target),
+            bundle_id=model.bundle_id,
+            previous=previous.scorer.name,
+            previous_bundle_id=previous.bundle_id,
+            scorer=model.scorer.name,
+            signal=describe_scorer(model.scorer),
+            spec_hash=model.bundle.spec_hash if model.bundle is not None else None,
+        )
+        return model.bundle_id or ""
+
+    async def start(self, stack: contextlib.AsyncExitStack) -> None:
+        """With bootstrap arguments and no bundle serving, build one in the background and swap it in."""
+        if self.bootstrap_args is None or self.bundle_id is not None or self.bundle_path is None:
+            return
+        self.loading = True
+        self._bootstrap = asyncio.create_task(
+            self._run_bootstrap(self.bundle_path, self.bootstrap_args), name="model-bootstrap"
+        )
+        stack.push_async_callback(self._stop_bootstrap)
+
+    async def _stop_bootstrap(self) -> None:
+        task, self._bootstrap = self._bootstrap, None
+        if task is not None and not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def _run_bootstrap(self, out: Path, extra: tuple[str, ...]) -> None:
+        try:
+            code, log_path = await _bootstrap_process(out, extra)
+            if code != 0:
+                log.error(
+                    "model.bootstrap_failed", exit_code=code, log=str(log_path), scorer="rules"
+                )
+                return
+            log.info("model.bootstrap_finished", out=str(out))
+            try:
+                bundle_id = await self.reload(None)
+            except InputError as e:
+                log.error(
+                    "bundle.load_failed", path=str(out), error=str(e), scorer=self.current.name
+                )
+                return
+        finally:
+            self.loading = False
+        log.info(
+            "scorer.swapped",
+            previous="rules",
+            current=self.current.name,
+            bundle_id=bundle_id,
+            signal=describe_scorer(self.current),
+        )
+
+
+async def _bootstrap_process(out: Path, extra: tuple[str, ...]) -> tuple[int, Path]:
+    """Run `vlmtrader model bootstrap --out OUT` with its output in OUT/../bootstrap.log."""
+    args = [sys.executable, "-m", "daemon.cli", "model", "bootstrap", "--out", str(out), *extra]
+    log_path = out.parent / "bootstrap.log"
+    log.info("model.bootstrap_started", out=str(out), scorer="rules", log=str(log_path))
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with log_path.open("ab") as sink:
+        proc = await asyncio.create_subprocess_exec(
+            *args, stdout=sink, stderr=asyncio.subprocess.STDOUT
+        )
+        try:
+            return await proc.wait(), log_path
+        except asyncio.CancelledError:
+            proc.terminate()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(proc.wait(), 10)
+            if proc.returncode is None:
+                proc.kill()
+            raise
+
+
+# ---- the trading daemon's slot -------------------------------------------------------------------
+def daemon_load_options(cfg: AppConfig, *, config_fusion: bool = True) -> LoadOptions:
+    """scorer.* as load options for windows of bars.*; a shadow keeps its own fitted fusion."""
+    sc = cfg.scorer
+    return LoadOptions(
+        mode=sc.mode,
+        fusion=sc.fusion if config_fusion else None,
+        spec_hash=sc.spec_hash,
+        device=sc.device,
+        threads=sc.threads,
+        workers=sc.workers,
+        bars=cfg.bars,
+    )
+
+
+def load_shadow(path: Path, cfg: AppConfig) -> ShadowRunner | None:
+    """The shadow bundle as a second scorer (its own CLIP, XGBoost and fusion), or None with a
+    `shadow.unavailable` warning when it cannot be used: a shadow never stops the daemon."""
+    try:
+        model = load_active(path, daemon_load_options(cfg, config_fusion=False))
+    except InputError as e:
+        log.warning("shadow.unavailable", path=str(path), error=str(e))
+        return None
+    name = f"{model.scorer.name}_shadow"
+    log.info("shadow.loaded", path=str(path), bundle_id=model.bundle_id, scorer=name)
+    return ShadowRunner(scorer=model.scorer, bundle_id=model.bundle_id or "")
+
+
+def daemon_slot(cfg: AppConfig) -> ModelSlot:
+    """The slot scorer.kind asks for: rules; ml (the bundle, else ConfigError); auto (the bundle,
+    else rules while `vlmtrader model bootstrap` builds it when scorer.bootstrap is set)."""
+    sc = cfg.scorer
+    bundle_path = cfg.state_path(sc.bundle)
+    options = daemon_load_options(cfg)
+    slot = ModelSlot(
+        active=rules_model(sc.rules, bar_seconds=cfg.bars.bar_seconds),
+        load=lambda path: load_active(path, options),
+        bundle_path=bundle_path,
+        bootstrap_args=sc.bootstrap_args if sc.kind == "auto" and sc.bootstrap else None,
+    )
+    if sc.kind == "rules":
+        return slot
+    if sc.shadow_bundle:
+        slot.shadow = load_shadow(cfg.state_path(sc.shadow_bundle), cfg)
+    try:
+        slot.active = slot.load(bundle_path)
+    except InputError as e:
+        if sc.kind == "ml":
+            msg = f"scorer.kind is ml but the bundle cannot be used: {e}"
+            raise ConfigError(msg) from None
+        log.warning("bundle.unavailable", path=str(bundle_path), error=str(e), scorer="rules")
+        return slot
+    log.info(
+        "bundle.loaded",
+        path=str(bundle_path),
+        bundle_id=slot.bundle_id,
+        scorer=slot.current.name,
+        signal=describe_scorer(slot.current),
+    )
+    return slot
