@@ -119,6 +119,12 @@ class ModelSlot:
         )
         stack.push_async_callback(self._stop_bootstrap)
 
+    async def bootstrapped(self) -> None:
+        """Wait until the background bootstrap (if one runs) has ended, swapped in or not."""
+        task = self._bootstrap
+        if task is not None:
+            await asyncio.shield(task)
+
     async def _stop_bootstrap(self) -> None:
         task, self._bootstrap = self._bootstrap, None
         if task is not None and not task.done():
@@ -137,10 +143,7 @@ class ModelSlot:
             log.info("model.bootstrap_finished", out=str(out))
             try:
                 bundle_id = await self.reload(None)
-            except InputError as e:
-                log.error(
-                    "bundle.load_failed", path=str(out), error=str(e), scorer=self.current.name
-                )
+            except InputError:  # reload logged bundle.load_failed; the rule scorer serves on
                 return
         finally:
             self.loading = False
@@ -225,6 +228,7 @@ def daemon_slot(cfg: AppConfig) -> ModelSlot:
             msg = f"scorer.kind is ml but the bundle cannot be used: {e}"
             raise ConfigError(msg) from None
         log.warning("bundle.unavailable", path=str(bundle_path), error=str(e), scorer="rules")
+        slot.loading = slot.bootstrap_args is not None  # not warm until the bootstrap has run
         return slot
     log.info(
         "bundle.loaded",

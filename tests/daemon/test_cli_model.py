@@ -10,7 +10,7 @@ from daemon.build import quick_config
 from daemon.cli import build_parser, main
 from daemon.cli_train import get_train_subparsers
 from strategy.market_sim import SimMarketConfig, simulate_frame
-from vlm_engine.bundle import read_card
+from vlm_engine.bundle import load_bundle, read_card
 
 
 @pytest.fixture(scope="module")
@@ -75,7 +75,7 @@ def test_train_parser_when_registered_then_other_modules_can_add_subcommands():
 def test_train_clip_calibrate_and_train_xgb_when_dataset_dir_then_each_recorded_in_the_card(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ):
-    from daemon.model.loader import BundleUnusable, load_bundle
+    from daemon.model import loader
     from vlm_engine.bundle import verify_bundle
 
     bars = tmp_path / "bars.csv"
@@ -121,8 +121,8 @@ def test_train_clip_calibrate_and_train_xgb_when_dataset_dir_then_each_recorded_
     assert main(args) == 0
     assert "pattern accuracy" in capsys.readouterr().out
     assert read_card(out).dataset.manifest_hash
-    with pytest.raises(BundleUnusable) as refused:  # CLIP only: names the piece and the command
-        load_bundle(out)
+    with pytest.raises(loader.BundleUnusable) as refused:  # CLIP only: names the piece and command
+        loader.load_bundle(out)
     assert "missing xgb/model.json" in str(refused.value)
     assert f"vlmtrader train xgb --dataset BARS --bundle {out}" in str(refused.value)
 
@@ -153,7 +153,7 @@ def test_train_clip_calibrate_and_train_xgb_when_dataset_dir_then_each_recorded_
     assert card.stages["xgb"]["source"] == str(ds)
     assert card.trained_on is not None
     assert card.trained_on.bar_seconds == 60
-    assert load_bundle(out).xgb.meta.bar_seconds == 60
+    assert loader.load_bundle(out).xgb.meta.bar_seconds == 60
 
 
 def test_train_clip_when_dataset_missing_then_exit_1(

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -115,3 +116,31 @@ def test_slot_when_bundle_loaded_then_log_says_what_the_signal_is(tmp_path: Path
     assert loaded["signal"].startswith("fused = ")
     assert describe_scorer(slot.current) == loaded["signal"]
     assert describe_scorer(RuleScorer(config=RuleScorerConfig())) == "TA-Lib rule scorer"
+
+
+def test_slot_when_auto_bootstrap_runs_then_not_warm_until_it_ends(tmp_path: Path) -> None:
+    cfg = _config(tmp_path, tmp_path / "missing", kind="auto", bootstrap_args=("--no-such-flag",))
+    slot, holder = _slot(cfg)
+    assert isinstance(holder.scorer, RuleScorer)
+    assert not slot.warm  # the bundle the config asks for is not there yet
+
+    async def scenario() -> bool:
+        async with contextlib.AsyncExitStack() as stack:
+            await slot.start(stack)
+            during = slot.warm
+            await asyncio.wait_for(slot.bootstrapped(), 120)
+            return during
+
+    with capture_logs() as logs:
+        during = asyncio.run(scenario())
+    assert during is False
+    assert slot.warm  # the bootstrap failed: rules serve on, nothing is loading
+    assert isinstance(slot.current, RuleScorer)
+    assert [e["exit_code"] for e in logs if e["event"] == "model.bootstrap_failed"] == [2]
+
+
+def test_slot_when_rules_or_bundle_loaded_then_warm(tmp_path: Path) -> None:
+    rules, _ = _slot(_config(tmp_path, tmp_path / "missing", kind="rules"))
+    assert rules.warm
+    ml, _ = _slot(_config(tmp_path, quick_bundle(), kind="ml"))
+    assert ml.warm
