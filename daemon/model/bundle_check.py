@@ -10,7 +10,8 @@ import msgspec
 import numpy as np
 
 from daemon.errors import InputError
-from daemon.model.loader import BundleUnusable, LoadOptions, bundle_failure, load_active
+from daemon.model.active import LoadOptions, load_active
+from daemon.model.loader import BundleUnusable, bundle_failure
 from daemon.model.scoring import build_window
 from strategy.types import Bar
 

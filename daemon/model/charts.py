@@ -14,7 +14,8 @@ import numpy.typing as npt
 
 from daemon.api.app import ChartRefused, Prediction
 from daemon.errors import InputError
-from daemon.model.loader import ActiveModel, LoadedBundle
+from daemon.model.active import ActiveModel
+from daemon.model.loader import LoadedBundle
 from strategy.types import Signal
 from vlm_engine.render.errors import ChartInputError
 from vlm_engine.render.png import ChartMeta, decode_png

@@ -14,9 +14,9 @@ import structlog
 
 from daemon.api.app import ChartRefused, Prediction
 from daemon.errors import InputError, InvariantError
+from daemon.model.active import ActiveModel
 from daemon.model.batcher import BatchConfig, MicroBatcher
 from daemon.model.charts import ChartSignalConfig, decode_chart, score_charts
-from daemon.model.loader import ActiveModel
 from daemon.model.scoring import build_window, log_scored, score_windows
 from strategy.bars import Window
 from strategy.types import Bar

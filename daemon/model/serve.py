@@ -30,9 +30,10 @@ from daemon.api.server import ApiServer
 from daemon.control import Controller
 from daemon.errors import EXIT_CONFIG, EXIT_OK, InputError, InvariantError
 from daemon.log_setup import add_event_sink, remove_event_sink
+from daemon.model.active import LoadOptions, load_active, rules_model
 from daemon.model.batcher import BatchConfig, MicroBatcher
 from daemon.model.charts import ChartSignalConfig
-from daemon.model.loader import BundleUnusable, LoadOptions, load_active, rules_model
+from daemon.model.loader import BundleUnusable
 from daemon.model.predict import Item, ModelPredictor
 from daemon.model.slot import ModelSlot
 from strategy.rule_scorer import RuleScorerConfig

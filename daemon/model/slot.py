@@ -15,7 +15,7 @@ import structlog
 
 from daemon.config import AppConfig
 from daemon.errors import ConfigError, InputError
-from daemon.model.loader import ActiveModel, LoadOptions, load_active, rules_model
+from daemon.model.active import ActiveModel, LoadOptions, load_active, rules_model
 from daemon.model.shadow import ShadowRunner
 from strategy.scoring import Scorer
 

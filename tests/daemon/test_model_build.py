@@ -118,7 +118,7 @@ def test_evaluate_and_backtest_when_built_bundle_then_accept_it(
 def test_serve_when_built_bundle_then_loads_with_the_bundles_bar_size(
     built: tuple[Path, Path, int],
 ):
-    from daemon.model.loader import LoadOptions, load_active
+    from daemon.model.active import LoadOptions, load_active
     from strategy.backtest.data import frame_batches, iter_windows
     from strategy.bars import BarStoreConfig
 

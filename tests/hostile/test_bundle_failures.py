@@ -13,8 +13,9 @@ from daemon.cli import main
 from daemon.config import AppConfig, ScorerConfig
 from daemon.control import Controller
 from daemon.errors import ConfigError
+from daemon.model.active import load_active
 from daemon.model.bundle_check import check_bundle
-from daemon.model.loader import BundleUnusable, load_active
+from daemon.model.loader import BundleUnusable
 from daemon.model.slot import daemon_load_options, daemon_slot
 from strategy.bars import BarStoreConfig
 from strategy.rule_scorer import RuleScorer
@@ -150,8 +151,8 @@ def test_decode_chart_when_png_would_inflate_past_limit_then_input_error_before_
     width: int, height: int, depth: int, color: int
 ) -> None:
     from daemon.errors import InputError
+    from daemon.model.active import LoadOptions, load_active
     from daemon.model.charts import MAX_PNG_PIXEL_BYTES, decode_chart
-    from daemon.model.loader import LoadOptions, load_active
 
     model = load_active(quick_bundle(), LoadOptions(threads=1))
     with pytest.raises(InputError) as e:

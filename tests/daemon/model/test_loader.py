@@ -11,7 +11,8 @@ import pytest
 from structlog.testing import capture_logs
 
 from daemon import cli_backtest
-from daemon.model.loader import BundleUnusable, LoadOptions, load_active, load_bundle
+from daemon.model.active import LoadOptions, load_active
+from daemon.model.loader import BundleUnusable, load_bundle
 from daemon.model.scoring import log_drift
 from daemon.model.vision import CachedVision
 from strategy.bars import BarStoreConfig
