@@ -20,8 +20,8 @@ import msgspec
 import numpy as np
 import torch
 
-from daemon.cli_model import BootstrapConfig, quick_config
-from daemon.cli_train import train_bundle
+from daemon.build import BootstrapConfig, quick_config
+from daemon.build.clip import train_bundle
 from strategy.market_sim import simulate_frame
 from vlm_engine.bundle import DatasetRef
 from vlm_engine.clip import ClipModelConfig
@@ -48,7 +48,7 @@ def windows(n: int, need: int, seed: int = 0) -> list[ChartWindow]:
             ChartWindow(
                 symbol=f"S{i}",
                 bar_seconds=60,
-                ts=60 * np.arange(1, need + 1, dtype=np.int64),
+                timestamps=60 * np.arange(1, need + 1, dtype=np.int64),
                 open=open_,
                 high=np.maximum(open_, close) * 1.001,
                 low=np.minimum(open_, close) * 0.999,
@@ -175,7 +175,7 @@ def main() -> None:
 
 
 def datetime_start():
-    from daemon.cli_model import SIM_START
+    from daemon.build import SIM_START
 
     return SIM_START
 

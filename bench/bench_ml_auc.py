@@ -30,13 +30,13 @@ from pathlib import Path
 import msgspec
 import numpy as np
 
-from daemon.cli_model import BootstrapConfig, bootstrap
+from daemon.build import BootstrapConfig, bootstrap
 from daemon.log_setup import configure_logging
 from daemon.model.loader import load_bundle
 from daemon.model.vision import CachedVision, ClipVision
 from strategy.backtest.data import forward_labels, frame_batches, iter_windows
 from strategy.bars import BarStoreConfig
-from vlm_engine.xgb.metrics import auc, summary
+from vlm_engine.metrics import auc, auc_text, summary
 
 START = datetime(2025, 6, 2, tzinfo=UTC)
 
@@ -112,10 +112,10 @@ def main() -> None:
         shapes = ""
         if shape_mask.any():
             ms = summary(ya[shape_mask], pa[shape_mask])
-            shapes = f" {ms['auc']:>10.4f} {int(ms['count']):>6}"
+            shapes = f" {auc_text(ya[shape_mask], pa[shape_mask]):>10} {int(ms['n']):>6}"
         print(
-            f"{name:>13} {m['auc']:>7.4f} {m['brier']:>7.4f} {m['ece']:>7.4f} {int(m['count']):>7} "
-            f"{mp['auc']:>12.4f} {int(mp['count']):>6}{shapes}"
+            f"{name:>13} {auc_text(ya, pa):>7} {m['brier']:>7.4f} {m['ece']:>7.4f} {int(m['n']):>7} "
+            f"{auc_text(ya[mask], pa[mask]):>12} {int(mp['n']):>6}{shapes}"
         )
     singles = [m for m in ("clip", "xgb_technical") if np.isfinite(aucs[m])]
     best_name = max(singles, key=lambda m: aucs[m])

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from daemon.cli_model import bootstrap, quick_config
+from daemon.build import bootstrap, quick_config
 from daemon.config import ScorerConfig
 from daemon.execution.paper import PaperExecution
 from daemon.journal import Journal

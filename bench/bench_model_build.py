@@ -75,7 +75,7 @@ def run(name: str, cfg: BuildConfig, directory: Path) -> None:
         f"  pattern accuracy {m.get('pattern_accuracy', float('nan')):.3f}  macro-F1 "
         f"{m.get('pattern_macro_f1', float('nan')):.3f} (held-out charts)  held-out AUC "
         + "  ".join(
-            f"{k} {m.get(f'{k}_holdout_auc', float('nan')):.4f}"
+            f"{k} {result.card.figure(f'{k}_holdout_auc', 4)}"
             for k in ("clip", "xgb_technical", "xgb", "fused")
         )
     )

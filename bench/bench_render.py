@@ -25,7 +25,7 @@ from vlm_engine.render import ChartSpec, ChartWindow, make_window
 from vlm_engine.render.mpl import MplfinancePool, MplfinanceRenderer
 from vlm_engine.render.raster import NumpyRenderer
 
-# the CLIP model bundles' chart (daemon/cli_model.py DEFAULT_SPEC): 20 bars, 128 px, plain candles
+# the CLIP model bundles' chart (daemon/build/config.py DEFAULT_SPEC): 20 bars, 128 px, plain candles
 CLIP_SPEC = ChartSpec(window=20, width=128, height=128, volume=False, bollinger=False, sma=())
 SPECS = {
     "default": ChartSpec(),
@@ -51,7 +51,7 @@ def windows(count: int, spec: ChartSpec, seed: int = 0) -> list[ChartWindow]:
             make_window(
                 symbol=f"S{i % 4}",
                 bar_seconds=60,
-                ts=np.arange(n) * 60,
+                timestamps=np.arange(n) * 60,
                 open=open_,
                 high=np.maximum(open_, close) * (1 + rng.uniform(0, 0.004, n)),
                 low=np.minimum(open_, close) * (1 - rng.uniform(0, 0.004, n)),
@@ -154,7 +154,7 @@ def pattern_samples(
                     ChartWindow(
                         symbol=str(symbol),
                         bar_seconds=60,
-                        ts=ts[s : i + 1],
+                        timestamps=ts[s : i + 1],
                         **{c: v[s : i + 1] for c, v in cols.items()},
                     )
                 )

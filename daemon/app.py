@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import signal
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Coroutine
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -24,8 +24,12 @@ from daemon.control import Controller
 from daemon.errors import EXIT_CONFIG, EXIT_CRASH, EXIT_OK, ConfigError, InputError, StorageError
 from daemon.execution.base import ExecutionClient
 from daemon.execution.paper import PaperExecution
+from daemon.feeds.feed import Feed
+from daemon.feeds.mqtt import MqttBarFeed
 from daemon.feeds.replay import ReplayFeed
 from daemon.feeds.sim import SimFeed
+from daemon.ib.execution import IbExecution
+from daemon.ib.feed import IbFeed
 from daemon.journal import Journal
 from daemon.log_setup import add_event_sink, remove_event_sink
 from daemon.model.predict import ModelPredictor
@@ -75,7 +79,7 @@ class Daemon:
         self.pipeline: Pipeline | None = None
         self.journal: Journal | None = None
         self.scorers: ModelSlot | None = None
-        self.feed: Any = None
+        self.feed: Feed | None = None
         self._consumer: asyncio.Task[None] | None = None
         self._generation = 0
         self.ready = False
@@ -185,7 +189,7 @@ class Daemon:
         return EXIT_OK
 
     async def _warm_up(
-        self, pipeline: Pipeline, journal: Journal, feed: Any, warm_up_until: datetime | None
+        self, pipeline: Pipeline, journal: Journal, feed: Feed, warm_up_until: datetime | None
     ) -> datetime:
         """Fill every window before trading; returns the bar close after which live bars start."""
         cfg = self.cfg
@@ -208,18 +212,14 @@ class Daemon:
         return warm_up_until
 
     @contextlib.asynccontextmanager
-    async def _open_feed(self, journal: Journal) -> AsyncIterator[tuple[Any, datetime | None]]:
+    async def _open_feed(self, journal: Journal) -> AsyncIterator[tuple[Feed, datetime | None]]:
         cfg = self.cfg
         if cfg.feed.kind == "mqtt":
-            from daemon.feeds.mqtt import MqttBarFeed
-
             # Another process publishes the bars: everything after the journal's last bar counts.
             async with MqttBarFeed(config=cfg.mqtt, account=cfg.account) as mqtt_feed:
                 yield mqtt_feed, datetime.fromtimestamp(0, tz=UTC)
             return
         if cfg.feed.kind == "ib":
-            from daemon.feeds.ib import IbFeed
-
             assert cfg.ib is not None  # validated in config
             async with IbFeed(config=cfg.ib) as ib_feed:
                 yield ib_feed, None
@@ -233,13 +233,14 @@ class Daemon:
             yield sim, start + timedelta(seconds=cfg.bars.bar_seconds * (cfg.bars.window - 1))
 
     @contextlib.asynccontextmanager
-    async def _open_execution(self, feed: Any, state_dir: Path) -> AsyncIterator[ExecutionClient]:
+    async def _open_execution(self, feed: Feed, state_dir: Path) -> AsyncIterator[ExecutionClient]:
         cfg = self.cfg
         if cfg.mode in ("ib-paper", "ib-live"):
-            from daemon.execution.ib import IbExecution
-
             assert cfg.ib is not None
-            shared = None if cfg.ib.order_client_id is not None else feed.session
+            # Orders share the feed's IB connection unless they have a client id of their own.
+            shared = None
+            if cfg.ib.order_client_id is None and isinstance(feed, IbFeed):
+                shared = feed.session
             async with IbExecution(config=cfg.ib, session=shared) as ib_execution:
                 yield ib_execution
             return
@@ -269,7 +270,8 @@ class Daemon:
             if gate is None:
                 await pipeline.on_bars(batch)
             else:
-                verdict = gate.split(batch, self.feed.gateway_now())
+                now = self.feed.gateway_now() if isinstance(self.feed, IbFeed) else None
+                verdict = gate.split(batch, now)
                 trade_gate.report(verdict, gate, pipeline.journal, batch[0].ts)
                 await pipeline.on_warm_up_bars(verdict.warm)
                 await pipeline.on_bars(verdict.trade)
@@ -303,7 +305,8 @@ class Daemon:
     async def _shutdown(self, pipeline: Pipeline) -> None:
         self.notifier.stopping()
         pipeline.paused = True
-        cancelled, unconfirmed = 0, []
+        cancelled: int = 0
+        unconfirmed: list[str] = []
         if self.cfg.shutdown.cancel_open_orders:
             # Waits (at most shutdown.timeout_seconds) for the broker's confirmations.
             cancelled, unconfirmed = await pipeline.cancel_open_orders(
@@ -507,10 +510,9 @@ class Daemon:
         }
 
     def readiness(self) -> dict[str, bool]:
-        connected = getattr(self.feed, "connected", True) if self.feed is not None else False
         return {
             "started": self.ready,
-            "feed_connected": bool(connected),
+            "feed_connected": self.feed is not None and self.feed.connected,
             "model_warm": self.scorers is not None and self.scorers.warm,
             "journal_writable": self.journal is not None and self.journal.writable(),
             "tasks_running": self.health.all_up(),
@@ -519,7 +521,8 @@ class Daemon:
 
 def run(cfg: AppConfig, *, config_path: Path | None = None) -> int:
     """Run the daemon on uvloop until SIGTERM/SIGINT; returns the process exit code."""
-    try:
+    runner: Callable[[Coroutine[Any, Any, int]], int]
+    try:  # imported here: uvloop is not installed on Windows (pyproject marker)
         import uvloop
 
         runner = uvloop.run

@@ -16,7 +16,7 @@ from daemon.bus.config import check as check_mqtt
 from daemon.errors import ConfigError
 from daemon.feeds.replay import ReplayFeedConfig
 from daemon.feeds.sim import SimFeedConfig
-from daemon.ib_config import IbConfig, check_ib
+from daemon.ib.config import IbConfig, check_ib
 from daemon.journal import JournalConfig
 from strategy.bars import BarStoreConfig
 from strategy.fusion import FusionConfig

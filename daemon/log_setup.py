@@ -29,6 +29,11 @@ def remove_event_sink(sink: EventSink) -> None:
         _sinks.remove(sink)
 
 
+def event_sinks() -> tuple[EventSink, ...]:
+    """The callables registered with add_event_sink, in order."""
+    return tuple(_sinks)
+
+
 def _tap(
     _logger: Any, _method: str, event_dict: MutableMapping[str, Any]
 ) -> MutableMapping[str, Any]:
@@ -55,8 +60,10 @@ def configure_logging(
         structlog.PrintLoggerFactory(file=stream) if stream is not None else _StdoutLoggerFactory()
     )
     renderer: Any
+    readable: list[Any] = []
     if use_console:
-        renderer = structlog.dev.ConsoleRenderer(colors=True)
+        renderer = structlog.dev.ConsoleRenderer(colors=True, sort_keys=False)
+        readable = [console_fields]
     else:
         renderer = structlog.processors.JSONRenderer()
     _route_stdlib(renderer, level=level, stream=stream)
@@ -67,6 +74,7 @@ def configure_logging(
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             _tap,
             structlog.processors.format_exc_info,
+            *readable,
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(
@@ -75,6 +83,26 @@ def configure_logging(
         logger_factory=factory,
         cache_logger_on_first_use=True,
     )
+
+
+def readable_float(value: float) -> float:
+    """4 decimals from 1 up (price=95.3774, equity=100123.45), 4 significant digits below (0.0001235)."""
+    return round(value, 4) if abs(value) >= 1 or value == 0 else float(f"{value:.4g}")
+
+
+def console_fields(
+    _logger: Any, _method: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    """For a human at a terminal: `symbol` first, the other fields sorted, floats rounded
+    (readable_float: price=95.3774, not 95.37744919475492). JSON lines keep them whole."""
+    fields: dict[str, Any] = {}
+    if "symbol" in event_dict:
+        fields["symbol"] = event_dict["symbol"]
+    for key in sorted(event_dict):
+        value = event_dict[key]
+        if key != "symbol":
+            fields[key] = readable_float(value) if type(value) is float else value
+    return fields
 
 
 def _library_event(

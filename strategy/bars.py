@@ -12,6 +12,7 @@ import numpy as np
 import numpy.typing as npt
 
 from strategy.types import Bar
+from vlm_engine.render.window import ChartWindow
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
@@ -77,36 +78,22 @@ class WindowReset(msgspec.Struct, frozen=True, kw_only=True):
     after: datetime | None  # the last bar before the gap
 
 
-class Window(msgspec.Struct, frozen=True, kw_only=True, eq=False):
-    """The last `len(window)` bars of one symbol, oldest first, as read-only numpy arrays.
+# The one window type, from the bar store to the chart renderer (vlm_engine.render.ChartWindow):
+# the last bars of one symbol, oldest first, as read-only numpy arrays; ts is the last bar's close.
+Window = ChartWindow
 
-    ts is the close time of the last bar; timestamps holds every bar's close as epoch seconds.
-    """
 
-    symbol: str
-    ts: datetime
-    bar_seconds: int
-    timestamps: IntArray
-    open: FloatArray
-    high: FloatArray
-    low: FloatArray
-    close: FloatArray
-    volume: FloatArray
-
-    def __len__(self) -> int:
-        return int(self.close.shape[0])
-
-    def bar(self, index: int) -> Bar:
-        """Return one bar of the window as a Bar value (negative indexes count from the end)."""
-        return Bar(
-            symbol=self.symbol,
-            ts=datetime.fromtimestamp(int(self.timestamps[index]), tz=UTC),
-            open=float(self.open[index]),
-            high=float(self.high[index]),
-            low=float(self.low[index]),
-            close=float(self.close[index]),
-            volume=float(self.volume[index]),
-        )
+def bar_at(window: Window, index: int) -> Bar:
+    """One bar of the window as a Bar value (negative indexes count from the end)."""
+    return Bar(
+        symbol=window.symbol,
+        ts=datetime.fromtimestamp(int(window.timestamps[index]), tz=UTC),
+        open=float(window.open[index]),
+        high=float(window.high[index]),
+        low=float(window.low[index]),
+        close=float(window.close[index]),
+        volume=float(window.volume[index]),
+    )
 
 
 class _Ring:
@@ -310,7 +297,6 @@ class BarStore:
         times.flags.writeable = False
         return Window(
             symbol=symbol,
-            ts=ring.last_dt,
             bar_seconds=self.config.bar_seconds,
             timestamps=times,
             open=values[_OPEN],

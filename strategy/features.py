@@ -92,14 +92,14 @@ def feature_names(config: FeatureConfig, bar_seconds: int) -> tuple[str, ...]:
     return tuple(names)
 
 
-def _raw(function: str) -> Callable[..., Any]:
-    """A TA-Lib function without talib's pandas/polars wrapper (microseconds per call)."""
+def raw_talib(function: str) -> Callable[..., Any]:
+    """A TA-Lib function without talib's pandas/polars wrapper (a few µs per call on the hot path)."""
     return inspect.unwrap(getattr(talib, function))  # type: ignore[no-any-return]
 
 
-_RSI = _raw("RSI")
-_MACD = _raw("MACD")
-_ATR = _raw("ATR")
+_RSI = raw_talib("RSI")
+_MACD = raw_talib("MACD")
+_ATR = raw_talib("ATR")
 
 
 class FeatureEngine:
@@ -107,7 +107,7 @@ class FeatureEngine:
 
     def __init__(self, *, config: FeatureConfig) -> None:
         self.config = config
-        self._patterns = [_raw(p) for p in config.patterns]
+        self._patterns = [raw_talib(p) for p in config.patterns]
         lookback = max(
             (int(abstract.Function(p).lookback) for p in config.patterns),  # type: ignore[attr-defined]
             default=0,

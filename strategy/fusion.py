@@ -28,7 +28,7 @@ import msgspec
 import numpy as np
 import numpy.typing as npt
 
-from vlm_engine.xgb.logistic import fit_logistic, logit, sigmoid
+from vlm_engine.metrics import brier, fit_logistic, hit_rate, logit, sigmoid
 
 FloatArray = npt.NDArray[np.float64]
 Unit = Annotated[float, msgspec.Meta(ge=0, le=1)]
@@ -214,7 +214,7 @@ class OutcomeMonitor:
     def __init__(self, *, config: MonitorConfig) -> None:
         self.config = config
         self._pending: dict[str, deque[tuple[float, dict[str, float]]]] = {}
-        self._scores: dict[str, deque[tuple[float, float]]] = {}
+        self._resolved: dict[str, deque[tuple[float, float]]] = {}
 
     def observe(self, symbol: str, close: float, probabilities: Mapping[str, float]) -> int:
         """Record this bar's predictions; resolve the one made horizon_bars ago. Returns outcomes resolved."""
@@ -227,22 +227,19 @@ class OutcomeMonitor:
         for model, p in probs.items():
             if not math.isfinite(p):
                 continue
-            scores = self._scores.get(model)
+            scores = self._resolved.get(model)
             if scores is None:
-                scores = self._scores[model] = deque(maxlen=self.config.window)
-            scores.append(((p - outcome) ** 2, 1.0 if (p > 0.5) == (outcome > 0.5) else 0.0))
+                scores = self._resolved[model] = deque(maxlen=self.config.window)
+            scores.append((p, outcome))
         return 1
 
     def stats(self) -> dict[str, ModelStats]:
         out = {}
-        for model, scores in self._scores.items():
+        for model, scores in self._resolved.items():
             if scores:
-                arr = np.asarray(scores)
+                p, y = np.asarray(scores).T
                 out[model] = ModelStats(
-                    model=model,
-                    count=len(scores),
-                    brier=float(arr[:, 0].mean()),
-                    hit_rate=float(arr[:, 1].mean()),
+                    model=model, count=len(scores), brier=brier(y, p), hit_rate=hit_rate(y, p)
                 )
         return out
 

@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import inspect
 import math
 from collections.abc import Callable, Sequence
 from typing import Annotated, Any, Literal, NamedTuple, get_args
 
 import msgspec
 import numpy as np
-import talib
 from talib import abstract
 
 from strategy.bars import FloatArray, Window
+from strategy.features import raw_talib
 from strategy.scoring import neutral_signal
 from strategy.types import Signal
 
@@ -122,7 +121,7 @@ class RuleScorer:
         for name in dict.fromkeys(config.patterns):
             spec = _PATTERNS[name]
             self._enabled.append(
-                _Enabled(_raw(spec.function), spec.bullish, spec.bearish, config.weight(name))
+                _Enabled(raw_talib(spec.function), spec.bullish, spec.bearish, config.weight(name))
             )
             lookback = max(lookback, int(abstract.Function(spec.function).lookback))  # type: ignore[attr-defined]
         # Bars a pattern needs to be judged on the last bar; windows are scored on this tail only.
@@ -237,10 +236,5 @@ class RuleScorer:
         return agree, oppose
 
 
-def _raw(function: str) -> Callable[..., Any]:
-    """A TA-Lib function without talib's pandas/polars wrapper (a few µs per call on the hot path)."""
-    return inspect.unwrap(getattr(talib, function))  # type: ignore[no-any-return]
-
-
-_RSI = _raw("RSI")
-_BBANDS = _raw("BBANDS")
+_RSI = raw_talib("RSI")
+_BBANDS = raw_talib("BBANDS")

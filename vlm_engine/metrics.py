@@ -4,7 +4,12 @@ Every figure about predictive power in the project comes from here (see EVALUATI
 - `auc`: area under the ROC curve of P(up), ties ranked by average; NaN with a single class.
 - `brier`, `log_loss`: of P(up).
 - `ece`: expected calibration error of P(up) (not of the top label) over ECE_BINS equal-width bins.
-- `base_rate`: share of up labels.
+- `base_rate`: share of up labels; `hit_rate`: share of rows where P(up) > 0.5 calls the label.
+- `unmeasured`: why a metric has no value ("one class only", "no rows"); callers say it instead of NaN.
+- `sigmoid`, `logit`, `fit_logistic` (L2-regularised Newton fit, `LogisticParams`): the one logistic
+  map of the project, used by every Platt calibration, stacking and recalibration.
+- `fit_platt`: the Platt map of a model's P(up) (on its logit), refused when it would reverse the
+  ranking or cannot be fitted (one class).
 - `block_bootstrap`: 95% intervals by moving-block bootstrap over time. Symbols are pooled by
   resampling blocks of distinct times across all of them together (cross-sectional correlation is
   kept); differences between models are paired (the same resampled blocks for both).
@@ -18,12 +23,17 @@ from collections.abc import Mapping, Sequence
 import msgspec
 import numpy as np
 import numpy.typing as npt
+import structlog
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
 
 ECE_BINS = 10
 CONFIDENCE = 0.95
+ONE_CLASS_ONLY = "one class only"
+NO_ROWS = "no rows"
+
+log = structlog.get_logger("vlm_engine.metrics")
 
 
 def _clean(y: npt.ArrayLike, p: npt.ArrayLike) -> tuple[FloatArray, FloatArray]:
@@ -85,6 +95,28 @@ def base_rate(y: npt.ArrayLike) -> float:
     return float(ya.mean()) if ya.size else float("nan")
 
 
+def hit_rate(y: npt.ArrayLike, p: npt.ArrayLike) -> float:
+    """Share of rows where P(up) > 0.5 agrees with the label (label > 0.5)."""
+    ya, pa = _clean(y, p)
+    return float(np.mean((pa > 0.5) == (ya > 0.5))) if ya.size else float("nan")
+
+
+def unmeasured(y: npt.ArrayLike) -> str | None:
+    """Why AUC (and, with no rows, every metric) of these labels has no value; None when it has one."""
+    ya = np.asarray(y, dtype=np.float64).ravel()
+    ya = ya[np.isfinite(ya)]
+    if ya.size == 0:
+        return NO_ROWS
+    up = ya > 0.5
+    return ONE_CLASS_ONLY if bool(up.all()) or not bool(up.any()) else None
+
+
+def auc_text(y: npt.ArrayLike, p: npt.ArrayLike, digits: int = 4) -> str:
+    """AUC of P(up) as text: the number, or why it has none ("one class only", "no rows")."""
+    value = auc(y, p)
+    return f"{value:.{digits}f}" if np.isfinite(value) else unmeasured(y) or "nan"
+
+
 def calibration_curve(
     y: npt.ArrayLike, p: npt.ArrayLike, bins: int = ECE_BINS
 ) -> tuple[FloatArray, FloatArray, FloatArray]:
@@ -110,15 +142,75 @@ def ece(y: npt.ArrayLike, p: npt.ArrayLike, bins: int = ECE_BINS) -> float:
 def summary(y: npt.ArrayLike, p: npt.ArrayLike) -> dict[str, float]:
     """AUC, Brier, ECE, log loss, hit rate and row count n of one model's P(up)."""
     ya, pa = _clean(y, p)
-    hit = float(np.mean((pa > 0.5) == (ya > 0.5))) if ya.size else float("nan")
     return {
         "auc": auc(ya, pa),
         "brier": brier(ya, pa),
         "ece": ece(ya, pa),
         "log_loss": log_loss(ya, pa),
-        "hit_rate": hit,
+        "hit_rate": hit_rate(ya, pa),
         "n": float(ya.size),
     }
+
+
+def sigmoid(z: npt.ArrayLike) -> FloatArray:
+    """1 / (1 + exp(-z)), z clipped to [-40, 40] (no overflow; the ends are 0 and 1 in float64)."""
+    za = np.clip(np.asarray(z, dtype=np.float64), -40.0, 40.0)
+    return 1.0 / (1.0 + np.exp(-za))  # type: ignore[no-any-return]
+
+
+def logit(p: npt.ArrayLike, eps: float = 1e-6) -> FloatArray:
+    """log(p / (1 - p)), p clipped to [eps, 1 - eps]."""
+    pa = np.clip(np.asarray(p, dtype=np.float64), eps, 1 - eps)
+    return np.log(pa / (1 - pa))  # type: ignore[no-any-return]
+
+
+class LogisticParams(msgspec.Struct, frozen=True, kw_only=True):
+    """p = sigmoid(intercept + coef . x)."""
+
+    coef: tuple[float, ...]
+    intercept: float
+
+    def predict(self, x: npt.ArrayLike) -> FloatArray:
+        xa = np.asarray(x, dtype=np.float64)
+        if xa.ndim == 1:
+            xa = xa[:, None]
+        z = self.intercept + xa @ np.asarray(self.coef, dtype=np.float64)
+        return sigmoid(z)
+
+
+def fit_logistic(
+    x: npt.ArrayLike,
+    y: npt.ArrayLike,
+    *,
+    l2: float = 1e-3,
+    weights: npt.ArrayLike | None = None,
+    iterations: int = 50,
+) -> LogisticParams:
+    """Fit p = sigmoid(b + a . x) to targets y in [0, 1] by Newton-Raphson on the log loss.
+
+    l2 x (sum of weights) penalises the coefficients (not the intercept)."""
+    xa = np.asarray(x, dtype=np.float64)
+    if xa.ndim == 1:
+        xa = xa[:, None]
+    ya = np.asarray(y, dtype=np.float64).ravel()
+    n, k = xa.shape
+    if n == 0 or n != ya.shape[0]:
+        msg = f"logistic fit needs matching non-empty x ({n}) and y ({ya.shape[0]})"
+        raise ValueError(msg)
+    w = np.ones(n) if weights is None else np.asarray(weights, dtype=np.float64).ravel()
+    design = np.column_stack([np.ones(n), xa])
+    beta = np.zeros(k + 1)
+    penalty = np.full(k + 1, l2 * w.sum())
+    penalty[0] = 1e-9
+    for _ in range(iterations):
+        p = sigmoid(design @ beta)
+        grad = design.T @ (w * (p - ya)) + penalty * beta
+        hess = (design * (w * p * (1 - p))[:, None]).T @ design + np.diag(penalty)
+        step = np.linalg.solve(hess, grad)
+        beta -= step
+        if float(np.max(np.abs(step))) < 1e-8:
+            break
+    return LogisticParams(coef=tuple(float(b) for b in beta[1:]), intercept=float(beta[0]))
 
 
 class BootstrapConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -224,3 +316,20 @@ def block_bootstrap(
         resamples=config.resamples,
         confidence=config.confidence,
     )
+
+
+def fit_platt(p: npt.ArrayLike, y: npt.ArrayLike, *, model: str) -> LogisticParams | None:
+    """Platt map p -> sigmoid(b + a * logit(p)) fitted on (p, y), or None (identity) when it
+    cannot be fitted (one class) or would reverse the ranking (a < 0): calibration is monotone
+    increasing, it may change Brier and ECE, never AUC. A refusal is logged with the slope."""
+    pa = np.asarray(p, dtype=np.float64).ravel()
+    ya = np.asarray(y, dtype=np.float64).ravel()
+    if ya.size == 0 or ya.min() == ya.max():
+        return None
+    params = fit_logistic(logit(pa), ya)
+    if params.coef[0] < 0:
+        log.warning("calibration.refused", model=model, reason="negative_slope",
+                    slope=round(params.coef[0], 6), intercept=round(params.intercept, 6),
+                    rows=int(ya.size))  # fmt: skip
+        return None
+    return params

@@ -5,8 +5,6 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from datetime import datetime
-from email import policy
-from email.parser import BytesParser
 from typing import Annotated, Any, Literal, Protocol
 
 import msgspec
@@ -17,6 +15,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationErro
 
 from daemon.api.auth import require_token
 from daemon.api.config import ApiConfig
+from daemon.api.form import multipart_png
 from daemon.api.metrics import CONTENT_TYPE, Metrics
 from daemon.bus.commands import CommandRejected, command_from_fields
 from daemon.bus.publisher import encode_event
@@ -250,10 +249,11 @@ def build_app(
                 status.HTTP_503_SERVICE_UNAVAILABLE, detail="no predictor is loaded"
             )
         kind = _media_type(request.headers.get("content-type", ""))
+        if kind == "multipart/form-data":
+            return await _predict_chart(predictor, await multipart_png(request))
         raw = await request.body()
-        if kind in ("image/png", "multipart/form-data"):
-            png = raw if kind == "image/png" else _multipart_png(request, raw)
-            return await _predict_chart(predictor, png)
+        if kind == "image/png":
+            return await _predict_chart(predictor, raw)
         if kind != "application/json" and not kind.endswith("+json") and kind:
             raise HTTPException(
                 status.HTTP_415_UNSUPPORTED_MEDIA_TYPE,
@@ -347,24 +347,6 @@ def _body_errors(e: ValidationError) -> list[dict[str, Any]]:
 
 def _media_type(header: str) -> str:
     return header.split(";", 1)[0].strip().lower()
-
-
-def _multipart_png(request: Request, raw: bytes) -> bytes:
-    """The PNG of a multipart/form-data body: the field `file` (or `chart`), else the one image/png part."""
-    header = request.headers.get("content-type", "").encode("latin-1", "replace")
-    message = BytesParser(policy=policy.HTTP).parsebytes(
-        b"Content-Type: " + header + b"\r\n\r\n" + raw
-    )
-    if not message.is_multipart():
-        raise HTTPException(422, detail="body: not a multipart/form-data body with a boundary")
-    parts = list(message.iter_parts())  # type: ignore[attr-defined]
-    for part in parts:
-        name = part.get_param("name", header="content-disposition")
-        if name in ("file", "chart") or part.get_content_type() == "image/png":
-            payload = part.get_payload(decode=True)
-            if isinstance(payload, bytes) and payload:
-                return payload
-    raise HTTPException(422, detail="body: no form field `file` holding a chart PNG")
 
 
 async def _predict_chart(predictor: object, png: bytes) -> PredictResponse:

@@ -33,7 +33,7 @@ from daemon.build.config import BootstrapConfig, BuildConfig, default_horizon
 from daemon.build.labels import label_counts
 from daemon.build.sources import sim_bars, user_bars
 from daemon.build.tabular import fit_tabular
-from daemon.cli_train import train_bundle
+from daemon.build.clip import train_bundle
 from daemon.errors import InputError
 from vlm_engine.bundle import (
     BundleError,

@@ -27,9 +27,8 @@ from strategy.fusion import FusionConfig, Recalibration, drift_reference, fit_st
 from strategy.ml_scorer import VisionScores, vision_columns
 from vlm_engine.bundle import ModelCard, add_to_bundle
 from vlm_engine.infer import InferenceConfig
-from vlm_engine.xgb import XgbError, XgbModel, fit_pca, logit, sigmoid, train_xgb
-from vlm_engine.xgb.logistic import fit_logistic
-from vlm_engine.xgb.metrics import summary
+from vlm_engine.metrics import fit_platt, logit, sigmoid, summary, unmeasured
+from vlm_engine.xgb import XgbError, XgbModel, fit_pca, train_xgb
 from vlm_engine.xgb.train import TrainResult
 
 log = structlog.get_logger("daemon.build")
@@ -184,7 +183,11 @@ def fit_tabular(
         "importance_top": dict(sorted(model.meta.importance.items(), key=lambda kv: -kv[1])[:10]),
         "files": sorted(files),
     }
-    card = add_to_bundle(bundle, files=files, metrics=metrics, stages={"tabular": stage})
+    labels = {"clip_oof": yf[covered], **{f"{m}_holdout": yh for m in held_out}}
+    reasons = {f"{name}_auc": why for name, y in labels.items() if (why := unmeasured(y))}
+    card = add_to_bundle(
+        bundle, files=files, metrics=metrics, stages={"tabular": stage}, unmeasured=reasons
+    )
     log.info(
         "tabular.trained",
         rows=int(fit_rows.sum()),
@@ -223,18 +226,9 @@ def with_drift(
 
 
 def fit_recalibration(p: FloatArray, y: FloatArray) -> Recalibration:
-    """Platt on CLIP's logit, monotone increasing: a reversing fit is refused (identity, `calibration.refused`)."""
-    params = fit_logistic(logit(p), y)
-    if params.coef[0] < 0:
-        log.warning(
-            "calibration.refused",
-            model="clip",
-            reason="negative_slope",
-            slope=round(params.coef[0], 6),
-            rows=int(p.size),
-        )
-        return Recalibration()
-    return Recalibration(a=params.coef[0], b=params.intercept)
+    """Platt on CLIP's logit (vlm_engine.metrics.fit_platt): identity when refused (reversing, one class)."""
+    params = fit_platt(p, y, model="clip")
+    return Recalibration() if params is None else Recalibration(a=params.coef[0], b=params.intercept)
 
 
 def fit_fusion(

@@ -114,15 +114,6 @@ class PaperExecution:
     async def cancel(self, client_order_id: str) -> None:
         self._persist(self.broker.cancel(client_order_id, self._now()), (), ())
 
-    def cancel_all(self) -> int:
-        """Cancel every working order now (shutdown helper); returns how many were cancelled."""
-        events: list[OrderEvent] = []
-        now = self._now()
-        for order in self.broker.open_orders():
-            events.extend(self.broker.cancel(order.client_order_id, now))
-        self._persist(events, (), ())
-        return len(events)
-
     def on_market_bars(self, bars: Sequence[Bar]) -> None:
         """Match working orders against a batch of bars; committed before returning."""
         events: list[OrderEvent] = []

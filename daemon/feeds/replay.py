@@ -274,6 +274,11 @@ class ReplayFeed:
             for s, o, h, low, c, v in zip(part["symbol"].tolist(), *columns, strict=True)
         ]
 
+    @property
+    def connected(self) -> bool:
+        """A local source is always connected (the Feed protocol)."""
+        return True
+
     def first_ts(self) -> datetime:
         """The earliest bar close in the file (after the symbol filter)."""
         if not self._times:

@@ -56,6 +56,11 @@ class SimFeed:
     def start(self) -> datetime:
         return self._sim.start
 
+    @property
+    def connected(self) -> bool:
+        """A local source is always connected (the Feed protocol)."""
+        return True
+
     async def __aenter__(self) -> SimFeed:
         if self._entered:
             msg = "SimFeed is already open; it can be reused but not re-entered"

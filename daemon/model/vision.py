@@ -10,28 +10,9 @@ import numpy as np
 
 from strategy.bars import Window
 from strategy.ml_scorer import VisionModel, VisionScores
-from vlm_engine.render.window import ChartWindow
 
 if TYPE_CHECKING:  # torch loads only when a bundle does
     from vlm_engine.infer import InferenceEngine
-
-
-def to_chart_window(window: Window, bars: int | None = None) -> ChartWindow:
-    """The renderer's view of a strategy window (same arrays, no copy); only the last `bars` when given.
-
-    The store validated every bar on the way in, so handing the renderer only the bars it draws
-    lets it check the batch as one stack instead of each whole window."""
-    chart = ChartWindow(
-        symbol=window.symbol,
-        bar_seconds=window.bar_seconds,
-        ts=window.timestamps,
-        open=window.open,
-        high=window.high,
-        low=window.low,
-        close=window.close,
-        volume=window.volume,
-    )
-    return chart if bars is None else chart.tail(bars)
 
 
 class ClipVision:
@@ -47,7 +28,7 @@ class ClipVision:
     def score_windows(self, windows: Sequence[Window]) -> VisionScores:
         """Calibrated p_up, pattern probabilities and embeddings for each window, in order."""
         need = self.engine.spec.bars_needed
-        batch = self.engine.score_batch([to_chart_window(w, need) for w in windows])
+        batch = self.engine.score_batch([w.tail(need) for w in windows])
         self.render_seconds += batch.render_seconds
         return VisionScores(
             p_up=batch.p_up.astype(np.float64),

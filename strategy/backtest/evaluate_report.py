@@ -14,7 +14,7 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from vlm_engine.metrics import BootstrapConfig, block_bootstrap, summary
+from vlm_engine.metrics import BootstrapConfig, block_bootstrap, summary, unmeasured
 from vlm_engine.metrics import auc as auc_of
 
 FloatArray = npt.NDArray[np.float64]
@@ -52,6 +52,7 @@ def model_metrics(
             "log_loss": s["log_loss"],
             "hit_rate": s["hit_rate"],
             "n": int(s["n"]),
+            "unmeasured": unmeasured(y) or "",
             "fold_auc": [auc_of(y[fold == k], p[fold == k]) for k in folds],
         }
     differences = {
@@ -69,6 +70,8 @@ def model_metrics(
 
 
 def _auc_text(name: str, m: Mapping[str, Any]) -> str:
+    if m.get("unmeasured"):
+        return f"{name} AUC unmeasured ({m['unmeasured']})"
     return f"{name} AUC {m['auc']:.3f} [{m['auc_ci_low']:.3f}, {m['auc_ci_high']:.3f}]"
 
 
@@ -86,6 +89,8 @@ def verdict(metrics: Mapping[str, Mapping[str, Any]], differences: Mapping[str, 
     technical model. About fused when CLIP is there, else about xgb."""
     lead = "fused" if "clip" in metrics and "fused" in metrics else "xgb"
     m = metrics[lead]
+    if m.get("unmeasured"):
+        return f"no verdict: {_auc_text(lead, m)}"
     if _holds(m["auc_ci_low"], m["auc_ci_high"], 0.5):
         text = f"no edge: {_auc_text(lead, m)} holds 0.5"
     elif m["auc_ci_high"] < 0.5:

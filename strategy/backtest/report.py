@@ -18,7 +18,6 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import msgspec
-import numpy as np
 
 from strategy.backtest.compare import StrategyResult, sizing_note
 from strategy.backtest.metrics import SAMPLE_TOO_SHORT, Trade, drawdown
@@ -382,7 +381,7 @@ def report_html(
     parts.extend(_risk_sections(results))
     parts.extend(_trade_sections(results))
     if model_metrics:
-        keys = ["auc", "brier", "ece", "log_loss", "hit_rate", "count"]
+        keys = ["auc", "brier", "ece", "log_loss", "hit_rate", "n"]
         mrows = [
             [name] + [_fmt(float(m.get(k, float("nan"))), "num") for k in keys]
             for name, m in model_metrics.items()
@@ -431,10 +430,3 @@ def evaluation_html(evaluation: Mapping[str, Any]) -> str:
         parts.append("<h2>Paired AUC differences</h2>")
         parts.append(_table(["difference", "diff", "ci_low", "ci_high"], drows))
     return "\n".join(parts)
-
-
-def equity_summary(results: Mapping[str, StrategyResult]) -> dict[str, float]:
-    """Final equity per contender (for logs and the CLI's one-line summary)."""
-    return {
-        n: float(np.asarray(r.run.equity)[-1]) if r.run.equity else 0.0 for n, r in results.items()
-    }

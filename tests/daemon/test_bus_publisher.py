@@ -13,7 +13,7 @@ import pytest
 from daemon.bus.config import MqttConfig, credentials, topics
 from daemon.bus.publisher import MqttBus, encode_event
 from daemon.errors import ConfigError
-from daemon.log_setup import _sinks
+from daemon.log_setup import event_sinks
 from tests.integration.mosquitto import free_port
 
 
@@ -80,11 +80,11 @@ def test_on_event_when_called_from_a_thread_then_handed_to_the_loop() -> None:
 def test_context_when_exited_then_sink_removed_and_events_ignored() -> None:
     async def scenario() -> MqttBus:
         async with MqttBus(config=_cfg(), account="acct") as bus:
-            assert bus.on_event in _sinks
+            assert bus.on_event in event_sinks()
         return bus
 
     bus = asyncio.run(scenario())
-    assert bus.on_event not in _sinks
+    assert bus.on_event not in event_sinks()
     bus.on_event("order.submitted", {})
     assert bus.stats.queued == 0
 

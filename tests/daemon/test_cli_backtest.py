@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from daemon import cli_backtest, cli_train_xgb
+from daemon.cli import backtest as cli_backtest
+from daemon.cli import train_xgb as cli_train_xgb
 from strategy.market_sim import SimMarketConfig, simulate_frame
 
 START = datetime(2024, 1, 1, tzinfo=UTC)

@@ -14,8 +14,7 @@ import msgspec
 import numpy as np
 import pytest
 
-from daemon import cli_backtest
-from daemon.cli_backtest import default_horizon
+from daemon.backtest import DEFAULT_HORIZON_BARS, default_horizon
 from daemon.model.loader import load_bundle
 from daemon.model.vision import CachedVision, ClipVision
 from strategy.backtest.data import frame_batches, precompute_signals
@@ -124,4 +123,4 @@ def test_evaluate_when_clip_only_then_same_p_up_as_daemon_clip_scorer() -> None:
 
 def test_default_horizon_when_bar_sizes_match_or_not_then_bundle_or_five() -> None:
     assert default_horizon(60, 7, 60) == 7
-    assert default_horizon(60, 7, DAY) == cli_backtest.DEFAULT_HORIZON_BARS == 5
+    assert default_horizon(60, 7, DAY) == DEFAULT_HORIZON_BARS == 5

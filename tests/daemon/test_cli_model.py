@@ -8,7 +8,7 @@ import pytest
 
 from daemon.build import quick_config
 from daemon.cli import build_parser, main
-from daemon.cli_train import get_train_subparsers
+from daemon.cli.train_xgb import run_train_xgb
 from strategy.market_sim import SimMarketConfig, simulate_frame
 from vlm_engine.bundle import load_bundle, read_card
 
@@ -65,11 +65,12 @@ def test_model_verify_when_other_spec_hash_then_exit_1(
     assert "trained on chart spec" in capsys.readouterr().err
 
 
-def test_train_parser_when_registered_then_other_modules_can_add_subcommands():
-    build_parser()
-    sub = get_train_subparsers()
-    assert sub is not None
-    assert "clip" in sub.choices
+def test_train_parser_when_built_then_clip_and_xgb_are_under_train():
+    parser = build_parser()
+    xgb = parser.parse_args(["train", "xgb", "--dataset", "d", "--bundle", "b"])
+    assert xgb.func is run_train_xgb
+    clip = parser.parse_args(["train", "clip", "--dataset", "d", "--out", "o"])
+    assert (clip.train_command, clip.dataset) == ("clip", Path("d"))
 
 
 def test_train_clip_calibrate_and_train_xgb_when_dataset_dir_then_each_recorded_in_the_card(

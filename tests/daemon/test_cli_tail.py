@@ -11,7 +11,7 @@ import pytest
 import structlog
 
 from daemon.cli import main
-from daemon.cli_tail import format_record, matches
+from daemon.cli.tail import format_record, matches
 from daemon.log_setup import configure_logging
 
 RECORDS = [

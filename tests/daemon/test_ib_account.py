@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from daemon.ib_config import ACCOUNT_ENV, IbConfig
+from daemon.ib.config import ACCOUNT_ENV, IbConfig
 
 
 def test_account_when_yaml_empty_then_environment_else_yaml_wins(

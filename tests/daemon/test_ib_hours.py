@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 import pytest
 from structlog.testing import capture_logs
 
-from daemon.ib_hours import MarketHours
+from daemon.ib.hours import MarketHours
 
 NEW = "20180323:0400-20180323:2000;20180324:CLOSED;20180326:0400-20180326:2000"
 OLD = "20090507:0700-1830,1830-2330;20090508:CLOSED"

@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from daemon.ib_config import IbPacingConfig
-from daemon.ib_pacing import PacedGate, RequestPacer
+from daemon.ib.config import IbPacingConfig
+from daemon.ib.pacing import PacedGate, RequestPacer
 
 
 def test_delay_when_identical_request_within_15s_then_waits_until_15s_after_the_first() -> None:

@@ -14,7 +14,6 @@ import pandas as pd
 import pytest
 from structlog.testing import capture_logs
 
-from daemon import cli_backtest
 from daemon.build import (
     BuildInputError,
     LabelConfig,
@@ -31,10 +30,11 @@ from daemon.build import (
 )
 from daemon.build.config import BootstrapConfig
 from daemon.build.sources import business_days
+from daemon.cli import backtest as cli_backtest
 from daemon.cli import main
 from strategy.market_sim import SimMarketConfig, simulate_frame
 from vlm_engine.bundle import read_card
-from vlm_engine.xgb.metrics import summary
+from vlm_engine.metrics import summary
 
 START = datetime(2024, 1, 1, tzinfo=UTC)
 

@@ -148,24 +148,6 @@ def test_reopen_when_partially_filled_then_continues_exactly_like_an_uninterrupt
     assert [f.fill_id for f in got.fills] == ["A-F1", "A-F2", "A-F3", "A-F4"]
 
 
-def test_cancel_all_when_orders_working_then_all_cancelled_and_persisted(tmp_path: Path) -> None:
-    path = tmp_path / "venue.sqlite"
-    with PaperExecution(config=CONFIG, path=path) as venue:
-        asyncio.run(venue.submit([order("A", limit=90.0), order("B", limit=80.0), order("C")]))
-        venue.on_market_bars([bar(1)])
-
-        cancelled = venue.cancel_all()
-
-    assert cancelled == 2
-    with PaperExecution(config=CONFIG, path=path) as reopened:
-        statuses = {c: o.status for c, o in view(reopened).orders.items()}
-    assert statuses == {
-        "A": OrderStatus.CANCELLED,
-        "B": OrderStatus.CANCELLED,
-        "C": OrderStatus.FILLED,
-    }
-
-
 def test_async_context_when_exited_then_closed_and_further_use_is_an_invariant_error(
     tmp_path: Path,
 ) -> None:

@@ -112,6 +112,20 @@ def _predict(bars: Any, symbol: Any = "SPY") -> bytes:
 
 # (case id, method, path, headers, body, expected status)
 JSON = {"content-type": "application/json"}
+FORM = {"content-type": "multipart/form-data; boundary=xyz"}
+
+
+def _form(data: bytes, *, name: str = "file", kind: str = "image/png") -> bytes:
+    """A multipart/form-data body (boundary xyz) with one file field."""
+    return (
+        b"--xyz\r\n"
+        + f'Content-Disposition: form-data; name="{name}"; filename="c.png"\r\n'.encode()
+        + f"Content-Type: {kind}\r\n\r\n".encode()
+        + data
+        + b"\r\n--xyz--\r\n"
+    )
+
+
 HTTP_CASES: list[tuple[str, str, dict[str, str], bytes, int]] = [
     ("control-nested-200k", "/control/pause", JSON, _nested(100_000)[: MAX_BODY - 10], 422),
     ("control-nested-object", "/control/pause", JSON, b'{"reason": ' + _nested(20_000) + b"}", 422),
@@ -224,6 +238,18 @@ HTTP_CASES: list[tuple[str, str, dict[str, str], bytes, int]] = [
         b"--x--",
         422,
     ),
+    ("predict-multipart-not-multipart", "/predict", FORM, b"hello world\r\n\r\n", 422),
+    ("predict-multipart-unterminated", "/predict", FORM, _form(b"\x89PNG data")[:-10], 422),
+    ("predict-multipart-header-garbage", "/predict", FORM, b"--xyz\r\nno colon\r\n\r\n", 422),
+    (
+        "predict-multipart-no-file",
+        "/predict",
+        FORM,
+        _form(b"hi", name="other", kind="text/plain"),
+        422,
+    ),
+    # well formed: the PNG is found, and refused because this daemon has no CLIP bundle loaded
+    ("predict-multipart-no-bundle", "/predict", FORM, _form(b"\x89PNG data"), 409),
 ]
 
 
@@ -242,6 +268,20 @@ def test_http_when_malformed_input_then_clear_4xx_and_daemon_runs(
     assert detail
     if isinstance(detail, str):
         assert "\n" not in detail
+    assert live.daemon.proc.poll() is None
+
+
+def test_http_when_chunked_multipart_over_limit_then_413_and_daemon_runs(live: Live) -> None:
+    body = _form(b"\x89PNG" + b"x" * (2 * MAX_BODY))
+
+    def chunks() -> Iterator[bytes]:  # no Content-Length: only counting as it arrives can refuse it
+        for i in range(0, len(body), 8192):
+            yield body[i : i + 8192]
+
+    response = live.http.post("/predict", content=chunks(), headers=FORM)
+    assert response.status_code == 413
+    assert response.json()["detail"] == f"request body over {MAX_BODY} bytes"
+    assert live.http.get("/healthz").status_code == 200
     assert live.daemon.proc.poll() is None
 
 

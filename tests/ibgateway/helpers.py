@@ -8,7 +8,7 @@ import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
-from daemon.ib_config import IbBackoffConfig, IbConfig, IbContractConfig, IbPacingConfig
+from daemon.ib.config import IbBackoffConfig, IbConfig, IbContractConfig, IbPacingConfig
 from strategy.types import Bar
 from tests.ibgateway.server import FakeGateway
 

@@ -60,7 +60,7 @@ def chart_png(bundle: Path, *, other_spec: bool = False) -> bytes:
     n = spec.bars_needed
     close = 100 + np.cumsum(np.sin(np.arange(n) / 3.0))
     window = make_window(
-        symbol="SIMX", bar_seconds=60, ts=1_767_225_600 + 60 * np.arange(n), open=close - 0.2,
+        symbol="SIMX", bar_seconds=60, timestamps=1_767_225_600 + 60 * np.arange(n), open=close - 0.2,
         high=close + 0.5, low=close - 0.6, close=close, volume=np.full(n, 1000.0),
     )  # fmt: skip
     return encode_png(make_renderer(spec).render(window), chart_meta(spec, window))

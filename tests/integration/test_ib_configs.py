@@ -7,7 +7,7 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from daemon.ib_config import IbConfig, check_ib
+from daemon.ib.config import IbConfig, check_ib
 
 REPO = Path(__file__).resolve().parents[2]
 

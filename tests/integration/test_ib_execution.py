@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from daemon.execution.base import BrokerUpdates
-from daemon.execution.ib import IbExecution
+from daemon.ib.execution import IbExecution
 from strategy.types import Fill, Order, OrderEvent, OrderStatus, OrderType, Side
 from tests.ibgateway import FakeGateway
 from tests.ibgateway.helpers import fast_config, until
@@ -158,26 +158,6 @@ def test_order_when_ack_is_delayed_then_status_arrives_later_and_nothing_is_rese
             assert OrderStatus.FILLED not in u.statuses("VT-6")
             await u.until_status("VT-6", OrderStatus.FILLED)
             assert place_count(gw) == 1
-
-    run(scenario())
-
-
-def test_bracket_when_entry_fills_then_children_work_and_take_profit_cancels_stop() -> None:
-    async def scenario() -> None:
-        async with FakeGateway() as gw, IbExecution(config=fast_config(gw.port)) as ex:
-            u = Updates(ex)
-            price = gw.market.price("AAPL", gw.now)
-            refs = await ex.submit_bracket(
-                order("VT-7", limit=price + 1), take_profit=price + 5, stop_loss=price - 5
-            )
-            await u.until_status("VT-7", OrderStatus.FILLED)
-            await u.until_status("VT-7-tp", OrderStatus.ACCEPTED)
-            await u.until_status("VT-7-sl", OrderStatus.ACCEPTED)
-            gw.fill(gw.order_by_ref("VT-7-tp"), price=price + 5)
-            await u.until_status("VT-7-tp", OrderStatus.FILLED)
-            await u.until_status("VT-7-sl", OrderStatus.CANCELLED)
-            assert refs == ("VT-7", "VT-7-tp", "VT-7-sl")
-            assert gw.positions[265598][0] == 0
 
     run(scenario())
 

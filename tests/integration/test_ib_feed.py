@@ -12,8 +12,10 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
-from daemon.feeds.ib import IbFeed, backoff_delay, duration_for
-from daemon.ib_config import IbBackoffConfig, IbContractConfig
+from daemon.ib.bars import duration_for
+from daemon.ib.config import IbBackoffConfig, IbContractConfig
+from daemon.ib.feed import IbFeed
+from daemon.ib.session import backoff_delay
 from strategy.types import Bar
 from tests.ibgateway import DEFAULT_CONTRACTS, FakeGateway, GatewayContract
 from tests.ibgateway.helpers import Collector, fast_config, until

@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
-from daemon.feeds.ib import IbFeed
-from daemon.ib_config import IbBackoffConfig, IbPacingConfig
+from daemon.ib.config import IbBackoffConfig, IbPacingConfig
+from daemon.ib.feed import IbFeed
 from tests.ibgateway import FakeGateway
 from tests.ibgateway.helpers import Collector, fast_config, until
 

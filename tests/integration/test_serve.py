@@ -26,7 +26,6 @@ from prometheus_client.parser import text_string_to_metric_families
 from daemon.api.config import ApiConfig
 from daemon.cli import main
 from daemon.model.serve import ServeConfig, serve
-from daemon.model.vision import to_chart_window
 from strategy.bars import Window
 from tests.daemon.ml_helpers import WINDOW, quick_bundle, sample_windows
 from tests.integration.daemon_process import REPO
@@ -143,9 +142,8 @@ def _count(client: httpx.Client, histogram: str) -> float:
 
 
 def _chart_png(spec: ChartSpec, window: Window) -> bytes:
-    chart = to_chart_window(window)
-    image = make_renderer(spec).render_batch([chart])[0]
-    return encode_png(np.ascontiguousarray(image), chart_meta(spec, chart))
+    image = make_renderer(spec).render_batch([window])[0]
+    return encode_png(np.ascontiguousarray(image), chart_meta(spec, window))
 
 
 async def _concurrent_predictions(

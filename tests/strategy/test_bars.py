@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from strategy.bars import BarRejected, BarStore, BarStoreConfig, Window
+from strategy.bars import BarRejected, BarStore, BarStoreConfig, Window, bar_at
 from strategy.types import Bar
 
 T0 = datetime(2024, 3, 1, 14, 30, tzinfo=UTC)
@@ -272,8 +272,8 @@ def test_window_when_ring_wraps_many_times_then_oldest_first() -> None:
     w = store.window("AAPL")
     assert w is not None
     assert w.open.tolist() == [float(i + 10) for i in range(29, 37)]
-    assert w.bar(-1) == _bar(36, price=46.0)
-    assert w.bar(0) == _bar(29, price=39.0)
+    assert bar_at(w, -1) == _bar(36, price=46.0)
+    assert bar_at(w, 0) == _bar(29, price=39.0)
     assert w.bar_seconds == STEP
 
 

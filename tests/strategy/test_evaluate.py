@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from daemon.cli_backtest import write_evaluation
+from daemon.backtest import write_evaluation
 from strategy.backtest.data import frame_batches
 from strategy.backtest.engine import BacktestConfig
 from strategy.backtest.evaluate import (

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from daemon.cli_model import quick_config
+from daemon.build import quick_config
 from strategy.market_sim import SimMarketConfig, simulate_frame
 from vlm_engine.bundle import DatasetRef, ModelCard, save_bundle
 from vlm_engine.calibrate.evaluate import calibrate_and_measure
@@ -81,7 +81,7 @@ def window(n: int = 40, *, seed: int = 0, symbol: str = "SIMA") -> ChartWindow:
     return ChartWindow(
         symbol=symbol,
         bar_seconds=60,
-        ts=1_700_000_040 + 60 * np.arange(n, dtype=np.int64),
+        timestamps=1_700_000_040 + 60 * np.arange(n, dtype=np.int64),
         open=open_,
         high=np.maximum(open_, close) * 1.001,
         low=np.minimum(open_, close) * 0.999,

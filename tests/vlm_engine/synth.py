@@ -28,7 +28,7 @@ def random_window(
     return make_window(
         symbol=symbol,
         bar_seconds=bar_seconds,
-        ts=T0 + np.arange(n) * bar_seconds,
+        timestamps=T0 + np.arange(n) * bar_seconds,
         **random_ohlcv(n, seed=seed),
     )
 
@@ -53,7 +53,7 @@ def candles(rows: list[tuple[float, float, float, float]], *, volume: float = 50
     return make_window(
         symbol="HAND",
         bar_seconds=60,
-        ts=T0 + np.arange(n) * 60,
+        timestamps=T0 + np.arange(n) * 60,
         open=arr[:, 0],
         high=arr[:, 1],
         low=arr[:, 2],

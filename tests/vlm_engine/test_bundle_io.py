@@ -11,6 +11,7 @@ from tests.vlm_engine.clip_helpers import SPEC, tiny_bundle
 from vlm_engine.bundle import (
     BundleError,
     BundleSpecMismatch,
+    add_to_bundle,
     load_bundle,
     read_card,
     update_calibration,
@@ -111,3 +112,22 @@ def test_update_calibration_when_rewritten_then_still_verifies_with_new_values(b
     assert verify_bundle(bundle).bundle_id == card.bundle_id != before.bundle_id
     assert load_bundle(bundle).calibration.pattern_temperature == 2.5
     assert "figures/extra.png" in card.figures
+
+
+def test_add_to_bundle_when_a_metric_is_nan_then_card_reads_back_and_says_why(bundle: Path):
+    card = add_to_bundle(
+        bundle,
+        files={},
+        metrics={"clip_holdout_auc": float("nan"), "clip_holdout_brier": 0.25, "odd": float("inf")},
+        unmeasured={"clip_holdout_auc": "one class only"},
+    )
+    read = read_card(bundle)  # JSON has no NaN: a NaN metric once made the card unreadable
+    assert read == card
+    assert "clip_holdout_auc" not in read.metrics
+    assert read.figure("clip_holdout_auc") == "one class only"
+    assert read.figure("odd") == "not finite"
+    assert read.figure("clip_holdout_brier") == "0.250"
+    assert read.figure("absent") == "-"
+    later = add_to_bundle(bundle, files={}, metrics={"clip_holdout_auc": 0.6})
+    assert later.figure("clip_holdout_auc") == "0.600"
+    assert "clip_holdout_auc" not in later.unmeasured

@@ -3,18 +3,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from vlm_engine.calibrate.evaluate import reliability_png
-from vlm_engine.calibrate.metrics import (
-    accuracy,
-    brier,
-    ece_mce,
-    macro_f1,
-    recall_at_k,
-    roc_auc,
-    sigmoid,
-    softmax,
+from vlm_engine.calibrate.evaluate import direction_reliability_png, pattern_reliability_png
+from vlm_engine.calibrate.metrics import accuracy, ece_mce, macro_f1, recall_at_k, softmax
+from vlm_engine.calibrate.scaling import (
+    cross_validate,
+    fit_platt_scores,
+    fit_temperature,
+    kfold_indexes,
 )
-from vlm_engine.calibrate.scaling import cross_validate, fit_platt, fit_temperature, kfold_indexes
+from vlm_engine.metrics import sigmoid
 
 
 def _calibrated_logits(n: int, k: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -45,32 +42,21 @@ def test_fit_temperature_when_logits_were_sharpened_then_recovers_the_factor_and
     assert after < 0.5 * before
 
 
-def test_fit_platt_when_labels_follow_a_logistic_then_recovers_slope_and_bias():
+def test_fit_platt_scores_when_labels_follow_a_logistic_then_recovers_slope_and_bias():
     rng = np.random.default_rng(2)
     scores = rng.normal(0, 2, 20_000)
     positive = rng.random(20_000) < sigmoid(0.5 * scores - 0.3)
-    a, b = fit_platt(scores, positive)
+    a, b = fit_platt_scores(scores, positive)
     assert a == pytest.approx(0.5, abs=0.05)
     assert b == pytest.approx(-0.3, abs=0.05)
 
 
-def test_fit_platt_when_one_class_only_then_constant_base_rate():
-    a, b = fit_platt(np.array([0.1, 0.2, 0.3]), np.array([True, True, True]))
-    assert a == 0.0
-    assert sigmoid(b) > 0.99
+def test_fit_platt_scores_when_one_class_only_then_identity_keeps_the_ranking():
+    assert fit_platt_scores(np.array([0.1, 0.2, 0.3]), np.array([True, True, True])) == (1.0, 0.0)
+    assert fit_platt_scores(np.array([0.1, 0.2]), np.array([False, False])) == (1.0, 0.0)
 
 
-def test_roc_auc_when_perfect_reversed_and_tied_then_one_zero_half():
-    y = np.array([False, False, True, True])
-    assert roc_auc(np.array([0.1, 0.2, 0.8, 0.9]), y) == 1.0
-    assert roc_auc(np.array([0.9, 0.8, 0.2, 0.1]), y) == 0.0
-    assert roc_auc(np.full(4, 0.5), y) == 0.5
-
-
-def test_brier_accuracy_macro_f1_when_known_values_then_exact():
-    assert brier(np.array([1.0, 0.0, 0.5]), np.array([True, False, True])) == pytest.approx(
-        0.25 / 3
-    )
+def test_accuracy_macro_f1_when_known_values_then_exact():
     probs = np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4], [0.3, 0.7]])
     labels = np.array([0, 1, 1, 1])
     assert accuracy(probs, labels) == 0.75
@@ -97,18 +83,22 @@ def test_kfold_when_cross_validating_then_every_sample_held_out_once():
 
 
 def test_reliability_png_when_drawn_then_png_bytes():
-    data = reliability_png(np.array([0.2, 0.7, 0.9]), np.array([False, True, True]), title="test")
-    assert data.startswith(b"\x89PNG\r\n\x1a\n")
-    assert len(data) > 1000
+    confidence, correct = np.array([0.2, 0.7, 0.9]), np.array([False, True, True])
+    for data in (
+        pattern_reliability_png(confidence, correct, title="test"),
+        direction_reliability_png(confidence, correct, title="test"),
+    ):
+        assert data.startswith(b"\x89PNG\r\n\x1a\n")
+        assert len(data) > 1000
 
 
-def test_fit_platt_when_the_fit_would_reverse_the_ranking_then_refused_identity_and_logged():
+def test_fit_platt_scores_when_the_fit_would_reverse_the_ranking_then_refused_identity_and_logged():
     from structlog.testing import capture_logs
 
     rng = np.random.default_rng(2)
     scores = rng.normal(size=2_000)
     positive = rng.random(2_000) < 1 / (1 + np.exp(1.5 * scores))  # higher score, fewer positives
     with capture_logs() as logs:
-        a, b = fit_platt(scores, positive)
+        a, b = fit_platt_scores(scores, positive)
     assert (a, b) == (1.0, 0.0)
     assert [e["reason"] for e in logs if e["event"] == "calibration.refused"] == ["negative_slope"]

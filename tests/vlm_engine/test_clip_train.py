@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from tests.vlm_engine.clip_helpers import TINY_MODEL, TINY_TRAIN, tiny_splits, tiny_train
-from vlm_engine.clip import ClipDataError, ClipSamples
+from vlm_engine.clip import ClipDataError, ClipError, ClipSamples
 from vlm_engine.clip.train import TrainConfig, _distinct, clip_loss, get_lr
 
 
@@ -155,3 +155,17 @@ def test_train_when_prompt_weight_positive_then_weights_differ_from_default_reci
         plain.parts.model.visual_projection.weight,
         with_prompts.parts.model.visual_projection.weight,
     )
+
+
+class _Payload:
+    """An object a weights-only load must refuse (unpickling it would run code)."""
+
+    def __reduce__(self) -> tuple[object, tuple[str]]:
+        return (print, ("unpickled",))
+
+
+def test_train_when_checkpoint_holds_a_pickled_object_then_refused_in_one_line(tmp_path: Path):
+    torch.save({"model": _Payload()}, tmp_path / "last.pt")
+    with pytest.raises(ClipError, match=r"last\.pt: not a checkpoint this trainer wrote") as info:
+        tiny_train(msgspec.structs.replace(TINY_TRAIN, epochs=1), checkpoint_dir=tmp_path)
+    assert "\n" not in str(info.value)

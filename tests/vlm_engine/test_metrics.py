@@ -11,12 +11,18 @@ import pytest
 from vlm_engine.metrics import (
     BootstrapConfig,
     auc,
+    auc_text,
     base_rate,
     block_bootstrap,
     brier,
     ece,
+    fit_logistic,
+    hit_rate,
     log_loss,
+    logit,
+    sigmoid,
     summary,
+    unmeasured,
 )
 
 BOOT = BootstrapConfig(resamples=500, seed=1)
@@ -116,3 +122,30 @@ def test_block_bootstrap_when_nan_probability_then_error_names_model() -> None:
     p[3] = np.nan
     with pytest.raises(ValueError, match="bootstrap of m"):
         block_bootstrap(ts, y, {"m": p}, block_bars=20, config=BOOT)
+
+
+def test_unmeasured_and_auc_text_when_one_class_or_no_rows_then_say_why() -> None:
+    assert unmeasured([1, 1, 1]) == "one class only"
+    assert unmeasured([0.0, float("nan")]) == "one class only"
+    assert unmeasured([]) == "no rows"
+    assert unmeasured([0, 1]) is None
+    assert auc_text([1, 1], [0.2, 0.9]) == "one class only"
+    assert auc_text([0, 1], [0.2, 0.9]) == "1.0000"
+
+
+def test_fit_logistic_when_labels_follow_a_logistic_then_recovers_it_and_sigmoid_inverts_logit() -> (
+    None
+):
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=20_000)
+    y = (rng.random(x.size) < sigmoid(0.8 * x - 0.4)).astype(float)
+    params = fit_logistic(x, y, l2=0.0)
+    assert params.coef[0] == pytest.approx(0.8, abs=0.05)
+    assert params.intercept == pytest.approx(-0.4, abs=0.05)
+    p = np.array([1e-3, 0.3, 0.5, 0.9])
+    assert sigmoid(logit(p)) == pytest.approx(p)
+    assert sigmoid([-1e6, 1e6]).tolist() == pytest.approx([0.0, 1.0])  # no overflow warning
+
+
+def test_hit_rate_when_known_values_then_share_of_agreeing_calls() -> None:
+    assert hit_rate([1, 0, 1, 0], [0.9, 0.2, 0.4, 0.6]) == 0.5

@@ -24,7 +24,7 @@ from vlm_engine.render import (
     make_renderer,
     make_window,
 )
-from vlm_engine.render.mpl import MplfinanceRenderer, render_batch_parallel
+from vlm_engine.render.mpl import MplfinanceRenderer
 from vlm_engine.render.spec import hex_to_rgb
 
 FULL = ChartSpec(rsi=True, macd=True, sma=(10, 30), price_scale="log", scale_overlays=True)
@@ -105,15 +105,6 @@ def test_render_when_in_another_process_then_byte_identical(renderer: str) -> No
     assert out.stdout.strip() == _digest(make_renderer(spec).render(random_window(seed=3)))
 
 
-def test_render_batch_parallel_when_pool_then_same_as_serial() -> None:
-    spec = ChartSpec(renderer="mplfinance")
-    windows = [random_window(seed=s) for s in range(5)]
-    serial = MplfinanceRenderer(spec=spec).render_batch(windows)
-    pooled = render_batch_parallel(spec, windows, processes=2, chunk_size=2)
-    assert pooled.shape == (5, 224, 224, 3)
-    assert np.array_equal(serial, pooled)
-
-
 def test_render_when_both_renderers_then_pixels_mostly_agree() -> None:
     window = random_window(seed=4)
     a = NumpyRenderer(spec=ChartSpec()).render(window)
@@ -128,7 +119,7 @@ def test_render_when_all_bars_rise_then_only_up_colour_in_price_panel() -> None:
     window = make_window(
         symbol="UP",
         bar_seconds=60,
-        ts=np.arange(n) * 60,
+        timestamps=np.arange(n) * 60,
         open=close - 0.5,
         high=close + 0.2,
         low=close - 0.7,
@@ -161,11 +152,17 @@ def test_render_when_bar_has_nan_then_input_error_names_bar() -> None:
 
 @pytest.mark.parametrize(
     ("field", "value", "match"),
-    [("high", 1.0, "bracket"), ("volume", -1.0, "negative volume"), ("ts", 0, "increasing")],
+    [
+        ("high", 1.0, "bracket"),
+        ("volume", -1.0, "negative volume"),
+        ("timestamps", 0, "increasing"),
+    ],
 )
 def test_make_window_when_bad_bar_then_input_error(field: str, value: float, match: str) -> None:
     w = random_window(n=10)
-    data = {k: np.array(getattr(w, k)) for k in ("ts", "open", "high", "low", "close", "volume")}
+    data = {
+        k: np.array(getattr(w, k)) for k in ("timestamps", "open", "high", "low", "close", "volume")
+    }
     data[field][4] = value
     with pytest.raises(ChartInputError, match=match):
         make_window(symbol="X", bar_seconds=60, **data)
@@ -189,7 +186,7 @@ def test_png_when_round_trip_then_pixels_and_metadata_equal() -> None:
     pixels, back = decode_png(encode_png(image, meta))
     assert np.array_equal(pixels, image)
     assert back == meta
-    assert back.first_ts == int(window.ts[-64])
+    assert back.first_ts == int(window.timestamps[-64])
     assert back.spec_hash == spec.spec_hash()
 
 

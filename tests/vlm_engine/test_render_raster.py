@@ -90,13 +90,13 @@ def test_render_batch_when_one_window_bad_then_error_names_first_bad_window() ->
     bad = ChartWindow(
         symbol="BAD",
         bar_seconds=60,
-        ts=np.arange(60, dtype=np.int64) * 60,
+        timestamps=np.arange(60, dtype=np.int64) * 60,
         **bad_values,
     )
     later = ChartWindow(
         symbol="LATER",
         bar_seconds=60,
-        ts=np.zeros(60, dtype=np.int64),
+        timestamps=np.zeros(60, dtype=np.int64),
         **random_ohlcv(60, seed=3),
     )
     with pytest.raises(ChartInputError, match=r"'BAD'.*bar 45"):
@@ -109,13 +109,13 @@ def test_render_batch_when_ragged_or_empty_window_then_chart_input_error() -> No
     ragged = ChartWindow(
         symbol="RAG",
         bar_seconds=60,
-        ts=np.arange(10, dtype=np.int64),
+        timestamps=np.arange(10, dtype=np.int64),
         **{**random_ohlcv(10, seed=1), "volume": np.ones(9)},
     )
     empty = ChartWindow(
         symbol="NONE",
         bar_seconds=60,
-        ts=np.zeros(0, dtype=np.int64),
+        timestamps=np.zeros(0, dtype=np.int64),
         **{k: np.zeros(0) for k in ("open", "high", "low", "close", "volume")},
     )
     renderer = NumpyRenderer(spec=CLIP_SPEC)
@@ -130,7 +130,7 @@ def test_render_when_flat_prices_and_zero_volume_then_drawn_without_warnings() -
     window = make_window(
         symbol="FLAT",
         bar_seconds=60,
-        ts=np.arange(n) * 60,
+        timestamps=np.arange(n) * 60,
         open=np.full(n, 10.0),
         high=np.full(n, 10.0),
         low=np.full(n, 10.0),

@@ -5,18 +5,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from vlm_engine.metrics import auc, brier, ece, fit_logistic, logit
 from vlm_engine.xgb import (
     XgbDataError,
     XgbModel,
     XgbModelError,
     XgbTrainConfig,
-    fit_logistic,
     fit_pca,
-    logit,
     train_xgb,
     walk_forward_folds,
 )
-from vlm_engine.xgb.metrics import auc, brier, ece
 
 FAST = XgbTrainConfig(n_folds=3, learning_rate=0.2, num_boost_round=60, early_stopping_rounds=10)
 

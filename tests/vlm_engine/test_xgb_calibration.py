@@ -5,9 +5,8 @@ from __future__ import annotations
 import numpy as np
 from structlog.testing import capture_logs
 
-from vlm_engine.metrics import auc
+from vlm_engine.metrics import auc, fit_platt
 from vlm_engine.xgb import XgbTrainConfig
-from vlm_engine.xgb.logistic import fit_platt
 from vlm_engine.xgb.train import calibrate_after_first_fold, train_xgb
 
 
@@ -21,13 +20,14 @@ def _scores(n: int, sign: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
 def test_fit_platt_when_slope_negative_then_refused_identity_and_logged() -> None:
     p, y = _scores(400, -1.0, 0)  # anti-correlated: the fitted slope comes out negative
     with capture_logs() as logs:
-        assert fit_platt(p, y, what="test") is None
+        assert fit_platt(p, y, model="test") is None
     refused = [e for e in logs if e["event"] == "calibration.refused"]
     assert refused
     assert refused[0]["slope"] < 0
-    good = fit_platt(*_scores(400, 1.0, 0), what="test")
+    good = fit_platt(*_scores(400, 1.0, 0), model="test")
     assert good is not None
     assert good.coef[0] > 0
+    assert fit_platt([0.2, 0.7, 0.9], [1, 1, 1], model="test") is None  # one class only: identity
 
 
 def test_calibrate_after_first_fold_when_later_labels_change_then_maps_unchanged() -> None:

@@ -13,8 +13,10 @@ Layout:
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import shutil
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -64,7 +66,11 @@ class TrainedOn(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class ModelCard(msgspec.Struct, frozen=True, kw_only=True):
-    """What a bundle is, how it was made and how well it does; files maps relative path -> sha256."""
+    """What a bundle is, how it was made and how well it does; files maps relative path -> sha256.
+
+    metrics holds finite figures only; unmeasured maps a figure without a value to why (for
+    example "direction_auc": "one class only"): JSON has no NaN.
+    """
 
     format_version: int = FORMAT_VERSION
     bundle_id: str
@@ -76,12 +82,19 @@ class ModelCard(msgspec.Struct, frozen=True, kw_only=True):
     train_config: dict[str, Any] = msgspec.field(default_factory=dict)
     history: list[dict[str, Any]] = msgspec.field(default_factory=list)
     metrics: dict[str, float] = msgspec.field(default_factory=dict)
+    unmeasured: dict[str, str] = msgspec.field(default_factory=dict)
     calibration_report: dict[str, Any] = msgspec.field(default_factory=dict)
     figures: tuple[str, ...] = ()
     created_at: str = ""
     stages: dict[str, Any] = msgspec.field(default_factory=dict)
     trained_on: TrainedOn | None = None
     files: dict[str, str] = msgspec.field(default_factory=dict)
+
+    def figure(self, name: str, digits: int = 3) -> str:
+        """A metric as text: its value, why it has none ("one class only"), or "-" if not measured."""
+        if name in self.metrics:
+            return f"{self.metrics[name]:.{digits}f}"
+        return self.unmeasured.get(name, "-")
 
 
 class Bundle:
@@ -194,6 +207,7 @@ def save_bundle(
                 figures=tuple(f"figures/{n}" for n in sorted(figures or {})),
                 created_at=created_at,
             ),
+            unmeasured=(calibration_report or {}).get("unmeasured"),
         )
         publish_directory(staging, directory)
     except OSError as e:
@@ -220,9 +234,23 @@ def publish_directory(staging: Path, target: Path) -> None:
         os.replace(staging, target)
 
 
-def _write_card(directory: Path, card: ModelCard) -> ModelCard:
+def _write_card(
+    directory: Path, card: ModelCard, *, unmeasured: Mapping[str, str] | None = None
+) -> ModelCard:
+    """Write the card last; a metric without a finite value moves to unmeasured with its reason."""
+    reasons = {**card.unmeasured, **(unmeasured or {})}
+    metrics = {k: v for k, v in card.metrics.items() if math.isfinite(v)}
+    reasons = {k: reasons.get(k, "not finite") for k in card.metrics.keys() - metrics.keys()} | {
+        k: why for k, why in reasons.items() if k not in metrics
+    }
     files = _hash_files(directory)
-    card = msgspec.structs.replace(card, files=files, bundle_id=_bundle_id(files))
+    card = msgspec.structs.replace(
+        card,
+        metrics=metrics,
+        unmeasured=dict(sorted(reasons.items())),
+        files=files,
+        bundle_id=_bundle_id(files),
+    )
     (directory / CARD_FILE).write_bytes(msgspec.json.format(msgspec.json.encode(card)) + b"\n")
     return card
 
@@ -255,7 +283,7 @@ def update_calibration(
             figures=tuple(sorted({*card.figures, *(f"figures/{n}" for n in figures)})),
             stages={**card.stages, **({"calibrate": stage} if stage is not None else {})},
         )
-        return _write_card(directory, updated)
+        return _write_card(directory, updated, unmeasured=report.get("unmeasured"))
     except OSError as e:
         msg = f"{directory}: cannot write the calibration ({e})"
         raise BundleError(msg) from None
@@ -268,6 +296,7 @@ def add_to_bundle(
     metrics: dict[str, float] | None = None,
     stages: dict[str, Any] | None = None,
     trained_on: TrainedOn | None = None,
+    unmeasured: Mapping[str, str] | None = None,
 ) -> ModelCard:
     """Add (or replace) files of a valid bundle and merge metrics and stage records; the card is rewritten last.
 
@@ -275,6 +304,7 @@ def add_to_bundle(
         files: relative path (e.g. "xgb/model.json") -> content; must stay inside the bundle.
         stages: what each added stage is (config, inputs, fitted parameters), merged by key.
         trained_on: the bars the bundle's fits saw (replaces the card's when given).
+        unmeasured: why a metric given as NaN has no value (vlm_engine.metrics.unmeasured).
     """
     card = verify_bundle(directory)
     root = directory.resolve()
@@ -294,7 +324,7 @@ def add_to_bundle(
             stages={**card.stages, **(stages or {})},
             trained_on=trained_on or card.trained_on,
         )
-        card = _write_card(directory, updated)
+        card = _write_card(directory, updated, unmeasured=unmeasured)
     except OSError as e:
         msg = f"{directory}: cannot add files to the bundle ({e})"
         raise BundleError(msg) from None

@@ -1,4 +1,10 @@
-"""Score a split with a CLIP model and its prompts, fit the calibration and measure everything."""
+"""Score a split with a CLIP model and its prompts, fit the calibration and measure everything.
+
+Card metrics: `pattern_ece_*` is the top-label ECE of the pattern probabilities over
+`pattern_ece_bins` bins (a K-class figure); `direction_*` are metrics of P(up) from
+vlm_engine.metrics, so `direction_ece_*` is the ECE of P(up) over `direction_ece_bins`
+(ECE_BINS = 10) bins: the same number `evaluate` reports as `ece` on the same predictions.
+"""
 
 from __future__ import annotations
 
@@ -12,21 +18,17 @@ from vlm_engine.calibrate.metrics import (
     FloatArray,
     IntArray,
     accuracy,
-    binary_ece,
-    brier,
     calibration_bins,
     ece_mce,
     macro_f1,
     nll,
     recall_at_k,
-    roc_auc,
-    sigmoid,
     softmax,
 )
 from vlm_engine.calibrate.params import Calibration, FoldStats
 from vlm_engine.calibrate.scaling import (
     cross_validate,
-    fit_platt,
+    fit_platt_scores,
     fit_temperature,
     fold_stats,
     kfold_indexes,
@@ -34,6 +36,15 @@ from vlm_engine.calibrate.scaling import (
 from vlm_engine.clip.data import ClipSamples, PromptSet
 from vlm_engine.clip.encode import encode_images, encode_texts, logit_scale, prompt_embeddings
 from vlm_engine.clip.model import ClipParts
+from vlm_engine.metrics import (
+    ECE_BINS,
+    auc,
+    brier,
+    calibration_curve,
+    ece,
+    sigmoid,
+    unmeasured,
+)
 
 
 class RawScores:
@@ -96,7 +107,7 @@ def fit_calibration(
     moving = direction != 0
     z, up = scores.direction_logit[moving], direction[moving] > 0
     temperature = fit_temperature(logits, y)
-    a, b = fit_platt(z, up)
+    a, b = fit_platt_scores(z, up)
     report: dict[str, Any] = {"k_folds": 0}
     cv_t = cv_a = cv_b = None
     k = min(k_folds, int(y.size), int(z.size))
@@ -108,11 +119,11 @@ def fit_calibration(
             lambda tr: fit_temperature(logits[tr], y[tr]),
             lambda held, t: ece_mce(softmax(logits[held] / t), y[held], n_bins)[0],
         )
-        params = [fit_platt(z[tr], up[tr]) for tr, _ in kfold_indexes(z.size, k, seed)]
+        params = [fit_platt_scores(z[tr], up[tr]) for tr, _ in kfold_indexes(z.size, k, seed)]
         cv_a = fold_stats([p[0] for p in params])
         cv_b = fold_stats([p[1] for p in params])
         held_ece = [
-            binary_ece(sigmoid(pa * z[held] + pb), up[held])
+            ece(up[held], sigmoid(pa * z[held] + pb))
             for (pa, pb), (_, held) in zip(params, kfold_indexes(z.size, k, seed), strict=True)
         ]
         report = {
@@ -168,20 +179,32 @@ def measure(
         "pattern_mce_after": mce_after,
     }
     out.update(_recalls(parts, samples, scores.embeddings, keep))
+    out["pattern_ece_bins"] = float(n_bins)
     moving = samples.direction != 0
     up = samples.direction[moving] > 0
-    p_raw = sigmoid(scores.direction_logit[moving])
-    out.update(
-        {
-            "direction_samples": float(moving.sum()),
-            "direction_auc": roc_auc(p_up[moving], up),
-            "direction_brier_before": brier(p_raw, up),
-            "direction_brier_after": brier(p_up[moving], up),
-            "direction_ece_before": binary_ece(p_raw, up),
-            "direction_ece_after": binary_ece(p_up[moving], up),
-        }
-    )
+    out.update(direction_metrics(sigmoid(scores.direction_logit[moving]), p_up[moving], up))
     return out
+
+
+def direction_metrics(
+    p_raw: FloatArray, p_up: FloatArray, up: npt.NDArray[np.bool_]
+) -> dict[str, float]:
+    """The card's direction figures of P(up) (uncalibrated p_raw, calibrated p_up) on moving charts."""
+    return {
+        "direction_samples": float(up.size),
+        "direction_auc": auc(up, p_up),
+        "direction_brier_before": brier(up, p_raw),
+        "direction_brier_after": brier(up, p_up),
+        "direction_ece_before": ece(up, p_raw),
+        "direction_ece_after": ece(up, p_up),
+        "direction_ece_bins": float(ECE_BINS),
+    }
+
+
+def unmeasured_direction(direction: npt.NDArray[np.int8]) -> dict[str, str]:
+    """Why the card's direction AUC has no value on these labels ({} when it has one)."""
+    reason = unmeasured(direction[direction != 0] > 0)
+    return {} if reason is None else {"direction_auc": reason}
 
 
 def _recalls(
@@ -209,34 +232,46 @@ def _recalls(
     }
 
 
-def reliability_png(
+def pattern_reliability_png(
     confidence: FloatArray, correct: npt.NDArray[np.bool_], *, title: str, n_bins: int = 15
 ) -> bytes:
-    """A reliability diagram (accuracy and mean confidence per bin, with the diagonal) as PNG bytes."""
+    """Top-label reliability of pattern probabilities: accuracy against confidence per bin."""
+    conf, acc, counts = calibration_bins(confidence, correct, n_bins)
+    shown = counts > 0
+    ece_value = float(np.sum(np.abs(conf - acc) * counts) / max(int(counts.sum()), 1))
+    return reliability_png(
+        conf[shown], acc[shown], n_bins=n_bins, title=f"{title} (top-label ECE {ece_value:.3f})",
+        axes=("confidence", "accuracy"),
+    )  # fmt: skip
+
+
+def direction_reliability_png(p_up: FloatArray, up: npt.NDArray[np.bool_], *, title: str) -> bytes:
+    """Reliability of P(up): observed up-frequency against mean P(up) per bin (vlm_engine.metrics)."""
+    mean_p, freq, _ = calibration_curve(up, p_up)
+    return reliability_png(
+        mean_p, freq, n_bins=ECE_BINS, title=f"{title} (ECE of P(up) {ece(up, p_up):.3f})",
+        axes=("mean P(up)", "observed up-frequency"),
+    )  # fmt: skip
+
+
+def reliability_png(
+    mean_x: FloatArray, observed: FloatArray, *, n_bins: int, title: str, axes: tuple[str, str]
+) -> bytes:
+    """A reliability diagram (one bar per non-empty bin, its mean as a dot, the diagonal) as PNG bytes."""
     import matplotlib
 
     matplotlib.use("Agg")
     from matplotlib.figure import Figure
 
-    conf, acc, counts = calibration_bins(confidence, correct, n_bins)
-    centers = (np.arange(n_bins) + 0.5) / n_bins
+    centers = (np.clip(np.floor(mean_x * n_bins), 0, n_bins - 1) + 0.5) / n_bins
     fig = Figure(figsize=(4, 4), dpi=100)
     ax = fig.add_subplot(1, 1, 1)
-    shown = counts > 0
-    ax.bar(
-        centers[shown],
-        acc[shown],
-        width=1.0 / n_bins,
-        edgecolor="black",
-        color="#4fc3f7",
-        label="accuracy",
-    )
-    ax.plot(conf[shown], acc[shown], "o", color="#ef5350", markersize=3, label="mean confidence")
+    ax.bar(centers, observed, width=1.0 / n_bins, edgecolor="black", color="#4fc3f7", label=axes[1])
+    ax.plot(mean_x, observed, "o", color="#ef5350", markersize=3, label=axes[0])
     ax.plot([0, 1], [0, 1], "--", color="gray", linewidth=1)
-    ece = float(np.sum(np.abs(conf - acc) * counts) / max(int(counts.sum()), 1))
-    ax.set_title(f"{title} (ECE {ece:.3f})", fontsize=9)
-    ax.set_xlabel("confidence")
-    ax.set_ylabel("accuracy")
+    ax.set_title(title, fontsize=9)
+    ax.set_xlabel(axes[0])
+    ax.set_ylabel(axes[1])
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1)
     ax.legend(loc="upper left", fontsize=7)
@@ -268,16 +303,14 @@ def calibrate_and_measure(
     moving = test.direction != 0
     up = test.direction[moving] > 0
     figures = {
-        "reliability_pattern_before.png": reliability_png(
+        "reliability_pattern_before.png": pattern_reliability_png(
             before.max(1), before.argmax(1) == labels[keep], title="pattern, before"
         ),
-        "reliability_pattern_after.png": reliability_png(
+        "reliability_pattern_after.png": pattern_reliability_png(
             probs[keep].max(1), probs[keep].argmax(1) == labels[keep], title="pattern, after"
         ),
-        "reliability_direction_after.png": reliability_png(
-            np.maximum(p_up[moving], 1 - p_up[moving]),
-            (p_up[moving] > 0.5) == up,
-            title="direction, after",
+        "reliability_direction_after.png": direction_reliability_png(
+            p_up[moving], up, title="direction, after"
         ),
     }
     report = {
@@ -285,7 +318,8 @@ def calibrate_and_measure(
         "pattern_temperature": calibration.pattern_temperature,
         "direction_a": calibration.direction_a,
         "direction_b": calibration.direction_b,
-        "ece_before": metrics["pattern_ece_before"],
-        "ece_after": metrics["pattern_ece_after"],
+        "pattern_ece_before": metrics["pattern_ece_before"],
+        "pattern_ece_after": metrics["pattern_ece_after"],
+        "unmeasured": unmeasured_direction(test.direction),
     }
     return calibration, metrics, report, figures

@@ -1,11 +1,9 @@
-"""Classification, retrieval and calibration metrics on NumPy arrays (no model code)."""
+"""Pattern (multi-class) and retrieval metrics on NumPy arrays; metrics of P(up) are vlm_engine.metrics."""
 
 from __future__ import annotations
 
 import numpy as np
 import numpy.typing as npt
-
-from vlm_engine import metrics
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
@@ -16,10 +14,6 @@ def softmax(logits: npt.ArrayLike, axis: int = -1) -> FloatArray:
     x = x - x.max(axis=axis, keepdims=True)
     e = np.exp(x)
     return e / e.sum(axis=axis, keepdims=True)  # type: ignore[no-any-return]
-
-
-def sigmoid(x: npt.ArrayLike) -> FloatArray:
-    return 1.0 / (1.0 + np.exp(-np.asarray(x, dtype=np.float64)))  # type: ignore[no-any-return]
 
 
 def accuracy(probs: FloatArray, labels: IntArray) -> float:
@@ -61,7 +55,7 @@ def calibration_bins(
 
 
 def ece_mce(probs: FloatArray, labels: IntArray, n_bins: int = 15) -> tuple[float, float]:
-    """Expected and maximum calibration error of the top-1 prediction over equal-width bins."""
+    """Top-label expected and maximum calibration error of pattern probabilities (N, K) over equal-width bins."""
     confidence = probs.max(axis=1)
     correct = np.argmax(probs, axis=1) == labels
     conf, acc, counts = calibration_bins(confidence, correct, n_bins)
@@ -71,20 +65,6 @@ def ece_mce(probs: FloatArray, labels: IntArray, n_bins: int = 15) -> tuple[floa
     ece = float(np.sum(gaps * counts) / counts.sum())
     mce = float(gaps[counts > 0].max())
     return ece, mce
-
-
-def binary_ece(p_up: FloatArray, up: npt.NDArray[np.bool_]) -> float:
-    """ECE of P(up): the project's one definition (vlm_engine.metrics.ece, ECE_BINS bins)."""
-    return metrics.ece(up, p_up)
-
-
-def brier(p_up: FloatArray, up: npt.NDArray[np.bool_]) -> float:
-    return metrics.brier(up, p_up)
-
-
-def roc_auc(scores: FloatArray, positive: npt.NDArray[np.bool_]) -> float:
-    """AUC of scores for the positive class (vlm_engine.metrics.auc; NaN with one class)."""
-    return metrics.auc(positive, scores)
 
 
 def recall_at_k(similarity: FloatArray, relevant: npt.NDArray[np.bool_], k: int) -> float:

@@ -9,8 +9,9 @@ import numpy as np
 import numpy.typing as npt
 import structlog
 
-from vlm_engine.calibrate.metrics import FloatArray, IntArray, nll, sigmoid, softmax
+from vlm_engine.calibrate.metrics import FloatArray, IntArray, nll, softmax
 from vlm_engine.calibrate.params import FoldStats
+from vlm_engine.metrics import fit_logistic
 
 log = structlog.get_logger("vlm_engine.calibrate")
 
@@ -43,39 +44,34 @@ def fit_temperature(
     return math.exp((a + b) / 2.0)
 
 
-def fit_platt(
+def fit_platt_scores(
     scores: FloatArray, positive: npt.NDArray[np.bool_], *, l2: float = 1e-3
 ) -> tuple[float, float]:
-    """(a, b) of p = sigmoid(a * score + b) by Newton's method on the (lightly L2-regularised) log loss.
+    """(a, b) of p = sigmoid(a * score + b): vlm_engine.metrics.fit_logistic (Newton, L2 l2 on a)
+    on Platt's smoothed targets.
 
     Monotone increasing only: a fit with a < 0 would reverse the score's ranking, so it is
-    refused (logged as `calibration.refused`) and the identity (1, 0) is returned instead.
+    refused (logged as `calibration.refused`) and the identity (1, 0) is returned instead; so is
+    a fit on one class only (the constant base rate it used to return erased the ranking: AUC 0.5),
+    as vlm_engine.metrics.fit_platt does.
     """
     if positive.size == 0 or positive.all() or not positive.any():
-        rate = float(np.clip(positive.mean() if positive.size else 0.5, 1e-3, 1 - 1e-3))
-        return 0.0, math.log(rate / (1 - rate))
+        return IDENTITY_PLATT
     # Platt's smoothed targets keep the fit finite on separable data.
     n_pos, n_neg = int(positive.sum()), int((~positive).sum())
     target = np.where(positive, (n_pos + 1) / (n_pos + 2), 1 / (n_neg + 2))
-    x = np.stack([scores, np.ones_like(scores)], axis=1)
-    w = np.array([1.0, 0.0])
-    for _ in range(100):
-        p = sigmoid(x @ w)
-        grad = x.T @ (p - target) + l2 * np.array([w[0], 0.0])
-        hess = (x * (p * (1 - p))[:, None]).T @ x + l2 * np.diag([1.0, 0.0]) + 1e-9 * np.eye(2)
-        step = np.linalg.solve(hess, grad)
-        w = w - step
-        if float(np.abs(step).max()) < 1e-10:
-            break
-    if w[0] < 0:
+    # fit_logistic scales its penalty by the row count: l2 / n keeps this fit's absolute l2
+    params = fit_logistic(scores, target, l2=l2 / positive.size)
+    slope = params.coef[0]
+    if slope < 0:
         log.warning(
             "calibration.refused",
             reason="negative_slope",
-            slope=round(float(w[0]), 6),
+            slope=round(slope, 6),
             rows=int(positive.size),
         )
         return IDENTITY_PLATT
-    return float(w[0]), float(w[1])
+    return slope, params.intercept
 
 
 def kfold_indexes(n: int, k: int, seed: int) -> list[tuple[IntArray, IntArray]]:

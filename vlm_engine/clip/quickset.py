@@ -128,7 +128,7 @@ def samples_from_bars(
                 window = ChartWindow(
                     symbol=str(symbol),
                     bar_seconds=bar_seconds,
-                    ts=ts[start : i + 1],
+                    timestamps=ts[start : i + 1],
                     **{c: v[start : i + 1] for c, v in ohlcv.items()},
                 )
                 ret_bps = (ohlcv["close"][i + cfg.horizon] / ohlcv["close"][i] - 1.0) * 1e4

@@ -9,6 +9,7 @@ same loop on its shard of each batch and accelerate all-reduces the gradients.
 from __future__ import annotations
 
 import math
+import pickle
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -234,7 +235,12 @@ def main(
     history: list[EpochLog] = []
     last = checkpoint_dir / "last.pt" if checkpoint_dir is not None else None
     if last is not None and last.exists():
-        state = torch.load(last, map_location=dev, weights_only=False)
+        try:  # tensors and plain values only: a pickle from elsewhere cannot run code here
+            state = torch.load(last, map_location=dev, weights_only=True)
+        except pickle.UnpicklingError as e:
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            msg = f"{last}: not a checkpoint this trainer wrote ({first}); remove it to start over"
+            raise ClipError(msg) from None
         _unwrap(model, accelerator).load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         start_epoch, step = state["epoch"] + 1, state["step"]

@@ -140,7 +140,7 @@ def symbol_windows(frame: pd.DataFrame, *, where: str = "bars") -> dict[str, Cha
             out[str(symbol)] = make_window(
                 symbol=str(symbol),
                 bar_seconds=infer_bar_seconds(ts, where=f"{where} {symbol}"),
-                ts=ts,
+                timestamps=ts,
                 open=group["open"].to_numpy(),
                 high=group["high"].to_numpy(),
                 low=group["low"].to_numpy(),
@@ -167,7 +167,7 @@ def window_at(frame: pd.DataFrame, *, symbol: str, at: datetime | None, bars: in
             if pd.Timestamp(at).tzinfo
             else int(pd.Timestamp(at, tz="UTC").timestamp())
         )
-        stop = int(np.searchsorted(window.ts, cutoff, side="right"))
+        stop = int(np.searchsorted(window.timestamps, cutoff, side="right"))
         if stop == 0:
             msg = f"no bars for {symbol} at or before {at}"
             raise BarsInputError(msg)

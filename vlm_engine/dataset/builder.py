@@ -144,7 +144,13 @@ def plan_samples(
     for symbol, w in sorted(windows.items()):
         for end in range(need - 1, len(w) - horizon, cfg.stride):
             raw.append(
-                (symbol, end, int(w.ts[end]), int(w.ts[end - need + 1]), int(w.ts[end + horizon]))
+                (
+                    symbol,
+                    end,
+                    int(w.timestamps[end]),
+                    int(w.timestamps[end - need + 1]),
+                    int(w.timestamps[end + horizon]),
+                )
             )
     embargo = cfg.splits.embargo_bars * bar_seconds
     timed = [r for r in raw if r[0] not in cfg.splits.holdout_symbols]

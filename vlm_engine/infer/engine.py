@@ -23,8 +23,9 @@ import structlog
 import torch
 
 from vlm_engine.bundle import Bundle, load_bundle
-from vlm_engine.calibrate.metrics import sigmoid, softmax
+from vlm_engine.calibrate.metrics import softmax
 from vlm_engine.clip.encode import class_embeddings, logit_scale
+from vlm_engine.metrics import sigmoid
 from vlm_engine.render import ChartSpec, ChartWindow, make_renderer
 
 log = structlog.get_logger("vlm_engine.infer")

@@ -148,7 +148,7 @@ def chart_facts(window: ChartWindow, *, config: FactsConfig | None = None) -> Ch
         )
     return ChartFacts(
         symbol=window.symbol,
-        ts=int(window.ts[-1]),
+        ts=int(window.timestamps[-1]),
         bar_seconds=window.bar_seconds,
         patterns=patterns,
         trend=trend,

@@ -23,7 +23,7 @@ _DPI = 100
 class MplfinanceRenderer:
     """Render with mplfinance on one reused figure; later charts move the first chart's artists.
 
-    Not thread-safe: use one instance per thread or process (see render_batch_parallel).
+    Not thread-safe: use one instance per thread or process (see MplfinancePool).
     """
 
     name = "mplfinance"
@@ -125,7 +125,7 @@ class MplfinanceRenderer:
         price_ax = self._axes["price"]
         frame = pd.DataFrame(
             {"Open": shown.open, "High": shown.high, "Low": shown.low, "Close": shown.close},
-            index=pd.to_datetime(shown.ts, unit="s"),
+            index=pd.to_datetime(shown.timestamps, unit="s"),
         )
         series = self._line_series(lines)
         plots = [
@@ -282,7 +282,7 @@ def _warmup_window(spec: ChartSpec) -> ChartWindow:
     return make_window(
         symbol="WARMUP",
         bar_seconds=60,
-        ts=np.arange(n) * 60,
+        timestamps=np.arange(n) * 60,
         open=open_,
         high=np.maximum(open_, close) + 0.1,
         low=np.minimum(open_, close) - 0.1,
@@ -340,11 +340,3 @@ class MplfinancePool:
             out[start : start + len(part)] = part
             start += len(part)
         return out
-
-
-def render_batch_parallel(
-    spec: ChartSpec, windows: Sequence[ChartWindow], *, processes: int = 2, chunk_size: int = 4
-) -> npt.NDArray[np.uint8]:
-    """Render many charts with mplfinance in a one-off process pool (see MplfinancePool to keep one)."""
-    with MplfinancePool(spec=spec, processes=processes, chunk_size=chunk_size) as pool:
-        return pool.render_batch(windows)

@@ -36,8 +36,8 @@ def chart_meta(spec: ChartSpec, window: ChartWindow) -> ChartMeta:
     return ChartMeta(
         symbol=window.symbol,
         bar_seconds=window.bar_seconds,
-        first_ts=int(shown.ts[0]),
-        last_ts=int(shown.ts[-1]),
+        first_ts=int(shown.timestamps[0]),
+        last_ts=int(shown.timestamps[-1]),
         bars=len(shown),
         spec_hash=spec.spec_hash(),
         renderer=spec.renderer,

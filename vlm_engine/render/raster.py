@@ -420,7 +420,7 @@ def _stack(tails: list[ChartWindow], *, checked: bool = False) -> dict[str, Floa
         ohlcv = np.array(
             [(w.open, w.high, w.low, w.close, w.volume) for w in tails], dtype=np.float64
         )
-        ts = np.array([w.ts for w in tails], dtype=np.int64)
+        ts = np.array([w.timestamps for w in tails], dtype=np.int64)
     except ValueError:  # ragged columns
         if checked:
             raise

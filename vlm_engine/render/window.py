@@ -1,8 +1,10 @@
-"""ChartWindow: the OHLCV arrays of one symbol's recent bars, the renderer's only input."""
+"""ChartWindow: the OHLCV arrays of one symbol's recent bars, the renderer's only input and the
+strategy's window (strategy.bars.Window is this type: one window from the bar store to the chart)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import UTC, datetime
 
 import msgspec
 import numpy as np
@@ -14,12 +16,12 @@ FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
 
 
-class ChartWindow(msgspec.Struct, frozen=True, kw_only=True):
-    """Bars oldest first; ts are bar close times in epoch seconds (UTC)."""
+class ChartWindow(msgspec.Struct, frozen=True, kw_only=True, eq=False):
+    """Bars of one symbol, oldest first; timestamps are bar close times in epoch seconds (UTC)."""
 
     symbol: str
     bar_seconds: int
-    ts: IntArray
+    timestamps: IntArray
     open: FloatArray
     high: FloatArray
     low: FloatArray
@@ -29,6 +31,11 @@ class ChartWindow(msgspec.Struct, frozen=True, kw_only=True):
     def __len__(self) -> int:
         return int(self.close.shape[0])
 
+    @property
+    def ts(self) -> datetime:
+        """Close time of the last bar (UTC)."""
+        return datetime.fromtimestamp(int(self.timestamps[-1]), tz=UTC)
+
     def tail(self, n: int) -> ChartWindow:
         """The last n bars (all of them when there are fewer)."""
         if n >= len(self):
@@ -36,7 +43,7 @@ class ChartWindow(msgspec.Struct, frozen=True, kw_only=True):
         return ChartWindow(
             symbol=self.symbol,
             bar_seconds=self.bar_seconds,
-            ts=self.ts[-n:],
+            timestamps=self.timestamps[-n:],
             open=self.open[-n:],
             high=self.high[-n:],
             low=self.low[-n:],
@@ -48,7 +55,7 @@ class ChartWindow(msgspec.Struct, frozen=True, kw_only=True):
         return ChartWindow(
             symbol=self.symbol,
             bar_seconds=self.bar_seconds,
-            ts=self.ts[start:stop],
+            timestamps=self.timestamps[start:stop],
             open=self.open[start:stop],
             high=self.high[start:stop],
             low=self.low[start:stop],
@@ -61,7 +68,7 @@ def make_window(
     *,
     symbol: str,
     bar_seconds: int,
-    ts: Sequence[int] | npt.ArrayLike,
+    timestamps: Sequence[int] | npt.ArrayLike,
     open: npt.ArrayLike,
     high: npt.ArrayLike,
     low: npt.ArrayLike,
@@ -79,8 +86,8 @@ def make_window(
             ("volume", volume),
         )
     }
-    ts_arr = np.ascontiguousarray(np.asarray(ts, dtype=np.int64))
-    window = ChartWindow(symbol=symbol, bar_seconds=bar_seconds, ts=ts_arr, **arrays)
+    times = np.ascontiguousarray(np.asarray(timestamps, dtype=np.int64))
+    window = ChartWindow(symbol=symbol, bar_seconds=bar_seconds, timestamps=times, **arrays)
     validate_window(window)
     return window
 
@@ -95,7 +102,7 @@ def validate_window(window: ChartWindow) -> None:
     if window.bar_seconds <= 0:
         msg = f"{where}: bar_seconds must be > 0, got {window.bar_seconds}"
         raise ChartInputError(msg)
-    for name in ("ts", "open", "high", "low", "close", "volume"):
+    for name in ("timestamps", "open", "high", "low", "close", "volume"):
         arr = getattr(window, name)
         if arr.ndim != 1 or arr.shape[0] != n:
             msg = f"{where}: column {name} has shape {arr.shape}, expected ({n},)"
@@ -117,6 +124,6 @@ def validate_window(window: ChartWindow) -> None:
     if (window.volume < 0).any():
         msg = f"{where}: negative volume at bar {int(np.argmax(window.volume < 0))}"
         raise ChartInputError(msg)
-    if n > 1 and (np.diff(window.ts) <= 0).any():
-        msg = f"{where}: timestamps not strictly increasing at bar {int(np.argmax(np.diff(window.ts) <= 0)) + 1}"
+    if n > 1 and (np.diff(window.timestamps) <= 0).any():
+        msg = f"{where}: timestamps not strictly increasing at bar {int(np.argmax(np.diff(window.timestamps) <= 0)) + 1}"
         raise ChartInputError(msg)

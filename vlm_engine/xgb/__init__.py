@@ -4,14 +4,12 @@ from __future__ import annotations
 
 from vlm_engine.xgb.errors import XgbDataError, XgbError, XgbModelError
 from vlm_engine.xgb.folds import Fold, holdout_split, walk_forward_folds
-from vlm_engine.xgb.logistic import LogisticParams, fit_logistic, logit, sigmoid
 from vlm_engine.xgb.model import XgbMeta, XgbModel
 from vlm_engine.xgb.pca import PcaParams, fit_pca
 from vlm_engine.xgb.train import TrainResult, XgbTrainConfig, class_weights, train_xgb
 
 __all__ = [
     "Fold",
-    "LogisticParams",
     "PcaParams",
     "TrainResult",
     "XgbDataError",
@@ -21,11 +19,8 @@ __all__ = [
     "XgbModelError",
     "XgbTrainConfig",
     "class_weights",
-    "fit_logistic",
     "fit_pca",
     "holdout_split",
-    "logit",
-    "sigmoid",
     "train_xgb",
     "walk_forward_folds",
 ]

@@ -11,8 +11,8 @@ import numpy as np
 import numpy.typing as npt
 import xgboost as xgb
 
+from vlm_engine.metrics import LogisticParams, logit
 from vlm_engine.xgb.errors import XgbModelError
-from vlm_engine.xgb.logistic import LogisticParams, logit
 
 FloatArray = npt.NDArray[np.float64]
 

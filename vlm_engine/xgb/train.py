@@ -21,10 +21,9 @@ import numpy.typing as npt
 import structlog
 import xgboost as xgb
 
+from vlm_engine.metrics import LogisticParams, fit_platt, logit, summary
 from vlm_engine.xgb.errors import XgbDataError
 from vlm_engine.xgb.folds import holdout_split, walk_forward_folds
-from vlm_engine.xgb.logistic import LogisticParams, fit_platt, logit
-from vlm_engine.xgb.metrics import summary
 from vlm_engine.xgb.model import XgbMeta, XgbModel
 
 log = structlog.get_logger("vlm_engine.xgb.train")
@@ -238,7 +237,7 @@ def train_xgb(
     )
     calibration: LogisticParams | None = None
     if config.calibrate and covered.sum() >= 50:
-        calibration = fit_platt(oof_raw[covered], ya[covered], what="xgb final model")
+        calibration = fit_platt(oof_raw[covered], ya[covered], model="xgb final model")
 
     booster = fit_booster(xa, ya, tsa, ends, names, config, embargo)
     metrics = summary(ya[covered], oof[covered]) if covered.any() else {}
@@ -281,7 +280,7 @@ def calibrate_after_first_fold(
     params = None
     if first.sum() >= min_rows:
         params = fit_platt(
-            raw[first], y[first], what=f"xgb out-of-fold, fitted on fold {first_fold}"
+            raw[first], y[first], model=f"xgb out-of-fold, fitted on fold {first_fold}"
         )
     if params is not None:
         later = (fold > first_fold) & np.isfinite(raw)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from structlog.testing import capture_logs
 
-from daemon import cli_backtest
+from daemon.cli import backtest as cli_backtest
 from daemon.model.active import LoadOptions, load_active
 from daemon.model.loader import BundleUnusable, load_bundle
 from daemon.model.scoring import log_drift

@@ -78,7 +78,7 @@ def test_shadow_when_it_fails_then_logged_counted_and_trading_goes_on(
     assert pipeline.stats.orders_submitted > 0
 
 
-def test_scorer_slot_when_shadow_bundle_set_then_full_bundle_loaded_as_shadow(
+def test_model_slot_when_shadow_bundle_set_then_full_bundle_loaded_as_shadow(
     tmp_path: Path,
 ) -> None:
     bundle = quick_bundle()
@@ -92,7 +92,7 @@ def test_scorer_slot_when_shadow_bundle_set_then_full_bundle_loaded_as_shadow(
     assert slot.shadow.scorer is not slot.current  # its own models and fusion state
 
 
-def test_scorer_slot_when_shadow_bundle_missing_then_warning_and_no_shadow(tmp_path: Path) -> None:
+def test_model_slot_when_shadow_bundle_missing_then_warning_and_no_shadow(tmp_path: Path) -> None:
     bundle = quick_bundle()
     cfg = AppConfig(
         state_dir=str(bundle.parent),

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from daemon.config import AppConfig, load_config, validate
 from daemon.errors import EXIT_CONFIG, ConfigError
 from daemon.log_setup import configure_logging
+
+if TYPE_CHECKING:
+    from daemon.config import AppConfig
 
 
 def register(sub: Any) -> None:
@@ -25,6 +27,8 @@ def register(sub: Any) -> None:
 
 def apply_overrides(cfg: AppConfig, args: argparse.Namespace) -> AppConfig:
     """Apply command-line overrides, then re-validate the cross-field rules."""
+    from daemon.config import validate  # the config pulls in pandas and xgboost: not for --help
+
     replace = msgspec.structs.replace
     if args.state_dir is not None:
         cfg = replace(cfg, state_dir=str(args.state_dir))
@@ -40,7 +44,9 @@ def apply_overrides(cfg: AppConfig, args: argparse.Namespace) -> AppConfig:
 
 
 def _run(args: argparse.Namespace) -> int:
+    # the daemon (and its model stack) loads here, when it runs (see daemon/cli/__init__.py)
     from daemon.app import run
+    from daemon.config import load_config
 
     try:
         cfg = apply_overrides(load_config(args.config), args)

@@ -1,8 +1,4 @@
-"""`vlmtrader train clip --dataset DIR --out BUNDLE_DIR [--base NAME_OR_PATH]`: fine-tune, calibrate, save a bundle.
-
-This module owns the `train` command; other modules add subcommands to it through
-get_train_subparsers() (daemon.cli_train_xgb adds `xgb`).
-"""
+"""`vlmtrader train clip|xgb`: fine-tune CLIP into a calibrated bundle (daemon.build.clip), or XGBoost into one (daemon/cli/train_xgb.py)."""
 
 from __future__ import annotations
 
@@ -10,36 +6,24 @@ import argparse
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
-import structlog
 
+from daemon.cli import train_xgb
 from daemon.errors import EXIT_CONFIG, EXIT_OK
-from vlm_engine.bundle import BundleError, DatasetRef, ModelCard, save_bundle
-from vlm_engine.calibrate.evaluate import calibrate_and_measure
-from vlm_engine.clip import ClipError, ClipSamples, PromptSet, default_prompts, load_dataset_dir
-from vlm_engine.clip.data import NO_PATTERN
-from vlm_engine.clip.train import TrainConfig, main
-from vlm_engine.render import ChartSpec
 
-log = structlog.get_logger("daemon.cli_train")
+if TYPE_CHECKING:
+    from vlm_engine.bundle import ModelCard
+    from vlm_engine.clip.train import TrainConfig
 
 EXIT_INPUT = 1
-_TRAIN_SUBPARSERS: Any = None
-
-
-def get_train_subparsers() -> Any:
-    """The `train` command's subparsers, for modules that add their own `train X` (None before register)."""
-    return _TRAIN_SUBPARSERS
 
 
 def register(sub: Any) -> None:
-    global _TRAIN_SUBPARSERS
     p = sub.add_parser("train", help="train models (clip, xgb) into a bundle")
     tsub = p.add_subparsers(dest="train_command", metavar="MODEL")
     tsub.required = True
-    _TRAIN_SUBPARSERS = tsub
     clip = tsub.add_parser(
         "clip", help="fine-tune CLIP on a chart/text dataset and save a calibrated bundle"
     )
@@ -68,17 +52,13 @@ def register(sub: Any) -> None:
         "--accelerate", action="store_true", help="run under `accelerate launch` (DDP)"
     )
     clip.set_defaults(func=_train_clip)
-    try:
-        from daemon.cli_train_xgb import add_xgb_parser
-    except ModuleNotFoundError as e:
-        if e.name != "daemon.cli_train_xgb":
-            raise
-    else:
-        add_xgb_parser(tsub)
+    train_xgb.add_xgb_parser(tsub)
 
 
 def load_train_config(path: Path | None, args: argparse.Namespace) -> TrainConfig:
     """TrainConfig from YAML (or defaults) with the command-line overrides applied."""
+    from vlm_engine.clip.train import TrainConfig  # torch: only when a command trains
+
     cfg = TrainConfig()
     if path is not None:
         try:
@@ -104,66 +84,6 @@ def load_train_config(path: Path | None, args: argparse.Namespace) -> TrainConfi
         raise ValueError(msg) from None
 
 
-def train_bundle(
-    *,
-    splits: dict[str, ClipSamples],
-    spec: ChartSpec,
-    dataset: DatasetRef,
-    cfg: TrainConfig,
-    out: Path,
-    prompts: PromptSet | None = None,
-    checkpoints: Path | None = None,
-    device: str = "auto",
-    folds: int = 5,
-    accelerator: Any = None,
-    extra_metrics: dict[str, float] | None = None,
-) -> ModelCard:
-    """Train, calibrate on validation, measure on test and save the bundle: the whole offline CLIP path."""
-    if splits["train"].image_size != (spec.height, spec.width):
-        msg = f"dataset images are {splits['train'].image_size}, the chart spec draws {spec.height}x{spec.width}"
-        raise ClipError(msg)
-    classes = sorted(set(splits["train"].patterns) - {NO_PATTERN})
-    if NO_PATTERN in splits["train"].patterns:
-        classes = [NO_PATTERN, *classes]
-    prompts = prompts or default_prompts(classes)
-    result = main(
-        cfg,
-        train=splits["train"],
-        val=splits["validation"],
-        prompts=prompts,
-        checkpoint_dir=checkpoints,
-        device=device,
-        accelerator=accelerator,
-    )
-    if accelerator is not None and not accelerator.is_main_process:
-        return ModelCard(
-            bundle_id="",
-            spec_hash=spec.spec_hash(),
-            base=cfg.base,
-            parameters=0,
-            prompts=prompts,
-            dataset=dataset,
-        )
-    calibration, metrics, report, figures = calibrate_and_measure(
-        result.parts, prompts, splits["validation"], splits["test"], k_folds=folds, seed=cfg.seed
-    )
-    metrics = {**metrics, **(extra_metrics or {}), "best_epoch": float(result.best_epoch)}
-    return save_bundle(
-        out,
-        parts=result.parts,
-        spec=spec,
-        prompts=prompts,
-        dataset=dataset,
-        base=cfg.base,
-        calibration=calibration,
-        train_config=msgspec.to_builtins(cfg),
-        history=[msgspec.to_builtins(h) for h in result.history],
-        metrics=metrics,
-        calibration_report=report,
-        figures=figures,
-    )
-
-
 def print_summary(card: ModelCard, out: Path) -> None:
     m = card.metrics
     print(
@@ -171,13 +91,13 @@ def print_summary(card: ModelCard, out: Path) -> None:
         f"  pattern accuracy {m.get('pattern_accuracy', 0):.3f}  macro-F1 {m.get('pattern_macro_f1', 0):.3f} "
         f"on {card.dataset.counts.get('test', 0)} held-out charts  "
         f"ECE {m.get('pattern_ece_before', 0):.3f} -> {m.get('pattern_ece_after', 0):.3f}\n"
-        f"  direction AUC {m.get('direction_auc', 0):.3f}  Brier {m.get('direction_brier_after', 0):.4f}  "
+        f"  direction AUC {card.figure('direction_auc')}  Brier {m.get('direction_brier_after', 0):.4f}  "
         f"recall@1 i->t {m.get('recall_image_to_text_at_1', 0):.3f} t->i {m.get('recall_text_to_image_at_1', 0):.3f}"
     )
     held = [
-        f"{name} {m[f'{name}_holdout_auc']:.4f}"
+        f"{name} {card.figure(f'{name}_holdout_auc', 4)}"
         for name in ("clip", "xgb_technical", "xgb", "fused")
-        if f"{name}_holdout_auc" in m
+        if f"{name}_holdout_auc" in m or f"{name}_holdout_auc" in card.unmeasured
     ]
     if held:
         print(f"  held-out direction AUC: {'  '.join(held)}")
@@ -190,6 +110,11 @@ def print_summary(card: ModelCard, out: Path) -> None:
 
 
 def _train_clip(args: argparse.Namespace) -> int:
+    # torch, transformers and the bundle code load here, when training runs (see daemon/cli/__init__.py).
+    from daemon.build.clip import train_bundle
+    from vlm_engine.bundle import BundleError, DatasetRef
+    from vlm_engine.clip import ClipError, load_dataset_dir
+
     try:
         cfg = load_train_config(args.config, args)
     except ValueError as e:

@@ -3,7 +3,7 @@
 `build` and `bootstrap` are one pipeline (daemon.build) fed by two sources: the user's bar
 files labelled by the TA-Lib detectors, or the simulated market with its planted patterns.
 This module parses arguments, sets up the log file and prints results; torch and friends load
-only when a build runs.
+only when a build runs (see daemon/cli/__init__.py).
 """
 
 from __future__ import annotations
@@ -17,8 +17,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import msgspec
+import structlog
 
-from daemon.errors import EXIT_CONFIG, EXIT_OK
+from daemon.cli.train import print_summary
+from daemon.errors import EXIT_CONFIG, EXIT_OK, InputError
+from daemon.log_setup import configure_logging
 
 if TYPE_CHECKING:
     from daemon.build import BuildConfig
@@ -27,25 +30,6 @@ if TYPE_CHECKING:
 EXIT_INPUT = 1
 DEFAULT_OUT = Path("state/bundles/default")
 C = TypeVar("C")
-
-# Kept importable from here (benches and tests build bundles through these names).
-_FROM_BUILD = (
-    "BootstrapConfig",
-    "DEFAULT_SPEC",
-    "SIM_START",
-    "TabularConfig",
-    "bootstrap",
-    "quick_config",
-)
-
-
-def __getattr__(name: str) -> Any:
-    if name in _FROM_BUILD:
-        import daemon.build
-
-        return getattr(daemon.build, name)
-    msg = f"module {__name__!r} has no attribute {name!r}"
-    raise AttributeError(msg)
 
 
 def register(sub: Any) -> None:
@@ -106,10 +90,6 @@ def _log_to_file(out: Path) -> Iterator[Path]:
 
     Loggers are not cached meanwhile and the previous configuration comes back afterwards, so a
     build run in-process (tests) leaves logging as it found it."""
-    import structlog
-
-    from daemon.log_setup import configure_logging
-
     path = out.with_name(f"{out.name}.build.log")
     path.parent.mkdir(parents=True, exist_ok=True)
     previous = structlog.get_config()
@@ -124,6 +104,7 @@ def _log_to_file(out: Path) -> Iterator[Path]:
 
 
 def _run(action: Any, out: Path) -> int:
+    # the model stack loads here, when a build runs
     from daemon.build import BuildInputError
     from vlm_engine.bundle import BundleError
     from vlm_engine.clip import ClipError
@@ -135,8 +116,6 @@ def _run(action: Any, out: Path) -> int:
         except (BuildInputError, ClipError, BundleError, XgbError) as e:
             print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
             return EXIT_INPUT
-    from daemon.cli_train import print_summary
-
     print_summary(card, out)
     print(f"  built in {wall:.1f} s")
     return EXIT_OK
@@ -246,13 +225,12 @@ def _info(args: argparse.Namespace) -> int:
         "direction_brier_after",
         *(f"{m}_holdout_auc" for m in ("clip", "xgb_technical", "xgb", "fused")),
     ):
-        if name in card.metrics:
-            print(f"{name + ':':<24} {card.metrics[name]:.4f}")
+        if name in card.metrics or name in card.unmeasured:
+            print(f"{name + ':':<24} {card.figure(name, 4)}")
     return EXIT_OK
 
 
 def _verify(args: argparse.Namespace) -> int:
-    from daemon.errors import InputError
     from daemon.model.bundle_check import check_bundle
     from vlm_engine.bundle import BundleError, verify_bundle
 

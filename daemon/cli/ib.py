@@ -4,18 +4,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import msgspec
-import structlog
 
 from daemon.errors import EXIT_CONFIG, EXIT_OK, ConfigError, TransientError
-from daemon.ib_config import IbConfig, IbContractConfig, normalize_bar_size
-
-log = structlog.get_logger("daemon.cli_ib")
-DAY = 86400
+from daemon.ib.config import IbConfig, IbContractConfig, normalize_bar_size
+from daemon.log_setup import configure_logging
 
 
 def register(sub: Any) -> None:
@@ -82,61 +78,10 @@ def history_config(args: argparse.Namespace) -> IbConfig:
     return cfg
 
 
-def chunk_path(out: Path, symbol: str, day_end: datetime) -> Path:
-    return out / symbol / f"{(day_end - timedelta(seconds=1)).date().isoformat()}.parquet"
-
-
-async def download(
-    cfg: IbConfig, *, days: int, out: Path, progress: bool = True, connect_attempts: int = 3
-) -> dict[str, int]:
-    """Fetch `days` of bars per symbol; finished days already on disk are skipped. Returns rows per symbol."""
-    import pandas as pd
-    from tqdm import tqdm
-
-    from daemon.feeds.ib import IbFeed
-
-    rows: dict[str, int] = {}
-    async with IbFeed(config=cfg, connect_attempts=connect_attempts) as feed:
-        now = await feed.server_time()
-        today_end = datetime.fromtimestamp((int(now.timestamp()) // DAY + 1) * DAY, tz=UTC)
-        ends = [today_end - timedelta(days=k) for k in range(days - 1, -1, -1)]
-        symbols = [s for s in cfg.symbols() if s in feed.streams]
-        for skipped, reason in feed.skipped.items():
-            log.error("history.symbol_skipped", symbol=skipped, reason=reason)
-        bar = tqdm(total=len(symbols) * len(ends), unit="day", disable=not progress)
-        for symbol in symbols:
-            rows[symbol] = 0
-            for day_end in ends:
-                path = chunk_path(out, symbol, day_end)
-                complete = day_end <= now
-                if complete and path.exists():
-                    rows[symbol] += len(pd.read_parquet(path))
-                    bar.update(1)
-                    continue
-                end = min(day_end, now)
-                bars = await feed.history(
-                    symbol, end=end, seconds=DAY - int((day_end - end).total_seconds())
-                )
-                frame = pd.DataFrame(
-                    [msgspec.structs.asdict(b) for b in bars],
-                    columns=["symbol", "ts", "open", "high", "low", "close", "volume"],
-                )
-                path.parent.mkdir(parents=True, exist_ok=True)
-                tmp = path.with_suffix(".parquet.tmp")
-                frame.to_parquet(tmp, index=False)
-                tmp.replace(path)  # a crash never leaves a half-written day that looks finished
-                rows[symbol] += len(frame)
-                bar.set_postfix(symbol=symbol, day=path.stem)
-                bar.update(1)
-        bar.close()
-    for symbol, n in rows.items():
-        log.info("history.downloaded", symbol=symbol, rows=n, out=str(out / symbol))
-    return rows
-
-
 def _history(args: argparse.Namespace) -> int:
-    from daemon.feeds.ib import GatewayUnreachable
-    from daemon.log_setup import configure_logging
+    # ib_async, pandas and tqdm load only when a download runs (`vlmtrader --help` stays fast).
+    from daemon.ib.download import download
+    from daemon.ib.session import GatewayUnreachable
 
     configure_logging()
     try:

@@ -4,6 +4,9 @@ Status changes, executions and commission reports are enqueued by ib_async callb
 into OrderEvents and Fills by drain(). A Fill is emitted once per execId, when its commission
 report arrives. broker_view() fetches open orders, executions and positions for reconciliation,
 which the daemon runs at start and whenever `generation` changes (every reconnect).
+
+Over 400 lines: one ExecutionClient over one connection; submit, drain and broker_view share
+its order and execution maps, and the ib_async-to-event mapping reads best beside them.
 """
 
 from __future__ import annotations
@@ -16,16 +19,17 @@ from datetime import UTC, datetime
 from typing import Any
 
 import structlog
-from ib_async import Contract, ExecutionFilter, LimitOrder, MarketOrder, StopOrder, Trade
+from ib_async import Contract, ExecutionFilter, LimitOrder, MarketOrder, Trade
 from ib_async import Order as IbOrder
 
 from daemon.errors import TransientError
 from daemon.execution.base import BrokerUpdates, BrokerView
-from daemon.feeds.ib import IbSession, symbol_of, to_ib_contract
-from daemon.ib_config import IbConfig
+from daemon.ib.config import IbConfig
+from daemon.ib.contracts import symbol_of, to_ib_contract
+from daemon.ib.session import IbSession
 from strategy.types import Bar, Fill, Order, OrderEvent, OrderStatus, OrderType, Position, Side
 
-log = structlog.get_logger("daemon.execution.ib")
+log = structlog.get_logger("daemon.ib.execution")
 
 _STATUS = {
     "PendingSubmit": OrderStatus.SUBMITTED,
@@ -201,56 +205,6 @@ class IbExecution:
         if order.order_type is OrderType.LIMIT and order.limit_price is not None:
             return LimitOrder(action, order.quantity, order.limit_price, **common)
         return MarketOrder(action, order.quantity, **common)
-
-    async def submit_bracket(
-        self, order: Order, *, take_profit: float, stop_loss: float
-    ) -> tuple[str, str, str]:
-        """Entry (limit, or market when no limit) + take-profit limit + stop-loss stop, one OCA family."""
-        coid = order.client_order_id
-        refs = (coid, f"{coid}-tp", f"{coid}-sl")
-        if not await self._wait_healthy():
-            self._reject_unsent([order])
-            return refs
-        if coid in self._submitted or coid in self._known_refs():
-            log.warning("order.duplicate_skipped", client_order_id=coid)
-            return refs
-        contract = await self._contract(order.symbol)
-        parent = self._ib_order(order)
-        parent.orderId = self.ib.client.getReqId()
-        parent.transmit = False
-        exit_action = "SELL" if order.side is Side.BUY else "BUY"
-        tp = LimitOrder(
-            exit_action,
-            order.quantity,
-            take_profit,
-            orderRef=refs[1],
-            tif="GTC",
-            parentId=parent.orderId,
-            orderId=self.ib.client.getReqId(),
-            transmit=False,
-        )
-        sl = StopOrder(
-            exit_action,
-            order.quantity,
-            stop_loss,
-            orderRef=refs[2],
-            tif="GTC",
-            parentId=parent.orderId,
-            orderId=self.ib.client.getReqId(),
-            transmit=True,
-        )
-        self._submitted.update(refs)
-        for o in (parent, tp, sl):
-            self.ib.placeOrder(contract, o)
-        log.info(
-            "order.sent",
-            client_order_id=coid,
-            symbol=order.symbol,
-            bracket=True,
-            take_profit=take_profit,
-            stop_loss=stop_loss,
-        )
-        return refs
 
     async def cancel(self, client_order_id: str) -> None:
         if not self.session.connected.is_set():

@@ -18,7 +18,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import structlog
 
-log = structlog.get_logger("daemon.ib_hours")
+log = structlog.get_logger("daemon.ib.hours")
 
 Interval = tuple[datetime, datetime]
 

@@ -1,293 +1,39 @@
 """Bars from Interactive Brokers through IB Gateway (ib_async), reconnecting forever.
 
-IbSession owns one ib_async connection: connect with a timeout, fall back to other client ids on
-326, reconnect with capped exponential backoff and jitter, and report 1100/1101/1102 and farm codes.
 IbFeed qualifies the configured contracts, backfills history, keeps every symbol current with
 reqHistoricalData(keepUpToDate=True) (or 5-second real-time bars for sizes under a minute), and
 hands closed bars to the core in batches by close time, resubscribing with a backfill from the
-last bar after any reconnect, 1101/1102, farm recovery or stale stream. ib_async callbacks only
-enqueue; all work happens in our tasks.
+last bar after any reconnect, 1101/1102, farm recovery or stale stream. The connection is an
+IbSession (daemon/ib/session.py), history goes through PacedHistory (daemon/ib/history.py), and
+IB's bars become ours in daemon/ib/bars.py. ib_async callbacks only enqueue; all work happens in
+our tasks.
+
+Over 400 lines: one state machine per connection; qualify, backfill, subscribe, batch and the
+stale watchdog all read and write the same per-symbol streams.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import math
-import random
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import msgspec
 import structlog
-from ib_async import IB, Contract, Forex, Future, RequestError, Stock
+from ib_async import IB, Contract, RequestError
 
 from daemon.errors import ConfigError, FeedTimeout, TransientError
-from daemon.ib_config import IbBackoffConfig, IbConfig, IbContractConfig
-from daemon.ib_hours import MarketHours
-from daemon.ib_pacing import PacedGate, RequestPacer
-from strategy.types import Bar, BarOrigin
+from daemon.ib.bars import BarBatcher, add_realtime, duration_for, to_bar
+from daemon.ib.config import IbConfig
+from daemon.ib.contracts import to_ib_contract
+from daemon.ib.history import PacedHistory
+from daemon.ib.hours import MarketHours
+from daemon.ib.session import PACING_VIOLATION, IbSession, SessionChange
+from strategy.types import Bar
 
-log = structlog.get_logger("daemon.feeds.ib")
-
-LOST, RESTORED_DATA_LOST, RESTORED = 1100, 1101, 1102
-CLIENT_ID_IN_USE = 326
-PACING_VIOLATION = 162
-FARM_BROKEN = frozenset({2103, 2105, 2157})
-FARM_OK = frozenset({2104, 2106, 2158})
-RESUBSCRIBE_CODES = frozenset({10182, 2105, 366})  # live updates failed / no historical query
-
-
-class GatewayUnreachable(TransientError):
-    """No IB Gateway answered within the allowed connection attempts: start it or fix host/port."""
-
-
-class SessionChange(msgspec.Struct, frozen=True, kw_only=True):
-    """Something the connection reports to its owner."""
-
-    kind: str  # connected | disconnected | lost | restored | farm_broken | farm_ok | error
-    code: int = 0
-    req_id: int = -1
-    message: str = ""
-    generation: int = 0
-
-
-def backoff_delay(
-    attempt: int, cfg: IbBackoffConfig, rand: Callable[[], float] = random.random
-) -> float:
-    """initial * multiplier**attempt capped at max, spread by +-jitter."""
-    base = min(cfg.max_seconds, cfg.initial_seconds * cfg.multiplier ** min(attempt, 64))
-    return max(0.0, base * (1.0 + cfg.jitter * (2.0 * rand() - 1.0)))
-
-
-def to_ib_contract(c: IbContractConfig) -> Contract:
-    """Our contract config as an ib_async Contract (ETF is an STK at IB)."""
-    exchange = c.default_exchange
-    if c.sec_type == "CASH":
-        return Forex(c.symbol, exchange=exchange)
-    if c.sec_type == "FUT":
-        return Future(
-            c.symbol,
-            c.last_trade_date,
-            exchange,
-            localSymbol=c.local_symbol,
-            multiplier=c.multiplier,
-            currency=c.currency,
-        )
-    return Stock(c.symbol, exchange, c.currency, primaryExchange=c.primary_exchange)
-
-
-def symbol_of(contract: Contract) -> str:
-    """Our symbol name for a broker contract (EURUSD for forex)."""
-    if contract.secType == "CASH":
-        return f"{contract.symbol}{contract.currency}"
-    return str(contract.symbol)
-
-
-def duration_for(seconds: float) -> str:
-    """The shortest IB duration string covering `seconds`."""
-    seconds = max(60, math.ceil(seconds))
-    if seconds <= 86400:
-        return f"{seconds} S"
-    return f"{min(math.ceil(seconds / 86400), 365)} D"
-
-
-class IbSession:
-    """One ib_async connection that reconnects forever; changes go to `listener`."""
-
-    def __init__(
-        self,
-        *,
-        config: IbConfig,
-        client_ids: Sequence[int],
-        name: str = "data",
-        listener: Callable[[SessionChange], None] | None = None,
-    ) -> None:
-        self.config = config
-        self.client_ids = tuple(dict.fromkeys(client_ids))
-        self.name = name
-        self.listener = listener or (lambda change: None)
-        self.ib = IB()
-        self.ib.RaiseRequestErrors = True
-        self.client_id: int | None = None
-        self.generation = 0
-        self.connected = asyncio.Event()
-        self.healthy = asyncio.Event()  # connected and no open 1100
-        self.link_lost = False
-        self.reconnects = 0
-        self._last_failure = "failed"  # or "refused": how the last connection attempt failed
-        self._inbox: asyncio.Queue[tuple[Any, ...]] = asyncio.Queue()
-        self.ib.errorEvent += self._on_error
-        self.ib.disconnectedEvent += self._on_disconnected
-
-    # ib_async callbacks: enqueue only.
-    def _on_error(self, req_id: int, code: int, message: str, contract: Any = None) -> None:
-        self._inbox.put_nowait(("error", req_id, code, message))
-
-    def _on_disconnected(self) -> None:
-        self._inbox.put_nowait(("disconnected",))
-
-    @property
-    def ready(self) -> bool:
-        return self.connected.is_set() and not self.link_lost
-
-    def _set_link_lost(self, lost: bool) -> None:
-        self.link_lost = lost
-        if lost or not self.connected.is_set():
-            self.healthy.clear()
-        else:
-            self.healthy.set()
-
-    async def run(self, *, max_attempts: int | None = None) -> None:
-        """Connect, watch, reconnect; never returns (cancel it to stop).
-
-        A refused connection (the Gateway is down, e.g. for its nightly restart) is retried every
-        `backoff.refused_retry_seconds`; other failures back off exponentially; the backoff starts
-        over once the port answers. With max_attempts, gives up after that many failed attempts in
-        a row and raises GatewayUnreachable (for one-shot tools)."""
-        attempt = 0
-        failures = 0
-        try:
-            while True:
-                client_id = await self._connect_any()
-                if client_id is None:
-                    failures += 1
-                    if max_attempts is not None and failures >= max_attempts:
-                        cfg = self.config
-                        msg = (
-                            f"no IB Gateway answered at {cfg.host}:{cfg.port} after "
-                            f"{failures} connection attempts: start IB Gateway or fix ib.host/ib.port"
-                        )
-                        raise GatewayUnreachable(msg)
-                    if self._last_failure == "refused":
-                        attempt = 0
-                        delay = self.config.backoff.refused_retry_seconds
-                    else:
-                        delay = backoff_delay(attempt, self.config.backoff)
-                        attempt += 1
-                    log.warning(
-                        "feed.reconnecting",
-                        session=self.name,
-                        attempt=failures,
-                        failure=self._last_failure,
-                        delay_seconds=round(delay, 3),
-                    )
-                    await asyncio.sleep(delay)
-                    continue
-                attempt = failures = 0
-                self.client_id = client_id
-                self.generation += 1
-                self.connected.set()
-                self._set_link_lost(False)
-                log.info(
-                    "feed.connected",
-                    session=self.name,
-                    client_id=client_id,
-                    port=self.config.port,
-                    generation=self.generation,
-                )
-                self.listener(SessionChange(kind="connected", generation=self.generation))
-                await self._watch()
-                self.connected.clear()
-                self.healthy.clear()
-                self.reconnects += 1
-                log.warning("feed.disconnected", session=self.name, client_id=client_id)
-                self.listener(SessionChange(kind="disconnected", generation=self.generation))
-        finally:
-            self.connected.clear()
-            self.healthy.clear()
-            self.ib.disconnect()
-
-    async def _connect_any(self) -> int | None:
-        """Try each client id in turn; 326 moves to the next one at once."""
-        for client_id in self.client_ids:
-            result = await self._connect_once(client_id)
-            if result == "ok":
-                return client_id
-            if result != "in_use":
-                return None
-            log.warning("ib.client_id_in_use", session=self.name, client_id=client_id)
-        log.error(
-            "ib.client_ids_exhausted",
-            session=self.name,
-            client_ids=list(self.client_ids),
-            hint="every configured client id is in use: add ib.fallback_client_ids or stop the other client",
-        )
-        return None
-
-    async def _connect_once(self, client_id: int) -> str:
-        self._last_failure = "failed"
-        while not self._inbox.empty():
-            self._inbox.get_nowait()
-        cfg = self.config
-        connect = asyncio.ensure_future(
-            self.ib.connectAsync(
-                cfg.host,
-                cfg.port,
-                clientId=client_id,
-                timeout=cfg.connect_timeout_seconds,
-                account=cfg.effective_account,
-            )
-        )
-        try:
-            while not connect.done():
-                getter = asyncio.ensure_future(self._inbox.get())
-                done, _ = await asyncio.wait({connect, getter}, return_when=asyncio.FIRST_COMPLETED)
-                if getter in done:
-                    item = getter.result()
-                    if item[0] == "error" and item[2] == CLIENT_ID_IN_USE:
-                        connect.cancel()
-                        with contextlib.suppress(BaseException):
-                            await connect
-                        self.ib.disconnect()
-                        return "in_use"
-                else:
-                    getter.cancel()
-            connect.result()
-        except (OSError, TimeoutError, ConnectionError) as e:
-            if isinstance(e, ConnectionRefusedError):
-                self._last_failure = "refused"
-            log.warning(
-                "feed.connect_failed",
-                session=self.name,
-                client_id=client_id,
-                error=type(e).__name__,
-                detail=str(e)[:200],
-            )
-            self.ib.disconnect()
-            return "failed"
-        if not self.ib.isConnected():
-            return "failed"
-        return "ok"
-
-    async def _watch(self) -> None:
-        while True:
-            item = await self._inbox.get()
-            if item[0] == "disconnected":
-                if self.ib.isConnected():
-                    continue
-                return
-            _, req_id, code, message = item
-            change: SessionChange | None = None
-            if code == LOST:
-                self._set_link_lost(True)
-                change = SessionChange(kind="lost", code=code, message=message)
-                log.warning("feed.link_lost", session=self.name, code=code)
-            elif code in (RESTORED_DATA_LOST, RESTORED):
-                self._set_link_lost(False)
-                change = SessionChange(kind="restored", code=code, message=message)
-                log.info("feed.link_restored", session=self.name, code=code)
-            elif code in FARM_BROKEN:
-                change = SessionChange(kind="farm_broken", code=code, message=message)
-                log.warning("feed.farm_broken", session=self.name, code=code, detail=message)
-            elif code in FARM_OK:
-                change = SessionChange(kind="farm_ok", code=code, message=message)
-            elif req_id != -1 or code in (504, 10182):
-                change = SessionChange(kind="error", code=code, req_id=req_id, message=message)
-            if change is not None:
-                self.listener(msgspec.structs.replace(change, generation=self.generation))
+log = structlog.get_logger("daemon.ib.feed")
 
 
 class _Stream:
@@ -304,54 +50,6 @@ class _Stream:
         self.partial: dict[datetime, list[Any]] = {}
         self.hours: MarketHours | None = None  # from the contract details; None = unknown
         self.closed = False  # the watchdog saw the market closed (logged once per change)
-
-
-class BarBatcher:
-    """Groups closed bars by close time; a group goes out when every active symbol is in or grace passed."""
-
-    def __init__(self, *, grace_seconds: float) -> None:
-        self.grace = grace_seconds
-        self.last_ts: dict[str, datetime] = {}
-        self._pending: dict[datetime, dict[str, Bar]] = {}
-        self._first_seen: dict[datetime, float] = {}
-        self.duplicates = 0
-
-    def add(self, bar: Bar, now: float) -> bool:
-        last = self.last_ts.get(bar.symbol)
-        group = self._pending.setdefault(bar.ts, {})
-        if (last is not None and bar.ts <= last) or bar.symbol in group:
-            self.duplicates += 1
-            if not group:
-                del self._pending[bar.ts]
-            return False
-        group[bar.symbol] = bar
-        self._first_seen.setdefault(bar.ts, now)
-        return True
-
-    def pop_ready(self, active: set[str], now: float) -> list[list[Bar]]:
-        out: list[list[Bar]] = []
-        for ts in sorted(self._pending):
-            group = self._pending[ts]
-            waiting = {s for s in active if self.last_ts.get(s) is None or self.last_ts[s] < ts}
-            if not waiting <= set(group) and now - self._first_seen[ts] < self.grace:
-                break
-            del self._pending[ts]
-            del self._first_seen[ts]
-            batch = [
-                group[s]
-                for s in sorted(group)
-                if self.last_ts.get(s) is None or self.last_ts[s] < ts
-            ]
-            for bar in batch:
-                self.last_ts[bar.symbol] = ts
-            if batch:
-                out.append(batch)
-        return out
-
-    def next_deadline(self, now: float) -> float | None:
-        if not self._first_seen:
-            return None
-        return max(0.0, min(self._first_seen.values()) + self.grace - now)
 
 
 class IbFeed:
@@ -376,7 +74,7 @@ class IbFeed:
             config=config, client_ids=(config.client_id, *config.fallback_client_ids), name="data"
         )
         self.session.listener = self._control.put_nowait
-        self.gate = PacedGate(pacer=RequestPacer(config=config.pacing))
+        self.requests = PacedHistory(session=self.session, config=config)
         self.streams: dict[str, _Stream] = {}
         self.skipped: dict[str, str] = {}
         self.batcher = BarBatcher(grace_seconds=config.batch_grace_seconds)
@@ -390,7 +88,6 @@ class IbFeed:
         self._fatal: Exception | None = None
         self._clock: tuple[datetime, float] | None = None  # (gateway time, monotonic when read)
         self._latest_live: datetime | None = None
-        self._requests = 0
         self._time_lock = asyncio.Lock()
         self._connect_attempts = connect_attempts
 
@@ -538,7 +235,7 @@ class IbFeed:
             "feed.stream_error", symbol=stream.symbol, code=change.code, detail=change.message[:200]
         )
         if change.code == PACING_VIOLATION:
-            self.gate.violated()
+            self.requests.gate.violated()
         asyncio.get_running_loop().call_later(
             0.5 if change.code != PACING_VIOLATION else self.config.pacing.violation_pause_seconds,
             self._control.put_nowait,
@@ -598,85 +295,23 @@ class IbFeed:
         return MarketHours.parse(text or "", details.timeZoneId or "")
 
     # ---- history ------------------------------------------------------------------------------
-    async def _history(
-        self,
-        stream: _Stream,
-        *,
-        end: datetime | None,
-        duration: str | Callable[[], Awaitable[str]],
-        keep_up_to_date: bool,
-        bar_size: str | None = None,
-    ) -> Any:
-        """One paced historical request; 162 waits and retries; timeouts raise FeedTimeout.
-
-        A callable duration is computed once the pacer lets the request go (a backfill's length
-        depends on the gateway's clock at that moment, not before the pacing wait); such requests
-        are never identical to one another."""
-        cfg = self.config
-        size = bar_size or cfg.bar_size
-        self._requests += 1
-        label = duration if isinstance(duration, str) else f"until-now#{self._requests}"
-        key = f"{stream.contract.conId}|{end}|{label}|{size}|{cfg.what_to_show}|{keep_up_to_date}"
-        for _ in range(5):
-            async with self.gate.slot(key, f"{stream.contract.conId}|{cfg.what_to_show}"):
-                length = duration if isinstance(duration, str) else await duration()
-                try:
-                    return await asyncio.wait_for(
-                        self.ib.reqHistoricalDataAsync(
-                            stream.contract,
-                            end or "",
-                            length,
-                            size,
-                            cfg.what_to_show,
-                            cfg.use_rth,
-                            formatDate=2,
-                            keepUpToDate=keep_up_to_date,
-                            timeout=0,
-                        ),
-                        cfg.request_timeout_seconds,
-                    )
-                except RequestError as e:
-                    if e.code != PACING_VIOLATION:
-                        msg = f"historical data for {stream.symbol}: error {e.code}: {e.message}"
-                        raise TransientError(msg) from None
-                    log.warning("feed.pacing_violation", symbol=stream.symbol)
-                    self.gate.violated()
-                except TimeoutError:
-                    msg = f"historical data for {stream.symbol} timed out after {cfg.request_timeout_seconds}s"
-                    raise FeedTimeout(msg) from None
-        msg = f"historical data for {stream.symbol}: pacing violations kept coming"
-        raise TransientError(msg)
-
-    def _to_bar(
-        self, symbol: str, item: Any, seconds: int | None = None, origin: BarOrigin = "live"
-    ) -> Bar:
-        start = getattr(item, "date", None) or item.time
-        if not isinstance(start, datetime):
-            start = datetime(start.year, start.month, start.day, tzinfo=UTC)
-        return Bar(
-            symbol=symbol,
-            ts=start.astimezone(UTC) + timedelta(seconds=seconds or self.bar_seconds),
-            open=float(item.open_ if hasattr(item, "open_") else item.open),
-            high=float(item.high),
-            low=float(item.low),
-            close=float(item.close),
-            volume=float(item.volume),
-            origin=origin,
-        )
-
     async def backfill(self, n: int, before: datetime | None = None) -> list[list[Bar]]:
         """The last n closed bars per symbol with ts <= before (None = now), as batches by ts."""
         await self._ready()
         by_ts: dict[datetime, list[Bar]] = {}
         for stream in list(self.streams.values()):
             end = before.astimezone(UTC) if before is not None else None
-            bars = await self._history(
-                stream,
+            bars = await self.requests.fetch(
+                stream.contract,
+                stream.symbol,
                 end=end,
                 duration=duration_for(n * self.bar_seconds * 1.5),
                 keep_up_to_date=False,
             )
-            closed = [self._to_bar(stream.symbol, b, origin="backfill") for b in bars]
+            closed = [
+                to_bar(stream.symbol, b, bar_seconds=self.bar_seconds, origin="backfill")
+                for b in bars
+            ]
             if end is None and closed:
                 closed = closed[:-1]  # the last bar is still forming
             closed = [b for b in closed if before is None or b.ts <= before][-n:]
@@ -688,10 +323,14 @@ class IbFeed:
         """Closed bars of one symbol with close in (end - seconds, end], paced (for downloads)."""
         await self._ready()
         stream = self.streams[symbol]
-        bars = await self._history(
-            stream, end=end.astimezone(UTC), duration=duration_for(seconds), keep_up_to_date=False
+        bars = await self.requests.fetch(
+            stream.contract,
+            symbol,
+            end=end.astimezone(UTC),
+            duration=duration_for(seconds),
+            keep_up_to_date=False,
         )
-        out = [self._to_bar(symbol, b, origin="backfill") for b in bars]
+        out = [to_bar(symbol, b, bar_seconds=self.bar_seconds, origin="backfill") for b in bars]
         return [b for b in out if end - timedelta(seconds=seconds) < b.ts <= end]
 
     async def server_time(self) -> datetime:
@@ -746,15 +385,19 @@ class IbFeed:
                 stream.contract, 5, self.config.what_to_show, self.config.use_rth
             )
             stream.subscription, stream.req_id = rt, rt.reqId
-            history = await self._history(
-                stream, end=None, duration=until_now, keep_up_to_date=False
+            history = await self.requests.fetch(
+                stream.contract, stream.symbol, end=None, duration=until_now, keep_up_to_date=False
             )
             items = list(history)[:-1]
         else:
-            bars = await self._history(stream, end=None, duration=until_now, keep_up_to_date=True)
+            bars = await self.requests.fetch(
+                stream.contract, stream.symbol, end=None, duration=until_now, keep_up_to_date=True
+            )
             stream.subscription, stream.req_id = bars, bars.reqId
             items = list(bars)[:-1]
-        closed = [self._to_bar(stream.symbol, b, origin="backfill") for b in items]
+        closed = [
+            to_bar(stream.symbol, b, bar_seconds=self.bar_seconds, origin="backfill") for b in items
+        ]
         stream.last_arrival = time.monotonic()
         fresh = [b for b in closed if since is None or b.ts > since]
         self._raw.put_nowait(("bars", stream.symbol, fresh))
@@ -775,29 +418,11 @@ class IbFeed:
             return []
         stream.last_arrival = time.monotonic()
         if kind == "hist":
-            bar = self._to_bar(stream.symbol, payload)
-            self._saw_live(bar)
-            return [bar]
-        # 5-second real-time bar: aggregate into bar_seconds buckets.
-        start = payload.time.astimezone(UTC)
-        epoch = int(start.timestamp())
-        bucket = datetime.fromtimestamp(epoch - epoch % self.bar_seconds, tz=UTC)
-        parts = stream.partial.setdefault(bucket, [])
-        parts.append(payload)
-        if start + timedelta(seconds=5) < bucket + timedelta(seconds=self.bar_seconds):
+            bar: Bar | None = to_bar(stream.symbol, payload, bar_seconds=self.bar_seconds)
+        else:  # a 5-second real-time bar, summed into bar_seconds buckets
+            bar = add_realtime(stream.partial, stream.symbol, payload, bar_seconds=self.bar_seconds)
+        if bar is None:
             return []
-        del stream.partial[bucket]
-        for old in [b for b in stream.partial if b < bucket]:
-            del stream.partial[old]
-        bar = Bar(
-            symbol=stream.symbol,
-            ts=bucket + timedelta(seconds=self.bar_seconds),
-            open=float(parts[0].open_),
-            high=max(float(p.high) for p in parts),
-            low=min(float(p.low) for p in parts),
-            close=float(parts[-1].close),
-            volume=sum(float(p.volume) for p in parts),
-        )
         self._saw_live(bar)
         return [bar]
 

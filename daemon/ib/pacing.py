@@ -15,9 +15,9 @@ from contextlib import asynccontextmanager
 
 import structlog
 
-from daemon.ib_config import IbPacingConfig
+from daemon.ib.config import IbPacingConfig
 
-log = structlog.get_logger("daemon.ib_pacing")
+log = structlog.get_logger("daemon.ib.pacing")
 
 
 class RequestPacer:

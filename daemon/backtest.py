@@ -1,4 +1,8 @@
-"""`vlmtrader backtest` and `vlmtrader evaluate`: the live strategy code over a bars file, with a report."""
+"""`vlmtrader backtest` and `vlmtrader evaluate` as a library: the live strategy code over a bars file, with a report.
+
+run_backtest and run_evaluate take the parsed arguments of daemon/cli/backtest.py.
+The bundle's scorers come from the model package (daemon/model/contenders.py).
+"""
 
 from __future__ import annotations
 
@@ -16,8 +20,13 @@ from tqdm import tqdm
 from daemon.config import AppConfig, load_config
 from daemon.errors import EXIT_CONFIG, EXIT_OK, ConfigError, InputError
 from daemon.journal import Journal
-from daemon.model.loader import XGB_DIR, check_windows, load_bundle, read_fusion, xgb_only_scorer
-from daemon.model.vision import CachedVision, ClipVision
+from daemon.model.contenders import (
+    BacktestBundle,
+    bundle_scorers,
+    evaluation_models,
+    xgb_info,
+)
+from daemon.model.loader import XGB_DIR, read_fusion, xgb_only_scorer
 from strategy.backtest.compare import StrategyResult, run_comparison, sizing_note
 from strategy.backtest.data import frame_batches, precompute_signals
 from strategy.backtest.engine import BacktestConfig, JournalSink, LookupScorer
@@ -25,14 +34,11 @@ from strategy.backtest.evaluate import (
     BundleInfo,
     Evaluation,
     EvaluationConfig,
-    TrainedSpan,
     evaluate,
     evaluation_summary,
 )
 from strategy.backtest.report import report_html, report_json
-from strategy.bars import BarStoreConfig
 from strategy.features import FeatureConfig
-from strategy.fusion import FusionConfig
 from strategy.ml_scorer import VisionModel
 from strategy.rule_scorer import RuleScorer
 from strategy.scoring import Scorer
@@ -43,51 +49,12 @@ from vlm_engine.xgb.errors import XgbError
 from vlm_engine.xgb.model import XgbModel
 from vlm_engine.xgb.pca import PcaParams
 
-log = structlog.get_logger("daemon.cli_backtest")
+log = structlog.get_logger("daemon.backtest")
 
 EXIT_INPUT = 1
 BACKTEST_COMMIT_EVERY = 500  # bar batches per journal commit in `vlmtrader backtest --journal`
 DEFAULT_HORIZON_BARS = 5  # evaluate's horizon on bars of another size than the bundle's
 MIN_EVALUATE_FOLDS = 4  # walk-forward folds in evaluate: 1 warm-up + at least 3 scored
-
-
-def register(sub: Any) -> None:
-    p = sub.add_parser("backtest", help="run the live strategy code over a bars file")
-    p.add_argument("--config", required=True, type=Path, help="daemon config YAML")
-    p.add_argument("--bars", required=True, type=Path, help="bars file or directory (CSV/Parquet)")
-    p.add_argument("--report", required=True, type=Path, help="directory for report.html/json")
-    p.add_argument(
-        "--bundle",
-        type=Path,
-        help="model bundle: adds CLIP-only, XGBoost-only and fused (an xgb/-only directory adds XGBoost)",
-    )
-    p.add_argument("--journal", type=Path, help="SQLite journal for the rules scorer's rows")
-    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-    p.set_defaults(func=_backtest)
-
-    e = sub.add_parser("evaluate", help="walk-forward out-of-sample evaluation on a bars file")
-    e.add_argument("--bars", required=True, type=Path, help="bars file or directory (CSV/Parquet)")
-    e.add_argument("--bundle", required=True, type=Path, help="model bundle directory")
-    e.add_argument("--config", type=Path, help="daemon config YAML (strategy, risk, costs)")
-    e.add_argument(
-        "--report", type=Path, help="directory for report.html/json and predictions.parquet"
-    )
-    e.add_argument(
-        "--horizon",
-        type=_positive_int,
-        help="label horizon in bars (default: the bundle's on its own bar size, else "
-        f"{DEFAULT_HORIZON_BARS})",
-    )
-    e.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-    e.set_defaults(func=_evaluate)
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value <= 0:
-        msg = f"--horizon must be a positive number of bars, got {text}"
-        raise argparse.ArgumentTypeError(msg)
-    return value
 
 
 def _fail(message: str, code: int = EXIT_INPUT) -> int:
@@ -111,57 +78,6 @@ def backtest_config(cfg: AppConfig, bar_seconds: int) -> BacktestConfig:
         risk=cfg.risk,
         broker=cfg.broker,
         order_prefix=cfg.account.upper()[:8] or "VT",
-    )
-
-
-class BacktestBundle(msgspec.Struct, frozen=True, kw_only=True):
-    """What a backtest report says about the bundle it scored with."""
-
-    path: str
-    bundle_id: str
-    fusion: str
-    horizon_bars: int
-    bar_seconds: int
-
-
-def _reads_clip(model: XgbModel) -> bool:
-    return any(n.startswith("clip_") for n in model.feature_names)
-
-
-def bundle_scorers(bundle: Path, bars: BarStoreConfig) -> tuple[dict[str, Scorer], BacktestBundle]:
-    """CLIP-only, XGBoost-only and fused scorers over one loaded bundle, sharing each window's CLIP
-    scores, and what the bundle is. XGBoost-only is "xgb_technical" (technical features alone)
-    when the bundle has that model, else "xgb" (older bundles: the XGBoost that also sees the CLIP
-    columns)."""
-    models = load_bundle(bundle)
-    check_windows(models, bars)
-    vision = CachedVision(inner=ClipVision(engine=models.engine))
-    xgb_name = "xgb_technical" if models.xgb_technical is not None else "xgb"
-    trained = models.card.trained_on
-    info = BacktestBundle(
-        path=str(bundle),
-        bundle_id=models.bundle_id,
-        fusion=models.fusion.describe(xgb_reads_clip=_reads_clip(models.xgb)),
-        horizon_bars=trained.horizon_bars if trained else models.xgb.meta.horizon_bars,
-        bar_seconds=trained.bar_seconds if trained else models.xgb.meta.bar_seconds,
-    )
-    scorers: dict[str, Scorer] = {
-        "clip": models.scorer(mode="clip", vision=vision, name="clip"),
-        xgb_name: models.scorer(mode="xgb", vision=vision, name=xgb_name),
-        "fused": models.scorer(mode="fused", vision=vision, name="fused"),
-    }
-    return scorers, info
-
-
-def xgb_info(bundle: Path) -> BacktestBundle:
-    """What an xgb/-only directory is (no model card: its id is the directory name)."""
-    model = XgbModel.load(bundle / XGB_DIR)
-    return BacktestBundle(
-        path=str(bundle),
-        bundle_id=f"{bundle.name} (xgb/ only, no model card)",
-        fusion=read_fusion(bundle).describe(xgb_reads_clip=_reads_clip(model)),
-        horizon_bars=model.meta.horizon_bars,
-        bar_seconds=model.meta.bar_seconds,
     )
 
 
@@ -277,7 +193,7 @@ def _write_report(directory: Path, html_text: str, json_bytes: bytes) -> None:
     (directory / "report.json").write_bytes(json_bytes)
 
 
-def _backtest(args: argparse.Namespace) -> int:
+def run_backtest(args: argparse.Namespace) -> int:
     try:
         cfg = load_config(args.config)
     except ConfigError as e:
@@ -343,7 +259,7 @@ def _backtest(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _evaluate(args: argparse.Namespace) -> int:
+def run_evaluate(args: argparse.Namespace) -> int:
     cfg = AppConfig()
     if args.config is not None:
         try:
@@ -362,7 +278,9 @@ def _evaluate(args: argparse.Namespace) -> int:
     bundle = BundleInfo(bar_seconds=model.meta.bar_seconds)
     if _is_full_bundle(args.bundle):  # CLIP fixed from the bundle; XGBoost and stacking refitted
         try:
-            vision, pca, features, fusion, bundle = _bundle_vision(args.bundle, cfg, bar_seconds)
+            vision, pca, features, fusion, bundle = evaluation_models(
+                args.bundle, backtest_config(cfg, bar_seconds).bars
+            )
         except InputError as e:
             return _fail(str(e))
     horizon = args.horizon or default_horizon(
@@ -451,22 +369,6 @@ def _json_safe(value: Any) -> Any:
     return value
 
 
-def _bundle_vision(
-    bundle: Path, cfg: AppConfig, bar_seconds: int
-) -> tuple[VisionModel, PcaParams | None, FeatureConfig, FusionConfig, BundleInfo]:
-    """The bundle's warm CLIP (cached per window), PCA, feature and fusion configs for evaluate(),
-    and what it was trained on. Its bar size is not checked: evaluate says what it does instead."""
-    models = load_bundle(bundle)
-    check_windows(models, backtest_config(cfg, bar_seconds).bars)
-    vision = CachedVision(inner=ClipVision(engine=models.engine))
-    on = models.card.trained_on
-    info = BundleInfo(
-        bar_seconds=on.bar_seconds if on is not None else models.xgb.meta.bar_seconds,
-        trained_on=TrainedSpan(symbols=on.symbols, end=on.end) if on is not None else None,
-    )
-    return vision, models.pca, models.features, models.fusion, info
-
-
 def _train_type() -> Any:
     from vlm_engine.xgb.train import XgbTrainConfig
 
@@ -475,11 +377,3 @@ def _train_type() -> Any:
 
 def _flat(summary: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in summary.items() if not isinstance(v, dict | list)}
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="vlmtrader")
-    register(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    code: int = args.func(args)
-    return code

@@ -9,7 +9,6 @@ from typing import Any
 
 import msgspec
 
-from daemon.config import load_config
 from daemon.errors import EXIT_CONFIG, EXIT_OK, ConfigError
 
 
@@ -26,6 +25,8 @@ def register(sub: Any) -> None:
 
 
 def _check(args: argparse.Namespace) -> int:
+    from daemon.config import load_config  # pandas and xgboost come with the config types
+
     try:
         cfg = load_config(args.file)
     except ConfigError as e:

@@ -5,23 +5,14 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
-import pandas as pd
 
 from daemon.errors import EXIT_CONFIG, EXIT_OK
-from vlm_engine.dataset.bars import load_bars, window_at
-from vlm_engine.dataset.errors import BarsInputError
-from vlm_engine.render import (
-    ChartInputError,
-    ChartSpec,
-    chart_meta,
-    decode_png,
-    decode_spec,
-    encode_png,
-    make_renderer,
-)
+
+if TYPE_CHECKING:
+    from vlm_engine.render import ChartSpec
 
 EXIT_INPUT = 1
 
@@ -50,6 +41,8 @@ def register(sub: Any) -> None:
 
 def load_spec(path: Path | None) -> ChartSpec:
     """The chart spec in a YAML file (a bare spec, or a dataset config with a `spec:` key)."""
+    from vlm_engine.render import ChartSpec, decode_spec  # numpy and the renderers: not for --help
+
     if path is None:
         return ChartSpec()
     raw = path.read_bytes()
@@ -60,6 +53,13 @@ def load_spec(path: Path | None) -> ChartSpec:
 
 
 def _render(args: argparse.Namespace) -> int:
+    # pandas and the renderers load here, when the command runs (see daemon/cli/__init__.py).
+    import pandas as pd
+
+    from vlm_engine.dataset.bars import load_bars, window_at
+    from vlm_engine.dataset.errors import BarsInputError
+    from vlm_engine.render import ChartInputError, chart_meta, encode_png, make_renderer
+
     try:
         spec = load_spec(args.spec)
     except (OSError, ValueError, msgspec.DecodeError) as e:
@@ -99,6 +99,10 @@ def _render(args: argparse.Namespace) -> int:
 
 
 def _info(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from vlm_engine.render import ChartInputError, decode_png
+
     try:
         pixels, meta = decode_png(args.file.read_bytes(), where=str(args.file))
     except OSError as e:
