@@ -30,7 +30,7 @@ from daemon.api.server import ApiServer
 from daemon.control import Controller
 from daemon.errors import EXIT_CONFIG, EXIT_OK, InputError, InvariantError
 from daemon.log_setup import add_event_sink, remove_event_sink
-from daemon.model.active import LoadOptions, load_active, rules_model
+from daemon.model.active import LoadOptions, rules_model
 from daemon.model.batcher import BatchConfig, MicroBatcher
 from daemon.model.charts import ChartSignalConfig
 from daemon.model.loader import BundleUnusable
@@ -67,7 +67,7 @@ def serve_slot(config: ServeConfig, bundle: Path | None) -> ModelSlot:
     options = LoadOptions(mode=config.mode, device=config.device, threads=config.threads)
     return ModelSlot(
         active=rules_model(config.rules, bar_seconds=config.bar_seconds),
-        load=lambda path: load_active(path, options),
+        options=options,
         bundle_path=bundle,
         loading=bundle is not None,
     )

@@ -7,21 +7,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import structlog
 
-from daemon.config import AppConfig
-from daemon.errors import ConfigError, InputError
+from daemon.config import AppConfig, ScorerConfig
+from daemon.errors import ConfigError, InputError, InvariantError
 from daemon.model.active import ActiveModel, LoadOptions, load_active, rules_model
 from daemon.model.shadow import ShadowRunner
 from strategy.scoring import Scorer
 
 log = structlog.get_logger("daemon.model")
 
-Loader = Callable[[Path], ActiveModel]
+# Scorer settings a running slot takes (apply_settings); the others need a restart.
+_LIVE_SETTINGS = ("rules", "mode", "fusion", "bundle", "spec_hash")
+_BUNDLE_SETTINGS = ("mode", "fusion", "bundle", "spec_hash")
 
 
 def describe_scorer(scorer: object) -> str:
@@ -34,20 +36,24 @@ class ModelSlot:
     """Owns what serves; every swap happens between two batches, never inside one.
 
     loading is true while the model it was started for is still being built or loaded (the rule
-    scorer answers meanwhile): /readyz reports it as model_warm false."""
+    scorer answers meanwhile): /readyz reports it as model_warm false. cfg is the trading daemon's
+    config (None for `vlmtrader serve`): its scorer settings are what apply_settings changes."""
 
     def __init__(
         self,
         *,
         active: ActiveModel,
-        load: Loader,
+        options: LoadOptions,
         bundle_path: Path | None = None,
         shadow: ShadowRunner | None = None,
         bootstrap_args: tuple[str, ...] | None = None,
         loading: bool = False,
+        cfg: AppConfig | None = None,
     ) -> None:
         self.active = active
-        self.load = load
+        self.options = options
+        self.cfg = cfg
+        self.settings_reload: asyncio.Task[str] | None = None  # see apply_settings
         self.bundle_path = bundle_path
         self.shadow = shadow
         self.bootstrap_args = bootstrap_args
@@ -55,6 +61,10 @@ class ModelSlot:
         self._pipeline: Any = None
         self._bootstrap: asyncio.Task[None] | None = None
         self._swap_lock = asyncio.Lock()
+
+    def load(self, path: Path) -> ActiveModel:
+        """The bundle at path as it would serve here (blocking: loads and warms the models)."""
+        return load_active(path, self.options)
 
     @property
     def current(self) -> Scorer:
@@ -74,8 +84,61 @@ class ModelSlot:
         pipeline.scorer = self.current
         pipeline.shadow = self.shadow
 
-    # apply_settings(cfg: ScorerConfig) -> tuple[str, ...] goes here: the scorer settings a config
-    # reload applies without a restart, returning the changed key names (engineer "reload").
+    def _serve(self, model: ActiveModel) -> None:
+        self.active = model
+        if self._pipeline is not None:
+            self._pipeline.scorer = model.scorer
+
+    def apply_settings(self, cfg: ScorerConfig) -> tuple[str, ...]:
+        """Apply the scorer settings a running slot can take; returns the names of those that changed.
+
+        rules: a serving rule scorer is replaced at once. mode, fusion, bundle and spec_hash: when a
+        bundle serves (or bundle names another one), it is re-loaded under them off the loop in
+        `settings_reload` (await it: the bundle id, or InputError with the settings of the bundle
+        put back and the old scorer still serving); with no bundle loaded yet they apply to the
+        next load (the bootstrap's swap). kind, shadow_bundle, bootstrap*, device, threads and
+        workers take effect at the next start: the caller refuses them, they are not read here."""
+        old = self._settings()
+        changed = tuple(n for n in _LIVE_SETTINGS if getattr(old, n) != getattr(cfg, n))
+        if not changed:
+            return ()
+        self._take_settings(msgspec.structs.replace(old, **{n: getattr(cfg, n) for n in changed}))
+        if "rules" in changed and self.active.bundle is None:
+            previous = self.active.scorer.name
+            self._serve(rules_model(cfg.rules, bar_seconds=self.active.bar_seconds))
+            log.info("scorer.swapped", previous=previous, current="rules", change="rules")
+        reloads = [n for n in changed if n in _BUNDLE_SETTINGS]
+        if cfg.kind == "rules" or not reloads:
+            return changed
+        if self.bundle_id is None and "bundle" not in reloads:
+            return changed
+
+        async def reload_under_new_settings() -> str:
+            try:
+                return await self.reload(None)
+            except InputError:  # the bundle's settings go back; the old scorer serves on
+                kept = {n: getattr(old, n) for n in reloads}
+                self._take_settings(msgspec.structs.replace(self._settings(), **kept))
+                raise
+
+        self.settings_reload = asyncio.get_running_loop().create_task(
+            reload_under_new_settings(), name="scorer-settings-reload"
+        )
+        return changed
+
+    def _settings(self) -> ScorerConfig:
+        if self.cfg is None:
+            msg = "scorer settings belong to the trading daemon's config; this slot has none"
+            raise InputError(msg)
+        return self.cfg.scorer
+
+    def _take_settings(self, scorer: ScorerConfig) -> None:
+        if self.cfg is None:  # pragma: no cover - _settings() refused before
+            msg = "a slot without a daemon config took scorer settings"
+            raise InvariantError(msg)
+        self.cfg = msgspec.structs.replace(self.cfg, scorer=scorer)
+        self.options = daemon_load_options(self.cfg)
+        self.bundle_path = self.cfg.state_path(scorer.bundle)
 
     async def reload(self, path: str | Path | None) -> str:
         """Load and warm a bundle off the loop, then swap atomically; a bad one leaves the old serving."""
@@ -94,9 +157,7 @@ class ModelSlot:
             finally:
                 self.loading = False
             previous = self.active
-            self.active = model
-            if self._pipeline is not None:
-                self._pipeline.scorer = model.scorer
+            self._serve(model)
         log.info(
             "bundle.loaded",
             path=str(target),
@@ -210,12 +271,12 @@ def daemon_slot(cfg: AppConfig) -> ModelSlot:
     else rules while `vlmtrader model bootstrap` builds it when scorer.bootstrap is set)."""
     sc = cfg.scorer
     bundle_path = cfg.state_path(sc.bundle)
-    options = daemon_load_options(cfg)
     slot = ModelSlot(
         active=rules_model(sc.rules, bar_seconds=cfg.bars.bar_seconds),
-        load=lambda path: load_active(path, options),
+        options=daemon_load_options(cfg),
         bundle_path=bundle_path,
         bootstrap_args=sc.bootstrap_args if sc.kind == "auto" and sc.bootstrap else None,
+        cfg=cfg,
     )
     if sc.kind == "rules":
         return slot

@@ -5,11 +5,12 @@ import contextlib
 from pathlib import Path
 from types import SimpleNamespace
 
+import msgspec
 import pytest
 from structlog.testing import capture_logs
 
 from daemon.config import AppConfig, ScorerConfig
-from daemon.errors import ConfigError
+from daemon.errors import ConfigError, InputError
 from daemon.model.loader import BundleUnusable, read_fusion
 from daemon.model.scoring import log_drift
 from daemon.model.slot import ModelSlot, daemon_slot, describe_scorer
@@ -144,3 +145,87 @@ def test_slot_when_rules_or_bundle_loaded_then_warm(tmp_path: Path) -> None:
     assert rules.warm
     ml, _ = _slot(_config(tmp_path, quick_bundle(), kind="ml"))
     assert ml.warm
+
+
+# ---- apply_settings: the scorer settings a config reload applies (contract with engineer "reload")
+
+
+def test_apply_settings_when_rules_change_then_serving_rule_scorer_replaced() -> None:
+    slot = daemon_slot(AppConfig())
+    old = slot.current
+    rules = RuleScorerConfig(max_edge=0.1)
+    changed = slot.apply_settings(msgspec.structs.replace(ScorerConfig(), rules=rules, threads=4))
+    assert changed == ("rules",)  # threads is the caller's to refuse
+    assert isinstance(slot.current, RuleScorer)
+    assert slot.current is not old
+    assert slot.current.config == rules
+    assert slot.cfg.scorer.threads == 1
+    assert slot.settings_reload is None
+    assert slot.apply_settings(msgspec.structs.replace(ScorerConfig(), rules=rules)) == ()
+
+
+def test_apply_settings_when_new_bundle_unusable_then_reload_fails_and_bundle_kept(
+    tmp_path: Path,
+) -> None:
+    cfg = AppConfig(state_dir=str(tmp_path), scorer=ScorerConfig(kind="auto", bootstrap=False))
+    slot = daemon_slot(cfg)
+    assert slot.bundle_id is None  # no bundle on disk: the rule scorer serves
+
+    async def main() -> None:
+        changed = slot.apply_settings(
+            msgspec.structs.replace(cfg.scorer, bundle="bundles/v2", mode="xgb")
+        )
+        assert changed == ("mode", "bundle")
+        assert slot.settings_reload is not None
+        with pytest.raises(InputError, match="bundles/v2"):
+            await slot.settings_reload
+
+    asyncio.run(main())
+    assert (slot.cfg.scorer.bundle, slot.cfg.scorer.mode) == ("bundles/default", "fused")
+    assert slot.bundle_path == tmp_path / "bundles/default"
+    assert slot.current.name == "rules"
+
+
+def test_apply_settings_when_no_bundle_loaded_and_mode_changes_then_kept_for_the_next_load(
+    tmp_path: Path,
+) -> None:
+    cfg = AppConfig(state_dir=str(tmp_path), scorer=ScorerConfig(kind="auto", bootstrap=False))
+    slot = daemon_slot(cfg)
+    assert slot.apply_settings(msgspec.structs.replace(cfg.scorer, mode="clip")) == ("mode",)
+    assert slot.settings_reload is None
+    assert slot.cfg.scorer.mode == "clip"
+
+
+def test_apply_settings_when_bundle_serves_then_reloaded_under_new_mode_or_kept_on_failure(
+    tmp_path: Path,
+) -> None:
+    bundle = quick_bundle()
+    cfg = AppConfig(
+        state_dir=str(tmp_path),
+        bars=BarStoreConfig(window=WINDOW),
+        scorer=ScorerConfig(kind="ml", bundle=str(bundle)),
+    )
+    slot = daemon_slot(cfg)
+    fused = slot.current
+    holder = SimpleNamespace(scorer=None)
+    slot.attach(holder)
+
+    async def main() -> tuple[str, tuple[str, ...]]:
+        assert slot.apply_settings(msgspec.structs.replace(cfg.scorer, mode="xgb")) == ("mode",)
+        assert slot.settings_reload is not None
+        bundle_id = await slot.settings_reload
+        changed = slot.apply_settings(
+            msgspec.structs.replace(cfg.scorer, mode="xgb", spec_hash="f" * 16)
+        )
+        assert slot.settings_reload is not None
+        with pytest.raises(InputError, match="chart spec"):
+            await slot.settings_reload
+        return bundle_id, changed
+
+    bundle_id, changed = asyncio.run(main())
+    assert bundle_id == read_card(bundle).bundle_id
+    assert getattr(slot.current, "mode", None) == "xgb"
+    assert slot.current is not fused
+    assert holder.scorer is slot.current
+    assert changed == ("spec_hash",)
+    assert (slot.cfg.scorer.mode, slot.cfg.scorer.spec_hash) == ("xgb", "")
