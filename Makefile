@@ -9,12 +9,13 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 # suite stays under 20 minutes on a 2-core CI machine; `make soak` runs the full 10-minute soak.
 SOAK_SECONDS ?= 150
 
-.PHONY: help venv run test lint typecheck unit soak bench mosquitto clean
+.PHONY: help venv run test lint typecheck unit soak bench bench-quick mosquitto clean
 
 help:
 	@echo "make run    - set up .venv and run the daemon in paper-sim mode ($(CONFIG))"
 	@echo "make test   - set up .venv and run lint, types and the whole test suite"
-	@echo "make bench  - run the benchmarks (figures and ratios, not pass/fail)"
+	@echo "make bench  - run the benchmarks into build/bench/<commit>.json (figures, not pass/fail)"
+	@echo "make bench-quick - the benches that need no model bundle, smaller (a few minutes)"
 	@echo "make lint   - ruff check + ruff format --check"
 
 $(STAMP): pyproject.toml
@@ -57,8 +58,13 @@ test: venv mosquitto lint typecheck
 soak: venv
 	VLMTRADER_IB_SOAK_SECONDS=600 $(BIN)/pytest -q tests/integration/test_daemon_ib_soak.py
 
+# One JSON of every figure (build/bench/<commit>.json, or BENCH_OUT=path) for bench/compare.py;
+# `make bench-quick` runs the benches that need no model bundle, smaller and with fewer repeats.
 bench: venv
-	@for b in bench/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+	$(BIN)/python bench/run_all.py $(if $(BENCH_OUT),--out $(BENCH_OUT))
+
+bench-quick: venv
+	$(BIN)/python bench/run_all.py --quick $(if $(BENCH_OUT),--out $(BENCH_OUT))
 
 clean:
 	rm -rf $(VENV) state .pytest_cache .mypy_cache .ruff_cache build *.egg-info

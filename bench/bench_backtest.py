@@ -17,6 +17,8 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
+from harness import Session, quick
+
 from daemon.journal import Journal
 from strategy.backtest.data import build_dataset, frame_batches, precompute_signals
 from strategy.backtest.engine import BacktestConfig, BacktestEngine
@@ -73,30 +75,22 @@ def _loop(batches, cfg, scorer, journal=None) -> tuple[float, int]:
     return time.perf_counter() - t, len(run.orders)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--bars", type=int, default=20_000, help="bars per symbol")
-    parser.add_argument("--symbols", type=int, default=4)
-    args = parser.parse_args()
-    market = SimMarketConfig(symbols=tuple(f"S{i}" for i in range(args.symbols)), seed=1)
-    batches = frame_batches(simulate_frame(market, START, args.bars))
+def measure(batches, cfg, store) -> dict[str, float]:
+    """One run of the event-driven loop, with and without the journal; prints, returns figures."""
     n = sum(len(b) for b in batches)
-    store = BarStoreConfig(window=64)
-    cfg = BacktestConfig(
-        bars=store,
-        strategy=StrategyConfig(min_confidence=0.0),
-        risk=RiskConfig(max_drawdown=None, max_daily_loss=None, max_orders_per_minute=None),
-    )
     base = _baseline(batches, store)
-    print(f"bars: {n} ({args.symbols} symbols x {args.bars})")
     print(f"baseline (BarStore + Book.mark only): {n / base:,.0f} bars/s")
-
+    figures = {"baseline_bars_per_s": n / base}
     t = time.perf_counter()
     rules = precompute_signals(RuleScorer(config=RuleScorerConfig()), batches, store)
-    print(f"rule scoring, batched ahead of the loop: {n / (time.perf_counter() - t):,.0f} bars/s")
+    figures["rule_scoring_bars_per_s"] = n / (time.perf_counter() - t)
+    print(
+        f"rule scoring, batched ahead of the loop: {figures['rule_scoring_bars_per_s']:,.0f} bars/s"
+    )
     sma = precompute_signals(SmaCross(), batches, store)
     for name, scorer in (("rules", rules), ("sma_cross", sma)):
         seconds, orders = _loop(batches, cfg, scorer)
+        figures[f"{name}_bars_per_s"] = n / seconds
         print(
             f"event-driven {name:9s}: {n / seconds:,.0f} bars/s  ({orders} orders)  "
             f"ratio to baseline {base / seconds:.2f}"
@@ -110,11 +104,38 @@ def main() -> None:
                 Journal(Path(d) / "j.sqlite", commit_every=every) as journal,
             ):
                 seconds, _ = _loop(batches, cfg, scorer, journal)
+            figures[f"{name}_journal_commit_every_{every}_bars_per_s"] = n / seconds
             print(f"event-driven {name:9s} + SQLite journal, {how}: {n / seconds:,.0f} bars/s")
-    print(
-        f"peer figure (NautilusTrader EMA cross, published): {NAUTILUS_PEER[0]:,}-{NAUTILUS_PEER[1]:,} bars/s"
-    )
+    return figures
 
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument(
+        "--bars", type=int, default=4_000 if quick() else 20_000, help="bars per symbol"
+    )
+    parser.add_argument("--symbols", type=int, default=4)
+    args = parser.parse_args()
+    market = SimMarketConfig(symbols=tuple(f"S{i}" for i in range(args.symbols)), seed=1)
+    batches = frame_batches(simulate_frame(market, START, args.bars))
+    n = sum(len(b) for b in batches)
+    store = BarStoreConfig(window=64)
+    cfg = BacktestConfig(
+        bars=store,
+        strategy=StrategyConfig(min_confidence=0.0),
+        risk=RiskConfig(max_drawdown=None, max_daily_loss=None, max_orders_per_minute=None),
+    )
+    print(f"bars: {n} ({args.symbols} symbols x {args.bars})")
+    with Session("backtest") as bench:
+        bench.until_stable(lambda: measure(batches, cfg, store), key="sma_cross_bars_per_s")
+        print(
+            f"peer figure (NautilusTrader EMA cross, published): {NAUTILUS_PEER[0]:,}-{NAUTILUS_PEER[1]:,} bars/s"
+        )
+        ml_scoring(batches, cfg, store, bench)
+
+
+def ml_scoring(batches, cfg, store, bench: Session) -> None:
+    """Features + XGBoost scoring throughput, measured once."""
     small = batches[: min(len(batches), 6000)]
     fe = FeatureEngine(config=FeatureConfig())
     ds = build_dataset(small, store, fe, horizon=5)
@@ -135,16 +156,17 @@ def main() -> None:
     n_small = sum(len(b) for b in small)
     t = time.perf_counter()
     precompute_signals(scorer, small, store)
+    batched = n_small / (time.perf_counter() - t)
     print(
-        f"features + XGBoost scoring, batched: {n_small / (time.perf_counter() - t):,.0f} bars/s "
+        f"features + XGBoost scoring, batched: {batched:,.0f} bars/s "
         "(CLIP rendering/inference not included)"
     )
     t = time.perf_counter()
     BacktestEngine(config=cfg, scorer=scorer).run_batches(small[:1500])
     n_live = sum(len(b) for b in small[:1500])
-    print(
-        f"features + XGBoost scoring, bar by bar in the loop: {n_live / (time.perf_counter() - t):,.0f} bars/s"
-    )
+    in_loop = n_live / (time.perf_counter() - t)
+    print(f"features + XGBoost scoring, bar by bar in the loop: {in_loop:,.0f} bars/s")
+    bench.add(xgb_scoring_batched_bars_per_s=batched, xgb_scoring_in_loop_bars_per_s=in_loop)
 
 
 if __name__ == "__main__":

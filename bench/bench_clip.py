@@ -5,7 +5,9 @@ With --sizes it also trains 2-3 model sizes briefly on the bootstrap data and pr
 accuracy-vs-latency table. Goals (issue 4): >= 300 charts/s at batch 64, p99 <= 15 ms per chart.
 Threads default to 1: the model is small, and on a busy 2-core machine two OpenMP threads
 spend most of their time spin-waiting for each other (measured 5x slower).
-Usage: python bench/bench_clip.py [--bundle DIR] [--seconds S] [--sizes] [--threads N]
+With --runtimes (default torch,auto) each CLIP runtime is served in the same run (issue 16 goal:
+>= 5,000 charts/s at batch 64 with the runtime auto picks, at parity).
+Usage: python bench/bench_clip.py [--bundle DIR] [--seconds S] [--sizes] [--threads N] [--runtimes torch,auto]
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from pathlib import Path
 import msgspec
 import numpy as np
 import torch
+from harness import Session
 
 from daemon.build import BootstrapConfig, quick_config
 from daemon.build.clip import train_bundle
@@ -26,7 +29,7 @@ from strategy.market_sim import simulate_frame
 from vlm_engine.bundle import DatasetRef
 from vlm_engine.clip import ClipModelConfig
 from vlm_engine.clip.quickset import samples_from_bars
-from vlm_engine.infer import InferenceConfig, InferenceEngine
+from vlm_engine.infer import InferenceConfig, load_engine
 from vlm_engine.render import ChartWindow
 
 SIZES = {
@@ -71,8 +74,9 @@ def timed(fn, seconds: float) -> tuple[list[float], float]:
     return times, (time.process_time() - cpu) / len(times)
 
 
-def serve(bundle: Path, seconds: float) -> dict[str, float]:
-    engine = InferenceEngine.load(bundle, config=InferenceConfig(device="auto"))
+def serve(bundle: Path, seconds: float, runtime: str = "torch") -> dict[str, float]:
+    engine = load_engine(bundle, config=InferenceConfig(device="auto", runtime=runtime))  # type: ignore[arg-type]
+    print(f"   {runtime}: serving on {engine.runtime}", flush=True)
     batch = windows(64, engine.spec.bars_needed)
     one = batch[:1]
     load_before = os.getloadavg()[0]
@@ -99,6 +103,9 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--sizes", action="store_true", help="train and compare model sizes (minutes)")
     p.add_argument("--epochs", type=int, default=14)
+    p.add_argument(
+        "--runtimes", default="torch,auto", help="CLIP runtimes: torch, onnx, onnx-int8, auto"
+    )
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     tmp = Path(tempfile.mkdtemp(prefix="bench_clip_"))
@@ -121,23 +128,30 @@ def main() -> None:
             device="cpu",
         )
         args.bundle = tmp / "default"
-    figures = serve(args.bundle, args.seconds)
     print(
         f"bundle {args.bundle}  threads {args.threads}  device {'cuda' if torch.cuda.is_available() else 'cpu'}"
     )
-    print(
-        f"1-min load average:         {figures['load']:8.2f} on {os.cpu_count()} cores (figures below are wall time; busy machines read slow)"
-    )
-    print(f"render only (baseline):     {figures['render_charts_per_s']:8.0f} charts/s")
-    print(
-        f"render + score, batch 64:   {figures['charts_per_s']:8.0f} charts/s  (goal >= 300; ratio to render-only {figures['charts_per_s'] / figures['render_charts_per_s']:.3f})"
-    )
-    print(
-        f"CPU time per chart:         {figures['cpu_ms_per_chart']:8.2f} ms  (all threads, batch 64)"
-    )
-    print(
-        f"single chart p50 / p99:     {figures['single_p50_ms']:8.2f} / {figures['single_p99_ms']:.2f} ms  (goal p99 <= 15 ms; CPU {figures['single_cpu_ms']:.2f} ms)"
-    )
+    with Session("clip") as bench:
+        for runtime in args.runtimes.split(","):
+            figures = bench.until_stable(
+                lambda r=runtime: serve(args.bundle, args.seconds, r),
+                key="charts_per_s",
+                prefix=f"{runtime}_",
+            )
+            print(f"\n-- runtime {runtime}")
+            print(
+                f"1-min load average:         {figures['load']:8.2f} on {os.cpu_count()} cores (figures below are wall time; busy machines read slow)"
+            )
+            print(f"render only (baseline):     {figures['render_charts_per_s']:8.0f} charts/s")
+            print(
+                f"render + score, batch 64:   {figures['charts_per_s']:8.0f} charts/s  (goal >= 5,000; ratio to render-only {figures['charts_per_s'] / figures['render_charts_per_s']:.3f})"
+            )
+            print(
+                f"CPU time per chart:         {figures['cpu_ms_per_chart']:8.2f} ms  (all threads, batch 64)"
+            )
+            print(
+                f"single chart p50 / p99:     {figures['single_p50_ms']:8.2f} / {figures['single_p99_ms']:.2f} ms  (goal p99 <= 15 ms; CPU {figures['single_cpu_ms']:.2f} ms)"
+            )
 
     if args.sizes:
         frame = simulate_frame(boot.market, datetime_start(), boot.bars)

@@ -8,7 +8,6 @@ Run: .venv/bin/python bench/bench_dataset.py [--samples N] [--renderer numpy|mpl
 from __future__ import annotations
 
 import argparse
-import os
 import tempfile
 import time
 from pathlib import Path
@@ -17,6 +16,7 @@ from typing import Literal
 import msgspec
 import numpy as np
 import pandas as pd
+from harness import Session, quick
 
 from vlm_engine.dataset.builder import DatasetConfig, build_dataset
 
@@ -49,15 +49,18 @@ def bars(samples: int, cfg: DatasetConfig) -> pd.DataFrame:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--samples", type=int, default=4000)
+    parser.add_argument("--samples", type=int, default=1000 if quick() else 4000)
     parser.add_argument("--renderer", choices=("numpy", "mplfinance"), default="numpy")
     args = parser.parse_args()
     renderer: Literal["numpy", "mplfinance"] = args.renderer
     cfg = DatasetConfig(stride=1)
     cfg = msgspec.structs.replace(cfg, spec=msgspec.structs.replace(cfg.spec, renderer=renderer))
     frame = bars(args.samples, cfg)
-    one, five, _ = os.getloadavg()
-    print(f"# load {one:.2f} (1 min) {five:.2f} (5 min) on {os.cpu_count()} cpus")
+    with Session("dataset") as bench:
+        bench.until_stable(lambda: measure(frame, cfg, renderer), key="samples_per_s")
+
+
+def measure(frame: pd.DataFrame, cfg: DatasetConfig, renderer: str) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
         manifest = build_dataset(frame, cfg, out=Path(tmp))
@@ -72,8 +75,7 @@ def main() -> None:
         f"{per_s:8.0f} samples/s, {dt:.1f} s  -> 20k samples in {20_000 / per_s:.0f} s "
         f"(goal < 300 s on 2 cores)"
     )
-    one, five, _ = os.getloadavg()
-    print(f"# load {one:.2f} (1 min) {five:.2f} (5 min)")
+    return {"samples_per_s": per_s, "seconds": dt, "samples": float(total)}
 
 
 if __name__ == "__main__":

@@ -14,10 +14,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+
+from harness import Session
 
 from strategy.market_sim import SimMarketConfig, simulate_frame
 
@@ -50,25 +53,32 @@ def main() -> None:
     frame = simulate_frame(market, datetime(2005, 1, 3, tzinfo=UTC), n_bars)
     bars = work / "daily.parquet"
     frame[["symbol", "ts", "open", "high", "low", "close", "volume"]].to_parquet(bars)
-    report = work / "report"
-    load_before = os.getloadavg()
+    with Session("evaluate", max_runs=3) as bench:
+        bench.until_stable(
+            lambda: measure(args, bars, bundle, work / "report", args.symbols * n_bars),
+            key="wall_seconds",
+        )
+
+
+def measure(args, bars: Path, bundle: Path, report: Path, n_bars: int) -> dict[str, float]:
+    from daemon.cli import main as cli
+
+    shutil.rmtree(report, ignore_errors=True)
     t0 = time.perf_counter()
     code = cli(
         ["evaluate", "--bars", str(bars), "--bundle", str(bundle), "--report", str(report),
          "--no-progress"]
     )  # fmt: skip
     wall = time.perf_counter() - t0
-    load_after = os.getloadavg()
-    doc = json.loads((report / "report.json").read_text()) if code == 0 else {}
+    if code != 0:
+        raise SystemExit(f"evaluate exited {code}")
+    doc = json.loads((report / "report.json").read_text())
     print(
-        f"evaluate: {args.symbols} series x {args.years} years daily ({args.symbols * n_bars} bars, "
+        f"evaluate: {args.symbols} series x {args.years} years daily ({n_bars} bars, "
         f"{doc.get('test_rows', '?')} scored rows): {wall:.1f} s wall, exit {code}"
     )
-    print(
-        f"load average before {load_before[0]:.2f} {load_before[1]:.2f} {load_before[2]:.2f}, "
-        f"after {load_after[0]:.2f} {load_after[1]:.2f} {load_after[2]:.2f} ({os.cpu_count()} CPUs)"
-    )
     print(f"verdict: {doc.get('verdict')}")
+    return {"wall_seconds": wall}
 
 
 if __name__ == "__main__":

@@ -29,6 +29,7 @@ from pathlib import Path
 
 import msgspec
 import numpy as np
+from harness import Session
 
 from daemon.build import BootstrapConfig, bootstrap
 from daemon.log_setup import configure_logging
@@ -41,7 +42,7 @@ from vlm_engine.metrics import auc, auc_text, summary
 START = datetime(2025, 6, 2, tzinfo=UTC)
 
 
-def main() -> None:
+def main() -> dict[str, float]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--bundle", type=Path, help="default: state/bundles/<scenario>")
     parser.add_argument("--bars", type=int, default=2500, help="bars per symbol")
@@ -136,6 +137,7 @@ def main() -> None:
                 if f"{m}_holdout_auc" in card
             )
         )
+    return {**{f"{m}_auc": float(a) for m, a in aucs.items()}, "fused_minus_best_auc": gain}
 
 
 def _paired_interval(
@@ -154,4 +156,5 @@ def _paired_interval(
 
 
 if __name__ == "__main__":
-    main()
+    with Session("ml_auc") as bench:
+        bench.measured_once(main(), why="AUCs on fixed seeds and a fixed bundle are deterministic")

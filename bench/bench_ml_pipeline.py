@@ -6,7 +6,12 @@
 2. Backtest throughput including chart rendering and model scoring (scores precomputed in chunks,
    then the event-driven loop); baseline = the rule scorer the same way. Goal: >= 300 bars/s.
 
+3. Stage by stage (render, CLIP, features, XGBoost, explanations, fusion + drift, whole scorer)
+   at each symbol count and CLIP runtime (--runtimes torch,auto): p50/p99 per batch; goal (issue 16)
+   ML order p99 <= 20 ms at 100 symbols. The load average is printed at start and end.
+
     .venv/bin/python bench/bench_ml_pipeline.py [--bundle state/bundles/default] [--symbols 10,100]
+        [--runtimes torch,auto] [--stage-batches 200] [--skip-backtest]
 
 Without a bundle at --bundle it builds a --quick one (weak, tiny CLIP: latency then flatters).
 """
@@ -16,8 +21,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import io
+import os
 import tempfile
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -33,7 +40,7 @@ from daemon.pipeline import Pipeline
 from daemon.runtime import tune_gc
 from strategy.backtest.data import frame_batches, precompute_signals
 from strategy.backtest.engine import BacktestConfig, BacktestEngine
-from strategy.bars import BarStore, BarStoreConfig
+from strategy.bars import BarStore, BarStoreConfig, Window
 from strategy.book import Book
 from strategy.market_sim import MarketSimulator, SimMarketConfig, simulate_frame
 from strategy.risk import RiskConfig, RiskEngine
@@ -98,27 +105,100 @@ async def run_pipeline(
     return n / elapsed, pipeline, per_batch
 
 
-def daemon_models(bundle: Path) -> LoadedBundle:
-    """The bundle loaded with the daemon's default inference settings (device and torch threads)."""
+def daemon_models(bundle: Path, runtime: str = "torch") -> LoadedBundle:
+    """The bundle loaded with the daemon's default inference settings (device, threads, workers)
+    on the given CLIP runtime (the daemon's default is auto)."""
     scorer = ScorerConfig()
     return load_bundle(
         bundle,
         inference=InferenceConfig(
-            device=scorer.device, threads=scorer.threads, workers=scorer.workers
+            device=scorer.device,
+            threads=scorer.threads,
+            workers=scorer.workers,
+            runtime=runtime,  # type: ignore[arg-type]  # checked by argparse choices
         ),
     )
+
+
+def load_average() -> str:
+    one, five, fifteen = os.getloadavg()
+    return f"load average {one:.2f}, {five:.2f}, {fifteen:.2f} ({os.cpu_count()} cores)"
+
+
+def live_windows(symbols: int, window: int) -> list[Window]:
+    """One batch's windows at `symbols` symbols, full (as the daemon scores them once warm)."""
+    store = BarStore(config=BarStoreConfig(window=window))
+    for batch in make_batches(symbols, window + 1):
+        for bar in batch:
+            store.add(bar)
+    return [w for s in store.symbols if (w := store.window(s)) is not None]
+
+
+def _timed(fn: Callable[[], object], samples: list[float]) -> None:
+    t = time.perf_counter()
+    fn()
+    samples.append(time.perf_counter() - t)
+
+
+def stage_rows(models: LoadedBundle, symbols: int, repeats: int) -> dict[str, list[float]]:
+    """Seconds per batch of each stage of MLScorer.score on one batch of `symbols` windows."""
+    scorer = models.scorer()
+    engine = models.engine
+    windows = live_windows(symbols, max(64, models.bars_needed))
+    need = models.spec.bars_needed
+    charts = [w.tail(need) for w in windows]
+    images = engine.render(charts)
+    x, _ = scorer.model_rows(windows)
+    xgb = models.xgb
+    rows: dict[str, list[float]] = {
+        k: [] for k in ("render", "clip", "render+clip", "features", "xgboost", "explain", "scorer")
+    }
+    for _ in range(repeats):
+        _timed(lambda: engine.render(charts), rows["render"])
+        _timed(lambda: engine.score_images(images), rows["clip"])
+        _timed(lambda: engine.score_batch(charts), rows["render+clip"])
+        _timed(lambda: scorer.features.compute(windows), rows["features"])
+        _timed(lambda: xgb.predict(x), rows["xgboost"])
+        _timed(lambda: xgb.explain(x, scorer.explain_top, approximate=True), rows["explain"])
+        _timed(lambda: scorer.score(windows), rows["scorer"])
+    parts = ("render+clip", "features", "xgboost", "explain")
+    rows["fusion+drift (rest)"] = [
+        total - sum(rows[k][i] for k in parts) for i, total in enumerate(rows["scorer"])
+    ]
+    return rows
+
+
+def bench_stages(bundle: Path, symbols_list: list[int], runtimes: list[str], repeats: int) -> None:
+    print(f"\n== ML scorer stage by stage, ms per batch ({repeats} batches each); {load_average()}")
+    for runtime in runtimes:
+        models = daemon_models(bundle, runtime)
+        served = models.engine.runtime
+        print(f"-- runtime {runtime} (serving: {served}, {models.engine.workers} workers)")
+        print(
+            f"{'stage':>20} "
+            + " ".join(f"{f'{n} sym p50':>11} {f'{n} sym p99':>11}" for n in symbols_list)
+        )
+        table = {n: stage_rows(models, n, repeats) for n in symbols_list}
+        for stage in table[symbols_list[0]]:
+            cells = " ".join(
+                f"{_ms(table[n][stage], 50):>11.2f} {_ms(table[n][stage], 99):>11.2f}"
+                for n in symbols_list
+            )
+            print(f"{stage:>20} {cells}")
+    print(f"   {load_average()}")
 
 
 def _ms(values: list[float], q: float) -> float:
     return float(np.percentile(values, q) * 1000) if values else float("nan")
 
 
-def bench_live(bundle: Path, symbols_list: list[int], scored_batches: int) -> None:
-    models = daemon_models(bundle)
+def bench_live(bundle: Path, symbols_list: list[int], scored_batches: int, runtime: str) -> None:
+    models = daemon_models(bundle, runtime)
     window = max(64, models.bars_needed)
     print(
         f"\n== live pipeline (bundle {models.bundle_id}, chart {models.spec.width}x{models.spec.height}, "
-        f"{models.card.parameters:,} CLIP parameters, window {window})"
+        f"{models.card.parameters:,} CLIP parameters, window {window}, runtime {runtime} -> "
+        f"{models.engine.runtime}); {load_average()}"
     )
     print(
         f"{'symbols':>7} {'scorer':>6} {'bars/s':>9} {'orders':>7} {'order p50':>10} {'order p99':>10} "
@@ -137,13 +217,14 @@ def bench_live(bundle: Path, symbols_list: list[int], scored_batches: int) -> No
                 )
             lat = pipeline.latency
             rows[name] = rate
-            goal = {10: "20 ms", 100: "100 ms"}.get(symbols, "-") if name == "ml" else ""
+            goal = {10: "8 ms", 100: "20 ms"}.get(symbols, "-") if name == "ml" else ""
             print(
                 f"{symbols:>7} {name:>6} {rate:>9,.0f} {lat.count:>7} "
                 f"{lat.percentile_ms(50) or float('nan'):>10.2f} {lat.percentile_ms(99) or float('nan'):>10.2f} "
                 f"{_ms(per_batch, 50):>10.2f} {_ms(per_batch, 99):>10.2f}   {goal}"
             )
         print(f"{'':>7} ml/rules bars/s ratio {rows['ml'] / rows['rules']:.3f}")
+    print(f"   {load_average()}")
 
 
 def bench_backtest(bundle: Path, symbols: int, bars: int) -> None:
@@ -183,7 +264,21 @@ def main() -> None:
     parser.add_argument("--batches", type=int, default=300, help="scored batches per live run")
     parser.add_argument("--backtest-bars", type=int, default=1500, help="bars per symbol")
     parser.add_argument("--backtest-symbols", type=int, default=4)
+    parser.add_argument(
+        "--runtimes",
+        default="torch,auto",
+        help="CLIP runtimes to compare (torch, onnx, onnx-int8, auto)",
+    )
+    parser.add_argument(
+        "--stage-batches", type=int, default=200, help="batches per stage table cell"
+    )
+    parser.add_argument("--skip-backtest", action="store_true")
     args = parser.parse_args()
+    runtimes = args.runtimes.split(",")
+    unknown = set(runtimes) - {"torch", "onnx", "onnx-int8", "auto"}
+    if unknown:
+        parser.error(f"--runtimes: unknown {', '.join(sorted(unknown))}")
+    print(f"bench_ml_pipeline: {load_average()}")
     configure_logging(level="warning", fmt="json", stream=io.StringIO())
     bundle = args.bundle
     if not (bundle / "model_card.json").is_file():
@@ -191,8 +286,32 @@ def main() -> None:
         print(f"no bundle at {bundle}: building a --quick one at {tmp} (tiny CLIP)")
         bootstrap(quick_config(), tmp)
         bundle = tmp
-    bench_live(bundle, [int(s) for s in args.symbols.split(",")], args.batches)
-    bench_backtest(bundle, args.backtest_symbols, args.backtest_bars)
+    symbols = [int(s) for s in args.symbols.split(",")]
+    from harness import Session  # bench/harness.py (bench/ is not a package)
+
+    with Session("ml_pipeline", max_runs=3) as bench:
+        bench.until_stable(
+            lambda: _timed_parts(bundle, args, symbols, runtimes), key="live_seconds"
+        )
+    print(f"bench_ml_pipeline done: {load_average()}")
+
+
+def _timed_parts(
+    bundle: Path, args: argparse.Namespace, symbols: list[int], runtimes: list[str]
+) -> dict[str, float]:
+    """One run of every part; their wall times are the figures the repeats settle on (the tables
+    above print the latencies)."""
+    t0 = time.perf_counter()
+    bench_stages(bundle, symbols, runtimes, args.stage_batches)
+    t1 = time.perf_counter()
+    for runtime in runtimes:
+        bench_live(bundle, symbols, args.batches, runtime)
+    t2 = time.perf_counter()
+    figures = {"stages_seconds": t1 - t0, "live_seconds": t2 - t1}
+    if not args.skip_backtest:
+        bench_backtest(bundle, args.backtest_symbols, args.backtest_bars)
+        figures["backtest_seconds"] = time.perf_counter() - t2
+    return figures
 
 
 if __name__ == "__main__":

@@ -13,12 +13,13 @@ Run: .venv/bin/python bench/bench_model_build.py [--only minute|daily] [--quick]
 from __future__ import annotations
 
 import argparse
-import os
+import shutil
 import tempfile
 import time
 from pathlib import Path
 
 import msgspec
+from harness import Session
 
 from daemon.build import (
     BootstrapConfig,
@@ -52,14 +53,9 @@ def bars_file(directory: Path, name: str) -> Path:
     return path
 
 
-def load() -> str:
-    one, five, _ = os.getloadavg()
-    return f"load {one:.2f} (1 min) {five:.2f} (5 min) on {os.cpu_count()} cpus"
-
-
-def run(name: str, cfg: BuildConfig, directory: Path) -> None:
+def run(name: str, cfg: BuildConfig, directory: Path) -> dict[str, float]:
     path = bars_file(directory, name)
-    print(f"# {name}: {load()}", flush=True)
+    shutil.rmtree(directory / f"{name}-bundle", ignore_errors=True)
     started = time.perf_counter()
     frame, source = user_bars(path, cfg.labels)
     data = time.perf_counter() - started
@@ -79,7 +75,10 @@ def run(name: str, cfg: BuildConfig, directory: Path) -> None:
             for k in ("clip", "xgb_technical", "xgb", "fused")
         )
     )
-    print(f"# after {name}: {load()}", flush=True)
+    figures = {"wall_seconds": data + result.wall_seconds, "data_labels_seconds": data}
+    figures.update({f"{k}_seconds": v for k, v in result.stage_seconds.items()})
+    figures.update({k: float(v) for k, v in m.items() if k.endswith(("_accuracy", "_auc"))})
+    return figures
 
 
 def main() -> None:
@@ -89,9 +88,14 @@ def main() -> None:
     args = parser.parse_args()
     cfg = quick_build_config() if args.quick else BuildConfig()
     cfg = msgspec.structs.replace(cfg, train=msgspec.structs.replace(cfg.train, progress=False))
-    with tempfile.TemporaryDirectory(prefix="vlmtrader-bench-build-") as tmp:
+    with (
+        tempfile.TemporaryDirectory(prefix="vlmtrader-bench-build-") as tmp,
+        Session("model_build", max_runs=3) as bench,
+    ):
         for name in [args.only] if args.only else list(DATASETS):
-            run(name, cfg, Path(tmp))
+            bench.until_stable(
+                lambda name=name: run(name, cfg, Path(tmp)), key="wall_seconds", prefix=f"{name}_"
+            )
 
 
 if __name__ == "__main__":

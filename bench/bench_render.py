@@ -10,7 +10,6 @@ Run: .venv/bin/python bench/bench_render.py [--charts N] [--transfer-bars N] [--
 from __future__ import annotations
 
 import argparse
-import os
 import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
@@ -19,6 +18,7 @@ import msgspec
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
+from harness import Session, quick
 
 from strategy.market_sim import SimMarketConfig, simulate_frame
 from vlm_engine.render import ChartSpec, ChartWindow, make_window
@@ -33,11 +33,6 @@ SPECS = {
     "full (rsi+macd+2 sma)": ChartSpec(rsi=True, macd=True, sma=(10, 30)),
 }
 Images = npt.NDArray[np.uint8]
-
-
-def load() -> str:
-    one, five, _ = os.getloadavg()
-    return f"load {one:.2f} (1 min) {five:.2f} (5 min) on {os.cpu_count()} cpus"
 
 
 def windows(count: int, spec: ChartSpec, seed: int = 0) -> list[ChartWindow]:
@@ -73,8 +68,9 @@ def rate(fn: Callable[[Sequence[ChartWindow]], object], items: Sequence[ChartWin
     return len(items) / best
 
 
-def numpy_rates(count: int) -> None:
+def numpy_rates(count: int) -> dict[str, float]:
     print("== NumPy rasterizer, one process (goal >= 2000 charts/s at the default spec)")
+    figures = {}
     for label, spec in SPECS.items():
         ws = windows(count, spec)
         renderer = NumpyRenderer(spec=spec)
@@ -90,6 +86,9 @@ def numpy_rates(count: int) -> None:
             f"batch {r_batch:7.0f}/s ({1e3 / r_batch:.3f} ms)  into out= {r_out:7.0f}/s  "
             f"one at a time {r_one:6.0f}/s ({1e3 / r_one:.3f} ms)  batch/one {r_batch / r_one:.1f}x"
         )
+        figures[f"numpy_{label}_batch_charts_per_s"] = r_batch
+        figures[f"numpy_{label}_one_charts_per_s"] = r_one
+    return figures
 
 
 def mpl_rates(count: int) -> None:
@@ -248,14 +247,15 @@ def main() -> None:
     )
     parser.add_argument("--quick", action="store_true", help="NumPy rates only")
     args = parser.parse_args()
-    print(f"# {load()}")
-    numpy_rates(args.charts)
-    if not args.quick:
-        mpl_rates(args.mpl_charts)
-        agreement(48)
-        if args.transfer_bars:
-            transfer(args.transfer_bars)
-    print(f"# {load()}")
+    with Session("render") as bench:
+        bench.until_stable(
+            lambda: numpy_rates(args.charts), key=f"numpy_{next(iter(SPECS))}_batch_charts_per_s"
+        )
+        if not (args.quick or quick()):
+            mpl_rates(args.mpl_charts)
+            agreement(48)
+            if args.transfer_bars:
+                transfer(args.transfer_bars)
     print("dataset build throughput: bench/bench_dataset.py")
 
 

@@ -14,6 +14,7 @@ from typing import Any
 import structlog
 
 from daemon import trade_gate
+from daemon.adoption import RECOVER, RECOVER_MISMATCH
 from daemon.api.app import build_app
 from daemon.api.auth import token_from_env
 from daemon.api.metrics import Metrics
@@ -113,7 +114,9 @@ class Daemon:
         feed, warm_up_until = await stack.enter_async_context(self._open_feed(journal))
         self.feed = feed
         execution = await stack.enter_async_context(self._open_execution(feed, state_dir))
-        report = reconcile(journal, book, await execution.broker_view(), now=datetime.now(UTC))
+        view = await execution.broker_view()
+        # A journal without trading history adopts the broker's state here, before any order.
+        report = reconcile(journal, book, view, now=datetime.now(UTC), adopt=True)
         self._generation = getattr(execution, "generation", 0)
 
         self.scorers = daemon_slot(cfg)
@@ -132,10 +135,12 @@ class Daemon:
             pipeline.clock = lambda: datetime.now(UTC)
         self.scorers.attach(pipeline)
         self._restore_trading_state(pipeline, journal)
-        if report.position_mismatches:
-            pipeline.risk.set_state(
-                TradingState.HALTED, "position_mismatch_at_start", datetime.now(UTC)
-            )
+        if report.refused or report.position_mismatches:
+            reason = "adoption_refused" if report.refused else "position_mismatch_at_start"
+            pipeline.risk.set_state(TradingState.HALTED, reason, datetime.now(UTC))
+            recover = RECOVER if report.refused else RECOVER_MISMATCH
+            detail = report.refused or f"positions differ: {', '.join(report.position_mismatches)}"
+            log.error("trading.refused", reason=reason, detail=detail, recover=recover)
 
         if pipeline.shadow is not None:
             shadow = pipeline.shadow
@@ -165,7 +170,7 @@ class Daemon:
             )
             await stack.enter_async_context(ApiServer(config=cfg.api, app=app, health=self.health))
 
-        resume = await self._warm_up(pipeline, journal, feed, warm_up_until)
+        resume = await self._warm_up(pipeline, journal, feed, warm_up_until, view.clock)
         await self.scorers.start(stack)
         self._install_signal_handlers()
         tune_gc()
@@ -189,16 +194,25 @@ class Daemon:
         return EXIT_OK
 
     async def _warm_up(
-        self, pipeline: Pipeline, journal: Journal, feed: Feed, warm_up_until: datetime | None
+        self,
+        pipeline: Pipeline,
+        journal: Journal,
+        feed: Feed,
+        warm_up_until: datetime | None,
+        venue_clock: datetime | None = None,
     ) -> datetime:
-        """Fill every window before trading; returns the bar close after which live bars start."""
+        """Fill every window before trading; returns the bar close after which live bars start
+        (never at or before a simulated venue's clock: those bars were traded already)."""
         cfg = self.cfg
         last = journal.get("last_bar_ts")
+        resume_after = datetime.fromisoformat(last) if last else warm_up_until
+        if venue_clock is not None and (resume_after is None or venue_clock > resume_after):
+            resume_after = venue_clock
+            last = venue_clock.isoformat()
         if cfg.feed.kind == "ib":
             # A broker feed never replays the past into the strategy: warm up on the latest window.
             batches = await feed.backfill(cfg.bars.window)
         else:
-            resume_after = datetime.fromisoformat(last) if last else warm_up_until
             batches = await feed.backfill(cfg.bars.window, before=resume_after)
         for batch in batches:
             for bar in batch:

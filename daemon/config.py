@@ -68,6 +68,11 @@ class ScorerConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     threads: Annotated[int, msgspec.Meta(ge=0)] = 1
     # threads one batch of charts is split over; 0 = one per core (at most 4) when threads is 1.
     workers: Annotated[int, msgspec.Meta(ge=0)] = 0
+    # what runs CLIP's image tower: torch, the bundle's ONNX export (fp32) or its INT8 one; auto
+    # measures at load which of them is fastest among those whose parity holds and logs the choice
+    # (engine.runtime_chosen). A refused runtime is logged with its reason and falls back (to torch
+    # for a bundle without an export).
+    runtime: Literal["auto", "torch", "onnx", "onnx-int8"] = "auto"
 
 
 class ShutdownConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):

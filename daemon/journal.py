@@ -1,42 +1,80 @@
-"""The SQLite journal (WAL): the daemon's source of truth across restarts, one transaction per batch.
+"""The SQLite journal (WAL): the daemon's source of truth across restarts.
 
-Every row keeps the value as msgspec JSON text (`data`) next to key columns (symbol, ts,
-client_order_id, status, ...). Timestamps are ISO 8601 strings in UTC with microseconds, so they
-sort as text. `orders` holds each order's current status, filled quantity and average price;
-`order_events` is append-only; `fills` are idempotent by fill_id.
+Write-ahead: an order is committed before the broker sees it. On the order path
+(record_orders_ahead) a batch's orders, state changes and kv go into one small commit of their own;
+its signals, decisions, fills, events and positions are queued to a group-committing writer thread
+(daemon/journal_writer.py) with its own connection, which commits everything queued in one
+transaction off the order path. Every other write (record) and every read first waits for that
+writer, so it sees every row written before it; the on-disk shape is in daemon/journal_schema.py.
 
 Durability (`synchronous`): in WAL mode NORMAL survives a crash of the process (kill -9): a
 committed transaction is in the WAL file and the OS writes it out, but a power loss or kernel
 crash may lose the last commits (the database stays consistent). FULL also fsyncs the WAL on
-every commit and survives power loss, at the price of one fsync per batch: about 10x the
-median commit time of NORMAL on the disk we measured (bench/bench_journal.py prints it for
-yours). Orders lost with the last commits are still at the broker and come back as external
-orders when the daemon reconciles on start. A second process opening the same journal is
-refused (an flock on `<journal>.lock`), so two daemons can never hand out the same order ids.
+every order-path commit and survives power loss, at the price of one fsync per batch with orders
+(bench/bench_journal.py prints its cost on your disk). The writer thread always commits with
+NORMAL: the WAL is append-only, so the next order-path fsync also makes every row it wrote before
+durable. Rows the writer had not committed at a crash are the broker's news (fills, status
+events, which reconciliation recovers at the next start) or records of decisions already acted on;
+an order is never among them. Orders lost with the last commits under NORMAL are still at the
+broker and come back as external orders when the daemon reconciles on start. A second process
+opening the same journal is refused (an flock on `<journal>.lock`), so two daemons can never hand
+out the same order ids.
+
+Over ~400 lines on purpose: one Journal holds the two connections, the mutex between them, the
+order counter and the fill ids, and its writes and reads each depend on all of them; what splits
+off cleanly lives beside it (journal_schema, journal_rows, journal_lock, journal_writer).
 """
 
 from __future__ import annotations
 
 import contextlib
-import errno
-import fcntl
-import functools
-import math
 import os
 import sqlite3
 import threading
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from datetime import UTC, date, datetime
+from collections.abc import Callable, Iterable, Iterator
+from datetime import date, datetime
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Annotated, Any, Literal
+from typing import IO, Annotated, Any, Literal, Unpack, cast
 
 import msgspec
 import structlog
 
-from daemon.errors import InputError, StorageError
+from daemon.errors import InputError
+from daemon.journal_lock import lock_holders, storage_cause, take_lock
+from daemon.journal_rows import (
+    BATCH_KEYS,
+    BatchArgs,
+    BatchRows,
+    daily_pnl_row,
+    encode_batch,
+    write_batch,
+)
+from daemon.journal_schema import (
+    MIGRATIONS,
+    ROW_ORDER,
+    SCHEMA_VERSION,
+    SEQUENCE_KEY,
+    TABLES,
+    TERMINAL,
+    JournalError,
+    migrate,
+)
+from daemon.journal_writer import GroupWriter
 from daemon.wal_checkpoint import BACKSTOP_PAGES, WalCheckpointer
-from strategy.types import Fill, Order, OrderEvent, OrderStatus, Position, RiskDecision, Signal
+from strategy.types import Fill, Order, OrderStatus, Position
+
+# Re-exported: callers and tests import the journal's names from here.
+__all__ = [
+    "MIGRATIONS",
+    "SCHEMA_VERSION",
+    "TABLES",
+    "Journal",
+    "JournalConfig",
+    "JournalError",
+    "lock_holders",
+    "storage_cause",
+]
 
 log = structlog.get_logger("daemon.journal")
 
@@ -52,155 +90,8 @@ class JournalConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     checkpoint_seconds: PositiveFloat | None = 1.0  # background WAL checkpoint; null: inline
 
 
-class JournalError(StorageError):
-    """The journal could not be opened or written; stop trading rather than trade unjournaled."""
-
-
-_TERMINAL = tuple(str(s) for s in OrderStatus if s.is_terminal)
-
-# Every index costs a page write per commit that touches its table: only the lookups we make
-# (by client order id, fill id, symbol and time) are indexed; orders are scanned once at open.
-# Migration i takes the schema from user_version i to i + 1; append, never edit a released one.
-_V1 = """
-CREATE TABLE bars_rejected (
-    id INTEGER PRIMARY KEY, symbol TEXT, ts TEXT, reason TEXT, data TEXT NOT NULL);
-CREATE INDEX bars_rejected_symbol_ts ON bars_rejected (symbol, ts);
-CREATE TABLE signals (
-    id INTEGER PRIMARY KEY, symbol TEXT NOT NULL, ts TEXT NOT NULL, scorer TEXT NOT NULL,
-    p_up REAL, confidence REAL, data TEXT NOT NULL);
-CREATE INDEX signals_symbol_ts ON signals (symbol, ts);
-CREATE TABLE decisions (
-    id INTEGER PRIMARY KEY, symbol TEXT NOT NULL, ts TEXT, accepted INTEGER NOT NULL,
-    reason TEXT NOT NULL, data TEXT NOT NULL);
-CREATE INDEX decisions_symbol_ts ON decisions (symbol, ts);
-CREATE TABLE orders (
-    id INTEGER PRIMARY KEY, client_order_id TEXT NOT NULL UNIQUE, seq INTEGER,
-    symbol TEXT NOT NULL, side TEXT NOT NULL, order_type TEXT NOT NULL,
-    quantity REAL NOT NULL CHECK (quantity > 0), limit_price REAL,
-    status TEXT NOT NULL, filled_quantity REAL NOT NULL, average_fill_price REAL NOT NULL,
-    fill_quantity REAL NOT NULL DEFAULT 0, reason TEXT NOT NULL, broker_order_id TEXT,
-    created_ts TEXT NOT NULL, updated_ts TEXT NOT NULL, data TEXT NOT NULL);
-CREATE TABLE order_events (
-    id INTEGER PRIMARY KEY, client_order_id TEXT NOT NULL, ts TEXT NOT NULL, status TEXT NOT NULL,
-    filled_quantity REAL NOT NULL, data TEXT NOT NULL);
-CREATE INDEX order_events_coid ON order_events (client_order_id);
-CREATE TABLE fills (
-    id INTEGER PRIMARY KEY, fill_id TEXT NOT NULL UNIQUE, client_order_id TEXT NOT NULL,
-    symbol TEXT NOT NULL, side TEXT NOT NULL, quantity REAL NOT NULL CHECK (quantity > 0),
-    price REAL NOT NULL CHECK (price > 0), commission REAL NOT NULL, ts TEXT NOT NULL,
-    data TEXT NOT NULL);
-CREATE INDEX fills_coid ON fills (client_order_id);
-CREATE INDEX fills_symbol_ts ON fills (symbol, ts);
-CREATE TABLE positions (
-    symbol TEXT PRIMARY KEY, quantity REAL NOT NULL, average_price REAL NOT NULL,
-    realized_pnl REAL NOT NULL, data TEXT NOT NULL) WITHOUT ROWID;
-CREATE TABLE state_changes (
-    id INTEGER PRIMARY KEY, ts TEXT, previous TEXT, current TEXT, reason TEXT,
-    data TEXT NOT NULL);
-CREATE INDEX state_changes_ts ON state_changes (ts);
-CREATE TABLE daily_pnl (
-    day TEXT PRIMARY KEY, equity REAL NOT NULL, realized REAL NOT NULL,
-    unrealized REAL NOT NULL, ts TEXT NOT NULL) WITHOUT ROWID;
-CREATE TABLE kv (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
-"""
-
-# v2: the journal is a write-ahead log first. Each secondary index costs one more WAL page per
-# commit: dropping the five that no hot-path read uses halved record() (1.9 -> 0.95 ms for a
-# 100-symbol batch). Offline analysis can create what it needs on a copy.
-_V2 = """
-DROP INDEX IF EXISTS bars_rejected_symbol_ts;
-DROP INDEX IF EXISTS signals_symbol_ts;
-DROP INDEX IF EXISTS decisions_symbol_ts;
-DROP INDEX IF EXISTS fills_symbol_ts;
-DROP INDEX IF EXISTS state_changes_ts;
-"""
-
-Migration = str | Callable[[sqlite3.Connection], None]
-MIGRATIONS: tuple[Migration, ...] = (_V1, _V2)
-SCHEMA_VERSION = len(MIGRATIONS)
-TABLES = (
-    "bars_rejected",
-    "signals",
-    "decisions",
-    "orders",
-    "order_events",
-    "fills",
-    "positions",
-    "state_changes",
-    "daily_pnl",
-    "kv",
-)
-
-_ROW_ORDER = {"positions": "symbol", "daily_pnl": "day", "kv": "key"}  # the rest: by id
-
-_INSERT_REJECTED = "INSERT INTO bars_rejected (symbol, ts, reason, data) VALUES (?, ?, ?, ?)"
-_INSERT_SIGNAL = (
-    "INSERT INTO signals (symbol, ts, scorer, p_up, confidence, data) VALUES (?, ?, ?, ?, ?, ?)"
-)
-_INSERT_DECISION = (
-    "INSERT INTO decisions (symbol, ts, accepted, reason, data) VALUES (?, ?, ?, ?, ?)"
-)
-_UPSERT_ORDER = """
-INSERT INTO orders (client_order_id, seq, symbol, side, order_type, quantity, limit_price, status,
-    filled_quantity, average_fill_price, reason, broker_order_id, created_ts, updated_ts, data)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-ON CONFLICT (client_order_id) DO UPDATE SET
-    seq = excluded.seq, symbol = excluded.symbol, side = excluded.side,
-    order_type = excluded.order_type, quantity = excluded.quantity,
-    limit_price = excluded.limit_price, status = excluded.status,
-    filled_quantity = excluded.filled_quantity, average_fill_price = excluded.average_fill_price,
-    reason = excluded.reason, broker_order_id = excluded.broker_order_id,
-    created_ts = excluded.created_ts, updated_ts = excluded.updated_ts, data = excluded.data
-"""
-_INSERT_FILL = """
-INSERT INTO fills (fill_id, client_order_id, symbol, side, quantity, price, commission, ts, data)
-VALUES (:fill_id, :coid, :symbol, :side, :qty, :price, :commission, :ts, :data)
-ON CONFLICT (fill_id) DO NOTHING
-"""
-# Mirrors Book.apply_fill: the order's filled quantity and average price follow its fills.
-_ORDER_FILLED = """
-UPDATE orders SET
-    average_fill_price = (average_fill_price * fill_quantity + :price * :qty) / (fill_quantity + :qty),
-    fill_quantity = fill_quantity + :qty,
-    filled_quantity = filled_quantity + :qty,
-    updated_ts = :ts
-WHERE client_order_id = :coid
-"""
-_INSERT_EVENT = (
-    "INSERT INTO order_events (client_order_id, ts, status, filled_quantity, data) "
-    "VALUES (:coid, :ts, :status, :filled, :data)"
-)
-# Mirrors Book.apply_order_event: terminal orders never change again.
-_ORDER_STATUS = f"""
-UPDATE orders SET
-    filled_quantity = max(filled_quantity, :filled),
-    status = CASE WHEN :status = 'partially_filled' AND max(filled_quantity, :filled) >= quantity
-                  THEN 'filled' ELSE :status END,
-    broker_order_id = coalesce(:broker_order_id, broker_order_id),
-    reason = CASE WHEN :reason = '' THEN reason ELSE :reason END,
-    updated_ts = :ts
-WHERE client_order_id = :coid AND status NOT IN ({", ".join(f"'{s}'" for s in _TERMINAL)})
-"""
-_UPSERT_POSITION = """
-INSERT INTO positions (symbol, quantity, average_price, realized_pnl, data) VALUES (?, ?, ?, ?, ?)
-ON CONFLICT (symbol) DO UPDATE SET quantity = excluded.quantity,
-    average_price = excluded.average_price, realized_pnl = excluded.realized_pnl,
-    data = excluded.data
-"""
-_INSERT_STATE = (
-    "INSERT INTO state_changes (ts, previous, current, reason, data) VALUES (?, ?, ?, ?, ?)"
-)
-_UPSERT_KV = "INSERT INTO kv (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value"
-_UPSERT_PNL = """
-INSERT INTO daily_pnl (day, equity, realized, unrealized, ts) VALUES (?, ?, ?, ?, ?)
-ON CONFLICT (day) DO UPDATE SET equity = excluded.equity, realized = excluded.realized,
-    unrealized = excluded.unrealized, ts = excluded.ts
-"""
-_SEQUENCE_KEY = "order_sequence"
-
-
 class Journal:
-    """Append-mostly SQLite store; record() writes one batch in one transaction and commits once."""
+    """Append-mostly SQLite store: orders committed ahead of the broker, the rest group-committed."""
 
     def __init__(
         self,
@@ -211,10 +102,10 @@ class Journal:
         commit_every: int = 1,
     ) -> None:
         """Args: checkpoint_seconds: period of the background WAL checkpoint; None = SQLite's own.
-        commit_every: writes that share one transaction. The daemon commits every batch (1);
-        an offline replay (a backtest) may group many, since a crash there loses nothing that
-        a rerun does not rebuild. Grouped writes are committed by flush() and close(); a failed
-        write rolls back the whole open group and raises JournalError."""
+        commit_every: record() writes that share one transaction. The daemon commits every
+        batch (1); an offline replay (a backtest) may group many, since a crash there loses
+        nothing that a rerun does not rebuild. Grouped writes are committed by flush() and
+        close(); a failed write rolls back the whole open group and raises JournalError."""
         if synchronous not in ("normal", "full"):
             msg = f"journal synchronous must be 'normal' or 'full', got {synchronous!r}"
             raise InputError(msg)
@@ -232,32 +123,41 @@ class Journal:
         self._checkpointer: WalCheckpointer | None = None
         self._con: sqlite3.Connection | None = None
         self._lock_file: IO[bytes] | None = None
-        self._mutex = threading.Lock()
-        self._encoder = msgspec.json.Encoder()
+        self._mutex = threading.Lock()  # one SQLite writer at a time, without SQLite's busy sleeps
         self._sequence = 0
         self._known_fills: set[str] = set()
         self._persisted_sequence = 0
         self._last_error: str | None = None
+        self._writer: GroupWriter[tuple[int, BatchArgs]] | None = None
+        self._writer_con: sqlite3.Connection | None = None
+        self._writer_error_raised = False
+        # Batches handed out, and for each kv key the batch whose order-path commit wrote it:
+        # the writer never overwrites such a key with an older batch's value.
+        self._generation = 0
+        self._kv_written_at: dict[str, int] = {}
+        # Clear while the order path commits: the writer does not start a transaction then, and
+        # ends its current one after the batch it is writing.
+        self._order_path_idle = threading.Event()
+        self._order_path_idle.set()
 
     # ---- lifecycle ----------------------------------------------------------------------------
     def open(self) -> None:
-        """Take the single-writer lock, create or migrate the schema, restore the order counter."""
+        """Take the single-writer lock, create or migrate the schema, restore the order counter,
+        start the group-committing writer."""
         if self._con is not None:
             msg = f"journal {self.path}: already open"
             raise JournalError(msg)
-        self._take_lock()
+        self._lock_file = take_lock(self.path)
+        con = writer_con = None
         try:
-            con = sqlite3.connect(
-                self.path, isolation_level=None, timeout=5.0, check_same_thread=False
-            )
-        except sqlite3.Error as e:
-            self._release_lock()
-            msg = f"journal {self.path}: cannot open ({storage_cause(e, self.path) or e})"
-            raise JournalError(msg) from e
-        try:
+            con = self._connect()
             version, seq_row, kv_row = self._prepare(con)
+            writer_con = self._connect()
+            self._configure(writer_con, synchronous="normal")
         except (sqlite3.Error, JournalError) as e:
-            con.close()
+            for c in (con, writer_con):
+                if c is not None:
+                    c.close()
             self._release_lock()
             if isinstance(e, JournalError):
                 raise
@@ -266,11 +166,16 @@ class Journal:
         persisted = int(kv_row[0]) if kv_row is not None else 0
         self._persisted_sequence = persisted
         self._sequence = max(int(seq_row[0] or 0), persisted)
-        self._con = con
-        # Every journaled fill id, kept in step with each commit: record() skips repeats without a
+        self._con, self._writer_con = con, writer_con
+        # Every journaled fill id, kept in step with each write: a repeat is skipped without a
         # query, and fill_ids() answers from memory.
         self._known_fills = {r[0] for r in self._query("SELECT fill_id FROM fills")}
         self._last_error = None
+        self._writer_error_raised = False
+        self._writer = GroupWriter(
+            name=f"journal-writer:{self.path.name}", commit=self._commit_group
+        )
+        self._writer.start()
         if self.checkpoint_seconds is not None:
             self._checkpointer = WalCheckpointer(
                 self.path, self.checkpoint_seconds, event="journal.checkpoint_failed"
@@ -285,24 +190,38 @@ class Journal:
         )
 
     def flush(self) -> None:
-        """Commit the writes of an open group (commit_every > 1); nothing to do otherwise."""
+        """Commit what the writer holds and the writes of an open group (commit_every > 1)."""
+        self._wait_for_writer(raise_failure=True)
         with self._transaction("flush", join_only=True):
             pass
 
     def close(self) -> None:
-        """Commit any open group, close the connection (checkpointing the WAL) and release the
-        lock; safe to call twice."""
-        if self._con is not None and self._con.in_transaction:
+        """Commit what the writer holds and any open group, close the connections (checkpointing
+        the WAL) and release the lock; safe to call twice. A writer failure not yet raised by a
+        write is raised here, after everything is released."""
+        failure: JournalError | None = None
+        writer, self._writer = self._writer, None
+        if writer is not None:
+            writer.stop()
+            if writer.failure is not None and not self._writer_error_raised:
+                self._writer_error_raised = True
+                failure = self._writer_failure(writer.failure)
+        if self._con is not None and self._con.in_transaction and failure is None:
             self.flush()
         checkpointer, self._checkpointer = self._checkpointer, None
         if checkpointer is not None:
             checkpointer.stop()
+        writer_con, self._writer_con = self._writer_con, None
         con, self._con = self._con, None
+        for c in (writer_con, con):
+            if c is not None:
+                with contextlib.suppress(sqlite3.Error):
+                    c.close()
         if con is not None:
-            with contextlib.suppress(sqlite3.Error):
-                con.close()
             log.info("journal.closed", path=str(self.path))
         self._release_lock()
+        if failure is not None:
+            raise failure
 
     def __enter__(self) -> Journal:
         self.open()
@@ -321,6 +240,7 @@ class Journal:
         return (
             self._con is not None
             and self._last_error is None
+            and (self._writer is None or self._writer.failure is None)
             and os.access(self.path, os.W_OK)
             and os.access(self.path.parent, os.W_OK)
         )
@@ -335,112 +255,128 @@ class Journal:
         self._sequence += 1
         return self._sequence
 
-    def record(
-        self,
-        *,
-        bars_rejected: Iterable[msgspec.Struct] = (),
-        signals: Iterable[Signal] = (),
-        decisions: Iterable[RiskDecision] = (),
-        orders: Iterable[Order] = (),
-        order_events: Iterable[OrderEvent] = (),
-        fills: Iterable[Fill] = (),
-        positions: Iterable[Position] = (),
-        state_changes: Iterable[msgspec.Struct] = (),
-        kv: Mapping[str, str] | None = None,
-    ) -> None:
-        """Write one batch in a single transaction: all of it is committed, or none of it."""
-        encode = self._encoder.encode
-
-        def enc(value: msgspec.Struct) -> str:
-            return encode(value).decode()
-
-        rejected_rows = [
-            (_attr(b, "symbol"), _iso(_attr(b, "ts")), _text(_attr(b, "reason")), enc(b))
-            for b in bars_rejected
-        ]
-        signal_rows = [
-            (s.symbol, _iso(s.ts), s.scorer, s.p_up, s.confidence, enc(s)) for s in signals
-        ]
-        decision_rows = [
-            (d.intent.symbol, _iso(d.ts or d.intent.ts), int(d.accepted), d.reason, enc(d))
-            for d in decisions
-        ]
-        order_rows = [_order_row(o, enc(o)) for o in orders]
-        fill_rows = [_fill_row(f, enc(f)) for f in fills]
-        event_rows = [_event_row(e, enc(e)) for e in order_events]
-        position_rows = [
-            (p.symbol, p.quantity, p.average_price, p.realized_pnl, enc(p)) for p in positions
-        ]
-        state_rows = [
-            (_iso(_attr(c, "ts")), _text(_attr(c, "previous")), _text(_attr(c, "current")),
-             _text(_attr(c, "reason")), enc(c))
-            for c in state_changes
-        ]  # fmt: skip
-        kv_rows = [(str(k), str(v)) for k, v in (kv or {}).items()]
-        for o in order_rows:
-            _check_finite(self.path, "orders", o[0], (o[5], o[6], o[8], o[9]))
-        for f in fill_rows:
-            _check_finite(self.path, "fills", f["fill_id"], (f["qty"], f["price"], f["commission"]))
-        for p in position_rows:
-            _check_finite(self.path, "positions", p[0], p[1:4])
-        sequence = max((r[1] for r in order_rows if r[1] is not None), default=self._sequence)
-        sequence = max(sequence, self._sequence)
-        if order_rows and sequence > self._persisted_sequence:
-            kv_rows.append((_SEQUENCE_KEY, str(sequence)))
-        batch = (rejected_rows, signal_rows, decision_rows, order_rows, fill_rows, event_rows,
-                 position_rows, state_rows, kv_rows)  # fmt: skip
-        if not any(batch):
+    def skip_order_sequence(self, used_up_to: int) -> None:
+        """Count every client order number up to used_up_to as handed out (committed now): for a
+        journal that adopted a broker's state without knowing the numbers used before it."""
+        if used_up_to <= self._sequence:
             return
+        self.record(kv={SEQUENCE_KEY: str(used_up_to)})
+        self._sequence = max(self._sequence, used_up_to)
+        self._persisted_sequence = max(self._persisted_sequence, used_up_to)
 
-        with self._transaction("record") as (cur, stage):
-            stage("bars_rejected")
-            cur.executemany(_INSERT_REJECTED, rejected_rows)
-            stage("signals")
-            cur.executemany(_INSERT_SIGNAL, signal_rows)
-            stage("decisions")
-            cur.executemany(_INSERT_DECISION, decision_rows)
-            stage("orders")
-            cur.executemany(_UPSERT_ORDER, order_rows)
-            stage("fills")
-            # Only a fill not seen before counts towards its order; repeats are dropped here.
-            known, batch_ids = self._known_fills, set()
-            new_fills = []
-            for row in fill_rows:
-                fill_id = row["fill_id"]
-                if fill_id not in known and fill_id not in batch_ids:
-                    batch_ids.add(fill_id)
-                    new_fills.append(row)
-            cur.executemany(_INSERT_FILL, new_fills)
-            cur.executemany(_ORDER_FILLED, new_fills)
-            stage("order_events")
-            cur.executemany(_INSERT_EVENT, event_rows)
-            cur.executemany(_ORDER_STATUS, event_rows)
-            stage("positions")
-            cur.executemany(_UPSERT_POSITION, position_rows)
-            stage("state_changes")
-            cur.executemany(_INSERT_STATE, state_rows)
-            stage("kv")
-            cur.executemany(_UPSERT_KV, kv_rows)
-        self._known_fills.update(row["fill_id"] for row in fill_rows)
-        if sequence > self._persisted_sequence and order_rows:
-            self._persisted_sequence = sequence
-        # An order journaled with a number we have not handed out yet moves the counter past it.
-        self._sequence = max(self._sequence, sequence)
+    def record_orders_ahead(self, **batch: Unpack[BatchArgs]) -> None:
+        """The order path's write, with record()'s arguments. A batch with orders or a trading
+        state change commits those and its kv now, in a small transaction of its own (one fsync
+        under FULL) before the caller tells the broker; everything else is queued to the
+        group-committing writer, which commits it off the order path. Raises JournalError, before
+        anything is written, when an earlier write failed (also one of the writer's)."""
+        self._raise_writer_failure()
+        if self._con is not None and self._con.in_transaction:
+            self.flush()  # an open record() group (commit_every > 1) would lock the writer out
+        unknown = set(batch) - BATCH_KEYS
+        if unknown:
+            msg = f"journal {self.path}: no table for {', '.join(sorted(unknown))}"
+            raise TypeError(msg)
+        self._generation += 1
+        orders, state_changes = list(batch.pop("orders", ())), list(batch.pop("state_changes", ()))
+        kv = batch.pop("kv", None)
+        if orders or state_changes:
+            ahead = BatchArgs(orders=orders, state_changes=state_changes, kv=kv)
+            self._commit_now(encode_batch(self.path, ahead), what="record_orders_ahead", alone=True)
+            kv = None
+        # Repeats are dropped here, in batch order; the writer inserts each new fill once.
+        fills = self._new_fills(list(batch.pop("fills", ())), key=lambda f: f.fill_id)
+        self._known_fills.update(f.fill_id for f in fills)
+        # Tuples: the writer reads them on its thread (the values are frozen Structs).
+        deferred = {name: tuple(cast("Iterable[Any]", v)) for name, v in batch.items()}
+        if fills or kv or any(deferred.values()):
+            assert self._writer is not None  # _raise_writer_failure checked that we are open
+            item = cast("BatchArgs", {**deferred, "fills": fills, "kv": dict(kv or {})})
+            self._writer.submit((self._generation, item))
+
+    def record(self, **batch: Unpack[BatchArgs]) -> None:
+        """Write one batch (its values by table, see BatchArgs) in a single transaction, after
+        everything the writer holds: all of it is committed, or none of it."""
+        rows = encode_batch(self.path, batch)
+        self._wait_for_writer(raise_failure=True)
+        self._generation += 1
+        self._commit_now(rows, what="record")
 
     def record_daily_pnl(
         self, *, day: date, equity: float, realized: float, unrealized: float, ts: datetime
     ) -> None:
         """Upsert the P&L of one trading day (the last write of the day wins)."""
-        with self._transaction("record_daily_pnl") as (cur, stage):
-            stage("daily_pnl")
-            cur.execute(_UPSERT_PNL, (day.isoformat(), equity, realized, unrealized, _iso(ts)))
+        row = daily_pnl_row(day=day, equity=equity, realized=realized, unrealized=unrealized, ts=ts)
+        self._wait_for_writer(raise_failure=True)
+        self._commit_now(BatchRows(daily_pnl=[row]), what="record_daily_pnl")
+
+    def _commit_now(self, rows: BatchRows, *, what: str, alone: bool = False) -> None:
+        """One transaction on the caller's thread (or a place in the open record() group, unless
+        alone: then committed before returning, whatever commit_every says)."""
+        rows.fills = self._new_fills(rows.fills, key=lambda r: r["fill_id"])
+        sequence = max(rows.max_sequence() or 0, self._sequence)
+        if rows.orders and sequence > self._persisted_sequence:
+            rows.kv.append((SEQUENCE_KEY, str(sequence)))
+        if not rows:
+            return
+        generation = self._generation
+        self._order_path_idle.clear()
+        try:
+            with self._transaction(what, alone=alone) as (cur, stage):
+                write_batch(cur, stage, rows)
+                # Under the mutex: the writer's next transaction skips these keys' older values.
+                for key, _ in rows.kv:
+                    self._kv_written_at[key] = generation
+        finally:
+            self._order_path_idle.set()
+        self._known_fills.update(row["fill_id"] for row in rows.fills)
+        if sequence > self._persisted_sequence and rows.orders:
+            self._persisted_sequence = sequence
+        # An order journaled with a number we have not handed out yet moves the counter past it.
+        self._sequence = max(self._sequence, sequence)
+
+    def _commit_group(self, items: list[tuple[int, BatchArgs]]) -> int:
+        """The writer thread's transaction: queued batches in order, until the order path wants
+        the database (then it commits what it has); returns how many it wrote. Each batch is
+        encoded just before its statements, so the GIL changes hands between batches."""
+        self._order_path_idle.wait()
+        written = 0
+        with self._transaction("group_commit", writer=True) as (cur, stage):
+            for generation, kwargs in items:
+                stage("encode")
+                try:
+                    rows = encode_batch(self.path, kwargs)
+                except JournalError as e:  # a non-finite number from the broker: trading stops
+                    self._last_error = f"group_commit refused: {e}"
+                    log.error("journal.write_failed", path=str(self.path), write="group_commit",
+                              stage="encode", error=str(e))  # fmt: skip
+                    raise
+                rows.kv = [
+                    (k, v) for k, v in rows.kv if self._kv_written_at.get(k, -1) < generation
+                ]
+                write_batch(cur, stage, rows)
+                written += 1
+                if not self._order_path_idle.is_set():
+                    break
+        return written
+
+    def _new_fills(self, fills: list[Any], *, key: Callable[[Any], str]) -> list[Any]:
+        """Fills not journaled (or queued) before and not repeated within the batch."""
+        known, seen, new = self._known_fills, set(), []
+        for fill in fills:
+            fill_id = key(fill)
+            if fill_id not in known and fill_id not in seen:
+                seen.add(fill_id)
+                new.append(fill)
+        return new
 
     @contextlib.contextmanager
     def _transaction(
-        self, what: str, *, join_only: bool = False
+        self, what: str, *, join_only: bool = False, writer: bool = False, alone: bool = False
     ) -> Iterator[tuple[sqlite3.Cursor, Callable[[str], None]]]:
         """One write: its own transaction, or a place in the open group (commit_every > 1), which
-        it commits when the group is full. join_only (flush) opens nothing and commits the group."""
+        it commits when the group is full. join_only (flush) opens nothing and commits the group.
+        writer: the group-committing writer's connection; writer or alone: one transaction per call."""
         where = ["begin"]
 
         def stage(name: str) -> None:
@@ -449,19 +385,26 @@ class Journal:
         failure: Exception | None = None
         with self._mutex:
             con = self._require_open()
+            if writer:
+                assert self._writer_con is not None
+                con = self._writer_con
+            every = 1 if writer or alone else self.commit_every
             try:
                 cur = con.cursor()
                 if not con.in_transaction and not join_only:
                     cur.execute("BEGIN IMMEDIATE")
                 try:
                     yield cur, stage
-                    self._uncommitted += 0 if join_only else 1
-                    if con.in_transaction and (join_only or self._uncommitted >= self.commit_every):
+                    if not writer:
+                        self._uncommitted += 0 if join_only else 1
+                    if con.in_transaction and (join_only or writer or self._uncommitted >= every):
                         where[0] = "commit"
                         cur.execute("COMMIT")
-                        self._uncommitted = 0
+                        if not writer:
+                            self._uncommitted = 0
                 except BaseException:
-                    self._uncommitted = 0
+                    if not writer:
+                        self._uncommitted = 0
                     if con.in_transaction:
                         with contextlib.suppress(sqlite3.Error):
                             con.execute("ROLLBACK")
@@ -469,7 +412,8 @@ class Journal:
             except (sqlite3.Error, OverflowError, ValueError, TypeError) as e:
                 failure = e
         if failure is None:
-            self._last_error = None
+            if not writer:
+                self._last_error = None
             return
         detail = str(failure).splitlines()[0] if str(failure) else type(failure).__name__
         detail = storage_cause(failure, self.path) or detail
@@ -480,6 +424,27 @@ class Journal:
         msg = f"journal {self.path}: {self._last_error}"
         raise JournalError(msg) from failure
 
+    def _wait_for_writer(self, *, raise_failure: bool = False) -> None:
+        """Until the writer has committed everything queued; raise_failure: raise what it failed with."""
+        writer = self._writer
+        if writer is not None:
+            writer.wait_idle()
+        if raise_failure:
+            self._raise_writer_failure()
+
+    def _raise_writer_failure(self) -> None:
+        self._require_open()
+        writer = self._writer
+        if writer is not None and writer.failure is not None:
+            self._writer_error_raised = True
+            raise self._writer_failure(writer.failure)
+
+    def _writer_failure(self, failure: BaseException) -> JournalError:
+        if isinstance(failure, JournalError):
+            return failure
+        msg = f"journal {self.path}: group_commit failed: {type(failure).__name__}: {failure}"
+        return JournalError(msg)
+
     # ---- reads --------------------------------------------------------------------------------
     def load_orders(self, *, open_only: bool = False) -> dict[str, Order]:
         """Orders by client order id in journal order, with their current status and fills."""
@@ -488,9 +453,9 @@ class Journal:
             "id FROM orders"
         )
         if open_only:
-            sql += f" WHERE status NOT IN ({', '.join('?' * len(_TERMINAL))})"
+            sql += f" WHERE status NOT IN ({', '.join('?' * len(TERMINAL))})"
         sql += " ORDER BY id"
-        rows = self._query(sql, _TERMINAL if open_only else ())
+        rows = self._query(sql, TERMINAL if open_only else ())
         out: dict[str, Order] = {}
         for data, status, filled, avg, reason, broker_id, row_id in rows:
             base = self._decode(data, Order, "orders", row_id)
@@ -544,10 +509,11 @@ class Journal:
         if table not in TABLES:
             msg = f"journal has no table {table!r}; tables: {', '.join(TABLES)}"
             raise InputError(msg)
+        self._wait_for_writer()
         with self._mutex:
             con = self._require_open()
             try:
-                key = _ROW_ORDER.get(table, "id")
+                key = ROW_ORDER.get(table, "id")
                 cur = con.execute(f"SELECT * FROM {table} ORDER BY {key}")
                 names = [c[0] for c in cur.description]
                 return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
@@ -557,6 +523,7 @@ class Journal:
 
     # ---- internals ----------------------------------------------------------------------------
     def _query(self, sql: str, params: Iterable[Any] = ()) -> list[tuple[Any, ...]]:
+        self._wait_for_writer()
         with self._mutex:
             con = self._require_open()
             try:
@@ -579,197 +546,28 @@ class Journal:
             raise JournalError(msg)
         return self._con
 
-    def _prepare(self, con: sqlite3.Connection) -> tuple[int, Any, Any]:
+    def _connect(self) -> sqlite3.Connection:
+        return sqlite3.connect(
+            self.path, isolation_level=None, timeout=5.0, check_same_thread=False
+        )
+
+    def _configure(self, con: sqlite3.Connection, *, synchronous: Synchronous) -> None:
         mode = con.execute("PRAGMA journal_mode=WAL").fetchone()[0]
         if str(mode).lower() != "wal":
             msg = f"journal {self.path}: WAL mode unavailable (journal_mode={mode})"
             raise JournalError(msg)
-        con.execute(f"PRAGMA synchronous={self.synchronous.upper()}")
+        con.execute(f"PRAGMA synchronous={synchronous.upper()}")
         if self.checkpoint_seconds is not None:  # the thread checkpoints; SQLite's is a backstop
             con.execute(f"PRAGMA wal_autocheckpoint={BACKSTOP_PAGES}")
-        version = self._migrate(con)
+
+    def _prepare(self, con: sqlite3.Connection) -> tuple[int, Any, Any]:
+        self._configure(con, synchronous=self.synchronous)
+        version = migrate(con, self.path)
         seq_row = con.execute("SELECT max(seq) FROM orders").fetchone()
-        kv_row = con.execute("SELECT value FROM kv WHERE key = ?", (_SEQUENCE_KEY,)).fetchone()
+        kv_row = con.execute("SELECT value FROM kv WHERE key = ?", (SEQUENCE_KEY,)).fetchone()
         return version, seq_row, kv_row
-
-    def _migrate(self, con: sqlite3.Connection) -> int:
-        version = int(con.execute("PRAGMA user_version").fetchone()[0])
-        if version > SCHEMA_VERSION:
-            msg = (
-                f"journal {self.path}: schema version {version} is newer than this build's "
-                f"{SCHEMA_VERSION}; upgrade vlmtrader"
-            )
-            raise JournalError(msg)
-        for target in range(version + 1, SCHEMA_VERSION + 1):
-            step = MIGRATIONS[target - 1]
-            con.execute("BEGIN IMMEDIATE")
-            try:
-                if isinstance(step, str):
-                    for statement in step.split(";"):
-                        if statement.strip():
-                            con.execute(statement)
-                else:
-                    step(con)
-                con.execute(f"PRAGMA user_version = {target}")
-                con.execute("COMMIT")
-            except BaseException:
-                con.execute("ROLLBACK")
-                raise
-            log.info("journal.migrated", path=str(self.path), schema_version=target)
-        return max(version, SCHEMA_VERSION)
-
-    def _take_lock(self) -> None:
-        lock_path = self.path.with_name(self.path.name + ".lock")
-        try:
-            f = lock_path.open("ab")
-        except OSError as e:
-            cause = "read-only" if e.errno in (errno.EROFS, errno.EACCES, errno.EPERM) else ""
-            msg = (
-                f"journal {self.path}: cannot create lock file {lock_path} "
-                f"({cause + ': ' if cause else ''}{e.strerror})"
-            )
-            raise JournalError(msg) from None
-        try:
-            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            f.close()
-            holder = _lock_file_pid(lock_path)
-            by = f"another process (pid {holder})" if holder else "another process"
-            msg = f"journal {self.path}: in use by {by} (lock {lock_path})"
-            raise JournalError(msg) from None
-        self._lock_file = f
-        with contextlib.suppress(OSError):  # who holds it, for the next one's error message
-            os.truncate(f.fileno(), 0)
-            os.write(f.fileno(), f"{os.getpid()}\n".encode())
 
     def _release_lock(self) -> None:
         f, self._lock_file = self._lock_file, None
         if f is not None:
             f.close()
-
-
-def _order_row(o: Order, data: str) -> tuple[Any, ...]:
-    ts = _iso(o.created_ts)
-    return (
-        o.client_order_id,
-        _sequence_of(o.client_order_id),
-        o.symbol,
-        str(o.side),
-        str(o.order_type),
-        o.quantity,
-        o.limit_price,
-        str(o.status),
-        o.filled_quantity,
-        o.average_fill_price,
-        o.reason,
-        o.broker_order_id,
-        ts,
-        ts,
-        data,
-    )
-
-
-def _fill_row(f: Fill, data: str) -> dict[str, Any]:
-    return {
-        "fill_id": f.fill_id, "coid": f.client_order_id, "symbol": f.symbol, "side": str(f.side),
-        "qty": f.quantity, "price": f.price, "commission": f.commission, "ts": _iso(f.ts),
-        "data": data,
-    }  # fmt: skip
-
-
-def _event_row(e: OrderEvent, data: str) -> dict[str, Any]:
-    return {
-        "coid": e.client_order_id, "ts": _iso(e.ts), "status": str(e.status),
-        "filled": e.filled_quantity, "broker_order_id": e.broker_order_id, "reason": e.reason,
-        "data": data,
-    }  # fmt: skip
-
-
-def _sequence_of(client_order_id: str) -> int | None:
-    """The number after the last '-' of a client order id ('PAPER-42' -> 42), if any."""
-    if "-" not in client_order_id:
-        return None
-    tail = client_order_id.rsplit("-", 1)[-1]
-    return int(tail) if tail.isdigit() and len(tail) < 18 else None
-
-
-def _attr(value: object, name: str) -> Any:
-    return getattr(value, name, None)
-
-
-def _text(value: object) -> str | None:
-    return None if value is None else str(value)
-
-
-def _iso(ts: object) -> str | None:
-    """UTC ISO 8601 with microseconds (sorts as text); a naive datetime is taken as UTC."""
-    if ts is None:
-        return None
-    if isinstance(ts, datetime):
-        return _iso_datetime(ts)
-    if isinstance(ts, date):
-        return ts.isoformat()
-    return str(ts)
-
-
-@functools.lru_cache(maxsize=4096)
-def _iso_datetime(ts: datetime) -> str:
-    """Cached: a bar batch's rows share a handful of timestamps (equal instants give one string)."""
-    aware = ts if ts.tzinfo is not None else ts.replace(tzinfo=UTC)
-    return aware.astimezone(UTC).isoformat(timespec="microseconds")
-
-
-def _check_finite(path: Path, table: str, key: str, values: Iterable[float | None]) -> None:
-    """NaN/inf would be stored as NULL in JSON and could not be read back: refuse the batch."""
-    if not all(v is None or math.isfinite(v) for v in values):
-        msg = f"journal {path}: refusing {table} row {key!r} with a non-finite number"
-        raise JournalError(msg)
-
-
-def storage_cause(error: BaseException, path: Path) -> str | None:
-    """What an operator must fix, from SQLite's or the OS's error: disk full, locked (by whom),
-    read-only or corrupt; None when the error says nothing of the kind."""
-    text = str(error).lower()
-    code = getattr(error, "sqlite_errorcode", None)
-    if "disk is full" in text or getattr(error, "errno", None) == errno.ENOSPC or code == 13:
-        return f"disk full ({error})"
-    if "locked" in text or "busy" in text or code in (5, 6):
-        holders = lock_holders(path)
-        by = f" by pid {', '.join(map(str, holders))}" if holders else " by another process"
-        return f"locked{by} for longer than the 5 s busy timeout ({error})"
-    if "readonly" in text or "read-only" in text or code == 8:
-        return f"read-only: the journal or its directory cannot be written ({error})"
-    if "malformed" in text or "not a database" in text or code in (11, 26):
-        return f"corrupt database file ({error}); restore it from a backup or move it away"
-    return None
-
-
-def lock_holders(path: Path) -> list[int]:
-    """PIDs (other than ours) holding POSIX or flock locks on the journal or its -shm, from /proc/locks."""
-    inodes = set()
-    for candidate in (path, path.with_name(path.name + "-shm")):
-        with contextlib.suppress(OSError):
-            st = candidate.stat()
-            inodes.add((os.major(st.st_dev), os.minor(st.st_dev), st.st_ino))
-    pids: set[int] = set()
-    try:
-        lines = Path("/proc/locks").read_text().splitlines()
-    except OSError:
-        return []
-    for line in lines:
-        fields = line.split()
-        if len(fields) < 6 or fields[1] == "->":
-            continue
-        with contextlib.suppress(ValueError):
-            major, minor, inode = fields[5].split(":")
-            key = (int(major, 16), int(minor, 16), int(inode))
-            pid = int(fields[4])
-            if key in inodes and pid != os.getpid():
-                pids.add(pid)
-    return sorted(pids)
-
-
-def _lock_file_pid(lock_path: Path) -> int | None:
-    with contextlib.suppress(OSError, ValueError):
-        return int(lock_path.read_text().strip() or "0") or None
-    return None

@@ -26,7 +26,7 @@ from strategy.bars import BarStore, Window
 from strategy.book import Book
 from strategy.kernel import BatchDecision, BatchIntake, TradingKernel
 from strategy.risk import RiskEngine
-from strategy.scoring import Scorer
+from strategy.scoring import Scorer, rejection
 from strategy.target_strategy import TargetStrategy
 from strategy.types import Bar, Fill, Order, OrderEvent, OrderIntent, OrderStatus, Signal
 
@@ -135,7 +135,9 @@ class Pipeline:
         scored = await self._score(scorer, windows)
         signals = scored.signals
         decision = kernel.decide(signals, intake.now)
-        self.journal.record(**kernel.journal_rows(intake, signals, decision))
+        # Write-ahead: the orders are committed before the broker sees them; the rest of the
+        # batch is group-committed off the order path.
+        self.journal.record_orders_ahead(**kernel.journal_rows(intake, signals, decision))
         await self._send(decision, arrived)
         # Log lines are not on the order path: written once the orders are at the broker.
         self._log_intake(intake)
@@ -155,7 +157,7 @@ class Pipeline:
         self.stats.warm_up_bars += len(batch)
         intake = self._intake(batch)
         nothing = BatchDecision(decisions=[], orders=[], cancels=[])
-        self.journal.record(**self.kernel.journal_rows(intake, [], nothing))
+        self.journal.record_orders_ahead(**self.kernel.journal_rows(intake, [], nothing))
         self._log_intake(intake)
 
     def _intake(self, batch: Sequence[Bar]) -> BatchIntake:
@@ -178,7 +180,7 @@ class Pipeline:
         arrived = time.perf_counter()
         decision = self.kernel.check(intents, now)
         self._log_rejections(decision)
-        self.journal.record(decisions=decision.decisions, orders=decision.orders)
+        self.journal.record_orders_ahead(decisions=decision.decisions, orders=decision.orders)
         await self._send(decision, arrived)
         return decision.orders
 
@@ -196,7 +198,7 @@ class Pipeline:
         try:
             signals = await asyncio.to_thread(shadow.compare, windows, live)
             # Journaled like the live ones: signals with an opinion.
-            self.journal.record(signals=[s for s in signals if s.confidence > 0])
+            self.journal.record_orders_ahead(signals=[s for s in signals if s.confidence > 0])
         except Exception as e:  # a shadow never stops trading
             shadow.failed()
             log.warning("shadow.failed", scorer=shadow.name, error=f"{type(e).__name__}: {e}"[:300])
@@ -214,6 +216,9 @@ class Pipeline:
         threshold = self.kernel.strategy.config.min_confidence
         for s in signals:
             if s.confidence <= 0:
+                if (why := rejection(s)) is not None:  # refused before any model: one line
+                    log.warning("signal.rejected", symbol=s.symbol, bar_ts=s.ts.isoformat(),
+                                scorer=s.scorer, reason=why)  # fmt: skip
                 continue
             emit = log.info if s.confidence >= threshold else log.debug
             emit(
@@ -367,7 +372,7 @@ class Pipeline:
         events, fills = self.kernel.apply_updates(updates.events, updates.fills)
         self._log_updates(events, fills)
         if events or fills:
-            self.journal.record(
+            self.journal.record_orders_ahead(
                 order_events=events,
                 fills=fills,
                 positions=[self.book.positions[f.symbol] for f in fills],

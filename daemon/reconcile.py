@@ -7,6 +7,14 @@ from datetime import datetime
 import msgspec
 import structlog
 
+from daemon.adoption import (
+    ADOPTED,
+    ADOPTED_AT_KEY,
+    AdoptionRefused,
+    adopted,
+    broker_has_state,
+    position_rests,
+)
 from daemon.execution.base import BrokerView
 from daemon.journal import Journal
 from strategy.book import Book
@@ -21,6 +29,10 @@ class ReconcileReport(msgspec.Struct, frozen=True, kw_only=True):
     fills_recovered: int = 0
     external_orders: int = 0
     position_mismatches: tuple[str, ...] = ()
+    adopted: bool = False  # the journal had no trading history and took the broker's state
+    positions_adopted: tuple[str, ...] = ()  # symbols whose position the executions did not explain
+    # Why the broker's state could not be adopted (nothing journaled): the daemon must not trade.
+    refused: str = ""
 
 
 def restore_book(journal: Journal, *, starting_cash: float) -> Book:
@@ -35,18 +47,32 @@ def restore_book(journal: Journal, *, starting_cash: float) -> Book:
     return book
 
 
-def reconcile(journal: Journal, book: Book, view: BrokerView, *, now: datetime) -> ReconcileReport:
-    """Bring journal and book in line with the broker; returns what changed (also journaled)."""
+def reconcile(
+    journal: Journal, book: Book, view: BrokerView, *, now: datetime, adopt: bool = False
+) -> ReconcileReport:
+    """Bring journal and book in line with the broker; returns what changed (also journaled).
+
+    adopt (at start): a journal without any order or fill while the broker has state takes the
+    broker's state over (daemon/adoption.py) before anything can trade; when that is impossible
+    nothing is journaled and the report says why (`refused`)."""
     journaled = journal.load_orders(open_only=True)
     ever_journaled = journal.load_orders(open_only=False)
     known_fills = journal.fill_ids()
+    adopting = adopt and not ever_journaled and not known_fills and broker_has_state(view)
     events: list[OrderEvent] = []
     fills: list[Fill] = []
-    adopted = resolved = external = 0
+    rest_orders: list[Order] = []
+    adopted_orders = resolved = external = 0
 
     for fill in view.fills:
         if fill.fill_id not in known_fills:
             fills.append(fill)
+    if adopting:
+        rests = position_rests(view.positions, fills, now=now)
+        if isinstance(rests, AdoptionRefused):
+            return ReconcileReport(refused=rests.reason)  # the caller halts and says how to recover
+        rest_orders, rest_fills = rests
+        fills = [*rest_fills, *fills]  # the older holdings first, then today's executions
     recovered: dict[str, float] = {}
     for fill in fills:
         recovered[fill.client_order_id] = recovered.get(fill.client_order_id, 0.0) + fill.quantity
@@ -72,7 +98,7 @@ def reconcile(journal: Journal, book: Book, view: BrokerView, *, now: datetime) 
             resolved += 1
             continue
         book.add_order(order)
-        adopted += 1
+        adopted_orders += 1
         if at_broker.status != order.status or at_broker.filled_quantity != order.filled_quantity:
             events.append(
                 OrderEvent(
@@ -95,7 +121,7 @@ def reconcile(journal: Journal, book: Book, view: BrokerView, *, now: datetime) 
                     ts=now,
                     status=at_broker.status,
                     filled_quantity=at_broker.filled_quantity,
-                    reason="external",
+                    reason=ADOPTED if adopting else "external",
                 )
             )
 
@@ -112,25 +138,42 @@ def reconcile(journal: Journal, book: Book, view: BrokerView, *, now: datetime) 
     )
     # Written as they stood before the recovered fills, which the journal then adds once.
     external_orders = [
-        _before_fills(o, recovered)
+        _before_fills(adopted(o) if adopting else o, recovered)
         for o in view.orders.values()
         if o.client_order_id not in ever_journaled
     ]
+    kv = {"cash": repr(book.cash)}
+    if adopting:
+        kv[ADOPTED_AT_KEY] = now.isoformat()
+        # The numbers the lost journal handed out are unknown where the broker no longer reports
+        # those orders: new ones start at the adoption time in seconds, above any of them.
+        journal.skip_order_sequence(int(now.timestamp()))
     journal.record(
-        orders=external_orders,
+        orders=[*rest_orders, *external_orders],
         order_events=events,
         fills=fills,
         positions=[book.positions[s] for s in {f.symbol for f in fills}],
-        kv={"cash": repr(book.cash)},
+        kv=kv,
     )
     report = ReconcileReport(
-        orders_adopted=adopted,
+        orders_adopted=adopted_orders,
         orders_resolved=resolved,
-        fills_recovered=len(fills),
+        fills_recovered=len(fills) - len(rest_orders),
         external_orders=external,
         position_mismatches=mismatches,
+        adopted=adopting,
+        positions_adopted=tuple(o.symbol for o in rest_orders),
     )
     log.info("broker.reconciled", **msgspec.structs.asdict(report))
+    if adopting:
+        log.warning(
+            "journal.adopted",
+            orders=len(external_orders),
+            open_orders=external,
+            fills=report.fills_recovered,
+            positions={s: p.quantity for s, p in book.positions.items() if p.quantity},
+            positions_adopted=list(report.positions_adopted),
+        )
     for symbol in mismatches:
         log.error(
             "broker.position_mismatch",

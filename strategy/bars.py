@@ -24,6 +24,10 @@ EARLIEST_TS = datetime(1970, 1, 2, tzinfo=UTC)
 LATEST_TS = datetime(2100, 1, 1, tzinfo=UTC)
 _EARLIEST, _LATEST = int(EARLIEST_TS.timestamp()), int(LATEST_TS.timestamp())
 _MAX_RESETS = 1024
+# Prices and volumes outside these bounds are not market data (a 1e308 or 1e-300 print): rejected
+# before any window, so that every derived value (ratios, squares, notionals, float32 model
+# inputs, whose largest is 3.4e38) stays finite.
+MIN_PRICE, MAX_PRICE, MAX_VOLUME = 1e-8, 1e9, 1e15
 
 # Column order of the per-symbol ring buffer.
 _OPEN, _HIGH, _LOW, _CLOSE, _VOLUME = range(5)
@@ -335,6 +339,13 @@ def _check_values(bar: Bar) -> tuple[str, str] | None:
         return "non_positive_price", f"prices must be > 0: o={o} h={h} l={low} c={c}"
     if v < 0:
         return "negative_volume", f"volume {v} is negative"
+    if h > MAX_PRICE or low < MIN_PRICE:
+        return (
+            "implausible_price",
+            f"prices must lie in [{MIN_PRICE:g}, {MAX_PRICE:g}]: o={o} h={h} l={low} c={c}",
+        )
+    if v > MAX_VOLUME:
+        return "implausible_volume", f"volume {v} is over {MAX_VOLUME:g}"
     if h < low:
         return "high_below_low", f"high {h} is below low {low}"
     if h < o or h < c:

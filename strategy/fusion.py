@@ -28,7 +28,15 @@ import msgspec
 import numpy as np
 import numpy.typing as npt
 
-from vlm_engine.metrics import brier, fit_logistic, hit_rate, logit, sigmoid
+from vlm_engine.metrics import (
+    brier,
+    fit_logistic,
+    hit_rate,
+    logit,
+    logit_scalar,
+    sigmoid,
+    sigmoid_scalar,
+)
 
 FloatArray = npt.NDArray[np.float64]
 Unit = Annotated[float, msgspec.Meta(ge=0, le=1)]
@@ -271,9 +279,9 @@ class FusionEngine:
             if not all(m in probs for m in st.models):
                 return 0.5
             z = st.intercept + sum(
-                c * float(logit(probs[m])) for m, c in zip(st.models, st.coef, strict=True)
+                c * logit_scalar(probs[m]) for m, c in zip(st.models, st.coef, strict=True)
             )
-            return float(sigmoid(z))
+            return sigmoid_scalar(z)
         total = 0.0
         acc = 0.0
         for model, p in probs.items():

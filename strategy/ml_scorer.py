@@ -15,10 +15,12 @@ from typing import Literal, Protocol
 
 import msgspec
 import numpy as np
+import numpy.typing as npt
 
 from strategy.bars import FloatArray, Window
 from strategy.features import FeatureEngine
-from strategy.fusion import FUSED, DriftMonitor, DriftReport, FusionEngine
+from strategy.fusion import FUSED, DriftMonitor, DriftReport, Fused, FusionEngine
+from strategy.scoring import rejected_signal
 from strategy.types import Signal
 from vlm_engine.xgb.model import XgbModel
 from vlm_engine.xgb.pca import PcaParams
@@ -52,6 +54,32 @@ def vision_columns(
         names += [f"clip_pc{i}" for i in range(projected.shape[1])]
         cols.append(projected)
     return tuple(names), np.hstack(cols)
+
+
+NON_FINITE_FEATURES = "non_finite_features"
+# XGBoost reads float32: a larger magnitude becomes inf there, which it refuses (XGBoostError).
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+def usable_values(x: FloatArray) -> npt.NDArray[np.bool_]:
+    """Elementwise: a value a model can take. NaN is XGBoost's missing value and passes; an
+    infinite value or one beyond float32's range does not."""
+    with np.errstate(invalid="ignore"):
+        return ~(np.abs(x) > _FLOAT32_MAX)
+
+
+def usable_rows(x: FloatArray) -> npt.NDArray[np.bool_]:
+    """Per row of a feature matrix: every value usable (see usable_values)."""
+    return np.asarray(usable_values(x).all(axis=1), dtype=np.bool_)
+
+
+def _spread(values: FloatArray, rows: npt.NDArray[np.intp], n: int) -> FloatArray:
+    """values for `rows` of n, NaN elsewhere (the windows that reached no model)."""
+    if rows.size == n:
+        return values
+    out = np.full((n, *values.shape[1:]), np.nan, dtype=np.float64)
+    out[rows] = values
+    return out
 
 
 class MLScorer:
@@ -111,55 +139,78 @@ class MLScorer:
         return self.fusion.config.describe(xgb_reads_clip=self._uses_vision)
 
     def model_rows(self, windows: Sequence[Window]) -> tuple[FloatArray, dict[str, FloatArray]]:
-        """The XGBoost input rows and each model's P(up) for a batch of windows."""
-        x = self.features.compute(windows)
+        """The XGBoost input rows and each model's P(up) for a batch of windows; a window whose
+        features are out of range (usable_rows) reaches no model and gets NaN probabilities."""
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            x = self.features.compute(windows)  # an overflow shows as inf and is refused below
+        n = len(windows)
+        ok = np.flatnonzero(usable_rows(x))
+        fit = windows if ok.size == n else [windows[i] for i in ok.tolist()]
         probs: dict[str, FloatArray] = {}
         scores = None
-        if self.vision is not None and (self.mode != "xgb" or self._uses_vision):
-            scores = self.vision.score_windows(windows)
+        if self.vision is not None and (self.mode != "xgb" or self._uses_vision) and ok.size:
+            scores = self.vision.score_windows(fit)
             if self.mode != "xgb":
-                probs["clip"] = np.asarray(scores.p_up, dtype=np.float64)
+                probs["clip"] = _spread(np.asarray(scores.p_up, dtype=np.float64), ok, n)
         if self._uses_vision and scores is not None:
             _, cols = vision_columns(scores, self.pca)
-            x = np.hstack([x, cols])
-        if self.xgb is not None and self.mode != "clip":
-            probs["xgb"] = self.xgb.predict(x)
+            x = np.hstack([x, _spread(cols, ok, n)])
+            ok = ok[usable_rows(x[ok])]
+        if self.xgb is not None and self.mode != "clip" and ok.size:
+            probs["xgb"] = _spread(self.xgb.predict(x[ok]), ok, n)
         return x, probs
 
     def score(self, windows: Sequence[Window]) -> list[Signal]:
-        """One Signal per window: fused probability with disagreement, entropy and top reasons."""
+        """One Signal per window: fused probability with disagreement, entropy and top reasons; a
+        window with out-of-range features gets a rejected signal naming them (the rest go on)."""
         if not windows:
             return []
         x, probs = self.model_rows(windows)
+        usable = usable_rows(x)
         signals: list[Signal] = []
         confidences = np.zeros(len(windows))
-        fused_rows = []
+        fused_rows: list[Fused | None] = []
         for i, w in enumerate(windows):
+            if not usable[i]:
+                fused_rows.append(None)
+                continue
             row = {m: float(p[i]) for m, p in probs.items()}
             fused = self.fusion.fuse(row, symbol=w.symbol)
             self.fusion.observe(w.symbol, float(w.close[-1]), {**row, FUSED: fused.p_up})
             confidences[i] = fused.confidence
             fused_rows.append(fused)
         reasons = self._reasons(x, confidences)
-        for i, (w, fused) in enumerate(zip(windows, fused_rows, strict=True)):
+        for i, (w, done) in enumerate(zip(windows, fused_rows, strict=True)):
+            if done is None:
+                signals.append(rejected_signal(w, self.name, self._out_of_range(x[i], w)))
+                continue
             signals.append(
                 Signal(
                     symbol=w.symbol,
                     ts=w.ts,
-                    p_up=fused.p_up,
-                    confidence=fused.confidence if math.isfinite(fused.confidence) else 0.0,
+                    p_up=done.p_up,
+                    confidence=done.confidence if math.isfinite(done.confidence) else 0.0,
                     scorer=self.name,
                     reasons=reasons[i],
-                    disagreement=fused.disagreement,
-                    entropy=fused.entropy,
+                    disagreement=done.disagreement,
+                    entropy=done.entropy,
                 )
             )
-        if self.drift is not None:
-            self.drift.observe(np.hstack([x, confidences[:, None]]))
+        if self.drift is not None and usable.any():
+            self.drift.observe(np.hstack([x, confidences[:, None]])[usable])
             report = self.drift.check(windows[-1].ts)
             if report is not None:
                 self.drift_reports.append(report)
         return signals
+
+    def _out_of_range(self, row: FloatArray, window: Window) -> str:
+        """'non_finite_features:<first names>' for one rejected row."""
+        names = self.xgb.feature_names if self.xgb is not None else ()
+        if len(names) != row.size:
+            names = self.features.names(window.bar_seconds)
+        bad = np.flatnonzero(~usable_values(row))
+        listed = ",".join(names[j] if j < len(names) else f"f{j}" for j in bad[:4])
+        return f"{NON_FINITE_FEATURES}:{listed}"
 
     def take_drift_reports(self) -> list[DriftReport]:
         """Drift crossings since the last call (the daemon logs each as model.drift_detected)."""

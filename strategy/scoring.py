@@ -34,3 +34,17 @@ def neutral_signal(window: Window, scorer: str, reasons: tuple[str, ...] = ()) -
         scorer=scorer,
         reasons=reasons,
     )
+
+
+REJECTED = "rejected:"  # prefix of the reason of a signal refused before any model
+
+
+def rejected_signal(window: Window, scorer: str, reason: str) -> Signal:
+    """No opinion, because the window could not be scored; its reason says why (logged once)."""
+    return neutral_signal(window, scorer, (f"{REJECTED}{reason}",))
+
+
+def rejection(signal: Signal) -> str | None:
+    """Why a signal was refused before any model, or None for a scored one."""
+    first = signal.reasons[0] if signal.reasons else ""
+    return first.removeprefix(REJECTED) if first.startswith(REJECTED) else None

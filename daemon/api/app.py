@@ -21,16 +21,15 @@ from daemon.bus.commands import CommandRejected, command_from_fields
 from daemon.bus.publisher import encode_event
 from daemon.control import CommandResult, Controller
 from daemon.errors import InputError, TransientError
+from strategy.bars import MAX_PRICE, MAX_VOLUME, MIN_PRICE
 from strategy.types import Bar, Signal
 
 log = structlog.get_logger("daemon.api")
 
 CommandName = Literal["pause", "resume", "flatten", "set_state", "reload_bundle", "reload_strategy"]
 FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
-# A price outside [MIN_PRICE, MAX_PRICE] is not a market price (1e308, 1e-300): refused with 422.
-MIN_PRICE = 1e-8
-MAX_PRICE = 1e9
-MAX_VOLUME = 1e15
+# A price outside [MIN_PRICE, MAX_PRICE] is not a market price (1e308, 1e-300): refused with 422,
+# by the bounds the bar validator applies to every feed (strategy/bars.py).
 Price = Annotated[float, Field(allow_inf_nan=False, ge=MIN_PRICE, le=MAX_PRICE)]
 _REJECTION_STATUS = {"too_large": 413, "failed": 409, "error": 500}
 _OBJECT_BODY: dict[str, Any] = {

@@ -242,7 +242,8 @@ def _clip_stage(
     horizon: int,
     progress: bool,
 ) -> ModelCard:
-    """Charts ending on labelled bars + "none" charts -> CLIP fine-tune -> calibration: a CLIP-only bundle."""
+    """Charts ending on labelled bars + "none" charts -> CLIP fine-tune -> calibration -> ONNX export:
+    a CLIP-only bundle."""
     t0 = time.perf_counter()
     with _bar(progress, "charts", 1) as bar:
         samples = msgspec.structs.replace(cfg.samples, horizon=horizon)
@@ -261,7 +262,7 @@ def _clip_stage(
         **{f"train_{k}": v for k, v in direction_counts(splits["train"].direction).items()},
     )
     train = msgspec.structs.replace(_schedule(cfg, len(splits["train"])), progress=progress)
-    return train_bundle(
+    train_bundle(
         splits=splits,
         spec=cfg.spec,
         dataset=DatasetRef(
@@ -275,6 +276,11 @@ def _clip_stage(
         device="cpu",
         extra_metrics={"data_seconds": data_seconds},
     )
+    # The image tower on ONNX Runtime (fp32 + INT8) and the test
+    # charts the daemon checks their parity on when it loads the bundle.
+    from vlm_engine.infer.onnx_export import export_to_bundle
+
+    return export_to_bundle(bundle, test=splits["test"])
 
 
 def _schedule(cfg: BuildConfig, charts: int) -> TrainConfig:

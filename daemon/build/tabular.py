@@ -18,7 +18,7 @@ import pandas as pd
 import structlog
 
 from daemon.build.config import BuildConfig, TabularConfig
-from daemon.model.loader import FUSION_FILE, PCA_FILE, XGB_DIR, XGB_TECHNICAL_DIR, engine_for
+from daemon.model.loader import FUSION_FILE, PCA_FILE, XGB_DIR, XGB_TECHNICAL_DIR
 from daemon.model.vision import ClipVision
 from strategy.backtest.data import build_dataset, frame_batches
 from strategy.bars import BarStoreConfig, FloatArray, Window
@@ -26,7 +26,7 @@ from strategy.features import FeatureEngine
 from strategy.fusion import FusionConfig, Recalibration, drift_reference, fit_stacking
 from strategy.ml_scorer import VisionScores, vision_columns
 from vlm_engine.bundle import ModelCard, add_to_bundle
-from vlm_engine.infer import InferenceConfig
+from vlm_engine.infer import InferenceConfig, load_engine
 from vlm_engine.metrics import fit_platt, logit, sigmoid, summary, unmeasured
 from vlm_engine.xgb import XgbError, XgbModel, fit_pca, train_xgb
 from vlm_engine.xgb.train import TrainResult
@@ -57,8 +57,8 @@ def fit_tabular(
     """
     tab = cfg.tabular
     started = time.perf_counter()
-    engine = engine_for(
-        bundle, inference=InferenceConfig(device="cpu", threads=cfg.threads, warmup_batches=1)
+    engine = load_engine(
+        bundle, config=InferenceConfig(device="cpu", threads=cfg.threads, warmup_batches=1)
     )
     vision = ClipVision(engine=engine)
     scored: list[VisionScores] = []

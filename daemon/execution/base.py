@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Protocol
 
 import msgspec
@@ -26,6 +27,9 @@ class BrokerView(msgspec.Struct, frozen=True, kw_only=True):
     orders: dict[str, Order]
     fills: tuple[Fill, ...]
     positions: dict[str, Position]
+    # A simulated venue's clock: the newest bar it has acted on. The daemon never hands the
+    # strategy a bar at or before it again (None for a real broker, whose market moves on).
+    clock: datetime | None = None
 
 
 class ExecutionClient(Protocol):

@@ -142,10 +142,17 @@ class PaperExecution:
         return updates
 
     async def broker_view(self) -> BrokerView:
+        orders, fills = self.broker.orders(), self.broker.fills()
+        acted = [
+            *(o.created_ts for o in orders.values()),
+            *(f.ts for f in fills),
+            *([self._clock] if self._clock is not None else []),
+        ]
         return BrokerView(
-            orders=self.broker.orders(),
-            fills=self.broker.fills(),
+            orders=orders,
+            fills=fills,
             positions=self.broker.positions(),
+            clock=max(acted, default=None),
         )
 
     # ---- lifecycle --------------------------------------------------------------------------------

@@ -346,8 +346,11 @@ class IbExecution:
                 broker_order_id=str(o.permId or o.orderId),
             )
         fills = []
+        account = self.config.effective_account  # "" = the login's only account: keep all
         for f in self.ib.fills():
             ex = f.execution
+            if account and ex.acctNumber and ex.acctNumber != account:
+                continue  # another account of the same login: never adopted as ours
             fills.append(
                 Fill(
                     fill_id=ex.execId,
@@ -387,6 +390,6 @@ class IbExecution:
                 average_price=float(p.avgCost),
             )
             for p in positions
-            if p.position
+            if p.position and (not account or p.account == account)
         }
         return BrokerView(orders=orders, fills=tuple(fills), positions=pos)

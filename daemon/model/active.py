@@ -4,7 +4,7 @@ there is one), from a bundle directory (load_active) or the TA-Lib rules (rules_
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import msgspec
 import structlog
@@ -24,6 +24,9 @@ from strategy.ml_scorer import ScorerMode
 from strategy.rule_scorer import RuleScorer, RuleScorerConfig
 from strategy.scoring import Scorer
 
+if TYPE_CHECKING:  # torch loads only when a bundle does
+    from vlm_engine.infer.engine import RuntimeName
+
 log = structlog.get_logger("daemon.model")
 
 RULES_MIN_BARS = 8  # the TA-Lib rule scorer reads patterns of a few bars
@@ -41,6 +44,7 @@ class LoadOptions(msgspec.Struct, frozen=True, kw_only=True):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     threads: int = 0
     workers: int = 0
+    runtime: RuntimeName = "torch"
     bars: BarStoreConfig | None = None
 
 
@@ -71,7 +75,10 @@ def load_active(path: Path, options: LoadOptions) -> ActiveModel:
 
     path = Path(path)
     inference = InferenceConfig(
-        device=options.device, threads=options.threads, workers=options.workers
+        device=options.device,
+        threads=options.threads,
+        workers=options.workers,
+        runtime=options.runtime,
     )
     try:
         bundle = load_bundle(path, spec_hash=options.spec_hash or None, inference=inference)

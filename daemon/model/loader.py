@@ -26,7 +26,7 @@ from vlm_engine.xgb.pca import PcaParams
 
 if TYPE_CHECKING:  # torch and transformers load only when a bundle does (rules mode starts fast)
     from vlm_engine.bundle import ModelCard
-    from vlm_engine.infer import InferenceConfig, InferenceEngine
+    from vlm_engine.infer import ChartEngine, InferenceConfig
     from vlm_engine.render import ChartSpec
 
 log = structlog.get_logger("daemon.model")
@@ -55,7 +55,7 @@ class LoadedBundle(msgspec.Struct, frozen=True, kw_only=True):
 
     path: Path
     card: ModelCard
-    engine: InferenceEngine
+    engine: ChartEngine
     xgb: XgbModel
     features: FeatureConfig
     fusion: FusionConfig
@@ -158,24 +158,14 @@ def _read_card(path: Path) -> ModelCard:
     return card
 
 
-def engine_for(
-    path: Path, *, inference: InferenceConfig, spec_hash: str | None = None
-) -> InferenceEngine:
-    """The bundle's CLIP model on its device, warmed up: the one place an inference engine is built
-    from a bundle (a runtime choice goes here). The library's errors pass through."""
-    from vlm_engine.infer import InferenceEngine
-
-    return InferenceEngine.load(path, config=inference, spec_hash=spec_hash or None)
-
-
-def load_engine(
-    path: Path, *, spec_hash: str | None, inference: InferenceConfig
-) -> InferenceEngine:
-    """engine_for, any failure as BundleUnusable naming the bundle."""
+def load_engine(path: Path, *, spec_hash: str | None, inference: InferenceConfig) -> ChartEngine:
+    """The bundle's CLIP model warm on the runtime inference asks for (vlm_engine.infer.load_engine,
+    the one place an engine is built), any failure as BundleUnusable naming the bundle."""
     from vlm_engine.bundle import BundleError
+    from vlm_engine.infer import load_engine as engine_on_runtime
 
     try:
-        return engine_for(path, inference=inference, spec_hash=spec_hash)
+        return engine_on_runtime(path, config=inference, spec_hash=spec_hash or None)
     except BundleError as e:
         raise BundleUnusable(_one_line(str(e))) from None
     except (OSError, RuntimeError, ValueError) as e:
@@ -330,7 +320,6 @@ __all__ = [
     "bundle_failure",
     "check_bar_size",
     "check_windows",
-    "engine_for",
     "load_bundle",
     "load_engine",
     "read_fusion",

@@ -249,6 +249,7 @@ def daemon_load_options(cfg: AppConfig, *, config_fusion: bool = True) -> LoadOp
         device=sc.device,
         threads=sc.threads,
         workers=sc.workers,
+        runtime=sc.runtime,
         bars=cfg.bars,
     )
 

@@ -12,7 +12,7 @@ from strategy.bars import Window
 from strategy.ml_scorer import VisionModel, VisionScores
 
 if TYPE_CHECKING:  # torch loads only when a bundle does
-    from vlm_engine.infer import InferenceEngine
+    from vlm_engine.infer import ChartEngine
 
 
 class ClipVision:
@@ -21,7 +21,7 @@ class ClipVision:
     render_seconds adds up the time spent drawing charts, so the caller that times a scoring call
     can tell drawing from inference (the calls of one scorer never overlap)."""
 
-    def __init__(self, *, engine: InferenceEngine) -> None:
+    def __init__(self, *, engine: ChartEngine) -> None:
         self.engine = engine
         self.render_seconds = 0.0
 

@@ -19,6 +19,7 @@ from strategy.book import Book
 from strategy.market_sim import MarketSimulator, SimMarketConfig
 from strategy.risk import RiskConfig, RiskEngine
 from strategy.rule_scorer import RuleScorer, RuleScorerConfig
+from strategy.scoring import Scorer
 from strategy.sim_broker import SimBrokerConfig
 from strategy.target_strategy import StrategyConfig, TargetStrategy
 from strategy.types import Bar, OrderIntent, Side
@@ -33,15 +34,17 @@ def pipeline(tmp_path: Path) -> Iterator[Pipeline]:
 
 
 @contextlib.contextmanager
-def pipeline_at(directory: Path) -> Iterator[Pipeline]:
-    """The test pipeline with its journal and venue files in directory."""
+def pipeline_at(
+    directory: Path, *, scorer: Scorer | None = None, window: int = 16
+) -> Iterator[Pipeline]:
+    """The test pipeline with its journal and venue files in directory (rule scorer by default)."""
     directory.mkdir(parents=True, exist_ok=True)
     journal = Journal(directory / "journal.sqlite", checkpoint_seconds=None)
     journal.open()
     venue = PaperExecution(config=SimBrokerConfig(), path=directory / "venue.sqlite")
     yield Pipeline(
-        store=BarStore(config=BarStoreConfig(window=16)),
-        scorer=RuleScorer(config=RuleScorerConfig()),
+        store=BarStore(config=BarStoreConfig(window=window)),
+        scorer=scorer or RuleScorer(config=RuleScorerConfig()),
         strategy=TargetStrategy(config=StrategyConfig(hold_bars=3, position_notional=2_000)),
         risk=RiskEngine(config=RiskConfig()),
         book=Book(starting_cash=100_000),

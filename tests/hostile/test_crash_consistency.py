@@ -71,8 +71,9 @@ def _pause_over_http(daemon: DaemonProcess) -> None:
     assert response.status_code == 200, response.text
 
 
+@pytest.mark.parametrize("synchronous", ["normal", "full"])
 def test_restart_when_killed_at_random_moments_and_crash_points_then_consistent_and_pause_kept(
-    tmp_path: Path,
+    tmp_path: Path, synchronous: str
 ) -> None:
     state = tmp_path / "state"
     journal_path = state / "journal.sqlite"
@@ -81,7 +82,7 @@ def test_restart_when_killed_at_random_moments_and_crash_points_then_consistent_
         state_dir=state,
         speed=3000,
         extra={
-            "journal": {"synchronous": "normal"},
+            "journal": {"synchronous": synchronous},
             "api": {"enabled": True, "port": 0, "shutdown_timeout_seconds": 1.0},
         },
     )

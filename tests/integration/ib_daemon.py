@@ -127,8 +127,10 @@ class IbMarket:
         if last is None or datetime.fromisoformat(last) < self.now():
             return False
         at_gateway = self.do(lambda: {o.order_ref for o in self.gw.orders.values()})
-        journaled = journal_rows(
-            self.tmp_path, "SELECT client_order_id FROM orders WHERE status != 'rejected'"
+        journaled = journal_rows(  # an adopted position's rest stands for no gateway order
+            self.tmp_path,
+            "SELECT client_order_id FROM orders "
+            "WHERE status != 'rejected' AND reason != 'adopted_position'",
         )
         return {r["client_order_id"] for r in journaled} <= at_gateway
 

@@ -20,7 +20,9 @@ from vlm_engine.metrics import (
     hit_rate,
     log_loss,
     logit,
+    logit_scalar,
     sigmoid,
+    sigmoid_scalar,
     summary,
     unmeasured,
 )
@@ -149,3 +151,10 @@ def test_fit_logistic_when_labels_follow_a_logistic_then_recovers_it_and_sigmoid
 
 def test_hit_rate_when_known_values_then_share_of_agreeing_calls() -> None:
     assert hit_rate([1, 0, 1, 0], [0.9, 0.2, 0.4, 0.6]) == 0.5
+
+
+def test_scalar_logit_and_sigmoid_when_compared_with_array_versions_then_same_values() -> None:
+    for p in (0.0, 1e-9, 0.2, 0.5, 0.7, 0.999999, 1.0):
+        assert logit_scalar(p) == pytest.approx(float(logit(p)), abs=1e-12)
+    for z in (-50.0, -3.2, 0.0, 0.7, 41.0):
+        assert sigmoid_scalar(z) == pytest.approx(float(sigmoid(z)), abs=1e-15)

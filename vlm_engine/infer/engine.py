@@ -4,6 +4,10 @@ score_batch() is synchronous and thread-safe for one caller at a time per engine
 calls it through asyncio.to_thread so the event loop never waits on the model. On the CPU with one
 torch thread per call, a batch is split over `workers` threads (torch releases the GIL inside its
 kernels), so a 100-chart batch uses every core without OpenMP's spin-waiting.
+
+ChartEngine holds what every runtime shares (rendering, chunking over workers, the calibrated
+read-out); InferenceEngine runs the image tower on torch, vlm_engine.infer.onnx_runtime on ONNX
+Runtime, and vlm_engine.infer.runtime_choice picks one per InferenceConfig.runtime.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Annotated, Any, Literal, NamedTuple
+from typing import Annotated, Any, Literal
 
 import msgspec
 import numpy as np
@@ -32,6 +36,7 @@ log = structlog.get_logger("vlm_engine.infer")
 
 Float32Array = npt.NDArray[np.float32]
 DeviceName = Literal["auto", "cpu", "cuda"]
+RuntimeName = Literal["auto", "torch", "onnx", "onnx-int8"]
 
 
 # A worker's share of a batch is at least this many charts: smaller chunks cost more in per-call
@@ -45,6 +50,8 @@ class InferenceConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_
 
     workers: threads a batch is split over on the CPU. 0 (auto) is one per core (at most 4) when
     torch runs one thread per call (threads 1), else 1; always 1 on CUDA.
+    runtime: torch, the bundle's ONNX export in fp32 or INT8, or auto (the fastest of them whose
+    parity holds on the bundle's parity charts, measured at load); see runtime_choice.
     """
 
     device: DeviceName = "auto"
@@ -53,6 +60,7 @@ class InferenceConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_
     threads: Annotated[int, msgspec.Meta(ge=0)] = 0
     workers: Annotated[int, msgspec.Meta(ge=0)] = 0
     half_on_cuda: bool = True
+    runtime: RuntimeName = "torch"
 
 
 def resolve_workers(config: InferenceConfig, device: torch.device) -> int:
@@ -120,13 +128,8 @@ class ClipBatch(msgspec.Struct, frozen=True, kw_only=True, eq=False):
         )
 
 
-class _Chunk(NamedTuple):
-    """One chunk's rows, and the time its charts took to draw."""
-
-    pattern_probs: Float32Array
-    p_up: Float32Array
-    embeddings: Float32Array
-    render_seconds: float = 0.0
+# One chunk's (pattern probabilities, p_up, embeddings, seconds spent drawing its charts).
+_Chunk = tuple[Float32Array, Float32Array, Float32Array, float]
 
 
 def resolve_device(name: DeviceName) -> torch.device:
@@ -136,49 +139,36 @@ def resolve_device(name: DeviceName) -> torch.device:
     return torch.device(name)
 
 
-class InferenceEngine:
-    """A bundle on its device with prompt features precomputed; render + score in one call."""
+def readout_matrix(bundle: Bundle) -> Float32Array:
+    """(K + 1, D) float32: the K pattern class embeddings, then up - down, times the logit scale
+    (pattern logits and the direction logit z = scale * e . (u - d) of a unit embedding e)."""
+    parts = bundle.parts
+    pattern = class_embeddings(parts, list(bundle.prompts.patterns.values()))
+    direction = class_embeddings(parts, [bundle.prompts.down, bundle.prompts.up])
+    readout = np.vstack([pattern, (direction[1] - direction[0])[None, :]]) * logit_scale(parts)
+    return readout.astype(np.float32)
 
-    def __init__(self, *, bundle: Bundle, config: InferenceConfig) -> None:
+
+class ChartEngine:
+    """What every runtime shares: a bundle's renderer, batches chunked over the workers, the
+    calibrated read-out; a runtime implements _embed() (unit embeddings of a uint8 chunk) or
+    _score_chunk()."""
+
+    bundle: Bundle
+    config: InferenceConfig
+    classes: tuple[str, ...]
+    workers: int
+    runtime: str
+    dim: int
+
+    def _setup(self, *, bundle: Bundle, config: InferenceConfig, workers: int) -> None:
         self.bundle = bundle
         self.config = config
-        if config.threads:
-            torch.set_num_threads(config.threads)
-        self.device = resolve_device(config.device)
-        self.dtype = (
-            torch.float16 if self.device.type == "cuda" and config.half_on_cuda else torch.float32
-        )
         self.renderer = make_renderer(bundle.spec)
-        parts = bundle.parts
         self.classes = bundle.prompts.classes
-        # Prompt features are fixed per bundle: compute them once, in float32 on the CPU.
-        pattern = class_embeddings(parts, list(bundle.prompts.patterns.values()))
-        direction = class_embeddings(parts, [bundle.prompts.down, bundle.prompts.up])
-        scale = logit_scale(parts)
-        # The engine owns the bundle's model: the preprocessor's normalisation is folded into the
-        # patch embedding, so a chunk goes from uint8 straight into the model (no float pass).
-        embeddings: Any = getattr(getattr(parts.model, "vision_model", None), "embeddings", None)
-        self._folded = isinstance(getattr(embeddings, "patch_embedding", None), torch.nn.Conv2d)
-        if self._folded:
-            embeddings.patch_embedding = parts.preprocess.fold_into(embeddings.patch_embedding)
-        self.model: Any = parts.model.to(self.device, dtype=self.dtype).eval()
-        # One (K + 1, D) read-out: the K pattern classes, then up - down (z = scale * e . (u - d)).
-        readout = np.vstack([pattern, (direction[1] - direction[0])[None, :]]) * scale
-        self._readout = torch.from_numpy(readout.astype(np.float32)).to(self.device, self.dtype)
+        self.workers = workers
         self._temperature = bundle.calibration.pattern_temperature
         self._a, self._b = bundle.calibration.direction_a, bundle.calibration.direction_b
-        self._pin = self.device.type == "cuda"
-        self.workers = resolve_workers(config, self.device)
-        self.warm_up()
-
-    @classmethod
-    def load(
-        cls, path: Path, *, config: InferenceConfig | None = None, spec_hash: str | None = None
-    ) -> InferenceEngine:
-        """Load and validate a bundle (BundleError when unusable), move it to its device and warm it up."""
-        return cls(
-            bundle=load_bundle(path, spec_hash=spec_hash), config=config or InferenceConfig()
-        )
 
     @property
     def bundle_id(self) -> str:
@@ -200,10 +190,13 @@ class InferenceEngine:
         log.info(
             "engine.warmed",
             bundle_id=self.bundle_id,
-            device=str(self.device),
-            dtype=str(self.dtype).removeprefix("torch."),
+            runtime=self.runtime,
+            **self._describe(),
             workers=self.workers,
         )
+
+    def _describe(self) -> dict[str, str]:
+        return {}
 
     def render(self, windows: Sequence[ChartWindow]) -> npt.NDArray[np.uint8]:
         """Charts of the bundle's spec for the windows (the last spec.bars_needed bars of each)."""
@@ -225,7 +218,7 @@ class InferenceEngine:
             started = time.perf_counter()
             images = self.render(items[rows])
             rendered = time.perf_counter() - started
-            return self._score_chunk(images)._replace(render_seconds=rendered)
+            return (*self._score_chunk(images), rendered)
 
         return self._split(len(items), render_and_score)
 
@@ -234,7 +227,7 @@ class InferenceEngine:
         over the engine's workers; rows come back in order."""
         if images.shape[0] == 0:
             return self._empty()
-        return self._split(images.shape[0], lambda rows: self._score_chunk(images[rows]))
+        return self._split(images.shape[0], lambda rows: (*self._score_chunk(images[rows]), 0.0))
 
     def _split(self, n: int, score: Callable[[slice], _Chunk]) -> ClipBatch:
         """score() each chunk of n rows (over the workers when there are several), merged in order."""
@@ -247,10 +240,10 @@ class InferenceEngine:
         return ClipBatch(
             bundle_id=self.bundle_id,
             classes=self.classes,
-            pattern_probs=np.concatenate([p.pattern_probs for p in parts]),
-            p_up=np.concatenate([p.p_up for p in parts]),
-            embeddings=np.concatenate([p.embeddings for p in parts]),
-            render_seconds=sum(p.render_seconds for p in parts) / max(parallel, 1),
+            pattern_probs=np.concatenate([p[0] for p in parts]),
+            p_up=np.concatenate([p[1] for p in parts]),
+            embeddings=np.concatenate([p[2] for p in parts]),
+            render_seconds=sum(p[3] for p in parts) / max(parallel, 1),
         )
 
     def _chunks(self, n: int) -> list[slice]:
@@ -261,8 +254,76 @@ class InferenceEngine:
         size = min(size, self.config.max_batch)
         return [slice(start, min(n, start + size)) for start in range(0, n, size)]
 
+    def _score_chunk(
+        self, images: npt.NDArray[np.uint8]
+    ) -> tuple[Float32Array, Float32Array, Float32Array]:
+        raise NotImplementedError
+
+    def _calibrated(
+        self, scores: Float32Array, features: Float32Array
+    ) -> tuple[Float32Array, Float32Array, Float32Array]:
+        """(pattern probabilities, p_up, embeddings) from read-out scores (N, K + 1)."""
+        logits, z = scores[:, :-1], scores[:, -1]
+        return (
+            softmax(logits / self._temperature).astype(np.float32),
+            sigmoid(self._a * z + self._b).astype(np.float32),
+            features,
+        )
+
+    def _empty(self) -> ClipBatch:
+        return ClipBatch(
+            bundle_id=self.bundle_id,
+            classes=self.classes,
+            pattern_probs=np.zeros((0, len(self.classes)), dtype=np.float32),
+            p_up=np.zeros(0, dtype=np.float32),
+            embeddings=np.zeros((0, self.dim), dtype=np.float32),
+        )
+
+
+class InferenceEngine(ChartEngine):
+    """A bundle on its torch device with prompt features precomputed; render + score in one call."""
+
+    runtime = "torch"
+
+    def __init__(self, *, bundle: Bundle, config: InferenceConfig) -> None:
+        if config.threads:
+            torch.set_num_threads(config.threads)
+        self.device = resolve_device(config.device)
+        self.dtype = (
+            torch.float16 if self.device.type == "cuda" and config.half_on_cuda else torch.float32
+        )
+        self._setup(bundle=bundle, config=config, workers=resolve_workers(config, self.device))
+        parts = bundle.parts
+        # Prompt features are fixed per bundle: compute them once, in float32 on the CPU.
+        readout = readout_matrix(bundle)
+        # The engine owns the bundle's model: the preprocessor's normalisation is folded into the
+        # patch embedding, so a chunk goes from uint8 straight into the model (no float pass).
+        embeddings: Any = getattr(getattr(parts.model, "vision_model", None), "embeddings", None)
+        self._folded = isinstance(getattr(embeddings, "patch_embedding", None), torch.nn.Conv2d)
+        if self._folded:
+            embeddings.patch_embedding = parts.preprocess.fold_into(embeddings.patch_embedding)
+        self.model: Any = parts.model.to(self.device, dtype=self.dtype).eval()
+        self._readout = torch.from_numpy(readout).to(self.device, self.dtype)
+        self.dim = int(readout.shape[1])
+        self._pin = self.device.type == "cuda"
+        self.warm_up()
+
+    @classmethod
+    def load(
+        cls, path: Path, *, config: InferenceConfig | None = None, spec_hash: str | None = None
+    ) -> InferenceEngine:
+        """Load and validate a bundle (BundleError when unusable), move it to its device and warm it up."""
+        return cls(
+            bundle=load_bundle(path, spec_hash=spec_hash), config=config or InferenceConfig()
+        )
+
+    def _describe(self) -> dict[str, str]:
+        return {"device": str(self.device), "dtype": str(self.dtype).removeprefix("torch.")}
+
     @torch.inference_mode()
-    def _score_chunk(self, images: npt.NDArray[np.uint8]) -> _Chunk:
+    def _score_chunk(
+        self, images: npt.NDArray[np.uint8]
+    ) -> tuple[Float32Array, Float32Array, Float32Array]:
         """(pattern probabilities, p_up, embeddings) of one chunk; inference mode is per thread."""
         rows = np.ascontiguousarray(images)
         # On CUDA the uint8 batch goes through pinned memory.
@@ -276,19 +337,4 @@ class InferenceEngine:
         features = out.pooler_output if hasattr(out, "pooler_output") else out
         features = torch.nn.functional.normalize(features.float(), dim=-1).to(self.dtype)
         scores = (features @ self._readout.T).float().cpu().numpy()
-        logits, z = scores[:, :-1], scores[:, -1]
-        return _Chunk(
-            softmax(logits / self._temperature).astype(np.float32),
-            sigmoid(self._a * z + self._b).astype(np.float32),
-            features.float().cpu().numpy(),
-        )
-
-    def _empty(self) -> ClipBatch:
-        dim = int(self._readout.shape[1])
-        return ClipBatch(
-            bundle_id=self.bundle_id,
-            classes=self.classes,
-            pattern_probs=np.zeros((0, len(self.classes)), dtype=np.float32),
-            p_up=np.zeros(0, dtype=np.float32),
-            embeddings=np.zeros((0, dim), dtype=np.float32),
-        )
+        return self._calibrated(scores, features.float().cpu().numpy())

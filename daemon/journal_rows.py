@@ -1,0 +1,240 @@
+"""One batch as journal rows: encoded on whichever thread writes it, then written in one transaction."""
+
+from __future__ import annotations
+
+import functools
+import math
+import sqlite3
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any, TypedDict
+
+import msgspec
+
+from daemon.journal_schema import (
+    INSERT_DECISION,
+    INSERT_EVENT,
+    INSERT_FILL,
+    INSERT_REJECTED,
+    INSERT_SIGNAL,
+    INSERT_STATE,
+    ORDER_FILLED,
+    ORDER_STATUS,
+    UPSERT_KV,
+    UPSERT_ORDER,
+    UPSERT_PNL,
+    UPSERT_POSITION,
+    JournalError,
+)
+from strategy.types import Fill, Order, OrderEvent, Position, RiskDecision, Signal
+
+
+@dataclass(slots=True)
+class BatchRows:
+    """One batch's rows, ready for executemany; fills still include repeats until dedupe."""
+
+    rejected: list[tuple[Any, ...]] = field(default_factory=list)
+    signals: list[tuple[Any, ...]] = field(default_factory=list)
+    decisions: list[tuple[Any, ...]] = field(default_factory=list)
+    orders: list[tuple[Any, ...]] = field(default_factory=list)
+    fills: list[dict[str, Any]] = field(default_factory=list)
+    events: list[dict[str, Any]] = field(default_factory=list)
+    positions: list[tuple[Any, ...]] = field(default_factory=list)
+    states: list[tuple[Any, ...]] = field(default_factory=list)
+    kv: list[tuple[str, str]] = field(default_factory=list)
+    daily_pnl: list[tuple[Any, ...]] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return any((self.rejected, self.signals, self.decisions, self.orders, self.fills,
+                    self.events, self.positions, self.states, self.kv, self.daily_pnl))  # fmt: skip
+
+    def max_sequence(self) -> int | None:
+        """The highest client order number among the orders, if any carries one."""
+        return max((r[1] for r in self.orders if r[1] is not None), default=None)
+
+
+class BatchArgs(TypedDict, total=False):
+    """One batch's values by table: the keyword arguments of Journal.record and
+    Journal.record_orders_ahead (strategy.kernel.TradingKernel.journal_rows builds them)."""
+
+    bars_rejected: Iterable[msgspec.Struct]
+    signals: Iterable[Signal]
+    decisions: Iterable[RiskDecision]
+    orders: Iterable[Order]
+    order_events: Iterable[OrderEvent]
+    fills: Iterable[Fill]
+    positions: Iterable[Position]
+    state_changes: Iterable[msgspec.Struct]
+    kv: Mapping[str, str] | None
+
+
+BATCH_KEYS = frozenset(BatchArgs.__annotations__)
+
+
+def encode_batch(path: Path, batch: BatchArgs) -> BatchRows:
+    """Encode one batch (msgspec JSON in `data`, key columns beside it); a non-finite number in
+    an order, fill or position refuses the batch with JournalError."""
+    unknown = set(batch) - BATCH_KEYS
+    if unknown:
+        msg = f"journal {path}: no table for {', '.join(sorted(unknown))}"
+        raise TypeError(msg)
+    encode = _ENCODER.encode
+
+    def enc(value: msgspec.Struct) -> str:
+        return encode(value).decode()
+
+    rows = BatchRows(
+        rejected=[
+            (_attr(b, "symbol"), _iso(_attr(b, "ts")), _text(_attr(b, "reason")), enc(b))
+            for b in batch.get("bars_rejected", ())
+        ],
+        signals=[
+            (s.symbol, _iso(s.ts), s.scorer, s.p_up, s.confidence, enc(s))
+            for s in batch.get("signals", ())
+        ],
+        decisions=[
+            (d.intent.symbol, _iso(d.ts or d.intent.ts), int(d.accepted), d.reason, enc(d))
+            for d in batch.get("decisions", ())
+        ],
+        orders=[_order_row(o, enc(o)) for o in batch.get("orders", ())],
+        fills=[_fill_row(f, enc(f)) for f in batch.get("fills", ())],
+        events=[_event_row(e, enc(e)) for e in batch.get("order_events", ())],
+        positions=[
+            (p.symbol, p.quantity, p.average_price, p.realized_pnl, enc(p))
+            for p in batch.get("positions", ())
+        ],
+        states=[
+            (
+                _iso(_attr(c, "ts")),
+                _text(_attr(c, "previous")),
+                _text(_attr(c, "current")),
+                _text(_attr(c, "reason")),
+                enc(c),
+            )
+            for c in batch.get("state_changes", ())
+        ],
+        kv=[(str(k), str(v)) for k, v in (batch.get("kv") or {}).items()],
+    )
+    for o in rows.orders:
+        _check_finite(path, "orders", o[0], (o[5], o[6], o[8], o[9]))
+    for f in rows.fills:
+        _check_finite(path, "fills", f["fill_id"], (f["qty"], f["price"], f["commission"]))
+    for p in rows.positions:
+        _check_finite(path, "positions", p[0], p[1:4])
+    return rows
+
+
+def daily_pnl_row(
+    *, day: date, equity: float, realized: float, unrealized: float, ts: datetime
+) -> tuple[Any, ...]:
+    return (day.isoformat(), equity, realized, unrealized, _iso(ts))
+
+
+def write_batch(cur: sqlite3.Cursor, stage: Callable[[str], None], rows: BatchRows) -> None:
+    """Run one batch's statements inside the caller's transaction; `stage` names the table for
+    the error message. Fills must be new (deduplicated by the caller)."""
+    stage("bars_rejected")
+    cur.executemany(INSERT_REJECTED, rows.rejected)
+    stage("signals")
+    cur.executemany(INSERT_SIGNAL, rows.signals)
+    stage("decisions")
+    cur.executemany(INSERT_DECISION, rows.decisions)
+    stage("orders")
+    cur.executemany(UPSERT_ORDER, rows.orders)
+    stage("fills")
+    cur.executemany(INSERT_FILL, rows.fills)
+    cur.executemany(ORDER_FILLED, rows.fills)
+    stage("order_events")
+    cur.executemany(INSERT_EVENT, rows.events)
+    cur.executemany(ORDER_STATUS, rows.events)
+    stage("positions")
+    cur.executemany(UPSERT_POSITION, rows.positions)
+    stage("state_changes")
+    cur.executemany(INSERT_STATE, rows.states)
+    stage("kv")
+    cur.executemany(UPSERT_KV, rows.kv)
+    stage("daily_pnl")
+    cur.executemany(UPSERT_PNL, rows.daily_pnl)
+
+
+_ENCODER = msgspec.json.Encoder()
+
+
+def _order_row(o: Order, data: str) -> tuple[Any, ...]:
+    ts = _iso(o.created_ts)
+    return (
+        o.client_order_id,
+        _sequence_of(o.client_order_id),
+        o.symbol,
+        str(o.side),
+        str(o.order_type),
+        o.quantity,
+        o.limit_price,
+        str(o.status),
+        o.filled_quantity,
+        o.average_fill_price,
+        o.reason,
+        o.broker_order_id,
+        ts,
+        ts,
+        data,
+    )
+
+
+def _fill_row(f: Fill, data: str) -> dict[str, Any]:
+    return {
+        "fill_id": f.fill_id, "coid": f.client_order_id, "symbol": f.symbol, "side": str(f.side),
+        "qty": f.quantity, "price": f.price, "commission": f.commission, "ts": _iso(f.ts),
+        "data": data,
+    }  # fmt: skip
+
+
+def _event_row(e: OrderEvent, data: str) -> dict[str, Any]:
+    return {
+        "coid": e.client_order_id, "ts": _iso(e.ts), "status": str(e.status),
+        "filled": e.filled_quantity, "broker_order_id": e.broker_order_id, "reason": e.reason,
+        "data": data,
+    }  # fmt: skip
+
+
+def _sequence_of(client_order_id: str) -> int | None:
+    """The number after the last '-' of a client order id ('PAPER-42' -> 42), if any."""
+    if "-" not in client_order_id:
+        return None
+    tail = client_order_id.rsplit("-", 1)[-1]
+    return int(tail) if tail.isdigit() and len(tail) < 18 else None
+
+
+def _attr(value: object, name: str) -> Any:
+    return getattr(value, name, None)
+
+
+def _text(value: object) -> str | None:
+    return None if value is None else str(value)
+
+
+def _iso(ts: object) -> str | None:
+    """UTC ISO 8601 with microseconds (sorts as text); a naive datetime is taken as UTC."""
+    if ts is None:
+        return None
+    if isinstance(ts, datetime):
+        return _iso_datetime(ts)
+    if isinstance(ts, date):
+        return ts.isoformat()
+    return str(ts)
+
+
+@functools.lru_cache(maxsize=4096)
+def _iso_datetime(ts: datetime) -> str:
+    """Cached: a bar batch's rows share a handful of timestamps (equal instants give one string)."""
+    aware = ts if ts.tzinfo is not None else ts.replace(tzinfo=UTC)
+    return aware.astimezone(UTC).isoformat(timespec="microseconds")
+
+
+def _check_finite(path: Path, table: str, key: str, values: Iterable[float | None]) -> None:
+    """NaN/inf would be stored as NULL in JSON and could not be read back: refuse the batch."""
+    if not all(v is None or math.isfinite(v) for v in values):
+        msg = f"journal {path}: refusing {table} row {key!r} with a non-finite number"
+        raise JournalError(msg)

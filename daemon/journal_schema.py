@@ -1,0 +1,195 @@
+"""The journal's shape on disk: its error, tables, migrations and the SQL each write runs.
+
+Every row keeps the value as msgspec JSON text (`data`) next to key columns (symbol, ts,
+client_order_id, status, ...). Timestamps are ISO 8601 strings in UTC with microseconds, so they
+sort as text. `orders` holds each order's current status, filled quantity and average price;
+`order_events` is append-only; `fills` are idempotent by fill_id.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable
+from pathlib import Path
+
+import structlog
+
+from daemon.errors import StorageError
+from strategy.types import OrderStatus
+
+log = structlog.get_logger("daemon.journal")
+
+
+class JournalError(StorageError):
+    """The journal could not be opened or written; stop trading rather than trade unjournaled."""
+
+
+TERMINAL = tuple(str(s) for s in OrderStatus if s.is_terminal)
+
+# Every index costs a page write per commit that touches its table: only the lookups we make
+# (by client order id, fill id, symbol and time) are indexed; orders are scanned once at open.
+# Migration i takes the schema from user_version i to i + 1; append, never edit a released one.
+V1 = """
+CREATE TABLE bars_rejected (
+    id INTEGER PRIMARY KEY, symbol TEXT, ts TEXT, reason TEXT, data TEXT NOT NULL);
+CREATE INDEX bars_rejected_symbol_ts ON bars_rejected (symbol, ts);
+CREATE TABLE signals (
+    id INTEGER PRIMARY KEY, symbol TEXT NOT NULL, ts TEXT NOT NULL, scorer TEXT NOT NULL,
+    p_up REAL, confidence REAL, data TEXT NOT NULL);
+CREATE INDEX signals_symbol_ts ON signals (symbol, ts);
+CREATE TABLE decisions (
+    id INTEGER PRIMARY KEY, symbol TEXT NOT NULL, ts TEXT, accepted INTEGER NOT NULL,
+    reason TEXT NOT NULL, data TEXT NOT NULL);
+CREATE INDEX decisions_symbol_ts ON decisions (symbol, ts);
+CREATE TABLE orders (
+    id INTEGER PRIMARY KEY, client_order_id TEXT NOT NULL UNIQUE, seq INTEGER,
+    symbol TEXT NOT NULL, side TEXT NOT NULL, order_type TEXT NOT NULL,
+    quantity REAL NOT NULL CHECK (quantity > 0), limit_price REAL,
+    status TEXT NOT NULL, filled_quantity REAL NOT NULL, average_fill_price REAL NOT NULL,
+    fill_quantity REAL NOT NULL DEFAULT 0, reason TEXT NOT NULL, broker_order_id TEXT,
+    created_ts TEXT NOT NULL, updated_ts TEXT NOT NULL, data TEXT NOT NULL);
+CREATE TABLE order_events (
+    id INTEGER PRIMARY KEY, client_order_id TEXT NOT NULL, ts TEXT NOT NULL, status TEXT NOT NULL,
+    filled_quantity REAL NOT NULL, data TEXT NOT NULL);
+CREATE INDEX order_events_coid ON order_events (client_order_id);
+CREATE TABLE fills (
+    id INTEGER PRIMARY KEY, fill_id TEXT NOT NULL UNIQUE, client_order_id TEXT NOT NULL,
+    symbol TEXT NOT NULL, side TEXT NOT NULL, quantity REAL NOT NULL CHECK (quantity > 0),
+    price REAL NOT NULL CHECK (price > 0), commission REAL NOT NULL, ts TEXT NOT NULL,
+    data TEXT NOT NULL);
+CREATE INDEX fills_coid ON fills (client_order_id);
+CREATE INDEX fills_symbol_ts ON fills (symbol, ts);
+CREATE TABLE positions (
+    symbol TEXT PRIMARY KEY, quantity REAL NOT NULL, average_price REAL NOT NULL,
+    realized_pnl REAL NOT NULL, data TEXT NOT NULL) WITHOUT ROWID;
+CREATE TABLE state_changes (
+    id INTEGER PRIMARY KEY, ts TEXT, previous TEXT, current TEXT, reason TEXT,
+    data TEXT NOT NULL);
+CREATE INDEX state_changes_ts ON state_changes (ts);
+CREATE TABLE daily_pnl (
+    day TEXT PRIMARY KEY, equity REAL NOT NULL, realized REAL NOT NULL,
+    unrealized REAL NOT NULL, ts TEXT NOT NULL) WITHOUT ROWID;
+CREATE TABLE kv (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
+"""
+
+# v2: the journal is a write-ahead log first. Each secondary index costs one more WAL page per
+# commit: dropping the five that no hot-path read uses halved record() (1.9 -> 0.95 ms for a
+# 100-symbol batch). Offline analysis can create what it needs on a copy.
+V2 = """
+DROP INDEX IF EXISTS bars_rejected_symbol_ts;
+DROP INDEX IF EXISTS signals_symbol_ts;
+DROP INDEX IF EXISTS decisions_symbol_ts;
+DROP INDEX IF EXISTS fills_symbol_ts;
+DROP INDEX IF EXISTS state_changes_ts;
+"""
+
+Migration = str | Callable[[sqlite3.Connection], None]
+MIGRATIONS: tuple[Migration, ...] = (V1, V2)
+SCHEMA_VERSION = len(MIGRATIONS)
+TABLES = (
+    "bars_rejected",
+    "signals",
+    "decisions",
+    "orders",
+    "order_events",
+    "fills",
+    "positions",
+    "state_changes",
+    "daily_pnl",
+    "kv",
+)
+
+ROW_ORDER = {"positions": "symbol", "daily_pnl": "day", "kv": "key"}  # the rest: by id
+
+INSERT_REJECTED = "INSERT INTO bars_rejected (symbol, ts, reason, data) VALUES (?, ?, ?, ?)"
+INSERT_SIGNAL = (
+    "INSERT INTO signals (symbol, ts, scorer, p_up, confidence, data) VALUES (?, ?, ?, ?, ?, ?)"
+)
+INSERT_DECISION = (
+    "INSERT INTO decisions (symbol, ts, accepted, reason, data) VALUES (?, ?, ?, ?, ?)"
+)
+UPSERT_ORDER = """
+INSERT INTO orders (client_order_id, seq, symbol, side, order_type, quantity, limit_price, status,
+    filled_quantity, average_fill_price, reason, broker_order_id, created_ts, updated_ts, data)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (client_order_id) DO UPDATE SET
+    seq = excluded.seq, symbol = excluded.symbol, side = excluded.side,
+    order_type = excluded.order_type, quantity = excluded.quantity,
+    limit_price = excluded.limit_price, status = excluded.status,
+    filled_quantity = excluded.filled_quantity, average_fill_price = excluded.average_fill_price,
+    reason = excluded.reason, broker_order_id = excluded.broker_order_id,
+    created_ts = excluded.created_ts, updated_ts = excluded.updated_ts, data = excluded.data
+"""
+INSERT_FILL = """
+INSERT INTO fills (fill_id, client_order_id, symbol, side, quantity, price, commission, ts, data)
+VALUES (:fill_id, :coid, :symbol, :side, :qty, :price, :commission, :ts, :data)
+ON CONFLICT (fill_id) DO NOTHING
+"""
+# Mirrors Book.apply_fill: the order's filled quantity and average price follow its fills.
+ORDER_FILLED = """
+UPDATE orders SET
+    average_fill_price = (average_fill_price * fill_quantity + :price * :qty) / (fill_quantity + :qty),
+    fill_quantity = fill_quantity + :qty,
+    filled_quantity = filled_quantity + :qty,
+    updated_ts = :ts
+WHERE client_order_id = :coid
+"""
+INSERT_EVENT = (
+    "INSERT INTO order_events (client_order_id, ts, status, filled_quantity, data) "
+    "VALUES (:coid, :ts, :status, :filled, :data)"
+)
+# Mirrors Book.apply_order_event: terminal orders never change again.
+ORDER_STATUS = f"""
+UPDATE orders SET
+    filled_quantity = max(filled_quantity, :filled),
+    status = CASE WHEN :status = 'partially_filled' AND max(filled_quantity, :filled) >= quantity
+                  THEN 'filled' ELSE :status END,
+    broker_order_id = coalesce(:broker_order_id, broker_order_id),
+    reason = CASE WHEN :reason = '' THEN reason ELSE :reason END,
+    updated_ts = :ts
+WHERE client_order_id = :coid AND status NOT IN ({", ".join(f"'{s}'" for s in TERMINAL)})
+"""
+UPSERT_POSITION = """
+INSERT INTO positions (symbol, quantity, average_price, realized_pnl, data) VALUES (?, ?, ?, ?, ?)
+ON CONFLICT (symbol) DO UPDATE SET quantity = excluded.quantity,
+    average_price = excluded.average_price, realized_pnl = excluded.realized_pnl,
+    data = excluded.data
+"""
+INSERT_STATE = (
+    "INSERT INTO state_changes (ts, previous, current, reason, data) VALUES (?, ?, ?, ?, ?)"
+)
+UPSERT_KV = "INSERT INTO kv (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value"
+UPSERT_PNL = """
+INSERT INTO daily_pnl (day, equity, realized, unrealized, ts) VALUES (?, ?, ?, ?, ?)
+ON CONFLICT (day) DO UPDATE SET equity = excluded.equity, realized = excluded.realized,
+    unrealized = excluded.unrealized, ts = excluded.ts
+"""
+SEQUENCE_KEY = "order_sequence"
+
+
+def migrate(con: sqlite3.Connection, path: Path) -> int:
+    """Bring the schema to SCHEMA_VERSION, one transaction per step; returns the version."""
+    version = int(con.execute("PRAGMA user_version").fetchone()[0])
+    if version > SCHEMA_VERSION:
+        msg = (
+            f"journal {path}: schema version {version} is newer than this build's "
+            f"{SCHEMA_VERSION}; upgrade vlmtrader"
+        )
+        raise JournalError(msg)
+    for target in range(version + 1, SCHEMA_VERSION + 1):
+        step = MIGRATIONS[target - 1]
+        con.execute("BEGIN IMMEDIATE")
+        try:
+            if isinstance(step, str):
+                for statement in step.split(";"):
+                    if statement.strip():
+                        con.execute(statement)
+            else:
+                step(con)
+            con.execute(f"PRAGMA user_version = {target}")
+            con.execute("COMMIT")
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+        log.info("journal.migrated", path=str(path), schema_version=target)
+    return max(version, SCHEMA_VERSION)

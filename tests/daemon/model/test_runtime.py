@@ -1,0 +1,35 @@
+"""scorer.runtime: the daemon's one choice of CLIP runtime, validated with the config and honoured at load."""
+
+from __future__ import annotations
+
+import pytest
+from structlog.testing import capture_logs
+
+from daemon.config import decode_config
+from daemon.errors import ConfigError
+from daemon.model.active import load_active
+from daemon.model.slot import daemon_load_options
+from strategy.bars import BarStoreConfig
+from tests.daemon.ml_helpers import WINDOW, quick_bundle, sample_windows
+from vlm_engine.bundle import read_card
+
+
+def test_config_when_runtime_unknown_then_one_line_error_naming_the_key() -> None:
+    assert decode_config("{}").scorer.runtime == "auto"
+    assert decode_config("scorer: {runtime: onnx-int8}").scorer.runtime == "onnx-int8"
+    with pytest.raises(ConfigError, match=r"scorer\.runtime") as info:
+        decode_config("scorer: {runtime: tensorrt}", source="cfg.yaml")
+    assert "\n" not in str(info.value)
+
+
+def test_load_when_built_bundle_and_runtime_onnx_then_scorer_serves_clip_on_onnx() -> None:
+    assert "onnx/image_fp32.onnx" in read_card(quick_bundle()).files  # model bootstrap exported it
+    cfg = decode_config(f"bars: {{window: {WINDOW}}}\nscorer: {{kind: ml, runtime: onnx}}")
+    assert cfg.bars == BarStoreConfig(window=WINDOW)
+    with capture_logs() as logs:
+        scorer = load_active(quick_bundle(), daemon_load_options(cfg)).scorer
+    chosen = [e for e in logs if e["event"] == "engine.runtime_chosen"]
+    assert [(e["requested"], e["chosen"]) for e in chosen] == [("onnx", "onnx")]
+    assert scorer.vision.engine.runtime == "onnx"  # type: ignore[attr-defined]
+    signals = scorer.score(sample_windows()[:4])
+    assert all(0.0 <= s.p_up <= 1.0 for s in signals)

@@ -1,0 +1,174 @@
+"""The CLIP image tower on ONNX Runtime: export into the bundle, parity with torch, the runtime choice."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from structlog.testing import capture_logs
+
+from tests.vlm_engine.clip_helpers import tiny_bundle, tiny_splits, window
+from vlm_engine.bundle import load_bundle, verify_bundle
+from vlm_engine.infer import (
+    ClipBatch,
+    InferenceConfig,
+    InferenceEngine,
+    RuntimeUnavailable,
+    choose_engine,
+    load_engine,
+)
+from vlm_engine.infer.onnx_export import FP32_FILE, INT8_FILE, PARITY_FILE, export_to_bundle
+from vlm_engine.infer.onnx_runtime import OnnxEngine, session_options
+from vlm_engine.infer.runtime_choice import (
+    FP32_TOLERANCE,
+    ParityCharts,
+    fp32_problem,
+    int8_problem,
+    read_parity,
+)
+
+CONFIG = InferenceConfig(device="cpu", threads=1, warmup_batches=1, max_batch=8)
+ONNX_FILES = (FP32_FILE, INT8_FILE, PARITY_FILE)
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("onnx") / "bundle"
+    tiny_bundle(out, seed=0)
+    splits = tiny_splits()
+    export_to_bundle(out, test=splits["test"])
+    return out
+
+
+def copy_of(bundle: Path, tmp_path: Path) -> Path:
+    target = tmp_path / "copy"
+    shutil.copytree(bundle, target)
+    return target
+
+
+def test_export_when_added_to_bundle_then_files_hashed_in_card_and_stage_recorded(exported: Path):
+    card = verify_bundle(exported)  # every file, the ONNX ones included, matches its sha256
+    assert set(ONNX_FILES) <= set(card.files)
+    stage = card.stages["onnx"]
+    assert stage["opset"] >= 17
+    assert stage["parity_charts"] == len(read_parity(load_bundle(exported)).images) > 0
+
+
+def test_fp32_when_scoring_charts_then_probabilities_within_tolerance_of_torch(exported: Path):
+    bundle = load_bundle(exported)
+    torch_engine = InferenceEngine(bundle=bundle, config=CONFIG)
+    onnx_engine = OnnxEngine(bundle=bundle, config=CONFIG, variant="fp32")
+    windows = [window(seed=i) for i in range(11)]  # more than max_batch: chunked over workers
+    ref, got = torch_engine.score_batch(windows), onnx_engine.score_batch(windows)
+    assert got.classes == ref.classes
+    assert len(got) == 11
+    assert np.abs(got.pattern_probs - ref.pattern_probs).max() <= FP32_TOLERANCE
+    assert np.abs(got.p_up - ref.p_up).max() <= FP32_TOLERANCE
+    assert np.allclose(got.embeddings, ref.embeddings, atol=1e-4)
+    assert len(onnx_engine.score_batch([])) == 0
+
+
+def test_auto_when_parity_holds_then_fastest_measured_runtime_serves_and_choice_logged(
+    exported: Path,
+):
+    with capture_logs() as logs:
+        engine, choice = choose_engine(load_bundle(exported), CONFIG)  # CONFIG.runtime is torch
+        assert engine.runtime == "torch"
+        assert choice.chosen == "torch"
+        auto = InferenceConfig(device="cpu", threads=1, warmup_batches=1, runtime="auto")
+        engine, choice = choose_engine(load_bundle(exported), auto)
+    assert choice.parity["onnx_max_prob_gap"] <= FP32_TOLERANCE
+    candidates = {"torch", "onnx"} | ({"onnx-int8"} - set(choice.refused))
+    assert set(choice.ms_per_chart) == candidates
+    assert choice.chosen == min(choice.ms_per_chart, key=choice.ms_per_chart.__getitem__)
+    assert engine.runtime == choice.chosen
+    chosen = [e for e in logs if e["event"] == "engine.runtime_chosen"]
+    assert chosen[-1]["chosen"] == choice.chosen
+    assert chosen[-1]["requested"] == "auto"
+
+
+def test_onnx_when_bundle_has_no_export_then_refused_with_reason_and_torch_serves(
+    exported: Path, tmp_path: Path
+):
+    plain = tmp_path / "plain"
+    tiny_bundle(plain, seed=1)
+    config = InferenceConfig(device="cpu", threads=1, warmup_batches=1, runtime="onnx-int8")
+    with capture_logs() as logs:
+        engine, choice = choose_engine(load_bundle(plain), config)
+    assert isinstance(engine, InferenceEngine)
+    assert choice.chosen == "torch"
+    assert set(choice.refused) == {"onnx", "onnx-int8"}
+    assert "no parity charts" in choice.refused["onnx"]
+    refused = [e for e in logs if e["event"] == "engine.runtime_refused"]
+    assert {e["runtime"] for e in refused} == {"onnx", "onnx-int8"}
+
+
+def test_onnx_when_export_is_from_other_clip_weights_then_refused(exported: Path, tmp_path: Path):
+    bundle = copy_of(exported, tmp_path)
+    card_path = bundle / "model_card.json"
+    card = json.loads(card_path.read_text())
+    card["stages"]["onnx"]["clip"] = "0" * 16  # as if clip/ had been retrained after the export
+    card_path.write_text(json.dumps(card))
+    with pytest.raises(RuntimeUnavailable, match="other CLIP weights"):
+        OnnxEngine(bundle=load_bundle(bundle), config=CONFIG, variant="fp32")
+    engine, choice = choose_engine(
+        load_bundle(bundle), InferenceConfig(device="cpu", warmup_batches=1, runtime="onnx")
+    )
+    assert engine.runtime == "torch"
+    assert "other CLIP weights" in choice.refused["onnx"]
+
+
+def _batch(probs: list[list[float]], p_up: list[float]) -> ClipBatch:
+    return ClipBatch(
+        bundle_id="b",
+        classes=("none", "hammer"),
+        pattern_probs=np.asarray(probs, dtype=np.float32),
+        p_up=np.asarray(p_up, dtype=np.float32),
+        embeddings=np.zeros((len(p_up), 2), dtype=np.float32),
+    )
+
+
+def test_fp32_problem_when_a_probability_differs_beyond_tolerance_then_reason():
+    ref = _batch([[0.9, 0.1], [0.2, 0.8]], [0.6, 0.4])
+    assert fp32_problem(ref, _batch([[0.9, 0.1], [0.2, 0.8]], [0.60005, 0.4]), {}) == ""
+    parity: dict[str, float] = {}
+    reason = fp32_problem(ref, _batch([[0.9, 0.1], [0.2, 0.8]], [0.6, 0.401]), parity)
+    assert "differ from torch's" in reason
+    assert parity["onnx_max_prob_gap"] == pytest.approx(0.001, abs=1e-6)
+
+
+def test_int8_problem_when_accuracy_or_auc_drifts_then_reason():
+    charts = ParityCharts(
+        images=np.zeros((4, 2, 2, 3), dtype=np.uint8),
+        patterns=np.array([0, 1, 1, -1]),
+        direction=np.array([1, -1, 1, -1], dtype=np.int8),
+    )
+    fp32 = _batch([[0.9, 0.1], [0.2, 0.8], [0.3, 0.7], [0.5, 0.5]], [0.7, 0.2, 0.6, 0.3])
+    same = _batch([[0.8, 0.2], [0.3, 0.7], [0.4, 0.6], [0.6, 0.4]], [0.71, 0.2, 0.6, 0.3])
+    assert int8_problem(fp32, same, charts, {}) == ""
+    wrong_pattern = _batch([[0.9, 0.1], [0.2, 0.8], [0.7, 0.3], [0.5, 0.5]], [0.7, 0.2, 0.6, 0.3])
+    assert "pattern accuracy" in int8_problem(fp32, wrong_pattern, charts, {})
+    wrong_order = _batch([[0.9, 0.1], [0.2, 0.8], [0.3, 0.7], [0.5, 0.5]], [0.7, 0.2, 0.25, 0.3])
+    assert "direction AUC" in int8_problem(fp32, wrong_order, charts, {})
+
+
+def test_session_options_when_built_then_one_thread_sequential_without_spinning():
+    import onnxruntime as ort
+
+    options = session_options(1)
+    assert options.intra_op_num_threads == 1
+    assert options.execution_mode == ort.ExecutionMode.ORT_SEQUENTIAL
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+
+
+def test_load_engine_when_runtime_onnx_then_serves_on_onnx(exported: Path):
+    config = InferenceConfig(device="cpu", threads=1, warmup_batches=1, runtime="onnx")
+    engine = load_engine(exported, config=config)
+    assert engine.runtime == "onnx"
+    batch = engine.score_batch([window(seed=3)])
+    assert len(batch) == 1
+    assert batch.bundle_id == engine.bundle_id
+    assert batch.render_seconds > 0

@@ -1,0 +1,213 @@
+"""The CLIP image tower as ONNX files in the bundle: fp32, INT8 and the charts their parity is measured on.
+
+The graph takes the charts as the renderer draws them, (N, H, W, 3) uint8, and returns unit
+image embeddings (N, D) float32: the resize to the model's input (antialiased bilinear, as
+ImagePreprocessor does, written as two constant matrices) and the pixel normalisation (folded
+into the patch embedding, as InferenceEngine does) are inside it. The read-out against the
+prompt embeddings and the calibration stay outside (ChartEngine), so `vlmtrader calibrate`
+never makes the export stale; the card's stage "onnx" names the CLIP weights it came from.
+
+INT8 is onnxruntime.quantization's dynamic quantization of the weight MatMuls; whether it may
+serve is decided at load (runtime_choice) on the parity charts, a sample of the bundle's test
+split stored beside it.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import io
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import structlog
+import torch
+import torch.nn.functional as F
+
+from vlm_engine.bundle import ModelCard, add_to_bundle, load_bundle
+from vlm_engine.bundle.bundle import CLIP_DIR
+from vlm_engine.calibrate.evaluate import pattern_labels
+from vlm_engine.clip.data import ClipSamples
+from vlm_engine.clip.model import ClipParts
+from vlm_engine.render import ChartSpec
+
+log = structlog.get_logger("vlm_engine.infer")
+
+ONNX_DIR = "onnx"
+FP32_FILE = f"{ONNX_DIR}/image_fp32.onnx"
+INT8_FILE = f"{ONNX_DIR}/image_int8.onnx"
+PARITY_FILE = f"{ONNX_DIR}/parity.npz"
+STAGE = "onnx"
+OPSET = 17
+INPUT, OUTPUT = "images", "embeddings"
+PARITY_CHARTS = 512  # test charts kept for the load-time parity check (evenly spaced)
+
+
+def resize_matrix(size_in: int, size_out: int) -> torch.Tensor:
+    """(size_out, size_in): F.interpolate's antialiased bilinear resize of one axis as a matrix."""
+    eye = torch.eye(size_in, dtype=torch.float64).view(1, 1, size_in, size_in)
+    resized = F.interpolate(
+        eye, size=(size_out, size_in), mode="bilinear", antialias=True, align_corners=False
+    )
+    return resized[0, 0].float()
+
+
+class ImageTower(torch.nn.Module):
+    """uint8 NHWC charts of one spec -> unit CLIP image embeddings; what the ONNX file computes."""
+
+    def __init__(self, parts: ClipParts, spec: ChartSpec) -> None:
+        super().__init__()
+        model: Any = copy.deepcopy(parts.model).float().eval()
+        embeddings = model.vision_model.embeddings
+        embeddings.patch_embedding = parts.preprocess.fold_into(embeddings.patch_embedding)
+        self.model = model
+        size = parts.preprocess.size
+        self.resize = (spec.height, spec.width) != (size, size)
+        self.rows: torch.Tensor
+        self.cols: torch.Tensor
+        self.register_buffer("rows", resize_matrix(spec.height, size))
+        self.register_buffer("cols", resize_matrix(spec.width, size).T.contiguous())
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        pixels = images.permute(0, 3, 1, 2).float()
+        if self.resize:
+            pixels = self.rows @ pixels @ self.cols
+        out = self.model.get_image_features(pixel_values=pixels)
+        features = out.pooler_output if hasattr(out, "pooler_output") else out
+        return F.normalize(features, dim=-1)
+
+
+def export_fp32(parts: ClipParts, spec: ChartSpec) -> bytes:
+    """The image tower as an ONNX model (dynamic batch size)."""
+    tower = ImageTower(parts, spec)
+    example = torch.zeros((2, spec.height, spec.width, 3), dtype=torch.uint8)
+    buffer = io.BytesIO()
+    with warnings.catch_warnings(), torch.no_grad():
+        # The TorchScript exporter: torch.export's needs onnxscript, and this graph has no control flow.
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            tower,
+            (example,),
+            buffer,  # type: ignore[arg-type]  # a file-like object works (torch's annotation is narrower)
+            dynamo=False,
+            input_names=[INPUT],
+            output_names=[OUTPUT],
+            dynamic_axes={INPUT: {0: "charts"}, OUTPUT: {0: "charts"}},
+            opset_version=OPSET,
+        )
+    return buffer.getvalue()
+
+
+def weight_matmuls(model_path: Path) -> list[str]:
+    """The nodes INT8 pays off on: MatMul against a weight of the model. Not the resize (its
+    matrices act on raw pixels), not attention's activation x activation products and not the
+    patch convolution: quantizing those too cost the default tower up to 0.02 on its unit
+    embeddings (max |difference|) and was slower on this CPU; the weight MatMuls alone, 0.009."""
+    import onnx
+
+    graph = onnx.load(str(model_path)).graph
+    weights = {w.name for w in graph.initializer}
+    return [
+        n.name
+        for n in graph.node
+        if n.op_type == "MatMul" and n.input[1] in weights and "rows" not in n.input
+    ]
+
+
+def quantize_int8(fp32: bytes) -> bytes:
+    """INT8 of an exported tower: dynamic quantization (int8 weights, activations quantized per
+    call from their own range) of the weight MatMuls, the rest fp32. On the default bundle it was
+    faster than static QDQ calibrated on training charts and closer to fp32 (109 vs 128-144 ms per
+    64 charts at load 13; max embedding difference 0.009 vs 0.010-0.012)."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    with tempfile.TemporaryDirectory(prefix="vlmtrader-onnx-") as tmp:
+        source, prepared, target = (Path(tmp) / n for n in ("fp32.onnx", "pre.onnx", "int8.onnx"))
+        source.write_bytes(fp32)
+        quant_pre_process(str(source), str(prepared), skip_symbolic_shape=True)
+        quantize_dynamic(
+            str(prepared),
+            str(target),
+            weight_type=QuantType.QInt8,
+            nodes_to_quantize=weight_matmuls(prepared),
+        )
+        return target.read_bytes()
+
+
+def evenly(n: int, k: int) -> npt.NDArray[np.int64]:
+    """At most k indexes spread evenly over range(n)."""
+    if n <= k:
+        return np.arange(n, dtype=np.int64)
+    return np.linspace(0, n - 1, k).round().astype(np.int64)
+
+
+def parity_npz(
+    images: npt.NDArray[np.uint8], patterns: npt.NDArray[np.int64], direction: npt.NDArray[Any]
+) -> bytes:
+    """The parity charts: test images with their pattern class index (-1: none) and direction (-1, 0, 1)."""
+    keep = evenly(len(images), PARITY_CHARTS)
+    buffer = io.BytesIO()
+    np.savez_compressed(
+        buffer,
+        images=images[keep],
+        patterns=np.asarray(patterns, dtype=np.int64)[keep],
+        direction=np.asarray(direction, dtype=np.int8)[keep],
+    )
+    return buffer.getvalue()
+
+
+def onnx_files(
+    parts: ClipParts,
+    spec: ChartSpec,
+    *,
+    test_images: npt.NDArray[np.uint8],
+    test_patterns: npt.NDArray[np.int64],
+    test_direction: npt.NDArray[Any],
+) -> dict[str, bytes]:
+    """fp32 + INT8 towers and the parity charts, by bundle-relative path."""
+    fp32 = export_fp32(parts, spec)
+    int8 = quantize_int8(fp32)
+    return {
+        FP32_FILE: fp32,
+        INT8_FILE: int8,
+        PARITY_FILE: parity_npz(test_images, test_patterns, test_direction),
+    }
+
+
+def clip_digest(files: dict[str, str]) -> str:
+    """One hash of the card's clip/ entries: the CLIP weights an export was made from."""
+    digest = hashlib.sha256()
+    for name, sha in sorted(files.items()):
+        if name.startswith(f"{CLIP_DIR}/"):
+            digest.update(f"{name}\0{sha}\n".encode())
+    return digest.hexdigest()[:16]
+
+
+def export_to_bundle(directory: Path, *, test: ClipSamples) -> ModelCard:
+    """Export the bundle's image tower (fp32 + INT8) with parity charts from the `test` split into
+    the bundle; the card records the stage and hashes the files."""
+    import onnxruntime
+
+    bundle = load_bundle(directory)
+    files = onnx_files(
+        bundle.parts,
+        bundle.spec,
+        test_images=test.images,
+        test_patterns=pattern_labels(bundle.prompts, test),
+        test_direction=test.direction,
+    )
+    stage = {
+        "clip": clip_digest(bundle.card.files),
+        "opset": OPSET,
+        "int8": "dynamic, weight MatMuls",
+        "parity_charts": int(min(len(test), PARITY_CHARTS)),
+        "onnxruntime": onnxruntime.__version__,
+    }
+    card = add_to_bundle(directory, files=files, stages={STAGE: stage})
+    log.info("onnx.exported", bundle_id=card.bundle_id, **{k: v for k, v in stage.items()})
+    return card

@@ -1,0 +1,236 @@
+"""Which runtime serves a bundle: torch, its ONNX export (fp32) or the INT8 one, by parity and speed at load.
+
+Parity is measured on the bundle's parity charts (a sample of its test split, onnx/parity.npz):
+fp32 serves when every pattern probability and p_up is within FP32_TOLERANCE of torch's; INT8
+when its pattern accuracy is within INT8_ACCURACY and its direction AUC within INT8_AUC of
+fp32's on the same charts. A runtime that fails is refused with the reason (logged) and the
+request falls back: onnx-int8 -> onnx -> torch. auto times every runtime whose parity holds on
+one batch and serves the fastest.
+"""
+
+from __future__ import annotations
+
+import io
+import time
+from pathlib import Path
+
+import msgspec
+import numpy as np
+import numpy.typing as npt
+import structlog
+
+from vlm_engine.bundle import Bundle, load_bundle
+from vlm_engine.calibrate.metrics import accuracy
+from vlm_engine.infer.engine import ChartEngine, ClipBatch, InferenceConfig, InferenceEngine
+from vlm_engine.infer.errors import RuntimeUnavailable
+from vlm_engine.infer.onnx_export import PARITY_FILE
+from vlm_engine.infer.onnx_runtime import OnnxEngine
+from vlm_engine.metrics import auc
+
+log = structlog.get_logger("vlm_engine.infer")
+
+FP32_TOLERANCE = 1e-4
+INT8_ACCURACY = 0.005
+INT8_AUC = 0.002
+TIMING_REPEATS = 5
+FALLBACK = {"onnx-int8": ("onnx-int8", "onnx", "torch"), "onnx": ("onnx", "torch")}
+
+
+class ParityCharts(msgspec.Struct, frozen=True, kw_only=True, eq=False):
+    """Test charts with their pattern class (-1: none) and direction (-1, 0, 1)."""
+
+    images: npt.NDArray[np.uint8]
+    patterns: npt.NDArray[np.int64]
+    direction: npt.NDArray[np.int8]
+
+
+class RuntimeChoice(msgspec.Struct, frozen=True, kw_only=True):
+    """What was asked, what serves, each candidate's ms per chart and parity figures, the refusals."""
+
+    requested: str
+    chosen: str
+    ms_per_chart: dict[str, float] = msgspec.field(default_factory=dict)
+    parity: dict[str, float] = msgspec.field(default_factory=dict)
+    refused: dict[str, str] = msgspec.field(default_factory=dict)
+
+
+def read_parity(bundle: Bundle) -> ParityCharts:
+    """The bundle's parity charts (RuntimeUnavailable when it has none or they are unreadable)."""
+    if PARITY_FILE not in bundle.card.files:
+        msg = f"the bundle has no parity charts ({PARITY_FILE}); rebuild it with `vlmtrader model build`"
+        raise RuntimeUnavailable(msg)
+    try:
+        with np.load(io.BytesIO((bundle.path / PARITY_FILE).read_bytes())) as data:
+            charts = ParityCharts(
+                images=np.asarray(data["images"], dtype=np.uint8),
+                patterns=np.asarray(data["patterns"], dtype=np.int64),
+                direction=np.asarray(data["direction"], dtype=np.int8),
+            )
+    except (OSError, KeyError, ValueError) as e:
+        msg = f"{bundle.path / PARITY_FILE}: unreadable parity charts ({e})"
+        raise RuntimeUnavailable(msg) from None
+    spec = bundle.spec
+    if charts.images.ndim != 4 or charts.images.shape[1:] != (spec.height, spec.width, 3):
+        msg = f"{bundle.path / PARITY_FILE}: charts of shape {charts.images.shape[1:]}, the spec draws {spec.height}x{spec.width}"
+        raise RuntimeUnavailable(msg)
+    return charts
+
+
+def figures(batch: ClipBatch, charts: ParityCharts) -> tuple[float, float]:
+    """(pattern accuracy on labelled charts, direction AUC on moving charts; NaN with one class)."""
+    keep = charts.patterns >= 0
+    acc = (
+        accuracy(batch.pattern_probs[keep].astype(np.float64), charts.patterns[keep])
+        if keep.any()
+        else float("nan")
+    )
+    moving = charts.direction != 0
+    auc_value = auc(charts.direction[moving] > 0, batch.p_up[moving].astype(np.float64))
+    return acc, auc_value
+
+
+def _gap(a: float, b: float) -> float:
+    """|a - b|, 0 when both are NaN (a figure the charts cannot measure), inf when one is."""
+    if np.isnan(a) and np.isnan(b):
+        return 0.0
+    return float(abs(a - b)) if not (np.isnan(a) or np.isnan(b)) else float("inf")
+
+
+def fp32_problem(torch_batch: ClipBatch, fp32: ClipBatch, parity: dict[str, float]) -> str:
+    """Why fp32 may not serve ("" when its probabilities are within FP32_TOLERANCE of torch's)."""
+    gap = max(
+        float(np.abs(fp32.pattern_probs - torch_batch.pattern_probs).max(initial=0.0)),
+        float(np.abs(fp32.p_up - torch_batch.p_up).max(initial=0.0)),
+    )
+    parity["onnx_max_prob_gap"] = gap
+    if gap > FP32_TOLERANCE:
+        return f"fp32 probabilities differ from torch's by up to {gap:.2e} (> {FP32_TOLERANCE:.0e})"
+    return ""
+
+
+def int8_problem(
+    fp32: ClipBatch, int8: ClipBatch, charts: ParityCharts, parity: dict[str, float]
+) -> str:
+    """Why INT8 may not serve ("" when accuracy and AUC are within tolerance of fp32's)."""
+    acc_f, auc_f = figures(fp32, charts)
+    acc_i, auc_i = figures(int8, charts)
+    parity.update(
+        fp32_pattern_accuracy=acc_f,
+        int8_pattern_accuracy=acc_i,
+        fp32_direction_auc=auc_f,
+        int8_direction_auc=auc_i,
+    )
+    if _gap(acc_i, acc_f) > INT8_ACCURACY:
+        return f"INT8 pattern accuracy {acc_i:.4f} vs fp32 {acc_f:.4f} (more than {INT8_ACCURACY} apart)"
+    if _gap(auc_i, auc_f) > INT8_AUC:
+        return f"INT8 direction AUC {auc_i:.4f} vs fp32 {auc_f:.4f} (more than {INT8_AUC} apart)"
+    return ""
+
+
+def ms_per_chart(engine: ChartEngine, images: npt.NDArray[np.uint8]) -> float:
+    """Median wall time of scoring `images` over TIMING_REPEATS runs, per chart (after one warm run)."""
+    engine.score_images(images)
+    runs = []
+    for _ in range(TIMING_REPEATS):
+        started = time.perf_counter()
+        engine.score_images(images)
+        runs.append(time.perf_counter() - started)
+    return float(np.median(runs)) * 1000 / len(images)
+
+
+def _fp32(
+    bundle: Bundle,
+    config: InferenceConfig,
+    reference: ClipBatch,
+    charts: ParityCharts,
+    parity: dict[str, float],
+) -> tuple[OnnxEngine, ClipBatch]:
+    """The fp32 engine and its scores of the parity charts (RuntimeUnavailable when refused)."""
+    engine = OnnxEngine(bundle=bundle, config=config, variant="fp32")
+    scores = engine.score_images(charts.images)
+    problem = fp32_problem(reference, scores, parity)
+    if problem:
+        raise RuntimeUnavailable(problem)
+    return engine, scores
+
+
+def _int8(
+    bundle: Bundle,
+    config: InferenceConfig,
+    fp32: ClipBatch,
+    charts: ParityCharts,
+    parity: dict[str, float],
+) -> OnnxEngine:
+    """The INT8 engine (RuntimeUnavailable when refused)."""
+    engine = OnnxEngine(bundle=bundle, config=config, variant="int8")
+    problem = int8_problem(fp32, engine.score_images(charts.images), charts, parity)
+    if problem:
+        raise RuntimeUnavailable(problem)
+    return engine
+
+
+def _candidates(
+    bundle: Bundle, config: InferenceConfig, torch_engine: InferenceEngine, wanted: tuple[str, ...]
+) -> tuple[dict[str, ChartEngine], dict[str, str], dict[str, float], ParityCharts | None]:
+    """The engines whose parity holds (torch always), the refusals, the parity figures, the charts."""
+    engines: dict[str, ChartEngine] = {"torch": torch_engine}
+    parity: dict[str, float] = {}
+    try:
+        charts = read_parity(bundle)
+        fp32, fp32_scores = _fp32(
+            bundle, config, torch_engine.score_images(charts.images), charts, parity
+        )
+    except RuntimeUnavailable as e:
+        return engines, dict.fromkeys(wanted, str(e)), parity, None
+    engines["onnx"] = fp32
+    refused: dict[str, str] = {}
+    if "onnx-int8" in wanted:
+        try:
+            engines["onnx-int8"] = _int8(bundle, config, fp32_scores, charts, parity)
+        except RuntimeUnavailable as e:
+            refused["onnx-int8"] = str(e)
+    return engines, refused, parity, charts
+
+
+def choose_engine(bundle: Bundle, config: InferenceConfig) -> tuple[ChartEngine, RuntimeChoice]:
+    """The engine config.runtime asks for when its parity holds, else the fallback (see module doc)."""
+    requested = config.runtime
+    torch_engine = InferenceEngine(bundle=bundle, config=config)
+    if requested == "torch":
+        return torch_engine, RuntimeChoice(requested=requested, chosen="torch")
+    wanted = ("onnx", "onnx-int8") if requested == "auto" else FALLBACK[requested][:-1]
+    engines, refused, parity, charts = _candidates(bundle, config, torch_engine, wanted)
+    for runtime, reason in refused.items():
+        log.warning(
+            "engine.runtime_refused", bundle_id=bundle.bundle_id, runtime=runtime, reason=reason
+        )
+    timings: dict[str, float] = {}
+    if requested == "auto" and len(engines) > 1 and charts is not None:
+        batch = _timing_batch(charts.images, config.max_batch)
+        timings = {name: round(ms_per_chart(e, batch), 4) for name, e in engines.items()}
+        chosen = min(timings, key=timings.__getitem__)
+    else:
+        chosen = next(name for name in FALLBACK.get(requested, ("torch",)) if name in engines)
+    choice = RuntimeChoice(
+        requested=requested,
+        chosen=chosen,
+        ms_per_chart=timings,
+        parity={k: round(v, 6) for k, v in parity.items()},
+        refused=refused,
+    )
+    log.info("engine.runtime_chosen", bundle_id=bundle.bundle_id, **msgspec.to_builtins(choice))
+    return engines[chosen], choice
+
+
+def _timing_batch(images: npt.NDArray[np.uint8], max_batch: int) -> npt.NDArray[np.uint8]:
+    """A batch of min(64, max_batch) parity charts (repeated when there are fewer)."""
+    size = min(64, max_batch)
+    return images[np.arange(size) % len(images)]
+
+
+def load_engine(
+    path: Path, *, config: InferenceConfig | None = None, spec_hash: str | None = None
+) -> ChartEngine:
+    """Load and validate a bundle (BundleError when unusable) and serve it on the runtime config asks for."""
+    engine, _ = choose_engine(load_bundle(path, spec_hash=spec_hash), config or InferenceConfig())
+    return engine
