@@ -33,10 +33,10 @@ from harness import Session
 
 from daemon.build import BootstrapConfig, bootstrap
 from daemon.log_setup import configure_logging
-from daemon.ml_loader import CachedVision, load_bundle_models
+from daemon.model.loader import load_bundle
+from daemon.model.vision import CachedVision, ClipVision
 from strategy.backtest.data import forward_labels, frame_batches, iter_windows
 from strategy.bars import BarStoreConfig
-from strategy.clip_scorer import ClipVision
 from vlm_engine.metrics import auc, auc_text, summary
 
 START = datetime(2025, 6, 2, tzinfo=UTC)
@@ -60,7 +60,7 @@ def main() -> dict[str, float]:
     if not (bundle / "model_card.json").is_file():
         print(f"no bundle at {bundle}: building one for the {args.scenario} market (a few minutes)")
         bootstrap(config, bundle)
-    models = load_bundle_models(bundle)
+    models = load_bundle(bundle)
     market = msgspec.structs.replace(config.market, seed=args.seed)
     frame = simulate_frame(market, START, args.bars)
     planted = {
@@ -72,7 +72,7 @@ def main() -> dict[str, float]:
     horizon = models.xgb.meta.horizon_bars
     labels = forward_labels(batches, horizon)
     store = BarStoreConfig(window=max(64, models.bars_needed), bar_seconds=market.bar_seconds)
-    vision = CachedVision(inner=ClipVision(server=models.server))
+    vision = CachedVision(inner=ClipVision(engine=models.engine))
     scorer = models.scorer(vision=vision)
     alone = models.scorer(mode="xgb", vision=vision) if models.xgb_technical else None
     p: dict[str, list[float]] = {"clip": [], "xgb_technical": [], "xgb": [], "fused": []}

@@ -35,7 +35,7 @@ from daemon.config import ScorerConfig
 from daemon.execution.paper import PaperExecution
 from daemon.journal import Journal
 from daemon.log_setup import configure_logging
-from daemon.ml_loader import BundleModels, load_bundle_models
+from daemon.model.loader import LoadedBundle, load_bundle
 from daemon.pipeline import Pipeline
 from daemon.runtime import tune_gc
 from strategy.backtest.data import frame_batches, precompute_signals
@@ -105,11 +105,11 @@ async def run_pipeline(
     return n / elapsed, pipeline, per_batch
 
 
-def daemon_models(bundle: Path, runtime: str = "torch") -> BundleModels:
+def daemon_models(bundle: Path, runtime: str = "torch") -> LoadedBundle:
     """The bundle loaded with the daemon's default inference settings (device, threads, workers)
     on the given CLIP runtime (the daemon's default is auto)."""
     scorer = ScorerConfig()
-    return load_bundle_models(
+    return load_bundle(
         bundle,
         inference=InferenceConfig(
             device=scorer.device,
@@ -140,10 +140,10 @@ def _timed(fn: Callable[[], object], samples: list[float]) -> None:
     samples.append(time.perf_counter() - t)
 
 
-def stage_rows(models: BundleModels, symbols: int, repeats: int) -> dict[str, list[float]]:
+def stage_rows(models: LoadedBundle, symbols: int, repeats: int) -> dict[str, list[float]]:
     """Seconds per batch of each stage of MLScorer.score on one batch of `symbols` windows."""
     scorer = models.scorer()
-    engine = models.server.live
+    engine = models.engine
     windows = live_windows(symbols, max(64, models.bars_needed))
     need = models.spec.bars_needed
     charts = [w.tail(need) for w in windows]
@@ -172,8 +172,8 @@ def bench_stages(bundle: Path, symbols_list: list[int], runtimes: list[str], rep
     print(f"\n== ML scorer stage by stage, ms per batch ({repeats} batches each); {load_average()}")
     for runtime in runtimes:
         models = daemon_models(bundle, runtime)
-        served = models.server.live.runtime
-        print(f"-- runtime {runtime} (serving: {served}, {models.server.live.workers} workers)")
+        served = models.engine.runtime
+        print(f"-- runtime {runtime} (serving: {served}, {models.engine.workers} workers)")
         print(
             f"{'stage':>20} "
             + " ".join(f"{f'{n} sym p50':>11} {f'{n} sym p99':>11}" for n in symbols_list)
@@ -198,7 +198,7 @@ def bench_live(bundle: Path, symbols_list: list[int], scored_batches: int, runti
     print(
         f"\n== live pipeline (bundle {models.bundle_id}, chart {models.spec.width}x{models.spec.height}, "
         f"{models.card.parameters:,} CLIP parameters, window {window}, runtime {runtime} -> "
-        f"{models.server.live.runtime}); {load_average()}"
+        f"{models.engine.runtime}); {load_average()}"
     )
     print(
         f"{'symbols':>7} {'scorer':>6} {'bars/s':>9} {'orders':>7} {'order p50':>10} {'order p99':>10} "

@@ -34,13 +34,13 @@ from daemon.ib.execution import IbExecution
 from daemon.ib.feed import IbFeed
 from daemon.journal import Journal
 from daemon.log_setup import add_event_sink, remove_event_sink, set_log_level
+from daemon.model.predict import ModelPredictor
+from daemon.model.slot import ModelSlot, daemon_slot, describe_scorer
 from daemon.notify import Notifier, watchdog_interval_seconds
 from daemon.pipeline import Pipeline
-from daemon.predictor import ScorerPredictor
 from daemon.reconcile import reconcile, restore_book
 from daemon.reload_plan import ReloadReport, plan_reload
 from daemon.runtime import tune_gc
-from daemon.scorer_slot import ScorerSlot, describe_scorer
 from daemon.storage import first_cause, storage_failed
 from daemon.supervisor import TaskHealth, describe
 from strategy.bars import BarStore
@@ -81,7 +81,7 @@ class Daemon:
         self.notifier = Notifier()
         self.pipeline: Pipeline | None = None
         self.journal: Journal | None = None
-        self.scorers: ScorerSlot | None = None
+        self.scorers: ModelSlot | None = None
         self.feed: Feed | None = None
         self._consumer: asyncio.Task[None] | None = None
         self._generation = 0
@@ -124,7 +124,7 @@ class Daemon:
         report = reconcile(journal, book, view, now=datetime.now(UTC), adopt=True)
         self._generation = getattr(execution, "generation", 0)
 
-        self.scorers = ScorerSlot(config=cfg, state_dir=state_dir)
+        self.scorers = daemon_slot(cfg)
         pipeline = Pipeline(
             store=BarStore(config=cfg.bars),
             scorer=self.scorers.current,
@@ -165,9 +165,7 @@ class Daemon:
             metrics.add_queue("mqtt", lambda: bus.queue_depth)
             metrics.track_bus(lambda: bus.stats, lambda: bus.connected)
         if cfg.api.enabled:
-            predictor = ScorerPredictor(
-                scorers=self.scorers, bar_seconds=cfg.bars.bar_seconds, lock=pipeline.score_lock
-            )
+            predictor = ModelPredictor(slot=self.scorers, lock=pipeline.score_lock)
             app = build_app(
                 controller=controller,
                 metrics=metrics,
@@ -413,7 +411,7 @@ class Daemon:
                         if key.startswith(("scorer.mode", "scorer.fusion", "scorer.bundle",
                                            "scorer.spec_hash")):  # fmt: skip
                             refused[key] = why
-                    cfg = msgspec.structs.replace(cfg, scorer=self.scorers.cfg.scorer)
+                    cfg = msgspec.structs.replace(cfg, scorer=self.scorers.settings)
             self.cfg = cfg
             report = ReloadReport(
                 applied=tuple(k for k in plan.applied if k not in refused),

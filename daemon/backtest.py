@@ -1,8 +1,7 @@
 """`vlmtrader backtest` and `vlmtrader evaluate` as a library: the live strategy code over a bars file, with a report.
 
 run_backtest and run_evaluate take the parsed arguments of daemon/cli/backtest.py.
-Over 400 lines while the bundle-to-scorer code (bundle_scorers, load_xgb_scorer, _bundle_vision)
-still lives here; it belongs with the one model loader.
+The bundle's scorers come from the model package (daemon/model/contenders.py).
 """
 
 from __future__ import annotations
@@ -21,13 +20,13 @@ from tqdm import tqdm
 from daemon.config import AppConfig, load_config
 from daemon.errors import EXIT_CONFIG, EXIT_OK, ConfigError, InputError
 from daemon.journal import Journal
-from daemon.ml_loader import (
-    XGB_DIR,
-    CachedVision,
-    check_windows,
-    load_bundle_models,
-    read_fusion,
+from daemon.model.contenders import (
+    BacktestBundle,
+    bundle_scorers,
+    evaluation_models,
+    xgb_info,
 )
+from daemon.model.loader import XGB_DIR, read_fusion, xgb_only_scorer
 from strategy.backtest.compare import StrategyResult, run_comparison, sizing_note
 from strategy.backtest.data import frame_batches, precompute_signals
 from strategy.backtest.engine import BacktestConfig, JournalSink, LookupScorer
@@ -35,15 +34,12 @@ from strategy.backtest.evaluate import (
     BundleInfo,
     Evaluation,
     EvaluationConfig,
-    TrainedSpan,
     evaluate,
     evaluation_summary,
 )
 from strategy.backtest.report import report_html, report_json
-from strategy.bars import BarStoreConfig
-from strategy.features import FeatureConfig, FeatureEngine
-from strategy.fusion import FusionConfig, FusionEngine
-from strategy.ml_scorer import MLScorer, VisionModel
+from strategy.features import FeatureConfig
+from strategy.ml_scorer import VisionModel
 from strategy.rule_scorer import RuleScorer
 from strategy.scoring import Scorer
 from strategy.types import Bar
@@ -82,75 +78,6 @@ def backtest_config(cfg: AppConfig, bar_seconds: int) -> BacktestConfig:
         risk=cfg.risk,
         broker=cfg.broker,
         order_prefix=cfg.account.upper()[:8] or "VT",
-    )
-
-
-def load_xgb_scorer(bundle: Path, bars: BarStoreConfig) -> MLScorer:
-    """An XGBoost-only ML scorer from a bundle's xgb/ directory and fusion.json."""
-    model = XgbModel.load(bundle / XGB_DIR)
-    features = msgspec.convert(model.meta.feature_config, FeatureConfig)
-    fusion = read_fusion(bundle)
-    if any(n.startswith("clip_") for n in model.feature_names):
-        msg = f"{bundle}: the xgb model needs CLIP features; the CLIP scorer is not wired in yet"
-        raise XgbError(msg)
-    return MLScorer(
-        features=FeatureEngine(config=features),
-        fusion=FusionEngine(config=fusion.alone("xgb")),
-        xgb=model,
-        mode="xgb",
-    )
-
-
-class BacktestBundle(msgspec.Struct, frozen=True, kw_only=True):
-    """What a backtest report says about the bundle it scored with."""
-
-    path: str
-    bundle_id: str
-    fusion: str
-    horizon_bars: int
-    bar_seconds: int
-
-
-def _reads_clip(model: XgbModel) -> bool:
-    return any(n.startswith("clip_") for n in model.feature_names)
-
-
-def bundle_scorers(bundle: Path, bars: BarStoreConfig) -> tuple[dict[str, Scorer], BacktestBundle]:
-    """CLIP-only, XGBoost-only and fused scorers over one loaded bundle, sharing each window's CLIP
-    scores, and what the bundle is. XGBoost-only is "xgb_technical" (technical features alone)
-    when the bundle has that model, else "xgb" (older bundles: the XGBoost that also sees the CLIP
-    columns)."""
-    from strategy.clip_scorer import ClipVision
-
-    models = load_bundle_models(bundle)
-    check_windows(models, bars)
-    vision = CachedVision(inner=ClipVision(server=models.server))
-    xgb_name = "xgb_technical" if models.xgb_technical is not None else "xgb"
-    trained = models.card.trained_on
-    info = BacktestBundle(
-        path=str(bundle),
-        bundle_id=models.bundle_id,
-        fusion=models.fusion.describe(xgb_reads_clip=_reads_clip(models.xgb)),
-        horizon_bars=trained.horizon_bars if trained else models.xgb.meta.horizon_bars,
-        bar_seconds=trained.bar_seconds if trained else models.xgb.meta.bar_seconds,
-    )
-    scorers: dict[str, Scorer] = {
-        "clip": models.scorer(mode="clip", vision=vision, name="clip"),
-        xgb_name: models.scorer(mode="xgb", vision=vision, name=xgb_name),
-        "fused": models.scorer(mode="fused", vision=vision, name="fused"),
-    }
-    return scorers, info
-
-
-def xgb_info(bundle: Path) -> BacktestBundle:
-    """What an xgb/-only directory is (no model card: its id is the directory name)."""
-    model = XgbModel.load(bundle / XGB_DIR)
-    return BacktestBundle(
-        path=str(bundle),
-        bundle_id=f"{bundle.name} (xgb/ only, no model card)",
-        fusion=read_fusion(bundle).describe(xgb_reads_clip=_reads_clip(model)),
-        horizon_bars=model.meta.horizon_bars,
-        bar_seconds=model.meta.bar_seconds,
     )
 
 
@@ -288,8 +215,10 @@ def run_backtest(args: argparse.Namespace) -> int:
         candidates.update(found)
     elif args.bundle is not None:
         try:
-            candidates["xgb"] = load_xgb_scorer(args.bundle, config.bars)
+            candidates["xgb"] = xgb_only_scorer(args.bundle)
             info = xgb_info(args.bundle)
+        except InputError as e:
+            return _fail(str(e))
         except (XgbError, OSError, msgspec.ValidationError, msgspec.DecodeError) as e:
             return _fail(f"{args.bundle}: {e}")
     warnings = [w for w in [bar_size_warning(info, bar_seconds) if info else None] if w]
@@ -349,7 +278,9 @@ def run_evaluate(args: argparse.Namespace) -> int:
     bundle = BundleInfo(bar_seconds=model.meta.bar_seconds)
     if _is_full_bundle(args.bundle):  # CLIP fixed from the bundle; XGBoost and stacking refitted
         try:
-            vision, pca, features, fusion, bundle = _bundle_vision(args.bundle, cfg, bar_seconds)
+            vision, pca, features, fusion, bundle = evaluation_models(
+                args.bundle, backtest_config(cfg, bar_seconds).bars
+            )
         except InputError as e:
             return _fail(str(e))
     horizon = args.horizon or default_horizon(
@@ -436,24 +367,6 @@ def _json_safe(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [_json_safe(v) for v in value]
     return value
-
-
-def _bundle_vision(
-    bundle: Path, cfg: AppConfig, bar_seconds: int
-) -> tuple[VisionModel, PcaParams | None, FeatureConfig, FusionConfig, BundleInfo]:
-    """The bundle's warm CLIP (cached per window), PCA, feature and fusion configs for evaluate(),
-    and what it was trained on. Its bar size is not checked: evaluate says what it does instead."""
-    from strategy.clip_scorer import ClipVision
-
-    models = load_bundle_models(bundle)
-    check_windows(models, backtest_config(cfg, bar_seconds).bars)
-    vision = CachedVision(inner=ClipVision(server=models.server))
-    on = models.card.trained_on
-    info = BundleInfo(
-        bar_seconds=on.bar_seconds if on is not None else models.xgb.meta.bar_seconds,
-        trained_on=TrainedSpan(symbols=on.symbols, end=on.end) if on is not None else None,
-    )
-    return vision, models.pca, models.features, models.fusion, info
 
 
 def _train_type() -> Any:

@@ -20,8 +20,8 @@ import structlog
 from daemon.execution.base import ExecutionClient
 from daemon.journal import Journal
 from daemon.latency import LatencyRecorder
-from daemon.scorer_slot import log_drift
-from daemon.shadow import ShadowRunner
+from daemon.model.scoring import ScoredBatch, log_scored, score_off_loop
+from daemon.model.shadow import ShadowRunner
 from strategy.bars import BarStore, Window
 from strategy.book import Book
 from strategy.kernel import BatchDecision, BatchIntake, TradingKernel
@@ -131,7 +131,9 @@ class Pipeline:
         kernel = self.kernel
         intake = self._intake(batch)
         windows = kernel.windows(intake.accepted)
-        signals = await self._score(windows)
+        scorer = self.scorer  # read once: a hot-swap lands between batches, never inside one
+        scored = await self._score(scorer, windows)
+        signals = scored.signals
         decision = kernel.decide(signals, intake.now)
         # Write-ahead: the orders are committed before the broker sees them; the rest of the
         # batch is group-committed off the order path.
@@ -141,7 +143,8 @@ class Pipeline:
         self._log_intake(intake)
         self._log_signals(signals)
         self._log_rejections(decision)
-        log_drift(self.scorer)  # model.drift_detected for any PSI crossing this batch
+        if windows:  # model.inferred (and charts.rendered) timings, then any drift crossing
+            log_scored(scorer, scored)
         if self.shadow is not None and windows:
             await self._run_shadow(self.shadow, windows, signals)
         return decision.orders
@@ -181,17 +184,12 @@ class Pipeline:
         await self._send(decision, arrived)
         return decision.orders
 
-    async def _score(self, windows: Sequence[Window]) -> list[Signal]:
+    async def _score(self, scorer: Scorer, windows: Sequence[Window]) -> ScoredBatch:
         if not windows:
-            return []
-        scorer = self.scorer  # read once: a hot-swap lands between batches, never inside one
-        if scorer.blocking:
-            async with self.score_lock:
-                signals = await asyncio.to_thread(scorer.score, windows)
-        else:
-            signals = scorer.score(windows)
-        self.stats.signals += len(signals)
-        return signals
+            return ScoredBatch(signals=[], scorer=scorer.name, seconds=0.0)
+        scored = await score_off_loop(scorer, windows, self.score_lock)
+        self.stats.signals += len(scored.signals)
+        return scored
 
     async def _run_shadow(
         self, shadow: ShadowRunner, windows: Sequence[Window], live: Sequence[Signal]

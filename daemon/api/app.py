@@ -99,28 +99,29 @@ class BodyLimit:
         await send({"type": "http.response.body", "body": body})
 
 
+class Prediction(msgspec.Struct, frozen=True, kw_only=True):
+    """A scored window or chart: the signal, the bundle that scored it (None for the rule scorer)
+    and, for a chart PNG, the CLIP model's calibrated pattern probabilities."""
+
+    signal: Signal
+    bundle_id: str | None
+    patterns: dict[str, float] | None = None
+
+
 class Predictor(Protocol):
     """Scores one OHLCV window (oldest bar first); raise InputError when it cannot be scored."""
 
-    async def predict(self, symbol: str, bars: Sequence[Bar]) -> Signal: ...
+    async def predict(self, symbol: str, bars: Sequence[Bar]) -> Prediction: ...
 
 
 class ChartRefused(InputError):
     """A chart PNG is fine as a file but cannot be scored by what is loaded (no bundle, other chart spec)."""
 
 
-class ChartPrediction(msgspec.Struct, frozen=True, kw_only=True):
-    """The CLIP model's calibrated view of one chart PNG."""
-
-    signal: Signal
-    bundle_id: str
-    patterns: dict[str, float]
-
-
 class ChartPredictor(Protocol):
     """Scores a chart PNG; InputError when it is unreadable, ChartRefused when it does not fit the model."""
 
-    async def predict_chart(self, png: bytes) -> ChartPrediction: ...
+    async def predict_chart(self, png: bytes) -> Prediction: ...
 
 
 class BarIn(BaseModel):
@@ -147,7 +148,9 @@ class PredictResponse(BaseModel):
     direction: int
     scorer: str
     reasons: list[str]
-    bundle_id: str | None = Field(default=None, description="the model bundle that scored a chart")
+    bundle_id: str | None = Field(
+        default=None, description="the model bundle that scored it (null for the rule scorer)"
+    )
     patterns: dict[str, float] | None = Field(
         default=None, description="calibrated pattern probabilities (chart PNG input)"
     )
@@ -261,12 +264,12 @@ def build_app(
             raise RequestValidationError(_body_errors(e)) from None
         bars = _bars(body, max_bars=cfg.max_predict_bars)
         try:
-            signal = await predictor.predict(body.symbol, bars)
+            prediction = await predictor.predict(body.symbol, bars)
         except InputError as e:
             raise HTTPException(422, detail=str(e)) from None
         except TransientError as e:
             raise _busy(e) from None
-        return _response(signal)
+        return _response(prediction)
 
     @app.post(
         "/bundle/reload",
@@ -355,14 +358,14 @@ async def _predict_chart(predictor: object, png: bytes) -> PredictResponse:
             "(`vlmtrader serve --bundle DIR`)",
         )
     try:
-        scored: ChartPrediction = await predict_chart(png)
+        scored: Prediction = await predict_chart(png)
     except ChartRefused as e:
         raise HTTPException(409, detail=str(e)) from None
     except InputError as e:
         raise HTTPException(422, detail=str(e)) from None
     except TransientError as e:
         raise _busy(e) from None
-    return _response(scored.signal, bundle_id=scored.bundle_id, patterns=scored.patterns)
+    return _response(scored)
 
 
 def _busy(e: TransientError) -> HTTPException:
@@ -371,9 +374,8 @@ def _busy(e: TransientError) -> HTTPException:
     )
 
 
-def _response(
-    signal: Signal, *, bundle_id: str | None = None, patterns: dict[str, float] | None = None
-) -> PredictResponse:
+def _response(prediction: Prediction) -> PredictResponse:
+    signal, patterns = prediction.signal, prediction.patterns
     return PredictResponse(
         symbol=signal.symbol,
         ts=signal.ts,
@@ -382,7 +384,7 @@ def _response(
         direction=signal.direction,
         scorer=signal.scorer,
         reasons=list(signal.reasons),
-        bundle_id=bundle_id,
+        bundle_id=prediction.bundle_id,
         patterns={k: _finite(v) for k, v in patterns.items()} if patterns is not None else None,
     )
 

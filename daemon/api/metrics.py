@@ -10,7 +10,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from daemon.bus.publisher import BusStats
-from daemon.shadow import ShadowStats
+from daemon.model.shadow import ShadowStats
 from daemon.supervisor import TaskHealth
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"

@@ -18,15 +18,15 @@ import pandas as pd
 import structlog
 
 from daemon.build.config import BuildConfig, TabularConfig
-from daemon.ml_loader import FUSION_FILE, PCA_FILE, XGB_DIR, XGB_TECHNICAL_DIR
+from daemon.model.loader import FUSION_FILE, PCA_FILE, XGB_DIR, XGB_TECHNICAL_DIR
+from daemon.model.vision import ClipVision
 from strategy.backtest.data import build_dataset, frame_batches
 from strategy.bars import BarStoreConfig, FloatArray, Window
-from strategy.clip_scorer import ClipVision
 from strategy.features import FeatureEngine
 from strategy.fusion import FusionConfig, Recalibration, drift_reference, fit_stacking
 from strategy.ml_scorer import VisionScores, vision_columns
 from vlm_engine.bundle import ModelCard, add_to_bundle
-from vlm_engine.infer import InferenceConfig, ModelServer
+from vlm_engine.infer import InferenceConfig, load_engine
 from vlm_engine.metrics import fit_platt, logit, sigmoid, summary, unmeasured
 from vlm_engine.xgb import XgbError, XgbModel, fit_pca, train_xgb
 from vlm_engine.xgb.train import TrainResult
@@ -57,10 +57,10 @@ def fit_tabular(
     """
     tab = cfg.tabular
     started = time.perf_counter()
-    server = ModelServer.load(
+    engine = load_engine(
         bundle, config=InferenceConfig(device="cpu", threads=cfg.threads, warmup_batches=1)
     )
-    vision = ClipVision(server=server)
+    vision = ClipVision(engine=engine)
     scored: list[VisionScores] = []
 
     def clip_columns(windows: Sequence[Window]) -> tuple[tuple[str, ...], FloatArray]:

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from daemon.build.tabular import with_drift, xgb_files
-from daemon.ml_loader import FUSION_FILE, XGB_DIR
+from daemon.model.loader import FUSION_FILE, XGB_DIR
 from strategy.backtest.data import build_dataset, frame_batches
 from strategy.bars import BarStoreConfig
 from strategy.features import FeatureConfig, FeatureEngine

@@ -180,7 +180,7 @@ def describe_fusion(card: ModelCard, fusion: Any) -> str:
 
 
 def _info(args: argparse.Namespace) -> int:
-    from daemon.ml_loader import read_fusion
+    from daemon.model.loader import read_fusion
     from vlm_engine.bundle import BundleError, read_card
 
     try:
@@ -231,7 +231,7 @@ def _info(args: argparse.Namespace) -> int:
 
 
 def _verify(args: argparse.Namespace) -> int:
-    from daemon.bundle_check import check_bundle
+    from daemon.model.bundle_check import check_bundle
     from vlm_engine.bundle import BundleError, verify_bundle
 
     try:

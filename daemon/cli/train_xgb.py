@@ -35,7 +35,7 @@ def add_xgb_parser(train_sub: Any) -> None:
 def run_train_xgb(args: argparse.Namespace) -> int:
     # xgboost, pandas and the bundle code load here, when training runs (see daemon/cli/__init__.py).
     from daemon.build.xgb import XgbSettings, train_xgb_bundle
-    from daemon.ml_loader import XGB_DIR
+    from daemon.model.loader import XGB_DIR
     from vlm_engine.bundle import BundleError
     from vlm_engine.bundle.bundle import CARD_FILE
     from vlm_engine.dataset.errors import BarsInputError

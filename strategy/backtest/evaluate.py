@@ -143,7 +143,7 @@ def clip_probabilities(
     p_raw: FloatArray, symbols: Sequence[str], fusion: FusionConfig
 ) -> FloatArray:
     """CLIP's P(up) as the daemon's clip mode trades it: through `fusion.recalibrate` and the
-    smoothing of fusion.alone("clip") (what `BundleModels.scorer(mode="clip")` does), in row order."""
+    smoothing of fusion.alone("clip") (what `LoadedBundle.scorer(mode="clip")` in daemon.model.loader does), in row order."""
     engine = FusionEngine(config=fusion.alone("clip"))
     out = np.full(p_raw.shape[0], np.nan)
     for i, p in enumerate(p_raw.tolist()):

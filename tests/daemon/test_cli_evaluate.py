@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 
 from daemon.backtest import DEFAULT_HORIZON_BARS, default_horizon
-from daemon.ml_loader import CachedVision, load_bundle_models
+from daemon.model.loader import load_bundle
+from daemon.model.vision import CachedVision, ClipVision
 from strategy.backtest.data import frame_batches, precompute_signals
 from strategy.backtest.engine import BacktestConfig
 from strategy.backtest.evaluate import EvaluationConfig, evaluate
@@ -95,9 +96,7 @@ def test_evaluate_when_bundle_of_another_bar_size_then_runs_and_says_so(
 
 
 def test_evaluate_when_clip_only_then_same_p_up_as_daemon_clip_scorer() -> None:
-    from strategy.clip_scorer import ClipVision
-
-    models = load_bundle_models(quick_bundle())  # 60 s bars, as the daemon would trade them
+    models = load_bundle(quick_bundle())  # 60 s bars, as the daemon would trade them
     # A map that moves P(up) for sure (the quick bundle's own may be refused to identity).
     fusion = msgspec.structs.replace(
         models.fusion, recalibrate={"clip": Recalibration(a=1.7, b=-0.4)}
@@ -112,7 +111,7 @@ def test_evaluate_when_clip_only_then_same_p_up_as_daemon_clip_scorer() -> None:
         train=XgbTrainConfig(n_folds=3, num_boost_round=20, nthread=1),
         backtest=BacktestConfig(bars=store),
     )
-    vision = CachedVision(inner=ClipVision(server=models.server))
+    vision = CachedVision(inner=ClipVision(engine=models.engine))
     ev = evaluate(batches, config, vision=vision, pca=models.pca)
     signals = precompute_signals(models.scorer(mode="clip", fusion=fusion), batches, store).signals
     d = ev.predictions

@@ -76,7 +76,7 @@ def test_train_parser_when_built_then_clip_and_xgb_are_under_train():
 def test_train_clip_calibrate_and_train_xgb_when_dataset_dir_then_each_recorded_in_the_card(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ):
-    from daemon.ml_loader import BundleUnusable, load_bundle_models
+    from daemon.model import loader
     from vlm_engine.bundle import verify_bundle
 
     bars = tmp_path / "bars.csv"
@@ -122,8 +122,8 @@ def test_train_clip_calibrate_and_train_xgb_when_dataset_dir_then_each_recorded_
     assert main(args) == 0
     assert "pattern accuracy" in capsys.readouterr().out
     assert read_card(out).dataset.manifest_hash
-    with pytest.raises(BundleUnusable) as refused:  # CLIP only: names the piece and the command
-        load_bundle_models(out)
+    with pytest.raises(loader.BundleUnusable) as refused:  # CLIP only: names the piece and command
+        loader.load_bundle(out)
     assert "missing xgb/model.json" in str(refused.value)
     assert f"vlmtrader train xgb --dataset BARS --bundle {out}" in str(refused.value)
 
@@ -154,7 +154,7 @@ def test_train_clip_calibrate_and_train_xgb_when_dataset_dir_then_each_recorded_
     assert card.stages["xgb"]["source"] == str(ds)
     assert card.trained_on is not None
     assert card.trained_on.bar_seconds == 60
-    assert load_bundle_models(out).xgb.meta.bar_seconds == 60
+    assert loader.load_bundle(out).xgb.meta.bar_seconds == 60
 
 
 def test_train_clip_when_dataset_missing_then_exit_1(

@@ -118,12 +118,12 @@ def test_evaluate_and_backtest_when_built_bundle_then_accept_it(
 def test_serve_when_built_bundle_then_loads_with_the_bundles_bar_size(
     built: tuple[Path, Path, int],
 ):
-    from daemon.serve import ServeConfig, load_served_model
+    from daemon.model.active import LoadOptions, load_active
     from strategy.backtest.data import frame_batches, iter_windows
     from strategy.bars import BarStoreConfig
 
     bars, out, bar_seconds = built
-    model = load_served_model(out, ServeConfig(device="cpu", threads=1))
+    model = load_active(out, LoadOptions(device="cpu", threads=1))
     assert model.bar_seconds == bar_seconds
     store = BarStoreConfig(window=40, bar_seconds=bar_seconds, gap_policy="accept")
     windows = next(iter(iter_windows(frame_batches(pd.read_parquet(bars).head(200)), store)))

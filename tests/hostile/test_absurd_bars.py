@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from structlog.testing import capture_logs
 
-from daemon.ml_loader import load_ml_scorer
+from daemon.model.active import LoadOptions, load_active
 from daemon.pipeline import Pipeline
 from strategy.bars import BarStore, BarStoreConfig, Window
 from strategy.market_sim import MarketSimulator, SimMarketConfig
@@ -53,7 +53,8 @@ def test_add_when_first_bar_absurd_then_rejected_before_any_window(case: str) ->
 
 @pytest.fixture(scope="module")
 def scorer() -> MLScorer:
-    loaded, _ = load_ml_scorer(quick_bundle(), bars=BarStoreConfig(window=WINDOW))
+    loaded = load_active(quick_bundle(), LoadOptions(bars=BarStoreConfig(window=WINDOW))).scorer
+    assert isinstance(loaded, MLScorer)
     assert loaded.xgb is not None
     return loaded
 

@@ -9,12 +9,14 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
-from daemon.bundle_check import check_bundle
 from daemon.cli import main
 from daemon.config import AppConfig, ScorerConfig
 from daemon.control import Controller
 from daemon.errors import ConfigError
-from daemon.scorer_slot import BundleUnusable, ScorerSlot, load_bundle_scorer
+from daemon.model.active import load_active
+from daemon.model.bundle_check import check_bundle
+from daemon.model.loader import BundleUnusable
+from daemon.model.slot import daemon_load_options, daemon_slot
 from strategy.bars import BarStoreConfig
 from strategy.rule_scorer import RuleScorer
 from strategy.types import TradingState
@@ -36,7 +38,7 @@ def test_load_when_bundle_hashes_match_but_files_broken_then_bundle_unusable_one
 ) -> None:
     bundle = broken_bundle(tmp_path, damage)
     with pytest.raises(BundleUnusable) as e:
-        load_bundle_scorer(bundle, _config(tmp_path, bundle))
+        load_active(bundle, daemon_load_options(_config(tmp_path, bundle)))
     assert "\n" not in str(e.value)
     assert str(bundle) in str(e.value)
 
@@ -44,7 +46,7 @@ def test_load_when_bundle_hashes_match_but_files_broken_then_bundle_unusable_one
 def test_slot_when_auto_and_weights_truncated_then_rules_serve(tmp_path: Path) -> None:
     bundle = broken_bundle(tmp_path, "weights_truncated")
     with capture_logs() as logs:
-        slot = ScorerSlot(config=_config(tmp_path, bundle), state_dir=tmp_path)
+        slot = daemon_slot(_config(tmp_path, bundle))
     assert isinstance(slot.current, RuleScorer)
     assert [e["event"] for e in logs if e["event"] == "bundle.unavailable"]
 
@@ -52,13 +54,13 @@ def test_slot_when_auto_and_weights_truncated_then_rules_serve(tmp_path: Path) -
 def test_slot_when_ml_and_weights_truncated_then_config_error_one_line(tmp_path: Path) -> None:
     bundle = broken_bundle(tmp_path, "weights_truncated")
     with pytest.raises(ConfigError) as e:
-        ScorerSlot(config=_config(tmp_path, bundle, kind="ml"), state_dir=tmp_path)
+        daemon_slot(_config(tmp_path, bundle, kind="ml"))
     assert "\n" not in str(e.value)
     assert "cannot load" in str(e.value)
 
 
 def test_reload_when_weights_truncated_then_refused_and_old_scorer_serves(tmp_path: Path) -> None:
-    slot = ScorerSlot(config=_config(tmp_path, quick_bundle(), kind="ml"), state_dir=tmp_path)
+    slot = daemon_slot(_config(tmp_path, quick_bundle(), kind="ml"))
     before, before_id = slot.current, slot.bundle_id
     bundle = broken_bundle(tmp_path, "weights_truncated")
     with pytest.raises(BundleUnusable):
@@ -149,9 +151,10 @@ def test_decode_chart_when_png_would_inflate_past_limit_then_input_error_before_
     width: int, height: int, depth: int, color: int
 ) -> None:
     from daemon.errors import InputError
-    from daemon.serve import MAX_PNG_PIXEL_BYTES, ServeConfig, decode_chart, load_served_model
+    from daemon.model.active import LoadOptions, load_active
+    from daemon.model.charts import MAX_PNG_PIXEL_BYTES, decode_chart
 
-    model = load_served_model(quick_bundle(), ServeConfig(threads=1))
+    model = load_active(quick_bundle(), LoadOptions(threads=1))
     with pytest.raises(InputError) as e:
         decode_chart(model, _png_header(width, height, depth=depth, color=color))
     assert f"over the limit of {MAX_PNG_PIXEL_BYTES}" in str(e.value)

@@ -112,6 +112,7 @@ def test_metrics_when_trading_then_latency_histogram_and_order_counters(api: Api
     assert [v for _, v in buckets] == sorted(v for _, v in buckets)
     assert buckets[-1] == (float("inf"), count)
     assert samples[("vlmtrader_orders_total", (("status", "submitted"),))] == count
+    assert samples[("vlmtrader_inference_seconds_count", ())] >= 1  # every scored bar batch
     assert sum(v for (n, _), v in samples.items() if n == "vlmtrader_fills_total") >= 1
 
 
@@ -149,6 +150,7 @@ def test_predict_when_window_of_64_bars_then_calibrated_p_up_in_unit_interval(ap
     assert 0.0 <= body["confidence"] <= 1.0
     assert body["direction"] in (-1, 0, 1)
     assert body["scorer"] == "rules"
+    assert body["bundle_id"] is None  # the rule scorer has no bundle
     assert datetime.fromisoformat(body["ts"]) == datetime.fromisoformat(bars[-1]["ts"])
 
 

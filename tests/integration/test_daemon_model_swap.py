@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import json
 import shutil
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
 import numpy as np
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.integration.daemon_process import (
     DaemonProcess,
@@ -62,6 +64,28 @@ def chart_png(bundle: Path, *, other_spec: bool = False) -> bytes:
         high=close + 0.5, low=close - 0.6, close=close, volume=np.full(n, 1000.0),
     )  # fmt: skip
     return encode_png(make_renderer(spec).render(window), chart_meta(spec, window))
+
+
+def _json_window(n: int) -> list[dict[str, Any]]:
+    """n one-minute bars as /predict JSON, oldest first."""
+    close = 100 + np.cumsum(np.sin(np.arange(n) / 3.0))
+    return [
+        {
+            "ts": datetime.fromtimestamp(1_767_225_600 + 60 * i, tz=UTC).isoformat(),
+            "open": float(close[i] - 0.2),
+            "high": float(close[i] + 0.5),
+            "low": float(close[i] - 0.6),
+            "close": float(close[i]),
+            "volume": 1000.0,
+        }
+        for i in range(n)
+    ]
+
+
+def _samples(text: str) -> dict[str, float]:
+    return {
+        s.name: s.value for family in text_string_to_metric_families(text) for s in family.samples
+    }
 
 
 def test_run_when_auto_without_bundle_then_rules_first_bootstrap_swap_to_ml_and_corrupt_reload_refused(
@@ -167,8 +191,20 @@ def test_run_when_shadow_bundle_set_then_shadow_signals_journaled_measured_and_n
         wait_for(lambda: _signals(journal, "ml_shadow") >= 10, timeout=90, what="shadow signals")
         (api,) = [e for e in _events(daemon) if e["event"] == "api.started"]
         with httpx.Client(base_url=f"http://127.0.0.1:{api['port']}", timeout=30) as http:
-            shadow = http.get("/status").json()["shadow"]
+            status = http.get("/status").json()
+            shadow = status["shadow"]
+            predicted = http.post("/predict", json={"symbol": "SIMX", "bars": _json_window(64)})
+            ready = http.get("/readyz").json()
             metrics = http.get("/metrics").text
+        assert predicted.status_code == 200, predicted.text
+        assert (predicted.json()["scorer"], predicted.json()["bundle_id"]) == (
+            "ml",
+            status["bundle_id"],
+        )
+        assert ready["checks"]["model_warm"] is True
+        samples = _samples(metrics)
+        assert samples["vlmtrader_inference_seconds_count"] >= 2  # bars scored, and /predict
+        assert samples["vlmtrader_render_seconds_count"] >= 2
         # The same bundle twice: the shadow agrees with live on every window.
         assert shadow["signals"] > 0
         assert shadow["direction_agreement"] == 1.0

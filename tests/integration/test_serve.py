@@ -21,10 +21,11 @@ import msgspec
 import numpy as np
 import pytest
 import structlog
+from prometheus_client.parser import text_string_to_metric_families
 
 from daemon.api.config import ApiConfig
 from daemon.cli import main
-from daemon.serve import ServeConfig, serve
+from daemon.model.serve import ServeConfig, serve
 from strategy.bars import Window
 from tests.daemon.ml_helpers import WINDOW, quick_bundle, sample_windows
 from tests.integration.daemon_process import REPO
@@ -129,6 +130,17 @@ def _rising(n: int) -> list[dict[str, Any]]:
     ]
 
 
+def _count(client: httpx.Client, histogram: str) -> float:
+    """Observations of vlmtrader_<histogram>_seconds on the service's /metrics."""
+    text = client.get("/metrics").text
+    return next(
+        s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+        if s.name == f"vlmtrader_{histogram}_seconds_count"
+    )
+
+
 def _chart_png(spec: ChartSpec, window: Window) -> bytes:
     image = make_renderer(spec).render_batch([window])[0]
     return encode_png(np.ascontiguousarray(image), chart_meta(spec, window))
@@ -176,8 +188,12 @@ def test_serve_when_rules_then_batched_predictions_png_refused_and_sigterm_exits
         assert status["largest_batch"] > 1
         assert "vlmtrader_inference_seconds_count" in c.get("/metrics").text
 
+        inferred = _count(c, "inference")
+        assert inferred >= status["batches"]  # every model call is observed
         r = c.post("/predict", json={"symbol": "AAA", "bars": _rising(30)})
-        assert r.json()["scorer"] == "rules"
+        assert (r.json()["scorer"], r.json()["bundle_id"]) == ("rules", None)
+        assert _count(c, "inference") == inferred + 1
+        assert _count(c, "render") == 0  # the rule scorer draws no charts
         png = c.post(
             "/predict", content=b"\x89PNG\r\n\x1a\n", headers={"content-type": "image/png"}
         )
@@ -218,9 +234,13 @@ def test_serve_when_bundle_then_ml_json_clip_png_hot_swap_and_clean_stop(tmp_pat
         bundle_id = status["bundle_id"]
         assert status["spec_hash"] == spec.spec_hash()
 
+        inferred, rendered = _count(c, "inference"), _count(c, "render")
         ml = c.post("/predict", json={"symbol": window.symbol, "bars": _json_bars(window)})
         assert ml.status_code == 200, ml.text
-        assert ml.json()["scorer"] == "ml"
+        assert (ml.json()["scorer"], ml.json()["bundle_id"]) == ("ml", bundle_id)
+        # The ML scorer drew the window's chart and ran the models: both histograms observed it.
+        assert _count(c, "inference") == inferred + 1
+        assert _count(c, "render") == rendered + 1
         short = c.post("/predict", json={"symbol": "A", "bars": _rising(10)})
         assert short.status_code == 422
         assert f"needs at least {WINDOW}" in short.json()["detail"]

@@ -16,9 +16,9 @@ from vlm_engine.infer import (
     ClipBatch,
     InferenceConfig,
     InferenceEngine,
-    ModelServer,
     RuntimeUnavailable,
     choose_engine,
+    load_engine,
 )
 from vlm_engine.infer.onnx_export import FP32_FILE, INT8_FILE, PARITY_FILE, export_to_bundle
 from vlm_engine.infer.onnx_runtime import OnnxEngine, session_options
@@ -164,13 +164,11 @@ def test_session_options_when_built_then_one_thread_sequential_without_spinning(
     assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
 
 
-def test_model_server_when_runtime_onnx_then_serves_and_swaps_on_onnx(exported: Path):
+def test_load_engine_when_runtime_onnx_then_serves_on_onnx(exported: Path):
     config = InferenceConfig(device="cpu", threads=1, warmup_batches=1, runtime="onnx")
-    server = ModelServer.load(exported, config=config)
-    assert server.live.runtime == "onnx"
-    served = server.score_batch([window(seed=3)])
-    assert len(served.live) == 1
-    assert served.live.bundle_id == server.live.bundle_id
-    result = server.swap(exported)
-    assert result.ok
-    assert server.live.runtime == "onnx"
+    engine = load_engine(exported, config=config)
+    assert engine.runtime == "onnx"
+    batch = engine.score_batch([window(seed=3)])
+    assert len(batch) == 1
+    assert batch.bundle_id == engine.bundle_id
+    assert batch.render_seconds > 0

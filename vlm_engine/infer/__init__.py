@@ -12,7 +12,6 @@ from vlm_engine.infer.engine import (
 )
 from vlm_engine.infer.errors import RuntimeUnavailable
 from vlm_engine.infer.runtime_choice import RuntimeChoice, choose_engine, load_engine
-from vlm_engine.infer.server import ModelServer, Served, ShadowStats, SwapResult
 
 __all__ = [
     "ChartEngine",
@@ -20,12 +19,8 @@ __all__ = [
     "ClipScores",
     "InferenceConfig",
     "InferenceEngine",
-    "ModelServer",
     "RuntimeChoice",
     "RuntimeUnavailable",
-    "Served",
-    "ShadowStats",
-    "SwapResult",
     "choose_engine",
     "load_engine",
     "resolve_device",

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -98,13 +99,17 @@ class ClipScores(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class ClipBatch(msgspec.Struct, frozen=True, kw_only=True, eq=False):
-    """A batch's outputs as arrays: pattern_probs (N, K), p_up (N,), embeddings (N, D)."""
+    """A batch's outputs as arrays: pattern_probs (N, K), p_up (N,), embeddings (N, D).
+
+    render_seconds: the batch's wall time spent drawing its charts (the workers' drawing time over
+    how many drew at once; 0 for given images)."""
 
     bundle_id: str
     classes: tuple[str, ...]
     pattern_probs: Float32Array
     p_up: Float32Array
     embeddings: Float32Array
+    render_seconds: float = 0.0
 
     def __len__(self) -> int:
         return int(self.p_up.shape[0])
@@ -121,6 +126,10 @@ class ClipBatch(msgspec.Struct, frozen=True, kw_only=True, eq=False):
             p_up=float(self.p_up[index]),
             embedding=tuple(float(v) for v in self.embeddings[index]) if with_embedding else (),
         )
+
+
+# One chunk's (pattern probabilities, p_up, embeddings, seconds spent drawing its charts).
+_Chunk = tuple[Float32Array, Float32Array, Float32Array, float]
 
 
 def resolve_device(name: DeviceName) -> torch.device:
@@ -198,24 +207,33 @@ class ChartEngine:
         if not windows:
             return self._empty()
         if not self.renderer.thread_safe:
-            return self.score_images(self.render(windows))
+            started = time.perf_counter()
+            images = self.render(windows)
+            rendered = time.perf_counter() - started
+            return msgspec.structs.replace(self.score_images(images), render_seconds=rendered)
         # Each worker renders its own chunk too: drawing is NumPy, mostly outside the GIL.
         items = list(windows)
-        return self._split(len(items), lambda rows: self._score_chunk(self.render(items[rows])))
+
+        def render_and_score(rows: slice) -> _Chunk:
+            started = time.perf_counter()
+            images = self.render(items[rows])
+            rendered = time.perf_counter() - started
+            return (*self._score_chunk(images), rendered)
+
+        return self._split(len(items), render_and_score)
 
     def score_images(self, images: npt.NDArray[np.uint8]) -> ClipBatch:
         """Score (N, H, W, 3) uint8 charts of the bundle's spec, in chunks of at most max_batch, split
         over the engine's workers; rows come back in order."""
         if images.shape[0] == 0:
             return self._empty()
-        return self._split(images.shape[0], lambda rows: self._score_chunk(images[rows]))
+        return self._split(images.shape[0], lambda rows: (*self._score_chunk(images[rows]), 0.0))
 
-    def _split(
-        self, n: int, score: Callable[[slice], tuple[Float32Array, Float32Array, Float32Array]]
-    ) -> ClipBatch:
+    def _split(self, n: int, score: Callable[[slice], _Chunk]) -> ClipBatch:
         """score() each chunk of n rows (over the workers when there are several), merged in order."""
         chunks = self._chunks(n)
-        if len(chunks) > 1 and self.workers > 1:
+        parallel = min(len(chunks), self.workers)
+        if parallel > 1:
             parts = list(_pool(self.workers).map(score, chunks))
         else:
             parts = [score(rows) for rows in chunks]
@@ -225,6 +243,7 @@ class ChartEngine:
             pattern_probs=np.concatenate([p[0] for p in parts]),
             p_up=np.concatenate([p[1] for p in parts]),
             embeddings=np.concatenate([p[2] for p in parts]),
+            render_seconds=sum(p[3] for p in parts) / max(parallel, 1),
         )
 
     def _chunks(self, n: int) -> list[slice]:

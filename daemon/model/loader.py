@@ -1,4 +1,5 @@
-"""A model bundle directory -> a ready MLScorer: warm CLIP server, XGBoost, fusion, PCA and drift reference.
+"""The one loader: a model bundle directory -> a LoadedBundle (warm CLIP engine, XGBoost, fusion,
+PCA and drift reference).
 
 Every file is validated before anything is used (the card's sha256 list, then each file's
 type); a bundle that is incomplete, corrupt, built for another chart spec or for windows the
@@ -7,30 +8,28 @@ daemon does not have is refused with BundleUnusable, one line naming the bundle 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal, TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import msgspec
-import numpy as np
 import structlog
 
 from daemon.errors import InputError
-from strategy.bars import BarStoreConfig, Window
+from daemon.model.vision import ClipVision
+from strategy.bars import BarStoreConfig
 from strategy.features import FeatureConfig, FeatureEngine
 from strategy.fusion import DriftMonitor, DriftReference, FusionConfig, FusionEngine
-from strategy.ml_scorer import MLScorer, ScorerMode, VisionModel, VisionScores
+from strategy.ml_scorer import MLScorer, ScorerMode, VisionModel
 from vlm_engine.xgb.errors import XgbError
 from vlm_engine.xgb.model import META_FILE, MODEL_FILE, XgbModel
 from vlm_engine.xgb.pca import PcaParams
 
 if TYPE_CHECKING:  # torch and transformers load only when a bundle does (rules mode starts fast)
     from vlm_engine.bundle import ModelCard
-    from vlm_engine.infer import InferenceConfig, ModelServer
-    from vlm_engine.infer.engine import RuntimeName
+    from vlm_engine.infer import ChartEngine, InferenceConfig
     from vlm_engine.render import ChartSpec
 
-log = structlog.get_logger("daemon.ml_loader")
+log = structlog.get_logger("daemon.model")
 
 XGB_DIR = "xgb"
 # XGBoost on the technical features alone (no CLIP inputs): the "XGBoost-only" model of the
@@ -50,33 +49,20 @@ class BundleUnusable(InputError):
     """The model bundle is missing, incomplete, corrupt or for another chart spec."""
 
 
-class BundleModels:
-    """Everything a bundle holds, loaded and cross-checked; scorer() builds an MLScorer from it."""
+class LoadedBundle(msgspec.Struct, frozen=True, kw_only=True):
+    """A model bundle loaded and cross-checked: its warm CLIP engine, XGBoost models, fusion, PCA and
+    drift references. scorer() builds an MLScorer over these shared models."""
 
-    def __init__(
-        self,
-        *,
-        path: Path,
-        card: ModelCard,
-        server: ModelServer,
-        xgb: XgbModel,
-        features: FeatureConfig,
-        fusion: FusionConfig,
-        pca: PcaParams | None,
-        drift: DriftReference | None,
-        xgb_technical: XgbModel | None = None,
-        drift_technical: DriftReference | None = None,
-    ) -> None:
-        self.path = path
-        self.card = card
-        self.server = server
-        self.xgb = xgb
-        self.xgb_technical = xgb_technical
-        self.drift_technical = drift_technical
-        self.features = features
-        self.fusion = fusion
-        self.pca = pca
-        self.drift = drift
+    path: Path
+    card: ModelCard
+    engine: ChartEngine
+    xgb: XgbModel
+    features: FeatureConfig
+    fusion: FusionConfig
+    pca: PcaParams | None
+    drift: DriftReference | None
+    xgb_technical: XgbModel | None = None
+    drift_technical: DriftReference | None = None
 
     @property
     def bundle_id(self) -> str:
@@ -84,7 +70,15 @@ class BundleModels:
 
     @property
     def spec(self) -> ChartSpec:
-        return self.server.spec
+        return self.engine.spec
+
+    @property
+    def spec_hash(self) -> str:
+        return self.engine.spec.spec_hash()
+
+    @property
+    def bar_seconds(self) -> int:
+        return int(self.xgb.meta.bar_seconds)
 
     @property
     def bars_needed(self) -> int:
@@ -104,8 +98,6 @@ class BundleModels:
         mode xgb uses the technical-only XGBoost when the bundle has one (so it needs no CLIP);
         xgb and clip trade on their own model's probability, whatever the fitted fusion weighs.
         """
-        from strategy.clip_scorer import ClipVision
-
         config = fusion or self.fusion
         xgb, drift = self.xgb, self.drift
         if mode == "xgb" and self.xgb_technical is not None:
@@ -117,7 +109,7 @@ class BundleModels:
             features=FeatureEngine(config=self.features),
             fusion=FusionEngine(config=config),
             xgb=xgb,
-            vision=vision or ClipVision(server=self.server),
+            vision=vision or ClipVision(engine=self.engine),
             pca=self.pca,
             drift=monitor,
             mode=mode,
@@ -166,17 +158,18 @@ def _read_card(path: Path) -> ModelCard:
     return card
 
 
-def _load_server(path: Path, *, spec_hash: str | None, inference: InferenceConfig) -> ModelServer:
+def load_engine(path: Path, *, spec_hash: str | None, inference: InferenceConfig) -> ChartEngine:
+    """The bundle's CLIP model warm on the runtime inference asks for (vlm_engine.infer.load_engine,
+    the one place an engine is built), any failure as BundleUnusable naming the bundle."""
     from vlm_engine.bundle import BundleError
-    from vlm_engine.infer import ModelServer
+    from vlm_engine.infer import load_engine as engine_on_runtime
 
     try:
-        server = ModelServer.load(path, config=inference, spec_hash=spec_hash or None)
+        return engine_on_runtime(path, config=inference, spec_hash=spec_hash or None)
     except BundleError as e:
         raise BundleUnusable(_one_line(str(e))) from None
     except (OSError, RuntimeError, ValueError) as e:
         raise _fail(path, f"cannot load the CLIP model ({_one_line(str(e))})") from None
-    return server
 
 
 def _load_xgb(path: Path, directory: str, what: str) -> XgbModel:
@@ -228,18 +221,18 @@ def _drift_reference(path: Path, xgb: XgbModel) -> DriftReference | None:
     return reference
 
 
-def load_bundle_models(
+def load_bundle(
     path: Path,
     *,
     spec_hash: str | None = None,
     inference: InferenceConfig | None = None,
-) -> BundleModels:
+) -> LoadedBundle:
     """Validate and load every part of a full bundle (CLIP warmed up); BundleUnusable when any is wrong."""
     from vlm_engine.infer import InferenceConfig
 
     path = Path(path)
     card = _read_card(path)
-    server = _load_server(path, spec_hash=spec_hash, inference=inference or InferenceConfig())
+    engine = load_engine(path, spec_hash=spec_hash, inference=inference or InferenceConfig())
     xgb = _load_xgb(path, XGB_DIR, "XGBoost model")
     try:
         features = msgspec.convert(xgb.meta.feature_config, FeatureConfig)
@@ -259,10 +252,10 @@ def load_bundle_models(
         if any(n.startswith("clip_") for n in technical.feature_names):
             raise _fail(path, f"{XGB_TECHNICAL_DIR}/ has CLIP columns; it must be technical only")
         _check_features(path, card, technical, features, None)
-    return BundleModels(
+    return LoadedBundle(
         path=path,
         card=card,
-        server=server,
+        engine=engine,
         xgb=xgb,
         features=features,
         fusion=fusion,
@@ -273,7 +266,27 @@ def load_bundle_models(
     )
 
 
-def check_windows(models: BundleModels, bars: BarStoreConfig) -> None:
+def xgb_only_scorer(path: Path) -> MLScorer:
+    """An XGBoost-only scorer from a directory holding just xgb/ (and maybe fusion.json), as
+    `vlmtrader train xgb` writes it: no model card, no CLIP (BundleUnusable when it needs CLIP)."""
+    path = Path(path)
+    xgb = _load_xgb(path, XGB_DIR, "XGBoost model")
+    try:
+        features = msgspec.convert(xgb.meta.feature_config, FeatureConfig)
+        fusion = read_fusion(path)
+    except (msgspec.ValidationError, msgspec.DecodeError, OSError, ValueError) as e:
+        raise _fail(path, f"corrupt feature or fusion config ({_one_line(str(e))})") from None
+    if any(n.startswith("clip_") for n in xgb.feature_names):
+        raise _fail(path, "the xgb model needs CLIP features: give the full bundle directory")
+    return MLScorer(
+        features=FeatureEngine(config=features),
+        fusion=FusionEngine(config=fusion.alone("xgb")),
+        xgb=xgb,
+        mode="xgb",
+    )
+
+
+def check_windows(models: LoadedBundle, bars: BarStoreConfig) -> None:
     """Refuse a bundle whose charts or features need longer windows than the daemon keeps."""
     if bars.window < models.bars_needed:
         raise _fail(
@@ -284,7 +297,7 @@ def check_windows(models: BundleModels, bars: BarStoreConfig) -> None:
         )
 
 
-def check_bar_size(models: BundleModels, bars: BarStoreConfig) -> None:
+def check_bar_size(models: LoadedBundle, bars: BarStoreConfig) -> None:
     """Refuse a bundle trained on another bar size (the live daemon: its features mean other things)."""
     if bars.bar_seconds != models.xgb.meta.bar_seconds:
         raise _fail(
@@ -295,82 +308,20 @@ def check_bar_size(models: BundleModels, bars: BarStoreConfig) -> None:
         )
 
 
-def load_ml_scorer(
-    path: Path,
-    *,
-    bars: BarStoreConfig,
-    mode: ScorerMode = "fused",
-    fusion: FusionConfig | None = None,
-    spec_hash: str = "",
-    device: Literal["auto", "cpu", "cuda"] = "auto",
-    threads: int = 0,
-    workers: int = 0,
-    runtime: RuntimeName = "torch",
-) -> tuple[MLScorer, str]:
-    """Load a bundle into a ready MLScorer for windows of `bars`; returns (scorer, bundle_id)."""
-    from vlm_engine.infer import InferenceConfig
-
-    models = load_bundle_models(
-        path,
-        spec_hash=spec_hash or None,
-        inference=InferenceConfig(device=device, threads=threads, workers=workers, runtime=runtime),
-    )
-    check_windows(models, bars)
-    check_bar_size(models, bars)
-    try:
-        scorer = models.scorer(mode=mode, fusion=fusion)
-    except ValueError as e:
-        raise _fail(Path(path), _one_line(str(e))) from None
-    log.info(
-        "scorer.loaded",
-        path=str(path),
-        bundle_id=models.bundle_id,
-        scorer=scorer.name,
-        mode=mode,
-        fusion=(fusion or models.fusion).method,
-        drift_monitor=scorer.drift is not None,
-    )
-    return scorer, models.bundle_id
-
-
-class CachedVision:
-    """A VisionModel that scores each (symbol, bar close) once: the backtest's clip/xgb/fused share CLIP."""
-
-    def __init__(self, *, inner: VisionModel) -> None:
-        self.inner = inner
-        self._rows: dict[tuple[str, int], int] = {}
-        self._p_up: list[float] = []
-        self._probs: list[np.ndarray] = []
-        self._embeddings: list[np.ndarray] = []
-        self._names: tuple[str, ...] = ()
-
-    def score_windows(self, windows: Sequence[Window]) -> VisionScores:
-        """Cached rows for windows seen before, the inner model for the rest (in one batch)."""
-        keys = [(w.symbol, int(w.timestamps[-1])) for w in windows]
-        todo = [i for i, k in enumerate(keys) if k not in self._rows]
-        if todo:
-            fresh = self.inner.score_windows([windows[i] for i in todo])
-            self._names = fresh.pattern_names
-            for row, i in enumerate(todo):
-                self._rows[keys[i]] = len(self._p_up)
-                self._p_up.append(float(fresh.p_up[row]))
-                self._probs.append(np.asarray(fresh.pattern_probs[row], dtype=np.float64))
-                self._embeddings.append(np.asarray(fresh.embeddings[row], dtype=np.float64))
-        index = [self._rows[k] for k in keys]
-        return VisionScores(
-            p_up=np.asarray([self._p_up[i] for i in index], dtype=np.float64),
-            pattern_probs=np.vstack([self._probs[i] for i in index]),
-            pattern_names=self._names,
-            embeddings=np.vstack([self._embeddings[i] for i in index]),
-        )
+def bundle_failure(path: Path, error: BaseException) -> BundleUnusable:
+    """Any failure to load a bundle as one line naming the bundle and the cause."""
+    detail = " ".join(str(error).split()) or "no detail"
+    return BundleUnusable(f"{path}: cannot load the bundle ({type(error).__name__}: {detail})")
 
 
 __all__ = [
-    "BundleModels",
     "BundleUnusable",
-    "CachedVision",
+    "LoadedBundle",
+    "bundle_failure",
     "check_bar_size",
     "check_windows",
-    "load_bundle_models",
-    "load_ml_scorer",
+    "load_bundle",
+    "load_engine",
+    "read_fusion",
+    "xgb_only_scorer",
 ]

@@ -7,7 +7,8 @@ from structlog.testing import capture_logs
 
 from daemon.config import decode_config
 from daemon.errors import ConfigError
-from daemon.scorer_slot import load_bundle_scorer
+from daemon.model.active import load_active
+from daemon.model.slot import daemon_load_options
 from strategy.bars import BarStoreConfig
 from tests.daemon.ml_helpers import WINDOW, quick_bundle, sample_windows
 from vlm_engine.bundle import read_card
@@ -26,9 +27,9 @@ def test_load_when_built_bundle_and_runtime_onnx_then_scorer_serves_clip_on_onnx
     cfg = decode_config(f"bars: {{window: {WINDOW}}}\nscorer: {{kind: ml, runtime: onnx}}")
     assert cfg.bars == BarStoreConfig(window=WINDOW)
     with capture_logs() as logs:
-        scorer, _ = load_bundle_scorer(quick_bundle(), cfg)
+        scorer = load_active(quick_bundle(), daemon_load_options(cfg)).scorer
     chosen = [e for e in logs if e["event"] == "engine.runtime_chosen"]
     assert [(e["requested"], e["chosen"]) for e in chosen] == [("onnx", "onnx")]
-    assert scorer.vision.server.live.runtime == "onnx"  # type: ignore[attr-defined, union-attr]
+    assert scorer.vision.engine.runtime == "onnx"  # type: ignore[attr-defined]
     signals = scorer.score(sample_windows()[:4])
     assert all(0.0 <= s.p_up <= 1.0 for s in signals)

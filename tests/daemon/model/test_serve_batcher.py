@@ -1,4 +1,4 @@
-"""MicroBatcher and the PredictionService of `vlmtrader serve`, called directly (no HTTP)."""
+"""MicroBatcher and the control and predictor of `vlmtrader serve`, called directly (no HTTP)."""
 
 from __future__ import annotations
 
@@ -14,14 +14,9 @@ from hypothesis import strategies as st
 
 from daemon.api.app import ChartRefused
 from daemon.errors import InputError
-from daemon.serve import (
-    BatchConfig,
-    MicroBatcher,
-    Overloaded,
-    PredictionService,
-    ServeConfig,
-    png_size,
-)
+from daemon.model.batcher import BatchConfig, MicroBatcher, Overloaded
+from daemon.model.charts import png_size
+from daemon.model.serve import ServeConfig, ServeControl
 from strategy.types import Bar, TradingState
 
 T0 = datetime(2024, 3, 1, 14, 30, tzinfo=UTC)
@@ -188,7 +183,7 @@ def test_submit_when_waves_of_any_size_then_each_request_gets_its_own_answer(
     assert sum(len(c) for c in score.calls) == sum(waves)
 
 
-# ---- PredictionService with the rule scorer -------------------------------------------------------
+# ---- ServeControl with the rule scorer ----------------------------------------------------------
 def _bars(n: int, symbol: str = "AAA") -> list[Bar]:
     return [
         Bar(
@@ -205,43 +200,45 @@ def _bars(n: int, symbol: str = "AAA") -> list[Bar]:
 
 
 def test_predict_when_rules_and_windows_concurrent_then_rule_signals_per_symbol() -> None:
-    service = PredictionService(config=ServeConfig(batch=BatchConfig(max_wait_ms=20)))
+    service = ServeControl(config=ServeConfig(batch=BatchConfig(max_wait_ms=20)))
 
     async def scenario() -> Sequence[object]:
         async with service.batcher:
             return await asyncio.gather(
-                *(service.predict(s, _bars(30, s)) for s in ("AAA", "BBB", "CCC"))
+                *(service.predictor.predict(s, _bars(30, s)) for s in ("AAA", "BBB", "CCC"))
             )
 
-    signals = asyncio.run(scenario())
-    assert [s.symbol for s in signals] == ["AAA", "BBB", "CCC"]  # type: ignore[attr-defined]
-    assert {s.scorer for s in signals} == {"rules"}  # type: ignore[attr-defined]
+    predictions = asyncio.run(scenario())
+    signals = [p.signal for p in predictions]  # type: ignore[attr-defined]
+    assert [s.symbol for s in signals] == ["AAA", "BBB", "CCC"]
+    assert {s.scorer for s in signals} == {"rules"}
+    assert {p.bundle_id for p in predictions} == {None}  # type: ignore[attr-defined]
     assert service.batcher.stats.batches == 1
     assert service.readiness() == {"model_warm": True, "accepting": False}
 
 
 def test_predict_when_window_short_or_misaligned_then_input_error_naming_the_bar() -> None:
-    service = PredictionService(config=ServeConfig())
+    service = ServeControl(config=ServeConfig())
 
     async def scenario() -> None:
         async with service.batcher:
             with pytest.raises(InputError, match="3 bars given, the model needs at least 8"):
-                await service.predict("AAA", _bars(3))
+                await service.predictor.predict("AAA", _bars(3))
             bars = _bars(10)
             bars[4] = msgspec.structs.replace(bars[4], ts=T0 + timedelta(seconds=210))
             with pytest.raises(InputError, match=r"bars\[4\]: misaligned_ts"):
-                await service.predict("AAA", bars)
+                await service.predictor.predict("AAA", bars)
 
     asyncio.run(scenario())
 
 
 def test_predict_chart_when_only_rules_loaded_then_refused_asking_for_a_bundle() -> None:
-    service = PredictionService(config=ServeConfig())
+    service = ServeControl(config=ServeConfig())
 
     async def scenario() -> None:
         async with service.batcher:
             with pytest.raises(ChartRefused, match="bundle"):
-                await service.predict_chart(b"\x89PNG\r\n\x1a\n")
+                await service.predictor.predict_chart(b"\x89PNG\r\n\x1a\n")
 
     asyncio.run(scenario())
 
@@ -260,7 +257,7 @@ def test_predict_chart_when_only_rules_loaded_then_refused_asking_for_a_bundle()
 def test_control_when_trading_command_or_nothing_to_reload_then_input_error(
     command: object,
 ) -> None:
-    service = PredictionService(config=ServeConfig())
+    service = ServeControl(config=ServeConfig())
     with pytest.raises(InputError):
         asyncio.run(command(service))  # type: ignore[operator]
 

@@ -9,9 +9,9 @@ import pytest
 from structlog.testing import capture_logs
 
 from daemon.config import AppConfig, ScorerConfig
+from daemon.model.shadow import ShadowRunner
+from daemon.model.slot import daemon_slot
 from daemon.pipeline import Pipeline
-from daemon.scorer_slot import ScorerSlot
-from daemon.shadow import ShadowRunner
 from strategy.bars import Window
 from strategy.rule_scorer import RuleScorer, RuleScorerConfig
 from strategy.types import Signal
@@ -78,7 +78,7 @@ def test_shadow_when_it_fails_then_logged_counted_and_trading_goes_on(
     assert pipeline.stats.orders_submitted > 0
 
 
-def test_scorer_slot_when_shadow_bundle_set_then_full_bundle_loaded_as_shadow(
+def test_model_slot_when_shadow_bundle_set_then_full_bundle_loaded_as_shadow(
     tmp_path: Path,
 ) -> None:
     bundle = quick_bundle()
@@ -86,20 +86,20 @@ def test_scorer_slot_when_shadow_bundle_set_then_full_bundle_loaded_as_shadow(
         state_dir=str(bundle.parent),
         scorer=ScorerConfig(kind="ml", bundle=bundle.name, shadow_bundle=bundle.name),
     )
-    slot = ScorerSlot(config=cfg, state_dir=bundle.parent)
+    slot = daemon_slot(cfg)
     assert slot.shadow is not None
     assert slot.shadow.name == "ml_shadow"
     assert slot.shadow.scorer is not slot.current  # its own models and fusion state
 
 
-def test_scorer_slot_when_shadow_bundle_missing_then_warning_and_no_shadow(tmp_path: Path) -> None:
+def test_model_slot_when_shadow_bundle_missing_then_warning_and_no_shadow(tmp_path: Path) -> None:
     bundle = quick_bundle()
     cfg = AppConfig(
         state_dir=str(bundle.parent),
         scorer=ScorerConfig(kind="ml", bundle=bundle.name, shadow_bundle="nope"),
     )
     with capture_logs() as logs:
-        slot = ScorerSlot(config=cfg, state_dir=bundle.parent)
+        slot = daemon_slot(cfg)
     assert slot.shadow is None
     assert slot.current.name == "ml"
     assert [e["event"] for e in logs if e["event"].startswith("shadow.")] == ["shadow.unavailable"]

@@ -4,14 +4,17 @@ import json
 import re
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 from structlog.testing import capture_logs
 
 from daemon.cli import backtest as cli_backtest
-from daemon.ml_loader import BundleUnusable, CachedVision, load_bundle_models, load_ml_scorer
-from daemon.scorer_slot import log_drift
+from daemon.model.active import LoadOptions, load_active
+from daemon.model.loader import BundleUnusable, load_bundle
+from daemon.model.scoring import log_drift
+from daemon.model.vision import CachedVision
 from strategy.bars import BarStoreConfig
 from strategy.fusion import DriftConfig, FusionConfig
 from strategy.market_sim import SimMarketConfig, simulate_frame
@@ -27,8 +30,14 @@ from vlm_engine.bundle import BundleError, add_to_bundle, read_card, verify_bund
 BARS = BarStoreConfig(window=WINDOW)
 
 
+def _load(path: Path, *, bars: BarStoreConfig, **options: Any) -> tuple[Any, str | None]:
+    """The scorer the daemon would serve from the bundle, and its bundle id."""
+    model = load_active(path, LoadOptions(bars=bars, **options))
+    return model.scorer, model.bundle_id
+
+
 def test_load_when_full_bundle_then_ml_scorer_signals_with_bundle_id_and_drift_monitor() -> None:
-    scorer, bundle_id = load_ml_scorer(quick_bundle(), bars=BARS)
+    scorer, bundle_id = _load(quick_bundle(), bars=BARS)
     windows = sample_windows()[:6]
     signals = scorer.score(windows)
     assert bundle_id == read_card(quick_bundle()).bundle_id
@@ -58,7 +67,7 @@ def test_load_when_bundle_built_then_card_records_xgb_fusion_and_four_holdout_au
 def test_load_when_mode_single_model_then_signal_carries_that_model_only(
     mode: str, name: str
 ) -> None:
-    scorer, _ = load_ml_scorer(quick_bundle(), bars=BARS, mode=mode)  # type: ignore[arg-type]
+    scorer, _ = _load(quick_bundle(), bars=BARS, mode=mode)  # type: ignore[arg-type]
     windows = sample_windows()[:4]
     _, probs = scorer.model_rows(windows)
     assert set(probs) == {mode}
@@ -70,7 +79,7 @@ def test_load_when_mode_single_model_then_signal_carries_that_model_only(
 
 
 def test_load_when_mode_xgb_then_technical_model_alone_without_clip_and_not_constant() -> None:
-    models = load_bundle_models(quick_bundle())
+    models = load_bundle(quick_bundle())
     assert models.xgb_technical is not None
     assert not any(n.startswith("clip_") for n in models.xgb_technical.feature_names)
     scorer = models.scorer(mode="xgb")
@@ -90,20 +99,20 @@ def test_load_when_technical_model_corrupt_then_refused_naming_it(tmp_path: Path
     bundle = bundle_copy(tmp_path)
     (bundle / "xgb_technical/meta.json").write_text('{"feature_names": ["clip_p_up"]}')
     with pytest.raises(BundleUnusable, match=r"xgb_technical/meta\.json") as e:
-        load_ml_scorer(bundle, bars=BARS)
+        _load(bundle, bars=BARS)
     assert "\n" not in str(e.value)
 
 
 def test_load_when_fusion_config_given_then_it_replaces_the_bundle_fusion() -> None:
     weighted = FusionConfig(method="weighted", weights={"clip": 0.2, "xgb": 0.8})
-    scorer, _ = load_ml_scorer(quick_bundle(), bars=BARS, fusion=weighted)
+    scorer, _ = _load(quick_bundle(), bars=BARS, fusion=weighted)
     assert scorer.fusion.config.method == "weighted"
     assert scorer.fusion.weights == {"clip": 0.2, "xgb": 0.8}
 
 
 def test_load_when_bundle_missing_then_one_line_error_naming_path(tmp_path: Path) -> None:
     with pytest.raises(BundleUnusable, match="no such bundle directory") as e:
-        load_ml_scorer(tmp_path / "nope", bars=BARS)
+        _load(tmp_path / "nope", bars=BARS)
     assert "\n" not in str(e.value)
 
 
@@ -111,7 +120,7 @@ def test_load_when_clip_only_bundle_then_refused_as_incomplete(tmp_path: Path) -
     bundle = bundle_copy(tmp_path)
     drop_from_card(bundle, "xgb/model.json", "xgb/meta.json", "fusion.json", "pca.json")
     with pytest.raises(BundleUnusable, match=r"incomplete bundle, missing xgb/model.json") as e:
-        load_ml_scorer(bundle, bars=BARS)
+        _load(bundle, bars=BARS)
     assert str(e.value).startswith(str(bundle))
     assert "\n" not in str(e.value)
 
@@ -123,27 +132,27 @@ def test_load_when_file_corrupt_then_refused_naming_the_file(tmp_path: Path, nam
     bundle = bundle_copy(tmp_path)
     (bundle / name).write_bytes(b'{"garbage": true}')
     with pytest.raises(BundleUnusable, match=re.escape(f"corrupt bundle, {name}")) as e:
-        load_ml_scorer(bundle, bars=BARS)
+        _load(bundle, bars=BARS)
     assert "\n" not in str(e.value)
 
 
 def test_load_when_other_chart_spec_expected_then_refused() -> None:
     with pytest.raises(BundleUnusable, match="trained on chart spec"):
-        load_ml_scorer(quick_bundle(), bars=BARS, spec_hash="0" * 16)
+        _load(quick_bundle(), bars=BARS, spec_hash="0" * 16)
 
 
 def test_load_when_daemon_window_shorter_than_bundle_needs_then_refused() -> None:
     with pytest.raises(BundleUnusable, match=r"needs windows of 32 bars.*bars\.window is 16"):
-        load_ml_scorer(quick_bundle(), bars=BarStoreConfig(window=16))
+        _load(quick_bundle(), bars=BarStoreConfig(window=16))
 
 
 def test_load_when_other_bar_size_then_refused() -> None:
     with pytest.raises(BundleUnusable, match="trained on 60 s bars"):
-        load_ml_scorer(quick_bundle(), bars=BarStoreConfig(window=WINDOW, bar_seconds=300))
+        _load(quick_bundle(), bars=BarStoreConfig(window=WINDOW, bar_seconds=300))
 
 
 def test_cached_vision_when_windows_repeat_then_same_scores_and_inner_called_for_new_only() -> None:
-    models = load_bundle_models(quick_bundle())
+    models = load_bundle(quick_bundle())
     inner = models.scorer().vision
     assert inner is not None
     calls: list[int] = []
@@ -168,7 +177,7 @@ def test_log_drift_when_live_rows_differ_from_training_then_drift_detected_logge
         method="weighted",
         drift=DriftConfig(psi_threshold=0.05, window=50, min_samples=20),
     )
-    scorer, _ = load_ml_scorer(quick_bundle(), bars=BARS, fusion=touchy)
+    scorer, _ = _load(quick_bundle(), bars=BARS, fusion=touchy)
     windows = sample_windows(200, seed=99, symbols=("X", "Y", "Z"))
     with capture_logs() as logs:
         found = sum(

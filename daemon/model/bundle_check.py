@@ -10,9 +10,9 @@ import msgspec
 import numpy as np
 
 from daemon.errors import InputError
-from daemon.ml_loader import BundleUnusable, load_bundle_models
-from daemon.predictor import build_window
-from daemon.scorer_slot import bundle_failure
+from daemon.model.active import LoadOptions, load_active
+from daemon.model.loader import BundleUnusable, bundle_failure
+from daemon.model.scoring import build_window
 from strategy.types import Bar
 
 _START = datetime(2024, 1, 2, tzinfo=UTC)
@@ -47,18 +47,16 @@ def synthetic_bars(count: int, *, bar_seconds: int, symbol: str = "CHECK") -> li
 
 def check_bundle(path: Path, *, spec_hash: str | None = None) -> BundleCheck:
     """Load the bundle (CLIP, XGBoost, fusion) and score one chart; BundleUnusable when any step fails."""
+    model = load_active(Path(path), LoadOptions(mode="fused", spec_hash=spec_hash or ""))
+    count = model.min_bars
     try:
-        models = load_bundle_models(Path(path), spec_hash=spec_hash)
-        scorer = models.scorer(mode="fused")
-        bar_seconds = int(models.xgb.meta.bar_seconds)
-        count = models.bars_needed
         window = build_window(
             "CHECK",
-            synthetic_bars(count, bar_seconds=bar_seconds),
-            bar_seconds=bar_seconds,
+            synthetic_bars(count, bar_seconds=model.bar_seconds),
+            bar_seconds=model.bar_seconds,
             min_bars=count,
         )
-        signals = scorer.score([window])
+        signals = model.scorer.score([window])
     except InputError:
         raise
     except Exception as e:  # whatever a loaded-but-broken bundle raises while scoring
@@ -67,5 +65,5 @@ def check_bundle(path: Path, *, spec_hash: str | None = None) -> BundleCheck:
         msg = f"{path}: the bundle loads but scored a chart as {signals!r}"
         raise BundleUnusable(msg)
     return BundleCheck(
-        bundle_id=models.bundle_id, scorer=scorer.name, bars=count, p_up=signals[0].p_up
+        bundle_id=model.bundle_id or "", scorer=model.scorer.name, bars=count, p_up=signals[0].p_up
     )

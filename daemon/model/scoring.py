@@ -1,0 +1,111 @@
+"""Windows -> Signals, timed: the one scoring call of the daemon's pipeline, its POST /predict and
+`vlmtrader serve`, and the lines /metrics turns into latency histograms.
+
+A scoring call is timed where it runs (off the event loop for a model); its `model.inferred`
+(and, when CLIP drew charts, `charts.rendered`) line is written after the fact, once the orders
+are out on the daemon's path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+
+import msgspec
+import structlog
+
+from daemon.errors import InputError
+from strategy.bars import BarStore, BarStoreConfig, Window
+from strategy.fusion import DriftReport
+from strategy.scoring import Scorer
+from strategy.types import Bar, Signal
+
+log = structlog.get_logger("daemon.model")
+
+
+class ScoredBatch(msgspec.Struct, frozen=True, kw_only=True):
+    """One scoring call's signals and how long it took (render_seconds: the charts CLIP drew)."""
+
+    signals: list[Signal]
+    scorer: str
+    seconds: float
+    render_seconds: float = 0.0
+
+
+def score_windows(scorer: Scorer, windows: Sequence[Window]) -> ScoredBatch:
+    """Score windows and time it (blocking for a model: run it in a thread)."""
+    vision = getattr(scorer, "vision", None)
+    drawn = float(getattr(vision, "render_seconds", 0.0))
+    started = time.perf_counter()
+    signals = scorer.score(windows)
+    seconds = time.perf_counter() - started
+    rendered = float(getattr(vision, "render_seconds", 0.0)) - drawn
+    return ScoredBatch(
+        signals=signals, scorer=scorer.name, seconds=seconds, render_seconds=max(rendered, 0.0)
+    )
+
+
+async def score_off_loop(
+    scorer: Scorer, windows: Sequence[Window], lock: asyncio.Lock
+) -> ScoredBatch:
+    """score_windows for the event loop: a blocking scorer runs in a thread under the lock that
+    keeps its fusion and drift state to one caller; the rule scorer runs inline."""
+    if not scorer.blocking:
+        return score_windows(scorer, windows)
+    async with lock:
+        return await asyncio.to_thread(score_windows, scorer, windows)
+
+
+def log_scored(scorer: Scorer, batch: ScoredBatch) -> None:
+    """The timing lines /metrics turns into latency histograms, then any drift the batch found."""
+    items = len(batch.signals)
+    log.info(
+        "model.inferred",
+        scorer=batch.scorer,
+        items=items,
+        duration_ms=round(max(batch.seconds - batch.render_seconds, 0.0) * 1000, 3),
+    )
+    if batch.render_seconds > 0:
+        log.info("charts.rendered", charts=items, duration_ms=round(batch.render_seconds * 1000, 3))
+    log_drift(scorer)
+
+
+def log_drift(scorer: object) -> int:
+    """Log each drift crossing the scorer found since the last call as model.drift_detected; returns how many."""
+    take = getattr(scorer, "take_drift_reports", None)
+    if take is None:
+        return 0
+    reports: list[DriftReport] = take()
+    for r in reports:
+        log.warning(
+            "model.drift_detected",
+            scorer=getattr(scorer, "name", ""),
+            max_psi=round(r.max_psi, 4),
+            drifted=list(r.drifted),
+            threshold=r.threshold,
+            samples=r.samples,
+            bar_ts=r.ts.isoformat() if r.ts is not None else None,
+            recommendation=r.recommendation,
+        )
+    return len(reports)
+
+
+def build_window(symbol: str, bars: Sequence[Bar], *, bar_seconds: int, min_bars: int) -> Window:
+    """One window through BarStore's own checks; InputError names the first bad bar."""
+    if len(bars) < min_bars:
+        msg = f"bars: {len(bars)} bars given, the model needs at least {min_bars}"
+        raise InputError(msg)
+    store = BarStore(
+        config=BarStoreConfig(window=len(bars), bar_seconds=bar_seconds, gap_policy="accept")
+    )
+    for i, bar in enumerate(bars):
+        problem = store.add(bar)
+        if problem is not None:
+            msg = f"bars[{i}]: {problem.reason}: {problem.detail}"
+            raise InputError(msg)
+    window = store.window(symbol)
+    if window is None:  # pragma: no cover - a full store always has a window
+        msg = "bars: window incomplete"
+        raise InputError(msg)
+    return window

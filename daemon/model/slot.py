@@ -1,0 +1,304 @@
+"""The one model slot: what serves now (an ActiveModel), how it changes (hot-swap off the loop,
+the background bootstrap) and the shadow beside it. The trading daemon and `vlmtrader serve`
+each own one; the pipeline and POST /predict read it."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sys
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import structlog
+
+from daemon.config import AppConfig, ScorerConfig
+from daemon.errors import ConfigError, InputError, InvariantError
+from daemon.model.active import ActiveModel, LoadOptions, load_active, rules_model
+from daemon.model.shadow import ShadowRunner
+from strategy.scoring import Scorer
+
+log = structlog.get_logger("daemon.model")
+
+# Scorer settings a running slot takes (apply_settings); the others need a restart.
+_LIVE_SETTINGS = ("rules", "mode", "fusion", "bundle", "spec_hash")
+_BUNDLE_SETTINGS = ("mode", "fusion", "bundle", "spec_hash")
+
+
+def describe_scorer(scorer: object) -> str:
+    """What the scorer's signal is, in words ("rules" for the TA-Lib scorer)."""
+    describe = getattr(scorer, "describe", None)
+    return str(describe()) if callable(describe) else "TA-Lib rule scorer"
+
+
+class ModelSlot:
+    """Owns what serves; every swap happens between two batches, never inside one.
+
+    loading is true while the model it was started for is still being built or loaded (the rule
+    scorer answers meanwhile): /readyz reports it as model_warm false. cfg is the trading daemon's
+    config (None for `vlmtrader serve`): its scorer settings are what apply_settings changes."""
+
+    def __init__(
+        self,
+        *,
+        active: ActiveModel,
+        options: LoadOptions,
+        bundle_path: Path | None = None,
+        shadow: ShadowRunner | None = None,
+        bootstrap_args: tuple[str, ...] | None = None,
+        loading: bool = False,
+        cfg: AppConfig | None = None,
+    ) -> None:
+        self.active = active
+        self.options = options
+        self.cfg = cfg
+        self.settings_reload: asyncio.Task[str] | None = None  # see apply_settings
+        self.bundle_path = bundle_path
+        self.shadow = shadow
+        self.bootstrap_args = bootstrap_args
+        self.loading = loading
+        self._pipeline: Any = None
+        self._bootstrap: asyncio.Task[None] | None = None
+        self._swap_lock = asyncio.Lock()
+
+    def load(self, path: Path) -> ActiveModel:
+        """The bundle at path as it would serve here (blocking: loads and warms the models)."""
+        return load_active(path, self.options)
+
+    @property
+    def current(self) -> Scorer:
+        return self.active.scorer
+
+    @property
+    def bundle_id(self) -> str | None:
+        return self.active.bundle_id
+
+    @property
+    def warm(self) -> bool:
+        """The model asked for serves, warmed up (a reload warms the new one before the swap)."""
+        return not self.loading
+
+    def attach(self, pipeline: Any) -> None:
+        self._pipeline = pipeline
+        pipeline.scorer = self.current
+        pipeline.shadow = self.shadow
+
+    def _serve(self, model: ActiveModel) -> None:
+        self.active = model
+        if self._pipeline is not None:
+            self._pipeline.scorer = model.scorer
+
+    def apply_settings(self, cfg: ScorerConfig) -> tuple[str, ...]:
+        """Apply the scorer settings a running slot can take; returns the names of those that changed.
+
+        rules: a serving rule scorer is replaced at once. mode, fusion, bundle and spec_hash: when a
+        bundle serves (or bundle names another one), it is re-loaded under them off the loop in
+        `settings_reload` (await it: the bundle id, or InputError with the settings of the bundle
+        put back and the old scorer still serving); with no bundle loaded yet they apply to the
+        next load (the bootstrap's swap). kind, shadow_bundle, bootstrap*, device, threads and
+        workers take effect at the next start: the caller refuses them, they are not read here."""
+        old = self.settings
+        changed = tuple(n for n in _LIVE_SETTINGS if getattr(old, n) != getattr(cfg, n))
+        if not changed:
+            return ()
+        self._take_settings(msgspec.structs.replace(old, **{n: getattr(cfg, n) for n in changed}))
+        if "rules" in changed and self.active.bundle is None:
+            previous = self.active.scorer.name
+            self._serve(rules_model(cfg.rules, bar_seconds=self.active.bar_seconds))
+            log.info("scorer.swapped", previous=previous, current="rules", change="rules")
+        reloads = [n for n in changed if n in _BUNDLE_SETTINGS]
+        if cfg.kind == "rules" or not reloads:
+            return changed
+        if self.bundle_id is None and "bundle" not in reloads:
+            return changed
+
+        async def reload_under_new_settings() -> str:
+            try:
+                return await self.reload(None)
+            except InputError:  # the bundle's settings go back; the old scorer serves on
+                kept = {n: getattr(old, n) for n in reloads}
+                self._take_settings(msgspec.structs.replace(self.settings, **kept))
+                raise
+
+        self.settings_reload = asyncio.get_running_loop().create_task(
+            reload_under_new_settings(), name="scorer-settings-reload"
+        )
+        return changed
+
+    @property
+    def settings(self) -> ScorerConfig:
+        """The scorer settings this slot runs on (a daemon's slot; serve's has none: InputError)."""
+        if self.cfg is None:
+            msg = "scorer settings belong to the trading daemon's config; this slot has none"
+            raise InputError(msg)
+        return self.cfg.scorer
+
+    def _take_settings(self, scorer: ScorerConfig) -> None:
+        if self.cfg is None:  # pragma: no cover - settings refused before
+            msg = "a slot without a daemon config took scorer settings"
+            raise InvariantError(msg)
+        self.cfg = msgspec.structs.replace(self.cfg, scorer=scorer)
+        self.options = daemon_load_options(self.cfg)
+        self.bundle_path = self.cfg.state_path(scorer.bundle)
+
+    async def reload(self, path: str | Path | None) -> str:
+        """Load and warm a bundle off the loop, then swap atomically; a bad one leaves the old serving."""
+        target = Path(path) if path else self.bundle_path
+        if target is None:
+            msg = 'no bundle to reload: none was configured; name one as {"path": DIR}'
+            raise InputError(msg)
+        async with self._swap_lock:
+            try:
+                model = await asyncio.to_thread(self.load, target)
+            except InputError as e:
+                log.error(
+                    "bundle.load_failed", path=str(target), error=str(e), scorer=self.current.name
+                )
+                raise
+            finally:
+                self.loading = False
+            previous = self.active
+            self._serve(model)
+        log.info(
+            "bundle.loaded",
+            path=str(target),
+            bundle_id=model.bundle_id,
+            previous=previous.scorer.name,
+            previous_bundle_id=previous.bundle_id,
+            scorer=model.scorer.name,
+            signal=describe_scorer(model.scorer),
+            spec_hash=model.bundle.spec_hash if model.bundle is not None else None,
+        )
+        return model.bundle_id or ""
+
+    async def start(self, stack: contextlib.AsyncExitStack) -> None:
+        """With bootstrap arguments and no bundle serving, build one in the background and swap it in."""
+        if self.bootstrap_args is None or self.bundle_id is not None or self.bundle_path is None:
+            return
+        self.loading = True
+        self._bootstrap = asyncio.create_task(
+            self._run_bootstrap(self.bundle_path, self.bootstrap_args), name="model-bootstrap"
+        )
+        stack.push_async_callback(self._stop_bootstrap)
+
+    async def bootstrapped(self) -> None:
+        """Wait until the background bootstrap (if one runs) has ended, swapped in or not."""
+        task = self._bootstrap
+        if task is not None:
+            await asyncio.shield(task)
+
+    async def _stop_bootstrap(self) -> None:
+        task, self._bootstrap = self._bootstrap, None
+        if task is not None and not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def _run_bootstrap(self, out: Path, extra: tuple[str, ...]) -> None:
+        try:
+            code, log_path = await _bootstrap_process(out, extra)
+            if code != 0:
+                log.error(
+                    "model.bootstrap_failed", exit_code=code, log=str(log_path), scorer="rules"
+                )
+                return
+            log.info("model.bootstrap_finished", out=str(out))
+            try:
+                bundle_id = await self.reload(None)
+            except InputError:  # reload logged bundle.load_failed; the rule scorer serves on
+                return
+        finally:
+            self.loading = False
+        log.info(
+            "scorer.swapped",
+            previous="rules",
+            current=self.current.name,
+            bundle_id=bundle_id,
+            signal=describe_scorer(self.current),
+        )
+
+
+async def _bootstrap_process(out: Path, extra: tuple[str, ...]) -> tuple[int, Path]:
+    """Run `vlmtrader model bootstrap --out OUT` with its output in OUT/../bootstrap.log."""
+    args = [sys.executable, "-m", "daemon.cli", "model", "bootstrap", "--out", str(out), *extra]
+    log_path = out.parent / "bootstrap.log"
+    log.info("model.bootstrap_started", out=str(out), scorer="rules", log=str(log_path))
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with log_path.open("ab") as sink:
+        proc = await asyncio.create_subprocess_exec(
+            *args, stdout=sink, stderr=asyncio.subprocess.STDOUT
+        )
+        try:
+            return await proc.wait(), log_path
+        except asyncio.CancelledError:
+            proc.terminate()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(proc.wait(), 10)
+            if proc.returncode is None:
+                proc.kill()
+            raise
+
+
+# ---- the trading daemon's slot -------------------------------------------------------------------
+def daemon_load_options(cfg: AppConfig, *, config_fusion: bool = True) -> LoadOptions:
+    """scorer.* as load options for windows of bars.*; a shadow keeps its own fitted fusion."""
+    sc = cfg.scorer
+    return LoadOptions(
+        mode=sc.mode,
+        fusion=sc.fusion if config_fusion else None,
+        spec_hash=sc.spec_hash,
+        device=sc.device,
+        threads=sc.threads,
+        workers=sc.workers,
+        runtime=sc.runtime,
+        bars=cfg.bars,
+    )
+
+
+def load_shadow(path: Path, cfg: AppConfig) -> ShadowRunner | None:
+    """The shadow bundle as a second scorer (its own CLIP, XGBoost and fusion), or None with a
+    `shadow.unavailable` warning when it cannot be used: a shadow never stops the daemon."""
+    try:
+        model = load_active(path, daemon_load_options(cfg, config_fusion=False))
+    except InputError as e:
+        log.warning("shadow.unavailable", path=str(path), error=str(e))
+        return None
+    name = f"{model.scorer.name}_shadow"
+    log.info("shadow.loaded", path=str(path), bundle_id=model.bundle_id, scorer=name)
+    return ShadowRunner(scorer=model.scorer, bundle_id=model.bundle_id or "")
+
+
+def daemon_slot(cfg: AppConfig) -> ModelSlot:
+    """The slot scorer.kind asks for: rules; ml (the bundle, else ConfigError); auto (the bundle,
+    else rules while `vlmtrader model bootstrap` builds it when scorer.bootstrap is set)."""
+    sc = cfg.scorer
+    bundle_path = cfg.state_path(sc.bundle)
+    slot = ModelSlot(
+        active=rules_model(sc.rules, bar_seconds=cfg.bars.bar_seconds),
+        options=daemon_load_options(cfg),
+        bundle_path=bundle_path,
+        bootstrap_args=sc.bootstrap_args if sc.kind == "auto" and sc.bootstrap else None,
+        cfg=cfg,
+    )
+    if sc.kind == "rules":
+        return slot
+    if sc.shadow_bundle:
+        slot.shadow = load_shadow(cfg.state_path(sc.shadow_bundle), cfg)
+    try:
+        slot.active = slot.load(bundle_path)
+    except InputError as e:
+        if sc.kind == "ml":
+            msg = f"scorer.kind is ml but the bundle cannot be used: {e}"
+            raise ConfigError(msg) from None
+        log.warning("bundle.unavailable", path=str(bundle_path), error=str(e), scorer="rules")
+        slot.loading = slot.bootstrap_args is not None  # not warm until the bootstrap has run
+        return slot
+    log.info(
+        "bundle.loaded",
+        path=str(bundle_path),
+        bundle_id=slot.bundle_id,
+        scorer=slot.current.name,
+        signal=describe_scorer(slot.current),
+    )
+    return slot
