@@ -23,8 +23,8 @@ import numpy as np
 import torch
 from harness import Session
 
-from daemon.build import BootstrapConfig, quick_config
-from daemon.build.clip import train_bundle
+from daemon.training import BootstrapConfig, quick_config
+from daemon.training.clip import train_bundle
 from strategy.market_sim import simulate_frame
 from vlm_engine.bundle import DatasetRef
 from vlm_engine.clip import ClipModelConfig
@@ -189,7 +189,7 @@ def main() -> None:
 
 
 def datetime_start():
-    from daemon.build import SIM_START
+    from daemon.training import SIM_START
 
     return SIM_START
 

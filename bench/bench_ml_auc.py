@@ -31,10 +31,10 @@ import msgspec
 import numpy as np
 from harness import Session
 
-from daemon.build import BootstrapConfig, bootstrap
 from daemon.log_setup import configure_logging
 from daemon.model.loader import load_bundle
 from daemon.model.vision import CachedVision, ClipVision
+from daemon.training import BootstrapConfig, bootstrap
 from strategy.backtest.data import forward_labels, frame_batches, iter_windows
 from strategy.bars import BarStoreConfig
 from vlm_engine.metrics import auc, auc_text, summary

@@ -30,7 +30,6 @@ from pathlib import Path
 
 import numpy as np
 
-from daemon.build import bootstrap, quick_config
 from daemon.config import ScorerConfig
 from daemon.execution.paper import PaperExecution
 from daemon.journal import Journal
@@ -38,6 +37,7 @@ from daemon.log_setup import configure_logging
 from daemon.model.loader import LoadedBundle, load_bundle
 from daemon.pipeline import Pipeline
 from daemon.runtime import tune_gc
+from daemon.training import bootstrap, quick_config
 from strategy.backtest.data import frame_batches, precompute_signals
 from strategy.backtest.engine import BacktestConfig, BacktestEngine
 from strategy.bars import BarStore, BarStoreConfig, Window

@@ -21,7 +21,7 @@ from pathlib import Path
 import msgspec
 from harness import Session
 
-from daemon.build import (
+from daemon.training import (
     BootstrapConfig,
     BuildConfig,
     build,

@@ -25,7 +25,7 @@ from vlm_engine.render import ChartSpec, ChartWindow, make_window
 from vlm_engine.render.mpl import MplfinancePool, MplfinanceRenderer
 from vlm_engine.render.raster import NumpyRenderer
 
-# the CLIP model bundles' chart (daemon/build/config.py DEFAULT_SPEC): 20 bars, 128 px, plain candles
+# the CLIP model bundles' chart (daemon/training/config.py DEFAULT_SPEC): 20 bars, 128 px, plain candles
 CLIP_SPEC = ChartSpec(window=20, width=128, height=128, volume=False, bollinger=False, sma=())
 SPECS = {
     "default": ChartSpec(),

@@ -1,4 +1,4 @@
-"""`vlmtrader calibrate --bundle DIR --dataset DIR`: fit temperature/Platt on validation, measure on test, update the bundle (daemon.build.calibrate)."""
+"""`vlmtrader calibrate --bundle DIR --dataset DIR`: fit temperature/Platt on validation, measure on test, update the bundle (daemon.training.calibrate)."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ def register(sub: Any) -> None:
 
 def _calibrate(args: argparse.Namespace) -> int:
     # torch and the bundle code load here, when the command runs (see daemon/cli/__init__.py).
-    from daemon.build.calibrate import calibrate_bundle
+    from daemon.training.calibrate import calibrate_bundle
     from vlm_engine.bundle import BundleError
     from vlm_engine.clip import ClipError
 

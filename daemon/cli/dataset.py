@@ -47,13 +47,13 @@ def register(sub: Any) -> None:
 
 def _build(args: argparse.Namespace) -> int:
     # pandas, the renderer and the dataset builder load here, when a build runs.
-    from daemon.build.dataset import (
+    from daemon.training.dataset import (
         build_chart_dataset,
         file_source,
         load_dataset_config,
         sim_source,
     )
-    from daemon.build.paraphrase import make_paraphraser
+    from daemon.training.paraphrase import make_paraphraser
     from vlm_engine.dataset.builder import DatasetConfig
     from vlm_engine.dataset.errors import DatasetError
     from vlm_engine.render import ChartInputError

@@ -1,6 +1,6 @@
 """`vlmtrader model build|bootstrap|info|verify`: build a bundle from your bars or the simulated market, inspect or check one.
 
-`build` and `bootstrap` are one pipeline (daemon.build) fed by two sources: the user's bar
+`build` and `bootstrap` are one pipeline (daemon.training) fed by two sources: the user's bar
 files labelled by the TA-Lib detectors, or the simulated market with its planted patterns.
 This module parses arguments, sets up the log file and prints results; torch and friends load
 only when a build runs (see daemon/cli/__init__.py).
@@ -24,7 +24,7 @@ from daemon.errors import EXIT_CONFIG, EXIT_OK, InputError
 from daemon.log_setup import configure_logging
 
 if TYPE_CHECKING:
-    from daemon.build import BuildConfig
+    from daemon.training import BuildConfig
     from vlm_engine.bundle import ModelCard
 
 EXIT_INPUT = 1
@@ -105,7 +105,7 @@ def _log_to_file(out: Path) -> Iterator[Path]:
 
 def _run(action: Any, out: Path) -> int:
     # the model stack loads here, when a build runs
-    from daemon.build import BuildInputError
+    from daemon.training import BuildInputError
     from vlm_engine.bundle import BundleError
     from vlm_engine.clip import ClipError
     from vlm_engine.xgb import XgbError
@@ -122,7 +122,7 @@ def _run(action: Any, out: Path) -> int:
 
 
 def _build(args: argparse.Namespace) -> int:
-    from daemon.build import BuildConfig, build_from_bars, quick_build_config
+    from daemon.training import BuildConfig, build_from_bars, quick_build_config
 
     try:
         cfg: BuildConfig = _load_config(
@@ -150,7 +150,7 @@ def _build(args: argparse.Namespace) -> int:
 
 
 def _bootstrap(args: argparse.Namespace) -> int:
-    from daemon.build import BootstrapConfig, bootstrap, quick_config
+    from daemon.training import BootstrapConfig, bootstrap, quick_config
 
     try:
         cfg = _load_config(

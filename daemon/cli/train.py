@@ -1,4 +1,4 @@
-"""`vlmtrader train clip|xgb`: fine-tune CLIP into a calibrated bundle (daemon.build.clip), or XGBoost into one (daemon/cli/train_xgb.py)."""
+"""`vlmtrader train clip|xgb`: fine-tune CLIP into a calibrated bundle (daemon.training.clip), or XGBoost into one (daemon/cli/train_xgb.py)."""
 
 from __future__ import annotations
 
@@ -111,7 +111,7 @@ def print_summary(card: ModelCard, out: Path) -> None:
 
 def _train_clip(args: argparse.Namespace) -> int:
     # torch, transformers and the bundle code load here, when training runs (see daemon/cli/__init__.py).
-    from daemon.build.clip import train_bundle
+    from daemon.training.clip import train_bundle
     from vlm_engine.bundle import BundleError, DatasetRef
     from vlm_engine.clip import ClipError, load_dataset_dir
 

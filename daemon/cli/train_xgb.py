@@ -1,4 +1,4 @@
-"""`vlmtrader train xgb --dataset DIR --bundle DIR`: features + walk-forward XGBoost, saved into the bundle (daemon.build.xgb).
+"""`vlmtrader train xgb --dataset DIR --bundle DIR`: features + walk-forward XGBoost, saved into the bundle (daemon.training.xgb).
 
 `add_xgb_parser(train_subparsers)` is called by daemon/cli/train.py to add `xgb` under `train`.
 """
@@ -34,8 +34,8 @@ def add_xgb_parser(train_sub: Any) -> None:
 
 def run_train_xgb(args: argparse.Namespace) -> int:
     # xgboost, pandas and the bundle code load here, when training runs (see daemon/cli/__init__.py).
-    from daemon.build.xgb import XgbSettings, train_xgb_bundle
     from daemon.model.loader import XGB_DIR
+    from daemon.training.xgb import XgbSettings, train_xgb_bundle
     from vlm_engine.bundle import BundleError
     from vlm_engine.bundle.bundle import CARD_FILE
     from vlm_engine.dataset.errors import BarsInputError

@@ -19,7 +19,7 @@ WINDOW = 32  # the quick bundle's chart spec and features need 32 bars
 def quick_bundle() -> Path:
     """The session's quick bundle (built by `vlmtrader model bootstrap --quick` on first use)."""
     if not _BUILT:
-        from daemon.build import bootstrap, quick_config
+        from daemon.training import bootstrap, quick_config
 
         out = Path(tempfile.mkdtemp(prefix="vlmtrader-quick-bundle-")) / "bundle"
         bootstrap(quick_config(), out)

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from daemon.build.dataset import load_dataset_config
-from daemon.build.paraphrase import LlmParaphraser
 from daemon.cli import main
+from daemon.training.dataset import load_dataset_config
+from daemon.training.paraphrase import LlmParaphraser
 from tests.vlm_engine.synth import bars_frame, random_window
 from vlm_engine.labels import ParaphraseConfig, ParaphraseFailed, TextGenerator, chart_facts
 

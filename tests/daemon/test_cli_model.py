@@ -6,9 +6,9 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from daemon.build import quick_config
 from daemon.cli import build_parser, main
 from daemon.cli.train_xgb import run_train_xgb
+from daemon.training import quick_config
 from strategy.market_sim import SimMarketConfig, simulate_frame
 from vlm_engine.bundle import load_bundle, read_card
 

@@ -14,7 +14,9 @@ import pandas as pd
 import pytest
 from structlog.testing import capture_logs
 
-from daemon.build import (
+from daemon.cli import backtest as cli_backtest
+from daemon.cli import main
+from daemon.training import (
     BuildInputError,
     LabelConfig,
     SplitConfig,
@@ -28,10 +30,8 @@ from daemon.build import (
     sim_bars,
     time_split,
 )
-from daemon.build.config import BootstrapConfig
-from daemon.build.sources import business_days
-from daemon.cli import backtest as cli_backtest
-from daemon.cli import main
+from daemon.training.config import BootstrapConfig
+from daemon.training.sources import business_days
 from strategy.market_sim import SimMarketConfig, simulate_frame
 from vlm_engine.bundle import read_card
 from vlm_engine.metrics import summary
@@ -160,7 +160,7 @@ def test_run_when_paper_sim_replays_the_file_with_the_built_bundle_then_trades_w
 def test_build_when_interrupted_after_clip_then_rerun_skips_the_finished_stage(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ):
-    import daemon.build.pipeline as pipeline
+    import daemon.training.pipeline as pipeline
 
     bars = write_bars(tmp_path / "bars.parquet", bar_seconds=60, bars=1_400, seed=8)
     frame = detector_labels(pd.read_parquet(bars), LabelConfig())
@@ -184,7 +184,7 @@ def test_build_when_interrupted_after_clip_then_rerun_skips_the_finished_stage(
 def test_build_when_config_changes_then_finished_stages_are_not_reused(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ):
-    import daemon.build.pipeline as pipeline
+    import daemon.training.pipeline as pipeline
 
     bars = write_bars(tmp_path / "bars.parquet", bar_seconds=60, bars=1_400, seed=8)
     frame = detector_labels(pd.read_parquet(bars), LabelConfig())
@@ -331,7 +331,7 @@ def test_build_when_bars_have_no_label_then_refused_with_one_line(tmp_path: Path
 
 @pytest.mark.parametrize("name", ["build-daily.yaml", "build-minute.yaml"])
 def test_build_config_example_when_decoded_then_valid(name: str):
-    from daemon.build import BuildConfig
+    from daemon.training import BuildConfig
 
     path = Path(__file__).resolve().parents[2] / "config" / name
     cfg = msgspec.yaml.decode(path.read_bytes(), type=BuildConfig)

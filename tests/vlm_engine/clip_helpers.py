@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from daemon.build import quick_config
+from daemon.training import quick_config
 from strategy.market_sim import SimMarketConfig, simulate_frame
 from vlm_engine.bundle import DatasetRef, ModelCard, save_bundle
 from vlm_engine.calibrate.evaluate import calibrate_and_measure

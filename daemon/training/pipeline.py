@@ -29,19 +29,19 @@ import pandas as pd
 import structlog
 from tqdm import tqdm
 
-from daemon.build.config import BootstrapConfig, BuildConfig, default_horizon
-from daemon.build.labels import label_counts
-from daemon.build.sources import sim_bars, user_bars
-from daemon.build.tabular import fit_tabular
-from daemon.build.clip import train_bundle
 from daemon.errors import InputError
+from daemon.training.clip import train_bundle
+from daemon.training.config import BootstrapConfig, BuildConfig, default_horizon
+from daemon.training.labels import label_counts
+from daemon.training.sources import sim_bars, user_bars
+from daemon.training.tabular import fit_tabular
 from vlm_engine.bundle import (
     BundleError,
     DatasetRef,
     ModelCard,
     TrainedOn,
-    publish_directory,
     add_to_bundle,
+    publish_directory,
     read_card,
 )
 from vlm_engine.clip.data import NO_PATTERN
@@ -50,7 +50,7 @@ from vlm_engine.clip.train import TrainConfig
 from vlm_engine.dataset.bars import frame_bar_seconds, frame_hash, ts_seconds
 from vlm_engine.dataset.errors import BarsInputError
 
-log = structlog.get_logger("daemon.build")
+log = structlog.get_logger("daemon.training")
 
 STAGES = ("clip", "tabular")
 MARKER = "stages.json"
@@ -127,7 +127,9 @@ def build(
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     torch.use_deterministic_algorithms(True, warn_only=True)
-    missing = {"symbol", "ts", "open", "high", "low", "close", "volume", "pattern"} - set(frame.columns)
+    missing = {"symbol", "ts", "open", "high", "low", "close", "volume", "pattern"} - set(
+        frame.columns
+    )
     if missing:
         msg = f"bars: missing column(s) {', '.join(sorted(missing))}"
         raise BuildInputError(msg)

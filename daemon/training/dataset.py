@@ -13,11 +13,12 @@ from pathlib import Path
 import msgspec
 import pandas as pd
 
-from daemon.build.sources import SIM_START
+from daemon.training.sources import SIM_START
 from strategy.market_sim import SimMarketConfig, simulate_frame
 from vlm_engine.dataset.bars import BAR_COLUMNS, bar_files, load_bars
 from vlm_engine.dataset.builder import DatasetConfig, Manifest, SourceInfo, build_dataset
 from vlm_engine.render import ChartSpec
+
 
 def load_dataset_config(path: Path | None) -> DatasetConfig:
     """A DatasetConfig from YAML; a file holding only chart spec keys is taken as `spec:`."""

@@ -7,7 +7,7 @@ tabular   fit_tabular: XGBoost (+ technical-only twin) and fusion on the part CL
 pipeline  build (time split, stages, resume, publish), bootstrap, build_from_bars
 """
 
-from daemon.build.config import (
+from daemon.training.config import (
     DEFAULT_SPEC,
     BootstrapConfig,
     BuildConfig,
@@ -18,8 +18,8 @@ from daemon.build.config import (
     quick_build_config,
     quick_config,
 )
-from daemon.build.labels import detector_labels
-from daemon.build.pipeline import (
+from daemon.training.labels import detector_labels
+from daemon.training.pipeline import (
     BuildInputError,
     BuildResult,
     TimeSplit,
@@ -28,8 +28,8 @@ from daemon.build.pipeline import (
     build_from_bars,
     time_split,
 )
-from daemon.build.sources import SIM_START, sim_bars, user_bars
-from daemon.build.tabular import combine, fit_fusion, fit_tabular, select_fusion
+from daemon.training.sources import SIM_START, sim_bars, user_bars
+from daemon.training.tabular import combine, fit_fusion, fit_tabular, select_fusion
 
 __all__ = [
     "DEFAULT_SPEC",

@@ -17,9 +17,9 @@ import numpy.typing as npt
 import pandas as pd
 import structlog
 
-from daemon.build.config import BuildConfig, TabularConfig
 from daemon.model.loader import FUSION_FILE, PCA_FILE, XGB_DIR, XGB_TECHNICAL_DIR
 from daemon.model.vision import ClipVision
+from daemon.training.config import BuildConfig, TabularConfig
 from strategy.backtest.data import build_dataset, frame_batches
 from strategy.bars import BarStoreConfig, FloatArray, Window
 from strategy.features import FeatureEngine
@@ -31,7 +31,7 @@ from vlm_engine.metrics import fit_platt, logit, sigmoid, summary, unmeasured
 from vlm_engine.xgb import XgbError, XgbModel, fit_pca, train_xgb
 from vlm_engine.xgb.train import TrainResult
 
-log = structlog.get_logger("daemon.build")
+log = structlog.get_logger("daemon.training")
 
 BoolArray = npt.NDArray[np.bool_]
 HELD_OUT_MODELS = ("clip", "xgb_technical", "xgb", "fused")
@@ -228,7 +228,9 @@ def with_drift(
 def fit_recalibration(p: FloatArray, y: FloatArray) -> Recalibration:
     """Platt on CLIP's logit (vlm_engine.metrics.fit_platt): identity when refused (reversing, one class)."""
     params = fit_platt(p, y, model="clip")
-    return Recalibration() if params is None else Recalibration(a=params.coef[0], b=params.intercept)
+    return (
+        Recalibration() if params is None else Recalibration(a=params.coef[0], b=params.intercept)
+    )
 
 
 def fit_fusion(

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import talib
 
-from daemon.build.config import LabelConfig
+from daemon.training.config import LabelConfig
 from vlm_engine.labels.patterns import BY_NAME
 
 

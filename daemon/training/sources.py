@@ -9,11 +9,10 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
-from daemon.build.config import BootstrapConfig, LabelConfig
-from daemon.build.labels import detector_labels
+from daemon.training.config import BootstrapConfig, LabelConfig
+from daemon.training.labels import detector_labels
 from strategy.market_sim import simulate_frame
 from vlm_engine.dataset.bars import load_bars
 

@@ -13,8 +13,8 @@ import msgspec
 import numpy as np
 import pandas as pd
 
-from daemon.build.tabular import with_drift, xgb_files
 from daemon.model.loader import FUSION_FILE, XGB_DIR
+from daemon.training.tabular import with_drift, xgb_files
 from strategy.backtest.data import build_dataset, frame_batches
 from strategy.bars import BarStoreConfig
 from strategy.features import FeatureConfig, FeatureEngine
@@ -98,9 +98,7 @@ def train_xgb_bundle(dataset: Path, bundle: Path, settings: XgbSettings) -> XgbT
         source=source,
     )
     recorded = _save(bundle, model, result.metrics, frame, bar_seconds, settings, source)
-    return XgbTrained(
-        rows=int(rows.sum()), metrics=result.metrics, model=model, recorded=recorded
-    )
+    return XgbTrained(rows=int(rows.sum()), metrics=result.metrics, model=model, recorded=recorded)
 
 
 def _save(
