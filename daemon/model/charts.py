@@ -12,7 +12,7 @@ import msgspec
 import numpy as np
 import numpy.typing as npt
 
-from daemon.api.predict import ChartRefused, Prediction
+from daemon.api.app import ChartRefused, Prediction
 from daemon.errors import InputError
 from daemon.model.active import ActiveModel
 from daemon.model.loader import LoadedBundle

@@ -12,7 +12,7 @@ import numpy as np
 import numpy.typing as npt
 import structlog
 
-from daemon.api.predict import ChartRefused, Prediction
+from daemon.api.app import ChartRefused, Prediction
 from daemon.errors import InputError, InvariantError
 from daemon.model.active import ActiveModel
 from daemon.model.batcher import BatchConfig, MicroBatcher

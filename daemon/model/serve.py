@@ -22,11 +22,10 @@ from typing import Annotated, Any, Literal
 import msgspec
 import structlog
 
-from daemon.api.app import build_app
+from daemon.api.app import Prediction, build_app
 from daemon.api.auth import token_from_env
 from daemon.api.config import ApiConfig
 from daemon.api.metrics import Metrics
-from daemon.api.predict import Prediction
 from daemon.api.server import ApiServer
 from daemon.control import Controller
 from daemon.errors import EXIT_CONFIG, EXIT_OK, InputError, InvariantError
