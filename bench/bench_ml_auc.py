@@ -50,7 +50,8 @@ def main() -> dict[str, float]:
     parser.add_argument("--scenario", choices=("default", "candles"), default="default")
     args = parser.parse_args()
     configure_logging(level="warning", fmt="json", stream=io.StringIO())
-    from strategy.market_sim import ALL_PATTERNS, CHART_SHAPES, simulate_frame
+    from strategy.market_sim import simulate_frame
+    from strategy.sim_patterns import ALL_PATTERNS, CHART_SHAPES
 
     config = BootstrapConfig()
     if args.scenario == "candles":

@@ -18,8 +18,9 @@ import numpy as np
 import numpy.typing as npt
 
 from strategy.bars import FloatArray, Window
+from strategy.drift import DriftMonitor, DriftReport
 from strategy.features import FeatureEngine
-from strategy.fusion import FUSED, DriftMonitor, DriftReport, Fused, FusionEngine
+from strategy.fusion import FUSED, Fused, FusionEngine
 from strategy.scoring import rejected_signal
 from strategy.types import Signal
 from vlm_engine.xgb.model import XgbModel

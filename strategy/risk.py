@@ -16,13 +16,13 @@ from __future__ import annotations
 import enum
 import math
 from collections import deque
-from datetime import UTC, datetime, time, timedelta
-from typing import Annotated, Literal
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from datetime import datetime, timedelta
+from typing import Annotated
 
 import msgspec
 
 from strategy.book import Book
+from strategy.trading_hours import TradingHours, TradingHoursCheck
 from strategy.types import OrderIntent, OrderType, RiskDecision, Side, TradingState
 
 PositiveFloat = Annotated[float, msgspec.Meta(gt=0)]
@@ -30,10 +30,7 @@ PositiveInt = Annotated[int, msgspec.Meta(gt=0)]
 NonNegativeInt = Annotated[int, msgspec.Meta(ge=0)]
 UnitFraction = Annotated[float, msgspec.Meta(gt=0, le=1)]
 Probability = Annotated[float, msgspec.Meta(ge=0, le=1)]
-HourMinute = Annotated[str, msgspec.Meta(pattern=r"^([01]\d|2[0-3]):[0-5]\d$")]
-Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 
-_WEEKDAYS: tuple[Weekday, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 _RATE_WINDOW = timedelta(seconds=60)
 _EPS = 1e-9
 
@@ -59,28 +56,6 @@ class RiskReason(enum.StrEnum):
     REDUCING = "reducing"
     NO_PRICE = "no_price"
     INVALID_QUANTITY = "invalid_quantity"
-
-
-class TradingHours(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """Local window [start, end) on the given weekdays; start > end means the window spans midnight."""
-
-    start: HourMinute = "09:30"
-    end: HourMinute = "16:00"
-    timezone: str = "America/New_York"
-    weekdays: tuple[Weekday, ...] = ("mon", "tue", "wed", "thu", "fri")
-
-    def __post_init__(self) -> None:
-        if self.start == self.end:
-            msg = f"trading_hours start and end are both {self.start}: the window would be empty"
-            raise ValueError(msg)
-        if not self.weekdays:
-            msg = "trading_hours.weekdays is empty: list at least one day (mon..sun)"
-            raise ValueError(msg)
-        try:
-            ZoneInfo(self.timezone)
-        except (ZoneInfoNotFoundError, ValueError):
-            msg = f"trading_hours.timezone {self.timezone!r} is not a known IANA zone (e.g. America/New_York)"
-            raise ValueError(msg) from None
 
 
 class RiskConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -118,42 +93,6 @@ class TradingStateChange(msgspec.Struct, frozen=True, kw_only=True):
     detail: str = ""
 
 
-class _Hours:
-    """TradingHours compiled for fast checks."""
-
-    __slots__ = ("_last", "days", "end", "overnight", "start", "text", "zone")
-
-    def __init__(self, hours: TradingHours) -> None:
-        self.zone = ZoneInfo(hours.timezone)
-        self.start = _parse_hhmm(hours.start)
-        self.end = _parse_hhmm(hours.end)
-        self.overnight = self.start > self.end
-        self.days = frozenset(_WEEKDAYS.index(d) for d in hours.weekdays)
-        self.text = f"{hours.start}-{hours.end} {hours.timezone} {','.join(hours.weekdays)}"
-        self._last: tuple[datetime, bool] | None = None
-
-    def contains(self, now: datetime) -> bool:
-        """Whether now is inside the window; the last answer is kept (a batch shares one now)."""
-        last = self._last
-        if last is not None and last[0] == now:
-            return last[1]
-        inside = self._contains(now)
-        self._last = (now, inside)
-        return inside
-
-    def _contains(self, now: datetime) -> bool:
-        if now.tzinfo is None:
-            now = now.replace(tzinfo=UTC)
-        local = now.astimezone(self.zone)
-        t = local.time().replace(tzinfo=None)
-        if not self.overnight:
-            return local.weekday() in self.days and self.start <= t < self.end
-        if t >= self.start:
-            return local.weekday() in self.days
-        # after midnight: the session belongs to the day it started on
-        return t < self.end and (local.weekday() - 1) % 7 in self.days
-
-
 class RiskEngine:
     """Pre-trade checks and the trading state; one instance per book, driven by `now` arguments."""
 
@@ -164,7 +103,7 @@ class RiskEngine:
         self._closes: deque[datetime] = deque(maxlen=0)
         self._exits: dict[str, datetime] = {}
         self.config = config
-        self._hours: _Hours | None = None
+        self._hours: TradingHoursCheck | None = None
         self._cooldown: timedelta | None = None
         self.reconfigure(config)
 
@@ -181,7 +120,9 @@ class RiskEngine:
     def reconfigure(self, config: RiskConfig) -> None:
         """Apply new limits; state, the rate window and exit times are kept."""
         self.config = config
-        self._hours = _Hours(config.trading_hours) if config.trading_hours is not None else None
+        self._hours = (
+            TradingHoursCheck(config.trading_hours) if config.trading_hours is not None else None
+        )
         self._cooldown = (
             timedelta(seconds=config.cooldown_seconds)
             if config.cooldown_seconds is not None
@@ -441,11 +382,6 @@ def _is_reducing(position: float, worst: float, side: Side) -> bool:
 def _over(value: float, limit: float) -> bool:
     """value > limit, tolerating float noise so a value exactly at the limit passes."""
     return not value <= limit + _EPS * max(1.0, abs(limit))
-
-
-def _parse_hhmm(text: str) -> time:
-    hours, minutes = text.split(":")
-    return time(int(hours), int(minutes))
 
 
 def _reject(intent: OrderIntent, now: datetime, reason: RiskReason, detail: str) -> RiskDecision:

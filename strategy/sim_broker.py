@@ -1,4 +1,8 @@
-"""A simulated broker: market and limit orders matched against bars, with costs and volume-limited fills."""
+"""A simulated broker: market and limit orders matched against bars, with costs and volume-limited fills.
+
+Over 400 lines: one matching engine; submit, cancel, matching on each bar and the state snapshot
+share the venue's order book and its invariants, so SimBroker stays one class in one file.
+"""
 
 from __future__ import annotations
 

@@ -37,7 +37,7 @@ def run_train_xgb(args: argparse.Namespace) -> int:
     from daemon.model.loader import XGB_DIR
     from daemon.training.xgb import XgbSettings, train_xgb_bundle
     from vlm_engine.bundle import BundleError
-    from vlm_engine.bundle.bundle import CARD_FILE
+    from vlm_engine.bundle.card import CARD_FILE
     from vlm_engine.dataset.errors import BarsInputError
     from vlm_engine.xgb.errors import XgbError
 

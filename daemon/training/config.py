@@ -8,7 +8,8 @@ from typing import Annotated, Literal
 import msgspec
 
 from strategy.features import FeatureConfig
-from strategy.market_sim import ALL_PATTERNS, CHART_SHAPES, SimMarketConfig
+from strategy.market_sim import SimMarketConfig
+from strategy.sim_patterns import ALL_PATTERNS, CHART_SHAPES
 from vlm_engine.clip import ClipModelConfig
 from vlm_engine.clip.quickset import QuicksetConfig
 from vlm_engine.clip.train import TrainConfig

@@ -20,7 +20,7 @@ from strategy.bars import BarStoreConfig
 from strategy.features import FeatureConfig, FeatureEngine
 from strategy.fusion import FusionConfig
 from vlm_engine.bundle import TrainedOn, add_to_bundle
-from vlm_engine.bundle.bundle import CARD_FILE
+from vlm_engine.bundle.card import CARD_FILE
 from vlm_engine.dataset.bars import frame_bar_seconds, load_bars, ts_seconds
 from vlm_engine.dataset.errors import BarsInputError
 from vlm_engine.xgb.errors import XgbError

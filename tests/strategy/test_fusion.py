@@ -4,21 +4,17 @@ import msgspec
 import numpy as np
 import pytest
 
+from strategy.drift import DriftConfig, DriftMonitor, DriftReference, drift_reference, psi
 from strategy.fusion import (
     FUSED,
     AdaptationConfig,
-    DriftConfig,
-    DriftMonitor,
-    DriftReference,
     FusionConfig,
     FusionEngine,
     MonitorConfig,
     Recalibration,
     StackingParams,
     binary_entropy,
-    drift_reference,
     fit_stacking,
-    psi,
 )
 
 

@@ -12,17 +12,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from strategy.market_sim import (
-    ALL_PATTERNS,
     BAR_COLUMNS,
-    CHART_SHAPES,
-    PATTERN_DIRECTION,
-    PATTERN_TALIB,
     MarketSimulator,
     RegimeConfig,
     SimMarketConfig,
     simulate_arrays,
     simulate_frame,
 )
+from strategy.sim_patterns import ALL_PATTERNS, CHART_SHAPES, PATTERN_DIRECTION, PATTERN_TALIB
 
 START = datetime(2026, 1, 5, 14, 30, tzinfo=UTC)
 SMALL = SimMarketConfig(session_bars=64, pattern_rate=0.05)

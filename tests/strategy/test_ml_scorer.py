@@ -9,8 +9,9 @@ import pytest
 from strategy.backtest.data import build_dataset, frame_batches, precompute_signals
 from strategy.backtest.engine import BacktestConfig, BacktestEngine
 from strategy.bars import BarStoreConfig
+from strategy.drift import DriftConfig, DriftMonitor, drift_reference
 from strategy.features import FeatureConfig, FeatureEngine
-from strategy.fusion import DriftConfig, DriftMonitor, FusionConfig, FusionEngine, drift_reference
+from strategy.fusion import FusionConfig, FusionEngine
 from strategy.market_sim import SimMarketConfig, simulate_frame
 from strategy.ml_scorer import MLScorer, VisionScores
 from strategy.target_strategy import StrategyConfig

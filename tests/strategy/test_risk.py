@@ -17,10 +17,10 @@ from strategy.risk import (
     RiskConfig,
     RiskEngine,
     RiskReason,
-    TradingHours,
     TradingStateChange,
     worst_gross_exposure,
 )
+from strategy.trading_hours import TradingHours
 from strategy.types import (
     Bar,
     Fill,

@@ -4,17 +4,14 @@ from __future__ import annotations
 
 from vlm_engine.bundle.bundle import (
     Bundle,
-    DatasetRef,
-    ModelCard,
-    TrainedOn,
     add_to_bundle,
     load_bundle,
     publish_directory,
-    read_card,
     save_bundle,
     update_calibration,
     verify_bundle,
 )
+from vlm_engine.bundle.card import DatasetRef, ModelCard, TrainedOn, read_card
 from vlm_engine.bundle.errors import BundleError, BundleSpecMismatch
 
 __all__ = [

@@ -4,6 +4,9 @@ Single process by default. Multi-GPU / multi-machine (DDP) through Hugging Face 
 (`pip install vlmtrader[multigpu]`): `accelerate launch --multi_gpu --num_processes 4
 -m daemon.cli train clip --dataset DIR --out BUNDLE --accelerate`; every process runs this
 same loop on its shard of each batch and accelerate all-reduces the gradients.
+
+Over 400 lines: shaped like nanoGPT (STYLE.md rule 9), main() reads top to bottom; cut up, its
+state would be threaded through helpers.
 """
 
 from __future__ import annotations

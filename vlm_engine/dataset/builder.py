@@ -9,6 +9,9 @@ or after T2 + embargo. So the end times of two samples in different splits are a
 least window + warm-up + horizon (+ embargo_bars) bars apart, and no chart or its future
 overlaps another split. Samples that straddle a cut are dropped (`embargoed` in the
 manifest). Held-out symbols go whole to a `holdout` split.
+
+Over 400 lines: one build read top to bottom (plan, render and label, manifest, write); the
+steps share DatasetConfig and the row layout, and the manifest hashes what they produced.
 """
 
 from __future__ import annotations

@@ -13,6 +13,9 @@ Hard negatives (`negatives`), by rule, in this order of preference:
   3. flipped_context: heavy <-> light volume, oversold <-> overbought, MACD cross flipped;
   4. flipped_trend (no pattern): the trend sentence with the direction reversed.
 Each rule yields at most one text per sample; `max_negatives` are kept in rule order.
+
+Over 400 lines: the phrase tables and the grammar that draws from them change together
+(LABEL_VERSION pins both); apart, one would change without the other.
 """
 
 from __future__ import annotations

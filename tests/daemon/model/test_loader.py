@@ -16,7 +16,8 @@ from daemon.model.loader import BundleUnusable, load_bundle
 from daemon.model.scoring import log_drift
 from daemon.model.vision import CachedVision
 from strategy.bars import BarStoreConfig
-from strategy.fusion import DriftConfig, FusionConfig
+from strategy.drift import DriftConfig
+from strategy.fusion import FusionConfig
 from strategy.market_sim import SimMarketConfig, simulate_frame
 from tests.daemon.ml_helpers import (
     WINDOW,

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from daemon.api.app import ChartRefused
+from daemon.api.predict import ChartRefused
 from daemon.errors import InputError
 from daemon.model.batcher import BatchConfig, MicroBatcher, Overloaded
 from daemon.model.charts import png_size
