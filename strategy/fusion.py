@@ -26,9 +26,6 @@ import numpy as np
 import numpy.typing as npt
 
 from strategy.drift import DriftConfig
-from strategy.drift import DriftMonitor as DriftMonitor  # daemon/model/ imports these three
-from strategy.drift import DriftReference as DriftReference  # from here; their home is
-from strategy.drift import DriftReport as DriftReport  # strategy/drift.py
 from vlm_engine.metrics import (
     brier,
     fit_logistic,

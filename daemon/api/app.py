@@ -15,8 +15,6 @@ from daemon.api.auth import require_token
 from daemon.api.commands import command_routes
 from daemon.api.config import ApiConfig
 from daemon.api.metrics import Metrics
-from daemon.api.predict import ChartRefused as ChartRefused  # daemon/model/ imports these two
-from daemon.api.predict import Prediction as Prediction  # from here; their home is api/predict.py
 from daemon.api.predict import Predictor, PredictRequest, predict_routes
 from daemon.api.status import status_routes
 from daemon.control import Controller

@@ -1,5 +1,5 @@
 """POST /predict: an OHLCV window (JSON) or a chart PNG scored by the loaded model, and the
-values and protocols the model package answers it with."""
+protocols the model package answers it through (its values live in daemon/model/prediction.py)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Annotated, Any, Protocol
 
-import msgspec
 from fastapi import APIRouter, HTTPException, Request, status
 from fastapi.exceptions import RequestValidationError
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
@@ -16,8 +15,9 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationErro
 from daemon.api.config import ApiConfig
 from daemon.api.form import multipart_png
 from daemon.errors import InputError, TransientError
+from daemon.model.prediction import ChartRefused, Prediction
 from strategy.bars import MAX_PRICE, MAX_VOLUME, MIN_PRICE
-from strategy.types import Bar, Signal
+from strategy.types import Bar
 
 FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
 # A price outside [MIN_PRICE, MAX_PRICE] is not a market price (1e308, 1e-300): refused with 422,
@@ -25,23 +25,10 @@ FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
 Price = Annotated[float, Field(allow_inf_nan=False, ge=MIN_PRICE, le=MAX_PRICE)]
 
 
-class Prediction(msgspec.Struct, frozen=True, kw_only=True):
-    """A scored window or chart: the signal, the bundle that scored it (None for the rule scorer)
-    and, for a chart PNG, the CLIP model's calibrated pattern probabilities."""
-
-    signal: Signal
-    bundle_id: str | None
-    patterns: dict[str, float] | None = None
-
-
 class Predictor(Protocol):
     """Scores one OHLCV window (oldest bar first); raise InputError when it cannot be scored."""
 
     async def predict(self, symbol: str, bars: Sequence[Bar]) -> Prediction: ...
-
-
-class ChartRefused(InputError):
-    """A chart PNG is fine as a file but cannot be scored by what is loaded (no bundle, other chart spec)."""
 
 
 class ChartPredictor(Protocol):

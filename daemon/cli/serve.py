@@ -13,7 +13,7 @@ from daemon.errors import EXIT_CONFIG, ConfigError
 from daemon.log_setup import configure_logging
 
 if TYPE_CHECKING:
-    from daemon.model.serve import ServeConfig
+    from daemon.serve import ServeConfig
 
 
 def register(sub: Any) -> None:
@@ -59,7 +59,7 @@ _FLAGS = {
 
 def config_from_args(args: argparse.Namespace) -> ServeConfig:
     """Build and validate the ServeConfig; ConfigError names the flag that is wrong."""
-    from daemon.model.serve import ServeConfig
+    from daemon.serve import ServeConfig
 
     raw = {
         "api": {"enabled": True, "host": args.host, "port": args.port},
@@ -86,7 +86,7 @@ def _check_bundle(path: Path | None) -> None:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from daemon.model.serve import run
+    from daemon.serve import run
 
     configure_logging(level=args.log_level, fmt=args.log_format)
     try:

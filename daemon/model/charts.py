@@ -12,10 +12,10 @@ import msgspec
 import numpy as np
 import numpy.typing as npt
 
-from daemon.api.app import ChartRefused, Prediction
 from daemon.errors import InputError
 from daemon.model.active import ActiveModel
 from daemon.model.loader import LoadedBundle
+from daemon.model.prediction import ChartRefused, Prediction
 from strategy.types import Signal
 from vlm_engine.render.errors import ChartInputError
 from vlm_engine.render.png import ChartMeta, decode_png

@@ -17,8 +17,9 @@ import structlog
 from daemon.errors import InputError
 from daemon.model.vision import ClipVision
 from strategy.bars import BarStoreConfig
+from strategy.drift import DriftMonitor, DriftReference
 from strategy.features import FeatureConfig, FeatureEngine
-from strategy.fusion import DriftMonitor, DriftReference, FusionConfig, FusionEngine
+from strategy.fusion import FusionConfig, FusionEngine
 from strategy.ml_scorer import MLScorer, ScorerMode, VisionModel
 from vlm_engine.xgb.errors import XgbError
 from vlm_engine.xgb.model import META_FILE, MODEL_FILE, XgbModel

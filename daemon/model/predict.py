@@ -12,11 +12,11 @@ import numpy as np
 import numpy.typing as npt
 import structlog
 
-from daemon.api.app import ChartRefused, Prediction
 from daemon.errors import InputError, InvariantError
 from daemon.model.active import ActiveModel
 from daemon.model.batcher import BatchConfig, MicroBatcher
 from daemon.model.charts import ChartSignalConfig, decode_chart, score_charts
+from daemon.model.prediction import ChartRefused, Prediction
 from daemon.model.scoring import build_window, log_scored, score_windows
 from strategy.bars import Window
 from strategy.types import Bar

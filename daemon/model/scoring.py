@@ -17,7 +17,7 @@ import structlog
 
 from daemon.errors import InputError
 from strategy.bars import BarStore, BarStoreConfig, Window
-from strategy.fusion import DriftReport
+from strategy.drift import DriftReport
 from strategy.scoring import Scorer
 from strategy.types import Bar, Signal
 

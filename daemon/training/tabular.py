@@ -22,8 +22,8 @@ from daemon.model.vision import ClipVision
 from daemon.training.config import BuildConfig, TabularConfig
 from strategy.backtest.data import build_dataset, frame_batches
 from strategy.bars import BarStoreConfig, FloatArray, Window
-from strategy.features import FeatureEngine
 from strategy.drift import drift_reference
+from strategy.features import FeatureEngine
 from strategy.fusion import FusionConfig, Recalibration, fit_stacking
 from strategy.ml_scorer import VisionScores, vision_columns
 from vlm_engine.bundle import ModelCard, add_to_bundle

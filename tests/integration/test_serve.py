@@ -25,7 +25,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from daemon.api.config import ApiConfig
 from daemon.cli import main
-from daemon.model.serve import ServeConfig, serve
+from daemon.serve import ServeConfig, serve
 from strategy.bars import Window
 from tests.daemon.ml_helpers import WINDOW, quick_bundle, sample_windows
 from tests.integration.daemon_process import REPO

@@ -12,11 +12,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from daemon.api.predict import ChartRefused
 from daemon.errors import InputError
 from daemon.model.batcher import BatchConfig, MicroBatcher, Overloaded
 from daemon.model.charts import png_size
-from daemon.model.serve import ServeConfig, ServeControl
+from daemon.model.prediction import ChartRefused
+from daemon.serve import ServeConfig, ServeControl
 from strategy.types import Bar, TradingState
 
 T0 = datetime(2024, 3, 1, 14, 30, tzinfo=UTC)

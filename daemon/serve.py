@@ -22,7 +22,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 import structlog
 
-from daemon.api.app import Prediction, build_app
+from daemon.api.app import build_app
 from daemon.api.auth import token_from_env
 from daemon.api.config import ApiConfig
 from daemon.api.metrics import Metrics
@@ -35,6 +35,7 @@ from daemon.model.batcher import BatchConfig, MicroBatcher
 from daemon.model.charts import ChartSignalConfig
 from daemon.model.loader import BundleUnusable
 from daemon.model.predict import Item, ModelPredictor
+from daemon.model.prediction import Prediction
 from daemon.model.slot import ModelSlot
 from daemon.reload_plan import ReloadReport
 from strategy.rule_scorer import RuleScorerConfig
