@@ -147,9 +147,7 @@ class Daemon:
             detail = report.refused or f"positions differ: {', '.join(report.position_mismatches)}"
             log.error("trading.refused", reason=reason, detail=detail, recover=recover)
 
-        if pipeline.shadow is not None:
-            shadow = pipeline.shadow
-            metrics.track_shadow(lambda: shadow.stats)
+        metrics.track_shadow(self.scorers.shadow_stats)  # a shadow loads with the bundle (start)
         controller = Controller(control=self, max_command_bytes=cfg.mqtt.max_command_bytes)
         metrics.track_tasks(self.health)
         if cfg.mqtt.enabled:
