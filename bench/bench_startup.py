@@ -7,7 +7,7 @@ and reads the times of its JSON log lines against the moment the process was spa
   swapped_s      process start -> scorer.swapped (auto: the bundle warm and serving)
   first_ml_s     process start -> the first batch the bundle scored (model.inferred, scorer ml)
 for scorer.kind rules (no bundle), auto (trades with rules until the bundle is warm) and ml (the
-bundle or refuse to start). Repeats until two runs agree within 10% on auto's ready_s.
+bundle or refuse to start). Each kind repeats until two runs agree within 10% on its ready_s.
 Usage: python bench/bench_startup.py [--kinds rules,auto,ml] [--bundle DIR] [--timeout S]
 """
 
