@@ -42,8 +42,8 @@ class ModelSlot:
 
     loading is true while the model it was started for is still being built or loaded (the rule
     scorer answers meanwhile, or nothing trades yet for scorer.kind ml): /readyz reports it as
-    model_warm false. cfg is the trading daemon's
-    config (None for `vlmtrader serve`): its scorer settings are what apply_settings changes."""
+    model_warm false. cfg is the trading daemon's config (None for `vlmtrader serve`): its scorer
+    settings are what apply_settings changes."""
 
     def __init__(
         self,
@@ -374,10 +374,11 @@ def daemon_slot(cfg: AppConfig) -> ModelSlot:
         bundle_path=bundle_path,
         bootstrap_args=sc.bootstrap_args if sc.kind == "auto" and sc.bootstrap else None,
         cfg=cfg,
-        shadow_path=cfg.state_path(sc.shadow_bundle) if sc.shadow_bundle else None,
+        shadow_path=cfg.state_path(sc.shadow_bundle)
+        if sc.shadow_bundle and sc.kind != "rules"
+        else None,
     )
     if sc.kind == "rules":
-        slot.shadow_path = None
         return slot
     try:
         precheck_bundle(bundle_path, spec_hash=sc.spec_hash or None)

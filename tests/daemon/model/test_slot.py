@@ -329,3 +329,33 @@ def test_apply_settings_when_mode_changes_before_bundle_warm_then_it_serves_unde
     asyncio.run(scenario())
     assert getattr(slot.current, "mode", None) == "xgb"
     assert slot.bundle_id == read_card(quick_bundle()).bundle_id
+
+
+def test_slot_when_auto_with_shadow_then_shadow_loads_after_the_swap_and_reaches_the_pipeline(
+    tmp_path: Path,
+) -> None:
+    bundle = quick_bundle()
+    cfg = AppConfig(
+        state_dir=str(bundle.parent),
+        bars=BarStoreConfig(window=WINDOW),
+        scorer=ScorerConfig(
+            kind="auto", bundle=bundle.name, shadow_bundle=bundle.name, bootstrap=False
+        ),
+    )
+    slot = daemon_slot(cfg)
+    holder = SimpleNamespace(scorer=None, shadow=None)
+    slot.attach(holder)
+    assert slot.shadow_stats() is None  # metrics show no shadow until it has loaded
+    with capture_logs() as logs:
+        asyncio.run(_warm(slot))
+    assert slot.shadow is not None
+    assert holder.shadow is slot.shadow
+    assert slot.shadow_stats() == slot.shadow.stats
+    names = [e["event"] for e in logs]
+    assert names.index("scorer.swapped") < names.index("shadow.loaded")
+
+
+async def _warm(slot: ModelSlot) -> None:
+    async with contextlib.AsyncExitStack() as stack:
+        await slot.start(stack)
+        await asyncio.wait_for(slot.warmed(), 120)
