@@ -37,6 +37,7 @@ FULL: dict[str, list[str]] = {
     "ml_auc": [],
     "evaluate": [],
     "model_build": ["--quick"],  # the full-size build is ~10 minutes a dataset: run it by hand
+    "startup": [],
 }
 QUICK: dict[str, list[str]] = {
     "journal": [],

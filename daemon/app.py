@@ -122,9 +122,7 @@ class Daemon:
         restore_trading_state(pipeline, journal)
         halt_when_unreconciled(pipeline, report)
 
-        if pipeline.shadow is not None:
-            shadow = pipeline.shadow
-            metrics.track_shadow(lambda: shadow.stats)
+        metrics.track_shadow(self.scorers.shadow_stats)  # a shadow loads with the bundle (start)
         controller = Controller(control=self, max_command_bytes=cfg.mqtt.max_command_bytes)
         metrics.track_tasks(self.health)
         if cfg.mqtt.enabled:

@@ -43,8 +43,9 @@ class FeedConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
 
 
 class ScorerConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """rules: TA-Lib scorer; ml: the model bundle (CLIP + XGBoost + fusion) or refuse to start;
-    auto: the bundle when it loads, else the rule scorer while `vlmtrader model bootstrap` builds it.
+    """rules: TA-Lib scorer; ml: the model bundle (CLIP + XGBoost + fusion) or refuse to start (the
+    daemon is ready once it is warm); auto: the rule scorer at once, the bundle swapped in once it
+    has loaded in the background, or once `vlmtrader model bootstrap` has built it when unusable.
 
     mode picks what the ML scorer trades on: fused (both models), xgb or clip alone. fusion null
     uses the bundle's fitted fusion.json; a fusion section replaces it (e.g. fixed weights).

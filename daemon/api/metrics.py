@@ -58,7 +58,7 @@ class _Pulled(Collector):
         self.queues: dict[str, Callable[[], int]] = {}
         self.bus: Callable[[], BusStats] | None = None
         self.connected: Callable[[], bool] = lambda: False
-        self.shadow: Callable[[], ShadowStats] | None = None
+        self.shadow: Callable[[], ShadowStats | None] | None = None
         self.tasks: TaskHealth | None = None
 
     def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
@@ -70,8 +70,9 @@ class _Pulled(Collector):
         yield depth
         if self.tasks is not None:
             yield from _task_metrics(self.tasks)
-        if self.shadow is not None:
-            yield from _shadow_metrics(self.shadow())
+        shadow = self.shadow() if self.shadow is not None else None
+        if shadow is not None:
+            yield from _shadow_metrics(shadow)
         if self.bus is None:
             return
         stats = self.bus()
@@ -149,8 +150,9 @@ class Metrics:
         """Report which supervised background tasks run, and their restarts, at scrape time."""
         self._pulled.tasks = health
 
-    def track_shadow(self, stats: Callable[[], ShadowStats]) -> None:
-        """Report the shadow bundle's comparison with the live scorer at scrape time."""
+    def track_shadow(self, stats: Callable[[], ShadowStats | None]) -> None:
+        """Report the shadow bundle's comparison with the live scorer at scrape time (nothing
+        while stats() is None: no shadow loaded yet)."""
         self._pulled.shadow = stats
 
     def render_latest(self) -> bytes:

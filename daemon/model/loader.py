@@ -159,6 +159,22 @@ def _read_card(path: Path) -> ModelCard:
     return card
 
 
+def precheck_bundle(path: Path, *, spec_hash: str | None = None) -> ModelCard:
+    """The checks that need neither torch nor hashing, so a daemon refuses a bundle in milliseconds
+    before it warms one: the card, every file it lists on disk (XGBoost and fusion among them) and
+    the chart spec it was trained on; BundleUnusable, one line, when any fails. The sha256 of every
+    file is checked when the bundle loads (load_bundle)."""
+    from vlm_engine.bundle import BundleError, check_files, check_spec_hash
+
+    card = _read_card(path)
+    try:
+        check_files(path)
+        check_spec_hash(path, card, spec_hash or None)
+    except BundleError as e:
+        raise BundleUnusable(_one_line(str(e))) from None
+    return card
+
+
 def load_engine(path: Path, *, spec_hash: str | None, inference: InferenceConfig) -> ChartEngine:
     """The bundle's CLIP model warm on the runtime inference asks for (vlm_engine.infer.load_engine,
     the one place an engine is built), any failure as BundleUnusable naming the bundle."""
@@ -323,6 +339,7 @@ __all__ = [
     "check_windows",
     "load_bundle",
     "load_engine",
+    "precheck_bundle",
     "read_fusion",
     "xgb_only_scorer",
 ]

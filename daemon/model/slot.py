@@ -1,6 +1,10 @@
 """The one model slot: what serves now (an ActiveModel), how it changes (hot-swap off the loop,
-the background bootstrap) and the shadow beside it. The trading daemon and `vlmtrader serve`
-each own one; the pipeline and POST /predict read it."""
+the start-up load, the background bootstrap) and the shadow beside it. The trading daemon and
+`vlmtrader serve` each own one; the pipeline and POST /predict read it.
+
+Creating the trading daemon's slot (daemon_slot) imports no torch: it checks the bundle's card and
+files only. start() warms it: scorer.kind ml waits for the bundle (the daemon is ready once it
+serves), auto loads it in the background while the rule scorer trades, then swaps."""
 
 from __future__ import annotations
 
@@ -8,7 +12,7 @@ import asyncio
 import contextlib
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
 import structlog
@@ -16,7 +20,8 @@ import structlog
 from daemon.config import AppConfig, ScorerConfig
 from daemon.errors import ConfigError, InputError, InvariantError
 from daemon.model.active import ActiveModel, LoadOptions, load_active, rules_model
-from daemon.model.shadow import ShadowRunner
+from daemon.model.loader import precheck_bundle
+from daemon.model.shadow import ShadowRunner, ShadowStats
 from strategy.scoring import Scorer
 
 log = structlog.get_logger("daemon.model")
@@ -36,8 +41,9 @@ class ModelSlot:
     """Owns what serves; every swap happens between two batches, never inside one.
 
     loading is true while the model it was started for is still being built or loaded (the rule
-    scorer answers meanwhile): /readyz reports it as model_warm false. cfg is the trading daemon's
-    config (None for `vlmtrader serve`): its scorer settings are what apply_settings changes."""
+    scorer answers meanwhile, or nothing trades yet for scorer.kind ml): /readyz reports it as
+    model_warm false. cfg is the trading daemon's config (None for `vlmtrader serve`): its scorer
+    settings are what apply_settings changes."""
 
     def __init__(
         self,
@@ -49,6 +55,8 @@ class ModelSlot:
         bootstrap_args: tuple[str, ...] | None = None,
         loading: bool = False,
         cfg: AppConfig | None = None,
+        startup_load: Literal["none", "required", "background"] = "none",
+        shadow_path: Path | None = None,
     ) -> None:
         self.active = active
         self.options = options
@@ -58,8 +66,12 @@ class ModelSlot:
         self.shadow = shadow
         self.bootstrap_args = bootstrap_args
         self.loading = loading
+        # What start() loads: the bundle before the daemon is ready (required), after it while the
+        # rule scorer trades (background), or nothing; the shadow bundle follows the live one.
+        self.startup_load = startup_load
+        self.shadow_path = shadow_path
         self._pipeline: Any = None
-        self._bootstrap: asyncio.Task[None] | None = None
+        self._background: asyncio.Task[None] | None = None
         self._swap_lock = asyncio.Lock()
 
     def load(self, path: Path) -> ActiveModel:
@@ -83,6 +95,10 @@ class ModelSlot:
         self._pipeline = pipeline
         pipeline.scorer = self.current
         pipeline.shadow = self.shadow
+
+    def shadow_stats(self) -> ShadowStats | None:
+        """The shadow's comparison so far; None while no shadow serves (or none is configured)."""
+        return self.shadow.stats if self.shadow is not None else None
 
     def _serve(self, model: ActiveModel) -> None:
         self.active = model
@@ -148,18 +164,15 @@ class ModelSlot:
         if target is None:
             msg = 'no bundle to reload: none was configured; name one as {"path": DIR}'
             raise InputError(msg)
-        async with self._swap_lock:
-            try:
-                model = await asyncio.to_thread(self.load, target)
-            except InputError as e:
-                log.error(
-                    "bundle.load_failed", path=str(target), error=str(e), scorer=self.current.name
-                )
-                raise
-            finally:
-                self.loading = False
-            previous = self.active
-            self._serve(model)
+        try:
+            previous, model = await self._swap_in(target)
+        except InputError as e:
+            log.error(
+                "bundle.load_failed", path=str(target), error=str(e), scorer=self.current.name
+            )
+            raise
+        finally:
+            self.loading = False
         log.info(
             "bundle.loaded",
             path=str(target),
@@ -172,28 +185,106 @@ class ModelSlot:
         )
         return model.bundle_id or ""
 
-    async def start(self, stack: contextlib.AsyncExitStack) -> None:
-        """With bootstrap arguments and no bundle serving, build one in the background and swap it in."""
-        if self.bootstrap_args is None or self.bundle_id is not None or self.bundle_path is None:
-            return
-        self.loading = True
-        self._bootstrap = asyncio.create_task(
-            self._run_bootstrap(self.bundle_path, self.bootstrap_args), name="model-bootstrap"
-        )
-        stack.push_async_callback(self._stop_bootstrap)
+    async def _swap_in(self, target: Path) -> tuple[ActiveModel, ActiveModel]:
+        """Load and warm the bundle at target off the loop, then serve it: (previous, new). Loaded
+        again when apply_settings changed the load options meanwhile (InputError if unusable)."""
+        async with self._swap_lock:
+            while True:
+                options = self.options
+                model = await asyncio.to_thread(self.load, target)
+                if options == self.options:
+                    break
+            previous = self.active
+            self._serve(model)
+        return previous, model
 
-    async def bootstrapped(self) -> None:
-        """Wait until the background bootstrap (if one runs) has ended, swapped in or not."""
-        task = self._bootstrap
+    async def start(self, stack: contextlib.AsyncExitStack) -> None:
+        """Warm what the slot was created for (see startup_load); call it just before the daemon is
+        ready. required: the bundle and the shadow load here, ConfigError when the bundle cannot
+        be used. background: a task loads the bundle, swaps it in (`scorer.swapped`), loads the
+        shadow, and runs the bootstrap when the bundle is unusable and bootstrap arguments are set;
+        the task starts once the caller yields to the loop (after its `daemon.ready`)."""
+        if self.startup_load == "required":
+            try:
+                await self._load_at_start()
+            except InputError as e:
+                raise ml_refused(e) from None
+            await self._load_shadow()
+            self.loading = False
+            return
+        if self.startup_load == "none" and self.bootstrap_args is None and self.shadow_path is None:
+            return
+        self._background = asyncio.create_task(self._warm_in_background(), name="model-warm-up")
+        stack.push_async_callback(self._stop_background)
+
+    async def warmed(self) -> None:
+        """Wait until the background warm-up (load, shadow, bootstrap) has ended, swapped in or not."""
+        task = self._background
         if task is not None:
             await asyncio.shield(task)
 
-    async def _stop_bootstrap(self) -> None:
-        task, self._bootstrap = self._bootstrap, None
+    async def _stop_background(self) -> None:
+        task, self._background = self._background, None
         if task is not None and not task.done():
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+
+    async def _load_at_start(self) -> ActiveModel:
+        """The configured bundle warmed and serving, logged as `bundle.loaded`."""
+        target = self.bundle_path
+        if target is None:  # pragma: no cover - daemon_slot always names one
+            msg = "the slot has no bundle to load at start"
+            raise InvariantError(msg)
+        log.info("bundle.loading", path=str(target), scorer=self.current.name)
+        _, model = await self._swap_in(target)
+        log.info(
+            "bundle.loaded",
+            path=str(target),
+            bundle_id=model.bundle_id,
+            scorer=model.scorer.name,
+            signal=describe_scorer(model.scorer),
+        )
+        return model
+
+    async def _warm_in_background(self) -> None:
+        served = False
+        try:
+            if self.startup_load == "background":
+                try:
+                    previous = self.current.name
+                    await self._load_at_start()
+                    served = True
+                    self._log_swapped(previous)
+                except InputError as e:
+                    log.warning(
+                        "bundle.unavailable",
+                        path=str(self.bundle_path),
+                        error=str(e),
+                        scorer=self.current.name,
+                    )
+            await self._load_shadow()
+            if not served and self.bootstrap_args is not None and self.bundle_path is not None:
+                await self._run_bootstrap(self.bundle_path, self.bootstrap_args)
+        finally:
+            self.loading = False
+
+    async def _load_shadow(self) -> None:
+        if self.shadow_path is None or self.cfg is None:
+            return
+        shadow = await asyncio.to_thread(load_shadow, self.shadow_path, self.cfg)
+        self.shadow = shadow
+        if self._pipeline is not None:
+            self._pipeline.shadow = shadow
+
+    def _log_swapped(self, previous: str) -> None:
+        log.info(
+            "scorer.swapped",
+            previous=previous,
+            current=self.current.name,
+            bundle_id=self.bundle_id,
+            signal=describe_scorer(self.current),
+        )
 
     async def _run_bootstrap(self, out: Path, extra: tuple[str, ...]) -> None:
         try:
@@ -204,19 +295,14 @@ class ModelSlot:
                 )
                 return
             log.info("model.bootstrap_finished", out=str(out))
+            previous = self.current.name
             try:
-                bundle_id = await self.reload(None)
+                await self.reload(None)
             except InputError:  # reload logged bundle.load_failed; the rule scorer serves on
                 return
         finally:
             self.loading = False
-        log.info(
-            "scorer.swapped",
-            previous="rules",
-            current=self.current.name,
-            bundle_id=bundle_id,
-            signal=describe_scorer(self.current),
-        )
+        self._log_swapped(previous)
 
 
 async def _bootstrap_process(out: Path, extra: tuple[str, ...]) -> tuple[int, Path]:
@@ -269,9 +355,17 @@ def load_shadow(path: Path, cfg: AppConfig) -> ShadowRunner | None:
     return ShadowRunner(scorer=model.scorer, bundle_id=model.bundle_id or "")
 
 
+def ml_refused(error: InputError) -> ConfigError:
+    """scorer.kind ml and an unusable bundle: the daemon refuses to start (exit 2)."""
+    return ConfigError(f"scorer.kind is ml but the bundle cannot be used: {error}")
+
+
 def daemon_slot(cfg: AppConfig) -> ModelSlot:
-    """The slot scorer.kind asks for: rules; ml (the bundle, else ConfigError); auto (the bundle,
-    else rules while `vlmtrader model bootstrap` builds it when scorer.bootstrap is set)."""
+    """The slot scorer.kind asks for, checked but not warmed (no torch yet; start() warms it):
+    rules; ml (the bundle, loaded before the daemon is ready; ConfigError at once when its card or
+    files are wrong); auto (the rule scorer, the bundle swapped in once warm, or built by
+    `vlmtrader model bootstrap` in the background when scorer.bootstrap is set and it is unusable).
+    """
     sc = cfg.scorer
     bundle_path = cfg.state_path(sc.bundle)
     slot = ModelSlot(
@@ -280,25 +374,20 @@ def daemon_slot(cfg: AppConfig) -> ModelSlot:
         bundle_path=bundle_path,
         bootstrap_args=sc.bootstrap_args if sc.kind == "auto" and sc.bootstrap else None,
         cfg=cfg,
+        shadow_path=cfg.state_path(sc.shadow_bundle)
+        if sc.shadow_bundle and sc.kind != "rules"
+        else None,
     )
     if sc.kind == "rules":
         return slot
-    if sc.shadow_bundle:
-        slot.shadow = load_shadow(cfg.state_path(sc.shadow_bundle), cfg)
     try:
-        slot.active = slot.load(bundle_path)
+        precheck_bundle(bundle_path, spec_hash=sc.spec_hash or None)
     except InputError as e:
         if sc.kind == "ml":
-            msg = f"scorer.kind is ml but the bundle cannot be used: {e}"
-            raise ConfigError(msg) from None
+            raise ml_refused(e) from None
         log.warning("bundle.unavailable", path=str(bundle_path), error=str(e), scorer="rules")
         slot.loading = slot.bootstrap_args is not None  # not warm until the bootstrap has run
         return slot
-    log.info(
-        "bundle.loaded",
-        path=str(bundle_path),
-        bundle_id=slot.bundle_id,
-        scorer=slot.current.name,
-        signal=describe_scorer(slot.current),
-    )
+    slot.startup_load = "required" if sc.kind == "ml" else "background"
+    slot.loading = True
     return slot

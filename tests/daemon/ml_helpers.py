@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import shutil
 import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
+from daemon.config import AppConfig
+from daemon.model.slot import ModelSlot, daemon_slot
 from strategy.backtest.data import frame_batches, iter_windows
 from strategy.bars import BarStoreConfig, Window
 from strategy.market_sim import SimMarketConfig, simulate_frame
@@ -50,3 +55,19 @@ def sample_windows(
     market = SimMarketConfig(symbols=symbols, seed=seed)
     batches = frame_batches(simulate_frame(market, datetime(2024, 3, 1, tzinfo=UTC), n_bars))
     return [w for chunk in iter_windows(batches, BarStoreConfig(window=WINDOW)) for w in chunk]
+
+
+def started_slot(cfg: AppConfig, *, attach_to: Any = None) -> ModelSlot:
+    """The trading daemon's slot as app.py builds it: created (cheap checks), attached, started,
+    and its background warm-up (load, swap, shadow, bootstrap) awaited."""
+    slot = daemon_slot(cfg)
+    if attach_to is not None:
+        slot.attach(attach_to)
+
+    async def start() -> None:
+        async with contextlib.AsyncExitStack() as stack:
+            await slot.start(stack)
+            await asyncio.wait_for(slot.warmed(), 120)
+
+    asyncio.run(start())
+    return slot

@@ -16,11 +16,11 @@ from daemon.errors import ConfigError
 from daemon.model.active import load_active
 from daemon.model.bundle_check import check_bundle
 from daemon.model.loader import BundleUnusable
-from daemon.model.slot import daemon_load_options, daemon_slot
+from daemon.model.slot import daemon_load_options
 from strategy.bars import BarStoreConfig
 from strategy.rule_scorer import RuleScorer
 from strategy.types import TradingState
-from tests.daemon.ml_helpers import WINDOW, quick_bundle
+from tests.daemon.ml_helpers import WINDOW, quick_bundle, started_slot
 from tests.hostile.bundles import DAMAGES, broken_bundle
 
 
@@ -46,21 +46,22 @@ def test_load_when_bundle_hashes_match_but_files_broken_then_bundle_unusable_one
 def test_slot_when_auto_and_weights_truncated_then_rules_serve(tmp_path: Path) -> None:
     bundle = broken_bundle(tmp_path, "weights_truncated")
     with capture_logs() as logs:
-        slot = daemon_slot(_config(tmp_path, bundle))
+        slot = started_slot(_config(tmp_path, bundle))
     assert isinstance(slot.current, RuleScorer)
+    assert slot.warm  # nothing more is loading: the rule scorer serves on
     assert [e["event"] for e in logs if e["event"] == "bundle.unavailable"]
 
 
 def test_slot_when_ml_and_weights_truncated_then_config_error_one_line(tmp_path: Path) -> None:
     bundle = broken_bundle(tmp_path, "weights_truncated")
     with pytest.raises(ConfigError) as e:
-        daemon_slot(_config(tmp_path, bundle, kind="ml"))
+        started_slot(_config(tmp_path, bundle, kind="ml"))
     assert "\n" not in str(e.value)
     assert "cannot load" in str(e.value)
 
 
 def test_reload_when_weights_truncated_then_refused_and_old_scorer_serves(tmp_path: Path) -> None:
-    slot = daemon_slot(_config(tmp_path, quick_bundle(), kind="ml"))
+    slot = started_slot(_config(tmp_path, quick_bundle(), kind="ml"))
     before, before_id = slot.current, slot.bundle_id
     bundle = broken_bundle(tmp_path, "weights_truncated")
     with pytest.raises(BundleUnusable):

@@ -21,6 +21,7 @@ from tests.integration.daemon_process import (
     wait_for,
     write_config,
 )
+from vlm_engine.bundle import read_card
 from vlm_engine.bundle.bundle import read_spec
 from vlm_engine.render import make_renderer
 from vlm_engine.render.png import chart_meta, encode_png
@@ -162,6 +163,63 @@ def test_run_when_auto_without_bundle_then_rules_first_bootstrap_swap_to_ml_and_
     finally:
         code = daemon.terminate()
     assert code == 0, daemon.log_text()[-3000:]
+
+
+def test_run_when_auto_with_bundle_on_disk_then_ready_before_load_rules_first_then_swapped(
+    tmp_path: Path,
+) -> None:
+    from tests.daemon.ml_helpers import quick_bundle
+
+    state = tmp_path / "state"
+    journal = state / "journal.sqlite"
+    shutil.copytree(quick_bundle(), state / "bundles" / "default")
+    config = write_config(
+        tmp_path / "cfg.yaml",
+        state_dir=state,
+        speed=1200,
+        extra={
+            "scorer": {"kind": "auto", "bootstrap": False},
+            "strategy": {"hold_bars": 3, "enter_threshold": 0.52, "min_confidence": 0.02},
+            "api": {"enabled": True, "port": 0, "shutdown_timeout_seconds": 1.0},
+        },
+    )
+    daemon = DaemonProcess(config, log_path=tmp_path / "daemon.log")
+    answers: list[tuple[dict[str, bool], bool]] = []  # /readyz checks, swap logged after it
+    try:
+        wait_for(lambda: "api.started" in _names(daemon), timeout=60, what="api.started")
+        (api,) = [e for e in _events(daemon) if e["event"] == "api.started"]
+        with httpx.Client(base_url=f"http://127.0.0.1:{api['port']}", timeout=30) as http:
+
+            def warm() -> bool:
+                checks = http.get("/readyz").json()["checks"]
+                answers.append((checks, "scorer.swapped" in _names(daemon)))
+                return checks["model_warm"]
+
+            wait_for(warm, timeout=120, what="/readyz model_warm")
+        wait_for(lambda: _signals(journal, "ml") >= 5, timeout=60, what="ML signals")
+        events = _events(daemon)
+    finally:
+        code = daemon.terminate()
+    assert code == 0, daemon.log_text()[-3000:]
+    names = [e["event"] for e in events]
+    (ready,) = [e for e in events if e["event"] == "daemon.ready"]
+    assert ready["scorer"] == "rules"
+    # Ready (reconciled, trading) before the bundle started loading; the rules scored meanwhile.
+    assert names.index("daemon.ready") < names.index("bundle.loading")
+    assert names.index("bundle.loading") < names.index("scorer.swapped")
+    first_rules = next(i for i, e in enumerate(events) if e.get("scorer") == "rules"
+                       and e["event"] == "model.inferred")  # fmt: skip
+    assert first_rules < names.index("scorer.swapped")
+    (swapped,) = [e for e in events if e["event"] == "scorer.swapped"]
+    assert (swapped["previous"], swapped["current"]) == ("rules", "ml")
+    assert swapped["bundle_id"] == read_card(quick_bundle()).bundle_id
+    assert _signals(journal, "rules") > 0
+    # model_warm is false until the bundle serves: every answer saying warm came after the swap,
+    # and the daemon answered not-warm while it was up and trading on rules (torch alone takes
+    # seconds to import, the answers come every 0.1 s).
+    assert all(swap_logged for checks, swap_logged in answers if checks["model_warm"])
+    assert any(checks["started"] and not checks["model_warm"] for checks, _ in answers)
+    assert not any(checks["model_warm"] for checks, _ in answers if not checks["started"])
 
 
 def test_run_when_shadow_bundle_set_then_shadow_signals_journaled_measured_and_never_traded(

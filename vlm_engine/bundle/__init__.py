@@ -5,6 +5,8 @@ from __future__ import annotations
 from vlm_engine.bundle.bundle import (
     Bundle,
     add_to_bundle,
+    check_files,
+    check_spec_hash,
     load_bundle,
     publish_directory,
     save_bundle,
@@ -22,6 +24,8 @@ __all__ = [
     "ModelCard",
     "TrainedOn",
     "add_to_bundle",
+    "check_files",
+    "check_spec_hash",
     "load_bundle",
     "publish_directory",
     "read_card",

@@ -19,7 +19,7 @@ import os
 import shutil
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 import structlog
@@ -36,8 +36,10 @@ from vlm_engine.bundle.errors import BundleError, BundleSpecMismatch
 from vlm_engine.calibrate.params import Calibration
 from vlm_engine.clip.data import PromptSet
 from vlm_engine.clip.errors import ClipError
-from vlm_engine.clip.model import ClipParts, load_clip, parameter_count
 from vlm_engine.render import ChartSpec
+
+if TYPE_CHECKING:  # torch loads with a CLIP model, not with a model card (check_files)
+    from vlm_engine.clip.model import ClipParts
 
 log = structlog.get_logger("vlm_engine.bundle")
 
@@ -129,6 +131,8 @@ def save_bundle(
     if staging.exists():
         shutil.rmtree(staging)
     staging.mkdir(parents=True)
+    from vlm_engine.clip.model import parameter_count
+
     try:
         from transformers.utils import logging as hf_logging
 
@@ -282,8 +286,9 @@ def add_to_bundle(
     return card
 
 
-def verify_bundle(directory: Path, *, spec_hash: str | None = None) -> ModelCard:
-    """Check the card, that every listed file exists with its sha256, and the chart spec; returns the card."""
+def check_files(directory: Path) -> ModelCard:
+    """The cheap half of verify_bundle (no hashing, no torch): the card is readable, of this
+    format, and every file it lists (and every required one) is there; returns the card."""
     card = read_card(directory)
     if card.format_version != FORMAT_VERSION:
         msg = (
@@ -300,6 +305,12 @@ def verify_bundle(directory: Path, *, spec_hash: str | None = None) -> ModelCard
             "or rebuild the whole bundle with `vlmtrader model build --bars PATH --out DIR`"
         )
         raise BundleError(msg)
+    return card
+
+
+def verify_bundle(directory: Path, *, spec_hash: str | None = None) -> ModelCard:
+    """Check the card, that every listed file exists with its sha256, and the chart spec; returns the card."""
+    card = check_files(directory)
     for name, expected in card.files.items():
         if sha256_file(directory / name) != expected:
             msg = f"{directory}: corrupt bundle, {name} does not match its sha256 in {CARD_FILE}"
@@ -313,13 +324,18 @@ def verify_bundle(directory: Path, *, spec_hash: str | None = None) -> ModelCard
             f"{directory}: {SPEC_FILE} hashes to {spec.spec_hash()}, the card says {card.spec_hash}"
         )
         raise BundleError(msg)
+    check_spec_hash(directory, card, spec_hash)
+    return card
+
+
+def check_spec_hash(directory: Path, card: ModelCard, spec_hash: str | None) -> None:
+    """BundleSpecMismatch when spec_hash is set and the card's chart spec is another one."""
     if spec_hash is not None and spec_hash != card.spec_hash:
         msg = (
             f"{directory}: bundle was trained on chart spec {card.spec_hash}, "
             f"the daemon renders {spec_hash}; rebuild the bundle or use its chart spec"
         )
         raise BundleSpecMismatch(msg)
-    return card
 
 
 def read_spec(directory: Path) -> ChartSpec:
@@ -344,6 +360,8 @@ def load_bundle(directory: Path, *, spec_hash: str | None = None) -> Bundle:
         raise BundleError(msg) from None
     try:
         from transformers.utils import logging as hf_logging
+
+        from vlm_engine.clip.model import load_clip
 
         hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
         parts = load_clip(directory / CLIP_DIR)

@@ -18,7 +18,7 @@ from daemon.model.slot import daemon_slot
 from daemon.pipeline import Pipeline
 from strategy.bars import BarStoreConfig
 from strategy.types import Bar
-from tests.daemon.ml_helpers import WINDOW, quick_bundle
+from tests.daemon.ml_helpers import WINDOW, quick_bundle, started_slot
 from tests.daemon.test_pipeline import market, pipeline, run  # noqa: F401
 from vlm_engine.bundle import read_card
 
@@ -94,7 +94,7 @@ def test_predict_when_rules_serve_then_one_inference_observed_and_no_bundle_id(
 def test_predict_when_bundle_serves_then_bundle_id_answered_and_render_and_inference_observed(
     tmp_path: Path,
 ) -> None:
-    predictor = ModelPredictor(slot=daemon_slot(_cfg(tmp_path, "ml")))
+    predictor = ModelPredictor(slot=started_slot(_cfg(tmp_path, "ml")))
     with capture_logs() as logs:
         prediction = asyncio.run(predictor.predict("AAA", _bars(WINDOW)))
     assert prediction.bundle_id == read_card(quick_bundle()).bundle_id

@@ -10,12 +10,11 @@ from structlog.testing import capture_logs
 
 from daemon.config import AppConfig, ScorerConfig
 from daemon.model.shadow import ShadowRunner
-from daemon.model.slot import daemon_slot
 from daemon.pipeline import Pipeline
 from strategy.bars import Window
 from strategy.rule_scorer import RuleScorer, RuleScorerConfig
 from strategy.types import Signal
-from tests.daemon.ml_helpers import quick_bundle
+from tests.daemon.ml_helpers import quick_bundle, started_slot
 from tests.daemon.test_pipeline import market, pipeline, pipeline_at, run  # noqa: F401
 
 # A shadow that reads the same patterns with half the edge: same direction, different P(up).
@@ -86,7 +85,7 @@ def test_model_slot_when_shadow_bundle_set_then_full_bundle_loaded_as_shadow(
         state_dir=str(bundle.parent),
         scorer=ScorerConfig(kind="ml", bundle=bundle.name, shadow_bundle=bundle.name),
     )
-    slot = daemon_slot(cfg)
+    slot = started_slot(cfg)
     assert slot.shadow is not None
     assert slot.shadow.name == "ml_shadow"
     assert slot.shadow.scorer is not slot.current  # its own models and fusion state
@@ -99,7 +98,7 @@ def test_model_slot_when_shadow_bundle_missing_then_warning_and_no_shadow(tmp_pa
         scorer=ScorerConfig(kind="ml", bundle=bundle.name, shadow_bundle="nope"),
     )
     with capture_logs() as logs:
-        slot = daemon_slot(cfg)
+        slot = started_slot(cfg)
     assert slot.shadow is None
     assert slot.current.name == "ml"
     assert [e["event"] for e in logs if e["event"].startswith("shadow.")] == ["shadow.unavailable"]

@@ -16,7 +16,13 @@ from daemon.model.scoring import log_drift
 from daemon.model.slot import ModelSlot, daemon_slot, describe_scorer
 from strategy.bars import BarStoreConfig
 from strategy.rule_scorer import RuleScorer, RuleScorerConfig
-from tests.daemon.ml_helpers import WINDOW, bundle_copy, quick_bundle, sample_windows
+from tests.daemon.ml_helpers import (
+    WINDOW,
+    bundle_copy,
+    quick_bundle,
+    sample_windows,
+    started_slot,
+)
 from vlm_engine.bundle import read_card
 
 
@@ -29,10 +35,8 @@ def _config(tmp_path: Path, bundle: Path, **scorer: object) -> AppConfig:
 
 
 def _slot(cfg: AppConfig) -> tuple[ModelSlot, SimpleNamespace]:
-    slot = daemon_slot(cfg)
-    holder = SimpleNamespace(scorer=None)
-    slot.attach(holder)
-    return slot, holder
+    holder = SimpleNamespace(scorer=None, shadow=None)
+    return started_slot(cfg, attach_to=holder), holder
 
 
 def test_slot_when_kind_ml_and_bundle_valid_then_ml_scorer_serves(tmp_path: Path) -> None:
@@ -121,7 +125,9 @@ def test_slot_when_bundle_loaded_then_log_says_what_the_signal_is(tmp_path: Path
 
 def test_slot_when_auto_bootstrap_runs_then_not_warm_until_it_ends(tmp_path: Path) -> None:
     cfg = _config(tmp_path, tmp_path / "missing", kind="auto", bootstrap_args=("--no-such-flag",))
-    slot, holder = _slot(cfg)
+    slot = daemon_slot(cfg)
+    holder = SimpleNamespace(scorer=None)
+    slot.attach(holder)
     assert isinstance(holder.scorer, RuleScorer)
     assert not slot.warm  # the bundle the config asks for is not there yet
 
@@ -129,7 +135,7 @@ def test_slot_when_auto_bootstrap_runs_then_not_warm_until_it_ends(tmp_path: Pat
         async with contextlib.AsyncExitStack() as stack:
             await slot.start(stack)
             during = slot.warm
-            await asyncio.wait_for(slot.bootstrapped(), 120)
+            await asyncio.wait_for(slot.warmed(), 120)
             return during
 
     with capture_logs() as logs:
@@ -205,10 +211,8 @@ def test_apply_settings_when_bundle_serves_then_reloaded_under_new_mode_or_kept_
         bars=BarStoreConfig(window=WINDOW),
         scorer=ScorerConfig(kind="ml", bundle=str(bundle)),
     )
-    slot = daemon_slot(cfg)
+    slot, holder = _slot(cfg)
     fused = slot.current
-    holder = SimpleNamespace(scorer=None)
-    slot.attach(holder)
 
     async def main() -> tuple[str, tuple[str, ...]]:
         assert slot.apply_settings(msgspec.structs.replace(cfg.scorer, mode="xgb")) == ("mode",)
@@ -229,3 +233,129 @@ def test_apply_settings_when_bundle_serves_then_reloaded_under_new_mode_or_kept_
     assert holder.scorer is slot.current
     assert changed == ("spec_hash",)
     assert (slot.cfg.scorer.mode, slot.cfg.scorer.spec_hash) == ("xgb", "")
+
+
+# ---- start-up: checked at creation (no torch), warmed by start() (issue 16 item 4) ----------------
+
+
+def test_slot_when_auto_and_bundle_on_disk_then_rules_serve_until_warm_then_swapped(
+    tmp_path: Path,
+) -> None:
+    slot = daemon_slot(_config(tmp_path, quick_bundle(), kind="auto", bootstrap=False))
+    holder = SimpleNamespace(scorer=None, shadow=None)
+    slot.attach(holder)
+    assert isinstance(holder.scorer, RuleScorer)
+    assert not slot.warm  # /readyz model_warm false: the bundle is still to load
+
+    async def scenario() -> tuple[bool, str]:
+        async with contextlib.AsyncExitStack() as stack:
+            await slot.start(stack)
+            during = (slot.warm, slot.current.name)  # start() returned without loading anything
+            await asyncio.wait_for(slot.warmed(), 120)
+            return during
+
+    with capture_logs() as logs:
+        during = asyncio.run(scenario())
+    assert during == (False, "rules")
+    assert slot.warm
+    assert holder.scorer is slot.current
+    assert slot.current.name == "ml"
+    slot_lines = ("bundle.loading", "bundle.loaded", "scorer.swapped")
+    # vlm_engine logs a bundle.loaded of its own (with spec_hash): not the slot's decision
+    steps = [e for e in logs if e["event"] in slot_lines and "spec_hash" not in e]
+    assert [e["event"] for e in steps] == ["bundle.loading", "bundle.loaded", "scorer.swapped"]
+    swapped = steps[-1]
+    assert (swapped["previous"], swapped["current"]) == ("rules", "ml")
+    assert swapped["bundle_id"] == read_card(quick_bundle()).bundle_id
+
+
+def test_slot_when_kind_ml_and_file_missing_then_config_error_before_any_load(
+    tmp_path: Path,
+) -> None:
+    bundle = bundle_copy(tmp_path)
+    (bundle / "xgb" / "model.json").unlink()
+    with (
+        capture_logs() as logs,
+        pytest.raises(ConfigError, match=r"incomplete bundle, missing xgb/model\.json"),
+    ):
+        daemon_slot(_config(tmp_path, bundle, kind="ml"))
+    assert not [e for e in logs if e["event"] in ("bundle.loading", "scorer.loaded")]
+
+
+def test_slot_when_kind_ml_and_file_corrupt_then_not_warm_and_start_refuses(
+    tmp_path: Path,
+) -> None:
+    bundle = bundle_copy(tmp_path)
+    (bundle / "fusion.json").write_text('{"method": "stacking"}')  # on disk, but not its sha256
+    slot = daemon_slot(_config(tmp_path, bundle, kind="ml"))
+    assert not slot.warm
+
+    async def start() -> None:
+        async with contextlib.AsyncExitStack() as stack:
+            await slot.start(stack)
+
+    with pytest.raises(ConfigError, match=r"kind is ml .* corrupt bundle, fusion\.json") as e:
+        asyncio.run(start())
+    assert "\n" not in str(e.value)
+
+
+def test_slot_when_auto_bundle_unusable_and_bootstrap_set_then_bootstrap_after_failed_load(
+    tmp_path: Path,
+) -> None:
+    bundle = bundle_copy(tmp_path)
+    (bundle / "xgb" / "model.json").write_text("{}")
+    cfg = _config(tmp_path, bundle, kind="auto", bootstrap_args=("--no-such-flag",))
+    with capture_logs() as logs:
+        slot = started_slot(cfg)
+    wanted = ("bundle.unavailable", "model.bootstrap_started", "model.bootstrap_failed")
+    assert [e["event"] for e in logs if e["event"] in wanted] == list(wanted)
+    assert isinstance(slot.current, RuleScorer)
+    assert slot.warm  # the bootstrap failed: nothing is loading, the rule scorer serves on
+
+
+def test_apply_settings_when_mode_changes_before_bundle_warm_then_it_serves_under_new_mode(
+    tmp_path: Path,
+) -> None:
+    cfg = _config(tmp_path, quick_bundle(), kind="auto", bootstrap=False)
+    slot = daemon_slot(cfg)
+
+    async def scenario() -> None:
+        async with contextlib.AsyncExitStack() as stack:
+            await slot.start(stack)
+            assert slot.apply_settings(msgspec.structs.replace(cfg.scorer, mode="xgb")) == ("mode",)
+            assert slot.settings_reload is None  # no bundle serves yet: the warm-up takes it
+            await asyncio.wait_for(slot.warmed(), 120)
+
+    asyncio.run(scenario())
+    assert getattr(slot.current, "mode", None) == "xgb"
+    assert slot.bundle_id == read_card(quick_bundle()).bundle_id
+
+
+def test_slot_when_auto_with_shadow_then_shadow_loads_after_the_swap_and_reaches_the_pipeline(
+    tmp_path: Path,
+) -> None:
+    bundle = quick_bundle()
+    cfg = AppConfig(
+        state_dir=str(bundle.parent),
+        bars=BarStoreConfig(window=WINDOW),
+        scorer=ScorerConfig(
+            kind="auto", bundle=bundle.name, shadow_bundle=bundle.name, bootstrap=False
+        ),
+    )
+    slot = daemon_slot(cfg)
+    holder = SimpleNamespace(scorer=None, shadow=None)
+    slot.attach(holder)
+    assert slot.shadow_stats() is None  # metrics show no shadow until it has loaded
+    with capture_logs() as logs:
+        asyncio.run(_warm(slot))
+    assert slot.shadow is not None
+    assert holder.shadow is slot.shadow
+    assert slot.shadow_stats() == slot.shadow.stats
+    names = [e["event"] for e in logs]
+    assert names.index("scorer.swapped") < names.index("shadow.loaded")
+
+
+async def _warm(slot: ModelSlot) -> None:
+    async with contextlib.AsyncExitStack() as stack:
+        await slot.start(stack)
+        await asyncio.wait_for(slot.warmed(), 120)
