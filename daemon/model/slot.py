@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import sys
 from pathlib import Path
 from typing import Any, Literal
 
@@ -20,6 +19,7 @@ import structlog
 from daemon.config import AppConfig, ScorerConfig
 from daemon.errors import ConfigError, InputError, InvariantError
 from daemon.model.active import ActiveModel, LoadOptions, load_active, rules_model
+from daemon.model.bootstrap import run_bootstrap
 from daemon.model.loader import precheck_bundle
 from daemon.model.shadow import ShadowRunner, ShadowStats
 from strategy.scoring import Scorer
@@ -288,7 +288,7 @@ class ModelSlot:
 
     async def _run_bootstrap(self, out: Path, extra: tuple[str, ...]) -> None:
         try:
-            code, log_path = await _bootstrap_process(out, extra)
+            code, log_path = await run_bootstrap(out, extra)
             if code != 0:
                 log.error(
                     "model.bootstrap_failed", exit_code=code, log=str(log_path), scorer="rules"
@@ -303,27 +303,6 @@ class ModelSlot:
         finally:
             self.loading = False
         self._log_swapped(previous)
-
-
-async def _bootstrap_process(out: Path, extra: tuple[str, ...]) -> tuple[int, Path]:
-    """Run `vlmtrader model bootstrap --out OUT` with its output in OUT/../bootstrap.log."""
-    args = [sys.executable, "-m", "daemon.cli", "model", "bootstrap", "--out", str(out), *extra]
-    log_path = out.parent / "bootstrap.log"
-    log.info("model.bootstrap_started", out=str(out), scorer="rules", log=str(log_path))
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    with log_path.open("ab") as sink:
-        proc = await asyncio.create_subprocess_exec(
-            *args, stdout=sink, stderr=asyncio.subprocess.STDOUT
-        )
-        try:
-            return await proc.wait(), log_path
-        except asyncio.CancelledError:
-            proc.terminate()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(proc.wait(), 10)
-            if proc.returncode is None:
-                proc.kill()
-            raise
 
 
 # ---- the trading daemon's slot -------------------------------------------------------------------
