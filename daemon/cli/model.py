@@ -22,6 +22,7 @@ import structlog
 from daemon.cli.train import print_summary
 from daemon.errors import EXIT_CONFIG, EXIT_OK, InputError
 from daemon.log_setup import configure_logging
+from daemon.model.bootstrap import build_log_path
 
 if TYPE_CHECKING:
     from daemon.training import BuildConfig
@@ -90,7 +91,7 @@ def _log_to_file(out: Path) -> Iterator[Path]:
 
     Loggers are not cached meanwhile and the previous configuration comes back afterwards, so a
     build run in-process (tests) leaves logging as it found it."""
-    path = out.with_name(f"{out.name}.build.log")
+    path = build_log_path(out)  # the daemon's background bootstrap relays its progress from here
     path.parent.mkdir(parents=True, exist_ok=True)
     previous = structlog.get_config()
     with path.open("a", encoding="utf-8") as sink:

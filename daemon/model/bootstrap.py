@@ -1,6 +1,7 @@
-"""The background `vlmtrader model bootstrap` a daemon runs while it trades on rules: its output goes
-to a log file, and its progress is relayed into the daemon's own log every `every` seconds, so an
-operator watching the daemon sees the build move (stage, epoch) without knowing about the file."""
+"""The background `vlmtrader model bootstrap` a daemon runs while it trades on rules: its console
+output goes to bootstrap.log, the build's own JSON lines to <bundle>.build.log, and its progress is
+relayed from the latter into the daemon's log every `every` seconds, so an operator watching the
+daemon sees the build move (stage, epoch) without knowing about either file."""
 
 from __future__ import annotations
 
@@ -21,6 +22,11 @@ PROGRESS_EVERY_SECONDS = 30.0
 _PROGRESS_FIELDS = ("stage", "epoch", "epochs", "step", "rows", "charts", "fold")
 
 
+def build_log_path(out: Path) -> Path:
+    """Where `model build`/`model bootstrap --out OUT` writes its structured log: OUT.build.log."""
+    return out.with_name(f"{out.name}.build.log")
+
+
 async def run_bootstrap(
     out: Path, extra: tuple[str, ...], *, every: float = PROGRESS_EVERY_SECONDS
 ) -> tuple[int, Path]:
@@ -29,13 +35,20 @@ async def run_bootstrap(
     args = [sys.executable, "-m", "daemon.cli", "model", "bootstrap", "--out", str(out), *extra]
     log_path = out.parent / "bootstrap.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    start = log_path.stat().st_size if log_path.exists() else 0
-    log.info("model.bootstrap_started", out=str(out), scorer="rules", log=str(log_path))
+    build_log = build_log_path(out)
+    start = build_log.stat().st_size if build_log.exists() else 0
+    log.info(
+        "model.bootstrap_started",
+        out=str(out),
+        scorer="rules",
+        log=str(log_path),
+        build_log=str(build_log),
+    )
     with log_path.open("ab") as sink:
         proc = await asyncio.create_subprocess_exec(
             *args, stdout=sink, stderr=asyncio.subprocess.STDOUT
         )
-        relay = asyncio.create_task(_relay_progress(log_path, start, every), name="bootstrap-log")
+        relay = asyncio.create_task(_relay_progress(build_log, start, every), name="bootstrap-log")
         try:
             return await proc.wait(), log_path
         except asyncio.CancelledError:

@@ -63,3 +63,18 @@ def test_relay_when_bootstrap_writes_then_daemon_logs_its_progress(tmp_path: Pat
     assert any(
         e.get("last") == "build.stage_finished" and e.get("stage") == "clip" for e in progress
     )
+
+
+def test_build_log_when_cli_build_logs_then_it_is_the_file_the_daemon_relays(
+    tmp_path: Path,
+) -> None:
+    import structlog
+
+    from daemon.cli.model import _log_to_file
+    from daemon.model.bootstrap import build_log_path
+
+    out = tmp_path / "bundles" / "default"
+    with _log_to_file(out):
+        structlog.get_logger("test").info("build.stage_finished", stage="xgb")
+    latest, _ = latest_event(build_log_path(out), 0)
+    assert latest == {"last": "build.stage_finished", "stage": "xgb"}
