@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import pytest
+
+from tests.import_probe import modules_loaded_after
 
 HEAVY = ("torch", "transformers", "xgboost", "pandas", "mplfinance", "matplotlib", "ib_async")
 
-_PROBE = """
-import sys
+_PARSE = """
 from daemon.cli import build_parser
 parser = build_parser()
 for argv in {argvs!r}:
@@ -18,17 +16,11 @@ for argv in {argvs!r}:
         parser.parse_args(argv)
     except SystemExit:
         pass
-print("loaded:" + ",".join(m for m in {heavy!r} if m in sys.modules))
 """
 
 
 def _loaded_after(argvs: list[list[str]]) -> list[str]:
-    code = _PROBE.format(argvs=argvs, heavy=HEAVY)
-    out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
-    ).stdout
-    line = next(x for x in out.splitlines() if x.startswith("loaded:"))
-    return [m for m in line.removeprefix("loaded:").split(",") if m]
+    return modules_loaded_after(_PARSE.format(argvs=argvs), HEAVY)
 
 
 def test_help_when_parser_built_then_no_heavy_library_loaded():

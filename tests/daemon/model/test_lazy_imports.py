@@ -3,30 +3,16 @@ bundle is warmed (issue 16 item 4: `daemon.ready` and reconciliation come before
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 from tests.daemon.ml_helpers import bundle_copy, quick_bundle
+from tests.import_probe import modules_loaded_after
 
 MODEL_STACK = ("torch", "transformers", "onnxruntime")
 
-_PROBE = """
-import sys
-from pathlib import Path
-{body}
-print("loaded:" + ",".join(m for m in {stack!r} if m in sys.modules))
-"""
-
 
 def _loaded_after(body: str) -> list[str]:
-    code = _PROBE.format(body=body, stack=MODEL_STACK)
-    done = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=False, timeout=120
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
-    line = next(x for x in done.stdout.splitlines() if x.startswith("loaded:"))
-    return [m for m in line.removeprefix("loaded:").split(",") if m]
+    return modules_loaded_after(body, MODEL_STACK)
 
 
 def test_import_daemon_app_when_done_then_no_model_stack_loaded() -> None:
