@@ -15,7 +15,7 @@ import msgspec
 from daemon.config import AppConfig, validate
 
 # Keys a running daemon applies on reload: strategy and risk (reconfigured in place), the shutdown
-# settings (read at shutdown), the log level, and the scorer settings ScorerSlot.apply_settings
+# settings (read at shutdown), the log level, and the scorer settings ModelSlot.apply_settings
 # takes (rules at once; mode, fusion, bundle and spec_hash by re-loading the bundle).
 LIVE_KEYS = (
     "partial",

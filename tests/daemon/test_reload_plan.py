@@ -1,5 +1,5 @@
 """Which keys a reload applies and which it refuses (daemon/reload_plan.py), and the scorer settings
-a running ScorerSlot takes (apply_settings)."""
+a running ModelSlot takes (apply_settings)."""
 
 from __future__ import annotations
 
