@@ -66,9 +66,7 @@ class Recalibration(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
         """One probability, in plain floats (the live path scores row by row); as logit() clips."""
         if not math.isfinite(p):
             return p
-        q = min(max(p, 1e-6), 1 - 1e-6)  # logit's clip
-        z = self.a * math.log(q / (1 - q)) + self.b
-        return 1 / (1 + math.exp(-z)) if z >= 0 else math.exp(z) / (1 + math.exp(z))
+        return sigmoid_scalar(self.a * logit_scalar(p) + self.b)
 
 
 class AdaptationConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):

@@ -9,6 +9,7 @@ import pytest
 
 from daemon.execution.paper import PaperExecution
 from daemon.journal import Journal
+from daemon.journal_schema import TABLES
 from daemon.pipeline import Pipeline
 from strategy.backtest.compare import BUY_AND_HOLD, buy_and_hold, run_comparison
 from strategy.backtest.data import frame_batches, precompute_signals
@@ -78,20 +79,7 @@ def test_run_when_journal_sink_then_rows_equal_the_daemon_pipeline(batches, tmp_
                 await pipeline.on_bars(batch)
 
         asyncio.run(drive())
-        daemon_rows = {
-            t: journal.rows(t)
-            for t in (
-                "bars_rejected",
-                "signals",
-                "decisions",
-                "orders",
-                "order_events",
-                "fills",
-                "positions",
-                "state_changes",
-                "kv",
-            )
-        }
+        daemon_rows = {t: journal.rows(t) for t in TABLES}
     with Journal(tmp_path / "backtest.sqlite") as journal:
         engine = BacktestEngine(
             config=cfg, scorer=RuleScorer(config=RuleScorerConfig()), journal=journal

@@ -310,6 +310,11 @@ def check_files(directory: Path) -> ModelCard:
 
 def verify_bundle(directory: Path, *, spec_hash: str | None = None) -> ModelCard:
     """Check the card, that every listed file exists with its sha256, and the chart spec; returns the card."""
+    return _verified(directory, spec_hash)[0]
+
+
+def _verified(directory: Path, spec_hash: str | None) -> tuple[ModelCard, ChartSpec]:
+    """verify_bundle's checks; the card and the chart spec they read."""
     card = check_files(directory)
     for name, expected in card.files.items():
         if sha256_file(directory / name) != expected:
@@ -325,7 +330,7 @@ def verify_bundle(directory: Path, *, spec_hash: str | None = None) -> ModelCard
         )
         raise BundleError(msg)
     check_spec_hash(directory, card, spec_hash)
-    return card
+    return card, spec
 
 
 def check_spec_hash(directory: Path, card: ModelCard, spec_hash: str | None) -> None:
@@ -349,8 +354,7 @@ def read_spec(directory: Path) -> ChartSpec:
 
 def load_bundle(directory: Path, *, spec_hash: str | None = None) -> Bundle:
     """Verify and load a bundle; refuses incomplete, corrupt or other-spec bundles with BundleError."""
-    card = verify_bundle(directory, spec_hash=spec_hash)
-    spec = read_spec(directory)
+    card, spec = _verified(directory, spec_hash)
     try:
         calibration = msgspec.json.decode(
             (directory / CALIBRATION_FILE).read_bytes(), type=Calibration

@@ -18,6 +18,7 @@ from vlm_engine.calibrate.metrics import (
     FloatArray,
     IntArray,
     accuracy,
+    bin_errors,
     calibration_bins,
     ece_mce,
     macro_f1,
@@ -238,7 +239,7 @@ def pattern_reliability_png(
     """Top-label reliability of pattern probabilities: accuracy against confidence per bin."""
     conf, acc, counts = calibration_bins(confidence, correct, n_bins)
     shown = counts > 0
-    ece_value = float(np.sum(np.abs(conf - acc) * counts) / max(int(counts.sum()), 1))
+    ece_value, _ = bin_errors(conf, acc, counts)
     return reliability_png(
         conf[shown], acc[shown], n_bins=n_bins, title=f"{title} (top-label ECE {ece_value:.3f})",
         axes=("confidence", "accuracy"),

@@ -58,7 +58,11 @@ def ece_mce(probs: FloatArray, labels: IntArray, n_bins: int = 15) -> tuple[floa
     """Top-label expected and maximum calibration error of pattern probabilities (N, K) over equal-width bins."""
     confidence = probs.max(axis=1)
     correct = np.argmax(probs, axis=1) == labels
-    conf, acc, counts = calibration_bins(confidence, correct, n_bins)
+    return bin_errors(*calibration_bins(confidence, correct, n_bins))
+
+
+def bin_errors(conf: FloatArray, acc: FloatArray, counts: IntArray) -> tuple[float, float]:
+    """ECE (count-weighted mean |conf - acc|) and MCE (largest) of calibration_bins' output; 0 without rows."""
     if counts.sum() == 0:
         return 0.0, 0.0
     gaps = np.abs(conf - acc)
