@@ -100,7 +100,7 @@ class MLScorer:
         explain_top: int = 3,
         exact_explanations: bool = False,
     ) -> None:
-        if mode in ("fused", "xgb") and xgb is None and mode == "xgb":
+        if mode == "xgb" and xgb is None:
             msg = "ml scorer mode xgb needs an xgb model"
             raise ValueError(msg)
         if mode == "clip" and vision is None:

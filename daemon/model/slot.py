@@ -173,14 +173,11 @@ class ModelSlot:
             raise
         finally:
             self.loading = False
-        log.info(
-            "bundle.loaded",
-            path=str(target),
-            bundle_id=model.bundle_id,
+        _log_loaded(
+            target,
+            model,
             previous=previous.scorer.name,
             previous_bundle_id=previous.bundle_id,
-            scorer=model.scorer.name,
-            signal=describe_scorer(model.scorer),
             spec_hash=model.bundle.spec_hash if model.bundle is not None else None,
         )
         return model.bundle_id or ""
@@ -238,13 +235,7 @@ class ModelSlot:
             raise InvariantError(msg)
         log.info("bundle.loading", path=str(target), scorer=self.current.name)
         _, model = await self._swap_in(target)
-        log.info(
-            "bundle.loaded",
-            path=str(target),
-            bundle_id=model.bundle_id,
-            scorer=model.scorer.name,
-            signal=describe_scorer(model.scorer),
-        )
+        _log_loaded(target, model)
         return model
 
     async def _warm_in_background(self) -> None:
@@ -303,6 +294,18 @@ class ModelSlot:
         finally:
             self.loading = False
         self._log_swapped(previous)
+
+
+def _log_loaded(target: Path, model: ActiveModel, **more: object) -> None:
+    """`bundle.loaded`: the bundle at target serves (a reload adds what it replaced)."""
+    log.info(
+        "bundle.loaded",
+        path=str(target),
+        bundle_id=model.bundle_id,
+        scorer=model.scorer.name,
+        signal=describe_scorer(model.scorer),
+        **more,
+    )
 
 
 # ---- the trading daemon's slot -------------------------------------------------------------------
