@@ -17,6 +17,7 @@ import pytest
 from tests.hostile.bundles import DAMAGES, broken_bundle
 from tests.integration.daemon_process import DaemonProcess, count, read_db
 from tests.integration.e2e_helpers import (
+    API_AUTH,
     API_TOKEN,
     CONTROL,
     command,
@@ -30,7 +31,7 @@ from tests.integration.e2e_helpers import (
 from tests.integration.mosquitto import Mosquitto, running_mosquitto
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
-AUTH = {"Authorization": f"Bearer {API_TOKEN}"}
+AUTH = API_AUTH
 MAX_BODY = 65_536
 
 

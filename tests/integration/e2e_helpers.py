@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import aiomqtt
+import httpx
 import msgspec
 
 from tests.integration.daemon_process import DaemonProcess, count, write_config
@@ -20,6 +21,7 @@ from tests.integration.mosquitto import ACCOUNT, PREFIX, USERS
 BASE = f"{PREFIX}/{ACCOUNT}"
 CONTROL = f"{BASE}/control"
 API_TOKEN = "e2e-api-token"
+API_AUTH = {"Authorization": f"Bearer {API_TOKEN}"}
 DAEMON_ENV = {"VLMTRADER_MQTT_PASSWORD": USERS["daemon"], "VLMTRADER_API_TOKEN": API_TOKEN}
 
 
@@ -277,3 +279,11 @@ def mqtt_publish(port: int, user: str, topic: str, payload: bytes) -> None:
 
 def command(name: str, request_id: str, **fields: Any) -> bytes:
     return msgspec.json.encode({"command": name, "request_id": request_id, **fields})
+
+
+def status_json(http: httpx.Client) -> dict[str, Any]:
+    """GET /status of a running daemon, asserted 200, as a dict."""
+    response = http.get("/status")
+    assert response.status_code == 200, response.text
+    body: dict[str, Any] = response.json()
+    return body

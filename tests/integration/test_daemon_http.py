@@ -13,16 +13,18 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.integration.daemon_process import DaemonProcess
 from tests.integration.e2e_helpers import (
+    API_AUTH,
     API_TOKEN,
     e2e_config,
     log_events,
     orders_in_journal,
     running_daemon,
+    status_json,
     until,
 )
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
-AUTH = {"Authorization": f"Bearer {API_TOKEN}"}
+AUTH = API_AUTH
 
 
 class Api:
@@ -34,10 +36,7 @@ class Api:
         self.http = client
 
     def status(self) -> dict[str, Any]:
-        response = self.http.get("/status")
-        assert response.status_code == 200, response.text
-        body: dict[str, Any] = response.json()
-        return body
+        return status_json(self.http)
 
 
 @pytest.fixture(scope="module")
