@@ -221,7 +221,8 @@ def run_backtest(args: argparse.Namespace) -> int:
             return _fail(str(e))
         except (XgbError, OSError, msgspec.ValidationError, msgspec.DecodeError) as e:
             return _fail(f"{args.bundle}: {e}")
-    warnings = [w for w in [bar_size_warning(info, bar_seconds) if info else None] if w]
+    mismatch = bar_size_warning(info, bar_seconds) if info else None
+    warnings = [mismatch] if mismatch else []
     for warning in warnings:
         print(f"warning: {warning}", file=sys.stderr)
         log.warning("bundle.mismatched", bundle=str(args.bundle), problem=warning)

@@ -13,12 +13,9 @@ from daemon.errors import InputError
 from daemon.log_setup import set_log_level
 from daemon.model.slot import ModelSlot
 from daemon.pipeline import Pipeline
-from daemon.reload_plan import ReloadReport, plan_reload
+from daemon.reload_plan import BUNDLE_KEYS, ReloadReport, plan_reload
 
 log = structlog.get_logger("daemon.reload")
-
-# Keys that a bundle which fails to load under the new scorer settings takes back.
-_BUNDLE_KEYS = ("scorer.mode", "scorer.fusion", "scorer.bundle", "scorer.spec_hash")
 
 
 async def apply_reload(
@@ -41,7 +38,7 @@ async def apply_reload(
         except InputError as e:
             why = f"the bundle did not load under it, the running one serves on ({e})"
             for key in plan.applied:
-                if key.startswith(_BUNDLE_KEYS):
+                if key.startswith(BUNDLE_KEYS):
                     refused[key] = why
             cfg = msgspec.structs.replace(cfg, scorer=scorers.settings)
     report = ReloadReport(

@@ -14,21 +14,14 @@ import msgspec
 
 from daemon.config import AppConfig, validate
 
+# The scorer keys ModelSlot.apply_settings takes by re-loading the bundle; a bundle that fails to
+# load under them takes them back (daemon/reload.py).
+BUNDLE_KEYS = ("scorer.mode", "scorer.fusion", "scorer.bundle", "scorer.spec_hash")
+
 # Keys a running daemon applies on reload: strategy and risk (reconfigured in place), the shutdown
 # settings (read at shutdown), the log level, and the scorer settings ModelSlot.apply_settings
-# takes (rules at once; mode, fusion, bundle and spec_hash by re-loading the bundle).
-LIVE_KEYS = (
-    "partial",
-    "strategy",
-    "risk",
-    "shutdown",
-    "log.level",
-    "scorer.rules",
-    "scorer.mode",
-    "scorer.fusion",
-    "scorer.bundle",
-    "scorer.spec_hash",
-)
+# takes (rules at once; BUNDLE_KEYS by re-loading the bundle).
+LIVE_KEYS = ("partial", "strategy", "risk", "shutdown", "log.level", "scorer.rules", *BUNDLE_KEYS)
 
 # Why the other keys need a restart, by their longest matching prefix.
 RESTART_REASONS = {

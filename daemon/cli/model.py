@@ -14,12 +14,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 import structlog
 
-from daemon.cli.train import print_summary
+from daemon.cli.train import load_yaml_config, print_summary
 from daemon.errors import EXIT_CONFIG, EXIT_OK, InputError
 from daemon.log_setup import configure_logging
 from daemon.model.bootstrap import build_log_path
@@ -30,7 +30,6 @@ if TYPE_CHECKING:
 
 EXIT_INPUT = 1
 DEFAULT_OUT = Path("state/bundles/default")
-C = TypeVar("C")
 
 
 def register(sub: Any) -> None:
@@ -75,16 +74,6 @@ def register(sub: Any) -> None:
     verify.set_defaults(func=_verify)
 
 
-def _load_config(path: Path | None, default: C, kind: type[C]) -> C:
-    if path is None:
-        return default
-    try:
-        return msgspec.yaml.decode(path.read_bytes(), type=kind)
-    except (OSError, msgspec.DecodeError, msgspec.ValidationError, ValueError) as e:
-        msg = f"{path}: {' '.join(str(e).split())}"
-        raise ValueError(msg) from None
-
-
 @contextmanager
 def _log_to_file(out: Path) -> Iterator[Path]:
     """The build's structlog JSON lines go to DIR.build.log beside the bundle; its path is printed.
@@ -126,7 +115,7 @@ def _build(args: argparse.Namespace) -> int:
     from daemon.training import BuildConfig, build_from_bars, quick_build_config
 
     try:
-        cfg: BuildConfig = _load_config(
+        cfg: BuildConfig = load_yaml_config(
             args.config, quick_build_config() if args.quick else BuildConfig(), BuildConfig
         )
     except ValueError as e:
@@ -154,7 +143,7 @@ def _bootstrap(args: argparse.Namespace) -> int:
     from daemon.training import BootstrapConfig, bootstrap, quick_config
 
     try:
-        cfg = _load_config(
+        cfg = load_yaml_config(
             args.config, quick_config() if args.quick else BootstrapConfig(), BootstrapConfig
         )
     except ValueError as e:

@@ -6,7 +6,7 @@ import argparse
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import msgspec
 
@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from vlm_engine.clip.train import TrainConfig
 
 EXIT_INPUT = 1
+C = TypeVar("C")
 
 
 def register(sub: Any) -> None:
@@ -55,17 +56,23 @@ def register(sub: Any) -> None:
     train_xgb.add_xgb_parser(tsub)
 
 
+def load_yaml_config(path: Path | None, default: C, kind: type[C]) -> C:
+    """A config struct from a YAML file (`default` without one); a bad file is a one-line
+    ValueError naming it."""
+    if path is None:
+        return default
+    try:
+        return msgspec.yaml.decode(path.read_bytes(), type=kind)
+    except (OSError, msgspec.DecodeError, msgspec.ValidationError, ValueError) as e:
+        msg = f"{path}: {' '.join(str(e).split())}"
+        raise ValueError(msg) from None
+
+
 def load_train_config(path: Path | None, args: argparse.Namespace) -> TrainConfig:
     """TrainConfig from YAML (or defaults) with the command-line overrides applied."""
     from vlm_engine.clip.train import TrainConfig  # torch: only when a command trains
 
-    cfg = TrainConfig()
-    if path is not None:
-        try:
-            cfg = msgspec.yaml.decode(path.read_bytes(), type=TrainConfig)
-        except (OSError, msgspec.DecodeError, msgspec.ValidationError, ValueError) as e:
-            msg = f"{path}: {e}"
-            raise ValueError(msg) from None
+    cfg = load_yaml_config(path, TrainConfig(), TrainConfig)
     overrides = {
         name: value
         for name, value in (

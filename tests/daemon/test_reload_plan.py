@@ -1,5 +1,4 @@
-"""Which keys a reload applies and which it refuses (daemon/reload_plan.py), and the scorer settings
-a running ModelSlot takes (apply_settings)."""
+"""Which keys a reload applies and which it refuses (daemon/reload_plan.py)."""
 
 from __future__ import annotations
 
