@@ -27,7 +27,6 @@ from daemon.config import AppConfig
 from daemon.control import Controller
 from daemon.errors import EXIT_CONFIG, EXIT_CRASH, EXIT_OK, ConfigError, InputError, StorageError
 from daemon.feeds.feed import Feed
-from daemon.ib.feed import IbFeed
 from daemon.journal import Journal
 from daemon.log_setup import add_event_sink, remove_event_sink
 from daemon.model.predict import ModelPredictor
@@ -175,7 +174,7 @@ class Daemon:
         assert self.pipeline is not None
         pipeline = self.pipeline
         # A broker feed's backfilled or old bars only warm the windows (daemon/trade_gate.py).
-        gate = self._trade_gate()
+        gated = self._trade_gate()
         async for batch in batches:
             generation = getattr(pipeline.execution, "generation", 0)
             if generation != self._generation:
@@ -191,11 +190,11 @@ class Daemon:
                     await self.set_trading_state(
                         TradingState.HALTED, "position_mismatch_at_reconnect"
                     )
-            if gate is None:
+            if gated is None:
                 await pipeline.on_bars(batch)
             else:
-                now = self.feed.gateway_now() if isinstance(self.feed, IbFeed) else None
-                verdict = gate.split(batch, now)
+                gate, gateway_now = gated
+                verdict = gate.split(batch, gateway_now())
                 trade_gate.report(verdict, gate, pipeline.journal, batch[0].ts)
                 await pipeline.on_warm_up_bars(verdict.warm)
                 await pipeline.on_bars(verdict.trade)
@@ -203,11 +202,17 @@ class Daemon:
                 break
         log.info("feed.ended")
 
-    def _trade_gate(self) -> trade_gate.TradeGate | None:
+    def _trade_gate(self) -> tuple[trade_gate.TradeGate, Callable[[], datetime | None]] | None:
+        """The gate an IB feed's bars pass, with the gateway's clock it judges them by."""
         ib = self.cfg.ib
         if self.cfg.feed.kind != "ib" or ib is None:
             return None
-        return trade_gate.TradeGate(bar_seconds=ib.bar_seconds, max_age_bars=ib.max_bar_age_bars)
+        # Here only, like opening it: ib_async loads with an IB feed, not at every start.
+        from daemon.ib.feed import IbFeed
+
+        assert isinstance(self.feed, IbFeed)
+        gate = trade_gate.TradeGate(bar_seconds=ib.bar_seconds, max_age_bars=ib.max_bar_age_bars)
+        return gate, self.feed.gateway_now
 
     async def _wait_consumer(self) -> None:
         assert self._consumer is not None

@@ -20,8 +20,6 @@ from daemon.feeds.feed import Feed
 from daemon.feeds.mqtt import MqttBarFeed
 from daemon.feeds.replay import ReplayFeed
 from daemon.feeds.sim import SimFeed
-from daemon.ib.execution import IbExecution
-from daemon.ib.feed import IbFeed
 from daemon.journal import Journal
 from daemon.operator_actions import PAUSED_KEY, PAUSED_REASON_KEY
 from daemon.pipeline import Pipeline
@@ -71,6 +69,8 @@ async def open_feed(
         return
     if cfg.feed.kind == "ib":
         assert cfg.ib is not None  # validated in config
+        from daemon.ib.feed import IbFeed  # ib_async loads only for an IB feed (start-up time)
+
         async with IbFeed(config=cfg.ib) as ib_feed:
             yield ib_feed, None
         return
@@ -90,6 +90,9 @@ async def open_execution(
     """The venue orders go to: IB Gateway in the ib-* modes, else the paper venue under state_dir."""
     if cfg.mode in ("ib-paper", "ib-live"):
         assert cfg.ib is not None
+        from daemon.ib.execution import IbExecution  # ib_async loads only in the IB modes
+        from daemon.ib.feed import IbFeed
+
         # Orders share the feed's IB connection unless they have a client id of their own.
         shared = None
         if cfg.ib.order_client_id is None and isinstance(feed, IbFeed):

@@ -41,3 +41,8 @@ except ConfigError as e:
     assert "missing fusion.json" in str(e), e
 """
     assert _loaded_after(body) == []
+
+
+def test_import_daemon_app_when_done_then_ib_client_not_loaded() -> None:
+    # ib_async loads when an IB feed or IB orders open (daemon/startup.py), not at every start.
+    assert modules_loaded_after("import daemon.app", ("ib_async",)) == []
