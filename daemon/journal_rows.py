@@ -73,13 +73,18 @@ class BatchArgs(TypedDict, total=False):
 BATCH_KEYS = frozenset(BatchArgs.__annotations__)
 
 
-def encode_batch(path: Path, batch: BatchArgs) -> BatchRows:
-    """Encode one batch (msgspec JSON in `data`, key columns beside it); a non-finite number in
-    an order, fill or position refuses the batch with JournalError."""
+def check_batch_keys(path: Path, batch: Mapping[str, object]) -> None:
+    """TypeError naming any keyword that is not a journal table (see BatchArgs)."""
     unknown = set(batch) - BATCH_KEYS
     if unknown:
         msg = f"journal {path}: no table for {', '.join(sorted(unknown))}"
         raise TypeError(msg)
+
+
+def encode_batch(path: Path, batch: BatchArgs) -> BatchRows:
+    """Encode one batch (msgspec JSON in `data`, key columns beside it); a non-finite number in
+    an order, fill or position refuses the batch with JournalError."""
+    check_batch_keys(path, batch)
     encode = _ENCODER.encode
 
     def enc(value: msgspec.Struct) -> str:
