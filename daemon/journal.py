@@ -43,9 +43,9 @@ import structlog
 from daemon.errors import InputError
 from daemon.journal_lock import lock_holders, storage_cause, take_lock
 from daemon.journal_rows import (
-    BATCH_KEYS,
     BatchArgs,
     BatchRows,
+    check_batch_keys,
     daily_pnl_row,
     encode_batch,
     write_batch,
@@ -273,10 +273,7 @@ class Journal:
         self._raise_writer_failure()
         if self._con is not None and self._con.in_transaction:
             self.flush()  # an open record() group (commit_every > 1) would lock the writer out
-        unknown = set(batch) - BATCH_KEYS
-        if unknown:
-            msg = f"journal {self.path}: no table for {', '.join(sorted(unknown))}"
-            raise TypeError(msg)
+        check_batch_keys(self.path, batch)
         self._generation += 1
         orders, state_changes = list(batch.pop("orders", ())), list(batch.pop("state_changes", ()))
         kv = batch.pop("kv", None)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import math
 import sqlite3
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -73,13 +73,18 @@ class BatchArgs(TypedDict, total=False):
 BATCH_KEYS = frozenset(BatchArgs.__annotations__)
 
 
-def encode_batch(path: Path, batch: BatchArgs) -> BatchRows:
-    """Encode one batch (msgspec JSON in `data`, key columns beside it); a non-finite number in
-    an order, fill or position refuses the batch with JournalError."""
+def check_batch_keys(path: Path, batch: Mapping[str, object]) -> None:
+    """TypeError naming any keyword that is not a journal table (see BatchArgs)."""
     unknown = set(batch) - BATCH_KEYS
     if unknown:
         msg = f"journal {path}: no table for {', '.join(sorted(unknown))}"
         raise TypeError(msg)
+
+
+def encode_batch(path: Path, batch: BatchArgs) -> BatchRows:
+    """Encode one batch (msgspec JSON in `data`, key columns beside it); a non-finite number in
+    an order, fill or position refuses the batch with JournalError."""
+    check_batch_keys(path, batch)
     encode = _ENCODER.encode
 
     def enc(value: msgspec.Struct) -> str:
@@ -135,28 +140,22 @@ def daily_pnl_row(
 def write_batch(cur: sqlite3.Cursor, stage: Callable[[str], None], rows: BatchRows) -> None:
     """Run one batch's statements inside the caller's transaction; `stage` names the table for
     the error message. Fills must be new (deduplicated by the caller)."""
-    stage("bars_rejected")
-    cur.executemany(INSERT_REJECTED, rows.rejected)
-    stage("signals")
-    cur.executemany(INSERT_SIGNAL, rows.signals)
-    stage("decisions")
-    cur.executemany(INSERT_DECISION, rows.decisions)
-    stage("orders")
-    cur.executemany(UPSERT_ORDER, rows.orders)
-    stage("fills")
-    cur.executemany(INSERT_FILL, rows.fills)
-    cur.executemany(ORDER_FILLED, rows.fills)
-    stage("order_events")
-    cur.executemany(INSERT_EVENT, rows.events)
-    cur.executemany(ORDER_STATUS, rows.events)
-    stage("positions")
-    cur.executemany(UPSERT_POSITION, rows.positions)
-    stage("state_changes")
-    cur.executemany(INSERT_STATE, rows.states)
-    stage("kv")
-    cur.executemany(UPSERT_KV, rows.kv)
-    stage("daily_pnl")
-    cur.executemany(UPSERT_PNL, rows.daily_pnl)
+    steps: tuple[tuple[str, tuple[tuple[str, Sequence[Any]], ...]], ...] = (
+        ("bars_rejected", ((INSERT_REJECTED, rows.rejected),)),
+        ("signals", ((INSERT_SIGNAL, rows.signals),)),
+        ("decisions", ((INSERT_DECISION, rows.decisions),)),
+        ("orders", ((UPSERT_ORDER, rows.orders),)),
+        ("fills", ((INSERT_FILL, rows.fills), (ORDER_FILLED, rows.fills))),
+        ("order_events", ((INSERT_EVENT, rows.events), (ORDER_STATUS, rows.events))),
+        ("positions", ((UPSERT_POSITION, rows.positions),)),
+        ("state_changes", ((INSERT_STATE, rows.states),)),
+        ("kv", ((UPSERT_KV, rows.kv),)),
+        ("daily_pnl", ((UPSERT_PNL, rows.daily_pnl),)),
+    )
+    for table, statements in steps:
+        stage(table)
+        for sql, params in statements:
+            cur.executemany(sql, params)
 
 
 _ENCODER = msgspec.json.Encoder()

@@ -55,8 +55,8 @@ def reconcile(
     adopt (at start): a journal without any order or fill while the broker has state takes the
     broker's state over (daemon/adoption.py) before anything can trade; when that is impossible
     nothing is journaled and the report says why (`refused`)."""
-    journaled = journal.load_orders(open_only=True)
-    ever_journaled = journal.load_orders(open_only=False)
+    ever_journaled = journal.load_orders()
+    journaled = {c: o for c, o in ever_journaled.items() if not o.status.is_terminal}  # open ones
     known_fills = journal.fill_ids()
     adopting = adopt and not ever_journaled and not known_fills and broker_has_state(view)
     events: list[OrderEvent] = []

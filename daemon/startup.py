@@ -141,7 +141,6 @@ async def warm_up(
     resume_after = datetime.fromisoformat(last) if last else warm_up_until
     if venue_clock is not None and (resume_after is None or venue_clock > resume_after):
         resume_after = venue_clock
-        last = venue_clock.isoformat()
     if cfg.feed.kind == "ib":
         # A broker feed never replays the past into the strategy: warm up on the latest window.
         batches = await feed.backfill(cfg.bars.window)
@@ -153,7 +152,5 @@ async def warm_up(
                 pipeline.book.mark(bar)
     if batches:
         return batches[-1][0].ts
-    if last:
-        return datetime.fromisoformat(last)
-    assert warm_up_until is not None
-    return warm_up_until
+    assert resume_after is not None  # a journaled last bar, the venue's clock or warm_up_until
+    return resume_after

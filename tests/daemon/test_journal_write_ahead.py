@@ -245,3 +245,14 @@ def test_record_orders_ahead_when_record_group_open_then_group_committed_first(t
 def journal(tmp_path: Path):
     with Journal(tmp_path / "journal.sqlite") as j:
         yield j
+
+
+def test_record_orders_ahead_when_keyword_names_no_table_then_type_error_and_nothing_written(
+    tmp_path: Path,
+):
+    path = tmp_path / "j.sqlite"
+    with Journal(path) as journal:
+        with pytest.raises(TypeError, match="no table for bogus"):
+            journal.record_orders_ahead(orders=[order(1)], bogus=[1])  # type: ignore[call-arg]
+        assert journal.load_orders() == {}
+    assert raw(path, "SELECT count(*) FROM orders") == [(0,)]

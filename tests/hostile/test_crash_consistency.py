@@ -15,9 +15,14 @@ import httpx
 import pytest
 
 from daemon.journal import Journal
-from tests.integration.daemon_process import DaemonProcess, count, wait_for, write_config
+from tests.integration.daemon_process import DaemonProcess, count, wait_for
 from tests.integration.e2e_helpers import API_TOKEN, log_events
-from tests.integration.test_daemon_crash import assert_consistent, submitted_ids, venue_view
+from tests.integration.test_daemon_crash import (
+    assert_consistent,
+    crash_config,
+    submitted_ids,
+    venue_view,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(900)]
 
@@ -75,16 +80,8 @@ def _pause_over_http(daemon: DaemonProcess) -> None:
 def test_restart_when_killed_at_random_moments_and_crash_points_then_consistent_and_pause_kept(
     tmp_path: Path, synchronous: str
 ) -> None:
-    state = tmp_path / "state"
-    journal_path = state / "journal.sqlite"
-    config = write_config(
-        tmp_path / "cfg.yaml",
-        state_dir=state,
-        speed=3000,
-        extra={
-            "journal": {"synchronous": synchronous},
-            "api": {"enabled": True, "port": 0, "shutdown_timeout_seconds": 1.0},
-        },
+    state, journal_path, config = crash_config(
+        tmp_path, synchronous, api={"enabled": True, "port": 0, "shutdown_timeout_seconds": 1.0}
     )
     env = {"VLMTRADER_API_TOKEN": API_TOKEN}
     rng = random.Random(14)

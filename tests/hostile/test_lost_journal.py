@@ -15,7 +15,7 @@ import pytest
 
 from daemon.journal import Journal
 from tests.ibgateway.helpers import GatewayThread
-from tests.integration.daemon_process import DaemonProcess, write_config
+from tests.integration.daemon_process import DaemonProcess
 from tests.integration.e2e_helpers import (
     journal_path,
     log_events,
@@ -34,6 +34,7 @@ from tests.integration.ib_daemon import (
 )
 from tests.integration.test_daemon_crash import (
     assert_consistent,
+    crash_config,
     run_until_fills_then_stop,
     submitted_ids,
     venue_view,
@@ -65,14 +66,7 @@ def events(log: Path, name: str) -> list[dict[str, Any]]:
 def test_restart_when_paper_journal_lost_then_broker_state_adopted_and_nothing_sent_again(
     tmp_path: Path, how: str
 ) -> None:
-    state = tmp_path / "state"
-    journal = state / "journal.sqlite"
-    config = write_config(
-        tmp_path / "cfg.yaml",
-        state_dir=state,
-        speed=3000,
-        extra={"journal": {"synchronous": "normal"}},
-    )
+    state, journal, config = crash_config(tmp_path, "normal")
     first, second = tmp_path / "first.log", tmp_path / "second.log"
     assert run_until_fills_then_stop(config, first, journal, new_fills=4) == 0
     before = venue_view(state)

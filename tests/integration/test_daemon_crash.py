@@ -81,6 +81,18 @@ def assert_consistent(state: Path, logs: list[Path]) -> None:
 
 
 # Both journal modes: orders are committed ahead in each, the rest of a batch behind them.
+def crash_config(tmp_path: Path, synchronous: str, **extra: object) -> tuple[Path, Path, Path]:
+    """A paper daemon at speed 3000 under tmp_path: (state dir, journal, config file)."""
+    state = tmp_path / "state"
+    config = write_config(
+        tmp_path / "cfg.yaml",
+        state_dir=state,
+        speed=3000,
+        extra={"journal": {"synchronous": synchronous}, **extra},
+    )
+    return state, state / "journal.sqlite", config
+
+
 SYNCHRONOUS = pytest.mark.parametrize("synchronous", ["normal", "full"])
 
 
@@ -92,14 +104,7 @@ SYNCHRONOUS = pytest.mark.parametrize("synchronous", ["normal", "full"])
 def test_restart_when_killed_at_failpoint_then_no_order_sent_twice_and_positions_match_fills(
     tmp_path: Path, failpoint: str, synchronous: str
 ) -> None:
-    state = tmp_path / "state"
-    journal_path = state / "journal.sqlite"
-    config = write_config(
-        tmp_path / "cfg.yaml",
-        state_dir=state,
-        speed=3000,
-        extra={"journal": {"synchronous": synchronous}},
-    )
+    state, journal_path, config = crash_config(tmp_path, synchronous)
     first_log, second_log = tmp_path / "first.log", tmp_path / "second.log"
 
     crashed = DaemonProcess(config, log_path=first_log, env={failpoint: "3"})
@@ -139,14 +144,7 @@ def test_restart_when_killed_at_failpoint_then_no_order_sent_twice_and_positions
 def test_restart_when_killed_at_random_moment_then_journal_and_venue_agree(
     tmp_path: Path, synchronous: str
 ) -> None:
-    state = tmp_path / "state"
-    journal_path = state / "journal.sqlite"
-    config = write_config(
-        tmp_path / "cfg.yaml",
-        state_dir=state,
-        speed=3000,
-        extra={"journal": {"synchronous": synchronous}},
-    )
+    state, journal_path, config = crash_config(tmp_path, synchronous)
     first_log, second_log = tmp_path / "first.log", tmp_path / "second.log"
 
     daemon = DaemonProcess(config, log_path=first_log)
