@@ -24,7 +24,7 @@ from harness import Session, quick
 from daemon.execution.paper import PaperExecution
 from daemon.journal import Journal
 from daemon.log_setup import configure_logging
-from daemon.pipeline import Pipeline
+from daemon.pipeline import ORDER_PATH_STAGES, Pipeline
 from daemon.runtime import tune_gc
 from strategy.bars import BarStore, BarStoreConfig
 from strategy.book import Book
@@ -86,6 +86,7 @@ async def run_pipeline(
             await pipeline.on_bars(batch)
         tune_gc()  # as the daemon does once it is warm
         pipeline.latency.reset()
+        pipeline.stage_clock.reset()
         started = time.perf_counter()
         n = 0
         for batch in batches[warm:]:
@@ -94,6 +95,25 @@ async def run_pipeline(
         elapsed = time.perf_counter() - started
     journal.close()
     return n / elapsed, pipeline
+
+
+def stage_table(results: dict[str, Pipeline], symbols: int) -> dict[str, float]:
+    """Per-batch p50/p99 of each order-path stage, the journal modes side by side; returns figures."""
+    modes = list(results)
+    head = "".join(f" {m + ' p50':>11} {m + ' p99':>11}" for m in modes)
+    print(f"  stages at {symbols} symbols, ms per batch:\n  {'stage':<8}{head}")
+    figures: dict[str, float] = {}
+    for stage in ORDER_PATH_STAGES:
+        cells = ""
+        for mode, pipeline in results.items():
+            recorder = pipeline.stage_clock.stages[stage]
+            p50 = recorder.percentile_ms(50) or 0.0
+            p99 = recorder.percentile_ms(99) or 0.0
+            figures[f"{mode}_{symbols}_{stage}_p50_ms"] = p50
+            figures[f"{mode}_{symbols}_{stage}_p99_ms"] = p99
+            cells += f" {p50:>11.3f} {p99:>11.3f}"
+        print(f"  {stage:<8}{cells}")
+    return figures
 
 
 def measure(symbol_counts: list[int], modes: list[str], bars: int) -> dict[str, float]:
@@ -107,6 +127,7 @@ def measure(symbol_counts: list[int], modes: list[str], bars: int) -> dict[str, 
         n_batches = max(WINDOW + 50, bars // symbols + WINDOW)
         batches = make_batches(symbols, n_batches)
         floor = baseline(batches)
+        results: dict[str, Pipeline] = {}
         for mode in modes:
             with tempfile.TemporaryDirectory() as tmp:
                 rate, pipeline = asyncio.run(run_pipeline(batches, Path(tmp), mode))
@@ -119,7 +140,10 @@ def measure(symbol_counts: list[int], modes: list[str], bars: int) -> dict[str, 
             figures[f"{mode}_{symbols}_bars_per_s"] = rate
             figures[f"{mode}_{symbols}_p50_ms"] = p50
             figures[f"{mode}_{symbols}_p99_ms"] = p99
+            results[mode] = pipeline
         figures[f"baseline_{symbols}_bars_per_s"] = floor
+        if symbols == symbol_counts[-1]:
+            figures |= stage_table(results, symbols)
     return figures
 
 

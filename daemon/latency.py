@@ -1,6 +1,10 @@
-"""A small latency recorder: exact percentiles over a bounded ring of recent samples."""
+"""Small latency recorders: exact percentiles over a bounded ring of recent samples, and a
+stage clock that splits one batch's order path into named laps."""
 
 from __future__ import annotations
+
+import time
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -29,3 +33,25 @@ class LatencyRecorder:
 
     def reset(self) -> None:
         self._n = 0
+
+
+class StageClock:
+    """Per-batch seconds spent in each named stage: start() at the batch's arrival, lap(name) at
+    the end of each stage (the time since the previous lap or start goes to `name`)."""
+
+    def __init__(self, names: Sequence[str], *, capacity: int = 20_000) -> None:
+        self.names = tuple(names)
+        self.stages = {name: LatencyRecorder(capacity=capacity) for name in self.names}
+        self._last = 0.0
+
+    def start(self, at: float) -> None:
+        self._last = at
+
+    def lap(self, name: str) -> None:
+        now = time.perf_counter()
+        self.stages[name].add(now - self._last)
+        self._last = now
+
+    def reset(self) -> None:
+        for recorder in self.stages.values():
+            recorder.reset()

@@ -19,7 +19,7 @@ import structlog
 
 from daemon.execution.base import ExecutionClient
 from daemon.journal import Journal
-from daemon.latency import LatencyRecorder
+from daemon.latency import LatencyRecorder, StageClock
 from daemon.model.scoring import ScoredBatch, log_scored, score_off_loop
 from daemon.model.shadow import ShadowRunner
 from strategy.bars import BarStore, Window
@@ -38,6 +38,8 @@ log = structlog.get_logger("daemon.pipeline")
 _CRASH_AFTER_JOURNALED = int(os.environ.get("VLMTRADER_CRASH_AFTER_ORDERS_JOURNALED", "0") or 0)
 _CRASH_AFTER_SUBMITTED = int(os.environ.get("VLMTRADER_CRASH_AFTER_ORDERS_SUBMITTED", "0") or 0)
 _LOGGED_STATUSES = (OrderStatus.REJECTED, OrderStatus.CANCELLED)
+# The laps of one batch (Pipeline.stage_clock): the order path up to the broker, then its log lines.
+ORDER_PATH_STAGES = ("venue", "intake", "windows", "score", "decide", "journal", "submit", "logs")
 
 
 class PipelineStats(msgspec.Struct, kw_only=True):
@@ -82,6 +84,7 @@ class Pipeline:
         self.execution = execution
         self.stats = PipelineStats()
         self.latency = LatencyRecorder()
+        self.stage_clock = StageClock(ORDER_PATH_STAGES)
         self.busy_since: float | None = None
         # A scorer is not thread-safe (fusion and drift monitors hold state): /predict takes this too.
         self.score_lock = asyncio.Lock()
@@ -128,23 +131,30 @@ class Pipeline:
     async def _on_bars(self, batch: Sequence[Bar], arrived: float) -> list[Order]:
         if not batch:
             return []
-        kernel = self.kernel
-        intake = self._intake(batch)
+        kernel, clock = self.kernel, self.stage_clock
+        clock.start(arrived)
+        intake = self._intake(batch, clock)
         windows = kernel.windows(intake.accepted)
+        clock.lap("windows")
         scorer = self.scorer  # read once: a hot-swap lands between batches, never inside one
         scored = await self._score(scorer, windows)
         signals = scored.signals
+        clock.lap("score")
         decision = kernel.decide(signals, intake.now)
+        clock.lap("decide")
         # Write-ahead: the orders are committed before the broker sees them; the rest of the
         # batch is group-committed off the order path.
         self.journal.record_orders_ahead(**kernel.journal_rows(intake, signals, decision))
+        clock.lap("journal")
         await self._send(decision, arrived)
+        clock.lap("submit")
         # Log lines are not on the order path: written once the orders are at the broker.
         self._log_intake(intake)
         self._log_signals(signals)
         self._log_rejections(decision)
         if windows:  # model.inferred (and charts.rendered) timings, then any drift crossing
             log_scored(scorer, scored)
+        clock.lap("logs")
         if self.shadow is not None and windows:
             await self._run_shadow(self.shadow, windows, signals)
         return decision.orders
@@ -160,7 +170,7 @@ class Pipeline:
         self.journal.record_orders_ahead(**self.kernel.journal_rows(intake, [], nothing))
         self._log_intake(intake)
 
-    def _intake(self, batch: Sequence[Bar]) -> BatchIntake:
+    def _intake(self, batch: Sequence[Bar], clock: StageClock | None = None) -> BatchIntake:
         """The first half of any batch: broker news and bars into the book and windows."""
         kernel, stats = self.kernel, self.stats
         stats.batches += 1
@@ -168,11 +178,15 @@ class Pipeline:
         stats.last_bar_ts = batch[0].ts
         self.execution.on_market_bars(batch)
         updates = self.execution.drain()
+        if clock is not None:
+            clock.lap("venue")
         day_before = kernel.book.day
         received = self.clock() if self.clock is not None else None
         intake = kernel.intake(batch, updates.events, updates.fills, received=received)
         if day_before is not None and kernel.book.day != day_before:
             self.record_daily_pnl(day_before, intake.now, equity=kernel.book.day_start_equity)
+        if clock is not None:
+            clock.lap("intake")
         return intake
 
     async def submit_intents(self, intents: Sequence[OrderIntent], now: datetime) -> list[Order]:
