@@ -158,6 +158,7 @@ def test_on_bars_when_orders_go_out_then_each_stage_has_one_lap_per_batch_within
     assert set(clock.stages) == set(ORDER_PATH_STAGES)
     # Every batch passes the stages before scoring; the later ones once windows are full.
     assert clock.stages["venue"].count == clock.stages["intake"].count == len(batches)
+    assert clock.cpu_stages["score"].count == clock.stages["score"].count
     assert 0 < clock.stages["submit"].count <= len(batches)
     # The stages up to the broker add up to no more than the slowest order's latency.
     to_broker = [s for s in ORDER_PATH_STAGES if s != "logs"]
