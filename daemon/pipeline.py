@@ -248,9 +248,9 @@ class Pipeline:
     async def _send(self, decision: BatchDecision, arrived: float) -> None:
         for coid in decision.cancels:
             await self.execution.cancel(coid)
-            log.info("order.cancel_requested", client_order_id=coid)
         orders = decision.orders
         if not orders:
+            self._log_cancels(decision)
             return
         self._orders_journaled += len(orders)
         if _CRASH_AFTER_JOURNALED and self._orders_journaled >= _CRASH_AFTER_JOURNALED:
@@ -259,6 +259,7 @@ class Pipeline:
         if _CRASH_AFTER_SUBMITTED and self._orders_journaled >= _CRASH_AFTER_SUBMITTED:
             os.kill(os.getpid(), signal.SIGKILL)
         elapsed = time.perf_counter() - arrived
+        self._log_cancels(decision)  # log lines once the orders are out
         for order in orders:
             self.latency.add(elapsed)
             log.info(
@@ -274,6 +275,10 @@ class Pipeline:
         self.stats.orders_submitted += len(orders)
 
     # ---- log lines: one per decision ------------------------------------------------------------
+    def _log_cancels(self, decision: BatchDecision) -> None:
+        for coid in decision.cancels:
+            log.info("order.cancel_requested", client_order_id=coid)
+
     def _log_intake(self, intake: BatchIntake) -> None:
         self._log_updates(intake.events, intake.fills)
         self.stats.bars_rejected += len(intake.rejected)
