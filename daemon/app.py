@@ -120,7 +120,12 @@ class Daemon:
             pipeline.clock = lambda: datetime.now(UTC)
         self.scorers.attach(pipeline)
         pipeline.explainer = stack.enter_context(
-            Explainer(config=cfg.explain, state_dir=state_dir, bundle_for=scorers.bundle_for)
+            Explainer(
+                config=cfg.explain,
+                state_dir=state_dir,
+                bundle_for=scorers.bundle_for,
+                busy=lambda: pipeline.busy_since is not None,
+            )
         )
         restore_trading_state(pipeline, journal)
         halt_when_unreconciled(pipeline, report)

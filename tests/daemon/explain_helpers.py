@@ -78,7 +78,12 @@ def explained_pipeline(
         if explain is None:
             yield pipeline
         else:
-            with Explainer(config=explain, state_dir=directory, bundle_for=bundle_for) as ex:
+            with Explainer(
+                config=explain,
+                state_dir=directory,
+                bundle_for=bundle_for,
+                busy=lambda: pipeline.busy_since is not None,
+            ) as ex:
                 pipeline.explainer = ex
                 yield pipeline
     finally:

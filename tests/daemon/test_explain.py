@@ -176,6 +176,33 @@ def test_explainer_when_backlog_is_full_then_batches_are_dropped_and_counted(
     assert read_explanation(tmp_path / EXPLAIN_DB, "B-1") is not None
 
 
+def test_explainer_when_pipeline_busy_then_waits_for_the_batch_to_end(
+    model: ActiveModel, tmp_path: Path
+) -> None:
+    polled = threading.Event()
+    inside_batch = threading.Event()
+    inside_batch.set()
+
+    def busy() -> bool:
+        polled.set()
+        return inside_batch.is_set()
+
+    evidence, signals, decision = _batch(model, 1)
+    with Explainer(
+        config=ExplainConfig(),
+        state_dir=tmp_path,
+        bundle_for=lambda _s: model.bundle,
+        busy=busy,
+        max_defer_seconds=120,
+    ) as explainer:
+        explainer.submit(scorer=model.scorer, evidence=evidence, signals=signals, decision=decision)
+        assert polled.wait(30)
+        assert read_explanation(tmp_path / EXPLAIN_DB, "B-0") is None  # deferred, not written
+        inside_batch.clear()
+        assert explainer.wait_idle(60)
+    assert read_explanation(tmp_path / EXPLAIN_DB, "B-0") is not None
+
+
 def test_explain_when_rule_scorer_then_short_explanation_without_chart(tmp_path: Path) -> None:
     scorer = RuleScorer(config=RuleScorerConfig())
     with explained_pipeline(tmp_path, scorer=scorer, bundle_for=None, explain=ExplainConfig()) as p:
