@@ -21,12 +21,26 @@ from daemon.cli import (
     ib,
     model,
     run,
+    search,
     serve,
     tail,
     train,
 )
 
-_COMMANDS = (run, config, tail, chart, dataset, model, train, calibrate, backtest, ib, serve)
+_COMMANDS = (
+    run,
+    config,
+    tail,
+    chart,
+    dataset,
+    model,
+    train,
+    calibrate,
+    backtest,
+    ib,
+    serve,
+    search,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
