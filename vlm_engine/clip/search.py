@@ -61,6 +61,25 @@ class WindowIndex(msgspec.Struct, frozen=True, kw_only=True, eq=False):
     def chunks(self, size: int = CHUNK) -> list[slice]:
         return [slice(s, min(len(self), s + size)) for s in range(0, len(self), size)]
 
+    def take(self, rows: npt.NDArray[np.int64]) -> WindowIndex:
+        """The windows at `rows` (e.g. the held-out ones), in that order."""
+        picked = np.asarray(rows, dtype=np.int64)
+        return msgspec.structs.replace(
+            self,
+            symbols=tuple(self.symbols[i] for i in picked.tolist()),
+            ends=self.ends[picked],
+            ts=self.ts[picked],
+            forward_return=self.forward_return[picked],
+            labels=tuple(self.labels[i] for i in picked.tolist()),
+        )
+
+    def relabel(self, labels: Sequence[str]) -> WindowIndex:
+        """The same windows with other labels (one per window)."""
+        if len(labels) != len(self):
+            msg = f"relabel: {len(labels)} labels for {len(self)} windows"
+            raise ValueError(msg)
+        return msgspec.structs.replace(self, labels=tuple(str(x) for x in labels))
+
 
 class SearchHit(msgspec.Struct, frozen=True, kw_only=True):
     """One window in the ranking; forward_return is None where the horizon runs past the bars."""
@@ -240,6 +259,22 @@ def precision_at_k(
             )
         )
     return out
+
+
+def pattern_precision(
+    engine: ChartEngine,
+    index: WindowIndex,
+    texts: Mapping[str, str],
+    *,
+    k: int = 20,
+    tick: Callable[[int], object] | None = None,
+) -> tuple[list[PatternPrecision], Float32Array]:
+    """precision@k of each pattern's text (pattern -> text) over the windows, scored by the
+    engine's CLIP; also the (windows, patterns) similarities, for other label sets."""
+    scores = all_similarities(
+        engine, index, text_embeddings(engine, list(texts.values())), tick=tick
+    )
+    return precision_at_k(index, scores, texts, k=k), scores
 
 
 def _finite_or_none(value: float) -> float | None:
