@@ -39,6 +39,7 @@ FULL: dict[str, list[str]] = {
     "model_build": ["--quick"],  # the full-size build is ~10 minutes a dataset: run it by hand
     "startup": [],
     "explain": [],
+    "search": [],  # builds its own small bundle from the simulator (a few minutes)
 }
 QUICK: dict[str, list[str]] = {
     "journal": [],

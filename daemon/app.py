@@ -31,6 +31,7 @@ from daemon.feeds.feed import Feed
 from daemon.journal import Journal
 from daemon.log_setup import add_event_sink, remove_event_sink
 from daemon.model.predict import ModelPredictor
+from daemon.model.search import DaemonSearch
 from daemon.model.slot import ModelSlot, daemon_slot
 from daemon.notify import Notifier, watchdog_interval_seconds
 from daemon.pipeline import Pipeline
@@ -155,6 +156,9 @@ class Daemon:
                 config=cfg.api,
                 state_dir=state_dir,
                 analogs=scorers.analogs,
+                searcher=DaemonSearch(
+                    slot=self.scorers, store=pipeline.store, lock=pipeline.score_lock
+                ),
             )
             await stack.enter_async_context(ApiServer(config=cfg.api, app=app, health=self.health))
 

@@ -1,6 +1,6 @@
 """The FastAPI app: the body limit around three groups of routes, each in its own module:
-health, readiness, metrics and status (daemon/api/status.py), predict (daemon/api/predict.py) and
-operator commands (daemon/api/commands.py)."""
+health, readiness, metrics and status (daemon/api/status.py), predict (daemon/api/predict.py),
+chart search (daemon/api/search.py) and operator commands (daemon/api/commands.py)."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from daemon.api.config import ApiConfig
 from daemon.api.explain import explain_routes
 from daemon.api.metrics import Metrics
 from daemon.api.predict import Predictor, PredictRequest, predict_routes
+from daemon.api.search import Searcher, search_routes
 from daemon.api.status import status_routes
 from daemon.control import Controller
 
@@ -31,6 +32,7 @@ def build_app(
     config: ApiConfig | None = None,
     state_dir: Path | None = None,
     analogs: Callable[[], Any] | None = None,
+    searcher: Searcher | None = None,
 ) -> FastAPI:
     """Build the app around the running daemon's controller; `token` guards mutating endpoints.
     state_dir adds the read-only explanation routes (analogs(): the loaded bundle's index)."""
@@ -46,6 +48,7 @@ def build_app(
     app.add_middleware(BodyLimit, max_bytes=cfg.max_body_bytes)
     app.include_router(status_routes(control=control, metrics=metrics))
     app.include_router(predict_routes(predictor=predictor, cfg=cfg))
+    app.include_router(search_routes(searcher=searcher))
     app.include_router(command_routes(controller=controller, authorized=authorized, cfg=cfg))
     if state_dir is not None:
         app.include_router(explain_routes(state_dir=state_dir, analogs=analogs))
