@@ -98,15 +98,24 @@ def measure(models: LoadedBundle, batches: list[list[Window]]) -> dict[str, floa
         charts = _bytes(state / CHARTS_DIR)
         n_charts = len(list((state / CHARTS_DIR).glob("*.png")))
         # the order path's share: submit() into the running thread (a put_nowait)
-        with Explainer(config=ExplainConfig(), state_dir=state, bundle_for=lambda _s: models) as ex:
+        # busy as the daemon wires it: the batch that submits is still inside on_bars meanwhile
+        in_batch = [False]
+        with Explainer(
+            config=ExplainConfig(),
+            state_dir=state,
+            bundle_for=lambda _s: models,
+            busy=lambda: in_batch[0],
+        ) as ex:
             for b, windows in enumerate(batches[:20]):
                 signals = scorer.score(windows)
                 decision = decision_for(windows, 10_000 + b)
+                in_batch[0] = True
                 started = time.perf_counter()
                 ex.submit(
                     scorer=scorer, evidence=scorer.evidence, signals=signals, decision=decision
                 )
                 submit.append(time.perf_counter() - started)
+                in_batch[0] = False
                 ex.wait_idle(60)
     finally:
         shutil.rmtree(state, ignore_errors=True)
