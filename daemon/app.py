@@ -20,6 +20,7 @@ import structlog
 from daemon import operator_actions, trade_gate
 from daemon.api.app import build_app
 from daemon.api.auth import token_from_env
+from daemon.api.live import LiveHub
 from daemon.api.metrics import Metrics
 from daemon.api.server import ApiServer
 from daemon.bus.publisher import MqttBus
@@ -74,6 +75,7 @@ class Daemon:
         self._reload_lock = asyncio.Lock()
         self._reload_task: asyncio.Task[None] | None = None
         self.last_reload: ReloadReport | None = None
+        self.live: LiveHub | None = None  # the dashboard's live view (with the HTTP API)
 
     # ---- lifecycle ----------------------------------------------------------------------------
     async def run(self) -> int:
@@ -138,12 +140,23 @@ class Daemon:
             metrics.track_bus(lambda: bus.stats, lambda: bus.connected)
         if cfg.api.enabled:
             predictor = ModelPredictor(slot=self.scorers, lock=pipeline.score_lock)
+            if cfg.api.dashboard:
+                self.live = await stack.enter_async_context(
+                    LiveHub(
+                        queue_size=cfg.api.events_queue,
+                        max_clients=cfg.api.events_clients,
+                        bars_per_symbol=cfg.api.chart_bars,
+                        equity_points=cfg.api.equity_points,
+                    )
+                )
             app = build_app(
                 controller=controller,
                 metrics=metrics,
                 predictor=predictor,
                 token=token_from_env(cfg.api.token_env),
                 config=cfg.api,
+                live=self.live,
+                journal_path=journal.path,
             )
             await stack.enter_async_context(ApiServer(config=cfg.api, app=app, health=self.health))
 
@@ -198,6 +211,8 @@ class Daemon:
                 trade_gate.report(verdict, gate, pipeline.journal, batch[0].ts)
                 await pipeline.on_warm_up_bars(verdict.warm)
                 await pipeline.on_bars(verdict.trade)
+            if self.live is not None:  # after the batch's orders are out
+                self.live.on_batch(batch, equity=pipeline.book.equity())
             if self.stopping.is_set():
                 break
         log.info("feed.ended")
