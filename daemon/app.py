@@ -27,6 +27,7 @@ from daemon.bus.publisher import MqttBus
 from daemon.config import AppConfig
 from daemon.control import Controller
 from daemon.errors import EXIT_CONFIG, EXIT_CRASH, EXIT_OK, ConfigError, InputError, StorageError
+from daemon.explain.worker import Explainer
 from daemon.feeds.feed import Feed
 from daemon.journal import Journal
 from daemon.log_setup import add_event_sink, remove_event_sink
@@ -105,7 +106,7 @@ class Daemon:
         report = reconcile(journal, book, view, now=datetime.now(UTC), adopt=True)
         self._generation = getattr(execution, "generation", 0)
 
-        self.scorers = daemon_slot(cfg)
+        scorers = self.scorers = daemon_slot(cfg)
         pipeline = Pipeline(
             store=BarStore(config=cfg.bars),
             scorer=self.scorers.current,
@@ -120,6 +121,9 @@ class Daemon:
         if cfg.feed.kind in ("ib", "mqtt"):  # live bars: one stamped far in the future is refused
             pipeline.clock = lambda: datetime.now(UTC)
         self.scorers.attach(pipeline)
+        pipeline.explainer = stack.enter_context(
+            Explainer(config=cfg.explain, state_dir=state_dir, bundle_for=scorers.bundle_for)
+        )
         restore_trading_state(pipeline, journal)
         halt_when_unreconciled(pipeline, report)
 
@@ -155,6 +159,8 @@ class Daemon:
                 predictor=predictor,
                 token=token_from_env(cfg.api.token_env),
                 config=cfg.api,
+                state_dir=state_dir,
+                analogs=scorers.analogs,
                 live=self.live,
                 journal_path=journal.path,
             )

@@ -17,6 +17,7 @@ from daemon.api.auth import require_token
 from daemon.api.commands import command_routes
 from daemon.api.config import ApiConfig
 from daemon.api.dashboard import install_dashboard
+from daemon.api.explain import explain_routes
 from daemon.api.journal_reader import JournalReader
 from daemon.api.live import LiveHub
 from daemon.api.live_routes import live_routes
@@ -33,10 +34,13 @@ def build_app(
     predictor: Predictor | None = None,
     token: str | None = None,
     config: ApiConfig | None = None,
+    state_dir: Path | None = None,
+    analogs: Callable[[], Any] | None = None,
     live: LiveHub | None = None,
     journal_path: Path | None = None,
 ) -> FastAPI:
-    """Build the app around the running daemon's controller; `token` guards mutating endpoints;
+    """Build the app around the running daemon's controller; `token` guards mutating endpoints.
+    state_dir adds the read-only explanation routes (analogs(): the loaded bundle's index);
     `live` (the daemon's LiveHub) adds the dashboard, reading the journal at `journal_path`."""
     cfg = config if config is not None else ApiConfig()
     control = controller.control
@@ -51,6 +55,8 @@ def build_app(
     app.include_router(status_routes(control=control, metrics=metrics))
     app.include_router(predict_routes(predictor=predictor, cfg=cfg))
     app.include_router(command_routes(controller=controller, authorized=authorized, cfg=cfg))
+    if state_dir is not None:
+        app.include_router(explain_routes(state_dir=state_dir, analogs=analogs))
     if live is not None and cfg.dashboard:
         reader = JournalReader(journal_path) if journal_path is not None else None
         app.include_router(live_routes(hub=live, status=control.status, reader=reader, cfg=cfg))
