@@ -167,6 +167,8 @@ class Daemon:
             await stack.enter_async_context(ApiServer(config=cfg.api, app=app, health=self.health))
 
         resume = await warm_up(cfg, pipeline, journal, feed, warm_up_until, view.clock)
+        if self.live is not None:  # the charts start with the bars warm-up loaded
+            self.live.seed(pipeline.store)
         await self.scorers.start(stack)
         self._install_signal_handlers()
         tune_gc()

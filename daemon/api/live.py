@@ -21,6 +21,7 @@ import structlog
 
 from daemon.bus.publisher import encode_event
 from daemon.log_setup import add_event_sink, remove_event_sink
+from strategy.bars import BarStore, bar_at
 from strategy.types import Bar
 
 log = structlog.get_logger("daemon.api.live")
@@ -60,17 +61,27 @@ class EventStream:
         self.queue: asyncio.Queue[tuple[str, str]] = asyncio.Queue(maxsize=size)
         self.dropped = False
 
-    async def items(self, *, idle_seconds: float) -> AsyncIterator[tuple[str, str] | None]:
-        """Each queued item; None after idle_seconds without one (time for a status snapshot)."""
+    async def items(self, *, status_seconds: float) -> AsyncIterator[tuple[str, str] | None]:
+        """Each queued item, and None every status_seconds (time for a status snapshot), busy or
+        idle."""
+        loop = asyncio.get_running_loop()
+        due = loop.time() + status_seconds
         while True:
+            item: tuple[str, str] | None
             try:
-                item = await asyncio.wait_for(self.queue.get(), idle_seconds)
-            except TimeoutError:
-                yield None
-                continue
+                item = self.queue.get_nowait()
+            except asyncio.QueueEmpty:
+                try:
+                    item = await asyncio.wait_for(self.queue.get(), max(due - loop.time(), 0.0))
+                except TimeoutError:
+                    item = None
             if item == _CLOSE:
                 return
-            yield item
+            if item is not None:
+                yield item
+            if loop.time() >= due:
+                due = loop.time() + status_seconds
+                yield None
 
 
 class LiveHub:
@@ -143,6 +154,18 @@ class LiveHub:
             self._equity.append((time, round(equity, 2)))
         if self._streams:
             self.publish("bar", {"bars": bars, "equity": round(equity, 2), "time": time})
+
+    def seed(self, store: BarStore) -> None:
+        """Start the charts with the bars the store holds (after warm-up), oldest first."""
+        for symbol in store.symbols:
+            window = store.window(symbol)
+            if window is None:
+                continue
+            ring = self._bars.setdefault(symbol, deque(maxlen=self.bars_per_symbol))
+            for i in range(len(window.timestamps)):
+                row = candle(bar_at(window, i))
+                if not ring or ring[-1]["time"] < row["time"]:
+                    ring.append(row)
 
     def publish(self, kind: str, fields: Mapping[str, Any]) -> None:
         """Encode once, queue on every stream; a stream whose queue is full is dropped."""

@@ -50,7 +50,7 @@ def live_routes(
         """Live updates: `status` first and every few seconds, then `bar`, `order`, `fill` and
         `notice` events as the daemon makes them; a client that falls behind is dropped."""
         yield ServerSentEvent(event="status", raw_data=snapshot(), retry=2_000)
-        async for item in opened.items(idle_seconds=cfg.events_status_seconds):
+        async for item in opened.items(status_seconds=cfg.events_status_seconds):
             if item is None:
                 yield ServerSentEvent(event="status", raw_data=snapshot())
             else:

@@ -39,18 +39,21 @@ def test_publish_when_one_stream_is_full_then_it_is_dropped_and_the_others_get_t
     async def run() -> None:
         async with LiveHub(queue_size=3) as hub:
             slow, fast = hub.open_stream(), hub.open_stream()
-            assert slow is not None and fast is not None
+            assert slow is not None
+            assert fast is not None
             for i in range(3):
                 hub.publish("order", {"n": i})
                 drain(fast)
             with structlog.testing.capture_logs() as logs:
                 hub.publish("order", {"n": 3})  # slow has 3 queued: full
-            assert slow.dropped and not fast.dropped
+            assert slow.dropped
+            assert not fast.dropped
             assert [e["event"] for e in logs] == ["dashboard.client_dropped"]
-            assert hub.stats.dropped_clients == 1 and hub.stats.clients == 1
+            assert hub.stats.dropped_clients == 1
+            assert hub.stats.clients == 1
             assert drain(fast) == [("order", {"n": 3})]
             # The dropped stream ends at once: its queue holds only the end marker.
-            assert [item async for item in slow.items(idle_seconds=5)] == []
+            assert [item async for item in slow.items(status_seconds=5)] == []
 
     asyncio.run(run())
 
@@ -59,7 +62,8 @@ def test_open_stream_when_max_clients_connected_then_refused_until_one_closes() 
     async def run() -> None:
         async with LiveHub(max_clients=2) as hub:
             first, second = hub.open_stream(), hub.open_stream()
-            assert first is not None and second is not None
+            assert first is not None
+            assert second is not None
             assert hub.open_stream() is None
             assert hub.stats.refused_clients == 1
             hub.close_stream(first)
@@ -80,7 +84,7 @@ def test_on_event_when_logged_from_a_worker_thread_then_reaches_streams_on_the_l
             )
             worker.start()
             worker.join()
-            item = await anext(stream.items(idle_seconds=5))
+            item = await anext(stream.items(status_seconds=5))
             assert item is not None
             kind, data = item
             assert kind == "fill"
@@ -95,7 +99,8 @@ def test_on_event_when_drift_detected_then_kept_as_last_drift_and_sent_as_notice
         async with LiveHub() as hub:
             stream = hub.open_stream()
             hub.on_event("model.drift_detected", {"max_psi": 0.4, "drifted": ["rsi_14"]})
-            assert hub.last_drift is not None and hub.last_drift["max_psi"] == 0.4
+            assert hub.last_drift is not None
+            assert hub.last_drift["max_psi"] == 0.4
             assert [kind for kind, _ in drain(stream)] == ["notice"]
 
     asyncio.run(run())
@@ -114,7 +119,8 @@ def test_on_batch_when_more_bars_than_the_ring_then_keeps_the_newest_ascending()
             assert hub.symbols() == ["A", "B"]
             assert [v for _, v in hub.equity(10)] == [1005.0, 1006.0, 1007.0]
             events = drain(stream)
-            assert len(events) == 9 and {k for k, _ in events} == {"bar"}
+            assert len(events) == 9
+            assert {k for k, _ in events} == {"bar"}
             assert events[-2][1]["equity"] == 1007.0
             assert [b["symbol"] for b in events[-2][1]["bars"]] == ["A", "B"]
 
@@ -130,7 +136,7 @@ def test_exit_when_streams_open_then_each_ends_and_the_sink_is_removed() -> None
             stream = hub.open_stream()
             assert hub.on_event in event_sinks()
         assert hub.on_event not in event_sinks()
-        assert [item async for item in stream.items(idle_seconds=5)] == []
+        assert [item async for item in stream.items(status_seconds=5)] == []
 
     asyncio.run(run())
 
@@ -140,7 +146,8 @@ def test_vendored_chart_library_when_read_then_matches_its_recorded_sha256_and_v
     assert hashlib.sha256(data).hexdigest() == VENDORED_SHA256
     assert b"Lightweight Charts\xe2\x84\xa2 v5.2.1" in data[:300]
     notes = (VENDOR / "VENDORED.md").read_text()
-    assert VENDORED_SHA256 in notes and "5.2.1" in notes
+    assert VENDORED_SHA256 in notes
+    assert "5.2.1" in notes
     assert "Apache License" in (VENDOR / "LICENSE-lightweight-charts").read_text()[:200]
 
 
@@ -152,12 +159,47 @@ def test_csp_when_library_adds_its_attribution_style_then_exactly_that_style_is_
     digest = base64.b64encode(hashlib.sha256(style.encode()).digest()).decode()
     assert digest == ATTRIBUTION_STYLE_SHA256, f"set ATTRIBUTION_STYLE_SHA256 = {digest!r}"
     assert f"'sha256-{digest}'" in CSP
-    assert "unsafe-inline" not in CSP and "unsafe-eval" not in CSP
+    assert "unsafe-inline" not in CSP
+    assert "unsafe-eval" not in CSP
 
 
 def test_page_when_read_then_has_no_inline_script_or_style_and_loads_only_local_assets() -> None:
     page = (STATIC / "index.html").read_text()
     assert not re.search(r"<script(?![^>]*\bsrc=)", page), "inline <script>"
-    assert "<style" not in page and " style=" not in page and " on" + "click=" not in page
+    assert "<style" not in page
+    assert " style=" not in page
+    assert " on" + "click=" not in page
     sources = re.findall(r'(?:src|href)="([^"]+)"', page)
-    assert sources and all(s.startswith("/") or s == "data:," for s in sources), sources
+    assert sources
+    assert all(s.startswith("/") or s == "data:," for s in sources), sources
+
+
+def test_seed_when_the_store_holds_warm_up_bars_then_the_charts_start_with_them() -> None:
+    from strategy.bars import BarStore, BarStoreConfig
+
+    store = BarStore(config=BarStoreConfig(window=4, bar_seconds=60))
+    for minute in range(6):
+        store.add(bar("A", minute, close=100.0 + minute))
+    store.add(bar("B", 0))  # fewer bars than a window: no chart yet
+    hub = LiveHub(bars_per_symbol=3)
+    hub.seed(store)
+    assert [b["close"] for b in hub.bars("A", 10)] == [103.0, 104.0, 105.0]
+    assert hub.bars("B", 10) == []
+
+
+def test_items_when_events_never_pause_then_status_snapshots_still_come_between_them() -> None:
+    async def run() -> list[object]:
+        async with LiveHub() as hub:
+            stream = hub.open_stream()
+            for i in range(3):
+                hub.publish("bar", {"n": i})
+            out: list[object] = []
+            async for item in stream.items(status_seconds=0.0):  # a snapshot always due
+                out.append(item if item is None else json.loads(item[1])["n"])
+                if len(out) >= 6:
+                    break
+            return out
+
+    out = asyncio.run(run())
+    assert [x for x in out if x is not None] == [0, 1, 2]
+    assert out.count(None) == 3

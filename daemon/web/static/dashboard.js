@@ -420,6 +420,7 @@
     state.waiting = null;
     for (const apply of waiting) apply();
     document.body.dataset.loaded = "true";
+    performance.mark("vlmtrader.painted"); // bench/bench_dashboard.py: first paint with the data
   }
   start().catch((error) => {
     $("control-result").className = "result bad";
