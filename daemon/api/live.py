@@ -124,6 +124,8 @@ class LiveHub:
         kind = EVENT_KINDS.get(name)
         if kind is None or self._loop is None:
             return
+        if not self._streams and name != "model.drift_detected":
+            return  # nobody is watching: nothing to copy (the drift report is kept regardless)
         fields = {k: v for k, v in event_dict.items() if not k.startswith("_")}
         fields["event"] = name
         if threading.get_ident() == self._loop_thread:

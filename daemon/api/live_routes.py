@@ -43,7 +43,8 @@ def live_routes(
         finally:
             hub.close_stream(opened)
 
-    @router.get("/events", response_class=EventSourceResponse)
+    # Not in the OpenAPI schema: a stream that never ends is nothing a client generator can call.
+    @router.get("/events", response_class=EventSourceResponse, include_in_schema=False)
     async def events(
         opened: Annotated[EventStream, Depends(stream)],
     ) -> AsyncIterator[ServerSentEvent]:

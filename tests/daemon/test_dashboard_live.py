@@ -97,9 +97,13 @@ def test_on_event_when_logged_from_a_worker_thread_then_reaches_streams_on_the_l
 def test_on_event_when_drift_detected_then_kept_as_last_drift_and_sent_as_notice() -> None:
     async def run() -> None:
         async with LiveHub() as hub:
+            hub.on_event("model.drift_detected", {"max_psi": 0.2})  # kept with nobody watching
+            assert hub.last_drift is not None
+            assert hub.last_drift["max_psi"] == 0.2
+            hub.on_event("order.submitted", {"symbol": "A"})  # nobody watching: dropped
+            assert hub.stats.events == 0
             stream = hub.open_stream()
             hub.on_event("model.drift_detected", {"max_psi": 0.4, "drifted": ["rsi_14"]})
-            assert hub.last_drift is not None
             assert hub.last_drift["max_psi"] == 0.4
             assert [kind for kind, _ in drain(stream)] == ["notice"]
 
