@@ -9,6 +9,7 @@ import json
 import re
 import threading
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import structlog
 
@@ -207,3 +208,45 @@ def test_items_when_events_never_pause_then_status_snapshots_still_come_between_
     out = asyncio.run(run())
     assert [x for x in out if x is not None] == [0, 1, 2]
     assert out.count(None) == 3
+
+
+def test_journal_reader_when_journal_missing_or_not_sqlite_then_input_error_names_the_file(
+    tmp_path: Path,
+) -> None:
+    import pytest
+
+    from daemon.api.journal_reader import JournalReader
+    from daemon.errors import InputError
+
+    missing = tmp_path / "none.sqlite"
+    with pytest.raises(
+        InputError, match=r"none\.sqlite: cannot be opened|none\.sqlite: read failed"
+    ):
+        asyncio.run(JournalReader(missing).orders(limit=5))
+    garbage = tmp_path / "garbage.sqlite"
+    garbage.write_bytes(b"not a database" * 100)
+    with pytest.raises(InputError, match=r"garbage\.sqlite: read failed"):
+        asyncio.run(JournalReader(garbage).rejections())
+
+
+def test_journal_reader_when_orders_journaled_then_newest_first_limited_and_by_symbol(
+    tmp_path: Path,
+) -> None:
+    from daemon.api.journal_reader import JournalReader
+    from daemon.journal import Journal
+    from strategy.types import Order, OrderStatus, OrderType, Side
+
+    path = tmp_path / "journal.sqlite"
+    with Journal(path) as journal:
+        orders = [
+            Order(client_order_id=f"T-{i}", symbol="AB"[i % 2], side=Side.BUY, quantity=1.0,
+                  order_type=OrderType.MARKET, status=OrderStatus.SUBMITTED, reason="test",
+                  created_ts=T0)
+            for i in range(5)
+        ]  # fmt: skip
+        journal.record(orders=orders)
+    reader = JournalReader(path)
+    newest = asyncio.run(reader.orders(limit=3))
+    assert [o["client_order_id"] for o in newest] == ["T-4", "T-3", "T-2"]
+    only_b = asyncio.run(reader.orders(limit=10, symbol="B"))
+    assert [o["client_order_id"] for o in only_b] == ["T-3", "T-1"]
