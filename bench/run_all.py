@@ -39,6 +39,7 @@ FULL: dict[str, list[str]] = {
     "model_build": ["--quick"],  # the full-size build is ~10 minutes a dataset: run it by hand
     "startup": [],
     "dashboard": [],
+    "explain": [],
 }
 QUICK: dict[str, list[str]] = {
     "journal": [],

@@ -18,6 +18,7 @@ from daemon.cli import (
     chart,
     config,
     dataset,
+    explain,
     ib,
     model,
     run,
@@ -26,7 +27,20 @@ from daemon.cli import (
     train,
 )
 
-_COMMANDS = (run, config, tail, chart, dataset, model, train, calibrate, backtest, ib, serve)
+_COMMANDS = (
+    run,
+    config,
+    tail,
+    chart,
+    dataset,
+    model,
+    train,
+    calibrate,
+    backtest,
+    ib,
+    serve,
+    explain,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

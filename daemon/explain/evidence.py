@@ -223,19 +223,21 @@ def explain_batch(
     top_k: int,
     analogs_k: int,
 ) -> list[Explanation]:
-    """One explanation per order of the batch (short form without evidence or for a symbol the
-    evidence lacks)."""
-    by_symbol: Mapping[str, Signal] = {s.symbol: s for s in signals}
+    """One explanation per order of the batch, matched to its window and signal by symbol and bar
+    close (short form without evidence, or for an order no window of the evidence decided)."""
+    by_key: Mapping[tuple[str, int], Signal] = {
+        (s.symbol, int(s.ts.timestamp())): s for s in signals
+    }
     pairs = order_decisions(decision)
-    rows: dict[str, int] = {}
+    rows: dict[tuple[str, int], int] = {}
     if evidence is not None:
-        rows = {w.symbol: i for i, w in enumerate(evidence.windows)}
-    explained = [(o, r, rows.get(o.symbol)) for o, r in pairs]
+        rows = {(w.symbol, int(w.timestamps[-1])): i for i, w in enumerate(evidence.windows)}
+    explained = [(o, r, rows.get(_key(o))) for o, r in pairs]
     wanted = sorted({i for _, _, i in explained if i is not None})
     contributions = _contributions(scorer, evidence, wanted)
     out: list[Explanation] = []
     for order, risk, i in explained:
-        signal = by_symbol.get(order.symbol)
+        signal = by_key.get(_key(order))
         if evidence is None or i is None:
             out.append(short_explanation(order, risk, signal, scorer))
             continue
@@ -255,6 +257,11 @@ def explain_batch(
             )
         )
     return out
+
+
+def _key(order: Order) -> tuple[str, int]:
+    """An order's window and signal: its symbol at the bar close it was decided on."""
+    return order.symbol, int(order.created_ts.timestamp())
 
 
 def _contributions(
