@@ -9,13 +9,17 @@ the page afresh, repeatedly, and reads the browser's own performance timeline:
                   `vlmtrader.painted` mark: charts, orders, equity, risk; after all its fetches)
   dom_ready_ms    navigation start -> DOMContentLoaded (the scripts parsed and run)
   transfer_kb     bytes the page fetched (HTML, CSS, JS, the chart library, the JSON)
-plus, over real HTTP, the median time of GET /api/orders?limit=1000 (all the bench's orders).
+plus, over real HTTP, the median time of GET /api/orders?limit=1000 (all the bench's orders), and
+what the dashboard adds to the daemon's own thread, per call, with 0 and 8 open /events streams:
+  sink_us_N       LiveHub.on_event for one order.submitted (the log sink, after the broker has it)
+  batch_us_N      LiveHub.on_batch for one 10-symbol batch (after the batch's orders are out)
 Usage: python bench/bench_dashboard.py [--orders 1000] [--symbols 10]
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import statistics
 import sys
 import tempfile
@@ -29,6 +33,8 @@ from harness import Session
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from daemon.api.live import LiveHub  # noqa: E402
+from strategy.types import Bar  # noqa: E402
 from tests.integration import browser  # noqa: E402
 from tests.integration.daemon_process import (  # noqa: E402
     DaemonProcess,
@@ -104,6 +110,44 @@ def first_paint(driver: Any, url: str) -> dict[str, float]:
     return {k: round(float(v), 2) for k, v in got.items() if v is not None}
 
 
+def hub_costs(symbols: int, *, calls: int = 20_000) -> dict[str, float]:
+    """Microseconds per LiveHub call on the daemon's loop, with no stream and with 8 streams
+    whose queues are emptied between rounds (as their responses would)."""
+    from datetime import UTC, datetime, timedelta
+
+    order = {"symbol": "SIM0", "client_order_id": "BENCH-1", "side": "buy", "quantity": 50.0,
+             "order_type": "market", "reason": "enter_long", "latency_ms": 1.0,
+             "level": "info", "timestamp": "2026-12-02T16:00:00Z"}  # fmt: skip
+    t0 = datetime(2026, 12, 2, tzinfo=UTC)
+
+    def batch(i: int) -> list[Bar]:
+        ts = t0 + timedelta(minutes=i)
+        return [Bar(symbol=f"SIM{s}", ts=ts, open=100.0, high=101.0, low=99.0, close=100.5,
+                    volume=1000.0) for s in range(symbols)]  # fmt: skip
+
+    batches = [batch(i) for i in range(calls // 10)]
+
+    async def run() -> dict[str, float]:
+        out: dict[str, float] = {}
+        for clients in (0, 8):
+            async with LiveHub(queue_size=100_000, max_clients=8, bars_per_symbol=500) as hub:
+                streams = [hub.open_stream() for _ in range(clients)]
+                started = time.perf_counter()
+                for _ in range(calls):
+                    hub.on_event("order.submitted", order)
+                out[f"sink_us_{clients}"] = (time.perf_counter() - started) / calls * 1e6
+                for stream in streams:
+                    while stream is not None and not stream.queue.empty():
+                        stream.queue.get_nowait()
+                started = time.perf_counter()
+                for b in batches:
+                    hub.on_batch(b, equity=100_000.0)
+                out[f"batch_us_{clients}"] = (time.perf_counter() - started) / len(batches) * 1e6
+        return {k: round(v, 2) for k, v in out.items()}
+
+    return asyncio.run(run())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--orders", type=int, default=1_000)
@@ -113,6 +157,13 @@ def main() -> None:
     if problem is not None:
         raise SystemExit(problem)
     with Session("dashboard") as bench, tempfile.TemporaryDirectory(prefix="bench-dash-") as tmp:
+
+        def costs() -> dict[str, float]:
+            got = hub_costs(args.symbols)
+            print("  ".join(f"{k} {v:.2f}" for k, v in got.items()), flush=True)
+            return got
+
+        bench.until_stable(costs, key="sink_us_8", prefix="hub_")
         work = Path(tmp)
         journaled = fill_journal(work, symbols=args.symbols, orders=args.orders)
         print(f"journal: {journaled} orders, {args.symbols} symbols", flush=True)
