@@ -145,13 +145,11 @@ class Daemon:
         if cfg.api.enabled:
             predictor = ModelPredictor(slot=self.scorers, lock=pipeline.score_lock)
             if cfg.api.dashboard:
-                self.live = await stack.enter_async_context(
-                    LiveHub(
-                        queue_size=cfg.api.events_queue,
-                        max_clients=cfg.api.events_clients,
-                        bars_per_symbol=cfg.api.chart_bars,
-                        equity_points=cfg.api.equity_points,
-                    )
+                self.live = LiveHub(
+                    queue_size=cfg.api.events_queue,
+                    max_clients=cfg.api.events_clients,
+                    bars_per_symbol=cfg.api.chart_bars,
+                    equity_points=cfg.api.equity_points,
                 )
             app = build_app(
                 controller=controller,
@@ -165,6 +163,8 @@ class Daemon:
                 journal_path=journal.path,
             )
             await stack.enter_async_context(ApiServer(config=cfg.api, app=app, health=self.health))
+            if self.live is not None:  # entered after the server: on stop, its streams end first
+                await stack.enter_async_context(self.live)
 
         resume = await warm_up(cfg, pipeline, journal, feed, warm_up_until, view.clock)
         if self.live is not None:  # the charts start with the bars warm-up loaded

@@ -105,14 +105,19 @@ class LiveHub:
         self._streams: set[EventStream] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: int | None = None
+        self._closed = False
 
     async def __aenter__(self) -> LiveHub:
+        self._closed = False
         self._loop = asyncio.get_running_loop()
         self._loop_thread = threading.get_ident()
         add_event_sink(self.on_event)
         return self
 
     async def __aexit__(self, *exc: object) -> None:
+        """End every stream (and refuse new ones), so the HTTP server's graceful stop need not
+        wait for them."""
+        self._closed = True
         remove_event_sink(self.on_event)
         for stream in list(self._streams):
             self._end(stream)
@@ -185,8 +190,8 @@ class LiveHub:
 
     # ---- the streams -----------------------------------------------------------------------------
     def open_stream(self) -> EventStream | None:
-        """A new stream, or None when max_clients are already connected."""
-        if len(self._streams) >= self.max_clients:
+        """A new stream, or None when max_clients are already connected or the hub has stopped."""
+        if self._closed or len(self._streams) >= self.max_clients:
             self.stats.refused_clients += 1
             return None
         stream = EventStream(self.queue_size)

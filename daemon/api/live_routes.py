@@ -37,7 +37,9 @@ def live_routes(
     async def stream() -> AsyncIterator[EventStream]:
         opened = hub.open_stream()
         if opened is None:
-            raise HTTPException(503, detail=f"{cfg.events_clients} event streams are open already")
+            raise HTTPException(
+                503, detail=f"{cfg.events_clients} event streams are open already, or stopping"
+            )
         try:
             yield opened
         finally:

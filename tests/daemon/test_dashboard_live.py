@@ -132,7 +132,9 @@ def test_on_batch_when_more_bars_than_the_ring_then_keeps_the_newest_ascending()
     asyncio.run(run())
 
 
-def test_exit_when_streams_open_then_each_ends_and_the_sink_is_removed() -> None:
+def test_exit_when_streams_open_then_each_ends_new_ones_are_refused_and_the_sink_is_removed() -> (
+    None
+):
     from daemon.log_setup import event_sinks
 
     async def run() -> None:
@@ -142,6 +144,7 @@ def test_exit_when_streams_open_then_each_ends_and_the_sink_is_removed() -> None
             assert hub.on_event in event_sinks()
         assert hub.on_event not in event_sinks()
         assert [item async for item in stream.items(status_seconds=5)] == []
+        assert hub.open_stream() is None  # a browser reconnecting while the daemon stops
 
     asyncio.run(run())
 
