@@ -24,6 +24,7 @@ from pathlib import Path
 from harness import Session, load_line
 
 from daemon.explain.config import ExplainConfig
+from daemon.explain.evidence import accepted
 from daemon.explain.values import CHARTS_DIR, EXPLAIN_DB
 from daemon.explain.worker import Explainer, ExplainJob
 from daemon.log_setup import configure_logging
@@ -32,7 +33,7 @@ from strategy.backtest.data import frame_batches, iter_windows
 from strategy.bars import BarStoreConfig, Window
 from strategy.kernel import BatchDecision
 from strategy.market_sim import SimMarketConfig, simulate_frame
-from strategy.types import Order, OrderIntent, OrderType, RiskDecision, Side
+from strategy.types import Order, OrderType, Side
 
 
 def windows_by_batch(symbols: int, batches: int, window: int) -> list[list[Window]]:
@@ -47,14 +48,21 @@ def windows_by_batch(symbols: int, batches: int, window: int) -> list[list[Windo
 
 
 def decision_for(windows: list[Window], batch: int) -> BatchDecision:
-    decisions, orders = [], []
-    for i, w in enumerate(windows):
-        ts = datetime.fromtimestamp(int(w.timestamps[-1]), tz=UTC)
-        intent = OrderIntent(symbol=w.symbol, ts=ts, side=Side.BUY, quantity=1.0)
-        decisions.append(RiskDecision(intent=intent, accepted=True))
-        orders.append(Order(client_order_id=f"B{batch}-{i}", symbol=w.symbol, side=Side.BUY,
-                            quantity=1.0, order_type=OrderType.MARKET, created_ts=ts))  # fmt: skip
-    return BatchDecision(decisions=decisions, orders=orders, cancels=[])
+    """Every window's symbol bought at its bar close (the worst case: all symbols trade)."""
+    at = [datetime.fromtimestamp(int(w.timestamps[-1]), tz=UTC) for w in windows]
+    return accepted(
+        [
+            Order(
+                client_order_id=f"B{batch}-{i}",
+                symbol=w.symbol,
+                side=Side.BUY,
+                quantity=1.0,
+                order_type=OrderType.MARKET,
+                created_ts=ts,
+            )
+            for i, (w, ts) in enumerate(zip(windows, at, strict=True))
+        ]
+    )
 
 
 def _bytes(path: Path) -> int:

@@ -40,6 +40,7 @@ FULL: dict[str, list[str]] = {
     "startup": [],
     "dashboard": [],
     "explain": [],
+    "search": [],  # builds its own small bundle from the simulator (a few minutes)
 }
 QUICK: dict[str, list[str]] = {
     "journal": [],

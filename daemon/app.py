@@ -32,6 +32,7 @@ from daemon.feeds.feed import Feed
 from daemon.journal import Journal
 from daemon.log_setup import add_event_sink, remove_event_sink
 from daemon.model.predict import ModelPredictor
+from daemon.model.search import DaemonSearch
 from daemon.model.slot import ModelSlot, daemon_slot
 from daemon.notify import Notifier, watchdog_interval_seconds
 from daemon.pipeline import Pipeline
@@ -122,7 +123,12 @@ class Daemon:
             pipeline.clock = lambda: datetime.now(UTC)
         self.scorers.attach(pipeline)
         pipeline.explainer = stack.enter_context(
-            Explainer(config=cfg.explain, state_dir=state_dir, bundle_for=scorers.bundle_for)
+            Explainer(
+                config=cfg.explain,
+                state_dir=state_dir,
+                bundle_for=scorers.bundle_for,
+                busy=lambda: pipeline.busy_since is not None,
+            )
         )
         restore_trading_state(pipeline, journal)
         halt_when_unreconciled(pipeline, report)
@@ -159,6 +165,9 @@ class Daemon:
                 config=cfg.api,
                 state_dir=state_dir,
                 analogs=scorers.analogs,
+                searcher=DaemonSearch(
+                    slot=self.scorers, store=pipeline.store, lock=pipeline.score_lock
+                ),
                 live=self.live,
                 journal_path=journal.path,
             )

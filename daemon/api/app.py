@@ -1,7 +1,7 @@
 """The FastAPI app: the body limit around three groups of routes, each in its own module:
-health, readiness, metrics and status (daemon/api/status.py), predict (daemon/api/predict.py) and
-operator commands (daemon/api/commands.py), and the web dashboard (daemon/api/dashboard.py, with
-its live events and JSON in daemon/api/live_routes.py)."""
+health, readiness, metrics and status (daemon/api/status.py), predict (daemon/api/predict.py),
+chart search (daemon/api/search.py) and operator commands (daemon/api/commands.py), and the web
+dashboard (daemon/api/dashboard.py, with its live events and JSON in daemon/api/live_routes.py)."""
 
 from __future__ import annotations
 
@@ -23,6 +23,7 @@ from daemon.api.live import LiveHub
 from daemon.api.live_routes import live_routes
 from daemon.api.metrics import Metrics
 from daemon.api.predict import Predictor, PredictRequest, predict_routes
+from daemon.api.search import Searcher, search_routes
 from daemon.api.status import status_routes
 from daemon.control import Controller
 
@@ -36,6 +37,7 @@ def build_app(
     config: ApiConfig | None = None,
     state_dir: Path | None = None,
     analogs: Callable[[], Any] | None = None,
+    searcher: Searcher | None = None,
     live: LiveHub | None = None,
     journal_path: Path | None = None,
 ) -> FastAPI:
@@ -54,6 +56,7 @@ def build_app(
     app.add_middleware(BodyLimit, max_bytes=cfg.max_body_bytes)
     app.include_router(status_routes(control=control, metrics=metrics))
     app.include_router(predict_routes(predictor=predictor, cfg=cfg))
+    app.include_router(search_routes(searcher=searcher))
     app.include_router(command_routes(controller=controller, authorized=authorized, cfg=cfg))
     if state_dir is not None:
         app.include_router(explain_routes(state_dir=state_dir, analogs=analogs))

@@ -22,6 +22,7 @@ from daemon.cli import (
     ib,
     model,
     run,
+    search,
     serve,
     tail,
     train,
@@ -40,6 +41,7 @@ _COMMANDS = (
     ib,
     serve,
     explain,
+    search,
 )
 
 

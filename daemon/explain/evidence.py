@@ -29,7 +29,7 @@ from daemon.explain.values import (
 )
 from strategy.kernel import BatchDecision
 from strategy.ml_scorer import Evidence
-from strategy.types import Order, RiskDecision, Signal
+from strategy.types import Order, OrderIntent, RiskDecision, Signal
 
 PutChart = Callable[[bytes], str]
 
@@ -69,6 +69,26 @@ def order_decisions(decision: BatchDecision) -> list[tuple[Order, RiskDecision]]
     accepted intent that is not a cancel, in order)."""
     accepted = [d for d in decision.decisions if d.accepted and not d.intent.is_cancel]
     return list(zip(decision.orders, accepted, strict=False))
+
+
+def accepted(orders: Sequence[Order]) -> BatchDecision:
+    """A batch decision in which risk accepted exactly these orders (a backtest's, a bench's)."""
+    decisions = [
+        RiskDecision(
+            intent=OrderIntent(
+                symbol=o.symbol,
+                ts=o.created_ts,
+                side=o.side,
+                quantity=o.quantity,
+                order_type=o.order_type,
+                limit_price=o.limit_price,
+                reason=o.reason,
+            ),
+            accepted=True,
+        )
+        for o in orders
+    ]
+    return BatchDecision(decisions=decisions, orders=list(orders), cancels=[])
 
 
 def chart_row(chunks: Sequence[npt.NDArray[np.uint8]], row: int) -> npt.NDArray[np.uint8] | None:
@@ -297,15 +317,9 @@ def _full(
     probabilities = {m: _finite(float(p[i])) for m, p in evidence.probabilities.items()}
     xgb = getattr(scorer, "xgb", None)
     names = xgb.feature_names if xgb is not None else ()
-    p_up = fused.p_up if fused is not None else (signal.p_up if signal is not None else 0.5)
-    return Explanation(
-        client_order_id=order.client_order_id,
-        symbol=order.symbol,
-        ts=order.created_ts,
-        side=str(order.side),
-        quantity=order.quantity,
-        reason=order.reason,
-        scorer=signal.scorer if signal is not None else str(getattr(scorer, "name", "ml")),
+    short = short_explanation(order, risk, signal, scorer)
+    return msgspec.structs.replace(
+        short,
         bundle_id=view.bundle_id if view is not None else None,
         spec_hash=view.spec_hash if view is not None else None,
         chart=_chart(view, seen, evidence.windows[i], put_chart)
@@ -318,13 +332,11 @@ def _full(
         else [],
         contributions=top_contributions(names, contributions, top_k) if len(contributions) else [],
         fusion=FusionView(
-            describe=_describe(scorer),
+            describe=short.fusion.describe,
             weights=dict(evidence.weights),
             probabilities={m: p for m, p in probabilities.items() if p is not None},
-            p_up=p_up,
-            disagreement=fused.disagreement if fused is not None else 0.0,
-            entropy=fused.entropy if fused is not None else 0.0,
+            p_up=fused.p_up if fused is not None else short.fusion.p_up,
+            disagreement=fused.disagreement if fused is not None else short.fusion.disagreement,
+            entropy=fused.entropy if fused is not None else short.fusion.entropy,
         ),
-        risk=_risk(risk),
-        reasons=signal.reasons if signal is not None else (),
     )

@@ -14,16 +14,15 @@ import msgspec
 
 from daemon.explain.charts import ChartStore
 from daemon.explain.config import ExplainConfig
-from daemon.explain.evidence import bundle_view, explain_batch
+from daemon.explain.evidence import accepted, bundle_view, explain_batch
 from daemon.explain.page import html_page
 from daemon.explain.values import CHARTS_DIR, Explanation
 from strategy.backtest.compare import StrategyResult
 from strategy.backtest.data import iter_windows
 from strategy.backtest.metrics import Trade
 from strategy.bars import BarStoreConfig, Window
-from strategy.kernel import BatchDecision
 from strategy.ml_scorer import MLScorer
-from strategy.types import Bar, Fill, Order, OrderIntent, RiskDecision, Signal
+from strategy.types import Bar, Fill, Order, Signal
 
 EXPLAIN_DIR = "explain"  # under the report directory
 SCORE_CHUNK = 64
@@ -137,26 +136,10 @@ def _explain_chunk(
         scorer=scorer,
         evidence=scorer.evidence,
         signals=list(ran.values()),
-        decision=BatchDecision(
-            decisions=[RiskDecision(intent=_intent(o), accepted=True) for _, o in chunk],
-            orders=[o for _, o in chunk],
-            cancels=[],
-        ),
+        decision=accepted([o for _, o in chunk]),
         view=view,
         put_chart=charts.put,
         top_k=config.top_k,
         analogs_k=config.analogs_k,
     )
     return [(by_order[d.client_order_id], d) for d in docs]
-
-
-def _intent(order: Order) -> OrderIntent:
-    return OrderIntent(
-        symbol=order.symbol,
-        ts=order.created_ts,
-        side=order.side,
-        quantity=order.quantity,
-        order_type=order.order_type,
-        limit_price=order.limit_price,
-        reason=order.reason,
-    )

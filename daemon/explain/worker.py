@@ -29,6 +29,11 @@ from strategy.types import Signal
 log = structlog.get_logger("daemon.explain")
 
 PRUNE_EVERY = 200  # explained orders between two retention passes
+# While a batch is on its way to the broker the worker waits (polling every YIELD_SECONDS), at most
+# MAX_DEFER_SECONDS per batch: a feed that never pauses (a replay at full speed) still gets its
+# explanations, a live one's are written between bars.
+YIELD_SECONDS = 0.002
+MAX_DEFER_SECONDS = 0.5
 _STOP = object()
 
 
@@ -52,7 +57,8 @@ class Explainer:
     """Context manager: opens the store, starts the thread; on exit drains what is queued and stops.
 
     bundle_for(scorer) is the loaded bundle that scorer serves from (None: no chart, texts or
-    analogs; a swapped-out scorer's batch gets its contributions and fusion only)."""
+    analogs; a swapped-out scorer's batch gets its contributions and fusion only). busy() is true
+    while the pipeline is inside a batch: the worker starts a batch's explanations between two."""
 
     def __init__(
         self,
@@ -60,11 +66,15 @@ class Explainer:
         config: ExplainConfig,
         state_dir: Path,
         bundle_for: Callable[[Any], Any] | None = None,
+        busy: Callable[[], bool] | None = None,
+        max_defer_seconds: float = MAX_DEFER_SECONDS,
     ) -> None:
         self.config = config
         self.store = ExplanationStore(path=Path(state_dir) / EXPLAIN_DB)
         self.charts = ChartStore(directory=Path(state_dir) / CHARTS_DIR)
         self.bundle_for = bundle_for or (lambda _scorer: None)
+        self.busy = busy or (lambda: False)  # the pipeline is inside a batch: keep off the GIL
+        self.max_defer_seconds = max_defer_seconds
         self.stats = ExplainStats()
         self.enabled = config.enabled
         self._pending = 0  # batches queued or being explained
@@ -145,9 +155,16 @@ class Explainer:
             if job is _STOP:
                 return
             try:
+                self._defer()
                 self.explain(job)
             finally:
                 self._finished()
+
+    def _defer(self) -> None:
+        """Wait while the pipeline is inside a batch (at most max_defer_seconds)."""
+        deadline = time.monotonic() + self.max_defer_seconds
+        while self.busy() and time.monotonic() < deadline:
+            time.sleep(YIELD_SECONDS)
 
     def explain(self, job: ExplainJob) -> None:
         """Explain and store one batch's orders (the worker calls it; the bench may call it too)."""

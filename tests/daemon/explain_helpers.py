@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -16,14 +16,14 @@ from daemon.explain.worker import Explainer
 from daemon.journal import Journal
 from daemon.model.active import ActiveModel, LoadOptions, load_active
 from daemon.pipeline import Pipeline
-from strategy.bars import BarStore, BarStoreConfig
+from strategy.bars import BarStore, BarStoreConfig, Window
 from strategy.book import Book
 from strategy.market_sim import MarketSimulator, SimMarketConfig
 from strategy.risk import RiskConfig, RiskEngine
 from strategy.scoring import Scorer
 from strategy.sim_broker import SimBrokerConfig
 from strategy.target_strategy import StrategyConfig, TargetStrategy
-from strategy.types import Bar
+from strategy.types import Bar, Order, OrderType, Side
 
 START = datetime(2026, 3, 2, 14, 0, tzinfo=UTC)
 WINDOW = 32
@@ -78,7 +78,12 @@ def explained_pipeline(
         if explain is None:
             yield pipeline
         else:
-            with Explainer(config=explain, state_dir=directory, bundle_for=bundle_for) as ex:
+            with Explainer(
+                config=explain,
+                state_dir=directory,
+                bundle_for=bundle_for,
+                busy=lambda: pipeline.busy_since is not None,
+            ) as ex:
                 pipeline.explainer = ex
                 yield pipeline
     finally:
@@ -127,3 +132,18 @@ def planted_bundle() -> Path:
         bootstrap(planted_config(), out)
         _PLANTED_BUILT.append(out)
     return _PLANTED_BUILT[0]
+
+
+def buy_orders(windows: Sequence[Window], prefix: str) -> list[Order]:
+    """One market buy per window, decided at its bar close (ids prefix-0, prefix-1, ...)."""
+    return [
+        Order(
+            client_order_id=f"{prefix}-{i}",
+            symbol=w.symbol,
+            side=Side.BUY,
+            quantity=1.0,
+            order_type=OrderType.MARKET,
+            created_ts=datetime.fromtimestamp(int(w.timestamps[-1]), tz=UTC),
+        )
+        for i, w in enumerate(windows)
+    ]

@@ -59,3 +59,13 @@ def test_load_when_analog_file_damaged_then_bundle_refused_in_one_line(tmp_path:
     with pytest.raises(BundleUnusable, match=r"analogs/charts\.bin does not match its sha256") as e:
         load_bundle(broken)
     assert "\n" not in str(e.value)
+
+
+def test_model_info_when_bundle_has_analogs_then_says_rows_and_cap(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from daemon.cli import main
+
+    assert main(["model", "info", str(quick_bundle())]) == 0
+    rows = read_card(quick_bundle()).stages["analogs"]["rows"]
+    assert f"analogs:     {rows} training charts (cap 5000)" in capsys.readouterr().out

@@ -4,7 +4,6 @@ journal, the paper venue, the explainer's thread, its own store and chart files.
 from __future__ import annotations
 
 import threading
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +13,7 @@ import structlog
 
 from daemon.cli import main as cli_main
 from daemon.explain.config import ExplainConfig
+from daemon.explain.evidence import accepted
 from daemon.explain.store import read_explanation
 from daemon.explain.values import CHARTS_DIR, EXPLAIN_DB
 from daemon.explain.worker import Explainer
@@ -22,8 +22,15 @@ from strategy.backtest.data import iter_windows
 from strategy.bars import BarStoreConfig
 from strategy.kernel import BatchDecision
 from strategy.rule_scorer import RuleScorer, RuleScorerConfig
-from strategy.types import Order, OrderIntent, OrderType, RiskDecision, Side, Signal
-from tests.daemon.explain_helpers import WINDOW, explained_pipeline, market, ml_model, run
+from strategy.types import Signal
+from tests.daemon.explain_helpers import (
+    WINDOW,
+    buy_orders,
+    explained_pipeline,
+    market,
+    ml_model,
+    run,
+)
 from tests.daemon.ml_helpers import quick_bundle
 from vlm_engine.render.png import decode_png
 
@@ -135,15 +142,8 @@ def _batch(model: ActiveModel, n: int) -> tuple[Any, list[Signal], BatchDecision
     ]
     windows = windows[-n:]
     signals = model.scorer.score(windows)
-    decisions, orders = [], []
-    for i, w in enumerate(windows):
-        ts = datetime.fromtimestamp(int(w.timestamps[-1]), tz=UTC)
-        intent = OrderIntent(symbol=w.symbol, ts=ts, side=Side.BUY, quantity=1.0)
-        decisions.append(RiskDecision(intent=intent, accepted=True))
-        orders.append(Order(client_order_id=f"B-{i}", symbol=w.symbol, side=Side.BUY,
-                            quantity=1.0, order_type=OrderType.MARKET, created_ts=ts))  # fmt: skip
     evidence = getattr(model.scorer, "evidence", None)
-    return evidence, signals, BatchDecision(decisions=decisions, orders=orders, cancels=[])
+    return evidence, signals, accepted(buy_orders(windows, "B"))
 
 
 def test_explainer_when_backlog_is_full_then_batches_are_dropped_and_counted(
@@ -174,6 +174,33 @@ def test_explainer_when_backlog_is_full_then_batches_are_dropped_and_counted(
     dropped = [e for e in logs if e["event"] == "explain.dropped"]
     assert sum(e["orders"] for e in dropped) == stats.dropped
     assert read_explanation(tmp_path / EXPLAIN_DB, "B-1") is not None
+
+
+def test_explainer_when_pipeline_busy_then_waits_for_the_batch_to_end(
+    model: ActiveModel, tmp_path: Path
+) -> None:
+    polled = threading.Event()
+    inside_batch = threading.Event()
+    inside_batch.set()
+
+    def busy() -> bool:
+        polled.set()
+        return inside_batch.is_set()
+
+    evidence, signals, decision = _batch(model, 1)
+    with Explainer(
+        config=ExplainConfig(),
+        state_dir=tmp_path,
+        bundle_for=lambda _s: model.bundle,
+        busy=busy,
+        max_defer_seconds=120,
+    ) as explainer:
+        explainer.submit(scorer=model.scorer, evidence=evidence, signals=signals, decision=decision)
+        assert polled.wait(30)
+        assert read_explanation(tmp_path / EXPLAIN_DB, "B-0") is None  # deferred, not written
+        inside_batch.clear()
+        assert explainer.wait_idle(60)
+    assert read_explanation(tmp_path / EXPLAIN_DB, "B-0") is not None
 
 
 def test_explain_when_rule_scorer_then_short_explanation_without_chart(tmp_path: Path) -> None:

@@ -7,13 +7,11 @@ from datetime import UTC, datetime
 
 import numpy as np
 
-from daemon.explain.evidence import bundle_view, explain_batch
+from daemon.explain.evidence import accepted, bundle_view, explain_batch
 from strategy.backtest.data import frame_batches, iter_windows
 from strategy.bars import BarStoreConfig
-from strategy.kernel import BatchDecision
 from strategy.market_sim import SimMarketConfig, simulate_frame
-from strategy.types import Order, OrderIntent, OrderType, RiskDecision, Side
-from tests.daemon.explain_helpers import PLANTED, WINDOW, ml_model, planted_bundle
+from tests.daemon.explain_helpers import PLANTED, WINDOW, buy_orders, ml_model, planted_bundle
 
 
 def test_explanation_when_pattern_planted_then_top_texts_and_analogs_name_it() -> None:
@@ -34,13 +32,7 @@ def test_explanation_when_pattern_planted_then_top_texts_and_analogs_name_it() -
     ]
     assert len(windows) >= 40
     signals = model.scorer.score(windows)
-    orders, decisions = [], []
-    for i, w in enumerate(windows):
-        ts = datetime.fromtimestamp(int(w.timestamps[-1]), tz=UTC)
-        intent = OrderIntent(symbol=w.symbol, ts=ts, side=Side.BUY, quantity=1.0)
-        decisions.append(RiskDecision(intent=intent, accepted=True))
-        orders.append(Order(client_order_id=f"P-{i}", symbol=w.symbol, side=Side.BUY,
-                            quantity=1.0, order_type=OrderType.MARKET, created_ts=ts))  # fmt: skip
+    orders = buy_orders(windows, "P")
     # One window per symbol per scoring call in the daemon; here each window is its own batch.
     top1 = top3 = analog_hits = analog_total = 0
     view = bundle_view(model.bundle)
@@ -50,7 +42,7 @@ def test_explanation_when_pattern_planted_then_top_texts_and_analogs_name_it() -
             scorer=model.scorer,
             evidence=getattr(model.scorer, "evidence", None),
             signals=[signals[i]],
-            decision=BatchDecision(decisions=[decisions[i]], orders=[orders[i]], cancels=[]),
+            decision=accepted([orders[i]]),
             view=view,
             put_chart=lambda png: "0" * 64,
             top_k=3,

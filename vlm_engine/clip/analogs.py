@@ -180,7 +180,7 @@ def sample_rows(count: int, cap: int, *, seed: int) -> npt.NDArray[np.int64]:
 def png_bytes(image: npt.NDArray[np.uint8], *, compress_level: int = 9) -> bytes:
     """Plain PNG bytes of one HxWx3 uint8 chart (no text chunks: the index holds its facts)."""
     buf = io.BytesIO()
-    Image.fromarray(image).save(buf, format="PNG", compress_level=compress_level, optimize=True)
+    Image.fromarray(image).save(buf, format="PNG", compress_level=compress_level)
     return buf.getvalue()
 
 
