@@ -168,6 +168,12 @@ def test_explanation_when_an_order_is_clicked_then_opens_with_its_chart_image(si
     )
     assert texts == [t["text"] for t in doc["texts"]]
     assert texts
+    # The quick bundle holds an analog index: each analog shows its training chart and outcome.
+    assert doc["analogs"]
+    loaded = site.wait("[...document.querySelectorAll('#explain-analogs img')].length === "
+                       f"{len(doc['analogs'])} && [...document.querySelectorAll('#explain-analogs img')]"
+                       ".every((i) => i.complete && i.naturalWidth > 0)", what="analog images")  # fmt: skip
+    assert loaded
     site.shot("dashboard-explanation")
     assert browser.console_errors(site.driver) == []
 
