@@ -20,6 +20,7 @@ import structlog
 from daemon import operator_actions, trade_gate
 from daemon.api.app import build_app
 from daemon.api.auth import token_from_env
+from daemon.api.live import LiveHub
 from daemon.api.metrics import Metrics
 from daemon.api.server import ApiServer
 from daemon.bus.publisher import MqttBus
@@ -76,6 +77,7 @@ class Daemon:
         self._reload_lock = asyncio.Lock()
         self._reload_task: asyncio.Task[None] | None = None
         self.last_reload: ReloadReport | None = None
+        self.live: LiveHub | None = None  # the dashboard's live view (with the HTTP API)
 
     # ---- lifecycle ----------------------------------------------------------------------------
     async def run(self) -> int:
@@ -148,6 +150,13 @@ class Daemon:
             metrics.track_bus(lambda: bus.stats, lambda: bus.connected)
         if cfg.api.enabled:
             predictor = ModelPredictor(slot=self.scorers, lock=pipeline.score_lock)
+            if cfg.api.dashboard:
+                self.live = LiveHub(
+                    queue_size=cfg.api.events_queue,
+                    max_clients=cfg.api.events_clients,
+                    bars_per_symbol=cfg.api.chart_bars,
+                    equity_points=cfg.api.equity_points,
+                )
             app = build_app(
                 controller=controller,
                 metrics=metrics,
@@ -159,10 +168,16 @@ class Daemon:
                 searcher=DaemonSearch(
                     slot=self.scorers, store=pipeline.store, lock=pipeline.score_lock
                 ),
+                live=self.live,
+                journal_path=journal.path,
             )
             await stack.enter_async_context(ApiServer(config=cfg.api, app=app, health=self.health))
+            if self.live is not None:  # entered after the server: on stop, its streams end first
+                await stack.enter_async_context(self.live)
 
         resume = await warm_up(cfg, pipeline, journal, feed, warm_up_until, view.clock)
+        if self.live is not None:  # the charts start with the bars warm-up loaded
+            self.live.seed(pipeline.store)
         await self.scorers.start(stack)
         self._install_signal_handlers()
         tune_gc()
@@ -213,6 +228,8 @@ class Daemon:
                 trade_gate.report(verdict, gate, pipeline.journal, batch[0].ts)
                 await pipeline.on_warm_up_bars(verdict.warm)
                 await pipeline.on_bars(verdict.trade)
+            if self.live is not None:  # after the batch's orders are out
+                self.live.on_batch(batch, equity=pipeline.book.equity())
             if self.stopping.is_set():
                 break
         log.info("feed.ended")
