@@ -20,7 +20,7 @@ import numpy.typing as npt
 from strategy.bars import FloatArray, Window
 from strategy.drift import DriftMonitor, DriftReport
 from strategy.features import FeatureEngine
-from strategy.fusion import FUSED, Fused, FusionEngine
+from strategy.fusion import Fused, FusionEngine
 from strategy.scoring import rejected_signal
 from strategy.types import Signal
 from vlm_engine.xgb.model import XgbModel
@@ -81,6 +81,17 @@ def _spread(values: FloatArray, rows: npt.NDArray[np.intp], n: int) -> FloatArra
     out = np.full((n, *values.shape[1:]), np.nan, dtype=np.float64)
     out[rows] = values
     return out
+
+
+class PendingReasons(msgspec.Struct, frozen=True, kw_only=True):
+    """The rows of one batch still to be explained (signal index rows, XGBoost inputs x) and how:
+    the top reasons are each row's largest pred_contribs, 'feature+' (toward up) or 'feature-'."""
+
+    model: XgbModel
+    rows: npt.NDArray[np.intp]
+    x: FloatArray
+    top: int
+    approximate: bool
 
 
 class MLScorer:
@@ -164,23 +175,34 @@ class MLScorer:
     def score(self, windows: Sequence[Window]) -> list[Signal]:
         """One Signal per window: fused probability with disagreement, entropy and top reasons; a
         window with out-of-range features gets a rejected signal naming them (the rest go on)."""
+        signals, pending = self.score_deferred(windows)
+        return self.add_reasons(signals, pending)
+
+    def score_deferred(
+        self, windows: Sequence[Window]
+    ) -> tuple[list[Signal], PendingReasons | None]:
+        """score() without the top reasons, and what add_reasons() needs to attach them: the live
+        path sends its orders first (the reasons are XGBoost's pred_contribs, a second pass over
+        the trees). Probabilities and confidences are those of score()."""
         if not windows:
-            return []
+            return [], None
         x, probs = self.model_rows(windows)
         usable = usable_rows(x)
+        n = len(windows)
+        rows = np.flatnonzero(usable)
+        confidences = np.zeros(n)
+        fused_rows: list[Fused | None] = [None] * n
+        if rows.size:
+            closes = np.array([w.close[-1] for w in windows], dtype=np.float64)
+            fused = self.fusion.fuse_observe(
+                [windows[i].symbol for i in rows.tolist()],
+                closes[rows],
+                {m: p[rows] for m, p in probs.items()},
+            )
+            for i, one in zip(rows.tolist(), fused, strict=True):
+                fused_rows[i] = one
+                confidences[i] = one.confidence
         signals: list[Signal] = []
-        confidences = np.zeros(len(windows))
-        fused_rows: list[Fused | None] = []
-        for i, w in enumerate(windows):
-            if not usable[i]:
-                fused_rows.append(None)
-                continue
-            row = {m: float(p[i]) for m, p in probs.items()}
-            fused = self.fusion.fuse(row, symbol=w.symbol)
-            self.fusion.observe(w.symbol, float(w.close[-1]), {**row, FUSED: fused.p_up})
-            confidences[i] = fused.confidence
-            fused_rows.append(fused)
-        reasons = self._reasons(x, confidences)
         for i, (w, done) in enumerate(zip(windows, fused_rows, strict=True)):
             if done is None:
                 signals.append(rejected_signal(w, self.name, self._out_of_range(x[i], w)))
@@ -192,17 +214,28 @@ class MLScorer:
                     p_up=done.p_up,
                     confidence=done.confidence if math.isfinite(done.confidence) else 0.0,
                     scorer=self.name,
-                    reasons=reasons[i],
                     disagreement=done.disagreement,
                     entropy=done.entropy,
                 )
             )
-        if self.drift is not None and usable.any():
+        if self.drift is not None and rows.size:
             self.drift.observe(np.hstack([x, confidences[:, None]])[usable])
             report = self.drift.check(windows[-1].ts)
             if report is not None:
                 self.drift_reports.append(report)
-        return signals
+        return signals, self._pending_reasons(x, confidences)
+
+    def add_reasons(self, signals: list[Signal], pending: PendingReasons | None) -> list[Signal]:
+        """The signals of score_deferred() with their top reasons, as score() returns them
+        (stateless: safe after the orders are out, whatever the scorer did since)."""
+        if pending is None:
+            return signals
+        out = list(signals)
+        explained = pending.model.explain(pending.x, pending.top, approximate=pending.approximate)
+        for i, top in zip(pending.rows.tolist(), explained, strict=True):
+            reasons = tuple(f"{name}{'+' if value > 0 else '-'}" for name, value in top)
+            out[i] = msgspec.structs.replace(out[i], reasons=reasons)
+        return out
 
     def _out_of_range(self, row: FloatArray, window: Window) -> str:
         """'non_finite_features:<first names>' for one rejected row."""
@@ -218,17 +251,17 @@ class MLScorer:
         reports, self.drift_reports = self.drift_reports, []
         return reports
 
-    def _reasons(self, x: FloatArray, confidences: FloatArray) -> list[tuple[str, ...]]:
-        """Top XGBoost contributions (pred_contribs) of confident rows, as 'feature+' / 'feature-'."""
-        out: list[tuple[str, ...]] = [()] * x.shape[0]
+    def _pending_reasons(self, x: FloatArray, confidences: FloatArray) -> PendingReasons | None:
+        """The rows add_reasons() explains: the confident ones (top XGBoost contributions)."""
         if self.xgb is None or self.mode == "clip" or self.explain_top <= 0:
-            return out
+            return None
         rows = np.flatnonzero(confidences > 0)
         if rows.size == 0:
-            return out
-        explained = self.xgb.explain(
-            x[rows], self.explain_top, approximate=not self.exact_explanations
+            return None
+        return PendingReasons(
+            model=self.xgb,
+            rows=rows,
+            x=x[rows],
+            top=self.explain_top,
+            approximate=not self.exact_explanations,
         )
-        for i, top in zip(rows.tolist(), explained, strict=True):
-            out[i] = tuple(f"{name}{'+' if value > 0 else '-'}" for name, value in top)
-        return out

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Sequence
+from typing import Any
 
 import msgspec
 import structlog
@@ -25,36 +26,60 @@ log = structlog.get_logger("daemon.model")
 
 
 class ScoredBatch(msgspec.Struct, frozen=True, kw_only=True):
-    """One scoring call's signals and how long it took (render_seconds: the charts CLIP drew)."""
+    """One scoring call's signals and how long it took (render_seconds: the charts CLIP drew);
+    pending_reasons: when the call deferred them, what add_reasons_off_loop() attaches to the
+    signals once the orders are out (the signals carry none until then)."""
 
     signals: list[Signal]
     scorer: str
     seconds: float
     render_seconds: float = 0.0
+    pending_reasons: Any = None
 
 
-def score_windows(scorer: Scorer, windows: Sequence[Window]) -> ScoredBatch:
-    """Score windows and time it (blocking for a model: run it in a thread)."""
+def score_windows(
+    scorer: Scorer, windows: Sequence[Window], *, defer_reasons: bool = False
+) -> ScoredBatch:
+    """Score windows and time it (blocking for a model: run it in a thread). defer_reasons: a
+    scorer that can (MLScorer.score_deferred) leaves the top reasons for add_reasons_off_loop()."""
     vision = getattr(scorer, "vision", None)
     drawn = float(getattr(vision, "render_seconds", 0.0))
+    deferred = getattr(scorer, "score_deferred", None) if defer_reasons else None
+    pending = None
     started = time.perf_counter()
-    signals = scorer.score(windows)
+    if deferred is not None:
+        signals, pending = deferred(windows)
+    else:
+        signals = scorer.score(windows)
     seconds = time.perf_counter() - started
     rendered = float(getattr(vision, "render_seconds", 0.0)) - drawn
     return ScoredBatch(
-        signals=signals, scorer=scorer.name, seconds=seconds, render_seconds=max(rendered, 0.0)
+        signals=signals,
+        scorer=scorer.name,
+        seconds=seconds,
+        render_seconds=max(rendered, 0.0),
+        pending_reasons=pending,
     )
 
 
 async def score_off_loop(
-    scorer: Scorer, windows: Sequence[Window], lock: asyncio.Lock
+    scorer: Scorer, windows: Sequence[Window], lock: asyncio.Lock, *, defer_reasons: bool = False
 ) -> ScoredBatch:
     """score_windows for the event loop: a blocking scorer runs in a thread under the lock that
     keeps its fusion and drift state to one caller; the rule scorer runs inline."""
     if not scorer.blocking:
         return score_windows(scorer, windows)
     async with lock:
-        return await asyncio.to_thread(score_windows, scorer, windows)
+        return await asyncio.to_thread(score_windows, scorer, windows, defer_reasons=defer_reasons)
+
+
+async def add_reasons_off_loop(scorer: Scorer, batch: ScoredBatch) -> list[Signal]:
+    """The batch's signals with the reasons score_windows(defer_reasons=True) left out,
+    computed in a thread (stateless: no lock); the signals as they are when none were deferred."""
+    if batch.pending_reasons is None:
+        return batch.signals
+    add = scorer.add_reasons  # type: ignore[attr-defined]  # only a scorer that deferred them
+    return await asyncio.to_thread(add, batch.signals, batch.pending_reasons)  # type: ignore[no-any-return]
 
 
 def log_scored(scorer: Scorer, batch: ScoredBatch) -> None:
