@@ -20,7 +20,7 @@ import structlog
 from daemon.execution.base import ExecutionClient
 from daemon.journal import Journal
 from daemon.latency import LatencyRecorder
-from daemon.model.scoring import ScoredBatch, add_reasons_off_loop, log_scored, score_off_loop
+from daemon.model.scoring import ScoredBatch, finish_off_loop, log_scored, score_off_loop
 from daemon.model.shadow import ShadowRunner
 from strategy.bars import BarStore, Window
 from strategy.book import Book
@@ -138,13 +138,13 @@ class Pipeline:
         # Write-ahead: the orders are committed before the broker sees them; the rest of the
         # batch is group-committed off the order path.
         rows = kernel.journal_rows(intake, signals, decision)
-        deferred = scored.pending_reasons is not None
+        deferred = scored.deferred is not None
         if deferred:  # journaled below, with their reasons, once the orders are out
             rows["signals"] = []
         self.journal.record_orders_ahead(**rows)
         await self._send(decision, arrived)
-        if deferred:
-            signals = await add_reasons_off_loop(scorer, scored)
+        if deferred:  # the top reasons and the drift update: nothing the orders wait for
+            signals = await finish_off_loop(scorer, scored, self.score_lock)
             self.journal.record_orders_ahead(signals=[s for s in signals if s.confidence > 0])
         # Log lines are not on the order path: written once the orders are at the broker.
         self._log_intake(intake)
@@ -194,7 +194,7 @@ class Pipeline:
     async def _score(self, scorer: Scorer, windows: Sequence[Window]) -> ScoredBatch:
         if not windows:
             return ScoredBatch(signals=[], scorer=scorer.name, seconds=0.0)
-        # The top reasons (a second pass over the trees) are computed after the orders are out.
+        # The top reasons (a second pass over the trees) and the drift update come after the orders.
         scored = await score_off_loop(scorer, windows, self.score_lock, defer_reasons=True)
         self.stats.signals += len(scored.signals)
         return scored

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Literal, Protocol
 
 import msgspec
@@ -83,15 +84,14 @@ def _spread(values: FloatArray, rows: npt.NDArray[np.intp], n: int) -> FloatArra
     return out
 
 
-class PendingReasons(msgspec.Struct, frozen=True, kw_only=True):
-    """The rows of one batch still to be explained (signal index rows, XGBoost inputs x) and how:
-    the top reasons are each row's largest pred_contribs, 'feature+' (toward up) or 'feature-'."""
+class Deferred(msgspec.Struct, frozen=True, kw_only=True):
+    """What MLScorer.score_deferred() leaves for finish(): the batch's XGBoost input rows, which
+    of them reached the models, each window's confidence, and the batch's bar close."""
 
-    model: XgbModel
-    rows: npt.NDArray[np.intp]
     x: FloatArray
-    top: int
-    approximate: bool
+    usable: npt.NDArray[np.bool_]
+    confidences: FloatArray
+    ts: datetime
 
 
 class MLScorer:
@@ -175,15 +175,13 @@ class MLScorer:
     def score(self, windows: Sequence[Window]) -> list[Signal]:
         """One Signal per window: fused probability with disagreement, entropy and top reasons; a
         window with out-of-range features gets a rejected signal naming them (the rest go on)."""
-        signals, pending = self.score_deferred(windows)
-        return self.add_reasons(signals, pending)
+        signals, deferred = self.score_deferred(windows)
+        return self.finish(signals, deferred)
 
-    def score_deferred(
-        self, windows: Sequence[Window]
-    ) -> tuple[list[Signal], PendingReasons | None]:
-        """score() without the top reasons, and what add_reasons() needs to attach them: the live
-        path sends its orders first (the reasons are XGBoost's pred_contribs, a second pass over
-        the trees). Probabilities and confidences are those of score()."""
+    def score_deferred(self, windows: Sequence[Window]) -> tuple[list[Signal], Deferred | None]:
+        """score() without the work no order waits for, left for finish(): the top reasons
+        (XGBoost's pred_contribs, a second pass over the trees) and the drift monitor's update.
+        Probabilities and confidences are those of score()."""
         if not windows:
             return [], None
         x, probs = self.model_rows(windows)
@@ -218,21 +216,29 @@ class MLScorer:
                     entropy=done.entropy,
                 )
             )
-        if self.drift is not None and rows.size:
-            self.drift.observe(np.hstack([x, confidences[:, None]])[usable])
-            report = self.drift.check(windows[-1].ts)
+        return signals, Deferred(x=x, usable=usable, confidences=confidences, ts=windows[-1].ts)
+
+    def finish(self, signals: list[Signal], deferred: Deferred | None) -> list[Signal]:
+        """The signals of score_deferred() as score() returns them, with their top reasons; and
+        the batch's rows into the drift monitor (its crossings into drift_reports)."""
+        if deferred is None:
+            return signals
+        x, confidences = deferred.x, deferred.confidences
+        if self.drift is not None and deferred.usable.any():
+            self.drift.observe(np.hstack([x, confidences[:, None]])[deferred.usable])
+            report = self.drift.check(deferred.ts)
             if report is not None:
                 self.drift_reports.append(report)
-        return signals, self._pending_reasons(x, confidences)
-
-    def add_reasons(self, signals: list[Signal], pending: PendingReasons | None) -> list[Signal]:
-        """The signals of score_deferred() with their top reasons, as score() returns them
-        (stateless: safe after the orders are out, whatever the scorer did since)."""
-        if pending is None:
+        if self.xgb is None or self.mode == "clip" or self.explain_top <= 0:
+            return signals
+        rows = np.flatnonzero(confidences > 0)
+        if rows.size == 0:
             return signals
         out = list(signals)
-        explained = pending.model.explain(pending.x, pending.top, approximate=pending.approximate)
-        for i, top in zip(pending.rows.tolist(), explained, strict=True):
+        explained = self.xgb.explain(
+            x[rows], self.explain_top, approximate=not self.exact_explanations
+        )
+        for i, top in zip(rows.tolist(), explained, strict=True):
             reasons = tuple(f"{name}{'+' if value > 0 else '-'}" for name, value in top)
             out[i] = msgspec.structs.replace(out[i], reasons=reasons)
         return out
@@ -250,18 +256,3 @@ class MLScorer:
         """Drift crossings since the last call (the daemon logs each as model.drift_detected)."""
         reports, self.drift_reports = self.drift_reports, []
         return reports
-
-    def _pending_reasons(self, x: FloatArray, confidences: FloatArray) -> PendingReasons | None:
-        """The rows add_reasons() explains: the confident ones (top XGBoost contributions)."""
-        if self.xgb is None or self.mode == "clip" or self.explain_top <= 0:
-            return None
-        rows = np.flatnonzero(confidences > 0)
-        if rows.size == 0:
-            return None
-        return PendingReasons(
-            model=self.xgb,
-            rows=rows,
-            x=x[rows],
-            top=self.explain_top,
-            approximate=not self.exact_explanations,
-        )

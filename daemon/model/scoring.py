@@ -27,28 +27,29 @@ log = structlog.get_logger("daemon.model")
 
 class ScoredBatch(msgspec.Struct, frozen=True, kw_only=True):
     """One scoring call's signals and how long it took (render_seconds: the charts CLIP drew);
-    pending_reasons: when the call deferred them, what add_reasons_off_loop() attaches to the
-    signals once the orders are out (the signals carry none until then)."""
+    deferred: when the call left work for after the orders (MLScorer.score_deferred: the top
+    reasons and the drift update), what finish_off_loop() needs; the signals carry no reasons
+    until then."""
 
     signals: list[Signal]
     scorer: str
     seconds: float
     render_seconds: float = 0.0
-    pending_reasons: Any = None
+    deferred: Any = None
 
 
 def score_windows(
     scorer: Scorer, windows: Sequence[Window], *, defer_reasons: bool = False
 ) -> ScoredBatch:
     """Score windows and time it (blocking for a model: run it in a thread). defer_reasons: a
-    scorer that can (MLScorer.score_deferred) leaves the top reasons for add_reasons_off_loop()."""
+    scorer that can (MLScorer.score_deferred) leaves its reasons for finish_off_loop()."""
     vision = getattr(scorer, "vision", None)
     drawn = float(getattr(vision, "render_seconds", 0.0))
     deferred = getattr(scorer, "score_deferred", None) if defer_reasons else None
-    pending = None
+    left = None
     started = time.perf_counter()
     if deferred is not None:
-        signals, pending = deferred(windows)
+        signals, left = deferred(windows)
     else:
         signals = scorer.score(windows)
     seconds = time.perf_counter() - started
@@ -58,7 +59,7 @@ def score_windows(
         scorer=scorer.name,
         seconds=seconds,
         render_seconds=max(rendered, 0.0),
-        pending_reasons=pending,
+        deferred=left,
     )
 
 
@@ -73,13 +74,15 @@ async def score_off_loop(
         return await asyncio.to_thread(score_windows, scorer, windows, defer_reasons=defer_reasons)
 
 
-async def add_reasons_off_loop(scorer: Scorer, batch: ScoredBatch) -> list[Signal]:
-    """The batch's signals with the reasons score_windows(defer_reasons=True) left out,
-    computed in a thread (stateless: no lock); the signals as they are when none were deferred."""
-    if batch.pending_reasons is None:
+async def finish_off_loop(scorer: Scorer, batch: ScoredBatch, lock: asyncio.Lock) -> list[Signal]:
+    """The batch's signals with what score_windows(defer_reasons=True) left out (MLScorer.finish,
+    in a thread under the scorer's lock: it updates the drift monitor); unchanged when nothing
+    was left."""
+    if batch.deferred is None:
         return batch.signals
-    add = scorer.add_reasons  # type: ignore[attr-defined]  # only a scorer that deferred them
-    return await asyncio.to_thread(add, batch.signals, batch.pending_reasons)  # type: ignore[no-any-return]
+    finish = scorer.finish  # type: ignore[attr-defined]  # a scorer that deferred has one
+    async with lock:
+        return await asyncio.to_thread(finish, batch.signals, batch.deferred)  # type: ignore[no-any-return]
 
 
 def log_scored(scorer: Scorer, batch: ScoredBatch) -> None:

@@ -1,5 +1,5 @@
-"""The ML scorer's top reasons on the live path: computed after the batch's orders are at the
-broker, and journaled with their signals exactly as score() gives them."""
+"""The ML scorer's top reasons (and drift update) on the live path: computed after the batch's
+orders are at the broker, and journaled with their signals exactly as score() gives them."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from strategy.bars import BarStore, BarStoreConfig
 from strategy.features import FeatureConfig, FeatureEngine
 from strategy.fusion import FusionConfig, FusionEngine
 from strategy.market_sim import MarketSimulator, SimMarketConfig
-from strategy.ml_scorer import MLScorer, PendingReasons
+from strategy.ml_scorer import Deferred, MLScorer
 from strategy.target_strategy import StrategyConfig
 from strategy.types import Signal
 from tests.daemon.test_pipeline import START, pipeline_at
@@ -76,13 +76,13 @@ def test_on_bars_when_ml_scorer_then_reasons_after_orders_and_journaled_as_score
     checked: list[int] = []
     twin_store = BarStore(config=BarStoreConfig(window=WINDOW))
     with pipeline_at(tmp_path, scorer=live, window=WINDOW, strategy=TRADES_OFTEN) as pipeline:
-        add_reasons = live.add_reasons
+        finish = live.finish
 
-        def noted(signals: list[Signal], pending: PendingReasons | None) -> list[Signal]:
+        def noted(signals: list[Signal], deferred: Deferred | None) -> list[Signal]:
             orders_when_explained.append((pipeline.stats.batches, pipeline.stats.orders_submitted))
-            return add_reasons(signals, pending)
+            return finish(signals, deferred)
 
-        live.add_reasons = noted  # type: ignore[method-assign]
+        live.finish = noted  # type: ignore[method-assign]
 
         async def go() -> None:
             for batch in batches:

@@ -123,12 +123,14 @@ def _row_by_row_signals(scorer: MLScorer, windows) -> list[Signal]:  # type: ign
     observe() row by row, then each confident row's top contributions."""
     x, probs = scorer.model_rows(windows)
     usable = usable_rows(x)
+    assert usable.all()
     out = []
+    confidences = []
     for i, w in enumerate(windows):
-        assert usable[i]
         row = {m: float(p[i]) for m, p in probs.items()}
         fused = scorer.fusion.fuse(row, symbol=w.symbol)
         scorer.fusion.observe(w.symbol, float(w.close[-1]), {**row, FUSED: fused.p_up})
+        confidences.append(fused.confidence)
         reasons: tuple[str, ...] = ()
         if fused.confidence > 0:
             top = scorer.xgb.explain(x[i : i + 1], scorer.explain_top, approximate=True)[0]
@@ -145,18 +147,29 @@ def _row_by_row_signals(scorer: MLScorer, windows) -> list[Signal]:  # type: ign
                 entropy=fused.entropy,
             )
         )
+    assert scorer.drift is not None
+    scorer.drift.observe(np.column_stack([x, confidences]))
+    report = scorer.drift.check(windows[-1].ts)
+    if report is not None:
+        scorer.drift_reports.append(report)
     return out
 
 
 def test_score_when_fused_by_columns_then_signals_equal_row_by_row_fusion(setup) -> None:
-    batches, _, model = setup
+    batches, ds, model = setup
     fusion = FusionConfig(weights={"clip": 0.6, "xgb": 0.4}, disagreement_penalty=0.5)
+    reference_rows = np.column_stack([ds.x, np.zeros(len(ds.x))])
+    names = [*ds.feature_names, "confidence"]
     live, reference = (
         MLScorer(
             features=FeatureEngine(config=FEATURES),
             fusion=FusionEngine(config=fusion),
             xgb=model,
             vision=FakeVision(),
+            drift=DriftMonitor(
+                reference=drift_reference(reference_rows, names),
+                config=DriftConfig(window=100, min_samples=20, psi_threshold=0.05),
+            ),
         )
         for _ in range(2)
     )
@@ -169,7 +182,7 @@ def test_score_when_fused_by_columns_then_signals_equal_row_by_row_fusion(setup)
         if not windows:
             continue
         deferred, pending = live.score_deferred(windows)
-        signals = live.add_reasons(deferred, pending)
+        signals = live.finish(deferred, pending)
         assert signals == _row_by_row_signals(reference, windows)
         assert [msgspec.structs.replace(s, reasons=()) for s in signals] == deferred
         compared += len(signals)
@@ -177,3 +190,4 @@ def test_score_when_fused_by_columns_then_signals_equal_row_by_row_fusion(setup)
     assert compared > 100
     assert explained > 10
     assert live.fusion.stats() == reference.fusion.stats()
+    assert live.take_drift_reports() == reference.take_drift_reports() != []
