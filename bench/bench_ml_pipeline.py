@@ -20,12 +20,15 @@ could not). The load average is printed at start and end of every table.
         [--runtimes torch,auto] [--stage-batches 200] [--skip-backtest]
 
 Without a bundle at --bundle it builds a --quick one (weak, tiny CLIP: latency then flatters).
+A little over 400 lines: the three parts share one set-up (bundle, market, pipeline), and the
+"before" scorer lives in bench/ml_before.py.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import io
 import os
 import tempfile
@@ -34,6 +37,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
+import msgspec
 import numpy as np
 from harness import Session
 from ml_before import RowByRowScorer, fuse_rows, row_by_row_score
@@ -75,43 +79,66 @@ def make_batches(symbols: int, n_batches: int) -> list[list[Bar]]:
     return [sim.next_batch() for _ in range(n_batches)]
 
 
-async def run_pipeline(
-    scorer: Scorer, batches: list[list[Bar]], window: int, workdir: Path
-) -> tuple[float, Pipeline, list[float]]:
-    journal = Journal(workdir / "journal.sqlite", synchronous="normal")
-    journal.open()
-    with PaperExecution(config=SimBrokerConfig(), path=workdir / "venue.sqlite") as venue:
-        pipeline = Pipeline(
-            store=BarStore(config=BarStoreConfig(window=window)),
-            scorer=scorer,
-            strategy=TargetStrategy(config=STRATEGY),
-            risk=RiskEngine(
-                config=RiskConfig(
-                    max_gross_exposure=100_000_000,
-                    max_position_notional=1_000_000,
-                    max_orders_per_minute=1_000_000,
-                    max_open_orders=1_000_000,
-                )
-            ),
-            book=Book(starting_cash=100_000_000),
-            journal=journal,
-            execution=venue,
-        )
-        for batch in batches[: window + 5]:  # fill the windows, warm the scorer
-            await pipeline.on_bars(batch)
+class LiveRun(msgspec.Struct, kw_only=True):
+    """One pipeline's figures: order latencies (one per order), wall and process CPU seconds per batch."""
+
+    orders: list[float]
+    batches: list[float]
+    cpu: list[float]
+    bars: int = 0
+
+
+def _pipeline(scorer: Scorer, window: int, journal: Journal, venue: PaperExecution) -> Pipeline:
+    return Pipeline(
+        store=BarStore(config=BarStoreConfig(window=window)),
+        scorer=scorer,
+        strategy=TargetStrategy(config=STRATEGY),
+        risk=RiskEngine(
+            config=RiskConfig(
+                max_gross_exposure=100_000_000,
+                max_position_notional=1_000_000,
+                max_orders_per_minute=1_000_000,
+                max_open_orders=1_000_000,
+            )
+        ),
+        book=Book(starting_cash=100_000_000),
+        journal=journal,
+        execution=venue,
+    )
+
+
+async def run_pipelines(
+    scorers: dict[str, Scorer], batches: list[list[Bar]], window: int, workdir: Path
+) -> dict[str, LiveRun]:
+    """One pipeline per scorer, each batch through every pipeline in turn (the first one
+    alternating), so that each gets the same bars under the same machine load."""
+    with contextlib.ExitStack() as stack:
+        pipelines = {}
+        for name, scorer in scorers.items():
+            journal = Journal(workdir / f"{name}.sqlite", synchronous="normal")
+            journal.open()
+            stack.callback(journal.close)
+            venue = stack.enter_context(
+                PaperExecution(config=SimBrokerConfig(), path=workdir / f"{name}-venue.sqlite")
+            )
+            pipelines[name] = _pipeline(scorer, window, journal, venue)
+        for batch in batches[: window + 5]:  # fill the windows, warm the scorers
+            for pipeline in pipelines.values():
+                await pipeline.on_bars(batch)
         tune_gc()  # as the daemon does once it is warm
-        pipeline.latency.reset()
-        per_batch: list[float] = []
-        started = time.perf_counter()
-        n = 0
-        for batch in batches[window + 5 :]:
-            t = time.perf_counter()
-            await pipeline.on_bars(batch)
-            per_batch.append(time.perf_counter() - t)
-            n += len(batch)
-        elapsed = time.perf_counter() - started
-    journal.close()
-    return n / elapsed, pipeline, per_batch
+        runs = {name: LiveRun(orders=[], batches=[], cpu=[]) for name in pipelines}
+        names = list(pipelines)
+        for j, batch in enumerate(batches[window + 5 :]):
+            for name in names if j % 2 == 0 else reversed(names):
+                pipeline, run = pipelines[name], runs[name]
+                before = pipeline.latency.count
+                t, cpu = time.perf_counter(), time.process_time()
+                await pipeline.on_bars(batch)
+                run.batches.append(time.perf_counter() - t)
+                run.cpu.append(time.process_time() - cpu)
+                run.bars += len(batch)
+                run.orders.extend(pipeline.latency._buf[before : pipeline.latency.count].tolist())
+        return runs
 
 
 def daemon_models(bundle: Path, runtime: str = "torch") -> LoadedBundle:
@@ -252,8 +279,8 @@ LIVE_GOALS = {10: 8.0, 100: 20.0}  # ML order p99, ms (issue 16)
 def bench_live(
     bundle: Path, symbols_list: list[int], scored_batches: int, runtime: str
 ) -> dict[str, float]:
-    """Order and batch latency of the pipeline with each scorer; ml-before and ml-after run twice
-    each, alternating, on half the batches, and their samples are pooled."""
+    """Order and batch latency of the pipeline with each scorer (run_pipelines: every batch
+    through each pipeline in turn), and the process CPU time per batch (all threads)."""
     models = daemon_models(bundle, runtime)
     window = max(64, models.bars_needed)
     print(
@@ -263,40 +290,31 @@ def bench_live(
     )
     print(
         f"{'symbols':>7} {'scorer':>9} {'bars/s':>9} {'orders':>7} {'order p50':>10} {'order p99':>10} "
-        f"{'batch p50':>10} {'batch p99':>10}   goal p99"
+        f"{'batch p50':>10} {'batch p99':>10} {'cpu p50':>8}   goal p99"
     )
     figures: dict[str, float] = {}
     for symbols in symbols_list:
-        half = max(scored_batches // 2, 1)
-        batches = make_batches(symbols, window + 5 + half)
-        runs: list[tuple[str, Callable[[], Scorer]]] = [
-            ("rules", lambda: RuleScorer(config=RuleScorerConfig())),
-            ("ml-before", lambda: RowByRowScorer(models.scorer())),
-            ("ml-after", models.scorer),
-            ("ml-before", lambda: RowByRowScorer(models.scorer())),
-            ("ml-after", models.scorer),
-        ]
-        pooled: dict[str, tuple[list[float], list[float], list[float]]] = {}
-        for name, make in runs:
-            with tempfile.TemporaryDirectory() as tmp:
-                rate, pipeline, per_batch = asyncio.run(
-                    run_pipeline(make(), batches, window, Path(tmp))
-                )
-            orders, per, rates = pooled.setdefault(name, ([], [], []))
-            orders.extend(pipeline.latency._buf[: pipeline.latency.count].tolist())
-            per.extend(per_batch)
-            rates.append(rate)
-        for name, (orders, per, rates) in pooled.items():
+        batches = make_batches(symbols, window + 5 + scored_batches)
+        scorers: dict[str, Scorer] = {
+            "rules": RuleScorer(config=RuleScorerConfig()),
+            "ml-before": RowByRowScorer(models.scorer()),
+            "ml-after": models.scorer(),
+        }
+        with tempfile.TemporaryDirectory() as tmp:
+            runs = asyncio.run(run_pipelines(scorers, batches, window, Path(tmp)))
+        for name, run in runs.items():
             goal = LIVE_GOALS.get(symbols)
             wanted = f"{goal:g} ms" if goal is not None and name.startswith("ml") else ""
             print(
-                f"{symbols:>7} {name:>9} {float(np.mean(rates)):>9,.0f} {len(orders):>7} "
-                f"{_ms(orders, 50):>10.2f} {_ms(orders, 99):>10.2f} "
-                f"{_ms(per, 50):>10.2f} {_ms(per, 99):>10.2f}   {wanted}"
+                f"{symbols:>7} {name:>9} {run.bars / sum(run.batches):>9,.0f} {len(run.orders):>7} "
+                f"{_ms(run.orders, 50):>10.2f} {_ms(run.orders, 99):>10.2f} "
+                f"{_ms(run.batches, 50):>10.2f} {_ms(run.batches, 99):>10.2f} "
+                f"{_ms(run.cpu, 50):>8.2f}   {wanted}"
             )
             key = name.replace("-", "_")
-            figures[f"{key}_order_p50_ms_{symbols}"] = _ms(orders, 50)
-            figures[f"{key}_order_p99_ms_{symbols}"] = _ms(orders, 99)
+            figures[f"{key}_order_p50_ms_{symbols}"] = _ms(run.orders, 50)
+            figures[f"{key}_order_p99_ms_{symbols}"] = _ms(run.orders, 99)
+            figures[f"{key}_cpu_p50_ms_{symbols}"] = _ms(run.cpu, 50)
         ratio = (
             figures[f"ml_after_order_p99_ms_{symbols}"]
             / figures[f"ml_before_order_p99_ms_{symbols}"]
