@@ -33,7 +33,7 @@ def _model() -> XgbModel:
     sim = MarketSimulator(config=MARKET, start=START)
     store, engine = BarStore(config=BarStoreConfig(window=WINDOW)), FeatureEngine(config=FEATURES)
     rows, labels, ts, previous = [], [], [], {}
-    for _ in range(250):
+    for _ in range(400):
         for bar in sim.next_batch():
             store.add(bar)
             if bar.symbol in previous:
