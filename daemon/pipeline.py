@@ -21,7 +21,7 @@ import structlog
 from daemon.execution.base import ExecutionClient
 from daemon.journal import Journal
 from daemon.latency import LatencyRecorder
-from daemon.model.scoring import ScoredBatch, log_scored, score_off_loop
+from daemon.model.scoring import ScoredBatch, finish_off_loop, log_scored, score_off_loop
 from daemon.model.shadow import ShadowRunner
 from strategy.bars import BarStore, Window
 from strategy.book import Book
@@ -142,8 +142,15 @@ class Pipeline:
         decision = kernel.decide(signals, intake.now)
         # Write-ahead: the orders are committed before the broker sees them; the rest of the
         # batch is group-committed off the order path.
-        self.journal.record_orders_ahead(**kernel.journal_rows(intake, signals, decision))
+        rows = kernel.journal_rows(intake, signals, decision)
+        deferred = scored.deferred is not None
+        if deferred:  # journaled below, with their reasons, once the orders are out
+            rows["signals"] = []
+        self.journal.record_orders_ahead(**rows)
         await self._send(decision, arrived)
+        if deferred:  # the top reasons and the drift update: nothing the orders wait for
+            signals = await finish_off_loop(scorer, scored, self.score_lock)
+            self.journal.record_orders_ahead(signals=[s for s in signals if s.confidence > 0])
         if self.explainer is not None:  # a put_nowait: the explaining runs in its own thread
             self.explainer.submit(
                 scorer=scorer, evidence=scored.evidence, signals=signals, decision=decision
@@ -196,7 +203,8 @@ class Pipeline:
     async def _score(self, scorer: Scorer, windows: Sequence[Window]) -> ScoredBatch:
         if not windows:
             return ScoredBatch(signals=[], scorer=scorer.name, seconds=0.0)
-        scored = await score_off_loop(scorer, windows, self.score_lock)
+        # The top reasons (a second pass over the trees) and the drift update come after the orders.
+        scored = await score_off_loop(scorer, windows, self.score_lock, defer_reasons=True)
         self.stats.signals += len(scored.signals)
         return scored
 
