@@ -219,7 +219,11 @@ class DaemonSearch:
             )
             raise SearchUnavailable(msg)
         held = {s: self.store.window(s) for s in self.store.symbols}
-        return {s: w for s, w in held.items() if w is not None}
+        full = {s: w for s, w in held.items() if w is not None}
+        if not full:
+            msg = "no symbol has a full window of bars yet (bars.window per symbol): retry later"
+            raise SearchUnavailable(msg)
+        return full
 
 
 def hit_rows(result: SearchResult) -> list[dict[str, Any]]:
