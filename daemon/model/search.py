@@ -5,8 +5,8 @@ windows the daemon's bar store holds (GET /search), ranked by the bundle's CLIP 
 The daemon's search reads the live engine but never holds the pipeline's score lock for long: it
 takes the lock for one chunk of charts at a time (CHUNK_UNDER_LOCK) and releases it between
 chunks, so a closing bar waits for at most one small chunk, never for the whole search. The
-windows are copied from the bar store on the event loop (cheap array views), the charts are
-rendered and embedded in a worker thread.
+windows are copied from the bar store on the event loop (a few small arrays per symbol), the
+charts are rendered and embedded in a worker thread.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import asyncio
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import msgspec
 import numpy as np
@@ -226,11 +226,6 @@ class DaemonSearch:
         return full
 
 
-def hit_rows(result: SearchResult) -> list[dict[str, Any]]:
-    """The hits as plain rows (JSON, tables)."""
-    return [msgspec.to_builtins(h) for h in result.hits]
-
-
 __all__: Sequence[str] = (
     "DaemonSearch",
     "SearchInputError",
@@ -238,6 +233,5 @@ __all__: Sequence[str] = (
     "SearchUnavailable",
     "SearchWarming",
     "bundle_horizon",
-    "hit_rows",
     "search_bars_file",
 )
