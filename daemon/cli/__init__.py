@@ -18,6 +18,7 @@ from daemon.cli import (
     chart,
     config,
     dataset,
+    explain,
     ib,
     model,
     run,
@@ -39,6 +40,7 @@ _COMMANDS = (
     backtest,
     ib,
     serve,
+    explain,
     search,
 )
 
