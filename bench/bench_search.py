@@ -44,7 +44,7 @@ from vlm_engine.infer import InferenceConfig, load_engine
 K = 20
 
 
-def bench_config(quick: bool) -> BootstrapConfig:
+def bench_config(quick: bool, epochs: int = 8) -> BootstrapConfig:
     """The quick bootstrap (a smoke run), or the same tiny model on 4 symbols x 8,000 bars of every
     candlestick pattern, trained longer: big enough that 20 held-out hits mean something."""
     cfg = quick_config()
@@ -59,7 +59,7 @@ def bench_config(quick: bool) -> BootstrapConfig:
             patterns=ALL_PATTERNS,
         ),
         bars=8_000,
-        train=msgspec.structs.replace(cfg.train, epochs=8, learning_rate=1e-3),
+        train=msgspec.structs.replace(cfg.train, epochs=epochs, learning_rate=1e-3),
     )
 
 
@@ -136,6 +136,7 @@ def analog_figures(card: ModelCard, bench: Session) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="the quick bootstrap bundle")
+    parser.add_argument("--epochs", type=int, default=8, help="CLIP epochs of the bench bundle")
     parser.add_argument("--bundle", type=Path, help="an existing bundle (with --bars)")
     parser.add_argument(
         "--bars", type=Path, help="the bars the bundle was built from (or later ones)"
@@ -149,7 +150,7 @@ def main() -> None:
     ):
         planted: pd.DataFrame | None = None
         if args.bundle is None:
-            cfg = bench_config(args.quick)
+            cfg = bench_config(args.quick, args.epochs)
             bundle = Path(tmp) / "bundle"
             _, wall = bootstrap(cfg, bundle)
             print(

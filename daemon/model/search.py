@@ -5,8 +5,8 @@ windows the daemon's bar store holds (GET /search), ranked by the bundle's CLIP 
 The daemon's search reads the live engine but never holds the pipeline's score lock for long: it
 takes the lock for one chunk of charts at a time (CHUNK_UNDER_LOCK) and releases it between
 chunks, so a closing bar waits for at most one small chunk, never for the whole search. The
-windows are copied from the bar store on the event loop (cheap array views), the charts are
-rendered and embedded in a worker thread.
+windows are copied from the bar store on the event loop (a few small arrays per symbol), the
+charts are rendered and embedded in a worker thread.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import asyncio
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import msgspec
 import numpy as np
@@ -219,12 +219,11 @@ class DaemonSearch:
             )
             raise SearchUnavailable(msg)
         held = {s: self.store.window(s) for s in self.store.symbols}
-        return {s: w for s, w in held.items() if w is not None}
-
-
-def hit_rows(result: SearchResult) -> list[dict[str, Any]]:
-    """The hits as plain rows (JSON, tables)."""
-    return [msgspec.to_builtins(h) for h in result.hits]
+        full = {s: w for s, w in held.items() if w is not None}
+        if not full:
+            msg = "no symbol has a full window of bars yet (bars.window per symbol): retry later"
+            raise SearchUnavailable(msg)
+        return full
 
 
 __all__: Sequence[str] = (
@@ -234,6 +233,5 @@ __all__: Sequence[str] = (
     "SearchUnavailable",
     "SearchWarming",
     "bundle_horizon",
-    "hit_rows",
     "search_bars_file",
 )

@@ -69,3 +69,27 @@ def test_model_info_when_bundle_has_analogs_then_says_rows_and_cap(
     assert main(["model", "info", str(quick_bundle())]) == 0
     rows = read_card(quick_bundle()).stages["analogs"]["rows"]
     assert f"analogs:     {rows} training charts (cap 5000)" in capsys.readouterr().out
+
+
+def test_add_analogs_when_over_cap_then_seeded_rows_and_card_says_sampled(tmp_path: Path) -> None:
+    from daemon.training import quick_config, sim_bars
+    from daemon.training.analogs import add_analogs
+    from daemon.training.config import AnalogConfig
+    from vlm_engine.clip.analogs import AnalogIndex, sample_rows
+    from vlm_engine.clip.quickset import samples_from_bars
+
+    bundle = bundle_copy(tmp_path, "capped")
+    cfg = quick_config()
+    train = samples_from_bars(sim_bars(cfg)[0], cfg.spec, cfg.samples)["train"]
+    card = add_analogs(bundle, train, AnalogConfig(max_rows=10, seed=1))
+    assert card is not None
+    stage = card.stages["analogs"]
+    assert (stage["rows"], stage["max_rows"], stage["sampled"]) == (10, 10, True)
+    assert stage["training_charts"] == len(train) > 10
+    index = AnalogIndex.load(bundle)
+    kept = sample_rows(len(train), 10, seed=1)
+    assert train.origins is not None
+    assert [int(a.ts.timestamp()) for a in map(index.analog, range(10))] == train.origins.ts[
+        kept
+    ].tolist()
+    assert load_bundle(bundle).analogs is not None  # the card hashes the new files
