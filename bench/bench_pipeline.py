@@ -7,7 +7,7 @@ scorer, also with journal synchronous=full (issue 16). Each symbol count runs wi
 modes, alternating, in one run; repeats until two runs agree within 10% on the full-mode p99 at the
 largest symbol count. At the largest count it prints a stage table (venue = the paper venue matching
 the bars, intake = validation/store/book/risk state, windows, score, decide = strategy + risk, journal
-= the write-ahead commit, submit = the paper venue taking the orders, logs = after the orders are out),
+= the write-ahead commit, submit = the paper venue taking the orders, after = what follows once the orders are out),
 per batch in wall time and in the pipeline thread's CPU time. --paced waits, untimed, before each
 batch until the journal's writer has committed the previous one (bars seconds apart, as live);
 without it batches follow at once and the writer competes with the next batch.

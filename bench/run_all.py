@@ -39,6 +39,9 @@ FULL: dict[str, list[str]] = {
     "model_build": ["--quick"],  # the full-size build is ~10 minutes a dataset: run it by hand
     "startup": [],
     "nautilus": [],  # NautilusTrader from its scratch venv; says so when it is not installed
+    "dashboard": [],
+    "explain": [],
+    "search": [],  # builds its own small bundle from the simulator (a few minutes)
 }
 QUICK: dict[str, list[str]] = {
     "journal": [],

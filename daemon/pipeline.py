@@ -13,6 +13,7 @@ import signal
 import time
 from collections.abc import Callable, Sequence
 from datetime import date, datetime
+from typing import TYPE_CHECKING
 
 import msgspec
 import structlog
@@ -20,7 +21,7 @@ import structlog
 from daemon.execution.base import ExecutionClient
 from daemon.journal import Journal
 from daemon.latency import LatencyRecorder, StageClock
-from daemon.model.scoring import ScoredBatch, log_scored, score_off_loop
+from daemon.model.scoring import ScoredBatch, finish_off_loop, log_scored, score_off_loop
 from daemon.model.shadow import ShadowRunner
 from strategy.bars import BarStore, Window
 from strategy.book import Book
@@ -30,6 +31,9 @@ from strategy.scoring import Scorer, rejection
 from strategy.target_strategy import TargetStrategy
 from strategy.types import Bar, Fill, Order, OrderEvent, OrderIntent, OrderStatus, Signal
 
+if TYPE_CHECKING:
+    from daemon.explain.worker import Explainer
+
 log = structlog.get_logger("daemon.pipeline")
 
 # Fault injection for the crash tests: kill -9 ourselves right after the Nth order is journaled
@@ -38,8 +42,9 @@ log = structlog.get_logger("daemon.pipeline")
 _CRASH_AFTER_JOURNALED = int(os.environ.get("VLMTRADER_CRASH_AFTER_ORDERS_JOURNALED", "0") or 0)
 _CRASH_AFTER_SUBMITTED = int(os.environ.get("VLMTRADER_CRASH_AFTER_ORDERS_SUBMITTED", "0") or 0)
 _LOGGED_STATUSES = (OrderStatus.REJECTED, OrderStatus.CANCELLED)
-# The laps of one batch (Pipeline.stage_clock): the order path up to the broker, then its log lines.
-ORDER_PATH_STAGES = ("venue", "intake", "windows", "score", "decide", "journal", "submit", "logs")
+# The laps of one batch (Pipeline.stage_clock): the order path up to the broker, then "after": what
+# follows once the orders are out (deferred reasons, explanations, log lines).
+ORDER_PATH_STAGES = ("venue", "intake", "windows", "score", "decide", "journal", "submit", "after")
 
 
 class PipelineStats(msgspec.Struct, kw_only=True):
@@ -91,6 +96,7 @@ class Pipeline:
         # A live feed's receiving clock (bars far in its future are refused); None for replays.
         self.clock: Callable[[], datetime] | None = None
         self.shadow: ShadowRunner | None = None  # scores after the orders are out; never trades
+        self.explainer: Explainer | None = None  # explains each order once it is at the broker
         self._orders_journaled = 0
 
     # The kernel owns the state; these names are what the daemon, API and tests reach for.
@@ -144,17 +150,28 @@ class Pipeline:
         clock.lap("decide")
         # Write-ahead: the orders are committed before the broker sees them; the rest of the
         # batch is group-committed off the order path.
-        self.journal.record_orders_ahead(**kernel.journal_rows(intake, signals, decision))
+        rows = kernel.journal_rows(intake, signals, decision)
+        deferred = scored.deferred is not None
+        if deferred:  # journaled below, with their reasons, once the orders are out
+            rows["signals"] = []
+        self.journal.record_orders_ahead(**rows)
         clock.lap("journal")
         await self._send(decision, arrived)
         clock.lap("submit")
+        if deferred:  # the top reasons and the drift update: nothing the orders wait for
+            signals = await finish_off_loop(scorer, scored, self.score_lock)
+            self.journal.record_orders_ahead(signals=[s for s in signals if s.confidence > 0])
+        if self.explainer is not None:  # a put_nowait: the explaining runs in its own thread
+            self.explainer.submit(
+                scorer=scorer, evidence=scored.evidence, signals=signals, decision=decision
+            )
         # Log lines are not on the order path: written once the orders are at the broker.
         self._log_intake(intake)
         self._log_signals(signals)
         self._log_rejections(decision)
         if windows:  # model.inferred (and charts.rendered) timings, then any drift crossing
             log_scored(scorer, scored)
-        clock.lap("logs")
+        clock.lap("after")
         if self.shadow is not None and windows:
             await self._run_shadow(self.shadow, windows, signals)
         return decision.orders
@@ -201,7 +218,8 @@ class Pipeline:
     async def _score(self, scorer: Scorer, windows: Sequence[Window]) -> ScoredBatch:
         if not windows:
             return ScoredBatch(signals=[], scorer=scorer.name, seconds=0.0)
-        scored = await score_off_loop(scorer, windows, self.score_lock)
+        # The top reasons (a second pass over the trees) and the drift update come after the orders.
+        scored = await score_off_loop(scorer, windows, self.score_lock, defer_reasons=True)
         self.stats.signals += len(scored.signals)
         return scored
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import msgspec
 
-from daemon.model.loader import XGB_DIR, check_windows, load_bundle, read_fusion
+from daemon.model.loader import XGB_DIR, LoadedBundle, check_windows, load_bundle, read_fusion
 from daemon.model.vision import CachedVision, ClipVision
 from strategy.backtest.evaluate import BundleInfo, TrainedSpan
 from strategy.bars import BarStoreConfig
@@ -39,6 +39,14 @@ def bundle_scorers(bundle: Path, bars: BarStoreConfig) -> tuple[dict[str, Scorer
     scores, and what the bundle is. XGBoost-only is "xgb_technical" (technical features alone)
     when the bundle has that model, else "xgb" (older bundles: the XGBoost that also sees the CLIP
     columns)."""
+    scorers, info, _ = bundle_contenders(bundle, bars)
+    return scorers, info
+
+
+def bundle_contenders(
+    bundle: Path, bars: BarStoreConfig
+) -> tuple[dict[str, Scorer], BacktestBundle, LoadedBundle]:
+    """bundle_scorers, and the loaded bundle behind them (the backtest explains its trades with it)."""
     models = load_bundle(bundle)
     check_windows(models, bars)
     vision = CachedVision(inner=ClipVision(engine=models.engine))
@@ -56,7 +64,7 @@ def bundle_scorers(bundle: Path, bars: BarStoreConfig) -> tuple[dict[str, Scorer
         xgb_name: models.scorer(mode="xgb", vision=vision, name=xgb_name),
         "fused": models.scorer(mode="fused", vision=vision, name="fused"),
     }
-    return scorers, info
+    return scorers, info, models
 
 
 def xgb_info(bundle: Path) -> BacktestBundle:

@@ -35,7 +35,11 @@ def pipeline(tmp_path: Path) -> Iterator[Pipeline]:
 
 @contextlib.contextmanager
 def pipeline_at(
-    directory: Path, *, scorer: Scorer | None = None, window: int = 16
+    directory: Path,
+    *,
+    scorer: Scorer | None = None,
+    window: int = 16,
+    strategy: StrategyConfig | None = None,
 ) -> Iterator[Pipeline]:
     """The test pipeline with its journal and venue files in directory (rule scorer by default)."""
     directory.mkdir(parents=True, exist_ok=True)
@@ -45,7 +49,9 @@ def pipeline_at(
     yield Pipeline(
         store=BarStore(config=BarStoreConfig(window=window)),
         scorer=scorer or RuleScorer(config=RuleScorerConfig()),
-        strategy=TargetStrategy(config=StrategyConfig(hold_bars=3, position_notional=2_000)),
+        strategy=TargetStrategy(
+            config=strategy or StrategyConfig(hold_bars=3, position_notional=2_000)
+        ),
         risk=RiskEngine(config=RiskConfig()),
         book=Book(starting_cash=100_000),
         journal=journal,
@@ -161,6 +167,6 @@ def test_on_bars_when_orders_go_out_then_each_stage_has_one_lap_per_batch_within
     assert clock.cpu_stages["score"].count == clock.stages["score"].count
     assert 0 < clock.stages["submit"].count <= len(batches)
     # The stages up to the broker add up to no more than the slowest order's latency.
-    to_broker = [s for s in ORDER_PATH_STAGES if s != "logs"]
+    to_broker = [s for s in ORDER_PATH_STAGES if s != "after"]
     fastest_sum = sum(clock.stages[s].percentile_ms(0) or 0.0 for s in to_broker)
     assert fastest_sum <= (pipeline.latency.percentile_ms(100) or 0.0)
