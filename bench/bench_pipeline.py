@@ -5,8 +5,13 @@ broker. The baseline, measured in the same run, is the pipeline's fixed floor: t
 BarStore alone. Goals: >= 20,000 bars/s (issue 2) and p99 <= 5 ms at 100 symbols with the rule
 scorer, also with journal synchronous=full (issue 16). Each symbol count runs with both journal
 modes, alternating, in one run; repeats until two runs agree within 10% on the full-mode p99 at the
-largest symbol count.
-Usage: python bench/bench_pipeline.py [--bars N] [--symbols 1,10,100] [--synchronous normal,full]
+largest symbol count. At the largest count it prints a stage table (venue = the paper venue matching
+the bars, intake = validation/store/book/risk state, windows, score, decide = strategy + risk, journal
+= the write-ahead commit, submit = the paper venue taking the orders, after = what follows once the orders are out),
+per batch in wall time and in the pipeline thread's CPU time. --paced waits, untimed, before each
+batch until the journal's writer has committed the previous one (bars seconds apart, as live);
+without it batches follow at once and the writer competes with the next batch.
+Usage: python bench/bench_pipeline.py [--bars N] [--symbols 1,10,100] [--synchronous normal,full] [--paced]
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ from harness import Session, quick
 from daemon.execution.paper import PaperExecution
 from daemon.journal import Journal
 from daemon.log_setup import configure_logging
-from daemon.pipeline import Pipeline
+from daemon.pipeline import ORDER_PATH_STAGES, Pipeline
 from daemon.runtime import tune_gc
 from strategy.bars import BarStore, BarStoreConfig
 from strategy.book import Book
@@ -61,8 +66,11 @@ def baseline(batches: list[list[Bar]]) -> float:
 
 
 async def run_pipeline(
-    batches: list[list[Bar]], workdir: Path, synchronous: str
+    batches: list[list[Bar]], workdir: Path, synchronous: str, *, paced: bool = False
 ) -> tuple[float, Pipeline]:
+    """bars/s and the pipeline with its latency figures. paced: before each batch, wait (untimed)
+    until the journal's writer has committed the previous one, as when bars arrive seconds apart;
+    otherwise batches follow each other at once and the writer works during the next batch."""
     journal = Journal(workdir / "journal.sqlite", synchronous=synchronous)  # type: ignore[arg-type]
     journal.open()
     with PaperExecution(config=SimBrokerConfig(), path=workdir / "venue.sqlite") as venue:
@@ -86,17 +94,45 @@ async def run_pipeline(
             await pipeline.on_bars(batch)
         tune_gc()  # as the daemon does once it is warm
         pipeline.latency.reset()
-        started = time.perf_counter()
-        n = 0
+        pipeline.stage_clock.reset()
+        n, elapsed = 0, 0.0
         for batch in batches[warm:]:
+            if paced:
+                journal.flush()
+            started = time.perf_counter()
             await pipeline.on_bars(batch)
+            elapsed += time.perf_counter() - started
             n += len(batch)
-        elapsed = time.perf_counter() - started
     journal.close()
     return n / elapsed, pipeline
 
 
-def measure(symbol_counts: list[int], modes: list[str], bars: int) -> dict[str, float]:
+def stage_table(results: dict[str, Pipeline], symbols: int) -> dict[str, float]:
+    """Per-batch p50/p99 of each order-path stage, wall time and the pipeline thread's CPU time,
+    the journal modes side by side; returns figures."""
+    modes = list(results)
+    head = "".join(f" {m + ' p50':>11} {m + ' p99':>11}" for m in modes)
+    figures: dict[str, float] = {}
+    for kind in ("wall", "cpu"):
+        print(f"  stages at {symbols} symbols, {kind} ms per batch:\n  {'stage':<8}{head}")
+        for stage in ORDER_PATH_STAGES:
+            cells = ""
+            for mode, pipeline in results.items():
+                clock = pipeline.stage_clock
+                recorder = (clock.stages if kind == "wall" else clock.cpu_stages)[stage]
+                p50 = recorder.percentile_ms(50) or 0.0
+                p99 = recorder.percentile_ms(99) or 0.0
+                suffix = "" if kind == "wall" else "_cpu"
+                figures[f"{mode}_{symbols}_{stage}{suffix}_p50_ms"] = p50
+                figures[f"{mode}_{symbols}_{stage}{suffix}_p99_ms"] = p99
+                cells += f" {p50:>11.3f} {p99:>11.3f}"
+            print(f"  {stage:<8}{cells}")
+    return figures
+
+
+def measure(
+    symbol_counts: list[int], modes: list[str], bars: int, *, paced: bool = False
+) -> dict[str, float]:
     """One run: every symbol count with every journal mode; prints the table, returns figures."""
     print(
         f"{'symbols':>7} {'journal':>7} {'bars/s':>10} {'baseline':>10} {'ratio':>6} "
@@ -107,9 +143,10 @@ def measure(symbol_counts: list[int], modes: list[str], bars: int) -> dict[str, 
         n_batches = max(WINDOW + 50, bars // symbols + WINDOW)
         batches = make_batches(symbols, n_batches)
         floor = baseline(batches)
+        results: dict[str, Pipeline] = {}
         for mode in modes:
             with tempfile.TemporaryDirectory() as tmp:
-                rate, pipeline = asyncio.run(run_pipeline(batches, Path(tmp), mode))
+                rate, pipeline = asyncio.run(run_pipeline(batches, Path(tmp), mode, paced=paced))
             p50 = pipeline.latency.percentile_ms(50) or float("nan")
             p99 = pipeline.latency.percentile_ms(99) or float("nan")
             print(
@@ -119,7 +156,10 @@ def measure(symbol_counts: list[int], modes: list[str], bars: int) -> dict[str, 
             figures[f"{mode}_{symbols}_bars_per_s"] = rate
             figures[f"{mode}_{symbols}_p50_ms"] = p50
             figures[f"{mode}_{symbols}_p99_ms"] = p99
+            results[mode] = pipeline
         figures[f"baseline_{symbols}_bars_per_s"] = floor
+        if symbols == symbol_counts[-1]:
+            figures |= stage_table(results, symbols)
     return figures
 
 
@@ -133,6 +173,11 @@ def main() -> None:
     )
     parser.add_argument("--symbols", default="10,100" if quick() else "1,10,100")
     parser.add_argument("--synchronous", default="normal,full", help="journal modes to run")
+    parser.add_argument(
+        "--paced",
+        action="store_true",
+        help="each batch after the journal writer committed the previous one (bars seconds apart)",
+    )
     args = parser.parse_args()
     modes = args.synchronous.split(",")
     if not set(modes) <= {"normal", "full"}:
@@ -143,8 +188,9 @@ def main() -> None:
     symbol_counts = [int(s) for s in args.symbols.split(",")]
     with Session("pipeline") as bench:
         bench.until_stable(
-            lambda: measure(symbol_counts, modes, args.bars),
+            lambda: measure(symbol_counts, modes, args.bars, paced=args.paced),
             key=f"{modes[-1]}_{symbol_counts[-1]}_p99_ms",
+            prefix="paced_" if args.paced else "",
         )
 
 

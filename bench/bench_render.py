@@ -91,13 +91,15 @@ def numpy_rates(count: int) -> dict[str, float]:
     return figures
 
 
-def mpl_rates(count: int) -> None:
+def mpl_rates(count: int) -> dict[str, float]:
     print("== mplfinance (goal <= 15 ms/chart with reused figures; fresh figure ~38-47 ms)")
+    figures: dict[str, float] = {}
     for label, spec in SPECS.items():
         mpl_spec = msgspec.structs.replace(spec, renderer="mplfinance")
         ws = windows(count, spec, seed=1)
         serial = MplfinanceRenderer(spec=mpl_spec)
         r_serial = rate(serial.render_batch, ws)
+        figures[f"mpl_{label}_serial_charts_per_s"] = r_serial
         line = f"{label:22s} serial {r_serial:5.0f}/s ({1e3 / r_serial:5.2f} ms)"
         for chunk in (4, 16):
             t0 = time.perf_counter()
@@ -105,12 +107,15 @@ def mpl_rates(count: int) -> None:
                 pool.warm_up()
                 start = time.perf_counter() - t0
                 r_pool = rate(pool.render_batch, ws)
+            figures[f"mpl_{label}_pool2_chunk{chunk}_charts_per_s"] = r_pool
             line += f" | pool x2 chunk {chunk:2d}: {r_pool:5.0f}/s ({r_pool / r_serial:.2f}x serial, start-up {start:.2f}s)"
         print(line)
+    return figures
 
 
-def agreement(count: int) -> None:
+def agreement(count: int) -> dict[str, float]:
     print("== pixel agreement numpy vs mplfinance (same windows)")
+    figures: dict[str, float] = {}
     for label, spec in SPECS.items():
         ws = windows(count, spec, seed=2)
         a = NumpyRenderer(spec=spec).render_batch(ws).astype(np.int16)
@@ -121,6 +126,9 @@ def agreement(count: int) -> None:
         ink_a, ink_b = (a != bg).any(-1), (bi != bg).any(-1)
         iou = (ink_a & ink_b).sum() / max((ink_a | ink_b).sum(), 1)
         print(f"{label:22s} pixels within 48/255: {close:.3f}   ink-mask IoU: {iou:.3f}")
+        figures[f"agreement_{label}_pixels_within_48"] = float(close)
+        figures[f"agreement_{label}_ink_iou"] = float(iou)
+    return figures
 
 
 # ---- train on one renderer, serve the other -----------------------------------------------
@@ -200,11 +208,12 @@ def fit_softmax(
     return predict
 
 
-def transfer(bars: int) -> None:
+def transfer(bars: int) -> dict[str, float]:
     print(
         "== train on one renderer, serve the other: 9-way planted-pattern accuracy "
         "(softmax regression on 32x32 grey pixels; simulated market, 70/30 time split)"
     )
+    figures: dict[str, float] = {}
     for label, spec in (("clip-bundle", CLIP_SPEC), ("default", ChartSpec())):
         t0 = time.perf_counter()
         data = pattern_samples(spec, bars)
@@ -222,6 +231,7 @@ def transfer(bars: int) -> None:
             for served in ("numpy", "mplfinance"):
                 hits = model(features(images[(served, "test")])) == y["test"]
                 acc[(trained, served)] = float(hits.mean())
+                figures[f"transfer_{label}_{trained}_to_{served}_accuracy"] = float(hits.mean())
         chance = np.bincount(y["test"]).max() / len(y["test"])
         print(
             f"{label:12s} train {len(y['train'])} / test {len(y['test'])} charts, "
@@ -233,6 +243,7 @@ def transfer(bars: int) -> None:
                 f"{'':12s} {trained:>12s} |        {acc[(trained, 'numpy')]:.3f} |"
                 f"             {acc[(trained, 'mplfinance')]:.3f}"
             )
+    return figures
 
 
 def main() -> None:
@@ -252,10 +263,15 @@ def main() -> None:
             lambda: numpy_rates(args.charts), key=f"numpy_{next(iter(SPECS))}_batch_charts_per_s"
         )
         if not (args.quick or quick()):
-            mpl_rates(args.mpl_charts)
-            agreement(48)
+            bench.until_stable(
+                lambda: mpl_rates(args.mpl_charts),
+                key=f"mpl_{next(iter(SPECS))}_serial_charts_per_s",
+            )
+            same = "the same windows and renderers give the same pixels"
+            bench.measured_once(agreement(48), why=same)
             if args.transfer_bars:
-                transfer(args.transfer_bars)
+                seeded = "fixed seeds: the same charts, split and fit every time"
+                bench.measured_once(transfer(args.transfer_bars), why=seeded)
     print("dataset build throughput: bench/bench_dataset.py")
 
 

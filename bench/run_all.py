@@ -38,6 +38,7 @@ FULL: dict[str, list[str]] = {
     "evaluate": [],
     "model_build": ["--quick"],  # the full-size build is ~10 minutes a dataset: run it by hand
     "startup": [],
+    "nautilus": [],  # NautilusTrader from its scratch venv; says so when it is not installed
     "dashboard": [],
     "explain": [],
     "search": [],  # builds its own small bundle from the simulator (a few minutes)
@@ -48,6 +49,7 @@ QUICK: dict[str, list[str]] = {
     "backtest": [],
     "render": ["--quick"],
     "dataset": [],
+    "nautilus": [],  # 100k bars under --quick
 }
 
 

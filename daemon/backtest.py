@@ -52,7 +52,6 @@ from vlm_engine.xgb.pca import PcaParams
 log = structlog.get_logger("daemon.backtest")
 
 EXIT_INPUT = 1
-BACKTEST_COMMIT_EVERY = 500  # bar batches per journal commit in `vlmtrader backtest --journal`
 DEFAULT_HORIZON_BARS = 5  # evaluate's horizon on bars of another size than the bundle's
 MIN_EVALUATE_FOLDS = 4  # walk-forward folds in evaluate: 1 warm-up + at least 3 scored
 
@@ -232,8 +231,8 @@ def run_backtest(args: argparse.Namespace) -> int:
             scorers[name] = precompute_signals(scorer, batches, config.bars, progress=bar.update)
     journal: Journal | None = None
     if args.journal is not None:
-        # A replay groups its commits: a crash loses nothing a rerun does not rebuild.
-        journal = Journal(args.journal, commit_every=BACKTEST_COMMIT_EVERY)
+        # The daemon's write-ahead path: orders commit alone, the rest is group-committed.
+        journal = Journal(args.journal)
         journal.open()
 
     def journal_for(name: str) -> JournalSink | None:

@@ -102,9 +102,9 @@ class Journal:
         commit_every: int = 1,
     ) -> None:
         """Args: checkpoint_seconds: period of the background WAL checkpoint; None = SQLite's own.
-        commit_every: record() writes that share one transaction. The daemon commits every
-        batch (1); an offline replay (a backtest) may group many, since a crash there loses
-        nothing that a rerun does not rebuild. Grouped writes are committed by flush() and
+        commit_every: record() writes that share one transaction (1: each its own). Bar
+        batches, the daemon's and the backtest's, go through record_orders_ahead, which commits
+        an open group first and its orders alone. Grouped writes are committed by flush() and
         close(); a failed write rolls back the whole open group and raises JournalError."""
         if synchronous not in ("normal", "full"):
             msg = f"journal synchronous must be 'normal' or 'full', got {synchronous!r}"

@@ -155,7 +155,8 @@ def write_batch(cur: sqlite3.Cursor, stage: Callable[[str], None], rows: BatchRo
     for table, statements in steps:
         stage(table)
         for sql, params in statements:
-            cur.executemany(sql, params)
+            if params:  # most tables get no row in most batches
+                cur.executemany(sql, params)
 
 
 _ENCODER = msgspec.json.Encoder()

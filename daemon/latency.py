@@ -1,6 +1,10 @@
-"""A small latency recorder: exact percentiles over a bounded ring of recent samples."""
+"""Small latency recorders: exact percentiles over a bounded ring of recent samples, and a
+stage clock that splits one batch's order path into named laps."""
 
 from __future__ import annotations
+
+import time
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -29,3 +33,30 @@ class LatencyRecorder:
 
     def reset(self) -> None:
         self._n = 0
+
+
+class StageClock:
+    """Per-batch time spent in each named stage, as wall time (`stages`) and as the calling
+    thread's CPU time (`cpu_stages`, which a busy machine inflates far less): start() when the
+    batch arrives, lap(name) at the end of each stage (the time since the previous lap or start
+    goes to `name`)."""
+
+    def __init__(self, names: Sequence[str], *, capacity: int = 20_000) -> None:
+        self.names = tuple(names)
+        self.stages = {name: LatencyRecorder(capacity=capacity) for name in self.names}
+        self.cpu_stages = {name: LatencyRecorder(capacity=capacity) for name in self.names}
+        self._wall = self._cpu = 0.0
+
+    def start(self, at: float) -> None:
+        """at: the batch's arrival on the perf_counter clock."""
+        self._wall, self._cpu = at, time.thread_time()
+
+    def lap(self, name: str) -> None:
+        wall, cpu = time.perf_counter(), time.thread_time()
+        self.stages[name].add(wall - self._wall)
+        self.cpu_stages[name].add(cpu - self._cpu)
+        self._wall, self._cpu = wall, cpu
+
+    def reset(self) -> None:
+        for recorder in (*self.stages.values(), *self.cpu_stages.values()):
+            recorder.reset()

@@ -20,7 +20,7 @@ import structlog
 
 from daemon.execution.base import ExecutionClient
 from daemon.journal import Journal
-from daemon.latency import LatencyRecorder
+from daemon.latency import LatencyRecorder, StageClock
 from daemon.model.scoring import ScoredBatch, finish_off_loop, log_scored, score_off_loop
 from daemon.model.shadow import ShadowRunner
 from strategy.bars import BarStore, Window
@@ -42,6 +42,9 @@ log = structlog.get_logger("daemon.pipeline")
 _CRASH_AFTER_JOURNALED = int(os.environ.get("VLMTRADER_CRASH_AFTER_ORDERS_JOURNALED", "0") or 0)
 _CRASH_AFTER_SUBMITTED = int(os.environ.get("VLMTRADER_CRASH_AFTER_ORDERS_SUBMITTED", "0") or 0)
 _LOGGED_STATUSES = (OrderStatus.REJECTED, OrderStatus.CANCELLED)
+# The laps of one batch (Pipeline.stage_clock): the order path up to the broker, then "after": what
+# follows once the orders are out (deferred reasons, explanations, log lines).
+ORDER_PATH_STAGES = ("venue", "intake", "windows", "score", "decide", "journal", "submit", "after")
 
 
 class PipelineStats(msgspec.Struct, kw_only=True):
@@ -86,6 +89,7 @@ class Pipeline:
         self.execution = execution
         self.stats = PipelineStats()
         self.latency = LatencyRecorder()
+        self.stage_clock = StageClock(ORDER_PATH_STAGES)
         self.busy_since: float | None = None
         # A scorer is not thread-safe (fusion and drift monitors hold state): /predict takes this too.
         self.score_lock = asyncio.Lock()
@@ -133,13 +137,17 @@ class Pipeline:
     async def _on_bars(self, batch: Sequence[Bar], arrived: float) -> list[Order]:
         if not batch:
             return []
-        kernel = self.kernel
-        intake = self._intake(batch)
+        kernel, clock = self.kernel, self.stage_clock
+        clock.start(arrived)
+        intake = self._intake(batch, clock)
         windows = kernel.windows(intake.accepted)
+        clock.lap("windows")
         scorer = self.scorer  # read once: a hot-swap lands between batches, never inside one
         scored = await self._score(scorer, windows)
         signals = scored.signals
+        clock.lap("score")
         decision = kernel.decide(signals, intake.now)
+        clock.lap("decide")
         # Write-ahead: the orders are committed before the broker sees them; the rest of the
         # batch is group-committed off the order path.
         rows = kernel.journal_rows(intake, signals, decision)
@@ -147,7 +155,9 @@ class Pipeline:
         if deferred:  # journaled below, with their reasons, once the orders are out
             rows["signals"] = []
         self.journal.record_orders_ahead(**rows)
+        clock.lap("journal")
         await self._send(decision, arrived)
+        clock.lap("submit")
         if deferred:  # the top reasons and the drift update: nothing the orders wait for
             signals = await finish_off_loop(scorer, scored, self.score_lock)
             self.journal.record_orders_ahead(signals=[s for s in signals if s.confidence > 0])
@@ -161,6 +171,7 @@ class Pipeline:
         self._log_rejections(decision)
         if windows:  # model.inferred (and charts.rendered) timings, then any drift crossing
             log_scored(scorer, scored)
+        clock.lap("after")
         if self.shadow is not None and windows:
             await self._run_shadow(self.shadow, windows, signals)
         return decision.orders
@@ -176,7 +187,7 @@ class Pipeline:
         self.journal.record_orders_ahead(**self.kernel.journal_rows(intake, [], nothing))
         self._log_intake(intake)
 
-    def _intake(self, batch: Sequence[Bar]) -> BatchIntake:
+    def _intake(self, batch: Sequence[Bar], clock: StageClock | None = None) -> BatchIntake:
         """The first half of any batch: broker news and bars into the book and windows."""
         kernel, stats = self.kernel, self.stats
         stats.batches += 1
@@ -184,11 +195,15 @@ class Pipeline:
         stats.last_bar_ts = batch[0].ts
         self.execution.on_market_bars(batch)
         updates = self.execution.drain()
+        if clock is not None:
+            clock.lap("venue")
         day_before = kernel.book.day
         received = self.clock() if self.clock is not None else None
         intake = kernel.intake(batch, updates.events, updates.fills, received=received)
         if day_before is not None and kernel.book.day != day_before:
             self.record_daily_pnl(day_before, intake.now, equity=kernel.book.day_start_equity)
+        if clock is not None:
+            clock.lap("intake")
         return intake
 
     async def submit_intents(self, intents: Sequence[OrderIntent], now: datetime) -> list[Order]:
@@ -251,9 +266,9 @@ class Pipeline:
     async def _send(self, decision: BatchDecision, arrived: float) -> None:
         for coid in decision.cancels:
             await self.execution.cancel(coid)
-            log.info("order.cancel_requested", client_order_id=coid)
         orders = decision.orders
         if not orders:
+            self._log_cancels(decision)
             return
         self._orders_journaled += len(orders)
         if _CRASH_AFTER_JOURNALED and self._orders_journaled >= _CRASH_AFTER_JOURNALED:
@@ -262,6 +277,7 @@ class Pipeline:
         if _CRASH_AFTER_SUBMITTED and self._orders_journaled >= _CRASH_AFTER_SUBMITTED:
             os.kill(os.getpid(), signal.SIGKILL)
         elapsed = time.perf_counter() - arrived
+        self._log_cancels(decision)  # log lines once the orders are out
         for order in orders:
             self.latency.add(elapsed)
             log.info(
@@ -277,6 +293,10 @@ class Pipeline:
         self.stats.orders_submitted += len(orders)
 
     # ---- log lines: one per decision ------------------------------------------------------------
+    def _log_cancels(self, decision: BatchDecision) -> None:
+        for coid in decision.cancels:
+            log.info("order.cancel_requested", client_order_id=coid)
+
     def _log_intake(self, intake: BatchIntake) -> None:
         self._log_updates(intake.events, intake.fills)
         self.stats.bars_rejected += len(intake.rejected)

@@ -6,7 +6,7 @@ the backtest may look up precomputed scores):
     intake = kernel.intake(batch, events, fills)   # broker news -> book, bars -> windows, risk state
     signals = scorer.score(kernel.windows(intake.accepted))
     decision = kernel.decide(signals, intake.now)  # strategy -> intents -> risk -> orders
-    journal.record(**kernel.journal_rows(intake, signals, decision))
+    journal.record_orders_ahead(**kernel.journal_rows(intake, signals, decision))
     venue.submit(decision.orders)
 
 Everything here is a value in, a value out: no clock, no I/O, no logging (the caller logs).
@@ -157,7 +157,7 @@ class TradingKernel:
     def journal_rows(
         self, intake: BatchIntake, signals: Sequence[Signal], decision: BatchDecision
     ) -> dict[str, Any]:
-        """The keyword arguments of one Journal.record call for this batch (one transaction)."""
+        """The keyword arguments of one Journal.record_orders_ahead call for this batch."""
         book = self.book
         change = intake.state_change
         kv = {

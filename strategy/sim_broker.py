@@ -403,10 +403,13 @@ def _invalid_reason(order: Order) -> str:
 
 
 def _usable(bar: Bar) -> bool:
-    """True when a bar's prices and volume can be matched against (bad bars never move fills)."""
-    prices = (bar.open, bar.high, bar.low, bar.close)
-    if not all(math.isfinite(p) and p > 0 for p in prices):
+    """True when a bar's prices and volume can be matched against (bad bars never move fills).
+
+    Written out (no generator): it runs for every bar of every symbol."""
+    o, h, low, c, v = bar.open, bar.high, bar.low, bar.close, bar.volume
+    isfinite = math.isfinite
+    if not (isfinite(o) and isfinite(h) and isfinite(low) and isfinite(c) and isfinite(v)):
         return False
-    if not math.isfinite(bar.volume) or bar.volume < 0:
+    if o <= 0 or h <= 0 or low <= 0 or c <= 0 or v < 0:
         return False
-    return bar.low <= min(bar.open, bar.close) and bar.high >= max(bar.open, bar.close)
+    return low <= (o if o < c else c) and h >= (o if o > c else c)

@@ -5,8 +5,10 @@ Book) driven by historical bars on a virtual clock, writing the same journal pay
 fault injection: the broker sees the bars first, its updates are applied to the book, bars are
 stored and marked, the risk engine's state is updated, the scorer scores the windows that closed,
 the strategy turns signals into intents, the risk engine checks each, accepted intents become
-orders, everything is handed to the journal sink in one `record(...)` call, and the orders go to
-the simulated venue. With the daemon's Journal as the sink, the rows are the daemon's rows.
+orders, everything is handed to the journal sink in one `record_orders_ahead(...)` call (the
+daemon's write-ahead path: orders committed before the venue sees them, the rest group-committed
+off the path), and the orders go to the simulated venue. With the daemon's Journal as the sink,
+the rows are the daemon's rows.
 """
 
 from __future__ import annotations
@@ -29,9 +31,9 @@ from strategy.types import Bar, Fill, Order, OrderEvent, Position, RiskDecision,
 
 
 class JournalSink(Protocol):
-    """Receives one batch's rows; daemon.journal.Journal.record has this signature."""
+    """Receives one batch's rows; daemon.journal.Journal.record_orders_ahead has this signature."""
 
-    def record(
+    def record_orders_ahead(
         self,
         *,
         bars_rejected: Iterable[msgspec.Struct] = (),
@@ -192,7 +194,7 @@ class BacktestEngine:
             for rejected in rejections:
                 run.rejections[rejected.reason] = run.rejections.get(rejected.reason, 0) + 1
         if self.journal is not None:
-            self.journal.record(**kernel.journal_rows(intake, signals, decision))
+            self.journal.record_orders_ahead(**kernel.journal_rows(intake, signals, decision))
         if decision.orders:
             self.venue.submit(decision.orders)
             run.orders.extend(decision.orders)

@@ -13,7 +13,7 @@ import structlog
 
 from daemon.execution.paper import PaperExecution
 from daemon.journal import Journal
-from daemon.pipeline import Pipeline
+from daemon.pipeline import ORDER_PATH_STAGES, Pipeline
 from strategy.bars import BarStore, BarStoreConfig
 from strategy.book import Book
 from strategy.market_sim import MarketSimulator, SimMarketConfig
@@ -152,3 +152,21 @@ def test_on_bars_when_risk_rejects_then_reason_is_logged_and_journaled(tmp_path:
     journal.close()
     assert rows
     assert all(r["reason"] == "max_order_quantity" and r["accepted"] == 0 for r in rows)
+
+
+def test_on_bars_when_orders_go_out_then_each_stage_has_one_lap_per_batch_within_the_latency(
+    pipeline: Pipeline,
+) -> None:
+    batches = market(60)
+    run(pipeline, batches)
+    assert pipeline.stats.orders_submitted > 0
+    clock = pipeline.stage_clock
+    assert set(clock.stages) == set(ORDER_PATH_STAGES)
+    # Every batch passes the stages before scoring; the later ones once windows are full.
+    assert clock.stages["venue"].count == clock.stages["intake"].count == len(batches)
+    assert clock.cpu_stages["score"].count == clock.stages["score"].count
+    assert 0 < clock.stages["submit"].count <= len(batches)
+    # The stages up to the broker add up to no more than the slowest order's latency.
+    to_broker = [s for s in ORDER_PATH_STAGES if s != "after"]
+    fastest_sum = sum(clock.stages[s].percentile_ms(0) or 0.0 for s in to_broker)
+    assert fastest_sum <= (pipeline.latency.percentile_ms(100) or 0.0)

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -22,7 +23,7 @@ from strategy.market_sim import SimMarketConfig, simulate_frame
 from strategy.risk import RiskConfig, RiskEngine
 from strategy.rule_scorer import RuleScorer, RuleScorerConfig
 from strategy.target_strategy import StrategyConfig, TargetStrategy
-from strategy.types import Fill, Side
+from strategy.types import Fill, Order, Side
 
 START = datetime(2024, 1, 1, tzinfo=UTC)
 DAY = 86_400
@@ -195,3 +196,27 @@ def test_comparison_when_run_then_every_contender_on_same_period_and_report_rend
     assert html.count("data:image/png;base64,") == 2
     assert ">rules</td>" in html
     assert b'"comparison"' in report_json(results)
+
+
+def test_run_when_journaled_then_each_order_is_committed_before_the_venue_sees_it(
+    batches, tmp_path: Path
+) -> None:
+    # commit_every=500 groups record() writes: the write-ahead path commits orders regardless.
+    path = tmp_path / "backtest.sqlite"
+    seen: list[str] = []
+    with Journal(path, commit_every=500) as journal, sqlite3.connect(path) as reader:
+        engine = BacktestEngine(
+            config=CONFIG, scorer=RuleScorer(config=RuleScorerConfig()), journal=journal
+        )
+        venue_submit = engine.venue.submit
+
+        def submit_after_checking(orders: list[Order]) -> None:
+            committed = {r[0] for r in reader.execute("SELECT client_order_id FROM orders")}
+            missing = [o.client_order_id for o in orders if o.client_order_id not in committed]
+            assert missing == [], f"orders reached the venue before their commit: {missing}"
+            seen.extend(o.client_order_id for o in orders)
+            venue_submit(orders)
+
+        engine.venue.submit = submit_after_checking  # type: ignore[method-assign]
+        run = engine.run_batches(batches[:300])
+    assert len(seen) == len(run.orders) > 5
