@@ -5,7 +5,7 @@ each); a shard is three small values, and the actor that takes it reads that sym
 the shared path itself, rebuilds the live BarStore's windows, renders and scores them. What comes
 back per window is its key (symbol, bar close), p_up, pattern probabilities and embedding, which
 become a PrecomputedVision: strategy's VisionModel answering from those rows, so the rest of
-evaluate/backtest runs unchanged. Ray Data restarts a lost actor and re-runs its shard; rows are
+evaluate/backtest runs unchanged. Ray Data restarts a lost actor and re-runs its shards; rows are
 keyed, and a key that comes back twice or never is an error, never a silent gap or double count.
 CPU/GPU per actor come from RayConfig. A CLIP score is a function of its own window only (the
 engine's batches are independent rows), so these scores equal the local run's.
@@ -81,9 +81,11 @@ class ShardScorer:
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, Any]:
         windows: list[Window] = []
         for symbol, start, stop in zip(batch["symbol"], batch["start"], batch["stop"], strict=True):
-            windows += symbol_windows(
+            shard = symbol_windows(
                 self.source, str(symbol), self.store, start=int(start), stop=int(stop)
             )
+            log.info("ray.shard_started", symbol=str(symbol), start=int(start), windows=len(shard))
+            windows += shard
         scores = self.vision.score_windows(windows)  # no windows: empty arrays of the right width
         return {
             "symbol": np.asarray([w.symbol for w in windows], dtype=object),
@@ -164,12 +166,10 @@ def cluster_clip_scores(
             "store": msgspec.json.encode(store),
         },
         batch_size=1,
-        concurrency=actors,
+        compute=ray_data.ActorPoolStrategy(size=actors),
         num_cpus=cfg.cpus_per_actor,
         num_gpus=cfg.gpus_per_actor,
-        max_restarts=-1,
-        max_task_retries=cfg.max_retries,
-    )
+    )  # Ray Data restarts a dead actor and re-runs its shard (max_restarts=-1 by default)
     keys: list[tuple[str, int]] = []
     p_up: list[np.ndarray] = []
     probs: list[np.ndarray] = []

@@ -92,12 +92,15 @@ def free_ports(n: int) -> list[int]:
             s.close()
 
 
-def ray_env() -> dict[str, str]:
+def ray_env(home: Path) -> dict[str, str]:
     """The nodes' environment: this checkout first on PYTHONPATH (workers import its code), no
-    usage stats, one thread per BLAS/torch pool."""
+    usage stats, one thread per BLAS/torch pool, and a HOME of their own: a ~/.ray/auth_token
+    left by another Ray user on this machine makes the GCS demand a token our clients never send."""
     path = os.environ.get("PYTHONPATH", "")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_AUTH")}
     return {
-        **os.environ,
+        **env,
+        "HOME": str(home),
         "PYTHONPATH": f"{ROOT}{os.pathsep}{path}" if path else str(ROOT),
         "RAY_USAGE_STATS_ENABLED": "0",
         "OMP_NUM_THREADS": "1",
@@ -189,7 +192,8 @@ def stop_node(node: RayNode) -> None:
 @pytest.fixture(scope="session")
 def ray_cluster() -> Iterator[RayCluster]:
     """A two-node Ray cluster on 127.0.0.1 (1 CPU each; the second has resource node2: 1)."""
-    env = ray_env()
+    home = Path(tempfile.mkdtemp(prefix="vtray-home-", dir="/tmp"))
+    env = ray_env(home)
     gcs, client, *head_ports = free_ports(2 + 6 + WORKER_PORTS)
     address = f"127.0.0.1:{gcs}"
     cluster = RayCluster(address=address, client_address=f"ray://127.0.0.1:{client}", env=env)
@@ -227,6 +231,7 @@ def ray_cluster() -> Iterator[RayCluster]:
     finally:
         for node in reversed(cluster.nodes):
             stop_node(node)
+        shutil.rmtree(home, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
