@@ -188,3 +188,28 @@ def test_evaluate_when_second_node_worker_killed_midrun_then_rows_exactly_once(
     assert not failed, failed
     assert killed, "no scoring worker ran on the second node"
     _same_evaluation(local_evaluation, result[0])
+
+
+def test_model_build_when_xgboost_folds_on_two_nodes_then_same_bundle_id(inputs, connected):
+    from vlm_engine.bundle import read_card
+
+    base = inputs["base"]
+    market = SimMarketConfig(symbols=("AAA", "BBB"), bar_seconds=60, pattern_rate=0.0, seed=5)
+    frame = simulate_frame(market, datetime(2024, 1, 1, tzinfo=UTC), 1_400)
+    bars = base / "build-bars.parquet"
+    frame.drop(columns=["pattern", "direction"]).to_parquet(bars, index=False)
+    cards = []
+    for name, ray in (("local", ()), ("ray", ("--ray", connected.address))):
+        out = base / f"build-{name}"
+        code, output = _run(
+            "model", "build", "--bars", str(bars), "--out", str(out), "--quick", *ray
+        )
+        assert code == 0, output[-3000:]
+        cards.append(read_card(out))
+    local, remote = cards
+    assert remote.bundle_id == local.bundle_id
+
+    def figures(card):  # wall times differ run to run
+        return {k: v for k, v in card.metrics.items() if not k.endswith("_seconds")}
+
+    assert figures(remote) == figures(local)
