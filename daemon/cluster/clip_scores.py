@@ -134,6 +134,10 @@ class PrecomputedVision:
 def _actors(ray: Any, cfg: RayConfig, shards: int) -> int:
     if cfg.actors:
         return min(cfg.actors, shards)
+    if cfg.resources:  # as many as the nodes that have the resources can hold
+        total = ray.cluster_resources()
+        fits = min(int(total.get(k, 0.0) // v) for k, v in cfg.resources.items() if v > 0)
+        return max(1, min(shards, fits))
     cpus = float(ray.cluster_resources().get("CPU", 1.0))
     per = cfg.cpus_per_actor or 1.0
     return max(1, min(shards, int(cpus // per)))
@@ -169,6 +173,7 @@ def cluster_clip_scores(
         compute=ray_data.ActorPoolStrategy(size=actors),
         num_cpus=cfg.cpus_per_actor,
         num_gpus=cfg.gpus_per_actor,
+        resources=dict(cfg.resources) or None,
     )  # Ray Data restarts a dead actor and re-runs its shard (max_restarts=-1 by default)
     keys: list[tuple[str, int]] = []
     p_up: list[np.ndarray] = []

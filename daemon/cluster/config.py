@@ -17,13 +17,16 @@ class RayConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
     """address: "local" starts Ray on this machine; "auto" joins the cluster this machine belongs
     to; "HOST:PORT" (a head's GCS port) or "ray://HOST:10001" (Ray Client) joins that one.
     cpus_per_actor / gpus_per_actor: what each CLIP scoring actor (one warm engine) reserves;
-    actors: how many (0: as many as the cluster's CPUs / cpus_per_actor allow).
+    actors: how many (0: as many as the cluster's CPUs / cpus_per_actor allow);
+    resources: custom Ray resources each actor needs (e.g. {"bigmem": 1} pins them to nodes
+    started with `ray start --resources '{"bigmem": 4}'`).
     shard_bars: bars of one symbol per scoring shard; max_retries: per task and actor call."""
 
     address: str = LOCAL
     cpus_per_actor: NonNegativeFloat = 1.0
     gpus_per_actor: NonNegativeFloat = 0.0
     actors: NonNegativeInt = 0
+    resources: dict[str, NonNegativeFloat] = msgspec.field(default_factory=dict)
     shard_bars: PositiveInt = 2000
     max_retries: NonNegativeInt = 3
 

@@ -48,7 +48,18 @@ def inputs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     on_ray.write_text(
         f"starting_cash: 100000\nray:\n  shard_bars: {SHARD_BARS}\n  max_retries: 3\n"
     )
-    return {"bars": bars, "local": local, "ray": on_ray, "bundle": quick_bundle(), "base": base}
+    pinned = base / "pinned.yaml"  # every scoring actor on the second node (resource node2)
+    pinned.write_text(
+        f"starting_cash: 100000\nray:\n  shard_bars: {SHARD_BARS}\n  resources: {{node2: 1}}\n"
+    )
+    return {
+        "bars": bars,
+        "local": local,
+        "ray": on_ray,
+        "pinned": pinned,
+        "bundle": quick_bundle(),
+        "base": base,
+    }
 
 
 @pytest.fixture(scope="module")
@@ -62,9 +73,9 @@ def connected(ray_cluster: RayCluster):
     ray.shutdown()
 
 
-def _evaluate(inputs: dict[str, Path], name: str, *ray: str) -> Path:
+def _evaluate(inputs: dict[str, Path], name: str, *ray: str, config_name: str = "") -> Path:
     report = inputs["base"] / name
-    config = inputs["ray" if ray else "local"]
+    config = inputs[config_name or ("ray" if ray else "local")]
     code, output = _run(
         "evaluate", "--bars", str(inputs["bars"]), "--bundle", str(inputs["bundle"]),
         "--config", str(config), "--report", str(report), "--no-progress", *ray,
@@ -169,7 +180,11 @@ def test_evaluate_when_second_node_worker_killed_midrun_then_rows_exactly_once(
 
     def run() -> None:
         try:
-            result.append(_evaluate(inputs, "evaluate-killed", "--ray", ray_cluster.address))
+            result.append(
+                _evaluate(
+                    inputs, "evaluate-killed", "--ray", ray_cluster.address, config_name="pinned"
+                )
+            )
         except BaseException as e:
             failed.append(e)
 
@@ -187,6 +202,7 @@ def test_evaluate_when_second_node_worker_killed_midrun_then_rows_exactly_once(
     runner.join(timeout=300)
     assert not failed, failed
     assert killed, "no scoring worker ran on the second node"
+    assert _shards_started(ray_cluster.second) > before + 2  # the restarted actor went on
     _same_evaluation(local_evaluation, result[0])
 
 
