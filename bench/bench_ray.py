@@ -6,7 +6,9 @@ started with `ray.init(num_cpus=N)` (N workers of one CPU each), so the figures 
 like in one run. render+score is daemon/cluster/clip_scores.py (Ray Data, one warm engine per
 actor) against ClipVision over the same windows in this process; evaluate is the CLI end to end
 (`--ray` reuses the session). The per-shard overhead is the 1-worker render+score time with
-shards of --small-shard bars minus the time with one shard per symbol, over the extra shards.
+shards of --small-shard bars minus the time with one shard per symbol, over the extra shards; the
+fixed cost of a Ray run (actor pool start) is a run of one small shard, and the steady rate is
+the windows over the per-symbol run's time less that fixed cost.
 Skipped (exit 0, with the reason) when ray is not installed.
 
     .venv/bin/python bench/bench_ray.py [--symbols 4] [--bars 600] [--bundle DIR]
@@ -24,6 +26,7 @@ import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from harness import Session, load_line
 
@@ -80,15 +83,21 @@ def child(kind: str, bars: Path, bundle: Path, small_shard: int) -> dict[str, fl
         )
         per_symbol = RayConfig(shard_bars=10**9)  # one shard per symbol
 
-        def score(cfg: RayConfig) -> float:
+        def score(cfg: RayConfig, part: Any = None) -> float:
             t0 = time.perf_counter()
-            cluster_clip_scores(ray, bundle=bundle, bars=bars, frame=frame, store=store, cfg=cfg,
-                                progress=False)  # fmt: skip
+            cluster_clip_scores(ray, bundle=bundle, bars=bars, store=store, cfg=cfg,
+                                frame=frame if part is None else part, progress=False)  # fmt: skip
             return time.perf_counter() - t0
 
         score(per_symbol)  # warm: worker processes, imports
         seconds = score(per_symbol)
         figures["render_score_rows_per_s"] = len(windows) / seconds
+        # the fixed cost of a run (actor pool start: imports, bundle load) from a one-shard run,
+        # and the steady rate of the actors once started
+        first = frame[frame["symbol"] == frame["symbol"].iloc[0]].head(small_shard)
+        tiny = score(per_symbol, first)
+        figures["fixed_seconds"] = tiny
+        figures["steady_render_score_rows_per_s"] = len(windows) / max(seconds - tiny, 1e-9)
         if workers == 1:
             small = RayConfig(shard_bars=small_shard)
             symbols = frame["symbol"].nunique()
