@@ -94,7 +94,7 @@ def child(kind: str, bars: Path, bundle: Path, small_shard: int) -> dict[str, fl
         figures["render_score_rows_per_s"] = len(windows) / seconds
         # the fixed cost of a run (actor pool start: imports, bundle load) from a one-shard run,
         # and the steady rate of the actors once started
-        first = frame[frame["symbol"] == frame["symbol"].iloc[0]].head(small_shard)
+        first = frame[frame["symbol"] == frame["symbol"].iloc[0]].head(store.window + small_shard)
         tiny = score(per_symbol, first)
         figures["fixed_seconds"] = tiny
         figures["steady_render_score_rows_per_s"] = len(windows) / max(seconds - tiny, 1e-9)
