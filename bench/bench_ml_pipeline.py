@@ -6,20 +6,29 @@
 2. Backtest throughput including chart rendering and model scoring (scores precomputed in chunks,
    then the event-driven loop); baseline = the rule scorer the same way. Goal: >= 300 bars/s.
 
-3. Stage by stage (render, CLIP, features, XGBoost, explanations, fusion + drift, whole scorer)
-   at each symbol count and CLIP runtime (--runtimes torch,auto): p50/p99 per batch; goal (issue 16)
-   ML order p99 <= 20 ms at 100 symbols. The load average is printed at start and end.
+3. Stage by stage (render, CLIP, features, PCA + XGBoost, fusion, drift, reasons, whole scorer)
+   at each symbol count and CLIP runtime (--runtimes torch,auto): p50/p99 per batch, the stages
+   timed one after another on the same batch. "before" rows are the order path as it was (fusion
+   row by row, the top reasons computed before the orders), timed in the same run, alternating
+   with "after". Goal (issue 16): ML order p99 <= 20 ms at 100 symbols, <= 8 ms at 10.
+
+The live table runs the pipeline with the rule scorer, ml-before and ml-after in turn; the runs
+repeat until two agree on ml-after's order p99 at the largest symbol count within 10% (or say they
+could not). The load average is printed at start and end of every table.
 
     .venv/bin/python bench/bench_ml_pipeline.py [--bundle state/bundles/default] [--symbols 10,100]
         [--runtimes torch,auto] [--stage-batches 200] [--skip-backtest]
 
 Without a bundle at --bundle it builds a --quick one (weak, tiny CLIP: latency then flatters).
+A little over 400 lines: the three parts share one set-up (bundle, market, pipeline), and the
+"before" scorer lives in bench/ml_before.py.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import io
 import os
 import tempfile
@@ -28,7 +37,10 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
+import msgspec
 import numpy as np
+from harness import Session
+from ml_before import RowByRowScorer, fuse_rows, row_by_row_score
 
 from daemon.config import ScorerConfig
 from daemon.execution.paper import PaperExecution
@@ -40,15 +52,16 @@ from daemon.runtime import tune_gc
 from daemon.training import bootstrap, quick_config
 from strategy.backtest.data import frame_batches, precompute_signals
 from strategy.backtest.engine import BacktestConfig, BacktestEngine
-from strategy.bars import BarStore, BarStoreConfig, Window
+from strategy.bars import BarStore, BarStoreConfig, FloatArray, Window
 from strategy.book import Book
 from strategy.market_sim import MarketSimulator, SimMarketConfig, simulate_frame
+from strategy.ml_scorer import Deferred, vision_columns
 from strategy.risk import RiskConfig, RiskEngine
 from strategy.rule_scorer import RuleScorer, RuleScorerConfig
 from strategy.scoring import Scorer
 from strategy.sim_broker import SimBrokerConfig
 from strategy.target_strategy import StrategyConfig, TargetStrategy
-from strategy.types import Bar
+from strategy.types import Bar, Signal
 from vlm_engine.infer import InferenceConfig
 
 START = datetime(2026, 1, 5, 14, 30, tzinfo=UTC)
@@ -66,43 +79,66 @@ def make_batches(symbols: int, n_batches: int) -> list[list[Bar]]:
     return [sim.next_batch() for _ in range(n_batches)]
 
 
-async def run_pipeline(
-    scorer: Scorer, batches: list[list[Bar]], window: int, workdir: Path
-) -> tuple[float, Pipeline, list[float]]:
-    journal = Journal(workdir / "journal.sqlite", synchronous="normal")
-    journal.open()
-    with PaperExecution(config=SimBrokerConfig(), path=workdir / "venue.sqlite") as venue:
-        pipeline = Pipeline(
-            store=BarStore(config=BarStoreConfig(window=window)),
-            scorer=scorer,
-            strategy=TargetStrategy(config=STRATEGY),
-            risk=RiskEngine(
-                config=RiskConfig(
-                    max_gross_exposure=100_000_000,
-                    max_position_notional=1_000_000,
-                    max_orders_per_minute=1_000_000,
-                    max_open_orders=1_000_000,
-                )
-            ),
-            book=Book(starting_cash=100_000_000),
-            journal=journal,
-            execution=venue,
-        )
-        for batch in batches[: window + 5]:  # fill the windows, warm the scorer
-            await pipeline.on_bars(batch)
+class LiveRun(msgspec.Struct, kw_only=True):
+    """One pipeline's figures: order latencies (one per order), wall and process CPU seconds per batch."""
+
+    orders: list[float]
+    batches: list[float]
+    cpu: list[float]
+    bars: int = 0
+
+
+def _pipeline(scorer: Scorer, window: int, journal: Journal, venue: PaperExecution) -> Pipeline:
+    return Pipeline(
+        store=BarStore(config=BarStoreConfig(window=window)),
+        scorer=scorer,
+        strategy=TargetStrategy(config=STRATEGY),
+        risk=RiskEngine(
+            config=RiskConfig(
+                max_gross_exposure=100_000_000,
+                max_position_notional=1_000_000,
+                max_orders_per_minute=1_000_000,
+                max_open_orders=1_000_000,
+            )
+        ),
+        book=Book(starting_cash=100_000_000),
+        journal=journal,
+        execution=venue,
+    )
+
+
+async def run_pipelines(
+    scorers: dict[str, Scorer], batches: list[list[Bar]], window: int, workdir: Path
+) -> dict[str, LiveRun]:
+    """One pipeline per scorer, each batch through every pipeline in turn (the first one
+    alternating), so that each gets the same bars under the same machine load."""
+    with contextlib.ExitStack() as stack:
+        pipelines = {}
+        for name, scorer in scorers.items():
+            journal = Journal(workdir / f"{name}.sqlite", synchronous="normal")
+            journal.open()
+            stack.callback(journal.close)
+            venue = stack.enter_context(
+                PaperExecution(config=SimBrokerConfig(), path=workdir / f"{name}-venue.sqlite")
+            )
+            pipelines[name] = _pipeline(scorer, window, journal, venue)
+        for batch in batches[: window + 5]:  # fill the windows, warm the scorers
+            for pipeline in pipelines.values():
+                await pipeline.on_bars(batch)
         tune_gc()  # as the daemon does once it is warm
-        pipeline.latency.reset()
-        per_batch: list[float] = []
-        started = time.perf_counter()
-        n = 0
-        for batch in batches[window + 5 :]:
-            t = time.perf_counter()
-            await pipeline.on_bars(batch)
-            per_batch.append(time.perf_counter() - t)
-            n += len(batch)
-        elapsed = time.perf_counter() - started
-    journal.close()
-    return n / elapsed, pipeline, per_batch
+        runs = {name: LiveRun(orders=[], batches=[], cpu=[]) for name in pipelines}
+        names = list(pipelines)
+        for j, batch in enumerate(batches[window + 5 :]):
+            for name in names if j % 2 == 0 else reversed(names):
+                pipeline, run = pipelines[name], runs[name]
+                before = pipeline.latency.count
+                t, cpu = time.perf_counter(), time.process_time()
+                await pipeline.on_bars(batch)
+                run.batches.append(time.perf_counter() - t)
+                run.cpu.append(time.process_time() - cpu)
+                run.bars += len(batch)
+                run.orders.extend(pipeline.latency._buf[before : pipeline.latency.count].tolist())
+        return runs
 
 
 def daemon_models(bundle: Path, runtime: str = "torch") -> LoadedBundle:
@@ -140,51 +176,96 @@ def _timed(fn: Callable[[], object], samples: list[float]) -> None:
     samples.append(time.perf_counter() - t)
 
 
+STAGES = (
+    "render",
+    "clip",
+    "render+clip",
+    "features",
+    "pca+xgboost",
+    "fusion before (rows)",
+    "fusion after (columns)",
+    "drift",
+    "reasons",
+    "scorer before",
+    "scorer after (order path)",
+    "after the orders",
+)
+
+
 def stage_rows(models: LoadedBundle, symbols: int, repeats: int) -> dict[str, list[float]]:
-    """Seconds per batch of each stage of MLScorer.score on one batch of `symbols` windows."""
-    scorer = models.scorer()
+    """Seconds per batch of each stage on one batch of `symbols` windows, timed one after another;
+    "before" and "after" alternate within each repeat."""
+    after, before = models.scorer(), models.scorer()
     engine = models.engine
     windows = live_windows(symbols, max(64, models.bars_needed))
-    need = models.spec.bars_needed
-    charts = [w.tail(need) for w in windows]
+    charts = [w.tail(models.spec.bars_needed) for w in windows]
     images = engine.render(charts)
-    x, _ = scorer.model_rows(windows)
-    xgb = models.xgb
-    rows: dict[str, list[float]] = {
-        k: [] for k in ("render", "clip", "render+clip", "features", "xgboost", "explain", "scorer")
-    }
+    vision = after.vision
+    assert vision is not None, "the stage table needs a bundle with CLIP"
+    assert after.xgb is not None, "the stage table needs a bundle with XGBoost"
+    xgb = after.xgb
+    x, probs = after.model_rows(windows)
+    names = [w.symbol for w in windows]
+    closes = np.array([w.close[-1] for w in windows])
+    fusion_rows, fusion_columns = models.scorer().fusion, models.scorer().fusion
+    drift = after.drift
+    rows: dict[str, list[float]] = {k: [] for k in STAGES}
+
+    scores = vision.score_windows(windows)
+    technical = after.features.compute(windows)
+
+    def pca_and_stack() -> FloatArray:  # XGBoost's CLIP columns, as model_rows() adds them
+        _, cols = vision_columns(scores, after.pca)
+        return np.hstack([technical, cols]) if xgb.feature_names[-1].startswith("clip_") else x
+
+    def drift_step() -> None:
+        if drift is not None:
+            drift.observe(np.hstack([x, np.zeros((len(x), 1))]))
+            drift.check(windows[-1].ts)
+
+    deferred: list[tuple[list[Signal], Deferred | None]] = []
     for _ in range(repeats):
         _timed(lambda: engine.render(charts), rows["render"])
         _timed(lambda: engine.score_images(images), rows["clip"])
-        _timed(lambda: engine.score_batch(charts), rows["render+clip"])
-        _timed(lambda: scorer.features.compute(windows), rows["features"])
-        _timed(lambda: xgb.predict(x), rows["xgboost"])
-        _timed(lambda: xgb.explain(x, scorer.explain_top, approximate=True), rows["explain"])
-        _timed(lambda: scorer.score(windows), rows["scorer"])
-    parts = ("render+clip", "features", "xgboost", "explain")
-    rows["fusion+drift (rest)"] = [
-        total - sum(rows[k][i] for k in parts) for i, total in enumerate(rows["scorer"])
-    ]
+        _timed(lambda: vision.score_windows(windows), rows["render+clip"])
+        _timed(lambda: after.features.compute(windows), rows["features"])
+        _timed(lambda: xgb.predict(pca_and_stack()), rows["pca+xgboost"])
+        _timed(lambda: fuse_rows(fusion_rows, names, closes, probs), rows["fusion before (rows)"])
+        _timed(
+            lambda: fusion_columns.fuse_observe(names, closes, probs),
+            rows["fusion after (columns)"],
+        )
+        _timed(drift_step, rows["drift"])
+        _timed(lambda: xgb.explain(x, after.explain_top, approximate=True), rows["reasons"])
+        _timed(lambda: row_by_row_score(before, windows), rows["scorer before"])
+        _timed(
+            lambda: deferred.append(after.score_deferred(windows)),
+            rows["scorer after (order path)"],
+        )
+        _timed(lambda: after.finish(*deferred.pop()), rows["after the orders"])
     return rows
 
 
 def bench_stages(bundle: Path, symbols_list: list[int], runtimes: list[str], repeats: int) -> None:
+    """p50, p99 and the fastest batch of each stage; on a loaded box the fastest is the closest
+    to the stage's own CPU cost (a stage over a time slice is often preempted)."""
     print(f"\n== ML scorer stage by stage, ms per batch ({repeats} batches each); {load_average()}")
     for runtime in runtimes:
         models = daemon_models(bundle, runtime)
         served = models.engine.runtime
         print(f"-- runtime {runtime} (serving: {served}, {models.engine.workers} workers)")
         print(
-            f"{'stage':>20} "
-            + " ".join(f"{f'{n} sym p50':>11} {f'{n} sym p99':>11}" for n in symbols_list)
+            f"{'stage':>26} "
+            + " ".join(f"{f'{n} sym p50':>11} {'p99':>7} {'min':>6}" for n in symbols_list)
         )
         table = {n: stage_rows(models, n, repeats) for n in symbols_list}
-        for stage in table[symbols_list[0]]:
+        for stage in STAGES:
             cells = " ".join(
-                f"{_ms(table[n][stage], 50):>11.2f} {_ms(table[n][stage], 99):>11.2f}"
+                f"{_ms(table[n][stage], 50):>11.2f} {_ms(table[n][stage], 99):>7.2f} "
+                f"{_ms(table[n][stage], 0):>6.2f}"
                 for n in symbols_list
             )
-            print(f"{stage:>20} {cells}")
+            print(f"{stage:>26} {cells}")
     print(f"   {load_average()}")
 
 
@@ -192,7 +273,14 @@ def _ms(values: list[float], q: float) -> float:
     return float(np.percentile(values, q) * 1000) if values else float("nan")
 
 
-def bench_live(bundle: Path, symbols_list: list[int], scored_batches: int, runtime: str) -> None:
+LIVE_GOALS = {10: 8.0, 100: 20.0}  # ML order p99, ms (issue 16)
+
+
+def bench_live(
+    bundle: Path, symbols_list: list[int], scored_batches: int, runtime: str
+) -> dict[str, float]:
+    """Order and batch latency of the pipeline with each scorer (run_pipelines: every batch
+    through each pipeline in turn), and the process CPU time per batch (all threads)."""
     models = daemon_models(bundle, runtime)
     window = max(64, models.bars_needed)
     print(
@@ -201,30 +289,39 @@ def bench_live(bundle: Path, symbols_list: list[int], scored_batches: int, runti
         f"{models.engine.runtime}); {load_average()}"
     )
     print(
-        f"{'symbols':>7} {'scorer':>6} {'bars/s':>9} {'orders':>7} {'order p50':>10} {'order p99':>10} "
-        f"{'batch p50':>10} {'batch p99':>10}   goal p99"
+        f"{'symbols':>7} {'scorer':>9} {'bars/s':>9} {'orders':>7} {'order p50':>10} {'order p99':>10} "
+        f"{'batch p50':>10} {'batch p99':>10} {'cpu p50':>8}   goal p99"
     )
+    figures: dict[str, float] = {}
     for symbols in symbols_list:
         batches = make_batches(symbols, window + 5 + scored_batches)
-        rows = {}
-        for name, scorer in (
-            ("rules", RuleScorer(config=RuleScorerConfig())),
-            ("ml", models.scorer()),
-        ):
-            with tempfile.TemporaryDirectory() as tmp:
-                rate, pipeline, per_batch = asyncio.run(
-                    run_pipeline(scorer, batches, window, Path(tmp))
-                )
-            lat = pipeline.latency
-            rows[name] = rate
-            goal = {10: "8 ms", 100: "20 ms"}.get(symbols, "-") if name == "ml" else ""
+        scorers: dict[str, Scorer] = {
+            "rules": RuleScorer(config=RuleScorerConfig()),
+            "ml-before": RowByRowScorer(models.scorer()),
+            "ml-after": models.scorer(),
+        }
+        with tempfile.TemporaryDirectory() as tmp:
+            runs = asyncio.run(run_pipelines(scorers, batches, window, Path(tmp)))
+        for name, run in runs.items():
+            goal = LIVE_GOALS.get(symbols)
+            wanted = f"{goal:g} ms" if goal is not None and name.startswith("ml") else ""
             print(
-                f"{symbols:>7} {name:>6} {rate:>9,.0f} {lat.count:>7} "
-                f"{lat.percentile_ms(50) or float('nan'):>10.2f} {lat.percentile_ms(99) or float('nan'):>10.2f} "
-                f"{_ms(per_batch, 50):>10.2f} {_ms(per_batch, 99):>10.2f}   {goal}"
+                f"{symbols:>7} {name:>9} {run.bars / sum(run.batches):>9,.0f} {len(run.orders):>7} "
+                f"{_ms(run.orders, 50):>10.2f} {_ms(run.orders, 99):>10.2f} "
+                f"{_ms(run.batches, 50):>10.2f} {_ms(run.batches, 99):>10.2f} "
+                f"{_ms(run.cpu, 50):>8.2f}   {wanted}"
             )
-        print(f"{'':>7} ml/rules bars/s ratio {rows['ml'] / rows['rules']:.3f}")
+            key = name.replace("-", "_")
+            figures[f"{key}_order_p50_ms_{symbols}"] = _ms(run.orders, 50)
+            figures[f"{key}_order_p99_ms_{symbols}"] = _ms(run.orders, 99)
+            figures[f"{key}_cpu_p50_ms_{symbols}"] = _ms(run.cpu, 50)
+        ratio = (
+            figures[f"ml_after_order_p99_ms_{symbols}"]
+            / figures[f"ml_before_order_p99_ms_{symbols}"]
+        )
+        print(f"{'':>7} ml order p99 after/before {ratio:.3f}")
     print(f"   {load_average()}")
+    return figures
 
 
 def bench_backtest(bundle: Path, symbols: int, bars: int) -> None:
@@ -273,6 +370,7 @@ def main() -> None:
         "--stage-batches", type=int, default=200, help="batches per stage table cell"
     )
     parser.add_argument("--skip-backtest", action="store_true")
+    parser.add_argument("--max-runs", type=int, default=3, help="repeats at most (two must agree)")
     args = parser.parse_args()
     runtimes = args.runtimes.split(",")
     unknown = set(runtimes) - {"torch", "onnx", "onnx-int8", "auto"}
@@ -287,27 +385,28 @@ def main() -> None:
         bootstrap(quick_config(), tmp)
         bundle = tmp
     symbols = [int(s) for s in args.symbols.split(",")]
-    from harness import Session  # bench/harness.py (bench/ is not a package)
 
-    with Session("ml_pipeline", max_runs=3) as bench:
-        bench.until_stable(
-            lambda: _timed_parts(bundle, args, symbols, runtimes), key="live_seconds"
-        )
+    key = f"ml_after_order_p99_ms_{max(symbols)}_{runtimes[-1]}"
+    with Session("ml_pipeline", max_runs=args.max_runs) as bench:
+        bench.until_stable(lambda: _timed_parts(bundle, args, symbols, runtimes), key=key)
     print(f"bench_ml_pipeline done: {load_average()}")
 
 
 def _timed_parts(
     bundle: Path, args: argparse.Namespace, symbols: list[int], runtimes: list[str]
 ) -> dict[str, float]:
-    """One run of every part; their wall times are the figures the repeats settle on (the tables
-    above print the latencies)."""
+    """One run of every part: the live latencies (the figure the repeats settle on) and each
+    part's wall time."""
     t0 = time.perf_counter()
     bench_stages(bundle, symbols, runtimes, args.stage_batches)
     t1 = time.perf_counter()
+    figures: dict[str, float] = {}
     for runtime in runtimes:
-        bench_live(bundle, symbols, args.batches, runtime)
+        live = bench_live(bundle, symbols, args.batches, runtime)
+        figures.update({f"{k}_{runtime}": v for k, v in live.items()})
     t2 = time.perf_counter()
-    figures = {"stages_seconds": t1 - t0, "live_seconds": t2 - t1}
+    figures["stages_seconds"] = t1 - t0
+    figures["live_seconds"] = t2 - t1
     if not args.skip_backtest:
         bench_backtest(bundle, args.backtest_symbols, args.backtest_bars)
         figures["backtest_seconds"] = time.perf_counter() - t2

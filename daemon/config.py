@@ -15,6 +15,7 @@ from daemon.bus.config import MqttConfig
 from daemon.bus.config import check as check_mqtt
 from daemon.cluster.config import RayConfig
 from daemon.errors import ConfigError
+from daemon.explain.config import ExplainConfig
 from daemon.feeds.replay import ReplayFeedConfig
 from daemon.feeds.sim import SimFeedConfig
 from daemon.ib.config import IbConfig, check_ib
@@ -105,6 +106,7 @@ class AppConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
     ib: IbConfig | None = None
     mqtt: MqttConfig = msgspec.field(default_factory=MqttConfig)
     api: ApiConfig = msgspec.field(default_factory=ApiConfig)
+    explain: ExplainConfig = msgspec.field(default_factory=ExplainConfig)
     ray: RayConfig | None = None  # backtest/evaluate on a Ray cluster (see daemon/cluster)
 
     def state_path(self, name: str, *, base: Path | None = None) -> Path:

@@ -13,6 +13,7 @@ import signal
 import time
 from collections.abc import Callable, Sequence
 from datetime import date, datetime
+from typing import TYPE_CHECKING
 
 import msgspec
 import structlog
@@ -20,7 +21,7 @@ import structlog
 from daemon.execution.base import ExecutionClient
 from daemon.journal import Journal
 from daemon.latency import LatencyRecorder
-from daemon.model.scoring import ScoredBatch, log_scored, score_off_loop
+from daemon.model.scoring import ScoredBatch, finish_off_loop, log_scored, score_off_loop
 from daemon.model.shadow import ShadowRunner
 from strategy.bars import BarStore, Window
 from strategy.book import Book
@@ -29,6 +30,9 @@ from strategy.risk import RiskEngine
 from strategy.scoring import Scorer, rejection
 from strategy.target_strategy import TargetStrategy
 from strategy.types import Bar, Fill, Order, OrderEvent, OrderIntent, OrderStatus, Signal
+
+if TYPE_CHECKING:
+    from daemon.explain.worker import Explainer
 
 log = structlog.get_logger("daemon.pipeline")
 
@@ -88,6 +92,7 @@ class Pipeline:
         # A live feed's receiving clock (bars far in its future are refused); None for replays.
         self.clock: Callable[[], datetime] | None = None
         self.shadow: ShadowRunner | None = None  # scores after the orders are out; never trades
+        self.explainer: Explainer | None = None  # explains each order once it is at the broker
         self._orders_journaled = 0
 
     # The kernel owns the state; these names are what the daemon, API and tests reach for.
@@ -137,8 +142,19 @@ class Pipeline:
         decision = kernel.decide(signals, intake.now)
         # Write-ahead: the orders are committed before the broker sees them; the rest of the
         # batch is group-committed off the order path.
-        self.journal.record_orders_ahead(**kernel.journal_rows(intake, signals, decision))
+        rows = kernel.journal_rows(intake, signals, decision)
+        deferred = scored.deferred is not None
+        if deferred:  # journaled below, with their reasons, once the orders are out
+            rows["signals"] = []
+        self.journal.record_orders_ahead(**rows)
         await self._send(decision, arrived)
+        if deferred:  # the top reasons and the drift update: nothing the orders wait for
+            signals = await finish_off_loop(scorer, scored, self.score_lock)
+            self.journal.record_orders_ahead(signals=[s for s in signals if s.confidence > 0])
+        if self.explainer is not None:  # a put_nowait: the explaining runs in its own thread
+            self.explainer.submit(
+                scorer=scorer, evidence=scored.evidence, signals=signals, decision=decision
+            )
         # Log lines are not on the order path: written once the orders are at the broker.
         self._log_intake(intake)
         self._log_signals(signals)
@@ -187,7 +203,8 @@ class Pipeline:
     async def _score(self, scorer: Scorer, windows: Sequence[Window]) -> ScoredBatch:
         if not windows:
             return ScoredBatch(signals=[], scorer=scorer.name, seconds=0.0)
-        scored = await score_off_loop(scorer, windows, self.score_lock)
+        # The top reasons (a second pass over the trees) and the drift update come after the orders.
+        scored = await score_off_loop(scorer, windows, self.score_lock, defer_reasons=True)
         self.stats.signals += len(scored.signals)
         return scored
 

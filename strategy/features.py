@@ -155,8 +155,11 @@ class FeatureEngine:
         rsi = np.full(n, np.nan)
         macd = np.full((3, n), np.nan)
         atr = np.full(n, np.nan)
+        # Divided by the last close once for the batch (the same floats as row by row).
+        scale = last[:, None]
+        cn, hn, ln = c / scale, h / scale, lo / scale
         for k in range(n):  # recursive indicators: one TA-Lib call per window keeps them exact
-            ck = c[k] / last[k]
+            ck = cn[k]
             if length > cfg.rsi_period:
                 rsi[k] = _RSI(ck, timeperiod=cfg.rsi_period)[-1]
             if length >= cfg.macd_slow + cfg.macd_signal - 1:
@@ -168,7 +171,7 @@ class FeatureEngine:
                 )
                 macd[:, k] = (m[-1], s[-1], hist[-1])
             if length > cfg.atr_period:
-                atr[k] = _ATR(h[k] / last[k], lo[k] / last[k], ck, timeperiod=cfg.atr_period)[-1]
+                atr[k] = _ATR(hn[k], ln[k], ck, timeperiod=cfg.atr_period)[-1]
         cols += [rsi / 100.0, macd[0], macd[1], macd[2]]
 
         if length >= cfg.bb_period:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Annotated, Literal
 
 import msgspec
@@ -297,6 +297,85 @@ class FusionEngine:
         return Fused(
             p_up=p, confidence=confidence, disagreement=disagreement, entropy=binary_entropy(p)
         )
+
+    def fuse_observe(
+        self,
+        symbols: Sequence[str],
+        closes: FloatArray,
+        probabilities: Mapping[str, FloatArray],
+    ) -> list[Fused]:
+        """fuse() then observe() for each row in turn (row i is symbols[i], its close and each
+        model's probabilities[m][i]), on whole columns. The floats are those of the row-by-row
+        calls: the same operations in the same order, with exp/log kept in scalar math. With
+        smoothing or adaptation (a row's result depends on the rows before it) it runs row by row."""
+        cfg = self.config
+        if cfg.smoothing_bars > 1 or cfg.adaptation.enabled:
+            out = []
+            for i, (symbol, close) in enumerate(zip(symbols, closes.tolist(), strict=True)):
+                row = {m: float(p[i]) for m, p in probabilities.items()}
+                fused = self.fuse(row, symbol=symbol)
+                self.observe(symbol, close, {**row, FUSED: fused.p_up})
+                out.append(fused)
+            return out
+        seen = {m: self._recalibrated_column(m, p) for m, p in probabilities.items()}
+        p = np.minimum(np.maximum(self._combine_columns(seen, len(symbols)), 0.0), 1.0)
+        columns = np.column_stack(list(seen.values())) if seen else np.zeros((len(symbols), 0))
+        finite = np.isfinite(columns)
+        with np.errstate(invalid="ignore"):
+            spread = np.fmax.reduce(
+                columns, axis=1, initial=-np.inf, where=finite
+            ) - np.fmin.reduce(columns, axis=1, initial=np.inf, where=finite)
+        disagreement = np.where(finite.sum(axis=1) > 1, spread, 0.0)
+        confidence = np.abs(2 * p - 1) * np.maximum(
+            0.0, 1.0 - cfg.disagreement_penalty * disagreement
+        )
+        fused_p = p.tolist()
+        out = [
+            Fused(p_up=v, confidence=c, disagreement=d, entropy=binary_entropy(v))
+            for v, c, d in zip(fused_p, confidence.tolist(), disagreement.tolist(), strict=True)
+        ]
+        names = [*seen, FUSED]
+        observed = np.column_stack([columns, self._recalibrated_column(FUSED, p)]).tolist()
+        monitor = self.monitor
+        for symbol, close, values in zip(symbols, closes.tolist(), observed, strict=True):
+            monitor.observe(symbol, close, dict(zip(names, values, strict=True)))
+        return out
+
+    def _recalibrated_column(self, model: str, p: FloatArray) -> FloatArray:
+        """recalibrated() of one model's column (Recalibration.apply per value: scalar exp/log)."""
+        recal = self.config.recalibrate.get(model)
+        if recal is None:
+            return p
+        return np.array([recal.apply(v) for v in p.tolist()], dtype=np.float64)
+
+    def _combine_columns(self, probabilities: Mapping[str, FloatArray], n: int) -> FloatArray:
+        """_combine() of n rows at once (a non-finite value is a model without an opinion)."""
+        cfg = self.config
+        finite = {m: np.isfinite(p) for m, p in probabilities.items()}
+        if cfg.method == "stacking" and cfg.stacking is not None:
+            st = cfg.stacking
+            if not all(m in probabilities for m in st.models):
+                return np.full(n, 0.5)
+            ok = np.ones(n, dtype=np.bool_)
+            z = np.zeros(n)
+            for m, c in zip(st.models, st.coef, strict=True):
+                ok &= finite[m]
+                logits = [
+                    logit_scalar(v) if math.isfinite(v) else 0.0 for v in probabilities[m].tolist()
+                ]
+                z = z + c * np.array(logits, dtype=np.float64)
+            fused = np.array([sigmoid_scalar(v) for v in (st.intercept + z).tolist()])
+            return np.where(ok, fused, 0.5)
+        total = np.zeros(n)
+        acc = np.zeros(n)
+        for model, p in probabilities.items():
+            w = np.full(n, self.weights.get(model, 0.0))
+            if cfg.method == "confidence_weighted":
+                w = w * np.abs(2 * p - 1)
+            total = total + np.where(finite[model], w, 0.0)
+            acc = acc + np.where(finite[model], w * p, 0.0)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(total > 0, acc / total, 0.5)
 
     def observe(self, symbol: str, close: float, probabilities: Mapping[str, float]) -> None:
         """Feed this bar's close and predictions (models and FUSED) to the monitor; maybe adapt.

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Literal, Protocol
 
 import msgspec
@@ -20,7 +21,7 @@ import numpy.typing as npt
 from strategy.bars import FloatArray, Window
 from strategy.drift import DriftMonitor, DriftReport
 from strategy.features import FeatureEngine
-from strategy.fusion import FUSED, Fused, FusionEngine
+from strategy.fusion import Fused, FusionEngine
 from strategy.scoring import rejected_signal
 from strategy.types import Signal
 from vlm_engine.xgb.model import XgbModel
@@ -30,12 +31,29 @@ ScorerMode = Literal["fused", "xgb", "clip"]
 
 
 class VisionScores(msgspec.Struct, frozen=True, kw_only=True):
-    """Calibrated CLIP outputs for n windows: P(up) (n,), pattern probabilities (n, k), embeddings (n, d)."""
+    """Calibrated CLIP outputs for n windows: P(up) (n,), pattern probabilities (n, k), embeddings (n, d);
+    charts: the (h, w, 3) uint8 images scored, in chunks whose rows follow the windows (may be empty)."""
 
     p_up: FloatArray
     pattern_probs: FloatArray
     pattern_names: tuple[str, ...]
     embeddings: FloatArray
+    charts: tuple[npt.NDArray[np.uint8], ...] = ()
+
+
+class Evidence(msgspec.Struct, frozen=True, kw_only=True, eq=False):
+    """What one score() call saw, retained by reference (no copies on the bar-to-order path) for
+    the explainer that runs after the orders are out: the windows, XGBoost's input rows, each
+    model's P(up), CLIP's outputs (vision row j is window vision_rows[j]), the fused values (None
+    for a rejected row) and the fusion weights in force."""
+
+    windows: Sequence[Window]
+    features: FloatArray
+    probabilities: dict[str, FloatArray]
+    vision: VisionScores | None
+    vision_rows: npt.NDArray[np.intp]
+    fused: list[Fused | None]
+    weights: dict[str, float]
 
 
 class VisionModel(Protocol):
@@ -74,6 +92,9 @@ def usable_rows(x: FloatArray) -> npt.NDArray[np.bool_]:
     return np.asarray(usable_values(x).all(axis=1), dtype=np.bool_)
 
 
+_NO_ROWS: npt.NDArray[np.intp] = np.zeros(0, dtype=np.intp)
+
+
 def _spread(values: FloatArray, rows: npt.NDArray[np.intp], n: int) -> FloatArray:
     """values for `rows` of n, NaN elsewhere (the windows that reached no model)."""
     if rows.size == n:
@@ -81,6 +102,16 @@ def _spread(values: FloatArray, rows: npt.NDArray[np.intp], n: int) -> FloatArra
     out = np.full((n, *values.shape[1:]), np.nan, dtype=np.float64)
     out[rows] = values
     return out
+
+
+class Deferred(msgspec.Struct, frozen=True, kw_only=True):
+    """What MLScorer.score_deferred() leaves for finish(): the batch's XGBoost input rows, which
+    of them reached the models, each window's confidence, and the batch's bar close."""
+
+    x: FloatArray
+    usable: npt.NDArray[np.bool_]
+    confidences: FloatArray
+    ts: datetime
 
 
 class MLScorer:
@@ -123,6 +154,8 @@ class MLScorer:
         # 100-row batch); XgbModel.contributions() stays exact for offline analysis.
         self.exact_explanations = exact_explanations
         self.drift_reports: list[DriftReport] = []
+        self.evidence: Evidence | None = None  # the last score() call's, for the explainer
+        self._seen: tuple[VisionScores | None, npt.NDArray[np.intp]] = (None, _NO_ROWS)
         self._uses_vision = xgb is not None and any(
             n.startswith("clip_") for n in xgb.feature_names
         )
@@ -151,6 +184,7 @@ class MLScorer:
         scores = None
         if self.vision is not None and (self.mode != "xgb" or self._uses_vision) and ok.size:
             scores = self.vision.score_windows(fit)
+            self._seen = (scores, ok)
             if self.mode != "xgb":
                 probs["clip"] = _spread(np.asarray(scores.p_up, dtype=np.float64), ok, n)
         if self._uses_vision and scores is not None:
@@ -164,23 +198,44 @@ class MLScorer:
     def score(self, windows: Sequence[Window]) -> list[Signal]:
         """One Signal per window: fused probability with disagreement, entropy and top reasons; a
         window with out-of-range features gets a rejected signal naming them (the rest go on)."""
+        signals, deferred = self.score_deferred(windows)
+        return self.finish(signals, deferred)
+
+    def score_deferred(self, windows: Sequence[Window]) -> tuple[list[Signal], Deferred | None]:
+        """score() without the work no order waits for, left for finish(): the top reasons
+        (XGBoost's pred_contribs, a second pass over the trees) and the drift monitor's update.
+        Probabilities and confidences are those of score()."""
+        self.evidence = None
         if not windows:
-            return []
+            return [], None
+        self._seen = (None, _NO_ROWS)
         x, probs = self.model_rows(windows)
         usable = usable_rows(x)
+        n = len(windows)
+        rows = np.flatnonzero(usable)
+        confidences = np.zeros(n)
+        fused_rows: list[Fused | None] = [None] * n
+        if rows.size:
+            closes = np.array([w.close[-1] for w in windows], dtype=np.float64)
+            fused = self.fusion.fuse_observe(
+                [windows[i].symbol for i in rows.tolist()],
+                closes[rows],
+                {m: p[rows] for m, p in probs.items()},
+            )
+            for i, one in zip(rows.tolist(), fused, strict=True):
+                fused_rows[i] = one
+                confidences[i] = one.confidence
         signals: list[Signal] = []
-        confidences = np.zeros(len(windows))
-        fused_rows: list[Fused | None] = []
-        for i, w in enumerate(windows):
-            if not usable[i]:
-                fused_rows.append(None)
-                continue
-            row = {m: float(p[i]) for m, p in probs.items()}
-            fused = self.fusion.fuse(row, symbol=w.symbol)
-            self.fusion.observe(w.symbol, float(w.close[-1]), {**row, FUSED: fused.p_up})
-            confidences[i] = fused.confidence
-            fused_rows.append(fused)
-        reasons = self._reasons(x, confidences)
+        vision, vision_rows = self._seen
+        self.evidence = Evidence(
+            windows=windows,
+            features=x,
+            probabilities=probs,
+            vision=vision,
+            vision_rows=vision_rows,
+            fused=fused_rows,
+            weights=self.fusion.weights,  # replaced, never mutated, when adaptation moves it
+        )
         for i, (w, done) in enumerate(zip(windows, fused_rows, strict=True)):
             if done is None:
                 signals.append(rejected_signal(w, self.name, self._out_of_range(x[i], w)))
@@ -192,17 +247,36 @@ class MLScorer:
                     p_up=done.p_up,
                     confidence=done.confidence if math.isfinite(done.confidence) else 0.0,
                     scorer=self.name,
-                    reasons=reasons[i],
                     disagreement=done.disagreement,
                     entropy=done.entropy,
                 )
             )
-        if self.drift is not None and usable.any():
-            self.drift.observe(np.hstack([x, confidences[:, None]])[usable])
-            report = self.drift.check(windows[-1].ts)
+        return signals, Deferred(x=x, usable=usable, confidences=confidences, ts=windows[-1].ts)
+
+    def finish(self, signals: list[Signal], deferred: Deferred | None) -> list[Signal]:
+        """The signals of score_deferred() as score() returns them, with their top reasons; and
+        the batch's rows into the drift monitor (its crossings into drift_reports)."""
+        if deferred is None:
+            return signals
+        x, confidences = deferred.x, deferred.confidences
+        if self.drift is not None and deferred.usable.any():
+            self.drift.observe(np.hstack([x, confidences[:, None]])[deferred.usable])
+            report = self.drift.check(deferred.ts)
             if report is not None:
                 self.drift_reports.append(report)
-        return signals
+        if self.xgb is None or self.mode == "clip" or self.explain_top <= 0:
+            return signals
+        rows = np.flatnonzero(confidences > 0)
+        if rows.size == 0:
+            return signals
+        out = list(signals)
+        explained = self.xgb.explain(
+            x[rows], self.explain_top, approximate=not self.exact_explanations
+        )
+        for i, top in zip(rows.tolist(), explained, strict=True):
+            reasons = tuple(f"{name}{'+' if value > 0 else '-'}" for name, value in top)
+            out[i] = msgspec.structs.replace(out[i], reasons=reasons)
+        return out
 
     def _out_of_range(self, row: FloatArray, window: Window) -> str:
         """'non_finite_features:<first names>' for one rejected row."""
@@ -217,18 +291,3 @@ class MLScorer:
         """Drift crossings since the last call (the daemon logs each as model.drift_detected)."""
         reports, self.drift_reports = self.drift_reports, []
         return reports
-
-    def _reasons(self, x: FloatArray, confidences: FloatArray) -> list[tuple[str, ...]]:
-        """Top XGBoost contributions (pred_contribs) of confident rows, as 'feature+' / 'feature-'."""
-        out: list[tuple[str, ...]] = [()] * x.shape[0]
-        if self.xgb is None or self.mode == "clip" or self.explain_top <= 0:
-            return out
-        rows = np.flatnonzero(confidences > 0)
-        if rows.size == 0:
-            return out
-        explained = self.xgb.explain(
-            x[rows], self.explain_top, approximate=not self.exact_explanations
-        )
-        for i, top in zip(rows.tolist(), explained, strict=True):
-            out[i] = tuple(f"{name}{'+' if value > 0 else '-'}" for name, value in top)
-        return out

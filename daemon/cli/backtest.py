@@ -21,6 +21,11 @@ def register(sub: Any) -> None:
         help="model bundle: adds CLIP-only, XGBoost-only and fused (an xgb/-only directory adds XGBoost)",
     )
     p.add_argument("--journal", type=Path, help="SQLite journal for the rules scorer's rows")
+    p.add_argument(
+        "--no-explain",
+        action="store_true",
+        help="skip the per-trade explanation pages (chart, CLIP texts, analogs) of a full bundle",
+    )
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     add_ray_argument(p)
     p.set_defaults(func=_backtest)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import msgspec
 
-from daemon.model.loader import XGB_DIR, check_windows, load_bundle, read_fusion
+from daemon.model.loader import XGB_DIR, LoadedBundle, check_windows, load_bundle, read_fusion
 from daemon.model.vision import CachedVision, ClipVision
 from strategy.backtest.evaluate import BundleInfo, TrainedSpan
 from strategy.bars import BarStoreConfig
@@ -42,6 +42,14 @@ def bundle_scorers(
     when the bundle has that model, else "xgb" (older bundles: the XGBoost that also sees the CLIP
     columns). vision, when given, answers for the bundle's CLIP (scores computed elsewhere, e.g.
     on a Ray cluster: daemon/cluster/clip_scores.py)."""
+    scorers, info, _ = bundle_contenders(bundle, bars, vision=vision)
+    return scorers, info
+
+
+def bundle_contenders(
+    bundle: Path, bars: BarStoreConfig, *, vision: VisionModel | None = None
+) -> tuple[dict[str, Scorer], BacktestBundle, LoadedBundle]:
+    """bundle_scorers, and the loaded bundle behind them (the backtest explains its trades with it)."""
     models = load_bundle(bundle)
     check_windows(models, bars)
     vision = CachedVision(inner=vision or ClipVision(engine=models.engine))
@@ -59,7 +67,7 @@ def bundle_scorers(
         xgb_name: models.scorer(mode="xgb", vision=vision, name=xgb_name),
         "fused": models.scorer(mode="fused", vision=vision, name="fused"),
     }
-    return scorers, info
+    return scorers, info, models
 
 
 def xgb_info(bundle: Path) -> BacktestBundle:

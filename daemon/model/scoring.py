@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Sequence
+from typing import Any
 
 import msgspec
 import structlog
@@ -25,36 +26,67 @@ log = structlog.get_logger("daemon.model")
 
 
 class ScoredBatch(msgspec.Struct, frozen=True, kw_only=True):
-    """One scoring call's signals and how long it took (render_seconds: the charts CLIP drew)."""
+    """One scoring call's signals and how long it took (render_seconds: the charts CLIP drew);
+    evidence: what an ML scorer saw (strategy.ml_scorer.Evidence, taken under the score lock),
+    handed to the explainer once the orders are out; None for the rule scorer.
+    deferred: when the call left work for after the orders (MLScorer.score_deferred: the top
+    reasons and the drift update), what finish_off_loop() needs; the signals carry no reasons
+    until then."""
 
     signals: list[Signal]
     scorer: str
     seconds: float
     render_seconds: float = 0.0
+    evidence: Any = None
+    deferred: Any = None
 
 
-def score_windows(scorer: Scorer, windows: Sequence[Window]) -> ScoredBatch:
-    """Score windows and time it (blocking for a model: run it in a thread)."""
+def score_windows(
+    scorer: Scorer, windows: Sequence[Window], *, defer_reasons: bool = False
+) -> ScoredBatch:
+    """Score windows and time it (blocking for a model: run it in a thread). defer_reasons: a
+    scorer that can (MLScorer.score_deferred) leaves its reasons for finish_off_loop()."""
     vision = getattr(scorer, "vision", None)
     drawn = float(getattr(vision, "render_seconds", 0.0))
+    deferred = getattr(scorer, "score_deferred", None) if defer_reasons else None
+    left = None
     started = time.perf_counter()
-    signals = scorer.score(windows)
+    if deferred is not None:
+        signals, left = deferred(windows)
+    else:
+        signals = scorer.score(windows)
     seconds = time.perf_counter() - started
     rendered = float(getattr(vision, "render_seconds", 0.0)) - drawn
     return ScoredBatch(
-        signals=signals, scorer=scorer.name, seconds=seconds, render_seconds=max(rendered, 0.0)
+        signals=signals,
+        scorer=scorer.name,
+        seconds=seconds,
+        render_seconds=max(rendered, 0.0),
+        evidence=getattr(scorer, "evidence", None),
+        deferred=left,
     )
 
 
 async def score_off_loop(
-    scorer: Scorer, windows: Sequence[Window], lock: asyncio.Lock
+    scorer: Scorer, windows: Sequence[Window], lock: asyncio.Lock, *, defer_reasons: bool = False
 ) -> ScoredBatch:
     """score_windows for the event loop: a blocking scorer runs in a thread under the lock that
     keeps its fusion and drift state to one caller; the rule scorer runs inline."""
     if not scorer.blocking:
         return score_windows(scorer, windows)
     async with lock:
-        return await asyncio.to_thread(score_windows, scorer, windows)
+        return await asyncio.to_thread(score_windows, scorer, windows, defer_reasons=defer_reasons)
+
+
+async def finish_off_loop(scorer: Scorer, batch: ScoredBatch, lock: asyncio.Lock) -> list[Signal]:
+    """The batch's signals with what score_windows(defer_reasons=True) left out (MLScorer.finish,
+    in a thread under the scorer's lock: it updates the drift monitor); unchanged when nothing
+    was left."""
+    if batch.deferred is None:
+        return batch.signals
+    finish = scorer.finish  # type: ignore[attr-defined]  # a scorer that deferred has one
+    async with lock:
+        return await asyncio.to_thread(finish, batch.signals, batch.deferred)  # type: ignore[no-any-return]
 
 
 def log_scored(scorer: Scorer, batch: ScoredBatch) -> None:

@@ -30,6 +30,7 @@ import structlog
 from tqdm import tqdm
 
 from daemon.errors import InputError
+from daemon.training.analogs import add_analogs
 from daemon.training.clip import train_bundle
 from daemon.training.config import BootstrapConfig, BuildConfig, default_horizon
 from daemon.training.labels import label_counts
@@ -249,8 +250,8 @@ def _clip_stage(
     horizon: int,
     progress: bool,
 ) -> ModelCard:
-    """Charts ending on labelled bars + "none" charts -> CLIP fine-tune -> calibration -> ONNX export:
-    a CLIP-only bundle."""
+    """Charts ending on labelled bars + "none" charts -> CLIP fine-tune -> calibration -> analog
+    index of the training charts -> ONNX export: a CLIP-only bundle."""
     t0 = time.perf_counter()
     with _bar(progress, "charts", 1) as bar:
         samples = msgspec.structs.replace(cfg.samples, horizon=horizon)
@@ -283,6 +284,7 @@ def _clip_stage(
         device="cpu",
         extra_metrics={"data_seconds": data_seconds},
     )
+    add_analogs(bundle, splits["train"], cfg.analogs)
     # The image tower on ONNX Runtime (fp32 + INT8) and the test
     # charts the daemon checks their parity on when it loads the bundle.
     from vlm_engine.infer.onnx_export import export_to_bundle

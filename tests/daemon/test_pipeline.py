@@ -35,7 +35,11 @@ def pipeline(tmp_path: Path) -> Iterator[Pipeline]:
 
 @contextlib.contextmanager
 def pipeline_at(
-    directory: Path, *, scorer: Scorer | None = None, window: int = 16
+    directory: Path,
+    *,
+    scorer: Scorer | None = None,
+    window: int = 16,
+    strategy: StrategyConfig | None = None,
 ) -> Iterator[Pipeline]:
     """The test pipeline with its journal and venue files in directory (rule scorer by default)."""
     directory.mkdir(parents=True, exist_ok=True)
@@ -45,7 +49,9 @@ def pipeline_at(
     yield Pipeline(
         store=BarStore(config=BarStoreConfig(window=window)),
         scorer=scorer or RuleScorer(config=RuleScorerConfig()),
-        strategy=TargetStrategy(config=StrategyConfig(hold_bars=3, position_notional=2_000)),
+        strategy=TargetStrategy(
+            config=strategy or StrategyConfig(hold_bars=3, position_notional=2_000)
+        ),
         risk=RiskEngine(config=RiskConfig()),
         book=Book(starting_cash=100_000),
         journal=journal,

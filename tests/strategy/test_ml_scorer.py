@@ -8,13 +8,14 @@ import pytest
 
 from strategy.backtest.data import build_dataset, frame_batches, precompute_signals
 from strategy.backtest.engine import BacktestConfig, BacktestEngine
-from strategy.bars import BarStoreConfig
+from strategy.bars import BarStore, BarStoreConfig
 from strategy.drift import DriftConfig, DriftMonitor, drift_reference
 from strategy.features import FeatureConfig, FeatureEngine
-from strategy.fusion import FusionConfig, FusionEngine
+from strategy.fusion import FUSED, FusionConfig, FusionEngine
 from strategy.market_sim import SimMarketConfig, simulate_frame
-from strategy.ml_scorer import MLScorer, VisionScores
+from strategy.ml_scorer import MLScorer, VisionScores, usable_rows
 from strategy.target_strategy import StrategyConfig
+from strategy.types import Signal
 from vlm_engine.xgb import XgbTrainConfig, train_xgb
 
 START = datetime(2024, 1, 1, tzinfo=UTC)
@@ -115,3 +116,78 @@ def test_scorer_when_clip_mode_without_vision_then_error(setup) -> None:
             fusion=FusionEngine(config=FusionConfig()),
             mode="clip",
         )
+
+
+def _row_by_row_signals(scorer: MLScorer, windows) -> list[Signal]:  # type: ignore[no-untyped-def]
+    """score() as it was written before the column fusion and the deferred reasons: fuse() and
+    observe() row by row, then each confident row's top contributions."""
+    x, probs = scorer.model_rows(windows)
+    usable = usable_rows(x)
+    assert usable.all()
+    out = []
+    confidences = []
+    for i, w in enumerate(windows):
+        row = {m: float(p[i]) for m, p in probs.items()}
+        fused = scorer.fusion.fuse(row, symbol=w.symbol)
+        scorer.fusion.observe(w.symbol, float(w.close[-1]), {**row, FUSED: fused.p_up})
+        confidences.append(fused.confidence)
+        reasons: tuple[str, ...] = ()
+        if fused.confidence > 0:
+            top = scorer.xgb.explain(x[i : i + 1], scorer.explain_top, approximate=True)[0]
+            reasons = tuple(f"{n}{'+' if v > 0 else '-'}" for n, v in top)
+        out.append(
+            Signal(
+                symbol=w.symbol,
+                ts=w.ts,
+                p_up=fused.p_up,
+                confidence=fused.confidence,
+                scorer=scorer.name,
+                reasons=reasons,
+                disagreement=fused.disagreement,
+                entropy=fused.entropy,
+            )
+        )
+    assert scorer.drift is not None
+    scorer.drift.observe(np.column_stack([x, confidences]))
+    report = scorer.drift.check(windows[-1].ts)
+    if report is not None:
+        scorer.drift_reports.append(report)
+    return out
+
+
+def test_score_when_fused_by_columns_then_signals_equal_row_by_row_fusion(setup) -> None:
+    batches, ds, model = setup
+    fusion = FusionConfig(weights={"clip": 0.6, "xgb": 0.4}, disagreement_penalty=0.5)
+    reference_rows = np.column_stack([ds.x, np.zeros(len(ds.x))])
+    names = [*ds.feature_names, "confidence"]
+    live, reference = (
+        MLScorer(
+            features=FeatureEngine(config=FEATURES),
+            fusion=FusionEngine(config=fusion),
+            xgb=model,
+            vision=FakeVision(),
+            drift=DriftMonitor(
+                reference=drift_reference(reference_rows, names),
+                config=DriftConfig(window=100, min_samples=20, psi_threshold=0.05),
+            ),
+        )
+        for _ in range(2)
+    )
+    store = BarStore(config=STORE)
+    compared = explained = 0
+    for batch in batches[:120]:
+        for bar in batch:
+            store.add(bar)
+        windows = [w for s in store.symbols if (w := store.window(s)) is not None]
+        if not windows:
+            continue
+        deferred, pending = live.score_deferred(windows)
+        signals = live.finish(deferred, pending)
+        assert signals == _row_by_row_signals(reference, windows)
+        assert [msgspec.structs.replace(s, reasons=()) for s in signals] == deferred
+        compared += len(signals)
+        explained += sum(bool(s.reasons) for s in signals)
+    assert compared > 100
+    assert explained > 10
+    assert live.fusion.stats() == reference.fusion.stats()
+    assert live.take_drift_reports() == reference.take_drift_reports() != []
