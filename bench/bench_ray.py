@@ -25,8 +25,8 @@ import sys
 import tempfile
 import time
 from datetime import UTC, datetime
-from pathlib import Path
 from math import nan
+from pathlib import Path
 from typing import Any
 
 from harness import Session, load_line
