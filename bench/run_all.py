@@ -42,6 +42,7 @@ FULL: dict[str, list[str]] = {
     "dashboard": [],
     "explain": [],
     "search": [],  # builds its own small bundle from the simulator (a few minutes)
+    "ray": [],  # skipped, with the reason, when the ray extra is not installed
 }
 QUICK: dict[str, list[str]] = {
     "journal": [],

@@ -13,6 +13,7 @@ import msgspec
 from daemon.api.config import ApiConfig
 from daemon.bus.config import MqttConfig
 from daemon.bus.config import check as check_mqtt
+from daemon.cluster.config import RayConfig
 from daemon.errors import ConfigError
 from daemon.explain.config import ExplainConfig
 from daemon.feeds.replay import ReplayFeedConfig
@@ -106,6 +107,7 @@ class AppConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
     mqtt: MqttConfig = msgspec.field(default_factory=MqttConfig)
     api: ApiConfig = msgspec.field(default_factory=ApiConfig)
     explain: ExplainConfig = msgspec.field(default_factory=ExplainConfig)
+    ray: RayConfig | None = None  # backtest/evaluate on a Ray cluster (see daemon/cluster)
 
     def state_path(self, name: str, *, base: Path | None = None) -> Path:
         """Resolve a file name against state_dir (relative state_dir against base or cwd)."""

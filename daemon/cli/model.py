@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 import structlog
 
+from daemon.cli.ray_flag import add_ray_argument
 from daemon.cli.train import load_yaml_config, print_summary
 from daemon.errors import EXIT_CONFIG, EXIT_OK, InputError
 from daemon.log_setup import configure_logging
@@ -52,6 +53,7 @@ def register(sub: Any) -> None:
     build.add_argument(
         "--quick", action="store_true", help="tiny config (weak model), for smoke runs"
     )
+    add_ray_argument(build)  # the walk-forward XGBoost fits as Ray tasks
     build.set_defaults(func=_build)
     boot = msub.add_parser(
         "bootstrap", help="build the default bundle from the simulated market (CPU)"
@@ -95,6 +97,7 @@ def _log_to_file(out: Path) -> Iterator[Path]:
 
 def _run(action: Any, out: Path) -> int:
     # the model stack loads here, when a build runs
+    from daemon.cluster.errors import ClusterError
     from daemon.training import BuildInputError
     from vlm_engine.bundle import BundleError
     from vlm_engine.clip import ClipError
@@ -103,7 +106,7 @@ def _run(action: Any, out: Path) -> int:
     with _log_to_file(out):
         try:
             card, wall = action()
-        except (BuildInputError, ClipError, BundleError, XgbError) as e:
+        except (BuildInputError, ClipError, BundleError, XgbError, ClusterError) as e:
             print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
             return EXIT_INPUT
     print_summary(card, out)
@@ -133,7 +136,19 @@ def _build(args: argparse.Namespace) -> int:
         )
 
     def action() -> tuple[ModelCard, float]:
-        result = build_from_bars(args.bars, cfg, args.out, progress=sys.stderr.isatty())
+        from daemon.cluster.config import ray_config
+        from daemon.cluster.run import cluster_run
+
+        with cluster_run(
+            ray_config(args.ray, None), bars=args.bars, progress=sys.stderr.isatty()
+        ) as grid:
+            result = build_from_bars(
+                args.bars,
+                cfg,
+                args.out,
+                progress=sys.stderr.isatty(),
+                task_map=grid.task_map if grid is not None else None,
+            )
         return result.card, result.wall_seconds
 
     return _run(action, args.out)

@@ -50,6 +50,7 @@ from vlm_engine.clip.quickset import direction_counts, samples_from_bars
 from vlm_engine.clip.train import TrainConfig
 from vlm_engine.dataset.bars import frame_bar_seconds, frame_hash, ts_seconds
 from vlm_engine.dataset.errors import BarsInputError
+from vlm_engine.shards import TaskMap
 
 log = structlog.get_logger("daemon.training")
 
@@ -120,8 +121,11 @@ def build(
     *,
     source: str,
     progress: bool = False,
+    task_map: TaskMap | None = None,
 ) -> BuildResult:
-    """Build the full bundle from labelled bars (symbol, ts, OHLCV, pattern) and publish it at `out`."""
+    """Build the full bundle from labelled bars (symbol, ts, OHLCV, pattern) and publish it at `out`.
+
+    task_map runs the tabular stage's walk-forward XGBoost fits (e.g. as Ray tasks)."""
     import torch
 
     started = time.perf_counter()
@@ -180,6 +184,7 @@ def build(
                 holdout_start=cut.holdout_start,
                 source=source,
                 tick=bar.update,
+                task_map=task_map,
             )
         seconds["tabular"] = time.perf_counter() - t0
         done = _mark(building, key, done, "tabular")
@@ -361,11 +366,16 @@ def bootstrap(
 
 
 def build_from_bars(
-    path: Path, cfg: BuildConfig, out: Path, *, progress: bool = False
+    path: Path,
+    cfg: BuildConfig,
+    out: Path,
+    *,
+    progress: bool = False,
+    task_map: TaskMap | None = None,
 ) -> BuildResult:
     """A bundle from the user's bar files (CSV/Parquet file or directory) labelled by the TA-Lib detectors."""
     try:
         frame, source = user_bars(path, cfg.labels)
     except BarsInputError as e:
         raise BuildInputError(str(e)) from None
-    return build(frame, cfg, out, source=source, progress=progress)
+    return build(frame, cfg, out, source=source, progress=progress, task_map=task_map)

@@ -29,6 +29,7 @@ from strategy.ml_scorer import VisionScores, vision_columns
 from vlm_engine.bundle import ModelCard, add_to_bundle
 from vlm_engine.infer import InferenceConfig, load_engine
 from vlm_engine.metrics import fit_platt, logit, sigmoid, summary, unmeasured
+from vlm_engine.shards import TaskMap
 from vlm_engine.xgb import XgbError, XgbModel, fit_pca, train_xgb
 from vlm_engine.xgb.train import TrainResult
 
@@ -48,6 +49,7 @@ def fit_tabular(
     holdout_start: int,
     source: str,
     tick: Callable[[int], object] | None = None,
+    task_map: TaskMap | None = None,
 ) -> ModelCard:
     """Fit XGBoost + fusion on the bars of `frame` before holdout_start, score the rest; added to the bundle.
 
@@ -55,6 +57,7 @@ def fit_tabular(
         frame: the bars after CLIP's part (every symbol), held-out part included.
         holdout_start: epoch seconds; rows at or after it are only scored.
         tick: called with the number of windows CLIP scored (a progress bar).
+        task_map: runs the walk-forward XGBoost fits (default: here, one after another).
     """
     tab = cfg.tabular
     started = time.perf_counter()
@@ -112,6 +115,7 @@ def fit_tabular(
             bar_seconds=bar_seconds,
             horizon_bars=horizon,
             feature_config=msgspec.to_builtins(tab.features),
+            task_map=task_map,
         )
 
     result = fit_xgb(np.ones(len(names), dtype=bool))

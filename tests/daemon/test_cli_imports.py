@@ -6,7 +6,16 @@ import pytest
 
 from tests.import_probe import modules_loaded_after
 
-HEAVY = ("torch", "transformers", "xgboost", "pandas", "mplfinance", "matplotlib", "ib_async")
+HEAVY = (
+    "torch",
+    "transformers",
+    "xgboost",
+    "pandas",
+    "mplfinance",
+    "matplotlib",
+    "ib_async",
+    "ray",
+)
 
 _PARSE = """
 from daemon.cli import build_parser
@@ -47,6 +56,19 @@ def test_help_when_parser_built_then_no_heavy_library_loaded():
 )
 def test_subcommand_help_when_parsed_then_no_heavy_library_loaded(command: list[str]):
     assert _loaded_after([[*command, "--help"]]) == []
+
+
+def test_daemon_and_research_commands_when_loaded_without_ray_flag_then_ray_not_imported():
+    """The daemon never needs Ray; evaluate/backtest load it only under --ray (daemon/cluster)."""
+    body = """
+import daemon.app, daemon.backtest, daemon.config, daemon.training
+from pathlib import Path
+from daemon.cluster.config import ray_config
+from daemon.cluster.run import cluster_run
+with cluster_run(ray_config(None, None), bars=Path("bars.parquet"), progress=False) as grid:
+    assert grid is None
+"""
+    assert modules_loaded_after(body, ("ray",)) == []
 
 
 def test_library_when_scanned_then_no_module_imports_the_cli():

@@ -1,0 +1,50 @@
+"""`--ray` with an address where no cluster answers, or that is no address: a one-line error, exit 1."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from daemon.cli import main
+from strategy.market_sim import SimMarketConfig, simulate_frame
+from tests.ray.conftest import free_ports
+
+pytest.importorskip("ray")
+
+
+@pytest.fixture(scope="module")
+def bars(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    base = tmp_path_factory.mktemp("ray-cli")
+    frame = simulate_frame(SimMarketConfig(symbols=("A",)), datetime(2024, 3, 1, tzinfo=UTC), 80)
+    path = base / "bars.parquet"
+    frame[["symbol", "ts", "open", "high", "low", "close", "volume"]].to_parquet(path)
+    (base / "config.yaml").write_text("starting_cash: 100000\n")
+    return path
+
+
+@pytest.mark.parametrize(
+    ("address", "says"),
+    [
+        ("127.0.0.1:{port}", "no Ray cluster answers there"),
+        ("ray://127.0.0.1:{port}", "no Ray cluster answers there"),
+        ("not-an-address", "not an address"),
+    ],
+)
+def test_backtest_when_ray_address_bad_then_one_line_error(bars: Path, address: str, says: str):
+    address = address.format(port=free_ports(1)[0])  # nothing listens on a port just freed
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        code = main(
+            ["backtest", "--config", str(bars.parent / "config.yaml"), "--bars", str(bars),
+             "--report", str(bars.parent / "report"), "--no-progress", "--ray", address]
+        )  # fmt: skip
+    lines = err.getvalue().strip().splitlines()
+    assert code == 1
+    assert lines == [lines[0]]
+    assert lines[0].startswith(f"vlmtrader: --ray {address}: ")
+    assert says in lines[0]
+    assert not (bars.parent / "report").exists()
