@@ -52,6 +52,19 @@ def register(sub: Any) -> None:
     clip.add_argument(
         "--accelerate", action="store_true", help="run under `accelerate launch` (DDP)"
     )
+    clip.add_argument(
+        "--ray",
+        nargs="?",
+        const="",
+        default=None,
+        metavar="ADDRESS",
+        help="train across Ray Train workers (DDP): alone starts a local Ray; auto, host:port or "
+        "ray://host:port joins a cluster (needs the ray extra; --dataset and --checkpoints on "
+        "paths every node sees)",
+    )
+    clip.add_argument(
+        "--workers", type=int, default=1, help="Ray Train workers with --ray (default 1)"
+    )
     clip.set_defaults(func=_train_clip)
     train_xgb.add_xgb_parser(tsub)
 
@@ -127,6 +140,15 @@ def _train_clip(args: argparse.Namespace) -> int:
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_CONFIG
+    if args.ray is not None and args.accelerate:
+        print(
+            "error: --ray and --accelerate are two ways to train across workers: pick one",
+            file=sys.stderr,
+        )
+        return EXIT_CONFIG
+    if args.workers < 1:
+        print(f"error: --workers must be at least 1, got {args.workers}", file=sys.stderr)
+        return EXIT_CONFIG
     accelerator = None
     if args.accelerate:
         try:
@@ -156,6 +178,9 @@ def _train_clip(args: argparse.Namespace) -> int:
             device=args.device,
             folds=args.folds,
             accelerator=accelerator,
+            ray_address=args.ray,
+            ray_workers=args.workers,
+            dataset_dir=args.dataset,
         )
     except (ClipError, BundleError, msgspec.ValidationError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)

@@ -1,6 +1,7 @@
 """The offline CLIP path as a library: fine-tune on a chart dataset, calibrate on validation, measure on test, save a bundle.
 
-`vlmtrader train clip` and the build pipeline's CLIP stage both call train_bundle.
+`vlmtrader train clip` and the build pipeline's CLIP stage both call train_bundle; with ray_address
+set, the fine-tune runs across Ray Train workers (daemon/training/clip_ray.py) and the rest is the same.
 """
 
 from __future__ import annotations
@@ -31,8 +32,18 @@ def train_bundle(
     folds: int = 5,
     accelerator: Any = None,
     extra_metrics: dict[str, float] | None = None,
+    ray_address: str | None = None,
+    ray_workers: int = 1,
+    dataset_dir: Path | None = None,
 ) -> ModelCard:
-    """Train, calibrate on validation, measure on test and save the bundle: the whole offline CLIP path."""
+    """Train, calibrate on validation, measure on test and save the bundle: the whole offline CLIP path.
+
+    Args:
+        ray_address: None trains in this process; "" (a local Ray), "auto", host:port or
+            ray://host:port trains across ray_workers Ray Train workers (DDP).
+        dataset_dir: where Ray workers read the splits themselves (a path every node sees);
+            without it the splits reach them through Ray's object store.
+    """
     if splits["train"].image_size != (spec.height, spec.width):
         msg = f"dataset images are {splits['train'].image_size}, the chart spec draws {spec.height}x{spec.width}"
         raise ClipError(msg)
@@ -40,15 +51,30 @@ def train_bundle(
     if NO_PATTERN in splits["train"].patterns:
         classes = [NO_PATTERN, *classes]
     prompts = prompts or default_prompts(classes)
-    result = main(
-        cfg,
-        train=splits["train"],
-        val=splits["validation"],
-        prompts=prompts,
-        checkpoint_dir=checkpoints,
-        device=device,
-        accelerator=accelerator,
-    )
+    if ray_address is not None:
+        from daemon.training.clip_ray import train_clip_ray  # ray: only when asked for
+
+        result = train_clip_ray(
+            cfg,
+            train=splits["train"],
+            val=splits["validation"],
+            prompts=prompts,
+            address=ray_address,
+            workers=ray_workers,
+            checkpoint_dir=checkpoints,
+            dataset_dir=dataset_dir,
+            device=device,
+        )
+    else:
+        result = main(
+            cfg,
+            train=splits["train"],
+            val=splits["validation"],
+            prompts=prompts,
+            checkpoint_dir=checkpoints,
+            device=device,
+            accelerator=accelerator,
+        )
     if accelerator is not None and not accelerator.is_main_process:
         return ModelCard(
             bundle_id="",

@@ -1,0 +1,267 @@
+"""CLIP fine-tuning across Ray workers: Ray Train's TorchTrainer runs the single-process loop in each.
+
+Every worker runs vlm_engine.clip.train.main with its `Replicas` rank: a DistributedSampler-style
+shard of every batch, DDP gradient all-reduce over gloo (CPU, one torch thread per worker) or nccl
+(GPU). Rank 0 writes the trainer's own checkpoints (checkpoint_dir/last.pt, resumed as locally) and,
+at the end, the best weights as a Ray Train checkpoint that the driver loads back, so the caller
+(daemon.training.clip.train_bundle) calibrates and saves the bundle exactly as after a local run.
+
+Ray loads only here, when a run asks for it (`pip install 'vlmtrader[ray]'`). The address is
+"" (start a local Ray on this machine), "auto" (the cluster this machine belongs to), host:port
+(a GCS address) or ray://host:port (Ray Client). checkpoint_dir and dataset_dir must be paths every
+node sees (or a URL pyarrow can write, for checkpoint_dir) on a cluster of several machines.
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import tempfile
+import uuid
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import structlog
+
+from vlm_engine.clip import ClipError, ClipSamples, PromptSet, load_dataset_dir
+from vlm_engine.clip.model import ClipParts, load_clip
+from vlm_engine.clip.replicas import Replicas
+from vlm_engine.clip.train import EpochLog, TrainConfig, TrainResult, main
+
+log = structlog.get_logger("daemon.training.clip_ray")
+
+RAY_EXTRA = "pip install 'vlmtrader[ray]'"
+CONNECT_TIMEOUT_S = 3.0
+_MODEL_DIR = "model"
+_RESULT_FILE = "result.json"
+
+
+class RayTrainError(ClipError):
+    """Ray is missing, the cluster cannot be joined or cannot fit the workers, or a worker failed;
+    the message names which, in one line."""
+
+
+class _Outcome(msgspec.Struct, frozen=True, kw_only=True):
+    """What rank 0 hands back besides the weights."""
+
+    history: list[EpochLog]
+    best_epoch: int
+    samples_seen: int
+
+
+def train_clip_ray(
+    cfg: TrainConfig,
+    *,
+    train: ClipSamples,
+    val: ClipSamples,
+    prompts: PromptSet,
+    address: str = "",
+    workers: int = 1,
+    checkpoint_dir: Path | None = None,
+    dataset_dir: Path | None = None,
+    device: str = "auto",
+) -> TrainResult:
+    """vlm_engine.clip.train.main across `workers` Ray Train workers (DDP); returns the same TrainResult.
+
+    Args:
+        address: "" starts a local Ray; "auto", host:port or ray://host:port joins a cluster.
+        dataset_dir: when set, every worker reads its train/validation splits from this dataset
+            directory (a path every node sees) instead of receiving them through the object store.
+        device: auto (GPU workers when the cluster has a GPU for each), cpu or cuda.
+    """
+    if workers < 1:
+        msg = f"ray workers: need at least 1, got {workers}"
+        raise RayTrainError(msg)
+    if cfg.batch_size % workers or cfg.batch_size // workers < 2:
+        msg = f"ray workers: batch_size {cfg.batch_size} must split into {workers} shards of at least 2 charts"
+        raise RayTrainError(msg)
+    ray = _import_ray()
+    started = connect(address)
+    try:
+        with tempfile.TemporaryDirectory(prefix="vlmtrader-ray-") as scratch:
+            storage = Path(checkpoint_dir, "ray") if checkpoint_dir is not None else Path(scratch)
+            parts, outcome = _fit(
+                ray,
+                cfg,
+                train=train,
+                val=val,
+                prompts=prompts,
+                workers=workers,
+                use_gpu=_use_gpu(ray, device, workers),
+                storage=storage.resolve(),
+                checkpoint_dir=checkpoint_dir,
+                dataset_dir=dataset_dir,
+            )
+    finally:
+        if started:
+            ray.shutdown()
+    log.info("ray_train.finished", workers=workers, best_epoch=outcome.best_epoch)
+    return TrainResult(
+        parts=parts,
+        prompts=prompts,
+        history=outcome.history,
+        best_epoch=outcome.best_epoch,
+        samples_seen=outcome.samples_seen,
+    )
+
+
+def _fit(
+    ray: Any,
+    cfg: TrainConfig,
+    *,
+    train: ClipSamples,
+    val: ClipSamples,
+    prompts: PromptSet,
+    workers: int,
+    use_gpu: bool,
+    storage: Path,
+    checkpoint_dir: Path | None,
+    dataset_dir: Path | None,
+) -> tuple[ClipParts, _Outcome]:
+    """One TorchTrainer run; rank 0's best weights and history, read back from its checkpoint
+    (which is then removed: checkpoint_dir/last.pt is the trainer's own resume point)."""
+    from ray.train import CheckpointConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    name = f"clip-{uuid.uuid4().hex[:12]}"
+    data: dict[str, Any] = (
+        {"dataset_dir": str(dataset_dir)}
+        if dataset_dir is not None
+        else {"splits": ray.put({"train": train, "validation": val})}
+    )
+    trainer = TorchTrainer(
+        _train_worker,
+        train_loop_config={
+            "cfg": cfg,
+            "prompts": prompts,
+            "checkpoint_dir": str(checkpoint_dir) if checkpoint_dir is not None else None,
+            **data,
+        },
+        torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
+        scaling_config=ScalingConfig(num_workers=workers, use_gpu=use_gpu),
+        run_config=RunConfig(
+            name=name,
+            storage_path=str(storage),
+            checkpoint_config=CheckpointConfig(num_to_keep=1),
+        ),
+    )
+    log.info("ray_train.started", workers=workers, gpu=use_gpu, storage=str(storage))
+    try:
+        result = trainer.fit()
+    except ray.train.TrainingFailedError as e:
+        msg = f"ray training failed: {_first_line(e)}"
+        raise RayTrainError(msg) from None
+    if result.checkpoint is None:
+        msg = "ray training finished without rank 0's checkpoint"
+        raise RayTrainError(msg)
+    try:
+        with result.checkpoint.as_directory() as where:
+            parts = load_clip(Path(where, _MODEL_DIR))
+            outcome = msgspec.json.decode(Path(where, _RESULT_FILE).read_bytes(), type=_Outcome)
+    finally:
+        shutil.rmtree(storage / name, ignore_errors=True)
+    return parts, outcome
+
+
+def connect(address: str) -> bool:
+    """Join the Ray cluster at address ("" starts a local one); True when this call started Ray
+    (the caller shuts it down). An unreachable host:port is refused within seconds, not after
+    Ray's own minutes of retries."""
+    ray = _import_ray()
+    if ray.is_initialized():
+        return False
+    if address not in ("", "auto"):
+        _check_reachable(address)
+    try:
+        ray.init(address=address or None, logging_level="ERROR", configure_logging=False)
+    except (ConnectionError, ValueError, RuntimeError) as e:
+        msg = f"ray address {address!r}: cannot join the cluster ({_first_line(e)})"
+        raise RayTrainError(msg) from None
+    return True
+
+
+def _check_reachable(address: str) -> None:
+    host, sep, port = address.removeprefix("ray://").rpartition(":")
+    if not sep or not host or not port.isdigit():
+        msg = f"ray address {address!r}: expected host:port, ray://host:port or auto"
+        raise RayTrainError(msg)
+    try:
+        with socket.create_connection((host, int(port)), timeout=CONNECT_TIMEOUT_S):
+            pass
+    except OSError as e:
+        msg = f"ray address {address!r}: nothing answers there ({e.strerror or type(e).__name__})"
+        raise RayTrainError(msg) from None
+
+
+def _import_ray() -> Any:
+    try:
+        import ray
+        import ray.train
+    except ImportError:
+        msg = f"--ray needs the ray extra ({RAY_EXTRA})"
+        raise RayTrainError(msg) from None
+    return ray
+
+
+def _use_gpu(ray: Any, device: str, workers: int) -> bool:
+    """GPU workers for cuda, or for auto when the cluster has a GPU per worker; and the cluster
+    must fit the workers now, else TorchTrainer would wait for them forever."""
+    resources = ray.cluster_resources()
+    gpus, cpus = int(resources.get("GPU", 0)), int(resources.get("CPU", 0))
+    use_gpu = device == "cuda" or (device == "auto" and gpus >= workers)
+    have, kind = (gpus, "GPUs") if use_gpu else (cpus, "CPUs")
+    if have < workers:
+        msg = f"ray cluster: {workers} workers need {workers} {kind}, the cluster has {have}"
+        raise RayTrainError(msg)
+    return use_gpu
+
+
+def _train_worker(config: dict[str, Any]) -> None:
+    """One Ray Train worker: main() on this rank's shards; rank 0 reports the best weights."""
+    import ray
+    import ray.train
+    import ray.train.torch
+
+    context = ray.train.get_context()
+    rank, world = context.get_world_rank(), context.get_world_size()
+    device = ray.train.torch.get_device()
+    cfg: TrainConfig = config["cfg"]
+    cfg = msgspec.structs.replace(
+        cfg,
+        threads=1 if device.type == "cpu" else cfg.threads,
+        progress=cfg.progress and rank == 0,
+    )
+    if "dataset_dir" in config:
+        splits, _ = load_dataset_dir(Path(config["dataset_dir"]))
+    else:
+        splits = ray.get(config["splits"])
+    checkpoint_dir = config["checkpoint_dir"]
+    result = main(
+        cfg,
+        train=splits["train"],
+        val=splits["validation"],
+        prompts=config["prompts"],
+        checkpoint_dir=Path(checkpoint_dir) if checkpoint_dir is not None else None,
+        device=str(device),
+        replicas=Replicas(rank=rank, world=world),
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        checkpoint = None
+        if rank == 0:
+            result.parts.save(Path(tmp, _MODEL_DIR))
+            outcome = _Outcome(
+                history=result.history,
+                best_epoch=result.best_epoch,
+                samples_seen=result.samples_seen,
+            )
+            Path(tmp, _RESULT_FILE).write_bytes(msgspec.json.encode(outcome))
+            checkpoint = ray.train.Checkpoint.from_directory(tmp)
+        ray.train.report({"best_epoch": result.best_epoch}, checkpoint=checkpoint)
+
+
+def _first_line(error: BaseException) -> str:
+    """The innermost line that says what went wrong (a worker's own error, not Ray's preamble)."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    named = [line for line in lines if "Error:" in line or "Exception:" in line]
+    return (named or lines or [type(error).__name__])[-1]
