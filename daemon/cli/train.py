@@ -149,6 +149,14 @@ def _train_clip(args: argparse.Namespace) -> int:
     if args.workers < 1:
         print(f"error: --workers must be at least 1, got {args.workers}", file=sys.stderr)
         return EXIT_CONFIG
+    if args.ray is not None:  # before reading the dataset: an unreachable cluster fails at once
+        from daemon.training.clip_ray import check_address
+
+        try:
+            check_address(args.ray)
+        except ClipError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return EXIT_CONFIG
     accelerator = None
     if args.accelerate:
         try:

@@ -14,6 +14,8 @@ node sees (or a URL pyarrow can write, for checkpoint_dir) on a cluster of sever
 
 from __future__ import annotations
 
+import contextlib
+import pickle
 import shutil
 import socket
 import tempfile
@@ -25,29 +27,19 @@ import msgspec
 import structlog
 
 from vlm_engine.clip import ClipError, ClipSamples, PromptSet, load_dataset_dir
-from vlm_engine.clip.model import ClipParts, load_clip
 from vlm_engine.clip.replicas import Replicas
-from vlm_engine.clip.train import EpochLog, TrainConfig, TrainResult, main
+from vlm_engine.clip.train import TrainConfig, TrainResult, main
 
 log = structlog.get_logger("daemon.training.clip_ray")
 
 RAY_EXTRA = "pip install 'vlmtrader[ray]'"
 CONNECT_TIMEOUT_S = 3.0
-_MODEL_DIR = "model"
-_RESULT_FILE = "result.json"
+_RESULT_FILE = "result.pkl"
 
 
 class RayTrainError(ClipError):
     """Ray is missing, the cluster cannot be joined or cannot fit the workers, or a worker failed;
     the message names which, in one line."""
-
-
-class _Outcome(msgspec.Struct, frozen=True, kw_only=True):
-    """What rank 0 hands back besides the weights."""
-
-    history: list[EpochLog]
-    best_epoch: int
-    samples_seen: int
 
 
 def train_clip_ray(
@@ -81,7 +73,7 @@ def train_clip_ray(
     try:
         with tempfile.TemporaryDirectory(prefix="vlmtrader-ray-") as scratch:
             storage = Path(checkpoint_dir, "ray") if checkpoint_dir is not None else Path(scratch)
-            parts, outcome = _fit(
+            result = _fit(
                 ray,
                 cfg,
                 train=train,
@@ -96,14 +88,8 @@ def train_clip_ray(
     finally:
         if started:
             ray.shutdown()
-    log.info("ray_train.finished", workers=workers, best_epoch=outcome.best_epoch)
-    return TrainResult(
-        parts=parts,
-        prompts=prompts,
-        history=outcome.history,
-        best_epoch=outcome.best_epoch,
-        samples_seen=outcome.samples_seen,
-    )
+    log.info("ray_train.finished", workers=workers, best_epoch=result.best_epoch)
+    return result
 
 
 def _fit(
@@ -118,9 +104,9 @@ def _fit(
     storage: Path,
     checkpoint_dir: Path | None,
     dataset_dir: Path | None,
-) -> tuple[ClipParts, _Outcome]:
-    """One TorchTrainer run; rank 0's best weights and history, read back from its checkpoint
-    (which is then removed: checkpoint_dir/last.pt is the trainer's own resume point)."""
+) -> TrainResult:
+    """One TorchTrainer run; rank 0's TrainResult, read back from its checkpoint (which is then
+    removed: checkpoint_dir/last.pt is the trainer's own resume point)."""
     from ray.train import CheckpointConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
@@ -157,31 +143,23 @@ def _fit(
         raise RayTrainError(msg)
     try:
         with result.checkpoint.as_directory() as where:
-            parts = load_clip(Path(where, _MODEL_DIR))
-            outcome = msgspec.json.decode(Path(where, _RESULT_FILE).read_bytes(), type=_Outcome)
+            # written by rank 0 of this very run into this run's own directory: the whole
+            # TrainResult as main() returned it, so the bundle saved from it is byte for byte the
+            # local one (save_pretrained after from_pretrained would add config keys)
+            trained: TrainResult = pickle.loads(Path(where, _RESULT_FILE).read_bytes())
     finally:
         shutil.rmtree(storage / name, ignore_errors=True)
-    return parts, outcome
+        with contextlib.suppress(OSError):
+            storage.rmdir()  # Ray's storage directory, when nothing else is in it
+    return trained
 
 
-def connect(address: str) -> bool:
-    """Join the Ray cluster at address ("" starts a local one); True when this call started Ray
-    (the caller shuts it down). An unreachable host:port is refused within seconds, not after
-    Ray's own minutes of retries."""
-    ray = _import_ray()
-    if ray.is_initialized():
-        return False
-    if address not in ("", "auto"):
-        _check_reachable(address)
-    try:
-        ray.init(address=address or None, logging_level="ERROR", configure_logging=False)
-    except (ConnectionError, ValueError, RuntimeError) as e:
-        msg = f"ray address {address!r}: cannot join the cluster ({_first_line(e)})"
-        raise RayTrainError(msg) from None
-    return True
-
-
-def _check_reachable(address: str) -> None:
+def check_address(address: str) -> None:
+    """RayTrainError in one line unless Ray is installed and address is "", auto or a host:port
+    (or ray://host:port) that answers: refused within seconds, not after Ray's minutes of retries."""
+    _import_ray()
+    if address in ("", "auto"):
+        return
     host, sep, port = address.removeprefix("ray://").rpartition(":")
     if not sep or not host or not port.isdigit():
         msg = f"ray address {address!r}: expected host:port, ray://host:port or auto"
@@ -192,6 +170,21 @@ def _check_reachable(address: str) -> None:
     except OSError as e:
         msg = f"ray address {address!r}: nothing answers there ({e.strerror or type(e).__name__})"
         raise RayTrainError(msg) from None
+
+
+def connect(address: str) -> bool:
+    """Join the Ray cluster at address ("" starts a local one); True when this call started Ray
+    (the caller shuts it down)."""
+    ray = _import_ray()
+    if ray.is_initialized():
+        return False
+    check_address(address)
+    try:
+        ray.init(address=address or None, logging_level="ERROR", configure_logging=False)
+    except (ConnectionError, ValueError, RuntimeError) as e:
+        msg = f"ray address {address!r}: cannot join the cluster ({_first_line(e)})"
+        raise RayTrainError(msg) from None
+    return True
 
 
 def _import_ray() -> Any:
@@ -237,6 +230,7 @@ def _train_worker(config: dict[str, Any]) -> None:
     else:
         splits = ray.get(config["splits"])
     checkpoint_dir = config["checkpoint_dir"]
+    replicas = Replicas(rank=rank, world=world)
     result = main(
         cfg,
         train=splits["train"],
@@ -244,18 +238,15 @@ def _train_worker(config: dict[str, Any]) -> None:
         prompts=config["prompts"],
         checkpoint_dir=Path(checkpoint_dir) if checkpoint_dir is not None else None,
         device=str(device),
-        replicas=Replicas(rank=rank, world=world),
+        replicas=replicas,
     )
+    if not replicas.same_everywhere(result.parts.model):
+        msg = f"ray training: the {world} replicas ended with different weights (DDP out of sync)"
+        raise RayTrainError(msg)
     with tempfile.TemporaryDirectory() as tmp:
         checkpoint = None
         if rank == 0:
-            result.parts.save(Path(tmp, _MODEL_DIR))
-            outcome = _Outcome(
-                history=result.history,
-                best_epoch=result.best_epoch,
-                samples_seen=result.samples_seen,
-            )
-            Path(tmp, _RESULT_FILE).write_bytes(msgspec.json.encode(outcome))
+            Path(tmp, _RESULT_FILE).write_bytes(pickle.dumps(result))
             checkpoint = ray.train.Checkpoint.from_directory(tmp)
         ray.train.report({"best_epoch": result.best_epoch}, checkpoint=checkpoint)
 

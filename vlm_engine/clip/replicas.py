@@ -10,6 +10,7 @@ replica (w=1) trains exactly as the single-process loop does.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from typing import Any
 
@@ -66,6 +67,18 @@ class Replicas:
         t = torch.tensor(list(values), dtype=torch.float64, device=device)
         dist.broadcast(t, src=0)
         return tuple(float(v) for v in t.tolist())
+
+    def same_everywhere(self, model: torch.nn.Module) -> bool:
+        """Whether every rank holds the very same weights (what DDP's synced steps guarantee)."""
+        if not self.distributed:
+            return True
+        digest = hashlib.sha256()
+        for name, tensor in sorted(model.state_dict().items()):
+            digest.update(name.encode())
+            digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+        every: list[str | None] = [None] * dist.get_world_size()
+        dist.all_gather_object(every, digest.hexdigest())
+        return len(set(every)) == 1
 
 
 class Towers(torch.nn.Module):
