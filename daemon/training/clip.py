@@ -6,6 +6,8 @@ set, the fine-tune runs across Ray Train workers (daemon/training/clip_ray.py) a
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +17,7 @@ from vlm_engine.bundle import DatasetRef, ModelCard, save_bundle
 from vlm_engine.calibrate.evaluate import calibrate_and_measure
 from vlm_engine.clip import ClipError, ClipSamples, PromptSet, default_prompts
 from vlm_engine.clip.data import NO_PATTERN
-from vlm_engine.clip.train import TrainConfig, main
+from vlm_engine.clip.train import TrainConfig, TrainResult, main
 from vlm_engine.render import ChartSpec
 
 
@@ -51,30 +53,21 @@ def train_bundle(
     if NO_PATTERN in splits["train"].patterns:
         classes = [NO_PATTERN, *classes]
     prompts = prompts or default_prompts(classes)
+    trainer: Callable[..., TrainResult] = partial(main, accelerator=accelerator)
     if ray_address is not None:
         from daemon.training.clip_ray import train_clip_ray  # ray: only when asked for
 
-        result = train_clip_ray(
-            cfg,
-            train=splits["train"],
-            val=splits["validation"],
-            prompts=prompts,
-            address=ray_address,
-            workers=ray_workers,
-            checkpoint_dir=checkpoints,
-            dataset_dir=dataset_dir,
-            device=device,
+        trainer = partial(
+            train_clip_ray, address=ray_address, workers=ray_workers, dataset_dir=dataset_dir
         )
-    else:
-        result = main(
-            cfg,
-            train=splits["train"],
-            val=splits["validation"],
-            prompts=prompts,
-            checkpoint_dir=checkpoints,
-            device=device,
-            accelerator=accelerator,
-        )
+    result = trainer(
+        cfg,
+        train=splits["train"],
+        val=splits["validation"],
+        prompts=prompts,
+        checkpoint_dir=checkpoints,
+        device=device,
+    )
     if accelerator is not None and not accelerator.is_main_process:
         return ModelCard(
             bundle_id="",

@@ -19,6 +19,7 @@ import pickle
 import shutil
 import socket
 import tempfile
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -88,7 +89,6 @@ def train_clip_ray(
     finally:
         if started:
             ray.shutdown()
-    log.info("ray_train.finished", workers=workers, best_epoch=result.best_epoch)
     return result
 
 
@@ -141,6 +141,7 @@ def _fit(
     if result.checkpoint is None:
         msg = "ray training finished without rank 0's checkpoint"
         raise RayTrainError(msg)
+    log.info("ray_train.finished", workers=workers, **(result.metrics or {}))
     try:
         with result.checkpoint.as_directory() as where:
             # written by rank 0 of this very run into this run's own directory: the whole
@@ -231,6 +232,7 @@ def _train_worker(config: dict[str, Any]) -> None:
         splits = ray.get(config["splits"])
     checkpoint_dir = config["checkpoint_dir"]
     replicas = Replicas(rank=rank, world=world)
+    started = time.perf_counter()
     result = main(
         cfg,
         train=splits["train"],
@@ -240,6 +242,7 @@ def _train_worker(config: dict[str, Any]) -> None:
         device=str(device),
         replicas=replicas,
     )
+    loop_seconds = time.perf_counter() - started  # data to weights, as main() takes locally
     if not replicas.same_everywhere(result.parts.model):
         msg = f"ray training: the {world} replicas ended with different weights (DDP out of sync)"
         raise RayTrainError(msg)
@@ -248,7 +251,12 @@ def _train_worker(config: dict[str, Any]) -> None:
         if rank == 0:
             Path(tmp, _RESULT_FILE).write_bytes(pickle.dumps(result))
             checkpoint = ray.train.Checkpoint.from_directory(tmp)
-        ray.train.report({"best_epoch": result.best_epoch}, checkpoint=checkpoint)
+        metrics = {
+            "best_epoch": result.best_epoch,
+            "samples_seen": result.samples_seen,
+            "loop_seconds": round(loop_seconds, 3),
+        }
+        ray.train.report(metrics, checkpoint=checkpoint)
 
 
 def _first_line(error: BaseException) -> str:

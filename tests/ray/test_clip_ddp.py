@@ -113,3 +113,33 @@ def test_train_clip_when_bad_ray_address_then_one_line_error_and_exit_2(
     assert err.count("\n") == 1
     assert f"ray address {address!r}" in err
     assert says in err
+
+
+def test_train_clip_when_ray_and_accelerate_together_then_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+):
+    args = ["train", "clip", "--dataset", str(tmp_path), "--out", str(tmp_path / "b")]
+    assert main([*args, "--ray", "--accelerate"]) == 2
+    assert "pick one" in capsys.readouterr().err
+
+
+def test_train_clip_ray_when_batch_does_not_split_into_workers_then_refused_before_connecting():
+    from daemon.training.clip_ray import RayTrainError, train_clip_ray
+
+    splits = tiny_splits()
+    with pytest.raises(RayTrainError, match="batch_size 16 must split into 3 shards"):
+        train_clip_ray(
+            CFG,
+            train=splits["train"],
+            val=splits["validation"],
+            prompts=runs_prompts(),
+            address="127.0.0.1:1",
+            workers=3,
+        )
+
+
+def runs_prompts():
+    from vlm_engine.clip.data import default_prompts
+    from vlm_engine.clip.quickset import class_names
+
+    return default_prompts(class_names(tiny_splits()))
