@@ -14,9 +14,13 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
+import pandas as pd
 import structlog
 from tqdm import tqdm
 
+from daemon.cluster.config import ray_config
+from daemon.cluster.errors import ClusterError
+from daemon.cluster.run import ClusterRun, cluster_run
 from daemon.config import AppConfig, load_config
 from daemon.errors import EXIT_CONFIG, EXIT_OK, ConfigError, InputError
 from daemon.journal import Journal
@@ -62,9 +66,9 @@ def _fail(message: str, code: int = EXIT_INPUT) -> int:
     return code
 
 
-def _load_batches(path: Path) -> tuple[list[list[Bar]], int]:
+def _load_batches(path: Path) -> tuple[list[list[Bar]], int, pd.DataFrame]:
     frame = load_bars(path)
-    return frame_batches(frame), frame_bar_seconds(frame, where=str(path))
+    return frame_batches(frame), frame_bar_seconds(frame, where=str(path)), frame
 
 
 def backtest_config(cfg: AppConfig, bar_seconds: int) -> BacktestConfig:
@@ -199,17 +203,42 @@ def run_backtest(args: argparse.Namespace) -> int:
     except ConfigError as e:
         return _fail(str(e), EXIT_CONFIG)
     try:
-        batches, bar_seconds = _load_batches(args.bars)
+        batches, bar_seconds, frame = _load_batches(args.bars)
     except BarsInputError as e:
         return _fail(str(e))
     config = backtest_config(cfg, bar_seconds)
+    try:
+        with cluster_run(
+            ray_config(getattr(args, "ray", None), cfg.ray),
+            bars=args.bars,
+            progress=not args.no_progress,
+        ) as grid:
+            return _backtest(args, cfg, config, batches, frame, grid)
+    except ClusterError as e:
+        return _fail(str(e))
+
+
+def _backtest(
+    args: argparse.Namespace,
+    cfg: AppConfig,
+    config: BacktestConfig,
+    batches: list[list[Bar]],
+    frame: pd.DataFrame,
+    grid: ClusterRun | None,
+) -> int:
+    bar_seconds = config.bars.bar_seconds
     n_bars = sum(len(b) for b in batches)
     scorers: dict[str, Scorer | LookupScorer] = {}
     candidates: dict[str, Scorer] = {"rules": RuleScorer(config=cfg.scorer.rules)}
     info: BacktestBundle | None = None
     if args.bundle is not None and _is_full_bundle(args.bundle):
         try:
-            found, info = bundle_scorers(args.bundle, config.bars)
+            vision = (
+                grid.clip_scores(bundle=args.bundle, frame=frame, store=config.bars)
+                if grid is not None
+                else None
+            )
+            found, info = bundle_scorers(args.bundle, config.bars, vision=vision)
         except InputError as e:
             return _fail(str(e))
         candidates.update(found)
@@ -241,7 +270,12 @@ def run_backtest(args: argparse.Namespace) -> int:
     try:
         with _progress(n_bars * len(scorers), "backtest", args.no_progress) as bar:
             results = run_comparison(
-                batches, scorers, config, journal_for=journal_for, progress=bar.update
+                batches,
+                scorers,
+                config,
+                journal_for=journal_for if journal is not None else None,
+                progress=bar.update,
+                task_map=grid.task_map if grid is not None and journal is None else None,
             )
     finally:
         if journal is not None:
@@ -268,10 +302,30 @@ def run_evaluate(args: argparse.Namespace) -> int:
         except ConfigError as e:
             return _fail(str(e), EXIT_CONFIG)
     try:
-        batches, bar_seconds = _load_batches(args.bars)
+        batches, bar_seconds, frame = _load_batches(args.bars)
         model = XgbModel.load(args.bundle / XGB_DIR)
     except (BarsInputError, XgbError) as e:
         return _fail(str(e))
+    try:
+        with cluster_run(
+            ray_config(getattr(args, "ray", None), cfg.ray),
+            bars=args.bars,
+            progress=not args.no_progress,
+        ) as grid:
+            return _evaluate(args, cfg, batches, bar_seconds, frame, model, grid)
+    except ClusterError as e:
+        return _fail(str(e))
+
+
+def _evaluate(
+    args: argparse.Namespace,
+    cfg: AppConfig,
+    batches: list[list[Bar]],
+    bar_seconds: int,
+    frame: pd.DataFrame,
+    model: XgbModel,
+    grid: ClusterRun | None,
+) -> int:
     features = msgspec.convert(model.meta.feature_config, FeatureConfig)
     fusion = read_fusion(args.bundle)
     vision: VisionModel | None = None
@@ -284,6 +338,9 @@ def run_evaluate(args: argparse.Namespace) -> int:
             )
         except InputError as e:
             return _fail(str(e))
+        if grid is not None:  # the same CLIP, its charts rendered and scored on the cluster
+            store = backtest_config(cfg, bar_seconds).bars
+            vision = grid.clip_scores(bundle=args.bundle, frame=frame, store=store)
     horizon = args.horizon or default_horizon(
         bundle.bar_seconds, model.meta.horizon_bars, bar_seconds
     )
@@ -303,7 +360,13 @@ def run_evaluate(args: argparse.Namespace) -> int:
         runs = 5 if vision is not None else 3  # xgb, fused, rules (+ clip, xgb_technical)
         with _progress(n_bars * runs, "evaluate", args.no_progress) as bar:
             ev = evaluate(
-                batches, config, vision=vision, pca=pca, bundle=bundle, progress=bar.update
+                batches,
+                config,
+                vision=vision,
+                pca=pca,
+                bundle=bundle,
+                progress=bar.update,
+                task_map=grid.task_map if grid is not None else None,
             )
     except (XgbError, ValueError) as e:
         return _fail(f"{args.bars}: {e}")

@@ -13,6 +13,7 @@ import msgspec
 from daemon.api.config import ApiConfig
 from daemon.bus.config import MqttConfig
 from daemon.bus.config import check as check_mqtt
+from daemon.cluster.config import RayConfig
 from daemon.errors import ConfigError
 from daemon.feeds.replay import ReplayFeedConfig
 from daemon.feeds.sim import SimFeedConfig
@@ -104,6 +105,7 @@ class AppConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
     ib: IbConfig | None = None
     mqtt: MqttConfig = msgspec.field(default_factory=MqttConfig)
     api: ApiConfig = msgspec.field(default_factory=ApiConfig)
+    ray: RayConfig | None = None  # backtest/evaluate on a Ray cluster (see daemon/cluster)
 
     def state_path(self, name: str, *, base: Path | None = None) -> Path:
         """Resolve a file name against state_dir (relative state_dir against base or cwd)."""

@@ -7,6 +7,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from daemon.cli.ray_flag import add_ray_argument
+
 
 def register(sub: Any) -> None:
     p = sub.add_parser("backtest", help="run the live strategy code over a bars file")
@@ -20,6 +22,7 @@ def register(sub: Any) -> None:
     )
     p.add_argument("--journal", type=Path, help="SQLite journal for the rules scorer's rows")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    add_ray_argument(p)
     p.set_defaults(func=_backtest)
 
     e = sub.add_parser("evaluate", help="walk-forward out-of-sample evaluation on a bars file")
@@ -35,6 +38,7 @@ def register(sub: Any) -> None:
         help="label horizon in bars (default: the bundle's on its own bar size, else 5)",
     )
     e.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    add_ray_argument(e)
     e.set_defaults(func=_evaluate)
 
 

@@ -34,14 +34,17 @@ def _reads_clip(model: XgbModel) -> bool:
     return any(n.startswith("clip_") for n in model.feature_names)
 
 
-def bundle_scorers(bundle: Path, bars: BarStoreConfig) -> tuple[dict[str, Scorer], BacktestBundle]:
+def bundle_scorers(
+    bundle: Path, bars: BarStoreConfig, *, vision: VisionModel | None = None
+) -> tuple[dict[str, Scorer], BacktestBundle]:
     """CLIP-only, XGBoost-only and fused scorers over one loaded bundle, sharing each window's CLIP
     scores, and what the bundle is. XGBoost-only is "xgb_technical" (technical features alone)
     when the bundle has that model, else "xgb" (older bundles: the XGBoost that also sees the CLIP
-    columns)."""
+    columns). vision, when given, answers for the bundle's CLIP (scores computed elsewhere, e.g.
+    on a Ray cluster: daemon/cluster/clip_scores.py)."""
     models = load_bundle(bundle)
     check_windows(models, bars)
-    vision = CachedVision(inner=ClipVision(engine=models.engine))
+    vision = CachedVision(inner=vision or ClipVision(engine=models.engine))
     xgb_name = "xgb_technical" if models.xgb_technical is not None else "xgb"
     trained = models.card.trained_on
     info = BacktestBundle(

@@ -30,6 +30,7 @@ from strategy.backtest.metrics import (
 from strategy.risk import RiskReason
 from strategy.scoring import Scorer
 from strategy.types import Bar, Signal, TradingState
+from vlm_engine.shards import TaskMap
 
 BUY_AND_HOLD = "buy_and_hold"
 
@@ -158,8 +159,29 @@ def run_comparison(
     journal_for: Callable[[str], JournalSink | None] | None = None,
     progress: Callable[[int], None] | None = None,
     include_buy_and_hold: bool = True,
+    task_map: TaskMap | None = None,
 ) -> dict[str, StrategyResult]:
-    """Run each scorer through the live stages, plus buy-and-hold; metrics over the traded period."""
+    """Run each scorer through the live stages, plus buy-and-hold; metrics over the traded period.
+
+    task_map (no journal then) runs each contender as one independent piece of work, e.g. a Ray
+    task (daemon/cluster); progress then advances by a contender's bars when it finishes."""
+    if task_map is not None:
+        if journal_for is not None:
+            msg = "run_comparison: a journal is written in this process only (no task_map)"
+            raise ValueError(msg)
+        names = [*scorers, *([BUY_AND_HOLD] if include_buy_and_hold else [])]
+        items = [(n, scorers.get(n)) for n in names]
+        n_bars = sum(len(b) for b in batches)
+        done = task_map(
+            contender_result,
+            items,
+            shared={"batches": batches, "config": config, "trade_from": trade_from},
+            desc="backtest",
+            weights=[n_bars if n != BUY_AND_HOLD else 0 for n in names],
+        )
+        if progress is not None:
+            progress(n_bars * len(scorers))
+        return dict(zip(names, done, strict=True))
     results: dict[str, StrategyResult] = {}
     for name, scorer in scorers.items():
         engine = BacktestEngine(
@@ -174,3 +196,18 @@ def run_comparison(
         run = buy_and_hold(batches, config, trade_from=trade_from)
         results[BUY_AND_HOLD] = strategy_result(BUY_AND_HOLD, run, config)
     return results
+
+
+def contender_result(
+    item: tuple[str, Scorer | LookupScorer | None],
+    *,
+    batches: Sequence[Sequence[Bar]],
+    config: BacktestConfig,
+    trade_from: datetime | None,
+) -> StrategyResult:
+    """One contender of run_comparison (scorer None: buy-and-hold), as one piece of work."""
+    name, scorer = item
+    if scorer is None:
+        return strategy_result(name, buy_and_hold(batches, config, trade_from=trade_from), config)
+    engine = BacktestEngine(config=config, scorer=scorer, name=name)
+    return strategy_result(name, engine.run_batches(batches, trade_from=trade_from), config)

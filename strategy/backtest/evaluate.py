@@ -43,6 +43,7 @@ from strategy.rule_scorer import RuleScorer, RuleScorerConfig
 from strategy.scoring import Scorer
 from strategy.types import Bar
 from vlm_engine.metrics import BootstrapConfig, base_rate, calibration_curve
+from vlm_engine.shards import TaskMap
 from vlm_engine.xgb.pca import PcaParams
 from vlm_engine.xgb.train import TrainResult, XgbTrainConfig, train_xgb
 
@@ -196,8 +197,11 @@ def evaluate(
     bundle: BundleInfo | None = None,
     extra_scorers: dict[str, Scorer] | None = None,
     progress: Callable[[int], None] | None = None,
+    task_map: TaskMap | None = None,
 ) -> Evaluation:
-    """Walk-forward OOS predictions for each model, their metrics, verdict and backtest comparison."""
+    """Walk-forward OOS predictions for each model, their metrics, verdict and backtest comparison.
+
+    task_map runs the walk-forward fits and the backtest contenders (default: here, in turn)."""
     store = config.backtest.bars
     engine = FeatureEngine(config=config.features)
     extra: Callable[[Sequence[Window]], tuple[tuple[str, ...], FloatArray]] | None = None
@@ -226,6 +230,7 @@ def evaluate(
             config=config.train,
             bar_seconds=ds.bar_seconds,
             horizon_bars=config.horizon_bars,
+            task_map=task_map,
         )
         p, p_raw = np.full(ds.y.shape[0], np.nan), np.full(ds.y.shape[0], np.nan)
         p[rows], p_raw[rows] = result.oof, result.oof_raw
@@ -308,6 +313,7 @@ def evaluate(
         config.backtest,
         trade_from=datetime.fromtimestamp(int(ts.min()), tz=UTC),
         progress=progress,
+        task_map=task_map,
     )
     reads_clip = any(n.startswith("clip_") for n in ds.feature_names)
     return Evaluation(

@@ -22,6 +22,7 @@ import structlog
 import xgboost as xgb
 
 from vlm_engine.metrics import LogisticParams, fit_platt, logit, summary
+from vlm_engine.shards import TaskMap, run_locally
 from vlm_engine.xgb.errors import XgbDataError
 from vlm_engine.xgb.folds import holdout_split, walk_forward_folds
 from vlm_engine.xgb.model import XgbMeta, XgbModel
@@ -159,6 +160,33 @@ def fit_booster(
     return booster
 
 
+class FitJob(msgspec.Struct, frozen=True, kw_only=True):
+    """One fit of train_xgb: a walk-forward fold (row indices), or the final model (both None)."""
+
+    train: npt.NDArray[np.intp] | None
+    test: npt.NDArray[np.intp] | None
+
+
+def fit_job(
+    job: FitJob,
+    *,
+    x: FloatArray,
+    y: FloatArray,
+    ts: npt.NDArray[np.int64],
+    ends: npt.NDArray[np.int64],
+    names: list[str],
+    config: XgbTrainConfig,
+    embargo: int,
+) -> Any:
+    """A fold's out-of-fold raw predictions on its test rows, or the final booster on all rows."""
+    if job.train is None or job.test is None:
+        return fit_booster(x, y, ts, ends, names, config, embargo)
+    train = job.train
+    booster = fit_booster(x[train], y[train], ts[train], ends[train], names, config, embargo)
+    dtest = xgb.DMatrix(x[job.test], feature_names=names, missing=np.nan, nthread=config.nthread)
+    return booster.predict(dtest)
+
+
 def _check(x: FloatArray, y: FloatArray, ts: npt.NDArray[np.int64], names: tuple[str, ...]) -> None:
     if x.ndim != 2 or x.shape[0] != y.shape[0] or x.shape[0] != ts.shape[0]:
         msg = f"features {x.shape}, labels {y.shape} and times {ts.shape} do not line up"
@@ -188,8 +216,11 @@ def train_xgb(
     bar_seconds: int,
     horizon_bars: int,
     feature_config: dict[str, Any] | None = None,
+    task_map: TaskMap | None = None,
 ) -> TrainResult:
-    """Walk-forward OOF predictions, calibration on them, then the final model on all rows."""
+    """Walk-forward OOF predictions, calibration on them, then the final model on all rows.
+
+    task_map runs the folds' fits and the final fit (default: one after another, here)."""
     xa = np.asarray(x, dtype=np.float64)
     ya = np.asarray(y, dtype=np.float64)
     tsa = np.asarray(ts, dtype=np.int64)
@@ -211,15 +242,22 @@ def train_xgb(
     oof_raw = np.full(ya.shape[0], np.nan)
     fold_of = np.full(ya.shape[0], -1, dtype=np.int64)
     fold_metrics: list[dict[str, float]] = []
-    for k, fold in enumerate(folds):
+    trained = [
+        (k, fold)
+        for k, fold in enumerate(folds)
+        if len(fold.train) >= 50 and ya[fold.train].min() != ya[fold.train].max()
+    ]
+    # every fold and the final model are independent fits: one task each under a distributed map
+    jobs = [FitJob(train=fold.train, test=fold.test) for _, fold in trained]
+    jobs.append(FitJob(train=None, test=None))
+    shared = {"x": xa, "y": ya, "ts": tsa, "ends": ends, "names": names, "config": config,
+              "embargo": embargo}  # fmt: skip
+    fitted = (task_map or run_locally)(
+        fit_job, jobs, shared=shared, desc="xgb folds", weights=[1] * len(jobs)
+    )
+    for (k, fold), predicted in zip(trained, fitted[:-1], strict=True):
         train = fold.train
-        if len(train) < 50 or ya[train].min() == ya[train].max():
-            continue
-        booster = fit_booster(xa[train], ya[train], tsa[train], ends[train], names, config, embargo)
-        dtest = xgb.DMatrix(
-            xa[fold.test], feature_names=names, missing=np.nan, nthread=config.nthread
-        )
-        oof_raw[fold.test] = booster.predict(dtest)
+        oof_raw[fold.test] = predicted
         fold_of[fold.test] = k
         fold_metrics.append(
             {
@@ -239,7 +277,7 @@ def train_xgb(
     if config.calibrate and covered.sum() >= 50:
         calibration = fit_platt(oof_raw[covered], ya[covered], model="xgb final model")
 
-    booster = fit_booster(xa, ya, tsa, ends, names, config, embargo)
+    booster = fitted[-1]
     metrics = summary(ya[covered], oof[covered]) if covered.any() else {}
     meta = XgbMeta(
         feature_names=feature_names,

@@ -1,0 +1,43 @@
+"""RayConfig: where and how the research commands run on Ray (`ray:` in their YAML, `--ray` on the CLI)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import msgspec
+
+PositiveInt = Annotated[int, msgspec.Meta(gt=0)]
+NonNegativeInt = Annotated[int, msgspec.Meta(ge=0)]
+NonNegativeFloat = Annotated[float, msgspec.Meta(ge=0)]
+
+LOCAL = "local"  # `--ray` alone: start a Ray on this machine for the run
+
+
+class RayConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """address: "local" starts Ray on this machine; "auto" joins the cluster this machine belongs
+    to; "HOST:PORT" (a head's GCS port) or "ray://HOST:10001" (Ray Client) joins that one.
+    cpus_per_actor / gpus_per_actor: what each CLIP scoring actor (one warm engine) reserves;
+    actors: how many (0: as many as the cluster's CPUs / cpus_per_actor allow).
+    shard_bars: bars of one symbol per scoring shard; max_retries: per task and actor call."""
+
+    address: str = LOCAL
+    cpus_per_actor: NonNegativeFloat = 1.0
+    gpus_per_actor: NonNegativeFloat = 0.0
+    actors: NonNegativeInt = 0
+    shard_bars: PositiveInt = 2000
+    max_retries: NonNegativeInt = 3
+
+
+def ray_config(flag: str | None, section: Any) -> RayConfig | None:
+    """The run's RayConfig from `--ray [ADDRESS]` (None: not given) and a YAML `ray:` section
+    (None: absent); the flag's address wins. None: run in this process, without Ray."""
+    if flag is None and section is None:
+        return None
+    cfg = (
+        section
+        if isinstance(section, RayConfig)
+        else msgspec.convert(section or {}, type=RayConfig)
+    )
+    if flag is not None and flag != LOCAL:
+        cfg = msgspec.structs.replace(cfg, address=flag)
+    return cfg
