@@ -11,7 +11,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import msgspec
 
 from daemon.cli import train_xgb
-from daemon.errors import EXIT_CONFIG, EXIT_OK
+from daemon.cli.ray_flag import add_ray_argument
+from daemon.errors import EXIT_CONFIG, EXIT_OK, InputError
 
 if TYPE_CHECKING:
     from vlm_engine.bundle import ModelCard
@@ -52,18 +53,13 @@ def register(sub: Any) -> None:
     clip.add_argument(
         "--accelerate", action="store_true", help="run under `accelerate launch` (DDP)"
     )
+    add_ray_argument(clip)
     clip.add_argument(
-        "--ray",
-        nargs="?",
-        const="",
-        default=None,
-        metavar="ADDRESS",
-        help="train across Ray Train workers (DDP): alone starts a local Ray; auto, host:port or "
-        "ray://host:port joins a cluster (needs the ray extra; --dataset and --checkpoints on "
-        "paths every node sees)",
-    )
-    clip.add_argument(
-        "--workers", type=int, default=1, help="Ray Train workers with --ray (default 1)"
+        "--workers",
+        type=int,
+        default=1,
+        help="with --ray: Ray Train workers (DDP), each a shard of every batch; --dataset and "
+        "--checkpoints on paths every node sees (default 1)",
     )
     clip.set_defaults(func=_train_clip)
     train_xgb.add_xgb_parser(tsub)
@@ -150,13 +146,15 @@ def _train_clip(args: argparse.Namespace) -> int:
         print(f"error: --workers must be at least 1, got {args.workers}", file=sys.stderr)
         return EXIT_CONFIG
     if args.ray is not None:  # before reading the dataset: an unreachable cluster fails at once
-        from daemon.training.clip_ray import check_address
+        from daemon.cluster.errors import ClusterError
+        from daemon.cluster.session import check_reachable, import_ray
 
         try:
-            check_address(args.ray)
-        except ClipError as e:
+            import_ray()
+            check_reachable(args.ray)
+        except ClusterError as e:
             print(f"error: {e}", file=sys.stderr)
-            return EXIT_CONFIG
+            return EXIT_INPUT
     accelerator = None
     if args.accelerate:
         try:
@@ -190,7 +188,7 @@ def _train_clip(args: argparse.Namespace) -> int:
             ray_workers=args.workers,
             dataset_dir=args.dataset,
         )
-    except (ClipError, BundleError, msgspec.ValidationError, ValueError) as e:
+    except (ClipError, BundleError, InputError, msgspec.ValidationError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_INPUT
     if card.bundle_id:

@@ -41,8 +41,8 @@ def train_bundle(
     """Train, calibrate on validation, measure on test and save the bundle: the whole offline CLIP path.
 
     Args:
-        ray_address: None trains in this process; "" (a local Ray), "auto", host:port or
-            ray://host:port trains across ray_workers Ray Train workers (DDP).
+        ray_address: None trains in this process; "local" (a Ray started here), "auto",
+            HOST:PORT or ray://HOST:10001 trains across ray_workers Ray Train workers (DDP).
         dataset_dir: where Ray workers read the splits themselves (a path every node sees);
             without it the splits reach them through Ray's object store.
     """

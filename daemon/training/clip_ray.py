@@ -6,10 +6,10 @@ shard of every batch, DDP gradient all-reduce over gloo (CPU, one torch thread p
 at the end, the best weights as a Ray Train checkpoint that the driver loads back, so the caller
 (daemon.training.clip.train_bundle) calibrates and saves the bundle exactly as after a local run.
 
-Ray loads only here, when a run asks for it (`pip install 'vlmtrader[ray]'`). The address is
-"" (start a local Ray on this machine), "auto" (the cluster this machine belongs to), host:port
-(a GCS address) or ray://host:port (Ray Client). checkpoint_dir and dataset_dir must be paths every
-node sees (or a URL pyarrow can write, for checkpoint_dir) on a cluster of several machines.
+Ray loads only here, when a run asks for it (`pip install 'vlmtrader[ray]'`), through the research
+commands' own session (daemon.cluster.session.ray_session): the address is "local" (start a Ray on
+this machine), "auto", HOST:PORT or ray://HOST:10001, and a failure is one ClusterError line.
+checkpoint_dir and dataset_dir must be paths every node sees on a cluster of several machines.
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import pickle
 import shutil
-import socket
 import tempfile
 import time
 import uuid
@@ -27,20 +26,16 @@ from typing import Any
 import msgspec
 import structlog
 
-from vlm_engine.clip import ClipError, ClipSamples, PromptSet, load_dataset_dir
+from daemon.cluster.config import LOCAL, RayConfig
+from daemon.cluster.errors import ClusterError
+from daemon.cluster.session import ray_session
+from vlm_engine.clip import ClipSamples, PromptSet, load_dataset_dir
 from vlm_engine.clip.replicas import Replicas
 from vlm_engine.clip.train import TrainConfig, TrainResult, main
 
 log = structlog.get_logger("daemon.training.clip_ray")
 
-RAY_EXTRA = "pip install 'vlmtrader[ray]'"
-CONNECT_TIMEOUT_S = 3.0
 _RESULT_FILE = "result.pkl"
-
-
-class RayTrainError(ClipError):
-    """Ray is missing, the cluster cannot be joined or cannot fit the workers, or a worker failed;
-    the message names which, in one line."""
 
 
 def train_clip_ray(
@@ -49,7 +44,7 @@ def train_clip_ray(
     train: ClipSamples,
     val: ClipSamples,
     prompts: PromptSet,
-    address: str = "",
+    address: str = LOCAL,
     workers: int = 1,
     checkpoint_dir: Path | None = None,
     dataset_dir: Path | None = None,
@@ -58,37 +53,34 @@ def train_clip_ray(
     """vlm_engine.clip.train.main across `workers` Ray Train workers (DDP); returns the same TrainResult.
 
     Args:
-        address: "" starts a local Ray; "auto", host:port or ray://host:port joins a cluster.
+        address: "local" starts a Ray here; "auto", HOST:PORT or ray://HOST:10001 joins a cluster.
         dataset_dir: when set, every worker reads its train/validation splits from this dataset
             directory (a path every node sees) instead of receiving them through the object store.
         device: auto (GPU workers when the cluster has a GPU for each), cpu or cuda.
     """
     if workers < 1:
         msg = f"ray workers: need at least 1, got {workers}"
-        raise RayTrainError(msg)
+        raise ClusterError(msg)
     if cfg.batch_size % workers or cfg.batch_size // workers < 2:
         msg = f"ray workers: batch_size {cfg.batch_size} must split into {workers} shards of at least 2 charts"
-        raise RayTrainError(msg)
-    ray = _import_ray()
-    started = connect(address)
-    try:
-        with tempfile.TemporaryDirectory(prefix="vlmtrader-ray-") as scratch:
-            storage = Path(checkpoint_dir, "ray") if checkpoint_dir is not None else Path(scratch)
-            result = _fit(
-                ray,
-                cfg,
-                train=train,
-                val=val,
-                prompts=prompts,
-                workers=workers,
-                use_gpu=_use_gpu(ray, device, workers),
-                storage=storage.resolve(),
-                checkpoint_dir=checkpoint_dir,
-                dataset_dir=dataset_dir,
-            )
-    finally:
-        if started:
-            ray.shutdown()
+        raise ClusterError(msg)
+    with (
+        ray_session(RayConfig(address=address)) as ray,
+        tempfile.TemporaryDirectory(prefix="vlmtrader-ray-") as scratch,
+    ):
+        storage = Path(checkpoint_dir, "ray") if checkpoint_dir is not None else Path(scratch)
+        result = _fit(
+            ray,
+            cfg,
+            train=train,
+            val=val,
+            prompts=prompts,
+            workers=workers,
+            use_gpu=_use_gpu(ray, device, workers),
+            storage=storage.resolve(),
+            checkpoint_dir=checkpoint_dir,
+            dataset_dir=dataset_dir,
+        )
     return result
 
 
@@ -137,10 +129,10 @@ def _fit(
         result = trainer.fit()
     except ray.train.TrainingFailedError as e:
         msg = f"ray training failed: {_first_line(e)}"
-        raise RayTrainError(msg) from None
+        raise ClusterError(msg) from None
     if result.checkpoint is None:
         msg = "ray training finished without rank 0's checkpoint"
-        raise RayTrainError(msg)
+        raise ClusterError(msg)
     log.info("ray_train.finished", workers=workers, **(result.metrics or {}))
     try:
         with result.checkpoint.as_directory() as where:
@@ -155,49 +147,6 @@ def _fit(
     return trained
 
 
-def check_address(address: str) -> None:
-    """RayTrainError in one line unless Ray is installed and address is "", auto or a host:port
-    (or ray://host:port) that answers: refused within seconds, not after Ray's minutes of retries."""
-    _import_ray()
-    if address in ("", "auto"):
-        return
-    host, sep, port = address.removeprefix("ray://").rpartition(":")
-    if not sep or not host or not port.isdigit():
-        msg = f"ray address {address!r}: expected host:port, ray://host:port or auto"
-        raise RayTrainError(msg)
-    try:
-        with socket.create_connection((host, int(port)), timeout=CONNECT_TIMEOUT_S):
-            pass
-    except OSError as e:
-        msg = f"ray address {address!r}: nothing answers there ({e.strerror or type(e).__name__})"
-        raise RayTrainError(msg) from None
-
-
-def connect(address: str) -> bool:
-    """Join the Ray cluster at address ("" starts a local one); True when this call started Ray
-    (the caller shuts it down)."""
-    ray = _import_ray()
-    if ray.is_initialized():
-        return False
-    check_address(address)
-    try:
-        ray.init(address=address or None, logging_level="ERROR", configure_logging=False)
-    except (ConnectionError, ValueError, RuntimeError) as e:
-        msg = f"ray address {address!r}: cannot join the cluster ({_first_line(e)})"
-        raise RayTrainError(msg) from None
-    return True
-
-
-def _import_ray() -> Any:
-    try:
-        import ray
-        import ray.train
-    except ImportError:
-        msg = f"--ray needs the ray extra ({RAY_EXTRA})"
-        raise RayTrainError(msg) from None
-    return ray
-
-
 def _use_gpu(ray: Any, device: str, workers: int) -> bool:
     """GPU workers for cuda, or for auto when the cluster has a GPU per worker; and the cluster
     must fit the workers now, else TorchTrainer would wait for them forever."""
@@ -207,7 +156,7 @@ def _use_gpu(ray: Any, device: str, workers: int) -> bool:
     have, kind = (gpus, "GPUs") if use_gpu else (cpus, "CPUs")
     if have < workers:
         msg = f"ray cluster: {workers} workers need {workers} {kind}, the cluster has {have}"
-        raise RayTrainError(msg)
+        raise ClusterError(msg)
     return use_gpu
 
 
@@ -245,7 +194,7 @@ def _train_worker(config: dict[str, Any]) -> None:
     loop_seconds = time.perf_counter() - started  # data to weights, as main() takes locally
     if not replicas.same_everywhere(result.parts.model):
         msg = f"ray training: the {world} replicas ended with different weights (DDP out of sync)"
-        raise RayTrainError(msg)
+        raise ClusterError(msg)
     with tempfile.TemporaryDirectory() as tmp:
         checkpoint = None
         if rank == 0:
