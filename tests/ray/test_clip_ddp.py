@@ -1,14 +1,16 @@
 """CLIP fine-tuning across Ray Train workers (DDP) on the two-node loopback cluster, against a local run.
 
-Three tiny trainings (one epoch, 3 steps of 16 charts) through train_bundle, the path `train clip`
-and `model build` take: local, Ray with 1 worker and Ray with 2 workers (one per node, gloo).
+Three tiny trainings (one epoch, 9 steps of 16 charts) on one small chart dataset: local and Ray
+with 1 worker through `vlmtrader train clip` (the workers read the dataset directory themselves),
+Ray with 2 workers (one per node, gloo) through train_bundle, the call `model build` makes (the
+splits reach the workers through the object store).
 """
 
 from __future__ import annotations
 
 import math
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import msgspec
 import pytest
@@ -16,10 +18,13 @@ import torch
 from safetensors.torch import load_file
 
 from daemon.cli import main
+from daemon.training import quick_config
 from daemon.training.clip import train_bundle
+from strategy.market_sim import SimMarketConfig, simulate_frame
 from tests.ray.conftest import RayCluster, free_ports
-from tests.vlm_engine.clip_helpers import SPEC, TINY_TRAIN, tiny_splits
-from vlm_engine.bundle import DatasetRef, ModelCard
+from tests.vlm_engine.clip_helpers import TINY_TRAIN, tiny_splits
+from vlm_engine.bundle import DatasetRef, ModelCard, read_card
+from vlm_engine.clip import load_dataset_dir
 
 pytest.importorskip("ray")
 
@@ -29,31 +34,59 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 CFG = msgspec.structs.replace(TINY_TRAIN, threads=1)
 
 
+def _dataset(root: Path) -> Path:
+    """A chart dataset directory (150 train / 24 validation / 26 test charts) from simulated bars."""
+    bars = root / "bars.csv"
+    simulate_frame(
+        SimMarketConfig(symbols=("SIMA", "SIMB"), seed=5), datetime(2024, 1, 1, tzinfo=UTC), 900
+    ).drop(columns=["pattern", "direction"]).to_csv(bars, index=False)
+    spec = root / "dataset.yaml"
+    spec.write_bytes(msgspec.yaml.encode({"spec": quick_config().spec, "stride": 8}))
+    ds = root / "ds"
+    args = ["dataset", "build", "--bars", str(bars), "--out", str(ds), "--spec", str(spec)]
+    assert main([*args, "--no-progress"]) == 0
+    return ds
+
+
 @pytest.fixture(scope="module")
 def runs(
     ray_cluster: RayCluster, tmp_path_factory: pytest.TempPathFactory
 ) -> dict[str, tuple[ModelCard, Path]]:
     """name -> (card, run directory) for the local, 1-worker and 2-worker trainings."""
     root = tmp_path_factory.mktemp("clip_ddp")
-    splits = tiny_splits()
-    dataset = DatasetRef(
-        source="tests", manifest_hash="0" * 16, counts={k: len(v) for k, v in splits.items()}
+    ds = _dataset(root)
+    config = root / "train.yaml"
+    config.write_bytes(msgspec.yaml.encode(CFG))
+
+    def train_clip(name: str, *ray: str) -> tuple[ModelCard, Path]:
+        run = root / name
+        args = ["train", "clip", "--dataset", str(ds), "--out", str(run / "bundle")]
+        args += ["--config", str(config), "--folds", "2", "--checkpoints", str(run / "checkpoints")]
+        assert main([*args, *ray]) == 0
+        return read_card(run / "bundle"), run
+
+    out = {
+        "local": train_clip("local"),
+        "ray1": train_clip("ray1", "--ray", ray_cluster.address, "--workers", "1"),
+    }
+    splits, info = load_dataset_dir(ds)
+    card = train_bundle(
+        splits=splits,
+        spec=info.chart_spec(),
+        dataset=DatasetRef(
+            source=str(ds),
+            manifest_hash=info.manifest_hash,
+            counts={k: len(v) for k, v in splits.items()},
+        ),
+        cfg=CFG,
+        out=root / "ray2" / "bundle",
+        checkpoints=root / "ray2" / "checkpoints",
+        device="cpu",
+        folds=2,
+        ray_address=ray_cluster.address,
+        ray_workers=2,
     )
-    out: dict[str, tuple[ModelCard, Path]] = {}
-    for name, ray in (("local", {}), ("ray1", {"ray_workers": 1}), ("ray2", {"ray_workers": 2})):
-        extra: dict[str, Any] = {**ray, "ray_address": ray_cluster.address} if ray else {}
-        card = train_bundle(
-            splits=splits,
-            spec=SPEC,
-            dataset=dataset,
-            cfg=CFG,
-            out=root / name / "bundle",
-            checkpoints=root / name / "checkpoints",
-            device="cpu",
-            folds=2,
-            **extra,
-        )
-        out[name] = (card, root / name)
+    out["ray2"] = (card, root / "ray2")
     return out
 
 
