@@ -9,7 +9,6 @@ splits reach the workers through the object store).
 from __future__ import annotations
 
 import math
-from datetime import UTC, datetime
 from pathlib import Path
 
 import msgspec
@@ -18,11 +17,9 @@ import torch
 from safetensors.torch import load_file
 
 from daemon.cli import main
-from daemon.training import quick_config
 from daemon.training.clip import train_bundle
-from strategy.market_sim import SimMarketConfig, simulate_frame
 from tests.ray.conftest import RayCluster, free_ports
-from tests.vlm_engine.clip_helpers import TINY_TRAIN, tiny_splits
+from tests.vlm_engine.clip_helpers import TINY_TRAIN, chart_dataset, tiny_splits
 from vlm_engine.bundle import DatasetRef, ModelCard, read_card
 from vlm_engine.clip import load_dataset_dir
 
@@ -34,27 +31,13 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 CFG = msgspec.structs.replace(TINY_TRAIN, threads=1)
 
 
-def _dataset(root: Path) -> Path:
-    """A chart dataset directory (150 train / 24 validation / 26 test charts) from simulated bars."""
-    bars = root / "bars.csv"
-    simulate_frame(
-        SimMarketConfig(symbols=("SIMA", "SIMB"), seed=5), datetime(2024, 1, 1, tzinfo=UTC), 900
-    ).drop(columns=["pattern", "direction"]).to_csv(bars, index=False)
-    spec = root / "dataset.yaml"
-    spec.write_bytes(msgspec.yaml.encode({"spec": quick_config().spec, "stride": 8}))
-    ds = root / "ds"
-    args = ["dataset", "build", "--bars", str(bars), "--out", str(ds), "--spec", str(spec)]
-    assert main([*args, "--no-progress"]) == 0
-    return ds
-
-
 @pytest.fixture(scope="module")
 def runs(
     ray_cluster: RayCluster, tmp_path_factory: pytest.TempPathFactory
 ) -> dict[str, tuple[ModelCard, Path]]:
     """name -> (card, run directory) for the local, 1-worker and 2-worker trainings."""
     root = tmp_path_factory.mktemp("clip_ddp")
-    ds = _dataset(root)
+    ds = chart_dataset(root)
     config = root / "train.yaml"
     config.write_bytes(msgspec.yaml.encode(CFG))
 
