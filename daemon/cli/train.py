@@ -142,8 +142,8 @@ def _train_clip(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return EXIT_CONFIG
-    if args.workers < 1:
-        print(f"error: --workers must be at least 1, got {args.workers}", file=sys.stderr)
+    if args.workers < 1 or (args.workers > 1 and args.ray is None):
+        print(f"error: --workers {args.workers}: needs --ray and at least 1", file=sys.stderr)
         return EXIT_CONFIG
     if args.ray is not None:  # before reading the dataset: an unreachable cluster fails at once
         from daemon.cluster.errors import ClusterError

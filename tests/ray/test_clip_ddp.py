@@ -131,12 +131,22 @@ def test_train_clip_when_bad_ray_address_then_one_line_error_and_exit_1(
     assert says in err
 
 
-def test_train_clip_when_ray_and_accelerate_together_then_exit_2(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+@pytest.mark.parametrize(
+    ("flags", "says"),
+    [
+        (["--ray", "--accelerate"], "pick one"),
+        (["--workers", "2"], "--workers 2: needs --ray"),
+        (["--ray", "--workers", "0"], "--workers 0: needs --ray and at least 1"),
+    ],
+)
+def test_train_clip_when_worker_flags_do_not_fit_then_one_line_and_exit_2(
+    flags: list[str], says: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ):
     args = ["train", "clip", "--dataset", str(tmp_path), "--out", str(tmp_path / "b")]
-    assert main([*args, "--ray", "--accelerate"]) == 2
-    assert "pick one" in capsys.readouterr().err
+    assert main([*args, *flags]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert says in err
 
 
 def test_train_clip_ray_when_batch_does_not_split_into_workers_then_refused_before_connecting():
