@@ -11,7 +11,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import msgspec
 
 from daemon.cli import train_xgb
-from daemon.errors import EXIT_CONFIG, EXIT_OK
+from daemon.cli.ray_flag import add_ray_argument
+from daemon.errors import EXIT_CONFIG, EXIT_OK, InputError
 
 if TYPE_CHECKING:
     from vlm_engine.bundle import ModelCard
@@ -51,6 +52,14 @@ def register(sub: Any) -> None:
     clip.add_argument("--folds", type=int, default=5, help="k for cross-validating the calibration")
     clip.add_argument(
         "--accelerate", action="store_true", help="run under `accelerate launch` (DDP)"
+    )
+    add_ray_argument(clip)
+    clip.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="with --ray: Ray Train workers (DDP), each a shard of every batch; --dataset and "
+        "--checkpoints on paths every node sees (default 1)",
     )
     clip.set_defaults(func=_train_clip)
     train_xgb.add_xgb_parser(tsub)
@@ -127,6 +136,25 @@ def _train_clip(args: argparse.Namespace) -> int:
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_CONFIG
+    if args.ray is not None and args.accelerate:
+        print(
+            "error: --ray and --accelerate are two ways to train across workers: pick one",
+            file=sys.stderr,
+        )
+        return EXIT_CONFIG
+    if args.workers < 1 or (args.workers > 1 and args.ray is None):
+        print(f"error: --workers {args.workers}: needs --ray and at least 1", file=sys.stderr)
+        return EXIT_CONFIG
+    if args.ray is not None:  # before reading the dataset: an unreachable cluster fails at once
+        from daemon.cluster.errors import ClusterError
+        from daemon.cluster.session import check_reachable, import_ray
+
+        try:
+            import_ray()
+            check_reachable(args.ray)
+        except ClusterError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return EXIT_INPUT
     accelerator = None
     if args.accelerate:
         try:
@@ -156,8 +184,11 @@ def _train_clip(args: argparse.Namespace) -> int:
             device=args.device,
             folds=args.folds,
             accelerator=accelerator,
+            ray_address=args.ray,
+            ray_workers=args.workers,
+            dataset_dir=args.dataset,
         )
-    except (ClipError, BundleError, msgspec.ValidationError, ValueError) as e:
+    except (ClipError, BundleError, InputError, msgspec.ValidationError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_INPUT
     if card.bundle_id:

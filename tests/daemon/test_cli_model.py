@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from pathlib import Path
 
 import msgspec
@@ -9,7 +8,7 @@ import pytest
 from daemon.cli import build_parser, main
 from daemon.cli.train_xgb import run_train_xgb
 from daemon.training import quick_config
-from strategy.market_sim import SimMarketConfig, simulate_frame
+from tests.vlm_engine.clip_helpers import chart_dataset
 from vlm_engine.bundle import load_bundle, read_card
 
 
@@ -79,29 +78,7 @@ def test_train_clip_calibrate_and_train_xgb_when_dataset_dir_then_each_recorded_
     from daemon.model import loader
     from vlm_engine.bundle import verify_bundle
 
-    bars = tmp_path / "bars.csv"
-    simulate_frame(
-        SimMarketConfig(symbols=("SIMA", "SIMB"), seed=5), datetime(2024, 1, 1, tzinfo=UTC), 900
-    ).drop(columns=["pattern", "direction"]).to_csv(bars, index=False)
-    spec = tmp_path / "dataset.yaml"
-    spec.write_bytes(msgspec.yaml.encode({"spec": quick_config().spec, "stride": 8}))
-    ds = tmp_path / "ds"
-    assert (
-        main(
-            [
-                "dataset",
-                "build",
-                "--bars",
-                str(bars),
-                "--out",
-                str(ds),
-                "--spec",
-                str(spec),
-                "--no-progress",
-            ]
-        )
-        == 0
-    )
+    ds = chart_dataset(tmp_path)
     config = tmp_path / "train.yaml"
     config.write_bytes(
         msgspec.yaml.encode(msgspec.structs.replace(quick_config().train, min_epochs=1))

@@ -74,6 +74,25 @@ def tiny_bundle(out: Path, *, seed: int = 0) -> ModelCard:
     )
 
 
+def chart_dataset(root: Path) -> Path:
+    """`vlmtrader dataset build` on 900 simulated bars of two symbols (quick spec, stride 8): a
+    dataset directory of 150 train / 24 validation / 26 test charts, root/"ds"."""
+    import msgspec
+
+    from daemon.cli import main as cli
+
+    bars = root / "bars.csv"
+    simulate_frame(
+        SimMarketConfig(symbols=("SIMA", "SIMB"), seed=5), datetime(2024, 1, 1, tzinfo=UTC), 900
+    ).drop(columns=["pattern", "direction"]).to_csv(bars, index=False)
+    spec = root / "dataset.yaml"
+    spec.write_bytes(msgspec.yaml.encode({"spec": quick_config().spec, "stride": 8}))
+    ds = root / "ds"
+    args = ["dataset", "build", "--bars", str(bars), "--out", str(ds), "--spec", str(spec)]
+    assert cli([*args, "--no-progress"]) == 0
+    return ds
+
+
 def window(n: int = 40, *, seed: int = 0, symbol: str = "SIMA") -> ChartWindow:
     rng = np.random.default_rng(seed)
     close = 100 * np.exp(np.cumsum(rng.normal(0, 0.002, n)))

@@ -1,9 +1,10 @@
 """Fine-tune CLIP on chart/text pairs; shaped like nanoGPT: a frozen config in, main() top to bottom.
 
-Single process by default. Multi-GPU / multi-machine (DDP) through Hugging Face accelerate
-(`pip install vlmtrader[multigpu]`): `accelerate launch --multi_gpu --num_processes 4
--m daemon.cli train clip --dataset DIR --out BUNDLE --accelerate`; every process runs this
-same loop on its shard of each batch and accelerate all-reduces the gradients.
+Single process by default. Across workers (DDP) on a Ray cluster: `vlmtrader train clip --ray
+[ADDRESS] --workers N` (daemon/training/clip_ray.py runs this same loop in every worker with a
+`Replicas`: each rank a shard of each batch, gradients all-reduced). Without Ray, through Hugging
+Face accelerate (`pip install vlmtrader[multigpu]`): `accelerate launch --multi_gpu
+--num_processes 4 -m daemon.cli train clip --dataset DIR --out BUNDLE --accelerate`.
 
 Over 400 lines: shaped like nanoGPT (STYLE.md rule 9), main() reads top to bottom; cut up, its
 state would be threaded through helpers.
@@ -35,6 +36,7 @@ from vlm_engine.clip.model import (
     load_clip,
     train_tokenizer,
 )
+from vlm_engine.clip.replicas import Replicas, Towers
 
 log = structlog.get_logger("vlm_engine.clip.train")
 
@@ -182,9 +184,14 @@ def main(
     checkpoint_dir: Path | None = None,
     device: str = "auto",
     accelerator: Any = None,
+    replicas: Replicas | None = None,
 ) -> TrainResult:
-    """Train and return the model of the epoch with the lowest validation (error + ECE)."""
+    """Train and return the model of the epoch with the lowest validation (error + ECE).
+
+    replicas: this process's rank among data-parallel workers (default: the only one).
+    """
     # -- setup ------------------------------------------------------------------------------
+    replicas = replicas or Replicas()
     torch.manual_seed(cfg.seed)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -229,6 +236,9 @@ def main(
     scaler = torch.amp.GradScaler("cuda", enabled=amp == torch.float16 and dev.type == "cuda")
     if accelerator is not None:
         model, optimizer = accelerator.prepare(model, optimizer)
+        towers: Any = Towers(_unwrap(model, accelerator))
+    else:
+        towers = replicas.wrap(Towers(model), dev)
 
     # -- resume ------------------------------------------------------------------------------
     steps_per_epoch = max(1, len(train) // cfg.batch_size)
@@ -275,11 +285,12 @@ def main(
         bar = tqdm(
             range(steps_per_epoch),
             desc=f"epoch {epoch + 1}/{cfg.epochs}",
-            disable=not cfg.progress,
+            disable=not (cfg.progress and replicas.is_main),
             leave=False,
         )
         for it in bar:
-            batch = order[it * cfg.batch_size : (it + 1) * cfg.batch_size]
+            whole = order[it * cfg.batch_size : (it + 1) * cfg.batch_size]
+            batch = replicas.shard(whole)
             texts, text_keys = _batch_texts(train, batch, keys, prompt_lists, rng, cfg)
             direction = train.direction[batch]
             moving = np.flatnonzero(direction != 0)
@@ -298,16 +309,13 @@ def main(
             pixels = parts.preprocess(train.images[batch], device=dev)
             tokens = parts.tokenize(unique, dev)
             with torch.autocast(dev.type, dtype=amp or torch.float32, enabled=amp is not None):
-                core = _unwrap(model, accelerator)
-                image_features = F.normalize(
-                    _pooled(core.get_image_features(pixel_values=pixels)).float(), dim=-1
-                )
-                every_text = F.normalize(_pooled(core.get_text_features(**tokens)).float(), dim=-1)[
+                image_raw, text_raw, scale = towers(pixels, tokens)
+                image_features = F.normalize(image_raw.float(), dim=-1)
+                every_text = F.normalize(text_raw.float(), dim=-1)[
                     torch.as_tensor(inverse, device=dev)
                 ]
                 n_texts, n_dir = len(texts), len(dir_texts)
                 text_features = every_text[:n_texts]
-                scale = core.logit_scale.exp().clamp(max=100.0)
                 image_keys = torch.as_tensor(keys[batch], device=dev)
                 loss = clip_loss(
                     image_features,
@@ -346,26 +354,27 @@ def main(
             scaler.step(optimizer)
             scaler.update()
             step += 1
-            samples_seen += len(batch)
+            samples_seen += len(whole)
             losses.append(float(loss.detach()))
             bar.set_postfix(loss=f"{losses[-1]:.3f}", lr=f"{lr:.2e}")
         bar.close()
 
         # -- eval, log, checkpoint, early stop ---------------------------------------------
-        val_accuracy, val_ece = estimate_pattern_calibration(
-            parts, val, prompts, cfg.eval_batch_size
+        val_accuracy, val_ece = replicas.from_main(
+            estimate_pattern_calibration(parts, val, prompts, cfg.eval_batch_size), dev
         )
         entry = EpochLog(
             epoch=epoch + 1,
             step=step,
-            train_loss=float(np.mean(losses)) if losses else 0.0,
+            train_loss=replicas.mean(float(np.mean(losses)) if losses else 0.0, dev),
             val_accuracy=val_accuracy,
             val_ece=val_ece,
             learning_rate=get_lr(step, total_steps, cfg),
             logit_scale=logit_scale(parts),
         )
         history.append(entry)
-        log.info("epoch.finished", **msgspec.structs.asdict(entry))
+        if replicas.is_main:
+            log.info("epoch.finished", **msgspec.structs.asdict(entry))
         score = (1.0 - val_accuracy) + val_ece
         if score < best_score - 1e-6:
             best_score, best_epoch, bad_epochs = score, epoch + 1, 0
@@ -375,7 +384,7 @@ def main(
             }
         else:
             bad_epochs += 1
-        if last is not None:
+        if last is not None and replicas.is_main:
             last.parent.mkdir(parents=True, exist_ok=True)
             torch.save(
                 {
@@ -443,10 +452,6 @@ def _distinct(texts: list[str]) -> tuple[list[str], list[int]]:
     index: dict[str, int] = {}
     inverse = [index.setdefault(t, len(index)) for t in texts]
     return list(index), inverse
-
-
-def _pooled(output: Any) -> torch.Tensor:
-    return output.pooler_output if hasattr(output, "pooler_output") else output  # type: ignore[no-any-return]
 
 
 def _unwrap(model: Any, accelerator: Any) -> Any:

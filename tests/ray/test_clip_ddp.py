@@ -1,0 +1,172 @@
+"""CLIP fine-tuning across Ray Train workers (DDP) on the two-node loopback cluster, against a local run.
+
+Three tiny trainings (one epoch, 9 steps of 16 charts) on one small chart dataset: local and Ray
+with 1 worker through `vlmtrader train clip` (the workers read the dataset directory themselves),
+Ray with 2 workers (one per node, gloo) through train_bundle, the call `model build` makes (the
+splits reach the workers through the object store).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import msgspec
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from daemon.cli import main
+from daemon.training.clip import train_bundle
+from tests.ray.conftest import RayCluster, free_ports
+from tests.vlm_engine.clip_helpers import TINY_TRAIN, chart_dataset, tiny_splits
+from vlm_engine.bundle import DatasetRef, ModelCard, read_card
+from vlm_engine.clip import load_dataset_dir
+
+pytest.importorskip("ray")
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+# one torch thread in this process too, as in each CPU worker: the same kernels, the same sums
+CFG = msgspec.structs.replace(TINY_TRAIN, threads=1)
+
+
+@pytest.fixture(scope="module")
+def runs(
+    ray_cluster: RayCluster, tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, tuple[ModelCard, Path]]:
+    """name -> (card, run directory) for the local, 1-worker and 2-worker trainings."""
+    root = tmp_path_factory.mktemp("clip_ddp")
+    ds = chart_dataset(root)
+    config = root / "train.yaml"
+    config.write_bytes(msgspec.yaml.encode(CFG))
+
+    def train_clip(name: str, *ray: str) -> tuple[ModelCard, Path]:
+        run = root / name
+        args = ["train", "clip", "--dataset", str(ds), "--out", str(run / "bundle")]
+        args += ["--config", str(config), "--folds", "2", "--checkpoints", str(run / "checkpoints")]
+        assert main([*args, *ray]) == 0
+        return read_card(run / "bundle"), run
+
+    out = {
+        "local": train_clip("local"),
+        "ray1": train_clip("ray1", "--ray", ray_cluster.address, "--workers", "1"),
+    }
+    splits, info = load_dataset_dir(ds)
+    card = train_bundle(
+        splits=splits,
+        spec=info.chart_spec(),
+        dataset=DatasetRef(
+            source=str(ds),
+            manifest_hash=info.manifest_hash,
+            counts={k: len(v) for k, v in splits.items()},
+        ),
+        cfg=CFG,
+        out=root / "ray2" / "bundle",
+        checkpoints=root / "ray2" / "checkpoints",
+        device="cpu",
+        folds=2,
+        ray_address=ray_cluster.address,
+        ray_workers=2,
+    )
+    out["ray2"] = (card, root / "ray2")
+    return out
+
+
+def _weights(run: Path) -> dict[str, torch.Tensor]:
+    return load_file(run / "bundle" / "clip" / "model.safetensors")
+
+
+def test_train_when_two_ray_workers_then_same_card_fields_and_checkpoint_as_local(runs):
+    local, _ = runs["local"]
+    card, run = runs["ray2"]
+
+    assert msgspec.structs.asdict(card).keys() == msgspec.structs.asdict(local).keys()
+    assert card.metrics.keys() | card.unmeasured.keys() == (
+        local.metrics.keys() | local.unmeasured.keys()
+    )
+    assert card.files.keys() == local.files.keys()
+    assert card.train_config == local.train_config
+    assert [h.keys() for h in card.history] == [h.keys() for h in local.history]
+    figures = [v for h in card.history for v in h.values()] + list(card.metrics.values())
+    assert all(math.isfinite(v) for v in figures)
+    assert card.history[-1]["step"] == local.history[-1]["step"]  # same global batches
+
+    ray_last = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
+    local_last = torch.load(runs["local"][1] / "checkpoints" / "last.pt", weights_only=True)
+    assert ray_last.keys() == local_last.keys()
+    assert ray_last["model"].keys() == local_last["model"].keys()
+    assert list((run / "checkpoints").iterdir()) == [run / "checkpoints" / "last.pt"]
+
+
+def test_train_when_two_ray_workers_then_each_learns_from_its_own_shard(runs):
+    one, two = _weights(runs["ray1"][1]), _weights(runs["ray2"][1])
+    # shards of 8 give other contrastive negatives than the whole batch of 16: other weights
+    assert max(float((one[k] - two[k]).abs().max()) for k in one) > 1e-4
+
+
+def test_train_when_one_ray_worker_and_same_seed_then_weights_and_bundle_id_equal_local(runs):
+    local, ray1 = _weights(runs["local"][1]), _weights(runs["ray1"][1])
+
+    assert local.keys() == ray1.keys()
+    assert max(float((local[k] - ray1[k]).abs().max()) for k in local) <= 1e-5
+    assert runs["ray1"][0].history == runs["local"][0].history
+    assert runs["ray1"][0].bundle_id == runs["local"][0].bundle_id
+
+
+@pytest.mark.parametrize(
+    ("address", "says"),
+    [("127.0.0.1:{port}", "no Ray cluster answers there"), ("nohost", "not an address")],
+)
+def test_train_clip_when_bad_ray_address_then_one_line_error_and_exit_1(
+    address: str, says: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+):
+    address = address.format(port=free_ports(1)[0])
+    args = ["train", "clip", "--dataset", str(tmp_path), "--out", str(tmp_path / "b")]
+    code = main([*args, "--ray", address, "--workers", "2"])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert err.count("\n") == 1
+    assert f"--ray {address}: " in err
+    assert says in err
+
+
+@pytest.mark.parametrize(
+    ("flags", "says"),
+    [
+        (["--ray", "--accelerate"], "pick one"),
+        (["--workers", "2"], "--workers 2: needs --ray"),
+        (["--ray", "--workers", "0"], "--workers 0: needs --ray and at least 1"),
+    ],
+)
+def test_train_clip_when_worker_flags_do_not_fit_then_one_line_and_exit_2(
+    flags: list[str], says: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+):
+    args = ["train", "clip", "--dataset", str(tmp_path), "--out", str(tmp_path / "b")]
+    assert main([*args, *flags]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert says in err
+
+
+def test_train_clip_ray_when_batch_does_not_split_into_workers_then_refused_before_connecting():
+    from daemon.cluster.errors import ClusterError
+    from daemon.training.clip_ray import train_clip_ray
+
+    splits = tiny_splits()
+    with pytest.raises(ClusterError, match="batch_size 16 must split into 3 shards"):
+        train_clip_ray(
+            CFG,
+            train=splits["train"],
+            val=splits["validation"],
+            prompts=runs_prompts(),
+            address="127.0.0.1:1",
+            workers=3,
+        )
+
+
+def runs_prompts():
+    from vlm_engine.clip.data import default_prompts
+    from vlm_engine.clip.quickset import class_names
+
+    return default_prompts(class_names(tiny_splits()))
