@@ -7,6 +7,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from daemon.cli.runtime_flag import add_runtime_flag
+
 
 def register(sub: Any) -> None:
     p = sub.add_parser("backtest", help="run the live strategy code over a bars file")
@@ -19,6 +21,7 @@ def register(sub: Any) -> None:
         help="model bundle: adds CLIP-only, XGBoost-only and fused (an xgb/-only directory adds XGBoost)",
     )
     p.add_argument("--journal", type=Path, help="SQLite journal for the rules scorer's rows")
+    add_runtime_flag(p)
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.set_defaults(func=_backtest)
 
@@ -35,6 +38,7 @@ def register(sub: Any) -> None:
         help="label horizon in bars (default: the bundle's on its own bar size, else 5)",
     )
     e.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    add_runtime_flag(e)
     e.set_defaults(func=_evaluate)
 
 

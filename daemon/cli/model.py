@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 import structlog
 
+from daemon.cli.runtime_flag import add_runtime_flag
 from daemon.cli.train import load_yaml_config, print_summary
 from daemon.errors import EXIT_CONFIG, EXIT_OK, InputError
 from daemon.log_setup import configure_logging
@@ -71,6 +72,7 @@ def register(sub: Any) -> None:
     verify = msub.add_parser("verify", help="check every file of a bundle against its model card")
     verify.add_argument("bundle", type=Path)
     verify.add_argument("--spec-hash", help="also require this chart spec hash")
+    add_runtime_flag(verify, default="auto")
     verify.set_defaults(func=_verify)
 
 
@@ -226,12 +228,13 @@ def _verify(args: argparse.Namespace) -> int:
 
     try:
         card = verify_bundle(args.bundle, spec_hash=args.spec_hash)
-        checked = check_bundle(args.bundle, spec_hash=args.spec_hash)
+        checked = check_bundle(args.bundle, spec_hash=args.spec_hash, runtime=args.runtime)
     except (BundleError, InputError) as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_INPUT
     print(
         f"ok: {args.bundle} bundle {card.bundle_id}, {len(card.files)} files verified, spec {card.spec_hash}, "
-        f"loaded and scored a {checked.bars}-bar chart (p_up {checked.p_up:.3f})"
+        f"loaded and scored a {checked.bars}-bar chart on CLIP runtime {checked.runtime} "
+        f"(p_up {checked.p_up:.3f})"
     )
     return EXIT_OK
