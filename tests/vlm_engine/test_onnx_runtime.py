@@ -20,7 +20,8 @@ from vlm_engine.infer import (
     choose_engine,
     load_engine,
 )
-from vlm_engine.infer.onnx_export import FP32_FILE, INT8_FILE, PARITY_FILE, export_to_bundle
+from vlm_engine.infer.onnx_bundle import export_to_bundle
+from vlm_engine.infer.onnx_export import FP32_FILE, INT8_FILE, PARITY_FILE
 from vlm_engine.infer.onnx_runtime import OnnxEngine, session_options
 from vlm_engine.infer.runtime_choice import (
     FP32_TOLERANCE,

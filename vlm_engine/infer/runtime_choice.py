@@ -57,7 +57,7 @@ class RuntimeChoice(msgspec.Struct, frozen=True, kw_only=True):
 def read_parity(bundle: Bundle) -> ParityCharts:
     """The bundle's parity charts (RuntimeUnavailable when it has none or they are unreadable)."""
     if PARITY_FILE not in bundle.card.files:
-        msg = f"the bundle has no parity charts ({PARITY_FILE}); rebuild it with `vlmtrader model build`"
+        msg = f"the bundle has no parity charts ({PARITY_FILE}); add them with `vlmtrader model export-onnx {bundle.path}`"
         raise RuntimeUnavailable(msg)
     try:
         with np.load(io.BytesIO((bundle.path / PARITY_FILE).read_bytes())) as data:
