@@ -173,3 +173,11 @@ def test_load_engine_when_runtime_onnx_then_serves_on_onnx(exported: Path):
     assert len(batch) == 1
     assert batch.bundle_id == engine.bundle_id
     assert batch.render_seconds > 0
+
+
+def test_timing_clock_when_on_cpu_then_process_cpu_time_not_wall_time():
+    import time
+
+    from vlm_engine.infer.runtime_choice import timing_clock
+
+    assert timing_clock(InferenceConfig(device="cpu")) is time.process_time
