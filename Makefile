@@ -9,7 +9,7 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 # suite stays under 20 minutes on a 2-core CI machine; `make soak` runs the full 10-minute soak.
 SOAK_SECONDS ?= 150
 
-.PHONY: help venv run test lint typecheck unit soak bench bench-quick mosquitto clean
+.PHONY: help venv run test lint typecheck unit soak bench bench-quick mosquitto chromium clean
 
 help:
 	@echo "make run    - set up .venv and run the daemon in paper-sim mode ($(CONFIG))"
@@ -49,10 +49,21 @@ mosquitto:
 	    echo "mosquitto is missing: run 'sudo apt-get install mosquitto' (the MQTT tests need it)"; exit 1; \
 	  fi; }
 
+# The dashboard's browser tests drive Debian's headless Chromium through its chromedriver (selenium).
+chromium:
+	@{ command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1; } || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing chromium and chromium-driver (Debian packages) for the dashboard's browser tests"; \
+	    (apt-get install -y -q chromium chromium-driver >/dev/null 2>&1 || \
+	     (apt-get update -q >/dev/null 2>&1 && apt-get install -y -q chromium chromium-driver >/dev/null)); \
+	  else \
+	    echo "chromium is missing: run 'sudo apt-get install chromium chromium-driver' (the dashboard's browser tests need it)"; exit 1; \
+	  fi; }
+
 unit: venv
 	$(BIN)/pytest -q -m "not integration"
 
-test: venv mosquitto lint typecheck
+test: venv mosquitto chromium lint typecheck
 	VLMTRADER_IB_SOAK_SECONDS=$(SOAK_SECONDS) $(BIN)/pytest -q
 
 soak: venv

@@ -38,6 +38,9 @@ FULL: dict[str, list[str]] = {
     "evaluate": [],
     "model_build": ["--quick"],  # the full-size build is ~10 minutes a dataset: run it by hand
     "startup": [],
+    "dashboard": [],
+    "explain": [],
+    "search": [],  # builds its own small bundle from the simulator (a few minutes)
 }
 QUICK: dict[str, list[str]] = {
     "journal": [],

@@ -20,16 +20,19 @@ import structlog
 from daemon import operator_actions, trade_gate
 from daemon.api.app import build_app
 from daemon.api.auth import token_from_env
+from daemon.api.live import LiveHub
 from daemon.api.metrics import Metrics
 from daemon.api.server import ApiServer
 from daemon.bus.publisher import MqttBus
 from daemon.config import AppConfig
 from daemon.control import Controller
 from daemon.errors import EXIT_CONFIG, EXIT_CRASH, EXIT_OK, ConfigError, InputError, StorageError
+from daemon.explain.worker import Explainer
 from daemon.feeds.feed import Feed
 from daemon.journal import Journal
 from daemon.log_setup import add_event_sink, remove_event_sink
 from daemon.model.predict import ModelPredictor
+from daemon.model.search import DaemonSearch
 from daemon.model.slot import ModelSlot, daemon_slot
 from daemon.notify import Notifier, watchdog_interval_seconds
 from daemon.pipeline import Pipeline
@@ -74,6 +77,7 @@ class Daemon:
         self._reload_lock = asyncio.Lock()
         self._reload_task: asyncio.Task[None] | None = None
         self.last_reload: ReloadReport | None = None
+        self.live: LiveHub | None = None  # the dashboard's live view (with the HTTP API)
 
     # ---- lifecycle ----------------------------------------------------------------------------
     async def run(self) -> int:
@@ -103,7 +107,7 @@ class Daemon:
         report = reconcile(journal, book, view, now=datetime.now(UTC), adopt=True)
         self._generation = getattr(execution, "generation", 0)
 
-        self.scorers = daemon_slot(cfg)
+        scorers = self.scorers = daemon_slot(cfg)
         pipeline = Pipeline(
             store=BarStore(config=cfg.bars),
             scorer=self.scorers.current,
@@ -118,6 +122,14 @@ class Daemon:
         if cfg.feed.kind in ("ib", "mqtt"):  # live bars: one stamped far in the future is refused
             pipeline.clock = lambda: datetime.now(UTC)
         self.scorers.attach(pipeline)
+        pipeline.explainer = stack.enter_context(
+            Explainer(
+                config=cfg.explain,
+                state_dir=state_dir,
+                bundle_for=scorers.bundle_for,
+                busy=lambda: pipeline.busy_since is not None,
+            )
+        )
         restore_trading_state(pipeline, journal)
         halt_when_unreconciled(pipeline, report)
 
@@ -138,16 +150,34 @@ class Daemon:
             metrics.track_bus(lambda: bus.stats, lambda: bus.connected)
         if cfg.api.enabled:
             predictor = ModelPredictor(slot=self.scorers, lock=pipeline.score_lock)
+            if cfg.api.dashboard:
+                self.live = LiveHub(
+                    queue_size=cfg.api.events_queue,
+                    max_clients=cfg.api.events_clients,
+                    bars_per_symbol=cfg.api.chart_bars,
+                    equity_points=cfg.api.equity_points,
+                )
             app = build_app(
                 controller=controller,
                 metrics=metrics,
                 predictor=predictor,
                 token=token_from_env(cfg.api.token_env),
                 config=cfg.api,
+                state_dir=state_dir,
+                analogs=scorers.analogs,
+                searcher=DaemonSearch(
+                    slot=self.scorers, store=pipeline.store, lock=pipeline.score_lock
+                ),
+                live=self.live,
+                journal_path=journal.path,
             )
             await stack.enter_async_context(ApiServer(config=cfg.api, app=app, health=self.health))
+            if self.live is not None:  # entered after the server: on stop, its streams end first
+                await stack.enter_async_context(self.live)
 
         resume = await warm_up(cfg, pipeline, journal, feed, warm_up_until, view.clock)
+        if self.live is not None:  # the charts start with the bars warm-up loaded
+            self.live.seed(pipeline.store)
         await self.scorers.start(stack)
         self._install_signal_handlers()
         tune_gc()
@@ -198,6 +228,8 @@ class Daemon:
                 trade_gate.report(verdict, gate, pipeline.journal, batch[0].ts)
                 await pipeline.on_warm_up_bars(verdict.warm)
                 await pipeline.on_bars(verdict.trade)
+            if self.live is not None:  # after the batch's orders are out
+                self.live.on_batch(batch, equity=pipeline.book.equity())
             if self.stopping.is_set():
                 break
         log.info("feed.ended")

@@ -23,7 +23,7 @@ from daemon.journal import Journal
 from daemon.model.active import LoadOptions
 from daemon.model.contenders import (
     BacktestBundle,
-    bundle_scorers,
+    bundle_contenders,
     evaluation_models,
     xgb_info,
 )
@@ -38,7 +38,7 @@ from strategy.backtest.evaluate import (
     evaluate,
     evaluation_summary,
 )
-from strategy.backtest.report import report_html, report_json
+from strategy.backtest.report import TRADES_SHOWN, report_html, report_json
 from strategy.features import FeatureConfig
 from strategy.ml_scorer import VisionModel
 from strategy.rule_scorer import RuleScorer
@@ -222,9 +222,12 @@ def run_backtest(args: argparse.Namespace) -> int:
     scorers: dict[str, Scorer | LookupScorer] = {}
     candidates: dict[str, Scorer] = {"rules": RuleScorer(config=cfg.scorer.rules)}
     info: BacktestBundle | None = None
+    loaded: Any = None  # the full bundle, to explain its contenders' trades after the run
     if args.bundle is not None and _is_full_bundle(args.bundle):
         try:
-            found, info = bundle_scorers(args.bundle, config.bars, clip_options(cfg, args.runtime))
+            found, info, loaded = bundle_contenders(
+                args.bundle, config.bars, clip_options(cfg, args.runtime)
+            )
         except InputError as e:
             return _fail(str(e))
         candidates.update(found)
@@ -263,9 +266,12 @@ def run_backtest(args: argparse.Namespace) -> int:
         if journal is not None:
             journal.close()
     meta = run_meta(config, batches, config_path=args.config, bars_path=args.bars, bundle=info)
+    links = None
+    if loaded is not None and not getattr(args, "no_explain", False):
+        links = _explain_trades(results, candidates, scorers, loaded, batches, config, cfg, args)
     _write_report(
         args.report,
-        report_html(results, meta=meta, warnings=warnings),
+        report_html(results, meta=meta, warnings=warnings, trade_links=links),
         report_json(results, meta=meta, warnings=warnings),
     )
     for line in summary_lines(results):
@@ -274,6 +280,37 @@ def run_backtest(args: argparse.Namespace) -> int:
         print(f"warning: {warning}")
     print(f"report: {args.report / 'report.html'}")
     return EXIT_OK
+
+
+def _explain_trades(
+    results: Mapping[str, StrategyResult],
+    candidates: Mapping[str, Scorer],
+    lookups: Mapping[str, Any],
+    loaded: Any,
+    batches: Sequence[Sequence[Bar]],
+    config: BacktestConfig,
+    cfg: AppConfig,
+    args: argparse.Namespace,
+) -> dict[str, Any]:
+    """Each ML contender's trades explained after the run (daemon/explain/trades.py)."""
+    from daemon.explain.trades import explain_trades
+
+    args.report.mkdir(parents=True, exist_ok=True)
+    links = explain_trades(
+        results=results,
+        contenders=candidates,
+        lookups=lookups,
+        bundle=loaded,
+        batches=batches,
+        bars=config.bars,
+        report_dir=args.report,
+        config=cfg.explain,
+        limit=TRADES_SHOWN,
+    )
+    log.info(
+        "backtest.explained", trades={n: sum(x is not None for x in v) for n, v in links.items()}
+    )
+    return dict(links)
 
 
 def run_evaluate(args: argparse.Namespace) -> int:

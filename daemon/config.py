@@ -14,6 +14,7 @@ from daemon.api.config import ApiConfig
 from daemon.bus.config import MqttConfig
 from daemon.bus.config import check as check_mqtt
 from daemon.errors import ConfigError
+from daemon.explain.config import ExplainConfig
 from daemon.feeds.replay import ReplayFeedConfig
 from daemon.feeds.sim import SimFeedConfig
 from daemon.ib.config import IbConfig, check_ib
@@ -104,6 +105,7 @@ class AppConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
     ib: IbConfig | None = None
     mqtt: MqttConfig = msgspec.field(default_factory=MqttConfig)
     api: ApiConfig = msgspec.field(default_factory=ApiConfig)
+    explain: ExplainConfig = msgspec.field(default_factory=ExplainConfig)
 
     def state_path(self, name: str, *, base: Path | None = None) -> Path:
         """Resolve a file name against state_dir (relative state_dir against base or cwd)."""

@@ -13,6 +13,7 @@ import signal
 import time
 from collections.abc import Callable, Sequence
 from datetime import date, datetime
+from typing import TYPE_CHECKING
 
 import msgspec
 import structlog
@@ -29,6 +30,9 @@ from strategy.risk import RiskEngine
 from strategy.scoring import Scorer, rejection
 from strategy.target_strategy import TargetStrategy
 from strategy.types import Bar, Fill, Order, OrderEvent, OrderIntent, OrderStatus, Signal
+
+if TYPE_CHECKING:
+    from daemon.explain.worker import Explainer
 
 log = structlog.get_logger("daemon.pipeline")
 
@@ -88,6 +92,7 @@ class Pipeline:
         # A live feed's receiving clock (bars far in its future are refused); None for replays.
         self.clock: Callable[[], datetime] | None = None
         self.shadow: ShadowRunner | None = None  # scores after the orders are out; never trades
+        self.explainer: Explainer | None = None  # explains each order once it is at the broker
         self._orders_journaled = 0
 
     # The kernel owns the state; these names are what the daemon, API and tests reach for.
@@ -139,6 +144,10 @@ class Pipeline:
         # batch is group-committed off the order path.
         self.journal.record_orders_ahead(**kernel.journal_rows(intake, signals, decision))
         await self._send(decision, arrived)
+        if self.explainer is not None:  # a put_nowait: the explaining runs in its own thread
+            self.explainer.submit(
+                scorer=scorer, evidence=scored.evidence, signals=signals, decision=decision
+            )
         # Log lines are not on the order path: written once the orders are at the broker.
         self._log_intake(intake)
         self._log_signals(signals)

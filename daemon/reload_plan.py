@@ -38,6 +38,7 @@ RESTART_REASONS = {
     "mqtt": "the MQTT session is opened at start",
     "api": "the HTTP server is bound at start",
     "log.format": "the log renderer is chosen at start",
+    "explain": "the explainer thread and its store are opened at start",
     "scorer": "the scorer kind, shadow, bootstrap and inference threads are set up at start",
 }
 

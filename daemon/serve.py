@@ -36,6 +36,7 @@ from daemon.model.charts import ChartSignalConfig
 from daemon.model.loader import BundleUnusable
 from daemon.model.predict import Item, ModelPredictor
 from daemon.model.prediction import Prediction
+from daemon.model.search import DaemonSearch
 from daemon.model.slot import ModelSlot
 from daemon.reload_plan import ReloadReport
 from strategy.rule_scorer import RuleScorerConfig
@@ -154,6 +155,7 @@ async def serve(config: ServeConfig, *, bundle: Path | None, token: str | None) 
         predictor=service.predictor,
         token=token,
         config=config.api,
+        searcher=DaemonSearch(slot=service.slot, store=None),  # no bars here: a 409 says so
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -30,12 +30,29 @@ ScorerMode = Literal["fused", "xgb", "clip"]
 
 
 class VisionScores(msgspec.Struct, frozen=True, kw_only=True):
-    """Calibrated CLIP outputs for n windows: P(up) (n,), pattern probabilities (n, k), embeddings (n, d)."""
+    """Calibrated CLIP outputs for n windows: P(up) (n,), pattern probabilities (n, k), embeddings (n, d);
+    charts: the (h, w, 3) uint8 images scored, in chunks whose rows follow the windows (may be empty)."""
 
     p_up: FloatArray
     pattern_probs: FloatArray
     pattern_names: tuple[str, ...]
     embeddings: FloatArray
+    charts: tuple[npt.NDArray[np.uint8], ...] = ()
+
+
+class Evidence(msgspec.Struct, frozen=True, kw_only=True, eq=False):
+    """What one score() call saw, retained by reference (no copies on the bar-to-order path) for
+    the explainer that runs after the orders are out: the windows, XGBoost's input rows, each
+    model's P(up), CLIP's outputs (vision row j is window vision_rows[j]), the fused values (None
+    for a rejected row) and the fusion weights in force."""
+
+    windows: Sequence[Window]
+    features: FloatArray
+    probabilities: dict[str, FloatArray]
+    vision: VisionScores | None
+    vision_rows: npt.NDArray[np.intp]
+    fused: list[Fused | None]
+    weights: dict[str, float]
 
 
 class VisionModel(Protocol):
@@ -72,6 +89,9 @@ def usable_values(x: FloatArray) -> npt.NDArray[np.bool_]:
 def usable_rows(x: FloatArray) -> npt.NDArray[np.bool_]:
     """Per row of a feature matrix: every value usable (see usable_values)."""
     return np.asarray(usable_values(x).all(axis=1), dtype=np.bool_)
+
+
+_NO_ROWS: npt.NDArray[np.intp] = np.zeros(0, dtype=np.intp)
 
 
 def _spread(values: FloatArray, rows: npt.NDArray[np.intp], n: int) -> FloatArray:
@@ -123,6 +143,8 @@ class MLScorer:
         # 100-row batch); XgbModel.contributions() stays exact for offline analysis.
         self.exact_explanations = exact_explanations
         self.drift_reports: list[DriftReport] = []
+        self.evidence: Evidence | None = None  # the last score() call's, for the explainer
+        self._seen: tuple[VisionScores | None, npt.NDArray[np.intp]] = (None, _NO_ROWS)
         self._uses_vision = xgb is not None and any(
             n.startswith("clip_") for n in xgb.feature_names
         )
@@ -151,6 +173,7 @@ class MLScorer:
         scores = None
         if self.vision is not None and (self.mode != "xgb" or self._uses_vision) and ok.size:
             scores = self.vision.score_windows(fit)
+            self._seen = (scores, ok)
             if self.mode != "xgb":
                 probs["clip"] = _spread(np.asarray(scores.p_up, dtype=np.float64), ok, n)
         if self._uses_vision and scores is not None:
@@ -164,8 +187,10 @@ class MLScorer:
     def score(self, windows: Sequence[Window]) -> list[Signal]:
         """One Signal per window: fused probability with disagreement, entropy and top reasons; a
         window with out-of-range features gets a rejected signal naming them (the rest go on)."""
+        self.evidence = None
         if not windows:
             return []
+        self._seen = (None, _NO_ROWS)
         x, probs = self.model_rows(windows)
         usable = usable_rows(x)
         signals: list[Signal] = []
@@ -181,6 +206,16 @@ class MLScorer:
             confidences[i] = fused.confidence
             fused_rows.append(fused)
         reasons = self._reasons(x, confidences)
+        vision, vision_rows = self._seen
+        self.evidence = Evidence(
+            windows=windows,
+            features=x,
+            probabilities=probs,
+            vision=vision,
+            vision_rows=vision_rows,
+            fused=fused_rows,
+            weights=self.fusion.weights,  # replaced, never mutated, when adaptation moves it
+        )
         for i, (w, done) in enumerate(zip(windows, fused_rows, strict=True)):
             if done is None:
                 signals.append(rejected_signal(w, self.name, self._out_of_range(x[i], w)))

@@ -21,3 +21,10 @@ class ApiConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
     max_body_bytes: PositiveInt = 1_048_576
     max_predict_bars: PositiveInt = 5_000
     shutdown_timeout_seconds: PositiveFloat = 5.0
+    # The web dashboard (GET /, /events, /api/*): read-only without the token, like the rest.
+    dashboard: bool = True
+    events_clients: PositiveInt = 8  # concurrent /events streams; more get 503
+    events_queue: PositiveInt = 256  # events held per stream; a client that falls behind is dropped
+    events_status_seconds: PositiveFloat = 2.0  # a status snapshot on every stream this often
+    chart_bars: PositiveInt = 500  # bars kept per symbol for the candle charts
+    equity_points: PositiveInt = 5_000  # equity samples kept (one per bar batch)

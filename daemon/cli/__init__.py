@@ -18,15 +18,31 @@ from daemon.cli import (
     chart,
     config,
     dataset,
+    explain,
     ib,
     model,
     run,
+    search,
     serve,
     tail,
     train,
 )
 
-_COMMANDS = (run, config, tail, chart, dataset, model, train, calibrate, backtest, ib, serve)
+_COMMANDS = (
+    run,
+    config,
+    tail,
+    chart,
+    dataset,
+    model,
+    train,
+    calibrate,
+    backtest,
+    ib,
+    serve,
+    explain,
+    search,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -22,6 +22,11 @@ def register(sub: Any) -> None:
     )
     p.add_argument("--journal", type=Path, help="SQLite journal for the rules scorer's rows")
     add_runtime_flag(p)
+    p.add_argument(
+        "--no-explain",
+        action="store_true",
+        help="skip the per-trade explanation pages (chart, CLIP texts, analogs) of a full bundle",
+    )
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.set_defaults(func=_backtest)
 

@@ -227,6 +227,12 @@ def _info(args: argparse.Namespace) -> int:
         print("bar size:    not recorded (a bundle from before model build)")
     print(f"classes:     {', '.join(card.prompts.classes)}")
     print(f"files:       {len(card.files)}")
+    analogs = card.stages.get("analogs")
+    if isinstance(analogs, dict):
+        print(
+            f"analogs:     {analogs.get('rows')} training charts (cap {analogs.get('max_rows')}), "
+            f"{analogs.get('bytes_per_chart')} bytes per chart"
+        )
     if "tabular" in card.stages:
         try:
             fusion = read_fusion(args.bundle)

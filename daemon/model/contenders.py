@@ -62,6 +62,14 @@ def bundle_scorers(
     scores, and what the bundle is. XGBoost-only is "xgb_technical" (technical features alone)
     when the bundle has that model, else "xgb" (older bundles: the XGBoost that also sees the CLIP
     columns). options: where and on which runtime CLIP runs."""
+    scorers, info, _ = bundle_contenders(bundle, bars, options)
+    return scorers, info
+
+
+def bundle_contenders(
+    bundle: Path, bars: BarStoreConfig, options: LoadOptions | None = None
+) -> tuple[dict[str, Scorer], BacktestBundle, LoadedBundle]:
+    """bundle_scorers, and the loaded bundle behind them (the backtest explains its trades with it)."""
     models, vision = _contenders(bundle, bars, options or LoadOptions(), "backtest")
     xgb_name = "xgb_technical" if models.xgb_technical is not None else "xgb"
     trained = models.card.trained_on
@@ -78,7 +86,7 @@ def bundle_scorers(
         xgb_name: models.scorer(mode="xgb", vision=vision, name=xgb_name),
         "fused": models.scorer(mode="fused", vision=vision, name="fused"),
     }
-    return scorers, info
+    return scorers, info, models
 
 
 def xgb_info(bundle: Path) -> BacktestBundle:

@@ -27,6 +27,7 @@ from vlm_engine.xgb.pca import PcaParams
 
 if TYPE_CHECKING:  # torch and transformers load only when a bundle does (rules mode starts fast)
     from vlm_engine.bundle import ModelCard
+    from vlm_engine.clip.analogs import AnalogIndex
     from vlm_engine.infer import ChartEngine, InferenceConfig
     from vlm_engine.render import ChartSpec
 
@@ -64,6 +65,9 @@ class LoadedBundle(msgspec.Struct, frozen=True, kw_only=True):
     drift: DriftReference | None
     xgb_technical: XgbModel | None = None
     drift_technical: DriftReference | None = None
+    # The training charts' analog index (None for bundles built before it existed); loaded here,
+    # with the bundle, so nothing on the order path ever reads it from disk.
+    analogs: AnalogIndex | None = None
 
     @property
     def bundle_id(self) -> str:
@@ -238,6 +242,19 @@ def _drift_reference(path: Path, xgb: XgbModel) -> DriftReference | None:
     return reference
 
 
+def _load_analogs(path: Path, card: ModelCard) -> AnalogIndex | None:
+    """The bundle's analog index when its card lists one (None for older bundles), else BundleUnusable."""
+    from vlm_engine.bundle import BundleError
+    from vlm_engine.clip.analogs import INDEX_FILE, AnalogIndex
+
+    if INDEX_FILE not in card.files:
+        return None
+    try:
+        return AnalogIndex.load(path)
+    except BundleError as e:
+        raise BundleUnusable(_one_line(str(e))) from None
+
+
 def load_bundle(
     path: Path,
     *,
@@ -280,6 +297,7 @@ def load_bundle(
         drift=_drift_reference(path, xgb),
         xgb_technical=technical,
         drift_technical=_drift_reference(path, technical) if technical is not None else None,
+        analogs=_load_analogs(path, card),
     )
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Sequence
+from typing import Any
 
 import msgspec
 import structlog
@@ -25,12 +26,15 @@ log = structlog.get_logger("daemon.model")
 
 
 class ScoredBatch(msgspec.Struct, frozen=True, kw_only=True):
-    """One scoring call's signals and how long it took (render_seconds: the charts CLIP drew)."""
+    """One scoring call's signals and how long it took (render_seconds: the charts CLIP drew);
+    evidence: what an ML scorer saw (strategy.ml_scorer.Evidence, taken under the score lock),
+    handed to the explainer once the orders are out; None for the rule scorer."""
 
     signals: list[Signal]
     scorer: str
     seconds: float
     render_seconds: float = 0.0
+    evidence: Any = None
 
 
 def score_windows(scorer: Scorer, windows: Sequence[Window]) -> ScoredBatch:
@@ -42,7 +46,11 @@ def score_windows(scorer: Scorer, windows: Sequence[Window]) -> ScoredBatch:
     seconds = time.perf_counter() - started
     rendered = float(getattr(vision, "render_seconds", 0.0)) - drawn
     return ScoredBatch(
-        signals=signals, scorer=scorer.name, seconds=seconds, render_seconds=max(rendered, 0.0)
+        signals=signals,
+        scorer=scorer.name,
+        seconds=seconds,
+        render_seconds=max(rendered, 0.0),
+        evidence=getattr(scorer, "evidence", None),
     )
 
 

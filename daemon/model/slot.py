@@ -20,7 +20,7 @@ from daemon.config import AppConfig, ScorerConfig
 from daemon.errors import ConfigError, InputError, InvariantError
 from daemon.model.active import ActiveModel, LoadOptions, load_active, rules_model
 from daemon.model.bootstrap import run_bootstrap
-from daemon.model.loader import precheck_bundle
+from daemon.model.loader import LoadedBundle, precheck_bundle
 from daemon.model.shadow import ShadowRunner, ShadowStats
 from strategy.scoring import Scorer
 
@@ -90,6 +90,15 @@ class ModelSlot:
     def warm(self) -> bool:
         """The model asked for serves, warmed up (a reload warms the new one before the swap)."""
         return not self.loading
+
+    def bundle_for(self, scorer: object) -> LoadedBundle | None:
+        """The loaded bundle `scorer` serves from, while it still serves (the explainer's lookup)."""
+        active = self.active
+        return active.bundle if active.scorer is scorer else None
+
+    def analogs(self) -> Any:
+        """The serving bundle's analog index (GET /analogs/{row}.png), None without one."""
+        return getattr(self.active.bundle, "analogs", None)
 
     def attach(self, pipeline: Any) -> None:
         self._pipeline = pipeline

@@ -35,6 +35,7 @@ class ClipVision:
             pattern_probs=batch.pattern_probs.astype(np.float64),
             pattern_names=batch.classes,
             embeddings=batch.embeddings.astype(np.float64),
+            charts=batch.images,
         )
 
 

@@ -107,6 +107,17 @@ class TabularConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
             raise ValueError(msg)
 
 
+class AnalogConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """The analog index stored in the bundle: CLIP embeddings + PNGs of training charts.
+
+    max_rows caps the rows (drawn by `seed` when the training split has more; 0 = no index).
+    """
+
+    max_rows: Annotated[int, msgspec.Meta(ge=0)] = 5_000
+    seed: Annotated[int, msgspec.Meta(ge=0)] = 0
+    compress_level: Annotated[int, msgspec.Meta(ge=0, le=9)] = 9
+
+
 def _default_train() -> TrainConfig:
     return TrainConfig(
         epochs=14,
@@ -143,6 +154,7 @@ class BuildConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
     # One torch thread: on a shared 2-core machine OpenMP spin-waiting made 2 threads 5x slower.
     threads: Annotated[int, msgspec.Meta(ge=0)] = 1
     tabular: TabularConfig = msgspec.field(default_factory=TabularConfig)
+    analogs: AnalogConfig = msgspec.field(default_factory=AnalogConfig)
 
 
 class BootstrapConfig(BuildConfig, frozen=True, kw_only=True, forbid_unknown_fields=True):

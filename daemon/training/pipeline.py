@@ -30,6 +30,7 @@ import structlog
 from tqdm import tqdm
 
 from daemon.errors import InputError
+from daemon.training.analogs import add_analogs
 from daemon.training.clip import train_bundle
 from daemon.training.config import BootstrapConfig, BuildConfig, default_horizon
 from daemon.training.labels import label_counts
@@ -244,8 +245,8 @@ def _clip_stage(
     horizon: int,
     progress: bool,
 ) -> ModelCard:
-    """Charts ending on labelled bars + "none" charts -> CLIP fine-tune -> calibration -> ONNX export:
-    a CLIP-only bundle."""
+    """Charts ending on labelled bars + "none" charts -> CLIP fine-tune -> calibration -> ONNX export
+    -> analog index of the training charts: a CLIP-only bundle."""
     t0 = time.perf_counter()
     with _bar(progress, "charts", 1) as bar:
         samples = msgspec.structs.replace(cfg.samples, horizon=horizon)
@@ -284,9 +285,10 @@ def _clip_stage(
     from vlm_engine.infer.onnx_bundle import export_to_bundle
 
     try:
-        return export_to_bundle(bundle, test=splits["test"]).card
+        card = export_to_bundle(bundle, test=splits["test"]).card
     except ExportRefused:  # logged (onnx.refused): the bundle serves CLIP on torch
-        return read_card(bundle)
+        card = read_card(bundle)
+    return add_analogs(bundle, splits["train"], cfg.analogs) or card
 
 
 def _schedule(cfg: BuildConfig, charts: int) -> TrainConfig:

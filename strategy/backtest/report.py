@@ -55,12 +55,18 @@ def _fmt(value: float, kind: str) -> str:
     return f"{value:.3f}"
 
 
-def _table(header: list[str], rows: list[list[str]], *, text_columns: int = 1) -> str:
+def _table(
+    header: list[str], rows: list[list[str]], *, text_columns: int = 1, html_last: bool = False
+) -> str:
+    """html_last: the last column of each row is markup built here (already escaped)."""
     head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    last = len(header) - 1 if html_last else -1
     body = "".join(
         "<tr>"
         + "".join(
-            f"<td class='text'>{html.escape(c)}</td>"
+            f"<td class='text'>{c}</td>"
+            if i == last
+            else f"<td class='text'>{html.escape(c)}</td>"
             if i < text_columns
             else f"<td>{html.escape(c)}</td>"
             for i, c in enumerate(row)
@@ -197,7 +203,16 @@ def _risk_sections(results: Mapping[str, StrategyResult]) -> list[str]:
     return parts
 
 
-def _trade_sections(results: Mapping[str, StrategyResult]) -> list[str]:
+def _why(link: Any) -> str:
+    """A trade's explanation link (href and label, daemon/explain/trades.py), or a dash."""
+    if link is None:
+        return "-"
+    return f"<a href='{html.escape(link.href)}'>{html.escape(link.label)}</a>"
+
+
+def _trade_sections(
+    results: Mapping[str, StrategyResult], links: Mapping[str, Sequence[Any]] | None = None
+) -> list[str]:
     parts = ["<h2>Per symbol</h2>"]
     rows = [
         [
@@ -239,6 +254,7 @@ def _trade_sections(results: Mapping[str, StrategyResult]) -> list[str]:
     ]
     for name, r in results.items():
         shown = r.trades[:TRADES_SHOWN]
+        why = (links or {}).get(name)
         more = (
             f" (first {TRADES_SHOWN}; all in report.json)" if len(r.trades) > TRADES_SHOWN else ""
         )
@@ -254,12 +270,18 @@ def _trade_sections(results: Mapping[str, StrategyResult]) -> list[str]:
                 _money(t.pnl),
                 str(t.bars_held),
                 t.exit_reason,
+                *([_why(why[k] if k < len(why) else None)] if why is not None else []),
             ]
-            for t in shown
+            for k, t in enumerate(shown)
         ]
+        table_header = [*header, "why (chart, CLIP texts, analogs)"] if why is not None else header
         parts.append(
             f"<details><summary>{html.escape(name)}: {len(r.trades):,} round trips{more}</summary>"
-            + (_table(header, rows, text_columns=2) if rows else "<p>none</p>")
+            + (
+                _table(table_header, rows, text_columns=2, html_last=why is not None)
+                if rows
+                else "<p>none</p>"
+            )
             + "</details>"
         )
     return parts
@@ -274,11 +296,13 @@ def report_html(
     title: str = "vlmtrader backtest",
     warnings: Sequence[str] = (),
     evaluation: Mapping[str, Any] | None = None,
+    trade_links: Mapping[str, Sequence[Any]] | None = None,
 ) -> str:
     """A self-contained, full-width HTML page: run details, warnings, comparison, why no trade,
     equity/drawdown with halts, risk rejections and halts, per-symbol table, trade list, models;
     with `evaluation` (evaluate's summary) its verdict, model metrics with intervals and paired
-    differences come first."""
+    differences come first. trade_links: per contender, one link per trade (an object with
+    href and label, or None) to its explanation page."""
     parts = [
         f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
         "<meta name='viewport' content='width=device-width, initial-scale=1'>",
@@ -320,7 +344,7 @@ def report_html(
     parts.append("<h2>Equity and drawdown</h2>")
     parts.append(f"<img alt='equity' src='data:image/png;base64,{equity_plot(results)}'>")
     parts.extend(_risk_sections(results))
-    parts.extend(_trade_sections(results))
+    parts.extend(_trade_sections(results, trade_links))
     if model_metrics:
         keys = ["auc", "brier", "ece", "log_loss", "hit_rate", "n"]
         mrows = [

@@ -202,6 +202,9 @@ def test_serve_when_rules_then_batched_predictions_png_refused_and_sigterm_exits
         assert c.post("/predict", json={"symbol": "AAA", "bars": _rising(3)}).status_code == 422
         assert c.post("/control/pause", headers=AUTH).status_code == 409
         assert c.post("/bundle/reload", json={}).status_code == 401
+        searched = c.get("/search", params={"q": "hammer"})
+        assert searched.status_code == 409
+        assert "none is loaded" in searched.json()["detail"]
 
         async def in_flight_then_stop() -> list[int]:
             task = asyncio.create_task(
@@ -273,6 +276,9 @@ def test_serve_when_bundle_then_ml_json_clip_png_hot_swap_and_clean_stop(tmp_pat
         assert spec.spec_hash() in mismatch.json()["detail"]
         garbage = c.post("/predict", content=png[:40], headers={"content-type": "image/png"})
         assert garbage.status_code == 422
+        searched = c.get("/search", params={"q": "hammer"})  # serve holds no bars to search
+        assert searched.status_code == 409
+        assert "vlmtrader search" in searched.json()["detail"]
         assert (
             c.post("/predict", files={"other": ("x.txt", b"hi", "text/plain")}).status_code == 422
         )

@@ -63,10 +63,29 @@ def default_prompts(classes: Sequence[str]) -> PromptSet:
     return PromptSet(patterns=patterns)
 
 
+class SampleOrigins(msgspec.Struct, frozen=True, kw_only=True, eq=False):
+    """Where each sample's chart was cut from: symbol, close time of its last bar (epoch seconds) and
+    the fractional close-to-close return over the next `horizon` bars (what the analog index keeps)."""
+
+    symbols: tuple[str, ...]
+    ts: npt.NDArray[np.int64]
+    forward_return: npt.NDArray[np.float64]
+    horizon: int
+
+    def subset(self, idx: npt.NDArray[np.int64]) -> SampleOrigins:
+        return SampleOrigins(
+            symbols=tuple(self.symbols[i] for i in idx.tolist()),
+            ts=self.ts[idx],
+            forward_return=self.forward_return[idx],
+            horizon=self.horizon,
+        )
+
+
 class ClipSamples:
     """One split: images (N, H, W, 3) uint8, texts and hard negatives per sample, pattern and direction labels.
 
-    direction is +1 (up), -1 (down) or 0 (flat / unknown) for the forward outcome.
+    direction is +1 (up), -1 (down) or 0 (flat / unknown) for the forward outcome; origins (charts
+    cut from bars only) say where each chart comes from and what followed it.
     """
 
     def __init__(
@@ -78,6 +97,7 @@ class ClipSamples:
         patterns: Sequence[str],
         direction: npt.ArrayLike,
         where: str = "samples",
+        origins: SampleOrigins | None = None,
     ) -> None:
         n = len(patterns)
         if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8:
@@ -106,6 +126,10 @@ class ClipSamples:
         if self.direction.shape[0] != n:
             msg = f"{where}: direction has {self.direction.shape[0]} values for {n} samples"
             raise ClipDataError(msg)
+        if origins is not None and len(origins.symbols) != n:
+            msg = f"{where}: origins has {len(origins.symbols)} rows for {n} samples"
+            raise ClipDataError(msg)
+        self.origins = origins
 
     def __len__(self) -> int:
         return len(self.patterns)
@@ -122,6 +146,7 @@ class ClipSamples:
             hard_negatives=[self.hard_negatives[i] for i in idx.tolist()],
             patterns=[self.patterns[i] for i in idx.tolist()],
             direction=self.direction[idx],
+            origins=self.origins.subset(idx) if self.origins is not None else None,
         )
 
     def corpus(self) -> list[str]:

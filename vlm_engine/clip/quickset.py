@@ -22,7 +22,7 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from vlm_engine.clip.data import NO_PATTERN, ClipSamples
+from vlm_engine.clip.data import NO_PATTERN, ClipSamples, SampleOrigins
 from vlm_engine.clip.errors import ClipDataError
 from vlm_engine.render import ChartSpec, ChartWindow, make_renderer
 
@@ -86,7 +86,7 @@ def samples_from_bars(
         "validation": math.ceil(cfg.max_per_class * cfg.val_fraction / train_fraction),
         "test": math.ceil(cfg.max_per_class * cfg.test_fraction / train_fraction),
     }
-    picks: dict[str, list[tuple[ChartWindow, str, int]]] = {
+    picks: dict[str, list[tuple[ChartWindow, str, int, float]]] = {
         "train": [],
         "validation": [],
         "test": [],
@@ -131,24 +131,31 @@ def samples_from_bars(
                     timestamps=ts[start : i + 1],
                     **{c: v[start : i + 1] for c, v in ohlcv.items()},
                 )
-                ret_bps = (ohlcv["close"][i + cfg.horizon] / ohlcv["close"][i] - 1.0) * 1e4
+                forward = ohlcv["close"][i + cfg.horizon] / ohlcv["close"][i] - 1.0
+                ret_bps = forward * 1e4
                 direction = 0 if abs(ret_bps) <= cfg.dead_band_bps else int(np.sign(ret_bps))
-                picks[split].append((window, pattern[i] or NO_PATTERN, direction))
+                picks[split].append((window, pattern[i] or NO_PATTERN, direction, forward))
     out: dict[str, ClipSamples] = {}
     for split, rows in picks.items():
         if not rows:
             msg = f"bars: no {split} charts (need more bars than {need} per split plus an embargo of {embargo})"
             raise ClipDataError(msg)
-        images = renderer.render_batch([w for w, _, _ in rows])
-        texts = [_texts(w, p, rng) for w, p, _ in rows]
-        negatives = [_negatives(w, p, rng, sorted(MIRROR)) for w, p, _ in rows]
+        images = renderer.render_batch([w for w, _, _, _ in rows])
+        texts = [_texts(w, p, rng) for w, p, _, _ in rows]
+        negatives = [_negatives(w, p, rng, sorted(MIRROR)) for w, p, _, _ in rows]
         out[split] = ClipSamples(
             images=images,
             texts=texts,
             hard_negatives=negatives,
-            patterns=[p for _, p, _ in rows],
-            direction=[d for _, _, d in rows],
+            patterns=[p for _, p, _, _ in rows],
+            direction=[d for _, _, d, _ in rows],
             where=f"quickset[{split}]",
+            origins=SampleOrigins(
+                symbols=tuple(w.symbol for w, _, _, _ in rows),
+                ts=np.array([int(w.timestamps[-1]) for w, _, _, _ in rows], dtype=np.int64),
+                forward_return=np.array([f for _, _, _, f in rows], dtype=np.float64),
+                horizon=cfg.horizon,
+            ),
         )
     return out
 

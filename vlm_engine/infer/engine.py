@@ -102,7 +102,8 @@ class ClipBatch(msgspec.Struct, frozen=True, kw_only=True, eq=False):
     """A batch's outputs as arrays: pattern_probs (N, K), p_up (N,), embeddings (N, D).
 
     render_seconds: the batch's wall time spent drawing its charts (the workers' drawing time over
-    how many drew at once; 0 for given images)."""
+    how many drew at once; 0 for given images). images: the uint8 charts scored, as the chunks
+    they were scored in (references, no copy; rows in order), for the explainer off the path."""
 
     bundle_id: str
     classes: tuple[str, ...]
@@ -110,6 +111,7 @@ class ClipBatch(msgspec.Struct, frozen=True, kw_only=True, eq=False):
     p_up: Float32Array
     embeddings: Float32Array
     render_seconds: float = 0.0
+    images: tuple[npt.NDArray[np.uint8], ...] = ()
 
     def __len__(self) -> int:
         return int(self.p_up.shape[0])
@@ -128,8 +130,8 @@ class ClipBatch(msgspec.Struct, frozen=True, kw_only=True, eq=False):
         )
 
 
-# One chunk's (pattern probabilities, p_up, embeddings, seconds spent drawing its charts).
-_Chunk = tuple[Float32Array, Float32Array, Float32Array, float]
+# One chunk's (pattern probabilities, p_up, embeddings, seconds spent drawing its charts, charts).
+_Chunk = tuple[Float32Array, Float32Array, Float32Array, float, npt.NDArray[np.uint8]]
 
 
 def resolve_device(name: DeviceName) -> torch.device:
@@ -218,7 +220,7 @@ class ChartEngine:
             started = time.perf_counter()
             images = self.render(items[rows])
             rendered = time.perf_counter() - started
-            return (*self._score_chunk(images), rendered)
+            return (*self._score_chunk(images), rendered, images)
 
         return self._split(len(items), render_and_score)
 
@@ -227,7 +229,9 @@ class ChartEngine:
         over the engine's workers; rows come back in order."""
         if images.shape[0] == 0:
             return self._empty()
-        return self._split(images.shape[0], lambda rows: (*self._score_chunk(images[rows]), 0.0))
+        return self._split(
+            images.shape[0], lambda rows: (*self._score_chunk(images[rows]), 0.0, images[rows])
+        )
 
     def _split(self, n: int, score: Callable[[slice], _Chunk]) -> ClipBatch:
         """score() each chunk of n rows (over the workers when there are several), merged in order."""
@@ -244,6 +248,7 @@ class ChartEngine:
             p_up=np.concatenate([p[1] for p in parts]),
             embeddings=np.concatenate([p[2] for p in parts]),
             render_seconds=sum(p[3] for p in parts) / max(parallel, 1),
+            images=tuple(p[4] for p in parts),
         )
 
     def _chunks(self, n: int) -> list[slice]:
