@@ -74,8 +74,11 @@ class ServeProcess:
     def wait_ready(self, timeout: float = 60.0) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if httpx.get(f"{self.url}/readyz", timeout=1).status_code == 200:
-                return
+            # A probe may time out while the loader thread imports the model stack (imports hold
+            # the GIL: ~0.25 s quiet, over the probe's 1 s at load 15-20): not ready yet.
+            with contextlib.suppress(httpx.TimeoutException):
+                if httpx.get(f"{self.url}/readyz", timeout=1).status_code == 200:
+                    return
             assert self.proc.poll() is None, self.err_path.read_text()
             time.sleep(0.1)
         msg = "serve did not become ready"
