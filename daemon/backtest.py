@@ -24,6 +24,7 @@ from daemon.cluster.run import ClusterRun, cluster_run
 from daemon.config import AppConfig, load_config
 from daemon.errors import EXIT_CONFIG, EXIT_OK, ConfigError, InputError
 from daemon.journal import Journal
+from daemon.model.active import LoadOptions
 from daemon.model.contenders import (
     BacktestBundle,
     bundle_contenders,
@@ -81,6 +82,18 @@ def backtest_config(cfg: AppConfig, bar_seconds: int) -> BacktestConfig:
         risk=cfg.risk,
         broker=cfg.broker,
         order_prefix=cfg.account.upper()[:8] or "VT",
+    )
+
+
+def clip_options(cfg: AppConfig, runtime: str | None) -> LoadOptions:
+    """Where CLIP runs for a bundle's contenders: the config's scorer.device/threads/workers and
+    scorer.runtime, which a --runtime flag overrides."""
+    sc = cfg.scorer
+    return LoadOptions(
+        device=sc.device,
+        threads=sc.threads,
+        workers=sc.workers,
+        runtime=runtime or sc.runtime,  # type: ignore[arg-type]  # argparse choices checked it
     )
 
 
@@ -148,6 +161,8 @@ def run_meta(
             "horizon_bars": bundle.horizon_bars,
             "bundle_bar_seconds": bundle.bar_seconds,
         }
+        if bundle.runtime:
+            meta["clip_runtime"] = bundle.runtime
     return meta
 
 
@@ -238,10 +253,13 @@ def _backtest(
                 if grid is not None
                 else None
             )
-            found, info, loaded = bundle_contenders(args.bundle, config.bars, vision=vision)
+            found, info, loaded = bundle_contenders(
+                args.bundle, config.bars, clip_options(cfg, args.runtime), vision=vision
+            )
         except InputError as e:
             return _fail(str(e))
         candidates.update(found)
+        print(f"CLIP runtime: {info.runtime}", file=sys.stderr)
     elif args.bundle is not None:
         try:
             candidates["xgb"] = xgb_only_scorer(args.bundle)
@@ -365,13 +383,15 @@ def _evaluate(
     vision: VisionModel | None = None
     pca: PcaParams | None = None
     bundle = BundleInfo(bar_seconds=model.meta.bar_seconds)
+    runtime = ""
     if _is_full_bundle(args.bundle):  # CLIP fixed from the bundle; XGBoost and stacking refitted
         try:
-            vision, pca, features, fusion, bundle = evaluation_models(
-                args.bundle, backtest_config(cfg, bar_seconds).bars
+            vision, pca, features, fusion, bundle, runtime = evaluation_models(
+                args.bundle, backtest_config(cfg, bar_seconds).bars, clip_options(cfg, args.runtime)
             )
         except InputError as e:
             return _fail(str(e))
+        print(f"CLIP runtime: {runtime}", file=sys.stderr)
         if grid is not None:  # the same CLIP, its charts rendered and scored on the cluster
             store = backtest_config(cfg, bar_seconds).bars
             vision = grid.clip_scores(bundle=args.bundle, frame=frame, store=store)
@@ -420,7 +440,8 @@ def _evaluate(
     log.info("evaluate.finished", verdict=ev.verdict, horizon_bars=ev.horizon_bars,
              test_rows=ev.test_rows)  # fmt: skip
     if args.report is not None:
-        write_evaluation(args.report, ev, {"bars": str(args.bars), "bundle": str(args.bundle)})
+        meta = {"bars": str(args.bars), "bundle": str(args.bundle)}
+        write_evaluation(args.report, ev, meta | ({"clip_runtime": runtime} if runtime else {}))
         print(f"report: {args.report / 'report.html'}")
     return EXIT_OK
 

@@ -61,13 +61,17 @@ class ServeConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
     mode: Literal["fused", "xgb", "clip"] = "fused"
     device: Literal["auto", "cpu", "cuda"] = "auto"
     threads: Annotated[int, msgspec.Meta(ge=0)] = 0
+    # what runs CLIP's image tower, as scorer.runtime of the daemon (engine.runtime_chosen logs it)
+    runtime: Literal["auto", "torch", "onnx", "onnx-int8"] = "auto"
     rules: RuleScorerConfig = msgspec.field(default_factory=RuleScorerConfig)
     clip: ChartSignalConfig = msgspec.field(default_factory=ChartSignalConfig)
 
 
 def serve_slot(config: ServeConfig, bundle: Path | None) -> ModelSlot:
     """The rule scorer now; the bundle (loaded by reload) once it is warm."""
-    options = LoadOptions(mode=config.mode, device=config.device, threads=config.threads)
+    options = LoadOptions(
+        mode=config.mode, device=config.device, threads=config.threads, runtime=config.runtime
+    )
     return ModelSlot(
         active=rules_model(config.rules, bar_seconds=config.bar_seconds),
         options=options,
@@ -126,6 +130,7 @@ class ServeControl:
             "bundle_id": model.bundle_id,
             "bundle_path": str(bundle.path) if bundle is not None else None,
             "spec_hash": bundle.spec_hash if bundle is not None else None,
+            "runtime": bundle.engine.runtime if bundle is not None else None,
             "loading": self.slot.loading,
             "queued": self.batcher.depth,
             "requests": stats.scored,

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from daemon.cli.ray_flag import add_ray_argument
+from daemon.cli.runtime_flag import add_runtime_flag
 
 
 def register(sub: Any) -> None:
@@ -21,6 +22,7 @@ def register(sub: Any) -> None:
         help="model bundle: adds CLIP-only, XGBoost-only and fused (an xgb/-only directory adds XGBoost)",
     )
     p.add_argument("--journal", type=Path, help="SQLite journal for the rules scorer's rows")
+    add_runtime_flag(p)
     p.add_argument(
         "--no-explain",
         action="store_true",
@@ -44,6 +46,7 @@ def register(sub: Any) -> None:
     )
     e.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     add_ray_argument(e)
+    add_runtime_flag(e)
     e.set_defaults(func=_evaluate)
 
 

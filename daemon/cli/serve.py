@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
+from daemon.cli.runtime_flag import add_runtime_flag
 from daemon.errors import EXIT_CONFIG, ConfigError
 from daemon.log_setup import configure_logging
 
@@ -38,6 +39,7 @@ def register(sub: Any) -> None:
     p.add_argument("--mode", choices=["fused", "xgb", "clip"], default="fused")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
+    add_runtime_flag(p, default="auto")
     p.add_argument(
         "--bar-seconds",
         type=int,
@@ -67,6 +69,7 @@ def config_from_args(args: argparse.Namespace) -> ServeConfig:
         "mode": args.mode,
         "device": args.device,
         "threads": args.threads,
+        "runtime": args.runtime,
     }
     if args.bar_seconds is not None:
         raw["bar_seconds"] = args.bar_seconds

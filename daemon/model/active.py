@@ -25,7 +25,7 @@ from strategy.rule_scorer import RuleScorer, RuleScorerConfig
 from strategy.scoring import Scorer
 
 if TYPE_CHECKING:  # torch loads only when a bundle does
-    from vlm_engine.infer.engine import RuntimeName
+    from vlm_engine.infer.engine import InferenceConfig, RuntimeName
 
 log = structlog.get_logger("daemon.model")
 
@@ -69,17 +69,22 @@ def rules_model(config: RuleScorerConfig, *, bar_seconds: int) -> ActiveModel:
     )
 
 
-def load_active(path: Path, options: LoadOptions) -> ActiveModel:
-    """Load, validate and warm a bundle into the scorer it serves (BundleUnusable, one line, if not)."""
+def inference_config(options: LoadOptions) -> InferenceConfig:
+    """Where and on which runtime CLIP runs for these load options."""
     from vlm_engine.infer import InferenceConfig
 
-    path = Path(path)
-    inference = InferenceConfig(
+    return InferenceConfig(
         device=options.device,
         threads=options.threads,
         workers=options.workers,
         runtime=options.runtime,
     )
+
+
+def load_active(path: Path, options: LoadOptions) -> ActiveModel:
+    """Load, validate and warm a bundle into the scorer it serves (BundleUnusable, one line, if not)."""
+    path = Path(path)
+    inference = inference_config(options)
     try:
         bundle = load_bundle(path, spec_hash=options.spec_hash or None, inference=inference)
         if options.bars is not None:
@@ -99,6 +104,7 @@ def load_active(path: Path, options: LoadOptions) -> ActiveModel:
         bundle_id=bundle.bundle_id,
         scorer=scorer.name,
         mode=options.mode,
+        runtime=bundle.engine.runtime,
         fusion=(options.fusion or bundle.fusion).method,
         drift_monitor=scorer.drift is not None,
     )

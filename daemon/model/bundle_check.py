@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import msgspec
 import numpy as np
@@ -14,6 +15,9 @@ from daemon.model.active import LoadOptions, load_active
 from daemon.model.loader import BundleUnusable, bundle_failure
 from daemon.model.scoring import build_window
 from strategy.types import Bar
+
+if TYPE_CHECKING:  # torch loads only when a bundle does
+    from vlm_engine.infer.engine import RuntimeName
 
 _START = datetime(2024, 1, 2, tzinfo=UTC)
 
@@ -25,6 +29,7 @@ class BundleCheck(msgspec.Struct, frozen=True, kw_only=True):
     scorer: str
     bars: int
     p_up: float
+    runtime: str  # what ran CLIP's image tower
 
 
 def synthetic_bars(count: int, *, bar_seconds: int, symbol: str = "CHECK") -> list[Bar]:
@@ -45,9 +50,13 @@ def synthetic_bars(count: int, *, bar_seconds: int, symbol: str = "CHECK") -> li
     return bars
 
 
-def check_bundle(path: Path, *, spec_hash: str | None = None) -> BundleCheck:
-    """Load the bundle (CLIP, XGBoost, fusion) and score one chart; BundleUnusable when any step fails."""
-    model = load_active(Path(path), LoadOptions(mode="fused", spec_hash=spec_hash or ""))
+def check_bundle(
+    path: Path, *, spec_hash: str | None = None, runtime: RuntimeName = "auto"
+) -> BundleCheck:
+    """Load the bundle (CLIP on `runtime`, XGBoost, fusion) and score one chart; BundleUnusable when
+    any step fails."""
+    options = LoadOptions(mode="fused", spec_hash=spec_hash or "", runtime=runtime)
+    model = load_active(Path(path), options)
     count = model.min_bars
     try:
         window = build_window(
@@ -65,5 +74,9 @@ def check_bundle(path: Path, *, spec_hash: str | None = None) -> BundleCheck:
         msg = f"{path}: the bundle loads but scored a chart as {signals!r}"
         raise BundleUnusable(msg)
     return BundleCheck(
-        bundle_id=model.bundle_id or "", scorer=model.scorer.name, bars=count, p_up=signals[0].p_up
+        bundle_id=model.bundle_id or "",
+        scorer=model.scorer.name,
+        bars=count,
+        p_up=signals[0].p_up,
+        runtime=model.bundle.engine.runtime if model.bundle is not None else "",
     )

@@ -45,6 +45,15 @@ def test_model_info_when_bundle_then_prints_id_and_classes(
     assert "none" in out
 
 
+def test_model_verify_when_runtime_onnx_then_chart_scored_on_the_onnx_export(
+    quick_bundle: Path, capsys: pytest.CaptureFixture[str]
+):
+    assert main(["model", "verify", str(quick_bundle), "--runtime", "onnx"]) == 0
+    assert "on CLIP runtime onnx " in capsys.readouterr().out
+    assert main(["model", "verify", str(quick_bundle), "--runtime", "torch"]) == 0
+    assert "on CLIP runtime torch " in capsys.readouterr().out
+
+
 def test_model_verify_when_weights_corrupt_then_exit_1_with_reason(
     quick_bundle: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ):

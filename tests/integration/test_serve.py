@@ -74,8 +74,11 @@ class ServeProcess:
     def wait_ready(self, timeout: float = 60.0) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if httpx.get(f"{self.url}/readyz", timeout=1).status_code == 200:
-                return
+            # A probe may time out while the loader thread imports the model stack (imports hold
+            # the GIL: ~0.25 s quiet, over the probe's 1 s at load 15-20): not ready yet.
+            with contextlib.suppress(httpx.TimeoutException):
+                if httpx.get(f"{self.url}/readyz", timeout=1).status_code == 200:
+                    return
             assert self.proc.poll() is None, self.err_path.read_text()
             time.sleep(0.1)
         msg = "serve did not become ready"
@@ -230,12 +233,16 @@ def test_serve_when_bundle_then_ml_json_clip_png_hot_swap_and_clean_stop(tmp_pat
     spec = decode_spec((bundle / "chart_spec.json").read_bytes())
     windows = sample_windows()
     window = next(w for w in windows if len(w) == WINDOW)
-    with serving(tmp_path, "--bundle", str(bundle), "--device", "cpu") as server:
+    args = ("--bundle", str(bundle), "--device", "cpu", "--runtime", "onnx")
+    with serving(tmp_path, *args) as server:
         server.wait_ready()
         c = httpx.Client(base_url=server.url, timeout=30)
         status = c.get("/status").json()
         bundle_id = status["bundle_id"]
         assert status["spec_hash"] == spec.spec_hash()
+        assert status["runtime"] == "onnx"  # --runtime served CLIP on the bundle's ONNX export
+        chosen = [e for e in server.events() if e["event"] == "engine.runtime_chosen"]
+        assert [(e["requested"], e["chosen"]) for e in chosen] == [("onnx", "onnx")]
 
         inferred, rendered = _count(c, "inference"), _count(c, "render")
         ml = c.post("/predict", json={"symbol": window.symbol, "bars": _json_bars(window)})

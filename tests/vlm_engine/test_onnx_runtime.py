@@ -20,7 +20,8 @@ from vlm_engine.infer import (
     choose_engine,
     load_engine,
 )
-from vlm_engine.infer.onnx_export import FP32_FILE, INT8_FILE, PARITY_FILE, export_to_bundle
+from vlm_engine.infer.onnx_bundle import export_to_bundle
+from vlm_engine.infer.onnx_export import FP32_FILE, INT8_FILE, PARITY_FILE
 from vlm_engine.infer.onnx_runtime import OnnxEngine, session_options
 from vlm_engine.infer.runtime_choice import (
     FP32_TOLERANCE,
@@ -172,3 +173,11 @@ def test_load_engine_when_runtime_onnx_then_serves_on_onnx(exported: Path):
     assert len(batch) == 1
     assert batch.bundle_id == engine.bundle_id
     assert batch.render_seconds > 0
+
+
+def test_timing_clock_when_on_cpu_then_process_cpu_time_not_wall_time():
+    import time
+
+    from vlm_engine.infer.runtime_choice import timing_clock
+
+    assert timing_clock(InferenceConfig(device="cpu")) is time.process_time

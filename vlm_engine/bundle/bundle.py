@@ -95,12 +95,30 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
+PARTIAL = ".partial"  # a file being written (atomic_write); never part of a bundle
+
+
 def _hash_files(directory: Path) -> dict[str, str]:
     return {
         p.relative_to(directory).as_posix(): sha256_file(p)
         for p in sorted(directory.rglob("*"))
-        if p.is_file() and p.name != CARD_FILE
+        if p.is_file() and p.name != CARD_FILE and not p.name.endswith(PARTIAL)
     }
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """Write path as a whole or not at all: a synced sibling file renamed over it (OSError if not)."""
+    partial = path.with_name(path.name + PARTIAL)
+    with partial.open("wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(partial, path)
+    directory = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
 
 
 def _bundle_id(files: dict[str, str]) -> str:
@@ -189,15 +207,21 @@ def publish_directory(staging: Path, target: Path) -> None:
 
 
 def _write_card(
-    directory: Path, card: ModelCard, *, unmeasured: Mapping[str, str] | None = None
+    directory: Path,
+    card: ModelCard,
+    *,
+    unmeasured: Mapping[str, str] | None = None,
+    files: dict[str, str] | None = None,
 ) -> ModelCard:
-    """Write the card last; a metric without a finite value moves to unmeasured with its reason."""
+    """Write the card last; a metric without a finite value moves to unmeasured with its reason.
+
+    files: the file list to record (default: every file in the directory, hashed now)."""
     reasons = {**card.unmeasured, **(unmeasured or {})}
     metrics = {k: v for k, v in card.metrics.items() if math.isfinite(v)}
     reasons = {k: reasons.get(k, "not finite") for k in card.metrics.keys() - metrics.keys()} | {
         k: why for k, why in reasons.items() if k not in metrics
     }
-    files = _hash_files(directory)
+    files = _hash_files(directory) if files is None else files
     card = msgspec.structs.replace(
         card,
         metrics=metrics,
@@ -205,7 +229,7 @@ def _write_card(
         files=files,
         bundle_id=_bundle_id(files),
     )
-    (directory / CARD_FILE).write_bytes(msgspec.json.format(msgspec.json.encode(card)) + b"\n")
+    atomic_write(directory / CARD_FILE, msgspec.json.format(msgspec.json.encode(card)) + b"\n")
     return card
 
 
@@ -254,6 +278,10 @@ def add_to_bundle(
 ) -> ModelCard:
     """Add (or replace) files of a valid bundle and merge metrics and stage records; the card is rewritten last.
 
+    A crash at any point leaves a loadable bundle: each file and the card are written whole
+    (atomic_write); files the card lists are first dropped from it (the bundle without them is
+    a valid one), so the card never names a file that is half written or not its hash.
+
     Args:
         files: relative path (e.g. "xgb/model.json") -> content; must stay inside the bundle.
         stages: what each added stage is (config, inputs, fitted parameters), merged by key.
@@ -268,10 +296,16 @@ def add_to_bundle(
             msg = f"{directory}: cannot add {name!r} to the bundle (not a file path inside it)"
             raise BundleError(msg)
     try:
+        for stale in directory.rglob(f"*{PARTIAL}"):  # left by a crash in an earlier write
+            stale.unlink()
+        replaced = {name for name in files if name in card.files}
+        if replaced:
+            kept = {k: v for k, v in card.files.items() if k not in replaced}
+            card = _write_card(directory, card, files=kept)
         for name, data in files.items():
             target = directory / name
             target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_bytes(data)
+            atomic_write(target, data)
         updated = msgspec.structs.replace(
             card,
             metrics={**card.metrics, **(metrics or {})},

@@ -10,13 +10,14 @@ from vlm_engine.infer.engine import (
     InferenceEngine,
     resolve_device,
 )
-from vlm_engine.infer.errors import RuntimeUnavailable
+from vlm_engine.infer.errors import ExportRefused, RuntimeUnavailable
 from vlm_engine.infer.runtime_choice import RuntimeChoice, choose_engine, load_engine
 
 __all__ = [
     "ChartEngine",
     "ClipBatch",
     "ClipScores",
+    "ExportRefused",
     "InferenceConfig",
     "InferenceEngine",
     "RuntimeChoice",

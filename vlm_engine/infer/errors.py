@@ -9,3 +9,7 @@ from __future__ import annotations
 
 class RuntimeUnavailable(Exception):
     """The runtime cannot serve the bundle; the message says why. Fall back to torch."""
+
+
+class ExportRefused(Exception):
+    """The ONNX export failed its parity check and was not written; the message says why."""

@@ -7,9 +7,10 @@ into the patch embedding, as InferenceEngine does) are inside it. The read-out a
 prompt embeddings and the calibration stay outside (ChartEngine), so `vlmtrader calibrate`
 never makes the export stale; the card's stage "onnx" names the CLIP weights it came from.
 
-INT8 is onnxruntime.quantization's dynamic quantization of the weight MatMuls; whether it may
-serve is decided at load (runtime_choice) on the parity charts, a sample of the bundle's test
-split stored beside it.
+INT8 is onnxruntime.quantization's dynamic quantization of the weight MatMuls. What is written
+into a bundle passed its parity check on the bundle's test split (onnx_bundle); whether it may
+serve is checked again at load (runtime_choice) on the parity charts, a sample of that split
+stored beside it.
 """
 
 from __future__ import annotations
@@ -28,10 +29,7 @@ import structlog
 import torch
 import torch.nn.functional as F
 
-from vlm_engine.bundle import ModelCard, add_to_bundle, load_bundle
 from vlm_engine.bundle.bundle import CLIP_DIR
-from vlm_engine.calibrate.evaluate import pattern_labels
-from vlm_engine.clip.data import ClipSamples
 from vlm_engine.clip.model import ClipParts
 from vlm_engine.render import ChartSpec
 
@@ -161,24 +159,6 @@ def parity_npz(
     return buffer.getvalue()
 
 
-def onnx_files(
-    parts: ClipParts,
-    spec: ChartSpec,
-    *,
-    test_images: npt.NDArray[np.uint8],
-    test_patterns: npt.NDArray[np.int64],
-    test_direction: npt.NDArray[Any],
-) -> dict[str, bytes]:
-    """fp32 + INT8 towers and the parity charts, by bundle-relative path."""
-    fp32 = export_fp32(parts, spec)
-    int8 = quantize_int8(fp32)
-    return {
-        FP32_FILE: fp32,
-        INT8_FILE: int8,
-        PARITY_FILE: parity_npz(test_images, test_patterns, test_direction),
-    }
-
-
 def clip_digest(files: dict[str, str]) -> str:
     """One hash of the card's clip/ entries: the CLIP weights an export was made from."""
     digest = hashlib.sha256()
@@ -186,28 +166,3 @@ def clip_digest(files: dict[str, str]) -> str:
         if name.startswith(f"{CLIP_DIR}/"):
             digest.update(f"{name}\0{sha}\n".encode())
     return digest.hexdigest()[:16]
-
-
-def export_to_bundle(directory: Path, *, test: ClipSamples) -> ModelCard:
-    """Export the bundle's image tower (fp32 + INT8) with parity charts from the `test` split into
-    the bundle; the card records the stage and hashes the files."""
-    import onnxruntime
-
-    bundle = load_bundle(directory)
-    files = onnx_files(
-        bundle.parts,
-        bundle.spec,
-        test_images=test.images,
-        test_patterns=pattern_labels(bundle.prompts, test),
-        test_direction=test.direction,
-    )
-    stage = {
-        "clip": clip_digest(bundle.card.files),
-        "opset": OPSET,
-        "int8": "dynamic, weight MatMuls",
-        "parity_charts": int(min(len(test), PARITY_CHARTS)),
-        "onnxruntime": onnxruntime.__version__,
-    }
-    card = add_to_bundle(directory, files=files, stages={STAGE: stage})
-    log.info("onnx.exported", bundle_id=card.bundle_id, **{k: v for k, v in stage.items()})
-    return card

@@ -37,13 +37,17 @@ def export_problem(bundle: Bundle, variant: Variant) -> str:
     """Why the bundle's export of `variant` cannot serve ("" when it can)."""
     name = FILES[variant]
     stage = bundle.card.stages.get(STAGE)
+    if isinstance(stage, dict) and variant not in stage.get("variants", FILES):
+        # an export that left this variant out (stages before "variants" wrote both)
+        why = stage.get("refused", {}).get(f"onnx-{variant}", "not exported")
+        return f"the bundle's ONNX export has no {variant} tower ({why})"
     if name not in bundle.card.files or not isinstance(stage, dict):
         return (
-            f"the bundle has no ONNX export ({name}); rebuild it with `vlmtrader model build` "
-            "or `vlmtrader model bootstrap` to get one"
+            f"the bundle has no ONNX export ({name}); add one with `vlmtrader model export-onnx "
+            f"{bundle.path}`, or rebuild it with `vlmtrader model build` or `vlmtrader model bootstrap`"
         )
     if stage.get("clip") != clip_digest(bundle.card.files):
-        return f"{name} was exported from other CLIP weights than the bundle's clip/; rebuild the bundle"
+        return f"{name} was exported from other CLIP weights than the bundle's clip/; rerun `vlmtrader model export-onnx {bundle.path}`"
     return ""
 
 
@@ -75,10 +79,19 @@ def providers(config: InferenceConfig) -> list[str]:
 class OnnxEngine(ChartEngine):
     """A bundle's exported image tower on ONNX Runtime; render + score in one call, as InferenceEngine."""
 
-    def __init__(self, *, bundle: Bundle, config: InferenceConfig, variant: Variant) -> None:
+    def __init__(
+        self,
+        *,
+        bundle: Bundle,
+        config: InferenceConfig,
+        variant: Variant,
+        model: bytes | None = None,
+    ) -> None:
+        """model: the ONNX bytes to serve instead of the bundle's file (an export being checked
+        before it is written)."""
         import onnxruntime as ort
 
-        problem = export_problem(bundle, variant)
+        problem = "" if model is not None else export_problem(bundle, variant)
         if problem:
             raise RuntimeUnavailable(problem)
         self.runtime = "onnx" if variant == "fp32" else "onnx-int8"
@@ -94,7 +107,7 @@ class OnnxEngine(ChartEngine):
         self._setup(bundle=bundle, config=config, workers=workers)
         try:
             self.session = ort.InferenceSession(
-                (bundle.path / FILES[variant]).read_bytes(),
+                model if model is not None else (bundle.path / FILES[variant]).read_bytes(),
                 sess_options=session_options(threads),
                 providers=self.providers,
             )

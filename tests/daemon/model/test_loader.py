@@ -206,13 +206,22 @@ def test_backtest_cli_when_full_bundle_then_clip_xgb_technical_fused_rules_and_b
     bars_csv: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     config = tmp_path / "cfg.yaml"
-    config.write_text(f"bars:\n  window: {WINDOW}\nstrategy:\n  enter_threshold: 0.52\n")
+    config.write_text(
+        f"bars:\n  window: {WINDOW}\nstrategy:\n  enter_threshold: 0.52\nscorer:\n  runtime: onnx\n"
+    )
     report = tmp_path / "report"
     argv = ["backtest", "--config", str(config), "--bars", str(bars_csv), "--report", str(report)]
-    assert cli_backtest.main([*argv, "--bundle", str(quick_bundle()), "--no-progress"]) == 0
+    with capture_logs() as logs:
+        assert cli_backtest.main([*argv, "--bundle", str(quick_bundle()), "--no-progress"]) == 0
     doc = json.loads((report / "report.json").read_text())
     assert set(doc["comparison"]) == {"rules", "clip", "xgb_technical", "fused", "buy_and_hold"}
-    assert "fused" in capsys.readouterr().out
+    out = capsys.readouterr()
+    assert "fused" in out.out
+    # scorer.runtime of the config served the contenders' CLIP: the ONNX export ran
+    assert doc["meta"]["clip_runtime"] == "onnx"
+    assert "CLIP runtime: onnx" in out.err
+    chosen = [e for e in logs if e["event"] == "engine.runtime_chosen"]
+    assert [(e["requested"], e["chosen"]) for e in chosen] == [("onnx", "onnx")]
 
 
 def test_evaluate_cli_when_full_bundle_then_clip_both_xgbs_and_fused_metrics(
@@ -222,19 +231,21 @@ def test_evaluate_cli_when_full_bundle_then_clip_both_xgbs_and_fused_metrics(
     config.write_text(f"bars:\n  window: {WINDOW}\n")
     report = tmp_path / "ev"
     argv = ["evaluate", "--bars", str(bars_csv), "--bundle", str(quick_bundle())]
-    assert (
-        cli_backtest.main(
-            [*argv, "--config", str(config), "--report", str(report), "--no-progress"]
-        )
-        == 0
-    )
+    argv += ["--config", str(config), "--report", str(report), "--no-progress"]
+    with capture_logs() as logs:
+        assert cli_backtest.main([*argv, "--runtime", "onnx"]) == 0  # the flag over the config
+    chosen = [e for e in logs if e["event"] == "engine.runtime_chosen"]
+    assert [(e["requested"], e["chosen"]) for e in chosen] == [("onnx", "onnx")]
     doc = json.loads((report / "report.json").read_text())
+    assert doc["meta"]["clip_runtime"] == "onnx"
     assert {"clip", "xgb", "xgb_technical", "fused"} <= set(doc["model_metrics"])
     metrics = doc["model_metrics"]
     assert metrics["xgb"]["auc"] != metrics["xgb_technical"]["auc"]  # two models, not one twice
     expected = {"rules", "clip", "xgb", "xgb_technical", "fused", "buy_and_hold"}
     assert expected <= set(doc["comparison"])
-    assert "clip" in capsys.readouterr().out
+    out = capsys.readouterr()
+    assert "clip" in out.out
+    assert "CLIP runtime: onnx" in out.err
 
 
 def test_backtest_cli_when_window_too_short_for_bundle_then_one_line_error(
