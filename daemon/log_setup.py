@@ -74,14 +74,17 @@ def configure_logging(
     level: str = "info",
     fmt: Literal["auto", "json", "console"] = "auto",
     stream: TextIO | None = None,
+    to: Literal["stdout", "stderr"] = "stdout",
 ) -> None:
-    """Configure structlog once per process; JSON unless `fmt` or a TTY says otherwise."""
-    out = stream if stream is not None else sys.stdout
+    """Configure structlog once per process; JSON unless `fmt` or a TTY says otherwise. Lines go
+    to `stream`, else to the standard stream named by `to` (stderr when stdout is a command's
+    output)."""
+    out = stream if stream is not None else getattr(sys, to)
     use_console = fmt == "console" or (fmt == "auto" and out.isatty())
-    # Without an explicit stream, write to whatever sys.stdout is at the time of each line, so a
-    # cached logger never holds on to a stream that was replaced (and closed) since.
+    # Without an explicit stream, write to whatever sys.stdout/stderr is at the time of each line,
+    # so a cached logger never holds on to a stream that was replaced (and closed) since.
     factory: Any = (
-        structlog.PrintLoggerFactory(file=stream) if stream is not None else _StdoutLoggerFactory()
+        structlog.PrintLoggerFactory(file=stream) if stream is not None else _StdLoggerFactory(to)
     )
     renderer: Any
     readable: list[Any] = []
@@ -90,7 +93,7 @@ def configure_logging(
         readable = [console_fields]
     else:
         renderer = structlog.processors.JSONRenderer()
-    _route_stdlib(renderer, level=level, stream=stream)
+    _route_stdlib(renderer, level=level, stream=stream, to=to)
     _level[0] = _level_number(level)
     structlog.configure(
         processors=[
@@ -144,26 +147,27 @@ def _library_event(
 
 
 class _LibraryHandler(logging.Handler):
-    """Writes each record to `stream`, or to whatever sys.stdout is at the time of the record.
+    """Writes each record to `stream`, or to whatever sys.<to> is at the time of the record.
 
     A stream closed under us (a test's captured stdout) loses the line silently: reporting it
     through logging again would only recurse."""
 
-    def __init__(self, stream: TextIO | None) -> None:
+    def __init__(self, stream: TextIO | None, to: str = "stdout") -> None:
         super().__init__()
         self._fixed = stream
+        self._to = to
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
             line = self.format(record)
-            out = self._fixed if self._fixed is not None else sys.stdout
+            out = self._fixed if self._fixed is not None else getattr(sys, self._to)
             out.write(line + "\n")
             out.flush()
         except (ValueError, OSError):
             pass
 
 
-def _route_stdlib(renderer: Any, *, level: str, stream: TextIO | None) -> None:
+def _route_stdlib(renderer: Any, *, level: str, stream: TextIO | None, to: str = "stdout") -> None:
     """Send every stdlib logger's records through structlog's renderer (replacing our old handler)."""
     formatter = structlog.stdlib.ProcessorFormatter(
         foreign_pre_chain=[
@@ -178,7 +182,7 @@ def _route_stdlib(renderer: Any, *, level: str, stream: TextIO | None) -> None:
         ],
         keep_exc_info=False,
     )
-    handler = _LibraryHandler(stream)
+    handler = _LibraryHandler(stream, to)
     handler.setFormatter(formatter)
     handler.set_name(_HANDLER_NAME)
     root = logging.getLogger()
@@ -192,17 +196,23 @@ def _route_stdlib(renderer: Any, *, level: str, stream: TextIO | None) -> None:
 _HANDLER_NAME = "vlmtrader-structlog"
 
 
-class _StdoutLogger:
-    """structlog's PrintLogger, but resolving sys.stdout on every line."""
+class _StdLogger:
+    """structlog's PrintLogger, but resolving sys.stdout (or sys.stderr) on every line."""
+
+    def __init__(self, to: str) -> None:
+        self._to = to
 
     def msg(self, message: str) -> None:
-        out = sys.stdout
+        out = getattr(sys, self._to)
         out.write(message + "\n")
         out.flush()
 
     log = debug = info = warn = warning = err = error = critical = exception = fatal = msg
 
 
-class _StdoutLoggerFactory:
-    def __call__(self, *args: Any) -> _StdoutLogger:
-        return _StdoutLogger()
+class _StdLoggerFactory:
+    def __init__(self, to: str) -> None:
+        self._to = to
+
+    def __call__(self, *args: Any) -> _StdLogger:
+        return _StdLogger(self._to)

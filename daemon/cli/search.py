@@ -35,7 +35,7 @@ def _search(args: argparse.Namespace) -> int:
     from daemon.model.search import search_bars_file
     from daemon.model.search_page import forward_text, search_page
 
-    configure_logging(level="warning", stream=sys.stderr)  # stdout is the table
+    configure_logging(level="warning", to="stderr")  # stdout is the table
     if args.top < 1:
         print(f"error: --top {args.top}: give at least 1", file=sys.stderr)
         return EXIT_CONFIG

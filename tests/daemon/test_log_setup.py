@@ -5,7 +5,9 @@ from __future__ import annotations
 import io
 import json
 import re
+import sys
 
+import pytest
 import structlog
 
 from daemon.log_setup import configure_logging, console_fields, readable_float
@@ -38,3 +40,20 @@ def test_configure_logging_when_console_then_symbol_leads_and_json_keeps_full_pr
     assert text.index("symbol=SPY") < text.index("price=95.3774") < text.index("qty=10")
     assert "95.37744919475492" not in text
     assert json.loads(lines.getvalue())["price"] == 95.37744919475492
+
+
+def test_configure_logging_when_to_stderr_and_stderr_replaced_then_cached_logger_follows(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A command that logs to stderr (its stdout is the output) must not pin a cached logger to
+    the stderr of the moment: a test's captured stream is closed after it, and the next line
+    written there raised 'I/O operation on closed file' in every later test."""
+    first, second = io.StringIO(), io.StringIO()
+    monkeypatch.setattr(sys, "stderr", first)
+    configure_logging(fmt="json", to="stderr")
+    log = structlog.get_logger("daemon.test.stderr")
+    log.warning("first.line")
+    first.close()
+    monkeypatch.setattr(sys, "stderr", second)
+    log.warning("second.line")
+    assert json.loads(second.getvalue())["event"] == "second.line"
