@@ -248,14 +248,16 @@ def _backtest(
     loaded: Any = None  # the full bundle, to explain its contenders' trades after the run
     if args.bundle is not None and _is_full_bundle(args.bundle):
         try:
-            vision = (
-                grid.clip_scores(bundle=args.bundle, frame=frame, store=config.bars)
-                if grid is not None
-                else None
-            )
-            found, info, loaded = bundle_contenders(
-                args.bundle, config.bars, clip_options(cfg, args.runtime), vision=vision
-            )
+            options = clip_options(cfg, args.runtime)
+            found, info, loaded = bundle_contenders(args.bundle, config.bars, options)
+            if grid is not None:  # the cluster scores CLIP on the runtime the driver settled
+                settled = msgspec.structs.replace(options, runtime=info.runtime)
+                vision = grid.clip_scores(
+                    bundle=args.bundle, frame=frame, store=config.bars, runtime=info.runtime
+                )
+                found, info, loaded = bundle_contenders(
+                    args.bundle, config.bars, settled, vision=vision
+                )
         except InputError as e:
             return _fail(str(e))
         candidates.update(found)
@@ -394,7 +396,7 @@ def _evaluate(
         print(f"CLIP runtime: {runtime}", file=sys.stderr)
         if grid is not None:  # the same CLIP, its charts rendered and scored on the cluster
             store = backtest_config(cfg, bar_seconds).bars
-            vision = grid.clip_scores(bundle=args.bundle, frame=frame, store=store)
+            vision = grid.clip_scores(bundle=args.bundle, frame=frame, store=store, runtime=runtime)
     horizon = args.horizon or default_horizon(
         bundle.bar_seconds, model.meta.horizon_bars, bar_seconds
     )

@@ -68,12 +68,15 @@ def plan_shards(frame: pd.DataFrame, shard_bars: int) -> list[Shard]:
 class ShardScorer:
     """A Ray Data actor: the bundle's CLIP engine loaded once, then any number of shards."""
 
-    def __init__(self, *, bundle: str, bars: str, store: bytes) -> None:
+    def __init__(self, *, bundle: str, bars: str, store: bytes, runtime: str = "torch") -> None:
         from daemon.model.loader import load_engine
         from daemon.model.vision import ClipVision
         from vlm_engine.infer import InferenceConfig
 
-        engine = load_engine(Path(bundle), spec_hash=None, inference=InferenceConfig())
+        # The runtime the driver settled (never "auto": a measured choice could differ per node,
+        # and ONNX INT8 scores differ from torch's, so the run would not equal a local one).
+        inference = InferenceConfig(runtime=runtime)  # type: ignore[arg-type]  # a RuntimeName
+        engine = load_engine(Path(bundle), spec_hash=None, inference=inference)
         self.vision = ClipVision(engine=engine)
         self.source = BarsAt(path=bars)
         self.store = msgspec.json.decode(store, type=BarStoreConfig)
@@ -152,6 +155,7 @@ def cluster_clip_scores(
     store: BarStoreConfig,
     cfg: RayConfig,
     progress: bool = True,
+    runtime: str = "torch",
 ) -> PrecomputedVision:
     """Every window's CLIP scores over the cluster (see the module docstring), as a VisionModel."""
     import ray.data as ray_data
@@ -168,6 +172,7 @@ def cluster_clip_scores(
             "bundle": str(bundle.resolve()),
             "bars": str(bars.resolve()),
             "store": msgspec.json.encode(store),
+            "runtime": runtime,
         },
         batch_size=1,
         compute=ray_data.ActorPoolStrategy(size=actors),

@@ -30,9 +30,10 @@ class ClusterRun:
         )
 
     def clip_scores(
-        self, *, bundle: Path, frame: pd.DataFrame, store: BarStoreConfig
+        self, *, bundle: Path, frame: pd.DataFrame, store: BarStoreConfig, runtime: str
     ) -> PrecomputedVision:
-        """Every window's CLIP scores, rendered and scored by the cluster's actors."""
+        """Every window's CLIP scores, rendered and scored by the cluster's actors on the CLIP
+        runtime the driver settled (torch, onnx or onnx-int8)."""
         return cluster_clip_scores(
             self.ray,
             bundle=bundle,
@@ -41,6 +42,7 @@ class ClusterRun:
             store=store,
             cfg=self.cfg,
             progress=self.progress,
+            runtime=runtime,
         )
 
 
