@@ -75,3 +75,24 @@ def test_dataset_build_when_ray_with_sim_then_one_line_error(bars: Path):
     assert code == 2
     assert len(lines) == 1
     assert "--ray needs --bars" in lines[0]
+
+
+@pytest.mark.parametrize(
+    ("flags", "says"),
+    [
+        (["--ray-workers", "2"], "--ray-workers 2: needs --ray"),
+        (["--ray", "--ray-workers", "0"], "at least 1"),
+    ],
+)
+def test_model_build_when_ray_workers_do_not_fit_then_one_line_and_exit_2(
+    bars: Path, flags: list[str], says: str
+):
+    out = bars.parent / "bundle"
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        code = main(["model", "build", "--bars", str(bars), "--out", str(out), "--quick", *flags])
+    lines = err.getvalue().strip().splitlines()
+    assert code == 2
+    assert len(lines) == 1
+    assert says in lines[0]
+    assert not out.exists()
