@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import msgspec
 
+from daemon.cli.ray_flag import add_ray_argument
 from daemon.errors import EXIT_CONFIG, EXIT_OK
 
 EXIT_INPUT = 1
@@ -38,6 +41,7 @@ def register(sub: Any) -> None:
     build.add_argument("--out", required=True, type=Path, help="output directory")
     build.add_argument("--force", action="store_true", help="write into a non-empty directory")
     build.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_ray_argument(build)  # the chart rendering as Ray tasks (texts stay here, in order)
     build.set_defaults(func=_build)
     info = dsub.add_parser("info", help="print a built dataset's manifest summary")
     info.add_argument("dir", type=Path)
@@ -47,6 +51,7 @@ def register(sub: Any) -> None:
 
 def _build(args: argparse.Namespace) -> int:
     # pandas, the renderer and the dataset builder load here, when a build runs.
+    from daemon.cluster.errors import ClusterError
     from daemon.training.dataset import (
         build_chart_dataset,
         file_source,
@@ -75,24 +80,32 @@ def _build(args: argparse.Namespace) -> int:
     if out.exists() and any(out.iterdir()) and not args.force:
         print(f"error: {out} is not empty (use --force to write into it)", file=sys.stderr)
         return EXIT_INPUT
-    try:
-        if args.sim:
-            if args.sim_bars <= 0:
-                print("error: --sim-bars must be > 0", file=sys.stderr)
-                return EXIT_CONFIG
-            symbols = [s.strip() for s in args.sim_symbols.split(",") if s.strip()]
-            frame, sources = sim_source(symbols, seed=args.sim_seed, bars=args.sim_bars)
-        else:
-            frame, sources = file_source(args.bars)
-        manifest = build_chart_dataset(
-            frame,
-            sources,
-            cfg,
-            out=out,
-            progress=not args.no_progress,
-            paraphrase=paraphraser,
+    if args.ray is not None and args.sim:
+        print(
+            "error: --ray needs --bars (a path every node sees): --sim bars exist in this process only",
+            file=sys.stderr,
         )
-    except (DatasetError, ChartInputError, ValueError, OSError) as e:
+        return EXIT_CONFIG
+    if args.sim and args.sim_bars <= 0:
+        print("error: --sim-bars must be > 0", file=sys.stderr)
+        return EXIT_CONFIG
+    try:
+        with _render_map(args) as task_map:  # an unreachable cluster fails before any reading
+            if args.sim:
+                symbols = [s.strip() for s in args.sim_symbols.split(",") if s.strip()]
+                frame, sources = sim_source(symbols, seed=args.sim_seed, bars=args.sim_bars)
+            else:
+                frame, sources = file_source(args.bars)
+            manifest = build_chart_dataset(
+                frame,
+                sources,
+                cfg,
+                out=out,
+                progress=not args.no_progress,
+                paraphrase=paraphraser,
+                task_map=task_map,
+            )
+    except (DatasetError, ChartInputError, ValueError, OSError, ClusterError) as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_INPUT
     counts = ", ".join(f"{k} {v}" for k, v in manifest.counts.items() if v or k != "holdout")
@@ -101,6 +114,28 @@ def _build(args: argparse.Namespace) -> int:
         stats = ", ".join(f"{k} {v}" for k, v in sorted(paraphraser.stats.items())) or "none"
         print(f"paraphrases: {stats}")
     return EXIT_OK
+
+
+@contextmanager
+def _render_map(args: argparse.Namespace) -> Iterator[Any]:
+    """None (render here), or with --ray a RayTaskMap whose workers read the bars at --bars."""
+    if args.ray is None:
+        yield None
+        return
+    from daemon.cluster.bars_input import ChartWindowsAt
+    from daemon.cluster.config import ray_config
+    from daemon.cluster.session import ray_session
+    from daemon.cluster.tasks import RayTaskMap
+
+    cfg = ray_config(args.ray, None)
+    assert cfg is not None  # --ray was given
+    with ray_session(cfg) as ray:
+        yield RayTaskMap(
+            ray=ray,
+            max_retries=cfg.max_retries,
+            progress=not args.no_progress,
+            from_path={"windows": ChartWindowsAt(path=str(args.bars.resolve()))},
+        )
 
 
 def _info(args: argparse.Namespace) -> int:

@@ -54,7 +54,15 @@ def register(sub: Any) -> None:
     build.add_argument(
         "--quick", action="store_true", help="tiny config (weak model), for smoke runs"
     )
-    add_ray_argument(build)  # the walk-forward XGBoost fits as Ray tasks
+    add_ray_argument(build)  # the walk-forward XGBoost fits as Ray tasks, CLIP on Ray Train
+    build.add_argument(
+        "--ray-workers",
+        type=int,
+        default=1,
+        metavar="N",
+        help="with --ray: Ray Train workers (DDP) fine-tuning CLIP, each a shard of every batch "
+        "(1: the same bundle id as a local build with the same seed)",
+    )
     build.set_defaults(func=_build)
     boot = msub.add_parser(
         "bootstrap", help="build the default bundle from the simulated market (CPU)"
@@ -162,10 +170,16 @@ def _build(args: argparse.Namespace) -> int:
         cfg = msgspec.structs.replace(
             cfg, train=msgspec.structs.replace(cfg.train, base=str(args.base))
         )
+    if args.ray_workers < 1 or (args.ray_workers > 1 and args.ray is None):
+        print(
+            f"error: --ray-workers {args.ray_workers}: needs --ray and at least 1", file=sys.stderr
+        )
+        return EXIT_CONFIG
 
     def action() -> tuple[ModelCard, float]:
         from daemon.cluster.config import ray_config
         from daemon.cluster.run import cluster_run
+        from daemon.training import ClipOnRay
 
         with cluster_run(
             ray_config(args.ray, None), bars=args.bars, progress=sys.stderr.isatty()
@@ -176,6 +190,9 @@ def _build(args: argparse.Namespace) -> int:
                 args.out,
                 progress=sys.stderr.isatty(),
                 task_map=grid.task_map if grid is not None else None,
+                clip_ray=ClipOnRay(address=grid.cfg.address, workers=args.ray_workers)
+                if grid is not None
+                else None,
             )
         return result.card, result.wall_seconds
 

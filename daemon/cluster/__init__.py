@@ -8,5 +8,6 @@ where:
 - tasks.py        RayTaskMap: the core's TaskMap (vlm_engine.shards) as Ray tasks, retried, in order
 - clip_scores.py  chart rendering + CLIP scoring as Ray Data batch inference (one warm engine per
                   actor), sharded by symbol and bar range; workers read bars from a shared path
-- bars_input.py   the workers' side of "read inputs from a path every node sees"
+- bars_input.py   the workers' side of "read inputs from a path every node sees" (stream batches
+                  for evaluate/backtest, chart windows for dataset build's rendering shards)
 """

@@ -50,6 +50,25 @@ def _symbol_bars(path: str, stamp: float, symbol: str) -> list[Bar]:
     return [bar for batch in frame_batches(frame) for bar in batch]
 
 
+class ChartWindowsAt(msgspec.Struct, frozen=True, kw_only=True):
+    """All the bars at `path` as one ChartWindow per symbol (vlm_engine.dataset.bars.symbol_windows
+    of the normalised bars: what `dataset build` renders from), loaded where the task runs."""
+
+    path: str
+
+    def stamp(self) -> float:
+        return BarsAt(path=self.path).stamp()
+
+
+@functools.lru_cache(maxsize=2)
+def _chart_windows(path: str, stamp: float) -> dict[str, Any]:
+    from vlm_engine.dataset.bars import load_bars, normalize_bars
+    from vlm_engine.dataset.bars import symbol_windows as chart_windows
+
+    del stamp
+    return chart_windows(normalize_bars(load_bars(Path(path))))
+
+
 def load_batches(source: BarsAt) -> list[list[Bar]]:
     """Every bar at the path, in stream batches (as the driver's run builds them)."""
     return _batches(source.path, source.stamp())
@@ -75,6 +94,18 @@ def symbol_windows(
     return out
 
 
+PathInput = BarsAt | ChartWindowsAt
+
+
+def load_input(source: PathInput) -> Any:
+    """What a path-backed input stands for: stream batches (BarsAt) or chart windows."""
+    if isinstance(source, BarsAt):
+        return load_batches(source)
+    return _chart_windows(source.path, source.stamp())
+
+
 def resolve_inputs(shared: Mapping[str, Any]) -> dict[str, Any]:
-    """A task's shared inputs with every BarsAt replaced by its stream batches."""
-    return {k: load_batches(v) if isinstance(v, BarsAt) else v for k, v in shared.items()}
+    """A task's shared inputs with every BarsAt / ChartWindowsAt replaced by what it stands for."""
+    return {
+        k: load_input(v) if isinstance(v, BarsAt | ChartWindowsAt) else v for k, v in shared.items()
+    }

@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 import structlog
 from tqdm import tqdm
 
-from daemon.cluster.bars_input import BarsAt, resolve_inputs
+from daemon.cluster.bars_input import PathInput, resolve_inputs
 from daemon.cluster.errors import ClusterError
 
 log = structlog.get_logger("daemon.cluster")
@@ -37,7 +37,7 @@ class RayTaskMap:
         ray: Any,
         max_retries: int,
         progress: bool = True,
-        from_path: Mapping[str, BarsAt] | None = None,
+        from_path: Mapping[str, PathInput] | None = None,
     ) -> None:
         self.ray = ray
         self.max_retries = max_retries

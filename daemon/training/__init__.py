@@ -22,6 +22,7 @@ from daemon.training.labels import detector_labels
 from daemon.training.pipeline import (
     BuildInputError,
     BuildResult,
+    ClipOnRay,
     TimeSplit,
     bootstrap,
     build,
@@ -38,6 +39,7 @@ __all__ = [
     "BuildConfig",
     "BuildInputError",
     "BuildResult",
+    "ClipOnRay",
     "LabelConfig",
     "SplitConfig",
     "TabularConfig",

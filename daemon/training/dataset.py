@@ -18,6 +18,7 @@ from strategy.market_sim import SimMarketConfig, simulate_frame
 from vlm_engine.dataset.bars import BAR_COLUMNS, bar_files, load_bars
 from vlm_engine.dataset.builder import DatasetConfig, Manifest, SourceInfo, build_dataset
 from vlm_engine.render import ChartSpec
+from vlm_engine.shards import TaskMap
 
 
 def load_dataset_config(path: Path | None) -> DatasetConfig:
@@ -74,10 +75,19 @@ def build_chart_dataset(
     out: Path,
     progress: bool = True,
     paraphrase: Callable[[str], str] | None = None,
+    task_map: TaskMap | None = None,
 ) -> Manifest:
-    """Render, label and split the charts into `out`, with the source bars under out/bars/."""
+    """Render, label and split the charts into `out`, with the source bars under out/bars/.
+
+    task_map renders the charts in shards elsewhere (e.g. Ray tasks); the dataset is the same."""
     manifest = build_dataset(
-        frame, cfg, out=out, sources=sources, progress=progress, paraphrase=paraphrase
+        frame,
+        cfg,
+        out=out,
+        sources=sources,
+        progress=progress,
+        paraphrase=paraphrase,
+        task_map=task_map,
     )
     (out / "bars").mkdir(exist_ok=True)
     frame[list(BAR_COLUMNS)].to_parquet(out / "bars" / "bars.parquet", index=False)

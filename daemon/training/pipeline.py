@@ -81,6 +81,14 @@ class BuildResult(msgspec.Struct, frozen=True, kw_only=True):
     resumed: tuple[str, ...] = ()
 
 
+class ClipOnRay(msgspec.Struct, frozen=True, kw_only=True):
+    """Where the CLIP stage fine-tunes: `workers` Ray Train workers of the cluster at `address`
+    ("local", "auto", HOST:PORT or ray://HOST:10001)."""
+
+    address: str
+    workers: int = 1
+
+
 class _Marker(msgspec.Struct, frozen=True, kw_only=True):
     key: str
     done: tuple[str, ...] = ()
@@ -122,10 +130,12 @@ def build(
     source: str,
     progress: bool = False,
     task_map: TaskMap | None = None,
+    clip_ray: ClipOnRay | None = None,
 ) -> BuildResult:
     """Build the full bundle from labelled bars (symbol, ts, OHLCV, pattern) and publish it at `out`.
 
-    task_map runs the tabular stage's walk-forward XGBoost fits (e.g. as Ray tasks)."""
+    task_map runs the tabular stage's walk-forward XGBoost fits (e.g. as Ray tasks); clip_ray
+    fine-tunes CLIP across Ray Train workers (one worker: the same bundle as in this process)."""
     import torch
 
     started = time.perf_counter()
@@ -167,7 +177,15 @@ def build(
     if "clip" not in done:
         t0 = time.perf_counter()
         _clip_stage(
-            frame[ts <= cut.clip_end], cfg, bundle, building, key, source, horizon, progress
+            frame[ts <= cut.clip_end],
+            cfg,
+            bundle,
+            building,
+            key,
+            source,
+            horizon,
+            progress,
+            clip_ray,
         )
         seconds["clip"] = time.perf_counter() - t0
         done = _mark(building, key, done, "clip")
@@ -249,6 +267,7 @@ def _clip_stage(
     source: str,
     horizon: int,
     progress: bool,
+    clip_ray: ClipOnRay | None = None,
 ) -> ModelCard:
     """Charts ending on labelled bars + "none" charts -> CLIP fine-tune -> calibration -> analog
     index of the training charts -> ONNX export: a CLIP-only bundle."""
@@ -283,6 +302,8 @@ def _clip_stage(
         checkpoints=building / "checkpoints",
         device="cpu",
         extra_metrics={"data_seconds": data_seconds},
+        ray_address=clip_ray.address if clip_ray is not None else None,
+        ray_workers=clip_ray.workers if clip_ray is not None else 1,
     )
     add_analogs(bundle, splits["train"], cfg.analogs)
     # The image tower on ONNX Runtime (fp32 + INT8) and the test
@@ -376,10 +397,13 @@ def build_from_bars(
     *,
     progress: bool = False,
     task_map: TaskMap | None = None,
+    clip_ray: ClipOnRay | None = None,
 ) -> BuildResult:
     """A bundle from the user's bar files (CSV/Parquet file or directory) labelled by the TA-Lib detectors."""
     try:
         frame, source = user_bars(path, cfg.labels)
     except BarsInputError as e:
         raise BuildInputError(str(e)) from None
-    return build(frame, cfg, out, source=source, progress=progress, task_map=task_map)
+    return build(
+        frame, cfg, out, source=source, progress=progress, task_map=task_map, clip_ray=clip_ray
+    )

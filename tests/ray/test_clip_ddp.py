@@ -9,6 +9,9 @@ splits reach the workers through the object store).
 from __future__ import annotations
 
 import math
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import msgspec
@@ -18,7 +21,7 @@ from safetensors.torch import load_file
 
 from daemon.cli import main
 from daemon.training.clip import train_bundle
-from tests.ray.conftest import RayCluster, free_ports
+from tests.ray.conftest import ROOT, RayCluster, free_ports
 from tests.vlm_engine.clip_helpers import TINY_TRAIN, chart_dataset, tiny_splits
 from vlm_engine.bundle import DatasetRef, ModelCard, read_card
 from vlm_engine.clip import load_dataset_dir
@@ -112,6 +115,34 @@ def test_train_when_one_ray_worker_and_same_seed_then_weights_and_bundle_id_equa
     assert max(float((local[k] - ray1[k]).abs().max()) for k in local) <= 1e-5
     assert runs["ray1"][0].history == runs["local"][0].history
     assert runs["ray1"][0].bundle_id == runs["local"][0].bundle_id
+
+
+def test_train_when_accelerate_runs_two_cpu_processes_then_synced_like_two_ray_workers(runs):
+    """`--accelerate` in 2 CPU processes (torchrun, gloo: accelerate's own multi-CPU launch needs
+    MPI): each rank a shard of every batch and the gradients all-reduced, so rank 0 ends with the
+    2-Ray-worker run's weights (the loop used to step the unwrapped model: no sync, and every
+    process took the whole batch, i.e. the local run's weights)."""
+    pytest.importorskip("accelerate")
+    root = runs["ray2"][1].parent
+    run = root / "accelerate2"
+    env = {**os.environ, "HF_HOME": str(root / "hf-home"), "OMP_NUM_THREADS": "1"}
+    env |= {
+        "ACCELERATE_USE_CPU": "true",
+        "PYTHONPATH": f"{ROOT}{os.pathsep}{env.get('PYTHONPATH', '')}",
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+         "--master_addr", "127.0.0.1", "--master_port", str(free_ports(1)[0]),
+         "-m", "daemon.cli", "train", "clip", "--dataset", str(root / "ds"),
+         "--out", str(run / "bundle"), "--config", str(root / "train.yaml"), "--folds", "2",
+         "--checkpoints", str(run / "checkpoints"), "--accelerate"],
+        capture_output=True, text=True, env=env, cwd=ROOT, timeout=300, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+    two_ray, two_accelerate = _weights(runs["ray2"][1]), _weights(run)
+    local = _weights(runs["local"][1])
+    assert max(float((two_ray[k] - two_accelerate[k]).abs().max()) for k in two_ray) <= 1e-5
+    assert max(float((local[k] - two_accelerate[k]).abs().max()) for k in local) > 1e-4
 
 
 @pytest.mark.parametrize(

@@ -48,3 +48,51 @@ def test_backtest_when_ray_address_bad_then_one_line_error(bars: Path, address: 
     assert lines[0].startswith(f"vlmtrader: --ray {address}: ")
     assert says in lines[0]
     assert not (bars.parent / "report").exists()
+
+
+def test_dataset_build_when_ray_address_bad_then_one_line_error_before_reading(bars: Path):
+    address = f"127.0.0.1:{free_ports(1)[0]}"
+    out = bars.parent / "dataset"
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        code = main(
+            ["dataset", "build", "--bars", str(bars.parent / "missing.parquet"), "--out", str(out),
+             "--no-progress", "--ray", address]
+        )  # fmt: skip
+    lines = err.getvalue().strip().splitlines()
+    assert code == 1
+    assert len(lines) == 1
+    # the cluster, not the missing bars file: the bars are never read
+    assert lines[0].startswith(f"error: --ray {address}: no Ray cluster answers there")
+    assert not out.exists()
+
+
+def test_dataset_build_when_ray_with_sim_then_one_line_error(bars: Path):
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        code = main(["dataset", "build", "--sim", "--out", str(bars.parent / "sim"), "--ray"])
+    lines = err.getvalue().strip().splitlines()
+    assert code == 2
+    assert len(lines) == 1
+    assert "--ray needs --bars" in lines[0]
+
+
+@pytest.mark.parametrize(
+    ("flags", "says"),
+    [
+        (["--ray-workers", "2"], "--ray-workers 2: needs --ray"),
+        (["--ray", "--ray-workers", "0"], "at least 1"),
+    ],
+)
+def test_model_build_when_ray_workers_do_not_fit_then_one_line_and_exit_2(
+    bars: Path, flags: list[str], says: str
+):
+    out = bars.parent / "bundle"
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        code = main(["model", "build", "--bars", str(bars), "--out", str(out), "--quick", *flags])
+    lines = err.getvalue().strip().splitlines()
+    assert code == 2
+    assert len(lines) == 1
+    assert says in lines[0]
+    assert not out.exists()

@@ -206,7 +206,11 @@ def test_evaluate_when_second_node_worker_killed_midrun_then_rows_exactly_once(
     _same_evaluation(local_evaluation, result[0])
 
 
-def test_model_build_when_xgboost_folds_on_two_nodes_then_same_bundle_id(inputs, connected):
+def test_model_build_when_xgboost_folds_and_clip_on_two_nodes_then_same_bundle_id(
+    inputs, connected
+):
+    """--ray: XGBoost folds as tasks and CLIP on one Ray Train worker, the local build's bundle."""
+    from daemon.model.bootstrap import build_log_path
     from vlm_engine.bundle import read_card
 
     base = inputs["base"]
@@ -215,7 +219,8 @@ def test_model_build_when_xgboost_folds_on_two_nodes_then_same_bundle_id(inputs,
     bars = base / "build-bars.parquet"
     frame.drop(columns=["pattern", "direction"]).to_parquet(bars, index=False)
     cards = []
-    for name, ray in (("local", ()), ("ray", ("--ray", connected.address))):
+    ray_args = ("--ray", connected.address, "--ray-workers", "1")
+    for name, ray in (("local", ()), ("ray", ray_args)):
         out = base / f"build-{name}"
         code, output = _run(
             "model", "build", "--bars", str(bars), "--out", str(out), "--quick", *ray
@@ -223,6 +228,13 @@ def test_model_build_when_xgboost_folds_on_two_nodes_then_same_bundle_id(inputs,
         assert code == 0, output[-3000:]
         cards.append(read_card(out))
     local, remote = cards
+    trained = [
+        json.loads(line)
+        for line in build_log_path(base / "build-ray").read_text().splitlines()
+        if '"ray_train.finished"' in line
+    ]
+    assert [t["workers"] for t in trained] == [1]  # the CLIP stage ran on the cluster
+    assert '"ray_train.' not in build_log_path(base / "build-local").read_text()
     assert remote.bundle_id == local.bundle_id
 
     def figures(card):  # wall times differ run to run

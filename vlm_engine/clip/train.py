@@ -4,7 +4,8 @@ Single process by default. Across workers (DDP) on a Ray cluster: `vlmtrader tra
 [ADDRESS] --workers N` (daemon/training/clip_ray.py runs this same loop in every worker with a
 `Replicas`: each rank a shard of each batch, gradients all-reduced). Without Ray, through Hugging
 Face accelerate (`pip install vlmtrader[multigpu]`): `accelerate launch --multi_gpu
---num_processes 4 -m daemon.cli train clip --dataset DIR --out BUNDLE --accelerate`.
+--num_processes 4 -m daemon.cli train clip --dataset DIR --out BUNDLE --accelerate`, each process
+the Replicas rank the accelerator names (the same split and DDP as on Ray).
 
 Over 400 lines: shaped like nanoGPT (STYLE.md rule 9), main() reads top to bottom; cut up, its
 state would be threaded through helpers.
@@ -189,8 +190,15 @@ def main(
     """Train and return the model of the epoch with the lowest validation (error + ECE).
 
     replicas: this process's rank among data-parallel workers (default: the only one).
+    accelerator: a Hugging Face accelerate Accelerator under `accelerate launch`: its device and
+        its process (rank process_index of num_processes) as the replicas.
     """
     # -- setup ------------------------------------------------------------------------------
+    if accelerator is not None:  # `accelerate launch` joined the process group: rank r of w
+        replicas = Replicas(rank=accelerator.process_index, world=accelerator.num_processes)
+        if cfg.batch_size % replicas.world or cfg.batch_size // replicas.world < 2:
+            msg = f"accelerate: batch_size {cfg.batch_size} must split into {replicas.world} shards of at least 2 charts"
+            raise ClipError(msg)
     replicas = replicas or Replicas()
     torch.manual_seed(cfg.seed)
     if cfg.threads:
@@ -234,11 +242,9 @@ def main(
         eps=1e-6,
     )
     scaler = torch.amp.GradScaler("cuda", enabled=amp == torch.float16 and dev.type == "cuda")
-    if accelerator is not None:
-        model, optimizer = accelerator.prepare(model, optimizer)
-        towers: Any = Towers(_unwrap(model, accelerator))
-    else:
-        towers = replicas.wrap(Towers(model), dev)
+    # DDP over both towers in one forward (under accelerate too: its prepare() would wrap the
+    # model alone, and the loss goes through the towers, so its gradients would never sync)
+    towers: Any = replicas.wrap(Towers(model), dev)
 
     # -- resume ------------------------------------------------------------------------------
     steps_per_epoch = max(1, len(train) // cfg.batch_size)
@@ -254,7 +260,7 @@ def main(
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             msg = f"{last}: not a checkpoint this trainer wrote ({first}); remove it to start over"
             raise ClipError(msg) from None
-        _unwrap(model, accelerator).load_state_dict(state["model"])
+        model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         start_epoch, step = state["epoch"] + 1, state["step"]
         best_score, best_epoch, bad_epochs = (
@@ -344,10 +350,7 @@ def main(
                     )
 
             optimizer.zero_grad(set_to_none=True)
-            if accelerator is not None:
-                accelerator.backward(loss)
-            else:
-                scaler.scale(loss).backward()  # type: ignore[no-untyped-call]
+            scaler.scale(loss).backward()  # type: ignore[no-untyped-call]
             if cfg.grad_clip > 0:
                 scaler.unscale_(optimizer)
                 torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
@@ -378,17 +381,14 @@ def main(
         score = (1.0 - val_accuracy) + val_ece
         if score < best_score - 1e-6:
             best_score, best_epoch, bad_epochs = score, epoch + 1, 0
-            best_state = {
-                k: v.detach().cpu().clone()
-                for k, v in _unwrap(model, accelerator).state_dict().items()
-            }
+            best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
         else:
             bad_epochs += 1
         if last is not None and replicas.is_main:
             last.parent.mkdir(parents=True, exist_ok=True)
             torch.save(
                 {
-                    "model": _unwrap(model, accelerator).state_dict(),
+                    "model": model.state_dict(),
                     "optimizer": optimizer.state_dict(),
                     "epoch": epoch,
                     "step": step,
@@ -408,8 +408,11 @@ def main(
 
     # -- keep the best epoch's weights --------------------------------------------------------
     if best_state is not None:
-        _unwrap(model, accelerator).load_state_dict(best_state)
-    parts.model = _unwrap(model, accelerator).to("cpu").eval()
+        model.load_state_dict(best_state)
+    if accelerator is not None and not replicas.same_everywhere(model):
+        msg = f"accelerate: the {replicas.world} processes ended with different weights (DDP out of sync)"
+        raise ClipError(msg)
+    parts.model = model.to("cpu").eval()
     if cfg.gradient_checkpointing:
         getattr(
             parts.model,
@@ -452,7 +455,3 @@ def _distinct(texts: list[str]) -> tuple[list[str], list[int]]:
     index: dict[str, int] = {}
     inverse = [index.setdefault(t, len(index)) for t in texts]
     return list(index), inverse
-
-
-def _unwrap(model: Any, accelerator: Any) -> Any:
-    return accelerator.unwrap_model(model) if accelerator is not None else model

@@ -30,6 +30,7 @@ import structlog
 
 from vlm_engine.dataset.bars import frame_hash, normalize_bars, symbol_windows
 from vlm_engine.dataset.errors import ValidationError
+from vlm_engine.dataset.render_shards import check_image, rendered_charts
 from vlm_engine.labels import (
     DIRECTIONS,
     LABEL_VERSION,
@@ -41,19 +42,12 @@ from vlm_engine.labels import (
     chart_facts,
     direction_index,
 )
-from vlm_engine.render import (
-    RENDER_VERSION,
-    ChartSpec,
-    ChartWindow,
-    chart_meta,
-    encode_png,
-    make_renderer,
-)
+from vlm_engine.render import RENDER_VERSION, ChartSpec, ChartWindow
+from vlm_engine.shards import TaskMap
 
 log = structlog.get_logger("vlm_engine.dataset")
 
 DATASET_FORMAT: Final = "vlmtrader-chart-text/1"
-RENDER_CHUNK: Final = 256  # charts rendered per render_batch call while building
 SPLITS: Final = ("train", "val", "test", "holdout")
 Split = Literal["train", "val", "test", "holdout"]
 Fraction = Annotated[float, msgspec.Meta(ge=0.0, le=1.0)]
@@ -218,12 +212,11 @@ def _features() -> Any:
 
 
 def _validate(image: np.ndarray, texts: Sequence[str], where: str, spec: ChartSpec) -> None:
-    if image.shape != (spec.height, spec.width, 3) or image.dtype != np.uint8:
-        msg = f"{where}: corrupt image (shape {image.shape}, dtype {image.dtype})"
-        raise ValidationError(msg)
-    if int(image.max()) == int(image.min()):
-        msg = f"{where}: empty image (every pixel is {int(image.min())})"
-        raise ValidationError(msg)
+    check_image(image, where, spec)
+    _check_texts(texts, where)
+
+
+def _check_texts(texts: Sequence[str], where: str) -> None:
     if not texts or any(not t.strip() for t in texts):
         msg = f"{where}: empty label text"
         raise ValidationError(msg)
@@ -236,43 +229,40 @@ def build_samples(
     *,
     progress: bool = False,
     paraphrase: Callable[[str], str] | None = None,
+    task_map: TaskMap | None = None,
 ) -> dict[str, list[dict[str, Any]]]:
-    """Render, label and validate every planned sample; rows grouped by split in plan order."""
+    """Render, label and validate every planned sample; rows grouped by split in plan order.
+
+    The charts come from render_shards (here, or spread by task_map); the texts are made here,
+    by one seeded generator walked in plan order, so the rows are the same either way."""
     from tqdm import tqdm
 
-    renderer = make_renderer(cfg.spec)
     gen = TextGenerator(
         config=msgspec.structs.replace(cfg.text, seed=cfg.seed), paraphrase=paraphrase
     )
     need, horizon = cfg.spec.bars_needed, cfg.outcome.horizon
     rows: dict[str, list[dict[str, Any]]] = {s: [] for s in SPLITS}
-    chart_windows = [windows[r.symbol].slice(r.end - need + 1, r.end + 1) for r in refs]
-    images = np.empty((0, cfg.spec.height, cfg.spec.width, 3), dtype=np.uint8)
-    for i, ref in enumerate(
-        tqdm(refs, desc="samples", unit="chart", disable=not progress, mininterval=0.5)
+    charts = rendered_charts(
+        refs, windows, cfg.spec, compress_level=cfg.png_compress_level, task_map=task_map
+    )
+    for ref, chart in zip(
+        tqdm(refs, desc="samples", unit="chart", disable=not progress, mininterval=0.5),
+        charts,
+        strict=True,
     ):
-        if i % RENDER_CHUNK == 0:  # render ahead in batches: the renderer is fastest that way
-            images = renderer.render_batch(chart_windows[i : i + RENDER_CHUNK])
         w = windows[ref.symbol]
-        window = chart_windows[i]
-        where = f"sample {ref.symbol}@{ref.end_ts}"
-        image = images[i % RENDER_CHUNK]
+        window = w.slice(ref.end - need + 1, ref.end + 1)
         facts = chart_facts(window, config=cfg.facts)
         labels = gen.describe(facts)
         negatives = gen.negatives(facts)
         ret = float(w.close[ref.end + horizon] / w.close[ref.end] - 1.0)
         direction = direction_index(ret, cfg.outcome.dead_band) - 1  # -1 down, 0 flat, +1 up
         outcome = gen.outcome(facts, DIRECTIONS[direction + 1], horizon)
-        _validate(image, [label.text for label in labels], where, cfg.spec)
+        _check_texts([label.text for label in labels], f"sample {ref.symbol}@{ref.end_ts}")
         rows[ref.split].append(
             {
-                "image": {
-                    "bytes": encode_png(
-                        image, chart_meta(cfg.spec, window), compress_level=cfg.png_compress_level
-                    ),
-                    "path": None,
-                },
-                "pixels_sha256": hashlib.sha256(image.tobytes()).hexdigest(),
+                "image": {"bytes": chart.png, "path": None},
+                "pixels_sha256": chart.pixels_sha256,
                 "text": labels[0].text,
                 "texts": [label.text for label in labels],
                 "confidences": [label.confidence for label in labels],
@@ -307,8 +297,11 @@ def build_dataset(
     sources: Sequence[SourceInfo] = (),
     progress: bool = False,
     paraphrase: Callable[[str], str] | None = None,
+    task_map: TaskMap | None = None,
 ) -> Manifest:
-    """Build, validate and write the dataset under `out` (hf/, parquet/, manifest.json)."""
+    """Build, validate and write the dataset under `out` (hf/, parquet/, manifest.json).
+
+    task_map spreads the chart rendering (render_shards.render_shard); the dataset is the same."""
     bars = normalize_bars(frame)
     windows = symbol_windows(bars)
     refs, dropped, embargo = plan_samples(windows, cfg)
@@ -316,7 +309,9 @@ def build_dataset(
         need = cfg.spec.bars_needed + cfg.outcome.horizon
         msg = f"no samples: every symbol needs more than {need} bars (window + warm-up + horizon)"
         raise ValidationError(msg)
-    rows = build_samples(windows, refs, cfg, progress=progress, paraphrase=paraphrase)
+    rows = build_samples(
+        windows, refs, cfg, progress=progress, paraphrase=paraphrase, task_map=task_map
+    )
     manifest = _manifest(cfg, bars, sources, refs, rows, dropped, embargo)
     _write(out, cfg, rows, manifest, progress=progress)
     log.info(
