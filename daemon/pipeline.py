@@ -25,7 +25,7 @@ from daemon.model.scoring import ScoredBatch, finish_off_loop, log_scored, score
 from daemon.model.shadow import ShadowRunner
 from strategy.bars import BarStore, Window
 from strategy.book import Book
-from strategy.kernel import BatchDecision, BatchIntake, TradingKernel
+from strategy.kernel import BatchDecision, BatchIntake, TradingKernel, journaled_signals
 from strategy.risk import RiskEngine
 from strategy.scoring import Scorer, rejection
 from strategy.target_strategy import TargetStrategy
@@ -150,17 +150,16 @@ class Pipeline:
         clock.lap("decide")
         # Write-ahead: the orders are committed before the broker sees them; the rest of the
         # batch is group-committed off the order path.
-        rows = kernel.journal_rows(intake, signals, decision)
         deferred = scored.deferred is not None
-        if deferred:  # journaled below, with their reasons, once the orders are out
-            rows["signals"] = []
+        # deferred: the signals are journaled below, with their reasons, once the orders are out
+        rows = kernel.journal_rows(intake, [] if deferred else signals, decision)
         self.journal.record_orders_ahead(**rows)
         clock.lap("journal")
         await self._send(decision, arrived)
         clock.lap("submit")
         if deferred:  # the top reasons and the drift update: nothing the orders wait for
             signals = await finish_off_loop(scorer, scored, self.score_lock)
-            self.journal.record_orders_ahead(signals=[s for s in signals if s.confidence > 0])
+            self.journal.record_orders_ahead(signals=journaled_signals(signals))
         if self.explainer is not None:  # a put_nowait: the explaining runs in its own thread
             self.explainer.submit(
                 scorer=scorer, evidence=scored.evidence, signals=signals, decision=decision
@@ -229,8 +228,7 @@ class Pipeline:
         """The shadow scores the same windows; its signals are journaled and compared, never traded."""
         try:
             signals = await asyncio.to_thread(shadow.compare, windows, live)
-            # Journaled like the live ones: signals with an opinion.
-            self.journal.record_orders_ahead(signals=[s for s in signals if s.confidence > 0])
+            self.journal.record_orders_ahead(signals=journaled_signals(signals))
         except Exception as e:  # a shadow never stops trading
             shadow.failed()
             log.warning("shadow.failed", scorer=shadow.name, error=f"{type(e).__name__}: {e}"[:300])

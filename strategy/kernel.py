@@ -170,7 +170,7 @@ class TradingKernel:
             kv["trading_state_reason"] = change.reason
         return {
             "bars_rejected": intake.rejected,
-            "signals": [s for s in signals if s.confidence > 0],
+            "signals": journaled_signals(signals),
             "decisions": decision.decisions,
             "orders": decision.orders,
             "order_events": intake.events,
@@ -179,3 +179,8 @@ class TradingKernel:
             "state_changes": [change] if change is not None else [],
             "kv": kv,
         }
+
+
+def journaled_signals(signals: Sequence[Signal]) -> list[Signal]:
+    """The signals the journal keeps: those with an opinion (confidence above 0)."""
+    return [s for s in signals if s.confidence > 0]
