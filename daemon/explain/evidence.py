@@ -49,11 +49,11 @@ class BundleView(msgspec.Struct, frozen=True, kw_only=True, eq=False):
 
 def bundle_view(bundle: Any) -> BundleView:
     """A LoadedBundle's view (encodes every prompt text with the bundle's text tower: off the path)."""
-    from vlm_engine.clip.encode import encode_texts
+    from vlm_engine.clip.search import text_embeddings
 
     clip = bundle.engine.bundle
     texts = tuple((t, name) for name, group in clip.prompts.patterns.items() for t in group)
-    embeddings = encode_texts(clip.parts, [t for t, _ in texts]).astype(np.float64)
+    embeddings = text_embeddings(bundle.engine, [t for t, _ in texts]).astype(np.float64)
     return BundleView(
         bundle_id=bundle.bundle_id,
         spec=bundle.spec,

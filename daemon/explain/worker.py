@@ -94,7 +94,6 @@ class Explainer:
             self.enabled = False
             log.error("explain.store_unavailable", error=str(e), effect="orders go unexplained")
             return self
-        self._prune()
         self._thread = threading.Thread(target=self._run, name="explainer", daemon=True)
         self._thread.start()
         return self
@@ -150,6 +149,7 @@ class Explainer:
 
     # ---- the worker thread --------------------------------------------------------------------
     def _run(self) -> None:
+        self._prune()  # the start's retention pass, here rather than on the daemon's start-up
         while True:
             job = self._queue.get()
             if job is _STOP:
