@@ -19,6 +19,7 @@ import numpy as np
 import numpy.typing as npt
 
 from vlm_engine.clip.errors import ClipDataError
+from vlm_engine.labels.outcome import forward_returns
 from vlm_engine.render import ChartWindow
 
 if TYPE_CHECKING:
@@ -138,10 +139,7 @@ def chart_windows(
         if n < bars_needed:
             continue
         end = np.arange(bars_needed - 1, n, dtype=np.int64)
-        later = end + horizon
-        ret = np.full(end.size, np.nan)
-        inside = later < n
-        ret[inside] = bars.close[later[inside]] / bars.close[end[inside]] - 1.0
+        ret = forward_returns(np.asarray(bars.close, dtype=np.float64), horizon)[end]
         symbols += [symbol] * end.size
         ends.append(end)
         stamps.append(bars.timestamps[end])
