@@ -7,10 +7,13 @@ into the patch embedding, as InferenceEngine does) are inside it. The read-out a
 prompt embeddings and the calibration stay outside (ChartEngine), so `vlmtrader calibrate`
 never makes the export stale; the card's stage "onnx" names the CLIP weights it came from.
 
-INT8 is onnxruntime.quantization's dynamic quantization of the weight MatMuls. What is written
-into a bundle passed its parity check on the bundle's test split (onnx_bundle); whether it may
-serve is checked again at load (runtime_choice) on the parity charts, a sample of that split
-stored beside it.
+INT8 is onnxruntime.quantization's static quantization (QDQ, per-channel int8 weights, uint8
+activations with scales calibrated on charts of the bundle's training split) of the weight
+MatMuls and, where parity holds, the patch convolution: fixed scales, so a chart scores the same
+whatever batch it comes in. What is written into a bundle passed its parity check on the bundle's
+test split (onnx_bundle); whether it may serve is checked again at load (runtime_choice) on the
+parity charts, a sample of that split stored beside it. Bundles exported before carry dynamic
+INT8 (scales from each call's whole batch); the card's stage says which (`quantization`).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import numpy as np
 import numpy.typing as npt
 import structlog
@@ -101,10 +105,8 @@ def export_fp32(parts: ClipParts, spec: ChartSpec) -> bytes:
 
 
 def weight_matmuls(model_path: Path) -> list[str]:
-    """The nodes INT8 pays off on: MatMul against a weight of the model. Not the resize (its
-    matrices act on raw pixels), not attention's activation x activation products and not the
-    patch convolution: quantizing those too cost the default tower up to 0.02 on its unit
-    embeddings (max |difference|) and was slower on this CPU; the weight MatMuls alone, 0.009."""
+    """The MatMuls against a weight of the model: not the resize (its matrices act on raw pixels)
+    nor attention's activation x activation products."""
     import onnx
 
     graph = onnx.load(str(model_path)).graph
@@ -116,18 +118,90 @@ def weight_matmuls(model_path: Path) -> list[str]:
     ]
 
 
-def quantize_int8(fp32: bytes) -> bytes:
-    """INT8 of an exported tower: dynamic quantization (int8 weights, activations quantized per
-    call from their own range) of the weight MatMuls, the rest fp32. On the default bundle it was
-    faster than static QDQ calibrated on training charts and closer to fp32 (109 vs 128-144 ms per
-    64 charts at load 13; max embedding difference 0.009 vs 0.010-0.012)."""
-    from onnxruntime.quantization import QuantType, quantize_dynamic
+def patch_convolutions(model_path: Path) -> list[str]:
+    """The patch embedding (the graph's one Conv): its input is the charts' own pixel values."""
+    import onnx
+
+    return [n.name for n in onnx.load(str(model_path)).graph.node if n.op_type == "Conv"]
+
+
+class QuantPlan(msgspec.Struct, frozen=True):
+    """Which nodes a static INT8 export quantizes, and its card's words for them."""
+
+    name: str
+    conv: bool
+
+
+# Tried in order until one passes parity: the patch convolution too when parity holds, else the
+# weight MatMuls alone (on boot_quiet both held; with the convolution 12% less CPU per chart).
+QUANT_PLANS = (
+    QuantPlan("weight MatMuls + patch convolution", conv=True),
+    QuantPlan("weight MatMuls", conv=False),
+)
+STATIC, DYNAMIC = "static", "dynamic"
+CALIBRATION_CHARTS = 256  # training charts the activation ranges are taken from (evenly spaced)
+CALIBRATION_BATCH = 32
+
+
+class _Charts:
+    """onnxruntime's CalibrationDataReader over calibration charts, CALIBRATION_BATCH at a time."""
+
+    def __init__(self, images: npt.NDArray[np.uint8]) -> None:
+        self._batches = iter(
+            [
+                {INPUT: images[i : i + CALIBRATION_BATCH]}
+                for i in range(0, len(images), CALIBRATION_BATCH)
+            ]
+        )
+
+    def get_next(self) -> dict[str, npt.NDArray[np.uint8]] | None:
+        return next(self._batches, None)
+
+
+def _prepared(fp32: bytes, tmp: Path) -> Path:
+    """The tower with onnxruntime's pre-processing for quantization (shapes, folded constants)."""
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
+    source, prepared = tmp / "fp32.onnx", tmp / "pre.onnx"
+    source.write_bytes(fp32)
+    quant_pre_process(str(source), str(prepared), skip_symbolic_shape=True)
+    return prepared
+
+
+def quantize_int8(fp32: bytes, calibration: npt.NDArray[np.uint8], plan: QuantPlan) -> bytes:
+    """Static INT8 of an exported tower: QDQ, int8 weights per output channel, uint8 activations
+    with fixed scales taken (min-max) from `calibration` charts, which must come from the training
+    split. Fixed scales make a chart's embedding independent of its batch-mates, bit for bit."""
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
     with tempfile.TemporaryDirectory(prefix="vlmtrader-onnx-") as tmp:
-        source, prepared, target = (Path(tmp) / n for n in ("fp32.onnx", "pre.onnx", "int8.onnx"))
-        source.write_bytes(fp32)
-        quant_pre_process(str(source), str(prepared), skip_symbolic_shape=True)
+        prepared, target = _prepared(fp32, Path(tmp)), Path(tmp) / "int8.onnx"
+        nodes = weight_matmuls(prepared) + (patch_convolutions(prepared) if plan.conv else [])
+        quantize_static(
+            str(prepared),
+            str(target),
+            _Charts(calibration[evenly(len(calibration), CALIBRATION_CHARTS)]),  # type: ignore[arg-type]  # the reader protocol
+            quant_format=QuantFormat.QDQ,
+            per_channel=True,
+            activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
+            op_types_to_quantize=["MatMul", "Conv"],
+            nodes_to_quantize=nodes,
+            calibrate_method=CalibrationMethod.MinMax,
+            extra_options={"QDQOpTypePerChannelSupportToAxis": {"MatMul": 1}},
+        )
+        return target.read_bytes()
+
+
+def quantize_dynamic_int8(fp32: bytes) -> bytes:
+    """The INT8 bundles were exported with before static INT8: dynamic quantization of the weight
+    MatMuls, activations scaled per call by the range of the whole input batch, so a chart's
+    embedding depends on its batch-mates. Kept to compare with (bench_clip) and to prove the
+    batch-independence test can fail; no bundle is written with it."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    with tempfile.TemporaryDirectory(prefix="vlmtrader-onnx-") as tmp:
+        prepared, target = _prepared(fp32, Path(tmp)), Path(tmp) / "int8.onnx"
         quantize_dynamic(
             str(prepared),
             str(target),
