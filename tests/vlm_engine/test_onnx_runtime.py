@@ -39,7 +39,6 @@ from vlm_engine.infer.runtime_choice import (
 )
 
 CONFIG = InferenceConfig(device="cpu", threads=1, warmup_batches=1, max_batch=8)
-ONNX_FILES = (FP32_FILE, INT8_FILE, PARITY_FILE)
 
 
 @pytest.fixture(scope="module")
@@ -59,11 +58,15 @@ def copy_of(bundle: Path, tmp_path: Path) -> Path:
 
 def test_export_when_added_to_bundle_then_files_hashed_in_card_and_stage_recorded(exported: Path):
     card = verify_bundle(exported)  # every file, the ONNX ones included, matches its sha256
-    assert set(ONNX_FILES) <= set(card.files)
+    assert {FP32_FILE, PARITY_FILE} <= set(card.files)
     stage = card.stages["onnx"]
     assert stage["opset"] >= 17
-    assert stage["quantization"] == "static"  # calibrated on the training split
-    assert stage["calibration_charts"] == min(256, len(tiny_splits()["train"]))
+    if "int8" in stage["variants"]:  # static, calibrated on the training split
+        assert INT8_FILE in card.files
+        assert stage["quantization"] == "static"
+        assert stage["calibration_charts"] == min(256, len(tiny_splits()["train"]))
+    else:  # this one-epoch model's 15 test charts: one swapped rank moves the AUC by 0.04
+        assert "INT8 direction AUC" in stage["refused"]["onnx-int8"]
     assert stage["parity_charts"] == len(read_parity(load_bundle(exported)).images) > 0
 
 

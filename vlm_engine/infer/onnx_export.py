@@ -58,6 +58,37 @@ def resize_matrix(size_in: int, size_out: int) -> torch.Tensor:
     return resized[0, 0].float()
 
 
+class PatchEmbeddings(torch.nn.Module):
+    """CLIP's vision embeddings on uint8 NHWC charts of the model's own size: the patches are cut
+    from the uint8 pixels (a reshape and a transpose of bytes), cast once, and embedded by one
+    MatMul against the folded patch weights, in place of NHWC -> NCHW, a cast of every pixel and
+    the convolution's im2col. The same sums, so fp32 parity holds; for INT8 the MatMul's input is
+    the pixels themselves (quantize_int8 feeds them to it uncast: exact)."""
+
+    def __init__(self, embeddings: Any, height: int, width: int) -> None:
+        super().__init__()
+        conv = embeddings.patch_embedding
+        self.patch = int(conv.kernel_size[0])
+        self.grid = (height // self.patch, width // self.patch)
+        dim = int(conv.out_channels)
+        # (out, c, kh, kw) -> (kh * kw * c, out): the order a NHWC patch flattens in
+        self.weight = torch.nn.Parameter(
+            conv.weight.detach().permute(2, 3, 1, 0).reshape(-1, dim).contiguous()
+        )
+        self.bias = torch.nn.Parameter(conv.bias.detach().clone())
+        self.cls = torch.nn.Parameter(embeddings.class_embedding.detach().view(1, 1, dim).clone())
+        self.positions = torch.nn.Parameter(
+            embeddings.position_embedding(embeddings.position_ids).detach().clone()
+        )
+
+    def forward(self, images: torch.Tensor, interpolate_pos_encoding: bool = False) -> torch.Tensor:
+        (rows, cols), p = self.grid, self.patch
+        patches = images.reshape(-1, rows, p, cols, p, 3).permute(0, 1, 3, 2, 4, 5)
+        tokens = patches.reshape(-1, rows * cols, p * p * 3).float() @ self.weight + self.bias
+        cls = self.cls.expand(tokens.shape[0], -1, -1)
+        return torch.cat([cls, tokens], dim=1) + self.positions
+
+
 class ImageTower(torch.nn.Module):
     """uint8 NHWC charts of one spec -> unit CLIP image embeddings; what the ONNX file computes."""
 
@@ -66,18 +97,21 @@ class ImageTower(torch.nn.Module):
         model: Any = copy.deepcopy(parts.model).float().eval()
         embeddings = model.vision_model.embeddings
         embeddings.patch_embedding = parts.preprocess.fold_into(embeddings.patch_embedding)
-        self.model = model
         size = parts.preprocess.size
         self.resize = (spec.height, spec.width) != (size, size)
+        if not self.resize:  # the charts are the model's input: embed their uint8 patches
+            model.vision_model.embeddings = PatchEmbeddings(embeddings, size, size)
+        self.model = model
         self.rows: torch.Tensor
         self.cols: torch.Tensor
         self.register_buffer("rows", resize_matrix(spec.height, size))
         self.register_buffer("cols", resize_matrix(spec.width, size).T.contiguous())
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        pixels = images.permute(0, 3, 1, 2).float()
         if self.resize:
-            pixels = self.rows @ pixels @ self.cols
+            pixels = self.rows @ images.permute(0, 3, 1, 2).float() @ self.cols
+        else:
+            pixels = images  # PatchEmbeddings cuts the uint8 NHWC charts itself
         out = self.model.get_image_features(pixel_values=pixels)
         features = out.pooler_output if hasattr(out, "pooler_output") else out
         return F.normalize(features, dim=-1)
@@ -105,8 +139,8 @@ def export_fp32(parts: ClipParts, spec: ChartSpec) -> bytes:
 
 
 def weight_matmuls(model_path: Path) -> list[str]:
-    """The MatMuls against a weight of the model: not the resize (its matrices act on raw pixels)
-    nor attention's activation x activation products."""
+    """The MatMuls against a weight of the encoder and projection: not the resize (its matrices
+    act on raw pixels), not attention's activation x activation products, not the patch embedding."""
     import onnx
 
     graph = onnx.load(str(model_path)).graph
@@ -114,29 +148,75 @@ def weight_matmuls(model_path: Path) -> list[str]:
     return [
         n.name
         for n in graph.node
-        if n.op_type == "MatMul" and n.input[1] in weights and "rows" not in n.input
+        if n.op_type == "MatMul"
+        and n.input[1] in weights
+        and "rows" not in n.input
+        and "/embeddings/" not in n.name
     ]
 
 
-def patch_convolutions(model_path: Path) -> list[str]:
-    """The patch embedding (the graph's one Conv): its input is the charts' own pixel values."""
+def patch_embedding(model_path: Path) -> list[str]:
+    """The patch embedding: PatchEmbeddings' MatMul, or the convolution of a tower that resizes."""
     import onnx
 
-    return [n.name for n in onnx.load(str(model_path)).graph.node if n.op_type == "Conv"]
+    graph = onnx.load(str(model_path)).graph
+    return [
+        n.name
+        for n in graph.node
+        if (n.op_type == "MatMul" and "/embeddings/" in n.name) or n.op_type == "Conv"
+    ]
+
+
+def _pixel_casts(model_path: Path) -> dict[str, str]:
+    """Cast nodes of uint8 pixels to float (PatchEmbeddings' one): their output -> their input."""
+    import onnx
+
+    graph = onnx.load(str(model_path)).graph
+    return {
+        n.output[0]: n.input[0]
+        for n in graph.node
+        if n.op_type == "Cast" and "/embeddings/" in n.name
+    }
+
+
+def _uncast(model: Any, casts: dict[str, str]) -> None:
+    """Feed uint8 pixels straight into their DequantizeLinear: drop Cast -> QuantizeLinear pairs
+    whose scale is 1 and zero point 0 (a no-op on bytes), so no pixel is cast or requantized."""
+    from onnx import numpy_helper
+
+    graph = model.graph
+    consts = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
+    dropped, renamed = [], {}
+    for node in graph.node:
+        if node.op_type != "QuantizeLinear" or node.input[0] not in casts:
+            continue
+        scale, zero = consts.get(node.input[1]), consts.get(node.input[2])
+        if scale is None or zero is None or zero.dtype != np.uint8:
+            continue
+        if float(scale) != 1.0 or int(zero) != 0:
+            continue
+        renamed[node.output[0]] = casts[node.input[0]]
+        dropped.append(node)
+    dropped += [n for n in graph.node if n.op_type == "Cast" and n.output[0] in casts]
+    for node in dropped:
+        graph.node.remove(node)
+    for node in graph.node:
+        for i, name in enumerate(node.input):
+            node.input[i] = renamed.get(name, name)
 
 
 class QuantPlan(msgspec.Struct, frozen=True):
     """Which nodes a static INT8 export quantizes, and its card's words for them."""
 
     name: str
-    conv: bool
+    patch: bool
 
 
 # Tried in order until one passes parity: the patch convolution too when parity holds, else the
 # weight MatMuls alone (on boot_quiet both held; with the convolution 12% less CPU per chart).
 QUANT_PLANS = (
-    QuantPlan("weight MatMuls + patch convolution", conv=True),
-    QuantPlan("weight MatMuls", conv=False),
+    QuantPlan("weight MatMuls + patch embedding", patch=True),
+    QuantPlan("weight MatMuls", patch=False),
 )
 STATIC, DYNAMIC = "static", "dynamic"
 CALIBRATION_CHARTS = 256  # training charts the activation ranges are taken from (evenly spaced)
@@ -172,11 +252,14 @@ def quantize_int8(fp32: bytes, calibration: npt.NDArray[np.uint8], plan: QuantPl
     """Static INT8 of an exported tower: QDQ, int8 weights per output channel, uint8 activations
     with fixed scales taken (min-max) from `calibration` charts, which must come from the training
     split. Fixed scales make a chart's embedding independent of its batch-mates, bit for bit."""
+    import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
     with tempfile.TemporaryDirectory(prefix="vlmtrader-onnx-") as tmp:
         prepared, target = _prepared(fp32, Path(tmp)), Path(tmp) / "int8.onnx"
-        nodes = weight_matmuls(prepared) + (patch_convolutions(prepared) if plan.conv else [])
+        nodes = weight_matmuls(prepared) + (patch_embedding(prepared) if plan.patch else [])
+        casts = _pixel_casts(prepared) if plan.patch else {}
+        exact = {"scale": np.array(1.0, np.float32), "zero_point": np.array(0, np.uint8)}
         quantize_static(
             str(prepared),
             str(target),
@@ -188,9 +271,17 @@ def quantize_int8(fp32: bytes, calibration: npt.NDArray[np.uint8], plan: QuantPl
             op_types_to_quantize=["MatMul", "Conv"],
             nodes_to_quantize=nodes,
             calibrate_method=CalibrationMethod.MinMax,
-            extra_options={"QDQOpTypePerChannelSupportToAxis": {"MatMul": 1}},
+            extra_options={
+                "QDQOpTypePerChannelSupportToAxis": {"MatMul": 1},
+                # fp32 out of each MatMul (MatMulIntegerToFloat), not requantized for the next op
+                "OpTypesToExcludeOutputQuantization": ["MatMul"],
+                # pixels are bytes already: quantized with scale 1 and zero point 0 they are exact
+                "TensorQuantOverrides": {name: [exact] for name in casts},
+            },
         )
-        return target.read_bytes()
+        model = onnx.load(str(target))
+        _uncast(model, casts)
+        return bytes(model.SerializeToString())
 
 
 def quantize_dynamic_int8(fp32: bytes) -> bytes:
