@@ -115,10 +115,9 @@ def serve(bundle: Path, seconds: float, runtime: str = "torch") -> dict[str, flo
     }
 
 
-def _variant_engines(bundle: Path) -> dict[str, ChartEngine]:
-    """torch, fp32, dynamic and static INT8 engines of one bundle, one worker each."""
+def _variant_models(bundle: Path) -> dict[str, bytes]:
+    """The ONNX towers to compare: the bundle's fp32, dynamic INT8 of it, and static INT8."""
     from vlm_engine.bundle import load_bundle
-    from vlm_engine.infer import InferenceEngine
     from vlm_engine.infer.onnx_export import (
         FP32_FILE,
         INT8_FILE,
@@ -126,30 +125,71 @@ def _variant_engines(bundle: Path) -> dict[str, ChartEngine]:
         quantize_dynamic_int8,
         quantize_int8,
     )
-    from vlm_engine.infer.onnx_runtime import OnnxEngine
     from vlm_engine.infer.runtime_choice import int8_quantization, read_parity
 
     loaded = load_bundle(bundle)
-    config = InferenceConfig(device="cpu", threads=1, workers=1, warmup_batches=1)
     fp32 = (bundle / FP32_FILE).read_bytes()
+    models = {"onnx fp32": fp32, "dynamic INT8": quantize_dynamic_int8(fp32)}
     if INT8_FILE in loaded.card.files and int8_quantization(loaded) == "static":
-        static, label = (bundle / INT8_FILE).read_bytes(), "static INT8"
+        models["static INT8"] = (bundle / INT8_FILE).read_bytes()
     else:  # no training split at hand: calibrated on the parity charts, for speed figures only
         charts = read_parity(loaded).images
-        static, label = (
-            quantize_int8(fp32, charts, QUANT_PLANS[0]),
-            "static INT8 (bench-calibrated)",
-        )
+        models["static INT8 (bench-calibrated)"] = quantize_int8(fp32, charts, QUANT_PLANS[0])
+    return models
 
-    def onnx(model: bytes, variant: str) -> OnnxEngine:
-        return OnnxEngine(bundle=loaded, config=config, variant=variant, model=model)  # type: ignore[arg-type]
 
-    return {
-        "torch": InferenceEngine(bundle=loaded, config=config),
-        "onnx fp32": onnx(fp32, "fp32"),
-        "dynamic INT8": onnx(quantize_dynamic_int8(fp32), "int8"),
-        label: onnx(static, "int8"),
-    }
+def _variant_engines(bundle: Path, models: dict[str, bytes]) -> dict[str, ChartEngine]:
+    """torch and an ONNX engine per model, one worker each."""
+    from vlm_engine.bundle import load_bundle
+    from vlm_engine.infer import InferenceEngine
+    from vlm_engine.infer.onnx_runtime import OnnxEngine
+
+    loaded = load_bundle(bundle)
+    config = InferenceConfig(device="cpu", threads=1, workers=1, warmup_batches=1)
+    engines: dict[str, ChartEngine] = {"torch": InferenceEngine(bundle=loaded, config=config)}
+    for name, model in models.items():
+        variant = "fp32" if name == "onnx fp32" else "int8"
+        engines[name] = OnnxEngine(bundle=loaded, config=config, variant=variant, model=model)
+    return engines
+
+
+def op_profile(model: bytes, images: np.ndarray, runs: int = 20) -> list[tuple[str, float]]:
+    """Share of the ONNX session's kernel time per op type (onnxruntime's own profiler), after
+    the graph optimizations a served session gets."""
+    import json
+
+    import onnxruntime as ort
+
+    from vlm_engine.infer.onnx_runtime import session_options
+
+    options = session_options(1)
+    options.enable_profiling = True
+    options.profile_file_prefix = str(Path(tempfile.mkdtemp(prefix="bench_clip_prof_")) / "ort")
+    session = ort.InferenceSession(model, sess_options=options, providers=["CPUExecutionProvider"])
+    for _ in range(runs):
+        session.run(None, {"images": images})
+    trace = Path(session.end_profiling())
+    by_op: dict[str, float] = {}
+    for event in json.loads(trace.read_text()):
+        if event.get("cat") == "Node" and event["name"].endswith("_kernel_time"):
+            op = event["args"]["op_name"]
+            by_op[op] = by_op.get(op, 0.0) + event["dur"]
+    trace.unlink()
+    total = sum(by_op.values()) or 1.0
+    return sorted(((op, t / total) for op, t in by_op.items()), key=lambda x: -x[1])
+
+
+def print_op_profiles(bundle: Path) -> None:
+    """Where the tower's time goes per op type: fp32, dynamic and static INT8 (see op_profile)."""
+    from vlm_engine.bundle import load_bundle
+    from vlm_engine.infer.runtime_choice import read_parity
+
+    images = read_parity(load_bundle(bundle)).images[:64]
+    models = _variant_models(bundle)
+    print(f"\n-- kernel time per op type, batch 64 ({os.getloadavg()[0]:.2f} load)")
+    for name, model in models.items():
+        shares = "  ".join(f"{op} {share:.0%}" for op, share in op_profile(model, images)[:10])
+        print(f"{name:<32} {shares}")
 
 
 def compare_variants(bundle: Path, seconds: float) -> dict[str, float]:
@@ -158,7 +198,7 @@ def compare_variants(bundle: Path, seconds: float) -> dict[str, float]:
     from vlm_engine.infer.runtime_choice import figures as parity_figures
     from vlm_engine.infer.runtime_choice import read_parity
 
-    engines = _variant_engines(bundle)
+    engines = _variant_engines(bundle, _variant_models(bundle))
     charts = read_parity(load_bundle(bundle))
     batch = windows(64, next(iter(engines.values())).spec.bars_needed)
     load_before = os.getloadavg()[0]
@@ -248,6 +288,7 @@ def main() -> None:
     )
     with Session("clip") as bench:
         if args.variants:
+            print_op_profiles(args.bundle)
             bench.until_stable(
                 lambda: compare_variants(args.bundle, args.seconds),
                 key="static_int8_cpu_vs_fp32",
