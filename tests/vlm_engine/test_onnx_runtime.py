@@ -239,5 +239,9 @@ def test_auto_when_int8_export_is_dynamic_then_refused_as_batch_dependent_and_lo
     assert engine.runtime in {"onnx", "torch"}
     refused = [e for e in logs if e["event"] == "engine.runtime_refused"]
     assert [e["runtime"] for e in refused] == ["onnx-int8"]
-    by_name = OnnxEngine(bundle=load_bundle(bundle), config=CONFIG, variant="int8")
-    assert by_name.runtime == "onnx-int8"  # asked for by name, the file still loads
+    by_name = InferenceConfig(device="cpu", threads=1, warmup_batches=1, runtime="onnx-int8")
+    with capture_logs() as logs:
+        engine, choice = choose_engine(load_bundle(bundle), by_name)
+    assert engine.runtime == choice.chosen == "onnx-int8"  # asked for by name it serves, warned
+    warned = [e for e in logs if e["event"] == "engine.runtime_batch_dependent"]
+    assert "dynamic INT8" in warned[0]["reason"]

@@ -8,7 +8,8 @@ request falls back: onnx-int8 -> onnx -> torch. auto times every runtime whose p
 one batch (CPU time on the CPU, see timing_clock) and serves the fastest. auto never considers
 an INT8 export that is not static (bundles exported before static INT8 carry dynamic INT8,
 whose scores depend on a chart's batch-mates): it is refused with the reason, and
-`vlmtrader model export-onnx BUNDLE` rewrites it; asked for by name (onnx-int8) it still serves.
+`vlmtrader model export-onnx BUNDLE` rewrites it; asked for by name (onnx-int8) it still serves,
+with a warning (engine.runtime_batch_dependent).
 """
 
 from __future__ import annotations
@@ -272,6 +273,8 @@ def choose_engine(bundle: Bundle, config: InferenceConfig) -> tuple[ChartEngine,
         refused=refused,
     )
     log.info("engine.runtime_chosen", bundle_id=bundle.bundle_id, **msgspec.to_builtins(choice))
+    if chosen == "onnx-int8" and (problem := batch_dependent_problem(bundle)):
+        log.warning("engine.runtime_batch_dependent", bundle_id=bundle.bundle_id, reason=problem)
     return engines[chosen], choice
 
 
