@@ -38,6 +38,7 @@ from vlm_engine.clip import ClipModelConfig
 from vlm_engine.clip.quickset import samples_from_bars
 from vlm_engine.infer import ChartEngine, InferenceConfig, load_engine
 from vlm_engine.infer.engine import readout_matrix
+from vlm_engine.infer.onnx_bundle import export_to_bundle
 from vlm_engine.render import ChartWindow
 
 SIZES = {
@@ -238,8 +239,13 @@ def compare_variants(bundle: Path, seconds: float) -> dict[str, float]:
             f"{key}_cpu_ms_per_chart": 1e3 * per_call / 64,
             f"{key}_cpu_vs_fp32": per_call / fp32_cpu,
         }
+    int8 = (
+        f"INT8 {stage.get('quantization', 'dynamic')}"
+        if "int8" in stage.get("variants", ["int8"])
+        else f"INT8 not written: {stage.get('refused', {}).get('onnx-int8')}"
+    )
     print(
-        f"on the whole test split (the card's onnx stage, {stage.get('test_charts')} charts, INT8 {stage.get('quantization', 'dynamic')}): {stage.get('parity')}"
+        f"on the whole test split (the card's onnx stage, {stage.get('test_charts')} charts, {int8}): {stage.get('parity')}"
     )
     return out
 
@@ -282,12 +288,16 @@ def main() -> None:
             out=tmp / "default",
             device="cpu",
         )
+        # the ONNX export `model build` adds (INT8 calibrated on the training split)
+        export_to_bundle(tmp / "default", train=splits["train"], test=splits["test"])
         args.bundle = tmp / "default"
     print(
         f"bundle {args.bundle}  threads {args.threads}  device {'cuda' if torch.cuda.is_available() else 'cpu'}"
     )
     with Session("clip") as bench:
-        if args.variants:
+        if args.variants and not (args.bundle / "onnx").is_dir():
+            print(f"--variants: {args.bundle} has no ONNX export (`vlmtrader model export-onnx`)")
+        elif args.variants:
             print_op_profiles(args.bundle)
             bench.until_stable(
                 lambda: compare_variants(args.bundle, args.seconds),
