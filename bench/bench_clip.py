@@ -7,7 +7,14 @@ Threads default to 1: the model is small, and on a busy 2-core machine two OpenM
 spend most of their time spin-waiting for each other (measured 5x slower).
 With --runtimes (default torch,auto) each CLIP runtime is served in the same run (issue 16 goal:
 >= 5,000 charts/s at batch 64 with the runtime auto picks, at parity).
-Usage: python bench/bench_clip.py [--bundle DIR] [--seconds S] [--sizes] [--threads N] [--runtimes torch,auto]
+With --variants the bundle's image tower is compared as torch, ONNX fp32, dynamic INT8 (how
+bundles were exported before; quantized here from the bundle's fp32 file) and static INT8 (the
+bundle's own when static, else quantized here on its parity charts, marked so), alternated in
+rounds in one process: charts/s at batch 64, CPU ms per chart (all threads), the ratio to fp32,
+parity figures on the bundle's parity charts (a sample of its test split; the card's figures on
+the whole split beside them) and whether a chart scores the same alone and in a batch of 64.
+Usage: python bench/bench_clip.py [--bundle DIR] [--seconds S] [--sizes] [--threads N]
+       [--runtimes torch,auto] [--variants]
 """
 
 from __future__ import annotations
@@ -29,8 +36,9 @@ from strategy.market_sim import simulate_frame
 from vlm_engine.bundle import DatasetRef
 from vlm_engine.clip import ClipModelConfig
 from vlm_engine.clip.quickset import samples_from_bars
-from vlm_engine.infer import InferenceConfig, load_engine
+from vlm_engine.infer import ChartEngine, InferenceConfig, load_engine
 from vlm_engine.infer.engine import readout_matrix
+from vlm_engine.infer.onnx_bundle import export_to_bundle
 from vlm_engine.render import ChartWindow
 
 SIZES = {
@@ -108,6 +116,140 @@ def serve(bundle: Path, seconds: float, runtime: str = "torch") -> dict[str, flo
     }
 
 
+def _variant_models(bundle: Path) -> dict[str, bytes]:
+    """The ONNX towers to compare: the bundle's fp32, dynamic INT8 of it, and static INT8."""
+    from vlm_engine.bundle import load_bundle
+    from vlm_engine.infer.onnx_export import (
+        FP32_FILE,
+        INT8_FILE,
+        QUANT_PLANS,
+        quantize_dynamic_int8,
+        quantize_int8,
+    )
+    from vlm_engine.infer.runtime_choice import int8_quantization, read_parity
+
+    loaded = load_bundle(bundle)
+    fp32 = (bundle / FP32_FILE).read_bytes()
+    models = {"onnx fp32": fp32, "dynamic INT8": quantize_dynamic_int8(fp32)}
+    if INT8_FILE in loaded.card.files and int8_quantization(loaded) == "static":
+        models["static INT8"] = (bundle / INT8_FILE).read_bytes()
+    else:  # no training split at hand: calibrated on the parity charts, for speed figures only
+        charts = read_parity(loaded).images
+        models["static INT8 (bench-calibrated)"] = quantize_int8(fp32, charts, QUANT_PLANS[0])
+    return models
+
+
+def _variant_engines(bundle: Path, models: dict[str, bytes]) -> dict[str, ChartEngine]:
+    """torch and an ONNX engine per model, one worker each."""
+    from vlm_engine.bundle import load_bundle
+    from vlm_engine.infer import InferenceEngine
+    from vlm_engine.infer.onnx_runtime import OnnxEngine
+
+    loaded = load_bundle(bundle)
+    config = InferenceConfig(device="cpu", threads=1, workers=1, warmup_batches=1)
+    engines: dict[str, ChartEngine] = {"torch": InferenceEngine(bundle=loaded, config=config)}
+    for name, model in models.items():
+        variant = "fp32" if name == "onnx fp32" else "int8"
+        engines[name] = OnnxEngine(bundle=loaded, config=config, variant=variant, model=model)
+    return engines
+
+
+def op_profile(model: bytes, images: np.ndarray, runs: int = 20) -> list[tuple[str, float]]:
+    """Share of the ONNX session's kernel time per op type (onnxruntime's own profiler), after
+    the graph optimizations a served session gets."""
+    import json
+
+    import onnxruntime as ort
+
+    from vlm_engine.infer.onnx_runtime import session_options
+
+    options = session_options(1)
+    options.enable_profiling = True
+    options.profile_file_prefix = str(Path(tempfile.mkdtemp(prefix="bench_clip_prof_")) / "ort")
+    session = ort.InferenceSession(model, sess_options=options, providers=["CPUExecutionProvider"])
+    for _ in range(runs):
+        session.run(None, {"images": images})
+    trace = Path(session.end_profiling())
+    by_op: dict[str, float] = {}
+    for event in json.loads(trace.read_text()):
+        if event.get("cat") == "Node" and event["name"].endswith("_kernel_time"):
+            op = event["args"]["op_name"]
+            by_op[op] = by_op.get(op, 0.0) + event["dur"]
+    trace.unlink()
+    total = sum(by_op.values()) or 1.0
+    return sorted(((op, t / total) for op, t in by_op.items()), key=lambda x: -x[1])
+
+
+def print_op_profiles(bundle: Path) -> None:
+    """Where the tower's time goes per op type: fp32, dynamic and static INT8 (see op_profile)."""
+    from vlm_engine.bundle import load_bundle
+    from vlm_engine.infer.runtime_choice import read_parity
+
+    images = read_parity(load_bundle(bundle)).images[:64]
+    models = _variant_models(bundle)
+    print(f"\n-- kernel time per op type, batch 64 ({os.getloadavg()[0]:.2f} load)")
+    for name, model in models.items():
+        shares = "  ".join(f"{op} {share:.0%}" for op, share in op_profile(model, images)[:10])
+        print(f"{name:<32} {shares}")
+
+
+def compare_variants(bundle: Path, seconds: float) -> dict[str, float]:
+    """One run of the --variants table (see the module doc); returns its figures."""
+    from vlm_engine.bundle import load_bundle
+    from vlm_engine.infer.runtime_choice import figures as parity_figures
+    from vlm_engine.infer.runtime_choice import read_parity
+
+    engines = _variant_engines(bundle, _variant_models(bundle))
+    charts = read_parity(load_bundle(bundle))
+    batch = windows(64, next(iter(engines.values())).spec.bars_needed)
+    load_before = os.getloadavg()[0]
+    wall = dict.fromkeys(engines, 0.0)
+    cpu = dict.fromkeys(engines, 0.0)
+    calls = dict.fromkeys(engines, 0)
+    deadline = time.perf_counter() + seconds
+    while time.perf_counter() < deadline or min(calls.values()) < 5:
+        for name, engine in engines.items():  # alternated: each round sees the same load
+            w, c = time.perf_counter(), time.process_time()
+            engine.score_batch(batch)
+            wall[name] += time.perf_counter() - w
+            cpu[name] += time.process_time() - c
+            calls[name] += 1
+    load = max(load_before, os.getloadavg()[0])
+    stage = load_bundle(bundle).card.stages.get("onnx", {})
+    print(
+        f"\n-- image tower variants of {bundle} (batch 64, one worker, load {load:.2f} on {os.cpu_count()} cores)"
+    )
+    print(
+        f"{'variant':<32} {'charts/s':>9} {'CPU ms/chart':>13} {'vs fp32':>8} {'pattern acc':>12} {'dir AUC':>8} {'alone == in 64':>15}"
+    )
+    out: dict[str, float] = {"load": load}
+    fp32_cpu = cpu["onnx fp32"] / calls["onnx fp32"]
+    for name, engine in engines.items():
+        per_call = cpu[name] / calls[name]
+        acc, auc_value = parity_figures(engine.score_images(charts.images), charts)
+        one = engine.score_images(charts.images[3:4]).embeddings[0]
+        same = bool(np.array_equal(one, engine.score_images(charts.images[:64]).embeddings[3]))
+        print(
+            f"{name:<32} {64 * calls[name] / wall[name]:>9.0f} {1e3 * per_call / 64:>13.4f} "
+            f"{per_call / fp32_cpu:>8.3f} {acc:>12.4f} {auc_value:>8.4f} {same!s:>15}"
+        )
+        key = name.split(" (")[0].replace(" ", "_").lower()
+        out |= {
+            f"{key}_charts_per_s": 64 * calls[name] / wall[name],
+            f"{key}_cpu_ms_per_chart": 1e3 * per_call / 64,
+            f"{key}_cpu_vs_fp32": per_call / fp32_cpu,
+        }
+    int8 = (
+        f"INT8 {stage.get('quantization', 'dynamic')}"
+        if "int8" in stage.get("variants", ["int8"])
+        else f"INT8 not written: {stage.get('refused', {}).get('onnx-int8')}"
+    )
+    print(
+        f"on the whole test split (the card's onnx stage, {stage.get('test_charts')} charts, {int8}): {stage.get('parity')}"
+    )
+    return out
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument(
@@ -119,6 +261,11 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=14)
     p.add_argument(
         "--runtimes", default="torch,auto", help="CLIP runtimes: torch, onnx, onnx-int8, auto"
+    )
+    p.add_argument(
+        "--variants",
+        action="store_true",
+        help="compare torch, ONNX fp32, dynamic and static INT8 of --bundle in one run",
     )
     args = p.parse_args()
     torch.set_num_threads(args.threads)
@@ -141,11 +288,22 @@ def main() -> None:
             out=tmp / "default",
             device="cpu",
         )
+        # the ONNX export `model build` adds (INT8 calibrated on the training split)
+        export_to_bundle(tmp / "default", train=splits["train"], test=splits["test"])
         args.bundle = tmp / "default"
     print(
         f"bundle {args.bundle}  threads {args.threads}  device {'cuda' if torch.cuda.is_available() else 'cpu'}"
     )
     with Session("clip") as bench:
+        if args.variants and not (args.bundle / "onnx").is_dir():
+            print(f"--variants: {args.bundle} has no ONNX export (`vlmtrader model export-onnx`)")
+        elif args.variants:
+            print_op_profiles(args.bundle)
+            bench.until_stable(
+                lambda: compare_variants(args.bundle, args.seconds),
+                key="static_int8_cpu_vs_fp32",
+                prefix="variants_",
+            )
         for runtime in args.runtimes.split(","):
             figures = bench.until_stable(
                 lambda r=runtime: serve(args.bundle, args.seconds, r),

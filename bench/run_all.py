@@ -32,7 +32,7 @@ FULL: dict[str, list[str]] = {
     "backtest": [],
     "render": [],
     "dataset": [],
-    "clip": [],
+    "clip": ["--variants"],  # torch, fp32, dynamic and static INT8 side by side
     "ml_pipeline": [],
     "ml_auc": [],
     "evaluate": [],

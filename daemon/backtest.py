@@ -87,19 +87,16 @@ def backtest_config(cfg: AppConfig, bar_seconds: int) -> BacktestConfig:
 
 def clip_options(cfg: AppConfig, runtime: str | None) -> LoadOptions:
     """Where CLIP runs for a bundle's contenders: the config's scorer.device/threads/workers and
-    scorer.runtime, which a --runtime flag overrides.
-
-    `auto` means ONNX fp32 here (torch when the bundle has no export), never INT8: the INT8 export
-    is dynamically quantized, so a chart's activations are scaled by the whole batch it came in and
-    its score depends on its batch-mates. A research run must not change with how its charts were
-    batched or sharded (a --ray run equals the local one); ask for onnx-int8 by name to get it."""
+    scorer.runtime, which a --runtime flag overrides. `auto` means what it means in the daemon:
+    every runtime it may pick scores a chart the same whatever its batch-mates (INT8 is statically
+    quantized; auto refuses an older bundle's dynamic INT8), so a research run does not change with
+    how its charts were batched or sharded (a --ray run equals the local one)."""
     sc = cfg.scorer
-    chosen = runtime or sc.runtime
     return LoadOptions(
         device=sc.device,
         threads=sc.threads,
         workers=sc.workers,
-        runtime="onnx" if chosen == "auto" else chosen,  # type: ignore[arg-type]  # choices checked
+        runtime=runtime or sc.runtime,  # type: ignore[arg-type]  # choices checked
     )
 
 

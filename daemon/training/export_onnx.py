@@ -1,7 +1,8 @@
 """`vlmtrader model export-onnx` as a library: the ONNX export added to a bundle built before the
-build made one, checked for parity on the bundle's own CLIP test split.
+build made one (or rewritten: a bundle whose INT8 is the old dynamic one gets static INT8),
+checked for parity on the bundle's own CLIP test split, INT8 calibrated on its training split.
 
-The test split is not stored in a bundle; it is rebuilt from the build's source (the simulated
+The splits are not stored in a bundle; they are rebuilt from the build's source (the simulated
 market, or the user's bars) and config exactly as the build drew it, and accepted only when the
 data and config hash to the card's manifest hash (the build's key): parity is measured on the
 charts the bundle was tested on, or not at all.
@@ -62,10 +63,10 @@ def _labelled_bars(source: str, cfg: BuildConfig, bars: Path | None) -> pd.DataF
     return frame
 
 
-def rebuild_test_split(
+def rebuild_splits(
     card: ModelCard, *, where: Path, configs: Sequence[BuildConfig], bars: Path | None = None
-) -> ClipSamples:
-    """The CLIP test split of the build that made `card`, from the first config (with `bars` for a
+) -> dict[str, ClipSamples]:
+    """The CLIP splits (train, validation, test) of the build that made `card`, from the first config (with `bars` for a
     bundle of user bars) whose data and config hash to the card's manifest hash; BuildInputError,
     one line, when none does."""
     source = card.dataset.source
@@ -83,7 +84,7 @@ def rebuild_test_split(
         ts = ts_seconds(frame)
         cut = time_split(np.unique(ts), cfg)
         samples = msgspec.structs.replace(cfg.samples, horizon=horizon)
-        return samples_from_bars(frame[ts <= cut.clip_end], cfg.spec, samples)["test"]
+        return samples_from_bars(frame[ts <= cut.clip_end], cfg.spec, samples)
     what = "--config" if source.startswith(SIM) else "--bars and --config"
     msg = (
         f"{where}: cannot rebuild its test split: no config tried reproduces the build "
@@ -101,19 +102,22 @@ def export_onnx(
     progress: bool = False,
 ) -> OnnxExport:
     """Add the ONNX export (fp32, INT8 unless int8 is False) to a bundle, parity checked on its test
-    split (see vlm_engine.infer.onnx_bundle); BuildInputError when the split cannot be rebuilt,
+    split and INT8 calibrated on its training split (see vlm_engine.infer.onnx_bundle);
+    BuildInputError when the splits cannot be rebuilt,
     ExportRefused when fp32 fails its parity check."""
     card = read_card(bundle)
     with tqdm(total=len(STEPS) + 1, desc="export-onnx", disable=not progress) as bar:
-        bar.set_postfix_str("test split")
+        bar.set_postfix_str("splits")
         configs = candidate_configs(card.dataset.source, config)
-        test = rebuild_test_split(card, where=bundle, configs=configs, bars=bars)
+        splits = rebuild_splits(card, where=bundle, configs=configs, bars=bars)
         bar.update(1)
 
         def step(name: str) -> None:
             bar.set_postfix_str(name)
             bar.update(1)
 
-        result = export_to_bundle(bundle, test=test, int8=int8, step=step)
+        result = export_to_bundle(
+            bundle, train=splits["train"], test=splits["test"], int8=int8, step=step
+        )
         bar.update(bar.total - bar.n)
     return result

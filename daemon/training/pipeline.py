@@ -312,7 +312,7 @@ def _clip_stage(
     from vlm_engine.infer.onnx_bundle import export_to_bundle
 
     try:
-        return export_to_bundle(bundle, test=splits["test"]).card
+        return export_to_bundle(bundle, train=splits["train"], test=splits["test"]).card
     except ExportRefused:  # logged (onnx.refused): the bundle serves CLIP on torch
         return read_card(bundle)
 

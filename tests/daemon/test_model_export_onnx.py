@@ -17,7 +17,8 @@ from tests.daemon.ml_helpers import quick_bundle
 from vlm_engine.bundle import add_to_bundle, load_bundle, read_card, verify_bundle
 from vlm_engine.bundle import bundle as bundle_io
 from vlm_engine.infer import InferenceConfig, choose_engine, runtime_choice
-from vlm_engine.infer.onnx_export import FP32_FILE, INT8_FILE, PARITY_FILE
+from vlm_engine.infer.onnx_export import FP32_FILE, INT8_FILE, PARITY_FILE, quantize_dynamic_int8
+from vlm_engine.infer.runtime_choice import batch_dependent_problem
 
 ONNX_FILES = (FP32_FILE, INT8_FILE, PARITY_FILE)
 CPU = InferenceConfig(device="cpu", threads=1, warmup_batches=1)
@@ -54,6 +55,23 @@ def test_export_onnx_when_bundle_has_no_export_then_added_parity_checked_and_ser
     assert f"bundle {card.bundle_id}: ONNX onnx" in out
     assert main(["model", "verify", str(old), "--runtime", "onnx"]) == 0
     assert "on CLIP runtime onnx " in capsys.readouterr().out
+
+
+def test_export_onnx_when_bundle_has_dynamic_int8_then_rewritten_as_static(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    old = shutil.copytree(quick_bundle(), tmp_path / "dynamic")
+    stage = {k: v for k, v in read_card(old).stages["onnx"].items() if k != "quantization"}
+    stage["variants"] = ["fp32", "int8"]  # as `model build` wrote it before static INT8
+    dynamic = quantize_dynamic_int8((old / FP32_FILE).read_bytes())
+    add_to_bundle(old, files={INT8_FILE: dynamic}, stages={"onnx": stage})
+    assert "dynamic INT8" in batch_dependent_problem(load_bundle(old))
+    assert main(["model", "export-onnx", str(old)]) == 0
+    assert "ONNX onnx, onnx-int8 added" in capsys.readouterr().out
+    card = verify_bundle(old)
+    assert card.stages["onnx"]["quantization"] == "static"
+    assert (old / INT8_FILE).read_bytes() != dynamic
+    assert batch_dependent_problem(load_bundle(old)) == ""
 
 
 def test_export_onnx_when_int8_fails_parity_then_fp32_only_and_reason_printed(

@@ -42,16 +42,15 @@ def inputs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     frame = simulate_frame(market, datetime(2024, 3, 1, tzinfo=UTC), 360)
     bars = base / "bars.parquet"
     frame[["symbol", "ts", "open", "high", "low", "close", "volume"]].to_parquet(bars)
+    # CLIP on the static INT8 export, named: its scores do not depend on how the charts were
+    # batched or sharded (auto would measure its pick in each run, and two runs may pick apart)
+    head = "starting_cash: 100000\nscorer: {runtime: onnx-int8}\n"
     local = base / "local.yaml"
-    local.write_text("starting_cash: 100000\n")
+    local.write_text(head)
     on_ray = base / "ray.yaml"  # the same, plus the `ray:` section
-    on_ray.write_text(
-        f"starting_cash: 100000\nray:\n  shard_bars: {SHARD_BARS}\n  max_retries: 3\n"
-    )
+    on_ray.write_text(f"{head}ray:\n  shard_bars: {SHARD_BARS}\n  max_retries: 3\n")
     pinned = base / "pinned.yaml"  # every scoring actor on the second node (resource node2)
-    pinned.write_text(
-        f"starting_cash: 100000\nray:\n  shard_bars: {SHARD_BARS}\n  resources: {{node2: 1}}\n"
-    )
+    pinned.write_text(f"{head}ray:\n  shard_bars: {SHARD_BARS}\n  resources: {{node2: 1}}\n")
     return {
         "bars": bars,
         "local": local,

@@ -11,7 +11,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from tests.vlm_engine.clip_helpers import tiny_bundle, tiny_splits, window
-from vlm_engine.bundle import load_bundle, verify_bundle
+from vlm_engine.bundle import add_to_bundle, load_bundle, read_card, verify_bundle
 from vlm_engine.infer import (
     ClipBatch,
     InferenceConfig,
@@ -21,7 +21,14 @@ from vlm_engine.infer import (
     load_engine,
 )
 from vlm_engine.infer.onnx_bundle import export_to_bundle
-from vlm_engine.infer.onnx_export import FP32_FILE, INT8_FILE, PARITY_FILE
+from vlm_engine.infer.onnx_export import (
+    FP32_FILE,
+    INT8_FILE,
+    PARITY_FILE,
+    QUANT_PLANS,
+    quantize_dynamic_int8,
+    quantize_int8,
+)
 from vlm_engine.infer.onnx_runtime import OnnxEngine, session_options
 from vlm_engine.infer.runtime_choice import (
     FP32_TOLERANCE,
@@ -32,7 +39,6 @@ from vlm_engine.infer.runtime_choice import (
 )
 
 CONFIG = InferenceConfig(device="cpu", threads=1, warmup_batches=1, max_batch=8)
-ONNX_FILES = (FP32_FILE, INT8_FILE, PARITY_FILE)
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +46,7 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("onnx") / "bundle"
     tiny_bundle(out, seed=0)
     splits = tiny_splits()
-    export_to_bundle(out, test=splits["test"])
+    export_to_bundle(out, train=splits["train"], test=splits["test"])
     return out
 
 
@@ -52,9 +58,15 @@ def copy_of(bundle: Path, tmp_path: Path) -> Path:
 
 def test_export_when_added_to_bundle_then_files_hashed_in_card_and_stage_recorded(exported: Path):
     card = verify_bundle(exported)  # every file, the ONNX ones included, matches its sha256
-    assert set(ONNX_FILES) <= set(card.files)
+    assert {FP32_FILE, PARITY_FILE} <= set(card.files)
     stage = card.stages["onnx"]
     assert stage["opset"] >= 17
+    if "int8" in stage["variants"]:  # static, calibrated on the training split
+        assert INT8_FILE in card.files
+        assert stage["quantization"] == "static"
+        assert stage["calibration_charts"] == min(256, len(tiny_splits()["train"]))
+    else:  # this one-epoch model's 15 test charts: one swapped rank moves the AUC by 0.04
+        assert "INT8 direction AUC" in stage["refused"]["onnx-int8"]
     assert stage["parity_charts"] == len(read_parity(load_bundle(exported)).images) > 0
 
 
@@ -181,3 +193,55 @@ def test_timing_clock_when_on_cpu_then_process_cpu_time_not_wall_time():
     from vlm_engine.infer.runtime_choice import timing_clock
 
     assert timing_clock(InferenceConfig(device="cpu")) is time.process_time
+
+
+def _alone_in_7_in_64(engine: OnnxEngine, images: np.ndarray) -> list[np.ndarray]:
+    """Chart 3's embedding scored alone, in a batch of 7 and in a batch of 64."""
+    batch = images[np.arange(64) % len(images)]
+    return [
+        engine.embed(batch[3:4])[0],
+        engine.embed(batch[:7])[3],
+        engine.embed(batch)[3],
+        engine.score_images(batch).embeddings[3],  # chunked over the engine's workers
+    ]
+
+
+def test_int8_when_static_then_embedding_bit_identical_alone_and_in_batches_of_7_and_64(
+    exported: Path,
+):
+    bundle = load_bundle(exported)
+    fp32 = (exported / FP32_FILE).read_bytes()
+    train, test = tiny_splits()["train"], tiny_splits()["test"]
+    static = quantize_int8(fp32, train.images, QUANT_PLANS[0])
+    engine = OnnxEngine(bundle=bundle, config=CONFIG, variant="int8", model=static)
+    alone, *batched = _alone_in_7_in_64(engine, test.images)
+    assert all(np.array_equal(alone, b) for b in batched)
+    # the check can fail: dynamic INT8 scales a chart by its whole batch's range
+    dynamic = quantize_dynamic_int8(fp32)
+    engine = OnnxEngine(bundle=bundle, config=CONFIG, variant="int8", model=dynamic)
+    alone, *batched = _alone_in_7_in_64(engine, test.images)
+    assert not all(np.array_equal(alone, b) for b in batched)
+
+
+def test_auto_when_int8_export_is_dynamic_then_refused_as_batch_dependent_and_logged(
+    exported: Path, tmp_path: Path
+):
+    bundle = copy_of(exported, tmp_path)
+    stage = {k: v for k, v in read_card(bundle).stages["onnx"].items() if k != "quantization"}
+    stage["variants"] = ["fp32", "int8"]  # as a bundle exported before static INT8
+    dynamic = quantize_dynamic_int8((bundle / FP32_FILE).read_bytes())
+    add_to_bundle(bundle, files={INT8_FILE: dynamic}, stages={"onnx": stage})
+    auto = InferenceConfig(device="cpu", threads=1, warmup_batches=1, runtime="auto")
+    with capture_logs() as logs:
+        engine, choice = choose_engine(load_bundle(bundle), auto)
+    assert "dynamic INT8 (not static)" in choice.refused["onnx-int8"]
+    assert "onnx-int8" not in choice.ms_per_chart
+    assert engine.runtime in {"onnx", "torch"}
+    refused = [e for e in logs if e["event"] == "engine.runtime_refused"]
+    assert [e["runtime"] for e in refused] == ["onnx-int8"]
+    by_name = InferenceConfig(device="cpu", threads=1, warmup_batches=1, runtime="onnx-int8")
+    with capture_logs() as logs:
+        engine, choice = choose_engine(load_bundle(bundle), by_name)
+    assert engine.runtime == choice.chosen == "onnx-int8"  # asked for by name it serves, warned
+    warned = [e for e in logs if e["event"] == "engine.runtime_batch_dependent"]
+    assert "dynamic INT8" in warned[0]["reason"]

@@ -7,10 +7,13 @@ into the patch embedding, as InferenceEngine does) are inside it. The read-out a
 prompt embeddings and the calibration stay outside (ChartEngine), so `vlmtrader calibrate`
 never makes the export stale; the card's stage "onnx" names the CLIP weights it came from.
 
-INT8 is onnxruntime.quantization's dynamic quantization of the weight MatMuls. What is written
-into a bundle passed its parity check on the bundle's test split (onnx_bundle); whether it may
-serve is checked again at load (runtime_choice) on the parity charts, a sample of that split
-stored beside it.
+INT8 is onnxruntime.quantization's static quantization (QDQ, per-channel int8 weights, uint8
+activations with scales calibrated on charts of the bundle's training split) of the weight
+MatMuls and, where parity holds, the patch embedding (fed the uint8 pixels themselves): fixed
+scales, so a chart scores the same whatever batch it comes in. What is written into a bundle passed its parity check on the bundle's
+test split (onnx_bundle); whether it may serve is checked again at load (runtime_choice) on the
+parity charts, a sample of that split stored beside it. Bundles exported before carry dynamic
+INT8 (scales from each call's whole batch); the card's stage says which (`quantization`).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import numpy as np
 import numpy.typing as npt
 import structlog
@@ -54,6 +58,37 @@ def resize_matrix(size_in: int, size_out: int) -> torch.Tensor:
     return resized[0, 0].float()
 
 
+class PatchEmbeddings(torch.nn.Module):
+    """CLIP's vision embeddings on uint8 NHWC charts of the model's own size: the patches are cut
+    from the uint8 pixels (a reshape and a transpose of bytes), cast once, and embedded by one
+    MatMul against the folded patch weights, in place of NHWC -> NCHW, a cast of every pixel and
+    the convolution's im2col. The same sums, so fp32 parity holds; for INT8 the MatMul's input is
+    the pixels themselves (quantize_int8 feeds them to it uncast: exact)."""
+
+    def __init__(self, embeddings: Any, height: int, width: int) -> None:
+        super().__init__()
+        conv = embeddings.patch_embedding
+        self.patch = int(conv.kernel_size[0])
+        self.grid = (height // self.patch, width // self.patch)
+        dim = int(conv.out_channels)
+        # (out, c, kh, kw) -> (kh * kw * c, out): the order a NHWC patch flattens in
+        self.weight = torch.nn.Parameter(
+            conv.weight.detach().permute(2, 3, 1, 0).reshape(-1, dim).contiguous()
+        )
+        self.bias = torch.nn.Parameter(conv.bias.detach().clone())
+        self.cls = torch.nn.Parameter(embeddings.class_embedding.detach().view(1, 1, dim).clone())
+        self.positions = torch.nn.Parameter(
+            embeddings.position_embedding(embeddings.position_ids).detach().clone()
+        )
+
+    def forward(self, images: torch.Tensor, interpolate_pos_encoding: bool = False) -> torch.Tensor:
+        (rows, cols), p = self.grid, self.patch
+        patches = images.reshape(-1, rows, p, cols, p, 3).permute(0, 1, 3, 2, 4, 5)
+        tokens = patches.reshape(-1, rows * cols, p * p * 3).float() @ self.weight + self.bias
+        cls = self.cls.expand(tokens.shape[0], -1, -1)
+        return torch.cat([cls, tokens], dim=1) + self.positions
+
+
 class ImageTower(torch.nn.Module):
     """uint8 NHWC charts of one spec -> unit CLIP image embeddings; what the ONNX file computes."""
 
@@ -62,18 +97,21 @@ class ImageTower(torch.nn.Module):
         model: Any = copy.deepcopy(parts.model).float().eval()
         embeddings = model.vision_model.embeddings
         embeddings.patch_embedding = parts.preprocess.fold_into(embeddings.patch_embedding)
-        self.model = model
         size = parts.preprocess.size
         self.resize = (spec.height, spec.width) != (size, size)
+        if not self.resize:  # the charts are the model's input: embed their uint8 patches
+            model.vision_model.embeddings = PatchEmbeddings(embeddings, size, size)
+        self.model = model
         self.rows: torch.Tensor
         self.cols: torch.Tensor
         self.register_buffer("rows", resize_matrix(spec.height, size))
         self.register_buffer("cols", resize_matrix(spec.width, size).T.contiguous())
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        pixels = images.permute(0, 3, 1, 2).float()
         if self.resize:
-            pixels = self.rows @ pixels @ self.cols
+            pixels = self.rows @ images.permute(0, 3, 1, 2).float() @ self.cols
+        else:
+            pixels = images  # PatchEmbeddings cuts the uint8 NHWC charts itself
         out = self.model.get_image_features(pixel_values=pixels)
         features = out.pooler_output if hasattr(out, "pooler_output") else out
         return F.normalize(features, dim=-1)
@@ -101,10 +139,8 @@ def export_fp32(parts: ClipParts, spec: ChartSpec) -> bytes:
 
 
 def weight_matmuls(model_path: Path) -> list[str]:
-    """The nodes INT8 pays off on: MatMul against a weight of the model. Not the resize (its
-    matrices act on raw pixels), not attention's activation x activation products and not the
-    patch convolution: quantizing those too cost the default tower up to 0.02 on its unit
-    embeddings (max |difference|) and was slower on this CPU; the weight MatMuls alone, 0.009."""
+    """The MatMuls against a weight of the encoder and projection: not the resize (its matrices
+    act on raw pixels), not attention's activation x activation products, not the patch embedding."""
     import onnx
 
     graph = onnx.load(str(model_path)).graph
@@ -112,22 +148,156 @@ def weight_matmuls(model_path: Path) -> list[str]:
     return [
         n.name
         for n in graph.node
-        if n.op_type == "MatMul" and n.input[1] in weights and "rows" not in n.input
+        if n.op_type == "MatMul"
+        and n.input[1] in weights
+        and "rows" not in n.input
+        and "/embeddings/" not in n.name
     ]
 
 
-def quantize_int8(fp32: bytes) -> bytes:
-    """INT8 of an exported tower: dynamic quantization (int8 weights, activations quantized per
-    call from their own range) of the weight MatMuls, the rest fp32. On the default bundle it was
-    faster than static QDQ calibrated on training charts and closer to fp32 (109 vs 128-144 ms per
-    64 charts at load 13; max embedding difference 0.009 vs 0.010-0.012)."""
-    from onnxruntime.quantization import QuantType, quantize_dynamic
+def patch_embedding(model_path: Path) -> list[str]:
+    """The patch embedding: PatchEmbeddings' MatMul, or the convolution of a tower that resizes."""
+    import onnx
+
+    graph = onnx.load(str(model_path)).graph
+    return [
+        n.name
+        for n in graph.node
+        if (n.op_type == "MatMul" and "/embeddings/" in n.name) or n.op_type == "Conv"
+    ]
+
+
+def _pixel_casts(model_path: Path) -> dict[str, str]:
+    """Cast nodes of uint8 pixels to float in the embeddings (PatchEmbeddings' one): their output
+    -> their input."""
+    import onnx
+
+    graph = onnx.load(str(model_path)).graph
+    types = {v.name: v.type.tensor_type.elem_type for v in [*graph.input, *graph.value_info]}
+    return {
+        n.output[0]: n.input[0]
+        for n in graph.node
+        if n.op_type == "Cast"
+        and "/embeddings/" in n.name
+        and types.get(n.input[0]) == onnx.TensorProto.UINT8
+    }
+
+
+def _uncast(model: Any, casts: dict[str, str]) -> None:
+    """Feed uint8 pixels straight into their DequantizeLinear: drop Cast -> QuantizeLinear pairs
+    whose scale is 1 and zero point 0 (a no-op on bytes), so no pixel is cast or requantized."""
+    from onnx import numpy_helper
+
+    graph = model.graph
+    consts = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
+    dropped, renamed = [], {}
+    for node in graph.node:
+        if node.op_type != "QuantizeLinear" or node.input[0] not in casts:
+            continue
+        scale, zero = consts.get(node.input[1]), consts.get(node.input[2])
+        if scale is None or zero is None or zero.dtype != np.uint8:
+            continue
+        if float(scale) != 1.0 or int(zero) != 0:
+            continue
+        renamed[node.output[0]] = casts[node.input[0]]
+        dropped.append(node)
+    dropped += [n for n in graph.node if n.op_type == "Cast" and n.output[0] in casts]
+    for node in dropped:
+        graph.node.remove(node)
+    for node in graph.node:
+        for i, name in enumerate(node.input):
+            node.input[i] = renamed.get(name, name)
+
+
+class QuantPlan(msgspec.Struct, frozen=True):
+    """Which nodes a static INT8 export quantizes, and its card's words for them."""
+
+    name: str
+    patch: bool
+
+
+# Tried in order until one passes parity: the patch embedding too, else the weight MatMuls alone.
+# On boot_quiet both held; the CPU per chart of fp32 was 0.715 with the patch embedding and 0.82
+# without (dynamic INT8: 0.84), alternated in one run at load 14.
+QUANT_PLANS = (
+    QuantPlan("weight MatMuls + patch embedding", patch=True),
+    QuantPlan("weight MatMuls", patch=False),
+)
+STATIC, DYNAMIC = "static", "dynamic"
+CALIBRATION_CHARTS = 256  # training charts the activation ranges are taken from (evenly spaced)
+CALIBRATION_BATCH = 32
+
+
+class _Charts:
+    """onnxruntime's CalibrationDataReader over calibration charts, CALIBRATION_BATCH at a time."""
+
+    def __init__(self, images: npt.NDArray[np.uint8]) -> None:
+        self._batches = iter(
+            [
+                {INPUT: images[i : i + CALIBRATION_BATCH]}
+                for i in range(0, len(images), CALIBRATION_BATCH)
+            ]
+        )
+
+    def get_next(self) -> dict[str, npt.NDArray[np.uint8]] | None:
+        return next(self._batches, None)
+
+
+def _prepared(fp32: bytes, tmp: Path) -> Path:
+    """The tower with onnxruntime's pre-processing for quantization (shapes, folded constants)."""
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
+    source, prepared = tmp / "fp32.onnx", tmp / "pre.onnx"
+    source.write_bytes(fp32)
+    quant_pre_process(str(source), str(prepared), skip_symbolic_shape=True)
+    return prepared
+
+
+def quantize_int8(fp32: bytes, calibration: npt.NDArray[np.uint8], plan: QuantPlan) -> bytes:
+    """Static INT8 of an exported tower: QDQ, int8 weights per output channel, uint8 activations
+    with fixed scales taken (min-max) from `calibration` charts, which must come from the training
+    split. Fixed scales make a chart's embedding independent of its batch-mates, bit for bit."""
+    import onnx
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
     with tempfile.TemporaryDirectory(prefix="vlmtrader-onnx-") as tmp:
-        source, prepared, target = (Path(tmp) / n for n in ("fp32.onnx", "pre.onnx", "int8.onnx"))
-        source.write_bytes(fp32)
-        quant_pre_process(str(source), str(prepared), skip_symbolic_shape=True)
+        prepared, target = _prepared(fp32, Path(tmp)), Path(tmp) / "int8.onnx"
+        nodes = weight_matmuls(prepared) + (patch_embedding(prepared) if plan.patch else [])
+        casts = _pixel_casts(prepared) if plan.patch else {}
+        exact = {"scale": np.array(1.0, np.float32), "zero_point": np.array(0, np.uint8)}
+        quantize_static(
+            str(prepared),
+            str(target),
+            _Charts(calibration[evenly(len(calibration), CALIBRATION_CHARTS)]),  # type: ignore[arg-type]  # the reader protocol
+            quant_format=QuantFormat.QDQ,
+            per_channel=True,
+            activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
+            op_types_to_quantize=["MatMul", "Conv"],
+            nodes_to_quantize=nodes,
+            calibrate_method=CalibrationMethod.MinMax,
+            extra_options={
+                "QDQOpTypePerChannelSupportToAxis": {"MatMul": 1},
+                # fp32 out of each MatMul (MatMulIntegerToFloat), not requantized for the next op
+                "OpTypesToExcludeOutputQuantization": ["MatMul"],
+                # pixels are bytes already: quantized with scale 1 and zero point 0 they are exact
+                "TensorQuantOverrides": {name: [exact] for name in casts},
+            },
+        )
+        model = onnx.load(str(target))
+        _uncast(model, casts)
+        return bytes(model.SerializeToString())
+
+
+def quantize_dynamic_int8(fp32: bytes) -> bytes:
+    """The INT8 bundles were exported with before static INT8: dynamic quantization of the weight
+    MatMuls, activations scaled per call by the range of the whole input batch, so a chart's
+    embedding depends on its batch-mates. Kept to compare with (bench_clip) and to prove the
+    batch-independence test can fail; no bundle is written with it."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    with tempfile.TemporaryDirectory(prefix="vlmtrader-onnx-") as tmp:
+        prepared, target = _prepared(fp32, Path(tmp)), Path(tmp) / "int8.onnx"
         quantize_dynamic(
             str(prepared),
             str(target),

@@ -5,7 +5,11 @@ fp32 serves when every pattern probability and p_up is within FP32_TOLERANCE of 
 when its pattern accuracy is within INT8_ACCURACY and its direction AUC within INT8_AUC of
 fp32's on the same charts. A runtime that fails is refused with the reason (logged) and the
 request falls back: onnx-int8 -> onnx -> torch. auto times every runtime whose parity holds on
-one batch (CPU time on the CPU, see timing_clock) and serves the fastest.
+one batch (CPU time on the CPU, see timing_clock) and serves the fastest. auto never considers
+an INT8 export that is not static (bundles exported before static INT8 carry dynamic INT8,
+whose scores depend on a chart's batch-mates): it is refused with the reason, and
+`vlmtrader model export-onnx BUNDLE` rewrites it; asked for by name (onnx-int8) it still serves,
+with a warning (engine.runtime_batch_dependent).
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ from vlm_engine.infer.engine import (
     resolve_device,
 )
 from vlm_engine.infer.errors import RuntimeUnavailable
-from vlm_engine.infer.onnx_export import PARITY_FILE
+from vlm_engine.infer.onnx_export import DYNAMIC, PARITY_FILE, STAGE, STATIC
 from vlm_engine.infer.onnx_runtime import OnnxEngine
 from vlm_engine.metrics import auc
 
@@ -81,6 +85,25 @@ def read_parity(bundle: Bundle) -> ParityCharts:
         msg = f"{bundle.path / PARITY_FILE}: charts of shape {charts.images.shape[1:]}, the spec draws {spec.height}x{spec.width}"
         raise RuntimeUnavailable(msg)
     return charts
+
+
+def int8_quantization(bundle: Bundle) -> str:
+    """How the bundle's INT8 export was quantized: static or dynamic (an export whose stage does
+    not say is from before static INT8: dynamic)."""
+    stage = bundle.card.stages.get(STAGE)
+    mode = stage.get("quantization", DYNAMIC) if isinstance(stage, dict) else DYNAMIC
+    return str(mode)
+
+
+def batch_dependent_problem(bundle: Bundle) -> str:
+    """Why auto may not pick the bundle's INT8 export ("" when it is static: batch-independent)."""
+    mode = int8_quantization(bundle)
+    if mode == STATIC:
+        return ""
+    return (
+        f"the bundle's INT8 export is {mode} INT8 (not static): a chart's score depends on its "
+        f"batch-mates, so auto does not serve it; rewrite it with `vlmtrader model export-onnx {bundle.path}`"
+    )
 
 
 def figures(batch: ClipBatch, charts: ParityCharts) -> tuple[float, float]:
@@ -179,8 +202,12 @@ def _int8(
     fp32: ClipBatch,
     charts: ParityCharts,
     parity: dict[str, float],
+    *,
+    auto: bool,
 ) -> OnnxEngine:
-    """The INT8 engine (RuntimeUnavailable when refused)."""
+    """The INT8 engine (RuntimeUnavailable when refused; for auto also when not static)."""
+    if auto and (problem := batch_dependent_problem(bundle)):
+        raise RuntimeUnavailable(problem)
     engine = OnnxEngine(bundle=bundle, config=config, variant="int8")
     problem = int8_problem(fp32, engine.score_images(charts.images), charts, parity)
     if problem:
@@ -189,7 +216,12 @@ def _int8(
 
 
 def _candidates(
-    bundle: Bundle, config: InferenceConfig, torch_engine: InferenceEngine, wanted: tuple[str, ...]
+    bundle: Bundle,
+    config: InferenceConfig,
+    torch_engine: InferenceEngine,
+    wanted: tuple[str, ...],
+    *,
+    auto: bool,
 ) -> tuple[dict[str, ChartEngine], dict[str, str], dict[str, float], ParityCharts | None]:
     """The engines whose parity holds (torch always), the refusals, the parity figures, the charts."""
     engines: dict[str, ChartEngine] = {"torch": torch_engine}
@@ -205,7 +237,7 @@ def _candidates(
     refused: dict[str, str] = {}
     if "onnx-int8" in wanted:
         try:
-            engines["onnx-int8"] = _int8(bundle, config, fp32_scores, charts, parity)
+            engines["onnx-int8"] = _int8(bundle, config, fp32_scores, charts, parity, auto=auto)
         except RuntimeUnavailable as e:
             refused["onnx-int8"] = str(e)
     return engines, refused, parity, charts
@@ -218,7 +250,9 @@ def choose_engine(bundle: Bundle, config: InferenceConfig) -> tuple[ChartEngine,
     if requested == "torch":
         return torch_engine, RuntimeChoice(requested=requested, chosen="torch")
     wanted = ("onnx", "onnx-int8") if requested == "auto" else FALLBACK[requested][:-1]
-    engines, refused, parity, charts = _candidates(bundle, config, torch_engine, wanted)
+    engines, refused, parity, charts = _candidates(
+        bundle, config, torch_engine, wanted, auto=requested == "auto"
+    )
     for runtime, reason in refused.items():
         log.warning(
             "engine.runtime_refused", bundle_id=bundle.bundle_id, runtime=runtime, reason=reason
@@ -239,6 +273,8 @@ def choose_engine(bundle: Bundle, config: InferenceConfig) -> tuple[ChartEngine,
         refused=refused,
     )
     log.info("engine.runtime_chosen", bundle_id=bundle.bundle_id, **msgspec.to_builtins(choice))
+    if chosen == "onnx-int8" and (problem := batch_dependent_problem(bundle)):
+        log.warning("engine.runtime_batch_dependent", bundle_id=bundle.bundle_id, reason=problem)
     return engines[chosen], choice
 
 

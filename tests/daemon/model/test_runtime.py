@@ -33,3 +33,11 @@ def test_load_when_built_bundle_and_runtime_onnx_then_scorer_serves_clip_on_onnx
     assert scorer.vision.engine.runtime == "onnx"  # type: ignore[attr-defined]
     signals = scorer.score(sample_windows()[:4])
     assert all(0.0 <= s.p_up <= 1.0 for s in signals)
+
+
+def test_clip_options_when_runtime_auto_then_research_commands_get_auto_too() -> None:
+    from daemon.backtest import clip_options
+
+    cfg = decode_config("scorer: {runtime: auto, threads: 1}")
+    assert clip_options(cfg, None).runtime == "auto"  # no "auto means fp32" special case
+    assert clip_options(cfg, "onnx-int8").runtime == "onnx-int8"  # --runtime overrides
