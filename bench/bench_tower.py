@@ -1,8 +1,8 @@
 """CLIP image tower sizes: CPU per chart against what the tower is worth, on the same test rows.
 
-For the bootstrap default and each candidate of bench/tower_candidates.py built into --dir (one
-bundle per name, `python bench/tower_candidates.py NAME DIR/NAME`; the default may be given as
---default, a bundle that is only read):
+For the 128 px bootstrap default (base128) and each candidate of bench/tower_candidates.py built
+into --dir (one bundle per name, `python bench/tower_candidates.py NAME DIR/NAME`; base128 may be
+given as --base, a bundle that is only read):
 
 - cost: CPU ms per chart at batch 64 (the calling thread's CPU time; the process's is printed
   beside it as a check that nothing ran elsewhere; one intra-op thread, one worker) of the
@@ -11,14 +11,14 @@ bundle per name, `python bench/tower_candidates.py NAME DIR/NAME`; the default m
 - worth: pattern accuracy (95% Wilson interval) and direction AUC (95% moving-block bootstrap over
   time, block max(20, 4 x horizon) bars, 1,000 resamples, all symbols pooled) on the CLIP test
   split, rebuilt from each bundle's config and checked to be the same (symbol, bar) rows as the
-  default's; the paired differences candidate - default on the same resampled blocks; the
+  base128's; the paired differences candidate - base128 on the same resampled blocks; the
   always-long and always-"none" rates on those rows. Nothing is fitted here: every figure scores
   the bundle's own calibrated outputs on rows its build held out.
 - the card's held-out figures of the tabular stage (CLIP, technical XGBoost, fused AUC and the
   base rate on the same held-out bars for every bundle) and the build's CPU seconds when its log
   (DIR/NAME.log, from tower_candidates.py) says them.
 
-Run: .venv/bin/python bench/bench_tower.py --dir /tmp/tower [--default BUNDLE] [--rounds 7]
+Run: .venv/bin/python bench/bench_tower.py --dir /tmp/tower [--base BUNDLE] [--rounds 7]
 """
 
 from __future__ import annotations
@@ -150,6 +150,52 @@ def accuracy_difference(
     return Interval(value=float(diff.mean()), low=float(low), high=float(high))
 
 
+def evaluated(directory: Path, names: list[str]) -> None:
+    """Paired AUC differences candidate - base128 of `vlmtrader evaluate`'s models (fused, clip) on
+    the same rows, from DIR/eval_NAME/predictions.parquet where both exist (evaluate --report)."""
+    import pandas as pd
+
+    files = {n: directory / f"eval_{n}" / "predictions.parquet" for n in names}
+    files = {n: f for n, f in files.items() if f.exists()}
+    if "base128" not in files or len(files) < 2:
+        return
+    frames = {
+        n: pd.read_parquet(f).sort_values(["ts", "symbol"], kind="stable") for n, f in files.items()
+    }
+    base = frames["base128"]
+    ts = base["ts"].astype("int64").to_numpy() // 10**9
+    print(
+        f"\n  vlmtrader evaluate on the held-out bars ({len(base)} rows, walk-forward, paired with base128):"
+    )
+    for name, frame in frames.items():
+        same = frame[["symbol", "ts", "y"]].reset_index(drop=True)
+        if not same.equals(base[["symbol", "ts", "y"]].reset_index(drop=True)):
+            raise SystemExit(f"eval_{name}: its rows differ from eval_base128's")
+        probs = {
+            f"{m}_{n}": f[f"p_{m}"].to_numpy()
+            for n, f in ((name, frame), ("base128", base))
+            for m in ("fused", "clip", "xgb_technical")
+        }
+        boot = block_bootstrap(
+            ts,
+            base["y"].to_numpy(),
+            probs,
+            block_bars=20,
+            config=BootstrapConfig(resamples=1000),
+            pairs=[(f"{m}_{name}", f"{m}_base128") for m in ("fused", "clip")],
+        )
+        print(
+            f"  {name:10} fused {fmt(boot.auc[f'fused_{name}'], 4)}  clip {fmt(boot.auc[f'clip_{name}'], 4)}  "
+            f"technical {fmt(boot.auc[f'xgb_technical_{name}'], 4)}"
+            + (
+                ""
+                if name == "base128"
+                else f"  fused - base128 {fmt(boot.differences[f'fused_{name} - fused_base128'], 4)}  "
+                f"clip - base128 {fmt(boot.differences[f'clip_{name} - clip_base128'], 4)}"
+            )
+        )
+
+
 def build_cpu(log: Path) -> str:
     """'CPU s (wall s)' of the build from tower_candidates.py's log, '?' when it has none."""
     if not log.exists():
@@ -167,16 +213,18 @@ def main() -> None:
     parser.add_argument(
         "--dir", type=Path, required=True, help="bundles DIR/NAME, logs DIR/NAME.log"
     )
-    parser.add_argument("--default", type=Path, help="the default bundle (else DIR/default)")
+    parser.add_argument(
+        "--base", type=Path, help="the base128 bundle, only read (else DIR/base128)"
+    )
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--repeats", type=int, default=10)
     args = parser.parse_args()
-    bundles = {"default": args.default or args.dir / "default"}
+    bundles = {"base128": args.base or args.dir / "base128"}
     bundles.update(
         {
             n: args.dir / n
             for n in CANDIDATES
-            if n != "default" and (args.dir / n / "model_card.json").exists()
+            if n != "base128" and (args.dir / n / "model_card.json").exists()
         }
     )
     with Session("tower") as bench:
@@ -184,10 +232,10 @@ def main() -> None:
             print(f"  {name}: {describe(CANDIDATES[name])}")
         ms = cost(bundles, args.rounds, args.repeats)
         scored = {name: Scored(path, name) for name, path in bundles.items()}
-        base = scored["default"]
+        base = scored["base128"]
         for name, s in scored.items():
             if s.rows != base.rows:
-                raise SystemExit(f"{name}: its test rows differ from the default's")
+                raise SystemExit(f"{name}: its test rows differ from base128's")
         moving = base.direction != 0
         up = base.direction[moving] > 0
         cfg = BootstrapConfig(resamples=1000, seed=0)
@@ -198,7 +246,7 @@ def main() -> None:
             {n: s.p_up[moving] for n, s in scored.items()},
             block_bars=block,
             config=cfg,
-            pairs=[(n, "default") for n in scored if n != "default"],
+            pairs=[(n, "base128") for n in scored if n != "base128"],
         )
         labelled = base.labels >= 0
         print(
@@ -207,21 +255,21 @@ def main() -> None:
             f"always-'none' accuracy {(base.labels[labelled] == base.none_index).mean():.3f}; "
             f"AUC block {boot.block_bars} bars x {boot.resamples} resamples"
         )
-        d = ms["default"]
+        d = ms["base128"]
         print(
-            f"\n  {'candidate':9} CPU ms/chart thread: render fp32 int8 | process: render fp32 int8 | x dflt fp32 int8"
+            f"\n  {'candidate':10} CPU ms/chart thread: render fp32 int8 | process: render fp32 int8 | x base fp32 int8"
         )
         for name, m in ms.items():
             print(
-                f"  {name:9} {m['render']:.4f} {m['fp32']:.4f} {m['int8']:.4f} | "
+                f"  {name:10} {m['render']:.4f} {m['fp32']:.4f} {m['int8']:.4f} | "
                 f"{m['render_process']:.4f} {m['fp32_process']:.4f} {m['int8_process']:.4f} | "
                 f"{(d['render'] + d['fp32']) / (m['render'] + m['fp32']):.2f} "
                 f"{(d['render'] + d['int8']) / (m['render'] + m['int8']):.2f}"
             )
         print(
-            f"\n  {'candidate':9} {'render':>6} {'fp32':>6} {'int8':>6} {'r+int8':>7} {'x dflt':>6}  "
-            f"{'pattern accuracy [95%]':24} {'acc - default':22} {'direction AUC [95%]':22} "
-            f"{'AUC - default':24} {'holdout clip/tech/fused':24} build CPU s (wall)"
+            f"\n  {'candidate':10} {'render':>6} {'fp32':>6} {'int8':>6} {'r+int8':>7} {'x base':>6}  "
+            f"{'pattern accuracy [95%]':24} {'acc - base128':26} {'direction AUC [95%]':22} "
+            f"{'AUC - base128':28} {'holdout clip/tech/fused':24} build CPU s (wall)"
         )
         for name, s in scored.items():
             m = ms[name]
@@ -231,13 +279,13 @@ def main() -> None:
                 base.ts[labelled], s.hit[labelled], base.hit[labelled], cfg, block
             )
             auc_i = boot.auc[name]
-            auc_d = boot.differences.get(f"{name} - default")
+            auc_d = boot.differences.get(f"{name} - base128")
             h = s.metrics
             print(
-                f"  {name:9} {m['render']:6.4f} {m['fp32']:6.4f} {m['int8']:6.4f} {total:7.4f} "
+                f"  {name:10} {m['render']:6.4f} {m['fp32']:6.4f} {m['int8']:6.4f} {total:7.4f} "
                 f"{(d['render'] + d['int8']) / total:6.2f}  {fmt(acc):24} "
-                f"{fmt(acc_d, 3) if name != 'default' else '':22} {fmt(auc_i):22} "
-                f"{fmt(auc_d, 3) if auc_d else '':24} "
+                f"{fmt(acc_d, 4) if name != 'base128' else '':26} {fmt(auc_i):22} "
+                f"{fmt(auc_d, 4) if auc_d else '':28} "
                 f"{h['clip_holdout_auc']:.3f}/{h['xgb_technical_holdout_auc']:.3f}/{h['fused_holdout_auc']:.3f}"
                 f"{'':6} {build_cpu(args.dir / f'{name}.log')}"
             )
@@ -252,8 +300,9 @@ def main() -> None:
                 card_direction_auc=h["direction_auc"],
                 fused_holdout_auc=h["fused_holdout_auc"],
             )
+        evaluated(args.dir, list(bundles))
         print(
-            f"\n  ms = CPU ms per chart at batch {BATCH}; x dflt = default's (render + int8) over the "
+            f"\n  ms = CPU ms per chart at batch {BATCH}; x base = base128's (render + int8) over the "
             f"candidate's; holdout = the card's AUC on its {int(base.metrics['holdout_rows'])} held-out "
             f"bars (base rate {base.metrics['holdout_base_rate']:.3f})"
         )

@@ -1,8 +1,9 @@
-"""The CLIP image tower sizes bench_tower.py compares: the bootstrap default and cheaper variants.
+"""The CLIP image tower sizes bench_tower.py compares: the 128 px bootstrap default it replaced
+(base128) and cheaper variants; chart96 is today's default (daemon/training/config.py).
 
-Each candidate is the default BootstrapConfig with only the chart size and/or the vision tower
-changed (training schedule, data, splits and seeds as the default), so its CLIP test split holds
-the same rows (symbol, bar) as the default's: the window and the sample draw do not depend on the
+Each candidate is the default BootstrapConfig with only the chart size, the vision tower and/or
+the epochs set (the rest as the default: data, splits, seeds, training schedule), so its CLIP test split
+holds the same rows (symbol, bar) for all: the window and the sample draw do not depend on the
 chart's pixel size or the model.
 Run one build: python bench/tower_candidates.py NAME OUT (prints CPU seconds, wall and load).
 """
@@ -16,24 +17,32 @@ from pathlib import Path
 
 import msgspec
 
-from daemon.training import BootstrapConfig, bootstrap
+from daemon.training import DEFAULT_SPEC, BootstrapConfig, bootstrap
+from daemon.training.config import previous_bootstrap_config
 from vlm_engine.clip import ClipModelConfig
 
 
-def _candidate(*, chart: int = 0, **model: int) -> BootstrapConfig:
+def _candidate(
+    *, chart: int = 128, epochs: int = 14, seed: int = 0, **model: int
+) -> BootstrapConfig:
+    """The bootstrap config with charts of chart x chart px, `epochs` epochs and the embedded CLIP's
+    sizes changed from ClipModelConfig's (image 128, patch 16, 2 vision layers of width 64)."""
     base = BootstrapConfig()
-    spec = base.spec
-    if chart:
-        spec = msgspec.structs.replace(spec, width=chart, height=chart)
+    spec = msgspec.structs.replace(DEFAULT_SPEC, width=chart, height=chart)
     train = msgspec.structs.replace(
-        base.train, model=msgspec.structs.replace(base.train.model, **model)
+        base.train, model=ClipModelConfig(**model), epochs=epochs, seed=seed
     )
     return msgspec.structs.replace(base, spec=spec, train=train)
 
 
 CANDIDATES: dict[str, BootstrapConfig] = {
-    "default": BootstrapConfig(),
+    "base128": previous_bootstrap_config(),  # the default until 2026-12-02: 128 px, 64 patches
     "chart96": _candidate(chart=96, image_size=96),  # rendered at 96 px: 36 patches, no resize
+    # the same with 18 epochs: chart96's validation accuracy was still rising at its 14th
+    "chart96e18": _candidate(chart=96, image_size=96, epochs=18),
+    # a second training seed of base128 and chart96: how far one build's figures move by chance
+    "base128s1": _candidate(seed=1),
+    "chart96s1": _candidate(chart=96, image_size=96, seed=1),
     "img96": _candidate(image_size=96),  # rendered at 128, resized to 96 in the graph: 36 patches
     "patch32": _candidate(patch_size=32),  # 128 px, 16 patches
     "layer1": _candidate(vision_layers=1),  # 64 patches, one vision layer
@@ -46,7 +55,8 @@ def describe(cfg: BootstrapConfig) -> str:
     patches = (m.image_size // m.patch_size) ** 2
     return (
         f"chart {cfg.spec.width}x{cfg.spec.height}, image {m.image_size}, patch {m.patch_size} "
-        f"({patches} patches), {m.vision_layers} layer(s), width {m.vision_width}"
+        f"({patches} patches), {m.vision_layers} layer(s), width {m.vision_width}, "
+        f"{cfg.train.epochs} epochs, seed {cfg.train.seed}"
     )
 
 

@@ -130,6 +130,23 @@ def _default_train() -> TrainConfig:
     )
 
 
+# The default bundle's chart and image tower: the same 20 candles drawn at 96 px, the model's input
+# size (36 patches of 16 px, no resize in the ONNX graph); until 2026-12-02 128 px and 64 patches.
+# bench/bench_tower.py, same runs at load 4-11 on 2 cores (the lead re-measures quiet): render +
+# tower 1.9x cheaper per chart (fp32 0.142 vs 0.271 CPU ms, INT8 0.120 vs 0.225), build 88 vs 127
+# CPU s. On the same 720 test charts: pattern accuracy 0.979 [0.966, 0.987] vs 0.989 [0.978, 0.994]
+# (paired -0.010 [-0.018, 0.000]), direction AUC 0.819 [0.782, 0.854] vs 0.810 [0.772, 0.850];
+# `vlmtrader evaluate` on the held-out bars: fused AUC 0.537 vs 0.540 (paired -0.003 [-0.011,
+# +0.001]). Other cuts cost more than they saved: 128 px resized to 96 inside the graph was no
+# cheaper (the resize costs what the patches save) and lost 0.025 accuracy; patch 32 (1.6x) lost
+# 0.033; one layer (1.4x) 0.019 and 0.022 AUC. User bars (BuildConfig) keep 128 px: not measured.
+BOOTSTRAP_SPEC = msgspec.structs.replace(DEFAULT_SPEC, width=96, height=96)
+
+
+def _bootstrap_train() -> TrainConfig:
+    return msgspec.structs.replace(_default_train(), model=ClipModelConfig(image_size=96))
+
+
 class BuildConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """Bars -> labelled charts -> CLIP fine-tune + calibration -> XGBoost + fusion -> held-out card figures.
 
@@ -171,12 +188,20 @@ class BootstrapConfig(BuildConfig, frozen=True, kw_only=True, forbid_unknown_fie
         )
     )
     bars: PositiveInt = 30_000
-    train_steps: Annotated[int, msgspec.Meta(ge=0)] = 0  # the tuned 14 epochs
+    spec: ChartSpec = BOOTSTRAP_SPEC
+    train: TrainConfig = msgspec.field(default_factory=_bootstrap_train)
+    train_steps: Annotated[int, msgspec.Meta(ge=0)] = 0  # train.epochs as given
     # 20,000 bars for CLIP, 10,000 later bars for the tabular stage, its last 30% held out.
     split: SplitConfig = msgspec.field(
         default_factory=lambda: SplitConfig(clip_fraction=2 / 3, holdout_fraction=0.1)
     )
     samples: QuicksetConfig = msgspec.field(default_factory=QuicksetConfig)
+
+
+def previous_bootstrap_config() -> BootstrapConfig:
+    """The bootstrap default until 2026-12-02 (128 px charts, 64 patches): `model export-onnx`
+    rebuilds the test split of a default bundle built with it."""
+    return BootstrapConfig(spec=DEFAULT_SPEC, train=_default_train())
 
 
 def _tiny_train() -> TrainConfig:
