@@ -11,12 +11,15 @@ given as --base, a bundle that is only read):
 - worth: pattern accuracy (95% Wilson interval) and direction AUC (95% moving-block bootstrap over
   time, block max(20, 4 x horizon) bars, 1,000 resamples, all symbols pooled) on the CLIP test
   split, rebuilt from each bundle's config and checked to be the same (symbol, bar) rows as the
-  base128's; the paired differences candidate - base128 on the same resampled blocks; the
+  base128's; the paired differences candidate - base128 (base128s1 for a seed-1 candidate) on
+  the same resampled blocks; the
   always-long and always-"none" rates on those rows. Nothing is fitted here: every figure scores
   the bundle's own calibrated outputs on rows its build held out.
 - the card's held-out figures of the tabular stage (CLIP, technical XGBoost, fused AUC and the
   base rate on the same held-out bars for every bundle) and the build's CPU seconds when its log
-  (DIR/NAME.log, from tower_candidates.py) says them.
+  (DIR/NAME.log, from tower_candidates.py) says them;
+- `vlmtrader evaluate --runtime onnx --report DIR/eval_NAME` run on held-out bars for some
+  bundles: their clip, technical and fused AUC and the paired differences, from predictions.parquet.
 
 Run: .venv/bin/python bench/bench_tower.py --dir /tmp/tower [--base BUNDLE] [--rounds 7]
 """
@@ -150,6 +153,14 @@ def accuracy_difference(
     return Interval(value=float(diff.mean()), low=float(low), high=float(high))
 
 
+def reference(name: str, names: Any) -> str:
+    """What `name` is paired with: base128 trained with the same seed (base128s1 for a *s1
+    candidate, when built), else base128."""
+    if name.endswith("s1") and name != "base128s1" and "base128s1" in names:
+        return "base128s1"
+    return "base128"
+
+
 def evaluated(directory: Path, names: list[str]) -> None:
     """Paired AUC differences candidate - base128 of `vlmtrader evaluate`'s models (fused, clip) on
     the same rows, from DIR/eval_NAME/predictions.parquet where both exist (evaluate --report)."""
@@ -162,18 +173,19 @@ def evaluated(directory: Path, names: list[str]) -> None:
     frames = {
         n: pd.read_parquet(f).sort_values(["ts", "symbol"], kind="stable") for n, f in files.items()
     }
-    base = frames["base128"]
-    ts = base["ts"].astype("int64").to_numpy() // 10**9
     print(
-        f"\n  vlmtrader evaluate on the held-out bars ({len(base)} rows, walk-forward, paired with base128):"
+        "\n  vlmtrader evaluate on the held-out bars (walk-forward), paired with base128 of its seed:"
     )
     for name, frame in frames.items():
+        ref = reference(name, frames)
+        base = frames[ref]
+        ts = base["ts"].astype("int64").to_numpy() // 10**9
         same = frame[["symbol", "ts", "y"]].reset_index(drop=True)
         if not same.equals(base[["symbol", "ts", "y"]].reset_index(drop=True)):
-            raise SystemExit(f"eval_{name}: its rows differ from eval_base128's")
+            raise SystemExit(f"eval_{name}: its rows differ from eval_{ref}'s")
         probs = {
             f"{m}_{n}": f[f"p_{m}"].to_numpy()
-            for n, f in ((name, frame), ("base128", base))
+            for n, f in ((name, frame), (ref, base))
             for m in ("fused", "clip", "xgb_technical")
         }
         boot = block_bootstrap(
@@ -182,16 +194,16 @@ def evaluated(directory: Path, names: list[str]) -> None:
             probs,
             block_bars=20,
             config=BootstrapConfig(resamples=1000),
-            pairs=[(f"{m}_{name}", f"{m}_base128") for m in ("fused", "clip")],
+            pairs=[(f"{m}_{name}", f"{m}_{ref}") for m in ("fused", "clip")] if name != ref else [],
         )
         print(
-            f"  {name:10} fused {fmt(boot.auc[f'fused_{name}'], 4)}  clip {fmt(boot.auc[f'clip_{name}'], 4)}  "
-            f"technical {fmt(boot.auc[f'xgb_technical_{name}'], 4)}"
+            f"  {name:10} {len(base)} rows  fused {fmt(boot.auc[f'fused_{name}'], 4)}  "
+            f"clip {fmt(boot.auc[f'clip_{name}'], 4)}  technical {fmt(boot.auc[f'xgb_technical_{name}'], 4)}"
             + (
                 ""
-                if name == "base128"
-                else f"  fused - base128 {fmt(boot.differences[f'fused_{name} - fused_base128'], 4)}  "
-                f"clip - base128 {fmt(boot.differences[f'clip_{name} - clip_base128'], 4)}"
+                if name == ref
+                else f"  fused - {ref} {fmt(boot.differences[f'fused_{name} - fused_{ref}'], 4)}  "
+                f"clip - {ref} {fmt(boot.differences[f'clip_{name} - clip_{ref}'], 4)}"
             )
         )
 
@@ -246,7 +258,7 @@ def main() -> None:
             {n: s.p_up[moving] for n, s in scored.items()},
             block_bars=block,
             config=cfg,
-            pairs=[(n, "base128") for n in scored if n != "base128"],
+            pairs=[(n, reference(n, scored)) for n in scored if n != reference(n, scored)],
         )
         labelled = base.labels >= 0
         print(
@@ -268,23 +280,24 @@ def main() -> None:
             )
         print(
             f"\n  {'candidate':10} {'render':>6} {'fp32':>6} {'int8':>6} {'r+int8':>7} {'x base':>6}  "
-            f"{'pattern accuracy [95%]':24} {'acc - base128':26} {'direction AUC [95%]':22} "
-            f"{'AUC - base128':28} {'holdout clip/tech/fused':24} build CPU s (wall)"
+            f"{'pattern accuracy [95%]':24} {'acc - base (same seed)':26} {'direction AUC [95%]':22} "
+            f"{'AUC - base (same seed)':28} {'holdout clip/tech/fused':24} build CPU s (wall)"
         )
         for name, s in scored.items():
             m = ms[name]
             total = m["render"] + m["int8"]
             acc = wilson(int(s.hit[labelled].sum()), int(labelled.sum()))
+            ref = reference(name, scored)
             acc_d = accuracy_difference(
-                base.ts[labelled], s.hit[labelled], base.hit[labelled], cfg, block
+                base.ts[labelled], s.hit[labelled], scored[ref].hit[labelled], cfg, block
             )
             auc_i = boot.auc[name]
-            auc_d = boot.differences.get(f"{name} - base128")
+            auc_d = boot.differences.get(f"{name} - {ref}")
             h = s.metrics
             print(
                 f"  {name:10} {m['render']:6.4f} {m['fp32']:6.4f} {m['int8']:6.4f} {total:7.4f} "
                 f"{(d['render'] + d['int8']) / total:6.2f}  {fmt(acc):24} "
-                f"{fmt(acc_d, 4) if name != 'base128' else '':26} {fmt(auc_i):22} "
+                f"{fmt(acc_d, 4) if name != ref else '':26} {fmt(auc_i):22} "
                 f"{fmt(auc_d, 4) if auc_d else '':28} "
                 f"{h['clip_holdout_auc']:.3f}/{h['xgb_technical_holdout_auc']:.3f}/{h['fused_holdout_auc']:.3f}"
                 f"{'':6} {build_cpu(args.dir / f'{name}.log')}"

@@ -5,7 +5,8 @@ Each candidate is the default BootstrapConfig with only the chart size, the visi
 the epochs set (the rest as the default: data, splits, seeds, training schedule), so its CLIP test split
 holds the same rows (symbol, bar) for all: the window and the sample draw do not depend on the
 chart's pixel size or the model.
-Run one build: python bench/tower_candidates.py NAME OUT (prints CPU seconds, wall and load).
+Run one build: python bench/tower_candidates.py NAME OUT (prints CPU seconds, wall and load);
+the held-out bars for `vlmtrader evaluate`: python bench/tower_candidates.py --holdout-bars FILE.
 """
 
 from __future__ import annotations
@@ -16,10 +17,13 @@ import time
 from pathlib import Path
 
 import msgspec
+import numpy as np
 
-from daemon.training import DEFAULT_SPEC, BootstrapConfig, bootstrap
+from daemon.training import DEFAULT_SPEC, BootstrapConfig, bootstrap, sim_bars
 from daemon.training.config import previous_bootstrap_config
+from daemon.training.pipeline import time_split
 from vlm_engine.clip import ClipModelConfig
+from vlm_engine.dataset.bars import ts_seconds
 
 
 def _candidate(
@@ -60,7 +64,21 @@ def describe(cfg: BootstrapConfig) -> str:
     )
 
 
+def write_holdout_bars(out: Path) -> None:
+    """The bootstrap's held-out bars (every candidate's: same market, same cuts) as a bars file
+    for `vlmtrader evaluate --bars`, without the planted labels."""
+    cfg = BootstrapConfig()
+    frame, _ = sim_bars(cfg)
+    ts = ts_seconds(frame)
+    held = frame[ts >= time_split(np.unique(ts), cfg).holdout_start]
+    held.drop(columns=["pattern"]).to_parquet(out, index=False)
+    print(f"{out}: {len(held)} held-out bars of {held['symbol'].nunique()} symbols")
+
+
 def main() -> None:
+    if sys.argv[1] == "--holdout-bars":
+        write_holdout_bars(Path(sys.argv[2]))
+        return
     name, out = sys.argv[1], Path(sys.argv[2])
     cfg = CANDIDATES[name]
     print(f"{name}: {describe(cfg)}; load at start {os.getloadavg()}", flush=True)
