@@ -132,14 +132,17 @@ def _default_train() -> TrainConfig:
 
 # The default bundle's chart and image tower: the same 20 candles drawn at 96 px, the model's input
 # size (36 patches of 16 px, no resize in the ONNX graph); until 2026-12-02 128 px and 64 patches.
-# bench/bench_tower.py, same runs at load 4-11 on 2 cores (the lead re-measures quiet): render +
-# tower 1.9x cheaper per chart (fp32 0.142 vs 0.271 CPU ms, INT8 0.120 vs 0.225), build 88 vs 127
-# CPU s. On the same 720 test charts: pattern accuracy 0.979 [0.966, 0.987] vs 0.989 [0.978, 0.994]
-# (paired -0.010 [-0.018, 0.000]), direction AUC 0.819 [0.782, 0.854] vs 0.810 [0.772, 0.850];
-# `vlmtrader evaluate` on the held-out bars: fused AUC 0.537 vs 0.540 (paired -0.003 [-0.011,
-# +0.001]). Other cuts cost more than they saved: 128 px resized to 96 inside the graph was no
-# cheaper (the resize costs what the patches save) and lost 0.025 accuracy; patch 32 (1.6x) lost
-# 0.033; one layer (1.4x) 0.019 and 0.022 AUC. User bars (BuildConfig) keep 128 px: not measured.
+# bench/bench_tower.py (2 cores; the lead re-measures quiet): render + tower 1.9-2.0x cheaper per
+# chart, same run, at load 1.5: fp32 0.166 vs 0.327 CPU ms, INT8 0.144 vs 0.281 (four runs at load
+# 1-11: fp32 1.91-1.97x, INT8 1.78-2.04x); build 88-97 vs 127-149 CPU s. Figures on the same rows,
+# 96 vs 128 px with the same training seed, paired 95% intervals (seeds 0 | 1): pattern accuracy on
+# 720 test charts 0.979 vs 0.989, -0.010 [-0.018, 0.000] | 0.988 vs 0.985, +0.003 [-0.003, +0.012];
+# direction AUC 0.819 vs 0.810 | 0.826 vs 0.820 (both intervals hold 0); `vlmtrader evaluate`'s fused
+# AUC on the held-out bars 0.537 vs 0.540, -0.003 [-0.011, +0.001] | 0.537 vs 0.534, +0.003 [-0.004,
+# +0.010]. CLIP alone there: +0.003 [-0.006, +0.006] | -0.012 [-0.020, -0.003]; two seeds of the
+# 128 px tower already differ by 0.006 in fused AUC. Other cuts lost accuracy for less: 128 px
+# resized to 96 inside the graph saved nothing and lost 0.025; patch 32 (1.6x) 0.033; one layer
+# (1.5x) 0.019 and 0.022 direction AUC. User bars (BuildConfig) keep 128 px: not measured on them.
 BOOTSTRAP_SPEC = msgspec.structs.replace(DEFAULT_SPEC, width=96, height=96)
 
 
