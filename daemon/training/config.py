@@ -130,6 +130,26 @@ def _default_train() -> TrainConfig:
     )
 
 
+# The default bundle's chart and image tower: the same 20 candles drawn at 96 px, the model's input
+# size (36 patches of 16 px, no resize in the ONNX graph); until 2026-12-02 128 px and 64 patches.
+# bench/bench_tower.py (2 cores; the lead re-measures quiet): render + tower 1.9-2.0x cheaper per
+# chart, same run, at load 1.5: fp32 0.166 vs 0.327 CPU ms, INT8 0.144 vs 0.281 (four runs at load
+# 1-11: fp32 1.91-1.97x, INT8 1.78-2.04x); build 88-97 vs 127-149 CPU s. Figures on the same rows,
+# 96 vs 128 px with the same training seed, paired 95% intervals (seeds 0 | 1): pattern accuracy on
+# 720 test charts 0.979 vs 0.989, -0.010 [-0.018, 0.000] | 0.988 vs 0.985, +0.003 [-0.003, +0.012];
+# direction AUC 0.819 vs 0.810 | 0.826 vs 0.820 (both intervals hold 0); `vlmtrader evaluate`'s fused
+# AUC on the held-out bars 0.537 vs 0.540, -0.003 [-0.011, +0.001] | 0.537 vs 0.534, +0.003 [-0.004,
+# +0.010]. CLIP alone there: +0.003 [-0.006, +0.006] | -0.012 [-0.020, -0.003]; two seeds of the
+# 128 px tower already differ by 0.006 in fused AUC. Other cuts lost accuracy for less: 128 px
+# resized to 96 inside the graph saved nothing and lost 0.025; patch 32 (1.6x) 0.033; one layer
+# (1.5x) 0.019 and 0.022 direction AUC. User bars (BuildConfig) keep 128 px: not measured on them.
+BOOTSTRAP_SPEC = msgspec.structs.replace(DEFAULT_SPEC, width=96, height=96)
+
+
+def _bootstrap_train() -> TrainConfig:
+    return msgspec.structs.replace(_default_train(), model=ClipModelConfig(image_size=96))
+
+
 class BuildConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """Bars -> labelled charts -> CLIP fine-tune + calibration -> XGBoost + fusion -> held-out card figures.
 
@@ -171,12 +191,20 @@ class BootstrapConfig(BuildConfig, frozen=True, kw_only=True, forbid_unknown_fie
         )
     )
     bars: PositiveInt = 30_000
-    train_steps: Annotated[int, msgspec.Meta(ge=0)] = 0  # the tuned 14 epochs
+    spec: ChartSpec = BOOTSTRAP_SPEC
+    train: TrainConfig = msgspec.field(default_factory=_bootstrap_train)
+    train_steps: Annotated[int, msgspec.Meta(ge=0)] = 0  # train.epochs as given
     # 20,000 bars for CLIP, 10,000 later bars for the tabular stage, its last 30% held out.
     split: SplitConfig = msgspec.field(
         default_factory=lambda: SplitConfig(clip_fraction=2 / 3, holdout_fraction=0.1)
     )
     samples: QuicksetConfig = msgspec.field(default_factory=QuicksetConfig)
+
+
+def previous_bootstrap_config() -> BootstrapConfig:
+    """The bootstrap default until 2026-12-02 (128 px charts, 64 patches): `model export-onnx`
+    rebuilds the test split of a default bundle built with it."""
+    return BootstrapConfig(spec=DEFAULT_SPEC, train=_default_train())
 
 
 def _tiny_train() -> TrainConfig:
