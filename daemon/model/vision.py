@@ -12,7 +12,7 @@ from strategy.bars import Window
 from strategy.ml_scorer import VisionModel, VisionScores
 
 if TYPE_CHECKING:  # torch loads only when a bundle does
-    from vlm_engine.infer import ChartEngine
+    from vlm_engine.infer import ChartEngine, ClipBatch
 
 
 class ClipVision:
@@ -38,15 +38,20 @@ class ClipVision:
         def scores() -> VisionScores:
             batch = join()
             self.render_seconds += batch.render_seconds
-            return VisionScores(
-                p_up=batch.p_up.astype(np.float64),
-                pattern_probs=batch.pattern_probs.astype(np.float64),
-                pattern_names=batch.classes,
-                embeddings=batch.embeddings.astype(np.float64),
-                charts=batch.images,
-            )
+            return vision_scores(batch)
 
         return scores
+
+
+def vision_scores(batch: ClipBatch) -> VisionScores:
+    """A CLIP batch's outputs as strategy's VisionScores (float64, the charts by reference)."""
+    return VisionScores(
+        p_up=batch.p_up.astype(np.float64),
+        pattern_probs=batch.pattern_probs.astype(np.float64),
+        pattern_names=batch.classes,
+        embeddings=batch.embeddings.astype(np.float64),
+        charts=batch.images,
+    )
 
 
 class CachedVision:
