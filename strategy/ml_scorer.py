@@ -1,7 +1,8 @@
 """The ML scorer for the daemon: windows -> (chart -> CLIP) + TA-Lib features -> XGBoost -> fusion -> Signal.
 
 The vision model is anything with `score_windows(windows) -> VisionScores` (the CLIP inference
-engine renders the charts itself, so the renderer and its chart spec stay in one place). XGBoost
+engine renders the charts itself, so the renderer and its chart spec stay in one place); one that
+can also start() a batch (StartedVision) scores it while the features are computed. XGBoost
 sees the technical features plus, when its feature names ask for them, the CLIP pattern and
 direction probabilities and a PCA projection of the CLIP embedding. mode picks what the Signal
 carries: "fused" (both through FusionEngine), "xgb" or "clip" alone (the comparison runs).

@@ -2,8 +2,10 @@
 
 score_batch() is synchronous and thread-safe for one caller at a time per engine; the daemon
 calls it through asyncio.to_thread so the event loop never waits on the model. On the CPU with one
-torch thread per call, a batch is split over `workers` threads (torch releases the GIL inside its
-kernels), so a 100-chart batch uses every core without OpenMP's spin-waiting.
+torch thread per call, a batch is split over `workers` chunks (torch and ONNX Runtime release
+the GIL inside their kernels), so a 100-chart batch uses every core without OpenMP's
+spin-waiting: the pool renders and scores all chunks but the last, the calling thread the last
+one. start_batch() lets the caller do other work (the ML scorer's features) before its chunk.
 
 ChartEngine holds what every runtime shares (rendering, chunking over workers, the calibrated
 read-out); InferenceEngine runs the image tower on torch, vlm_engine.infer.onnx_runtime on ONNX
