@@ -1,19 +1,23 @@
-"""The ML scorer's order path as it was before issue 16's latency work, for the same-run "before"
-figures of bench_ml_pipeline.py: fusion row by row (fuse() + observe() per window), the drift
-update and the top reasons computed before the signals go back to the pipeline. The signals are
-the same as MLScorer.score()'s (tests/strategy/test_ml_scorer.py pins the row-by-row path)."""
+"""The ML scorer's order path as it was before this round of issue 16's latency work, for the
+same-run "before" figures of bench_ml_pipeline.py: the technical features first, then every CLIP
+chunk handed to the pool while the calling thread waits (PooledVision: no overlap, one hand-off
+and wake-up per chunk), then XGBoost and fusion. The signals are the same as the "after" path's
+(tests/daemon/model/test_ml_path.py). fuse_rows: the fusion as it ran one round earlier (row by
+row), for the stage table's fusion rows."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-import numpy as np
-
+from daemon.model.vision import vision_scores
 from strategy.bars import FloatArray, Window
 from strategy.fusion import FUSED, Fused, FusionEngine
-from strategy.ml_scorer import Deferred, MLScorer, usable_rows
-from strategy.scoring import rejected_signal
-from strategy.types import Signal
+from strategy.ml_scorer import VisionScores
+
+if TYPE_CHECKING:
+    from vlm_engine.infer import ChartEngine
 
 
 def fuse_rows(
@@ -29,48 +33,32 @@ def fuse_rows(
     return out
 
 
-def row_by_row_score(scorer: MLScorer, windows: Sequence[Window]) -> list[Signal]:
-    """MLScorer.score as the order path ran it before: fuse() and observe() per row, drift, then
-    the top reasons, all before the signals are returned (the "before" rows and the ml-before
-    live run); the probabilities are the same as score()'s (tests/strategy/test_ml_scorer.py)."""
-    x, probs = scorer.model_rows(windows)
-    usable = usable_rows(x)
-    confidences = np.zeros(len(windows))
-    signals = []
-    for i, w in enumerate(windows):
-        if not usable[i]:
-            signals.append(rejected_signal(w, scorer.name, scorer._out_of_range(x[i], w)))
-            continue
-        closes = np.array([w.close[-1]])
-        (fused,) = fuse_rows(
-            scorer.fusion, [w.symbol], closes, {m: p[i : i + 1] for m, p in probs.items()}
-        )
-        confidences[i] = fused.confidence
-        signals.append(
-            Signal(
-                symbol=w.symbol,
-                ts=w.ts,
-                p_up=fused.p_up,
-                confidence=fused.confidence,
-                scorer=scorer.name,
-                disagreement=fused.disagreement,
-                entropy=fused.entropy,
-            )
-        )
-    # the drift update and the top reasons, before the signals are returned
-    left = Deferred(x=x, usable=usable, confidences=confidences, ts=windows[-1].ts)
-    return scorer.finish(signals, left)
+class PooledVision:
+    """daemon.model.vision.ClipVision as it ran before: no start() (so MLScorer.model_rows scores
+    it after the features), and every chunk through the engine's pool while the caller waits."""
 
+    def __init__(self, engine: ChartEngine) -> None:
+        self.engine = engine
+        self.render_seconds = 0.0
 
-class RowByRowScorer:
-    """The Scorer the live pipeline ran before (no score_deferred: reasons before the orders)."""
+    def score_windows(self, windows: Sequence[Window]) -> VisionScores:
+        from vlm_engine.infer.engine import _pool
 
-    blocking = True
+        engine = self.engine
+        items = [w.tail(engine.spec.bars_needed) for w in windows]
 
-    def __init__(self, inner: MLScorer) -> None:
-        self.inner = inner
-        self.name = inner.name
-        self.vision = inner.vision  # the pipeline's charts.rendered timing reads it
+        def render_and_score(rows: slice) -> tuple:  # type: ignore[type-arg]
+            started = time.perf_counter()
+            images = engine.render(items[rows])
+            rendered = time.perf_counter() - started
+            return (*engine._score_chunk(images), rendered, images)
 
-    def score(self, windows: Sequence[Window]) -> list[Signal]:
-        return row_by_row_score(self.inner, windows)
+        chunks = engine._chunks(len(items))
+        parallel = min(len(chunks), engine.workers)
+        if parallel > 1:
+            parts = list(_pool(engine.workers).map(render_and_score, chunks))
+        else:
+            parts = [render_and_score(rows) for rows in chunks]
+        batch = engine._merge(parts, parallel)
+        self.render_seconds += batch.render_seconds
+        return vision_scores(batch)

@@ -1,7 +1,8 @@
 """The ML scorer for the daemon: windows -> (chart -> CLIP) + TA-Lib features -> XGBoost -> fusion -> Signal.
 
 The vision model is anything with `score_windows(windows) -> VisionScores` (the CLIP inference
-engine renders the charts itself, so the renderer and its chart spec stay in one place). XGBoost
+engine renders the charts itself, so the renderer and its chart spec stay in one place); one that
+can also start() a batch (StartedVision) scores it while the features are computed. XGBoost
 sees the technical features plus, when its feature names ask for them, the CLIP pattern and
 direction probabilities and a PCA projection of the CLIP embedding. mode picks what the Signal
 carries: "fused" (both through FusionEngine), "xgb" or "clip" alone (the comparison runs).
@@ -9,10 +10,11 @@ carries: "fused" (both through FusionEngine), "xgb" or "clip" alone (the compari
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
-from typing import Literal, Protocol
+from typing import Literal, Protocol, runtime_checkable
 
 import msgspec
 import numpy as np
@@ -60,6 +62,14 @@ class VisionModel(Protocol):
     """Renders and scores windows with the warm CLIP model."""
 
     def score_windows(self, windows: Sequence[Window]) -> VisionScores: ...
+
+
+@runtime_checkable
+class StartedVision(VisionModel, Protocol):
+    """A VisionModel that can start a batch and hand the caller a join: the CLIP workers run
+    while the caller computes the technical features (model_rows)."""
+
+    def start(self, windows: Sequence[Window]) -> Callable[[], VisionScores]: ...
 
 
 def vision_columns(
@@ -174,7 +184,16 @@ class MLScorer:
 
     def model_rows(self, windows: Sequence[Window]) -> tuple[FloatArray, dict[str, FloatArray]]:
         """The XGBoost input rows and each model's P(up) for a batch of windows; a window whose
-        features are out of range (usable_rows) reaches no model and gets NaN probabilities."""
+        features are out of range (usable_rows) reaches no model and gets NaN probabilities.
+
+        A vision model that can start a batch (StartedVision) starts on every window before the
+        features are computed, so CLIP runs while they are; if a window then turns out unusable
+        that result is dropped and the usable windows are scored alone, as they always were (a
+        chart's INT8 score depends on its batch-mates)."""
+        wants_vision = self.vision is not None and (self.mode != "xgb" or self._uses_vision)
+        started = None
+        if wants_vision and isinstance(self.vision, StartedVision):
+            started = self.vision.start(windows)
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
             x = self.features.compute(windows)  # an overflow shows as inf and is refused below
         n = len(windows)
@@ -182,8 +201,14 @@ class MLScorer:
         fit = windows if ok.size == n else [windows[i] for i in ok.tolist()]
         probs: dict[str, FloatArray] = {}
         scores = None
-        if self.vision is not None and (self.mode != "xgb" or self._uses_vision) and ok.size:
-            scores = self.vision.score_windows(fit)
+        if started is not None and ok.size == n:
+            scores = started()
+        elif started is not None:  # dropped, joined all the same so no work is left running
+            with contextlib.suppress(Exception):  # charts of unusable windows may not draw
+                started()
+        if self.vision is not None and wants_vision and ok.size:
+            if scores is None:
+                scores = self.vision.score_windows(fit)
             self._seen = (scores, ok)
             if self.mode != "xgb":
                 probs["clip"] = _spread(np.asarray(scores.p_up, dtype=np.float64), ok, n)

@@ -3,7 +3,7 @@ probabilities and embeddings for XGBoost and fusion; and a per-window cache for 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -12,7 +12,7 @@ from strategy.bars import Window
 from strategy.ml_scorer import VisionModel, VisionScores
 
 if TYPE_CHECKING:  # torch loads only when a bundle does
-    from vlm_engine.infer import ChartEngine
+    from vlm_engine.infer import ChartEngine, ClipBatch
 
 
 class ClipVision:
@@ -27,16 +27,31 @@ class ClipVision:
 
     def score_windows(self, windows: Sequence[Window]) -> VisionScores:
         """Calibrated p_up, pattern probabilities and embeddings for each window, in order."""
+        return self.start(windows)()
+
+    def start(self, windows: Sequence[Window]) -> Callable[[], VisionScores]:
+        """score_windows() in two halves (strategy.ml_scorer.StartedVision): the engine's other
+        workers start now, the returned join scores the rest in the calling thread."""
         need = self.engine.spec.bars_needed
-        batch = self.engine.score_batch([w.tail(need) for w in windows])
-        self.render_seconds += batch.render_seconds
-        return VisionScores(
-            p_up=batch.p_up.astype(np.float64),
-            pattern_probs=batch.pattern_probs.astype(np.float64),
-            pattern_names=batch.classes,
-            embeddings=batch.embeddings.astype(np.float64),
-            charts=batch.images,
-        )
+        join = self.engine.start_batch([w.tail(need) for w in windows])
+
+        def scores() -> VisionScores:
+            batch = join()
+            self.render_seconds += batch.render_seconds
+            return vision_scores(batch)
+
+        return scores
+
+
+def vision_scores(batch: ClipBatch) -> VisionScores:
+    """A CLIP batch's outputs as strategy's VisionScores (float64, the charts by reference)."""
+    return VisionScores(
+        p_up=batch.p_up.astype(np.float64),
+        pattern_probs=batch.pattern_probs.astype(np.float64),
+        pattern_names=batch.classes,
+        embeddings=batch.embeddings.astype(np.float64),
+        charts=batch.images,
+    )
 
 
 class CachedVision:

@@ -2,8 +2,10 @@
 
 score_batch() is synchronous and thread-safe for one caller at a time per engine; the daemon
 calls it through asyncio.to_thread so the event loop never waits on the model. On the CPU with one
-torch thread per call, a batch is split over `workers` threads (torch releases the GIL inside its
-kernels), so a 100-chart batch uses every core without OpenMP's spin-waiting.
+torch thread per call, a batch is split over `workers` chunks (torch and ONNX Runtime release
+the GIL inside their kernels), so a 100-chart batch uses every core without OpenMP's
+spin-waiting: the pool renders and scores all chunks but the last, the calling thread the last
+one. start_batch() lets the caller do other work (the ML scorer's features) before its chunk.
 
 ChartEngine holds what every runtime shares (rendering, chunking over workers, the calibrated
 read-out); InferenceEngine runs the image tower on torch, vlm_engine.infer.onnx_runtime on ONNX
@@ -206,13 +208,18 @@ class ChartEngine:
 
     def score_batch(self, windows: Sequence[ChartWindow]) -> ClipBatch:
         """Render and score windows that closed together; one row per window, in order."""
+        return self.start_batch(windows)()
+
+    def start_batch(self, windows: Sequence[ChartWindow]) -> Callable[[], ClipBatch]:
+        """score_batch() in two halves: the other workers start on their chunks now; calling the
+        returned join renders and scores the last chunk in the calling thread, then collects the
+        batch (same chunks, same rows as score_batch). Between the two the caller is free (the
+        ML scorer computes its technical features there). Call join exactly once; errors are
+        raised by join, never by start_batch."""
         if not windows:
-            return self._empty()
-        if not self.renderer.thread_safe:
-            started = time.perf_counter()
-            images = self.render(windows)
-            rendered = time.perf_counter() - started
-            return msgspec.structs.replace(self.score_images(images), render_seconds=rendered)
+            return self._empty
+        if not self.renderer.thread_safe:  # drawn and scored in join(), in the calling thread
+            return lambda: self._render_then_score(windows)
         # Each worker renders its own chunk too: drawing is NumPy, mostly outside the GIL.
         items = list(windows)
 
@@ -222,25 +229,47 @@ class ChartEngine:
             rendered = time.perf_counter() - started
             return (*self._score_chunk(images), rendered, images)
 
-        return self._split(len(items), render_and_score)
+        return self._start(len(items), render_and_score)
+
+    def _render_then_score(self, windows: Sequence[ChartWindow]) -> ClipBatch:
+        """A renderer that is not thread-safe draws the whole batch first, in the calling thread."""
+        started = time.perf_counter()
+        images = self.render(windows)
+        rendered = time.perf_counter() - started
+        return msgspec.structs.replace(self.score_images(images), render_seconds=rendered)
 
     def score_images(self, images: npt.NDArray[np.uint8]) -> ClipBatch:
         """Score (N, H, W, 3) uint8 charts of the bundle's spec, in chunks of at most max_batch, split
         over the engine's workers; rows come back in order."""
         if images.shape[0] == 0:
             return self._empty()
-        return self._split(
+        return self._start(
             images.shape[0], lambda rows: (*self._score_chunk(images[rows]), 0.0, images[rows])
-        )
+        )()
 
-    def _split(self, n: int, score: Callable[[slice], _Chunk]) -> ClipBatch:
-        """score() each chunk of n rows (over the workers when there are several), merged in order."""
+    def _start(self, n: int, score: Callable[[slice], _Chunk]) -> Callable[[], ClipBatch]:
+        """score() each chunk of n rows, merged in order, as a join to call once. When the chunks
+        fit the workers at once, all but the last go to the pool now and the caller scores the
+        last one in join() (a pool hand-off and a wake-up fewer than waiting on every chunk);
+        more chunks than workers all go through the pool."""
         chunks = self._chunks(n)
         parallel = min(len(chunks), self.workers)
-        if parallel > 1:
-            parts = list(_pool(self.workers).map(score, chunks))
-        else:
-            parts = [score(rows) for rows in chunks]
+        if parallel <= 1:
+            return lambda: self._merge([score(rows) for rows in chunks], parallel)
+        pool = _pool(self.workers)
+        if len(chunks) > self.workers:
+            parts = pool.map(score, chunks)
+            return lambda: self._merge(list(parts), parallel)
+        started = [pool.submit(score, rows) for rows in chunks[:-1]]
+
+        def join() -> ClipBatch:
+            last = score(chunks[-1])
+            return self._merge([*(f.result() for f in started), last], parallel)
+
+        return join
+
+    def _merge(self, parts: list[_Chunk], parallel: int) -> ClipBatch:
+        """The chunks' outputs as one batch, rows in chunk order."""
         return ClipBatch(
             bundle_id=self.bundle_id,
             classes=self.classes,

@@ -1,0 +1,130 @@
+"""The ML order path with CLIP running while the features are computed (MLScorer.model_rows over
+ClipVision.start) gives bit-identical signals and XGBoost rows to the sequential path it replaced:
+features, then every chunk through the pool, on the same windows; the engine's chunks are scored
+as before whether a worker or the caller runs them."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import msgspec
+import numpy as np
+import pytest
+
+from daemon.model.loader import LoadedBundle, load_bundle
+from daemon.model.vision import ClipVision
+from strategy.bars import Window
+from strategy.ml_scorer import StartedVision, VisionScores
+from tests.daemon.ml_helpers import quick_bundle, sample_windows
+from vlm_engine.infer import ChartEngine, InferenceConfig
+from vlm_engine.infer.onnx_export import INT8_FILE
+
+SYMBOLS = tuple(f"S{i}" for i in range(12))  # two chunks of 6 over the two workers
+
+
+@pytest.fixture(scope="module")
+def models() -> LoadedBundle:
+    bundle = quick_bundle()
+    # INT8 (dynamic) is the runtime whose scores depend on a chart's batch-mates
+    runtime = "onnx-int8" if (bundle / INT8_FILE).is_file() else "onnx"
+    config = InferenceConfig(device="cpu", threads=1, workers=2, warmup_batches=1, runtime=runtime)
+    return load_bundle(bundle, inference=config)
+
+
+def sequential_scores(engine: ChartEngine, windows: Sequence[Window]) -> VisionScores:
+    """The engine's chunks drawn and scored one after another in this thread (what the pool ran)."""
+    need = engine.spec.bars_needed
+    charts = [w.tail(need) for w in windows]
+    parts = [
+        engine._score_chunk(engine.render(charts[rows])) for rows in engine._chunks(len(charts))
+    ]
+    return VisionScores(
+        p_up=np.concatenate([p[1] for p in parts]).astype(np.float64),
+        pattern_probs=np.concatenate([p[0] for p in parts]).astype(np.float64),
+        pattern_names=engine.classes,
+        embeddings=np.concatenate([p[2] for p in parts]).astype(np.float64),
+    )
+
+
+class SequentialVision:
+    """A VisionModel without start(): model_rows scores it after the features, as it used to."""
+
+    def __init__(self, engine: ChartEngine) -> None:
+        self.engine = engine
+
+    def score_windows(self, windows: Sequence[Window]) -> VisionScores:
+        return sequential_scores(self.engine, windows)
+
+
+def batches() -> list[list[Window]]:
+    windows = sample_windows(60, seed=5, symbols=SYMBOLS)
+    by_ts: dict[int, list[Window]] = {}
+    for w in windows:
+        by_ts.setdefault(int(w.timestamps[-1]), []).append(w)
+    return [b for b in by_ts.values() if len(b) == len(SYMBOLS)][-6:]
+
+
+def assert_same_path(models: LoadedBundle, windows_batches: list[list[Window]]) -> None:
+    overlapped = models.scorer()
+    sequential = models.scorer(vision=SequentialVision(models.engine))
+    assert isinstance(overlapped.vision, StartedVision)
+    assert not isinstance(sequential.vision, StartedVision)
+    for windows in windows_batches:
+        new_signals, new_left = overlapped.score_deferred(windows)
+        old_signals, old_left = sequential.score_deferred(windows)
+        assert new_signals == old_signals
+        assert new_left is not None
+        assert old_left is not None
+        assert np.array_equal(new_left.x, old_left.x, equal_nan=True)
+        assert overlapped.finish(new_signals, new_left) == sequential.finish(old_signals, old_left)
+
+
+def test_ml_path_when_clip_overlaps_the_features_then_signals_bit_identical(
+    models: LoadedBundle,
+) -> None:
+    found = batches()
+    assert len(found) >= 3
+    assert_same_path(models, found)
+
+
+def test_ml_path_when_a_window_is_unusable_then_the_usable_ones_are_scored_alone_as_before(
+    models: LoadedBundle,
+) -> None:
+    found = batches()
+    bad = found[-1][3]
+    close = bad.close.copy()
+    close[-1] = 1e308  # its log-return overflows: the row is refused, the rest trade
+    broken = [*found[-1][:3], msgspec.structs.replace(bad, close=close), *found[-1][4:]]
+    signals, _ = models.scorer().score_deferred(broken)
+    assert signals[3].confidence == 0.0
+    assert "non_finite_features" in signals[3].reasons[0]
+    assert_same_path(models, [broken])
+
+
+def test_engine_when_the_caller_scores_the_last_chunk_then_rows_equal_chunk_by_chunk(
+    models: LoadedBundle,
+) -> None:
+    engine = models.engine
+    assert engine.workers == 2
+    windows = batches()[-1]
+    join = engine.start_batch(windows)
+    batch = join()
+    expected = sequential_scores(engine, windows)
+    assert np.array_equal(batch.p_up.astype(np.float64), expected.p_up)
+    assert np.array_equal(batch.embeddings.astype(np.float64), expected.embeddings)
+    assert [len(c) for c in batch.images] == [6, 6]
+    vision = ClipVision(engine=engine)
+    assert np.array_equal(vision.score_windows(windows).pattern_probs, expected.pattern_probs)
+
+
+def test_engine_when_more_chunks_than_workers_then_rows_equal_chunk_by_chunk(
+    models: LoadedBundle,
+) -> None:
+    engine = models.engine
+    images = engine.render([w.tail(engine.spec.bars_needed) for w in batches()[-1]] * 12)
+    chunks = engine._chunks(len(images))
+    assert len(chunks) > engine.workers  # 144 charts: 3 chunks of at most max_batch (64)
+    expected = np.concatenate([engine._score_chunk(images[rows])[2] for rows in chunks])
+    batch = engine.score_images(images)
+    assert np.array_equal(batch.embeddings, expected)
+    assert sum(len(c) for c in batch.images) == len(images)
