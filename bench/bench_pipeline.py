@@ -8,9 +8,10 @@ modes, alternating, in one run; repeats until two runs agree within 10% on the f
 largest symbol count. At the largest count it prints a stage table (venue = the paper venue matching
 the bars, intake = validation/store/book/risk state, windows, score, decide = strategy + risk, journal
 = the write-ahead commit, submit = the paper venue taking the orders, after = what follows once the orders are out),
-per batch in wall time and in the pipeline thread's CPU time. --paced waits, untimed, before each
-batch until the journal's writer has committed the previous one (bars seconds apart, as live);
-without it batches follow at once and the writer competes with the next batch.
+per batch in wall time and in the pipeline thread's CPU time. --paced stands for bars seconds apart, as
+live: before each batch, untimed, the journal's writer commits the previous one and the journal's
+and the venue's background checkpoints run their pass (as they do every second); without it
+batches follow at once, the writer competes with the next batch and the WALs only grow.
 Usage: python bench/bench_pipeline.py [--bars N] [--symbols 1,10,100] [--synchronous normal,full] [--paced]
 """
 
@@ -68,9 +69,10 @@ def baseline(batches: list[list[Bar]]) -> float:
 async def run_pipeline(
     batches: list[list[Bar]], workdir: Path, synchronous: str, *, paced: bool = False
 ) -> tuple[float, Pipeline]:
-    """bars/s and the pipeline with its latency figures. paced: before each batch, wait (untimed)
-    until the journal's writer has committed the previous one, as when bars arrive seconds apart;
-    otherwise batches follow each other at once and the writer works during the next batch."""
+    """bars/s and the pipeline with its latency figures. paced: before each batch, untimed, what
+    a gap of seconds between live bars does: the journal's writer commits the previous batch and
+    both WAL checkpoints run; otherwise batches follow each other at once and the writer works
+    during the next batch."""
     journal = Journal(workdir / "journal.sqlite", synchronous=synchronous)  # type: ignore[arg-type]
     journal.open()
     with PaperExecution(config=SimBrokerConfig(), path=workdir / "venue.sqlite") as venue:
@@ -99,6 +101,8 @@ async def run_pipeline(
         for batch in batches[warm:]:
             if paced:
                 journal.flush()
+                journal.checkpoint()
+                venue.checkpoint()
             started = time.perf_counter()
             await pipeline.on_bars(batch)
             elapsed += time.perf_counter() - started
@@ -176,7 +180,7 @@ def main() -> None:
     parser.add_argument(
         "--paced",
         action="store_true",
-        help="each batch after the journal writer committed the previous one (bars seconds apart)",
+        help="each batch after the journal writer and both WAL checkpoints ran (bars seconds apart)",
     )
     args = parser.parse_args()
     modes = args.synchronous.split(",")

@@ -178,7 +178,10 @@ class Journal:
         self._writer.start()
         if self.checkpoint_seconds is not None:
             self._checkpointer = WalCheckpointer(
-                self.path, self.checkpoint_seconds, event="journal.checkpoint_failed"
+                self.path,
+                self.checkpoint_seconds,
+                event="journal.checkpoint_failed",
+                write_lock=self._mutex,
             )
             self._checkpointer.start()
         log.info(
@@ -194,6 +197,14 @@ class Journal:
         self._wait_for_writer(raise_failure=True)
         with self._transaction("flush", join_only=True):
             pass
+
+    def checkpoint(self) -> None:
+        """Run the background WAL checkpoint's pass now, on the calling thread (what a gap of
+        checkpoint_seconds between live bars does; bench/bench_pipeline.py --paced); no-op when
+        there is no background checkpoint."""
+        checkpointer = self._checkpointer
+        if checkpointer is not None:
+            checkpointer.checkpoint_now()
 
     def close(self) -> None:
         """Commit what the writer holds and any open group, close the connections (checkpointing
