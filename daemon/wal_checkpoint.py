@@ -91,7 +91,15 @@ class WalCheckpointer(threading.Thread):
         if lock is not None and not lock.acquire(timeout=self.interval):
             return
         try:
-            con.execute("BEGIN IMMEDIATE")
+            con.execute("PRAGMA busy_timeout = 0")  # never wait holding the owner's lock
+            try:
+                con.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError as e:
+                if e.sqlite_errorcode != sqlite3.SQLITE_BUSY:
+                    raise
+                return  # another writer (not the owner): it starts the WAL over, as before
+            finally:
+                con.execute("PRAGMA busy_timeout = 1000")
             try:
                 version = int(con.execute("PRAGMA user_version").fetchone()[0])
                 con.execute(f"PRAGMA user_version = {version}")
