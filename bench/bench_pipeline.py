@@ -8,9 +8,10 @@ modes, alternating, in one run; repeats until two runs agree within 10% on the f
 largest symbol count. At the largest count it prints a stage table (venue = the paper venue matching
 the bars, intake = validation/store/book/risk state, windows, score, decide = strategy + risk, journal
 = the write-ahead commit, submit = the paper venue taking the orders, after = what follows once the orders are out),
-per batch in wall time and in the pipeline thread's CPU time. --paced waits, untimed, before each
-batch until the journal's writer has committed the previous one (bars seconds apart, as live);
-without it batches follow at once and the writer competes with the next batch.
+per batch in wall time and in the pipeline thread's CPU time. --paced stands for bars seconds apart, as
+live: before each batch, untimed, the journal's writer commits the previous one and the journal's
+and the venue's background checkpoints run their pass (as they do every second); without it
+batches follow at once, the writer competes with the next batch and the WALs only grow.
 Usage: python bench/bench_pipeline.py [--bars N] [--symbols 1,10,100] [--synchronous normal,full] [--paced]
 """
 
@@ -24,6 +25,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+import numpy as np
 from harness import Session, quick
 
 from daemon.execution.paper import PaperExecution
@@ -67,10 +69,11 @@ def baseline(batches: list[list[Bar]]) -> float:
 
 async def run_pipeline(
     batches: list[list[Bar]], workdir: Path, synchronous: str, *, paced: bool = False
-) -> tuple[float, Pipeline]:
-    """bars/s and the pipeline with its latency figures. paced: before each batch, wait (untimed)
-    until the journal's writer has committed the previous one, as when bars arrive seconds apart;
-    otherwise batches follow each other at once and the writer works during the next batch."""
+) -> tuple[float, Pipeline, list[int]]:
+    """bars/s, the pipeline with its latency figures and each timed batch's order count. paced: before each batch, untimed, what
+    a gap of seconds between live bars does: the journal's writer commits the previous batch and
+    both WAL checkpoints run; otherwise batches follow each other at once and the writer works
+    during the next batch."""
     journal = Journal(workdir / "journal.sqlite", synchronous=synchronous)  # type: ignore[arg-type]
     journal.open()
     with PaperExecution(config=SimBrokerConfig(), path=workdir / "venue.sqlite") as venue:
@@ -96,33 +99,48 @@ async def run_pipeline(
         pipeline.latency.reset()
         pipeline.stage_clock.reset()
         n, elapsed = 0, 0.0
+        orders: list[int] = []
         for batch in batches[warm:]:
             if paced:
                 journal.flush()
+                journal.checkpoint()
+                venue.checkpoint()
             started = time.perf_counter()
-            await pipeline.on_bars(batch)
+            orders.append(len(await pipeline.on_bars(batch)))
             elapsed += time.perf_counter() - started
             n += len(batch)
     journal.close()
-    return n / elapsed, pipeline
+    return n / elapsed, pipeline, orders
 
 
-def stage_table(results: dict[str, Pipeline], symbols: int) -> dict[str, float]:
+def stage_table(
+    results: dict[str, Pipeline], orders: dict[str, list[int]], symbols: int
+) -> dict[str, float]:
     """Per-batch p50/p99 of each order-path stage, wall time and the pipeline thread's CPU time,
-    the journal modes side by side; returns figures."""
+    the journal modes side by side; then per order (each batch's laps counted once per order it
+    sent: the batches that make the order latency); returns figures."""
     modes = list(results)
     head = "".join(f" {m + ' p50':>11} {m + ' p99':>11}" for m in modes)
     figures: dict[str, float] = {}
-    for kind in ("wall", "cpu"):
-        print(f"  stages at {symbols} symbols, {kind} ms per batch:\n  {'stage':<8}{head}")
+    for kind in ("wall", "cpu", "wall per order", "cpu per order"):
+        per_order = kind.endswith("per order")
+        unit = "per order" if per_order else "per batch"
+        print(f"  stages at {symbols} symbols, {kind.split()[0]} ms {unit}:\n  {'stage':<8}{head}")
         for stage in ORDER_PATH_STAGES:
             cells = ""
             for mode, pipeline in results.items():
                 clock = pipeline.stage_clock
-                recorder = (clock.stages if kind == "wall" else clock.cpu_stages)[stage]
-                p50 = recorder.percentile_ms(50) or 0.0
-                p99 = recorder.percentile_ms(99) or 0.0
-                suffix = "" if kind == "wall" else "_cpu"
+                wall = kind.startswith("wall")
+                recorder = (clock.stages if wall else clock.cpu_stages)[stage]
+                if per_order:
+                    laps = np.repeat(recorder.samples(), orders[mode]) * 1000.0
+                    p50, p99 = (
+                        float(np.percentile(laps, q)) if laps.size else 0.0 for q in (50, 99)
+                    )
+                else:
+                    p50 = recorder.percentile_ms(50) or 0.0
+                    p99 = recorder.percentile_ms(99) or 0.0
+                suffix = ("" if wall else "_cpu") + ("_per_order" if per_order else "")
                 figures[f"{mode}_{symbols}_{stage}{suffix}_p50_ms"] = p50
                 figures[f"{mode}_{symbols}_{stage}{suffix}_p99_ms"] = p99
                 cells += f" {p50:>11.3f} {p99:>11.3f}"
@@ -144,9 +162,12 @@ def measure(
         batches = make_batches(symbols, n_batches)
         floor = baseline(batches)
         results: dict[str, Pipeline] = {}
+        orders: dict[str, list[int]] = {}
         for mode in modes:
             with tempfile.TemporaryDirectory() as tmp:
-                rate, pipeline = asyncio.run(run_pipeline(batches, Path(tmp), mode, paced=paced))
+                rate, pipeline, orders[mode] = asyncio.run(
+                    run_pipeline(batches, Path(tmp), mode, paced=paced)
+                )
             p50 = pipeline.latency.percentile_ms(50) or float("nan")
             p99 = pipeline.latency.percentile_ms(99) or float("nan")
             print(
@@ -159,7 +180,7 @@ def measure(
             results[mode] = pipeline
         figures[f"baseline_{symbols}_bars_per_s"] = floor
         if symbols == symbol_counts[-1]:
-            figures |= stage_table(results, symbols)
+            figures |= stage_table(results, orders, symbols)
     return figures
 
 
@@ -176,7 +197,7 @@ def main() -> None:
     parser.add_argument(
         "--paced",
         action="store_true",
-        help="each batch after the journal writer committed the previous one (bars seconds apart)",
+        help="each batch after the journal writer and both WAL checkpoints ran (bars seconds apart)",
     )
     args = parser.parse_args()
     modes = args.synchronous.split(",")

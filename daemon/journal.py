@@ -4,8 +4,9 @@ Write-ahead: an order is committed before the broker sees it. On the order path
 (record_orders_ahead) a batch's orders, state changes and kv go into one small commit of their own;
 its signals, decisions, fills, events and positions are queued to a group-committing writer thread
 (daemon/journal_writer.py) with its own connection, which commits everything queued in one
-transaction off the order path. Every other write (record) and every read first waits for that
-writer, so it sees every row written before it; the on-disk shape is in daemon/journal_schema.py.
+transaction off the order path, once the batch's orders are at the broker (order_path()). Every
+other write (record) and every read first waits for that writer, so it sees every row written
+before it; the on-disk shape is in daemon/journal_schema.py.
 
 Durability (`synchronous`): in WAL mode NORMAL survives a crash of the process (kill -9): a
 committed transaction is in the WAL file and the OS writes it out, but a power loss or kernel
@@ -139,6 +140,7 @@ class Journal:
         # ends its current one after the batch it is writing.
         self._order_path_idle = threading.Event()
         self._order_path_idle.set()
+        self._holding_writer = False  # order_path(): the orders are not at the broker yet
 
     # ---- lifecycle ----------------------------------------------------------------------------
     def open(self) -> None:
@@ -178,7 +180,10 @@ class Journal:
         self._writer.start()
         if self.checkpoint_seconds is not None:
             self._checkpointer = WalCheckpointer(
-                self.path, self.checkpoint_seconds, event="journal.checkpoint_failed"
+                self.path,
+                self.checkpoint_seconds,
+                event="journal.checkpoint_failed",
+                write_lock=self._mutex,
             )
             self._checkpointer.start()
         log.info(
@@ -195,11 +200,20 @@ class Journal:
         with self._transaction("flush", join_only=True):
             pass
 
+    def checkpoint(self) -> None:
+        """Run the background WAL checkpoint's pass now, on the calling thread (what a gap of
+        checkpoint_seconds between live bars does; bench/bench_pipeline.py --paced); no-op when
+        there is no background checkpoint."""
+        checkpointer = self._checkpointer
+        if checkpointer is not None:
+            checkpointer.checkpoint_now()
+
     def close(self) -> None:
         """Commit what the writer holds and any open group, close the connections (checkpointing
         the WAL) and release the lock; safe to call twice. A writer failure not yet raised by a
         write is raised here, after everything is released."""
         failure: JournalError | None = None
+        self._release_writer()
         writer, self._writer = self._writer, None
         if writer is not None:
             writer.stop()
@@ -291,6 +305,22 @@ class Journal:
             item = cast("BatchArgs", {**deferred, "fills": fills, "kv": dict(kv or {})})
             self._writer.submit((self._generation, item))
 
+    @contextlib.contextmanager
+    def order_path(self) -> Iterator[None]:
+        """Around a batch's write-ahead commit and its submit: the writer thread starts on the
+        batch's other rows only once the orders are at the broker (its Python work would take
+        the GIL from the submit). A write or read that waits for the writer ends the hold."""
+        self._holding_writer = True
+        self._order_path_idle.clear()
+        try:
+            yield
+        finally:
+            self._release_writer()
+
+    def _release_writer(self) -> None:
+        self._holding_writer = False
+        self._order_path_idle.set()
+
     def record(self, **batch: Unpack[BatchArgs]) -> None:
         """Write one batch (its values by table, see BatchArgs) in a single transaction, after
         everything the writer holds: all of it is committed, or none of it."""
@@ -325,7 +355,8 @@ class Journal:
                 for key, _ in rows.kv:
                     self._kv_written_at[key] = generation
         finally:
-            self._order_path_idle.set()
+            if not self._holding_writer:
+                self._order_path_idle.set()
         self._known_fills.update(row["fill_id"] for row in rows.fills)
         if sequence > self._persisted_sequence and rows.orders:
             self._persisted_sequence = sequence
@@ -423,6 +454,8 @@ class Journal:
 
     def _wait_for_writer(self, *, raise_failure: bool = False) -> None:
         """Until the writer has committed everything queued; raise_failure: raise what it failed with."""
+        if self._holding_writer:
+            self._release_writer()  # the writer cannot finish while held off
         writer = self._writer
         if writer is not None:
             writer.wait_idle()

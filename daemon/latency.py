@@ -31,6 +31,12 @@ class LatencyRecorder:
             return None
         return float(np.percentile(self._buf[:n], q) * 1000.0)
 
+    def samples(self) -> np.ndarray:
+        """The kept samples in seconds, oldest first."""
+        n = min(self._n, self._capacity)
+        start = self._n % self._capacity if self._n > self._capacity else 0
+        return np.roll(self._buf[:n], -start)
+
     def reset(self) -> None:
         self._n = 0
 

@@ -153,10 +153,11 @@ class Pipeline:
         deferred = scored.deferred is not None
         # deferred: the signals are journaled below, with their reasons, once the orders are out
         rows = kernel.journal_rows(intake, [] if deferred else signals, decision)
-        self.journal.record_orders_ahead(**rows)
-        clock.lap("journal")
-        await self._send(decision, arrived)
-        clock.lap("submit")
+        with self.journal.order_path():  # the journal's writer waits until the orders are out
+            self.journal.record_orders_ahead(**rows)
+            clock.lap("journal")
+            await self._send(decision, arrived)
+            clock.lap("submit")
         if deferred:  # the top reasons and the drift update: nothing the orders wait for
             signals = await finish_off_loop(scorer, scored, self.score_lock)
             self.journal.record_orders_ahead(signals=journaled_signals(signals))

@@ -4,6 +4,15 @@ SQLite otherwise checkpoints inside whichever commit pushes the WAL past 1000 pa
 commit pays for copying the WAL and an fsync: a multi-millisecond stall on the order path. The
 writer raises its own autocheckpoint to a backstop (BACKSTOP_PAGES) and this thread checkpoints
 PASSIVE-ly every `interval` seconds on its own connection, never blocking the writer.
+
+Once a checkpoint has copied the whole WAL, the next write starts the WAL over from its beginning
+and first fsyncs the new WAL header (any synchronous mode but OFF): left to itself, that is the
+next batch's commit, which then pays two fsyncs under FULL (one under NORMAL, where it would pay
+none). So this thread makes that first write itself: an unchanged `PRAGMA user_version` (one
+page, no row or value changes), under the owner's write lock so that it never makes a writer
+on the order path wait in SQLite's busy handler. The WAL file is never truncated
+(no journal_size_limit), so every later commit overwrites blocks the file already has: its
+fdatasync does not have to write the file's size.
 """
 
 from __future__ import annotations
@@ -20,35 +29,88 @@ BACKSTOP_PAGES = 20_000  # ~80 MB of WAL: SQLite checkpoints inline only past th
 
 
 class WalCheckpointer(threading.Thread):
-    """Copies the WAL into the database off the hot path, so no commit waits for a checkpoint's fsync."""
+    """Copies the WAL into the database off the hot path, so no commit waits for a checkpoint's
+    fsync, and restarts the WAL itself so no commit waits for the new header's fsync either.
+    write_lock: the lock the owner holds around its own writes (None: the owner has none)."""
 
-    def __init__(self, path: Path, interval: float, *, event: str) -> None:
+    def __init__(
+        self,
+        path: Path,
+        interval: float,
+        *,
+        event: str,
+        write_lock: threading.Lock | None = None,
+    ) -> None:
         super().__init__(name=f"wal-checkpoint:{path.name}", daemon=True)
         self.path = path
         self.interval = interval
         self.event = event  # the failure log line, e.g. "journal.checkpoint_failed"
+        self.write_lock = write_lock
         self._stopped = threading.Event()
+        self._con: sqlite3.Connection | None = None
+        self._running = threading.Lock()  # the thread's pass and checkpoint_now() take turns
 
     def run(self) -> None:
         # Self-supervising: a failed connect or checkpoint is logged and retried at the next
         # interval (the writer's backstop autocheckpoint covers the time in between).
-        con: sqlite3.Connection | None = None
         try:
             while not self._stopped.wait(self.interval):
-                try:
-                    if con is None:
-                        con = sqlite3.connect(self.path, isolation_level=None, timeout=1.0)
-                    _, wal_pages, _ = con.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-                    if wal_pages == -1:
-                        # Not in WAL mode as this connection sees it (it opened the file before
-                        # the writer switched it to WAL): a later connection will see the WAL.
-                        con.close()
-                        con = None
-                except sqlite3.Error as e:
-                    log.warning(self.event, path=str(self.path), error=str(e))
+                self.checkpoint_now()
         finally:
-            if con is not None:
-                con.close()
+            with self._running:
+                con, self._con = self._con, None
+                if con is not None:
+                    con.close()
+
+    def checkpoint_now(self) -> None:
+        """One pass, on the calling thread: what the thread does every interval (a bench calls it
+        to stand for the gap between live bars). Failures are logged, never raised."""
+        with self._running:
+            try:
+                con = self._con
+                if con is None:
+                    con = self._con = sqlite3.connect(
+                        self.path, isolation_level=None, timeout=1.0, check_same_thread=False
+                    )
+                    con.execute("PRAGMA synchronous=NORMAL")  # the restart's commit: no fsync
+                busy, wal_pages, copied = con.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+                if wal_pages == -1:
+                    # Not in WAL mode as this connection sees it (it opened the file before
+                    # the writer switched it to WAL): a later connection will see the WAL.
+                    con.close()
+                    self._con = None
+                elif busy == 0 and wal_pages > 0 and copied == wal_pages:
+                    self._restart_wal(con)
+            except sqlite3.Error as e:
+                log.warning(self.event, path=str(self.path), error=str(e))
+
+    def _restart_wal(self, con: sqlite3.Connection) -> None:
+        """The first write after a complete checkpoint (it writes and fsyncs the new WAL header);
+        skipped when the owner is busy writing: then its commit starts the WAL over, as before."""
+        lock = self.write_lock
+        if lock is not None and not lock.acquire(timeout=self.interval):
+            return
+        try:
+            con.execute("PRAGMA busy_timeout = 0")  # never wait holding the owner's lock
+            try:
+                con.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError as e:
+                if e.sqlite_errorcode != sqlite3.SQLITE_BUSY:
+                    raise
+                return  # another writer (not the owner): it starts the WAL over, as before
+            finally:
+                con.execute("PRAGMA busy_timeout = 1000")
+            try:
+                version = int(con.execute("PRAGMA user_version").fetchone()[0])
+                con.execute(f"PRAGMA user_version = {version}")
+                con.execute("COMMIT")
+            except BaseException:
+                if con.in_transaction:
+                    con.execute("ROLLBACK")
+                raise
+        finally:
+            if lock is not None:
+                lock.release()
 
     def stop(self) -> None:
         self._stopped.set()

@@ -13,6 +13,7 @@ import contextlib
 import os
 import signal
 import sqlite3
+import threading
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -74,10 +75,16 @@ class PaperExecution:
         self._con: sqlite3.Connection | None = None
         self._fills_saved = 0
         self._checkpointer: WalCheckpointer | None = None
+        # Held around each commit: the checkpoint thread's WAL restart waits for it rather than
+        # make a commit wait in SQLite's busy handler.
+        self._write_lock = threading.Lock()
         self._con = self._connect()
         self.broker = self._load(self._con)
         self._checkpointer = WalCheckpointer(
-            self.path, VENUE_CHECKPOINT_SECONDS, event="venue.checkpoint_failed"
+            self.path,
+            VENUE_CHECKPOINT_SECONDS,
+            event="venue.checkpoint_failed",
+            write_lock=self._write_lock,
         )
         self._checkpointer.start()
         self._clock = max((t.bar.ts for t in self.broker.state().tapes.values()), default=None)
@@ -156,6 +163,12 @@ class PaperExecution:
         )
 
     # ---- lifecycle --------------------------------------------------------------------------------
+    def checkpoint(self) -> None:
+        """Run the background WAL checkpoint's pass now (what a second between live bars does)."""
+        checkpointer = self._checkpointer
+        if checkpointer is not None:
+            checkpointer.checkpoint_now()
+
     def close(self) -> None:
         """Close the venue file; safe to call twice."""
         checkpointer, self._checkpointer = self._checkpointer, None
@@ -251,7 +264,7 @@ class PaperExecution:
         if venues or fills or tapes:
             encode = self._encode
             try:
-                with con:
+                with self._write_lock, con:
                     con.execute("BEGIN")
                     con.executemany(
                         _UPSERT_ORDER,

@@ -7,6 +7,7 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -256,3 +257,24 @@ def test_record_orders_ahead_when_keyword_names_no_table_then_type_error_and_not
             journal.record_orders_ahead(orders=[order(1)], bogus=[1])  # type: ignore[call-arg]
         assert journal.load_orders() == {}
     assert raw(path, "SELECT count(*) FROM orders") == [(0,)]
+
+
+def test_order_path_when_held_then_reads_and_close_still_see_every_queued_row(tmp_path: Path):
+    """The writer waits while the orders go out; a read inside that wait ends it (never a hang)."""
+    path = tmp_path / "journal.sqlite"
+    seen: list[int] = []
+
+    def batch() -> None:
+        with Journal(path) as journal, journal.order_path():
+            journal.record_orders_ahead(orders=[order(1)], signals=signals(1))
+            assert raw(path, "SELECT count(*) FROM orders") == [(1,)]  # ahead of the broker
+            seen.append(len(journal.rows("signals")))
+            journal.record_orders_ahead(orders=[order(2)], signals=signals(2, count=3))
+        # closed while still held: the queued signals were committed first
+
+    worker = threading.Thread(target=batch, daemon=True)
+    worker.start()
+    worker.join(timeout=30)
+    assert not worker.is_alive(), "order_path hold deadlocked a read or the close"
+    assert seen == [50]
+    assert raw(path, "SELECT count(*) FROM signals") == [(53,)]

@@ -3,10 +3,14 @@ from __future__ import annotations
 import sqlite3
 import time
 from pathlib import Path
+from typing import Literal
 
+import pytest
 from structlog.testing import capture_logs
 
+from daemon.journal import SCHEMA_VERSION, Journal
 from daemon.wal_checkpoint import WalCheckpointer
+from tests.daemon.test_journal_write_ahead import order, signals
 
 
 def _until(predicate, timeout: float = 10.0) -> None:
@@ -39,3 +43,37 @@ def test_checkpointer_when_file_unusable_at_first_then_retries_and_checkpoints_l
         finally:
             thread.stop()
     assert not thread.is_alive()
+
+
+def _wal_header(path: Path) -> tuple[bytes, int]:
+    """The WAL's salts (new at every restart of the WAL) and the WAL file's size."""
+    wal = path.with_name(path.name + "-wal")
+    with wal.open("rb") as f:
+        return f.read(32)[16:24], wal.stat().st_size
+
+
+@pytest.mark.parametrize("synchronous", ["normal", "full"])
+def test_checkpoint_when_wal_all_copied_then_thread_restarts_wal_not_the_next_order_commit(
+    tmp_path: Path, synchronous: Literal["normal", "full"]
+) -> None:
+    path = tmp_path / "journal.sqlite"
+    with Journal(path, synchronous=synchronous, checkpoint_seconds=3600) as journal:
+        journal.record_orders_ahead(orders=[order(1)], signals=signals(1))
+        journal.flush()
+        # What SQLite does on its own: the first commit after a complete checkpoint restarts
+        # the WAL (a new header, fsynced on the order path).
+        with sqlite3.connect(path) as con:
+            assert con.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()[0] == 0
+        before = _wal_header(path)
+        journal.record_orders_ahead(orders=[order(2)])
+        assert _wal_header(path)[0] != before[0]
+        journal.flush()
+        # The checkpointer's pass restarts the WAL itself: the next order commit writes no header
+        # and overwrites blocks the WAL file already has.
+        journal.checkpoint()
+        restarted = _wal_header(path)
+        assert restarted[0] != before[0]
+        journal.record_orders_ahead(orders=[order(3)], signals=signals(3))
+        assert _wal_header(path) == restarted
+        assert journal.schema_version() == SCHEMA_VERSION
+        assert [o for o in journal.load_orders()] == ["VT-1", "VT-2", "VT-3"]
