@@ -22,6 +22,7 @@ venv or its nautilus_trader is missing, it says so and prints our figures only.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import resource
@@ -73,13 +74,14 @@ def write_bars(path: Path, instruments: int, total_bars: int) -> None:
 
 
 # ---- ours ------------------------------------------------------------------------------------
-def run_ours(path: Path, journal: bool) -> dict[str, float]:
+def run_ours(path: Path, journal: bool) -> dict[str, Any]:
     import logging
     from datetime import UTC, datetime
 
+    import msgspec
     import numpy as np
     import structlog
-    from bench_backtest import SmaCross  # the same SMA cross bench_backtest.py runs
+    from sma_cross import SmaCross  # the same SMA cross bench_backtest.py runs
 
     from daemon.journal import Journal
     from strategy.backtest.engine import BacktestConfig, BacktestEngine
@@ -131,7 +133,14 @@ def run_ours(path: Path, journal: bool) -> dict[str, float]:
         seconds = time.perf_counter() - started
         if sink is not None:
             sink.close()
-    return {"bars": n, "seconds": seconds, "orders": len(run.orders), "rss_gb": peak_rss_gb()}
+    digest = hashlib.sha256(msgspec.json.encode(run.orders)).hexdigest()[:16]  # same orders?
+    return {
+        "bars": n,
+        "seconds": seconds,
+        "orders": len(run.orders),
+        "orders_digest": digest,
+        "rss_gb": peak_rss_gb(),
+    }
 
 
 # ---- NautilusTrader (runs in its own venv: imports nothing of ours) ---------------------------
@@ -238,7 +247,7 @@ def run_nautilus(path: Path) -> dict[str, float]:
 
 
 # ---- the parent: one run = every variant at every instrument count -----------------------------
-def worker(variant: str, data: Path, python: str) -> dict[str, float] | str:
+def worker(variant: str, data: Path, python: str) -> dict[str, Any] | str:
     """Run one variant in a fresh process; its figures, or the reason it could not run."""
     cmd = [python, __file__, "--worker", variant, "--data", str(data)]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent.parent)])}

@@ -29,10 +29,6 @@ _MAX_RESETS = 1024
 # inputs, whose largest is 3.4e38) stays finite.
 MIN_PRICE, MAX_PRICE, MAX_VOLUME = 1e-8, 1e9, 1e15
 
-# Column order of the per-symbol ring buffer.
-_OPEN, _HIGH, _LOW, _CLOSE, _VOLUME = range(5)
-
-
 _DAY = 86_400
 
 
@@ -101,27 +97,41 @@ def bar_at(window: Window, index: int) -> Bar:
 
 
 class _Ring:
-    """Fixed-size ring of bars, each written twice so the last n bars are always one contiguous slice."""
+    """A symbol's bars in append-only chunks, so a window is a read-only view that never changes.
+
+    Bars are written one after another into the current chunk; a window is a slice of it. When
+    the chunk is full, a new one is allocated and the last n - 1 bars are copied to its start:
+    a chunk is never written at an index a window has seen, so windows handed out earlier stay
+    as they were without copying them (the old chunk lives as long as its windows do).
+    """
 
     __slots__ = (
         "atr",
+        "cap",
         "close",
+        "columns",
         "count",
+        "end",
         "last_dt",
         "last_ts",
         "n",
         "pending",
-        "pos",
         "ranges",
+        "stamps",
         "times",
         "values",
     )
 
     def __init__(self, n: int) -> None:
         self.n = n
-        self.values: FloatArray = np.zeros((5, 2 * n), dtype=np.float64)
-        self.times: IntArray = np.zeros(2 * n, dtype=np.int64)
-        self.pos = -1  # index of the newest bar in [0, n)
+        # n - 1 bars are copied per new chunk: at least 256 pushes between copies.
+        self.cap = max(2 * n, n + 256)
+        self.values: FloatArray = np.zeros((5, 0), dtype=np.float64)  # writable chunk
+        self.times: IntArray = np.zeros(0, dtype=np.int64)
+        self.columns: tuple[FloatArray, ...] = ()  # read-only views of its five rows
+        self.stamps: IntArray = self.times  # read-only view of times
+        self.end = 0  # bars written into the chunk; the newest is at end - 1
+        self._new_chunk(0)
         self.count = 0  # bars held, at most n
         self.last_ts = 0
         self.last_dt: datetime | None = None
@@ -130,8 +140,23 @@ class _Ring:
         self.pending: float | None = None  # close of a rejected jump, waiting for confirmation
         self.close = 0.0  # the newest bar's close (a float: cheaper than reading the array)
 
+    def _new_chunk(self, keep: int) -> None:
+        """Start a fresh chunk holding the last `keep` bars of the current one."""
+        values = np.zeros((5, self.cap), dtype=np.float64)
+        times = np.zeros(self.cap, dtype=np.int64)
+        if keep:
+            end = self.end
+            values[:, :keep] = self.values[:, end - keep : end]
+            times[:keep] = self.times[end - keep : end]
+        self.values, self.times, self.end = values, times, keep
+        readonly = values.view()
+        readonly.flags.writeable = False
+        self.columns = tuple(readonly[i] for i in range(5))
+        stamps = times.view()
+        stamps.flags.writeable = False
+        self.stamps = stamps
+
     def clear(self) -> None:
-        self.pos = -1
         self.count = 0
         self.last_ts = 0
         self.last_dt = None
@@ -140,18 +165,15 @@ class _Ring:
         self.pending = None
 
     def push(self, bar: Bar, ts: int) -> None:
-        n = self.n
-        k = self.pos + 1
-        if k == n:
-            k = 0
-        self.pos = k
-        row = (bar.open, bar.high, bar.low, bar.close, bar.volume)
-        values = self.values
-        values[:, k] = row
-        values[:, k + n] = row
+        k = self.end
+        if k == self.cap:
+            count = self.count
+            self._new_chunk(count if count < self.n else self.n - 1)
+            k = self.end
+        self.values[:, k] = (bar.open, bar.high, bar.low, bar.close, bar.volume)
         self.times[k] = ts
-        self.times[k + n] = ts
-        if self.count < n:
+        self.end = k + 1
+        if self.count < self.n:
             self.count += 1
         self.last_ts = ts
         self.last_dt = bar.ts
@@ -289,25 +311,24 @@ class BarStore:
         return out
 
     def window(self, symbol: str) -> Window | None:
-        """The symbol's last `config.window` bars, or None until that many are stored."""
+        """The symbol's last `config.window` bars, or None until that many are stored.
+
+        The arrays are read-only views that later bars never change (see _Ring)."""
         ring = self._rings.get(symbol)
         if ring is None or ring.count < ring.n or ring.last_dt is None:
             return None
-        start = ring.pos + 1
-        stop = start + ring.n
-        values = ring.values[:, start:stop].copy()
-        values.flags.writeable = False
-        times = ring.times[start:stop].copy()
-        times.flags.writeable = False
+        stop = ring.end
+        start = stop - ring.n
+        o, h, low, c, v = ring.columns
         return Window(
             symbol=symbol,
             bar_seconds=self.config.bar_seconds,
-            timestamps=times,
-            open=values[_OPEN],
-            high=values[_HIGH],
-            low=values[_LOW],
-            close=values[_CLOSE],
-            volume=values[_VOLUME],
+            timestamps=ring.stamps[start:stop],
+            open=o[start:stop],
+            high=h[start:stop],
+            low=low[start:stop],
+            close=c[start:stop],
+            volume=v[start:stop],
         )
 
     def count(self, symbol: str) -> int:
