@@ -49,9 +49,8 @@ class SmaCross:
         self._sums: dict[str, _Sums] = {}
         self._stamp = (0, datetime.fromtimestamp(0, tz=UTC))  # the last window end, as a datetime
 
-    def _averages(self, w: Window) -> tuple[float, float]:
+    def _averages(self, w: Window, last_ts: int) -> tuple[float, float]:
         times, close = w.timestamps, w.close
-        last_ts = int(times[-1])
         sums = self._sums.get(w.symbol)
         if (
             sums is not None
@@ -76,9 +75,9 @@ class SmaCross:
     def score(self, windows: Sequence[Window]) -> list[Signal]:
         out = []
         for w in windows:
-            fast, slow = self._averages(w)
-            p = 0.7 if fast > slow else 0.3
             last_ts = int(w.timestamps[-1])
+            fast, slow = self._averages(w, last_ts)
+            p = 0.7 if fast > slow else 0.3
             if last_ts != self._stamp[0]:
                 self._stamp = (last_ts, datetime.fromtimestamp(last_ts, tz=UTC))
             ts = self._stamp[1]

@@ -117,6 +117,7 @@ class _Ring:
         "n",
         "pending",
         "ranges",
+        "rows",
         "stamps",
         "times",
         "values",
@@ -128,7 +129,8 @@ class _Ring:
         self.cap = max(2 * n, n + 256)
         self.values: FloatArray = np.zeros((5, 0), dtype=np.float64)  # writable chunk
         self.times: IntArray = np.zeros(0, dtype=np.int64)
-        self.columns: tuple[FloatArray, ...] = ()  # read-only views of its five rows
+        self.rows: tuple[FloatArray, ...] = ()  # its five rows (open .. volume), writable
+        self.columns: tuple[FloatArray, ...] = ()  # read-only views of them
         self.stamps: IntArray = self.times  # read-only view of times
         self.end = 0  # bars written into the chunk; the newest is at end - 1
         self._new_chunk(0)
@@ -149,6 +151,7 @@ class _Ring:
             values[:, :keep] = self.values[:, end - keep : end]
             times[:keep] = self.times[end - keep : end]
         self.values, self.times, self.end = values, times, keep
+        self.rows = tuple(values[i] for i in range(5))
         readonly = values.view()
         readonly.flags.writeable = False
         self.columns = tuple(readonly[i] for i in range(5))
@@ -164,20 +167,22 @@ class _Ring:
         self.ranges = 0
         self.pending = None
 
-    def push(self, bar: Bar, ts: int) -> None:
+    def push(self, bar: Bar, row: tuple[float, float, float, float, float], ts: int) -> None:
+        """Append one bar (row: its open, high, low, close, volume)."""
         k = self.end
         if k == self.cap:
             count = self.count
             self._new_chunk(count if count < self.n else self.n - 1)
             k = self.end
-        self.values[:, k] = (bar.open, bar.high, bar.low, bar.close, bar.volume)
+        o, h, low, c, v = self.rows
+        o[k], h[k], low[k], c[k], v[k] = row
         self.times[k] = ts
         self.end = k + 1
         if self.count < self.n:
             self.count += 1
         self.last_ts = ts
         self.last_dt = bar.ts
-        self.close = bar.close
+        self.close = row[3]
 
 
 class BarStore:
@@ -203,10 +208,19 @@ class BarStore:
 
         now: the receiving clock of a live feed; a bar closing more than max_future_seconds
         after it is rejected (future_ts). Replays and backtests pass nothing."""
-        problem = _check_values(bar)
-        if problem is not None:
-            return _rejected(bar, *problem)
         ts_dt = bar.ts
+        o, h, low, c, v = bar.open, bar.high, bar.low, bar.close, bar.volume
+        # One chained comparison that holds exactly when _check_values finds nothing for a UTC
+        # bar (NaN fails every comparison); anything else takes the per-invariant checks.
+        if not (
+            ts_dt.tzinfo is UTC
+            and MIN_PRICE <= low <= o <= h <= MAX_PRICE
+            and low <= c <= h
+            and 0.0 <= v <= MAX_VOLUME
+        ):
+            problem = _check_values(bar)
+            if problem is not None:
+                return _rejected(bar, *problem)
         step = self.config.bar_seconds
         ts = int(ts_dt.timestamp())
         if not _EARLIEST <= ts < _LATEST or now is not None:
@@ -261,7 +275,7 @@ class BarStore:
         # Cross-bar check, written out: it runs for every bar of every symbol.
         previous = ring.close
         if self._jump and ring.ranges >= self._min_ranges:
-            up, down = bar.high - previous, previous - bar.low
+            up, down = h - previous, previous - low
             distance = up if up > down else down  # max(|high - close|, |low - close|)
             limit = self._jump * ring.atr
             floor = self._jump_fraction * previous
@@ -272,16 +286,16 @@ class BarStore:
             else:
                 ring.pending = None
         if ring.count:  # fold the true range into the running ATR
-            high = bar.high if bar.high > previous else previous
-            low = bar.low if bar.low < previous else previous
-            true_range = high - low
+            top = h if h > previous else previous
+            bottom = low if low < previous else previous
+            true_range = top - bottom
         else:
-            true_range = bar.high - bar.low
+            true_range = h - low
         ring.ranges += 1
         ring.atr += (true_range - ring.atr) / (
             ring.ranges if ring.ranges < self._lookback else self._lookback
         )
-        ring.push(bar, ts)
+        ring.push(bar, (o, h, low, c, v), ts)
         return None
 
     def _jump_rejected(self, ring: _Ring, bar: Bar, distance: float) -> BarRejected | None:
