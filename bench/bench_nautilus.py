@@ -8,13 +8,14 @@ NautilusTrader in a scratch venv of its own (it is not a project dependency):
 
 The strategy, in both: per instrument a 10-bar and a 30-bar simple moving average of the close;
 long while the fast one is above the slow one, short otherwise, reversing on each cross, market
-orders. Ours is the backtest engine (strategy/backtest/engine.py: BarStore windows, the SMA scored
-on each window in the loop, TargetStrategy with hold_bars 0 and exit_on_opposite, risk, simulated
+orders. Ours is the backtest engine (strategy/backtest/engine.py: BarStore windows, scored in the
+loop by bench/sma_cross.py's SMA, incremental per symbol like Nautilus's indicators, TargetStrategy with hold_bars 0 and exit_on_opposite, risk, simulated
 broker), without a journal and with the live journal (the daemon's write-ahead path, synchronous
 normal: orders committed before the venue sees them, everything else group-committed). Nautilus's
 is a Strategy with SimpleMovingAverage indicators on a BacktestEngine with a NETTING margin venue.
 Timed: the run over prepared bars (data loading and wrangling excluded on both sides). Printed:
-bars/s, orders, peak RSS, the ratio ours / NautilusTrader, and the load average; repeats until
+bars/s, orders (our workers also return a digest of the orders, to show two commits trade the
+same), peak RSS, the ratio ours / NautilusTrader, and the load average; repeats until
 two runs agree within 10% on the last instrument count's live-journal ratio. When the scratch
 venv or its nautilus_trader is missing, it says so and prints our figures only.
 """
