@@ -14,16 +14,16 @@ from __future__ import annotations
 import argparse
 import tempfile
 import time
-from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
 from harness import Session, quick
+from sma_cross import SmaCross
 
 from daemon.journal import Journal
 from strategy.backtest.data import build_dataset, frame_batches, precompute_signals
 from strategy.backtest.engine import BacktestConfig, BacktestEngine
-from strategy.bars import BarStore, BarStoreConfig, Window
+from strategy.bars import BarStore, BarStoreConfig
 from strategy.book import Book
 from strategy.features import FeatureConfig, FeatureEngine
 from strategy.fusion import FusionConfig, FusionEngine
@@ -32,27 +32,9 @@ from strategy.ml_scorer import MLScorer
 from strategy.risk import RiskConfig
 from strategy.rule_scorer import RuleScorer, RuleScorerConfig
 from strategy.target_strategy import StrategyConfig
-from strategy.types import Signal
 from vlm_engine.xgb import XgbTrainConfig, train_xgb
 
 START = datetime(2024, 1, 1, tzinfo=UTC)
-
-
-class SmaCross:
-    """Long when the 10-bar SMA is above the 30-bar SMA, short otherwise."""
-
-    name = "sma_cross"
-    blocking = False
-
-    def score(self, windows: Sequence[Window]) -> list[Signal]:
-        out = []
-        for w in windows:
-            # sum / n is what ndarray.mean() computes, without its Python-level wrapper
-            close = w.close
-            fast, slow = float(close[-10:].sum()) / 10, float(close[-30:].sum()) / 30
-            p = 0.7 if fast > slow else 0.3
-            out.append(Signal(symbol=w.symbol, ts=w.ts, p_up=p, confidence=0.4, scorer=self.name))
-        return out
 
 
 def _baseline(batches, store_cfg) -> float:

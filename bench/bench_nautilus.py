@@ -8,13 +8,14 @@ NautilusTrader in a scratch venv of its own (it is not a project dependency):
 
 The strategy, in both: per instrument a 10-bar and a 30-bar simple moving average of the close;
 long while the fast one is above the slow one, short otherwise, reversing on each cross, market
-orders. Ours is the backtest engine (strategy/backtest/engine.py: BarStore windows, the SMA scored
-on each window in the loop, TargetStrategy with hold_bars 0 and exit_on_opposite, risk, simulated
+orders. Ours is the backtest engine (strategy/backtest/engine.py: BarStore windows, scored in the
+loop by bench/sma_cross.py's SMA, incremental per symbol like Nautilus's indicators, TargetStrategy with hold_bars 0 and exit_on_opposite, risk, simulated
 broker), without a journal and with the live journal (the daemon's write-ahead path, synchronous
 normal: orders committed before the venue sees them, everything else group-committed). Nautilus's
 is a Strategy with SimpleMovingAverage indicators on a BacktestEngine with a NETTING margin venue.
 Timed: the run over prepared bars (data loading and wrangling excluded on both sides). Printed:
-bars/s, orders, peak RSS, the ratio ours / NautilusTrader, and the load average; repeats until
+bars/s, orders (our workers also return a digest of the orders, to show two commits trade the
+same), peak RSS, the ratio ours / NautilusTrader, and the load average; repeats until
 two runs agree within 10% on the last instrument count's live-journal ratio. When the scratch
 venv or its nautilus_trader is missing, it says so and prints our figures only.
 """
@@ -22,6 +23,7 @@ venv or its nautilus_trader is missing, it says so and prints our figures only.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import resource
@@ -73,13 +75,14 @@ def write_bars(path: Path, instruments: int, total_bars: int) -> None:
 
 
 # ---- ours ------------------------------------------------------------------------------------
-def run_ours(path: Path, journal: bool) -> dict[str, float]:
+def run_ours(path: Path, journal: bool) -> dict[str, Any]:
     import logging
     from datetime import UTC, datetime
 
+    import msgspec
     import numpy as np
     import structlog
-    from bench_backtest import SmaCross  # the same SMA cross bench_backtest.py runs
+    from sma_cross import SmaCross  # the same SMA cross bench_backtest.py runs
 
     from daemon.journal import Journal
     from strategy.backtest.engine import BacktestConfig, BacktestEngine
@@ -131,7 +134,14 @@ def run_ours(path: Path, journal: bool) -> dict[str, float]:
         seconds = time.perf_counter() - started
         if sink is not None:
             sink.close()
-    return {"bars": n, "seconds": seconds, "orders": len(run.orders), "rss_gb": peak_rss_gb()}
+    digest = hashlib.sha256(msgspec.json.encode(run.orders)).hexdigest()[:16]  # same orders?
+    return {
+        "bars": n,
+        "seconds": seconds,
+        "orders": len(run.orders),
+        "orders_digest": digest,
+        "rss_gb": peak_rss_gb(),
+    }
 
 
 # ---- NautilusTrader (runs in its own venv: imports nothing of ours) ---------------------------
@@ -238,7 +248,7 @@ def run_nautilus(path: Path) -> dict[str, float]:
 
 
 # ---- the parent: one run = every variant at every instrument count -----------------------------
-def worker(variant: str, data: Path, python: str) -> dict[str, float] | str:
+def worker(variant: str, data: Path, python: str) -> dict[str, Any] | str:
     """Run one variant in a fresh process; its figures, or the reason it could not run."""
     cmd = [python, __file__, "--worker", variant, "--data", str(data)]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent.parent)])}

@@ -29,10 +29,6 @@ _MAX_RESETS = 1024
 # inputs, whose largest is 3.4e38) stays finite.
 MIN_PRICE, MAX_PRICE, MAX_VOLUME = 1e-8, 1e9, 1e15
 
-# Column order of the per-symbol ring buffer.
-_OPEN, _HIGH, _LOW, _CLOSE, _VOLUME = range(5)
-
-
 _DAY = 86_400
 
 
@@ -101,27 +97,43 @@ def bar_at(window: Window, index: int) -> Bar:
 
 
 class _Ring:
-    """Fixed-size ring of bars, each written twice so the last n bars are always one contiguous slice."""
+    """A symbol's bars in append-only chunks, so a window is a read-only view that never changes.
+
+    Bars are written one after another into the current chunk; a window is a slice of it. When
+    the chunk is full, a new one is allocated and the last n - 1 bars are copied to its start:
+    a chunk is never written at an index a window has seen, so windows handed out earlier stay
+    as they were without copying them (the old chunk lives as long as its windows do).
+    """
 
     __slots__ = (
         "atr",
+        "cap",
         "close",
+        "columns",
         "count",
+        "end",
         "last_dt",
         "last_ts",
         "n",
         "pending",
-        "pos",
         "ranges",
+        "rows",
+        "stamps",
         "times",
         "values",
     )
 
     def __init__(self, n: int) -> None:
         self.n = n
-        self.values: FloatArray = np.zeros((5, 2 * n), dtype=np.float64)
-        self.times: IntArray = np.zeros(2 * n, dtype=np.int64)
-        self.pos = -1  # index of the newest bar in [0, n)
+        # n - 1 bars are copied per new chunk: at least 256 pushes between copies.
+        self.cap = max(2 * n, n + 256)
+        self.values: FloatArray = np.zeros((5, 0), dtype=np.float64)  # writable chunk
+        self.times: IntArray = np.zeros(0, dtype=np.int64)
+        self.rows: tuple[FloatArray, ...] = ()  # its five rows (open .. volume), writable
+        self.columns: tuple[FloatArray, ...] = ()  # read-only views of them
+        self.stamps: IntArray = self.times  # read-only view of times
+        self.end = 0  # bars written into the chunk; the newest is at end - 1
+        self._new_chunk(0)
         self.count = 0  # bars held, at most n
         self.last_ts = 0
         self.last_dt: datetime | None = None
@@ -130,8 +142,24 @@ class _Ring:
         self.pending: float | None = None  # close of a rejected jump, waiting for confirmation
         self.close = 0.0  # the newest bar's close (a float: cheaper than reading the array)
 
+    def _new_chunk(self, keep: int) -> None:
+        """Start a fresh chunk holding the last `keep` bars of the current one."""
+        values = np.zeros((5, self.cap), dtype=np.float64)
+        times = np.zeros(self.cap, dtype=np.int64)
+        if keep:
+            end = self.end
+            values[:, :keep] = self.values[:, end - keep : end]
+            times[:keep] = self.times[end - keep : end]
+        self.values, self.times, self.end = values, times, keep
+        self.rows = tuple(values[i] for i in range(5))
+        readonly = values.view()
+        readonly.flags.writeable = False
+        self.columns = tuple(readonly[i] for i in range(5))
+        stamps = times.view()
+        stamps.flags.writeable = False
+        self.stamps = stamps
+
     def clear(self) -> None:
-        self.pos = -1
         self.count = 0
         self.last_ts = 0
         self.last_dt = None
@@ -139,23 +167,22 @@ class _Ring:
         self.ranges = 0
         self.pending = None
 
-    def push(self, bar: Bar, ts: int) -> None:
-        n = self.n
-        k = self.pos + 1
-        if k == n:
-            k = 0
-        self.pos = k
-        row = (bar.open, bar.high, bar.low, bar.close, bar.volume)
-        values = self.values
-        values[:, k] = row
-        values[:, k + n] = row
+    def push(self, bar: Bar, row: tuple[float, float, float, float, float], ts: int) -> None:
+        """Append one bar (row: its open, high, low, close, volume)."""
+        k = self.end
+        if k == self.cap:
+            count = self.count
+            self._new_chunk(count if count < self.n else self.n - 1)
+            k = self.end
+        o, h, low, c, v = self.rows
+        o[k], h[k], low[k], c[k], v[k] = row
         self.times[k] = ts
-        self.times[k + n] = ts
-        if self.count < n:
+        self.end = k + 1
+        if self.count < self.n:
             self.count += 1
         self.last_ts = ts
         self.last_dt = bar.ts
-        self.close = bar.close
+        self.close = row[3]
 
 
 class BarStore:
@@ -181,10 +208,19 @@ class BarStore:
 
         now: the receiving clock of a live feed; a bar closing more than max_future_seconds
         after it is rejected (future_ts). Replays and backtests pass nothing."""
-        problem = _check_values(bar)
-        if problem is not None:
-            return _rejected(bar, *problem)
         ts_dt = bar.ts
+        o, h, low, c, v = bar.open, bar.high, bar.low, bar.close, bar.volume
+        # One chained comparison that holds exactly when _check_values finds nothing for a UTC
+        # bar (NaN fails every comparison); anything else takes the per-invariant checks.
+        if not (
+            ts_dt.tzinfo is UTC
+            and MIN_PRICE <= low <= o <= h <= MAX_PRICE
+            and low <= c <= h
+            and 0.0 <= v <= MAX_VOLUME
+        ):
+            problem = _check_values(bar)
+            if problem is not None:
+                return _rejected(bar, *problem)
         step = self.config.bar_seconds
         ts = int(ts_dt.timestamp())
         if not _EARLIEST <= ts < _LATEST or now is not None:
@@ -239,7 +275,7 @@ class BarStore:
         # Cross-bar check, written out: it runs for every bar of every symbol.
         previous = ring.close
         if self._jump and ring.ranges >= self._min_ranges:
-            up, down = bar.high - previous, previous - bar.low
+            up, down = h - previous, previous - low
             distance = up if up > down else down  # max(|high - close|, |low - close|)
             limit = self._jump * ring.atr
             floor = self._jump_fraction * previous
@@ -250,16 +286,16 @@ class BarStore:
             else:
                 ring.pending = None
         if ring.count:  # fold the true range into the running ATR
-            high = bar.high if bar.high > previous else previous
-            low = bar.low if bar.low < previous else previous
-            true_range = high - low
+            top = h if h > previous else previous
+            bottom = low if low < previous else previous
+            true_range = top - bottom
         else:
-            true_range = bar.high - bar.low
+            true_range = h - low
         ring.ranges += 1
         ring.atr += (true_range - ring.atr) / (
             ring.ranges if ring.ranges < self._lookback else self._lookback
         )
-        ring.push(bar, ts)
+        ring.push(bar, (o, h, low, c, v), ts)
         return None
 
     def _jump_rejected(self, ring: _Ring, bar: Bar, distance: float) -> BarRejected | None:
@@ -289,25 +325,24 @@ class BarStore:
         return out
 
     def window(self, symbol: str) -> Window | None:
-        """The symbol's last `config.window` bars, or None until that many are stored."""
+        """The symbol's last `config.window` bars, or None until that many are stored.
+
+        The arrays are read-only views that later bars never change (see _Ring)."""
         ring = self._rings.get(symbol)
         if ring is None or ring.count < ring.n or ring.last_dt is None:
             return None
-        start = ring.pos + 1
-        stop = start + ring.n
-        values = ring.values[:, start:stop].copy()
-        values.flags.writeable = False
-        times = ring.times[start:stop].copy()
-        times.flags.writeable = False
+        stop = ring.end
+        start = stop - ring.n
+        o, h, low, c, v = ring.columns
         return Window(
             symbol=symbol,
             bar_seconds=self.config.bar_seconds,
-            timestamps=times,
-            open=values[_OPEN],
-            high=values[_HIGH],
-            low=values[_LOW],
-            close=values[_CLOSE],
-            volume=values[_VOLUME],
+            timestamps=ring.stamps[start:stop],
+            open=o[start:stop],
+            high=h[start:stop],
+            low=low[start:stop],
+            close=c[start:stop],
+            volume=v[start:stop],
         )
 
     def count(self, symbol: str) -> int:

@@ -15,9 +15,10 @@ Everything here is a value in, a value out: no clock, no I/O, no logging (the ca
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
+
+import msgspec
 
 from strategy.bars import BarRejected, BarStore, Window
 from strategy.book import Book
@@ -26,8 +27,7 @@ from strategy.target_strategy import TargetStrategy
 from strategy.types import Bar, Fill, Order, OrderEvent, OrderIntent, RiskDecision, Signal
 
 
-@dataclass(frozen=True, slots=True)
-class BatchIntake:
+class BatchIntake(msgspec.Struct, frozen=True, kw_only=True):
     """What the first half of a batch did: broker updates applied, bars stored, risk state."""
 
     now: datetime
@@ -38,8 +38,7 @@ class BatchIntake:
     state_change: TradingStateChange | None
 
 
-@dataclass(frozen=True, slots=True)
-class BatchDecision:
+class BatchDecision(msgspec.Struct, frozen=True, kw_only=True):
     """What the second half decided: every risk decision, the orders to send, the cancels to request."""
 
     decisions: list[RiskDecision]
