@@ -310,9 +310,10 @@ class Journal:
         # without rows are left out, so most batches hand over a signal or two and the kv.
         item: dict[str, Any] = {}
         for name, values in batch.items():
-            rows: tuple[Any, ...] = tuple(cast("Iterable[Any]", values))
-            if rows:
-                item[name] = rows
+            if values:  # an empty list (most tables, most batches) costs no tuple
+                rows: tuple[Any, ...] = tuple(cast("Iterable[Any]", values))
+                if rows:
+                    item[name] = rows
         if fills:
             item["fills"] = fills
         if kv:
@@ -408,10 +409,12 @@ class Journal:
             return
         latest: dict[str, tuple[int, str]] = {}
         for generation, kwargs in items:
-            for key, value in (kwargs.get("kv") or {}).items():
-                latest[str(key)] = (generation, str(value))
+            kv_of_batch = kwargs.get("kv")
+            if kv_of_batch:
+                for key, value in kv_of_batch.items():
+                    latest[key] = (generation, value)
         written_at = self._kv_written_at
-        kv = [(k, v) for k, (g, v) in latest.items() if written_at.get(k, -1) < g]
+        kv = [(str(k), str(v)) for k, (g, v) in latest.items() if written_at.get(k, -1) < g]
         try:
             write_group(self.path, cur, stage, [kwargs for _, kwargs in items], kv)
         except JournalError as e:  # a non-finite number from the broker: trading stops

@@ -75,6 +75,8 @@ BATCH_KEYS = frozenset(BatchArgs.__annotations__)
 
 def check_batch_keys(path: Path, batch: Mapping[str, object]) -> None:
     """TypeError naming any keyword that is not a journal table (see BatchArgs)."""
+    if BATCH_KEYS.issuperset(batch):
+        return
     unknown = set(batch) - BATCH_KEYS
     if unknown:
         msg = f"journal {path}: no table for {', '.join(sorted(unknown))}"
