@@ -23,6 +23,7 @@ venv or its nautilus_trader is missing, it says so and prints our figures only.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import os
@@ -75,8 +76,10 @@ def write_bars(path: Path, instruments: int, total_bars: int) -> None:
 
 
 # ---- ours ------------------------------------------------------------------------------------
-def run_ours(path: Path, journal: bool) -> dict[str, Any]:
+def run_ours(path: Path, journal: bool, keep_journal: Path | None = None) -> dict[str, Any]:
+    """keep_journal: where to copy the journal after the run (bench/journal_digest.py)."""
     import logging
+    import sqlite3
     from datetime import UTC, datetime
 
     import msgspec
@@ -134,6 +137,12 @@ def run_ours(path: Path, journal: bool) -> dict[str, Any]:
         seconds = time.perf_counter() - started
         if sink is not None:
             sink.close()
+            if keep_journal is not None:
+                with (
+                    contextlib.closing(sqlite3.connect(sink.path)) as src,
+                    contextlib.closing(sqlite3.connect(keep_journal)) as dst,
+                ):
+                    src.backup(dst)
     digest = hashlib.sha256(msgspec.json.encode(run.orders)).hexdigest()[:16]  # same orders?
     return {
         "bars": n,

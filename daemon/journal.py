@@ -3,10 +3,13 @@
 Write-ahead: an order is committed before the broker sees it. On the order path
 (record_orders_ahead) a batch's orders, state changes and kv go into one small commit of their own;
 its signals, decisions, fills, events and positions are queued to a group-committing writer thread
-(daemon/journal_writer.py) with its own connection, which commits everything queued in one
-transaction off the order path, once the batch's orders are at the broker (order_path()). Every
-other write (record) and every read first waits for that writer, so it sees every row written
-before it; the on-disk shape is in daemon/journal_schema.py.
+(daemon/journal_writer.py) with its own connection, which commits what is queued in one
+transaction off the order path, once the batch's orders are at the broker (order_path()). What is
+still queued when the next batch's orders commit (earlier batches' rows, never an order) rides in
+that commit, older rows first: a batch with orders costs one commit, not one for its orders and
+one for the writer's group it had to wait for. Every other write (record) and every read first
+waits for that writer, so it sees every row written before it; the on-disk shape is in
+daemon/journal_schema.py.
 
 Durability (`synchronous`): in WAL mode NORMAL survives a crash of the process (kill -9): a
 committed transaction is in the WAL file and the OS writes it out, but a power loss or kernel
@@ -50,6 +53,7 @@ from daemon.journal_rows import (
     daily_pnl_row,
     encode_batch,
     write_batch,
+    write_group,
 )
 from daemon.journal_schema import (
     MIGRATIONS,
@@ -61,7 +65,7 @@ from daemon.journal_schema import (
     JournalError,
     migrate,
 )
-from daemon.journal_writer import GroupWriter
+from daemon.journal_writer import MAX_GROUP, GroupWriter
 from daemon.wal_checkpoint import BACKSTOP_PAGES, WalCheckpointer
 from strategy.types import Fill, Order, OrderStatus, Position
 
@@ -293,17 +297,30 @@ class Journal:
         kv = batch.pop("kv", None)
         if orders or state_changes:
             ahead = BatchArgs(orders=orders, state_changes=state_changes, kv=kv)
-            self._commit_now(encode_batch(self.path, ahead), what="record_orders_ahead", alone=True)
+            self._commit_now(
+                encode_batch(self.path, ahead), what="record_orders_ahead", alone=True, queued=True
+            )
             kv = None
         # Repeats are dropped here, in batch order; the writer inserts each new fill once.
-        fills = self._new_fills(list(batch.pop("fills", ())), key=lambda f: f.fill_id)
-        self._known_fills.update(f.fill_id for f in fills)
-        # Tuples: the writer reads them on its thread (the values are frozen Structs).
-        deferred = {name: tuple(cast("Iterable[Any]", v)) for name, v in batch.items()}
-        if fills or kv or any(deferred.values()):
+        fills = batch.pop("fills", ())
+        if fills:
+            fills = self._new_fills(list(fills), key=lambda f: f.fill_id)
+            self._known_fills.update(f.fill_id for f in fills)
+        # Tuples: the writer reads them on its thread (the values are frozen Structs); tables
+        # without rows are left out, so most batches hand over a signal or two and the kv.
+        item: dict[str, Any] = {}
+        for name, values in batch.items():
+            if values:  # an empty list (most tables, most batches) costs no tuple
+                rows: tuple[Any, ...] = tuple(cast("Iterable[Any]", values))
+                if rows:
+                    item[name] = rows
+        if fills:
+            item["fills"] = fills
+        if kv:
+            item["kv"] = dict(kv)
+        if item:
             assert self._writer is not None  # _raise_writer_failure checked that we are open
-            item = cast("BatchArgs", {**deferred, "fills": fills, "kv": dict(kv or {})})
-            self._writer.submit((self._generation, item))
+            self._writer.submit((self._generation, cast("BatchArgs", item)))
 
     @contextlib.contextmanager
     def order_path(self) -> Iterator[None]:
@@ -337,9 +354,13 @@ class Journal:
         self._wait_for_writer(raise_failure=True)
         self._commit_now(BatchRows(daily_pnl=[row]), what="record_daily_pnl")
 
-    def _commit_now(self, rows: BatchRows, *, what: str, alone: bool = False) -> None:
+    def _commit_now(
+        self, rows: BatchRows, *, what: str, alone: bool = False, queued: bool = False
+    ) -> None:
         """One transaction on the caller's thread (or a place in the open record() group, unless
-        alone: then committed before returning, whatever commit_every says)."""
+        alone: then committed before returning, whatever commit_every says). queued: the
+        writer's queue goes first into the same transaction (older batches' rows, never an
+        order): one commit instead of two, and no wait for the writer thread's."""
         rows.fills = self._new_fills(rows.fills, key=lambda r: r["fill_id"])
         sequence = max(rows.max_sequence() or 0, self._sequence)
         if rows.orders and sequence > self._persisted_sequence:
@@ -350,6 +371,12 @@ class Journal:
         self._order_path_idle.clear()
         try:
             with self._transaction(what, alone=alone) as (cur, stage):
+                if queued and self._writer is not None:
+                    try:
+                        self._write_queued(cur, stage, self._writer.take())
+                    except JournalError as e:  # lost with the rollback: sticky, as the writer's
+                        self._writer.fail(e)
+                        raise
                 write_batch(cur, stage, rows)
                 # Under the mutex: the writer's next transaction skips these keys' older values.
                 for key, _ in rows.kv:
@@ -363,30 +390,38 @@ class Journal:
         # An order journaled with a number we have not handed out yet moves the counter past it.
         self._sequence = max(self._sequence, sequence)
 
-    def _commit_group(self, items: list[tuple[int, BatchArgs]]) -> int:
-        """The writer thread's transaction: queued batches in order, until the order path wants
-        the database (then it commits what it has); returns how many it wrote. Each batch is
-        encoded just before its statements, so the GIL changes hands between batches."""
+    def _commit_group(self, writer: GroupWriter[tuple[int, BatchArgs]]) -> None:
+        """The writer thread's transaction: up to MAX_GROUP queued batches (taken under the
+        write lock, so the order path's commit cannot take newer ones ahead of them)."""
         self._order_path_idle.wait()
-        written = 0
         with self._transaction("group_commit", writer=True) as (cur, stage):
-            for generation, kwargs in items:
-                stage("encode")
-                try:
-                    rows = encode_batch(self.path, kwargs)
-                except JournalError as e:  # a non-finite number from the broker: trading stops
-                    self._last_error = f"group_commit refused: {e}"
-                    log.error("journal.write_failed", path=str(self.path), write="group_commit",
-                              stage="encode", error=str(e))  # fmt: skip
-                    raise
-                rows.kv = [
-                    (k, v) for k, v in rows.kv if self._kv_written_at.get(k, -1) < generation
-                ]
-                write_batch(cur, stage, rows)
-                written += 1
-                if not self._order_path_idle.is_set():
-                    break
-        return written
+            self._write_queued(cur, stage, writer.take(MAX_GROUP))
+
+    def _write_queued(
+        self,
+        cur: sqlite3.Cursor,
+        stage: Callable[[str], None],
+        items: list[tuple[int, BatchArgs]],
+    ) -> None:
+        """Queued batches into the open transaction (journal_rows.write_group). A kv key keeps
+        the last value queued, unless the order path wrote the key in a later batch."""
+        if not items:
+            return
+        latest: dict[str, tuple[int, str]] = {}
+        for generation, kwargs in items:
+            kv_of_batch = kwargs.get("kv")
+            if kv_of_batch:
+                for key, value in kv_of_batch.items():
+                    latest[key] = (generation, value)
+        written_at = self._kv_written_at
+        kv = [(str(k), str(v)) for k, (g, v) in latest.items() if written_at.get(k, -1) < g]
+        try:
+            write_group(self.path, cur, stage, [kwargs for _, kwargs in items], kv)
+        except JournalError as e:  # a non-finite number from the broker: trading stops
+            self._last_error = f"group_commit refused: {e}"
+            log.error("journal.write_failed", path=str(self.path), write="group_commit",
+                      stage="encode", error=str(e))  # fmt: skip
+            raise
 
     def _new_fills(self, fills: list[Any], *, key: Callable[[Any], str]) -> list[Any]:
         """Fills not journaled (or queued) before and not repeated within the batch."""

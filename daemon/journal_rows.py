@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Any, TypedDict
+from typing import Any, TypedDict, cast
 
 import msgspec
 
@@ -75,6 +75,8 @@ BATCH_KEYS = frozenset(BatchArgs.__annotations__)
 
 def check_batch_keys(path: Path, batch: Mapping[str, object]) -> None:
     """TypeError naming any keyword that is not a journal table (see BatchArgs)."""
+    if BATCH_KEYS.issuperset(batch):
+        return
     unknown = set(batch) - BATCH_KEYS
     if unknown:
         msg = f"journal {path}: no table for {', '.join(sorted(unknown))}"
@@ -157,6 +159,53 @@ def write_batch(cur: sqlite3.Cursor, stage: Callable[[str], None], rows: BatchRo
         for sql, params in statements:
             if params:  # most tables get no row in most batches
                 cur.executemany(sql, params)
+
+
+# The tables whose rows only append (or upsert by key, the last one winning): a group's rows of
+# each go in one executemany, in batch order, which gives the same rows and ids as batch by batch.
+# Fills and order events update `orders` in turn, so they stay in batch order (see write_group).
+MERGED_TABLES = ("bars_rejected", "signals", "decisions", "positions", "state_changes")
+
+
+def write_group(
+    path: Path,
+    cur: sqlite3.Cursor,
+    stage: Callable[[str], None],
+    batches: Sequence[BatchArgs],
+    kv: Sequence[tuple[str, str]],
+) -> None:
+    """Write queued batches (no orders among them) in the caller's transaction, with the rows
+    write_batch(encode_batch(b)) gives for each batch in turn, in far fewer statements: one per
+    table for the MERGED_TABLES, fills and events batch by batch (only batches that have any),
+    and kv as given (the caller keeps one value per key, the last). Raises JournalError for a
+    non-finite number, like encode_batch."""
+    stage("encode")
+    merged: dict[str, list[Any]] = {table: [] for table in MERGED_TABLES}
+    ordered: list[BatchArgs] = []
+    for batch in batches:
+        for table in MERGED_TABLES:
+            values = batch.get(table)
+            if values:
+                merged[table].extend(values)  # type: ignore[arg-type]
+        if batch.get("fills") or batch.get("order_events"):
+            ordered.append(
+                BatchArgs(fills=batch.get("fills", ()), order_events=batch.get("order_events", ()))
+            )
+    rows = encode_batch(path, cast("BatchArgs", {k: v for k, v in merged.items() if v}))
+    steps = [encode_batch(path, b) for b in ordered]  # every refusal before the first statement
+    for table, sql, params in (
+        ("bars_rejected", INSERT_REJECTED, rows.rejected),
+        ("signals", INSERT_SIGNAL, rows.signals),
+        ("decisions", INSERT_DECISION, rows.decisions),
+    ):
+        if params:
+            stage(table)
+            cur.executemany(sql, params)
+    for step in steps:
+        write_batch(cur, stage, step)
+    rows.rejected, rows.signals, rows.decisions = [], [], []
+    rows.kv = list(kv)
+    write_batch(cur, stage, rows)  # positions, state changes, kv
 
 
 _ENCODER = msgspec.json.Encoder()

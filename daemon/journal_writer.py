@@ -1,10 +1,13 @@
 """A group-committing writer thread: the journal rows that are not on the order path.
 
 The order path commits only its write-ahead intents (daemon/journal.py, record_orders_ahead) and
-hands the rest of the batch (signals, decisions, fills, events, positions) to this thread, which
-commits everything queued since its last commit in one transaction. A batch never waits for it;
-reads and the synchronous writes wait until it is idle, so they see every row queued before them.
-A failed commit is sticky: the thread stops, and the journal's next write raises it.
+hands the rest of the batch (signals, decisions, fills, events, positions) to this queue. The
+thread commits what is queued in one transaction, after letting a group gather for up to
+LINGER_SECONDS; the order path's own commit takes whatever is still queued into its transaction
+(older rows first), so a backtest or a busy daemon pays one commit per batch with orders and no
+hand-over between threads. A batch never waits for the thread; reads and the synchronous writes
+hurry it and wait until the queue is empty, so they see every row queued before them. A failed
+commit is sticky: the thread stops, and the journal's next write raises it.
 """
 
 from __future__ import annotations
@@ -16,30 +19,59 @@ from typing import Generic, TypeVar
 
 Item = TypeVar("Item")
 
-MAX_GROUP = 16  # queued batches per transaction at most
+# Queued batches per transaction of the thread at most: the order path waits for at most one.
+MAX_GROUP = 256
+# How long the thread lets a group gather before it commits it: rows off the order path reach
+# the disk this much later (a read never waits for it: it hurries the thread). A live bar
+# interval is a minute; between a backtest's orders, a few bars.
+LINGER_SECONDS = 0.05
 
 
 class GroupWriter(threading.Thread, Generic[Item]):
-    """Calls commit(items) on its own thread with the items queued since the last call; commit
-    returns how many it wrote (it may stop early to let the order path in), the rest go back."""
+    """Calls commit(self) on its own thread once items are queued; commit (or the order path,
+    under the journal's write lock) takes them with take(). Idle: nothing queued and no commit running."""
 
-    def __init__(self, *, name: str, commit: Callable[[list[Item]], int]) -> None:
+    def __init__(self, *, name: str, commit: Callable[[GroupWriter[Item]], None]) -> None:
         super().__init__(name=name, daemon=True)
         self._commit = commit
         self._queue: deque[Item] = deque()
         self._changed = threading.Condition()
         self._writing = False
+        self._sleeping = False  # waiting for a first item: only then does submit() notify
+        self._hurry = False  # a reader waits: commit now, without lingering
         self._stopping = False
         self.failure: BaseException | None = None
 
     def submit(self, item: Item) -> None:
+        # deque.append is atomic; the Condition (a lock round trip and a notify) is taken only
+        # when the thread sleeps. It sets _sleeping before it last looks at the queue, so either
+        # it sees this item or this call sees it sleeping.
+        self._queue.append(item)
+        if self._sleeping:
+            with self._changed:
+                self._changed.notify_all()
+
+    def take(self, limit: int | None = None) -> list[Item]:
+        """The oldest queued items (all, or up to limit); call with the journal's write lock
+        held, so that what one caller takes is written before what the next one takes."""
+        queue = self._queue
+        count = len(queue) if limit is None else min(len(queue), limit)
+        return [queue.popleft() for _ in range(count)]
+
+    def fail(self, failure: BaseException) -> None:
+        """Make a failure of the order path's commit of queued rows sticky, as the thread's own
+        would be: the rows it took are lost, the thread ends, the next write raises it."""
         with self._changed:
-            self._queue.append(item)
+            if self.failure is None:
+                self.failure = failure
+            self._queue.clear()
             self._changed.notify_all()
 
     def wait_idle(self) -> None:
         """Return once everything submitted so far is committed (or the writer has failed)."""
         with self._changed:
+            self._hurry = True
+            self._changed.notify_all()
             self._changed.wait_for(self._idle)
 
     def stop(self) -> None:
@@ -51,27 +83,43 @@ class GroupWriter(threading.Thread, Generic[Item]):
             self.join()
 
     def run(self) -> None:
+        changed = self._changed
         while True:
-            with self._changed:
-                self._changed.wait_for(lambda: bool(self._queue) or self._stopping)
+            with changed:
+                self._sleeping = True
+                changed.wait_for(lambda: bool(self._queue) or self._stopping or self._failed())
+                self._sleeping = False
+                # Let a group gather: a commit per batch would cost more than the batch.
+                changed.wait_for(
+                    lambda: self._hurry or self._stopping or len(self._queue) >= MAX_GROUP,
+                    timeout=LINGER_SECONDS,
+                )
+                self._hurry = False
+                if self.failure is not None:
+                    return
                 if not self._queue:
-                    return  # stopping, and nothing left
-                count = min(len(self._queue), MAX_GROUP)
-                group = [self._queue.popleft() for _ in range(count)]
+                    if self._stopping:
+                        return  # stopping, and nothing left
+                    changed.notify_all()  # the order path took everything: idle
+                    continue
                 self._writing = True
             try:
-                written = self._commit(group)
+                self._commit(self)
             except BaseException as e:  # sticky: the journal raises it on its next write
-                with self._changed:
+                with changed:
                     self.failure = e
                     self._queue.clear()
                     self._writing = False
-                    self._changed.notify_all()
+                    changed.notify_all()
                 return
-            with self._changed:
-                self._queue.extendleft(reversed(group[written:]))
+            with changed:
                 self._writing = False
-                self._changed.notify_all()
+                if self._queue:
+                    self._hurry = True  # more than one group was waiting: no second linger
+                changed.notify_all()
+
+    def _failed(self) -> bool:
+        return self.failure is not None
 
     def _idle(self) -> bool:
         return self.failure is not None or not (self._queue or self._writing)
