@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from datetime import datetime
 from typing import Annotated, Any, Literal, NamedTuple, get_args
 
 import msgspec
@@ -162,25 +163,34 @@ class RuleScorer:
         """
         tails = [windows[i] for i in indexes]
         prices = np.empty((4, len(tails), span), dtype=np.float64)
+        opens, highs, lows, closes = prices  # row views: one fewer index per copy below
         for j, w in enumerate(tails):
-            prices[0, j] = w.open[-span:]
-            prices[1, j] = w.high[-span:]
-            prices[2, j] = w.low[-span:]
-            prices[3, j] = w.close[-span:]
+            opens[j] = w.open[-span:]
+            highs[j] = w.high[-span:]
+            lows[j] = w.low[-span:]
+            closes[j] = w.close[-span:]
         prices /= prices[3, :, -1:].copy()
         opens, highs, lows, closes = prices.reshape(4, -1)
         values = np.empty((len(self._enabled), len(tails)), dtype=np.float64)
         for k, pattern in enumerate(self._enabled):
             values[k] = pattern.compute(opens, highs, lows, closes)[span - 1 :: span]
         fired = np.any(values, axis=0).tolist()
+        stamps = [int(w.timestamps[-1]) for w in tails]
+        times: dict[int, datetime] = {}  # the windows of a batch share their close time
         for j, i in enumerate(indexes):
             window = windows[i]
+            ts = times.get(stamps[j])
+            if ts is None:
+                ts = times[stamps[j]] = window.ts
             signals[i] = (
-                self._judge(window, values[:, j]) if fired[j] else neutral_signal(window, self.name)
+                self._judge(window, values[:, j], ts)
+                if fired[j]
+                else neutral_signal(window, self.name, ts=ts)
             )
 
-    def _judge(self, window: Window, values: FloatArray) -> Signal:
-        """Turn the patterns that fired on the last bar, plus context, into one Signal."""
+    def _judge(self, window: Window, values: FloatArray, ts: datetime) -> Signal:
+        """Turn the patterns that fired on the last bar, plus context, into one Signal (ts: the
+        window's close time)."""
         cfg = self.config
         net = 0.0
         reasons: list[str] = []
@@ -191,17 +201,17 @@ class RuleScorer:
             reasons.append(pattern.bullish if value > 0 else pattern.bearish)
         direction = 1 if net > 1e-12 else -1 if net < -1e-12 else 0
         if direction == 0:
-            return neutral_signal(window, self.name, tuple(reasons))
+            return neutral_signal(window, self.name, tuple(reasons), ts=ts)
         agree, oppose = self._context(window, direction, reasons)
         strength = abs(net) * max(
             0.0, 1.0 + cfg.context_boost * agree - cfg.context_penalty * oppose
         )
         if strength < cfg.min_strength:
-            return neutral_signal(window, self.name, tuple(reasons))
+            return neutral_signal(window, self.name, tuple(reasons), ts=ts)
         confidence = min(1.0, strength / cfg.full_strength)
         return Signal(
             symbol=window.symbol,
-            ts=window.ts,
+            ts=ts,
             p_up=0.5 + direction * cfg.max_edge * confidence,
             confidence=confidence,
             scorer=self.name,
