@@ -11,7 +11,7 @@ import msgspec
 import numpy as np
 from talib import abstract
 
-from strategy.bars import FloatArray, Window
+from strategy.bars import Window
 from strategy.features import raw_talib
 from strategy.scoring import neutral_signal
 from strategy.types import Signal
@@ -175,6 +175,8 @@ class RuleScorer:
         for k, pattern in enumerate(self._enabled):
             values[k] = pattern.compute(opens, highs, lows, closes)[span - 1 :: span]
         fired = np.any(values, axis=0).tolist()
+        rows = values.T.tolist()  # one list of pattern values per tail
+        flat = iter(self._flat_closes([tails[j] for j, hit in enumerate(fired) if hit]))
         stamps = [int(w.timestamps[-1]) for w in tails]
         times: dict[int, datetime] = {}  # the windows of a batch share their close time
         for j, i in enumerate(indexes):
@@ -183,18 +185,37 @@ class RuleScorer:
             if ts is None:
                 ts = times[stamps[j]] = window.ts
             signals[i] = (
-                self._judge(window, values[:, j], ts)
+                self._judge(window, rows[j], ts, next(flat))
                 if fired[j]
                 else neutral_signal(window, self.name, ts=ts)
             )
 
-    def _judge(self, window: Window, values: FloatArray, ts: datetime) -> Signal:
+    def _flat_closes(self, windows: Sequence[Window]) -> list[bool | None]:
+        """Per window, whether its context closes are all equal (no RSI/Bollinger reading), from
+        one max and one min over the windows stacked, instead of two array reductions per window;
+        None for a window shorter than context_bars (_context decides on its own)."""
+        bars = self.config.context_bars
+        full = [j for j, w in enumerate(windows) if w.close.shape[0] >= bars]
+        out: list[bool | None] = [None] * len(windows)
+        if full:
+            closes = np.empty((len(full), bars), dtype=np.float64)
+            for row, j in enumerate(full):
+                closes[row] = windows[j].close[-bars:]
+            for j, same in zip(
+                full, (closes.max(axis=1) == closes.min(axis=1)).tolist(), strict=True
+            ):
+                out[j] = same
+        return out
+
+    def _judge(
+        self, window: Window, values: list[float], ts: datetime, flat: bool | None
+    ) -> Signal:
         """Turn the patterns that fired on the last bar, plus context, into one Signal (ts: the
-        window's close time)."""
+        window's close time; flat: see _flat_closes)."""
         cfg = self.config
         net = 0.0
         reasons: list[str] = []
-        for pattern, value in zip(self._enabled, values.tolist(), strict=True):
+        for pattern, value in zip(self._enabled, values, strict=True):
             if value == 0 or pattern.weight == 0:
                 continue
             net += math.copysign(pattern.weight * min(abs(value) / 100.0, 1.0), value)
@@ -202,7 +223,7 @@ class RuleScorer:
         direction = 1 if net > 1e-12 else -1 if net < -1e-12 else 0
         if direction == 0:
             return neutral_signal(window, self.name, tuple(reasons), ts=ts)
-        agree, oppose = self._context(window, direction, reasons)
+        agree, oppose = self._context(window, direction, reasons, flat)
         strength = abs(net) * max(
             0.0, 1.0 + cfg.context_boost * agree - cfg.context_penalty * oppose
         )
@@ -218,11 +239,15 @@ class RuleScorer:
             reasons=tuple(reasons),
         )
 
-    def _context(self, window: Window, direction: int, reasons: list[str]) -> tuple[int, int]:
+    def _context(
+        self, window: Window, direction: int, reasons: list[str], flat: bool | None = None
+    ) -> tuple[int, int]:
         """Count RSI/Bollinger readings that agree or disagree with direction; append their reasons."""
         cfg = self.config
         closes = window.close[-cfg.context_bars :]
-        if closes.shape[0] <= cfg.rsi_period or closes.max() == closes.min():
+        if flat is None:
+            flat = closes.shape[0] <= cfg.rsi_period or closes.max() == closes.min()
+        if flat:
             return 0, 0
         agree = oppose = 0
         rsi = float(_RSI(closes, timeperiod=cfg.rsi_period)[-1])
