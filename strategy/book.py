@@ -2,12 +2,51 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import date, datetime
 
 import msgspec
 
-from strategy.types import Bar, Fill, Order, OrderEvent, OrderStatus, Position
+from strategy.types import Bar, Fill, Order, OrderEvent, OrderStatus, Position, Side
+
+
+class OpenOrderTotals:
+    """Per-symbol sums over the open orders, accumulated in the book's order (so each sum is the
+    float a scan of open_orders gives): the strategy's pending and risk's open quantities for one
+    intent in O(1) instead of a scan of every open order per symbol (O(symbols x orders) a batch).
+    """
+
+    __slots__ = ("buys", "exposure", "exposure_sum", "limits", "sells", "signed", "stale")
+
+    def __init__(self, orders: Iterable[Order] = ()) -> None:
+        self.signed: dict[str, list[float]] = {}  # signed remaining of each order, in book order
+        self.buys: dict[str, float] = {}  # unsigned remaining of open buys
+        self.sells: dict[str, float] = {}
+        self.limits: dict[str, float] = {}  # the last open order's limit price, either side
+        # strategy.risk's worst-case exposure term per symbol with orders and their sum: filled on
+        # first use, dropped by the book when a price or position moves; `stale` names the symbols
+        # whose orders changed since (an order added within a batch).
+        self.exposure: dict[str, float] | None = None
+        self.exposure_sum = 0.0
+        self.stale: set[str] = set()
+        for order in orders:
+            self.add(order)
+
+    def add(self, order: Order) -> None:
+        """Count one more open order (it is last in the book's order)."""
+        symbol = order.symbol
+        remaining = order.remaining
+        self.signed.setdefault(symbol, []).append(remaining * order.side.sign)
+        side = self.buys if order.side is Side.BUY else self.sells
+        side[symbol] = side.get(symbol, 0.0) + remaining
+        if order.limit_price is not None:
+            self.limits[symbol] = order.limit_price
+        if self.exposure is not None:
+            self.stale.add(symbol)
+
+    def open_quantity(self, symbol: str, side: Side) -> float:
+        """Unfilled quantity of the symbol's open orders on one side (unsigned)."""
+        return (self.buys if side is Side.BUY else self.sells).get(symbol, 0.0)
 
 
 class Book:
@@ -27,11 +66,14 @@ class Book:
         self._values: dict[str, float] = {}
         self._net_value = 0.0
         self._gross_value = 0.0
+        self._totals: OpenOrderTotals | None = None  # built on first read, see open_totals()
 
     # ---- updates -------------------------------------------------------------------------
     def mark(self, bar: Bar) -> None:
         """Record the last price of a symbol and roll the trading day when the date changes."""
         self.last_prices[bar.symbol] = bar.close
+        if self._totals is not None:
+            self._totals.exposure = None  # marks move the exposure terms, not the order sums
         if bar.symbol in self._values:
             self._revalue(bar.symbol)
         self.roll_day(bar.ts)
@@ -40,6 +82,8 @@ class Book:
     def set_price(self, symbol: str, price: float) -> None:
         """Set a last price without a bar (restoring from the journal)."""
         self.last_prices[symbol] = price
+        if self._totals is not None:
+            self._totals.exposure = None
         self._revalue(symbol)
 
     def roll_day(self, now: datetime) -> None:
@@ -69,13 +113,20 @@ class Book:
         self._gross_value = sum(abs(v) for v in self._values.values())
 
     def add_order(self, order: Order) -> None:
+        known = order.client_order_id in self.open_orders
         self.open_orders[order.client_order_id] = order
+        if self._totals is not None:
+            if known:  # replaced in place: its old remaining is in the sums
+                self._totals = None
+            else:
+                self._totals.add(order)
 
     def apply_order_event(self, event: OrderEvent) -> Order | None:
         """Apply a status change; returns the updated order, or None when the id is unknown."""
         order = self.open_orders.get(event.client_order_id)
         if order is None:
             return None
+        self._totals = None
         updated = _with_status(order, event)
         if updated.status.is_terminal:
             del self.open_orders[order.client_order_id]
@@ -88,6 +139,7 @@ class Book:
         if fill.fill_id in self.seen_fill_ids:
             return None
         self.seen_fill_ids.add(fill.fill_id)
+        self._totals = None  # positions and an order's remaining change
         before = self.positions.get(fill.symbol, Position(symbol=fill.symbol))
         after = before.apply(fill)
         self.positions[fill.symbol] = after
@@ -125,7 +177,14 @@ class Book:
 
     def pending(self, symbol: str) -> float:
         """Signed quantity of open orders in a symbol not yet filled."""
-        return sum(o.signed_remaining for o in self.open_orders.values() if o.symbol == symbol)
+        return sum(self.open_totals().signed.get(symbol, ()))
+
+    def open_totals(self) -> OpenOrderTotals:
+        """Per-symbol sums of the open orders; kept until an order event or fill changes them."""
+        totals = self._totals
+        if totals is None:
+            totals = self._totals = OpenOrderTotals(self.open_orders.values())
+        return totals
 
     def price(self, symbol: str) -> float | None:
         return self.last_prices.get(symbol)

@@ -21,7 +21,7 @@ from typing import Annotated
 
 import msgspec
 
-from strategy.book import Book
+from strategy.book import Book, OpenOrderTotals
 from strategy.trading_hours import TradingHours, TradingHoursCheck
 from strategy.types import OrderIntent, OrderType, RiskDecision, Side, TradingState
 
@@ -195,7 +195,7 @@ class RiskEngine:
         position = book.position(symbol)
         worst = (
             position
-            + _open_quantity(book, symbol, intent.side) * intent.side.sign
+            + book.open_totals().open_quantity(symbol, intent.side) * intent.side.sign
             + intent.signed_quantity
         )
         reducing = _is_reducing(position, worst, intent.side)
@@ -330,44 +330,55 @@ def worst_gross_exposure(book: Book, intent: OrderIntent, price: float) -> float
 
     Per symbol the worse side is max(|position + open buys|, |position - open sells|), valued at
     the last price (the intent's own symbol at `price`). Book.gross_exposure() ignores open orders.
+    The other symbols' terms are summed once per book state (OpenOrderTotals.exposure), so one
+    intent costs O(1), not a scan of every open order; the sum's float rounding may differ from
+    a scan's in the last bits (decisions only within 1e-9 of the limit, where _over tolerates).
     """
-    buys: dict[str, float] = {}
-    sells: dict[str, float] = {}
-    fallback: dict[str, float] = {}
-    for order in book.open_orders.values():
-        side = buys if order.side is Side.BUY else sells
-        side[order.symbol] = side.get(order.symbol, 0.0) + order.remaining
-        if order.limit_price is not None:
-            fallback[order.symbol] = order.limit_price
-    side = buys if intent.side is Side.BUY else sells
-    side[intent.symbol] = side.get(intent.symbol, 0.0) + intent.quantity
-    prices = book.last_prices
-    positions = book.positions
-    # held positions at their marks, then the symbols with orders swap |q| for their worse side
-    total = book.gross_exposure()  # O(1): the book keeps running market values
-    for symbol in buys.keys() | sells.keys():
-        pos = positions.get(symbol)
-        quantity = pos.quantity if pos is not None else 0.0
-        if pos is not None:
-            total -= abs(book.market_value(symbol))
-        if symbol == intent.symbol:
-            mark = price
-        elif pos is not None:
-            mark = prices.get(symbol, pos.average_price)
-        else:
-            mark = prices.get(symbol, fallback.get(symbol, 0.0))
-        worse = max(abs(quantity + buys.get(symbol, 0.0)), abs(quantity - sells.get(symbol, 0.0)))
-        total += worse * mark
-    return total
+    totals = book.open_totals()
+    terms = _exposure_terms(book, totals)
+    symbol = intent.symbol
+    others = totals.exposure_sum - terms.get(symbol, 0.0)
+    buys = totals.buys.get(symbol, 0.0)
+    sells = totals.sells.get(symbol, 0.0)
+    if intent.side is Side.BUY:
+        buys += intent.quantity
+    else:
+        sells += intent.quantity
+    pos = book.positions.get(symbol)
+    quantity = pos.quantity if pos is not None else 0.0
+    own = max(abs(quantity + buys), abs(quantity - sells)) * price
+    if pos is not None:
+        own -= abs(book.market_value(symbol))
+    return book.gross_exposure() + others + own
 
 
-def _open_quantity(book: Book, symbol: str, side: Side) -> float:
-    """Unfilled quantity of open orders in one symbol on one side (unsigned)."""
-    total = 0.0
-    for order in book.open_orders.values():
-        if order.symbol == symbol and order.side is side:
-            total += order.remaining
-    return total
+def _exposure_terms(book: Book, totals: OpenOrderTotals) -> dict[str, float]:
+    """What each symbol with open orders adds to the held gross: its worse side at its mark, less
+    its held market value; computed once per book state, then per symbol whose orders changed."""
+    terms = totals.exposure
+    if terms is None:
+        terms = totals.exposure = {}
+        totals.stale = set(totals.buys) | set(totals.sells)
+        totals.exposure_sum = 0.0
+    if totals.stale:
+        prices, positions = book.last_prices, book.positions
+        for symbol in totals.stale:
+            pos = positions.get(symbol)
+            if pos is not None:
+                quantity = pos.quantity
+                mark = prices.get(symbol, pos.average_price)
+            else:
+                quantity = 0.0
+                mark = prices.get(symbol, totals.limits.get(symbol, 0.0))
+            buys = totals.buys.get(symbol, 0.0)
+            sells = totals.sells.get(symbol, 0.0)
+            term = max(abs(quantity + buys), abs(quantity - sells)) * mark
+            if pos is not None:
+                term -= abs(book.market_value(symbol))
+            totals.exposure_sum += term - terms.get(symbol, 0.0)
+            terms[symbol] = term
+        totals.stale = set()
+    return terms
 
 
 def _is_reducing(position: float, worst: float, side: Side) -> bool:

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from datetime import datetime
 from typing import Annotated, Any, Literal, NamedTuple, get_args
 
 import msgspec
 import numpy as np
 from talib import abstract
 
-from strategy.bars import FloatArray, Window
+from strategy.bars import Window
 from strategy.features import raw_talib
 from strategy.scoring import neutral_signal
 from strategy.types import Signal
@@ -162,57 +163,91 @@ class RuleScorer:
         """
         tails = [windows[i] for i in indexes]
         prices = np.empty((4, len(tails), span), dtype=np.float64)
+        opens, highs, lows, closes = prices  # row views: one fewer index per copy below
         for j, w in enumerate(tails):
-            prices[0, j] = w.open[-span:]
-            prices[1, j] = w.high[-span:]
-            prices[2, j] = w.low[-span:]
-            prices[3, j] = w.close[-span:]
+            opens[j] = w.open[-span:]
+            highs[j] = w.high[-span:]
+            lows[j] = w.low[-span:]
+            closes[j] = w.close[-span:]
         prices /= prices[3, :, -1:].copy()
         opens, highs, lows, closes = prices.reshape(4, -1)
         values = np.empty((len(self._enabled), len(tails)), dtype=np.float64)
         for k, pattern in enumerate(self._enabled):
             values[k] = pattern.compute(opens, highs, lows, closes)[span - 1 :: span]
         fired = np.any(values, axis=0).tolist()
+        rows = values.T.tolist()  # one list of pattern values per tail
+        flat = iter(self._flat_closes([tails[j] for j, hit in enumerate(fired) if hit]))
+        stamps = [int(w.timestamps[-1]) for w in tails]
+        times: dict[int, datetime] = {}  # the windows of a batch share their close time
         for j, i in enumerate(indexes):
             window = windows[i]
+            ts = times.get(stamps[j])
+            if ts is None:
+                ts = times[stamps[j]] = window.ts
             signals[i] = (
-                self._judge(window, values[:, j]) if fired[j] else neutral_signal(window, self.name)
+                self._judge(window, rows[j], ts, next(flat))
+                if fired[j]
+                else neutral_signal(window, self.name, ts=ts)
             )
 
-    def _judge(self, window: Window, values: FloatArray) -> Signal:
-        """Turn the patterns that fired on the last bar, plus context, into one Signal."""
+    def _flat_closes(self, windows: Sequence[Window]) -> list[bool | None]:
+        """Per window, whether its context closes are all equal (no RSI/Bollinger reading), from
+        one max and one min over the windows stacked, instead of two array reductions per window;
+        None for a window shorter than context_bars (_context decides on its own)."""
+        bars = self.config.context_bars
+        full = [j for j, w in enumerate(windows) if w.close.shape[0] >= bars]
+        out: list[bool | None] = [None] * len(windows)
+        if full:
+            closes = np.empty((len(full), bars), dtype=np.float64)
+            for row, j in enumerate(full):
+                closes[row] = windows[j].close[-bars:]
+            for j, same in zip(
+                full, (closes.max(axis=1) == closes.min(axis=1)).tolist(), strict=True
+            ):
+                out[j] = same
+        return out
+
+    def _judge(
+        self, window: Window, values: list[float], ts: datetime, flat: bool | None
+    ) -> Signal:
+        """Turn the patterns that fired on the last bar, plus context, into one Signal (ts: the
+        window's close time; flat: see _flat_closes)."""
         cfg = self.config
         net = 0.0
         reasons: list[str] = []
-        for pattern, value in zip(self._enabled, values.tolist(), strict=True):
+        for pattern, value in zip(self._enabled, values, strict=True):
             if value == 0 or pattern.weight == 0:
                 continue
             net += math.copysign(pattern.weight * min(abs(value) / 100.0, 1.0), value)
             reasons.append(pattern.bullish if value > 0 else pattern.bearish)
         direction = 1 if net > 1e-12 else -1 if net < -1e-12 else 0
         if direction == 0:
-            return neutral_signal(window, self.name, tuple(reasons))
-        agree, oppose = self._context(window, direction, reasons)
+            return neutral_signal(window, self.name, tuple(reasons), ts=ts)
+        agree, oppose = self._context(window, direction, reasons, flat)
         strength = abs(net) * max(
             0.0, 1.0 + cfg.context_boost * agree - cfg.context_penalty * oppose
         )
         if strength < cfg.min_strength:
-            return neutral_signal(window, self.name, tuple(reasons))
+            return neutral_signal(window, self.name, tuple(reasons), ts=ts)
         confidence = min(1.0, strength / cfg.full_strength)
         return Signal(
             symbol=window.symbol,
-            ts=window.ts,
+            ts=ts,
             p_up=0.5 + direction * cfg.max_edge * confidence,
             confidence=confidence,
             scorer=self.name,
             reasons=tuple(reasons),
         )
 
-    def _context(self, window: Window, direction: int, reasons: list[str]) -> tuple[int, int]:
+    def _context(
+        self, window: Window, direction: int, reasons: list[str], flat: bool | None = None
+    ) -> tuple[int, int]:
         """Count RSI/Bollinger readings that agree or disagree with direction; append their reasons."""
         cfg = self.config
         closes = window.close[-cfg.context_bars :]
-        if closes.shape[0] <= cfg.rsi_period or closes.max() == closes.min():
+        if flat is None:
+            flat = closes.shape[0] <= cfg.rsi_period or closes.max() == closes.min()
+        if flat:
             return 0, 0
         agree = oppose = 0
         rsi = float(_RSI(closes, timeperiod=cfg.rsi_period)[-1])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Protocol, runtime_checkable
 
 from strategy.bars import Window
@@ -24,11 +25,14 @@ class Scorer(Protocol):
     def score(self, windows: Sequence[Window]) -> list[Signal]: ...
 
 
-def neutral_signal(window: Window, scorer: str, reasons: tuple[str, ...] = ()) -> Signal:
-    """A Signal with no opinion (p_up 0.5, confidence 0) for one window."""
+def neutral_signal(
+    window: Window, scorer: str, reasons: tuple[str, ...] = (), *, ts: datetime | None = None
+) -> Signal:
+    """A Signal with no opinion (p_up 0.5, confidence 0) for one window; ts: window.ts when the
+    caller already has it (a batch shares one close time: one datetime instead of one per window)."""
     return Signal(
         symbol=window.symbol,
-        ts=window.ts,
+        ts=window.ts if ts is None else ts,
         p_up=0.5,
         confidence=0.0,
         scorer=scorer,

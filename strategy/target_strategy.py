@@ -99,20 +99,28 @@ class TargetStrategy:
         latest: dict[str, Signal] = {}
         for signal in signals:
             latest[signal.symbol] = signal
+        # Read once per batch rather than through three Book calls per symbol: nothing here
+        # changes the book.
+        prices, positions = book.last_prices, book.positions
+        pending = book.open_totals().signed
         intents: list[OrderIntent] = []
-        for signal in latest.values():
-            intent = self._decide(signal, book)
+        for symbol, signal in latest.items():
+            price = prices.get(symbol)
+            if price is None or not math.isfinite(price) or price <= 0:
+                continue
+            pos = positions.get(symbol)
+            current = (pos.quantity if pos is not None else 0.0) + sum(pending.get(symbol, ()))
+            intent = self._decide(signal, book, price, current)
             if intent is not None:
                 intents.append(intent)
         return intents
 
-    def _decide(self, signal: Signal, book: Book) -> OrderIntent | None:
+    def _decide(
+        self, signal: Signal, book: Book, price: float, current: float
+    ) -> OrderIntent | None:
+        """current: the symbol's position plus its pending orders, signed; price: its last price."""
         cfg = self.config
         symbol = signal.symbol
-        price = book.price(symbol)
-        if price is None or not math.isfinite(price) or price <= 0:
-            return None
-        current = book.position(symbol) + book.pending(symbol)
         held = _sign(current)
         confident = signal.confidence >= cfg.min_confidence
         wants = 0

@@ -114,8 +114,10 @@ class PaperExecution:
                 continue
             events.extend(self.broker.submit(order, self._now(order.created_ts)))
             more_events, more_fills = self.broker.flush()
-            events.extend(more_events)
-            fills.extend(more_fills)
+            if more_events:
+                events.extend(more_events)
+            if more_fills:
+                fills.extend(more_fills)
         self._persist(events, fills, ())
 
     async def cancel(self, client_order_id: str) -> None:
@@ -125,13 +127,17 @@ class PaperExecution:
         """Match working orders against a batch of bars; committed before returning."""
         events: list[OrderEvent] = []
         fills: list[Fill] = []
-        for bar in bars:
-            bar_events, bar_fills = self.broker.on_bar(bar)
-            events.extend(bar_events)
-            fills.extend(bar_fills)
-            tape = self.broker.tape(bar.symbol)
-            if tape is not None and (self._clock is None or tape.bar.ts > self._clock):
-                self._clock = tape.bar.ts
+        broker, clock = self.broker, self._clock
+        for bar in bars:  # runs for every symbol of every batch: locals, no empty extends
+            bar_events, bar_fills = broker.on_bar(bar)
+            if bar_events:
+                events.extend(bar_events)
+            if bar_fills:
+                fills.extend(bar_fills)
+            tape = broker.tape(bar.symbol)
+            if tape is not None and (clock is None or tape.bar.ts > clock):
+                clock = tape.bar.ts
+        self._clock = clock
         # Tapes (last bar per symbol) are only persisted where something happened: rewriting every
         # symbol's tape on every bar cost more than the rest of the venue together at 100 symbols.
         touched = {e.client_order_id for e in events}
@@ -204,8 +210,10 @@ class PaperExecution:
     # ---- internals --------------------------------------------------------------------------------
     def _now(self, at_least: datetime | None = None) -> datetime:
         """The venue's clock: the latest bar it has seen (simulated time), else the wall clock."""
-        candidates = [t for t in (self._clock, at_least) if t is not None]
-        return max(candidates) if candidates else datetime.now(UTC)
+        clock = self._clock  # once per order: no list, no max() over it
+        if clock is None:
+            return at_least if at_least is not None else datetime.now(UTC)
+        return at_least if at_least is not None and at_least > clock else clock
 
     def _connect(self) -> sqlite3.Connection:
         try:

@@ -222,3 +222,16 @@ def test_venue_when_open_then_wal_checkpointed_in_background_and_thread_stopped_
             time.sleep(0.01)
         assert path.stat().st_size > size  # the thread copied the WAL into the database
     assert not [t for t in threading.enumerate() if t.name == f"wal-checkpoint:{path.name}"]
+
+
+def test_submit_when_bars_came_before_then_events_are_stamped_with_the_newest_bar_time(
+    tmp_path: Path,
+) -> None:
+    """The venue's clock is the newest bar of any symbol; an older order is stamped with it, a
+    newer one with its own time; a stale bar does not move the clock back."""
+    with PaperExecution(config=CONFIG, path=tmp_path / "venue.sqlite") as venue:
+        venue.on_market_bars([bar(0), bar(3, symbol="BBB")])
+        venue.on_market_bars([bar(2, symbol="BBB")])  # stale for BBB: ignored
+        asyncio.run(venue.submit([order("VT-1", at=1), order("VT-2", at=5)]))
+        stamps = {e.client_order_id: e.ts for e in venue.drain().events}
+        assert stamps == {"VT-1": ts(3), "VT-2": ts(5)}

@@ -212,3 +212,15 @@ def test_config_when_value_invalid_then_validation_error_names_it(
 ) -> None:
     with pytest.raises(msgspec.ValidationError, match=match):
         msgspec.convert(raw, RuleScorerConfig)
+
+
+def test_flat_closes_when_flat_moving_and_short_windows_then_matches_each_window_alone():
+    """The batched flat-context check gives, per window, what two reductions on its closes give."""
+    scorer = RuleScorer(config=RuleScorerConfig())
+    flat = _window([(100.0, 100.2, 99.8, 100.0)] * 64)
+    moving = _window(_random_walk(64, seed=5))
+    short = _window(_random_walk(20, seed=6), symbol="Y")
+    got = scorer._flat_closes([flat, moving, short, flat])
+    assert got == [True, False, None, True]
+    context = moving.close[-scorer.config.context_bars :]
+    assert got[1] == (context.max() == context.min())
