@@ -1,8 +1,9 @@
 """The ML scorer's order path as it was before this round (issue 16, fifth round), for the
 same-run "before" figures of bench_ml_pipeline.py: CLIP started before the features, the batch cut
 into one chunk per worker, the pool's threads each scoring their own chunk and the caller the
-last one once its features are done, however late a pool thread wakes (TwoHalvesVision). The
-signals are the same as the "after" path's (tests/daemon/model/test_ml_path.py). fuse_rows: the
+last one once its features are done, however late a pool thread wakes (TwoHalvesVision); the
+fusion's outcome monitor updated on the path (ObservedOnPath). before_scorer() puts them
+together. The signals are the same as the "after" path's (tests/daemon/model/test_ml_path.py). fuse_rows: the
 fusion as it ran two rounds earlier (row by row), for the stage table's fusion rows."""
 
 from __future__ import annotations
@@ -13,11 +14,29 @@ from typing import TYPE_CHECKING, Any
 
 from daemon.model.vision import vision_scores
 from strategy.bars import FloatArray, Window
-from strategy.fusion import FUSED, Fused, FusionEngine
-from strategy.ml_scorer import VisionScores
+from strategy.fusion import FUSED, Fused, FusionEngine, Observation
+from strategy.ml_scorer import MLScorer, VisionScores
 
 if TYPE_CHECKING:
+    from daemon.model.loader import LoadedBundle
     from vlm_engine.infer import ChartEngine
+
+
+def before_scorer(models: LoadedBundle) -> MLScorer:
+    """The bundle's scorer as it ran before this round: TwoHalvesVision, ObservedOnPath."""
+    scorer = models.scorer(vision=TwoHalvesVision(models.engine))
+    scorer.fusion = ObservedOnPath(config=scorer.fusion.config)
+    return scorer
+
+
+class ObservedOnPath(FusionEngine):
+    """FusionEngine whose outcome monitor is updated in fuse_columns(), on the order path."""
+
+    def fuse_columns(self, *args: Any, **kwargs: Any) -> tuple[list[Fused], Observation | None]:
+        out, observation = super().fuse_columns(*args, **kwargs)
+        if observation is not None:
+            self.observe_columns(observation)
+        return out, None
 
 
 def fuse_rows(
