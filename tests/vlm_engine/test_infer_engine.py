@@ -94,7 +94,7 @@ def test_chunks_when_small_batch_then_no_chunk_is_smaller_than_the_minimum_on_av
     assert [c.stop - c.start for c in chunks] == [MIN_CHARTS_PER_WORKER + 1]
     two = engine._chunks(2 * MIN_CHARTS_PER_WORKER + 1)
     assert [c.stop - c.start for c in two] == [MIN_CHARTS_PER_WORKER + 1, MIN_CHARTS_PER_WORKER]
-    many = engine._chunks(100)  # a few chunks per worker, taken in turn by whichever is free
+    many = engine._chunks(100)  # chunks taken in turn by whichever thread is free
     assert len(many) == 4 * CHUNKS_PER_WORKER
     assert many[-1].stop == 100
     big = engine._chunks(1000)  # max_batch still caps a chunk

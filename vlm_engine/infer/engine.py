@@ -2,7 +2,7 @@
 
 score_batch() is synchronous and thread-safe for one caller at a time per engine; the daemon
 calls it through asyncio.to_thread so the event loop never waits on the model. On the CPU with one
-torch thread per call, a batch is cut into a few chunks per worker (torch and ONNX Runtime
+torch thread per call, a batch is cut into chunks over the workers (torch and ONNX Runtime
 release the GIL inside their kernels), so a 100-chart batch uses every core without OpenMP's
 spin-waiting: the pool's threads and the calling thread take the chunks in turn until none is
 left. start_batch() lets the caller do other work (the ML scorer's features) before it joins.
@@ -44,13 +44,13 @@ RuntimeName = Literal["auto", "torch", "onnx", "onnx-int8"]
 # A chunk is at least this many charts: smaller chunks cost more in per-call overhead than the
 # second core gives back.
 MIN_CHARTS_PER_WORKER = 4
-# A batch is cut into about this many chunks per worker, taken in turn by whichever thread is free
-# (the pool's, and the caller once it joins): a thread that wakes late or loses its core to another
-# process leaves its chunks to the others instead of holding the batch up, and the caller, which
-# computes the features first, takes fewer. Until 2026-12-03 one chunk per worker. Chunks of 17
-# charts cost the CPU of chunks of 50 (96 px INT8 tower, 100 charts, one thread: 7.5-8.2 CPU ms
-# either way; render 2.3 vs 1.8-2.3), chunks of 4 cost 10-15% more and of 1 60%.
-CHUNKS_PER_WORKER = 3
+# A batch is cut into this many chunks per worker, taken in turn by whichever thread is free (the
+# pool's, and the caller once it joins), so a pool thread that wakes late leaves its chunk to the
+# caller. More, smaller chunks would balance finer but cost CPU, which is what a busy box lacks:
+# 100 charts, 96 px static INT8, score_deferred alternating in one process, 500 calls each at load
+# 4.2-6.0: 1 per worker p50/p99 30.0/71.8 ms, process CPU 17.0; 2: 31.3/78.8, 17.9; 3: 33.0/72.4,
+# 18.7; the fixed two halves this replaced (bench/ml_before.py) 36.4/110.8, 17.2.
+CHUNKS_PER_WORKER = 1
 MAX_AUTO_WORKERS = 4
 
 
@@ -339,8 +339,8 @@ class ChartEngine:
 
     def _chunks(self, n: int) -> list[slice]:
         """Contiguous row ranges of about equal size: CHUNKS_PER_WORKER per worker while each
-        keeps MIN_CHARTS_PER_WORKER charts on average (10 charts over 2 workers: 5 and 5; 100:
-        six of 17), at most max_batch."""
+        keeps MIN_CHARTS_PER_WORKER charts on average (10 charts over 2 workers: 5 and 5; 6: one
+        of 6), at most max_batch."""
         size = n
         if self.workers > 1:
             count = min(self.workers * CHUNKS_PER_WORKER, max(1, n // MIN_CHARTS_PER_WORKER))

@@ -22,7 +22,7 @@ from vlm_engine.infer import ChartEngine, ClipBatch, InferenceConfig
 from vlm_engine.infer.engine import _pool
 from vlm_engine.infer.onnx_export import INT8_FILE
 
-SYMBOLS = tuple(f"S{i}" for i in range(12))  # three chunks of 4, taken in turn by two threads
+SYMBOLS = tuple(f"S{i}" for i in range(12))  # two chunks of 6, taken in turn by two threads
 
 
 @pytest.fixture(scope="module")
@@ -117,7 +117,7 @@ def test_engine_when_the_caller_scores_the_last_chunk_then_rows_equal_chunk_by_c
     expected = sequential_scores(engine, windows)
     assert np.array_equal(batch.p_up.astype(np.float64), expected.p_up)
     assert np.array_equal(batch.embeddings.astype(np.float64), expected.embeddings)
-    assert [len(c) for c in batch.images] == [4, 4, 4]
+    assert [len(c) for c in batch.images] == [6, 6]
     vision = ClipVision(engine=engine)
     assert np.array_equal(vision.score_windows(windows).pattern_probs, expected.pattern_probs)
 
@@ -128,7 +128,7 @@ def test_engine_when_more_chunks_than_workers_then_rows_equal_chunk_by_chunk(
     engine = models.engine
     images = engine.render([w.tail(engine.spec.bars_needed) for w in batches()[-1]] * 12)
     chunks = engine._chunks(len(images))
-    assert len(chunks) > engine.workers  # 144 charts: 6 chunks of 24
+    assert len(chunks) > engine.workers  # 144 charts: 3 chunks of at most max_batch (64)
     expected = np.concatenate([engine.embed(images[rows]) for rows in chunks])
     batch = engine.score_images(images)
     assert np.array_equal(batch.embeddings, expected)
@@ -156,7 +156,7 @@ def test_engine_when_every_pool_thread_is_busy_then_the_caller_scores_every_chun
     assert finished, "the join waited for a pool thread that never took a chunk"
     batch = out[0]
     assert isinstance(batch, ClipBatch)
-    assert [len(c) for c in batch.images] == [4, 4, 4]
+    assert [len(c) for c in batch.images] == [6, 6]
     assert np.array_equal(batch.p_up.astype(np.float64), expected.p_up)
     assert np.array_equal(batch.pattern_probs.astype(np.float64), expected.pattern_probs)
 
