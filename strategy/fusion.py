@@ -293,7 +293,10 @@ class FusionEngine:
 
     def fuse(self, probabilities: Mapping[str, float], *, symbol: str = "") -> Fused:
         """Combine, smooth per symbol, and attach disagreement, entropy and confidence."""
-        probabilities = self.recalibrated(probabilities)
+        return self._fuse_recalibrated(self.recalibrated(probabilities), symbol)
+
+    def _fuse_recalibrated(self, probabilities: Mapping[str, float], symbol: str) -> Fused:
+        """fuse() of probabilities already through their recalibration."""
         p = self._combine(probabilities)
         if self.config.smoothing_bars > 1:
             previous = self._smoothed.get(symbol)
@@ -338,10 +341,13 @@ class FusionEngine:
         cfg = self.config
         if cfg.smoothing_bars > 1 or cfg.adaptation.enabled:
             out = []
+            fused_map = cfg.recalibrate.get(FUSED)
             for i, (symbol, close) in enumerate(zip(symbols, closes.tolist(), strict=True)):
-                row = {m: float(p[i]) for m, p in probabilities.items()}
-                fused = self.fuse(row, symbol=symbol)
-                self.observe(symbol, close, {**row, FUSED: fused.p_up})
+                # each row recalibrated once, for the fusion and the monitor alike
+                seen = self.recalibrated({m: float(p[i]) for m, p in probabilities.items()})
+                fused = self._fuse_recalibrated(seen, symbol)
+                p_fused = fused.p_up if fused_map is None else fused_map.apply(fused.p_up)
+                self._observe_recalibrated(symbol, close, {**seen, FUSED: p_fused})
                 out.append(fused)
             return out, None
         seen = {m: self._recalibrated_column(m, p) for m, p in probabilities.items()}
@@ -416,8 +422,13 @@ class FusionEngine:
         """Feed this bar's close and predictions (models and FUSED) to the monitor; maybe adapt.
 
         Models are monitored as the fusion uses them: through their recalibration."""
-        seen = self.recalibrated(probabilities)
-        if self.monitor.observe(symbol, close, seen) and self.config.adaptation.enabled:
+        self._observe_recalibrated(symbol, close, self.recalibrated(probabilities))
+
+    def _observe_recalibrated(
+        self, symbol: str, close: float, probabilities: Mapping[str, float]
+    ) -> None:
+        """observe() of probabilities already through their recalibration."""
+        if self.monitor.observe(symbol, close, probabilities) and self.config.adaptation.enabled:
             self._adapt()
 
     def _adapt(self) -> None:

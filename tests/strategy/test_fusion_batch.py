@@ -33,10 +33,15 @@ CONFIGS = {
         stacking=StackingParams(models=("clip", "xgb"), coef=(0.8, 1.3), intercept=-0.1),
         recalibrate={"xgb": Recalibration(a=1.2, b=-0.05)},
     ),
-    "smoothed": FusionConfig(smoothing_bars=3),
+    # the row-by-row path, with maps (each row recalibrated once for fusion and monitor alike)
+    "smoothed": FusionConfig(
+        smoothing_bars=3,
+        recalibrate={"clip": Recalibration(a=0.15, b=0.02), FUSED: Recalibration(a=1.1, b=0.01)},
+    ),
     "adaptive": FusionConfig(
         adaptation=AdaptationConfig(enabled=True, min_outcomes=2),
         monitor=MonitorConfig(horizon_bars=1, window=20),
+        recalibrate={"xgb": Recalibration(a=1.2, b=-0.05)},
     ),
 }
 
