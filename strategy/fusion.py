@@ -344,10 +344,10 @@ class FusionEngine:
             fused_map = cfg.recalibrate.get(FUSED)
             for i, (symbol, close) in enumerate(zip(symbols, closes.tolist(), strict=True)):
                 # each row recalibrated once, for the fusion and the monitor alike
-                seen = self.recalibrated({m: float(p[i]) for m, p in probabilities.items()})
-                fused = self._fuse_recalibrated(seen, symbol)
+                row = self.recalibrated({m: float(p[i]) for m, p in probabilities.items()})
+                fused = self._fuse_recalibrated(row, symbol)
                 p_fused = fused.p_up if fused_map is None else fused_map.apply(fused.p_up)
-                self._observe_recalibrated(symbol, close, {**seen, FUSED: p_fused})
+                self._observe_recalibrated(symbol, close, {**row, FUSED: p_fused})
                 out.append(fused)
             return out, None
         seen = {m: self._recalibrated_column(m, p) for m, p in probabilities.items()}
