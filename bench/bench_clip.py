@@ -37,7 +37,6 @@ from vlm_engine.bundle import DatasetRef
 from vlm_engine.clip import ClipModelConfig
 from vlm_engine.clip.quickset import samples_from_bars
 from vlm_engine.infer import ChartEngine, InferenceConfig, load_engine
-from vlm_engine.infer.engine import readout_matrix
 from vlm_engine.infer.onnx_bundle import export_to_bundle
 from vlm_engine.render import ChartWindow
 
@@ -93,10 +92,7 @@ def serve(bundle: Path, seconds: float, runtime: str = "torch") -> dict[str, flo
     images = engine.render(batch)
     _, tower_cpu = timed(lambda: engine.score_images(images), seconds / 2)
     embeddings = engine.score_images(images).embeddings
-    readout = readout_matrix(engine.bundle).T.copy()
-    _, readout_cpu = timed(
-        lambda: engine._calibrated(embeddings @ readout, embeddings), seconds / 4
-    )
+    _, readout_cpu = timed(lambda: engine.read_out(embeddings), seconds / 4)
     full, full_cpu = timed(lambda: engine.score_batch(batch), seconds)
     single, single_cpu = timed(lambda: engine.score_batch(one), seconds)
     return {

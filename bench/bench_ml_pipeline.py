@@ -8,8 +8,9 @@
 
 3. Stage by stage (render, CLIP, features, PCA + XGBoost, fusion, drift, reasons, whole scorer)
    at each symbol count and CLIP runtime (--runtimes torch,auto): p50/p99 per batch, the stages
-   timed one after another on the same batch. "before" is the order path as it was before CLIP
-   overlapped the features (bench/ml_before.py: features, then every chunk through the pool),
+   timed one after another on the same batch. "before" is the order path as it was before this round of
+   issue 16 (bench/ml_before.py: one CLIP chunk per worker, the caller's chunk after its features,
+   the fusion's outcome monitor updated on the path),
    timed in the same run, alternating with "after". Goal (issue 16): ML order p99 <= 20 ms at 100
    symbols, <= 8 ms at 10, judged on paced batches.
 
@@ -46,7 +47,7 @@ from pathlib import Path
 import msgspec
 import numpy as np
 from harness import Session
-from ml_before import PooledVision, fuse_rows
+from ml_before import before_scorer, fuse_rows
 
 from daemon.config import ScorerConfig
 from daemon.execution.paper import PaperExecution
@@ -217,7 +218,7 @@ def stage_rows(models: LoadedBundle, symbols: int, repeats: int) -> dict[str, li
     """Seconds per batch of each stage on one batch of `symbols` windows, timed one after another;
     "before" and "after" alternate within each repeat."""
     engine = models.engine
-    after, before = models.scorer(), models.scorer(vision=PooledVision(engine))
+    after, before = models.scorer(), before_scorer(models)
     windows = live_windows(symbols, max(64, models.bars_needed))
     charts = [w.tail(models.spec.bars_needed) for w in windows]
     images = engine.render(charts)
@@ -325,7 +326,7 @@ def bench_live(
         batches = make_batches(symbols, window + 5 + scored_batches)
         scorers: dict[str, Scorer] = {
             "rules": RuleScorer(config=RuleScorerConfig()),
-            "ml-before": models.scorer(vision=PooledVision(models.engine)),
+            "ml-before": before_scorer(models),
             "ml-after": models.scorer(),
         }
         with tempfile.TemporaryDirectory() as tmp:

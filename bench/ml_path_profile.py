@@ -57,7 +57,7 @@ def timeline(models: LoadedBundle, symbols: int, calls: int) -> None:
     scorer, engine = models.scorer(), models.engine
     spans: list[Span] = []
     _spy(engine, "render", "render", spans)
-    _spy(engine, "_score_chunk", "clip", spans)
+    _spy(engine, "embed", "clip", spans)
     _spy(scorer.features, "compute", "features", spans)
     _spy(scorer.xgb, "predict", "xgboost", spans)
     _spy(scorer.fusion, "fuse_observe", "fusion", spans)
@@ -103,7 +103,7 @@ def gil(models: LoadedBundle, seconds: float = 2.0) -> None:
     print(f"\n-- GIL: a spinning Python thread's CPU while another thread works; {load_average()}")
     work: dict[str, Callable[[], object]] = {
         "sleep 5 ms": lambda: time.sleep(0.005),
-        "ORT, 50 charts": lambda: engine._score_chunk(images),
+        "ORT, 50 charts": lambda: engine.embed(images),
         "render, 50 charts": lambda: engine.render(charts),
     }
     for name, call in work.items():

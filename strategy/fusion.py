@@ -240,6 +240,17 @@ class OutcomeMonitor:
         return out
 
 
+class Observation(msgspec.Struct, frozen=True, kw_only=True, eq=False):
+    """A batch's rows for the outcome monitor, left by fuse_columns() for observe_columns(): each
+    model's recalibrated column, then the fused p (before its own recalibration)."""
+
+    symbols: Sequence[str]
+    closes: FloatArray
+    names: tuple[str, ...]
+    columns: FloatArray
+    fused: FloatArray
+
+
 class FusionEngine:
     """Fuses per-model probabilities of one symbol at a time; keeps smoothing and monitoring state."""
 
@@ -282,7 +293,10 @@ class FusionEngine:
 
     def fuse(self, probabilities: Mapping[str, float], *, symbol: str = "") -> Fused:
         """Combine, smooth per symbol, and attach disagreement, entropy and confidence."""
-        probabilities = self.recalibrated(probabilities)
+        return self._fuse_recalibrated(self.recalibrated(probabilities), symbol)
+
+    def _fuse_recalibrated(self, probabilities: Mapping[str, float], symbol: str) -> Fused:
+        """fuse() of probabilities already through their recalibration."""
         p = self._combine(probabilities)
         if self.config.smoothing_bars > 1:
             previous = self._smoothed.get(symbol)
@@ -308,15 +322,34 @@ class FusionEngine:
         model's probabilities[m][i]), on whole columns. The floats are those of the row-by-row
         calls: the same operations in the same order, with exp/log kept in scalar math. With
         smoothing or adaptation (a row's result depends on the rows before it) it runs row by row."""
+        out, observation = self.fuse_columns(symbols, closes, probabilities)
+        if observation is not None:
+            self.observe_columns(observation)
+        return out
+
+    def fuse_columns(
+        self,
+        symbols: Sequence[str],
+        closes: FloatArray,
+        probabilities: Mapping[str, FloatArray],
+    ) -> tuple[list[Fused], Observation | None]:
+        """fuse_observe() with the monitor's update left for observe_columns() (the live scorer
+        makes it after the orders are out): the Observation to pass it, or None when the rows
+        were fused and observed one by one (smoothing or adaptation: the next row's fusion
+        depends on the monitor). Fusing never reads the monitor otherwise, so the fused values
+        are those of fuse_observe() and, once observed, so is the monitor."""
         cfg = self.config
         if cfg.smoothing_bars > 1 or cfg.adaptation.enabled:
             out = []
+            fused_map = cfg.recalibrate.get(FUSED)
             for i, (symbol, close) in enumerate(zip(symbols, closes.tolist(), strict=True)):
-                row = {m: float(p[i]) for m, p in probabilities.items()}
-                fused = self.fuse(row, symbol=symbol)
-                self.observe(symbol, close, {**row, FUSED: fused.p_up})
+                # each row recalibrated once, for the fusion and the monitor alike
+                row = self.recalibrated({m: float(p[i]) for m, p in probabilities.items()})
+                fused = self._fuse_recalibrated(row, symbol)
+                p_fused = fused.p_up if fused_map is None else fused_map.apply(fused.p_up)
+                self._observe_recalibrated(symbol, close, {**row, FUSED: p_fused})
                 out.append(fused)
-            return out
+            return out, None
         seen = {m: self._recalibrated_column(m, p) for m, p in probabilities.items()}
         p = np.minimum(np.maximum(self._combine_columns(seen, len(symbols)), 0.0), 1.0)
         columns = np.column_stack(list(seen.values())) if seen else np.zeros((len(symbols), 0))
@@ -334,12 +367,20 @@ class FusionEngine:
             Fused(p_up=v, confidence=c, disagreement=d, entropy=binary_entropy(v))
             for v, c, d in zip(fused_p, confidence.tolist(), disagreement.tolist(), strict=True)
         ]
-        names = [*seen, FUSED]
-        observed = np.column_stack([columns, self._recalibrated_column(FUSED, p)]).tolist()
-        monitor = self.monitor
-        for symbol, close, values in zip(symbols, closes.tolist(), observed, strict=True):
+        observation = Observation(
+            symbols=symbols, closes=closes, names=(*seen, FUSED), columns=columns, fused=p
+        )
+        return out, observation
+
+    def observe_columns(self, observation: Observation) -> None:
+        """The outcome monitor's update that fuse_columns() left: observe() of each row in turn."""
+        fused = self._recalibrated_column(FUSED, observation.fused)
+        observed = np.column_stack([observation.columns, fused]).tolist()
+        names, monitor = observation.names, self.monitor
+        for symbol, close, values in zip(
+            observation.symbols, observation.closes.tolist(), observed, strict=True
+        ):
             monitor.observe(symbol, close, dict(zip(names, values, strict=True)))
-        return out
 
     def _recalibrated_column(self, model: str, p: FloatArray) -> FloatArray:
         """recalibrated() of one model's column (Recalibration.apply per value: scalar exp/log)."""
@@ -381,8 +422,13 @@ class FusionEngine:
         """Feed this bar's close and predictions (models and FUSED) to the monitor; maybe adapt.
 
         Models are monitored as the fusion uses them: through their recalibration."""
-        seen = self.recalibrated(probabilities)
-        if self.monitor.observe(symbol, close, seen) and self.config.adaptation.enabled:
+        self._observe_recalibrated(symbol, close, self.recalibrated(probabilities))
+
+    def _observe_recalibrated(
+        self, symbol: str, close: float, probabilities: Mapping[str, float]
+    ) -> None:
+        """observe() of probabilities already through their recalibration."""
+        if self.monitor.observe(symbol, close, probabilities) and self.config.adaptation.enabled:
             self._adapt()
 
     def _adapt(self) -> None:

@@ -23,7 +23,7 @@ import numpy.typing as npt
 from strategy.bars import FloatArray, Window
 from strategy.drift import DriftMonitor, DriftReport
 from strategy.features import FeatureEngine
-from strategy.fusion import Fused, FusionEngine
+from strategy.fusion import Fused, FusionEngine, Observation
 from strategy.scoring import rejected_signal
 from strategy.types import Signal
 from vlm_engine.xgb.model import XgbModel
@@ -116,12 +116,14 @@ def _spread(values: FloatArray, rows: npt.NDArray[np.intp], n: int) -> FloatArra
 
 class Deferred(msgspec.Struct, frozen=True, kw_only=True):
     """What MLScorer.score_deferred() leaves for finish(): the batch's XGBoost input rows, which
-    of them reached the models, each window's confidence, and the batch's bar close."""
+    of them reached the models, each window's confidence, the batch's bar close, and the
+    fusion's outcome-monitor update (None when the fusion made it on the path)."""
 
     x: FloatArray
     usable: npt.NDArray[np.bool_]
     confidences: FloatArray
     ts: datetime
+    observation: Observation | None = None
 
 
 class MLScorer:
@@ -228,8 +230,9 @@ class MLScorer:
 
     def score_deferred(self, windows: Sequence[Window]) -> tuple[list[Signal], Deferred | None]:
         """score() without the work no order waits for, left for finish(): the top reasons
-        (XGBoost's pred_contribs, a second pass over the trees) and the drift monitor's update.
-        Probabilities and confidences are those of score()."""
+        (XGBoost's pred_contribs, a second pass over the trees), the drift monitor's update and
+        the fusion's outcome monitor's (FusionEngine.fuse_columns). Probabilities and
+        confidences are those of score()."""
         self.evidence = None
         if not windows:
             return [], None
@@ -240,9 +243,10 @@ class MLScorer:
         rows = np.flatnonzero(usable)
         confidences = np.zeros(n)
         fused_rows: list[Fused | None] = [None] * n
+        observation = None
         if rows.size:
             closes = np.array([w.close[-1] for w in windows], dtype=np.float64)
-            fused = self.fusion.fuse_observe(
+            fused, observation = self.fusion.fuse_columns(
                 [windows[i].symbol for i in rows.tolist()],
                 closes[rows],
                 {m: p[rows] for m, p in probs.items()},
@@ -276,13 +280,18 @@ class MLScorer:
                     entropy=done.entropy,
                 )
             )
-        return signals, Deferred(x=x, usable=usable, confidences=confidences, ts=windows[-1].ts)
+        return signals, Deferred(
+            x=x, usable=usable, confidences=confidences, ts=windows[-1].ts, observation=observation
+        )
 
     def finish(self, signals: list[Signal], deferred: Deferred | None) -> list[Signal]:
         """The signals of score_deferred() as score() returns them, with their top reasons; and
-        the batch's rows into the drift monitor (its crossings into drift_reports)."""
+        the batch's rows into the fusion's outcome monitor and the drift monitor (its crossings
+        into drift_reports)."""
         if deferred is None:
             return signals
+        if deferred.observation is not None:
+            self.fusion.observe_columns(deferred.observation)
         x, confidences = deferred.x, deferred.confidences
         if self.drift is not None and deferred.usable.any():
             self.drift.observe(np.hstack([x, confidences[:, None]])[deferred.usable])

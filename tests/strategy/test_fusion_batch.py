@@ -33,10 +33,15 @@ CONFIGS = {
         stacking=StackingParams(models=("clip", "xgb"), coef=(0.8, 1.3), intercept=-0.1),
         recalibrate={"xgb": Recalibration(a=1.2, b=-0.05)},
     ),
-    "smoothed": FusionConfig(smoothing_bars=3),
+    # the row-by-row path, with maps (each row recalibrated once for fusion and monitor alike)
+    "smoothed": FusionConfig(
+        smoothing_bars=3,
+        recalibrate={"clip": Recalibration(a=0.15, b=0.02), FUSED: Recalibration(a=1.1, b=0.01)},
+    ),
     "adaptive": FusionConfig(
         adaptation=AdaptationConfig(enabled=True, min_outcomes=2),
         monitor=MonitorConfig(horizon_bars=1, window=20),
+        recalibrate={"xgb": Recalibration(a=1.2, b=-0.05)},
     ),
 }
 
@@ -83,19 +88,29 @@ def _bits(values: list[Fused]) -> list[tuple[int, ...]]:
 
 @settings(max_examples=60, deadline=None)
 @given(name=st.sampled_from(sorted(CONFIGS)), data=batches())
-def test_fuse_observe_when_any_rows_then_bit_identical_to_fuse_and_observe_row_by_row(
+def test_fuse_observe_and_fuse_columns_when_any_rows_then_bit_identical_to_row_by_row(
     name: str, data: list
 ) -> None:  # type: ignore[type-arg]
-    rows, columns = FusionEngine(config=CONFIGS[name]), FusionEngine(config=CONFIGS[name])
+    rows, columns, later = (FusionEngine(config=CONFIGS[name]) for _ in range(3))
     for symbols, closes, probs in data:
         expected = _row_by_row(rows, symbols, closes, probs)
-        got = columns.fuse_observe(
-            symbols, np.array(closes), {m: np.array(p, dtype=np.float64) for m, p in probs.items()}
-        )
+        arrays = {m: np.array(p, dtype=np.float64) for m, p in probs.items()}
+        got = columns.fuse_observe(symbols, np.array(closes), arrays)
         assert _bits(got) == _bits(expected)
-    assert columns.weights == rows.weights
-    assert columns.stats() == rows.stats()
-    assert _pending(columns) == _pending(rows)
+        # fuse_columns leaves the monitor untouched for observe_columns (None: observed already,
+        # with smoothing or adaptation, where the next row's fusion reads the monitor)
+        before = _pending(later), later.stats()
+        fused, observation = later.fuse_columns(symbols, np.array(closes), arrays)
+        assert _bits(fused) == _bits(expected)
+        if observation is not None:
+            assert (_pending(later), later.stats()) == before
+            later.observe_columns(observation)
+        else:
+            assert CONFIGS[name].smoothing_bars > 1 or CONFIGS[name].adaptation.enabled
+    for engine in (columns, later):
+        assert engine.weights == rows.weights
+        assert engine.stats() == rows.stats()
+        assert _pending(engine) == _pending(rows)
 
 
 def _pending(engine: FusionEngine) -> str:

@@ -56,14 +56,20 @@ def setup():
     return batches, ds, result.model
 
 
+def _window_batches(batches):  # type: ignore[no-untyped-def]
+    """The full windows after each batch of bars (batches with none left out)."""
+    store = BarStore(config=STORE)
+    for batch in batches:
+        for bar in batch:
+            store.add(bar)
+        windows = [w for s in store.symbols if (w := store.window(s)) is not None]
+        if windows:
+            yield windows
+
+
 def _scorer(model, **kw):
-    return MLScorer(
-        features=FeatureEngine(config=FEATURES),
-        fusion=FusionEngine(config=FusionConfig(smoothing_bars=3)),
-        xgb=model,
-        vision=FakeVision(),
-        **kw,
-    )
+    kw.setdefault("fusion", FusionEngine(config=FusionConfig(smoothing_bars=3)))
+    return MLScorer(features=FeatureEngine(config=FEATURES), xgb=model, vision=FakeVision(), **kw)
 
 
 def test_run_when_ml_scores_batched_then_same_orders_as_bar_by_bar(setup) -> None:
@@ -173,14 +179,8 @@ def test_score_when_fused_by_columns_then_signals_equal_row_by_row_fusion(setup)
         )
         for _ in range(2)
     )
-    store = BarStore(config=STORE)
     compared = explained = 0
-    for batch in batches[:120]:
-        for bar in batch:
-            store.add(bar)
-        windows = [w for s in store.symbols if (w := store.window(s)) is not None]
-        if not windows:
-            continue
+    for windows in _window_batches(batches[:120]):
         deferred, pending = live.score_deferred(windows)
         signals = live.finish(deferred, pending)
         assert signals == _row_by_row_signals(reference, windows)
@@ -191,3 +191,24 @@ def test_score_when_fused_by_columns_then_signals_equal_row_by_row_fusion(setup)
     assert explained > 10
     assert live.fusion.stats() == reference.fusion.stats()
     assert live.take_drift_reports() == reference.take_drift_reports() != []
+
+
+def test_score_deferred_when_fused_by_columns_then_outcome_monitor_updated_by_finish(setup) -> None:
+    batches, _, model = setup
+    live, reference = (
+        _scorer(model, fusion=FusionEngine(config=FusionConfig(weights={"clip": 0.6, "xgb": 0.4})))
+        for _ in range(2)
+    )
+    left = 0
+    for windows in _window_batches(batches[:80]):
+        before = repr(live.fusion.monitor._pending), live.fusion.stats()
+        signals, pending = live.score_deferred(windows)
+        assert pending is not None
+        if pending.observation is not None:  # off the order path: untouched until finish()
+            left += 1
+            assert (repr(live.fusion.monitor._pending), live.fusion.stats()) == before
+        assert live.finish(signals, pending) == reference.score(windows)
+        assert repr(live.fusion.monitor._pending) == repr(reference.fusion.monitor._pending)
+    assert left > 0
+    assert live.fusion.stats() == reference.fusion.stats()
+    assert live.fusion.stats()["fused"].count > 0

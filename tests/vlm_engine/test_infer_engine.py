@@ -11,7 +11,7 @@ from tests.vlm_engine.clip_helpers import tiny_bundle, window
 from vlm_engine.bundle import BundleError, load_bundle
 from vlm_engine.calibrate.evaluate import apply_calibration, raw_scores
 from vlm_engine.infer import InferenceConfig, InferenceEngine
-from vlm_engine.infer.engine import MIN_CHARTS_PER_WORKER, resolve_workers
+from vlm_engine.infer.engine import CHUNKS_PER_WORKER, MIN_CHARTS_PER_WORKER, resolve_workers
 
 CONFIG = InferenceConfig(device="cpu", warmup_batches=1, max_batch=4)
 
@@ -86,12 +86,17 @@ def test_score_images_when_split_over_workers_then_rows_match_one_worker_in_orde
     )  # rows differ: order is checked
 
 
-def test_chunks_when_small_batch_then_no_worker_gets_fewer_than_the_minimum(
+def test_chunks_when_small_batch_then_no_chunk_is_smaller_than_the_minimum_on_average(
     bundles: tuple[Path, Path],
 ):
     engine = InferenceEngine.load(bundles[0], config=InferenceConfig(device="cpu", workers=4))
     chunks = engine._chunks(MIN_CHARTS_PER_WORKER + 1)
-    assert [c.stop - c.start for c in chunks] == [MIN_CHARTS_PER_WORKER, 1]
+    assert [c.stop - c.start for c in chunks] == [MIN_CHARTS_PER_WORKER + 1]
+    two = engine._chunks(2 * MIN_CHARTS_PER_WORKER + 1)
+    assert [c.stop - c.start for c in two] == [MIN_CHARTS_PER_WORKER + 1, MIN_CHARTS_PER_WORKER]
+    many = engine._chunks(100)  # chunks taken in turn by whichever thread is free
+    assert len(many) == 4 * CHUNKS_PER_WORKER
+    assert many[-1].stop == 100
     big = engine._chunks(1000)  # max_batch still caps a chunk
     assert max(c.stop - c.start for c in big) == engine.config.max_batch
     assert big[-1].stop == 1000

@@ -2,10 +2,10 @@
 
 score_batch() is synchronous and thread-safe for one caller at a time per engine; the daemon
 calls it through asyncio.to_thread so the event loop never waits on the model. On the CPU with one
-torch thread per call, a batch is split over `workers` chunks (torch and ONNX Runtime release
-the GIL inside their kernels), so a 100-chart batch uses every core without OpenMP's
-spin-waiting: the pool renders and scores all chunks but the last, the calling thread the last
-one. start_batch() lets the caller do other work (the ML scorer's features) before its chunk.
+torch thread per call, a batch is cut into chunks over the workers (torch and ONNX Runtime
+release the GIL inside their kernels), so a 100-chart batch uses every core without OpenMP's
+spin-waiting: the pool's threads and the calling thread take the chunks in turn until none is
+left. start_batch() lets the caller do other work (the ML scorer's features) before it joins.
 
 ChartEngine holds what every runtime shares (rendering, chunking over workers, the calibrated
 read-out); InferenceEngine runs the image tower on torch, vlm_engine.infer.onnx_runtime on ONNX
@@ -18,7 +18,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -41,9 +41,16 @@ DeviceName = Literal["auto", "cpu", "cuda"]
 RuntimeName = Literal["auto", "torch", "onnx", "onnx-int8"]
 
 
-# A worker's share of a batch is at least this many charts: smaller chunks cost more in per-call
-# overhead than the second core gives back.
+# A chunk is at least this many charts: smaller chunks cost more in per-call overhead than the
+# second core gives back.
 MIN_CHARTS_PER_WORKER = 4
+# A batch is cut into this many chunks per worker, taken in turn by whichever thread is free (the
+# pool's, and the caller once it joins), so a pool thread that wakes late leaves its chunk to the
+# caller. More, smaller chunks would balance finer but cost CPU, which is what a busy box lacks:
+# 100 charts, 96 px static INT8, score_deferred alternating in one process, 500 calls each at load
+# 4.2-6.0: 1 per worker p50/p99 30.0/71.8 ms, process CPU 17.0; 2: 31.3/78.8, 17.9; 3: 33.0/72.4,
+# 18.7; the fixed two halves this replaced (bench/ml_before.py) 36.4/110.8, 17.2.
+CHUNKS_PER_WORKER = 1
 MAX_AUTO_WORKERS = 4
 
 
@@ -86,6 +93,28 @@ def _pool(workers: int) -> ThreadPoolExecutor:
         if pool is None:
             pool = _pools[workers] = ThreadPoolExecutor(workers, thread_name_prefix="clip-worker")
         return pool
+
+
+class _ChunkQueue:
+    """The indices 0..n-1 of a batch's chunks, handed out once each to whichever thread asks."""
+
+    def __init__(self, n: int) -> None:
+        self._next = 0
+        self._n = n
+        self._lock = threading.Lock()
+
+    def take(self) -> int | None:
+        """The next chunk's index, None when every chunk is taken (or the batch stopped)."""
+        with self._lock:
+            if self._next >= self._n:
+                return None
+            self._next += 1
+            return self._next - 1
+
+    def stop(self) -> None:
+        """Hand out no more chunks (a chunk failed: the batch's error is raised by its join)."""
+        with self._lock:
+            self._next = self._n
 
 
 class ClipScores(msgspec.Struct, frozen=True, kw_only=True):
@@ -132,8 +161,8 @@ class ClipBatch(msgspec.Struct, frozen=True, kw_only=True, eq=False):
         )
 
 
-# One chunk's (pattern probabilities, p_up, embeddings, seconds spent drawing its charts, charts).
-_Chunk = tuple[Float32Array, Float32Array, Float32Array, float, npt.NDArray[np.uint8]]
+# One chunk's (unit embeddings, seconds spent drawing its charts, charts).
+_Chunk = tuple[Float32Array, float, npt.NDArray[np.uint8]]
 
 
 def resolve_device(name: DeviceName) -> torch.device:
@@ -155,8 +184,12 @@ def readout_matrix(bundle: Bundle) -> Float32Array:
 
 class ChartEngine:
     """What every runtime shares: a bundle's renderer, batches chunked over the workers, the
-    calibrated read-out; a runtime implements _embed() (unit embeddings of a uint8 chunk) or
-    _score_chunk()."""
+    calibrated read-out; a runtime implements embed() (unit embeddings of a uint8 chunk).
+
+    The read-out runs once on the whole batch's embeddings (in _merge), not per chunk: a float32
+    matmul's rows can round differently with the number of rows it is given (BLAS picks its
+    kernel by shape), so reading out per chunk would tie a chart's scores to how the batch was
+    cut; this way they depend on the batch's embeddings only, whichever threads scored them."""
 
     bundle: Bundle
     config: InferenceConfig
@@ -173,6 +206,9 @@ class ChartEngine:
         self.workers = workers
         self._temperature = bundle.calibration.pattern_temperature
         self._a, self._b = bundle.calibration.direction_a, bundle.calibration.direction_b
+        # Prompt features are fixed per bundle: computed once, float32 on the CPU, (D, K + 1).
+        self._readout_t = readout_matrix(bundle).T.copy()
+        self.dim = int(self._readout_t.shape[0])
 
     @property
     def bundle_id(self) -> str:
@@ -227,7 +263,7 @@ class ChartEngine:
             started = time.perf_counter()
             images = self.render(items[rows])
             rendered = time.perf_counter() - started
-            return (*self._score_chunk(images), rendered, images)
+            return self.embed(images), rendered, images
 
         return self._start(len(items), render_and_score)
 
@@ -244,64 +280,86 @@ class ChartEngine:
         if images.shape[0] == 0:
             return self._empty()
         return self._start(
-            images.shape[0], lambda rows: (*self._score_chunk(images[rows]), 0.0, images[rows])
+            images.shape[0], lambda rows: (self.embed(images[rows]), 0.0, images[rows])
         )()
 
     def _start(self, n: int, score: Callable[[slice], _Chunk]) -> Callable[[], ClipBatch]:
-        """score() each chunk of n rows, merged in order, as a join to call once. When the chunks
-        fit the workers at once, all but the last go to the pool now and the caller scores the
-        last one in join() (a pool hand-off and a wake-up fewer than waiting on every chunk);
-        more chunks than workers all go through the pool."""
+        """score() each chunk of n rows, merged in order, as a join to call once. With more than
+        one chunk and worker, workers - 1 pool threads start taking chunks now and the caller takes
+        what is left when it joins (whoever is free takes the next one); a pool thread that has
+        not started by the time the caller has taken the last chunk is cancelled, so the join
+        never waits for a wake-up that brings no work. Which thread scores a chunk changes
+        nothing in its rows: the chunks are the same slices whoever runs them."""
         chunks = self._chunks(n)
-        parallel = min(len(chunks), self.workers)
-        if parallel <= 1:
-            return lambda: self._merge([score(rows) for rows in chunks], parallel)
-        pool = _pool(self.workers)
-        if len(chunks) > self.workers:
-            parts = pool.map(score, chunks)
-            return lambda: self._merge(list(parts), parallel)
-        started = [pool.submit(score, rows) for rows in chunks[:-1]]
+        helpers = min(len(chunks), self.workers) - 1
+        if helpers <= 0:
+            return lambda: self._merge([score(rows) for rows in chunks], 1)
+        parts: list[_Chunk | None] = [None] * len(chunks)
+        queue = _ChunkQueue(len(chunks))
+
+        def take_chunks() -> int:
+            """Score chunks until none is left; how many this thread scored."""
+            taken = 0
+            while (i := queue.take()) is not None:
+                try:
+                    parts[i] = score(chunks[i])
+                except BaseException:
+                    queue.stop()  # the batch has failed: nobody starts another chunk
+                    raise
+                taken += 1
+            return taken
+
+        started = [_pool(self.workers).submit(take_chunks) for _ in range(helpers)]
 
         def join() -> ClipBatch:
-            last = score(chunks[-1])
-            return self._merge([*(f.result() for f in started), last], parallel)
+            try:
+                mine = take_chunks()
+            finally:
+                running = [f for f in started if not f.cancel()]
+                wait(running)  # no pool thread is left scoring, even when the caller failed
+            scored = [mine, *(f.result() for f in running)]  # re-raises a pool thread's error
+            done = [p for p in parts if p is not None]
+            return self._merge(done, sum(1 for k in scored if k > 0))
 
         return join
 
     def _merge(self, parts: list[_Chunk], parallel: int) -> ClipBatch:
-        """The chunks' outputs as one batch, rows in chunk order."""
+        """The chunks' embeddings as one batch, rows in chunk order, read out and calibrated."""
+        embeddings = np.concatenate([p[0] for p in parts])
+        probs, p_up = self.read_out(embeddings)
         return ClipBatch(
             bundle_id=self.bundle_id,
             classes=self.classes,
-            pattern_probs=np.concatenate([p[0] for p in parts]),
-            p_up=np.concatenate([p[1] for p in parts]),
-            embeddings=np.concatenate([p[2] for p in parts]),
-            render_seconds=sum(p[3] for p in parts) / max(parallel, 1),
-            images=tuple(p[4] for p in parts),
+            pattern_probs=probs,
+            p_up=p_up,
+            embeddings=embeddings,
+            render_seconds=sum(p[1] for p in parts) / max(parallel, 1),
+            images=tuple(p[2] for p in parts),
         )
 
     def _chunks(self, n: int) -> list[slice]:
-        """Contiguous row ranges: one per worker (each at least MIN_CHARTS_PER_WORKER), at most max_batch."""
+        """Contiguous row ranges of about equal size: CHUNKS_PER_WORKER per worker while each
+        keeps MIN_CHARTS_PER_WORKER charts on average (10 charts over 2 workers: 5 and 5; 6: one
+        of 6), at most max_batch."""
         size = n
         if self.workers > 1:
-            size = max(-(-n // self.workers), MIN_CHARTS_PER_WORKER)
-        size = min(size, self.config.max_batch)
+            count = min(self.workers * CHUNKS_PER_WORKER, max(1, n // MIN_CHARTS_PER_WORKER))
+            size = -(-n // count)
+        size = max(1, min(size, self.config.max_batch))
         return [slice(start, min(n, start + size)) for start in range(0, n, size)]
 
-    def _score_chunk(
-        self, images: npt.NDArray[np.uint8]
-    ) -> tuple[Float32Array, Float32Array, Float32Array]:
+    def embed(self, images: npt.NDArray[np.uint8]) -> Float32Array:
+        """Unit image embeddings (N, D) float32 of uint8 charts of the bundle's spec."""
         raise NotImplementedError
 
-    def _calibrated(
-        self, scores: Float32Array, features: Float32Array
-    ) -> tuple[Float32Array, Float32Array, Float32Array]:
-        """(pattern probabilities, p_up, embeddings) from read-out scores (N, K + 1)."""
+    def read_out(self, embeddings: Float32Array) -> tuple[Float32Array, Float32Array]:
+        """(pattern probabilities, p_up) of unit embeddings: the read-out scores (N, K + 1)
+        against the prompts, calibrated."""
+        scores = embeddings @ self._readout_t
         logits, z = scores[:, :-1], scores[:, -1]
         return (
             softmax(logits / self._temperature).astype(np.float32),
             sigmoid(self._a * z + self._b).astype(np.float32),
-            features,
         )
 
     def _empty(self) -> ClipBatch:
@@ -328,8 +386,6 @@ class InferenceEngine(ChartEngine):
         )
         self._setup(bundle=bundle, config=config, workers=resolve_workers(config, self.device))
         parts = bundle.parts
-        # Prompt features are fixed per bundle: compute them once, in float32 on the CPU.
-        readout = readout_matrix(bundle)
         # The engine owns the bundle's model: the preprocessor's normalisation is folded into the
         # patch embedding, so a chunk goes from uint8 straight into the model (no float pass).
         embeddings: Any = getattr(getattr(parts.model, "vision_model", None), "embeddings", None)
@@ -337,8 +393,6 @@ class InferenceEngine(ChartEngine):
         if self._folded:
             embeddings.patch_embedding = parts.preprocess.fold_into(embeddings.patch_embedding)
         self.model: Any = parts.model.to(self.device, dtype=self.dtype).eval()
-        self._readout = torch.from_numpy(readout).to(self.device, self.dtype)
-        self.dim = int(readout.shape[1])
         self._pin = self.device.type == "cuda"
         self.warm_up()
 
@@ -355,10 +409,8 @@ class InferenceEngine(ChartEngine):
         return {"device": str(self.device), "dtype": str(self.dtype).removeprefix("torch.")}
 
     @torch.inference_mode()
-    def _score_chunk(
-        self, images: npt.NDArray[np.uint8]
-    ) -> tuple[Float32Array, Float32Array, Float32Array]:
-        """(pattern probabilities, p_up, embeddings) of one chunk; inference mode is per thread."""
+    def embed(self, images: npt.NDArray[np.uint8]) -> Float32Array:
+        """Unit embeddings (N, D) float32 of one chunk; inference mode is per thread."""
         rows = np.ascontiguousarray(images)
         # On CUDA the uint8 batch goes through pinned memory.
         chunk: npt.NDArray[np.uint8] | torch.Tensor = (
@@ -369,6 +421,6 @@ class InferenceEngine(ChartEngine):
         pixels = pixels.to(self.dtype)
         out = self.model.get_image_features(pixel_values=pixels)
         features = out.pooler_output if hasattr(out, "pooler_output") else out
+        # rounded to the engine's dtype (fp16 on CUDA) as the model computes, read out in float32
         features = torch.nn.functional.normalize(features.float(), dim=-1).to(self.dtype)
-        scores = (features @ self._readout.T).float().cpu().numpy()
-        return self._calibrated(scores, features.float().cpu().numpy())
+        return np.asarray(features.float().cpu().numpy(), dtype=np.float32)

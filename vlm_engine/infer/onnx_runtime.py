@@ -21,7 +21,6 @@ from vlm_engine.infer.engine import (
     ChartEngine,
     Float32Array,
     InferenceConfig,
-    readout_matrix,
     resolve_device,
 )
 from vlm_engine.infer.errors import RuntimeUnavailable
@@ -118,8 +117,6 @@ class OnnxEngine(ChartEngine):
         ) as e:  # ORT's Fail/InvalidGraph are RuntimeErrors
             msg = f"{bundle.path / FILES[variant]}: onnxruntime cannot load it ({' '.join(str(e).split())})"
             raise RuntimeUnavailable(msg) from None
-        self._readout_t = readout_matrix(bundle).T.copy()
-        self.dim = int(self._readout_t.shape[0])
         self.warm_up()
 
     def _describe(self) -> dict[str, str]:
@@ -129,9 +126,3 @@ class OnnxEngine(ChartEngine):
         """Unit image embeddings (N, D) of uint8 charts of the bundle's spec."""
         out = self.session.run([OUTPUT], {INPUT: np.ascontiguousarray(images)})[0]
         return np.asarray(out, dtype=np.float32)
-
-    def _score_chunk(
-        self, images: npt.NDArray[np.uint8]
-    ) -> tuple[Float32Array, Float32Array, Float32Array]:
-        features = self.embed(images)
-        return self._calibrated(features @ self._readout_t, features)

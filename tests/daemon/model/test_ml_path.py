@@ -1,10 +1,12 @@
 """The ML order path with CLIP running while the features are computed (MLScorer.model_rows over
 ClipVision.start) gives bit-identical signals and XGBoost rows to the sequential path it replaced:
 features, then every chunk through the pool, on the same windows; the engine's chunks are scored
-as before whether a worker or the caller runs them."""
+as before whichever thread (a pool thread or the caller) takes them, and a join never waits for a
+pool thread that has brought no work."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 
 import msgspec
@@ -16,10 +18,11 @@ from daemon.model.vision import ClipVision
 from strategy.bars import Window
 from strategy.ml_scorer import StartedVision, VisionScores
 from tests.daemon.ml_helpers import quick_bundle, sample_windows
-from vlm_engine.infer import ChartEngine, InferenceConfig
+from vlm_engine.infer import ChartEngine, ClipBatch, InferenceConfig
+from vlm_engine.infer.engine import _pool
 from vlm_engine.infer.onnx_export import INT8_FILE
 
-SYMBOLS = tuple(f"S{i}" for i in range(12))  # two chunks of 6 over the two workers
+SYMBOLS = tuple(f"S{i}" for i in range(12))  # two chunks of 6, taken in turn by two threads
 
 
 @pytest.fixture(scope="module")
@@ -32,17 +35,19 @@ def models() -> LoadedBundle:
 
 
 def sequential_scores(engine: ChartEngine, windows: Sequence[Window]) -> VisionScores:
-    """The engine's chunks drawn and scored one after another in this thread (what the pool ran)."""
+    """The engine's chunks drawn and embedded one after another in this thread (what the pool
+    ran), read out once on the whole batch."""
     need = engine.spec.bars_needed
     charts = [w.tail(need) for w in windows]
-    parts = [
-        engine._score_chunk(engine.render(charts[rows])) for rows in engine._chunks(len(charts))
-    ]
+    embeddings = np.concatenate(
+        [engine.embed(engine.render(charts[rows])) for rows in engine._chunks(len(charts))]
+    )
+    probs, p_up = engine.read_out(embeddings)
     return VisionScores(
-        p_up=np.concatenate([p[1] for p in parts]).astype(np.float64),
-        pattern_probs=np.concatenate([p[0] for p in parts]).astype(np.float64),
+        p_up=p_up.astype(np.float64),
+        pattern_probs=probs.astype(np.float64),
         pattern_names=engine.classes,
-        embeddings=np.concatenate([p[2] for p in parts]).astype(np.float64),
+        embeddings=embeddings.astype(np.float64),
     )
 
 
@@ -124,7 +129,57 @@ def test_engine_when_more_chunks_than_workers_then_rows_equal_chunk_by_chunk(
     images = engine.render([w.tail(engine.spec.bars_needed) for w in batches()[-1]] * 12)
     chunks = engine._chunks(len(images))
     assert len(chunks) > engine.workers  # 144 charts: 3 chunks of at most max_batch (64)
-    expected = np.concatenate([engine._score_chunk(images[rows])[2] for rows in chunks])
+    expected = np.concatenate([engine.embed(images[rows]) for rows in chunks])
     batch = engine.score_images(images)
     assert np.array_equal(batch.embeddings, expected)
     assert sum(len(c) for c in batch.images) == len(images)
+
+
+def test_engine_when_every_pool_thread_is_busy_then_the_caller_scores_every_chunk_without_waiting(
+    models: LoadedBundle,
+) -> None:
+    engine = models.engine
+    windows = batches()[-1]
+    expected = sequential_scores(engine, windows)
+    release = threading.Event()
+    blockers = [_pool(engine.workers).submit(release.wait) for _ in range(engine.workers)]
+    out: list[object] = []
+    try:
+        joined = threading.Thread(target=lambda: out.append(engine.start_batch(windows)()))
+        joined.start()
+        joined.join(timeout=120)  # before: the join waited for the busy pool, here for ever
+        finished = not joined.is_alive()
+    finally:
+        release.set()
+        for blocker in blockers:
+            blocker.result()
+    assert finished, "the join waited for a pool thread that never took a chunk"
+    batch = out[0]
+    assert isinstance(batch, ClipBatch)
+    assert [len(c) for c in batch.images] == [6, 6]
+    assert np.array_equal(batch.p_up.astype(np.float64), expected.p_up)
+    assert np.array_equal(batch.pattern_probs.astype(np.float64), expected.pattern_probs)
+
+
+def test_engine_when_a_chunk_fails_then_the_join_raises_and_no_thread_is_left_scoring(
+    models: LoadedBundle, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    engine = models.engine
+    embed, calls = engine.embed, []
+
+    def failing(images: np.ndarray) -> np.ndarray:
+        calls.append(len(images))
+        if len(calls) == 2:
+            msg = "chunk failed"
+            raise ValueError(msg)
+        return embed(images)
+
+    monkeypatch.setattr(engine, "embed", failing)
+    join = engine.start_batch(batches()[-1])
+    with pytest.raises(ValueError, match="chunk failed"):
+        join()
+    scored = len(calls)
+    assert scored <= 3  # the chunks after the failure were not started
+    monkeypatch.undo()
+    assert len(engine.score_batch(batches()[-1])) == len(SYMBOLS)  # the engine still serves
+    assert len(calls) == scored  # nothing of the failed batch ran on after its join
