@@ -11,7 +11,7 @@ import math
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import msgspec
 import pandas as pd
@@ -54,6 +54,9 @@ from vlm_engine.xgb.errors import XgbError
 from vlm_engine.xgb.model import XgbModel
 from vlm_engine.xgb.pca import PcaParams
 
+if TYPE_CHECKING:  # torch loads only when a bundle does
+    from vlm_engine.infer.engine import RuntimeName
+
 log = structlog.get_logger("daemon.backtest")
 
 EXIT_INPUT = 1
@@ -85,19 +88,37 @@ def backtest_config(cfg: AppConfig, bar_seconds: int) -> BacktestConfig:
     )
 
 
-def clip_options(cfg: AppConfig, runtime: str | None) -> LoadOptions:
+def clip_options(cfg: AppConfig, runtime: str | None, bundle: Path) -> LoadOptions:
     """Where CLIP runs for a bundle's contenders: the config's scorer.device/threads/workers and
-    scorer.runtime, which a --runtime flag overrides. `auto` means what it means in the daemon:
-    every runtime it may pick scores a chart the same whatever its batch-mates (INT8 is statically
-    quantized; auto refuses an older bundle's dynamic INT8), so a research run does not change with
-    how its charts were batched or sharded (a --ray run equals the local one)."""
+    scorer.runtime, which a --runtime flag overrides. `auto` is resolved here, untimed, by a fixed
+    order (research_runtime): the daemon's auto times the runtimes at load, which would let two
+    machines score one bundle with different variants and report different figures. Every runtime
+    auto may give scores a chart the same whatever its batch-mates (INT8 only when static), so a
+    research run does not change with how its charts were batched or sharded (--ray equals local)."""
+    from vlm_engine.bundle import BundleError, read_card
+    from vlm_engine.infer.runtime_choice import research_runtime
+
     sc = cfg.scorer
+    requested = cast("RuntimeName", runtime or sc.runtime)  # --runtime's choices are checked
+    try:
+        resolved = research_runtime(requested, read_card(bundle))
+    except BundleError:  # loading the bundle says what is wrong with it, in one line
+        resolved = requested
+    if resolved != requested:
+        log.info("engine.runtime_resolved", bundle=str(bundle), requested=requested,
+                 resolved=resolved, rule="fixed order, untimed")  # fmt: skip
     return LoadOptions(
         device=sc.device,
         threads=sc.threads,
         workers=sc.workers,
-        runtime=runtime or sc.runtime,  # type: ignore[arg-type]  # choices checked
+        runtime=resolved,
     )
+
+
+def runtime_meta(requested: str, chosen: str) -> dict[str, str]:
+    """The report's record of the CLIP runtime: what was asked for, and what served."""
+    rule = " (fixed order onnx-int8 > onnx > torch, untimed)" if requested == "auto" else ""
+    return {"clip_runtime": chosen, "clip_runtime_requested": requested + rule}
 
 
 def bar_size_warning(info: BacktestBundle, bar_seconds: int) -> str | None:
@@ -251,7 +272,7 @@ def _backtest(
     loaded: Any = None  # the full bundle, to explain its contenders' trades after the run
     if args.bundle is not None and _is_full_bundle(args.bundle):
         try:
-            options = clip_options(cfg, args.runtime)
+            options = clip_options(cfg, args.runtime, args.bundle)
             found, info, loaded = bundle_contenders(args.bundle, config.bars, options)
             if grid is not None:  # the cluster scores CLIP on the runtime the driver settled
                 settled = msgspec.structs.replace(options, runtime=info.runtime)
@@ -304,6 +325,8 @@ def _backtest(
         if journal is not None:
             journal.close()
     meta = run_meta(config, batches, config_path=args.config, bars_path=args.bars, bundle=info)
+    if info is not None and info.runtime:
+        meta |= runtime_meta(args.runtime or cfg.scorer.runtime, info.runtime)
     links = None
     if loaded is not None and not getattr(args, "no_explain", False):
         links = _explain_trades(results, candidates, scorers, loaded, batches, config, cfg, args)
@@ -392,7 +415,9 @@ def _evaluate(
     if _is_full_bundle(args.bundle):  # CLIP fixed from the bundle; XGBoost and stacking refitted
         try:
             vision, pca, features, fusion, bundle, runtime = evaluation_models(
-                args.bundle, backtest_config(cfg, bar_seconds).bars, clip_options(cfg, args.runtime)
+                args.bundle,
+                backtest_config(cfg, bar_seconds).bars,
+                clip_options(cfg, args.runtime, args.bundle),
             )
         except InputError as e:
             return _fail(str(e))
@@ -446,7 +471,10 @@ def _evaluate(
              test_rows=ev.test_rows)  # fmt: skip
     if args.report is not None:
         meta = {"bars": str(args.bars), "bundle": str(args.bundle)}
-        write_evaluation(args.report, ev, meta | ({"clip_runtime": runtime} if runtime else {}))
+        requested = args.runtime or cfg.scorer.runtime
+        write_evaluation(
+            args.report, ev, meta | (runtime_meta(requested, runtime) if runtime else {})
+        )
         print(f"report: {args.report / 'report.html'}")
     return EXIT_OK
 

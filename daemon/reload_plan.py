@@ -14,9 +14,11 @@ import msgspec
 
 from daemon.config import AppConfig, validate
 
-# The scorer keys ModelSlot.apply_settings takes by re-loading the bundle; a bundle that fails to
-# load under them takes them back (daemon/reload.py).
-BUNDLE_KEYS = ("scorer.mode", "scorer.fusion", "scorer.bundle", "scorer.spec_hash")
+# The scorer settings ModelSlot.apply_settings takes by re-loading the bundle (the one list: the
+# slot reads it by setting name, the reload by config key); a bundle that fails to load under them
+# takes them back (daemon/reload.py).
+BUNDLE_SETTINGS = ("mode", "fusion", "bundle", "spec_hash")
+BUNDLE_KEYS = tuple(f"scorer.{name}" for name in BUNDLE_SETTINGS)
 
 # Keys a running daemon applies on reload: strategy and risk (reconfigured in place), the shutdown
 # settings (read at shutdown), the log level, and the scorer settings ModelSlot.apply_settings

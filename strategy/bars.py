@@ -167,8 +167,9 @@ class _Ring:
         self.ranges = 0
         self.pending = None
 
-    def push(self, bar: Bar, row: tuple[float, float, float, float, float], ts: int) -> None:
-        """Append one bar (row: its open, high, low, close, volume)."""
+    def push(self, row: tuple[float, float, float, float, float], ts: int, dt: datetime) -> None:
+        """Append one bar: row its open, high, low, close, volume; ts its close in epoch seconds,
+        dt the same as the bar's datetime (kept for messages naming the last bar)."""
         k = self.end
         if k == self.cap:
             count = self.count
@@ -181,7 +182,7 @@ class _Ring:
         if self.count < self.n:
             self.count += 1
         self.last_ts = ts
-        self.last_dt = bar.ts
+        self.last_dt = dt
         self.close = row[3]
 
 
@@ -295,7 +296,7 @@ class BarStore:
         ring.atr += (true_range - ring.atr) / (
             ring.ranges if ring.ranges < self._lookback else self._lookback
         )
-        ring.push(bar, (o, h, low, c, v), ts)
+        ring.push((o, h, low, c, v), ts, ts_dt)
         return None
 
     def _jump_rejected(self, ring: _Ring, bar: Bar, distance: float) -> BarRejected | None:

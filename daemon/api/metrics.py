@@ -108,7 +108,8 @@ class Metrics:
         )
         self.inference = Histogram(
             "vlmtrader_inference_seconds",
-            "Model inference per batch",
+            "Model inference per batch, by scorer (rules, ml, clip, ..._shadow)",
+            ["scorer"],  # a rule batch takes microseconds, an ML one milliseconds: not one series
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
@@ -135,7 +136,7 @@ class Metrics:
         )
         self._pulled = _Pulled()
         r.register(self._pulled)
-        self._labels = {k: _Labels() for k in ("status", "side", "reason", "state")}
+        self._labels = {k: _Labels() for k in ("status", "side", "reason", "state", "scorer")}
 
     def add_queue(self, name: str, depth: Callable[[], int]) -> None:
         """Report a queue's depth at scrape time."""
@@ -177,7 +178,8 @@ class Metrics:
         elif name in RENDER_EVENTS:
             _observe_ms(self.render, event.get("duration_ms"))
         elif name in INFERENCE_EVENTS:
-            _observe_ms(self.inference, event.get("duration_ms"))
+            scorer = self.inference.labels(scorer=lab["scorer"](event.get("scorer")))
+            _observe_ms(scorer, event.get("duration_ms"))
         elif name == "trading_state.changed":
             self._set_state(event.get("current"))
         elif name == "control.applied":

@@ -192,33 +192,14 @@ def _response(prediction: Prediction) -> PredictResponse:
 
 
 def _bars(body: PredictRequest, *, max_bars: int) -> list[Bar]:
-    """Convert and check the window; a 422 names the first bad bar."""
+    """The window as Bars (at most max_bars). Each bar's invariants (high/low around the body,
+    times strictly increasing, on the bar size) are checked once, by the bar validator every feed
+    goes through (strategy/bars.py, via build_window), whose 422 names the first bad bar."""
     if len(body.bars) > max_bars:
         raise HTTPException(
             422, detail=f"bars: {len(body.bars)} bars, over the limit of {max_bars}"
         )
-    bars: list[Bar] = []
-    previous: datetime | None = None
-    for i, b in enumerate(body.bars):
-        if b.high < max(b.open, b.close, b.low) or b.low > min(b.open, b.close):
-            raise HTTPException(422, detail=f"bars[{i}]: high/low do not contain open and close")
-        if previous is not None and b.ts <= previous:
-            raise HTTPException(
-                422, detail=f"bars[{i}]: ts {b.ts.isoformat()} is not after the bar before"
-            )
-        previous = b.ts
-        bars.append(
-            Bar(
-                symbol=body.symbol,
-                ts=b.ts,
-                open=b.open,
-                high=b.high,
-                low=b.low,
-                close=b.close,
-                volume=b.volume,
-            )
-        )
-    return bars
+    return [Bar(symbol=body.symbol, **b.model_dump()) for b in body.bars]  # BarIn: Bar's fields
 
 
 def _finite(value: float) -> float:

@@ -12,7 +12,7 @@ import argparse
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -27,6 +27,7 @@ from daemon.log_setup import configure_logging
 from daemon.model.bootstrap import build_log_path
 
 if TYPE_CHECKING:
+    from daemon.cluster.config import RayConfig
     from daemon.training import BuildConfig
     from vlm_engine.bundle import ModelCard
 
@@ -154,8 +155,8 @@ def _build(args: argparse.Namespace) -> int:
     from daemon.training import BuildConfig, build_from_bars, quick_build_config
 
     try:
-        cfg: BuildConfig = load_yaml_config(
-            args.config, quick_build_config() if args.quick else BuildConfig(), BuildConfig
+        cfg, section = _build_config(
+            args.config, quick_build_config() if args.quick else BuildConfig()
         )
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
@@ -170,9 +171,11 @@ def _build(args: argparse.Namespace) -> int:
         cfg = msgspec.structs.replace(
             cfg, train=msgspec.structs.replace(cfg.train, base=str(args.base))
         )
-    if args.ray_workers < 1 or (args.ray_workers > 1 and args.ray is None):
+    if args.ray_workers < 1 or (args.ray_workers > 1 and args.ray is None and section is None):
         print(
-            f"error: --ray-workers {args.ray_workers}: needs --ray and at least 1", file=sys.stderr
+            f"error: --ray-workers {args.ray_workers}: needs --ray (or a ray: section in --config) "
+            "and at least 1",
+            file=sys.stderr,
         )
         return EXIT_CONFIG
 
@@ -182,7 +185,7 @@ def _build(args: argparse.Namespace) -> int:
         from daemon.training import ClipOnRay
 
         with cluster_run(
-            ray_config(args.ray, None), bars=args.bars, progress=sys.stderr.isatty()
+            ray_config(args.ray, section), bars=args.bars, progress=sys.stderr.isatty()
         ) as grid:
             result = build_from_bars(
                 args.bars,
@@ -197,6 +200,28 @@ def _build(args: argparse.Namespace) -> int:
         return result.card, result.wall_seconds
 
     return _run(action, args.out)
+
+
+def _build_config(path: Path | None, default: BuildConfig) -> tuple[BuildConfig, RayConfig | None]:
+    """The build config YAML and its `ray:` section (read as backtest and evaluate read theirs:
+    Ray runs when it is there, `--ray ADDRESS` wins its address); ValueError, one line naming the
+    file and the key, when either is bad."""
+    from daemon.cluster.config import ray_section
+    from daemon.training import BuildConfig
+
+    if path is None:
+        return default, None
+    try:
+        document = msgspec.yaml.decode(path.read_bytes())
+        section = ray_section(document)
+        if isinstance(document, dict):
+            document = {k: v for k, v in document.items() if k != "ray"}
+        # as msgspec.yaml.decode(raw, type=BuildConfig) converts, without the ray section
+        cfg = msgspec.convert(document, BuildConfig, builtin_types=(datetime, date), str_keys=True)
+    except (OSError, msgspec.DecodeError, msgspec.ValidationError, ValueError) as e:
+        msg = f"{path}: {' '.join(str(e).split())}"
+        raise ValueError(msg) from None
+    return cfg, section
 
 
 def _bootstrap(args: argparse.Namespace) -> int:

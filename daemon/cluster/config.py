@@ -31,6 +31,20 @@ class RayConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
     max_retries: NonNegativeInt = 3
 
 
+class _RaySection(msgspec.Struct, frozen=True, kw_only=True):
+    """A YAML document's `ray:` section alone (its other keys are another config's)."""
+
+    ray: RayConfig | None = None
+
+
+def ray_section(document: Any) -> RayConfig | None:
+    """A decoded YAML document's `ray:` section as a RayConfig (None: absent); a bad value is a
+    msgspec.ValidationError naming it under `$.ray`, as `vlmtrader backtest` reports its own."""
+    if not isinstance(document, dict) or "ray" not in document:
+        return None
+    return msgspec.convert({"ray": document["ray"]}, type=_RaySection).ray
+
+
 def ray_config(flag: str | None, section: Any) -> RayConfig | None:
     """The run's RayConfig from `--ray [ADDRESS]` (None: not given) and a YAML `ray:` section
     (None: absent); the flag's address wins. None: run in this process, without Ray."""

@@ -22,13 +22,13 @@ from daemon.model.active import ActiveModel, LoadOptions, load_active, rules_mod
 from daemon.model.bootstrap import run_bootstrap
 from daemon.model.loader import LoadedBundle, precheck_bundle
 from daemon.model.shadow import ShadowRunner, ShadowStats
+from daemon.reload_plan import BUNDLE_SETTINGS
 from strategy.scoring import Scorer
 
 log = structlog.get_logger("daemon.model")
 
 # Scorer settings a running slot takes (apply_settings); the others need a restart.
-_LIVE_SETTINGS = ("rules", "mode", "fusion", "bundle", "spec_hash")
-_BUNDLE_SETTINGS = ("mode", "fusion", "bundle", "spec_hash")
+_LIVE_SETTINGS = ("rules", *BUNDLE_SETTINGS)
 
 
 def describe_scorer(scorer: object) -> str:
@@ -132,7 +132,7 @@ class ModelSlot:
             previous = self.active.scorer.name
             self._serve(rules_model(cfg.rules, bar_seconds=self.active.bar_seconds))
             log.info("scorer.swapped", previous=previous, current="rules", change="rules")
-        reloads = [n for n in changed if n in _BUNDLE_SETTINGS]
+        reloads = [n for n in changed if n in BUNDLE_SETTINGS]
         if cfg.kind == "rules" or not reloads:
             return changed
         if self.bundle_id is None and "bundle" not in reloads:

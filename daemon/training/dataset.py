@@ -15,6 +15,7 @@ import pandas as pd
 
 from daemon.training.sources import SIM_START
 from strategy.market_sim import SimMarketConfig, simulate_frame
+from vlm_engine.bundle.bundle import sha256_file
 from vlm_engine.dataset.bars import BAR_COLUMNS, bar_files, load_bars
 from vlm_engine.dataset.builder import DatasetConfig, Manifest, SourceInfo, build_dataset
 from vlm_engine.render import ChartSpec
@@ -39,19 +40,11 @@ def load_dataset_config(path: Path | None) -> DatasetConfig:
         raise ValueError(msg) from None
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def file_source(path: Path) -> tuple[pd.DataFrame, list[SourceInfo]]:
     """The bars in a file or directory, and each file named (relative) with its SHA-256."""
     files = bar_files(path)
     root = path if path.is_dir() else path.parent
-    sources = [SourceInfo(name=str(f.relative_to(root)), sha256=_sha256(f)) for f in files]
+    sources = [SourceInfo(name=str(f.relative_to(root)), sha256=sha256_file(f)) for f in files]
     return load_bars(path), sources
 
 

@@ -25,7 +25,9 @@ def test_on_event_when_pipeline_events_then_counters_and_histograms_move() -> No
     m.on_event("risk.rejected", {"reason": "max_position"})
     m.on_event("risk.rejected", {"reason": "max_position"})
     m.on_event("chart.rendered", {"duration_ms": 12.0})
-    m.on_event("model.inferred", {"duration_ms": 30.0})
+    m.on_event("model.inferred", {"duration_ms": 30.0, "scorer": "rules"})
+    m.on_event("model.inferred", {"duration_ms": 3.0, "scorer": "ml"})
+    m.on_event("model.inferred", {"duration_ms": 5.0, "scorer": "ml"})
     m.on_event("trading_state.changed", {"current": "halted"})
     m.on_event("control.rejected", {})
     s = _samples(m)
@@ -36,7 +38,9 @@ def test_on_event_when_pipeline_events_then_counters_and_histograms_move() -> No
     assert s[("vlmtrader_fills_total", (("side", "buy"),))] == 1
     assert s[("vlmtrader_risk_rejections_total", (("reason", "max_position"),))] == 2
     assert s[("vlmtrader_render_seconds_sum", ())] == 0.012
-    assert s[("vlmtrader_inference_seconds_count", ())] == 1
+    assert s[("vlmtrader_inference_seconds_count", (("scorer", "rules"),))] == 1
+    assert s[("vlmtrader_inference_seconds_count", (("scorer", "ml"),))] == 2  # one series each
+    assert s[("vlmtrader_inference_seconds_sum", (("scorer", "ml"),))] == 0.008
     assert s[("vlmtrader_trading_state", (("state", "halted"),))] == 1
     assert s[("vlmtrader_control_commands_total", (("result", "rejected"),))] == 1
 

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import threading
@@ -62,6 +63,10 @@ def test_dataset_build_when_bar_dir_then_manifest_and_info(
     assert manifest["version"] == "t1"
     assert manifest["seed"] == 3
     assert [s["name"] for s in manifest["sources"]] == ["a.csv", "b.parquet"]
+    digests = [
+        hashlib.sha256((bars / s["name"]).read_bytes()).hexdigest() for s in manifest["sources"]
+    ]
+    assert [s["sha256"] for s in manifest["sources"]] == digests
     assert manifest["counts"]["train"] > 0
     assert main(args) == 1  # out is not empty
     assert "not empty" in capsys.readouterr().err
@@ -69,6 +74,13 @@ def test_dataset_build_when_bar_dir_then_manifest_and_info(
     text = capsys.readouterr().out
     assert manifest["dataset_hash"] in text
     assert "train" in text
+
+
+def test_file_source_when_hashing_then_uses_the_bundles_sha256_file() -> None:
+    from daemon.training import dataset
+    from vlm_engine.bundle.bundle import sha256_file
+
+    assert dataset.sha256_file is sha256_file  # one SHA-256 of a file, not a copy per package
 
 
 def test_dataset_build_when_sim_then_builds(tmp_path: Path) -> None:

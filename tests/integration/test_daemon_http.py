@@ -111,7 +111,9 @@ def test_metrics_when_trading_then_latency_histogram_and_order_counters(api: Api
     assert [v for _, v in buckets] == sorted(v for _, v in buckets)
     assert buckets[-1] == (float("inf"), count)
     assert samples[("vlmtrader_orders_total", (("status", "submitted"),))] == count
-    assert samples[("vlmtrader_inference_seconds_count", ())] >= 1  # every scored bar batch
+    inferred = {k: v for k, v in samples.items() if k[0] == "vlmtrader_inference_seconds_count"}
+    assert inferred[("vlmtrader_inference_seconds_count", (("scorer", "rules"),))] >= 1
+    assert set(inferred) == {("vlmtrader_inference_seconds_count", (("scorer", "rules"),))}
     assert sum(v for (n, _), v in samples.items() if n == "vlmtrader_fills_total") >= 1
 
 

@@ -84,9 +84,16 @@ def _json_window(n: int) -> list[dict[str, Any]]:
 
 
 def _samples(text: str) -> dict[str, float]:
-    return {
-        s.name: s.value for family in text_string_to_metric_families(text) for s in family.samples
-    }
+    """Each sample by name summed over its labels, and by name{label=value} alone."""
+    out: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            out[s.name] = out.get(s.name, 0.0) + s.value
+            for label, value in s.labels.items():
+                out[f"{s.name}{{{label}={value}}}"] = (
+                    out.get(f"{s.name}{{{label}={value}}}", 0.0) + s.value
+                )
+    return out
 
 
 def test_run_when_auto_without_bundle_then_rules_first_bootstrap_swap_to_ml_and_corrupt_reload_refused(
@@ -196,7 +203,8 @@ def test_run_when_auto_with_bundle_on_disk_then_ready_before_load_rules_first_th
                 return checks["model_warm"]
 
             wait_for(warm, timeout=120, what="/readyz model_warm")
-        wait_for(lambda: _signals(journal, "ml") >= 5, timeout=60, what="ML signals")
+            wait_for(lambda: _signals(journal, "ml") >= 5, timeout=60, what="ML signals")
+            metrics = _samples(http.get("/metrics").text)
         events = _events(daemon)
     finally:
         code = daemon.terminate()
@@ -214,6 +222,9 @@ def test_run_when_auto_with_bundle_on_disk_then_ready_before_load_rules_first_th
     assert (swapped["previous"], swapped["current"]) == ("rules", "ml")
     assert swapped["bundle_id"] == read_card(quick_bundle()).bundle_id
     assert _signals(journal, "rules") > 0
+    # rules' and ML's batch timings in their own series of the inference histogram
+    assert metrics["vlmtrader_inference_seconds_count{scorer=rules}"] >= 1
+    assert metrics["vlmtrader_inference_seconds_count{scorer=ml}"] >= 1
     # model_warm is false until the bundle serves: every answer saying warm came after the swap,
     # and the daemon answered not-warm while it was up and trading on rules (torch alone takes
     # seconds to import, the answers come every 0.1 s).

@@ -131,12 +131,17 @@ def test_control_when_body_bad_then_4xx_with_reason_and_nothing_changes(
 
 
 def test_predict_when_window_malformed_then_422_naming_the_bar(api: Api) -> None:
-    bars = window(4)
+    # Windows long enough for the rule scorer (8 bars): the first bad bar is what the 422 names,
+    # in the words of the bar validator every feed goes through (bar.rejected's reason: detail).
+    bars = window(10)
     bars[2]["high"] = 1.0
     high_below = api.http.post("/predict", json={"symbol": "SIM0", "bars": bars})
-    backwards = window(3)
+    backwards = window(10)
     backwards[2]["ts"] = backwards[0]["ts"]
     not_in_order = api.http.post("/predict", json={"symbol": "SIM0", "bars": backwards})
+    twice = window(10)
+    twice[2]["ts"] = twice[1]["ts"]
+    duplicate = api.http.post("/predict", json={"symbol": "SIM0", "bars": twice})
     naive = window(2)
     naive[0]["ts"] = "2024-03-01T14:30:00"
     no_zone = api.http.post("/predict", json={"symbol": "SIM0", "bars": naive})
@@ -144,10 +149,22 @@ def test_predict_when_window_malformed_then_422_naming_the_bar(api: Api) -> None
     torn = api.post("/predict", b"{")
     big = api.post("/predict", b"x" * 300_000)
 
-    assert high_below.status_code == 422
-    assert high_below.json()["detail"].startswith("bars[2]:")
-    assert not_in_order.status_code == 422
-    assert "bars[2]: ts" in not_in_order.json()["detail"]
+    assert (high_below.status_code, high_below.json()) == (
+        422,
+        {"detail": "bars[2]: high_below_low: high 1.0 is below low 101.0"},
+    )
+    assert (not_in_order.status_code, not_in_order.json()) == (
+        422,
+        {
+            "detail": "bars[2]: out_of_order: bar time 2024-03-01T14:30:00+00:00 is before "
+            "the last stored bar 2024-03-01T14:31:00+00:00"
+        },
+    )
+    assert (duplicate.status_code, duplicate.json()) == (
+        422,
+        {"detail": "bars[2]: duplicate_ts: a bar at 2024-03-01T14:31:00+00:00 is already stored"},
+    )
+    assert one_bar.json() == {"detail": "bars: 1 bars given, the model needs at least 8"}
     assert (no_zone.status_code, one_bar.status_code, torn.status_code) == (422, 422, 422)
     assert big.status_code == 413
 

@@ -133,14 +133,15 @@ def _rising(n: int) -> list[dict[str, Any]]:
     ]
 
 
-def _count(client: httpx.Client, histogram: str) -> float:
-    """Observations of vlmtrader_<histogram>_seconds on the service's /metrics."""
+def _count(client: httpx.Client, histogram: str, **labels: str) -> float:
+    """Observations of vlmtrader_<histogram>_seconds on the service's /metrics, summed over the
+    series whose labels include `labels` (inference has one series per scorer)."""
     text = client.get("/metrics").text
-    return next(
+    return sum(
         s.value
         for family in text_string_to_metric_families(text)
         for s in family.samples
-        if s.name == f"vlmtrader_{histogram}_seconds_count"
+        if s.name == f"vlmtrader_{histogram}_seconds_count" and labels.items() <= s.labels.items()
     )
 
 
@@ -196,6 +197,7 @@ def test_serve_when_rules_then_batched_predictions_png_refused_and_sigterm_exits
         r = c.post("/predict", json={"symbol": "AAA", "bars": _rising(30)})
         assert (r.json()["scorer"], r.json()["bundle_id"]) == ("rules", None)
         assert _count(c, "inference") == inferred + 1
+        assert _count(c, "inference", scorer="rules") == inferred + 1  # every call, by its scorer
         assert _count(c, "render") == 0  # the rule scorer draws no charts
         png = c.post(
             "/predict", content=b"\x89PNG\r\n\x1a\n", headers={"content-type": "image/png"}
@@ -270,6 +272,9 @@ def test_serve_when_bundle_then_ml_json_clip_png_hot_swap_and_clean_stop(tmp_pat
         form = c.post("/predict", files={"file": ("chart.png", png, "image/png")})
         assert form.status_code == 200, form.text
         assert form.json()["p_up"] == pytest.approx(scored["p_up"], abs=1e-6)
+        # windows (ml) and chart PNGs (clip) are timed in their own series
+        assert _count(c, "inference", scorer="ml") == inferred + 1
+        assert _count(c, "inference", scorer="clip") == 2
 
         other = msgspec.structs.replace(spec, volume=not spec.volume)
         mismatch = c.post(

@@ -96,3 +96,47 @@ def test_model_build_when_ray_workers_do_not_fit_then_one_line_and_exit_2(
     assert len(lines) == 1
     assert says in lines[0]
     assert not out.exists()
+
+
+def _model_build(bars: Path, config: str, *flags: str) -> tuple[int, list[str], Path]:
+    """`model build --config` (a YAML of `config`) with flags: exit code, stderr lines, --out."""
+    path = bars.parent / "build.yaml"
+    path.write_text(config)
+    out = bars.parent / "bundle"
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        code = main(["model", "build", "--bars", str(bars), "--out", str(out), "--quick",
+                     "--config", str(path), *flags])  # fmt: skip
+    return code, err.getvalue().strip().splitlines(), out
+
+
+def test_model_build_when_config_has_ray_section_then_ray_runs_where_it_says(bars: Path):
+    address = f"127.0.0.1:{free_ports(1)[0]}"  # nothing listens: the section was read if it says so
+    code, lines, out = _model_build(bars, f"ray:\n  address: '{address}'\n  shard_bars: 500\n")
+    assert code == 1
+    assert lines[0].startswith("log: ")  # the build says where its log goes, then the one error
+    assert lines[1:] == [
+        f"error: --ray {address}: no Ray cluster answers there (Connection refused)"
+    ]
+    assert not out.exists()
+    # --ray-workers is allowed with the section alone (it fails on the address, not on the flag)
+    code, lines, _ = _model_build(bars, f"ray: {{address: '{address}'}}\n", "--ray-workers", "2")
+    assert code == 1
+    assert "no Ray cluster answers there" in lines[-1]
+
+
+@pytest.mark.parametrize(
+    ("section", "says"),
+    [
+        ("ray: {cpus_per_actor: -1}", "Expected `float` >= 0.0 - at `$.ray.cpus_per_actor`"),
+        ("ray: {adress: auto}", "Object contains unknown field `adress` - at `$.ray`"),
+        ("ray: 3", "Expected `object | null`, got `int` - at `$.ray`"),
+    ],
+)
+def test_model_build_when_ray_section_bad_then_one_line_naming_the_key_and_exit_2(
+    bars: Path, section: str, says: str
+):
+    code, lines, out = _model_build(bars, f"{section}\nhorizon: 3\n")
+    assert code == 2
+    assert lines == [f"error: {bars.parent / 'build.yaml'}: {says}"]
+    assert not out.exists()

@@ -13,6 +13,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+import msgspec
 import pandas as pd
 import pytest
 
@@ -210,6 +211,7 @@ def test_model_build_when_xgboost_folds_and_clip_on_two_nodes_then_same_bundle_i
 ):
     """--ray: XGBoost folds as tasks and CLIP on one Ray Train worker, the local build's bundle."""
     from daemon.model.bootstrap import build_log_path
+    from daemon.training import quick_build_config
     from vlm_engine.bundle import read_card
 
     base = inputs["base"]
@@ -219,22 +221,30 @@ def test_model_build_when_xgboost_folds_and_clip_on_two_nodes_then_same_bundle_i
     frame.drop(columns=["pattern", "direction"]).to_parquet(bars, index=False)
     cards = []
     ray_args = ("--ray", connected.address, "--ray-workers", "1")
-    for name, ray in (("local", ()), ("ray", ray_args)):
+    # the same quick config as a YAML whose ray: section names the cluster (no --ray flag)
+    section = base / "build-ray.yaml"
+    section.write_bytes(
+        msgspec.yaml.encode(quick_build_config())
+        + f"ray: {{address: '{connected.address}'}}\n".encode()
+    )
+    runs = (("local", ()), ("ray", ray_args), ("ray-section", ("--config", str(section))))
+    for name, ray in runs:
         out = base / f"build-{name}"
         code, output = _run(
             "model", "build", "--bars", str(bars), "--out", str(out), "--quick", *ray
         )
         assert code == 0, output[-3000:]
         cards.append(read_card(out))
-    local, remote = cards
-    trained = [
-        json.loads(line)
-        for line in build_log_path(base / "build-ray").read_text().splitlines()
-        if '"ray_train.finished"' in line
-    ]
-    assert [t["workers"] for t in trained] == [1]  # the CLIP stage ran on the cluster
+    local, remote, from_section = cards
+    for name in ("ray", "ray-section"):
+        trained = [
+            json.loads(line)
+            for line in build_log_path(base / f"build-{name}").read_text().splitlines()
+            if '"ray_train.finished"' in line
+        ]
+        assert [t["workers"] for t in trained] == [1], name  # the CLIP stage ran on the cluster
     assert '"ray_train.' not in build_log_path(base / "build-local").read_text()
-    assert remote.bundle_id == local.bundle_id
+    assert remote.bundle_id == local.bundle_id == from_section.bundle_id
 
     def figures(card):  # wall times differ run to run
         return {k: v for k, v in card.metrics.items() if not k.endswith("_seconds")}

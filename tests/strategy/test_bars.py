@@ -340,3 +340,19 @@ def test_config_when_value_invalid_then_validation_error_names_key(
 def test_config_when_defaults_then_documented_values() -> None:
     cfg = BarStoreConfig()
     assert (cfg.window, cfg.bar_seconds, cfg.gap_policy, cfg.max_gap_bars) == (64, 60, "reset", 5)
+
+
+def test_ring_push_when_given_row_ts_and_datetime_then_holds_them_without_a_bar() -> None:
+    from strategy.bars import _Ring
+
+    ring = _Ring(3)
+    t0 = datetime(2024, 1, 2, 15, 0, tzinfo=UTC)
+    for i in range(5):  # past the window: the oldest bars drop out
+        dt = t0 + timedelta(minutes=i)
+        ring.push((1.0 + i, 2.0 + i, 0.5 + i, 1.5 + i, 10.0 * i), int(dt.timestamp()), dt)
+    assert (ring.count, ring.close) == (3, 5.5)
+    assert (ring.last_ts, ring.last_dt) == (
+        int(ring.last_dt.timestamp()),
+        t0 + timedelta(minutes=4),
+    )
+    assert list(ring.columns[3][ring.end - 3 : ring.end]) == [3.5, 4.5, 5.5]

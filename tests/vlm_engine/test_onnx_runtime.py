@@ -32,10 +32,12 @@ from vlm_engine.infer.onnx_export import (
 from vlm_engine.infer.onnx_runtime import OnnxEngine, session_options
 from vlm_engine.infer.runtime_choice import (
     FP32_TOLERANCE,
+    TIMING_REPEATS,
     ParityCharts,
     fp32_problem,
     int8_problem,
     read_parity,
+    research_runtime,
 )
 
 CONFIG = InferenceConfig(device="cpu", threads=1, warmup_batches=1, max_batch=8)
@@ -245,3 +247,47 @@ def test_auto_when_int8_export_is_dynamic_then_refused_as_batch_dependent_and_lo
     assert engine.runtime == choice.chosen == "onnx-int8"  # asked for by name it serves, warned
     warned = [e for e in logs if e["event"] == "engine.runtime_batch_dependent"]
     assert "dynamic INT8" in warned[0]["reason"]
+
+
+class _TorchFastestClock:
+    """A clock on which the first runtime timed (torch) is 1000x faster than the others."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        self.calls += 1  # ms_per_chart reads it twice per run, TIMING_REPEATS runs per runtime
+        self.now += 0.001 if self.calls <= 2 * TIMING_REPEATS else 1.0
+        return self.now
+
+
+def test_research_runtime_when_a_timer_favours_torch_then_fixed_order_untimed_and_auto_still_times(
+    exported: Path,
+):
+    card = read_card(exported)
+    resolved = research_runtime("auto", card)
+    assert resolved == ("onnx-int8" if INT8_FILE in card.files else "onnx")
+    assert research_runtime("torch", card) == "torch"  # a runtime asked for by name stays
+    research = InferenceConfig(device="cpu", threads=1, warmup_batches=1, runtime=resolved)
+    clock = _TorchFastestClock()
+    engine, choice = choose_engine(load_bundle(exported), research, clock=clock)
+    assert clock.calls == 0  # never timed
+    assert choice.chosen == engine.runtime != "torch"
+    auto = InferenceConfig(device="cpu", threads=1, warmup_batches=1, runtime="auto")
+    engine, choice = choose_engine(load_bundle(exported), auto, clock=_TorchFastestClock())
+    assert choice.chosen == engine.runtime == "torch"  # the daemon's auto times, on the clock given
+    assert len(choice.ms_per_chart) >= 2
+
+
+def test_research_runtime_when_bundle_carries_no_export_or_dynamic_int8_then_next_in_order(
+    exported: Path, tmp_path: Path
+):
+    plain = tmp_path / "plain"
+    tiny_bundle(plain, seed=1)
+    assert research_runtime("auto", read_card(plain)) == "torch"
+    bundle = copy_of(exported, tmp_path)
+    stage = {k: v for k, v in read_card(bundle).stages["onnx"].items() if k != "quantization"}
+    dynamic = quantize_dynamic_int8((bundle / FP32_FILE).read_bytes())
+    add_to_bundle(bundle, files={INT8_FILE: dynamic}, stages={"onnx": stage})
+    assert research_runtime("auto", read_card(bundle)) == "onnx"  # batch-dependent INT8 skipped

@@ -10,6 +10,10 @@ an INT8 export that is not static (bundles exported before static INT8 carry dyn
 whose scores depend on a chart's batch-mates): it is refused with the reason, and
 `vlmtrader model export-onnx BUNDLE` rewrites it; asked for by name (onnx-int8) it still serves,
 with a warning (engine.runtime_batch_dependent).
+
+Timing makes auto depend on the machine (and its load), so research runs (backtest, evaluate)
+resolve auto with research_runtime instead: a fixed order, FIXED_ORDER, over the variants the
+bundle carries, never timed, then the usual parity fallback; two machines score alike.
 """
 
 from __future__ import annotations
@@ -24,17 +28,18 @@ import numpy as np
 import numpy.typing as npt
 import structlog
 
-from vlm_engine.bundle import Bundle, load_bundle
+from vlm_engine.bundle import Bundle, ModelCard, load_bundle
 from vlm_engine.calibrate.metrics import accuracy
 from vlm_engine.infer.engine import (
     ChartEngine,
     ClipBatch,
     InferenceConfig,
     InferenceEngine,
+    RuntimeName,
     resolve_device,
 )
 from vlm_engine.infer.errors import RuntimeUnavailable
-from vlm_engine.infer.onnx_export import DYNAMIC, PARITY_FILE, STAGE, STATIC
+from vlm_engine.infer.onnx_export import DYNAMIC, FP32_FILE, INT8_FILE, PARITY_FILE, STAGE, STATIC
 from vlm_engine.infer.onnx_runtime import OnnxEngine
 from vlm_engine.metrics import auc
 
@@ -45,6 +50,8 @@ INT8_ACCURACY = 0.005
 INT8_AUC = 0.002
 TIMING_REPEATS = 5
 FALLBACK = {"onnx-int8": ("onnx-int8", "onnx", "torch"), "onnx": ("onnx", "torch")}
+# research auto: the most compact variant first; requesting one falls back along FALLBACK by parity
+FIXED_ORDER: tuple[RuntimeName, ...] = ("onnx-int8", "onnx", "torch")
 
 
 class ParityCharts(msgspec.Struct, frozen=True, kw_only=True, eq=False):
@@ -90,7 +97,12 @@ def read_parity(bundle: Bundle) -> ParityCharts:
 def int8_quantization(bundle: Bundle) -> str:
     """How the bundle's INT8 export was quantized: static or dynamic (an export whose stage does
     not say is from before static INT8: dynamic)."""
-    stage = bundle.card.stages.get(STAGE)
+    return int8_quantization_of(bundle.card)
+
+
+def int8_quantization_of(card: ModelCard) -> str:
+    """int8_quantization from the model card alone."""
+    stage = card.stages.get(STAGE)
     mode = stage.get("quantization", DYNAMIC) if isinstance(stage, dict) else DYNAMIC
     return str(mode)
 
@@ -243,8 +255,25 @@ def _candidates(
     return engines, refused, parity, charts
 
 
-def choose_engine(bundle: Bundle, config: InferenceConfig) -> tuple[ChartEngine, RuntimeChoice]:
-    """The engine config.runtime asks for when its parity holds, else the fallback (see module doc)."""
+def research_runtime(requested: RuntimeName, card: ModelCard) -> RuntimeName:
+    """What a research run asks for: auto as the first of FIXED_ORDER the bundle carries (its INT8
+    only when static), untimed; any other runtime as asked. Parity still decides at load."""
+    if requested != "auto":
+        return requested
+    carried = {
+        "onnx-int8": INT8_FILE in card.files and int8_quantization_of(card) == STATIC,
+        "onnx": FP32_FILE in card.files,
+        "torch": True,
+    }
+    return next(name for name in FIXED_ORDER if carried[name])
+
+
+def choose_engine(
+    bundle: Bundle, config: InferenceConfig, *, clock: Callable[[], float] | None = None
+) -> tuple[ChartEngine, RuntimeChoice]:
+    """The engine config.runtime asks for when its parity holds, else the fallback (see module doc).
+
+    clock: what auto times on (default timing_clock(config)); tests inject one."""
     requested = config.runtime
     torch_engine = InferenceEngine(bundle=bundle, config=config)
     if requested == "torch":
@@ -260,7 +289,7 @@ def choose_engine(bundle: Bundle, config: InferenceConfig) -> tuple[ChartEngine,
     timings: dict[str, float] = {}
     if requested == "auto" and len(engines) > 1 and charts is not None:
         batch = _timing_batch(charts.images, config.max_batch)
-        clock = timing_clock(config)
+        clock = clock or timing_clock(config)
         timings = {name: round(ms_per_chart(e, batch, clock), 4) for name, e in engines.items()}
         chosen = min(timings, key=timings.__getitem__)
     else:

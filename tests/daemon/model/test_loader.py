@@ -211,14 +211,16 @@ def test_backtest_cli_when_full_bundle_then_clip_xgb_technical_fused_rules_and_b
     )
     report = tmp_path / "report"
     argv = ["backtest", "--config", str(config), "--bars", str(bars_csv), "--report", str(report)]
+    bundle = quick_bundle()  # built (and its engine chosen) outside the logs when it runs first
     with capture_logs() as logs:
-        assert cli_backtest.main([*argv, "--bundle", str(quick_bundle()), "--no-progress"]) == 0
+        assert cli_backtest.main([*argv, "--bundle", str(bundle), "--no-progress"]) == 0
     doc = json.loads((report / "report.json").read_text())
     assert set(doc["comparison"]) == {"rules", "clip", "xgb_technical", "fused", "buy_and_hold"}
     out = capsys.readouterr()
     assert "fused" in out.out
     # scorer.runtime of the config served the contenders' CLIP: the ONNX export ran
     assert doc["meta"]["clip_runtime"] == "onnx"
+    assert doc["meta"]["clip_runtime_requested"] == "onnx"
     assert "CLIP runtime: onnx" in out.err
     chosen = [e for e in logs if e["event"] == "engine.runtime_chosen"]
     assert [(e["requested"], e["chosen"]) for e in chosen] == [("onnx", "onnx")]
@@ -238,6 +240,7 @@ def test_evaluate_cli_when_full_bundle_then_clip_both_xgbs_and_fused_metrics(
     assert [(e["requested"], e["chosen"]) for e in chosen] == [("onnx", "onnx")]
     doc = json.loads((report / "report.json").read_text())
     assert doc["meta"]["clip_runtime"] == "onnx"
+    assert doc["meta"]["clip_runtime_requested"] == "onnx"  # the flag, recorded beside the choice
     assert {"clip", "xgb", "xgb_technical", "fused"} <= set(doc["model_metrics"])
     metrics = doc["model_metrics"]
     assert metrics["xgb"]["auc"] != metrics["xgb_technical"]["auc"]  # two models, not one twice

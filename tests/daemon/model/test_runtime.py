@@ -35,9 +35,14 @@ def test_load_when_built_bundle_and_runtime_onnx_then_scorer_serves_clip_on_onnx
     assert all(0.0 <= s.p_up <= 1.0 for s in signals)
 
 
-def test_clip_options_when_runtime_auto_then_research_commands_get_auto_too() -> None:
-    from daemon.backtest import clip_options
+def test_clip_options_when_runtime_auto_then_research_commands_resolve_it_untimed() -> None:
+    from daemon.backtest import clip_options, runtime_meta
 
     cfg = decode_config("scorer: {runtime: auto, threads: 1}")
-    assert clip_options(cfg, None).runtime == "auto"  # no "auto means fp32" special case
-    assert clip_options(cfg, "onnx-int8").runtime == "onnx-int8"  # --runtime overrides
+    card = read_card(quick_bundle())
+    with capture_logs() as logs:
+        resolved = clip_options(cfg, None, quick_bundle()).runtime
+    assert resolved == ("onnx-int8" if "onnx/image_int8.onnx" in card.files else "onnx")
+    assert [e["resolved"] for e in logs if e["event"] == "engine.runtime_resolved"] == [resolved]
+    assert clip_options(cfg, "torch", quick_bundle()).runtime == "torch"  # --runtime overrides
+    assert runtime_meta("auto", resolved)["clip_runtime_requested"].startswith("auto (fixed order")

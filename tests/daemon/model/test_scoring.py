@@ -31,12 +31,14 @@ def _metrics_from(logs: Sequence[dict[str, Any]]) -> dict[str, float]:
     for event in logs:
         metrics.on_event(str(event["event"]), dict(event))
     text = metrics.render_latest().decode()
-    return {
-        s.name: s.value
-        for family in text_string_to_metric_families(text)
-        for s in family.samples
-        if s.name.endswith("_seconds_count")
-    }
+    counts: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            if s.name.endswith("_seconds_count"):  # summed over labels (inference: by scorer)
+                counts[s.name] = counts.get(s.name, 0.0) + s.value
+                for label, value in s.labels.items():
+                    counts[f"{s.name}{{{label}={value}}}"] = s.value
+    return counts
 
 
 def _bars(n: int, symbol: str = "AAA") -> list[Bar]:
@@ -77,6 +79,7 @@ def test_pipeline_when_bars_scored_then_inference_histogram_counts_each_scored_b
     assert all(e["scorer"] == "rules" and e["duration_ms"] >= 0 for e in inferred)
     counts = _metrics_from(logs)
     assert counts["vlmtrader_inference_seconds_count"] == len(inferred)
+    assert counts["vlmtrader_inference_seconds_count{scorer=rules}"] == len(inferred)
     assert counts["vlmtrader_render_seconds_count"] == 0  # the rule scorer draws no charts
 
 
@@ -101,4 +104,5 @@ def test_predict_when_bundle_serves_then_bundle_id_answered_and_render_and_infer
     assert prediction.signal.scorer == "ml"
     counts = _metrics_from(logs)
     assert counts["vlmtrader_inference_seconds_count"] == 1
+    assert counts["vlmtrader_inference_seconds_count{scorer=ml}"] == 1
     assert counts["vlmtrader_render_seconds_count"] == 1

@@ -14,7 +14,9 @@ from daemon.errors import ConfigError, InputError
 from daemon.model.loader import BundleUnusable, read_fusion
 from daemon.model.scoring import log_drift
 from daemon.model.slot import ModelSlot, daemon_slot, describe_scorer
+from daemon.reload_plan import BUNDLE_KEYS
 from strategy.bars import BarStoreConfig
+from strategy.fusion import FusionConfig
 from strategy.rule_scorer import RuleScorer, RuleScorerConfig
 from tests.daemon.ml_helpers import (
     WINDOW,
@@ -233,6 +235,38 @@ def test_apply_settings_when_bundle_serves_then_reloaded_under_new_mode_or_kept_
     assert holder.scorer is slot.current
     assert changed == ("spec_hash",)
     assert (slot.cfg.scorer.mode, slot.cfg.scorer.spec_hash) == ("xgb", "")
+
+
+def _bundle_setting(name: str, tmp_path: Path) -> object:
+    """A new, loadable value of the scorer setting a reload key names."""
+    values = {
+        "mode": lambda: "xgb",
+        "fusion": lambda: FusionConfig(method="weighted", weights={"clip": 0.5, "xgb": 0.5}),
+        "bundle": lambda: str(bundle_copy(tmp_path)),
+        "spec_hash": lambda: read_card(quick_bundle()).spec_hash,
+    }
+    return values[name]()
+
+
+@pytest.mark.parametrize("key", BUNDLE_KEYS)
+def test_apply_settings_when_a_bundle_key_is_reloaded_then_the_bundle_reloads_under_it(
+    key: str, tmp_path: Path
+) -> None:
+    cfg = _config(tmp_path, quick_bundle(), kind="ml")
+    slot, holder = _slot(cfg)
+    before = slot.current
+    name = key.removeprefix("scorer.")
+    value = _bundle_setting(name, tmp_path)
+
+    async def main() -> str:
+        assert slot.apply_settings(msgspec.structs.replace(cfg.scorer, **{name: value})) == (name,)
+        assert slot.settings_reload is not None  # a reload key re-loads the bundle
+        return await slot.settings_reload
+
+    assert asyncio.run(main()) == read_card(quick_bundle()).bundle_id
+    assert getattr(slot.cfg.scorer, name) == value
+    assert slot.current is not before
+    assert holder.scorer is slot.current
 
 
 # ---- start-up: checked at creation (no torch), warmed by start() (issue 16 item 4) ----------------
