@@ -159,7 +159,8 @@ async def run_pipelines(
                 run.batches.append(time.perf_counter() - t)
                 run.cpu.append(time.process_time() - cpu)
                 run.bars += len(batch)
-                run.orders.extend(pipeline.latency._buf[before : pipeline.latency.count].tolist())
+                if new := pipeline.latency.count - before:  # this batch's orders, oldest first
+                    run.orders.extend(pipeline.latency.samples()[-new:].tolist())
         return runs, pipelines
 
 
