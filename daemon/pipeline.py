@@ -153,14 +153,23 @@ class Pipeline:
         deferred = scored.deferred is not None
         # deferred: the signals are journaled below, with their reasons, once the orders are out
         rows = kernel.journal_rows(intake, [] if deferred else signals, decision)
-        with self.journal.order_path():  # the journal's writer waits until the orders are out
-            self.journal.record_orders_ahead(**rows)
-            clock.lap("journal")
-            await self._send(decision, arrived)
-            clock.lap("submit")
+        journaled = False
+        try:
+            with self.journal.order_path():  # the journal's writer waits until the orders are out
+                self.journal.record_orders_ahead(**rows)
+                journaled = True
+                clock.lap("journal")
+                await self._send(decision, arrived)
+                clock.lap("submit")
+        except Exception:
+            # The venue refused or failed: the batch's signals still reach the journal and the
+            # monitors (drift, fusion's outcomes); the error goes on to the caller. A failed
+            # journal write is not retried here: it raises as it is.
+            if deferred and journaled:
+                await self._finish_deferred(scorer, scored)
+            raise
         if deferred:  # the top reasons and the drift update: nothing the orders wait for
-            signals = await finish_off_loop(scorer, scored, self.score_lock)
-            self.journal.record_orders_ahead(signals=journaled_signals(signals))
+            signals = await self._finish_deferred(scorer, scored)
         if self.explainer is not None:  # a put_nowait: the explaining runs in its own thread
             self.explainer.submit(
                 scorer=scorer, evidence=scored.evidence, signals=signals, decision=decision
@@ -214,6 +223,12 @@ class Pipeline:
         self.journal.record_orders_ahead(decisions=decision.decisions, orders=decision.orders)
         await self._send(decision, arrived)
         return decision.orders
+
+    async def _finish_deferred(self, scorer: Scorer, scored: ScoredBatch) -> list[Signal]:
+        """The deferred part of a batch's scoring (top reasons, monitor updates), journaled."""
+        signals = await finish_off_loop(scorer, scored, self.score_lock)
+        self.journal.record_orders_ahead(signals=journaled_signals(signals))
+        return signals
 
     async def _score(self, scorer: Scorer, windows: Sequence[Window]) -> ScoredBatch:
         if not windows:

@@ -15,7 +15,7 @@ from strategy.fusion import FusionConfig, FusionEngine
 from strategy.market_sim import MarketSimulator, SimMarketConfig
 from strategy.ml_scorer import Deferred, MLScorer
 from strategy.target_strategy import StrategyConfig
-from strategy.types import Signal
+from strategy.types import Order, Signal
 from tests.daemon.test_pipeline import START, pipeline_at
 from vlm_engine.xgb import XgbModel, XgbTrainConfig, train_xgb
 
@@ -107,3 +107,57 @@ def test_on_bars_when_ml_scorer_then_reasons_after_orders_and_journaled_as_score
     assert len(orders_when_explained) > 50
     assert journaled == expected
     assert sum(bool(s.reasons) for s in journaled) > 50
+
+
+def test_on_bars_when_the_venue_fails_a_submit_then_that_batch_signals_are_still_journaled(
+    tmp_path: Path,
+) -> None:
+    """A venue error reaches the caller, but the batch's deferred signals (and the monitors'
+    update in finish) are not lost with it: the journal ends with every signal score() gives."""
+    model = _model()
+    live, twin = _scorer(model), _scorer(model)
+    sim = MarketSimulator(config=MARKET, start=START)
+    batches = [sim.next_batch() for _ in range(120)]
+    expected: list[Signal] = []
+    finished: list[int] = []
+    failures: list[str] = []
+    failed_batch: list[int] = []
+    twin_store = BarStore(config=BarStoreConfig(window=WINDOW))
+    with pipeline_at(tmp_path, scorer=live, window=WINDOW, strategy=TRADES_OFTEN) as pipeline:
+        finish, submit = live.finish, pipeline.execution.submit
+
+        def counted(signals: list[Signal], deferred: Deferred | None) -> list[Signal]:
+            finished.append(pipeline.stats.batches)
+            return finish(signals, deferred)
+
+        async def refuses_once(orders: list[Order]) -> None:
+            if not failures:
+                failures.append(orders[0].client_order_id)
+                raise ConnectionError("venue refused the batch")
+            await submit(orders)
+
+        live.finish = counted  # type: ignore[method-assign]
+        pipeline.execution.submit = refuses_once  # type: ignore[method-assign]
+
+        async def go() -> None:
+            for batch in batches:
+                for bar in batch:
+                    twin_store.add(bar)
+                windows = [w for s in twin_store.symbols if (w := twin_store.window(s))]
+                expected.extend(s for s in twin.score(windows) if s.confidence > 0)
+                try:
+                    await pipeline.on_bars(batch)
+                except ConnectionError:
+                    failed_batch.append(pipeline.stats.batches)
+
+        asyncio.run(go())
+        journaled = [
+            msgspec.json.decode(r["data"], type=Signal) for r in pipeline.journal.rows("signals")
+        ]
+        refused = [
+            r for r in pipeline.journal.rows("orders") if r["client_order_id"] == failures[0]
+        ]
+    assert len(failed_batch) == 1
+    assert failed_batch[0] in finished  # the monitors saw the failed batch too
+    assert len(refused) == 1  # its order was journaled ahead, as every order is
+    assert journaled == expected
