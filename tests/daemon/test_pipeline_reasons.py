@@ -15,7 +15,7 @@ from strategy.fusion import FusionConfig, FusionEngine
 from strategy.market_sim import MarketSimulator, SimMarketConfig
 from strategy.ml_scorer import Deferred, MLScorer
 from strategy.target_strategy import StrategyConfig
-from strategy.types import Order, Signal
+from strategy.types import Bar, Order, Signal
 from tests.daemon.test_pipeline import START, pipeline_at
 from vlm_engine.xgb import XgbModel, XgbTrainConfig, train_xgb
 
@@ -64,6 +64,14 @@ def _scorer(model: XgbModel) -> MLScorer:
     )
 
 
+def _twin_signals(twin: MLScorer, store: BarStore, batch: list[Bar]) -> list[Signal]:
+    """What the live scorer should journal for this batch: a twin scorer on its own windows."""
+    for bar in batch:
+        store.add(bar)
+    windows = [w for s in store.symbols if (w := store.window(s))]
+    return [s for s in twin.score(windows) if s.confidence > 0]
+
+
 def test_on_bars_when_ml_scorer_then_reasons_after_orders_and_journaled_as_score_gives_them(
     tmp_path: Path,
 ) -> None:
@@ -86,10 +94,7 @@ def test_on_bars_when_ml_scorer_then_reasons_after_orders_and_journaled_as_score
 
         async def go() -> None:
             for batch in batches:
-                for bar in batch:
-                    twin_store.add(bar)
-                windows = [w for s in twin_store.symbols if (w := twin_store.window(s))]
-                expected.extend(s for s in twin.score(windows) if s.confidence > 0)
+                expected.extend(_twin_signals(twin, twin_store, batch))
                 before = pipeline.stats.orders_submitted
                 orders = await pipeline.on_bars(batch)
                 if orders:  # this batch's reasons came once its orders were at the broker
@@ -141,10 +146,7 @@ def test_on_bars_when_the_venue_fails_a_submit_then_that_batch_signals_are_still
 
         async def go() -> None:
             for batch in batches:
-                for bar in batch:
-                    twin_store.add(bar)
-                windows = [w for s in twin_store.symbols if (w := twin_store.window(s))]
-                expected.extend(s for s in twin.score(windows) if s.confidence > 0)
+                expected.extend(_twin_signals(twin, twin_store, batch))
                 try:
                     await pipeline.on_bars(batch)
                 except ConnectionError:
