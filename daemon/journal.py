@@ -310,10 +310,9 @@ class Journal:
         # without rows are left out, so most batches hand over a signal or two and the kv.
         item: dict[str, Any] = {}
         for name, values in batch.items():
-            if values:  # an empty list (most tables, most batches) costs no tuple
-                rows: tuple[Any, ...] = tuple(cast("Iterable[Any]", values))
-                if rows:
-                    item[name] = rows
+            # an empty list (most tables, most batches) costs no tuple; an empty iterator, none kept
+            if values and (rows := tuple(cast("Iterable[Any]", values))):
+                item[name] = rows
         if fills:
             item["fills"] = fills
         if kv:
