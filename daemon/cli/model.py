@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import msgspec
 import structlog
@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from vlm_engine.bundle import ModelCard
 
 EXIT_INPUT = 1
+S = TypeVar("S", bound=msgspec.Struct)
 DEFAULT_OUT = Path("state/bundles/default")
 
 
@@ -53,7 +54,9 @@ def register(sub: Any) -> None:
         "--base", type=Path, help="local Hugging Face CLIP directory (save_pretrained) to fine-tune"
     )
     build.add_argument(
-        "--quick", action="store_true", help="tiny config (weak model), for smoke runs"
+        "--quick",
+        action="store_true",
+        help="tiny config (weak model), for smoke runs; its settings win over --config's",
     )
     add_ray_argument(build)  # the walk-forward XGBoost fits as Ray tasks, CLIP on Ray Train
     build.add_argument(
@@ -72,7 +75,9 @@ def register(sub: Any) -> None:
         "--out", type=Path, default=DEFAULT_OUT, help=f"bundle directory (default {DEFAULT_OUT})"
     )
     boot.add_argument(
-        "--quick", action="store_true", help="tiny config that finishes in seconds (weak model)"
+        "--quick",
+        action="store_true",
+        help="tiny config that finishes in seconds (weak model); its settings win over --config's",
     )
     boot.add_argument("--config", type=Path, help="bootstrap config YAML (BootstrapConfig fields)")
     boot.set_defaults(func=_bootstrap)
@@ -151,16 +156,29 @@ def _run(action: Any, out: Path) -> int:
     return EXIT_OK
 
 
+def quick_wins(cfg: S, quick: S, default: S, *, source: Path | None) -> S:
+    """cfg with every setting of the --quick preset (the fields where quick differs from default)
+    in place of the file's: a flag wins over --config, as --base and --ray do. One stderr note
+    names the file's settings it replaced."""
+    fields = [f for f in cfg.__struct_fields__ if getattr(quick, f) != getattr(default, f)]
+    replaced = [
+        f for f in fields if getattr(cfg, f) not in (getattr(default, f), getattr(quick, f))
+    ]
+    if replaced and source is not None:
+        print(f"note: --quick replaces {', '.join(replaced)} from {source}", file=sys.stderr)
+    return msgspec.structs.replace(cfg, **{f: getattr(quick, f) for f in fields})
+
+
 def _build(args: argparse.Namespace) -> int:
     from daemon.training import BuildConfig, build_from_bars, quick_build_config
 
     try:
-        cfg, section = _build_config(
-            args.config, quick_build_config() if args.quick else BuildConfig()
-        )
+        cfg, section = _build_config(args.config, BuildConfig())
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_CONFIG
+    if args.quick:
+        cfg = quick_wins(cfg, quick_build_config(), BuildConfig(), source=args.config)
     if args.base is not None:
         if not (args.base / "config.json").is_file():
             print(
@@ -228,12 +246,12 @@ def _bootstrap(args: argparse.Namespace) -> int:
     from daemon.training import BootstrapConfig, bootstrap, quick_config
 
     try:
-        cfg = load_yaml_config(
-            args.config, quick_config() if args.quick else BootstrapConfig(), BootstrapConfig
-        )
+        cfg = load_yaml_config(args.config, BootstrapConfig(), BootstrapConfig)
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_CONFIG
+    if args.quick:
+        cfg = quick_wins(cfg, quick_config(), BootstrapConfig(), source=args.config)
     return _run(lambda: bootstrap(cfg, args.out, progress=sys.stderr.isatty()), args.out)
 
 
