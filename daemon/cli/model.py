@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -145,7 +145,13 @@ def _run(action: Any, out: Path) -> int:
     from vlm_engine.clip import ClipError
     from vlm_engine.xgb import XgbError
 
-    with _log_to_file(out):
+    with ExitStack() as stack:
+        try:
+            stack.enter_context(_log_to_file(out))
+        except OSError as e:  # an --out whose log beside it cannot be made or written
+            print(f"error: --out {out}: cannot write its log {build_log_path(out)} "
+                  f"({e.strerror or e}: {e.filename})", file=sys.stderr)  # fmt: skip
+            return EXIT_INPUT
         try:
             card, wall = action()
         except (BuildInputError, ClipError, BundleError, XgbError, ClusterError) as e:
