@@ -18,7 +18,7 @@ import pandas as pd
 import structlog
 from tqdm import tqdm
 
-from daemon.cluster.config import ray_config
+from daemon.cluster.config import ray_config, ray_origin
 from daemon.cluster.errors import ClusterError
 from daemon.cluster.run import ClusterRun, cluster_run
 from daemon.config import AppConfig, load_config
@@ -241,6 +241,7 @@ def run_backtest(args: argparse.Namespace) -> int:
             ray_config(getattr(args, "ray", None), cfg.ray),
             bars=args.bars,
             progress=not args.no_progress,
+            origin=ray_origin(getattr(args, "ray", None), cfg.ray, args.config),
         ) as grid:
             return _backtest(args, cfg, config, batches, frame, grid)
     except ClusterError as e:
@@ -382,6 +383,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
             ray_config(getattr(args, "ray", None), cfg.ray),
             bars=args.bars,
             progress=not args.no_progress,
+            origin=ray_origin(getattr(args, "ray", None), cfg.ray, args.config),
         ) as grid:
             return _evaluate(args, cfg, batches, bar_seconds, frame, model, grid)
     except ClusterError as e:

@@ -204,12 +204,15 @@ def _build(args: argparse.Namespace) -> int:
         return EXIT_CONFIG
 
     def action() -> tuple[ModelCard, float]:
-        from daemon.cluster.config import ray_config
+        from daemon.cluster.config import ray_config, ray_origin
         from daemon.cluster.run import cluster_run
         from daemon.training import ClipOnRay
 
         with cluster_run(
-            ray_config(args.ray, section), bars=args.bars, progress=sys.stderr.isatty()
+            ray_config(args.ray, section),
+            bars=args.bars,
+            progress=sys.stderr.isatty(),
+            origin=ray_origin(args.ray, section, args.config),
         ) as grid:
             result = build_from_bars(
                 args.bars,
