@@ -18,7 +18,7 @@ import pandas as pd
 import structlog
 from tqdm import tqdm
 
-from daemon.cluster.config import ray_config
+from daemon.cluster.config import ray_config, ray_origin
 from daemon.cluster.errors import ClusterError
 from daemon.cluster.run import ClusterRun, cluster_run
 from daemon.config import AppConfig, load_config
@@ -88,30 +88,21 @@ def backtest_config(cfg: AppConfig, bar_seconds: int) -> BacktestConfig:
     )
 
 
-def clip_options(cfg: AppConfig, runtime: str | None, bundle: Path) -> LoadOptions:
+def clip_options(cfg: AppConfig, runtime: str | None) -> LoadOptions:
     """Where CLIP runs for a bundle's contenders: the config's scorer.device/threads/workers and
-    scorer.runtime, which a --runtime flag overrides. `auto` is resolved here, untimed, by a fixed
-    order (research_runtime): the daemon's auto times the runtimes at load, which would let two
-    machines score one bundle with different variants and report different figures. Every runtime
-    auto may give scores a chart the same whatever its batch-mates (INT8 only when static), so a
-    research run does not change with how its charts were batched or sharded (--ray equals local)."""
-    from vlm_engine.bundle import BundleError, read_card
-    from vlm_engine.infer.runtime_choice import research_runtime
-
+    scorer.runtime, which a --runtime flag overrides. `auto` resolves by a fixed order, untimed
+    (auto_rule, applied where the engine is chosen): the daemon's auto times the runtimes at load,
+    which would let two machines score one bundle with different variants and report different
+    figures. Every runtime auto may give scores a chart the same whatever its batch-mates (INT8
+    only when static), so a research run does not change with how its charts were batched or
+    sharded (--ray equals local)."""
     sc = cfg.scorer
-    requested = cast("RuntimeName", runtime or sc.runtime)  # --runtime's choices are checked
-    try:
-        resolved = research_runtime(requested, read_card(bundle))
-    except BundleError:  # loading the bundle says what is wrong with it, in one line
-        resolved = requested
-    if resolved != requested:
-        log.info("engine.runtime_resolved", bundle=str(bundle), requested=requested,
-                 resolved=resolved, rule="fixed order, untimed")  # fmt: skip
     return LoadOptions(
         device=sc.device,
         threads=sc.threads,
         workers=sc.workers,
-        runtime=resolved,
+        runtime=cast("RuntimeName", runtime or sc.runtime),  # --runtime's choices are checked
+        auto_rule="fixed-order",
     )
 
 
@@ -250,6 +241,7 @@ def run_backtest(args: argparse.Namespace) -> int:
             ray_config(getattr(args, "ray", None), cfg.ray),
             bars=args.bars,
             progress=not args.no_progress,
+            origin=ray_origin(getattr(args, "ray", None), cfg.ray, args.config),
         ) as grid:
             return _backtest(args, cfg, config, batches, frame, grid)
     except ClusterError as e:
@@ -272,7 +264,7 @@ def _backtest(
     loaded: Any = None  # the full bundle, to explain its contenders' trades after the run
     if args.bundle is not None and _is_full_bundle(args.bundle):
         try:
-            options = clip_options(cfg, args.runtime, args.bundle)
+            options = clip_options(cfg, args.runtime)
             found, info, loaded = bundle_contenders(args.bundle, config.bars, options)
             if grid is not None:  # the cluster scores CLIP on the runtime the driver settled
                 settled = msgspec.structs.replace(options, runtime=info.runtime)
@@ -391,6 +383,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
             ray_config(getattr(args, "ray", None), cfg.ray),
             bars=args.bars,
             progress=not args.no_progress,
+            origin=ray_origin(getattr(args, "ray", None), cfg.ray, args.config),
         ) as grid:
             return _evaluate(args, cfg, batches, bar_seconds, frame, model, grid)
     except ClusterError as e:
@@ -417,7 +410,7 @@ def _evaluate(
             vision, pca, features, fusion, bundle, runtime = evaluation_models(
                 args.bundle,
                 backtest_config(cfg, bar_seconds).bars,
-                clip_options(cfg, args.runtime, args.bundle),
+                clip_options(cfg, args.runtime),
             )
         except InputError as e:
             return _fail(str(e))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, MutableMapping
+from collections.abc import Callable, Iterator, Mapping, MutableMapping
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -30,8 +30,6 @@ LATENCY_BUCKETS = (
     5.0,
     10.0,
 )
-RENDER_EVENTS = frozenset({"chart.rendered", "charts.rendered"})
-INFERENCE_EVENTS = frozenset({"model.inferred", "clip.scored", "inference.completed"})
 _MAX_LABEL_VALUES = 64
 
 
@@ -137,6 +135,7 @@ class Metrics:
         self._pulled = _Pulled()
         r.register(self._pulled)
         self._labels = {k: _Labels() for k in ("status", "side", "reason", "state", "scorer")}
+        self._handlers = self._handler_table()
 
     def add_queue(self, name: str, depth: Callable[[], int]) -> None:
         """Report a queue's depth at scrape time."""
@@ -159,33 +158,45 @@ class Metrics:
     def render_latest(self) -> bytes:
         return generate_latest(self.registry)
 
+    @property
+    def events(self) -> frozenset[str]:
+        """The log events that move a series (each is emitted by daemon code: test_api_metrics)."""
+        return frozenset(self._handlers)
+
     def on_event(self, name: str, event: MutableMapping[str, Any]) -> None:
         """Log sink: count and time the events the pipeline already emits."""
+        handler = self._handlers.get(name)
+        if handler is not None:
+            handler(event)
+
+    def _handler_table(self) -> Mapping[str, Callable[[MutableMapping[str, Any]], None]]:
+        """Event name -> what it moves; built once (on_event runs for every log line)."""
         lab = self._labels
-        if name == "order.submitted":
-            self.orders.labels(status="submitted").inc()
-            _observe_ms(self.bar_to_order, event.get("latency_ms"))
-        elif name == "order.filled":
-            self.fills.labels(side=lab["side"](event.get("side"))).inc()
-        elif name == "order.status_changed":
-            self.orders.labels(status=lab["status"](event.get("status"))).inc()
-        elif name == "risk.rejected":
-            self.risk_rejections.labels(reason=lab["reason"](event.get("reason"))).inc()
-        elif name == "bar.rejected":
-            self.bars_rejected.labels(reason=lab["reason"](event.get("reason"))).inc()
-        elif name == "signal.scored":
-            self.signals.inc()
-        elif name in RENDER_EVENTS:
-            _observe_ms(self.render, event.get("duration_ms"))
-        elif name in INFERENCE_EVENTS:
-            scorer = self.inference.labels(scorer=lab["scorer"](event.get("scorer")))
-            _observe_ms(scorer, event.get("duration_ms"))
-        elif name == "trading_state.changed":
-            self._set_state(event.get("current"))
-        elif name == "control.applied":
-            self.commands.labels(result="applied").inc()
-        elif name == "control.rejected":
-            self.commands.labels(result="rejected").inc()
+        return {
+            "order.submitted": self._order_submitted,
+            "order.filled": lambda e: self.fills.labels(side=lab["side"](e.get("side"))).inc(),
+            "order.status_changed": lambda e: self.orders.labels(
+                status=lab["status"](e.get("status"))
+            ).inc(),
+            "risk.rejected": lambda e: self.risk_rejections.labels(
+                reason=lab["reason"](e.get("reason"))
+            ).inc(),
+            "bar.rejected": lambda e: self.bars_rejected.labels(
+                reason=lab["reason"](e.get("reason"))
+            ).inc(),
+            "signal.scored": lambda _: self.signals.inc(),
+            "charts.rendered": lambda e: _observe_ms(self.render, e.get("duration_ms")),
+            "model.inferred": lambda e: _observe_ms(
+                self.inference.labels(scorer=lab["scorer"](e.get("scorer"))), e.get("duration_ms")
+            ),
+            "trading_state.changed": lambda e: self._set_state(e.get("current")),
+            "control.applied": lambda _: self.commands.labels(result="applied").inc(),
+            "control.rejected": lambda _: self.commands.labels(result="rejected").inc(),
+        }
+
+    def _order_submitted(self, event: MutableMapping[str, Any]) -> None:
+        self.orders.labels(status="submitted").inc()
+        _observe_ms(self.bar_to_order, event.get("latency_ms"))
 
     def _set_state(self, current: Any) -> None:
         state = self._labels["state"](current)

@@ -11,10 +11,10 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import msgspec
 import structlog
@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from vlm_engine.bundle import ModelCard
 
 EXIT_INPUT = 1
+S = TypeVar("S", bound=msgspec.Struct)
 DEFAULT_OUT = Path("state/bundles/default")
 
 
@@ -53,7 +54,9 @@ def register(sub: Any) -> None:
         "--base", type=Path, help="local Hugging Face CLIP directory (save_pretrained) to fine-tune"
     )
     build.add_argument(
-        "--quick", action="store_true", help="tiny config (weak model), for smoke runs"
+        "--quick",
+        action="store_true",
+        help="tiny config (weak model), for smoke runs; its settings win over --config's",
     )
     add_ray_argument(build)  # the walk-forward XGBoost fits as Ray tasks, CLIP on Ray Train
     build.add_argument(
@@ -72,7 +75,9 @@ def register(sub: Any) -> None:
         "--out", type=Path, default=DEFAULT_OUT, help=f"bundle directory (default {DEFAULT_OUT})"
     )
     boot.add_argument(
-        "--quick", action="store_true", help="tiny config that finishes in seconds (weak model)"
+        "--quick",
+        action="store_true",
+        help="tiny config that finishes in seconds (weak model); its settings win over --config's",
     )
     boot.add_argument("--config", type=Path, help="bootstrap config YAML (BootstrapConfig fields)")
     boot.set_defaults(func=_bootstrap)
@@ -140,7 +145,13 @@ def _run(action: Any, out: Path) -> int:
     from vlm_engine.clip import ClipError
     from vlm_engine.xgb import XgbError
 
-    with _log_to_file(out):
+    with ExitStack() as stack:
+        try:
+            stack.enter_context(_log_to_file(out))
+        except OSError as e:  # an --out whose log beside it cannot be made or written
+            print(f"error: --out {out}: cannot write its log {build_log_path(out)} "
+                  f"({e.strerror or e}: {e.filename})", file=sys.stderr)  # fmt: skip
+            return EXIT_INPUT
         try:
             card, wall = action()
         except (BuildInputError, ClipError, BundleError, XgbError, ClusterError) as e:
@@ -151,16 +162,29 @@ def _run(action: Any, out: Path) -> int:
     return EXIT_OK
 
 
+def quick_wins(cfg: S, quick: S, default: S, *, source: Path | None) -> S:
+    """cfg with every setting of the --quick preset (the fields where quick differs from default)
+    in place of the file's: a flag wins over --config, as --base and --ray do. One stderr note
+    names the file's settings it replaced."""
+    fields = [f for f in cfg.__struct_fields__ if getattr(quick, f) != getattr(default, f)]
+    replaced = [
+        f for f in fields if getattr(cfg, f) not in (getattr(default, f), getattr(quick, f))
+    ]
+    if replaced and source is not None:
+        print(f"note: --quick replaces {', '.join(replaced)} from {source}", file=sys.stderr)
+    return msgspec.structs.replace(cfg, **{f: getattr(quick, f) for f in fields})
+
+
 def _build(args: argparse.Namespace) -> int:
     from daemon.training import BuildConfig, build_from_bars, quick_build_config
 
     try:
-        cfg, section = _build_config(
-            args.config, quick_build_config() if args.quick else BuildConfig()
-        )
+        cfg, section = _build_config(args.config, BuildConfig())
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_CONFIG
+    if args.quick:
+        cfg = quick_wins(cfg, quick_build_config(), BuildConfig(), source=args.config)
     if args.base is not None:
         if not (args.base / "config.json").is_file():
             print(
@@ -180,12 +204,15 @@ def _build(args: argparse.Namespace) -> int:
         return EXIT_CONFIG
 
     def action() -> tuple[ModelCard, float]:
-        from daemon.cluster.config import ray_config
+        from daemon.cluster.config import ray_config, ray_origin
         from daemon.cluster.run import cluster_run
         from daemon.training import ClipOnRay
 
         with cluster_run(
-            ray_config(args.ray, section), bars=args.bars, progress=sys.stderr.isatty()
+            ray_config(args.ray, section),
+            bars=args.bars,
+            progress=sys.stderr.isatty(),
+            origin=ray_origin(args.ray, section, args.config),
         ) as grid:
             result = build_from_bars(
                 args.bars,
@@ -228,12 +255,12 @@ def _bootstrap(args: argparse.Namespace) -> int:
     from daemon.training import BootstrapConfig, bootstrap, quick_config
 
     try:
-        cfg = load_yaml_config(
-            args.config, quick_config() if args.quick else BootstrapConfig(), BootstrapConfig
-        )
+        cfg = load_yaml_config(args.config, BootstrapConfig(), BootstrapConfig)
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_CONFIG
+    if args.quick:
+        cfg = quick_wins(cfg, quick_config(), BootstrapConfig(), source=args.config)
     return _run(lambda: bootstrap(cfg, args.out, progress=sys.stderr.isatty()), args.out)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Any
 
 import msgspec
@@ -58,3 +59,18 @@ def ray_config(flag: str | None, section: Any) -> RayConfig | None:
     if flag is not None and flag != LOCAL:
         cfg = msgspec.structs.replace(cfg, address=flag)
     return cfg
+
+
+def ray_origin(flag: str | None, section: Any, source: Path | str | None = None) -> str:
+    """Where the run's Ray address came from, as its errors name it: "--ray" (the flag's address,
+    or the local Ray `--ray` alone starts) or "SOURCE: ray.address" (the YAML `ray:` section's,
+    which a flag without an address keeps); pairs with ray_config(flag, section)."""
+    address = section.address if isinstance(section, RayConfig) else None
+    if isinstance(section, dict):
+        address = section.get("address")
+    from_section = section is not None and (
+        flag is None or (flag == LOCAL and address not in (None, LOCAL))
+    )
+    if not from_section:
+        return "--ray"
+    return f"{source}: ray.address" if source is not None else "ray.address"

@@ -48,11 +48,12 @@ class ClusterRun:
 
 @contextmanager
 def cluster_run(
-    cfg: RayConfig | None, *, bars: Path, progress: bool
+    cfg: RayConfig | None, *, bars: Path, progress: bool, origin: str = "--ray"
 ) -> Iterator[ClusterRun | None]:
-    """A ClusterRun for the command's duration; None (and no Ray import) when cfg is None."""
+    """A ClusterRun for the command's duration; None (and no Ray import) when cfg is None.
+    origin: where cfg's address came from, for its errors (daemon.cluster.config.ray_origin)."""
     if cfg is None:
         yield None
         return
-    with ray_session(cfg) as ray:
+    with ray_session(cfg, origin=origin) as ray:
         yield ClusterRun(ray=ray, cfg=cfg, bars=bars, progress=progress)

@@ -25,7 +25,7 @@ from strategy.rule_scorer import RuleScorer, RuleScorerConfig
 from strategy.scoring import Scorer
 
 if TYPE_CHECKING:  # torch loads only when a bundle does
-    from vlm_engine.infer.engine import InferenceConfig, RuntimeName
+    from vlm_engine.infer.engine import AutoRule, InferenceConfig, RuntimeName
 
 log = structlog.get_logger("daemon.model")
 
@@ -36,7 +36,8 @@ class LoadOptions(msgspec.Struct, frozen=True, kw_only=True):
     """How a bundle becomes the served scorer: what it trades on, where CLIP runs, what it must fit.
 
     fusion (when set) replaces the bundle's fitted fusion; bars (the daemon's windows) refuses a
-    bundle that needs longer windows or was trained on another bar size."""
+    bundle that needs longer windows or was trained on another bar size. auto_rule: how runtime
+    auto resolves, timed at load (the daemon) or by a fixed order, untimed (research runs)."""
 
     mode: ScorerMode = "fused"
     fusion: FusionConfig | None = None
@@ -45,6 +46,7 @@ class LoadOptions(msgspec.Struct, frozen=True, kw_only=True):
     threads: int = 0
     workers: int = 0
     runtime: RuntimeName = "torch"
+    auto_rule: AutoRule = "timed"
     bars: BarStoreConfig | None = None
 
 
@@ -78,6 +80,7 @@ def inference_config(options: LoadOptions) -> InferenceConfig:
         threads=options.threads,
         workers=options.workers,
         runtime=options.runtime,
+        auto_rule=options.auto_rule,
     )
 
 

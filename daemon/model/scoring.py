@@ -91,16 +91,22 @@ async def finish_off_loop(scorer: Scorer, batch: ScoredBatch, lock: asyncio.Lock
 
 def log_scored(scorer: Scorer, batch: ScoredBatch) -> None:
     """The timing lines /metrics turns into latency histograms, then any drift the batch found."""
-    items = len(batch.signals)
+    log_inferred(batch, scorer=batch.scorer)
+    if batch.render_seconds > 0:
+        log.info("charts.rendered", charts=len(batch.signals),
+                 duration_ms=round(batch.render_seconds * 1000, 3))  # fmt: skip
+    log_drift(scorer)
+
+
+def log_inferred(batch: ScoredBatch, *, scorer: str) -> None:
+    """The batch's `model.inferred` line under the scorer label /metrics files it by (render
+    time left out: it has its own line)."""
     log.info(
         "model.inferred",
-        scorer=batch.scorer,
-        items=items,
+        scorer=scorer,
+        items=len(batch.signals),
         duration_ms=round(max(batch.seconds - batch.render_seconds, 0.0) * 1000, 3),
     )
-    if batch.render_seconds > 0:
-        log.info("charts.rendered", charts=items, duration_ms=round(batch.render_seconds * 1000, 3))
-    log_drift(scorer)
 
 
 def log_drift(scorer: object) -> int:

@@ -3,7 +3,9 @@
 The pipeline runs it after the live batch's orders are at the broker, so it adds nothing to the
 bar-to-order path. Its signals are journaled under the scorer name `<name>_shadow` and measured
 against the live ones on the same windows: how often both lean the same way (P(up) on the same
-side of 0.5) and the mean absolute difference of P(up). A shadow that fails is logged and
+side of 0.5) and the mean absolute difference of P(up). Each batch writes its `model.inferred`
+line under the scorer label `<name>_shadow`, so /metrics times the shadow in its own series (its
+chart rendering and drift stay off the live scorer's lines). A shadow that fails is logged and
 counted; it never stops trading.
 """
 
@@ -13,6 +15,7 @@ from collections.abc import Sequence
 
 import msgspec
 
+from daemon.model.scoring import log_inferred, score_windows
 from strategy.bars import Window
 from strategy.scoring import Scorer
 from strategy.types import Signal
@@ -57,7 +60,9 @@ class ShadowRunner:
 
     def compare(self, windows: Sequence[Window], live: Sequence[Signal]) -> list[Signal]:
         """The shadow's signals for the windows live scored (blocking: run it in a thread)."""
-        shadow = [msgspec.structs.replace(s, scorer=self.name) for s in self.scorer.score(windows)]
+        batch = score_windows(self.scorer, windows)
+        log_inferred(batch, scorer=self.name)
+        shadow = [msgspec.structs.replace(s, scorer=self.name) for s in batch.signals]
         by_key = {(s.symbol, s.ts): s for s in live}
         same = 0
         diff = 0.0

@@ -151,3 +151,19 @@ def test_train_clip_when_dataset_missing_then_exit_1(
         == 1
     )
     assert "no such dataset directory" in capsys.readouterr().err
+
+
+def test_bootstrap_when_out_unwritable_then_exit_1_with_one_line_after_quick_note(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    cfg = tmp_path / "boot.yaml"
+    cfg.write_text("bars: 100\nthreads: 2\n")
+    out = blocker / "bundle"  # its directory is a file: nothing can be written there
+    assert main(["model", "bootstrap", "--quick", "--config", str(cfg), "--out", str(out)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [
+        f"note: --quick replaces bars from {cfg}",  # the quick preset wins over the file
+        f"error: --out {out}: cannot write its log {out}.build.log (File exists: {out.parent})",
+    ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from datetime import UTC, datetime
@@ -416,3 +417,26 @@ def test_build_when_base_is_not_a_saved_clip_then_exit_2(
     args = _build_args(tmp_path, "--base", str(tmp_path))
     assert main(args) == 2
     assert "not a saved Hugging Face CLIP" in capsys.readouterr().err
+
+
+def test_build_when_quick_and_config_then_quick_settings_win_over_the_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+):
+    # Too few bars: the one-line refusal names the charts and windows of the config in force.
+    bars = write_bars(tmp_path / "bars.parquet", bar_seconds=60, bars=120)
+    cfg = tmp_path / "build.yaml"
+    cfg.write_text("tabular:\n  window: 70\nhorizon: 4\n")
+    base = ["model", "build", "--bars", str(bars), "--out", str(tmp_path / "b")]
+    assert main([*base, "--config", str(cfg)]) == 1
+    from_file = capsys.readouterr().err.strip().splitlines()
+    assert main([*base, "--quick"]) == 1
+    quick = capsys.readouterr().err.strip().splitlines()
+    assert main([*base, "--quick", "--config", str(cfg)]) == 1
+    both = capsys.readouterr().err.strip().splitlines()
+    assert "windows of 70" in from_file[-1]  # the file alone is read
+    assert "windows of 70" not in quick[-1]
+    # --quick's tiny model wins over the file, the file's other keys (horizon) still count
+    assert both[0] == f"note: --quick replaces tabular from {cfg}"
+    sizes = re.compile(r"charts of \d+ bars, windows of \d+")
+    assert sizes.findall(both[-1]) == sizes.findall(quick[-1]) != sizes.findall(from_file[-1])
+    assert "horizon 4," in both[-1]

@@ -274,6 +274,8 @@ def test_run_when_shadow_bundle_set_then_shadow_signals_journaled_measured_and_n
         samples = _samples(metrics)
         assert samples["vlmtrader_inference_seconds_count"] >= 2  # bars scored, and /predict
         assert samples["vlmtrader_render_seconds_count"] >= 2
+        # the shadow's inference in its own series, never folded into live's
+        assert samples["vlmtrader_inference_seconds_count{scorer=ml_shadow}"] >= 1
         # The same bundle twice: the shadow agrees with live on every window.
         assert shadow["signals"] > 0
         assert shadow["direction_agreement"] == 1.0

@@ -50,6 +50,24 @@ def test_backtest_when_ray_address_bad_then_one_line_error(bars: Path, address: 
     assert not (bars.parent / "report").exists()
 
 
+def test_backtest_when_config_ray_address_bad_then_one_line_naming_the_file_and_key(bars: Path):
+    address = f"127.0.0.1:{free_ports(1)[0]}"
+    config = bars.parent / "ray-config.yaml"
+    config.write_text(f"starting_cash: 100000\nray: {{address: '{address}'}}\n")
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        code = main(
+            ["backtest", "--config", str(config), "--bars", str(bars),
+             "--report", str(bars.parent / "report"), "--no-progress"]
+        )  # fmt: skip
+    assert code == 1
+    assert err.getvalue().strip().splitlines() == [
+        f"vlmtrader: {config}: ray.address {address}: no Ray cluster answers there "
+        "(Connection refused)"
+    ]
+    assert not (bars.parent / "report").exists()
+
+
 def test_dataset_build_when_ray_address_bad_then_one_line_error_before_reading(bars: Path):
     address = f"127.0.0.1:{free_ports(1)[0]}"
     out = bars.parent / "dataset"
@@ -115,10 +133,16 @@ def test_model_build_when_config_has_ray_section_then_ray_runs_where_it_says(bar
     code, lines, out = _model_build(bars, f"ray:\n  address: '{address}'\n  shard_bars: 500\n")
     assert code == 1
     assert lines[0].startswith("log: ")  # the build says where its log goes, then the one error
-    assert lines[1:] == [
-        f"error: --ray {address}: no Ray cluster answers there (Connection refused)"
+    assert lines[1:] == [  # named where it came from: the file's ray.address, not a --ray flag
+        f"error: {bars.parent / 'build.yaml'}: ray.address {address}: no Ray cluster answers "
+        "there (Connection refused)"
     ]
     assert not out.exists()
+    # an address on the flag wins over the section's, and the error names the flag
+    other = f"127.0.0.1:{free_ports(1)[0]}"
+    code, lines, _ = _model_build(bars, f"ray: {{address: '{address}'}}\n", "--ray", other)
+    assert code == 1
+    assert lines[-1].startswith(f"error: --ray {other}: no Ray cluster answers there")
     # --ray-workers is allowed with the section alone (it fails on the address, not on the flag)
     code, lines, _ = _model_build(bars, f"ray: {{address: '{address}'}}\n", "--ray-workers", "2")
     assert code == 1
@@ -140,3 +164,20 @@ def test_model_build_when_ray_section_bad_then_one_line_naming_the_key_and_exit_
     assert code == 2
     assert lines == [f"error: {bars.parent / 'build.yaml'}: {says}"]
     assert not out.exists()
+
+
+def test_ray_origin_when_flag_and_section_combine_then_names_whichever_gave_the_address():
+    from daemon.cluster.config import RayConfig, ray_config, ray_origin
+
+    section = RayConfig(address="auto")
+    cases = [  # (flag, section) -> the address ray_config uses, and where its errors say it came from
+        ("10.0.0.1:6379", section, "10.0.0.1:6379", "--ray"),
+        ("local", section, "auto", "cfg.yaml: ray.address"),  # --ray alone keeps the section's
+        (None, section, "auto", "cfg.yaml: ray.address"),
+        ("local", RayConfig(), "local", "--ray"),  # the section names no address: the flag's local
+        ("local", None, "local", "--ray"),
+    ]
+    for flag, sec, address, origin in cases:
+        cfg = ray_config(flag, sec)
+        assert cfg is not None
+        assert (cfg.address, ray_origin(flag, sec, "cfg.yaml")) == (address, origin), flag

@@ -269,11 +269,16 @@ def test_research_runtime_when_a_timer_favours_torch_then_fixed_order_untimed_an
     resolved = research_runtime("auto", card)
     assert resolved == ("onnx-int8" if INT8_FILE in card.files else "onnx")
     assert research_runtime("torch", card) == "torch"  # a runtime asked for by name stays
-    research = InferenceConfig(device="cpu", threads=1, warmup_batches=1, runtime=resolved)
+    research = InferenceConfig(
+        device="cpu", threads=1, warmup_batches=1, runtime="auto", auto_rule="fixed-order"
+    )
     clock = _TorchFastestClock()
-    engine, choice = choose_engine(load_bundle(exported), research, clock=clock)
+    with capture_logs() as logs:
+        engine, choice = choose_engine(load_bundle(exported), research, clock=clock)
     assert clock.calls == 0  # never timed
-    assert choice.chosen == engine.runtime != "torch"
+    assert choice.chosen == engine.runtime == resolved  # the fixed order, from the loaded card
+    assert (choice.requested, choice.ms_per_chart) == ("auto", {})
+    assert [e["resolved"] for e in logs if e["event"] == "engine.runtime_resolved"] == [resolved]
     auto = InferenceConfig(device="cpu", threads=1, warmup_batches=1, runtime="auto")
     engine, choice = choose_engine(load_bundle(exported), auto, clock=_TorchFastestClock())
     assert choice.chosen == engine.runtime == "torch"  # the daemon's auto times, on the clock given

@@ -39,6 +39,9 @@ log = structlog.get_logger("vlm_engine.infer")
 Float32Array = npt.NDArray[np.float32]
 DeviceName = Literal["auto", "cpu", "cuda"]
 RuntimeName = Literal["auto", "torch", "onnx", "onnx-int8"]
+# How runtime auto resolves: timed at load (the daemon: the fastest here) or a fixed order,
+# untimed (research runs: two machines score one bundle alike); see runtime_choice.
+AutoRule = Literal["timed", "fixed-order"]
 
 
 # A chunk is at least this many charts: smaller chunks cost more in per-call overhead than the
@@ -61,6 +64,7 @@ class InferenceConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_
     torch runs one thread per call (threads 1), else 1; always 1 on CUDA.
     runtime: torch, the bundle's ONNX export in fp32 or INT8, or auto (the fastest of them whose
     parity holds on the bundle's parity charts, measured at load); see runtime_choice.
+    auto_rule: how auto picks among those: timed at load, or by a fixed order, untimed.
     """
 
     device: DeviceName = "auto"
@@ -70,6 +74,7 @@ class InferenceConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_
     workers: Annotated[int, msgspec.Meta(ge=0)] = 0
     half_on_cuda: bool = True
     runtime: RuntimeName = "torch"
+    auto_rule: AutoRule = "timed"
 
 
 def resolve_workers(config: InferenceConfig, device: torch.device) -> int:

@@ -12,8 +12,9 @@ whose scores depend on a chart's batch-mates): it is refused with the reason, an
 with a warning (engine.runtime_batch_dependent).
 
 Timing makes auto depend on the machine (and its load), so research runs (backtest, evaluate)
-resolve auto with research_runtime instead: a fixed order, FIXED_ORDER, over the variants the
-bundle carries, never timed, then the usual parity fallback; two machines score alike.
+load with auto_rule "fixed-order": auto resolves by research_runtime instead, a fixed order,
+FIXED_ORDER, over the variants the bundle's card carries, never timed, then the usual parity
+fallback; two machines score alike.
 """
 
 from __future__ import annotations
@@ -268,32 +269,45 @@ def research_runtime(requested: RuntimeName, card: ModelCard) -> RuntimeName:
     return next(name for name in FIXED_ORDER if carried[name])
 
 
+def _asked(bundle: Bundle, config: InferenceConfig) -> RuntimeName:
+    """The runtime choose_engine serves by parity: config.runtime, or for auto under auto_rule
+    "fixed-order" the first of FIXED_ORDER the bundle carries (logged as resolved)."""
+    if config.runtime != "auto" or config.auto_rule == "timed":
+        return config.runtime
+    resolved = research_runtime("auto", bundle.card)
+    log.info("engine.runtime_resolved", bundle_id=bundle.bundle_id, requested="auto",
+             resolved=resolved, rule="fixed order, untimed")  # fmt: skip
+    return resolved
+
+
 def choose_engine(
     bundle: Bundle, config: InferenceConfig, *, clock: Callable[[], float] | None = None
 ) -> tuple[ChartEngine, RuntimeChoice]:
     """The engine config.runtime asks for when its parity holds, else the fallback (see module doc).
 
-    clock: what auto times on (default timing_clock(config)); tests inject one."""
+    clock: what auto times on (default timing_clock(config)); tests inject one. With auto_rule
+    "fixed-order", auto is research_runtime of the card the bundle was loaded with, never timed."""
     requested = config.runtime
+    asked = _asked(bundle, config)
     torch_engine = InferenceEngine(bundle=bundle, config=config)
-    if requested == "torch":
+    if asked == "torch":
         return torch_engine, RuntimeChoice(requested=requested, chosen="torch")
-    wanted = ("onnx", "onnx-int8") if requested == "auto" else FALLBACK[requested][:-1]
+    wanted = ("onnx", "onnx-int8") if asked == "auto" else FALLBACK[asked][:-1]
     engines, refused, parity, charts = _candidates(
-        bundle, config, torch_engine, wanted, auto=requested == "auto"
+        bundle, config, torch_engine, wanted, auto=asked == "auto"
     )
     for runtime, reason in refused.items():
         log.warning(
             "engine.runtime_refused", bundle_id=bundle.bundle_id, runtime=runtime, reason=reason
         )
     timings: dict[str, float] = {}
-    if requested == "auto" and len(engines) > 1 and charts is not None:
+    if asked == "auto" and len(engines) > 1 and charts is not None:
         batch = _timing_batch(charts.images, config.max_batch)
         clock = clock or timing_clock(config)
         timings = {name: round(ms_per_chart(e, batch, clock), 4) for name, e in engines.items()}
         chosen = min(timings, key=timings.__getitem__)
     else:
-        chosen = next(name for name in FALLBACK.get(requested, ("torch",)) if name in engines)
+        chosen = next(name for name in FALLBACK.get(asked, ("torch",)) if name in engines)
     choice = RuntimeChoice(
         requested=requested,
         chosen=chosen,

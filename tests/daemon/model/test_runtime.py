@@ -35,14 +35,30 @@ def test_load_when_built_bundle_and_runtime_onnx_then_scorer_serves_clip_on_onnx
     assert all(0.0 <= s.p_up <= 1.0 for s in signals)
 
 
-def test_clip_options_when_runtime_auto_then_research_commands_resolve_it_untimed() -> None:
+def test_research_load_when_runtime_auto_then_fixed_order_untimed_and_daemon_load_times() -> None:
     from daemon.backtest import clip_options, runtime_meta
+    from daemon.model.contenders import bundle_contenders
 
-    cfg = decode_config("scorer: {runtime: auto, threads: 1}")
+    cfg = decode_config(f"bars: {{window: {WINDOW}}}\nscorer: {{runtime: auto, threads: 1}}")
     card = read_card(quick_bundle())
+    expected = "onnx-int8" if "onnx/image_int8.onnx" in card.files else "onnx"
+    research = clip_options(cfg, None)
+    assert (research.runtime, research.auto_rule) == ("auto", "fixed-order")
     with capture_logs() as logs:
-        resolved = clip_options(cfg, None, quick_bundle()).runtime
-    assert resolved == ("onnx-int8" if "onnx/image_int8.onnx" in card.files else "onnx")
-    assert [e["resolved"] for e in logs if e["event"] == "engine.runtime_resolved"] == [resolved]
-    assert clip_options(cfg, "torch", quick_bundle()).runtime == "torch"  # --runtime overrides
-    assert runtime_meta("auto", resolved)["clip_runtime_requested"].startswith("auto (fixed order")
+        _, info, _ = bundle_contenders(quick_bundle(), cfg.bars, research)
+    assert info.runtime == expected
+    assert [e["resolved"] for e in logs if e["event"] == "engine.runtime_resolved"] == [expected]
+    chosen = [e for e in logs if e["event"] == "engine.runtime_chosen"]
+    assert [(e["requested"], e["chosen"], e["ms_per_chart"]) for e in chosen] == [
+        ("auto", expected, {})  # never timed
+    ]
+    assert clip_options(cfg, "torch").runtime == "torch"  # --runtime overrides
+    assert runtime_meta("auto", expected)["clip_runtime_requested"].startswith("auto (fixed order")
+    daemon = daemon_load_options(cfg)
+    assert (daemon.runtime, daemon.auto_rule) == ("auto", "timed")
+    with capture_logs() as logs:
+        load_active(quick_bundle(), daemon)
+    chosen = [e for e in logs if e["event"] == "engine.runtime_chosen"]
+    assert len(chosen) == 1
+    assert len(chosen[0]["ms_per_chart"]) >= 2  # the daemon's auto times every candidate
+    assert not [e for e in logs if e["event"] == "engine.runtime_resolved"]

@@ -53,6 +53,19 @@ def test_shadow_when_run_beside_live_then_journaled_compared_and_never_traded(
         assert _orders(plain) == _orders(pipeline)
 
 
+def test_shadow_when_it_scores_then_model_inferred_under_its_own_scorer_label(
+    pipeline: Pipeline,  # noqa: F811
+) -> None:
+    pipeline.shadow = ShadowRunner(scorer=RuleScorer(config=HALF_EDGE), bundle_id="half-edge")
+    with capture_logs() as logs:
+        run(pipeline, market(60))
+    inferred = [e for e in logs if e["event"] == "model.inferred"]
+    shadow = [e for e in inferred if e["scorer"] == "rules_shadow"]
+    assert len(shadow) == pipeline.shadow.stats.batches > 0  # one line per shadow batch
+    assert all(e["duration_ms"] >= 0 and e["items"] > 0 for e in shadow)
+    assert len(inferred) == 2 * len(shadow)  # and live's own line per batch, as before
+
+
 class _Broken:
     """A shadow scorer that fails every batch (a bundle whose model raises)."""
 
