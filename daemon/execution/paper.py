@@ -152,9 +152,10 @@ class PaperExecution:
                 events.extend(bar_events)
             if bar_fills:
                 fills.extend(bar_fills)
-            tape = broker.tape(bar.symbol)
-            if tape is not None and (clock is None or tape.bar.ts > clock):
-                clock = tape.bar.ts
+            if clock is None or bar.ts > clock:  # else its tape cannot move the clock
+                tape = broker.tape(bar.symbol)
+                if tape is not None and (clock is None or tape.bar.ts > clock):
+                    clock = tape.bar.ts
         self._clock = clock
         # Tapes (last bar per symbol) are only persisted where something happened: rewriting every
         # symbol's tape on every bar cost more than the rest of the venue together at 100 symbols.
