@@ -12,6 +12,9 @@ per batch in wall time and in the pipeline thread's CPU time. --paced stands for
 live: before each batch, untimed, the journal's writer commits the previous one and the journal's
 and the venue's background checkpoints run their pass (as they do every second); without it
 batches follow at once, the writer competes with the next batch and the WALs only grow.
+Each run ends with the disk's fdatasync of one 4 KB page overwritten in place (what a commit under
+synchronous=full waits for at least, the journal's WAL being reused in place) measured beside it: the
+floor under the full-mode order latency, and most of its tail.
 Usage: python bench/bench_pipeline.py [--bars N] [--symbols 1,10,100] [--synchronous normal,full] [--paced]
 """
 
@@ -20,6 +23,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import io
+import os
 import tempfile
 import time
 from datetime import UTC, datetime
@@ -113,6 +117,25 @@ async def run_pipeline(
     return n / elapsed, pipeline, orders
 
 
+def fsync_floor(workdir: Path, samples: int = 200) -> tuple[float, float]:
+    """p50 and p99 ms of fdatasync after overwriting one 4 KB page of a file in place."""
+    path = workdir / "fsync.probe"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC)
+    try:
+        os.write(fd, b"\0" * (4096 * 16))
+        os.fsync(fd)
+        laps = np.empty(samples)
+        for i in range(samples):
+            os.pwrite(fd, os.urandom(4096), (i % 16) * 4096)
+            started = time.perf_counter()
+            os.fdatasync(fd)
+            laps[i] = time.perf_counter() - started
+    finally:
+        os.close(fd)
+    p50, p99 = np.percentile(laps, [50, 99]) * 1000.0
+    return float(p50), float(p99)
+
+
 def stage_table(
     results: dict[str, Pipeline], orders: dict[str, list[int]], symbols: int
 ) -> dict[str, float]:
@@ -181,6 +204,12 @@ def measure(
         figures[f"baseline_{symbols}_bars_per_s"] = floor
         if symbols == symbol_counts[-1]:
             figures |= stage_table(results, orders, symbols)
+    with tempfile.TemporaryDirectory() as tmp:
+        figures["fsync_p50_ms"], figures["fsync_p99_ms"] = fsync_floor(Path(tmp))
+    print(
+        f"  fdatasync, 4 KB in place: p50 {figures['fsync_p50_ms']:.3f} ms, "
+        f"p99 {figures['fsync_p99_ms']:.3f} ms"
+    )
     return figures
 
 

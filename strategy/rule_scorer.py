@@ -250,7 +250,8 @@ class RuleScorer:
         if flat:
             return 0, 0
         agree = oppose = 0
-        rsi = float(_RSI(closes, timeperiod=cfg.rsi_period)[-1])
+        # Positional arguments: TA-Lib's Cython wrappers parse keywords at a µs per call.
+        rsi = float(_RSI(closes, cfg.rsi_period)[-1])
         if rsi < cfg.rsi_oversold:
             reasons.append("rsi_oversold")
             agree, oppose = (agree + 1, oppose) if direction > 0 else (agree, oppose + 1)
@@ -258,9 +259,7 @@ class RuleScorer:
             reasons.append("rsi_overbought")
             agree, oppose = (agree + 1, oppose) if direction < 0 else (agree, oppose + 1)
         if closes.shape[0] >= cfg.bb_period:
-            upper, _, lower = _BBANDS(
-                closes, timeperiod=cfg.bb_period, nbdevup=cfg.bb_std, nbdevdn=cfg.bb_std
-            )
+            upper, _, lower = _BBANDS(closes, cfg.bb_period, cfg.bb_std, cfg.bb_std)
             last = float(closes[-1])
             if last < float(lower[-1]):
                 reasons.append("below_lower_band")

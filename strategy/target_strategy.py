@@ -103,12 +103,18 @@ class TargetStrategy:
         # changes the book.
         prices, positions = book.last_prices, book.positions
         pending = book.open_totals().signed
+        min_confidence, entries = self.config.min_confidence, self._entries
         intents: list[OrderIntent] = []
         for symbol, signal in latest.items():
             price = prices.get(symbol)
             if price is None or not math.isfinite(price) or price <= 0:
                 continue
             pos = positions.get(symbol)
+            if pos is None and symbol not in pending and not signal.confidence >= min_confidence:
+                # Flat, nothing pending, no wish to enter (most signals of a batch): what
+                # _decide does for it, without the call.
+                entries.pop(symbol, None)
+                continue
             current = (pos.quantity if pos is not None else 0.0) + sum(pending.get(symbol, ()))
             intent = self._decide(signal, book, price, current)
             if intent is not None:

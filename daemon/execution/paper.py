@@ -3,8 +3,12 @@
 The venue keeps its own SQLite file (WAL), separate from the journal, so that it survives a
 daemon crash the way a real broker would: every submit, cancel and batch of bars is committed
 before the call returns, writing only the orders that changed, the new fills and the symbols'
-last bars. On construction it restores itself from that file. A client order id it already
-knows is never ordered a second time; the caller gets the order's current status instead.
+last bars. Those changes go in as one row of venue_log (one insert, one B-tree: a third of the
+cost of upserting them into the three tables, whose rows and indexes it touched on the order
+path twice a batch); opening and closing the venue fold the log into venue_orders, venue_fills
+and venue_tapes. On construction it restores itself from the tables and the log. A client order
+id it already knows is never ordered a second time; the caller gets the order's current status
+instead.
 """
 
 from __future__ import annotations
@@ -48,6 +52,7 @@ CREATE TABLE IF NOT EXISTS venue_orders (
 CREATE TABLE IF NOT EXISTS venue_fills (
     id INTEGER PRIMARY KEY, fill_id TEXT NOT NULL UNIQUE, data TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS venue_tapes (symbol TEXT PRIMARY KEY, data TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS venue_log (id INTEGER PRIMARY KEY, data BLOB NOT NULL);
 """
 _UPSERT_ORDER = (
     "INSERT INTO venue_orders (client_order_id, sequence, data) VALUES (?, ?, ?) "
@@ -58,6 +63,19 @@ _UPSERT_TAPE = (
     "INSERT INTO venue_tapes (symbol, data) VALUES (?, ?) "
     "ON CONFLICT (symbol) DO UPDATE SET data = excluded.data"
 )
+_APPEND_CHANGES = "INSERT INTO venue_log (data) VALUES (?)"
+
+
+class VenueChanges(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """One committed call's changes (a venue_log row): the orders it changed, its new fills and
+    the tapes of the symbols it touched."""
+
+    orders: tuple[VenueOrder, ...] = ()
+    fills: tuple[Fill, ...] = ()
+    tapes: dict[str, SymbolTape] = msgspec.field(default_factory=dict)
+
+
+_CHANGES = msgspec.json.Decoder(VenueChanges)
 
 
 VENUE_CHECKPOINT_SECONDS = 1.0  # background WAL checkpoint period (see daemon.wal_checkpoint)
@@ -134,9 +152,10 @@ class PaperExecution:
                 events.extend(bar_events)
             if bar_fills:
                 fills.extend(bar_fills)
-            tape = broker.tape(bar.symbol)
-            if tape is not None and (clock is None or tape.bar.ts > clock):
-                clock = tape.bar.ts
+            if clock is None or bar.ts > clock:  # else its tape cannot move the clock
+                tape = broker.tape(bar.symbol)
+                if tape is not None and (clock is None or tape.bar.ts > clock):
+                    clock = tape.bar.ts
         self._clock = clock
         # Tapes (last bar per symbol) are only persisted where something happened: rewriting every
         # symbol's tape on every bar cost more than the rest of the venue together at 100 symbols.
@@ -176,12 +195,17 @@ class PaperExecution:
             checkpointer.checkpoint_now()
 
     def close(self) -> None:
-        """Close the venue file; safe to call twice."""
+        """Fold the log into the tables and close the venue file; safe to call twice. A fold
+        that fails is logged and left to the next open."""
         checkpointer, self._checkpointer = self._checkpointer, None
         if checkpointer is not None:
             checkpointer.stop()
         con, self._con = self._con, None
         if con is not None:
+            try:
+                self._fold_log(con)
+            except StorageError as e:
+                log.warning("venue.fold_failed", path=str(self.path), error=str(e))
             with contextlib.suppress(sqlite3.Error):
                 con.close()
 
@@ -229,6 +253,12 @@ class PaperExecution:
         return con
 
     def _load(self, con: sqlite3.Connection) -> SimBroker:
+        try:
+            self._fold_log(con)  # a venue that was not closed (kill -9) left its log
+        except StorageError:
+            self._con = None
+            con.close()
+            raise
         where = "venue_orders"
         try:
             orders = tuple(
@@ -268,18 +298,12 @@ class PaperExecution:
             for e in events
             if (v := self.broker.venue_order(e.client_order_id)) is not None
         }
-        tapes = [(s, t) for s in symbols if (t := self.broker.tape(s)) is not None]
+        tapes = {s: t for s in symbols if (t := self.broker.tape(s)) is not None}
         if venues or fills or tapes:
-            encode = self._encode
+            changes = VenueChanges(orders=tuple(venues.values()), fills=tuple(fills), tapes=tapes)
             try:
-                with self._write_lock, con:
-                    con.execute("BEGIN")
-                    con.executemany(
-                        _UPSERT_ORDER,
-                        [(c, v.sequence, encode(v).decode()) for c, v in venues.items()],
-                    )
-                    con.executemany(_INSERT_FILL, [(f.fill_id, encode(f).decode()) for f in fills])
-                    con.executemany(_UPSERT_TAPE, [(s, encode(t).decode()) for s, t in tapes])
+                with self._write_lock:  # one statement: SQLite commits it on its own
+                    con.execute(_APPEND_CHANGES, (self._encode(changes),))
             except sqlite3.Error as e:
                 msg = f"paper venue {self.path}: write failed ({storage_cause(e, self.path) or e})"
                 raise StorageError(msg) from None
@@ -288,3 +312,38 @@ class PaperExecution:
             os.kill(os.getpid(), signal.SIGKILL)  # the venue has the fill, the journal not yet
         self._events.extend(events)
         self._fills.extend(fills)
+
+    def _fold_log(self, con: sqlite3.Connection) -> None:
+        """Apply venue_log to the tables, row by row in the order committed, with the statements
+        each call would have run on them, and empty it: all in one transaction."""
+        where = "venue_log"
+        try:
+            with self._write_lock, con:
+                con.execute("BEGIN IMMEDIATE")
+                rows = con.execute("SELECT data FROM venue_log ORDER BY id").fetchall()
+                if not rows:
+                    return
+                encode = self._encode
+                for (data,) in rows:
+                    where = "venue_log"
+                    changes = _CHANGES.decode(data)
+                    where = "venue_orders"
+                    con.executemany(
+                        _UPSERT_ORDER,
+                        [(v.order.client_order_id, v.sequence, encode(v).decode())
+                         for v in changes.orders],
+                    )  # fmt: skip
+                    con.executemany(
+                        _INSERT_FILL, [(f.fill_id, encode(f).decode()) for f in changes.fills]
+                    )
+                    con.executemany(
+                        _UPSERT_TAPE, [(s, encode(t).decode()) for s, t in changes.tapes.items()]
+                    )
+                con.execute("DELETE FROM venue_log")
+        except (sqlite3.Error, msgspec.DecodeError) as e:
+            cause = storage_cause(e, self.path) if isinstance(e, sqlite3.Error) else None
+            msg = (
+                f"paper venue {self.path}: cannot fold {where} into the tables "
+                f"({cause or ' '.join(str(e).split())}); move the file away to start a fresh venue"
+            )
+            raise StorageError(msg) from None

@@ -8,8 +8,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from structlog.testing import capture_logs
 
-from daemon.errors import InvariantError
+from daemon.errors import InvariantError, StorageError
 from daemon.execution.base import BrokerView, ExecutionClient
 from daemon.execution.paper import PaperExecution
 from strategy.sim_broker import SimBrokerConfig
@@ -170,16 +171,24 @@ def test_open_when_file_is_not_sqlite_then_invariant_error_naming_the_path(tmp_p
         PaperExecution(config=CONFIG, path=path)
 
 
-def test_open_when_a_row_is_corrupt_then_invariant_error_naming_the_table(tmp_path: Path) -> None:
+@pytest.mark.parametrize("table", ["venue_orders", "venue_log"])
+def test_open_when_a_row_is_corrupt_then_storage_error_naming_the_table(
+    tmp_path: Path, table: str
+) -> None:
     path = tmp_path / "venue.sqlite"
-    with PaperExecution(config=CONFIG, path=path) as venue:
-        asyncio.run(venue.submit([order("A")]))
+    venue = PaperExecution(config=CONFIG, path=path)
+    asyncio.run(venue.submit([order("A")]))
+    if table == "venue_orders":
+        venue.close()  # folds its log row into the tables
     with sqlite3.connect(path) as con:
-        con.execute("UPDATE venue_orders SET data = '{\"broken\": 1}'")
+        con.execute(f"UPDATE {table} SET data = '{{\"orders\": 1}}'")
     con.close()
 
-    with pytest.raises(InvariantError, match="venue_orders"):
+    with pytest.raises(StorageError, match=table):
         PaperExecution(config=CONFIG, path=path)
+    with capture_logs() as logs:
+        venue.close()  # a second close, or a fold that meets the row too: logged, never raised
+    assert [e["event"] for e in logs] == ([] if table == "venue_orders" else ["venue.fold_failed"])
 
 
 def test_on_market_bars_when_no_orders_then_nothing_is_written(tmp_path: Path) -> None:
@@ -191,11 +200,11 @@ def test_on_market_bars_when_no_orders_then_nothing_is_written(tmp_path: Path) -
     con = sqlite3.connect(path)
     try:
         counts = [con.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0]
-                  for t in ("venue_orders", "venue_fills", "venue_tapes")]  # fmt: skip
+                  for t in ("venue_orders", "venue_fills", "venue_tapes", "venue_log")]  # fmt: skip
         mode = con.execute("PRAGMA journal_mode").fetchone()[0]
     finally:
         con.close()
-    assert counts == [0, 0, 0]
+    assert counts == [0, 0, 0, 0]
     assert mode == "wal"
 
 
@@ -235,3 +244,53 @@ def test_submit_when_bars_came_before_then_events_are_stamped_with_the_newest_ba
         asyncio.run(venue.submit([order("VT-1", at=1), order("VT-2", at=5)]))
         stamps = {e.client_order_id: e.ts for e in venue.drain().events}
         assert stamps == {"VT-1": ts(3), "VT-2": ts(5)}
+
+
+def _rows(path: Path) -> dict[str, list[tuple[object, ...]]]:
+    con = sqlite3.connect(path)
+    try:
+        tables = ("venue_orders", "venue_fills", "venue_tapes", "venue_log")
+        return {t: con.execute(f"SELECT * FROM {t} ORDER BY 1").fetchall() for t in tables}
+    finally:
+        con.close()
+
+
+def test_calls_when_committed_then_one_log_row_each_until_close_folds_them_into_the_tables(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "venue.sqlite"
+    with PaperExecution(config=CONFIG, path=path) as venue:
+        asyncio.run(venue.submit([order("A", quantity=250), order("B", limit=90.0)]))
+        venue.on_market_bars([bar(1, volume=1000.0)])
+        open_rows = _rows(path)  # what another reader sees while the venue trades
+    closed_rows = _rows(path)
+
+    assert [len(open_rows[t]) for t in open_rows] == [0, 0, 0, 2]  # one insert per call
+    assert closed_rows["venue_log"] == []
+    assert [r[0] for r in closed_rows["venue_orders"]] == ["A", "B"]
+    assert [r[1] for r in closed_rows["venue_fills"]] == ["A-F1"]
+    assert [r[0] for r in closed_rows["venue_tapes"]] == ["AAA"]
+
+
+def test_reopen_when_a_crash_left_the_log_then_folded_into_the_same_rows_as_a_close(
+    tmp_path: Path,
+) -> None:
+    def trade(venue: PaperExecution) -> None:
+        asyncio.run(
+            venue.submit([order("A", quantity=350), order("B", side=Side.SELL, symbol="BBB")])
+        )
+        for i in range(1, 4):
+            venue.on_market_bars([bar(i, volume=1000.0), bar(i, symbol="BBB", open=20.0)])
+        asyncio.run(venue.cancel("A"))
+
+    with PaperExecution(config=CONFIG, path=tmp_path / "closed.sqlite") as closed:
+        trade(closed)
+        expected = view(closed)
+    crashed = PaperExecution(config=CONFIG, path=tmp_path / "crashed.sqlite")
+    trade(crashed)  # never closed: stands in for kill -9, its log not folded
+
+    with PaperExecution(config=CONFIG, path=tmp_path / "crashed.sqlite") as reopened:
+        assert _rows(tmp_path / "crashed.sqlite")["venue_log"] == []  # folded at open
+        assert view(reopened) == expected
+    crashed.close()
+    assert _rows(tmp_path / "crashed.sqlite") == _rows(tmp_path / "closed.sqlite")

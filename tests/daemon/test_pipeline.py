@@ -207,7 +207,7 @@ def test_on_bars_when_wal_checkpointed_and_restarted_between_batches_then_same_r
             tables[gaps] = {t: p.journal.rows(t) for t in TABLES}
             tables[gaps]["user_version"] = [{"v": p.journal.schema_version()}]
         with sqlite3.connect(directory / "venue.sqlite") as venue:
-            for t in ("venue_orders", "venue_fills", "venue_tapes"):
+            for t in ("venue_orders", "venue_fills", "venue_tapes", "venue_log"):
                 tables[gaps][t] = [
                     {"row": r} for r in venue.execute(f"SELECT * FROM {t} ORDER BY 1")
                 ]

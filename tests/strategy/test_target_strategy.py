@@ -360,3 +360,18 @@ def test_config_when_value_invalid_then_validation_error_names_it(
 ) -> None:
     with pytest.raises(msgspec.ValidationError, match=match):
         msgspec.convert(raw, StrategyConfig)
+
+
+def test_on_signals_when_flat_after_a_refused_entry_and_signal_unconfident_then_entry_forgotten() -> (
+    None
+):
+    """The flat, nothing-pending, unconfident short cut does what _decide does: no intent, and
+    the hold clock of an entry that never became a position is dropped."""
+    strategy = TargetStrategy(config=StrategyConfig())
+    book = _book(100.0, "AAPL", "MSFT")
+    assert strategy.on_signals([_signal(1, 0.9)], book)  # an entry, refused by risk: never pending
+    assert strategy.entry_ts("AAPL") == _ts(1)
+
+    assert strategy.on_signals([_neutral(2), _signal(2, 0.9, 0.1, "MSFT")], book) == []
+    assert strategy.entry_ts("AAPL") is None
+    assert strategy.entry_ts("MSFT") is None
