@@ -260,9 +260,12 @@ class ChartEngine:
     def _describe(self) -> dict[str, str]:
         return {}
 
-    def render(self, windows: Sequence[ChartWindow]) -> npt.NDArray[np.uint8]:
-        """Charts of the bundle's spec for the windows (the last spec.bars_needed bars of each)."""
-        return self.renderer.render_batch(list(windows))
+    def render(
+        self, windows: Sequence[ChartWindow], *, out: npt.NDArray[np.uint8] | None = None
+    ) -> npt.NDArray[np.uint8]:
+        """Charts of the bundle's spec for the windows (the last spec.bars_needed bars of each),
+        into `out` when given."""
+        return self.renderer.render_batch(list(windows), out=out)
 
     def score_batch(self, windows: Sequence[ChartWindow]) -> ClipBatch:
         """Render and score windows that closed together; one row per window, in order."""
@@ -293,7 +296,7 @@ class ChartEngine:
         started = time.perf_counter()
         first = chunks[0]
         try:
-            self.renderer.render_batch(items[first], out=images[first])
+            self.render(items[first], out=images[first])
         except (ChartError, ValueError) as e:  # bad bars: raised by the join, as they were
             failed = e
             return lambda: _raise(failed)
@@ -305,7 +308,7 @@ class ChartEngine:
         error: Exception | None = None
         drawn = False
         try:
-            self.renderer.render_batch(items[rest], out=images[rest])
+            self.render(items[rest], out=images[rest])
             drawn = True
         except (ChartError, ValueError) as e:  # raised by the join, once the pool lets go
             error = e
