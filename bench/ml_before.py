@@ -1,10 +1,11 @@
-"""The ML scorer's order path as it was before this round (issue 16, fifth round), for the
+"""The ML scorer's order path as it was before this round (issue 16, sixth round), for the
 same-run "before" figures of bench_ml_pipeline.py: CLIP started before the features, the batch cut
-into one chunk per worker, the pool's threads each scoring their own chunk and the caller the
-last one once its features are done, however late a pool thread wakes (TwoHalvesVision); the
-fusion's outcome monitor updated on the path (ObservedOnPath). before_scorer() puts them
-together. The signals are the same as the "after" path's (tests/daemon/model/test_ml_path.py). fuse_rows: the
-fusion as it ran two rounds earlier (row by row), for the stage table's fusion rows."""
+into one chunk per worker, each chunk drawn and embedded by whichever thread took it (the pool's
+thread while the caller computes its features, the caller once it joins), so a pool thread drew
+its charts while the caller's features held the GIL (QueueVision, ChartEngine.start_batch as it
+was). before_scorer() puts it in the bundle's scorer. The signals are the same as the "after"
+path's when the chunks are (tests/daemon/model/test_ml_path.py). fuse_rows: the fusion as it ran
+two rounds earlier (row by row), for the stage table's fusion rows."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from daemon.model.vision import vision_scores
 from strategy.bars import FloatArray, Window
-from strategy.fusion import FUSED, Fused, FusionEngine, Observation
+from strategy.fusion import FUSED, Fused, FusionEngine
 from strategy.ml_scorer import MLScorer, VisionScores
 
 if TYPE_CHECKING:
@@ -23,20 +24,8 @@ if TYPE_CHECKING:
 
 
 def before_scorer(models: LoadedBundle) -> MLScorer:
-    """The bundle's scorer as it ran before this round: TwoHalvesVision, ObservedOnPath."""
-    scorer = models.scorer(vision=TwoHalvesVision(models.engine))
-    scorer.fusion = ObservedOnPath(config=scorer.fusion.config)
-    return scorer
-
-
-class ObservedOnPath(FusionEngine):
-    """FusionEngine whose outcome monitor is updated in fuse_columns(), on the order path."""
-
-    def fuse_columns(self, *args: Any, **kwargs: Any) -> tuple[list[Fused], Observation | None]:
-        out, observation = super().fuse_columns(*args, **kwargs)
-        if observation is not None:
-            self.observe_columns(observation)
-        return out, None
+    """The bundle's scorer as it ran before this round: QueueVision."""
+    return models.scorer(vision=QueueVision(models.engine))
 
 
 def fuse_rows(
@@ -53,16 +42,19 @@ def fuse_rows(
 
 
 def one_chunk_per_worker(engine: ChartEngine, n: int) -> list[slice]:
-    """ChartEngine._chunks as it was: one per worker, each at least 4 charts, at most max_batch."""
-    size = max(-(-n // engine.workers), 4) if engine.workers > 1 else n
-    size = min(size, engine.config.max_batch)
+    """ChartEngine._chunks as it was: one per worker while each keeps 4 charts on average, at
+    most max_batch."""
+    size = n
+    if engine.workers > 1:
+        size = -(-n // min(engine.workers, max(1, n // 4)))
+    size = max(1, min(size, engine.config.max_batch))
     return [slice(start, min(n, start + size)) for start in range(0, n, size)]
 
 
-class TwoHalvesVision:
-    """daemon.model.vision.ClipVision over ChartEngine.start_batch as it was: all chunks but the
-    last handed to the pool at start(), the last one scored by the caller when it joins, then
-    a wait on each pool chunk."""
+class QueueVision:
+    """daemon.model.vision.ClipVision over ChartEngine.start_batch as it was: the pool's threads
+    start taking chunks (draw, then embed) at start(), the caller takes what is left when it
+    joins; a pool thread that has not started by then is cancelled."""
 
     def __init__(self, engine: ChartEngine) -> None:
         self.engine = engine
@@ -72,30 +64,20 @@ class TwoHalvesVision:
         return self.start(windows)()
 
     def start(self, windows: Sequence[Window]) -> Callable[[], VisionScores]:
-        from vlm_engine.infer.engine import _pool
-
         engine = self.engine
         items = [w.tail(engine.spec.bars_needed) for w in windows]
 
-        def render_and_score(rows: slice) -> tuple[Any, ...]:
+        def render_and_score(rows: slice) -> Any:
             started = time.perf_counter()
             images = engine.render(items[rows])
             rendered = time.perf_counter() - started
             return engine.embed(images), rendered, images
 
-        chunks = one_chunk_per_worker(engine, len(items))
-        parallel = min(len(chunks), engine.workers)
-        if parallel <= 1 or len(chunks) > engine.workers:
-            parts_now = [render_and_score(rows) for rows in chunks]
-            pending: list[Any] = []
-        else:
-            pending = [_pool(engine.workers).submit(render_and_score, r) for r in chunks[:-1]]
-            parts_now = []
+        join = engine._start(one_chunk_per_worker(engine, len(items)), render_and_score)
 
-        def join() -> VisionScores:
-            parts = parts_now or [*(f.result() for f in pending), render_and_score(chunks[-1])]
-            batch = engine._merge(parts, parallel)  # type: ignore[arg-type]
+        def scores() -> VisionScores:
+            batch = join()
             self.render_seconds += batch.render_seconds
             return vision_scores(batch)
 
-        return join
+        return scores

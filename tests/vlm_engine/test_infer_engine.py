@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 
@@ -11,7 +12,12 @@ from tests.vlm_engine.clip_helpers import tiny_bundle, window
 from vlm_engine.bundle import BundleError, load_bundle
 from vlm_engine.calibrate.evaluate import apply_calibration, raw_scores
 from vlm_engine.infer import InferenceConfig, InferenceEngine
-from vlm_engine.infer.engine import CHUNKS_PER_WORKER, MIN_CHARTS_PER_WORKER, resolve_workers
+from vlm_engine.infer.engine import (
+    CALLER_SHARE,
+    CHUNKS_PER_WORKER,
+    MIN_CHARTS_PER_WORKER,
+    resolve_workers,
+)
 
 CONFIG = InferenceConfig(device="cpu", warmup_batches=1, max_batch=4)
 
@@ -100,6 +106,12 @@ def test_chunks_when_small_batch_then_no_chunk_is_smaller_than_the_minimum_on_av
     big = engine._chunks(1000)  # max_batch still caps a chunk
     assert max(c.stop - c.start for c in big) == engine.config.max_batch
     assert big[-1].stop == 1000
+    # start_batch's: the caller's chunk (the last) is the smaller, the rows are all covered once
+    sizes = [c.stop - c.start for c in engine._batch_chunks(100)]
+    assert sum(sizes) == 100
+    assert len(sizes) == 4 * CHUNKS_PER_WORKER
+    assert sizes[:-1] == [math.ceil(100 / (len(sizes) - 1 + CALLER_SHARE))] * (len(sizes) - 1)
+    assert sizes[-1] < sizes[0]
 
 
 @pytest.mark.parametrize(

@@ -19,6 +19,7 @@ from vlm_engine.infer import (
     RuntimeUnavailable,
     choose_engine,
     load_engine,
+    onnx_export,
 )
 from vlm_engine.infer.onnx_bundle import export_to_bundle
 from vlm_engine.infer.onnx_export import (
@@ -66,6 +67,7 @@ def test_export_when_added_to_bundle_then_files_hashed_in_card_and_stage_recorde
     if "int8" in stage["variants"]:  # static, calibrated on the training split
         assert INT8_FILE in card.files
         assert stage["quantization"] == "static"
+        assert stage["int8_graph"] == onnx_export.FOLDED
         assert stage["calibration_charts"] == min(256, len(tiny_splits()["train"]))
     else:  # this one-epoch model's 15 test charts: one swapped rank moves the AUC by 0.04
         assert "INT8 direction AUC" in stage["refused"]["onnx-int8"]
@@ -223,6 +225,59 @@ def test_int8_when_static_then_embedding_bit_identical_alone_and_in_batches_of_7
     engine = OnnxEngine(bundle=bundle, config=CONFIG, variant="int8", model=dynamic)
     alone, *batched = _alone_in_7_in_64(engine, test.images)
     assert not all(np.array_equal(alone, b) for b in batched)
+
+
+def _bias_adds(model: bytes) -> tuple[int, int]:
+    """(MatMulIntegerToFloat nodes with a bias input, Adds of a constant vector right after one
+    of them: bias adds left apart; the residual adds take two activations)."""
+    import onnx
+
+    graph = onnx.load_from_string(model).graph
+    integer = [n for n in graph.node if n.op_type == "MatMulIntegerToFloat"]
+    with_bias = sum(1 for n in integer if len(n.input) > 6 and n.input[6])
+    outs = {n.output[0] for n in integer}
+    vectors = {t.name for t in graph.initializer if len(t.dims) == 1}
+    adds = sum(
+        1
+        for n in graph.node
+        if n.op_type == "Add" and outs & set(n.input) and vectors & set(n.input)
+    )
+    return with_bias, adds
+
+
+def test_int8_when_quantized_then_bias_adds_folded_and_embeddings_bit_identical_to_unfolded(
+    exported: Path, monkeypatch: pytest.MonkeyPatch
+):
+    bundle = load_bundle(exported)
+    fp32 = (exported / FP32_FILE).read_bytes()
+    train, test = tiny_splits()["train"], tiny_splits()["test"]
+    folded = quantize_int8(fp32, train.images, QUANT_PLANS[0])
+    with monkeypatch.context() as m:  # the QDQ graph as onnxruntime.quantization wrote it
+        m.setattr(onnx_export, "fold_biases", lambda model: model)
+        qdq = quantize_int8(fp32, train.images, QUANT_PLANS[0])
+    with_bias, adds = _bias_adds(folded)
+    assert with_bias > 0
+    assert adds == 0
+    plain = OnnxEngine(bundle=bundle, config=CONFIG, variant="int8", model=qdq)
+    fast = OnnxEngine(bundle=bundle, config=CONFIG, variant="int8", model=folded)
+    assert np.array_equal(plain.embed(test.images), fast.embed(test.images))
+    # the check can fail: onnxruntime run on the QDQ graph keeps every bias add apart
+    assert _bias_adds(onnx_export.fold_biases(qdq)) == (with_bias, 0)
+    assert _bias_adds(_extended(qdq))[1] == with_bias
+
+
+def _extended(model: bytes) -> bytes:
+    """The graph after onnxruntime's extended optimizations alone (no folding)."""
+    import tempfile
+
+    import onnxruntime as ort
+
+    with tempfile.TemporaryDirectory() as tmp:
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+        options.optimized_model_filepath = f"{tmp}/out.onnx"
+        ort.InferenceSession(model, sess_options=options, providers=["CPUExecutionProvider"])
+        return Path(f"{tmp}/out.onnx").read_bytes()
 
 
 def test_auto_when_int8_export_is_dynamic_then_refused_as_batch_dependent_and_logged(

@@ -14,6 +14,8 @@ Runtime, and vlm_engine.infer.runtime_choice picks one per InferenceConfig.runti
 
 from __future__ import annotations
 
+import contextlib
+import math
 import os
 import threading
 import time
@@ -33,6 +35,7 @@ from vlm_engine.calibrate.metrics import softmax
 from vlm_engine.clip.encode import class_embeddings, logit_scale
 from vlm_engine.metrics import sigmoid
 from vlm_engine.render import ChartSpec, ChartWindow, make_renderer
+from vlm_engine.render.errors import ChartError
 
 log = structlog.get_logger("vlm_engine.infer")
 
@@ -52,8 +55,12 @@ MIN_CHARTS_PER_WORKER = 4
 # caller. More, smaller chunks would balance finer but cost CPU, which is what a busy box lacks:
 # 100 charts, 96 px static INT8, score_deferred alternating in one process, 500 calls each at load
 # 4.2-6.0: 1 per worker p50/p99 30.0/71.8 ms, process CPU 17.0; 2: 31.3/78.8, 17.9; 3: 33.0/72.4,
-# 18.7; the fixed two halves this replaced (bench/ml_before.py) 36.4/110.8, 17.2.
+# 18.7. (Measured when each chunk was also drawn by the thread that took it; with the caller
+# drawing every chart, 1 still did no worse than 2 at load 4.3: p50 38.3 vs 38.8, CPU 20.7 vs 21.4.)
 CHUNKS_PER_WORKER = 1
+# start_batch's last chunk, the caller's, over a pool thread's: the caller draws every chart and
+# computes the features before it embeds its own.
+CALLER_SHARE = 0.6
 MAX_AUTO_WORKERS = 4
 
 
@@ -101,25 +108,40 @@ def _pool(workers: int) -> ThreadPoolExecutor:
 
 
 class _ChunkQueue:
-    """The indices 0..n-1 of a batch's chunks, handed out once each to whichever thread asks."""
+    """The indices 0..n-1 of a batch's chunks, handed out once each to whichever thread asks, and
+    only once they are ready (drawn): a thread asking for a chunk still being drawn waits for it."""
 
-    def __init__(self, n: int) -> None:
+    def __init__(self, n: int, *, ready: int | None = None) -> None:
         self._next = 0
         self._n = n
-        self._lock = threading.Lock()
+        self._ready = n if ready is None else ready
+        self._cond = threading.Condition()
 
     def take(self) -> int | None:
         """The next chunk's index, None when every chunk is taken (or the batch stopped)."""
-        with self._lock:
+        with self._cond:
+            while self._next >= self._ready and self._next < self._n:
+                self._cond.wait()
             if self._next >= self._n:
                 return None
             self._next += 1
             return self._next - 1
 
+    def ready(self, count: int) -> None:
+        """The first `count` chunks may be handed out."""
+        with self._cond:
+            self._ready = max(self._ready, count)
+            self._cond.notify_all()
+
     def stop(self) -> None:
         """Hand out no more chunks (a chunk failed: the batch's error is raised by its join)."""
-        with self._lock:
+        with self._cond:
             self._next = self._n
+            self._cond.notify_all()
+
+
+def _raise(error: BaseException) -> ClipBatch:
+    raise error
 
 
 class ClipScores(msgspec.Struct, frozen=True, kw_only=True):
@@ -243,34 +265,73 @@ class ChartEngine:
     def _describe(self) -> dict[str, str]:
         return {}
 
-    def render(self, windows: Sequence[ChartWindow]) -> npt.NDArray[np.uint8]:
-        """Charts of the bundle's spec for the windows (the last spec.bars_needed bars of each)."""
-        return self.renderer.render_batch(list(windows))
+    def render(
+        self, windows: Sequence[ChartWindow], *, out: npt.NDArray[np.uint8] | None = None
+    ) -> npt.NDArray[np.uint8]:
+        """Charts of the bundle's spec for the windows (the last spec.bars_needed bars of each),
+        into `out` when given."""
+        return self.renderer.render_batch(list(windows), out=out)
 
     def score_batch(self, windows: Sequence[ChartWindow]) -> ClipBatch:
         """Render and score windows that closed together; one row per window, in order."""
         return self.start_batch(windows)()
 
     def start_batch(self, windows: Sequence[ChartWindow]) -> Callable[[], ClipBatch]:
-        """score_batch() in two halves: the other workers start on their chunks now; calling the
-        returned join renders and scores the last chunk in the calling thread, then collects the
-        batch (same chunks, same rows as score_batch). Between the two the caller is free (the
-        ML scorer computes its technical features there). Call join exactly once; errors are
-        raised by join, never by start_batch."""
+        """score_batch() in two halves: the calling thread draws every chart now, the first
+        chunk first, and the pool's threads embed the drawn chunks as they come; calling the
+        returned join embeds what is left in the calling thread, then collects the batch (same
+        chunks, same rows as score_batch). Between the two the caller is free (the ML scorer
+        computes its technical features there, while the pool embeds). Call join exactly once;
+        errors are raised by join, never by start_batch.
+
+        Only the calling thread draws: drawing is NumPy on small arrays and holds the GIL most of
+        the time, so a pool thread drawing while the caller computes features made both wait on
+        the GIL; embedding (torch, ONNX Runtime) releases it, and overlaps the drawing and the
+        features instead."""
         if not windows:
             return self._empty
         if not self.renderer.thread_safe:  # drawn and scored in join(), in the calling thread
             return lambda: self._render_then_score(windows)
-        # Each worker renders its own chunk too: drawing is NumPy, mostly outside the GIL.
         items = list(windows)
+        chunks = self._batch_chunks(len(items))
+        if min(len(chunks), self.workers) <= 1:
+            return lambda: self._render_then_score(items)
+        spec = self.bundle.spec
+        images = np.empty((len(items), spec.height, spec.width, 3), dtype=np.uint8)
+        started = time.perf_counter()
+        first = chunks[0]
+        try:
+            self.render(items[first], out=images[first])
+        except (ChartError, ValueError) as e:  # bad bars: raised by the join, as they were
+            failed = e
+            return lambda: _raise(failed)
+        queue = _ChunkQueue(len(chunks), ready=1)
+        join = self._start(
+            chunks, lambda rows: (self.embed(images[rows]), 0.0, images[rows]), queue=queue
+        )
+        rest = slice(first.stop, len(items))
+        error: Exception | None = None
+        drawn = False
+        try:
+            self.render(items[rest], out=images[rest])
+            drawn = True
+        except (ChartError, ValueError) as e:  # raised by the join, once the pool lets go
+            error = e
+        finally:  # a pool thread waiting for the rest is never left waiting
+            if drawn:
+                queue.ready(len(chunks))
+            else:
+                queue.stop()
+        rendered = time.perf_counter() - started
 
-        def render_and_score(rows: slice) -> _Chunk:
-            started = time.perf_counter()
-            images = self.render(items[rows])
-            rendered = time.perf_counter() - started
-            return self.embed(images), rendered, images
+        def joined() -> ClipBatch:
+            if error is not None:
+                with contextlib.suppress(Exception):
+                    join()  # the pool thread lets go of the batch; the drawing's error is raised
+                raise error
+            return msgspec.structs.replace(join(), render_seconds=rendered)
 
-        return self._start(len(items), render_and_score)
+        return joined
 
     def _render_then_score(self, windows: Sequence[ChartWindow]) -> ClipBatch:
         """A renderer that is not thread-safe draws the whole batch first, in the calling thread."""
@@ -285,22 +346,29 @@ class ChartEngine:
         if images.shape[0] == 0:
             return self._empty()
         return self._start(
-            images.shape[0], lambda rows: (self.embed(images[rows]), 0.0, images[rows])
+            self._chunks(images.shape[0]),
+            lambda rows: (self.embed(images[rows]), 0.0, images[rows]),
         )()
 
-    def _start(self, n: int, score: Callable[[slice], _Chunk]) -> Callable[[], ClipBatch]:
-        """score() each chunk of n rows, merged in order, as a join to call once. With more than
+    def _start(
+        self,
+        chunks: list[slice],
+        score: Callable[[slice], _Chunk],
+        *,
+        queue: _ChunkQueue | None = None,
+    ) -> Callable[[], ClipBatch]:
+        """score() each chunk (row ranges in order), merged in order, as a join to call once. With more than
         one chunk and worker, workers - 1 pool threads start taking chunks now and the caller takes
         what is left when it joins (whoever is free takes the next one); a pool thread that has
         not started by the time the caller has taken the last chunk is cancelled, so the join
         never waits for a wake-up that brings no work. Which thread scores a chunk changes
-        nothing in its rows: the chunks are the same slices whoever runs them."""
-        chunks = self._chunks(n)
+        nothing in its rows: the chunks are the same slices whoever runs them. queue: the chunks'
+        queue when the caller hands them out as they are drawn (start_batch)."""
         helpers = min(len(chunks), self.workers) - 1
         if helpers <= 0:
             return lambda: self._merge([score(rows) for rows in chunks], 1)
         parts: list[_Chunk | None] = [None] * len(chunks)
-        queue = _ChunkQueue(len(chunks))
+        queue = queue or _ChunkQueue(len(chunks))
 
         def take_chunks() -> int:
             """Score chunks until none is left; how many this thread scored."""
@@ -342,16 +410,22 @@ class ChartEngine:
             images=tuple(p[2] for p in parts),
         )
 
-    def _chunks(self, n: int) -> list[slice]:
+    def _chunks(self, n: int, *, caller_share: float = 1.0) -> list[slice]:
         """Contiguous row ranges of about equal size: CHUNKS_PER_WORKER per worker while each
         keeps MIN_CHARTS_PER_WORKER charts on average (10 charts over 2 workers: 5 and 5; 6: one
-        of 6), at most max_batch."""
+        of 6), at most max_batch. caller_share: the last chunk's size relative to the others (the
+        caller takes it, after its own work: start_batch)."""
         size = n
         if self.workers > 1:
             count = min(self.workers * CHUNKS_PER_WORKER, max(1, n // MIN_CHARTS_PER_WORKER))
-            size = -(-n // count)
+            size = math.ceil(n / (count - 1 + caller_share)) if count > 1 else n
         size = max(1, min(size, self.config.max_batch))
         return [slice(start, min(n, start + size)) for start in range(0, n, size)]
+
+    def _batch_chunks(self, n: int) -> list[slice]:
+        """start_batch's chunks of n windows: the caller's (the last) is CALLER_SHARE of a pool
+        thread's, as the caller draws every chart and computes its features before it joins."""
+        return self._chunks(n, caller_share=CALLER_SHARE)
 
     def embed(self, images: npt.NDArray[np.uint8]) -> Float32Array:
         """Unit image embeddings (N, D) float32 of uint8 charts of the bundle's spec."""

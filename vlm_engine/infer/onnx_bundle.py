@@ -27,6 +27,7 @@ from vlm_engine.infer.engine import ClipBatch, InferenceConfig, InferenceEngine
 from vlm_engine.infer.errors import ExportRefused
 from vlm_engine.infer.onnx_export import (
     CALIBRATION_CHARTS,
+    FOLDED,
     FP32_FILE,
     INT8_FILE,
     OPSET,
@@ -126,6 +127,7 @@ def export_to_bundle(
             {
                 "quantization": STATIC,
                 "int8": f"static QDQ, per-channel weights: {plan}",
+                "int8_graph": FOLDED,
                 "calibration_charts": min(len(train), CALIBRATION_CHARTS),
             }
             if INT8_FILE in files

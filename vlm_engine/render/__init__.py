@@ -24,7 +24,11 @@ class Renderer(Protocol):
 
     def render(self, window: ChartWindow) -> npt.NDArray[np.uint8]: ...
 
-    def render_batch(self, windows: list[ChartWindow]) -> npt.NDArray[np.uint8]: ...
+    def render_batch(
+        self, windows: list[ChartWindow], *, out: npt.NDArray[np.uint8] | None = None
+    ) -> npt.NDArray[np.uint8]:
+        """Charts stacked as BxHxWx3, into `out` when given (C-contiguous uint8 of that shape)."""
+        ...
 
 
 def make_renderer(spec: ChartSpec) -> Renderer:

@@ -89,9 +89,12 @@ class MplfinanceRenderer:
             )
         return image
 
-    def render_batch(self, windows: Sequence[ChartWindow]) -> npt.NDArray[np.uint8]:
-        """Charts stacked as BxHxWx3, one after the other on the reused figure."""
-        out = np.empty((len(windows), self.spec.height, self.spec.width, 3), dtype=np.uint8)
+    def render_batch(
+        self, windows: Sequence[ChartWindow], *, out: npt.NDArray[np.uint8] | None = None
+    ) -> npt.NDArray[np.uint8]:
+        """Charts stacked as BxHxWx3 (into `out` when given), one after the other on the reused figure."""
+        if out is None:
+            out = np.empty((len(windows), self.spec.height, self.spec.width, 3), dtype=np.uint8)
         for i, window in enumerate(windows):
             out[i] = self.render(window)
         return out
@@ -326,15 +329,18 @@ class MplfinancePool:
         window = _warmup_window(self.spec)
         list(self._pool.map(_render_chunk, [[window]] * self.processes))
 
-    def render_batch(self, windows: Sequence[ChartWindow]) -> npt.NDArray[np.uint8]:
-        """Charts stacked as BxHxWx3, identical to MplfinanceRenderer.render_batch."""
+    def render_batch(
+        self, windows: Sequence[ChartWindow], *, out: npt.NDArray[np.uint8] | None = None
+    ) -> npt.NDArray[np.uint8]:
+        """Charts stacked as BxHxWx3 (into `out` when given), identical to MplfinanceRenderer.render_batch."""
         spec = self.spec
+        if out is None:
+            out = np.empty((len(windows), spec.height, spec.width, 3), dtype=np.uint8)
         if not windows:
-            return np.empty((0, spec.height, spec.width, 3), dtype=np.uint8)
+            return out
         # small enough chunks that every worker gets several (balance), big enough to amortise IPC
         size = max(1, min(self.chunk_size, -(-len(windows) // (2 * self.processes))))
         chunks = [list(windows[i : i + size]) for i in range(0, len(windows), size)]
-        out = np.empty((len(windows), spec.height, spec.width, 3), dtype=np.uint8)
         start = 0
         for part in self._pool.map(_render_chunk, chunks):
             out[start : start + len(part)] = part

@@ -1,8 +1,9 @@
 """The ML order path with CLIP running while the features are computed (MLScorer.model_rows over
 ClipVision.start) gives bit-identical signals and XGBoost rows to the sequential path it replaced:
 features, then every chunk through the pool, on the same windows; the engine's chunks are scored
-as before whichever thread (a pool thread or the caller) takes them, and a join never waits for a
-pool thread that has brought no work."""
+as before whichever thread (a pool thread or the caller) takes them, a join never waits for a
+pool thread that has brought no work, and a chart that cannot be drawn fails its batch's join
+without leaving a pool thread waiting for charts that will never come."""
 
 from __future__ import annotations
 
@@ -21,8 +22,9 @@ from tests.daemon.ml_helpers import quick_bundle, sample_windows
 from vlm_engine.infer import ChartEngine, ClipBatch, InferenceConfig
 from vlm_engine.infer.engine import _pool
 from vlm_engine.infer.onnx_export import INT8_FILE
+from vlm_engine.render import ChartInputError
 
-SYMBOLS = tuple(f"S{i}" for i in range(12))  # two chunks of 6, taken in turn by two threads
+SYMBOLS = tuple(f"S{i}" for i in range(12))  # two chunks (8 and 4), taken in turn by two threads
 
 
 @pytest.fixture(scope="module")
@@ -35,12 +37,12 @@ def models() -> LoadedBundle:
 
 
 def sequential_scores(engine: ChartEngine, windows: Sequence[Window]) -> VisionScores:
-    """The engine's chunks drawn and embedded one after another in this thread (what the pool
+    """start_batch's chunks drawn and embedded one after another in this thread (what the pool
     ran), read out once on the whole batch."""
     need = engine.spec.bars_needed
     charts = [w.tail(need) for w in windows]
     embeddings = np.concatenate(
-        [engine.embed(engine.render(charts[rows])) for rows in engine._chunks(len(charts))]
+        [engine.embed(engine.render(charts[rows])) for rows in engine._batch_chunks(len(charts))]
     )
     probs, p_up = engine.read_out(embeddings)
     return VisionScores(
@@ -117,7 +119,7 @@ def test_engine_when_the_caller_scores_the_last_chunk_then_rows_equal_chunk_by_c
     expected = sequential_scores(engine, windows)
     assert np.array_equal(batch.p_up.astype(np.float64), expected.p_up)
     assert np.array_equal(batch.embeddings.astype(np.float64), expected.embeddings)
-    assert [len(c) for c in batch.images] == [6, 6]
+    assert [len(c) for c in batch.images] == [8, 4]  # the caller's chunk is the smaller
     vision = ClipVision(engine=engine)
     assert np.array_equal(vision.score_windows(windows).pattern_probs, expected.pattern_probs)
 
@@ -156,7 +158,7 @@ def test_engine_when_every_pool_thread_is_busy_then_the_caller_scores_every_chun
     assert finished, "the join waited for a pool thread that never took a chunk"
     batch = out[0]
     assert isinstance(batch, ClipBatch)
-    assert [len(c) for c in batch.images] == [6, 6]
+    assert [len(c) for c in batch.images] == [8, 4]
     assert np.array_equal(batch.p_up.astype(np.float64), expected.p_up)
     assert np.array_equal(batch.pattern_probs.astype(np.float64), expected.pattern_probs)
 
@@ -183,3 +185,39 @@ def test_engine_when_a_chunk_fails_then_the_join_raises_and_no_thread_is_left_sc
     monkeypatch.undo()
     assert len(engine.score_batch(batches()[-1])) == len(SYMBOLS)  # the engine still serves
     assert len(calls) == scored  # nothing of the failed batch ran on after its join
+
+
+def _undrawable(window: Window) -> Window:
+    """The window with its last bar's high below its low: the renderer refuses it."""
+    high = window.high.copy()
+    high[-1] = window.low[-1] - 1.0
+    return msgspec.structs.replace(window, high=high)
+
+
+@pytest.mark.parametrize("bad", [0, len(SYMBOLS) - 1], ids=["first_chunk", "last_chunk"])
+def test_engine_when_a_chart_cannot_be_drawn_then_the_join_raises_and_no_pool_thread_waits(
+    models: LoadedBundle, bad: int
+) -> None:
+    engine = models.engine
+    windows = list(batches()[-1])
+    windows[bad] = _undrawable(windows[bad])
+    join = engine.start_batch(windows)  # errors are the join's, never start_batch's
+    out: list[BaseException] = []
+
+    def joining() -> None:
+        try:
+            join()
+        except ChartInputError as e:
+            out.append(e)
+
+    joined = threading.Thread(target=joining, daemon=True)
+    joined.start()
+    joined.join(timeout=120)  # a pool thread left waiting for the undrawn chunk hangs the join
+    assert not joined.is_alive(), "the join waited for a pool thread waiting for charts"
+    assert len(out) == 1
+    assert "S" in str(out[0])
+    idle = [_pool(engine.workers).submit(lambda: True) for _ in range(engine.workers)]
+    assert all(f.result(timeout=60) for f in idle)  # every pool thread is free again
+    good = batches()[-1]
+    expected = sequential_scores(engine, good)
+    assert np.array_equal(engine.score_batch(good).p_up.astype(np.float64), expected.p_up)
