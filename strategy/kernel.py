@@ -71,9 +71,7 @@ class TradingKernel:
 
     def backfill(self, batch: Sequence[Bar]) -> None:
         """Store and mark bars without trading (warm-up before going live)."""
-        for bar in batch:
-            if self.store.add(bar) is None:
-                self.book.mark(bar)
+        self.book.mark_batch(self.store.add_batch(batch).accepted)
 
     def apply_updates(
         self, events: Sequence[OrderEvent], fills: Sequence[Fill]
@@ -94,16 +92,10 @@ class TradingKernel:
         received: when a live feed delivered the batch; bars closing far after it are refused."""
         now = batch[0].ts
         applied_events, new_fills = self.apply_updates(events, fills)
-        store, book = self.store, self.book
-        rejected: list[BarRejected] = []
-        accepted: list[str] = []
-        for bar in batch:
-            problem = store.add(bar, now=received)
-            if problem is None:
-                book.mark(bar)
-                accepted.append(bar.symbol)
-            else:
-                rejected.append(problem)
+        book = self.book
+        stored, rejected = self.store.add_batch(batch, now=received)
+        book.mark_batch(stored)
+        accepted = [bar.symbol for bar in stored]
         state_change = self.risk.update(book, now)
         return BatchIntake(
             now=now,
@@ -116,8 +108,7 @@ class TradingKernel:
 
     def windows(self, symbols: Sequence[str]) -> list[Window]:
         """The full windows of these symbols, in order (a symbol still warming up has none)."""
-        window = self.store.window
-        return [w for w in (window(s) for s in symbols) if w is not None]
+        return [w for w in self.store.windows(symbols) if w is not None]
 
     def decide(self, signals: Sequence[Signal], now: datetime) -> BatchDecision:
         """Signals -> the strategy's intents -> risk checks -> orders (nothing new while paused)."""

@@ -77,15 +77,14 @@ class SimVenue:
             self._fills.extend(fills)
 
     def on_market_bars(self, bars: Sequence[Bar]) -> None:
-        for bar in bars:
-            events, fills = self.broker.on_bar(bar)
-            if events:
-                self._events.extend(events)
-            if fills:
-                self._fills.extend(fills)
-            tape = self.broker.tape(bar.symbol)
-            if tape is not None and (self._clock is None or tape.bar.ts > self._clock):
-                self._clock = tape.bar.ts
+        matched = self.broker.on_bars(bars)
+        if matched.events:
+            self._events.extend(matched.events)
+        if matched.fills:
+            self._fills.extend(matched.fills)
+        latest = matched.latest
+        if latest is not None and (self._clock is None or latest > self._clock):
+            self._clock = latest
 
     def drain(self) -> tuple[list[OrderEvent], list[Fill]]:
         events, fills = self._events, self._fills
@@ -211,7 +210,7 @@ class BacktestEngine:
             found = [lookup(s, ts) for s in symbols if self.store.count(s) >= self._window]
             signals = [s for s in found if s is not None]
         else:
-            windows = [w for w in (self.store.window(s) for s in symbols) if w is not None]
+            windows = [w for w in self.store.windows(symbols) if w is not None]
             if not windows:
                 return []
             signals = self.scorer.score(windows)  # type: ignore[union-attr]
