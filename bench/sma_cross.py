@@ -50,16 +50,18 @@ class SmaCross:
         self._stamp = (0, datetime.fromtimestamp(0, tz=UTC))  # the last window end, as a datetime
 
     def _averages(self, w: Window, last_ts: int) -> tuple[float, float]:
+        # .item() reads one element as a Python number: cheaper than indexing to a numpy scalar
+        # and converting it, and this runs for every window.
         times, close = w.timestamps, w.close
         sums = self._sums.get(w.symbol)
         if (
             sums is not None
             and len(close) >= SLOW
-            and int(times[-2]) == sums.last_ts
-            and float(close[-2]) == sums.closes[-1]
+            and times.item(-2) == sums.last_ts
+            and close.item(-2) == sums.closes[-1]
         ):
             closes = sums.closes
-            x = float(close[-1])
+            x = close.item(-1)
             sums.fast += x - closes[-FAST]
             sums.slow += x - closes[0]
             closes.append(x)
@@ -74,12 +76,21 @@ class SmaCross:
 
     def score(self, windows: Sequence[Window]) -> list[Signal]:
         out = []
+        name, averages = self.name, self._averages
+        stamp_ts, stamp = self._stamp  # the last window end, and it as a datetime
         for w in windows:
-            last_ts = int(w.timestamps[-1])
-            fast, slow = self._averages(w, last_ts)
-            p = 0.7 if fast > slow else 0.3
-            if last_ts != self._stamp[0]:
-                self._stamp = (last_ts, datetime.fromtimestamp(last_ts, tz=UTC))
-            ts = self._stamp[1]
-            out.append(Signal(symbol=w.symbol, ts=ts, p_up=p, confidence=0.4, scorer=self.name))
+            last_ts = w.timestamps.item(-1)
+            fast, slow = averages(w, last_ts)
+            if last_ts != stamp_ts:
+                stamp_ts, stamp = last_ts, datetime.fromtimestamp(last_ts, tz=UTC)
+            out.append(
+                Signal(
+                    symbol=w.symbol,
+                    ts=stamp,
+                    p_up=0.7 if fast > slow else 0.3,
+                    confidence=0.4,
+                    scorer=name,
+                )
+            )
+        self._stamp = (stamp_ts, stamp)
         return out

@@ -14,6 +14,7 @@ Everything here is a value in, a value out: no clock, no I/O, no logging (the ca
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
@@ -68,6 +69,11 @@ class TradingKernel:
         self.book = book
         self.next_order_id = next_order_id
         self.paused = False
+        # journal_rows' last kv strings, with the float each was made from: cash moves only on
+        # fills and the peak only on a new high, so most batches reuse both (compared by
+        # identity: the same object gives the same repr, -0.0 and NaN included).
+        self._cash: tuple[float, str] = (math.nan, "nan")
+        self._peak: tuple[float, str] = (math.nan, "nan")
 
     def backfill(self, batch: Sequence[Bar]) -> None:
         """Store and mark bars without trading (warm-up before going live)."""
@@ -93,9 +99,10 @@ class TradingKernel:
         now = batch[0].ts
         applied_events, new_fills = self.apply_updates(events, fills)
         book = self.book
-        stored, rejected = self.store.add_batch(batch, now=received)
-        book.mark_batch(stored)
-        accepted = [bar.symbol for bar in stored]
+        added = self.store.add_batch(batch, now=received)
+        book.mark_batch(added.accepted)
+        accepted = [bar.symbol for bar in added.accepted]
+        rejected = added.rejected
         state_change = self.risk.update(book, now)
         return BatchIntake(
             now=now,
@@ -150,10 +157,15 @@ class TradingKernel:
         """The keyword arguments of one Journal.record_orders_ahead call for this batch."""
         book = self.book
         change = intake.state_change
+        cash, peak = book.cash, book.peak_equity
+        if cash is not self._cash[0]:
+            self._cash = (cash, repr(cash))
+        if peak is not self._peak[0]:
+            self._peak = (peak, repr(peak))
         kv = {
             "last_bar_ts": intake.now.isoformat(),
-            "cash": repr(book.cash),
-            "peak_equity": repr(book.peak_equity),
+            "cash": self._cash[1],
+            "peak_equity": self._peak[1],
         }
         if change is not None:
             kv["trading_state"] = str(change.current)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 from datetime import datetime
-from typing import Annotated, NamedTuple
+from typing import Annotated
 
 import msgspec
 
@@ -65,7 +65,7 @@ class SymbolTape(msgspec.Struct, frozen=True, kw_only=True):
     volume_used: float = 0.0
 
 
-class BarsMatched(NamedTuple):
+class BarsMatched(msgspec.Struct, frozen=True):
     """What one batch of bars did at the venue: events and fills, in order, and the latest bar time
     of the batch's symbols' tapes (None when none has a tape): the venue's clock moves to it."""
 
