@@ -174,23 +174,12 @@ class _Ring:
         self.ranges = 0
         self.pending = None
 
-    def push(self, row: tuple[float, float, float, float, float], ts: int, dt: datetime) -> None:
-        """Append one bar: row its open, high, low, close, volume; ts its close in epoch seconds,
-        dt the same as the bar's datetime (kept for messages naming the last bar)."""
-        k = self.end
-        if k == self.cap:
+    def next_slot(self) -> int:
+        """The chunk index the next bar goes to (a new chunk when this one is full)."""
+        if self.end == self.cap:
             count = self.count
             self._new_chunk(count if count < self.n else self.n - 1)
-            k = self.end
-        flat, cap = self.flat, self.cap
-        flat[k], flat[cap + k], flat[2 * cap + k], flat[3 * cap + k], flat[4 * cap + k] = row
-        self.stamps_flat[k] = ts
-        self.end = k + 1
-        if self.count < self.n:
-            self.count += 1
-        self.last_ts = ts
-        self.last_dt = dt
-        self.close = row[3]
+        return self.end
 
 
 class BarsAdded(msgspec.Struct, frozen=True):
@@ -339,7 +328,19 @@ class BarStore:
                 true_range = h - low
             ranges = ring.ranges = ring.ranges + 1
             ring.atr += (true_range - ring.atr) / (ranges if ranges < lookback else lookback)
-            ring.push((o, h, low, c, v), ts, ts_dt)
+            # Store it: the ring's state written here (not a method call per bar).
+            k = ring.next_slot() if ring.end == ring.cap else ring.end
+            flat, cap = ring.flat, ring.cap
+            flat[k] = o  # the five rows open .. volume lie one after another
+            flat[cap + k] = h
+            flat[2 * cap + k] = low
+            flat[3 * cap + k] = c
+            flat[4 * cap + k] = v
+            ring.stamps_flat[k] = ts
+            ring.end = k + 1
+            if ring.count < window:
+                ring.count += 1
+            ring.last_ts, ring.last_dt, ring.close = ts, ts_dt, c
             accepted.append(bar)
         return BarsAdded(accepted, rejected)
 
