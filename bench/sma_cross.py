@@ -49,37 +49,47 @@ class SmaCross:
         self._sums: dict[str, _Sums] = {}
         self._stamp = (0, datetime.fromtimestamp(0, tz=UTC))  # the last window end, as a datetime
 
-    def _averages(self, w: Window, last_ts: int) -> tuple[float, float]:
-        times, close = w.timestamps, w.close
-        sums = self._sums.get(w.symbol)
-        if (
-            sums is not None
-            and len(close) >= SLOW
-            and int(times[-2]) == sums.last_ts
-            and float(close[-2]) == sums.closes[-1]
-        ):
-            closes = sums.closes
-            x = float(close[-1])
-            sums.fast += x - closes[-FAST]
-            sums.slow += x - closes[0]
-            closes.append(x)
-            sums.last_ts = last_ts
-            fast, slow = sums.fast / FAST, sums.slow / SLOW
-            if abs(fast - slow) > _CLOSE_CALL * abs(slow):
-                return fast, slow
-            return window_averages(w)
-        if len(close) >= SLOW:
-            self._sums[w.symbol] = _Sums(close[-SLOW:].tolist(), last_ts)
-        return window_averages(w)
-
     def score(self, windows: Sequence[Window]) -> list[Signal]:
+        """One signal per window; the sums moved by one bar where the window allows (one loop,
+        written out: it runs for every window of every batch)."""
         out = []
+        name, sums_of = self.name, self._sums
+        stamp_ts, stamp = self._stamp  # the last window end, and it as a datetime
         for w in windows:
-            last_ts = int(w.timestamps[-1])
-            fast, slow = self._averages(w, last_ts)
-            p = 0.7 if fast > slow else 0.3
-            if last_ts != self._stamp[0]:
-                self._stamp = (last_ts, datetime.fromtimestamp(last_ts, tz=UTC))
-            ts = self._stamp[1]
-            out.append(Signal(symbol=w.symbol, ts=ts, p_up=p, confidence=0.4, scorer=self.name))
+            # .item() reads one element as a Python number: cheaper than indexing to a numpy
+            # scalar and converting it.
+            times, close = w.timestamps, w.close
+            last_ts = times.item(-1)
+            sums = sums_of.get(w.symbol)
+            if (
+                sums is not None
+                and len(close) >= SLOW
+                and times.item(-2) == sums.last_ts
+                and close.item(-2) == sums.closes[-1]
+            ):
+                closes = sums.closes
+                x = close.item(-1)
+                sums.fast += x - closes[-FAST]
+                sums.slow += x - closes[0]
+                closes.append(x)
+                sums.last_ts = last_ts
+                fast, slow = sums.fast / FAST, sums.slow / SLOW
+                if not abs(fast - slow) > _CLOSE_CALL * abs(slow):
+                    fast, slow = window_averages(w)
+            else:
+                if len(close) >= SLOW:
+                    sums_of[w.symbol] = _Sums(close[-SLOW:].tolist(), last_ts)
+                fast, slow = window_averages(w)
+            if last_ts != stamp_ts:
+                stamp_ts, stamp = last_ts, datetime.fromtimestamp(last_ts, tz=UTC)
+            out.append(
+                Signal(
+                    symbol=w.symbol,
+                    ts=stamp,
+                    p_up=0.7 if fast > slow else 0.3,
+                    confidence=0.4,
+                    scorer=name,
+                )
+            )
+        self._stamp = (stamp_ts, stamp)
         return out

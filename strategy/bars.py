@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Annotated, Literal
 
@@ -112,13 +113,14 @@ class _Ring:
         "columns",
         "count",
         "end",
+        "flat",
         "last_dt",
         "last_ts",
         "n",
         "pending",
         "ranges",
-        "rows",
         "stamps",
+        "stamps_flat",
         "times",
         "values",
     )
@@ -129,8 +131,12 @@ class _Ring:
         self.cap = max(2 * n, n + 256)
         self.values: FloatArray = np.zeros((5, 0), dtype=np.float64)  # writable chunk
         self.times: IntArray = np.zeros(0, dtype=np.int64)
-        self.rows: tuple[FloatArray, ...] = ()  # its five rows (open .. volume), writable
-        self.columns: tuple[FloatArray, ...] = ()  # read-only views of them
+        # Flat memoryviews of the chunk (open .. volume rows, one after another) and of its
+        # times: a bar is written through them, a float per store at about a third of what a
+        # numpy item assignment costs; the arrays see the same memory.
+        self.flat = memoryview(b"").cast("d")
+        self.stamps_flat = memoryview(b"").cast("q")
+        self.columns: tuple[FloatArray, ...] = ()  # read-only views of the five rows
         self.stamps: IntArray = self.times  # read-only view of times
         self.end = 0  # bars written into the chunk; the newest is at end - 1
         self._new_chunk(0)
@@ -151,7 +157,8 @@ class _Ring:
             values[:, :keep] = self.values[:, end - keep : end]
             times[:keep] = self.times[end - keep : end]
         self.values, self.times, self.end = values, times, keep
-        self.rows = tuple(values[i] for i in range(5))
+        self.flat = values.data.cast("B").cast("d")
+        self.stamps_flat = times.data.cast("B").cast("q")
         readonly = values.view()
         readonly.flags.writeable = False
         self.columns = tuple(readonly[i] for i in range(5))
@@ -167,23 +174,19 @@ class _Ring:
         self.ranges = 0
         self.pending = None
 
-    def push(self, row: tuple[float, float, float, float, float], ts: int, dt: datetime) -> None:
-        """Append one bar: row its open, high, low, close, volume; ts its close in epoch seconds,
-        dt the same as the bar's datetime (kept for messages naming the last bar)."""
-        k = self.end
-        if k == self.cap:
+    def next_slot(self) -> int:
+        """The chunk index the next bar goes to (a new chunk when this one is full)."""
+        if self.end == self.cap:
             count = self.count
             self._new_chunk(count if count < self.n else self.n - 1)
-            k = self.end
-        o, h, low, c, v = self.rows
-        o[k], h[k], low[k], c[k], v[k] = row
-        self.times[k] = ts
-        self.end = k + 1
-        if self.count < self.n:
-            self.count += 1
-        self.last_ts = ts
-        self.last_dt = dt
-        self.close = row[3]
+        return self.end
+
+
+class BarsAdded(msgspec.Struct, frozen=True):
+    """What a batch add did: the bars stored and the bars refused, each in batch order."""
+
+    accepted: list[Bar]
+    rejected: list[BarRejected]
 
 
 class BarStore:
@@ -192,10 +195,19 @@ class BarStore:
     def __init__(self, *, config: BarStoreConfig) -> None:
         self.config = config
         self._rings: dict[str, _Ring] = {}
-        self._jump = config.max_jump_atr
-        self._jump_fraction = config.min_jump_fraction
-        self._lookback = config.jump_lookback
-        self._min_ranges = min(config.jump_lookback, 5)
+        # What add_batch reads per call, in one tuple: a one-bar batch (the 1-symbol backtest,
+        # add()) would otherwise spend more on reading the config than on the bar.
+        self._settings = (
+            config.bar_seconds,
+            config.bar_seconds < _DAY,  # intraday: bars sit on a bar_seconds boundary
+            config.window,
+            config.max_gap_bars,
+            config.gap_policy,
+            config.max_jump_atr,
+            config.min_jump_fraction,
+            config.jump_lookback,
+            min(config.jump_lookback, 5),  # ranges seen before the jump check starts
+        )
         # Gap resets since the last pop_resets(), for the caller to log (bounded: nobody may drain).
         self._resets: deque[WindowReset] = deque(maxlen=_MAX_RESETS)
 
@@ -209,95 +221,128 @@ class BarStore:
 
         now: the receiving clock of a live feed; a bar closing more than max_future_seconds
         after it is rejected (future_ts). Replays and backtests pass nothing."""
-        ts_dt = bar.ts
-        o, h, low, c, v = bar.open, bar.high, bar.low, bar.close, bar.volume
-        # One chained comparison that holds exactly when _check_values finds nothing for a UTC
-        # bar (NaN fails every comparison); anything else takes the per-invariant checks.
-        if not (
-            ts_dt.tzinfo is UTC
-            and MIN_PRICE <= low <= o <= h <= MAX_PRICE
-            and low <= c <= h
-            and 0.0 <= v <= MAX_VOLUME
-        ):
-            problem = _check_values(bar)
-            if problem is not None:
-                return _rejected(bar, *problem)
-        step = self.config.bar_seconds
-        ts = int(ts_dt.timestamp())
-        if not _EARLIEST <= ts < _LATEST or now is not None:
-            problem = _check_time(bar, now, self.config.max_future_seconds)
-            if problem is not None:
-                return _rejected(bar, *problem)
-        # Daily and longer bars close at the exchange's close (e.g. 21:00 or 20:00 UTC with DST):
-        # only intraday bars must sit on a bar_seconds boundary.
-        if ts_dt.microsecond or (step < _DAY and ts % step):
-            return _rejected(
-                bar, "misaligned_ts", f"bar time {ts_dt.isoformat()} is not on a {step}s boundary"
-            )
-        ring = self._rings.get(bar.symbol)
-        if ring is None:
-            ring = self._rings[bar.symbol] = _Ring(self.config.window)
-        elif ring.count:
-            last = ring.last_ts
-            if ts == last:
-                return _rejected(
-                    bar, "duplicate_ts", f"a bar at {ts_dt.isoformat()} is already stored"
-                )
-            if ts < last:
-                return _rejected(
-                    bar,
-                    "out_of_order",
-                    f"bar time {ts_dt.isoformat()} is before the last stored bar "
-                    f"{_iso(ring.last_dt)}",
-                )
-            missing = (ts - last) // step - 1
-            if missing > self.config.max_gap_bars:
-                policy = self.config.gap_policy
-                if policy == "reject":
-                    return _rejected(
-                        bar,
-                        "gap",
-                        f"{missing} bars missing after {_iso(ring.last_dt)} "
-                        f"(max_gap_bars is {self.config.max_gap_bars})",
-                    )
-                if policy == "reset":
-                    self._resets.append(
-                        WindowReset(
-                            symbol=bar.symbol,
-                            ts=ts_dt,
-                            missing_bars=missing,
-                            policy=policy,
-                            after=ring.last_dt,
-                        )
-                    )
-                    ring.clear()
-                else:  # accepted across a long gap: the old range says nothing about this bar
-                    ring.atr, ring.ranges, ring.pending = 0.0, 0, None
-        # Cross-bar check, written out: it runs for every bar of every symbol.
-        previous = ring.close
-        if self._jump and ring.ranges >= self._min_ranges:
-            up, down = h - previous, previous - low
-            distance = up if up > down else down  # max(|high - close|, |low - close|)
-            limit = self._jump * ring.atr
-            floor = self._jump_fraction * previous
-            if distance > (limit if limit > floor else floor):
-                jump = self._jump_rejected(ring, bar, distance)
-                if jump is not None:
-                    return jump
-            else:
-                ring.pending = None
-        if ring.count:  # fold the true range into the running ATR
-            top = h if h > previous else previous
-            bottom = low if low < previous else previous
-            true_range = top - bottom
-        else:
-            true_range = h - low
-        ring.ranges += 1
-        ring.atr += (true_range - ring.atr) / (
-            ring.ranges if ring.ranges < self._lookback else self._lookback
+        rejected = self.add_batch((bar,), now=now).rejected
+        return rejected[0] if rejected else None
+
+    def add_batch(self, bars: Iterable[Bar], *, now: datetime | None = None) -> BarsAdded:
+        """Validate and store bars in order: exactly what add() does bar by bar, in one loop.
+
+        A symbol may appear more than once (a second bar of it sees the first one stored). The
+        checks that depend on the bar time alone are made once per distinct ts object (a feed's
+        batch shares one), and the per-bar work is written out with the store's settings read
+        once: this loop runs for every bar of every symbol."""
+        step, intraday, window, max_gap, policy, jump, jump_fraction, lookback, min_ranges = (
+            self._settings
         )
-        ring.push((o, h, low, c, v), ts, ts_dt)
-        return None
+        rings = self._rings
+        accepted: list[Bar] = []
+        rejected: list[BarRejected] = []
+        seen_dt: datetime | None = None  # the last distinct bar time, and what it gave:
+        seen_ts = 0  # its epoch seconds,
+        seen_problem: tuple[str, str] | None = None  # and why it is refused (None: usable)
+        for bar in bars:
+            ts_dt = bar.ts
+            o, h, low, c, v = bar.open, bar.high, bar.low, bar.close, bar.volume
+            # One chained comparison that holds exactly when _check_values finds nothing for a
+            # UTC bar (NaN fails every comparison); anything else takes the per-invariant checks.
+            if not (
+                ts_dt.tzinfo is UTC
+                and MIN_PRICE <= low <= o <= h <= MAX_PRICE
+                and low <= c <= h
+                and 0.0 <= v <= MAX_VOLUME
+            ):
+                problem = _check_values(bar)
+                if problem is not None:
+                    rejected.append(_rejected(bar, *problem))
+                    continue
+            if ts_dt is not seen_dt:
+                seen_dt = ts_dt
+                seen_ts = int(ts_dt.timestamp())
+                # The usual case in one test; _time_problem says what is wrong otherwise.
+                if (
+                    now is None
+                    and _EARLIEST <= seen_ts < _LATEST
+                    and not ts_dt.microsecond
+                    and not (intraday and seen_ts % step)
+                ):
+                    seen_problem = None
+                else:
+                    seen_problem = _time_problem(ts_dt, seen_ts, now, self.config, intraday)
+            if seen_problem is not None:
+                rejected.append(_rejected(bar, *seen_problem))
+                continue
+            ts = seen_ts
+            symbol = bar.symbol
+            ring = rings.get(symbol)
+            if ring is None:
+                ring = rings[symbol] = _Ring(window)
+            elif ring.count:
+                last = ring.last_ts
+                if ts <= last:
+                    rejected.append(_order_rejected(bar, ring, ts == last))
+                    continue
+                missing = (ts - last) // step - 1
+                if missing > max_gap:
+                    if policy == "reject":
+                        rejected.append(
+                            _rejected(
+                                bar,
+                                "gap",
+                                f"{missing} bars missing after {_iso(ring.last_dt)} "
+                                f"(max_gap_bars is {max_gap})",
+                            )
+                        )
+                        continue
+                    if policy == "reset":
+                        self._resets.append(
+                            WindowReset(
+                                symbol=symbol,
+                                ts=ts_dt,
+                                missing_bars=missing,
+                                policy=policy,
+                                after=ring.last_dt,
+                            )
+                        )
+                        ring.clear()
+                    else:  # accepted across a long gap: the old range says nothing about this bar
+                        ring.atr, ring.ranges, ring.pending = 0.0, 0, None
+            # Cross-bar check.
+            previous = ring.close
+            if jump and ring.ranges >= min_ranges:
+                up, down = h - previous, previous - low
+                distance = up if up > down else down  # max(|high - close|, |low - close|)
+                limit = jump * ring.atr
+                floor = jump_fraction * previous
+                if distance > (limit if limit > floor else floor):
+                    refused = self._jump_rejected(ring, bar, distance)
+                    if refused is not None:
+                        rejected.append(refused)
+                        continue
+                else:
+                    ring.pending = None
+            if ring.count:  # fold the true range into the running ATR
+                top = h if h > previous else previous
+                bottom = low if low < previous else previous
+                true_range = top - bottom
+            else:
+                true_range = h - low
+            ranges = ring.ranges = ring.ranges + 1
+            ring.atr += (true_range - ring.atr) / (ranges if ranges < lookback else lookback)
+            # Store it: the ring's state written here (not a method call per bar).
+            k = ring.next_slot() if ring.end == ring.cap else ring.end
+            flat, cap = ring.flat, ring.cap
+            flat[k] = o  # the five rows open .. volume lie one after another
+            flat[cap + k] = h
+            flat[2 * cap + k] = low
+            flat[3 * cap + k] = c
+            flat[4 * cap + k] = v
+            ring.stamps_flat[k] = ts
+            ring.end = k + 1
+            if ring.count < window:
+                ring.count += 1
+            ring.last_ts, ring.last_dt, ring.close = ts, ts_dt, c
+            accepted.append(bar)
+        return BarsAdded(accepted, rejected)
 
     def _jump_rejected(self, ring: _Ring, bar: Bar, distance: float) -> BarRejected | None:
         """A bar far outside the recent range: rejected, unless it confirms a rejected jump."""
@@ -329,22 +374,34 @@ class BarStore:
         """The symbol's last `config.window` bars, or None until that many are stored.
 
         The arrays are read-only views that later bars never change (see _Ring)."""
-        ring = self._rings.get(symbol)
-        if ring is None or ring.count < ring.n or ring.last_dt is None:
-            return None
-        stop = ring.end
-        start = stop - ring.n
-        o, h, low, c, v = ring.columns
-        return Window(
-            symbol=symbol,
-            bar_seconds=self.config.bar_seconds,
-            timestamps=ring.stamps[start:stop],
-            open=o[start:stop],
-            high=h[start:stop],
-            low=low[start:stop],
-            close=c[start:stop],
-            volume=v[start:stop],
-        )
+        return self.windows((symbol,))[0]
+
+    def windows(self, symbols: Iterable[str]) -> list[Window | None]:
+        """window() for each symbol, in order, in one loop (None where a symbol has no full window)."""
+        rings = self._rings
+        bar_seconds = self.config.bar_seconds
+        out: list[Window | None] = []
+        for symbol in symbols:
+            ring = rings.get(symbol)
+            if ring is None or ring.count < ring.n or ring.last_dt is None:
+                out.append(None)
+                continue
+            stop = ring.end
+            part = slice(stop - ring.n, stop)
+            o, h, low, c, v = ring.columns
+            out.append(
+                Window(
+                    symbol=symbol,
+                    bar_seconds=bar_seconds,
+                    timestamps=ring.stamps[part],
+                    open=o[part],
+                    high=h[part],
+                    low=low[part],
+                    close=c[part],
+                    volume=v[part],
+                )
+            )
+        return out
 
     def count(self, symbol: str) -> int:
         """Number of bars stored for a symbol (at most config.window)."""
@@ -361,6 +418,34 @@ class BarStore:
         ring = self._rings.get(symbol)
         if ring is not None:
             ring.clear()
+
+
+def _time_problem(
+    ts_dt: datetime, ts: int, now: datetime | None, cfg: BarStoreConfig, intraday: bool
+) -> tuple[str, str] | None:
+    """What is wrong with a bar time on its own (range, clock, alignment), or None."""
+    if not _EARLIEST <= ts < _LATEST or now is not None:
+        problem = _check_time(ts_dt, now, cfg.max_future_seconds)
+        if problem is not None:
+            return problem
+    # Daily and longer bars close at the exchange's close (e.g. 21:00 or 20:00 UTC with DST):
+    # only intraday bars must sit on a bar_seconds boundary.
+    step = cfg.bar_seconds
+    if ts_dt.microsecond or (intraday and ts % step):
+        return "misaligned_ts", f"bar time {ts_dt.isoformat()} is not on a {step}s boundary"
+    return None
+
+
+def _order_rejected(bar: Bar, ring: _Ring, duplicate: bool) -> BarRejected:
+    """A bar at or before the symbol's last stored bar."""
+    ts = bar.ts.isoformat()
+    if duplicate:
+        return _rejected(bar, "duplicate_ts", f"a bar at {ts} is already stored")
+    return _rejected(
+        bar,
+        "out_of_order",
+        f"bar time {ts} is before the last stored bar {_iso(ring.last_dt)}",
+    )
 
 
 def _check_values(bar: Bar) -> tuple[str, str] | None:
@@ -392,10 +477,9 @@ def _check_values(bar: Bar) -> tuple[str, str] | None:
 
 
 def _check_time(
-    bar: Bar, now: datetime | None, max_future_seconds: float
+    ts: datetime, now: datetime | None, max_future_seconds: float
 ) -> tuple[str, str] | None:
     """A plausible bar time: within [EARLIEST_TS, LATEST_TS), and not after now + tolerance."""
-    ts = bar.ts
     if not EARLIEST_TS <= ts < LATEST_TS:
         return (
             "implausible_ts",

@@ -71,13 +71,37 @@ class Book:
     # ---- updates -------------------------------------------------------------------------
     def mark(self, bar: Bar) -> None:
         """Record the last price of a symbol and roll the trading day when the date changes."""
-        self.last_prices[bar.symbol] = bar.close
+        self.mark_batch((bar,))
+
+    def mark_batch(self, bars: Iterable[Bar]) -> None:
+        """mark() for each bar in order, in one loop.
+
+        The result is the same floats as marking bar by bar: held symbols are revalued one after
+        another in batch order, the day rolls at the first bar of a new date, and the peak sees
+        the equity after every change (unchanged equity cannot move a max, so it is read only
+        after the first bar, a revalue or a roll). The day is looked at once per distinct ts
+        object (a batch shares one)."""
         if self._totals is not None:
             self._totals.exposure = None  # marks move the exposure terms, not the order sums
-        if bar.symbol in self._values:
-            self._revalue(bar.symbol)
-        self.roll_day(bar.ts)
-        self.peak_equity = max(self.peak_equity, self.equity())
+        prices, values = self.last_prices, self._values
+        seen: datetime | None = None
+        check = False  # the first bar checks: its ts is new, so the day is looked at
+        for bar in bars:
+            symbol = bar.symbol
+            prices[symbol] = bar.close
+            if symbol in values:
+                self._revalue(symbol)
+                check = True
+            ts = bar.ts
+            if ts is not seen:
+                seen = ts
+                self.roll_day(ts)
+                check = True
+            if check:
+                equity = self.cash + self._net_value
+                if equity > self.peak_equity:  # max(peak, equity), as mark() always took it
+                    self.peak_equity = equity
+                check = False
 
     def set_price(self, symbol: str, price: float) -> None:
         """Set a last price without a bar (restoring from the journal)."""

@@ -14,6 +14,7 @@ Everything here is a value in, a value out: no clock, no I/O, no logging (the ca
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
@@ -68,12 +69,15 @@ class TradingKernel:
         self.book = book
         self.next_order_id = next_order_id
         self.paused = False
+        # journal_rows' last kv strings, with the float each was made from: cash moves only on
+        # fills and the peak only on a new high, so most batches reuse both (compared by
+        # identity: the same object gives the same repr, -0.0 and NaN included).
+        self._cash: tuple[float, str] = (math.nan, "nan")
+        self._peak: tuple[float, str] = (math.nan, "nan")
 
     def backfill(self, batch: Sequence[Bar]) -> None:
         """Store and mark bars without trading (warm-up before going live)."""
-        for bar in batch:
-            if self.store.add(bar) is None:
-                self.book.mark(bar)
+        self.book.mark_batch(self.store.add_batch(batch).accepted)
 
     def apply_updates(
         self, events: Sequence[OrderEvent], fills: Sequence[Fill]
@@ -94,16 +98,11 @@ class TradingKernel:
         received: when a live feed delivered the batch; bars closing far after it are refused."""
         now = batch[0].ts
         applied_events, new_fills = self.apply_updates(events, fills)
-        store, book = self.store, self.book
-        rejected: list[BarRejected] = []
-        accepted: list[str] = []
-        for bar in batch:
-            problem = store.add(bar, now=received)
-            if problem is None:
-                book.mark(bar)
-                accepted.append(bar.symbol)
-            else:
-                rejected.append(problem)
+        book = self.book
+        added = self.store.add_batch(batch, now=received)
+        book.mark_batch(added.accepted)
+        accepted = [bar.symbol for bar in added.accepted]
+        rejected = added.rejected
         state_change = self.risk.update(book, now)
         return BatchIntake(
             now=now,
@@ -116,8 +115,7 @@ class TradingKernel:
 
     def windows(self, symbols: Sequence[str]) -> list[Window]:
         """The full windows of these symbols, in order (a symbol still warming up has none)."""
-        window = self.store.window
-        return [w for w in (window(s) for s in symbols) if w is not None]
+        return [w for w in self.store.windows(symbols) if w is not None]
 
     def decide(self, signals: Sequence[Signal], now: datetime) -> BatchDecision:
         """Signals -> the strategy's intents -> risk checks -> orders (nothing new while paused)."""
@@ -159,10 +157,15 @@ class TradingKernel:
         """The keyword arguments of one Journal.record_orders_ahead call for this batch."""
         book = self.book
         change = intake.state_change
+        cash, peak = book.cash, book.peak_equity
+        if cash is not self._cash[0]:
+            self._cash = (cash, repr(cash))
+        if peak is not self._peak[0]:
+            self._peak = (peak, repr(peak))
         kv = {
             "last_bar_ts": intake.now.isoformat(),
-            "cash": repr(book.cash),
-            "peak_equity": repr(book.peak_equity),
+            "cash": self._cash[1],
+            "peak_equity": self._peak[1],
         }
         if change is not None:
             kv["trading_state"] = str(change.current)

@@ -7,6 +7,7 @@ share the venue's order book and its invariants, so SimBroker stays one class in
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from datetime import datetime
 from typing import Annotated
 
@@ -17,6 +18,7 @@ from strategy.types import Bar, Fill, Order, OrderEvent, OrderStatus, OrderType,
 
 NonNegativeFloat = Annotated[float, msgspec.Meta(ge=0)]
 _EPSILON = 1e-9
+_INF = math.inf
 
 DUPLICATE_CLIENT_ORDER_ID = "duplicate_client_order_id"
 UNKNOWN_CLIENT_ORDER_ID = "unknown_client_order_id"
@@ -61,6 +63,15 @@ class SymbolTape(msgspec.Struct, frozen=True, kw_only=True):
 
     bar: Bar
     volume_used: float = 0.0
+
+
+class BarsMatched(msgspec.Struct, frozen=True):
+    """What one batch of bars did at the venue: events and fills, in order, and the latest bar time
+    of the batch's symbols' tapes (None when none has a tape): the venue's clock moves to it."""
+
+    events: list[OrderEvent]
+    fills: list[Fill]
+    latest: datetime | None
 
 
 class SimBrokerState(msgspec.Struct, frozen=True, kw_only=True):
@@ -172,27 +183,53 @@ class SimBroker:
     # ---- market data ---------------------------------------------------------------------------
     def on_bar(self, bar: Bar) -> tuple[list[OrderEvent], list[Fill]]:
         """Match the symbol's resting orders against one bar; a bad or stale bar is ignored."""
-        events, fills = self.flush()
-        previous = self._tapes.get(bar.symbol)
-        if not _usable(bar) or (previous is not None and bar.ts <= previous.bar.ts):
-            return events, fills
-        if previous is not None and self._outside_collar(bar, previous.bar.close):
-            return events, fills
-        tape = SymbolTape(bar=bar)
-        self._tapes[bar.symbol] = tape
-        if self._open.get(bar.symbol):
-            more_events, more_fills = self._match(tape, list(self._open[bar.symbol]), at_open=True)
-            events.extend(more_events)
-            fills.extend(more_fills)
-        return events, fills
+        matched = self.on_bars((bar,))
+        return matched.events, matched.fills
 
-    def _outside_collar(self, bar: Bar, reference: float) -> bool:
-        """True for a bar too far from the last close to trade on (remembered to confirm later)."""
+    def on_bars(self, bars: Iterable[Bar]) -> BarsMatched:
+        """on_bar() for each bar in order, in one loop; also the latest tape time among them.
+
+        Every usable bar becomes its symbol's tape (the reference of the next collar check and of
+        immediate fills); only symbols with working orders are matched. Written out, with the
+        settings read once: it runs for every bar of every symbol."""
+        events, fills = self.flush()
+        tapes, working = self._tapes, self._open
         collar = self.config.price_collar
-        if (
-            not collar
-            or max(abs(bar.high - reference), abs(bar.low - reference)) <= collar * reference
-        ):
+        latest: datetime | None = None
+        for bar in bars:
+            symbol = bar.symbol
+            previous = tapes.get(symbol)
+            o, h, low, c, v = bar.open, bar.high, bar.low, bar.close, bar.volume
+            # Usable: finite, positive prices around the body and a finite volume >= 0, in one
+            # chained comparison (NaN fails every comparison; low > 0 and h < inf bound the rest).
+            if 0.0 < low <= o <= h < _INF and low <= c <= h and 0.0 <= v < _INF:
+                if previous is None:
+                    take = True
+                elif bar.ts <= previous.bar.ts:  # stale: the tape stays
+                    take = False
+                else:
+                    take = not collar or not self._outside_collar(bar, previous.bar.close, collar)
+            else:
+                take = False
+            if take:
+                tape = tapes[symbol] = SymbolTape(bar=bar)
+                if working.get(symbol):
+                    more_events, more_fills = self._match(tape, list(working[symbol]), at_open=True)
+                    events.extend(more_events)
+                    fills.extend(more_fills)
+            elif previous is None:
+                continue
+            else:
+                tape = previous
+            ts = tape.bar.ts
+            if latest is None or ts > latest:
+                latest = ts
+        return BarsMatched(events, fills, latest)
+
+    def _outside_collar(self, bar: Bar, reference: float, collar: float) -> bool:
+        """True for a bar too far from the last close to trade on (remembered to confirm later)."""
+        up, down = bar.high - reference, reference - bar.low
+        if (up if up > down else down) <= collar * reference:  # max(|h - ref|, |l - ref|)
             self._collared.pop(bar.symbol, None)
             return False
         suspect = self._collared.pop(bar.symbol, None)
@@ -400,16 +437,3 @@ def _invalid_reason(order: Order) -> str:
         if limit is None or not math.isfinite(limit) or limit <= 0:
             return INVALID_LIMIT_PRICE
     return ""
-
-
-def _usable(bar: Bar) -> bool:
-    """True when a bar's prices and volume can be matched against (bad bars never move fills).
-
-    Written out (no generator): it runs for every bar of every symbol."""
-    o, h, low, c, v = bar.open, bar.high, bar.low, bar.close, bar.volume
-    isfinite = math.isfinite
-    if not (isfinite(o) and isfinite(h) and isfinite(low) and isfinite(c) and isfinite(v)):
-        return False
-    if o <= 0 or h <= 0 or low <= 0 or c <= 0 or v < 0:
-        return False
-    return low <= (o if o < c else c) and h >= (o if o > c else c)

@@ -77,15 +77,14 @@ class SimVenue:
             self._fills.extend(fills)
 
     def on_market_bars(self, bars: Sequence[Bar]) -> None:
-        for bar in bars:
-            events, fills = self.broker.on_bar(bar)
-            if events:
-                self._events.extend(events)
-            if fills:
-                self._fills.extend(fills)
-            tape = self.broker.tape(bar.symbol)
-            if tape is not None and (self._clock is None or tape.bar.ts > self._clock):
-                self._clock = tape.bar.ts
+        matched = self.broker.on_bars(bars)
+        if matched.events:
+            self._events.extend(matched.events)
+        if matched.fills:
+            self._fills.extend(matched.fills)
+        latest = matched.latest
+        if latest is not None and (self._clock is None or latest > self._clock):
+            self._clock = latest
 
     def drain(self) -> tuple[list[OrderEvent], list[Fill]]:
         events, fills = self._events, self._fills
@@ -161,6 +160,12 @@ class BacktestEngine:
         self.venue = SimVenue(config=config.broker)
         self.run = BacktestRun(name=name or scorer.name)
         self._window = config.bars.window
+        strategy = config.strategy  # its entry rule: p_up at or over high / under low, confident
+        self._entry_rule = (
+            strategy.enter_threshold,
+            1.0 - strategy.enter_threshold,
+            strategy.min_confidence,
+        )
         self._lookup: Callable[[str, int], Signal | None] | None = getattr(scorer, "lookup", None)
 
     def _next_order_id(self) -> str:
@@ -181,8 +186,10 @@ class BacktestEngine:
         self.venue.on_market_bars(batch)
         events, fills = self.venue.drain()
         intake = kernel.intake(batch, events, fills)
-        run.fills.extend(intake.fills)
-        run.bars_rejected += len(intake.rejected)
+        if intake.fills:
+            run.fills.extend(intake.fills)
+        if intake.rejected:
+            run.bars_rejected += len(intake.rejected)
         if intake.state_change is not None:
             run.state_changes.append(intake.state_change)
         signals = self._score(intake.accepted, intake.now)
@@ -211,27 +218,25 @@ class BacktestEngine:
             found = [lookup(s, ts) for s in symbols if self.store.count(s) >= self._window]
             signals = [s for s in found if s is not None]
         else:
-            windows = [w for w in (self.store.window(s) for s in symbols) if w is not None]
+            windows = [w for w in self.store.windows(symbols) if w is not None]
             if not windows:
                 return []
             signals = self.scorer.score(windows)  # type: ignore[union-attr]
         run = self.run
         run.signals += len(signals)
-        strategy = self.config.strategy
-        high, low, confident = (
-            strategy.enter_threshold,
-            1.0 - strategy.enter_threshold,
-            strategy.min_confidence,
-        )
+        high, low, confident = self._entry_rule
+        max_edge, max_confidence, cleared = run.max_edge, run.max_confidence, 0
         for s in signals:
             p, c = s.p_up, s.confidence
             edge = abs(2.0 * p - 1.0)
-            if edge > run.max_edge:
-                run.max_edge = edge
-            if c > run.max_confidence:
-                run.max_confidence = c
+            if edge > max_edge:
+                max_edge = edge
+            if c > max_confidence:
+                max_confidence = c
             if c >= confident and (p >= high or p <= low):
-                run.signals_cleared += 1
+                cleared += 1
+        run.max_edge, run.max_confidence = max_edge, max_confidence
+        run.signals_cleared += cleared
         return signals
 
     # ---- a whole run --------------------------------------------------------------------------

@@ -342,17 +342,19 @@ def test_config_when_defaults_then_documented_values() -> None:
     assert (cfg.window, cfg.bar_seconds, cfg.gap_policy, cfg.max_gap_bars) == (64, 60, "reset", 5)
 
 
-def test_ring_push_when_given_row_ts_and_datetime_then_holds_them_without_a_bar() -> None:
-    from strategy.bars import _Ring
-
-    ring = _Ring(3)
+def test_add_batch_when_more_bars_than_the_window_then_ring_holds_the_last_ones() -> None:
+    store = BarStore(config=BarStoreConfig(window=8, bar_seconds=60))
     t0 = datetime(2024, 1, 2, 15, 0, tzinfo=UTC)
-    for i in range(5):  # past the window: the oldest bars drop out
-        dt = t0 + timedelta(minutes=i)
-        ring.push((1.0 + i, 2.0 + i, 0.5 + i, 1.5 + i, 10.0 * i), int(dt.timestamp()), dt)
-    assert (ring.count, ring.close) == (3, 5.5)
-    assert (ring.last_ts, ring.last_dt) == (
-        int(ring.last_dt.timestamp()),
-        t0 + timedelta(minutes=4),
-    )
-    assert list(ring.columns[3][ring.end - 3 : ring.end]) == [3.5, 4.5, 5.5]
+    bars = [
+        Bar(symbol="AAPL", ts=t0 + timedelta(minutes=i), open=1.0 + i, high=2.0 + i,
+            low=0.5 + i, close=1.5 + i, volume=10.0 * i)
+        for i in range(300)  # past the window and past the first chunk (cap 264)
+    ]  # fmt: skip
+    assert store.add_batch(bars).accepted == bars
+    ring = store._rings["AAPL"]
+    assert (ring.count, ring.close, ring.last_dt) == (8, 300.5, t0 + timedelta(minutes=299))
+    assert ring.last_ts == int((t0 + timedelta(minutes=299)).timestamp())
+    assert list(ring.columns[3][ring.end - 3 : ring.end]) == [298.5, 299.5, 300.5]
+    assert list(ring.stamps[ring.end - 2 : ring.end]) == [
+        int((t0 + timedelta(minutes=i)).timestamp()) for i in (298, 299)
+    ]
