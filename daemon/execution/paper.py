@@ -143,20 +143,10 @@ class PaperExecution:
 
     def on_market_bars(self, bars: Sequence[Bar]) -> None:
         """Match working orders against a batch of bars; committed before returning."""
-        events: list[OrderEvent] = []
-        fills: list[Fill] = []
-        broker, clock = self.broker, self._clock
-        for bar in bars:  # runs for every symbol of every batch: locals, no empty extends
-            bar_events, bar_fills = broker.on_bar(bar)
-            if bar_events:
-                events.extend(bar_events)
-            if bar_fills:
-                fills.extend(bar_fills)
-            if clock is None or bar.ts > clock:  # else its tape cannot move the clock
-                tape = broker.tape(bar.symbol)
-                if tape is not None and (clock is None or tape.bar.ts > clock):
-                    clock = tape.bar.ts
-        self._clock = clock
+        matched = self.broker.on_bars(bars)  # one pass over the batch (strategy/sim_broker.py)
+        events, fills, latest = matched.events, matched.fills, matched.latest
+        if latest is not None and (self._clock is None or latest > self._clock):
+            self._clock = latest
         # Tapes (last bar per symbol) are only persisted where something happened: rewriting every
         # symbol's tape on every bar cost more than the rest of the venue together at 100 symbols.
         touched = {e.client_order_id for e in events}
