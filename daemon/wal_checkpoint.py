@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import structlog
@@ -31,7 +32,9 @@ BACKSTOP_PAGES = 20_000  # ~80 MB of WAL: SQLite checkpoints inline only past th
 class WalCheckpointer(threading.Thread):
     """Copies the WAL into the database off the hot path, so no commit waits for a checkpoint's
     fsync, and restarts the WAL itself so no commit waits for the new header's fsync either.
-    write_lock: the lock the owner holds around its own writes (None: the owner has none)."""
+    write_lock: the lock the owner holds around its own writes (None: the owner has none).
+    chores: the owner's own upkeep, run on this thread's connection at the start of each pass
+    (the paper venue folds its log there); its sqlite3 errors are logged like the checkpoint's."""
 
     def __init__(
         self,
@@ -40,12 +43,14 @@ class WalCheckpointer(threading.Thread):
         *,
         event: str,
         write_lock: threading.Lock | None = None,
+        chores: Callable[[sqlite3.Connection], None] | None = None,
     ) -> None:
         super().__init__(name=f"wal-checkpoint:{path.name}", daemon=True)
         self.path = path
         self.interval = interval
         self.event = event  # the failure log line, e.g. "journal.checkpoint_failed"
         self.write_lock = write_lock
+        self.chores = chores
         self._stopped = threading.Event()
         self._con: sqlite3.Connection | None = None
         self._running = threading.Lock()  # the thread's pass and checkpoint_now() take turns
@@ -73,6 +78,8 @@ class WalCheckpointer(threading.Thread):
                         self.path, isolation_level=None, timeout=1.0, check_same_thread=False
                     )
                     con.execute("PRAGMA synchronous=NORMAL")  # the restart's commit: no fsync
+                if self.chores is not None:
+                    self.chores(con)
                 busy, wal_pages, copied = con.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
                 if wal_pages == -1:
                     # Not in WAL mode as this connection sees it (it opened the file before

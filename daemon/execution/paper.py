@@ -5,8 +5,8 @@ daemon crash the way a real broker would: every submit, cancel and batch of bars
 before the call returns, writing only the orders that changed, the new fills and the symbols'
 last bars. Those changes go in as one row of venue_log (one insert, one B-tree: a third of the
 cost of upserting them into the three tables, whose rows and indexes it touched on the order
-path twice a batch); opening and closing the venue fold the log into venue_orders, venue_fills
-and venue_tapes. On construction it restores itself from the tables and the log. A client order
+path twice a batch); the background checkpoint's pass (every second, off the order path), opening
+and closing the venue fold the log into venue_orders, venue_fills and venue_tapes. On construction it restores itself from the tables and the log. A client order
 id it already knows is never ordered a second time; the caller gets the order's current status
 instead.
 """
@@ -103,6 +103,7 @@ class PaperExecution:
             VENUE_CHECKPOINT_SECONDS,
             event="venue.checkpoint_failed",
             write_lock=self._write_lock,
+            chores=self._fold_in_background,
         )
         self._checkpointer.start()
         self._clock = max((t.bar.ts for t in self.broker.state().tapes.values()), default=None)
@@ -302,6 +303,18 @@ class PaperExecution:
             os.kill(os.getpid(), signal.SIGKILL)  # the venue has the fill, the journal not yet
         self._events.extend(events)
         self._fills.extend(fills)
+
+    def _fold_in_background(self, con: sqlite3.Connection) -> None:
+        """The checkpoint thread's pass folds what the log holds (a second's calls at most), so
+        it never grows with the daemon's uptime and the next open has little to fold; off the
+        order path, which it waits for on the write lock. A fold that fails is logged and left
+        to the next pass (the rows stay in the log)."""
+        if not con.execute("SELECT EXISTS (SELECT 1 FROM venue_log)").fetchone()[0]:
+            return
+        try:
+            self._fold_log(con)
+        except StorageError as e:
+            log.warning("venue.fold_failed", path=str(self.path), error=str(e))
 
     def _fold_log(self, con: sqlite3.Connection) -> None:
         """Apply venue_log to the tables, row by row in the order committed, with the statements

@@ -11,6 +11,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from daemon.errors import InvariantError, StorageError
+from daemon.execution import paper
 from daemon.execution.base import BrokerView, ExecutionClient
 from daemon.execution.paper import PaperExecution
 from strategy.sim_broker import SimBrokerConfig
@@ -256,8 +257,9 @@ def _rows(path: Path) -> dict[str, list[tuple[object, ...]]]:
 
 
 def test_calls_when_committed_then_one_log_row_each_until_close_folds_them_into_the_tables(
-    tmp_path: Path,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr(paper, "VENUE_CHECKPOINT_SECONDS", 3600.0)  # no background pass folds
     path = tmp_path / "venue.sqlite"
     with PaperExecution(config=CONFIG, path=path) as venue:
         asyncio.run(venue.submit([order("A", quantity=250), order("B", limit=90.0)]))
@@ -294,3 +296,30 @@ def test_reopen_when_a_crash_left_the_log_then_folded_into_the_same_rows_as_a_cl
         assert view(reopened) == expected
     crashed.close()
     assert _rows(tmp_path / "crashed.sqlite") == _rows(tmp_path / "closed.sqlite")
+
+
+def test_checkpoint_pass_when_calls_were_logged_then_folds_them_while_the_venue_trades_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The log never grows with uptime: each background pass folds it (here run at once)."""
+    monkeypatch.setattr(paper, "VENUE_CHECKPOINT_SECONDS", 3600.0)  # only the passes we run
+    path = tmp_path / "venue.sqlite"
+    with PaperExecution(config=CONFIG, path=path) as venue:
+        asyncio.run(venue.submit([order("A", quantity=250), order("B", limit=90.0)]))
+        venue.on_market_bars([bar(1, volume=1000.0)])
+        venue.checkpoint()
+        folded = _rows(path)
+        venue.on_market_bars([bar(2, volume=1000.0)])  # A's rest fills: logged after the fold
+        asyncio.run(venue.cancel("B"))
+        assert len(_rows(path)["venue_log"]) == 2
+        venue.checkpoint()
+        refolded = _rows(path)
+        expected = view(venue)
+    assert folded["venue_log"] == []
+    assert [r[0] for r in folded["venue_orders"]] == ["A", "B"]
+    assert [r[1] for r in folded["venue_fills"]] == ["A-F1"]
+    assert refolded["venue_log"] == []
+    assert [r[1] for r in refolded["venue_fills"]] == ["A-F1", "A-F2"]
+    assert refolded == _rows(path)  # the close had nothing left to fold
+    with PaperExecution(config=CONFIG, path=path) as reopened:
+        assert view(reopened) == expected
