@@ -6,9 +6,9 @@ before the call returns, writing only the orders that changed, the new fills and
 last bars. Those changes go in as one row of venue_log (one insert, one B-tree: a third of the
 cost of upserting them into the three tables, whose rows and indexes it touched on the order
 path twice a batch); the background checkpoint's pass (every second, off the order path), opening
-and closing the venue fold the log into venue_orders, venue_fills and venue_tapes. On construction it restores itself from the tables and the log. A client order
-id it already knows is never ordered a second time; the caller gets the order's current status
-instead.
+and closing the venue fold the log into venue_orders, venue_fills and venue_tapes. On
+construction it restores itself from the tables and the log. A client order id it already knows
+is never ordered a second time; the caller gets the order's current status instead.
 """
 
 from __future__ import annotations
@@ -103,7 +103,7 @@ class PaperExecution:
             VENUE_CHECKPOINT_SECONDS,
             event="venue.checkpoint_failed",
             write_lock=self._write_lock,
-            chores=self._fold_in_background,
+            chores=self._fold_or_log,
         )
         self._checkpointer.start()
         self._clock = max((t.bar.ts for t in self.broker.state().tapes.values()), default=None)
@@ -193,10 +193,7 @@ class PaperExecution:
             checkpointer.stop()
         con, self._con = self._con, None
         if con is not None:
-            try:
-                self._fold_log(con)
-            except StorageError as e:
-                log.warning("venue.fold_failed", path=str(self.path), error=str(e))
+            self._fold_or_log(con)
             with contextlib.suppress(sqlite3.Error):
                 con.close()
 
@@ -304,11 +301,11 @@ class PaperExecution:
         self._events.extend(events)
         self._fills.extend(fills)
 
-    def _fold_in_background(self, con: sqlite3.Connection) -> None:
-        """The checkpoint thread's pass folds what the log holds (a second's calls at most), so
-        it never grows with the daemon's uptime and the next open has little to fold; off the
-        order path, which it waits for on the write lock. A fold that fails is logged and left
-        to the next pass (the rows stay in the log)."""
+    def _fold_or_log(self, con: sqlite3.Connection) -> None:
+        """Fold what the log holds, if anything; a fold that fails is logged and left to the next
+        pass or open (the rows stay in the log). Each checkpoint pass calls it (a second's calls
+        at most: the log never grows with the daemon's uptime), off the order path, which it
+        waits for on the write lock; close() calls it last."""
         if not con.execute("SELECT EXISTS (SELECT 1 FROM venue_log)").fetchone()[0]:
             return
         try:
