@@ -147,9 +147,7 @@ async def warm_up(
     else:
         batches = await feed.backfill(cfg.bars.window, before=resume_after)
     for batch in batches:
-        for bar in batch:
-            if pipeline.store.add(bar) is None:
-                pipeline.book.mark(bar)
+        pipeline.kernel.backfill(batch)  # the kernel's batch call: store and mark, no trading
     if batches:
         return batches[-1][0].ts
     assert resume_after is not None  # a journaled last bar, the venue's clock or warm_up_until
