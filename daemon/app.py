@@ -128,6 +128,7 @@ class Daemon:
         restore_trading_state(pipeline, journal)
         halt_when_unreconciled(pipeline, report)
 
+        metrics.track_trading_state(lambda: pipeline.risk.state)  # from start, not first change
         metrics.track_shadow(self.scorers.shadow_stats)  # a shadow loads with the bundle (start)
         controller = Controller(control=self, max_command_bytes=cfg.mqtt.max_command_bytes)
         metrics.track_tasks(self.health)
