@@ -267,6 +267,17 @@ def _shadow_metrics(stats: ShadowStats) -> Iterator[GaugeMetricFamily | CounterM
             "Mean |P(up) shadow - P(up) live| on the same windows",
             value=stats.mean_abs_p_diff,
         )
+    if stats.recent_direction_agreement == stats.recent_direction_agreement:  # not nan: reported
+        yield GaugeMetricFamily(
+            "vlmtrader_shadow_recent_direction_agreement",
+            "direction_agreement over the batches of the last shadow.compared log line",
+            value=stats.recent_direction_agreement,
+        )
+        yield GaugeMetricFamily(
+            "vlmtrader_shadow_recent_mean_abs_p_diff",
+            "mean_abs_p_diff over the batches of the last shadow.compared log line",
+            value=stats.recent_mean_abs_p_diff,
+        )
 
 
 def _observe_ms(histogram: Histogram, value: Any) -> None:
