@@ -18,11 +18,8 @@ from typing import Any
 import structlog
 
 from daemon import operator_actions, trade_gate
-from daemon.api.app import build_app
-from daemon.api.auth import token_from_env
 from daemon.api.live import LiveHub
 from daemon.api.metrics import Metrics
-from daemon.api.server import ApiServer
 from daemon.bus.publisher import MqttBus
 from daemon.config import AppConfig
 from daemon.control import Controller
@@ -31,8 +28,6 @@ from daemon.explain.worker import Explainer
 from daemon.feeds.feed import Feed
 from daemon.journal import Journal
 from daemon.log_setup import add_event_sink, remove_event_sink
-from daemon.model.predict import ModelPredictor
-from daemon.model.search import DaemonSearch
 from daemon.model.slot import ModelSlot, daemon_slot
 from daemon.notify import Notifier, watchdog_interval_seconds
 from daemon.pipeline import Pipeline
@@ -133,6 +128,7 @@ class Daemon:
         restore_trading_state(pipeline, journal)
         halt_when_unreconciled(pipeline, report)
 
+        metrics.track_trading_state(lambda: pipeline.risk.state)  # from start, not first change
         metrics.track_shadow(self.scorers.shadow_stats)  # a shadow loads with the bundle (start)
         controller = Controller(control=self, max_command_bytes=cfg.mqtt.max_command_bytes)
         metrics.track_tasks(self.health)
@@ -149,6 +145,13 @@ class Daemon:
             metrics.add_queue("mqtt", lambda: bus.queue_depth)
             metrics.track_bus(lambda: bus.stats, lambda: bus.connected)
         if cfg.api.enabled:
+            # The HTTP API's modules (FastAPI, uvicorn: 0.2-0.3 s of imports) load only when it is on.
+            from daemon.api.app import build_app
+            from daemon.api.auth import token_from_env
+            from daemon.api.server import ApiServer
+            from daemon.model.predict import ModelPredictor
+            from daemon.model.search import DaemonSearch
+
             predictor = ModelPredictor(slot=self.scorers, lock=pipeline.score_lock)
             if cfg.api.dashboard:
                 self.live = LiveHub(

@@ -16,7 +16,7 @@ from daemon.bus.config import check as check_mqtt
 from daemon.cluster.config import RayConfig
 from daemon.errors import ConfigError
 from daemon.explain.config import ExplainConfig
-from daemon.feeds.replay import ReplayFeedConfig
+from daemon.feeds.replay_config import ReplayFeedConfig
 from daemon.feeds.sim import SimFeedConfig
 from daemon.ib.config import IbConfig, check_ib
 from daemon.journal import JournalConfig

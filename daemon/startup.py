@@ -18,7 +18,6 @@ from daemon.execution.base import ExecutionClient
 from daemon.execution.paper import PaperExecution
 from daemon.feeds.feed import Feed
 from daemon.feeds.mqtt import MqttBarFeed
-from daemon.feeds.replay import ReplayFeed
 from daemon.feeds.sim import SimFeed
 from daemon.journal import Journal
 from daemon.operator_actions import PAUSED_KEY, PAUSED_REASON_KEY
@@ -75,6 +74,8 @@ async def open_feed(
             yield ib_feed, None
         return
     if cfg.feed.kind == "replay" and cfg.feed.replay is not None:
+        from daemon.feeds.replay import ReplayFeed  # pandas and pyarrow load only for a replay
+
         async with ReplayFeed(config=cfg.feed.replay) as replay:
             yield replay, replay.first_ts() - timedelta(seconds=1)
         return

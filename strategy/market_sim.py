@@ -27,12 +27,11 @@ from __future__ import annotations
 import math
 import zlib
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Final
+from typing import TYPE_CHECKING, Annotated, Final
 
 import msgspec
 import numpy as np
 import numpy.typing as npt
-import pandas as pd
 
 from strategy.sim_patterns import (
     ALL_PATTERNS,
@@ -43,6 +42,9 @@ from strategy.sim_patterns import (
     PatternName,
 )
 from strategy.types import Bar
+
+if TYPE_CHECKING:  # pandas (0.3-0.5 s to import) loads with the batch frame, not with the sim feed
+    import pandas as pd
 
 PositiveInt = Annotated[int, msgspec.Meta(gt=0)]
 PositiveFloat = Annotated[float, msgspec.Meta(gt=0)]
@@ -398,6 +400,8 @@ def simulate_frame(config: SimMarketConfig, start: datetime, n_bars: int) -> pd.
     Columns: symbol, ts, open, high, low, close, volume, pattern ("" or the pattern whose
     signal bar this is) and direction (+1 / -1, 0 without a pattern).
     """
+    import pandas as pd
+
     start = _check_start(start, config.bar_seconds)
     values, planted = simulate_arrays(config, n_bars)
     s = len(config.symbols)

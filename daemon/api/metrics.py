@@ -5,13 +5,14 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Mapping, MutableMapping
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from daemon.bus.publisher import BusStats
 from daemon.model.shadow import ShadowStats
 from daemon.supervisor import TaskHealth
+from strategy.types import TradingState
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 LATENCY_BUCKETS = (
@@ -58,6 +59,7 @@ class _Pulled(Collector):
         self.connected: Callable[[], bool] = lambda: False
         self.shadow: Callable[[], ShadowStats | None] | None = None
         self.tasks: TaskHealth | None = None
+        self.trading_state: Callable[[], str] | None = None
 
     def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
         depth = GaugeMetricFamily(
@@ -68,6 +70,8 @@ class _Pulled(Collector):
         yield depth
         if self.tasks is not None:
             yield from _task_metrics(self.tasks)
+        if self.trading_state is not None:
+            yield _trading_state_metric(self.trading_state())
         shadow = self.shadow() if self.shadow is not None else None
         if shadow is not None:
             yield from _shadow_metrics(shadow)
@@ -125,12 +129,22 @@ class Metrics:
         self.bars_rejected = Counter(
             "vlmtrader_bars_rejected", "Bars rejected", ["reason"], registry=r
         )
-        self.signals = Counter("vlmtrader_signals", "Signals with an opinion", registry=r)
+        # signal.scored is an info line only for a signal the strategy may act on (confidence >=
+        # strategy.min_confidence; the others are debug lines): counted at info whatever the log
+        # level, so the series means the same under `log.level: debug`.
+        self.signals = Counter(
+            "vlmtrader_signals",
+            "Actionable signals: confidence >= strategy.min_confidence (all: signals_scored)",
+            registry=r,
+        )
+        self.signals_scored = Counter(
+            "vlmtrader_signals_scored",
+            "Every signal a scorer produced (windows scored), actionable or not, by scorer",
+            ["scorer"],
+            registry=r,
+        )
         self.commands = Counter(
             "vlmtrader_control_commands", "Operator commands", ["result"], registry=r
-        )
-        self.trading_state = Gauge(
-            "vlmtrader_trading_state", "1 for the current trading state", ["state"], registry=r
         )
         self._pulled = _Pulled()
         r.register(self._pulled)
@@ -154,6 +168,11 @@ class Metrics:
         """Report the shadow bundle's comparison with the live scorer at scrape time (nothing
         while stats() is None: no shadow loaded yet)."""
         self._pulled.shadow = stats
+
+    def track_trading_state(self, state: Callable[[], str]) -> None:
+        """Report the trading state at scrape time: from the start (a restored halt included),
+        not only after the first trading_state.changed."""
+        self._pulled.trading_state = state
 
     def render_latest(self) -> bytes:
         return generate_latest(self.registry)
@@ -184,12 +203,9 @@ class Metrics:
             "bar.rejected": lambda e: self.bars_rejected.labels(
                 reason=lab["reason"](e.get("reason"))
             ).inc(),
-            "signal.scored": lambda _: self.signals.inc(),
+            "signal.scored": self._signal_scored,
             "charts.rendered": lambda e: _observe_ms(self.render, e.get("duration_ms")),
-            "model.inferred": lambda e: _observe_ms(
-                self.inference.labels(scorer=lab["scorer"](e.get("scorer"))), e.get("duration_ms")
-            ),
-            "trading_state.changed": lambda e: self._set_state(e.get("current")),
+            "model.inferred": self._inferred,
             "control.applied": lambda _: self.commands.labels(result="applied").inc(),
             "control.rejected": lambda _: self.commands.labels(result="rejected").inc(),
         }
@@ -198,10 +214,25 @@ class Metrics:
         self.orders.labels(status="submitted").inc()
         _observe_ms(self.bar_to_order, event.get("latency_ms"))
 
-    def _set_state(self, current: Any) -> None:
-        state = self._labels["state"](current)
-        for s in list(self._labels["state"]._seen):
-            self.trading_state.labels(state=s).set(1.0 if s == state else 0.0)
+    def _signal_scored(self, event: MutableMapping[str, Any]) -> None:
+        if event.get("level") == "info":
+            self.signals.inc()
+
+    def _inferred(self, event: MutableMapping[str, Any]) -> None:
+        scorer = self._labels["scorer"](event.get("scorer"))
+        _observe_ms(self.inference.labels(scorer=scorer), event.get("duration_ms"))
+        items = event.get("items")
+        if isinstance(items, int) and not isinstance(items, bool) and items > 0:
+            self.signals_scored.labels(scorer=scorer).inc(items)
+
+
+def _trading_state_metric(current: str) -> GaugeMetricFamily:
+    gauge = GaugeMetricFamily(
+        "vlmtrader_trading_state", "1 for the current trading state", labels=["state"]
+    )
+    for state in TradingState:
+        gauge.add_metric([state.value], 1.0 if state == current else 0.0)
+    return gauge
 
 
 def _task_metrics(health: TaskHealth) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
@@ -235,6 +266,17 @@ def _shadow_metrics(stats: ShadowStats) -> Iterator[GaugeMetricFamily | CounterM
             "vlmtrader_shadow_mean_abs_p_diff",
             "Mean |P(up) shadow - P(up) live| on the same windows",
             value=stats.mean_abs_p_diff,
+        )
+    if stats.recent_direction_agreement == stats.recent_direction_agreement:  # not nan: reported
+        yield GaugeMetricFamily(
+            "vlmtrader_shadow_recent_direction_agreement",
+            "direction_agreement over the batches of the last shadow.compared log line",
+            value=stats.recent_direction_agreement,
+        )
+        yield GaugeMetricFamily(
+            "vlmtrader_shadow_recent_mean_abs_p_diff",
+            "mean_abs_p_diff over the batches of the last shadow.compared log line",
+            value=stats.recent_mean_abs_p_diff,
         )
 
 

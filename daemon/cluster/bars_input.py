@@ -7,6 +7,7 @@ another machine sees exactly the rows the driver would have sent.
 
 from __future__ import annotations
 
+import bisect
 import functools
 from collections.abc import Mapping
 from pathlib import Path
@@ -82,7 +83,11 @@ def symbol_windows(
     symbol's earlier bars (BarStore keeps one ring per symbol)."""
     bars_store = BarStore(config=store)
     out: list[Window] = []
-    for bar in _symbol_bars(source.path, source.stamp(), symbol):
+    bars = _symbol_bars(source.path, source.stamp(), symbol)
+    # The bars before start only fill the ring: stored in one batch call (same state as one by one).
+    first = bisect.bisect_left(bars, start, key=lambda b: int(b.ts.timestamp()))
+    bars_store.add_batch(bars[:first])
+    for bar in bars[first:]:
         if bars_store.add(bar) is None:
             ts = int(bar.ts.timestamp())
             if start <= ts < stop:

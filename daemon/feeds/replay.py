@@ -14,9 +14,7 @@ from collections.abc import AsyncIterator, Iterable
 from datetime import datetime
 from pathlib import Path
 from types import TracebackType
-from typing import Annotated
 
-import msgspec
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -24,6 +22,7 @@ import pyarrow.parquet as pq
 import structlog
 
 from daemon.errors import ConfigError, InputError
+from daemon.feeds.replay_config import ReplayFeedConfig
 from strategy.bars import EARLIEST_TS, LATEST_TS
 from strategy.market_sim import BAR_COLUMNS
 from strategy.types import Bar
@@ -37,15 +36,6 @@ _NAN_TEXT = frozenset({"nan", "+nan", "-nan"})
 
 class ReplayFileError(InputError):
     """A bar file cannot be read as bars; the message names the file, row and column."""
-
-
-class ReplayFeedConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """path: CSV or Parquet file; speed: file seconds per real second (0 = no waiting)."""
-
-    path: str
-    speed: Annotated[float, msgspec.Meta(ge=0)] = 0.0
-    symbols: Annotated[tuple[str, ...], msgspec.Meta(min_length=1)] | None = None
-    max_bars: Annotated[int, msgspec.Meta(gt=0)] | None = None
 
 
 # ---- reading and writing ----------------------------------------------------------------------

@@ -137,11 +137,12 @@ def build_window(symbol: str, bars: Sequence[Bar], *, bar_seconds: int, min_bars
     store = BarStore(
         config=BarStoreConfig(window=len(bars), bar_seconds=bar_seconds, gap_policy="accept")
     )
-    for i, bar in enumerate(bars):
-        problem = store.add(bar)
-        if problem is not None:
-            msg = f"bars[{i}]: {problem.reason}: {problem.detail}"
-            raise InputError(msg)
+    added = store.add_batch(bars)
+    if added.rejected:  # the first refused bar is where the accepted ones stop matching bars
+        i = next((i for i, b in enumerate(added.accepted) if b is not bars[i]), len(added.accepted))
+        problem = added.rejected[0]
+        msg = f"bars[{i}]: {problem.reason}: {problem.detail}"
+        raise InputError(msg)
     window = store.window(symbol)
     if window is None:  # pragma: no cover - a full store always has a window
         msg = "bars: window incomplete"

@@ -61,16 +61,30 @@ def iter_windows(
     store = BarStore(config=config)
     pending: list[Window] = []
     for batch in batches:
-        for bar in batch:
-            if store.add(bar) is None:
-                window = store.window(bar.symbol)
-                if window is not None:
-                    pending.append(window)
+        for part in _distinct_symbols(batch):
+            # One batch call per part; its symbols are distinct, so each accepted bar's window
+            # read after the part is the one read right after that bar (one ring per symbol).
+            added = store.add_batch(part).accepted
+            pending.extend(w for w in store.windows([b.symbol for b in added]) if w is not None)
         if len(pending) >= chunk:
             yield pending
             pending = []
     if pending:
         yield pending
+
+
+def _distinct_symbols(batch: Sequence[Bar]) -> list[Sequence[Bar]]:
+    """The batch in consecutive parts where no symbol appears twice (almost always one part)."""
+    parts: list[Sequence[Bar]] = []
+    start = 0
+    seen: set[str] = set()
+    for i, bar in enumerate(batch):
+        if bar.symbol in seen:
+            parts.append(batch[start:i])
+            start, seen = i, set()
+        seen.add(bar.symbol)
+    parts.append(batch[start:])
+    return parts
 
 
 class PrecomputedScorer:

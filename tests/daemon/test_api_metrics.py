@@ -32,7 +32,6 @@ def test_on_event_when_pipeline_events_then_counters_and_histograms_move() -> No
     m.on_event("model.inferred", {"duration_ms": 30.0, "scorer": "rules"})
     m.on_event("model.inferred", {"duration_ms": 3.0, "scorer": "ml"})
     m.on_event("model.inferred", {"duration_ms": 5.0, "scorer": "ml"})
-    m.on_event("trading_state.changed", {"current": "halted"})
     m.on_event("control.rejected", {})
     s = _samples(m)
     assert s[("vlmtrader_bar_to_order_seconds_count", ())] == 2
@@ -45,8 +44,36 @@ def test_on_event_when_pipeline_events_then_counters_and_histograms_move() -> No
     assert s[("vlmtrader_inference_seconds_count", (("scorer", "rules"),))] == 1
     assert s[("vlmtrader_inference_seconds_count", (("scorer", "ml"),))] == 2  # one series each
     assert s[("vlmtrader_inference_seconds_sum", (("scorer", "ml"),))] == 0.008
-    assert s[("vlmtrader_trading_state", (("state", "halted"),))] == 1
     assert s[("vlmtrader_control_commands_total", (("result", "rejected"),))] == 1
+
+
+def test_trading_state_when_tracked_before_any_change_then_every_state_shown() -> None:
+    m = Metrics()
+    state = ["active"]
+    m.track_trading_state(lambda: state[0])
+    s = _samples(m)  # no trading_state.changed yet: the gauge still answers
+    assert s[("vlmtrader_trading_state", (("state", "active"),))] == 1
+    assert s[("vlmtrader_trading_state", (("state", "halted"),))] == 0
+    assert s[("vlmtrader_trading_state", (("state", "reducing"),))] == 0
+    state[0] = "halted"  # read at scrape time
+    s = _samples(m)
+    assert s[("vlmtrader_trading_state", (("state", "halted"),))] == 1
+    assert s[("vlmtrader_trading_state", (("state", "active"),))] == 0
+
+
+def test_signals_when_log_level_debug_then_only_actionable_counted_and_all_scored() -> None:
+    # Under log.level debug the sink also sees the signals below min_confidence (debug lines).
+    m = Metrics()
+    m.on_event("signal.scored", {"level": "info", "confidence": 0.8, "scorer": "rules"})
+    m.on_event("signal.scored", {"level": "debug", "confidence": 0.1, "scorer": "rules"})
+    m.on_event("signal.scored", {"level": "debug", "confidence": 0.2, "scorer": "rules"})
+    m.on_event("model.inferred", {"scorer": "rules", "items": 3, "duration_ms": 0.4})
+    m.on_event("model.inferred", {"scorer": "ml", "items": 2, "duration_ms": 3.0})
+    m.on_event("model.inferred", {"scorer": "ml", "items": True, "duration_ms": 3.0})
+    s = _samples(m)
+    assert s[("vlmtrader_signals_total", ())] == 1
+    assert s[("vlmtrader_signals_scored_total", (("scorer", "rules"),))] == 3
+    assert s[("vlmtrader_signals_scored_total", (("scorer", "ml"),))] == 2
 
 
 ROOT = Path(__file__).resolve().parents[2]

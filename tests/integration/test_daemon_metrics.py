@@ -32,6 +32,7 @@ MOVED_BY_TRADING = {
     ),
     "vlmtrader_orders": ("vlmtrader_orders_total", (("status", "submitted"),)),
     "vlmtrader_signals": ("vlmtrader_signals_total", ()),
+    "vlmtrader_signals_scored": ("vlmtrader_signals_scored_total", (("scorer", "rules"),)),
     "vlmtrader_bars_rejected": ("vlmtrader_bars_rejected_total", (("reason", "price_jump"),)),
 }
 MOVED_BY_CONTROL = {
@@ -72,6 +73,9 @@ def test_metrics_when_each_action_taken_then_every_family_it_feeds_moves(tmp_pat
         (started,) = log_events(daemon, "api.started")
         with httpx.Client(base_url=f"http://127.0.0.1:{started['port']}", timeout=30) as http:
             _, before = _scrape(http)
+            # The trading state is served from the first scrape, before any state change.
+            assert before[("vlmtrader_trading_state", (("state", "active"),))] == 1
+            assert before[("vlmtrader_trading_state", (("state", "halted"),))] == 0
 
             def moved(series: dict[str, tuple[str, tuple[tuple[str, str], ...]]]) -> bool:
                 _, now = _scrape(http)

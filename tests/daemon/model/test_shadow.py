@@ -5,9 +5,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+import msgspec
 import pytest
 from structlog.testing import capture_logs
 
+from daemon.api.metrics import Metrics
 from daemon.config import AppConfig, ScorerConfig
 from daemon.model.shadow import ShadowRunner
 from daemon.pipeline import Pipeline
@@ -115,3 +117,66 @@ def test_model_slot_when_shadow_bundle_missing_then_warning_and_no_shadow(tmp_pa
     assert slot.shadow is None
     assert slot.current.name == "ml"
     assert [e["event"] for e in logs if e["event"].startswith("shadow.")] == ["shadow.unavailable"]
+
+
+class _Contrary:
+    """A shadow that leans the other way than live on every window (no-opinion ones included)."""
+
+    name = "contrary"
+    blocking = True
+
+    def __init__(self, live: object) -> None:
+        assert isinstance(live, RuleScorer)
+        self._live = RuleScorer(config=live.config)
+
+    def score(self, windows: Sequence[Window]) -> list[Signal]:
+        signals = self._live.score(windows)
+        return [msgspec.structs.replace(s, p_up=0.9 if s.p_up <= 0.5 else 0.1) for s in signals]
+
+
+def _compared(logs: list[dict[str, object]]) -> list[dict[str, object]]:
+    return [e for e in logs if e["event"] == "shadow.compared"]
+
+
+def test_shadow_when_report_every_batches_then_one_compared_line_each_and_recent_gauges(
+    pipeline: Pipeline,  # noqa: F811
+) -> None:
+    shadow = ShadowRunner(
+        scorer=RuleScorer(config=HALF_EDGE), bundle_id="half-edge", report_every=10
+    )
+    pipeline.shadow = shadow
+    metrics = Metrics()
+    metrics.track_shadow(lambda: shadow.stats)
+    assert b"vlmtrader_shadow_recent" not in metrics.render_latest()  # nothing reported yet
+    with capture_logs() as logs:
+        run(pipeline, market(60))
+    lines = _compared(logs)
+    assert len(lines) == shadow.stats.batches // 10 > 0
+    last = lines[-1]
+    assert last["log_level"] == "info"
+    assert last["batches"] == 10
+    assert last["bundle_id"] == "half-edge"
+    assert last["direction_agreement"] == 1.0  # half the edge keeps every side
+    assert 0 < last["mean_abs_p_diff"] < 0.2  # type: ignore[operator]
+    # the reports split the windows compared so far; the last one counts them all
+    assert last["total_signals"] == sum(e["signals"] for e in lines)  # type: ignore[misc]
+    served = metrics.render_latest().decode()
+    assert "vlmtrader_shadow_recent_direction_agreement 1.0" in served
+    assert (
+        f"vlmtrader_shadow_recent_mean_abs_p_diff {shadow.stats.recent_mean_abs_p_diff}" in served
+    )
+
+
+def test_shadow_when_it_disagrees_on_direction_then_compared_line_is_a_warning(
+    pipeline: Pipeline,  # noqa: F811
+) -> None:
+    pipeline.shadow = ShadowRunner(
+        scorer=_Contrary(pipeline.scorer), bundle_id="contrary", report_every=10
+    )
+    with capture_logs() as logs:
+        run(pipeline, market(60))
+    lines = _compared(logs)
+    assert lines
+    assert all(e["log_level"] == "warning" for e in lines)
+    assert all(e["direction_agreement"] < 0.5 for e in lines)  # type: ignore[operator]
+    assert pipeline.stats.orders_submitted > 0  # the shadow never stops trading
