@@ -163,6 +163,37 @@ def test_engine_when_every_pool_thread_is_busy_then_the_caller_scores_every_chun
     assert np.array_equal(batch.pattern_probs.astype(np.float64), expected.pattern_probs)
 
 
+def test_engine_when_a_batch_starts_then_the_caller_embeds_its_own_chunk_before_the_join(
+    models: LoadedBundle, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    engine = models.engine
+    windows = batches()[-1]
+    expected = sequential_scores(engine, windows)
+    embed, calls = engine.embed, []
+
+    def spied(images: np.ndarray) -> np.ndarray:
+        calls.append((threading.get_ident(), len(images)))
+        return embed(images)
+
+    monkeypatch.setattr(engine, "embed", spied)
+    release = threading.Event()  # the pool is busy: whatever is embedded now, the caller did
+    blockers = [_pool(engine.workers).submit(release.wait) for _ in range(engine.workers)]
+    try:
+        join = engine.start_batch(windows)
+        before_join = list(calls)
+        batch = join()
+    finally:
+        release.set()
+        for blocker in blockers:
+            blocker.result()
+    # the caller's own chunk (the last, the smaller) was embedded before start_batch returned,
+    # so the features that follow overlap the pool's chunk, not the caller's
+    assert before_join == [(threading.get_ident(), 4)]
+    assert [k for _, k in calls] == [4, 8]  # the busy pool's chunk too, at the join
+    assert [len(c) for c in batch.images] == [8, 4]
+    assert np.array_equal(batch.embeddings.astype(np.float64), expected.embeddings)
+
+
 def test_engine_when_a_chunk_fails_then_the_join_raises_and_no_thread_is_left_scoring(
     models: LoadedBundle, monkeypatch: pytest.MonkeyPatch
 ) -> None:
