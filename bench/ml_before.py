@@ -22,7 +22,7 @@ from daemon.model.vision import vision_scores
 from strategy.bars import FloatArray, Window
 from strategy.fusion import FUSED, Fused, FusionEngine
 from strategy.ml_scorer import MLScorer, VisionScores
-from vlm_engine.infer.engine import _pool
+from vlm_engine.infer.engine import CALLER_SHARE, _pool
 
 if TYPE_CHECKING:
     from daemon.model.loader import LoadedBundle
@@ -83,7 +83,7 @@ class HandOffVision:
     def start(self, windows: Sequence[Window]) -> Callable[[], VisionScores]:
         engine = self.engine
         items = [w.tail(engine.spec.bars_needed) for w in windows]
-        chunks = engine._batch_chunks(len(items))
+        chunks = engine._chunks(len(items), caller_share=CALLER_SHARE)  # no minimum to split
         if min(len(chunks), engine.workers) <= 1:
             return lambda: vision_scores(engine._render_then_score(items))
         spec = engine.spec

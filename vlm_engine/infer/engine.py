@@ -49,6 +49,13 @@ AutoRule = Literal["timed", "fixed-order"]
 # A chunk is at least this many charts: smaller chunks cost more in per-call overhead than the
 # second core gives back.
 MIN_CHARTS_PER_WORKER = 4
+# start_batch (the order path) cuts a batch only from this many charts: below it, a pool thread's
+# wake-up and the GIL going back and forth cost more than the second core gives back. Measured
+# with bench/bench_ml_arms.py (the start_batch schedule on 2 workers against 1, 250-300 paired
+# calls, static INT8 at 96 px, load 3.4-5.7), one worker over two: 10 charts p50 0.90, process
+# CPU 0.87; 20: p50 0.98, CPU 0.89; 30: p50 1.12, CPU 0.91; 100: p50 1.00, CPU 0.91.
+# score_images (parity, timing, backtests) keeps MIN_CHARTS_PER_WORKER.
+MIN_CHARTS_TO_SPLIT = 24
 # A batch is cut into this many chunks per worker, taken in turn by whichever thread is free (the
 # pool's, and the caller once it joins), so a pool thread that wakes late leaves its chunk to the
 # caller. More, smaller chunks would balance finer but cost CPU, which is what a busy box lacks:
@@ -290,9 +297,9 @@ class ChartEngine:
         if not self.renderer.thread_safe:  # drawn and scored in join(), in the calling thread
             return lambda: self._render_then_score(windows)
         items = list(windows)
-        chunks = self._batch_chunks(len(items))
-        if min(len(chunks), self.workers) <= 1:
+        if self.workers <= 1:
             return lambda: self._render_then_score(items)
+        chunks = self._batch_chunks(len(items))  # one chunk: embedded by the caller at the join
         started = time.perf_counter()
         try:
             images = self.render(items)
@@ -396,7 +403,7 @@ class ChartEngine:
         """Contiguous row ranges of about equal size: CHUNKS_PER_WORKER per worker while each
         keeps MIN_CHARTS_PER_WORKER charts on average (10 charts over 2 workers: 5 and 5; 6: one
         of 6), at most max_batch. caller_share: the last chunk's size relative to the others (the
-        caller takes it, after its own work: start_batch)."""
+        caller takes it, and computes the features after it: start_batch)."""
         size = n
         if self.workers > 1:
             count = min(self.workers * CHUNKS_PER_WORKER, max(1, n // MIN_CHARTS_PER_WORKER))
@@ -406,7 +413,11 @@ class ChartEngine:
 
     def _batch_chunks(self, n: int) -> list[slice]:
         """start_batch's chunks of n windows: the caller's (the last) is CALLER_SHARE of a pool
-        thread's, as the caller draws every chart and computes its features before it joins."""
+        thread's, as the caller draws every chart and computes its features before it joins;
+        one chunk below MIN_CHARTS_TO_SPLIT charts."""
+        if n < MIN_CHARTS_TO_SPLIT:
+            size = self.config.max_batch
+            return [slice(start, min(n, start + size)) for start in range(0, n, size)]
         return self._chunks(n, caller_share=CALLER_SHARE)
 
     def embed(self, images: npt.NDArray[np.uint8]) -> Float32Array:
