@@ -47,7 +47,8 @@ def run_arms(arms: dict[str, MLScorer], symbols: int, rounds: int, bars: int) ->
             cpu[name].append(time.process_time() - c)
             scorer.finish(out, deferred)
             signals[name] = [(s.p_up, s.confidence) for s in out]
-    same = all(signals[k] == signals[names[0]] for k in names)
+    differ = [k for k in names if signals[k] != signals[names[0]]]
+    same = f"not for {', '.join(differ)}" if differ else "yes"
     print(f"\n{symbols} symbols, {rounds} rounds; {load_average()}; signals identical: {same}")
     base_wall: np.ndarray = np.array(wall[names[0]]) * 1e3
     base_cpu: np.ndarray = np.array(cpu[names[0]]) * 1e3
@@ -83,10 +84,13 @@ def main() -> None:
     args = parser.parse_args()
     models = daemon_models(args.bundle, "auto")
     scorer = ScorerConfig()
-    alone = load_bundle(
+    alone = load_bundle(  # on the runtime auto chose for the others (timed: it moves with load)
         args.bundle,
         inference=InferenceConfig(
-            device=scorer.device, threads=scorer.threads, workers=1, runtime="auto"
+            device=scorer.device,
+            threads=scorer.threads,
+            workers=1,
+            runtime=models.engine.runtime,  # type: ignore[arg-type]  # one of RuntimeName
         ),
     )
     print(
