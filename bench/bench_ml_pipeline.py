@@ -9,9 +9,9 @@
 3. Stage by stage (render, CLIP, features, PCA + XGBoost, fusion, drift, reasons, whole scorer)
    at each symbol count and CLIP runtime (--runtimes torch,auto): p50/p99 per batch, the stages
    timed one after another on the same batch. "before" is the order path as it was before this round of
-   issue 16 (bench/ml_before.py: one CLIP chunk per worker, each drawn and embedded by the thread
-   that took it, so a pool thread drew while the caller's features held the GIL),
-   timed in the same run, alternating with "after". Goal (issue 16): ML order p99 <= 20 ms at 100
+   issue 16 (bench/ml_before.py: the caller drew the first chunk and handed it to the pool, drew
+   the rest and computed the features, so the pool thread woke while the caller held the GIL;
+   and a batch of 10 charts was cut in two), timed in the same run, alternating with "after". Goal (issue 16): ML order p99 <= 20 ms at 100
    symbols, <= 8 ms at 10, judged on paced batches.
 
 The live table runs the pipeline with the rule scorer, ml-before and ml-after in turn. Paced and

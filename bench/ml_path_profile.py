@@ -8,9 +8,15 @@
    sleeps: a call that holds the GIL starves the spinner;
 3. tails: the live pipeline, paced, batch by batch: the scorer call, the asyncio.to_thread
    hand-off around it (score lap minus the call), the GC pauses, and which batches are slowest
-   (a cold path shows as the first batches; a loaded machine as bursts).
+   (a cold path shows as the first batches; a loaded machine as bursts);
+4. threads: the live pipeline, paced, and the CPU each of the process's threads used per batch
+   (the kernel's per-thread run time, /proc/self/task/*/schedstat: every thread, ours,
+   ONNX Runtime's, BLAS's, the journal's; Linux only), with the time each waited runnable for a
+   core and its context switches; then the scorer's spans (thread CPU) by the thread they ran
+   on, and the event loop thread's stage clock: where the process CPU of a batch goes.
 
     .venv/bin/python bench/ml_path_profile.py --bundle state/bundles/default [--symbols 10,100]
+        [--parts timeline,gil,tails,threads]
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ import argparse
 import asyncio
 import gc
 import io
+import os
 import tempfile
 import threading
 import time
@@ -188,22 +195,131 @@ async def _tails(models: LoadedBundle, symbols: int, scored: int, workdir: Path)
     )
 
 
+# tid -> (thread name, CPU ns, ns waited runnable, voluntary and involuntary context switches)
+TaskTimes = dict[int, tuple[str, int, int, int, int]]
+
+
+def task_times() -> TaskTimes:
+    """Every thread of this process: its run and run-queue times (schedstat) and its context
+    switches (status); named by threading when it is a Python thread, else by its comm."""
+    names = {t.native_id: t.name.split("_")[0] for t in threading.enumerate()}
+    out: TaskTimes = {}
+    for entry in os.scandir("/proc/self/task"):
+        tid = int(entry.name)
+        try:
+            with open(f"{entry.path}/schedstat") as f:
+                run, waited, _ = f.read().split()
+            with open(f"{entry.path}/status") as f:
+                status = dict(line.split(":", 1) for line in f.read().splitlines() if ":" in line)
+            comm = status["Name"].strip()
+        except (FileNotFoundError, ProcessLookupError):  # the thread ended meanwhile
+            continue
+        voluntary = int(status["voluntary_ctxt_switches"])
+        forced = int(status["nonvoluntary_ctxt_switches"])
+        out[tid] = (names.get(tid, comm), int(run), int(waited), voluntary, forced)
+    return out
+
+
+async def _threads(models: LoadedBundle, symbols: int, scored: int, workdir: Path) -> None:
+    window = max(64, models.bars_needed)
+    batches = make_batches(symbols, window + 5 + scored)
+    scorer = models.scorer()
+    spans: list[Span] = []
+    _spy(models.engine, "render", "render", spans)
+    _spy(models.engine, "embed", "clip", spans)
+    _spy(models.engine, "read_out", "read-out", spans)
+    _spy(scorer.features, "compute", "features", spans)
+    _spy(scorer.xgb, "predict", "xgboost", spans)
+    _spy(scorer.fusion, "fuse_columns", "fusion", spans)
+    _spy(scorer, "finish", "finish", spans)  # after the orders: reasons, drift, outcomes
+    journal = Journal(workdir / "journal.sqlite", synchronous="normal")
+    journal.open()
+    per_thread: dict[str, list[float]] = {}  # name -> [CPU, waited, voluntary, forced] totals
+    per_span: dict[tuple[str, str], float] = {}
+    walls, process = [], []
+    try:
+        with PaperExecution(config=SimBrokerConfig(), path=workdir / "venue.sqlite") as venue:
+            pipeline = _pipeline(scorer, window, journal, venue)
+            for batch in batches[: window + 5]:
+                await pipeline.on_bars(batch)
+            tune_gc()
+            pipeline.stage_clock.reset()
+            for batch in batches[window + 5 :]:
+                journal.flush()  # paced: the write-behind of the batch before is done
+                spans.clear()
+                before, p0, t0 = task_times(), time.process_time(), time.perf_counter()
+                await pipeline.on_bars(batch)
+                walls.append(time.perf_counter() - t0)
+                process.append(time.process_time() - p0)
+                for tid, (name, run, waited, voluntary, forced) in task_times().items():
+                    _, run0, waited0, voluntary0, forced0 = before.get(tid, (name, 0, 0, 0, 0))
+                    row = per_thread.setdefault(name, [0.0, 0.0, 0.0, 0.0])
+                    row[0] += (run - run0) / 1e6
+                    row[1] += (waited - waited0) / 1e6
+                    row[2] += voluntary - voluntary0
+                    row[3] += forced - forced0
+                for label, thread, _, _, cpu in spans:
+                    per_span[label, thread] = per_span.get((label, thread), 0.0) + cpu * 1000
+            journal.flush()
+    finally:
+        journal.close()
+    n = len(walls)
+    total = sum(row[0] for row in per_thread.values()) / n
+    print(
+        f"\n-- threads, {symbols} symbols, {n} paced batches: batch wall p50 "
+        f"{np.median(walls) * 1000:.2f} p99 {np.percentile(walls, 99) * 1000:.2f} ms; process "
+        f"CPU mean {np.mean(process) * 1000:.2f}, all threads' run time mean {total:.2f} ms; "
+        f"{load_average()}"
+    )
+    print(f"{'thread':>24} {'cpu':>7} {'waited':>7} {'vol cs':>7} {'forced':>7}   (per batch, ms)")
+    for name, (cpu, waited, voluntary, forced) in sorted(
+        per_thread.items(), key=lambda kv: -kv[1][0]
+    ):
+        if cpu / n >= 0.005:
+            print(
+                f"{name:>24} {cpu / n:>7.2f} {waited / n:>7.2f} {voluntary / n:>7.1f} "
+                f"{forced / n:>7.1f}"
+            )
+    print(f"{'scorer span':>24} {'thread':>12} {'cpu':>7}   (thread CPU per batch, ms)")
+    for (label, thread), cpu in sorted(per_span.items(), key=lambda kv: -kv[1]):
+        print(f"{label:>24} {thread:>12} {cpu / n:>7.2f}")
+    clock = pipeline.stage_clock
+    laps = ", ".join(
+        f"{k} {clock.cpu_stages[k].percentile_ms(50) or 0:.2f}/{clock.stages[k].percentile_ms(50) or 0:.2f}"
+        for k in clock.names
+    )
+    print(f"event loop thread, stage CPU/wall p50 (ms): {laps}")
+
+
+PARTS = ("timeline", "gil", "tails", "threads")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--bundle", type=Path, default=Path("state/bundles/default"))
     parser.add_argument("--runtime", default="auto")
     parser.add_argument("--symbols", default="10,100")
     parser.add_argument("--calls", type=int, default=200)
+    parser.add_argument("--parts", default=",".join(PARTS))
     args = parser.parse_args()
+    parts = args.parts.split(",")
+    if unknown := set(parts) - set(PARTS):
+        parser.error(f"--parts: unknown {', '.join(sorted(unknown))}")
     configure_logging(level="warning", fmt="json", stream=io.StringIO())
     print(f"ml_path_profile: {load_average()}")
-    for symbols in (int(s) for s in args.symbols.split(",")):
-        timeline(daemon_models(args.bundle, args.runtime), symbols, args.calls)
+    symbols_list = [int(s) for s in args.symbols.split(",")]
+    if "timeline" in parts:
+        for symbols in symbols_list:
+            timeline(daemon_models(args.bundle, args.runtime), symbols, args.calls)
     models = daemon_models(args.bundle, args.runtime)
-    gil(models)
-    for symbols in (int(s) for s in args.symbols.split(",")):
-        with tempfile.TemporaryDirectory() as tmp:
-            asyncio.run(_tails(models, symbols, args.calls, Path(tmp)))
+    if "gil" in parts:
+        gil(models)
+    for part, run in (("tails", _tails), ("threads", _threads)):
+        if part not in parts:
+            continue
+        for symbols in symbols_list:
+            with tempfile.TemporaryDirectory() as tmp:
+                asyncio.run(run(models, symbols, args.calls, Path(tmp)))
     print(f"ml_path_profile done: {load_average()}")
 
 

@@ -14,7 +14,6 @@ Runtime, and vlm_engine.infer.runtime_choice picks one per InferenceConfig.runti
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
 import threading
@@ -50,6 +49,13 @@ AutoRule = Literal["timed", "fixed-order"]
 # A chunk is at least this many charts: smaller chunks cost more in per-call overhead than the
 # second core gives back.
 MIN_CHARTS_PER_WORKER = 4
+# start_batch (the order path) cuts a batch only from this many charts: below it, a pool thread's
+# wake-up and the GIL going back and forth cost more than the second core gives back. Measured
+# with bench/bench_ml_arms.py (the start_batch schedule on 2 workers against 1, 250-300 paired
+# calls, static INT8 at 96 px, load 3.4-5.7), one worker over two: 10 charts p50 0.90, process
+# CPU 0.87; 20: p50 0.98, CPU 0.89; 30: p50 1.12, CPU 0.91; 100: p50 1.00, CPU 0.91.
+# score_images (parity, timing, backtests) keeps MIN_CHARTS_PER_WORKER.
+MIN_CHARTS_TO_SPLIT = 24
 # A batch is cut into this many chunks per worker, taken in turn by whichever thread is free (the
 # pool's, and the caller once it joins), so a pool thread that wakes late leaves its chunk to the
 # caller. More, smaller chunks would balance finer but cost CPU, which is what a busy box lacks:
@@ -58,8 +64,8 @@ MIN_CHARTS_PER_WORKER = 4
 # 18.7. (Measured when each chunk was also drawn by the thread that took it; with the caller
 # drawing every chart, 1 still did no worse than 2 at load 4.3: p50 38.3 vs 38.8, CPU 20.7 vs 21.4.)
 CHUNKS_PER_WORKER = 1
-# start_batch's last chunk, the caller's, over a pool thread's: the caller draws every chart and
-# computes the features before it embeds its own.
+# start_batch's last chunk, the caller's, over a pool thread's: the caller embeds its own and then
+# computes the features while the pool embeds the first (100 charts: 37 + features against 63).
 CALLER_SHARE = 0.6
 MAX_AUTO_WORKERS = 4
 
@@ -108,36 +114,31 @@ def _pool(workers: int) -> ThreadPoolExecutor:
 
 
 class _ChunkQueue:
-    """The indices 0..n-1 of a batch's chunks, handed out once each to whichever thread asks, and
-    only once they are ready (drawn): a thread asking for a chunk still being drawn waits for it."""
+    """The indices 0..n-1 of a batch's chunks, handed out once each to whichever thread asks: the
+    pool's threads take them from the front, the caller from the back (its own, the smaller
+    last chunk, first)."""
 
-    def __init__(self, n: int, *, ready: int | None = None) -> None:
-        self._next = 0
-        self._n = n
-        self._ready = n if ready is None else ready
-        self._cond = threading.Condition()
+    def __init__(self, n: int) -> None:
+        self._front = 0
+        self._back = n
+        self._lock = threading.Lock()
 
-    def take(self) -> int | None:
-        """The next chunk's index, None when every chunk is taken (or the batch stopped)."""
-        with self._cond:
-            while self._next >= self._ready and self._next < self._n:
-                self._cond.wait()
-            if self._next >= self._n:
+    def take(self, *, last: bool = False) -> int | None:
+        """The first (or last) chunk not yet taken, None when every chunk is taken (or the batch
+        stopped)."""
+        with self._lock:
+            if self._front >= self._back:
                 return None
-            self._next += 1
-            return self._next - 1
-
-    def ready(self, count: int) -> None:
-        """The first `count` chunks may be handed out."""
-        with self._cond:
-            self._ready = max(self._ready, count)
-            self._cond.notify_all()
+            if last:
+                self._back -= 1
+                return self._back
+            self._front += 1
+            return self._front - 1
 
     def stop(self) -> None:
         """Hand out no more chunks (a chunk failed: the batch's error is raised by its join)."""
-        with self._cond:
-            self._next = self._n
-            self._cond.notify_all()
+        with self._lock:
+            self._front = self._back
 
 
 def _raise(error: BaseException) -> ClipBatch:
@@ -277,61 +278,39 @@ class ChartEngine:
         return self.start_batch(windows)()
 
     def start_batch(self, windows: Sequence[ChartWindow]) -> Callable[[], ClipBatch]:
-        """score_batch() in two halves: the calling thread draws every chart now, the first
-        chunk first, and the pool's threads embed the drawn chunks as they come; calling the
-        returned join embeds what is left in the calling thread, then collects the batch (same
-        chunks, same rows as score_batch). Between the two the caller is free (the ML scorer
-        computes its technical features there, while the pool embeds). Call join exactly once;
-        errors are raised by join, never by start_batch.
+        """score_batch() in two halves: the calling thread draws every chart, hands the pool's
+        threads their chunks (the first ones) and embeds its own (the last, the smaller) before
+        it returns; calling the returned join embeds what is left in the calling thread, then
+        collects the batch (same chunks, same rows as score_batch). Between the two the caller is
+        free (the ML scorer computes its technical features there, while the pool embeds). Call
+        join exactly once; errors are raised by join, never by start_batch.
 
-        Only the calling thread draws: drawing is NumPy on small arrays and holds the GIL most of
-        the time, so a pool thread drawing while the caller computes features made both wait on
-        the GIL; embedding (torch, ONNX Runtime) releases it, and overlaps the drawing and the
-        features instead."""
+        Why this order: drawing and the features are Python that holds the GIL, embedding (torch,
+        ONNX Runtime) releases it. A pool thread woken while the caller draws or computes
+        features must wait for the GIL before it can start embedding (up to the switch
+        interval); woken just as the caller starts embedding, it finds the GIL free and both
+        embed side by side, and the caller's features then overlap the rest of the pool's chunk.
+        Only the calling thread draws (a pool thread drawing beside the features made both wait
+        on the GIL)."""
         if not windows:
             return self._empty
         if not self.renderer.thread_safe:  # drawn and scored in join(), in the calling thread
             return lambda: self._render_then_score(windows)
         items = list(windows)
-        chunks = self._batch_chunks(len(items))
-        if min(len(chunks), self.workers) <= 1:
+        if self.workers <= 1:
             return lambda: self._render_then_score(items)
-        spec = self.bundle.spec
-        images = np.empty((len(items), spec.height, spec.width, 3), dtype=np.uint8)
+        chunks = self._batch_chunks(len(items))  # one chunk: embedded by the caller at the join
         started = time.perf_counter()
-        first = chunks[0]
         try:
-            self.render(items[first], out=images[first])
+            images = self.render(items)
         except (ChartError, ValueError) as e:  # bad bars: raised by the join, as they were
             failed = e
             return lambda: _raise(failed)
-        queue = _ChunkQueue(len(chunks), ready=1)
-        join = self._start(
-            chunks, lambda rows: (self.embed(images[rows]), 0.0, images[rows]), queue=queue
-        )
-        rest = slice(first.stop, len(items))
-        error: Exception | None = None
-        drawn = False
-        try:
-            self.render(items[rest], out=images[rest])
-            drawn = True
-        except (ChartError, ValueError) as e:  # raised by the join, once the pool lets go
-            error = e
-        finally:  # a pool thread waiting for the rest is never left waiting
-            if drawn:
-                queue.ready(len(chunks))
-            else:
-                queue.stop()
         rendered = time.perf_counter() - started
-
-        def joined() -> ClipBatch:
-            if error is not None:
-                with contextlib.suppress(Exception):
-                    join()  # the pool thread lets go of the batch; the drawing's error is raised
-                raise error
-            return msgspec.structs.replace(join(), render_seconds=rendered)
-
-        return joined
+        join = self._start(
+            chunks, lambda rows: (self.embed(images[rows]), 0.0, images[rows]), caller_first=True
+        )
+        return lambda: msgspec.structs.replace(join(), render_seconds=rendered)
 
     def _render_then_score(self, windows: Sequence[ChartWindow]) -> ClipBatch:
         """A renderer that is not thread-safe draws the whole batch first, in the calling thread."""
@@ -355,25 +334,26 @@ class ChartEngine:
         chunks: list[slice],
         score: Callable[[slice], _Chunk],
         *,
-        queue: _ChunkQueue | None = None,
+        caller_first: bool = False,
     ) -> Callable[[], ClipBatch]:
         """score() each chunk (row ranges in order), merged in order, as a join to call once. With more than
-        one chunk and worker, workers - 1 pool threads start taking chunks now and the caller takes
-        what is left when it joins (whoever is free takes the next one); a pool thread that has
-        not started by the time the caller has taken the last chunk is cancelled, so the join
-        never waits for a wake-up that brings no work. Which thread scores a chunk changes
-        nothing in its rows: the chunks are the same slices whoever runs them. queue: the chunks'
-        queue when the caller hands them out as they are drawn (start_batch)."""
+        one chunk and worker, workers - 1 pool threads start taking chunks now, from the first,
+        and the caller takes what is left, from the last, when it joins (whoever is free takes
+        the next one); a pool thread that has not started by the time the caller has taken the
+        last chunk is cancelled, so the join never waits for a wake-up that brings no work. Which
+        thread scores a chunk changes nothing in its rows: the chunks are the same slices whoever
+        runs them. caller_first: the caller scores the last chunk now, before this returns (an
+        error of it is raised by the join)."""
         helpers = min(len(chunks), self.workers) - 1
         if helpers <= 0:
             return lambda: self._merge([score(rows) for rows in chunks], 1)
         parts: list[_Chunk | None] = [None] * len(chunks)
-        queue = queue or _ChunkQueue(len(chunks))
+        queue = _ChunkQueue(len(chunks))
 
-        def take_chunks() -> int:
-            """Score chunks until none is left; how many this thread scored."""
+        def take_chunks(*, last: bool = False, most: int = len(chunks)) -> int:
+            """Score up to `most` chunks until none is left; how many this thread scored."""
             taken = 0
-            while (i := queue.take()) is not None:
+            while taken < most and (i := queue.take(last=last)) is not None:
                 try:
                     parts[i] = score(chunks[i])
                 except BaseException:
@@ -383,10 +363,19 @@ class ChartEngine:
             return taken
 
         started = [_pool(self.workers).submit(take_chunks) for _ in range(helpers)]
+        early: Exception | None = None
+        first = 0
+        if caller_first:
+            try:
+                first = take_chunks(last=True, most=1)
+            except Exception as e:  # raised by the join, once the pool lets go of the batch
+                early = e
 
         def join() -> ClipBatch:
             try:
-                mine = take_chunks()
+                if early is not None:
+                    raise early
+                mine = first + take_chunks(last=True)
             finally:
                 running = [f for f in started if not f.cancel()]
                 wait(running)  # no pool thread is left scoring, even when the caller failed
@@ -414,7 +403,7 @@ class ChartEngine:
         """Contiguous row ranges of about equal size: CHUNKS_PER_WORKER per worker while each
         keeps MIN_CHARTS_PER_WORKER charts on average (10 charts over 2 workers: 5 and 5; 6: one
         of 6), at most max_batch. caller_share: the last chunk's size relative to the others (the
-        caller takes it, after its own work: start_batch)."""
+        caller takes it, and computes the features after it: start_batch)."""
         size = n
         if self.workers > 1:
             count = min(self.workers * CHUNKS_PER_WORKER, max(1, n // MIN_CHARTS_PER_WORKER))
@@ -424,7 +413,11 @@ class ChartEngine:
 
     def _batch_chunks(self, n: int) -> list[slice]:
         """start_batch's chunks of n windows: the caller's (the last) is CALLER_SHARE of a pool
-        thread's, as the caller draws every chart and computes its features before it joins."""
+        thread's, as the caller draws every chart and computes its features before it joins;
+        one chunk below MIN_CHARTS_TO_SPLIT charts."""
+        if n < MIN_CHARTS_TO_SPLIT:
+            size = self.config.max_batch
+            return [slice(start, min(n, start + size)) for start in range(0, n, size)]
         return self._chunks(n, caller_share=CALLER_SHARE)
 
     def embed(self, images: npt.NDArray[np.uint8]) -> Float32Array:

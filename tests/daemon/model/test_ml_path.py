@@ -24,7 +24,7 @@ from vlm_engine.infer.engine import _pool
 from vlm_engine.infer.onnx_export import INT8_FILE
 from vlm_engine.render import ChartInputError
 
-SYMBOLS = tuple(f"S{i}" for i in range(12))  # two chunks (8 and 4), taken in turn by two threads
+SYMBOLS = tuple(f"S{i}" for i in range(30))  # two chunks (19 and 11), taken in turn by two threads
 
 
 @pytest.fixture(scope="module")
@@ -63,12 +63,12 @@ class SequentialVision:
         return sequential_scores(self.engine, windows)
 
 
-def batches() -> list[list[Window]]:
-    windows = sample_windows(60, seed=5, symbols=SYMBOLS)
+def batches(symbols: tuple[str, ...] = SYMBOLS) -> list[list[Window]]:
+    windows = sample_windows(60, seed=5, symbols=symbols)
     by_ts: dict[int, list[Window]] = {}
     for w in windows:
         by_ts.setdefault(int(w.timestamps[-1]), []).append(w)
-    return [b for b in by_ts.values() if len(b) == len(SYMBOLS)][-6:]
+    return [b for b in by_ts.values() if len(b) == len(symbols)][-6:]
 
 
 def assert_same_path(models: LoadedBundle, windows_batches: list[list[Window]]) -> None:
@@ -119,7 +119,7 @@ def test_engine_when_the_caller_scores_the_last_chunk_then_rows_equal_chunk_by_c
     expected = sequential_scores(engine, windows)
     assert np.array_equal(batch.p_up.astype(np.float64), expected.p_up)
     assert np.array_equal(batch.embeddings.astype(np.float64), expected.embeddings)
-    assert [len(c) for c in batch.images] == [8, 4]  # the caller's chunk is the smaller
+    assert [len(c) for c in batch.images] == [19, 11]  # the caller's chunk is the smaller
     vision = ClipVision(engine=engine)
     assert np.array_equal(vision.score_windows(windows).pattern_probs, expected.pattern_probs)
 
@@ -158,9 +158,60 @@ def test_engine_when_every_pool_thread_is_busy_then_the_caller_scores_every_chun
     assert finished, "the join waited for a pool thread that never took a chunk"
     batch = out[0]
     assert isinstance(batch, ClipBatch)
-    assert [len(c) for c in batch.images] == [8, 4]
+    assert [len(c) for c in batch.images] == [19, 11]
     assert np.array_equal(batch.p_up.astype(np.float64), expected.p_up)
     assert np.array_equal(batch.pattern_probs.astype(np.float64), expected.pattern_probs)
+
+
+def test_engine_when_a_batch_starts_then_the_caller_embeds_its_own_chunk_before_the_join(
+    models: LoadedBundle, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    engine = models.engine
+    windows = batches()[-1]
+    expected = sequential_scores(engine, windows)
+    embed, calls = engine.embed, []
+
+    def spied(images: np.ndarray) -> np.ndarray:
+        calls.append((threading.get_ident(), len(images)))
+        return embed(images)
+
+    monkeypatch.setattr(engine, "embed", spied)
+    release = threading.Event()  # the pool is busy: whatever is embedded now, the caller did
+    blockers = [_pool(engine.workers).submit(release.wait) for _ in range(engine.workers)]
+    try:
+        join = engine.start_batch(windows)
+        before_join = list(calls)
+        batch = join()
+    finally:
+        release.set()
+        for blocker in blockers:
+            blocker.result()
+    # the caller's own chunk (the last, the smaller) was embedded before start_batch returned,
+    # so the features that follow overlap the pool's chunk, not the caller's
+    assert before_join == [(threading.get_ident(), 11)]
+    assert [k for _, k in calls] == [11, 19]  # the busy pool's chunk too, at the join
+    assert [len(c) for c in batch.images] == [19, 11]
+    assert np.array_equal(batch.embeddings.astype(np.float64), expected.embeddings)
+
+
+def test_engine_when_a_batch_is_small_then_the_caller_embeds_it_in_one_chunk_without_the_pool(
+    models: LoadedBundle, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    engine = models.engine
+    windows = batches(SYMBOLS[:12])[-1]  # below MIN_CHARTS_TO_SPLIT: hand-offs cost more
+    embed, calls = engine.embed, []
+
+    def spied(images: np.ndarray) -> np.ndarray:
+        calls.append((threading.get_ident(), len(images)))
+        return embed(images)
+
+    monkeypatch.setattr(engine, "embed", spied)
+    batch = engine.start_batch(windows)()
+    assert calls == [(threading.get_ident(), 12)]
+    assert [len(c) for c in batch.images] == [12]
+    monkeypatch.undo()
+    charts = engine.render([w.tail(engine.spec.bars_needed) for w in windows])
+    assert np.array_equal(batch.embeddings, engine.embed(charts))
 
 
 def test_engine_when_a_chunk_fails_then_the_join_raises_and_no_thread_is_left_scoring(
