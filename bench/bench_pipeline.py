@@ -8,8 +8,9 @@ modes, alternating, in one run; repeats until two runs agree within 10% on the f
 largest symbol count. At the largest count it prints a stage table (venue = the paper venue matching
 the bars, intake = validation/store/book/risk state, windows, score, decide = strategy + risk, journal
 = the write-ahead commit, submit = the paper venue taking the orders, after = what follows once the orders are out),
-per batch in wall time and in the pipeline thread's CPU time. --paced stands for bars seconds apart, as
-live: before each batch, untimed, the journal's writer commits the previous one and the journal's
+per batch in wall time, in the pipeline thread's CPU time and in its run delay (runnable but
+waiting for a CPU), and the order path per order split into CPU, run delay and blocked (locks, the
+GIL, fsync). --paced stands for bars seconds apart, as live: before each batch, untimed, the journal's writer commits the previous one and the journal's
 and the venue's background checkpoints run their pass (as they do every second); without it
 batches follow at once, the writer competes with the next batch and the WALs only grow.
 Each run ends with the disk's fdatasync of one 4 KB page overwritten in place (what a commit under
@@ -139,36 +140,67 @@ def fsync_floor(workdir: Path, samples: int = 200) -> tuple[float, float]:
 def stage_table(
     results: dict[str, Pipeline], orders: dict[str, list[int]], symbols: int
 ) -> dict[str, float]:
-    """Per-batch p50/p99 of each order-path stage, wall time and the pipeline thread's CPU time,
-    the journal modes side by side; then per order (each batch's laps counted once per order it
-    sent: the batches that make the order latency); returns figures."""
+    """Per-batch p50/p99 of each order-path stage: wall time, the pipeline thread's CPU time and
+    its run delay (runnable, waiting for a CPU: other processes' share of a busy machine); the
+    journal modes side by side; then per order (each batch's laps counted once per order it
+    sent: the batches that make the order latency); then the order path per order split into
+    cpu + run delay + blocked (the rest of wall: locks, the GIL, fsync); returns figures."""
     modes = list(results)
     head = "".join(f" {m + ' p50':>11} {m + ' p99':>11}" for m in modes)
     figures: dict[str, float] = {}
-    for kind in ("wall", "cpu", "wall per order", "cpu per order"):
-        per_order = kind.endswith("per order")
+    kinds = {"wall": "", "cpu": "_cpu", "delay": "_delay"}
+    for kind, per_order in [(k, False) for k in kinds] + [("wall", True), ("cpu", True)]:
         unit = "per order" if per_order else "per batch"
-        print(f"  stages at {symbols} symbols, {kind.split()[0]} ms {unit}:\n  {'stage':<8}{head}")
+        print(f"  stages at {symbols} symbols, {kind} ms {unit}:\n  {'stage':<8}{head}")
         for stage in ORDER_PATH_STAGES:
             cells = ""
             for mode, pipeline in results.items():
-                clock = pipeline.stage_clock
-                wall = kind.startswith("wall")
-                recorder = (clock.stages if wall else clock.cpu_stages)[stage]
+                laps = _laps(pipeline, kind, stage)
                 if per_order:
-                    laps = np.repeat(recorder.samples(), orders[mode]) * 1000.0
-                    p50, p99 = (
-                        float(np.percentile(laps, q)) if laps.size else 0.0 for q in (50, 99)
-                    )
-                else:
-                    p50 = recorder.percentile_ms(50) or 0.0
-                    p99 = recorder.percentile_ms(99) or 0.0
-                suffix = ("" if wall else "_cpu") + ("_per_order" if per_order else "")
+                    laps = np.repeat(laps, orders[mode])
+                p50, p99 = _percentiles(laps)
+                suffix = kinds[kind] + ("_per_order" if per_order else "")
                 figures[f"{mode}_{symbols}_{stage}{suffix}_p50_ms"] = p50
                 figures[f"{mode}_{symbols}_{stage}{suffix}_p99_ms"] = p99
                 cells += f" {p50:>11.3f} {p99:>11.3f}"
             print(f"  {stage:<8}{cells}")
+    print(
+        f"  order path at {symbols} symbols (arrival to broker), ms per order:\n  {'part':<8}{head}"
+    )
+    to_broker = [s for s in ORDER_PATH_STAGES if s != "after"]
+    parts: dict[str, dict[str, np.ndarray]] = {}
+    for mode, pipeline in results.items():
+        wall, cpu, delay = (
+            sum(_laps(pipeline, kind, stage) for stage in to_broker) for kind in kinds
+        )
+        split = {"wall": wall, "cpu": cpu, "delay": delay, "blocked": wall - cpu - delay}
+        parts[mode] = {k: np.repeat(v, orders[mode]) for k, v in split.items()}
+    for part in ("wall", "cpu", "delay", "blocked"):
+        cells = ""
+        for mode in modes:
+            p50, p99 = _percentiles(parts[mode][part])
+            figures[f"{mode}_{symbols}_order_path_{part}_p50_ms"] = p50
+            figures[f"{mode}_{symbols}_order_path_{part}_p99_ms"] = p99
+            cells += f" {p50:>11.3f} {p99:>11.3f}"
+        print(f"  {part:<8}{cells}")
     return figures
+
+
+def _laps(pipeline: Pipeline, kind: str, stage: str) -> np.ndarray:
+    """One stage's per-batch laps in ms (zeros where the kernel reports no run delay)."""
+    clock = pipeline.stage_clock
+    recorders = {"wall": clock.stages, "cpu": clock.cpu_stages, "delay": clock.delay_stages}
+    laps = recorders[kind][stage].samples() * 1000.0
+    if kind == "delay" and laps.size == 0:
+        return np.zeros(clock.stages[stage].count)
+    return laps
+
+
+def _percentiles(laps: np.ndarray) -> tuple[float, float]:
+    if not laps.size:
+        return 0.0, 0.0
+    p50, p99 = np.percentile(laps, [50, 99])
+    return float(p50), float(p99)
 
 
 def measure(

@@ -159,7 +159,7 @@ class Pipeline:
                 self.journal.record_orders_ahead(**rows)
                 journaled = True
                 clock.lap("journal")
-                await self._send(decision, arrived)
+                elapsed = await self._send(decision, arrived)
                 clock.lap("submit")
         except Exception:
             # The venue refused or failed: the batch's signals still reach the journal and the
@@ -168,6 +168,7 @@ class Pipeline:
             if deferred and journaled:
                 await self._finish_deferred(scorer, scored)
             raise
+        self._log_sent(decision, elapsed)  # the orders are out (and the clock has lapped)
         if deferred:  # the top reasons and the drift update: nothing the orders wait for
             signals = await self._finish_deferred(scorer, scored)
         if self.explainer is not None:  # a put_nowait: the explaining runs in its own thread
@@ -221,7 +222,7 @@ class Pipeline:
         decision = self.kernel.check(intents, now)
         self._log_rejections(decision)
         self.journal.record_orders_ahead(decisions=decision.decisions, orders=decision.orders)
-        await self._send(decision, arrived)
+        self._log_sent(decision, await self._send(decision, arrived))
         return decision.orders
 
     async def _finish_deferred(self, scorer: Scorer, scored: ScoredBatch) -> list[Signal]:
@@ -277,13 +278,14 @@ class Pipeline:
                 reasons=list(s.reasons),
             )
 
-    async def _send(self, decision: BatchDecision, arrived: float) -> None:
+    async def _send(self, decision: BatchDecision, arrived: float) -> float:
+        """Cancels and orders to the broker; returns the orders' latency (seconds since the batch
+        arrived). Their log lines are _log_sent's, once the caller's clock has lapped."""
         for coid in decision.cancels:
             await self.execution.cancel(coid)
         orders = decision.orders
         if not orders:
-            self._log_cancels(decision)
-            return
+            return 0.0
         self._orders_journaled += len(orders)
         if _CRASH_AFTER_JOURNALED and self._orders_journaled >= _CRASH_AFTER_JOURNALED:
             os.kill(os.getpid(), signal.SIGKILL)
@@ -291,9 +293,16 @@ class Pipeline:
         if _CRASH_AFTER_SUBMITTED and self._orders_journaled >= _CRASH_AFTER_SUBMITTED:
             os.kill(os.getpid(), signal.SIGKILL)
         elapsed = time.perf_counter() - arrived
-        self._log_cancels(decision)  # log lines once the orders are out
-        for order in orders:
+        for _ in orders:
             self.latency.add(elapsed)
+        self.stats.orders_submitted += len(orders)
+        return elapsed
+
+    # ---- log lines: one per decision ------------------------------------------------------------
+    def _log_sent(self, decision: BatchDecision, elapsed: float) -> None:
+        """The cancel requests and one order.submitted line per order (latency_ms: _send's)."""
+        self._log_cancels(decision)
+        for order in decision.orders:
             log.info(
                 "order.submitted",
                 symbol=order.symbol,
@@ -304,9 +313,7 @@ class Pipeline:
                 reason=order.reason,
                 latency_ms=round(elapsed * 1000, 3),
             )
-        self.stats.orders_submitted += len(orders)
 
-    # ---- log lines: one per decision ------------------------------------------------------------
     def _log_cancels(self, decision: BatchDecision) -> None:
         for coid in decision.cancels:
             log.info("order.cancel_requested", client_order_id=coid)
