@@ -16,7 +16,10 @@ batches follow at once, the writer competes with the next batch and the WALs onl
 Each run ends with the disk's fdatasync of one 4 KB page overwritten in place (what a commit under
 synchronous=full waits for at least, the journal's WAL being reused in place) measured beside it: the
 floor under the full-mode order latency, and most of its tail.
+--realtime runs each journal mode twice in turn, the second (`<mode>_rt`) with the order path at
+real-time priority (daemon/runtime.py OrderPathPriority).
 Usage: python bench/bench_pipeline.py [--bars N] [--symbols 1,10,100] [--synchronous normal,full] [--paced]
+    [--realtime]
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ from daemon.execution.paper import PaperExecution
 from daemon.journal import Journal
 from daemon.log_setup import configure_logging
 from daemon.pipeline import ORDER_PATH_STAGES, Pipeline
-from daemon.runtime import tune_gc
+from daemon.runtime import OrderPathPriority, tune_gc
 from strategy.bars import BarStore, BarStoreConfig
 from strategy.book import Book
 from strategy.market_sim import MarketSimulator, SimMarketConfig
@@ -73,12 +76,17 @@ def baseline(batches: list[list[Bar]]) -> float:
 
 
 async def run_pipeline(
-    batches: list[list[Bar]], workdir: Path, synchronous: str, *, paced: bool = False
+    batches: list[list[Bar]],
+    workdir: Path,
+    synchronous: str,
+    *,
+    paced: bool = False,
+    realtime: bool = False,
 ) -> tuple[float, Pipeline, list[int]]:
     """bars/s, the pipeline with its latency figures and each timed batch's order count. paced: before each batch, untimed, what
     a gap of seconds between live bars does: the journal's writer commits the previous batch and
     both WAL checkpoints run; otherwise batches follow each other at once and the writer works
-    during the next batch."""
+    during the next batch. realtime: the order path at real-time priority (Pipeline.priority)."""
     journal = Journal(workdir / "journal.sqlite", synchronous=synchronous)  # type: ignore[arg-type]
     journal.open()
     with PaperExecution(config=SimBrokerConfig(), path=workdir / "venue.sqlite") as venue:
@@ -101,6 +109,7 @@ async def run_pipeline(
         for batch in batches[:warm]:
             await pipeline.on_bars(batch)
         tune_gc()  # as the daemon does once it is warm
+        pipeline.priority = OrderPathPriority(enabled=realtime)
         pipeline.latency.reset()
         pipeline.stage_clock.reset()
         n, elapsed = 0, 0.0
@@ -204,9 +213,16 @@ def _percentiles(laps: np.ndarray) -> tuple[float, float]:
 
 
 def measure(
-    symbol_counts: list[int], modes: list[str], bars: int, *, paced: bool = False
+    symbol_counts: list[int],
+    modes: list[str],
+    bars: int,
+    *,
+    paced: bool = False,
+    realtime: bool = False,
 ) -> dict[str, float]:
-    """One run: every symbol count with every journal mode; prints the table, returns figures."""
+    """One run: every symbol count with every journal mode (and each again with the order path
+    at real-time priority, `<mode>_rt`, when realtime); prints the table, returns figures."""
+    arms = [(mode, rt) for mode in modes for rt in ((False, True) if realtime else (False,))]
     print(
         f"{'symbols':>7} {'journal':>7} {'bars/s':>10} {'baseline':>10} {'ratio':>6} "
         f"{'orders':>7} {'p50 ms':>7} {'p99 ms':>7}"
@@ -218,10 +234,11 @@ def measure(
         floor = baseline(batches)
         results: dict[str, Pipeline] = {}
         orders: dict[str, list[int]] = {}
-        for mode in modes:
+        for journal_mode, rt in arms:
+            mode = journal_mode + ("_rt" if rt else "")
             with tempfile.TemporaryDirectory() as tmp:
                 rate, pipeline, orders[mode] = asyncio.run(
-                    run_pipeline(batches, Path(tmp), mode, paced=paced)
+                    run_pipeline(batches, Path(tmp), journal_mode, paced=paced, realtime=rt)
                 )
             p50 = pipeline.latency.percentile_ms(50) or float("nan")
             p99 = pipeline.latency.percentile_ms(99) or float("nan")
@@ -260,6 +277,12 @@ def main() -> None:
         action="store_true",
         help="each batch after the journal writer and both WAL checkpoints ran (bars seconds apart)",
     )
+    parser.add_argument(
+        "--realtime",
+        action="store_true",
+        help="each journal mode also with the order path at real-time priority (needs root or "
+        "RLIMIT_RTPRIO >= 1; refused: one line, normal priority)",
+    )
     args = parser.parse_args()
     modes = args.synchronous.split(",")
     if not set(modes) <= {"normal", "full"}:
@@ -270,7 +293,9 @@ def main() -> None:
     symbol_counts = [int(s) for s in args.symbols.split(",")]
     with Session("pipeline") as bench:
         bench.until_stable(
-            lambda: measure(symbol_counts, modes, args.bars, paced=args.paced),
+            lambda: measure(
+                symbol_counts, modes, args.bars, paced=args.paced, realtime=args.realtime
+            ),
             key=f"{modes[-1]}_{symbol_counts[-1]}_p99_ms",
             prefix="paced_" if args.paced else "",
         )

@@ -23,6 +23,7 @@ from daemon.journal import Journal
 from daemon.latency import LatencyRecorder, StageClock
 from daemon.model.scoring import ScoredBatch, finish_off_loop, log_scored, score_off_loop
 from daemon.model.shadow import ShadowRunner
+from daemon.runtime import OrderPathPriority
 from strategy.bars import BarStore, Window
 from strategy.book import Book
 from strategy.kernel import BatchDecision, BatchIntake, TradingKernel, journaled_signals
@@ -97,6 +98,9 @@ class Pipeline:
         self.clock: Callable[[], datetime] | None = None
         self.shadow: ShadowRunner | None = None  # scores after the orders are out; never trades
         self.explainer: Explainer | None = None  # explains each order once it is at the broker
+        # Real-time scheduling from a batch's arrival until its orders are out: off unless the
+        # daemon enables it (see daemon/runtime.py for why, and what it needs).
+        self.priority = OrderPathPriority(enabled=False)
         self._orders_journaled = 0
 
     # The kernel owns the state; these names are what the daemon, API and tests reach for.
@@ -129,9 +133,11 @@ class Pipeline:
         """Process bars that closed at one timestamp; returns the orders sent to the broker."""
         arrived = time.perf_counter()
         self.busy_since = arrived
+        self.priority.enter()
         try:
             return await self._on_bars(batch, arrived)
         finally:
+            self.priority.leave()  # a no-op once the orders are out (left there already)
             self.busy_since = None
 
     async def _on_bars(self, batch: Sequence[Bar], arrived: float) -> list[Order]:
@@ -161,6 +167,7 @@ class Pipeline:
                 clock.lap("journal")
                 elapsed = await self._send(decision, arrived)
                 clock.lap("submit")
+                self.priority.leave()  # what follows waits for nothing the orders need
         except Exception:
             # The venue refused or failed: the batch's signals still reach the journal and the
             # monitors (drift, fusion's outcomes); the error goes on to the caller. A failed
