@@ -30,6 +30,7 @@ import io
 import os
 import tempfile
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -82,11 +83,13 @@ async def run_pipeline(
     *,
     paced: bool = False,
     realtime: bool = False,
+    before_batch: Callable[[int], None] | None = None,
 ) -> tuple[float, Pipeline, list[int]]:
     """bars/s, the pipeline with its latency figures and each timed batch's order count. paced: before each batch, untimed, what
     a gap of seconds between live bars does: the journal's writer commits the previous batch and
     both WAL checkpoints run; otherwise batches follow each other at once and the writer works
-    during the next batch. realtime: the order path at real-time priority (Pipeline.priority)."""
+    during the next batch. realtime: the order path at real-time priority (Pipeline.priority).
+    before_batch(j): called untimed before the j-th timed batch (bench_order_path_arms.py)."""
     journal = Journal(workdir / "journal.sqlite", synchronous=synchronous)  # type: ignore[arg-type]
     journal.open()
     with PaperExecution(config=SimBrokerConfig(), path=workdir / "venue.sqlite") as venue:
@@ -114,7 +117,9 @@ async def run_pipeline(
         pipeline.stage_clock.reset()
         n, elapsed = 0, 0.0
         orders: list[int] = []
-        for batch in batches[warm:]:
+        for j, batch in enumerate(batches[warm:]):
+            if before_batch is not None:
+                before_batch(j)
             if paced:
                 journal.flush()
                 journal.checkpoint()
