@@ -8,14 +8,18 @@ modes, alternating, in one run; repeats until two runs agree within 10% on the f
 largest symbol count. At the largest count it prints a stage table (venue = the paper venue matching
 the bars, intake = validation/store/book/risk state, windows, score, decide = strategy + risk, journal
 = the write-ahead commit, submit = the paper venue taking the orders, after = what follows once the orders are out),
-per batch in wall time and in the pipeline thread's CPU time. --paced stands for bars seconds apart, as
-live: before each batch, untimed, the journal's writer commits the previous one and the journal's
+per batch in wall time, in the pipeline thread's CPU time and in its run delay (runnable but
+waiting for a CPU), and the order path per order split into CPU, run delay and blocked (locks, the
+GIL, fsync). --paced stands for bars seconds apart, as live: before each batch, untimed, the journal's writer commits the previous one and the journal's
 and the venue's background checkpoints run their pass (as they do every second); without it
 batches follow at once, the writer competes with the next batch and the WALs only grow.
 Each run ends with the disk's fdatasync of one 4 KB page overwritten in place (what a commit under
 synchronous=full waits for at least, the journal's WAL being reused in place) measured beside it: the
 floor under the full-mode order latency, and most of its tail.
+--realtime runs each journal mode twice in turn, the second (`<mode>_rt`) with the order path at
+real-time priority (daemon/runtime.py OrderPathPriority).
 Usage: python bench/bench_pipeline.py [--bars N] [--symbols 1,10,100] [--synchronous normal,full] [--paced]
+    [--realtime]
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import io
 import os
 import tempfile
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -36,7 +41,7 @@ from daemon.execution.paper import PaperExecution
 from daemon.journal import Journal
 from daemon.log_setup import configure_logging
 from daemon.pipeline import ORDER_PATH_STAGES, Pipeline
-from daemon.runtime import tune_gc
+from daemon.runtime import OrderPathPriority, tune_gc
 from strategy.bars import BarStore, BarStoreConfig
 from strategy.book import Book
 from strategy.market_sim import MarketSimulator, SimMarketConfig
@@ -72,12 +77,19 @@ def baseline(batches: list[list[Bar]]) -> float:
 
 
 async def run_pipeline(
-    batches: list[list[Bar]], workdir: Path, synchronous: str, *, paced: bool = False
+    batches: list[list[Bar]],
+    workdir: Path,
+    synchronous: str,
+    *,
+    paced: bool = False,
+    realtime: bool = False,
+    before_batch: Callable[[int], None] | None = None,
 ) -> tuple[float, Pipeline, list[int]]:
     """bars/s, the pipeline with its latency figures and each timed batch's order count. paced: before each batch, untimed, what
     a gap of seconds between live bars does: the journal's writer commits the previous batch and
     both WAL checkpoints run; otherwise batches follow each other at once and the writer works
-    during the next batch."""
+    during the next batch. realtime: the order path at real-time priority (Pipeline.priority).
+    before_batch(j): called untimed before the j-th timed batch (bench_order_path_arms.py)."""
     journal = Journal(workdir / "journal.sqlite", synchronous=synchronous)  # type: ignore[arg-type]
     journal.open()
     with PaperExecution(config=SimBrokerConfig(), path=workdir / "venue.sqlite") as venue:
@@ -100,11 +112,14 @@ async def run_pipeline(
         for batch in batches[:warm]:
             await pipeline.on_bars(batch)
         tune_gc()  # as the daemon does once it is warm
+        pipeline.priority = OrderPathPriority(enabled=realtime)
         pipeline.latency.reset()
         pipeline.stage_clock.reset()
         n, elapsed = 0, 0.0
         orders: list[int] = []
-        for batch in batches[warm:]:
+        for j, batch in enumerate(batches[warm:]):
+            if before_batch is not None:
+                before_batch(j)
             if paced:
                 journal.flush()
                 journal.checkpoint()
@@ -139,42 +154,80 @@ def fsync_floor(workdir: Path, samples: int = 200) -> tuple[float, float]:
 def stage_table(
     results: dict[str, Pipeline], orders: dict[str, list[int]], symbols: int
 ) -> dict[str, float]:
-    """Per-batch p50/p99 of each order-path stage, wall time and the pipeline thread's CPU time,
-    the journal modes side by side; then per order (each batch's laps counted once per order it
-    sent: the batches that make the order latency); returns figures."""
+    """Per-batch p50/p99 of each order-path stage: wall time, the pipeline thread's CPU time and
+    its run delay (runnable, waiting for a CPU: other processes' share of a busy machine); the
+    journal modes side by side; then per order (each batch's laps counted once per order it
+    sent: the batches that make the order latency); then the order path per order split into
+    cpu + run delay + blocked (the rest of wall: locks, the GIL, fsync); returns figures."""
     modes = list(results)
     head = "".join(f" {m + ' p50':>11} {m + ' p99':>11}" for m in modes)
     figures: dict[str, float] = {}
-    for kind in ("wall", "cpu", "wall per order", "cpu per order"):
-        per_order = kind.endswith("per order")
+    kinds = {"wall": "", "cpu": "_cpu", "delay": "_delay"}
+    for kind, per_order in [(k, False) for k in kinds] + [("wall", True), ("cpu", True)]:
         unit = "per order" if per_order else "per batch"
-        print(f"  stages at {symbols} symbols, {kind.split()[0]} ms {unit}:\n  {'stage':<8}{head}")
+        print(f"  stages at {symbols} symbols, {kind} ms {unit}:\n  {'stage':<8}{head}")
         for stage in ORDER_PATH_STAGES:
             cells = ""
             for mode, pipeline in results.items():
-                clock = pipeline.stage_clock
-                wall = kind.startswith("wall")
-                recorder = (clock.stages if wall else clock.cpu_stages)[stage]
+                laps = _laps(pipeline, kind, stage)
                 if per_order:
-                    laps = np.repeat(recorder.samples(), orders[mode]) * 1000.0
-                    p50, p99 = (
-                        float(np.percentile(laps, q)) if laps.size else 0.0 for q in (50, 99)
-                    )
-                else:
-                    p50 = recorder.percentile_ms(50) or 0.0
-                    p99 = recorder.percentile_ms(99) or 0.0
-                suffix = ("" if wall else "_cpu") + ("_per_order" if per_order else "")
+                    laps = np.repeat(laps, orders[mode])
+                p50, p99 = _percentiles(laps)
+                suffix = kinds[kind] + ("_per_order" if per_order else "")
                 figures[f"{mode}_{symbols}_{stage}{suffix}_p50_ms"] = p50
                 figures[f"{mode}_{symbols}_{stage}{suffix}_p99_ms"] = p99
                 cells += f" {p50:>11.3f} {p99:>11.3f}"
             print(f"  {stage:<8}{cells}")
+    print(
+        f"  order path at {symbols} symbols (arrival to broker), ms per order:\n  {'part':<8}{head}"
+    )
+    to_broker = [s for s in ORDER_PATH_STAGES if s != "after"]
+    parts: dict[str, dict[str, np.ndarray]] = {}
+    for mode, pipeline in results.items():
+        wall, cpu, delay = (
+            sum(_laps(pipeline, kind, stage) for stage in to_broker) for kind in kinds
+        )
+        split = {"wall": wall, "cpu": cpu, "delay": delay, "blocked": wall - cpu - delay}
+        parts[mode] = {k: np.repeat(v, orders[mode]) for k, v in split.items()}
+    for part in ("wall", "cpu", "delay", "blocked"):
+        cells = ""
+        for mode in modes:
+            p50, p99 = _percentiles(parts[mode][part])
+            figures[f"{mode}_{symbols}_order_path_{part}_p50_ms"] = p50
+            figures[f"{mode}_{symbols}_order_path_{part}_p99_ms"] = p99
+            cells += f" {p50:>11.3f} {p99:>11.3f}"
+        print(f"  {part:<8}{cells}")
     return figures
 
 
+def _laps(pipeline: Pipeline, kind: str, stage: str) -> np.ndarray:
+    """One stage's per-batch laps in ms (zeros where the kernel reports no run delay)."""
+    clock = pipeline.stage_clock
+    recorders = {"wall": clock.stages, "cpu": clock.cpu_stages, "delay": clock.delay_stages}
+    laps = recorders[kind][stage].samples() * 1000.0
+    if kind == "delay" and laps.size == 0:
+        return np.zeros(clock.stages[stage].count)
+    return laps
+
+
+def _percentiles(laps: np.ndarray) -> tuple[float, float]:
+    if not laps.size:
+        return 0.0, 0.0
+    p50, p99 = np.percentile(laps, [50, 99])
+    return float(p50), float(p99)
+
+
 def measure(
-    symbol_counts: list[int], modes: list[str], bars: int, *, paced: bool = False
+    symbol_counts: list[int],
+    modes: list[str],
+    bars: int,
+    *,
+    paced: bool = False,
+    realtime: bool = False,
 ) -> dict[str, float]:
-    """One run: every symbol count with every journal mode; prints the table, returns figures."""
+    """One run: every symbol count with every journal mode (and each again with the order path
+    at real-time priority, `<mode>_rt`, when realtime); prints the table, returns figures."""
+    arms = [(mode, rt) for mode in modes for rt in ((False, True) if realtime else (False,))]
     print(
         f"{'symbols':>7} {'journal':>7} {'bars/s':>10} {'baseline':>10} {'ratio':>6} "
         f"{'orders':>7} {'p50 ms':>7} {'p99 ms':>7}"
@@ -186,10 +239,11 @@ def measure(
         floor = baseline(batches)
         results: dict[str, Pipeline] = {}
         orders: dict[str, list[int]] = {}
-        for mode in modes:
+        for journal_mode, rt in arms:
+            mode = journal_mode + ("_rt" if rt else "")
             with tempfile.TemporaryDirectory() as tmp:
                 rate, pipeline, orders[mode] = asyncio.run(
-                    run_pipeline(batches, Path(tmp), mode, paced=paced)
+                    run_pipeline(batches, Path(tmp), journal_mode, paced=paced, realtime=rt)
                 )
             p50 = pipeline.latency.percentile_ms(50) or float("nan")
             p99 = pipeline.latency.percentile_ms(99) or float("nan")
@@ -228,6 +282,12 @@ def main() -> None:
         action="store_true",
         help="each batch after the journal writer and both WAL checkpoints ran (bars seconds apart)",
     )
+    parser.add_argument(
+        "--realtime",
+        action="store_true",
+        help="each journal mode also with the order path at real-time priority (needs root or "
+        "RLIMIT_RTPRIO >= 1; refused: one line, normal priority)",
+    )
     args = parser.parse_args()
     modes = args.synchronous.split(",")
     if not set(modes) <= {"normal", "full"}:
@@ -238,7 +298,9 @@ def main() -> None:
     symbol_counts = [int(s) for s in args.symbols.split(",")]
     with Session("pipeline") as bench:
         bench.until_stable(
-            lambda: measure(symbol_counts, modes, args.bars, paced=args.paced),
+            lambda: measure(
+                symbol_counts, modes, args.bars, paced=args.paced, realtime=args.realtime
+            ),
             key=f"{modes[-1]}_{symbol_counts[-1]}_p99_ms",
             prefix="paced_" if args.paced else "",
         )

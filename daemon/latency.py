@@ -3,6 +3,8 @@ stage clock that splits one batch's order path into named laps."""
 
 from __future__ import annotations
 
+import os
+import threading
 import time
 from collections.abc import Sequence
 
@@ -41,28 +43,71 @@ class LatencyRecorder:
         self._n = 0
 
 
+class RunDelay:
+    """The calling thread's time spent runnable but waiting for a CPU (Linux schedstat's
+    run_delay, seconds): what other processes or threads on a busy machine cost it, which its CPU
+    time does not show and its wall time does. None where the kernel does not report it."""
+
+    def __init__(self) -> None:
+        self._fd: int | None = None
+        self._tid: int | None = None
+
+    def read(self) -> float | None:
+        tid = threading.get_native_id()
+        if tid != self._tid:  # the file names one thread: opened again on a new caller's
+            self.close()
+            self._tid = tid
+            try:
+                self._fd = os.open(f"/proc/self/task/{tid}/schedstat", os.O_RDONLY)
+            except OSError:
+                return None
+        if self._fd is None:
+            return None
+        try:
+            # "cpu_ns run_delay_ns timeslices"; pread at 0 renders the file anew (about 1 us)
+            return int(os.pread(self._fd, 96, 0).split()[1]) / 1e9
+        except (OSError, IndexError, ValueError):
+            return None
+
+    def close(self) -> None:
+        fd, self._fd, self._tid = self._fd, None, None
+        if fd is not None:
+            os.close(fd)
+
+
 class StageClock:
-    """Per-batch time spent in each named stage, as wall time (`stages`) and as the calling
-    thread's CPU time (`cpu_stages`, which a busy machine inflates far less): start() when the
-    batch arrives, lap(name) at the end of each stage (the time since the previous lap or start
-    goes to `name`)."""
+    """Per-batch time spent in each named stage, as wall time (`stages`), as the calling
+    thread's CPU time (`cpu_stages`, which a busy machine inflates far less) and as the time it
+    waited for a CPU (`delay_stages`, run-queue delay; empty where the kernel does not report
+    it): wall - cpu - delay is time blocked (a lock, the GIL, an fsync). start() when the batch
+    arrives, lap(name) at the end of each stage (the time since the previous lap or start goes
+    to `name`)."""
 
     def __init__(self, names: Sequence[str], *, capacity: int = 20_000) -> None:
         self.names = tuple(names)
         self.stages = {name: LatencyRecorder(capacity=capacity) for name in self.names}
         self.cpu_stages = {name: LatencyRecorder(capacity=capacity) for name in self.names}
+        self.delay_stages = {name: LatencyRecorder(capacity=capacity) for name in self.names}
         self._wall = self._cpu = 0.0
+        self._delay: float | None = None
+        self._run_delay = RunDelay()
 
     def start(self, at: float) -> None:
         """at: the batch's arrival on the perf_counter clock."""
-        self._wall, self._cpu = at, time.thread_time()
+        self._wall, self._cpu, self._delay = at, time.thread_time(), self._run_delay.read()
 
     def lap(self, name: str) -> None:
-        wall, cpu = time.perf_counter(), time.thread_time()
+        wall, cpu, delay = time.perf_counter(), time.thread_time(), self._run_delay.read()
         self.stages[name].add(wall - self._wall)
         self.cpu_stages[name].add(cpu - self._cpu)
-        self._wall, self._cpu = wall, cpu
+        if delay is not None and self._delay is not None:
+            self.delay_stages[name].add(delay - self._delay)
+        self._wall, self._cpu, self._delay = wall, cpu, delay
 
     def reset(self) -> None:
-        for recorder in (*self.stages.values(), *self.cpu_stages.values()):
+        for recorder in (
+            *self.stages.values(),
+            *self.cpu_stages.values(),
+            *self.delay_stages.values(),
+        ):
             recorder.reset()

@@ -23,6 +23,7 @@ from daemon.journal import Journal
 from daemon.latency import LatencyRecorder, StageClock
 from daemon.model.scoring import ScoredBatch, finish_off_loop, log_scored, score_off_loop
 from daemon.model.shadow import ShadowRunner
+from daemon.runtime import OrderPathPriority
 from strategy.bars import BarStore, Window
 from strategy.book import Book
 from strategy.kernel import BatchDecision, BatchIntake, TradingKernel, journaled_signals
@@ -97,6 +98,9 @@ class Pipeline:
         self.clock: Callable[[], datetime] | None = None
         self.shadow: ShadowRunner | None = None  # scores after the orders are out; never trades
         self.explainer: Explainer | None = None  # explains each order once it is at the broker
+        # Real-time scheduling from a batch's arrival until its orders are out: off unless the
+        # daemon enables it (see daemon/runtime.py for why, and what it needs).
+        self.priority = OrderPathPriority(enabled=False)
         self._orders_journaled = 0
 
     # The kernel owns the state; these names are what the daemon, API and tests reach for.
@@ -129,9 +133,11 @@ class Pipeline:
         """Process bars that closed at one timestamp; returns the orders sent to the broker."""
         arrived = time.perf_counter()
         self.busy_since = arrived
+        self.priority.enter()
         try:
             return await self._on_bars(batch, arrived)
         finally:
+            self.priority.leave()  # a no-op once the orders are out (left there already)
             self.busy_since = None
 
     async def _on_bars(self, batch: Sequence[Bar], arrived: float) -> list[Order]:
@@ -159,8 +165,9 @@ class Pipeline:
                 self.journal.record_orders_ahead(**rows)
                 journaled = True
                 clock.lap("journal")
-                await self._send(decision, arrived)
+                elapsed = await self._send(decision, arrived)
                 clock.lap("submit")
+                self.priority.leave()  # what follows waits for nothing the orders need
         except Exception:
             # The venue refused or failed: the batch's signals still reach the journal and the
             # monitors (drift, fusion's outcomes); the error goes on to the caller. A failed
@@ -168,6 +175,7 @@ class Pipeline:
             if deferred and journaled:
                 await self._finish_deferred(scorer, scored)
             raise
+        self._log_sent(decision, elapsed)  # the orders are out (and the clock has lapped)
         if deferred:  # the top reasons and the drift update: nothing the orders wait for
             signals = await self._finish_deferred(scorer, scored)
         if self.explainer is not None:  # a put_nowait: the explaining runs in its own thread
@@ -221,7 +229,7 @@ class Pipeline:
         decision = self.kernel.check(intents, now)
         self._log_rejections(decision)
         self.journal.record_orders_ahead(decisions=decision.decisions, orders=decision.orders)
-        await self._send(decision, arrived)
+        self._log_sent(decision, await self._send(decision, arrived))
         return decision.orders
 
     async def _finish_deferred(self, scorer: Scorer, scored: ScoredBatch) -> list[Signal]:
@@ -277,13 +285,14 @@ class Pipeline:
                 reasons=list(s.reasons),
             )
 
-    async def _send(self, decision: BatchDecision, arrived: float) -> None:
+    async def _send(self, decision: BatchDecision, arrived: float) -> float:
+        """Cancels and orders to the broker; returns the orders' latency (seconds since the batch
+        arrived). Their log lines are _log_sent's, once the caller's clock has lapped."""
         for coid in decision.cancels:
             await self.execution.cancel(coid)
         orders = decision.orders
         if not orders:
-            self._log_cancels(decision)
-            return
+            return 0.0
         self._orders_journaled += len(orders)
         if _CRASH_AFTER_JOURNALED and self._orders_journaled >= _CRASH_AFTER_JOURNALED:
             os.kill(os.getpid(), signal.SIGKILL)
@@ -291,9 +300,16 @@ class Pipeline:
         if _CRASH_AFTER_SUBMITTED and self._orders_journaled >= _CRASH_AFTER_SUBMITTED:
             os.kill(os.getpid(), signal.SIGKILL)
         elapsed = time.perf_counter() - arrived
-        self._log_cancels(decision)  # log lines once the orders are out
-        for order in orders:
+        for _ in orders:
             self.latency.add(elapsed)
+        self.stats.orders_submitted += len(orders)
+        return elapsed
+
+    # ---- log lines: one per decision ------------------------------------------------------------
+    def _log_sent(self, decision: BatchDecision, elapsed: float) -> None:
+        """The cancel requests and one order.submitted line per order (latency_ms: _send's)."""
+        self._log_cancels(decision)
+        for order in decision.orders:
             log.info(
                 "order.submitted",
                 symbol=order.symbol,
@@ -304,9 +320,7 @@ class Pipeline:
                 reason=order.reason,
                 latency_ms=round(elapsed * 1000, 3),
             )
-        self.stats.orders_submitted += len(orders)
 
-    # ---- log lines: one per decision ------------------------------------------------------------
     def _log_cancels(self, decision: BatchDecision) -> None:
         for coid in decision.cancels:
             log.info("order.cancel_requested", client_order_id=coid)

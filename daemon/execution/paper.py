@@ -64,6 +64,11 @@ _UPSERT_TAPE = (
     "ON CONFLICT (symbol) DO UPDATE SET data = excluded.data"
 )
 _APPEND_CHANGES = "INSERT INTO venue_log (data) VALUES (?)"
+_READ_LOG = "SELECT id, data FROM venue_log WHERE id > ? ORDER BY id LIMIT ?"
+_DELETE_LOG = "DELETE FROM venue_log WHERE id <= ?"
+# Log rows folded per transaction (see PaperExecution._fold_log): a second of a 100-symbol
+# replay's calls is a few chunks; a live minute bar's, one.
+FOLD_CHUNK = 8
 
 
 class VenueChanges(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
@@ -314,36 +319,82 @@ class PaperExecution:
             log.warning("venue.fold_failed", path=str(self.path), error=str(e))
 
     def _fold_log(self, con: sqlite3.Connection) -> None:
-        """Apply venue_log to the tables, row by row in the order committed, with the statements
-        each call would have run on them, and empty it: all in one transaction."""
-        where = "venue_log"
+        """Apply venue_log to the tables in the order committed, with the statements each call
+        would have run on them, and delete the rows applied: FOLD_CHUNK rows per transaction. Each chunk's rows are read and turned into statements before the write lock
+        is taken, and the lock is let go between chunks: a call on the order path waits for one
+        chunk's SQLite writes at most, never for the decoding (a second of a busy replay's log
+        held it for milliseconds). A crash between chunks leaves the rest of the log, applied in
+        order at the next pass or open, on top of the rows already folded (upserts: the later
+        row wins, as it would have)."""
+        # The checkpoint thread's connection would otherwise checkpoint inline (SQLite's default
+        # past 1000 WAL pages) in a chunk's commit, under the write lock: a copy of the WAL and
+        # an fsync that the order path waited for. The pass checkpoints right after this anyway.
+        con.execute(f"PRAGMA wal_autocheckpoint={BACKSTOP_PAGES}")
+        after = 0
+        while True:
+            chunk = self._read_log(con, after)
+            if not chunk:
+                return
+            last, statements = chunk
+            self._apply_chunk(con, last, statements)
+            after = last
+
+    def _read_log(
+        self, con: sqlite3.Connection, after: int
+    ) -> tuple[int, list[tuple[str, str, list[tuple[object, ...]]]]] | None:
+        """The next FOLD_CHUNK log rows after id `after` as (last id, the statements to run with
+        their table and parameters), or None when there are none."""
+        try:
+            rows = con.execute(_READ_LOG, (after, FOLD_CHUNK)).fetchall()
+            if not rows:
+                return None
+            encode = self._encode
+            orders: list[tuple[object, ...]] = []
+            fills: list[tuple[object, ...]] = []
+            tapes: list[tuple[object, ...]] = []
+            for _, data in rows:
+                changes = _CHANGES.decode(data)
+                orders.extend(
+                    (v.order.client_order_id, v.sequence, encode(v).decode())
+                    for v in changes.orders
+                )
+                fills.extend((f.fill_id, encode(f).decode()) for f in changes.fills)
+                tapes.extend((s, encode(t).decode()) for s, t in changes.tapes.items())
+            # One executemany per table: each table's parameters keep the log's row order and
+            # the tables share no keys, so the rows come out as applying each log row in turn.
+            statements = [
+                ("venue_orders", _UPSERT_ORDER, orders),
+                ("venue_fills", _INSERT_FILL, fills),
+                ("venue_tapes", _UPSERT_TAPE, tapes),
+            ]
+        except (sqlite3.Error, msgspec.DecodeError) as e:
+            raise self._fold_error(e, "venue_log") from None
+        return int(rows[-1][0]), statements
+
+    def _apply_chunk(
+        self,
+        con: sqlite3.Connection,
+        last: int,
+        statements: list[tuple[str, str, list[tuple[object, ...]]]],
+    ) -> None:
+        """One transaction: the chunk's statements, then its log rows deleted."""
+        where = "venue_orders"
         try:
             with self._write_lock, con:
                 con.execute("BEGIN IMMEDIATE")
-                rows = con.execute("SELECT data FROM venue_log ORDER BY id").fetchall()
-                if not rows:
-                    return
-                encode = self._encode
-                for (data,) in rows:
-                    where = "venue_log"
-                    changes = _CHANGES.decode(data)
-                    where = "venue_orders"
-                    con.executemany(
-                        _UPSERT_ORDER,
-                        [(v.order.client_order_id, v.sequence, encode(v).decode())
-                         for v in changes.orders],
-                    )  # fmt: skip
-                    con.executemany(
-                        _INSERT_FILL, [(f.fill_id, encode(f).decode()) for f in changes.fills]
-                    )
-                    con.executemany(
-                        _UPSERT_TAPE, [(s, encode(t).decode()) for s, t in changes.tapes.items()]
-                    )
-                con.execute("DELETE FROM venue_log")
-        except (sqlite3.Error, msgspec.DecodeError) as e:
-            cause = storage_cause(e, self.path) if isinstance(e, sqlite3.Error) else None
-            msg = (
-                f"paper venue {self.path}: cannot fold {where} into the tables "
-                f"({cause or ' '.join(str(e).split())}); move the file away to start a fresh venue"
-            )
-            raise StorageError(msg) from None
+                for table, sql, params in statements:
+                    where = table
+                    if params:
+                        con.executemany(sql, params)
+                where = "venue_log"
+                con.execute(_DELETE_LOG, (last,))
+        except sqlite3.Error as e:
+            raise self._fold_error(e, where) from None
+
+    def _fold_error(self, e: sqlite3.Error | msgspec.DecodeError, where: str) -> StorageError:
+        cause = storage_cause(e, self.path) if isinstance(e, sqlite3.Error) else None
+        msg = (
+            f"paper venue {self.path}: cannot fold {where} into the tables "
+            f"({cause or ' '.join(str(e).split())}); move the file away to start a fresh venue"
+        )
+        return StorageError(msg)

@@ -323,3 +323,92 @@ def test_checkpoint_pass_when_calls_were_logged_then_folds_them_while_the_venue_
     assert refolded == _rows(path)  # the close had nothing left to fold
     with PaperExecution(config=CONFIG, path=path) as reopened:
         assert view(reopened) == expected
+
+
+def _trade_many(venue: PaperExecution, calls: int) -> None:
+    """Orders on three symbols, bars that fill some and rest others, cancels: `calls` log rows."""
+    symbols = ("AAA", "BBB", "CCC")
+    for i in range(calls // 2):
+        symbol = symbols[i % 3]
+        asyncio.run(venue.submit([order(f"M-{i}", symbol=symbol, quantity=50.0 + i, at=i),
+                                  order(f"L-{i}", symbol=symbol, limit=95.0, at=i)]))  # fmt: skip
+        venue.on_market_bars([bar(i + 1, symbol=s, open=100.0 + i % 7) for s in symbols])
+    venue.drain()
+
+
+def test_checkpoint_pass_when_the_log_spans_several_chunks_then_same_tables_as_one_fold(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Folded a chunk at a time, with each table's statements grouped per chunk: the tables
+    come out as the log folded in one transaction, row after row."""
+    monkeypatch.setattr(paper, "VENUE_CHECKPOINT_SECONDS", 3600.0)  # only the passes we run
+    chunk_rows = paper.FOLD_CHUNK
+    calls = 2 * (2 * chunk_rows + 3)  # a last chunk part full
+    tables = {}
+    for chunk in (chunk_rows, 10 * calls):
+        monkeypatch.setattr(paper, "FOLD_CHUNK", chunk)
+        path = tmp_path / f"chunk{chunk}.sqlite"
+        with PaperExecution(config=CONFIG, path=path) as venue:
+            _trade_many(venue, calls)
+            assert len(_rows(path)["venue_log"]) == calls
+            venue.checkpoint()
+            tables[chunk] = _rows(path)
+            expected = view(venue)
+        with PaperExecution(config=CONFIG, path=path) as reopened:
+            assert view(reopened) == expected
+    chunked, whole = tables.values()
+    assert chunked["venue_log"] == []
+    assert chunked == whole
+    assert len(whole["venue_fills"]) > chunk_rows  # fills from many chunks
+
+
+class _LockSpy:
+    """The venue's write lock, counting acquisitions; decoding a log row while it is held fails."""
+
+    def __init__(self) -> None:
+        self.lock = paper.threading.Lock()
+        self.acquired = 0
+
+    def __enter__(self) -> _LockSpy:
+        self.lock.acquire()
+        self.acquired += 1
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.lock.release()
+
+    def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
+        taken = self.lock.acquire(blocking, timeout)
+        self.acquired += taken
+        return taken
+
+    def release(self) -> None:
+        self.lock.release()
+
+
+def test_checkpoint_pass_when_folding_then_the_write_lock_is_free_while_rows_are_decoded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The order path waits on the write lock for one chunk's SQLite writes, never for the
+    decoding, nor for a checkpoint SQLite would run inline in the fold's commits."""
+    monkeypatch.setattr(paper, "VENUE_CHECKPOINT_SECONDS", 3600.0)
+    calls = 3 * paper.FOLD_CHUNK
+    spy = _LockSpy()
+    decoder = paper._CHANGES
+
+    class CheckedDecoder:
+        def decode(self, data: bytes) -> paper.VenueChanges:
+            assert not spy.lock.locked(), "a log row decoded under the write lock"
+            return decoder.decode(data)
+
+    with PaperExecution(config=CONFIG, path=tmp_path / "venue.sqlite") as venue:
+        _trade_many(venue, calls)
+        assert venue._checkpointer is not None
+        venue._write_lock = venue._checkpointer.write_lock = spy  # type: ignore[assignment]
+        monkeypatch.setattr(paper, "_CHANGES", CheckedDecoder())
+        venue.checkpoint()
+        con = venue._checkpointer._con
+        assert con is not None
+        autocheckpoint = con.execute("PRAGMA wal_autocheckpoint").fetchone()[0]
+    assert spy.acquired >= calls // paper.FOLD_CHUNK  # a lock hold per chunk
+    assert autocheckpoint == paper.BACKSTOP_PAGES

@@ -180,6 +180,29 @@ def test_on_bars_when_orders_go_out_then_each_stage_has_one_lap_per_batch_within
     assert fastest_sum <= (pipeline.latency.percentile_ms(100) or 0.0)
 
 
+def test_on_bars_when_orders_sent_then_their_log_lines_come_after_the_submit_lap(
+    pipeline: Pipeline,
+) -> None:
+    """The submit lap is the venue taking the orders: their order.submitted lines (after work,
+    like every log line) are written once it has lapped, and carry the latency recorded."""
+    clock = pipeline.stage_clock
+    laps_at_line: list[tuple[int, int]] = []
+
+    def note_laps(_logger: object, _name: str, event: dict[str, object]) -> dict[str, object]:
+        if event["event"] == "order.submitted":
+            laps_at_line.append((clock.stages["journal"].count, clock.stages["submit"].count))
+        return event
+
+    with structlog.testing.capture_logs(processors=[note_laps]) as logs:
+        run(pipeline, market(60))
+    submitted = [e for e in logs if e["event"] == "order.submitted"]
+    assert len(submitted) == pipeline.stats.orders_submitted > 0
+    # Each line's batch has lapped both its journal and its submit stage when it is written.
+    assert all(journal == submit for journal, submit in laps_at_line)
+    recorded = sorted(round(s * 1000, 3) for s in pipeline.latency.samples())
+    assert sorted(e["latency_ms"] for e in submitted) == recorded
+
+
 @pytest.mark.parametrize("synchronous", ["normal", "full"])
 def test_on_bars_when_wal_checkpointed_and_restarted_between_batches_then_same_rows_as_without(
     tmp_path: Path, synchronous: Literal["normal", "full"]
