@@ -14,6 +14,7 @@ from daemon.api.config import ApiConfig
 from daemon.bus.config import MqttConfig
 from daemon.bus.config import check as check_mqtt
 from daemon.cluster.config import RayConfig
+from daemon.config_hints import enum_hint
 from daemon.errors import ConfigError
 from daemon.explain.config import ExplainConfig
 from daemon.feeds.replay_config import ReplayFeedConfig
@@ -107,6 +108,10 @@ class AppConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
     mqtt: MqttConfig = msgspec.field(default_factory=MqttConfig)
     api: ApiConfig = msgspec.field(default_factory=ApiConfig)
     explain: ExplainConfig = msgspec.field(default_factory=ExplainConfig)
+    # realtime: each bar batch runs at SCHED_FIFO 1 until its orders are out (daemon/runtime.py
+    # OrderPathPriority: removes the wait for a CPU on a busy machine; needs CAP_SYS_NICE or
+    # RLIMIT_RTPRIO >= 1, else one `runtime.realtime_refused` line and normal priority).
+    order_path_priority: Literal["normal", "realtime"] = "normal"
     ray: RayConfig | None = None  # backtest/evaluate on a Ray cluster (see daemon/cluster)
 
     def state_path(self, name: str, *, base: Path | None = None) -> Path:
@@ -249,7 +254,7 @@ def decode_config(raw: bytes | str, *, source: str = "config") -> AppConfig:
     try:
         cfg = msgspec.yaml.decode(raw, type=AppConfig)
     except msgspec.ValidationError as e:
-        msg = f"{source}: {e}"
+        msg = f"{source}: {e}{enum_hint(AppConfig, e)}"
         raise ConfigError(msg) from None
     except msgspec.DecodeError as e:
         msg = f"{source}: not valid YAML: {_one_line(str(e))}"

@@ -72,6 +72,18 @@ def test_decode_when_enum_value_unknown_then_error_lists_path() -> None:
     assert "$.mode" in message
 
 
+def test_decode_when_order_path_priority_unknown_then_error_names_the_key() -> None:
+    message = error_for("order_path_priority: urgent\n")
+    assert "$.order_path_priority" in message
+    assert message.endswith("(one of: normal, realtime)")  # the allowed values are listed
+
+
+def test_decode_when_nested_enum_value_unknown_then_error_lists_the_allowed_values() -> None:
+    message = error_for("scorer:\n  runtime: fast\n")
+    assert "$.scorer.runtime" in message
+    assert message.endswith("(one of: auto, onnx, onnx-int8, torch)")
+
+
 def test_decode_when_yaml_malformed_then_error_says_not_valid_yaml() -> None:
     message = error_for("risk: [unclosed\n")
     assert "not valid YAML" in message
