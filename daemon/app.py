@@ -34,7 +34,7 @@ from daemon.pipeline import Pipeline
 from daemon.reconcile import reconcile, restore_book
 from daemon.reload import apply_reload
 from daemon.reload_plan import ReloadReport
-from daemon.runtime import tune_gc
+from daemon.runtime import OrderPathPriority, tune_gc
 from daemon.startup import (
     halt_when_unreconciled,
     open_execution,
@@ -113,6 +113,7 @@ class Daemon:
             execution=execution,
             order_prefix=cfg.account.upper()[:8] or "VT",
         )
+        pipeline.priority = OrderPathPriority(enabled=cfg.order_path_priority == "realtime")
         self.pipeline = pipeline
         if cfg.feed.kind in ("ib", "mqtt"):  # live bars: one stamped far in the future is refused
             pipeline.clock = lambda: datetime.now(UTC)

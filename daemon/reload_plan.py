@@ -42,6 +42,7 @@ RESTART_REASONS = {
     "log.format": "the log renderer is chosen at start",
     "explain": "the explainer thread and its store are opened at start",
     "scorer": "the scorer kind, shadow, bootstrap and inference threads are set up at start",
+    "order_path_priority": "the order path's scheduling is set up at start",
 }
 
 

@@ -42,6 +42,7 @@ class OrderPathPriority:
     def __init__(self, *, enabled: bool) -> None:
         self.enabled = enabled and bool(getattr(os, "SCHED_FIFO", 0))
         self._raised = False
+        self._granted = False  # logged once, at the first batch carried at real-time priority
 
     def enter(self) -> None:
         if not self.enabled or self._raised:
@@ -54,6 +55,10 @@ class OrderPathPriority:
                         effect="the order path runs at normal priority")  # fmt: skip
             return
         self._raised = True
+        if not self._granted:
+            self._granted = True
+            log.info("runtime.realtime_granted", policy="SCHED_FIFO", priority=1,
+                     effect="each batch runs at real-time priority until its orders are out")  # fmt: skip
 
     def leave(self) -> None:
         if not self._raised:
