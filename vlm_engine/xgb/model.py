@@ -1,15 +1,21 @@
-"""A trained XGBoost direction model: booster (native JSON) + feature names + Platt calibration."""
+"""A trained XGBoost direction model: booster (native JSON) + feature names + Platt calibration.
+
+xgboost (and the scipy it pulls in, ~0.3 s) is imported where a booster is built or read, not at
+import: the daemon imports this module on its way to `daemon.ready`, before any bundle is loaded.
+"""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 import numpy as np
 import numpy.typing as npt
-import xgboost as xgb
+
+if TYPE_CHECKING:
+    import xgboost as xgb
 
 from vlm_engine.metrics import LogisticParams, logit
 from vlm_engine.xgb.errors import XgbModelError
@@ -48,6 +54,8 @@ class XgbModel:
         return self.meta.feature_names
 
     def _matrix(self, x: npt.ArrayLike) -> xgb.DMatrix:
+        import xgboost as xgb  # here, not at import: see the module docstring
+
         xa = np.asarray(x, dtype=np.float32)
         self._matrix_shape(xa)
         return xgb.DMatrix(
@@ -112,6 +120,8 @@ class XgbModel:
     # ---- files ------------------------------------------------------------------------------
     def save(self, directory: Path) -> None:
         """Write model.json (XGBoost native JSON) and meta.json into directory."""
+        import xgboost as xgb  # here, not at import: see the module docstring
+
         directory = Path(directory)
         try:
             directory.mkdir(parents=True, exist_ok=True)
@@ -124,6 +134,8 @@ class XgbModel:
     @classmethod
     def load(cls, directory: Path) -> XgbModel:
         """Read a model saved by save(); errors name the file."""
+        import xgboost as xgb  # here, not at import: see the module docstring
+
         directory = Path(directory)
         meta_path = directory / META_FILE
         model_path = directory / MODEL_FILE
