@@ -64,7 +64,10 @@ _UPSERT_TAPE = (
     "ON CONFLICT (symbol) DO UPDATE SET data = excluded.data"
 )
 _APPEND_CHANGES = "INSERT INTO venue_log (data) VALUES (?)"
-_READ_LOG = "SELECT id, data FROM venue_log WHERE id > ? ORDER BY id LIMIT ?"
+# Always the oldest rows left: a folded chunk is deleted in the transaction that applies it. (Not
+# "after the last id folded": venue_log's ids are rowids, which start again at 1 once the table is
+# empty, so a row logged after a chunk emptied it would sort below that id.)
+_READ_LOG = "SELECT id, data FROM venue_log ORDER BY id LIMIT ?"
 _DELETE_LOG = "DELETE FROM venue_log WHERE id <= ?"
 # Log rows folded per transaction (see PaperExecution._fold_log): a second of a 100-symbol
 # replay's calls is a few chunks; a live minute bar's, one.
@@ -330,22 +333,21 @@ class PaperExecution:
         # past 1000 WAL pages) in a chunk's commit, under the write lock: a copy of the WAL and
         # an fsync that the order path waited for. The pass checkpoints right after this anyway.
         con.execute(f"PRAGMA wal_autocheckpoint={BACKSTOP_PAGES}")
-        after = 0
         while True:
-            chunk = self._read_log(con, after)
+            chunk = self._read_log(con)
             if not chunk:
                 return
             last, statements = chunk
             self._apply_chunk(con, last, statements)
-            after = last
 
     def _read_log(
-        self, con: sqlite3.Connection, after: int
+        self, con: sqlite3.Connection
     ) -> tuple[int, list[tuple[str, str, list[tuple[object, ...]]]]] | None:
-        """The next FOLD_CHUNK log rows after id `after` as (last id, the statements to run with
-        their table and parameters), or None when there are none."""
+        """The oldest FOLD_CHUNK log rows as (last id, the statements to run with their table and
+        parameters), or None when there are none. Only the fold deletes log rows, and a new row's
+        id is above every id left, so the rows read are still the oldest when they are applied."""
         try:
-            rows = con.execute(_READ_LOG, (after, FOLD_CHUNK)).fetchall()
+            rows = con.execute(_READ_LOG, (FOLD_CHUNK,)).fetchall()
             if not rows:
                 return None
             encode = self._encode
