@@ -3,7 +3,9 @@
 Every row keeps the value as msgspec JSON text (`data`) next to key columns (symbol, ts,
 client_order_id, status, ...). Timestamps are ISO 8601 strings in UTC with microseconds, so they
 sort as text. `orders` holds each order's current status, filled quantity and average price;
-`order_events` is append-only; `fills` are idempotent by fill_id.
+`order_events` is append-only; `fills` are idempotent by fill_id. Signals are the exception (V3):
+one `signal_blocks` row per write holds its signals as a JSON array, and the `signals` view gives
+them back one row per signal with the columns above.
 """
 
 from __future__ import annotations
