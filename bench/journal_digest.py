@@ -3,7 +3,9 @@ to show that a change to the journal writes the same rows (ids, columns and JSON
 
     python bench/journal_digest.py [--bars 100000] [--instruments 1]
 
-Prints one line per table: its name, row count and a hash of its rows in journal order.
+Prints one line per table: its name, row count and a hash of its rows in journal order. From
+schema V3 on, `signals` is read through its view (one row per signal, V2's columns), so a V2
+journal (main before V3) and a V3 one give the same line when they hold the same signals.
 """
 
 from __future__ import annotations

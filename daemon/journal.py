@@ -47,6 +47,7 @@ import structlog
 from daemon.errors import InputError
 from daemon.journal_lock import lock_holders, storage_cause, take_lock
 from daemon.journal_rows import (
+    BATCH_KEYS,
     BatchArgs,
     BatchRows,
     check_batch_keys,
@@ -288,12 +289,18 @@ class Journal:
         under FULL) before the caller tells the broker; everything else is queued to the
         group-committing writer, which commits it off the order path. Raises JournalError, before
         anything is written, when an earlier write failed (also one of the writer's)."""
-        self._raise_writer_failure()
-        if self._con is not None and self._con.in_transaction:
+        # Called once per bar batch: the checks are inlined where a call would cost more.
+        writer, con = self._writer, self._con
+        if writer is None or con is None or writer.failure is not None:
+            self._raise_writer_failure()
+        if con is not None and con.in_transaction:
             self.flush()  # an open record() group (commit_every > 1) would lock the writer out
-        check_batch_keys(self.path, batch)
+        if not BATCH_KEYS.issuperset(batch):
+            check_batch_keys(self.path, batch)
         self._generation += 1
-        orders, state_changes = list(batch.pop("orders", ())), list(batch.pop("state_changes", ()))
+        orders, state_changes = batch.pop("orders", None), batch.pop("state_changes", None)
+        orders = list(orders) if orders else []  # an empty iterator is truthy: listed, stays empty
+        state_changes = list(state_changes) if state_changes else []
         kv = batch.pop("kv", None)
         if orders or state_changes:
             ahead = BatchArgs(orders=orders, state_changes=state_changes, kv=kv)
@@ -318,8 +325,8 @@ class Journal:
         if kv:
             item["kv"] = dict(kv)
         if item:
-            assert self._writer is not None  # _raise_writer_failure checked that we are open
-            self._writer.submit((self._generation, cast("BatchArgs", item)))
+            assert writer is not None  # _raise_writer_failure checked that we are open
+            writer.submit((self._generation, cast("BatchArgs", item)))
 
     @contextlib.contextmanager
     def order_path(self) -> Iterator[None]:

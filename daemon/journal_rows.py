@@ -18,7 +18,7 @@ from daemon.journal_schema import (
     INSERT_EVENT,
     INSERT_FILL,
     INSERT_REJECTED,
-    INSERT_SIGNAL,
+    INSERT_SIGNAL_BLOCK,
     INSERT_STATE,
     ORDER_FILLED,
     ORDER_STATUS,
@@ -36,7 +36,7 @@ class BatchRows:
     """One batch's rows, ready for executemany; fills still include repeats until dedupe."""
 
     rejected: list[tuple[Any, ...]] = field(default_factory=list)
-    signals: list[tuple[Any, ...]] = field(default_factory=list)
+    signals: list[tuple[str]] = field(default_factory=list)  # one signal_blocks row at most
     decisions: list[tuple[Any, ...]] = field(default_factory=list)
     orders: list[tuple[Any, ...]] = field(default_factory=list)
     fills: list[dict[str, Any]] = field(default_factory=list)
@@ -97,10 +97,7 @@ def encode_batch(path: Path, batch: BatchArgs) -> BatchRows:
             (_attr(b, "symbol"), _iso(_attr(b, "ts")), _text(_attr(b, "reason")), enc(b))
             for b in batch.get("bars_rejected", ())
         ],
-        signals=[
-            (s.symbol, _iso(s.ts), s.scorer, s.p_up, s.confidence, enc(s))
-            for s in batch.get("signals", ())
-        ],
+        signals=_signal_block(batch.get("signals", ())),
         decisions=[
             (d.intent.symbol, _iso(d.ts or d.intent.ts), int(d.accepted), d.reason, enc(d))
             for d in batch.get("decisions", ())
@@ -144,7 +141,7 @@ def write_batch(cur: sqlite3.Cursor, stage: Callable[[str], None], rows: BatchRo
     the error message. Fills must be new (deduplicated by the caller)."""
     steps: tuple[tuple[str, tuple[tuple[str, Sequence[Any]], ...]], ...] = (
         ("bars_rejected", ((INSERT_REJECTED, rows.rejected),)),
-        ("signals", ((INSERT_SIGNAL, rows.signals),)),
+        ("signals", ((INSERT_SIGNAL_BLOCK, rows.signals),)),
         ("decisions", ((INSERT_DECISION, rows.decisions),)),
         ("orders", ((UPSERT_ORDER, rows.orders),)),
         ("fills", ((INSERT_FILL, rows.fills), (ORDER_FILLED, rows.fills))),
@@ -162,7 +159,8 @@ def write_batch(cur: sqlite3.Cursor, stage: Callable[[str], None], rows: BatchRo
 
 
 # The tables whose rows only append (or upsert by key, the last one winning): a group's rows of
-# each go in one executemany, in batch order, which gives the same rows and ids as batch by batch.
+# each go in one executemany, in batch order, which gives the same rows and ids as batch by batch
+# (signals: one block row for the group, which the `signals` view unpacks into the same rows).
 # Fills and order events update `orders` in turn, so they stay in batch order (see write_group).
 MERGED_TABLES = ("bars_rejected", "signals", "decisions", "positions", "state_changes")
 
@@ -195,7 +193,7 @@ def write_group(
     steps = [encode_batch(path, b) for b in ordered]  # every refusal before the first statement
     for table, sql, params in (
         ("bars_rejected", INSERT_REJECTED, rows.rejected),
-        ("signals", INSERT_SIGNAL, rows.signals),
+        ("signals", INSERT_SIGNAL_BLOCK, rows.signals),
         ("decisions", INSERT_DECISION, rows.decisions),
     ):
         if params:
@@ -209,6 +207,13 @@ def write_group(
 
 
 _ENCODER = msgspec.json.Encoder()
+
+
+def _signal_block(signals: Iterable[Signal]) -> list[tuple[str]]:
+    """All of a write's signals as one signal_blocks row (journal_schema V3), or none: a JSON
+    array encoded in one call, instead of a row, a timestamp string and an encode per signal."""
+    values = signals if isinstance(signals, list | tuple) else list(signals)
+    return [(_ENCODER.encode(values).decode(),)] if values else []
 
 
 def _order_row(o: Order, data: str) -> tuple[Any, ...]:

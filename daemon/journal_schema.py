@@ -3,7 +3,9 @@
 Every row keeps the value as msgspec JSON text (`data`) next to key columns (symbol, ts,
 client_order_id, status, ...). Timestamps are ISO 8601 strings in UTC with microseconds, so they
 sort as text. `orders` holds each order's current status, filled quantity and average price;
-`order_events` is append-only; `fills` are idempotent by fill_id.
+`order_events` is append-only; `fills` are idempotent by fill_id. Signals are the exception (V3):
+one `signal_blocks` row per write holds its signals as a JSON array, and the `signals` view gives
+them back one row per signal with the columns above.
 """
 
 from __future__ import annotations
@@ -83,10 +85,56 @@ DROP INDEX IF EXISTS fills_symbol_ts;
 DROP INDEX IF EXISTS state_changes_ts;
 """
 
+
+# v3: a journal row per signal cost the live journal most of its time per bar (a JSON encode, a
+# timestamp string and a tuple per symbol, then a row insert per symbol). A batch's signals (or a
+# group commit's: whatever one write holds, in order) are one row of `signal_blocks`, the msgspec
+# JSON array of its Signals, encoded in one call. `signals` becomes a view that unpacks the blocks
+# into V2's columns (each signal's `data` is its own JSON text, byte for byte, as SQLite keeps
+# JSON text as written), so every reader (SQL, Journal.rows, counts) reads the rows it read before.
+# Also dropped: the two indexes no reader uses (order_events and fills by client order id; the
+# updates look orders up by their own unique index), one page write less per commit each.
+# V2's ts column from the JSON's RFC 3339 text (msgspec writes 6 fraction digits or none, and a
+# Z or an offset): UTC, microseconds, '+00:00' (journal_rows._iso); strftime converts offsets.
+_JSON_TS = "json_extract(j.value, '$.ts')"
+_VIEW_TS = (
+    f"strftime('%Y-%m-%dT%H:%M:%S', {_JSON_TS}) || '.' || CASE WHEN substr({_JSON_TS}, 20, 1) "
+    f"= '.' THEN substr({_JSON_TS}, 21, 6) ELSE '000000' END || '+00:00'"
+)
+SIGNALS_VIEW = f"""
+CREATE VIEW signals (id, symbol, ts, scorer, p_up, confidence, data) AS
+SELECT row_number() OVER (ORDER BY b.id, j.key), json_extract(j.value, '$.symbol'), {_VIEW_TS},
+    json_extract(j.value, '$.scorer'), json_extract(j.value, '$.p_up'),
+    json_extract(j.value, '$.confidence'), j.value
+FROM signal_blocks AS b, json_each(b.data) AS j
+"""
+SIGNALS_PER_MIGRATED_BLOCK = 1000
+
+
+def migrate_v3(con: sqlite3.Connection) -> None:
+    """V2 -> V3: the signal rows, in id order, into blocks of up to SIGNALS_PER_MIGRATED_BLOCK;
+    a row whose data is not JSON refuses the migration (nothing changes) with JournalError."""
+    bad = con.execute("SELECT id FROM signals WHERE NOT json_valid(data) LIMIT 1").fetchone()
+    if bad is not None:
+        msg = f"corrupt row {bad[0]} in table signals: data is not JSON; cannot migrate to V3"
+        raise JournalError(msg)
+    con.execute("CREATE TABLE signal_blocks (id INTEGER PRIMARY KEY, data TEXT NOT NULL)")
+    cur = con.execute("SELECT data FROM signals ORDER BY id")
+    while block := cur.fetchmany(SIGNALS_PER_MIGRATED_BLOCK):
+        con.execute(
+            "INSERT INTO signal_blocks (data) VALUES (?)",
+            ("[" + ",".join(str(r[0]) for r in block) + "]",),
+        )
+    con.execute("DROP TABLE signals")
+    con.execute(SIGNALS_VIEW)
+    con.execute("DROP INDEX IF EXISTS order_events_coid")
+    con.execute("DROP INDEX IF EXISTS fills_coid")
+
+
 Migration = str | Callable[[sqlite3.Connection], None]
-MIGRATIONS: tuple[Migration, ...] = (V1, V2)
+MIGRATIONS: tuple[Migration, ...] = (V1, V2, migrate_v3)
 SCHEMA_VERSION = len(MIGRATIONS)
-TABLES = (
+TABLES = (  # as readers see them: `signals` is a view over `signal_blocks` (V3)
     "bars_rejected",
     "signals",
     "decisions",
@@ -102,9 +150,7 @@ TABLES = (
 ROW_ORDER = {"positions": "symbol", "daily_pnl": "day", "kv": "key"}  # the rest: by id
 
 INSERT_REJECTED = "INSERT INTO bars_rejected (symbol, ts, reason, data) VALUES (?, ?, ?, ?)"
-INSERT_SIGNAL = (
-    "INSERT INTO signals (symbol, ts, scorer, p_up, confidence, data) VALUES (?, ?, ?, ?, ?, ?)"
-)
+INSERT_SIGNAL_BLOCK = "INSERT INTO signal_blocks (data) VALUES (?)"
 INSERT_DECISION = (
     "INSERT INTO decisions (symbol, ts, accepted, reason, data) VALUES (?, ?, ?, ?, ?)"
 )
@@ -188,6 +234,10 @@ def migrate(con: sqlite3.Connection, path: Path) -> int:
                 step(con)
             con.execute(f"PRAGMA user_version = {target}")
             con.execute("COMMIT")
+        except JournalError as e:  # a step's refusal: name the journal
+            con.execute("ROLLBACK")
+            msg = f"journal {path}: {e}"
+            raise JournalError(msg) from None
         except BaseException:
             con.execute("ROLLBACK")
             raise
