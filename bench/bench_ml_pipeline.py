@@ -44,6 +44,7 @@ import contextlib
 import io
 import os
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -101,6 +102,9 @@ class LiveRun(msgspec.Struct, kw_only=True):
     batches: list[float]
     cpu: list[float]
     delay: list[float] = msgspec.field(default_factory=list)
+    delay_by: dict[str, list[float]] = msgspec.field(
+        default_factory=lambda: {g: [] for g in DELAY_GROUPS}
+    )
     bars: int = 0
 
 
@@ -123,11 +127,26 @@ def _pipeline(scorer: Scorer, window: int, journal: Journal, venue: PaperExecuti
     )
 
 
-def process_run_delay() -> float | None:
-    """Seconds every thread of this process has spent runnable but waiting for a CPU (schedstat's
-    run_delay, summed over /proc/self/task; threads that ended are not counted, so read it around
-    a span no thread ends in). None where the kernel does not report it."""
-    total = 0.0
+DELAY_GROUPS = ("loop", "scorer", "clip", "other")
+
+
+def _delay_group(name: str) -> str:
+    """Which part of the order path a thread is: the event loop (the main thread here), the
+    scorer's executor thread (asyncio.to_thread's), the CLIP pool's, or anything else (the
+    journal's writer, the venue's)."""
+    if name == "MainThread":
+        return "loop"
+    if name.startswith("asyncio_"):
+        return "scorer"
+    return "clip" if name.startswith("clip-worker") else "other"
+
+
+def process_run_delay() -> dict[str, float] | None:
+    """Seconds the process's threads have spent runnable but waiting for a CPU (schedstat's
+    run_delay), summed per DELAY_GROUPS group; threads that ended are not counted, so read it
+    around a span no thread ends in. None where the kernel does not report it."""
+    names = {t.native_id: t.name for t in threading.enumerate()}
+    totals = dict.fromkeys(DELAY_GROUPS, 0.0)
     try:
         tasks = os.listdir("/proc/self/task")
     except OSError:
@@ -135,10 +154,11 @@ def process_run_delay() -> float | None:
     for task in tasks:
         try:
             with open(f"/proc/self/task/{task}/schedstat", "rb") as f:
-                total += int(f.read().split()[1]) / 1e9
+                delay = int(f.read().split()[1]) / 1e9
         except (OSError, IndexError, ValueError):
             continue  # a thread that ended while we read
-    return total
+        totals[_delay_group(names.get(int(task), ""))] += delay
+    return totals
 
 
 async def run_pipelines(
@@ -193,7 +213,9 @@ async def run_pipelines(
                 run.batches.append(time.perf_counter() - t)
                 run.cpu.append(time.process_time() - cpu)
                 if delay is not None and (after := process_run_delay()) is not None:
-                    run.delay.append(after - delay)
+                    run.delay.append(sum(after.values()) - sum(delay.values()))
+                    for group in DELAY_GROUPS:
+                        run.delay_by[group].append(after[group] - delay[group])
                 run.bars += len(batch)
                 if new := pipeline.latency.count - before:  # this batch's orders, oldest first
                     run.orders.extend(pipeline.latency.samples()[-new:].tolist())
@@ -418,9 +440,24 @@ def bench_live(
                         f"{'':>7} ml order p{q} realtime/normal, "
                         f"{prefix.rstrip('_') or 'unpaced'}: {rt:.3f}"
                     )
+        print_run_delays({n: (runs[n, False], runs[n, True]) for n in scorers})
         print_stage_clocks({n: p for n, p in pipelines.items() if n.startswith("ml")})
     print(f"   {load_average()}")
     return figures
+
+
+def print_run_delays(runs: dict[str, tuple[LiveRun, LiveRun]]) -> None:
+    """Each arm's run delay per batch (paced and unpaced), p50/p99 ms, by thread: the loop, the
+    scorer's thread, the CLIP pool's, the rest (which a real-time order path makes wait)."""
+    head = " ".join(f"{f'{g} p50':>11} {'p99':>6}" for g in DELAY_GROUPS)
+    print(f"{'run delay by thread':>23} {head}")
+    for name, (loose, paced) in runs.items():
+        cells = " ".join(
+            f"{_ms(loose.delay_by[g] + paced.delay_by[g], 50):>11.2f} "
+            f"{_ms(loose.delay_by[g] + paced.delay_by[g], 99):>6.2f}"
+            for g in DELAY_GROUPS
+        )
+        print(f"{name:>23} {cells}")
 
 
 def print_stage_clocks(pipelines: dict[str, Pipeline]) -> None:
