@@ -23,8 +23,13 @@ pipelines' stage clocks (Pipeline.stage_clock). The runs repeat until two agree 
 paced order p99 at the largest symbol count within 10% (or say they could not). The load average
 is printed at start and end of every table.
 
+--realtime adds a live arm, ml-after_rt: ml-after with the order path at real-time priority
+(daemon/runtime.py OrderPathPriority: the loop thread, the scorer's thread for its call and the
+CLIP pool's threads for the batch's chunks), alternating with the others in the same run; each
+arm's run delay per batch (all threads, schedstat) and the loop's per stage are printed beside.
+
     .venv/bin/python bench/bench_ml_pipeline.py [--bundle state/bundles/default] [--symbols 10,100]
-        [--runtimes torch,auto] [--stage-batches 200] [--skip-backtest]
+        [--runtimes torch,auto] [--stage-batches 200] [--skip-backtest] [--realtime]
 
 Without a bundle at --bundle it builds a --quick one (weak, tiny CLIP: latency then flatters).
 About 460 lines: the three parts share one set-up (bundle, market, pipeline), and the
@@ -39,6 +44,7 @@ import contextlib
 import io
 import os
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -55,7 +61,7 @@ from daemon.journal import Journal
 from daemon.log_setup import configure_logging
 from daemon.model.loader import LoadedBundle, load_bundle
 from daemon.pipeline import Pipeline
-from daemon.runtime import tune_gc
+from daemon.runtime import OrderPathPriority, tune_gc
 from daemon.training import bootstrap, quick_config
 from strategy.backtest.data import frame_batches, precompute_signals
 from strategy.backtest.engine import BacktestConfig, BacktestEngine
@@ -88,11 +94,17 @@ def make_batches(symbols: int, n_batches: int) -> list[list[Bar]]:
 
 class LiveRun(msgspec.Struct, kw_only=True):
     """One pipeline's figures in one pacing: order latencies (one per order), wall and process CPU
-    seconds per batch."""
+    seconds per batch, and the run delay of all the process's threads per batch (delay: seconds
+    spent runnable, waiting for a CPU, summed over the threads; empty where the kernel does not
+    report it)."""
 
     orders: list[float]
     batches: list[float]
     cpu: list[float]
+    delay: list[float] = msgspec.field(default_factory=list)
+    delay_by: dict[str, list[float]] = msgspec.field(
+        default_factory=lambda: {g: [] for g in DELAY_GROUPS}
+    )
     bars: int = 0
 
 
@@ -115,14 +127,54 @@ def _pipeline(scorer: Scorer, window: int, journal: Journal, venue: PaperExecuti
     )
 
 
+DELAY_GROUPS = ("loop", "scorer", "clip", "other")
+
+
+def _delay_group(name: str) -> str:
+    """Which part of the order path a thread is: the event loop (the main thread here), the
+    scorer's executor thread (asyncio.to_thread's), the CLIP pool's, or anything else (the
+    journal's writer, the venue's)."""
+    if name == "MainThread":
+        return "loop"
+    if name.startswith("asyncio_"):
+        return "scorer"
+    return "clip" if name.startswith("clip-worker") else "other"
+
+
+def process_run_delay() -> dict[str, float] | None:
+    """Seconds the process's threads have spent runnable but waiting for a CPU (schedstat's
+    run_delay), summed per DELAY_GROUPS group; threads that ended are not counted, so read it
+    around a span no thread ends in. None where the kernel does not report it."""
+    names = {t.native_id: t.name for t in threading.enumerate()}
+    totals = dict.fromkeys(DELAY_GROUPS, 0.0)
+    try:
+        tasks = os.listdir("/proc/self/task")
+    except OSError:
+        return None
+    for task in tasks:
+        try:
+            with open(f"/proc/self/task/{task}/schedstat", "rb") as f:
+                delay = int(f.read().split()[1]) / 1e9
+        except (OSError, IndexError, ValueError):
+            continue  # a thread that ended while we read
+        totals[_delay_group(names.get(int(task), ""))] += delay
+    return totals
+
+
 async def run_pipelines(
-    scorers: dict[str, Scorer], batches: list[list[Bar]], window: int, workdir: Path
+    scorers: dict[str, Scorer],
+    batches: list[list[Bar]],
+    window: int,
+    workdir: Path,
+    realtime: frozenset[str] = frozenset(),
 ) -> tuple[dict[tuple[str, bool], LiveRun], dict[str, Pipeline]]:
     """One pipeline per scorer, each batch through every pipeline in turn (the first one
     alternating), so that each gets the same bars under the same machine load. Every other pair
     of batches is paced: before each pipeline's batch, wait (untimed) until every journal's
     writer has committed what the previous batches left it, as when bars arrive seconds apart;
     the others follow at once, with that write-behind competing with their order path.
+    realtime: the pipelines whose order path runs at real-time priority (Pipeline.priority: the
+    loop thread, the scorer's thread and the CLIP pool's for the batch), raised once warm.
     Returns the runs by (scorer, paced) and the pipelines (their stage clocks)."""
     with contextlib.ExitStack() as stack:
         pipelines = {}
@@ -138,8 +190,9 @@ async def run_pipelines(
             for pipeline in pipelines.values():
                 await pipeline.on_bars(batch)
         tune_gc()  # as the daemon does once it is warm
-        for pipeline in pipelines.values():
+        for name, pipeline in pipelines.items():
             pipeline.stage_clock.reset()
+            pipeline.priority = OrderPathPriority(enabled=name in realtime)
         runs = {
             (name, paced): LiveRun(orders=[], batches=[], cpu=[])
             for name in pipelines
@@ -154,10 +207,15 @@ async def run_pipelines(
                         other.journal.flush()
                 pipeline, run = pipelines[name], runs[name, paced]
                 before = pipeline.latency.count
+                delay = process_run_delay()  # untimed: read outside the batch's wall time
                 t, cpu = time.perf_counter(), time.process_time()
                 await pipeline.on_bars(batch)
                 run.batches.append(time.perf_counter() - t)
                 run.cpu.append(time.process_time() - cpu)
+                if delay is not None and (after := process_run_delay()) is not None:
+                    run.delay.append(sum(after.values()) - sum(delay.values()))
+                    for group in DELAY_GROUPS:
+                        run.delay_by[group].append(after[group] - delay[group])
                 run.bars += len(batch)
                 if new := pipeline.latency.count - before:  # this batch's orders, oldest first
                     run.orders.extend(pipeline.latency.samples()[-new:].tolist())
@@ -304,11 +362,18 @@ LIVE_GOALS = {10: 8.0, 100: 20.0}  # ML order p99, ms (issue 16)
 
 
 def bench_live(
-    bundle: Path, symbols_list: list[int], scored_batches: int, runtime: str
+    bundle: Path,
+    symbols_list: list[int],
+    scored_batches: int,
+    runtime: str,
+    *,
+    realtime: bool = False,
 ) -> dict[str, float]:
     """Order and batch latency of the pipeline with each scorer (run_pipelines: every batch
-    through each pipeline in turn, every other pair of batches paced), the process CPU time per
-    batch (all threads), and the ML pipelines' stage clocks. The goals are judged on paced."""
+    through each pipeline in turn, every other pair of batches paced), the process CPU time and
+    run delay (all threads) per batch, and the ML pipelines' stage clocks. The goals are judged
+    on paced. realtime: one more arm, ml-after_rt, ml-after with the order path at real-time
+    priority (daemon/runtime.py OrderPathPriority), alternating with the others."""
     models = daemon_models(bundle, runtime)
     window = max(64, models.bars_needed)
     print(
@@ -317,10 +382,10 @@ def bench_live(
         f"{models.engine.runtime}); {load_average()}"
     )
     print(
-        f"{'':>17} {'---- unpaced ----':>28} {'----- paced -----':>28}\n"
-        f"{'symbols':>7} {'scorer':>9} {'orders':>7} {'order p50':>10} {'order p99':>10} "
+        f"{'':>19} {'---- unpaced ----':>28} {'----- paced -----':>28}\n"
+        f"{'symbols':>7} {'scorer':>11} {'orders':>7} {'order p50':>10} {'order p99':>10} "
         f"{'orders':>7} {'order p50':>10} {'order p99':>10} {'batch p50':>10} {'cpu p50':>8}"
-        f"   goal p99 (paced)"
+        f" {'rdelay p50':>10} {'p99':>6}   goal p99 (paced)"
     )
     figures: dict[str, float] = {}
     for symbols in symbols_list:
@@ -330,23 +395,33 @@ def bench_live(
             "ml-before": before_scorer(models),
             "ml-after": models.scorer(),
         }
+        if realtime:
+            scorers["ml-after_rt"] = models.scorer()
         with tempfile.TemporaryDirectory() as tmp:
-            runs, pipelines = asyncio.run(run_pipelines(scorers, batches, window, Path(tmp)))
+            runs, pipelines = asyncio.run(
+                run_pipelines(
+                    scorers, batches, window, Path(tmp), frozenset({"ml-after_rt"} & set(scorers))
+                )
+            )
         for name in scorers:
             loose, paced = runs[name, False], runs[name, True]
             goal = LIVE_GOALS.get(symbols)
             wanted = f"{goal:g} ms" if goal is not None and name.startswith("ml") else ""
             print(
-                f"{symbols:>7} {name:>9} {len(loose.orders):>7} "
+                f"{symbols:>7} {name:>11} {len(loose.orders):>7} "
                 f"{_ms(loose.orders, 50):>10.2f} {_ms(loose.orders, 99):>10.2f} "
                 f"{len(paced.orders):>7} {_ms(paced.orders, 50):>10.2f} {_ms(paced.orders, 99):>10.2f} "
-                f"{_ms(paced.batches, 50):>10.2f} {_ms(paced.cpu, 50):>8.2f}   {wanted}"
+                f"{_ms(paced.batches, 50):>10.2f} {_ms(paced.cpu, 50):>8.2f}"
+                f" {_ms(loose.delay + paced.delay, 50):>10.2f} {_ms(loose.delay + paced.delay, 99):>6.2f}"
+                f"   {wanted}"
             )
             key = name.replace("-", "_")
             for prefix, run in (("", loose), ("paced_", paced)):
                 figures[f"{prefix}{key}_order_p50_ms_{symbols}"] = _ms(run.orders, 50)
                 figures[f"{prefix}{key}_order_p99_ms_{symbols}"] = _ms(run.orders, 99)
                 figures[f"{prefix}{key}_cpu_p50_ms_{symbols}"] = _ms(run.cpu, 50)
+                figures[f"{prefix}{key}_run_delay_p50_ms_{symbols}"] = _ms(run.delay, 50)
+                figures[f"{prefix}{key}_run_delay_p99_ms_{symbols}"] = _ms(run.delay, 99)
         for prefix in ("", "paced_"):
             ratio = (
                 figures[f"{prefix}ml_after_order_p99_ms_{symbols}"]
@@ -355,23 +430,58 @@ def bench_live(
             print(
                 f"{'':>7} ml order p99 after/before, {prefix.rstrip('_') or 'unpaced'}: {ratio:.3f}"
             )
+            if realtime:
+                for q in (50, 99):
+                    rt = (
+                        figures[f"{prefix}ml_after_rt_order_p{q}_ms_{symbols}"]
+                        / figures[f"{prefix}ml_after_order_p{q}_ms_{symbols}"]
+                    )
+                    print(
+                        f"{'':>7} ml order p{q} realtime/normal, "
+                        f"{prefix.rstrip('_') or 'unpaced'}: {rt:.3f}"
+                    )
+        print_run_delays({n: (runs[n, False], runs[n, True]) for n in scorers})
         print_stage_clocks({n: p for n, p in pipelines.items() if n.startswith("ml")})
     print(f"   {load_average()}")
     return figures
 
 
+def print_run_delays(runs: dict[str, tuple[LiveRun, LiveRun]]) -> None:
+    """Each arm's run delay per batch (paced and unpaced), p50/p99 ms, by thread: the loop, the
+    scorer's thread, the CLIP pool's, the rest (which a real-time order path makes wait)."""
+    head = " ".join(f"{f'{g} p50':>11} {'p99':>6}" for g in DELAY_GROUPS)
+    print(f"{'run delay by thread':>23} {head}")
+    for name, (loose, paced) in runs.items():
+        cells = " ".join(
+            f"{_ms(loose.delay_by[g] + paced.delay_by[g], 50):>11.2f} "
+            f"{_ms(loose.delay_by[g] + paced.delay_by[g], 99):>6.2f}"
+            for g in DELAY_GROUPS
+        )
+        print(f"{name:>23} {cells}")
+
+
 def print_stage_clocks(pipelines: dict[str, Pipeline]) -> None:
     """Each pipeline's order path lap by lap (Pipeline.stage_clock, paced and unpaced batches):
-    wall p50/p99 and the event loop thread's CPU p50, ms."""
-    head = " ".join(f"{f'{n} p50':>14} {'p99':>7} {'cpu p50':>7}" for n in pipelines)
+    wall p50/p99, the event loop thread's CPU p50, its run delay p99 and time blocked p99 (wall -
+    cpu - delay: on the ML path the loop awaits the scorer's thread in "score"), ms."""
+    head = " ".join(
+        f"{f'{n} p50':>16} {'p99':>7} {'cpu p50':>7} {'dly p99':>7} {'blk p99':>7}"
+        for n in pipelines
+    )
     print(f"{'stage clock':>17} {head}")
     for stage in next(iter(pipelines.values())).stage_clock.names:
         cells = []
         for pipeline in pipelines.values():
-            wall, cpu = pipeline.stage_clock.stages[stage], pipeline.stage_clock.cpu_stages[stage]
+            clock = pipeline.stage_clock
+            wall, cpu = clock.stages[stage], clock.cpu_stages[stage]
+            walls, cpus = wall.samples(), cpu.samples()
+            delays = clock.delay_stages[stage].samples()
+            if delays.size != walls.size:  # the kernel reports no run delay here
+                delays = np.zeros_like(walls)
+            blocked = _ms(list(walls - cpus - delays), 99) if walls.size == cpus.size else 0.0
             cells.append(
-                f"{wall.percentile_ms(50) or 0:>14.2f} {wall.percentile_ms(99) or 0:>7.2f} "
-                f"{cpu.percentile_ms(50) or 0:>7.2f}"
+                f"{wall.percentile_ms(50) or 0:>16.2f} {wall.percentile_ms(99) or 0:>7.2f} "
+                f"{cpu.percentile_ms(50) or 0:>7.2f} {_ms(list(delays), 99):>7.2f} {blocked:>7.2f}"
             )
         print(f"{stage:>17} {' '.join(cells)}")
 
@@ -423,6 +533,12 @@ def main() -> None:
     )
     parser.add_argument("--skip-backtest", action="store_true")
     parser.add_argument("--max-runs", type=int, default=3, help="repeats at most (two must agree)")
+    parser.add_argument(
+        "--realtime",
+        action="store_true",
+        help="the live table also runs ml-after with the order path at real-time priority "
+        "(ml-after_rt; needs root or RLIMIT_RTPRIO >= 1; refused: one line, normal priority)",
+    )
     args = parser.parse_args()
     runtimes = args.runtimes.split(",")
     unknown = set(runtimes) - {"torch", "onnx", "onnx-int8", "auto"}
@@ -454,7 +570,7 @@ def _timed_parts(
     t1 = time.perf_counter()
     figures: dict[str, float] = {}
     for runtime in runtimes:
-        live = bench_live(bundle, symbols, args.batches, runtime)
+        live = bench_live(bundle, symbols, args.batches, runtime, realtime=args.realtime)
         figures.update({f"{k}_{runtime}": v for k, v in live.items()})
     t2 = time.perf_counter()
     figures["stages_seconds"] = t1 - t0

@@ -242,7 +242,9 @@ class Pipeline:
         if not windows:
             return ScoredBatch(signals=[], scorer=scorer.name, seconds=0.0)
         # The top reasons (a second pass over the trees) and the drift update come after the orders.
-        scored = await score_off_loop(scorer, windows, self.score_lock, defer_reasons=True)
+        scored = await score_off_loop(
+            scorer, windows, self.score_lock, defer_reasons=True, priority=self.priority
+        )
         self.stats.signals += len(scored.signals)
         return scored
 

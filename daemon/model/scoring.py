@@ -17,6 +17,7 @@ import msgspec
 import structlog
 
 from daemon.errors import InputError
+from daemon.runtime import OrderPathPriority
 from strategy.bars import BarStore, BarStoreConfig, Window
 from strategy.drift import DriftReport
 from strategy.scoring import Scorer
@@ -68,14 +69,21 @@ def score_windows(
 
 
 async def score_off_loop(
-    scorer: Scorer, windows: Sequence[Window], lock: asyncio.Lock, *, defer_reasons: bool = False
+    scorer: Scorer,
+    windows: Sequence[Window],
+    lock: asyncio.Lock,
+    *,
+    defer_reasons: bool = False,
+    priority: OrderPathPriority | None = None,
 ) -> ScoredBatch:
     """score_windows for the event loop: a blocking scorer runs in a thread under the lock that
-    keeps its fusion and drift state to one caller; the rule scorer runs inline."""
+    keeps its fusion and drift state to one caller; the rule scorer runs inline. priority: the
+    order path's (Pipeline.priority): the thread scores at its policy while the path is raised."""
     if not scorer.blocking:
         return score_windows(scorer, windows)
     async with lock:
-        return await asyncio.to_thread(score_windows, scorer, windows, defer_reasons=defer_reasons)
+        score = score_windows if priority is None else priority.carried(score_windows)
+        return await asyncio.to_thread(score, scorer, windows, defer_reasons=defer_reasons)
 
 
 async def finish_off_loop(scorer: Scorer, batch: ScoredBatch, lock: asyncio.Lock) -> list[Signal]:

@@ -145,6 +145,37 @@ def _raise(error: BaseException) -> ClipBatch:
     raise error
 
 
+_FIFO = getattr(os, "SCHED_FIFO", -1)
+_RESET_ON_FORK = getattr(os, "SCHED_RESET_ON_FORK", 0)
+
+
+def _at_callers_priority(work: Callable[[], int]) -> Callable[[], int]:
+    """work for a pool thread, run at the calling thread's real-time policy when it has one and
+    normal again after (errors included); otherwise work itself. The daemon raises the thread
+    scoring a batch on its order path (daemon/runtime.py OrderPathPriority): the pool's chunks
+    are that batch's work too, and a pool thread left normal would wait for a CPU behind other
+    processes while the caller waits at the join. Read per batch: a pool is shared with callers
+    at normal priority (the shadow, backtests), which it must not raise."""
+    if _FIFO < 0:  # not Linux: no real-time policy to follow
+        return work
+    policy = os.sched_getscheduler(0)
+    if policy & ~_RESET_ON_FORK != _FIFO:
+        return work
+    param = os.sched_getparam(0)
+
+    def at_priority() -> int:
+        try:
+            os.sched_setscheduler(0, policy, param)
+        except OSError:  # the caller was granted it, so not expected: the chunks run normal
+            return work()
+        try:
+            return work()
+        finally:
+            os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
+
+    return at_priority
+
+
 class ClipScores(msgspec.Struct, frozen=True, kw_only=True):
     """One chart's calibrated outputs: pattern probabilities (in `classes` order), p_up and the embedding."""
 
@@ -362,7 +393,8 @@ class ChartEngine:
                 taken += 1
             return taken
 
-        started = [_pool(self.workers).submit(take_chunks) for _ in range(helpers)]
+        helper = _at_callers_priority(take_chunks)
+        started = [_pool(self.workers).submit(helper) for _ in range(helpers)]
         early: Exception | None = None
         first = 0
         if caller_first:
