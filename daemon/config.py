@@ -108,7 +108,8 @@ class AppConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
     mqtt: MqttConfig = msgspec.field(default_factory=MqttConfig)
     api: ApiConfig = msgspec.field(default_factory=ApiConfig)
     explain: ExplainConfig = msgspec.field(default_factory=ExplainConfig)
-    # realtime: each bar batch runs at SCHED_FIFO 1 until its orders are out (daemon/runtime.py
+    # realtime: each bar batch runs at SCHED_FIFO 1 until its orders are out, the ML scorer's call
+    # and the CLIP pool's chunks of it included (daemon/runtime.py
     # OrderPathPriority: removes the wait for a CPU on a busy machine; needs CAP_SYS_NICE or
     # RLIMIT_RTPRIO >= 1, else one `runtime.realtime_refused` line and normal priority).
     order_path_priority: Literal["normal", "realtime"] = "normal"
