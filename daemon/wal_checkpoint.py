@@ -78,6 +78,10 @@ class WalCheckpointer(threading.Thread):
                         self.path, isolation_level=None, timeout=1.0, check_same_thread=False
                     )
                     con.execute("PRAGMA synchronous=NORMAL")  # the restart's commit: no fsync
+                    # The owner's chores commit on this connection under its write lock: left at
+                    # SQLite's default (1000 pages) one of those commits would checkpoint inline,
+                    # a copy of the WAL and an fsync the order path waits for. Set once, here.
+                    con.execute(f"PRAGMA wal_autocheckpoint={BACKSTOP_PAGES}")
                 if self.chores is not None:
                     self.chores(con)
                 busy, wal_pages, copied = con.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
@@ -93,9 +97,11 @@ class WalCheckpointer(threading.Thread):
 
     def _restart_wal(self, con: sqlite3.Connection) -> None:
         """The first write after a complete checkpoint (it writes and fsyncs the new WAL header);
-        skipped when the owner is busy writing: then its commit starts the WAL over, as before."""
+        skipped when the owner is busy writing (its lock is not free at once): waiting would hold
+        the owner's next batch behind this commit's fsync of the new header. The owner's commit
+        then starts the WAL over, as before, or the next pass tries again."""
         lock = self.write_lock
-        if lock is not None and not lock.acquire(timeout=self.interval):
+        if lock is not None and not lock.acquire(blocking=False):
             return
         try:
             con.execute("PRAGMA busy_timeout = 0")  # never wait holding the owner's lock

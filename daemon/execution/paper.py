@@ -329,10 +329,8 @@ class PaperExecution:
         held it for milliseconds). A crash between chunks leaves the rest of the log, applied in
         order at the next pass or open, on top of the rows already folded (upserts: the later
         row wins, as it would have)."""
-        # The checkpoint thread's connection would otherwise checkpoint inline (SQLite's default
-        # past 1000 WAL pages) in a chunk's commit, under the write lock: a copy of the WAL and
-        # an fsync that the order path waited for. The pass checkpoints right after this anyway.
-        con.execute(f"PRAGMA wal_autocheckpoint={BACKSTOP_PAGES}")
+        # The checkpoint thread's connection has its autocheckpoint raised to the backstop when it
+        # connects (WalCheckpointer), so a chunk's commit never checkpoints inline.
         while True:
             chunk = self._read_log(con)
             if not chunk:

@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 
 from daemon.errors import InputError, InvariantError
 from daemon.journal import SCHEMA_VERSION, TABLES, Journal, JournalConfig, JournalError
+from daemon.journal_schema import ORDER_STATUS
 from strategy.types import (
     Fill,
     Order,
@@ -363,6 +364,21 @@ def test_record_when_event_after_terminal_status_then_order_stays_terminal(journ
     journal.record(order_events=[event("VT-1", OrderStatus.SUBMITTED)])
     assert journal.load_orders()["VT-1"].status is OrderStatus.REJECTED
     assert journal.counts()["order_events"] == 2
+
+
+def test_order_status_update_when_run_then_terminal_filter_builds_no_temporary_btree(
+    journal: Journal,
+) -> None:
+    # The update runs once per order event on the order path: a `NOT IN (...)` list here had
+    # SQLite build an ephemeral b-tree every run, twice the cost of a plain update of the row.
+    journal.record(orders=[order(1)])
+    params = {"coid": "VT-1", "ts": "t", "status": "filled", "filled": 10.0,
+              "broker_order_id": None, "reason": ""}  # fmt: skip
+    with sqlite3.connect(journal.path) as con:
+        program = [op[1] for op in con.execute(f"EXPLAIN {ORDER_STATUS}", params)]
+        plan = con.execute(f"EXPLAIN QUERY PLAN {ORDER_STATUS}", params).fetchall()
+    assert "OpenEphemeral" not in program
+    assert "USING INDEX" in plan[0][3]  # one row found by its client order id, not a scan
 
 
 def test_record_when_event_for_unknown_order_then_event_kept_and_no_order_made(journal: Journal):

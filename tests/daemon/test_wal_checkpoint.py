@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import sqlite3
+import threading
 import time
 from pathlib import Path
 from typing import Literal
@@ -9,7 +10,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from daemon.journal import SCHEMA_VERSION, Journal
-from daemon.wal_checkpoint import WalCheckpointer
+from daemon.wal_checkpoint import BACKSTOP_PAGES, WalCheckpointer
 from tests.daemon.test_journal_write_ahead import order, signals
 
 
@@ -77,3 +78,51 @@ def test_checkpoint_when_wal_all_copied_then_thread_restarts_wal_not_the_next_or
         assert _wal_header(path) == restarted
         assert journal.schema_version() == SCHEMA_VERSION
         assert [o for o in journal.load_orders()] == ["VT-1", "VT-2", "VT-3"]
+
+
+def _wal_file(tmp_path: Path) -> tuple[Path, sqlite3.Connection]:
+    """A WAL file with rows in it, none of its pages copied into the database yet, and the
+    writer's connection, left open (the last connection to close would delete the WAL)."""
+    path = tmp_path / "venue.sqlite"
+    writer = sqlite3.connect(path, isolation_level=None)
+    writer.execute("PRAGMA journal_mode=WAL")
+    writer.execute("PRAGMA wal_autocheckpoint=0")  # only the checkpointer copies the WAL
+    writer.execute("CREATE TABLE t (x BLOB)")
+    writer.execute("INSERT INTO t VALUES (randomblob(4000))")
+    return path, writer
+
+
+def test_checkpointer_when_it_connects_then_its_chores_never_checkpoint_inline(
+    tmp_path: Path,
+) -> None:
+    seen: list[int] = []
+    path, writer = _wal_file(tmp_path)
+    thread = WalCheckpointer(
+        path,
+        3600,
+        event="journal.checkpoint_failed",
+        chores=lambda con: seen.append(con.execute("PRAGMA wal_autocheckpoint").fetchone()[0]),
+    )
+    thread.checkpoint_now()
+    thread.checkpoint_now()
+    writer.close()
+    assert seen == [BACKSTOP_PAGES, BACKSTOP_PAGES]  # from the first pass's chores on
+
+
+def test_restart_when_owner_holds_its_write_lock_then_pass_skips_it_and_next_pass_restarts(
+    tmp_path: Path,
+) -> None:
+    path, writer = _wal_file(tmp_path)
+    owner = threading.Lock()
+    thread = WalCheckpointer(path, 3600, event="journal.checkpoint_failed", write_lock=owner)
+    before = _wal_header(path)
+    with owner:  # a batch in flight: the pass must not wait for it (up to `interval` before)
+        worker = threading.Thread(target=thread.checkpoint_now)
+        worker.start()
+        worker.join(timeout=60)
+        assert not worker.is_alive(), "the pass waited for the owner's write lock"
+        assert _wal_header(path)[0] == before[0]  # checkpointed, WAL not restarted
+    thread.checkpoint_now()  # the lock is free now: this pass writes the new header
+    assert _wal_header(path)[0] != before[0]
+    assert not owner.locked()
+    writer.close()
