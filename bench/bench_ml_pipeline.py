@@ -58,6 +58,7 @@ from ml_before import before_scorer, fuse_rows
 from daemon.config import ScorerConfig
 from daemon.execution.paper import PaperExecution
 from daemon.journal import Journal
+from daemon.latency import StageClock
 from daemon.log_setup import configure_logging
 from daemon.model.loader import LoadedBundle, load_bundle
 from daemon.pipeline import Pipeline
@@ -191,7 +192,8 @@ async def run_pipelines(
                 await pipeline.on_bars(batch)
         tune_gc()  # as the daemon does once it is warm
         for name, pipeline in pipelines.items():
-            pipeline.stage_clock.reset()
+            # A fresh clock that also reads each lap's run delay (the daemon's does not).
+            pipeline.stage_clock = StageClock(pipeline.stage_clock.names, run_delay=True)
             pipeline.priority = OrderPathPriority(enabled=name in realtime)
         runs = {
             (name, paced): LiveRun(orders=[], batches=[], cpu=[])

@@ -39,6 +39,7 @@ from harness import Session, quick
 
 from daemon.execution.paper import PaperExecution
 from daemon.journal import Journal
+from daemon.latency import StageClock
 from daemon.log_setup import configure_logging
 from daemon.pipeline import ORDER_PATH_STAGES, Pipeline
 from daemon.runtime import OrderPathPriority, tune_gc
@@ -114,7 +115,8 @@ async def run_pipeline(
         tune_gc()  # as the daemon does once it is warm
         pipeline.priority = OrderPathPriority(enabled=realtime)
         pipeline.latency.reset()
-        pipeline.stage_clock.reset()
+        # A fresh clock that also reads each lap's run delay (the daemon's does not).
+        pipeline.stage_clock = StageClock(pipeline.stage_clock.names, run_delay=True)
         n, elapsed = 0, 0.0
         orders: list[int] = []
         for j, batch in enumerate(batches[warm:]):

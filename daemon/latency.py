@@ -78,31 +78,39 @@ class RunDelay:
 class StageClock:
     """Per-batch time spent in each named stage, as wall time (`stages`), as the calling
     thread's CPU time (`cpu_stages`, which a busy machine inflates far less) and as the time it
-    waited for a CPU (`delay_stages`, run-queue delay; empty where the kernel does not report
-    it): wall - cpu - delay is time blocked (a lock, the GIL, an fsync). start() when the batch
-    arrives, lap(name) at the end of each stage (the time since the previous lap or start goes
-    to `name`)."""
+    waited for a CPU (`delay_stages`, run-queue delay, with run_delay only; empty where the
+    kernel does not report it): wall - cpu - delay is time blocked (a lock, the GIL, an fsync).
+    start() when the batch arrives, lap(name) at the end of each stage (the time since the previous
+    lap or start goes to `name`).
 
-    def __init__(self, names: Sequence[str], *, capacity: int = 20_000) -> None:
+    run_delay is off by default: a read of /proc per lap (about 2 us) is ~20 us per batch on the
+    order path, and only the benchmarks read the split (they pass run_delay=True)."""
+
+    def __init__(
+        self, names: Sequence[str], *, capacity: int = 20_000, run_delay: bool = False
+    ) -> None:
         self.names = tuple(names)
         self.stages = {name: LatencyRecorder(capacity=capacity) for name in self.names}
         self.cpu_stages = {name: LatencyRecorder(capacity=capacity) for name in self.names}
         self.delay_stages = {name: LatencyRecorder(capacity=capacity) for name in self.names}
         self._wall = self._cpu = 0.0
         self._delay: float | None = None
-        self._run_delay = RunDelay()
+        self._run_delay = RunDelay() if run_delay else None
 
     def start(self, at: float) -> None:
         """at: the batch's arrival on the perf_counter clock."""
-        self._wall, self._cpu, self._delay = at, time.thread_time(), self._run_delay.read()
+        self._wall, self._cpu, self._delay = at, time.thread_time(), self._read_delay()
 
     def lap(self, name: str) -> None:
-        wall, cpu, delay = time.perf_counter(), time.thread_time(), self._run_delay.read()
+        wall, cpu, delay = time.perf_counter(), time.thread_time(), self._read_delay()
         self.stages[name].add(wall - self._wall)
         self.cpu_stages[name].add(cpu - self._cpu)
         if delay is not None and self._delay is not None:
             self.delay_stages[name].add(delay - self._delay)
         self._wall, self._cpu, self._delay = wall, cpu, delay
+
+    def _read_delay(self) -> float | None:
+        return None if self._run_delay is None else self._run_delay.read()
 
     def reset(self) -> None:
         for recorder in (

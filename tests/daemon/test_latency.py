@@ -74,7 +74,7 @@ def test_run_delay_when_read_on_another_thread_then_that_threads_own_file() -> N
 
 @pytest.mark.usefixtures("one_cpu_shared_with_a_busy_process")
 def test_stage_clock_when_a_stage_waits_for_the_cpu_then_its_run_delay_is_recorded() -> None:
-    clock = StageClock(("quick", "contended"))
+    clock = StageClock(("quick", "contended"), run_delay=True)
     clock.start(time.perf_counter())
     clock.lap("quick")
     _spin(0.2)
@@ -83,3 +83,12 @@ def test_stage_clock_when_a_stage_waits_for_the_cpu_then_its_run_delay_is_record
     assert (clock.delay_stages["contended"].percentile_ms(50) or 0.0) > 0.0
     clock.reset()
     assert clock.delay_stages["contended"].count == 0
+
+
+def test_stage_clock_when_run_delay_not_asked_for_then_laps_record_wall_and_cpu_only() -> None:
+    """The daemon's clock: no /proc read per lap on the order path."""
+    clock = StageClock(("quick",))
+    clock.start(time.perf_counter())
+    clock.lap("quick")
+    assert clock.stages["quick"].count == clock.cpu_stages["quick"].count == 1
+    assert clock.delay_stages["quick"].count == 0
