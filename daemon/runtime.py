@@ -9,6 +9,8 @@ from typing import ParamSpec, TypeVar
 
 import structlog
 
+from vlm_engine.thread_policy import NORMAL, at_policy
+
 log = structlog.get_logger("daemon.runtime")
 
 # Allocations per young-generation collection. CPython's default (700) runs a collection every few
@@ -20,7 +22,6 @@ GC_THRESHOLDS = (50_000, 50, 100)
 # fork: a thread or process started from the order path (a to_thread worker, the bootstrap) is a
 # normal one. (os.SCHED_* exist on Linux only; elsewhere the priority is never available.)
 _REALTIME = getattr(os, "SCHED_FIFO", 0) | getattr(os, "SCHED_RESET_ON_FORK", 0)
-_NORMAL = getattr(os, "SCHED_OTHER", 0) | getattr(os, "SCHED_RESET_ON_FORK", 0)
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -69,7 +70,7 @@ class OrderPathPriority:
         if not self._raised:
             return
         self._raised = False
-        os.sched_setscheduler(0, _NORMAL, os.sched_param(0))  # lowering is always allowed
+        os.sched_setscheduler(0, NORMAL, os.sched_param(0))  # lowering is always allowed
 
     def carried(self, fn: Callable[P, T]) -> Callable[P, T]:
         """fn for another thread to run on the order path's behalf (the scorer's executor thread):
@@ -87,15 +88,4 @@ class OrderPathPriority:
         at 10 symbols 4.46/9.53 against 4.06/9.51) for a thread and a context copy more."""
         if not self._raised:
             return fn
-
-        def at_realtime(*args: P.args, **kwargs: P.kwargs) -> T:
-            try:
-                os.sched_setscheduler(0, _REALTIME, os.sched_param(1))
-            except OSError:  # the loop thread was granted it: not expected; run at normal
-                return fn(*args, **kwargs)
-            try:
-                return fn(*args, **kwargs)
-            finally:
-                os.sched_setscheduler(0, _NORMAL, os.sched_param(0))
-
-        return at_realtime
+        return at_policy(fn, _REALTIME, os.sched_param(1))

@@ -35,6 +35,7 @@ from vlm_engine.clip.encode import class_embeddings, logit_scale
 from vlm_engine.metrics import sigmoid
 from vlm_engine.render import ChartSpec, ChartWindow, make_renderer
 from vlm_engine.render.errors import ChartError
+from vlm_engine.thread_policy import FIFO, RESET_ON_FORK, at_policy
 
 log = structlog.get_logger("vlm_engine.infer")
 
@@ -145,10 +146,6 @@ def _raise(error: BaseException) -> ClipBatch:
     raise error
 
 
-_FIFO = getattr(os, "SCHED_FIFO", -1)
-_RESET_ON_FORK = getattr(os, "SCHED_RESET_ON_FORK", 0)
-
-
 def _at_callers_priority(work: Callable[[], int]) -> Callable[[], int]:
     """work for a pool thread, run at the calling thread's real-time policy when it has one and
     normal again after (errors included); otherwise work itself. The daemon raises the thread
@@ -156,24 +153,12 @@ def _at_callers_priority(work: Callable[[], int]) -> Callable[[], int]:
     are that batch's work too, and a pool thread left normal would wait for a CPU behind other
     processes while the caller waits at the join. Read per batch: a pool is shared with callers
     at normal priority (the shadow, backtests), which it must not raise."""
-    if _FIFO < 0:  # not Linux: no real-time policy to follow
+    if FIFO < 0:  # not Linux: no real-time policy to follow
         return work
     policy = os.sched_getscheduler(0)
-    if policy & ~_RESET_ON_FORK != _FIFO:
+    if policy & ~RESET_ON_FORK != FIFO:
         return work
-    param = os.sched_getparam(0)
-
-    def at_priority() -> int:
-        try:
-            os.sched_setscheduler(0, policy, param)
-        except OSError:  # the caller was granted it, so not expected: the chunks run normal
-            return work()
-        try:
-            return work()
-        finally:
-            os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
-
-    return at_priority
+    return at_policy(work, policy, os.sched_getparam(0))
 
 
 class ClipScores(msgspec.Struct, frozen=True, kw_only=True):
