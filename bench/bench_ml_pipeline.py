@@ -28,8 +28,15 @@ is printed at start and end of every table.
 CLIP pool's threads for the batch's chunks), alternating with the others in the same run; each
 arm's run delay per batch (all threads, schedstat) and the loop's per stage are printed beside.
 
+--levers adds ml-after arms, each with a thread state set (untimed) before its batches and
+undone before the others': the background threads (journal writers, WAL checkpointers, the
+explainer) back at nice 0 (nice0: as before they lowered themselves; needs root), at another
+nice (nice5, nice19) or policy (batch, idle), or the order path's threads (the loop, the
+scorer's executor threads, the CLIP pool's) at a shorter EEVDF slice (slice100, slice300, us).
+
     .venv/bin/python bench/bench_ml_pipeline.py [--bundle state/bundles/default] [--symbols 10,100]
         [--runtimes torch,auto] [--stage-batches 200] [--skip-backtest] [--realtime]
+        [--levers nice0,slice100]
 
 Without a bundle at --bundle it builds a --quick one (weak, tiny CLIP: latency then flatters).
 About 460 lines: the three parts share one set-up (bundle, market, pipeline), and the
