@@ -28,8 +28,15 @@ is printed at start and end of every table.
 CLIP pool's threads for the batch's chunks), alternating with the others in the same run; each
 arm's run delay per batch (all threads, schedstat) and the loop's per stage are printed beside.
 
+--levers adds ml-after arms, each with a thread state set (untimed) before its batches and
+undone before the others': the background threads (journal writers, WAL checkpointers, the
+explainer) back at nice 0 (nice0: as before they lowered themselves; needs root), at another
+nice (nice5, nice19) or policy (batch, idle), or the order path's threads (the loop, the
+scorer's executor threads, the CLIP pool's) at a shorter EEVDF slice (slice100, slice300, us).
+
     .venv/bin/python bench/bench_ml_pipeline.py [--bundle state/bundles/default] [--symbols 10,100]
         [--runtimes torch,auto] [--stage-batches 200] [--skip-backtest] [--realtime]
+        [--levers nice0,slice100]
 
 Without a bundle at --bundle it builds a --quick one (weak, tiny CLIP: latency then flatters).
 About 460 lines: the three parts share one set-up (bundle, market, pipeline), and the
@@ -41,6 +48,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import ctypes
 import io
 import os
 import tempfile
@@ -77,6 +85,7 @@ from strategy.sim_broker import SimBrokerConfig
 from strategy.target_strategy import StrategyConfig, TargetStrategy
 from strategy.types import Bar, Signal
 from vlm_engine.infer import InferenceConfig
+from vlm_engine.thread_policy import BACKGROUND_NICE
 
 START = datetime(2026, 1, 5, 14, 30, tzinfo=UTC)
 # Permissive thresholds so that both scorers place orders and bar-to-order latency has samples.
@@ -128,7 +137,7 @@ def _pipeline(scorer: Scorer, window: int, journal: Journal, venue: PaperExecuti
     )
 
 
-DELAY_GROUPS = ("loop", "scorer", "clip", "other")
+DELAY_GROUPS: tuple[str, ...] = ("loop", "scorer", "clip", "other")
 
 
 def _delay_group(name: str) -> str:
@@ -162,12 +171,84 @@ def process_run_delay() -> dict[str, float] | None:
     return totals
 
 
+BACKGROUND_PREFIXES = ("journal-writer", "wal-checkpoint", "explainer")
+# The order path's threads: the event loop (the main thread here), the scorer's executor threads
+# (asyncio.to_thread's) and the CLIP pool's.
+PATH_PREFIXES = ("MainThread", "asyncio_", "clip-worker")
+_OTHER = getattr(os, "SCHED_OTHER", 0)
+# As the daemon runs them: background threads lower themselves (lower_calling_thread).
+DAEMON_BACKGROUND = (_OTHER, BACKGROUND_NICE)
+
+
+def _threads(prefixes: tuple[str, ...]) -> list[int]:
+    return [
+        t.native_id
+        for t in threading.enumerate()
+        if t.native_id is not None and t.name.startswith(prefixes)
+    ]
+
+
+class _SchedAttr(ctypes.Structure):  # sched_setattr(2)'s, which the os module does not wrap
+    _fields_ = (
+        ("size", ctypes.c_uint32),
+        ("policy", ctypes.c_uint32),
+        ("flags", ctypes.c_uint64),
+        ("nice", ctypes.c_int32),
+        ("priority", ctypes.c_uint32),
+        ("runtime", ctypes.c_uint64),  # a normal thread's slice (Linux >= 6.12), ns
+        ("deadline", ctypes.c_uint64),
+        ("period", ctypes.c_uint64),
+    )
+
+
+def set_slice(tid: int, nanoseconds: int) -> None:
+    """A normal thread's EEVDF slice (0: the kernel's default), by sched_setattr (x86_64 only
+    here); unprivileged: a shorter slice asks for earlier deadlines, not a larger share."""
+    attr = _SchedAttr(
+        size=ctypes.sizeof(_SchedAttr),
+        policy=_OTHER,
+        nice=os.getpriority(os.PRIO_PROCESS, tid),
+        runtime=nanoseconds,
+    )
+    if ctypes.CDLL(None, use_errno=True).syscall(314, tid, ctypes.byref(attr), 0) != 0:
+        raise OSError(ctypes.get_errno(), "sched_setattr")
+
+
+def set_threads(*, background: tuple[int, int] = DAEMON_BACKGROUND, path_slice: int = 0) -> None:
+    """The process's background threads (BACKGROUND_PREFIXES) at (policy, nice), the order path's
+    (PATH_PREFIXES) at a time slice (ns, 0: the kernel's default), by thread id; defaults: as the
+    daemon runs them (a nice value back below the daemon's needs CAP_SYS_NICE: run the arms
+    that raise background threads as root)."""
+    policy, nice = background
+    for tid in _threads(BACKGROUND_PREFIXES):
+        with contextlib.suppress(ProcessLookupError):  # a thread that ended meanwhile
+            os.sched_setscheduler(tid, policy, os.sched_param(0))
+            os.setpriority(os.PRIO_PROCESS, tid, nice)
+    for tid in _threads(PATH_PREFIXES):
+        with contextlib.suppress(ProcessLookupError):
+            set_slice(tid, path_slice)
+
+
+# Extra ml-after arms (--levers): the thread state during their batches (set_threads); the other
+# arms' batches run as the daemon runs.
+LEVERS: dict[str, Callable[[], None]] = {
+    "nice0": lambda: set_threads(background=(_OTHER, 0)),  # before lower_calling_thread
+    "nice5": lambda: set_threads(background=(_OTHER, 5)),
+    "nice19": lambda: set_threads(background=(_OTHER, 19)),
+    "batch": lambda: set_threads(background=(getattr(os, "SCHED_BATCH", 0), 0)),
+    "idle": lambda: set_threads(background=(getattr(os, "SCHED_IDLE", 0), 0)),
+    "slice100": lambda: set_threads(path_slice=100_000),
+    "slice300": lambda: set_threads(path_slice=300_000),
+}
+
+
 async def run_pipelines(
     scorers: dict[str, Scorer],
     batches: list[list[Bar]],
     window: int,
     workdir: Path,
     realtime: frozenset[str] = frozenset(),
+    levers: dict[str, Callable[[], None]] | None = None,
 ) -> tuple[dict[tuple[str, bool], LiveRun], dict[str, Pipeline]]:
     """One pipeline per scorer, each batch through every pipeline in turn (the first one
     alternating), so that each gets the same bars under the same machine load. Every other pair
@@ -176,7 +257,11 @@ async def run_pipelines(
     the others follow at once, with that write-behind competing with their order path.
     realtime: the pipelines whose order path runs at real-time priority (Pipeline.priority: the
     loop thread, the scorer's thread and the CLIP pool's for the batch), raised once warm.
+    levers: per pipeline, the thread state set (untimed) before each of its batches
+    (set_threads; the others' batches run with every thread normal).
     Returns the runs by (scorer, paced) and the pipelines (their stage clocks)."""
+    levers = levers or {}
+    current: Callable[[], None] = set_threads  # no lever: every thread as the daemon runs it
     with contextlib.ExitStack() as stack:
         pipelines = {}
         for name, scorer in scorers.items():
@@ -208,6 +293,9 @@ async def run_pipelines(
                     for other in pipelines.values():
                         other.journal.flush()
                 pipeline, run = pipelines[name], runs[name, paced]
+                if (wanted := levers.get(name, set_threads)) is not current:
+                    wanted()
+                    current = wanted
                 before = pipeline.latency.count
                 delay = process_run_delay()  # untimed: read outside the batch's wall time
                 t, cpu = time.perf_counter(), time.process_time()
@@ -370,6 +458,7 @@ def bench_live(
     runtime: str,
     *,
     realtime: bool = False,
+    levers: tuple[str, ...] = (),
 ) -> dict[str, float]:
     """Order and batch latency of the pipeline with each scorer (run_pipelines: every batch
     through each pipeline in turn, every other pair of batches paced), the process CPU time and
@@ -399,10 +488,17 @@ def bench_live(
         }
         if realtime:
             scorers["ml-after_rt"] = models.scorer()
+        for arm in levers:
+            scorers[f"ml-after_{arm}"] = models.scorer()
         with tempfile.TemporaryDirectory() as tmp:
             runs, pipelines = asyncio.run(
                 run_pipelines(
-                    scorers, batches, window, Path(tmp), frozenset({"ml-after_rt"} & set(scorers))
+                    scorers,
+                    batches,
+                    window,
+                    Path(tmp),
+                    frozenset({"ml-after_rt"} & set(scorers)),
+                    {f"ml-after_{arm}": LEVERS[arm] for arm in levers},
                 )
             )
         for name in scorers:
@@ -432,14 +528,14 @@ def bench_live(
             print(
                 f"{'':>7} ml order p99 after/before, {prefix.rstrip('_') or 'unpaced'}: {ratio:.3f}"
             )
-            if realtime:
+            for arm in (["rt"] if realtime else []) + list(levers):
                 for q in (50, 99):
                     rt = (
-                        figures[f"{prefix}ml_after_rt_order_p{q}_ms_{symbols}"]
+                        figures[f"{prefix}ml_after_{arm}_order_p{q}_ms_{symbols}"]
                         / figures[f"{prefix}ml_after_order_p{q}_ms_{symbols}"]
                     )
                     print(
-                        f"{'':>7} ml order p{q} realtime/normal, "
+                        f"{'':>7} ml order p{q} {arm}/normal, "
                         f"{prefix.rstrip('_') or 'unpaced'}: {rt:.3f}"
                     )
         print_run_delays({n: (runs[n, False], runs[n, True]) for n in scorers})
@@ -541,7 +637,16 @@ def main() -> None:
         help="the live table also runs ml-after with the order path at real-time priority "
         "(ml-after_rt; needs root or RLIMIT_RTPRIO >= 1; refused: one line, normal priority)",
     )
+    parser.add_argument(
+        "--levers",
+        default="",
+        help="more ml-after arms, each with a thread state during its batches: background "
+        "threads (journal writers, WAL checkpointers, explainer) lowered (batch, idle, nice10) "
+        f"or the order path's threads at a shorter slice (slice<us>): {','.join(LEVERS)}",
+    )
     args = parser.parse_args()
+    if unknown_arms := {a for a in args.levers.split(",") if a} - set(LEVERS):
+        parser.error(f"--levers: unknown {', '.join(sorted(unknown_arms))}")
     runtimes = args.runtimes.split(",")
     unknown = set(runtimes) - {"torch", "onnx", "onnx-int8", "auto"}
     if unknown:
@@ -568,11 +673,19 @@ def _timed_parts(
     """One run of every part: the live latencies (the figure the repeats settle on) and each
     part's wall time."""
     t0 = time.perf_counter()
-    bench_stages(bundle, symbols, runtimes, args.stage_batches)
+    if args.stage_batches > 0:  # 0: the live table only
+        bench_stages(bundle, symbols, runtimes, args.stage_batches)
     t1 = time.perf_counter()
     figures: dict[str, float] = {}
     for runtime in runtimes:
-        live = bench_live(bundle, symbols, args.batches, runtime, realtime=args.realtime)
+        live = bench_live(
+            bundle,
+            symbols,
+            args.batches,
+            runtime,
+            realtime=args.realtime,
+            levers=tuple(a for a in args.levers.split(",") if a),
+        )
         figures.update({f"{k}_{runtime}": v for k, v in live.items()})
     t2 = time.perf_counter()
     figures["stages_seconds"] = t1 - t0

@@ -17,6 +17,8 @@ from collections import deque
 from collections.abc import Callable
 from typing import Generic, TypeVar
 
+from vlm_engine.thread_policy import lower_calling_thread
+
 Item = TypeVar("Item")
 
 # Queued batches per transaction of the thread at most: the order path waits for at most one.
@@ -83,6 +85,7 @@ class GroupWriter(threading.Thread, Generic[Item]):
             self.join()
 
     def run(self) -> None:
+        lower_calling_thread()  # nothing an order waits for: the batch's threads come first
         changed = self._changed
         while True:
             with changed:

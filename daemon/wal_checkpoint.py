@@ -24,6 +24,8 @@ from pathlib import Path
 
 import structlog
 
+from vlm_engine.thread_policy import lower_calling_thread
+
 log = structlog.get_logger("daemon.wal_checkpoint")
 
 BACKSTOP_PAGES = 20_000  # ~80 MB of WAL: SQLite checkpoints inline only past this
@@ -58,6 +60,7 @@ class WalCheckpointer(threading.Thread):
     def run(self) -> None:
         # Self-supervising: a failed connect or checkpoint is logged and retried at the next
         # interval (the writer's backstop autocheckpoint covers the time in between).
+        lower_calling_thread()  # nothing an order waits for: the batch's threads come first
         try:
             while not self._stopped.wait(self.interval):
                 self.checkpoint_now()

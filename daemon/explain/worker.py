@@ -25,6 +25,7 @@ from daemon.explain.store import ExplanationStore, ExplanationStoreError
 from daemon.explain.values import CHARTS_DIR, EXPLAIN_DB
 from strategy.kernel import BatchDecision
 from strategy.types import Signal
+from vlm_engine.thread_policy import lower_calling_thread
 
 log = structlog.get_logger("daemon.explain")
 
@@ -149,6 +150,7 @@ class Explainer:
 
     # ---- the worker thread --------------------------------------------------------------------
     def _run(self) -> None:
+        lower_calling_thread()  # nothing an order waits for: the batch's threads come first
         self._prune()  # the start's retention pass, here rather than on the daemon's start-up
         while True:
             job = self._queue.get()

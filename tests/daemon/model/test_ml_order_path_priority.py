@@ -1,7 +1,8 @@
 """The ML order path at real-time priority: with Pipeline.priority enabled, the scorer's thread
 (its call on the order path) and the CLIP pool's threads (that batch's chunks) run at SCHED_FIFO,
 and every thread is normal again between batches, errors included; the work after the orders (the
-deferred reasons) stays normal; disabled, nothing is raised."""
+deferred reasons) stays normal; disabled, nothing is raised. The journal's writer runs nicer (it
+lowers itself) while the threads the order path starts keep the process's nice value."""
 
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ from tests.daemon.ml_helpers import WINDOW, quick_bundle
 from tests.daemon.test_order_path_priority import _may_use_real_time
 from tests.daemon.test_pipeline import START, pipeline_at
 from vlm_engine.infer import InferenceConfig
+from vlm_engine.thread_policy import BACKGROUND_NICE
 
 FIFO = os.SCHED_FIFO
 # 30 symbols: two chunks (19 and 11), one of them for a pool thread (MIN_CHARTS_TO_SPLIT 24)
@@ -60,6 +62,19 @@ def _threads_at_fifo() -> list[int]:
     return at_fifo
 
 
+def _nice(tid: int) -> int:
+    """The thread's nice value from the kernel's stat line (field 19)."""
+    with open(f"/proc/self/task/{tid}/stat") as f:
+        after_name = f.read().rsplit(")", 1)[1].split()  # the name may hold spaces
+    return int(after_name[16])  # fields from the 3rd on
+
+
+def _thread_id(prefix: str) -> int:
+    (tid,) = [t.native_id for t in threading.enumerate() if t.name.startswith(prefix)]
+    assert tid is not None
+    return tid
+
+
 class Recorded:
     """Where each piece of a batch's ML work ran, and at which policy."""
 
@@ -68,6 +83,8 @@ class Recorded:
         self.scored: list[int] = []  # the scorer's order-path call
         self.finished: list[int] = []  # the deferred reasons, after the orders
         self.between: list[list[int]] = []  # threads at FIFO once each batch returned
+        self.nice: list[tuple[str, int]] = []  # (thread name, nice) of each embed and score call
+        self.background: list[int] = []  # the journal writer's nice once each batch returned
 
 
 def _run(
@@ -85,6 +102,7 @@ def _run(
 
     def noted_embed(images: np.ndarray) -> np.ndarray:
         seen.embeds.append((threading.current_thread().name, _policy()))
+        seen.nice.append((threading.current_thread().name, _nice(threading.get_native_id())))
         calls[0] += 1
         if calls[0] == fail_at:
             msg = "embedding failed"
@@ -93,6 +111,7 @@ def _run(
 
     def noted_score(windows: Sequence[object]) -> tuple[list[Signal], Deferred | None]:
         seen.scored.append(_policy())
+        seen.nice.append((threading.current_thread().name, _nice(threading.get_native_id())))
         return score_deferred(windows)  # type: ignore[arg-type]
 
     def noted_finish(signals: list[Signal], deferred: Deferred | None) -> list[Signal]:
@@ -114,6 +133,7 @@ def _run(
                     except RuntimeError as e:
                         errors.append(str(e))
                     seen.between.append(_threads_at_fifo())
+                    seen.background.append(_nice(_thread_id("journal-writer")))
 
             asyncio.run(go())
             orders = pipeline.stats.orders_submitted
@@ -188,3 +208,17 @@ def test_carried_when_the_call_raises_then_its_thread_is_normal_again() -> None:
     assert inside == [expected]
     assert after == [os.SCHED_OTHER]
     assert priority.carried(fails) is fails  # handed off after leave(): runs as it is
+
+
+def test_on_bars_when_background_threads_are_lowered_then_the_order_path_keeps_its_nice(
+    tmp_path: Path, models: LoadedBundle
+) -> None:
+    """The journal's writer runs BACKGROUND_NICE nicer (it lowered itself when it started); the
+    scorer's thread and the CLIP pool's, started by the order path, keep the process's nice."""
+    base = _nice(threading.get_native_id())
+    seen, orders, _ = _run(tmp_path, models, enabled=False)
+    assert orders > 0
+    assert any(name.startswith("clip-worker") for name, _ in seen.nice)
+    assert any(name.startswith("asyncio") for name, _ in seen.nice)
+    assert {nice for _, nice in seen.nice} == {base}
+    assert set(seen.background) == {min(19, base + BACKGROUND_NICE)}
