@@ -4,6 +4,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from vlm_engine.metrics import auc, brier, ece, fit_logistic, logit
 from vlm_engine.xgb import (
@@ -155,3 +157,31 @@ def test_pca_when_fitted_then_first_component_captures_dominant_axis() -> None:
     pca = fit_pca(x, 2)
     assert pca.explained_variance_ratio[0] > 0.95
     assert pca.transform(x).shape == (500, 2)
+
+
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    rows=st.integers(1, 300),
+    missing=st.floats(0.0, 0.9),
+    seed=st.integers(0, 10_000),
+    fortran=st.booleans(),
+)
+def test_predict_raw_when_called_directly_then_inplace_predict_bit_for_bit(
+    trained, rows: int, missing: float, seed: int, fortran: bool
+) -> None:
+    """predict_raw's own XGBoosterPredictFromDense call against Booster.inplace_predict."""
+    _, _, result = trained
+    model = result.model
+    assert model._dense is not None  # the direct call is what is tested here
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(rows, 4)) * 3.0
+    x[rng.random(x.shape) < missing] = np.nan
+    x[rng.random(x.shape) < 0.2] = 0.0  # a value, not missing
+    if fortran:
+        x = np.asfortranarray(x)
+    want = model.booster.inplace_predict(np.asarray(x, dtype=np.float32), missing=np.nan)
+    got = model.predict_raw(x)
+    assert got.dtype == np.float64
+    np.testing.assert_array_equal(got, np.asarray(want, dtype=np.float64))
