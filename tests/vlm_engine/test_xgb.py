@@ -185,3 +185,22 @@ def test_predict_raw_when_called_directly_then_inplace_predict_bit_for_bit(
     got = model.predict_raw(x)
     assert got.dtype == np.float64
     np.testing.assert_array_equal(got, np.asarray(want, dtype=np.float64))
+
+
+@pytest.mark.parametrize("approximate", [False, True], ids=["exact", "approximate"])
+def test_contributions_when_matrix_unnamed_then_same_as_named_and_validated(
+    trained, approximate: bool
+) -> None:
+    """contributions() builds its DMatrix without feature names (columns by position): the
+    values are those of a DMatrix named as the booster and validated against it."""
+    import xgboost as xgb
+
+    x, _, result = trained
+    model = result.model
+    rows = np.array(x[:120], dtype=np.float64)
+    rows[::7, 1] = np.nan
+    named = xgb.DMatrix(
+        np.asarray(rows, dtype=np.float32), feature_names=list(model.feature_names), missing=np.nan
+    )
+    want = model.booster.predict(named, pred_contribs=True, approx_contribs=approximate)
+    np.testing.assert_array_equal(model.contributions(rows, approximate=approximate), want)
