@@ -221,6 +221,7 @@ class NumpyRenderer:
             height,
             cw,
             colour.repeat(widths, axis=1),
+            apart=geo.disjoint,  # one span per column: no pixel drawn twice
         )
         if spec.volume:
             top, bottom = self._rows["volume"]
@@ -339,24 +340,40 @@ class NumpyRenderer:
         h: int,
         cw: int,
         code: Codes,
+        *,
+        apart: bool = False,
     ) -> None:
         """Set rows lo..hi (inclusive, clipped to [0, h)) below each flat start index to code (scalar or per span).
 
         starts, lo and hi have one shape (charts, spans); within a chart later spans win.
+        apart: no two spans share a pixel (the order of the spans does not matter).
         """
         lo_i = np.minimum(np.maximum(lo, 0.0), h).astype(np.int64)
         hi_i = np.minimum(np.maximum(hi, -1.0), h - 1).astype(np.int64)
+        first = (starts + lo_i * cw).reshape(-1)
+        if apart and isinstance(code, np.ndarray):
+            # Spans in the order of their colours: each colour's pixels are then one run of idx,
+            # written with its one pixel value, instead of a 3-byte value per pixel built first
+            # (a take and a repeat of 3-byte items, as long as the put itself).
+            codes = code.reshape(-1)
+            order = np.argsort(codes, kind="stable")
+            codes, first = codes[order], first[order]
+            lo_i, hi_i = lo_i.reshape(-1)[order], hi_i.reshape(-1)[order]
         lengths = np.maximum(hi_i - lo_i + 1, 0).reshape(-1)
         ends = lengths.cumsum()
         total = int(ends[-1]) if ends.size else 0
         if total == 0:
             return
-        first = (starts + lo_i * cw).reshape(-1)
         idx = (first - (ends - lengths) * cw).repeat(lengths)
         idx += self._row_steps(total, cw)
         # np.put, not flat[idx] = ...: the same sequential writes (a repeated index keeps the
         # last value) without fancy indexing's set-up, ~30% less per 3-byte pixel
-        if isinstance(code, np.ndarray):
+        if apart and isinstance(code, np.ndarray):
+            change = np.flatnonzero(codes[1:] != codes[:-1]) + 1  # first span of each colour
+            cuts = [0, *ends[change - 1].tolist(), total]
+            for c, a, b in zip(codes[np.r_[0, change]].tolist(), cuts[:-1], cuts[1:], strict=True):
+                np.put(flat, idx[a:b], self._pixels[c : c + 1])
+        elif isinstance(code, np.ndarray):
             np.put(flat, idx, self._pixels.take(code.reshape(-1)).repeat(lengths))
         else:
             np.put(flat, idx, self._pixels[code : code + 1])
