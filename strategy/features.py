@@ -235,12 +235,19 @@ def _stacked_tails(
     """open, high, low, close, volume of the windows' last `length` bars as (n, length) arrays.
 
     One np.array over the 5n columns (each a 1-D array of length bars) rather than np.stack per
-    column: np.stack's per-array Python work was most of it; a window of exactly `length` bars
-    is taken whole (no slice)."""
-    columns: list[FloatArray] = []
-    for name in ("open", "high", "low", "close", "volume"):
-        columns += [
-            getattr(w, name) if len(w) == length else getattr(w, name)[-length:] for w in windows
-        ]
+    column: np.stack's per-array Python work was most of it. Windows all `length` bars long (the
+    live batch) are taken whole, without a slice per column."""
+    if all(len(w) == length for w in windows):
+        columns = [w.open for w in windows]
+        columns += [w.high for w in windows]
+        columns += [w.low for w in windows]
+        columns += [w.close for w in windows]
+        columns += [w.volume for w in windows]
+    else:
+        columns = [w.open[-length:] for w in windows]
+        columns += [w.high[-length:] for w in windows]
+        columns += [w.low[-length:] for w in windows]
+        columns += [w.close[-length:] for w in windows]
+        columns += [w.volume[-length:] for w in windows]
     o, h, lo, c, v = np.array(columns, dtype=np.float64).reshape(5, len(windows), length)
     return o, h, lo, c, v

@@ -426,16 +426,19 @@ def _validated_groups(
     one by one with validate_window, so bad input raises the same ChartInputError (naming
     the window and bar) as rendering it alone would.
     """
+    sizes = [len(w) for w in windows]  # once: ChartWindow.__len__ is a Python call
     by_length: dict[int, list[int]] = {}
-    for i, window in enumerate(windows):
-        by_length.setdefault(min(len(window), bars_needed), []).append(i)
-    checked = any(len(w) > bars_needed for w in windows)
+    for i, size in enumerate(sizes):
+        by_length.setdefault(min(size, bars_needed), []).append(i)
+    checked = max(sizes) > bars_needed
     if checked:
         for w in windows:
             validate_window(w)  # the whole window, not only the bars drawn
     groups: list[tuple[IntArray, dict[str, FloatArray]]] = []
     for members in by_length.values():
-        tails = [windows[i].tail(bars_needed) for i in members]
+        tails = [
+            windows[i].tail(bars_needed) if sizes[i] > bars_needed else windows[i] for i in members
+        ]
         stacked = _stack(tails, checked=checked)
         if stacked is None:
             for w in windows:
