@@ -8,7 +8,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from strategy.backtest.data import frame_batches, iter_windows
-from strategy.bars import BarStoreConfig
+from strategy.bars import BarStoreConfig, Window
 from strategy.features import FeatureConfig, FeatureEngine, feature_names
 from strategy.market_sim import SimMarketConfig, simulate_frame
 
@@ -91,7 +91,9 @@ def test_config_when_unknown_pattern_then_value_error_names_it() -> None:
 @given(
     picks=st.lists(st.tuples(st.integers(0, 10_000), st.integers(2, 90)), min_size=1, max_size=12)
 )
-def test_compute_when_mixed_lengths_then_indicators_are_talib_per_window(windows, picks) -> None:
+def test_compute_when_mixed_lengths_then_indicators_are_talib_per_window(
+    windows: list[Window], picks: list[tuple[int, int]]
+) -> None:
     """The stacked tails and the per-window TA-Lib loop against TA-Lib called on each window's
     own tail (divided by its last close), bit for bit; and each row equals its window alone."""
     import msgspec

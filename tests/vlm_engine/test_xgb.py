@@ -17,6 +17,7 @@ from vlm_engine.xgb import (
     train_xgb,
     walk_forward_folds,
 )
+from vlm_engine.xgb.train import TrainResult
 
 FAST = XgbTrainConfig(n_folds=3, learning_rate=0.2, num_boost_round=60, early_stopping_rounds=10)
 
@@ -29,6 +30,9 @@ def _data(n: int = 3000, seed: int = 0):
     y = (signal + rng.logistic(size=n) > 0).astype(float)
     ts = 1_700_000_000 + 60 * np.arange(n)
     return x, y, ts, ts + 5 * 60
+
+
+Trained = tuple[np.ndarray, np.ndarray, TrainResult]
 
 
 @pytest.fixture(scope="module")
@@ -169,7 +173,7 @@ def test_pca_when_fitted_then_first_component_captures_dominant_axis() -> None:
     fortran=st.booleans(),
 )
 def test_predict_raw_when_called_directly_then_inplace_predict_bit_for_bit(
-    trained, rows: int, missing: float, seed: int, fortran: bool
+    trained: Trained, rows: int, missing: float, seed: int, fortran: bool
 ) -> None:
     """predict_raw's own XGBoosterPredictFromDense call against Booster.inplace_predict."""
     _, _, result = trained
@@ -189,7 +193,7 @@ def test_predict_raw_when_called_directly_then_inplace_predict_bit_for_bit(
 
 @pytest.mark.parametrize("approximate", [False, True], ids=["exact", "approximate"])
 def test_contributions_when_matrix_unnamed_then_same_as_named_and_validated(
-    trained, approximate: bool
+    trained: Trained, approximate: bool
 ) -> None:
     """contributions() builds its DMatrix without feature names (columns by position): the
     values are those of a DMatrix named as the booster and validated against it."""
