@@ -17,6 +17,7 @@ from vlm_engine.xgb import (
     train_xgb,
     walk_forward_folds,
 )
+from vlm_engine.xgb.model import top_by_magnitude
 from vlm_engine.xgb.train import TrainResult
 
 FAST = XgbTrainConfig(n_folds=3, learning_rate=0.2, num_boost_round=60, early_stopping_rounds=10)
@@ -208,3 +209,25 @@ def test_contributions_when_matrix_unnamed_then_same_as_named_and_validated(
     )
     want = model.booster.predict(named, pred_contribs=True, approx_contribs=approximate)
     np.testing.assert_array_equal(model.contributions(rows, approximate=approximate), want)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    rows=st.integers(0, 30),
+    columns=st.integers(1, 60),
+    top=st.integers(0, 70),
+    spread=st.integers(1, 5),
+    density=st.floats(0.0, 1.0),
+    nan=st.booleans(),
+    seed=st.integers(0, 10_000),
+)
+def test_top_by_magnitude_when_ties_and_zeros_then_the_stable_sort_order(
+    rows: int, columns: int, top: int, spread: int, density: float, nan: bool, seed: int
+) -> None:
+    rng = np.random.default_rng(seed)
+    values = rng.integers(-spread, spread + 1, size=(rows, columns)).astype(np.float64) / 4.0
+    values[rng.random(values.shape) > density] = 0.0  # rows with fewer non-zero than top
+    if nan and rows:
+        values[0, rng.integers(columns)] = np.nan
+    want = np.argsort(-np.abs(values), axis=1, kind="stable")[:, :top]
+    np.testing.assert_array_equal(top_by_magnitude(values, top), want)

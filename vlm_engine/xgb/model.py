@@ -114,7 +114,7 @@ class XgbModel:
         """The top features (by |contribution|) of each row, signed toward up (+) or down (-)."""
         contrib = self.contributions(x, approximate=approximate)[:, :-1]
         names = self.meta.feature_names
-        order = np.argsort(-np.abs(contrib), axis=1, kind="stable")[:, :top]
+        order = top_by_magnitude(contrib, top)
         picked = np.take_along_axis(contrib, order, axis=1)
         return [
             [(names[i], v) for i, v in zip(idx, vals, strict=True) if v != 0]
@@ -173,6 +173,26 @@ class XgbModel:
             )
             raise XgbModelError(msg)
         return cls(booster=booster, meta=meta)
+
+
+def top_by_magnitude(values: FloatArray, top: int) -> npt.NDArray[np.intp]:
+    """Per row, the columns of the `top` largest |values|, largest first, ties to the lower
+    column: np.argsort(-np.abs(values), axis=1, kind="stable")[:, :top].
+
+    Why by hand: a few argmax passes (argmax takes the first of equal maxima, as the stable sort
+    orders them) instead of sorting all columns: a third of the time at 100 rows x 46 columns.
+    A NaN sorts differently in the two, so values with one take the sort."""
+    k = min(max(top, 0), values.shape[1])
+    magnitude = np.abs(values)
+    if k * 4 > values.shape[1] or not np.isfinite(magnitude).all():
+        return np.argsort(-magnitude, axis=1, kind="stable")[:, :k]
+    rows = np.arange(values.shape[0])
+    order = np.empty((values.shape[0], k), dtype=np.intp)
+    for j in range(k):
+        best = magnitude.argmax(axis=1)
+        order[:, j] = best
+        magnitude[rows, best] = -1.0  # below every |value|: taken
+    return order
 
 
 # inplace_predict's arguments for a plain prediction (predict_type "value", all trees, NaN missing)
