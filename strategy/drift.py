@@ -66,7 +66,10 @@ def _bin_fractions(col: FloatArray, cuts: FloatArray) -> FloatArray:
     return np.asarray(counts / max(float(counts.sum()), 1.0), dtype=np.float64)
 
 
-def psi(reference: npt.ArrayLike, current: npt.ArrayLike, *, floor: float = 1e-4) -> float:
+_PSI_FLOOR = 1e-4
+
+
+def psi(reference: npt.ArrayLike, current: npt.ArrayLike, *, floor: float = _PSI_FLOOR) -> float:
     """Population stability index sum((c - r) * ln(c / r)) with fractions floored to avoid log(0)."""
     r = np.maximum(np.asarray(reference, dtype=np.float64), floor)
     c = np.maximum(np.asarray(current, dtype=np.float64), floor)
@@ -92,6 +95,27 @@ class DriftMonitor:
         self.reference = reference
         self.config = config
         self._cuts = [np.asarray(e, dtype=np.float64) for e in reference.edges]
+        # Every column's cuts in one (columns, most cuts) table, padded with +inf (never <= a
+        # finite value), and each column's NaN bin: a value's bin is the number of its column's
+        # cuts <= it, searchsorted(side="right") for all columns at once, one comparison per cut.
+        most = max((c.shape[0] for c in self._cuts), default=0)
+        self._cut_table = np.full((len(self._cuts), most), np.inf)
+        for j, c in enumerate(self._cuts):
+            self._cut_table[j, : c.shape[0]] = c
+        self._nan_bins = np.array([c.shape[0] + 1 for c in self._cuts], dtype=np.int64)
+        # Columns grouped by their number of bins, with the floored training fractions: psi() of
+        # a group's columns is one 2-D expression, summed along rows (the same pairwise sum of
+        # the same values as psi() of each column alone).
+        by_bins: dict[int, list[int]] = {}
+        for j, f in enumerate(reference.fractions):
+            by_bins.setdefault(len(f), []).append(j)
+        self._psi_groups = [
+            (
+                np.array(cols, dtype=np.intp),
+                np.maximum(np.array([reference.fractions[j] for j in cols]), _PSI_FLOOR),
+            )
+            for cols in by_bins.values()
+        ]
         # The window's rows as flat bin numbers (column j's bins start at j * stride) in a ring,
         # and their counts per flat bin: a batch of rows is added and evicted with two bincounts.
         self._stride = max((len(e) + 2 for e in reference.edges), default=1)
@@ -108,7 +132,7 @@ class DriftMonitor:
         if xa.shape[1] != len(self._cuts):
             msg = f"drift monitor expects {len(self._cuts)} columns, got {xa.shape[1]}"
             raise ValueError(msg)
-        bins = np.column_stack([_bin_index(xa[:, j], c) for j, c in enumerate(self._cuts)])
+        bins = self._bins(xa)
         size, total = self.config.window, self._counts.shape[0]
         for start in range(0, bins.shape[0], size):
             piece = bins[start : start + size] + self._offsets
@@ -121,15 +145,21 @@ class DriftMonitor:
             self._head = (self._head + k) % size
             self._filled = min(size, self._filled + k)
 
+    def _bins(self, xa: FloatArray) -> npt.NDArray[np.int64]:
+        """_bin_index() of every column of xa, (rows, columns)."""
+        counts = np.zeros(xa.shape, dtype=np.int64)
+        for cuts in self._cut_table.T:  # a few cuts per column: one pass each over the rows
+            counts += cuts <= xa
+        return np.where(np.isfinite(xa), counts, self._nan_bins)
+
     def report(self, now: datetime | None = None) -> DriftReport:
         n = self._filled
         counts = self._counts.reshape(len(self._cuts), self._stride)
-        values = {
-            name: psi(ref, counts[j, : len(ref)] / max(n, 1))
-            for j, (name, ref) in enumerate(
-                zip(self.reference.names, self.reference.fractions, strict=True)
-            )
-        }
+        by_column = np.zeros(len(self._cuts))
+        for cols, r in self._psi_groups:  # psi() of each column, a group of columns at a time
+            c = np.maximum(counts[cols, : r.shape[1]] / max(n, 1), _PSI_FLOOR)
+            by_column[cols] = ((c - r) * np.log(c / r)).sum(axis=1)
+        values = dict(zip(self.reference.names, by_column.tolist(), strict=True))
         threshold = self.config.psi_threshold
         drifted = tuple(k for k, v in values.items() if v > threshold)
         return DriftReport(

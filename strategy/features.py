@@ -141,38 +141,41 @@ class FeatureEngine:
         """Features of windows whose tails have the same length (stacked as 2-D arrays)."""
         cfg = self.config
         n = len(windows)
-        o = np.stack([w.open[-length:] for w in windows])
-        h = np.stack([w.high[-length:] for w in windows])
-        lo = np.stack([w.low[-length:] for w in windows])
-        c = np.stack([w.close[-length:] for w in windows])
-        v = np.stack([w.volume[-length:] for w in windows])
+        o, h, lo, c, v = _stacked_tails(windows, length)
         last = c[:, -1]
         cols: list[FloatArray] = []
         log_c = np.log(c)
         for lag in cfg.return_lags:
             cols.append(log_c[:, -1] - log_c[:, -1 - lag] if lag < length else np.full(n, np.nan))
 
-        rsi = np.full(n, np.nan)
-        macd = np.full((3, n), np.nan)
-        atr = np.full(n, np.nan)
         # Divided by the last close once for the batch (the same floats as row by row).
         scale = last[:, None]
         cn, hn, ln = c / scale, h / scale, lo / scale
-        for k in range(n):  # recursive indicators: one TA-Lib call per window keeps them exact
-            ck = cn[k]
-            if length > cfg.rsi_period:
-                rsi[k] = _RSI(ck, timeperiod=cfg.rsi_period)[-1]
-            if length >= cfg.macd_slow + cfg.macd_signal - 1:
-                m, s, hist = _MACD(
-                    ck,
-                    fastperiod=cfg.macd_fast,
-                    slowperiod=cfg.macd_slow,
-                    signalperiod=cfg.macd_signal,
-                )
-                macd[:, k] = (m[-1], s[-1], hist[-1])
-            if length > cfg.atr_period:
-                atr[k] = _ATR(hn[k], ln[k], ck, timeperiod=cfg.atr_period)[-1]
-        cols += [rsi / 100.0, macd[0], macd[1], macd[2]]
+        # Recursive indicators: one TA-Lib call per window keeps them exact (laid end to end,
+        # as the patterns are, each window would start from the one before). The last values
+        # are collected in lists and made arrays once, not assigned into arrays window by window.
+        rows = list(cn)
+        nan = np.full(n, np.nan)
+        rsi, macd, signal, hist, atr = nan, nan, nan, nan, nan
+        if length > cfg.rsi_period:
+            period = cfg.rsi_period
+            rsi = np.array([_RSI(ck, timeperiod=period)[-1] for ck in rows])
+        if length >= cfg.macd_slow + cfg.macd_signal - 1:
+            fast, slow, smooth = cfg.macd_fast, cfg.macd_slow, cfg.macd_signal
+            last_macd = [
+                [a[-1] for a in _MACD(ck, fastperiod=fast, slowperiod=slow, signalperiod=smooth)]
+                for ck in rows
+            ]
+            macd, signal, hist = np.array(last_macd, dtype=np.float64).T
+        if length > cfg.atr_period:
+            period = cfg.atr_period
+            atr = np.array(
+                [
+                    _ATR(hk, lk, ck, timeperiod=period)[-1]
+                    for hk, lk, ck in zip(hn, ln, rows, strict=True)
+                ]
+            )
+        cols += [rsi / 100.0, macd, signal, hist]
 
         if length >= cfg.bb_period:
             tail = c[:, -cfg.bb_period :]
@@ -224,3 +227,27 @@ class FeatureEngine:
         return [
             np.asarray(f(*args)[span - 1 :: span], dtype=np.float64) / 100.0 for f in self._patterns
         ]
+
+
+def _stacked_tails(
+    windows: Sequence[Window], length: int
+) -> tuple[FloatArray, FloatArray, FloatArray, FloatArray, FloatArray]:
+    """open, high, low, close, volume of the windows' last `length` bars as (n, length) arrays.
+
+    One np.array over the 5n columns (each a 1-D array of length bars) rather than np.stack per
+    column: np.stack's per-array Python work was most of it. Windows all `length` bars long (the
+    live batch) are taken whole, without a slice per column."""
+    if all(len(w) == length for w in windows):
+        columns = [w.open for w in windows]
+        columns += [w.high for w in windows]
+        columns += [w.low for w in windows]
+        columns += [w.close for w in windows]
+        columns += [w.volume for w in windows]
+    else:
+        columns = [w.open[-length:] for w in windows]
+        columns += [w.high[-length:] for w in windows]
+        columns += [w.low[-length:] for w in windows]
+        columns += [w.close[-length:] for w in windows]
+        columns += [w.volume[-length:] for w in windows]
+    o, h, lo, c, v = np.array(columns, dtype=np.float64).reshape(5, len(windows), length)
+    return o, h, lo, c, v

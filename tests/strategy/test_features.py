@@ -4,9 +4,11 @@ from datetime import UTC, datetime
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from strategy.backtest.data import frame_batches, iter_windows
-from strategy.bars import BarStoreConfig
+from strategy.bars import BarStoreConfig, Window
 from strategy.features import FeatureConfig, FeatureEngine, feature_names
 from strategy.market_sim import SimMarketConfig, simulate_frame
 
@@ -81,3 +83,50 @@ def test_names_when_daily_bars_then_no_time_of_day() -> None:
 def test_config_when_unknown_pattern_then_value_error_names_it() -> None:
     with pytest.raises(ValueError, match="CDLNOPE"):
         FeatureConfig(patterns=("CDLNOPE",))
+
+
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    picks=st.lists(st.tuples(st.integers(0, 10_000), st.integers(2, 90)), min_size=1, max_size=12)
+)
+def test_compute_when_mixed_lengths_then_indicators_are_talib_per_window(
+    windows: list[Window], picks: list[tuple[int, int]]
+) -> None:
+    """The stacked tails and the per-window TA-Lib loop against TA-Lib called on each window's
+    own tail (divided by its last close), bit for bit; and each row equals its window alone."""
+    import msgspec
+    import talib
+
+    cfg = FeatureConfig()
+    engine = FeatureEngine(config=cfg)
+    batch = []
+    for index, keep in picks:
+        w = windows[index % len(windows)]
+        batch.append(
+            msgspec.structs.replace(
+                w,
+                timestamps=w.timestamps[-keep:],
+                open=w.open[-keep:],
+                high=w.high[-keep:],
+                low=w.low[-keep:],
+                close=w.close[-keep:],
+                volume=w.volume[-keep:],
+            )
+        )
+    x = engine.compute(batch)
+    names = engine.names(60)
+    for row, w in zip(x, batch, strict=True):
+        np.testing.assert_array_equal(row, engine.compute([w])[0])
+        length = min(len(w), cfg.lookback)
+        last = w.close[-1]
+        c, h, lo = (a[-length:] / last for a in (w.close, w.high, w.low))
+        want = {
+            "rsi": talib.RSI(c, timeperiod=cfg.rsi_period)[-1] / 100.0,
+            "macd": talib.MACD(c, cfg.macd_fast, cfg.macd_slow, cfg.macd_signal)[0][-1],
+            "macd_hist": talib.MACD(c, cfg.macd_fast, cfg.macd_slow, cfg.macd_signal)[2][-1],
+            "atr": talib.ATR(h, lo, c, timeperiod=cfg.atr_period)[-1],
+        }
+        got = {k: row[names.index(k)] for k in want}
+        np.testing.assert_array_equal(np.array(list(got.values())), np.array(list(want.values())))

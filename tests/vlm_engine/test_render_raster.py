@@ -5,6 +5,8 @@ import hashlib
 import msgspec
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tests.vlm_engine.synth import random_ohlcv, random_window
 from vlm_engine.render import (
@@ -167,3 +169,52 @@ def test_mplfinance_pool_when_reused_for_two_batches_then_same_as_serial() -> No
     assert np.array_equal(first, serial)
     assert np.array_equal(second, serial[::-1])
     assert empty.shape == (0, 128, 128, 3)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    window=st.integers(2, 40),
+    width=st.integers(16, 160),
+    height=st.integers(16, 96),
+    body_fraction=st.floats(0.05, 1.0),
+    log_scale=st.booleans(),
+    volume=st.booleans(),
+    vol=st.sampled_from([0.0, 0.002, 0.05]),
+    lengths=st.lists(st.integers(1, 60), min_size=1, max_size=9),
+    seed=st.integers(0, 10_000),
+)
+def test_render_batch_when_wick_and_body_one_span_per_column_then_same_pixels_as_two_layers(
+    window: int,
+    width: int,
+    height: int,
+    body_fraction: float,
+    log_scale: bool,
+    volume: bool,
+    vol: float,
+    lengths: list[int],
+    seed: int,
+) -> None:
+    spec = ChartSpec(
+        window=window,
+        width=width,
+        height=height,
+        body_fraction=body_fraction,
+        price_scale="log" if log_scale else "linear",
+        volume=volume,
+        bollinger=False,
+        sma=(),
+    )
+    windows = [
+        make_window(
+            symbol="S",
+            bar_seconds=60,
+            timestamps=np.arange(n) * 60,
+            **random_ohlcv(n, seed=seed + i, vol=vol),
+        )
+        for i, n in enumerate(lengths)
+    ]
+    merged = NumpyRenderer(spec=spec)
+    layered = NumpyRenderer(spec=spec)
+    assert layered._columns is not None
+    layered._columns.disjoint = False  # the wick layer, then the body layer over it
+    np.testing.assert_array_equal(merged.render_batch(windows), layered.render_batch(windows))

@@ -4,6 +4,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from vlm_engine.metrics import auc, brier, ece, fit_logistic, logit
 from vlm_engine.xgb import (
@@ -15,6 +17,8 @@ from vlm_engine.xgb import (
     train_xgb,
     walk_forward_folds,
 )
+from vlm_engine.xgb.model import top_by_magnitude
+from vlm_engine.xgb.train import TrainResult
 
 FAST = XgbTrainConfig(n_folds=3, learning_rate=0.2, num_boost_round=60, early_stopping_rounds=10)
 
@@ -27,6 +31,9 @@ def _data(n: int = 3000, seed: int = 0):
     y = (signal + rng.logistic(size=n) > 0).astype(float)
     ts = 1_700_000_000 + 60 * np.arange(n)
     return x, y, ts, ts + 5 * 60
+
+
+Trained = tuple[np.ndarray, np.ndarray, TrainResult]
 
 
 @pytest.fixture(scope="module")
@@ -155,3 +162,72 @@ def test_pca_when_fitted_then_first_component_captures_dominant_axis() -> None:
     pca = fit_pca(x, 2)
     assert pca.explained_variance_ratio[0] > 0.95
     assert pca.transform(x).shape == (500, 2)
+
+
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    rows=st.integers(1, 300),
+    missing=st.floats(0.0, 0.9),
+    seed=st.integers(0, 10_000),
+    fortran=st.booleans(),
+)
+def test_predict_raw_when_called_directly_then_inplace_predict_bit_for_bit(
+    trained: Trained, rows: int, missing: float, seed: int, fortran: bool
+) -> None:
+    """predict_raw's own XGBoosterPredictFromDense call against Booster.inplace_predict."""
+    _, _, result = trained
+    model = result.model
+    assert model._dense is not None  # the direct call is what is tested here
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(rows, 4)) * 3.0
+    x[rng.random(x.shape) < missing] = np.nan
+    x[rng.random(x.shape) < 0.2] = 0.0  # a value, not missing
+    if fortran:
+        x = np.asfortranarray(x)
+    want = model.booster.inplace_predict(np.asarray(x, dtype=np.float32), missing=np.nan)
+    got = model.predict_raw(x)
+    assert got.dtype == np.float64
+    np.testing.assert_array_equal(got, np.asarray(want, dtype=np.float64))
+
+
+@pytest.mark.parametrize("approximate", [False, True], ids=["exact", "approximate"])
+def test_contributions_when_matrix_unnamed_then_same_as_named_and_validated(
+    trained: Trained, approximate: bool
+) -> None:
+    """contributions() builds its DMatrix without feature names (columns by position): the
+    values are those of a DMatrix named as the booster and validated against it."""
+    import xgboost as xgb
+
+    x, _, result = trained
+    model = result.model
+    rows = np.array(x[:120], dtype=np.float64)
+    rows[::7, 1] = np.nan
+    named = xgb.DMatrix(
+        np.asarray(rows, dtype=np.float32), feature_names=list(model.feature_names), missing=np.nan
+    )
+    want = model.booster.predict(named, pred_contribs=True, approx_contribs=approximate)
+    np.testing.assert_array_equal(model.contributions(rows, approximate=approximate), want)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    rows=st.integers(0, 30),
+    columns=st.integers(1, 60),
+    top=st.integers(0, 70),
+    spread=st.integers(1, 5),
+    density=st.floats(0.0, 1.0),
+    nan=st.booleans(),
+    seed=st.integers(0, 10_000),
+)
+def test_top_by_magnitude_when_ties_and_zeros_then_the_stable_sort_order(
+    rows: int, columns: int, top: int, spread: int, density: float, nan: bool, seed: int
+) -> None:
+    rng = np.random.default_rng(seed)
+    values = rng.integers(-spread, spread + 1, size=(rows, columns)).astype(np.float64) / 4.0
+    values[rng.random(values.shape) > density] = 0.0  # rows with fewer non-zero than top
+    if nan and rows:
+        values[0, rng.integers(columns)] = np.nan
+    want = np.argsort(-np.abs(values), axis=1, kind="stable")[:, :top]
+    np.testing.assert_array_equal(top_by_magnitude(values, top), want)

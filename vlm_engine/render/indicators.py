@@ -41,6 +41,9 @@ def compute_lines_batch(spec: ChartSpec, close: FloatArray) -> ChartLines:
     """
     close = close[:, -spec.bars_needed :]
     shown = min(spec.window, close.shape[1])
+    if not (spec.sma or spec.bollinger or spec.rsi or spec.macd):
+        # no line asked for: the per-row loop below would build and stack B empty ChartLines
+        return ChartLines()
     rows = [_lines(spec, np.ascontiguousarray(row), shown) for row in close]
 
     def stack(values: list[FloatArray | None]) -> FloatArray | None:

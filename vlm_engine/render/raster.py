@@ -3,7 +3,8 @@
 A batch is drawn at once: windows with the same number of bars are stacked, and each layer
 (indicator lines, wicks, bodies, volume, RSI, MACD) becomes one set of vertical pixel spans
 for the whole group. A layer is one scatter of 3-byte RGB pixels through flat indices into
-the output, which starts as a copy of the background; later layers overwrite earlier ones.
+the output, which starts as a copy of the background; later layers overwrite earlier ones
+(wicks and bodies are one layer, one span per column, when no column belongs to two bars).
 Layout tables (columns per bar, line interpolation segments) are computed once per spec.
 Pixels are byte-identical to drawing each chart alone with np.interp lines (RENDER_VERSION 1).
 
@@ -54,6 +55,9 @@ class _Columns:
         # np.interp's segment per pixel column: centre[seg] <= col < centre[seg + 1]
         self.seg: IntArray = np.searchsorted(self.center, cols, side="right").astype(np.int64) - 1
         self.on_center: BoolArray = (self.seg >= 0) & (self.center[np.maximum(self.seg, 0)] == cols)
+        # no column belongs to two bars' bodies: then a bar's wick and body can be one span per
+        # column (see _draw_candle_area)
+        self.disjoint = bool((self.x0[1:] > self.x1[:-1]).all())
         self._groups: dict[int, _Group] = {}
 
     def group(self, n: int, window: int) -> _Group:
@@ -74,6 +78,8 @@ class _Group:
         self.wick: IntArray = columns.wick[slots]
         self.widths: IntArray = columns.body_width[slots]
         self.body_cols: IntArray = columns.x0[slots].repeat(self.widths) + _ramp(self.widths)
+        # where each bar's wick column sits among body_cols (one per bar, in bar order)
+        self.wick_at: IntArray = np.flatnonzero(self.body_cols == self.wick.repeat(self.widths))
         center = columns.center
         self.center: FloatArray = center[offset:]
         first = int(np.ceil(center[offset]))
@@ -100,6 +106,7 @@ class NumpyRenderer:
     def __init__(self, *, spec: ChartSpec) -> None:
         self.spec = spec
         self.layout: Layout = make_layout(spec)
+        self._rows = {name: (top, bottom) for name, top, bottom in self.layout.panels}
         self._columns = (
             _Columns(spec=spec, width=self.layout.candle_width)
             if self.layout.candle_width
@@ -173,7 +180,7 @@ class NumpyRenderer:
         up = shown["close"] >= shown["open"]
         colour = np.where(up, UP, DOWN).astype(np.uint8)
 
-        top, bottom = self.layout.rows("price")
+        top, bottom = self._rows["price"]
         height = bottom - top
         lo, hi = _price_range(spec, shown, lines)
         hi_col, span_col = hi[:, None], (hi - lo)[:, None]
@@ -188,28 +195,39 @@ class NumpyRenderer:
         for arr, code in self._price_lines(lines):
             self._draw_line(flat, price_base, height, cw, grp, to_rows(arr), code)
         # wicks, then bodies (each body spans body_width columns)
-        self._fill(
-            flat,
-            price_base + grp.wick,
-            np.rint(to_rows(shown["high"])),
-            np.rint(to_rows(shown["low"])),
-            height,
-            cw,
-            colour,
-        )
+        wick_top = np.rint(to_rows(shown["high"]))
+        wick_bottom = np.rint(to_rows(shown["low"]))
         widths = grp.widths
-        body_base = price_base + grp.body_cols
+        body_top = np.rint(to_rows(np.maximum(shown["open"], shown["close"]))).repeat(
+            widths, axis=1
+        )
+        body_bottom = np.rint(to_rows(np.minimum(shown["open"], shown["close"]))).repeat(
+            widths, axis=1
+        )
+        if geo.disjoint:
+            # One span per column, in the wick column the union of the wick's and the body's: the
+            # same pixels as the wick then the body over it, in the same colour, since the two
+            # spans overlap (the body's rows lie within the wick's: high >= max(open, close), and
+            # the row mapping and rint are monotone) and no other bar draws in that column. In
+            # practice the union is the wick; min/max keep it exact if a log were not monotone
+            # to the last bit. A fifth fewer pixels and one scatter instead of two.
+            at = grp.wick_at
+            body_top[:, at] = np.minimum(wick_top, body_top[:, at])
+            body_bottom[:, at] = np.maximum(wick_bottom, body_bottom[:, at])
+        else:
+            self._fill(flat, price_base + grp.wick, wick_top, wick_bottom, height, cw, colour)
         self._fill(
             flat,
-            body_base,
-            np.rint(to_rows(np.maximum(shown["open"], shown["close"]))).repeat(widths, axis=1),
-            np.rint(to_rows(np.minimum(shown["open"], shown["close"]))).repeat(widths, axis=1),
+            price_base + grp.body_cols,
+            body_top,
+            body_bottom,
             height,
             cw,
             colour.repeat(widths, axis=1),
+            apart=geo.disjoint,  # one span per column: no pixel drawn twice
         )
         if spec.volume:
-            top, bottom = self.layout.rows("volume")
+            top, bottom = self._rows["volume"]
             vheight = bottom - top
             volume = shown["volume"]
             vmax = volume.max(axis=1, keepdims=True)
@@ -228,7 +246,7 @@ class NumpyRenderer:
                     np.where(up, VOL_UP, VOL_DOWN).astype(np.uint8).repeat(widths, axis=1),
                 )
         if spec.rsi and lines.rsi is not None:
-            top, bottom = self.layout.rows("rsi")
+            top, bottom = self._rows["rsi"]
             self._draw_line(
                 flat,
                 base + top * cw,
@@ -253,7 +271,7 @@ class NumpyRenderer:
     ) -> None:
         if lines.macd is None or lines.macd_signal is None or lines.macd_hist is None:
             return
-        top, bottom = self.layout.rows("macd")
+        top, bottom = self._rows["macd"]
         h = bottom - top
         stacked = np.abs(np.concatenate([lines.macd, lines.macd_signal, lines.macd_hist], axis=1))
         biggest = np.where(np.isfinite(stacked), stacked, -np.inf).max(axis=1, keepdims=True)
@@ -325,25 +343,43 @@ class NumpyRenderer:
         h: int,
         cw: int,
         code: Codes,
+        *,
+        apart: bool = False,
     ) -> None:
         """Set rows lo..hi (inclusive, clipped to [0, h)) below each flat start index to code (scalar or per span).
 
         starts, lo and hi have one shape (charts, spans); within a chart later spans win.
+        apart: no two spans share a pixel (the order of the spans does not matter).
         """
         lo_i = np.minimum(np.maximum(lo, 0.0), h).astype(np.int64)
         hi_i = np.minimum(np.maximum(hi, -1.0), h - 1).astype(np.int64)
+        first = (starts + lo_i * cw).reshape(-1)
+        if apart and isinstance(code, np.ndarray):
+            # Spans in the order of their colours: each colour's pixels are then one run of idx,
+            # written with its one pixel value, instead of a 3-byte value per pixel built first
+            # (a take and a repeat of 3-byte items, as long as the put itself).
+            codes = code.reshape(-1)
+            order = np.argsort(codes, kind="stable")
+            codes, first = codes[order], first[order]
+            lo_i, hi_i = lo_i.reshape(-1)[order], hi_i.reshape(-1)[order]
         lengths = np.maximum(hi_i - lo_i + 1, 0).reshape(-1)
         ends = lengths.cumsum()
         total = int(ends[-1]) if ends.size else 0
         if total == 0:
             return
-        first = (starts + lo_i * cw).reshape(-1)
         idx = (first - (ends - lengths) * cw).repeat(lengths)
         idx += self._row_steps(total, cw)
-        if isinstance(code, np.ndarray):
-            flat[idx] = self._pixels.take(code.reshape(-1)).repeat(lengths)
+        # np.put, not flat[idx] = ...: the same sequential writes (a repeated index keeps the
+        # last value) without fancy indexing's set-up, ~30% less per 3-byte pixel
+        if apart and isinstance(code, np.ndarray):
+            change = np.flatnonzero(codes[1:] != codes[:-1]) + 1  # first span of each colour
+            cuts = [0, *ends[change - 1].tolist(), total]
+            for c, a, b in zip(codes[np.r_[0, change]].tolist(), cuts[:-1], cuts[1:], strict=True):
+                np.put(flat, idx[a:b], self._pixels[c : c + 1])
+        elif isinstance(code, np.ndarray):
+            np.put(flat, idx, self._pixels.take(code.reshape(-1)).repeat(lengths))
         else:
-            flat[idx] = self._pixels[code]
+            np.put(flat, idx, self._pixels[code : code + 1])
 
     def _row_steps(self, total: int, cw: int) -> IntArray:
         """0, cw, 2*cw, ... (total values), from a cache that grows as needed."""
@@ -393,16 +429,19 @@ def _validated_groups(
     one by one with validate_window, so bad input raises the same ChartInputError (naming
     the window and bar) as rendering it alone would.
     """
+    sizes = [len(w) for w in windows]  # once: ChartWindow.__len__ is a Python call
     by_length: dict[int, list[int]] = {}
-    for i, window in enumerate(windows):
-        by_length.setdefault(min(len(window), bars_needed), []).append(i)
-    checked = any(len(w) > bars_needed for w in windows)
+    for i, size in enumerate(sizes):
+        by_length.setdefault(min(size, bars_needed), []).append(i)
+    checked = max(sizes) > bars_needed
     if checked:
         for w in windows:
             validate_window(w)  # the whole window, not only the bars drawn
     groups: list[tuple[IntArray, dict[str, FloatArray]]] = []
     for members in by_length.values():
-        tails = [windows[i].tail(bars_needed) for i in members]
+        tails = [
+            windows[i].tail(bars_needed) if sizes[i] > bars_needed else windows[i] for i in members
+        ]
         stacked = _stack(tails, checked=checked)
         if stacked is None:
             for w in windows:
@@ -419,21 +458,28 @@ def _stack(tails: list[ChartWindow], *, checked: bool = False) -> dict[str, Floa
 
     checked: the windows were validated already; skip the checks.
     """
+    b = len(tails)
     try:
-        ohlcv = np.array(
-            [(w.open, w.high, w.low, w.close, w.volume) for w in tails], dtype=np.float64
-        )
+        # one flat list of 1-D columns, column by column: one np.array call over 5B arrays
+        # instead of B tuples (a third of the time), and each column comes out contiguous
+        columns = [w.open for w in tails]
+        columns += [w.high for w in tails]
+        columns += [w.low for w in tails]
+        columns += [w.close for w in tails]
+        columns += [w.volume for w in tails]
+        flat = np.array(columns, dtype=np.float64)
         ts = np.array([w.timestamps for w in tails], dtype=np.int64)
     except ValueError:  # ragged columns
         if checked:
             raise
         return None
-    if ohlcv.ndim != 3 or ts.shape != ohlcv[:, 0].shape or ts.shape[1] == 0:
+    if flat.ndim != 2 or ts.shape != (b, flat.shape[1]) or ts.shape[1] == 0:
         if checked:
             msg = "stacked windows have inconsistent shapes"
             raise ValueError(msg)
         return None
-    o, h, lo, c, v = (ohlcv[:, k] for k in range(5))
+    ohlcv = flat.reshape(5, b, -1)
+    o, h, lo, c, v = ohlcv
     ok = checked or bool(
         np.isfinite(ohlcv).all()
         and all(w.bar_seconds > 0 for w in tails)
