@@ -83,6 +83,8 @@ class TradingKernel:
         self, events: Sequence[OrderEvent], fills: Sequence[Fill]
     ) -> tuple[list[OrderEvent], list[Fill]]:
         """Fills first (they change positions), then the status events that may close their orders."""
+        if not events and not fills:  # most batches: the broker had no news
+            return [], []
         return list(events), self.book.apply_updates(events, fills)
 
     def intake(

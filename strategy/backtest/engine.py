@@ -86,8 +86,10 @@ class SimVenue:
         if latest is not None and (self._clock is None or latest > self._clock):
             self._clock = latest
 
-    def drain(self) -> tuple[list[OrderEvent], list[Fill]]:
+    def drain(self) -> tuple[Sequence[OrderEvent], Sequence[Fill]]:
         events, fills = self._events, self._fills
+        if not events and not fills:  # most batches: nothing happened at the venue
+            return (), ()
         self._events, self._fills = [], []
         return events, fills
 
