@@ -103,21 +103,18 @@ class TradingKernel:
         book = self.book
         added = self.store.add_batch(batch, now=received)
         book.mark_batch(added.accepted)
-        accepted = [bar.symbol for bar in added.accepted]
-        rejected = added.rejected
-        state_change = self.risk.update(book, now)
         return BatchIntake(
             now=now,
             events=applied_events,
             fills=new_fills,
-            rejected=rejected,
-            accepted=accepted,
-            state_change=state_change,
+            rejected=added.rejected,
+            accepted=added.symbols,
+            state_change=self.risk.update(book, now),
         )
 
     def windows(self, symbols: Sequence[str]) -> list[Window]:
         """The full windows of these symbols, in order (a symbol still warming up has none)."""
-        return [w for w in self.store.windows(symbols) if w is not None]
+        return self.store.full_windows(symbols)
 
     def decide(self, signals: Sequence[Signal], now: datetime) -> BatchDecision:
         """Signals -> the strategy's intents -> risk checks -> orders (nothing new while paused)."""
@@ -126,6 +123,8 @@ class TradingKernel:
 
     def check(self, intents: Sequence[OrderIntent], now: datetime) -> BatchDecision:
         """Risk-check intents (also operator ones, such as flatten) and turn accepted ones into orders."""
+        if not intents:  # most batches: nothing to check
+            return BatchDecision(decisions=[], orders=[], cancels=[])
         risk, book = self.risk, self.book
         decisions: list[RiskDecision] = []
         orders: list[Order] = []

@@ -220,7 +220,7 @@ class BacktestEngine:
             found = [lookup(s, ts) for s in symbols if self.store.count(s) >= self._window]
             signals = [s for s in found if s is not None]
         else:
-            windows = [w for w in self.store.windows(symbols) if w is not None]
+            windows = self.store.full_windows(symbols)
             if not windows:
                 return []
             signals = self.scorer.score(windows)  # type: ignore[union-attr]
