@@ -210,6 +210,7 @@ class BarStore:
             config.jump_lookback,
             min(config.jump_lookback, 5),  # ranges seen before the jump check starts
         )
+        self._epoch: tuple[datetime | None, int] = (None, 0)  # the last bar time converted
         # Gap resets since the last pop_resets(), for the caller to log (bounded: nobody may drain).
         self._resets: deque[WindowReset] = deque(maxlen=_MAX_RESETS)
 
@@ -346,7 +347,14 @@ class BarStore:
             ring.last_ts, ring.last_dt, ring.close = ts, ts_dt, c
             accepted.append(bar)
             symbols.append(symbol)
+        if seen_dt is not None:
+            self._epoch = (seen_dt, seen_ts)
         return BarsAdded(accepted, rejected, symbols)
+
+    def epoch(self, ts: datetime) -> int:
+        """int(ts.timestamp()), taken from the last bar time add_batch converted when it is ts."""
+        seen_dt, seen_ts = self._epoch
+        return seen_ts if ts is seen_dt else int(ts.timestamp())
 
     def _jump_rejected(self, ring: _Ring, bar: Bar, distance: float) -> BarRejected | None:
         """A bar far outside the recent range: rejected, unless it confirms a rejected jump."""

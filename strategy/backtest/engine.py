@@ -86,6 +86,17 @@ class SimVenue:
         if latest is not None and (self._clock is None or latest > self._clock):
             self._clock = latest
 
+    def on_market_bars_drained(
+        self, bars: Sequence[Bar]
+    ) -> tuple[Sequence[OrderEvent], Sequence[Fill]]:
+        """on_market_bars(bars) then drain(), in one call (the engine's step per batch)."""
+        self.on_market_bars(bars)
+        events, fills = self._events, self._fills
+        if not events and not fills:  # most batches: nothing happened at the venue
+            return (), ()
+        self._events, self._fills = [], []
+        return events, fills
+
     def drain(self) -> tuple[Sequence[OrderEvent], Sequence[Fill]]:
         events, fills = self._events, self._fills
         if not events and not fills:  # most batches: nothing happened at the venue
@@ -185,8 +196,7 @@ class BacktestEngine:
         if not batch:
             return []
         kernel, run = self.kernel, self.run
-        self.venue.on_market_bars(batch)
-        events, fills = self.venue.drain()
+        events, fills = self.venue.on_market_bars_drained(batch)
         intake = kernel.intake(batch, events, fills)
         if intake.fills:
             run.fills.extend(intake.fills)
@@ -208,7 +218,7 @@ class BacktestEngine:
             self.venue.submit(decision.orders)
             run.orders.extend(decision.orders)
         book = self.book
-        run.ts.append(int(intake.now.timestamp()))
+        run.ts.append(self.store.epoch(intake.now))
         run.equity.append(book.equity())
         run.exposure.append(book.gross_exposure())
         return decision.orders
