@@ -13,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from strategy.bars import BarStore, BarStoreConfig
 from strategy.book import Book
 from strategy.sim_broker import _INF, BarsMatched, SimBroker, SimBrokerConfig, SymbolTape
 from strategy.target_strategy import StrategyConfig, TargetStrategy
@@ -309,3 +310,22 @@ def test_on_bars_when_levels_jump_and_confirm_then_same_events_fills_and_tapes_a
                           created_ts=T0 + timedelta(minutes=step))  # fmt: skip
             sent: list[OrderEvent] = fast.submit(order, order.created_ts)
             assert sent == slow.submit(order, order.created_ts)
+
+
+# ---- the store's epoch ------------------------------------------------------------------------
+@settings(max_examples=200, deadline=None)
+@given(
+    minutes=st.lists(st.integers(-3, 10**6), min_size=1, max_size=20),
+    offset=st.sampled_from((0, 7)),
+)
+def test_epoch_when_bar_times_added_then_int_timestamp_of_any_time(
+    minutes: list[int], offset: int
+) -> None:
+    store = BarStore(config=BarStoreConfig())
+    for m in minutes:
+        ts = T0 + timedelta(minutes=m, seconds=offset)  # offset 7: misaligned, refused
+        store.add_batch([Bar(symbol="AAA", ts=ts, open=1.0, high=1.0, low=1.0, close=1.0,
+                             volume=1.0)])  # fmt: skip
+        assert store.epoch(ts) == int(ts.timestamp())
+        other = ts + timedelta(seconds=1)
+        assert store.epoch(other) == int(other.timestamp())
