@@ -153,7 +153,9 @@ class RiskEngine:
     # ---- per batch ----------------------------------------------------------------------------
     def update(self, book: Book, now: datetime) -> TradingStateChange | None:
         """Check daily loss and drawdown; move to REDUCING or HALTED on a breach (HALTED is sticky)."""
-        self._observe(now)
+        closes = self._closes  # _observe(now), written out: this runs once per batch
+        if closes.maxlen and (not closes or now > closes[-1]):
+            closes.append(now)
         if self._state is TradingState.HALTED or not self._watching:
             return None
         cfg = self.config
