@@ -192,7 +192,10 @@ class SimBroker:
         Every usable bar becomes its symbol's tape (the reference of the next collar check and of
         immediate fills); only symbols with working orders are matched. Written out, with the
         settings read once: it runs for every bar of every symbol."""
-        events, fills = self.flush()
+        if self._pending_events or self._pending_fills:
+            events, fills = self.flush()
+        else:
+            events, fills = [], []
         tapes, working, collared = self._tapes, self._open, self._collared
         collar = self.config.price_collar
         latest: datetime | None = None

@@ -90,10 +90,15 @@ class SimVenue:
         self, bars: Sequence[Bar]
     ) -> tuple[Sequence[OrderEvent], Sequence[Fill]]:
         """on_market_bars(bars) then drain(), in one call (the engine's step per batch)."""
-        self.on_market_bars(bars)
+        matched = self.broker.on_bars(bars)
+        latest = matched.latest
+        if latest is not None and (self._clock is None or latest > self._clock):
+            self._clock = latest
         events, fills = self._events, self._fills
-        if not events and not fills:  # most batches: nothing happened at the venue
+        if not (events or fills or matched.events or matched.fills):  # most batches: no news
             return (), ()
+        events.extend(matched.events)
+        fills.extend(matched.fills)
         self._events, self._fills = [], []
         return events, fills
 
