@@ -76,20 +76,9 @@ class SimVenue:
             self._events.extend(events)
             self._fills.extend(fills)
 
-    def on_market_bars(self, bars: Sequence[Bar]) -> None:
-        matched = self.broker.on_bars(bars)
-        if matched.events:
-            self._events.extend(matched.events)
-        if matched.fills:
-            self._fills.extend(matched.fills)
-        latest = matched.latest
-        if latest is not None and (self._clock is None or latest > self._clock):
-            self._clock = latest
-
-    def on_market_bars_drained(
-        self, bars: Sequence[Bar]
-    ) -> tuple[Sequence[OrderEvent], Sequence[Fill]]:
-        """on_market_bars(bars) then drain(), in one call (the engine's step per batch)."""
+    def on_market_bars(self, bars: Sequence[Bar]) -> tuple[Sequence[OrderEvent], Sequence[Fill]]:
+        """Match the bars; returns the venue's news since the last call, submit's included
+        (what PaperExecution's bars then drain give), in one call per batch."""
         matched = self.broker.on_bars(bars)
         latest = matched.latest
         if latest is not None and (self._clock is None or latest > self._clock):
@@ -99,13 +88,6 @@ class SimVenue:
             return (), ()
         events.extend(matched.events)
         fills.extend(matched.fills)
-        self._events, self._fills = [], []
-        return events, fills
-
-    def drain(self) -> tuple[Sequence[OrderEvent], Sequence[Fill]]:
-        events, fills = self._events, self._fills
-        if not events and not fills:  # most batches: nothing happened at the venue
-            return (), ()
         self._events, self._fills = [], []
         return events, fills
 
@@ -201,7 +183,7 @@ class BacktestEngine:
         if not batch:
             return []
         kernel, run = self.kernel, self.run
-        events, fills = self.venue.on_market_bars_drained(batch)
+        events, fills = self.venue.on_market_bars(batch)
         intake = kernel.intake(batch, events, fills)
         if intake.fills:
             run.fills.extend(intake.fills)
