@@ -183,10 +183,12 @@ class _Ring:
 
 
 class BarsAdded(msgspec.Struct, frozen=True):
-    """What a batch add did: the bars stored and the bars refused, each in batch order."""
+    """What a batch add did: the bars stored and the bars refused, each in batch order, and the
+    symbols of the bars stored (the kernel's list of symbols whose window moved)."""
 
     accepted: list[Bar]
     rejected: list[BarRejected]
+    symbols: list[str] = msgspec.field(default_factory=list)
 
 
 class BarStore:
@@ -208,6 +210,7 @@ class BarStore:
             config.jump_lookback,
             min(config.jump_lookback, 5),  # ranges seen before the jump check starts
         )
+        self._epoch: tuple[datetime | None, int] = (None, 0)  # the last bar time converted
         # Gap resets since the last pop_resets(), for the caller to log (bounded: nobody may drain).
         self._resets: deque[WindowReset] = deque(maxlen=_MAX_RESETS)
 
@@ -236,6 +239,7 @@ class BarStore:
         )
         rings = self._rings
         accepted: list[Bar] = []
+        symbols: list[str] = []
         rejected: list[BarRejected] = []
         seen_dt: datetime | None = None  # the last distinct bar time, and what it gave:
         seen_ts = 0  # its epoch seconds,
@@ -342,7 +346,15 @@ class BarStore:
                 ring.count += 1
             ring.last_ts, ring.last_dt, ring.close = ts, ts_dt, c
             accepted.append(bar)
-        return BarsAdded(accepted, rejected)
+            symbols.append(symbol)
+        if seen_dt is not None:
+            self._epoch = (seen_dt, seen_ts)
+        return BarsAdded(accepted, rejected, symbols)
+
+    def epoch(self, ts: datetime) -> int:
+        """int(ts.timestamp()), taken from the last bar time add_batch converted when it is ts."""
+        seen_dt, seen_ts = self._epoch
+        return seen_ts if ts is seen_dt else int(ts.timestamp())
 
     def _jump_rejected(self, ring: _Ring, bar: Bar, distance: float) -> BarRejected | None:
         """A bar far outside the recent range: rejected, unless it confirms a rejected jump."""
@@ -378,13 +390,21 @@ class BarStore:
 
     def windows(self, symbols: Iterable[str]) -> list[Window | None]:
         """window() for each symbol, in order, in one loop (None where a symbol has no full window)."""
+        return self._windows(symbols, full_only=False)
+
+    def full_windows(self, symbols: Iterable[str]) -> list[Window]:
+        """The full windows of these symbols, in order: windows() without the Nones."""
+        return self._windows(symbols, full_only=True)  # type: ignore[return-value]
+
+    def _windows(self, symbols: Iterable[str], *, full_only: bool) -> list[Window | None]:
         rings = self._rings
         bar_seconds = self.config.bar_seconds
         out: list[Window | None] = []
         for symbol in symbols:
             ring = rings.get(symbol)
             if ring is None or ring.count < ring.n or ring.last_dt is None:
-                out.append(None)
+                if not full_only:
+                    out.append(None)
                 continue
             stop = ring.end
             part = slice(stop - ring.n, stop)

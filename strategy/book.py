@@ -83,19 +83,29 @@ class Book:
         object (a batch shares one)."""
         if self._totals is not None:
             self._totals.exposure = None  # marks move the exposure terms, not the order sums
-        prices, values = self.last_prices, self._values
+        prices, values, positions = self.last_prices, self._values, self.positions
         seen: datetime | None = None
         check = False  # the first bar checks: its ts is new, so the day is looked at
         for bar in bars:
             symbol = bar.symbol
-            prices[symbol] = bar.close
-            if symbol in values:
-                self._revalue(symbol)
+            close = prices[symbol] = bar.close
+            if symbol in values:  # held: _revalue(symbol) written out, the price being close
+                pos = positions.get(symbol)
+                new = pos.quantity * close if pos is not None else 0.0
+                old = values[symbol]
+                self._net_value += new - old
+                self._gross_value += abs(new) - abs(old)
+                if new == 0.0:
+                    del values[symbol]
+                else:
+                    values[symbol] = new
                 check = True
             ts = bar.ts
             if ts is not seen:
                 seen = ts
-                self.roll_day(ts)
+                if ts.date() != self.day:
+                    self.roll_day(ts)
+                    values = self._values  # a roll re-sums the values into a new dict
                 check = True
             if check:
                 equity = self.cash + self._net_value

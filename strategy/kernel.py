@@ -83,6 +83,8 @@ class TradingKernel:
         self, events: Sequence[OrderEvent], fills: Sequence[Fill]
     ) -> tuple[list[OrderEvent], list[Fill]]:
         """Fills first (they change positions), then the status events that may close their orders."""
+        if not events and not fills:  # most batches: the broker had no news
+            return [], []
         return list(events), self.book.apply_updates(events, fills)
 
     def intake(
@@ -97,25 +99,24 @@ class TradingKernel:
 
         received: when a live feed delivered the batch; bars closing far after it are refused."""
         now = batch[0].ts
-        applied_events, new_fills = self.apply_updates(events, fills)
+        applied_events, new_fills = (
+            self.apply_updates(events, fills) if events or fills else ([], [])
+        )
         book = self.book
         added = self.store.add_batch(batch, now=received)
         book.mark_batch(added.accepted)
-        accepted = [bar.symbol for bar in added.accepted]
-        rejected = added.rejected
-        state_change = self.risk.update(book, now)
         return BatchIntake(
             now=now,
             events=applied_events,
             fills=new_fills,
-            rejected=rejected,
-            accepted=accepted,
-            state_change=state_change,
+            rejected=added.rejected,
+            accepted=added.symbols,
+            state_change=self.risk.update(book, now),
         )
 
     def windows(self, symbols: Sequence[str]) -> list[Window]:
         """The full windows of these symbols, in order (a symbol still warming up has none)."""
-        return [w for w in self.store.windows(symbols) if w is not None]
+        return self.store.full_windows(symbols)
 
     def decide(self, signals: Sequence[Signal], now: datetime) -> BatchDecision:
         """Signals -> the strategy's intents -> risk checks -> orders (nothing new while paused)."""
@@ -124,6 +125,8 @@ class TradingKernel:
 
     def check(self, intents: Sequence[OrderIntent], now: datetime) -> BatchDecision:
         """Risk-check intents (also operator ones, such as flatten) and turn accepted ones into orders."""
+        if not intents:  # most batches: nothing to check
+            return BatchDecision(decisions=[], orders=[], cancels=[])
         risk, book = self.risk, self.book
         decisions: list[RiskDecision] = []
         orders: list[Order] = []

@@ -105,6 +105,7 @@ class RiskEngine:
         self.config = config
         self._hours: TradingHoursCheck | None = None
         self._cooldown: timedelta | None = None
+        self._watching = True
         self.reconfigure(config)
 
     # ---- control ------------------------------------------------------------------------------
@@ -129,6 +130,8 @@ class RiskEngine:
             else None
         )
         self._closes = deque(self._closes, maxlen=config.cooldown_bars)
+        # update() has a limit to watch (reduce_at_daily_loss_fraction needs max_daily_loss).
+        self._watching = config.max_daily_loss is not None or config.max_drawdown is not None
 
     def set_state(
         self, state: TradingState, reason: str, now: datetime
@@ -150,8 +153,10 @@ class RiskEngine:
     # ---- per batch ----------------------------------------------------------------------------
     def update(self, book: Book, now: datetime) -> TradingStateChange | None:
         """Check daily loss and drawdown; move to REDUCING or HALTED on a breach (HALTED is sticky)."""
-        self._observe(now)
-        if self._state is TradingState.HALTED:
+        closes = self._closes  # _observe(now), written out: this runs once per batch
+        if closes.maxlen and (not closes or now > closes[-1]):
+            closes.append(now)
+        if self._state is TradingState.HALTED or not self._watching:
             return None
         cfg = self.config
         loss = -book.daily_pnl() if cfg.max_daily_loss is not None else 0.0

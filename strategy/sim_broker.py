@@ -192,8 +192,11 @@ class SimBroker:
         Every usable bar becomes its symbol's tape (the reference of the next collar check and of
         immediate fills); only symbols with working orders are matched. Written out, with the
         settings read once: it runs for every bar of every symbol."""
-        events, fills = self.flush()
-        tapes, working = self._tapes, self._open
+        if self._pending_events or self._pending_fills:
+            events, fills = self.flush()
+        else:
+            events, fills = [], []
+        tapes, working, collared = self._tapes, self._open, self._collared
         collar = self.config.price_collar
         latest: datetime | None = None
         for bar in bars:
@@ -207,8 +210,19 @@ class SimBroker:
                     take = True
                 elif bar.ts <= previous.bar.ts:  # stale: the tape stays
                     take = False
+                elif not collar:
+                    take = True
                 else:
-                    take = not collar or not self._outside_collar(bar, previous.bar.close, collar)
+                    # Within the collar of the last close (the usual bar): _outside_collar's
+                    # first test, written out; it forgets a suspect only when one is held.
+                    reference = previous.bar.close
+                    up, down = h - reference, reference - low
+                    if (up if up > down else down) <= collar * reference:
+                        take = True
+                        if collared:
+                            collared.pop(symbol, None)
+                    else:
+                        take = not self._outside_collar(bar, reference, collar)
             else:
                 take = False
             if take:
@@ -243,6 +257,8 @@ class SimBroker:
     def flush(self) -> tuple[list[OrderEvent], list[Fill]]:
         """Take events and fills produced outside on_bar (immediate fills when latency_bars=0)."""
         events, fills = self._pending_events, self._pending_fills
+        if not events and not fills:  # the usual case: two new empty lists, the pending ones kept
+            return [], []
         self._pending_events, self._pending_fills = [], []
         return events, fills
 

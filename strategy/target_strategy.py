@@ -103,7 +103,10 @@ class TargetStrategy:
         # changes the book.
         prices, positions = book.last_prices, book.positions
         pending = book.open_totals().signed
-        min_confidence, entries = self.config.min_confidence, self._entries
+        cfg = self.config
+        min_confidence, entries = cfg.min_confidence, self._entries
+        high, allow_short = cfg.enter_threshold, cfg.allow_short
+        low = 1.0 - high
         intents: list[OrderIntent] = []
         for symbol, signal in latest.items():
             price = prices.get(symbol)
@@ -116,6 +119,25 @@ class TargetStrategy:
                 entries.pop(symbol, None)
                 continue
             current = (pos.quantity if pos is not None else 0.0) + sum(pending.get(symbol, ()))
+            # Held, and a confident signal for the side held (most signals of a batch once
+            # positions are on): _decide restarts the hold and returns nothing; done here.
+            if current > _EPSILON or current < -_EPSILON:
+                entry = entries.get(symbol)
+                if (
+                    entry is not None
+                    and signal.confidence >= min_confidence
+                    and (
+                        (current > 0 and entry.direction == 1 and signal.p_up >= high)
+                        or (
+                            current < 0
+                            and entry.direction == -1
+                            and allow_short
+                            and signal.p_up <= low
+                        )
+                    )
+                ):
+                    entry.ts = signal.ts
+                    continue
             intent = self._decide(signal, book, price, current)
             if intent is not None:
                 intents.append(intent)

@@ -76,18 +76,18 @@ class SimVenue:
             self._events.extend(events)
             self._fills.extend(fills)
 
-    def on_market_bars(self, bars: Sequence[Bar]) -> None:
+    def on_market_bars(self, bars: Sequence[Bar]) -> tuple[Sequence[OrderEvent], Sequence[Fill]]:
+        """Match the bars; returns the venue's news since the last call, submit's included
+        (what PaperExecution's bars then drain give), in one call per batch."""
         matched = self.broker.on_bars(bars)
-        if matched.events:
-            self._events.extend(matched.events)
-        if matched.fills:
-            self._fills.extend(matched.fills)
         latest = matched.latest
         if latest is not None and (self._clock is None or latest > self._clock):
             self._clock = latest
-
-    def drain(self) -> tuple[list[OrderEvent], list[Fill]]:
         events, fills = self._events, self._fills
+        if not (events or fills or matched.events or matched.fills):  # most batches: no news
+            return (), ()
+        events.extend(matched.events)
+        fills.extend(matched.fills)
         self._events, self._fills = [], []
         return events, fills
 
@@ -183,8 +183,7 @@ class BacktestEngine:
         if not batch:
             return []
         kernel, run = self.kernel, self.run
-        self.venue.on_market_bars(batch)
-        events, fills = self.venue.drain()
+        events, fills = self.venue.on_market_bars(batch)
         intake = kernel.intake(batch, events, fills)
         if intake.fills:
             run.fills.extend(intake.fills)
@@ -206,7 +205,7 @@ class BacktestEngine:
             self.venue.submit(decision.orders)
             run.orders.extend(decision.orders)
         book = self.book
-        run.ts.append(int(intake.now.timestamp()))
+        run.ts.append(self.store.epoch(intake.now))
         run.equity.append(book.equity())
         run.exposure.append(book.gross_exposure())
         return decision.orders
@@ -218,7 +217,7 @@ class BacktestEngine:
             found = [lookup(s, ts) for s in symbols if self.store.count(s) >= self._window]
             signals = [s for s in found if s is not None]
         else:
-            windows = [w for w in self.store.windows(symbols) if w is not None]
+            windows = self.store.full_windows(symbols)
             if not windows:
                 return []
             signals = self.scorer.score(windows)  # type: ignore[union-attr]

@@ -9,10 +9,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
 
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from sma_cross import SmaCross, window_averages
 
 from strategy.bars import BarStore, BarStoreConfig
 from strategy.types import Bar
+from vlm_engine.render.window import make_window
 
 T0 = datetime(2024, 3, 1, 14, 30, tzinfo=UTC)
 
@@ -53,3 +57,31 @@ def test_score_when_windows_stream_then_signals_equal_summing_each_window() -> N
             scored += 1
     assert scored > 5_000
     assert ties > 100  # the flat stretches were scored too
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    ends=st.lists(
+        st.one_of(
+            st.integers(-(10**9), 4 * 10**9),  # anywhere from 1938 to 2096, back and forth
+            st.sampled_from((60, 120, 86_400)),  # a move: added to the previous end below
+        ),
+        min_size=1,
+        max_size=60,
+    )
+)
+def test_score_when_window_ends_move_anyhow_then_signal_ts_is_fromtimestamp_of_the_end(
+    ends: list[int],
+) -> None:
+    scorer = SmaCross()
+    last = 1_700_000_000
+    for end in ends:
+        last = last + end if end in (60, 120, 86_400) else end
+        times = np.arange(last - 29 * 60, last + 1, 60, dtype=np.int64)
+        close = np.linspace(100.0, 101.0, 30)
+        window = make_window(symbol="A", bar_seconds=60, timestamps=times, open=close,
+                             high=close, low=close, close=close, volume=close)  # fmt: skip
+        (signal,) = scorer.score([window])
+        expected = datetime.fromtimestamp(last, tz=UTC)
+        assert signal.ts == expected
+        assert repr(signal.ts) == repr(expected)  # tzinfo too
