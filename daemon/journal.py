@@ -53,6 +53,7 @@ from daemon.journal_rows import (
     check_batch_keys,
     daily_pnl_row,
     encode_batch,
+    kv_text,
     write_batch,
     write_group,
 )
@@ -413,14 +414,14 @@ class Journal:
         the last value queued, unless the order path wrote the key in a later batch."""
         if not items:
             return
-        latest: dict[str, tuple[int, str]] = {}
+        latest: dict[str, tuple[int, object]] = {}
         for generation, kwargs in items:
             kv_of_batch = kwargs.get("kv")
             if kv_of_batch:
                 for key, value in kv_of_batch.items():
                     latest[key] = (generation, value)
         written_at = self._kv_written_at
-        kv = [(str(k), str(v)) for k, (g, v) in latest.items() if written_at.get(k, -1) < g]
+        kv = [(str(k), kv_text(v)) for k, (g, v) in latest.items() if written_at.get(k, -1) < g]
         try:
             write_group(self.path, cur, stage, [kwargs for _, kwargs in items], kv)
         except JournalError as e:  # a non-finite number from the broker: trading stops
