@@ -380,7 +380,9 @@ class Journal:
             with self._transaction(what, alone=alone) as (cur, stage):
                 if queued and self._writer is not None:
                     try:
-                        self._write_queued(cur, stage, self._writer.take())
+                        # this batch's kv (newer) is written below: its keys' queued values not
+                        ahead_keys = {key for key, _ in rows.kv}
+                        self._write_queued(cur, stage, self._writer.take(), skip_kv=ahead_keys)
                     except JournalError as e:  # lost with the rollback: sticky, as the writer's
                         self._writer.fail(e)
                         raise
@@ -409,9 +411,12 @@ class Journal:
         cur: sqlite3.Cursor,
         stage: Callable[[str], None],
         items: list[tuple[int, BatchArgs]],
+        *,
+        skip_kv: set[str] | frozenset[str] = frozenset(),
     ) -> None:
         """Queued batches into the open transaction (journal_rows.write_group). A kv key keeps
-        the last value queued, unless the order path wrote the key in a later batch."""
+        the last value queued, unless the order path wrote the key in a later batch or writes it
+        in this transaction (skip_kv)."""
         if not items:
             return
         latest: dict[str, tuple[int, object]] = {}
@@ -421,7 +426,11 @@ class Journal:
                 for key, value in kv_of_batch.items():
                     latest[key] = (generation, value)
         written_at = self._kv_written_at
-        kv = [(str(k), kv_text(v)) for k, (g, v) in latest.items() if written_at.get(k, -1) < g]
+        kv = [
+            (str(k), kv_text(v))
+            for k, (g, v) in latest.items()
+            if written_at.get(k, -1) < g and k not in skip_kv
+        ]
         try:
             write_group(self.path, cur, stage, [kwargs for _, kwargs in items], kv)
         except JournalError as e:  # a non-finite number from the broker: trading stops

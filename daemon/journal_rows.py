@@ -187,11 +187,16 @@ def write_group(
     merged: dict[str, list[Any]] = {table: [] for table in MERGED_TABLES}
     ordered: list[BatchArgs] = []
     for batch in batches:
-        for table in MERGED_TABLES:
-            values = batch.get(table)
-            if values:
-                merged[table].extend(values)  # type: ignore[arg-type]
-        if batch.get("fills") or batch.get("order_events"):
+        # A queued batch holds only its tables with rows (a signal block and the kv, mostly):
+        # walking its items costs less than asking it for each table.
+        in_order = False
+        for table, values in batch.items():
+            rows_of_table = merged.get(table)
+            if rows_of_table is not None:
+                rows_of_table.extend(values)  # type: ignore[arg-type]
+            elif table in ("fills", "order_events") and values:
+                in_order = True
+        if in_order:
             ordered.append(
                 BatchArgs(fills=batch.get("fills", ()), order_events=batch.get("order_events", ()))
             )
