@@ -317,9 +317,9 @@ class Journal:
         # Tuples: the writer reads them on its thread (the values are frozen Structs); tables
         # without rows are left out, so most batches hand over a signal or two and the kv.
         item: dict[str, Any] = {}
-        for name, values in batch.items():
+        for name, values in cast("dict[str, Iterable[Any]]", batch).items():
             # an empty list (most tables, most batches) costs no tuple; an empty iterator, none kept
-            if values and (rows := tuple(cast("Iterable[Any]", values))):
+            if values and (rows := tuple(values)):
                 item[name] = rows
         if fills:
             item["fills"] = fills
