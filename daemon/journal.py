@@ -53,6 +53,7 @@ from daemon.journal_rows import (
     check_batch_keys,
     daily_pnl_row,
     encode_batch,
+    kv_text,
     write_batch,
     write_group,
 )
@@ -316,9 +317,9 @@ class Journal:
         # Tuples: the writer reads them on its thread (the values are frozen Structs); tables
         # without rows are left out, so most batches hand over a signal or two and the kv.
         item: dict[str, Any] = {}
-        for name, values in batch.items():
+        for name, values in cast("dict[str, Iterable[Any]]", batch).items():
             # an empty list (most tables, most batches) costs no tuple; an empty iterator, none kept
-            if values and (rows := tuple(cast("Iterable[Any]", values))):
+            if values and (rows := tuple(values)):
                 item[name] = rows
         if fills:
             item["fills"] = fills
@@ -379,7 +380,9 @@ class Journal:
             with self._transaction(what, alone=alone) as (cur, stage):
                 if queued and self._writer is not None:
                     try:
-                        self._write_queued(cur, stage, self._writer.take())
+                        # this batch's kv (newer) is written below: its keys' queued values not
+                        ahead_keys = {key for key, _ in rows.kv}
+                        self._write_queued(cur, stage, self._writer.take(), skip_kv=ahead_keys)
                     except JournalError as e:  # lost with the rollback: sticky, as the writer's
                         self._writer.fail(e)
                         raise
@@ -408,19 +411,26 @@ class Journal:
         cur: sqlite3.Cursor,
         stage: Callable[[str], None],
         items: list[tuple[int, BatchArgs]],
+        *,
+        skip_kv: set[str] | frozenset[str] = frozenset(),
     ) -> None:
         """Queued batches into the open transaction (journal_rows.write_group). A kv key keeps
-        the last value queued, unless the order path wrote the key in a later batch."""
+        the last value queued, unless the order path wrote the key in a later batch or writes it
+        in this transaction (skip_kv)."""
         if not items:
             return
-        latest: dict[str, tuple[int, str]] = {}
+        latest: dict[str, tuple[int, object]] = {}
         for generation, kwargs in items:
             kv_of_batch = kwargs.get("kv")
             if kv_of_batch:
                 for key, value in kv_of_batch.items():
                     latest[key] = (generation, value)
         written_at = self._kv_written_at
-        kv = [(str(k), str(v)) for k, (g, v) in latest.items() if written_at.get(k, -1) < g]
+        kv = [
+            (str(k), kv_text(v))
+            for k, (g, v) in latest.items()
+            if written_at.get(k, -1) < g and k not in skip_kv
+        ]
         try:
             write_group(self.path, cur, stage, [kwargs for _, kwargs in items], kv)
         except JournalError as e:  # a non-finite number from the broker: trading stops

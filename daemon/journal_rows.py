@@ -67,7 +67,7 @@ class BatchArgs(TypedDict, total=False):
     fills: Iterable[Fill]
     positions: Iterable[Position]
     state_changes: Iterable[msgspec.Struct]
-    kv: Mapping[str, str] | None
+    kv: Mapping[str, str | datetime] | None  # a datetime is stored as its isoformat()
 
 
 BATCH_KEYS = frozenset(BatchArgs.__annotations__)
@@ -119,7 +119,7 @@ def encode_batch(path: Path, batch: BatchArgs) -> BatchRows:
             )
             for c in batch.get("state_changes", ())
         ],
-        kv=[(str(k), str(v)) for k, v in (batch.get("kv") or {}).items()],
+        kv=[(str(k), kv_text(v)) for k, v in (batch.get("kv") or {}).items()],
     )
     for o in rows.orders:
         _check_finite(path, "orders", o[0], (o[5], o[6], o[8], o[9]))
@@ -128,6 +128,12 @@ def encode_batch(path: Path, batch: BatchArgs) -> BatchRows:
     for p in rows.positions:
         _check_finite(path, "positions", p[0], p[1:4])
     return rows
+
+
+def kv_text(value: object) -> str:
+    """A kv value as stored: a datetime as its isoformat() (made only for the value a commit
+    keeps: the group writer keeps each key's last), anything else as str()."""
+    return value.isoformat() if isinstance(value, datetime) else str(value)
 
 
 def daily_pnl_row(
@@ -181,11 +187,16 @@ def write_group(
     merged: dict[str, list[Any]] = {table: [] for table in MERGED_TABLES}
     ordered: list[BatchArgs] = []
     for batch in batches:
-        for table in MERGED_TABLES:
-            values = batch.get(table)
-            if values:
-                merged[table].extend(values)  # type: ignore[arg-type]
-        if batch.get("fills") or batch.get("order_events"):
+        # A queued batch holds only its tables with rows (a signal block and the kv, mostly):
+        # walking its items costs less than asking it for each table.
+        in_order = False
+        for table, values in batch.items():
+            rows_of_table = merged.get(table)
+            if rows_of_table is not None:
+                rows_of_table.extend(values)  # type: ignore[arg-type]
+            elif table in ("fills", "order_events") and values:
+                in_order = True
+        if in_order:
             ordered.append(
                 BatchArgs(fills=batch.get("fills", ()), order_events=batch.get("order_events", ()))
             )

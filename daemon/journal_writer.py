@@ -13,6 +13,7 @@ commit is sticky: the thread stops, and the journal's next write raises it.
 from __future__ import annotations
 
 import threading
+import time
 from collections import deque
 from collections.abc import Callable
 from typing import Generic, TypeVar
@@ -23,9 +24,11 @@ Item = TypeVar("Item")
 
 # Queued batches per transaction of the thread at most: the order path waits for at most one.
 MAX_GROUP = 256
-# How long the thread lets a group gather before it commits it: rows off the order path reach
-# the disk this much later (a read never waits for it: it hurries the thread). A live bar
-# interval is a minute; between a backtest's orders, a few bars.
+# How long queued rows wait for the thread: it commits a group once its oldest row has been queued
+# this long without the order path taking it (a read never waits for it: it hurries the thread).
+# Rows off the order path reach the disk this much later. A live bar interval is a minute, so the
+# thread commits most live batches' rows; between a backtest's orders lie a few bars, so the
+# order path's commits carry them all and the thread (its GIL time, its commits) stays out.
 LINGER_SECONDS = 0.05
 
 
@@ -40,15 +43,23 @@ class GroupWriter(threading.Thread, Generic[Item]):
         self._changed = threading.Condition()
         self._writing = False
         self._sleeping = False  # waiting for a first item: only then does submit() notify
+        self._since = 0.0  # time.monotonic() when the queue last went from empty to not empty
         self._hurry = False  # a reader waits: commit now, without lingering
         self._stopping = False
         self.failure: BaseException | None = None
 
     def submit(self, item: Item) -> None:
         # deque.append is atomic; the Condition (a lock round trip and a notify) is taken only
-        # when the thread sleeps. It sets _sleeping before it last looks at the queue, so either
-        # it sees this item or this call sees it sleeping.
-        self._queue.append(item)
+        # when this item ends an empty queue and the thread sleeps. It sets _sleeping before it
+        # last looks at the queue, so either it sees this item or this call sees it sleeping.
+        # Once notified it sleeps on until it has the GIL: later items find the queue not empty
+        # and notify no more (each notify cost the order path a lock round trip).
+        queue = self._queue
+        if queue:
+            queue.append(item)
+            return
+        self._since = time.monotonic()
+        queue.append(item)
         if self._sleeping:
             with self._changed:
                 self._changed.notify_all()
@@ -93,10 +104,7 @@ class GroupWriter(threading.Thread, Generic[Item]):
                 changed.wait_for(lambda: bool(self._queue) or self._stopping or self._failed())
                 self._sleeping = False
                 # Let a group gather: a commit per batch would cost more than the batch.
-                changed.wait_for(
-                    lambda: self._hurry or self._stopping or len(self._queue) >= MAX_GROUP,
-                    timeout=LINGER_SECONDS,
-                )
+                self._linger()
                 self._hurry = False
                 if self.failure is not None:
                     return
@@ -120,6 +128,19 @@ class GroupWriter(threading.Thread, Generic[Item]):
                 if self._queue:
                     self._hurry = True  # more than one group was waiting: no second linger
                 changed.notify_all()
+
+    def _linger(self) -> None:
+        """Wait (holding the Condition) until the oldest queued row has waited LINGER_SECONDS, a
+        reader hurries the thread, it stops, or a full group is queued. Rows the order path takes
+        meanwhile restart the wait from the next row queued."""
+        changed = self._changed
+        while not (self._hurry or self._stopping or len(self._queue) >= MAX_GROUP):
+            if not self._queue:
+                return
+            left = self._since + LINGER_SECONDS - time.monotonic()
+            if left <= 0:
+                return
+            changed.wait(left)
 
     def _failed(self) -> bool:
         return self.failure is not None

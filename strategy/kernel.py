@@ -165,8 +165,8 @@ class TradingKernel:
             self._cash = (cash, repr(cash))
         if peak is not self._peak[0]:
             self._peak = (peak, repr(peak))
-        kv = {
-            "last_bar_ts": intake.now.isoformat(),
+        kv: dict[str, object] = {
+            "last_bar_ts": intake.now,  # the journal stores its isoformat(), made once per commit
             "cash": self._cash[1],
             "peak_equity": self._peak[1],
         }

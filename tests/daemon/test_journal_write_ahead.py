@@ -278,3 +278,37 @@ def test_order_path_when_held_then_reads_and_close_still_see_every_queued_row(tm
     assert not worker.is_alive(), "order_path hold deadlocked a read or the close"
     assert seen == [50]
     assert raw(path, "SELECT count(*) FROM signals") == [(53,)]
+
+
+def test_record_orders_ahead_when_kv_value_is_datetime_then_its_isoformat_is_stored(
+    tmp_path: Path,
+) -> None:
+    """The kernel hands last_bar_ts over as the bar's datetime: both the order path's commit and
+    the writer's store the text the kernel used to make, and readers get that text back."""
+    path = tmp_path / "j.sqlite"
+    with Journal(path) as journal:
+        journal.record_orders_ahead(orders=[order(1)], kv={"last_bar_ts": T0})
+        assert raw(path, "SELECT value FROM kv WHERE key = 'last_bar_ts'") == [(T0.isoformat(),)]
+        later = T0 + timedelta(minutes=1, microseconds=7)
+        journal.record_orders_ahead(signals=signals(1, 2), kv={"last_bar_ts": later})
+        assert journal.get("last_bar_ts") == later.isoformat()
+    assert raw(path, "SELECT value FROM kv WHERE key = 'last_bar_ts'") == [(later.isoformat(),)]
+
+
+def test_writer_when_nobody_reads_or_orders_then_queued_rows_reach_disk_on_their_own(
+    tmp_path: Path,
+) -> None:
+    """The writer thread lingers only until the oldest queued row has waited LINGER_SECONDS:
+    without a read, a flush or an order commit to carry them, the rows still get committed."""
+    path = tmp_path / "j.sqlite"
+    with Journal(path) as journal:
+        journal.record_orders_ahead(signals=signals(1, 3), kv={"last_bar_ts": "1"})
+        journal.record_orders_ahead(signals=signals(2, 3), kv={"last_bar_ts": "2"})
+        done = threading.Event()
+        for _ in range(200):  # up to 10 s; the writer's linger is 0.05 s
+            if raw(path, "SELECT value FROM kv WHERE key = 'last_bar_ts'") == [("2",)]:
+                done.set()
+                break
+            done.wait(0.05)
+        assert done.is_set()
+        assert raw(path, "SELECT count(*) FROM signals") == [(6,)]

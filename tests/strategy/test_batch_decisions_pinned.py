@@ -37,8 +37,18 @@ class Recorder:
         for decision in rows.get("decisions", ()):
             self.reasons[decision.reason] += 1  # type: ignore[union-attr]
         self.rows.append(
-            msgspec.json.encode({k: list(v) if k != "kv" else v for k, v in rows.items()})
+            msgspec.json.encode(
+                {k: list(v) if k != "kv" else kv_as_stored(v) for k, v in rows.items()}
+            )
         )
+
+
+def kv_as_stored(kv: Iterable[msgspec.Struct] | Mapping[str, str]) -> dict[str, str]:
+    """The kv values as the journal stores them (daemon.journal_rows.kv_text): the kernel hands
+    last_bar_ts over as the bar's datetime, stored as its isoformat()."""
+    assert isinstance(kv, Mapping)
+    values: Mapping[str, object] = kv
+    return {k: v.isoformat() if isinstance(v, datetime) else str(v) for k, v in values.items()}
 
 
 def run_fixed_bars() -> Recorder:
