@@ -44,7 +44,7 @@ class JournalSink(Protocol):
         fills: Iterable[Fill] = (),
         positions: Iterable[Position] = (),
         state_changes: Iterable[msgspec.Struct] = (),
-        kv: Mapping[str, str] | None = None,
+        kv: Mapping[str, str | datetime] | None = None,  # a datetime is stored as its isoformat()
     ) -> None: ...
 
 
