@@ -37,6 +37,9 @@ import yaml
 from harness import Session, load_line
 
 REPO = Path(__file__).resolve().parents[1]
+# The shipped paper-sim config's window: the default bundle's features need 64 bars, and a
+# shorter window makes the daemon refuse the bundle (bundle.unavailable) and trade on rules.
+WINDOW = int(yaml.safe_load((REPO / "config" / "paper-sim.yaml").read_text())["bars"]["window"])
 KINDS = ("rules", "auto", "ml")
 
 
@@ -76,7 +79,7 @@ def write_config(state: Path, kind: str) -> Path:
                 "market": {"symbols": [f"SIM{i}" for i in range(4)], "bar_seconds": 60, "seed": 11},
             },
         },
-        "bars": {"window": 32, "bar_seconds": 60},
+        "bars": {"window": WINDOW, "bar_seconds": 60},
         "scorer": {"kind": kind, "bootstrap": False},
         "journal": {"synchronous": "full"},
     }
@@ -127,7 +130,13 @@ def start_once(kind: str, bundle: Path, *, timeout: float, repo: Path = REPO) ->
             wanted = ("model.inferred", {"scorer": "rules" if kind == "rules" else "ml"})
             deadline = time.monotonic() + timeout
             try:
-                while _at(_events(log), wanted[0], **wanted[1]) is None:
+                while _at(events := _events(log), wanted[0], **wanted[1]) is None:
+                    refused = [e for e in events if e["event"] == "bundle.unavailable"]
+                    if (
+                        kind != "rules" and refused
+                    ):  # the daemon keeps trading on rules: say why now
+                        msg = f"{kind}: the daemon refused the bundle: {refused[0].get('error')}"
+                        raise RuntimeError(msg)
                     if proc.poll() is not None or time.monotonic() > deadline:
                         tail = log.read_text(errors="replace")[-2000:]
                         msg = f"{kind}: no {wanted[0]} (exit {proc.poll()}):\n{tail}"
