@@ -99,9 +99,7 @@ class TradingKernel:
 
         received: when a live feed delivered the batch; bars closing far after it are refused."""
         now = batch[0].ts
-        applied_events, new_fills = (
-            self.apply_updates(events, fills) if events or fills else ([], [])
-        )
+        applied_events, new_fills = self.apply_updates(events, fills)
         book = self.book
         added = self.store.add_batch(batch, now=received)
         book.mark_batch(added.accepted)
