@@ -116,6 +116,7 @@ class LiveRun(msgspec.Struct, kw_only=True):
         default_factory=lambda: {g: [] for g in DELAY_GROUPS}
     )
     bars: int = 0
+    ordering: int = 0  # batches that sent orders (the order percentiles rest on these)
 
 
 def _pipeline(scorer: Scorer, window: int, journal: Journal, venue: PaperExecution) -> Pipeline:
@@ -129,6 +130,11 @@ def _pipeline(scorer: Scorer, window: int, journal: Journal, venue: PaperExecuti
                 max_position_notional=1_000_000,
                 max_orders_per_minute=1_000_000,
                 max_open_orders=1_000_000,
+                # No loss limits: random signals lose money, and the default daily loss (5,000)
+                # halted trading after ~200 batches at 100 symbols, so the order latencies came
+                # from the first batches only, however many were run.
+                max_daily_loss=None,
+                max_drawdown=None,
             )
         ),
         book=Book(starting_cash=100_000_000),
@@ -309,6 +315,7 @@ async def run_pipelines(
                 run.bars += len(batch)
                 if new := pipeline.latency.count - before:  # this batch's orders, oldest first
                     run.orders.extend(pipeline.latency.samples()[-new:].tolist())
+                    run.ordering += 1
         return runs, pipelines
 
 
@@ -476,7 +483,7 @@ def bench_live(
         f"{'':>19} {'---- unpaced ----':>28} {'----- paced -----':>28}\n"
         f"{'symbols':>7} {'scorer':>11} {'orders':>7} {'order p50':>10} {'order p99':>10} "
         f"{'orders':>7} {'order p50':>10} {'order p99':>10} {'batch p50':>10} {'cpu p50':>8}"
-        f" {'rdelay p50':>10} {'p99':>6}   goal p99 (paced)"
+        f" {'rdelay p50':>10} {'p99':>6} {'ordering':>9}   goal p99 (paced)"
     )
     figures: dict[str, float] = {}
     for symbols in symbols_list:
@@ -511,7 +518,7 @@ def bench_live(
                 f"{len(paced.orders):>7} {_ms(paced.orders, 50):>10.2f} {_ms(paced.orders, 99):>10.2f} "
                 f"{_ms(paced.batches, 50):>10.2f} {_ms(paced.cpu, 50):>8.2f}"
                 f" {_ms(loose.delay + paced.delay, 50):>10.2f} {_ms(loose.delay + paced.delay, 99):>6.2f}"
-                f"   {wanted}"
+                f" {paced.ordering:>4}/{len(paced.batches):<4}   {wanted}"
             )
             key = name.replace("-", "_")
             for prefix, run in (("", loose), ("paced_", paced)):

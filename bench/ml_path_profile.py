@@ -13,10 +13,17 @@
    (the kernel's per-thread run time, /proc/self/task/*/schedstat: every thread, ours,
    ONNX Runtime's, BLAS's, the journal's; Linux only), with the time each waited runnable for a
    core and its context switches; then the scorer's spans (thread CPU) by the thread they ran
-   on, and the event loop thread's stage clock: where the process CPU of a batch goes.
+   on, and the event loop thread's stage clock: where the process CPU of a batch goes;
+5. schedule: ChartEngine.start_batch drawing every chart before it hands out the pool's chunk
+   (RENDER_AHEAD off, as before round 9) against drawing the pool's chunk first and its own
+   while the pool embeds (on), score_deferred calls alternating in one process on the same
+   windows: wall p50/p90/p99 with ratios (new/old, 95% bootstrap intervals over the rounds),
+   process CPU, and whether the signals are identical. --fifo runs the calls at SCHED_FIFO 1
+   (needs root or RLIMIT_RTPRIO; the pool's threads follow the caller's policy per batch), so
+   other processes do not preempt them: the schedule as on an idle box.
 
     .venv/bin/python bench/ml_path_profile.py --bundle state/bundles/default [--symbols 10,100]
-        [--parts timeline,gil,tails,threads]
+        [--parts timeline,gil,tails,threads,schedule] [--fifo]
 """
 
 from __future__ import annotations
@@ -43,6 +50,7 @@ from daemon.log_setup import configure_logging
 from daemon.model.loader import LoadedBundle
 from daemon.runtime import tune_gc
 from strategy.sim_broker import SimBrokerConfig
+from vlm_engine.infer import engine as engine_module
 
 Span = tuple[str, str, float, float, float]  # label, thread, start, end, thread CPU
 
@@ -291,7 +299,48 @@ async def _threads(models: LoadedBundle, symbols: int, scored: int, workdir: Pat
     print(f"event loop thread, stage CPU/wall p50 (ms): {laps}")
 
 
-PARTS = ("timeline", "gil", "tails", "threads")
+def schedule(models: LoadedBundle, symbols: int, rounds: int) -> None:
+    arms = {"drawn first": False, "drawn ahead": True}  # RENDER_AHEAD, old then new
+    scorers = {name: models.scorer() for name in arms}
+    windows = live_windows(symbols, max(64, models.bars_needed))
+    wall: dict[str, list[float]] = {name: [] for name in arms}
+    cpu: dict[str, list[float]] = {name: [] for name in arms}
+    signals: dict[str, list[object]] = {}
+    print(f"\n-- schedule, {symbols} symbols, {rounds} rounds; {load_average()}")
+    try:
+        for r in range(rounds + 10):
+            for name in list(arms) if r % 2 == 0 else list(arms)[::-1]:
+                engine_module.RENDER_AHEAD = arms[name]
+                scorer = scorers[name]
+                c, t = time.process_time(), time.perf_counter()
+                out, deferred = scorer.score_deferred(windows)
+                if r >= 10:  # the first rounds warm both arms up
+                    wall[name].append((time.perf_counter() - t) * 1000)
+                    cpu[name].append((time.process_time() - c) * 1000)
+                signals[name] = list(scorer.finish(out, deferred))
+    finally:
+        engine_module.RENDER_AHEAD = True
+    same = signals["drawn first"] == signals["drawn ahead"]
+    drawn = np.random.default_rng(0).integers(0, rounds, (1000, rounds))
+    base = np.array(wall["drawn first"])
+    print(f"signals identical: {same}; {load_average()}")
+    for name in arms:
+        w = np.array(wall[name])
+        ratios = []
+        for q in (50, 90, 99):
+            boot = np.percentile(w[drawn], q, axis=1) / np.percentile(base[drawn], q, axis=1)
+            ratios.append(
+                f"p{q} {np.percentile(w, q) / np.percentile(base, q):.3f} "
+                f"[{np.percentile(boot, 2.5):.3f}, {np.percentile(boot, 97.5):.3f}]"
+            )
+        print(
+            f"{name:>12}: p50 {np.median(w):.2f} p90 {np.percentile(w, 90):.2f} p99 "
+            f"{np.percentile(w, 99):.2f} min {w.min():.2f} ms, process CPU p50 "
+            f"{np.median(cpu[name]):.2f}; new/old {', '.join(ratios)}"
+        )
+
+
+PARTS = ("timeline", "gil", "tails", "threads", "schedule")
 
 
 def main() -> None:
@@ -301,12 +350,15 @@ def main() -> None:
     parser.add_argument("--symbols", default="10,100")
     parser.add_argument("--calls", type=int, default=200)
     parser.add_argument("--parts", default=",".join(PARTS))
+    parser.add_argument("--fifo", action="store_true", help="score at SCHED_FIFO 1 (root)")
     args = parser.parse_args()
     parts = args.parts.split(",")
     if unknown := set(parts) - set(PARTS):
         parser.error(f"--parts: unknown {', '.join(sorted(unknown))}")
     configure_logging(level="warning", fmt="json", stream=io.StringIO())
     print(f"ml_path_profile: {load_average()}")
+    if args.fifo:
+        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(1))
     symbols_list = [int(s) for s in args.symbols.split(",")]
     if "timeline" in parts:
         for symbols in symbols_list:
@@ -320,6 +372,9 @@ def main() -> None:
         for symbols in symbols_list:
             with tempfile.TemporaryDirectory() as tmp:
                 asyncio.run(run(models, symbols, args.calls, Path(tmp)))
+    if "schedule" in parts:
+        for symbols in symbols_list:
+            schedule(models, symbols, args.calls)
     print(f"ml_path_profile done: {load_average()}")
 
 

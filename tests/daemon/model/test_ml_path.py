@@ -20,7 +20,8 @@ from strategy.bars import Window
 from strategy.ml_scorer import StartedVision, VisionScores
 from tests.daemon.ml_helpers import quick_bundle, sample_windows
 from vlm_engine.infer import ChartEngine, ClipBatch, InferenceConfig
-from vlm_engine.infer.engine import _pool
+from vlm_engine.infer import engine as engine_module
+from vlm_engine.infer.engine import _ChunkQueue, _pool
 from vlm_engine.infer.onnx_export import INT8_FILE
 from vlm_engine.render import ChartInputError
 
@@ -191,6 +192,76 @@ def test_engine_when_a_batch_starts_then_the_caller_embeds_its_own_chunk_before_
     assert before_join == [(threading.get_ident(), 11)]
     assert [k for _, k in calls] == [11, 19]  # the busy pool's chunk too, at the join
     assert [len(c) for c in batch.images] == [19, 11]
+    assert np.array_equal(batch.embeddings.astype(np.float64), expected.embeddings)
+
+
+def test_engine_when_a_batch_starts_then_the_pools_chunks_are_drawn_first_and_the_callers_after(
+    models: LoadedBundle, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    engine = models.engine
+    windows = batches()[-1]
+    charts = [w.tail(engine.spec.bars_needed) for w in windows]
+    whole = engine.render(charts)
+    expected = sequential_scores(engine, windows)
+    render, embed, calls = engine.render, engine.embed, []
+
+    def drawn(items: Sequence[object], *, out: np.ndarray | None = None) -> np.ndarray:
+        calls.append(("render", threading.get_ident(), len(items)))
+        return render(items, out=out)  # type: ignore[arg-type]
+
+    def embedded(images: np.ndarray) -> np.ndarray:
+        calls.append(("embed", threading.get_ident(), len(images)))
+        return embed(images)
+
+    monkeypatch.setattr(engine, "render", drawn)
+    monkeypatch.setattr(engine, "embed", embedded)
+    release = threading.Event()  # the pool is busy: every call below is the caller's
+    blockers = [_pool(engine.workers).submit(release.wait) for _ in range(engine.workers)]
+    me = threading.get_ident()
+    try:
+        join = engine.start_batch(windows)
+        before_join = list(calls)
+        batch = join()
+    finally:
+        release.set()
+        for blocker in blockers:
+            blocker.result()
+    # the pool's chunk is drawn and handed out before the caller draws its own (the pool embeds
+    # while the caller draws), and the caller's chunk is embedded before start_batch returns
+    assert before_join == [("render", me, 19), ("render", me, 11), ("embed", me, 11)]
+    assert calls[3:] == [("embed", me, 19)]
+    assert np.array_equal(np.concatenate(batch.images), whole)  # pixel-identical charts
+    assert np.array_equal(batch.embeddings.astype(np.float64), expected.embeddings)
+    assert batch.render_seconds > 0
+
+
+class _PoolTakesAll(_ChunkQueue):
+    """A chunk queue that never hands the caller a chunk: the pool takes every one."""
+
+    def take(self, *, last: bool = False) -> int | None:
+        return None if last else super().take()
+
+
+def test_engine_when_the_pool_takes_the_callers_chunk_then_the_pool_draws_it(
+    models: LoadedBundle, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    engine = models.engine
+    windows = batches()[-1]
+    whole = engine.render([w.tail(engine.spec.bars_needed) for w in windows])
+    expected = sequential_scores(engine, windows)
+    render, drawers = engine.render, []
+
+    def drawn(items: Sequence[object], *, out: np.ndarray | None = None) -> np.ndarray:
+        drawers.append((threading.get_ident(), len(items)))
+        return render(items, out=out)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(engine, "render", drawn)
+    monkeypatch.setattr(engine_module, "_ChunkQueue", _PoolTakesAll)
+    batch = engine.start_batch(windows)()
+    assert drawers[0] == (threading.get_ident(), 19)
+    assert drawers[1][0] != threading.get_ident()  # the caller's chunk, drawn by a pool thread
+    assert drawers[1][1] == 11
+    assert np.array_equal(np.concatenate(batch.images), whole)
     assert np.array_equal(batch.embeddings.astype(np.float64), expected.embeddings)
 
 
