@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from strategy.bars import BarStore, BarStoreConfig
 from strategy.book import Book
-from strategy.sim_broker import _INF, BarsMatched, SimBroker, SimBrokerConfig, SymbolTape
+from strategy.sim_broker import _INF, BarsMatched, SimBroker, SimBrokerConfig
 from strategy.target_strategy import StrategyConfig, TargetStrategy
 from strategy.types import Bar, Fill, Order, OrderEvent, OrderIntent, OrderType, Side, Signal
 
@@ -78,7 +78,7 @@ class ReferenceBroker(SimBroker):
 
     def on_bars(self, bars: Sequence[Bar]) -> BarsMatched:  # type: ignore[override]
         events, fills = self.flush()
-        tapes, working = self._tapes, self._open
+        tapes, working = self._tape_bars, self._open
         collar = self.config.price_collar
         latest: datetime | None = None
         for bar in bars:
@@ -88,23 +88,23 @@ class ReferenceBroker(SimBroker):
             if 0.0 < low <= o <= h < _INF and low <= c <= h and 0.0 <= v < _INF:
                 if previous is None:
                     take = True
-                elif bar.ts <= previous.bar.ts:
+                elif bar.ts <= previous.ts:
                     take = False
                 else:
-                    take = not collar or not self._outside_collar(bar, previous.bar.close, collar)
+                    take = not collar or not self._outside_collar(bar, previous.close, collar)
             else:
                 take = False
             if take:
-                tape = tapes[symbol] = SymbolTape(bar=bar)
+                tapes[symbol] = bar
                 if working.get(symbol):
-                    more_events, more_fills = self._match(tape, list(working[symbol]), at_open=True)
+                    more_events, more_fills = self._match(bar, list(working[symbol]), at_open=True)
                     events.extend(more_events)
                     fills.extend(more_fills)
+                ts = bar.ts
             elif previous is None:
                 continue
             else:
-                tape = previous
-            ts = tape.bar.ts
+                ts = previous.ts
             if latest is None or ts > latest:
                 latest = ts
         return BarsMatched(events, fills, latest)
