@@ -189,13 +189,23 @@ def _carry_out(book: Book, intents: Sequence[OrderIntent], fates: Sequence[str],
 @given(
     config=strategy_configs(),
     held=st.lists(st.sampled_from((0.0, 0.0, 100.0, -100.0)), min_size=3, max_size=3),
+    prices=st.lists(
+        st.sampled_from((100.0, 100.0, 100.0, math.nan, math.inf, -math.inf, 0.0, -1.0)),
+        min_size=3,
+        max_size=3,
+    ),
     stream=signal_streams(),
 )
 def test_on_signals_when_random_signals_and_fills_then_same_intents_and_entries_as_decide_for_each(
-    config: StrategyConfig, held: list[float], stream: list[tuple[list[Signal], list[str]]]
+    config: StrategyConfig,
+    held: list[float],
+    prices: list[float],
+    stream: list[tuple[list[Signal], list[str]]],
 ) -> None:
     fast, slow = TargetStrategy(config=config), TargetStrategy(config=config)
     fast_book, slow_book = _book(held), _book(held)
+    for book in (fast_book, slow_book):  # some symbols without a usable price
+        book.last_prices.update(zip(SYMBOLS, prices, strict=True))
     for n, (signals, fates) in enumerate(stream):
         got = fast.on_signals(signals, fast_book)
         want = reference_on_signals(slow, signals, slow_book)
