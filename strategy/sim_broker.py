@@ -196,10 +196,7 @@ class SimBroker:
         Every usable bar becomes its symbol's tape (the reference of the next collar check and of
         immediate fills); only symbols with working orders are matched. Written out, with the
         settings read once: it runs for every bar of every symbol."""
-        if self._pending_events or self._pending_fills:
-            events, fills = self.flush()
-        else:  # the usual case: flush() without the call
-            events, fills = [], []
+        events, fills = self.flush()  # two new empty lists when nothing is pending
         tapes, working, collared = self._tape_bars, self._open, self._collared
         collar = self.config.price_collar
         latest: datetime | None = None
