@@ -339,3 +339,36 @@ def test_epoch_when_bar_times_added_then_int_timestamp_of_any_time(
         assert store.epoch(ts) == int(ts.timestamp())
         other = ts + timedelta(seconds=1)
         assert store.epoch(other) == int(other.timestamp())
+
+
+# ---- the store's full windows ------------------------------------------------------------------
+@settings(max_examples=200, deadline=None)
+@given(
+    steps=st.lists(
+        st.tuples(
+            st.sampled_from((1,) * 12 + (2, 9, 0)),  # minutes on: 9 resets the window, 0 repeats
+            st.sampled_from((SYMBOLS, SYMBOLS, SYMBOLS[:2], SYMBOLS[1:], ())),
+            st.sampled_from((1.0,) * 12 + (math.nan, 50.0)),  # bad and jumping bars refused
+        ),
+        min_size=5,
+        max_size=40,
+    )
+)
+def test_full_windows_when_bars_gap_repeat_and_reset_then_windows_without_the_nones(
+    steps: list[tuple[int, tuple[str, ...], float]],
+) -> None:
+    store = BarStore(config=BarStoreConfig(window=8))
+    ts = T0
+    asked = [*SYMBOLS, "ZZZ", *SYMBOLS[:1]]  # an unknown symbol, and one asked twice
+    for minutes, symbols, move in steps:
+        ts += timedelta(minutes=minutes)
+        store.add_batch([Bar(symbol=s, ts=ts, open=100.0 * move, high=100.0 * move,
+                             low=100.0 * move, close=100.0 * move, volume=1.0)
+                         for s in symbols])  # fmt: skip
+        got = store.full_windows(asked)
+        want = [w for w in store.windows(asked) if w is not None]
+        assert [w.symbol for w in got] == [w.symbol for w in want]
+        for a, b in zip(got, want, strict=True):
+            assert a.bar_seconds == b.bar_seconds
+            for column in ("timestamps", "open", "high", "low", "close", "volume"):
+                assert getattr(a, column).tolist() == getattr(b, column).tolist()
