@@ -113,12 +113,12 @@ class _Ring:
         "columns",
         "count",
         "end",
-        "flat",
         "last_dt",
         "last_ts",
         "n",
         "pending",
         "ranges",
+        "rows",
         "stamps",
         "stamps_flat",
         "times",
@@ -131,10 +131,10 @@ class _Ring:
         self.cap = max(2 * n, n + 256)
         self.values: FloatArray = np.zeros((5, 0), dtype=np.float64)  # writable chunk
         self.times: IntArray = np.zeros(0, dtype=np.int64)
-        # Flat memoryviews of the chunk (open .. volume rows, one after another) and of its
-        # times: a bar is written through them, a float per store at about a third of what a
-        # numpy item assignment costs; the arrays see the same memory.
-        self.flat = memoryview(b"").cast("d")
+        # Memoryviews of the chunk's rows (open .. volume) and of its times: a bar is written
+        # through them, a float per store at about a third of what a numpy item assignment
+        # costs, one view per row so no index is computed; the arrays see the same memory.
+        self.rows: tuple[memoryview, ...] = ()
         self.stamps_flat = memoryview(b"").cast("q")
         self.columns: tuple[FloatArray, ...] = ()  # read-only views of the five rows
         self.stamps: IntArray = self.times  # read-only view of times
@@ -157,7 +157,7 @@ class _Ring:
             values[:, :keep] = self.values[:, end - keep : end]
             times[:keep] = self.times[end - keep : end]
         self.values, self.times, self.end = values, times, keep
-        self.flat = values.data.cast("B").cast("d")
+        self.rows = tuple(values[i].data.cast("B").cast("d") for i in range(5))
         self.stamps_flat = times.data.cast("B").cast("q")
         readonly = values.view()
         readonly.flags.writeable = False
@@ -237,6 +237,7 @@ class BarStore:
         step, intraday, window, max_gap, policy, jump, jump_fraction, lookback, min_ranges = (
             self._settings
         )
+        gap_span = (max_gap + 2) * step  # the smallest move past last that is a long gap
         rings = self._rings
         accepted: list[Bar] = []
         symbols: list[str] = []
@@ -285,8 +286,9 @@ class BarStore:
                 if ts <= last:
                     rejected.append(_order_rejected(bar, ring, ts == last))
                     continue
-                missing = (ts - last) // step - 1
-                if missing > max_gap:
+                # missing = (ts - last) // step - 1 > max_gap, as one integer comparison.
+                if ts - last >= gap_span:
+                    missing = (ts - last) // step - 1
                     if policy == "reject":
                         rejected.append(
                             _rejected(
@@ -334,12 +336,12 @@ class BarStore:
             ring.atr += (true_range - ring.atr) / (ranges if ranges < lookback else lookback)
             # Store it: the ring's state written here (not a method call per bar).
             k = ring.next_slot() if ring.end == ring.cap else ring.end
-            flat, cap = ring.flat, ring.cap
-            flat[k] = o  # the five rows open .. volume lie one after another
-            flat[cap + k] = h
-            flat[2 * cap + k] = low
-            flat[3 * cap + k] = c
-            flat[4 * cap + k] = v
+            row_o, row_h, row_l, row_c, row_v = ring.rows
+            row_o[k] = o
+            row_h[k] = h
+            row_l[k] = low
+            row_c[k] = c
+            row_v[k] = v
             ring.stamps_flat[k] = ts
             ring.end = k + 1
             if ring.count < window:
