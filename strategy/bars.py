@@ -134,7 +134,7 @@ class _Ring:
         # Memoryviews of the chunk's rows (open .. volume) and of its times: a bar is written
         # through them, a float per store at about a third of what a numpy item assignment
         # costs, one view per row so no index is computed; the arrays see the same memory.
-        self.rows: tuple[memoryview, ...] = ()
+        self.rows: tuple[memoryview[float], ...] = ()
         self.stamps_flat = memoryview(b"").cast("q")
         self.columns: tuple[FloatArray, ...] = ()  # read-only views of the five rows
         self.stamps: IntArray = self.times  # read-only view of times
