@@ -113,12 +113,12 @@ class _Ring:
         "columns",
         "count",
         "end",
-        "flat",
         "last_dt",
         "last_ts",
         "n",
         "pending",
         "ranges",
+        "rows",
         "stamps",
         "stamps_flat",
         "times",
@@ -131,10 +131,10 @@ class _Ring:
         self.cap = max(2 * n, n + 256)
         self.values: FloatArray = np.zeros((5, 0), dtype=np.float64)  # writable chunk
         self.times: IntArray = np.zeros(0, dtype=np.int64)
-        # Flat memoryviews of the chunk (open .. volume rows, one after another) and of its
-        # times: a bar is written through them, a float per store at about a third of what a
-        # numpy item assignment costs; the arrays see the same memory.
-        self.flat = memoryview(b"").cast("d")
+        # Memoryviews of the chunk's rows (open .. volume) and of its times: a bar is written
+        # through them, a float per store at about a third of what a numpy item assignment
+        # costs, one view per row so no index is computed; the arrays see the same memory.
+        self.rows: tuple[memoryview[float], ...] = ()
         self.stamps_flat = memoryview(b"").cast("q")
         self.columns: tuple[FloatArray, ...] = ()  # read-only views of the five rows
         self.stamps: IntArray = self.times  # read-only view of times
@@ -157,7 +157,7 @@ class _Ring:
             values[:, :keep] = self.values[:, end - keep : end]
             times[:keep] = self.times[end - keep : end]
         self.values, self.times, self.end = values, times, keep
-        self.flat = values.data.cast("B").cast("d")
+        self.rows = tuple(values[i].data.cast("B").cast("d") for i in range(5))
         self.stamps_flat = times.data.cast("B").cast("q")
         readonly = values.view()
         readonly.flags.writeable = False
@@ -237,6 +237,7 @@ class BarStore:
         step, intraday, window, max_gap, policy, jump, jump_fraction, lookback, min_ranges = (
             self._settings
         )
+        gap_span = (max_gap + 2) * step  # the smallest move past last that is a long gap
         rings = self._rings
         accepted: list[Bar] = []
         symbols: list[str] = []
@@ -285,8 +286,9 @@ class BarStore:
                 if ts <= last:
                     rejected.append(_order_rejected(bar, ring, ts == last))
                     continue
-                missing = (ts - last) // step - 1
-                if missing > max_gap:
+                # missing = (ts - last) // step - 1 > max_gap, as one integer comparison.
+                if ts - last >= gap_span:
+                    missing = (ts - last) // step - 1
                     if policy == "reject":
                         rejected.append(
                             _rejected(
@@ -334,12 +336,12 @@ class BarStore:
             ring.atr += (true_range - ring.atr) / (ranges if ranges < lookback else lookback)
             # Store it: the ring's state written here (not a method call per bar).
             k = ring.next_slot() if ring.end == ring.cap else ring.end
-            flat, cap = ring.flat, ring.cap
-            flat[k] = o  # the five rows open .. volume lie one after another
-            flat[cap + k] = h
-            flat[2 * cap + k] = low
-            flat[3 * cap + k] = c
-            flat[4 * cap + k] = v
+            row_o, row_h, row_l, row_c, row_v = ring.rows
+            row_o[k] = o
+            row_h[k] = h
+            row_l[k] = low
+            row_c[k] = c
+            row_v[k] = v
             ring.stamps_flat[k] = ts
             ring.end = k + 1
             if ring.count < window:
@@ -390,21 +392,46 @@ class BarStore:
 
     def windows(self, symbols: Iterable[str]) -> list[Window | None]:
         """window() for each symbol, in order, in one loop (None where a symbol has no full window)."""
-        return self._windows(symbols, full_only=False)
+        return self._windows(symbols)
 
     def full_windows(self, symbols: Iterable[str]) -> list[Window]:
-        """The full windows of these symbols, in order: windows() without the Nones."""
-        return self._windows(symbols, full_only=True)  # type: ignore[return-value]
+        """The full windows of these symbols, in order: windows() without the Nones.
 
-    def _windows(self, symbols: Iterable[str], *, full_only: bool) -> list[Window | None]:
+        _windows written out for the core's per-batch call (one call less, no Nones to test): a
+        ring holding n bars has a last bar time, as every stored bar sets it and clear() zeroes
+        the count with it."""
+        rings = self._rings
+        bar_seconds = self.config.bar_seconds
+        out: list[Window] = []
+        for symbol in symbols:
+            ring = rings.get(symbol)
+            if ring is None or ring.count < ring.n:
+                continue
+            stop = ring.end
+            part = slice(stop - ring.n, stop)
+            o, h, low, c, v = ring.columns
+            out.append(
+                Window(
+                    symbol=symbol,
+                    bar_seconds=bar_seconds,
+                    timestamps=ring.stamps[part],
+                    open=o[part],
+                    high=h[part],
+                    low=low[part],
+                    close=c[part],
+                    volume=v[part],
+                )
+            )
+        return out
+
+    def _windows(self, symbols: Iterable[str]) -> list[Window | None]:
         rings = self._rings
         bar_seconds = self.config.bar_seconds
         out: list[Window | None] = []
         for symbol in symbols:
             ring = rings.get(symbol)
             if ring is None or ring.count < ring.n or ring.last_dt is None:
-                if not full_only:
-                    out.append(None)
+                out.append(None)
                 continue
             stop = ring.end
             part = slice(stop - ring.n, stop)

@@ -97,7 +97,11 @@ class SimBroker:
         self._open: dict[str, dict[str, None]] = {}
         self._fills: list[Fill] = []
         self._positions: dict[str, Position] = {}
-        self._tapes: dict[str, SymbolTape] = {}
+        # Each symbol's tape, kept as its bar and, apart, the volume filled against a bar: a
+        # SymbolTape per bar cost more than the rest of on_bars' step for a bar without orders.
+        # A (bar, volume) pair counts only while that bar (the same object) is the tape.
+        self._tape_bars: dict[str, Bar] = {}
+        self._volume_used: dict[str, tuple[Bar, float]] = {}
         self._sequence = 0
         self._pending_events: list[OrderEvent] = []
         self._pending_fills: list[Fill] = []
@@ -144,9 +148,9 @@ class SimBroker:
             return [event]
         self._open.setdefault(order.symbol, {})[coid] = None
         if self.config.latency_bars == 0 and order.order_type is OrderType.MARKET:
-            tape = self._tapes.get(order.symbol)
-            if tape is not None and tape.bar.ts <= now:
-                events, fills = self._match(tape, [coid], at_open=False, now=now)
+            bar = self._tape_bars.get(order.symbol)
+            if bar is not None and bar.ts <= now:
+                events, fills = self._match(bar, [coid], at_open=False, now=now)
                 self._pending_events.extend(events)
                 self._pending_fills.extend(fills)
         return [event]
@@ -193,7 +197,7 @@ class SimBroker:
         immediate fills); only symbols with working orders are matched. Written out, with the
         settings read once: it runs for every bar of every symbol."""
         events, fills = self.flush()  # two new empty lists when nothing is pending
-        tapes, working, collared = self._tapes, self._open, self._collared
+        tapes, working, collared = self._tape_bars, self._open, self._collared
         collar = self.config.price_collar
         latest: datetime | None = None
         for bar in bars:
@@ -205,14 +209,14 @@ class SimBroker:
             if 0.0 < low <= o <= h < _INF and low <= c <= h and 0.0 <= v < _INF:
                 if previous is None:
                     take = True
-                elif bar.ts <= previous.bar.ts:  # stale: the tape stays
+                elif bar.ts <= previous.ts:  # stale: the tape stays
                     take = False
                 elif not collar:
                     take = True
                 else:
                     # Within the collar of the last close (the usual bar): _outside_collar's
                     # first test, written out; it forgets a suspect only when one is held.
-                    reference = previous.bar.close
+                    reference = previous.close
                     up, down = h - reference, reference - low
                     if (up if up > down else down) <= collar * reference:
                         take = True
@@ -223,17 +227,18 @@ class SimBroker:
             else:
                 take = False
             if take:
-                tape = tapes[symbol] = SymbolTape(bar=bar)
+                tapes[symbol] = bar
                 if working.get(symbol):
-                    more_events, more_fills = self._match(tape, list(working[symbol]), at_open=True)
+                    more_events, more_fills = self._match(bar, list(working[symbol]), at_open=True)
                     events.extend(more_events)
                     fills.extend(more_fills)
+                ts = bar.ts
             elif previous is None:
                 continue
             else:
-                tape = previous
-            ts = tape.bar.ts
-            if latest is None or ts > latest:
+                ts = previous.ts
+            # A batch's bars share one ts object: the comparison only for another one.
+            if ts is not latest and (latest is None or ts > latest):
                 latest = ts
         return BarsMatched(events, fills, latest)
 
@@ -276,7 +281,14 @@ class SimBroker:
         return self._orders.get(client_order_id)
 
     def tape(self, symbol: str) -> SymbolTape | None:
-        return self._tapes.get(symbol)
+        bar = self._tape_bars.get(symbol)
+        return self._tape(symbol, bar) if bar is not None else None
+
+    def _tape(self, symbol: str, bar: Bar) -> SymbolTape:
+        used = self._volume_used.get(symbol)
+        return SymbolTape(
+            bar=bar, volume_used=used[1] if used is not None and used[0] is bar else 0.0
+        )
 
     def knows(self, client_order_id: str) -> bool:
         return client_order_id in self._orders
@@ -292,7 +304,7 @@ class SimBroker:
         return SimBrokerState(
             orders=tuple(self._orders.values()),
             fills=tuple(self._fills),
-            tapes=dict(self._tapes),
+            tapes={s: self._tape(s, bar) for s, bar in self._tape_bars.items()},
             sequence=self._sequence,
             pending_events=tuple(self._pending_events),
             pending_fills=tuple(self._pending_fills),
@@ -322,7 +334,8 @@ class SimBroker:
                 broker._open.setdefault(order.symbol, {})[order.client_order_id] = None
         for fill in state.fills:
             broker._record_fill(fill)
-        broker._tapes = dict(state.tapes)
+        broker._tape_bars = {s: t.bar for s, t in state.tapes.items()}
+        broker._volume_used = {s: (t.bar, t.volume_used) for s, t in state.tapes.items()}
         broker._sequence = max([state.sequence, *(v.sequence for v in state.orders)])
         broker._pending_events = list(state.pending_events)
         broker._pending_fills = list(state.pending_fills)
@@ -330,13 +343,13 @@ class SimBroker:
 
     # ---- matching --------------------------------------------------------------------------------
     def _match(
-        self, tape: SymbolTape, coids: list[str], *, at_open: bool, now: datetime | None = None
+        self, bar: Bar, coids: list[str], *, at_open: bool, now: datetime | None = None
     ) -> tuple[list[OrderEvent], list[Fill]]:
-        """Fill eligible orders of one symbol in submission order, sharing the bar's volume cap."""
-        bar = tape.bar
+        """Fill eligible orders of one symbol in submission order, sharing the tape bar's volume cap."""
         cfg = self.config
         cap = cfg.max_volume_fraction * bar.volume
-        used = tape.volume_used
+        before = self._volume_used.get(bar.symbol)
+        used = before[1] if before is not None and before[0] is bar else 0.0
         events: list[OrderEvent] = []
         fills: list[Fill] = []
         for coid in coids:
@@ -363,7 +376,7 @@ class SimBroker:
             event, fill = self._execute(venue, quantity, price, ts)
             events.append(event)
             fills.append(fill)
-        self._tapes[bar.symbol] = SymbolTape(bar=bar, volume_used=used)
+        self._volume_used[bar.symbol] = (bar, used)
         return events, fills
 
     def _price_at_open(self, order: Order, bar: Bar) -> float | None:

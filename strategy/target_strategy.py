@@ -17,6 +17,7 @@ Unit = Annotated[float, msgspec.Meta(ge=0, le=1)]
 
 # Quantities closer to zero than this are treated as zero (fills in floats).
 _EPSILON = 1e-9
+_INF = math.inf
 
 
 class StrategyConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -110,15 +111,19 @@ class TargetStrategy:
         intents: list[OrderIntent] = []
         for symbol, signal in latest.items():
             price = prices.get(symbol)
-            if price is None or not math.isfinite(price) or price <= 0:
+            if price is None or not 0.0 < price < _INF:  # no usable price (NaN fails both)
                 continue
             pos = positions.get(symbol)
-            if pos is None and symbol not in pending and not signal.confidence >= min_confidence:
+            waiting = pending.get(symbol)
+            if pos is None and waiting is None and not signal.confidence >= min_confidence:
                 # Flat, nothing pending, no wish to enter (most signals of a batch): what
                 # _decide does for it, without the call.
                 entries.pop(symbol, None)
                 continue
-            current = (pos.quantity if pos is not None else 0.0) + sum(pending.get(symbol, ()))
+            # + 0 for nothing pending: what sum(()) added (-0.0 + 0 is 0.0).
+            current = (pos.quantity if pos is not None else 0.0) + (
+                sum(waiting) if waiting is not None else 0
+            )
             # Held, and a confident signal for the side held (most signals of a batch once
             # positions are on): _decide restarts the hold and returns nothing; done here.
             if current > _EPSILON or current < -_EPSILON:

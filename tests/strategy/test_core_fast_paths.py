@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from strategy.bars import BarStore, BarStoreConfig
 from strategy.book import Book
-from strategy.sim_broker import _INF, BarsMatched, SimBroker, SimBrokerConfig, SymbolTape
+from strategy.sim_broker import _INF, BarsMatched, SimBroker, SimBrokerConfig
 from strategy.target_strategy import StrategyConfig, TargetStrategy
 from strategy.types import Bar, Fill, Order, OrderEvent, OrderIntent, OrderType, Side, Signal
 
@@ -78,7 +78,7 @@ class ReferenceBroker(SimBroker):
 
     def on_bars(self, bars: Sequence[Bar]) -> BarsMatched:  # type: ignore[override]
         events, fills = self.flush()
-        tapes, working = self._tapes, self._open
+        tapes, working = self._tape_bars, self._open
         collar = self.config.price_collar
         latest: datetime | None = None
         for bar in bars:
@@ -88,23 +88,23 @@ class ReferenceBroker(SimBroker):
             if 0.0 < low <= o <= h < _INF and low <= c <= h and 0.0 <= v < _INF:
                 if previous is None:
                     take = True
-                elif bar.ts <= previous.bar.ts:
+                elif bar.ts <= previous.ts:
                     take = False
                 else:
-                    take = not collar or not self._outside_collar(bar, previous.bar.close, collar)
+                    take = not collar or not self._outside_collar(bar, previous.close, collar)
             else:
                 take = False
             if take:
-                tape = tapes[symbol] = SymbolTape(bar=bar)
+                tapes[symbol] = bar
                 if working.get(symbol):
-                    more_events, more_fills = self._match(tape, list(working[symbol]), at_open=True)
+                    more_events, more_fills = self._match(bar, list(working[symbol]), at_open=True)
                     events.extend(more_events)
                     fills.extend(more_fills)
+                ts = bar.ts
             elif previous is None:
                 continue
             else:
-                tape = previous
-            ts = tape.bar.ts
+                ts = previous.ts
             if latest is None or ts > latest:
                 latest = ts
         return BarsMatched(events, fills, latest)
@@ -189,13 +189,23 @@ def _carry_out(book: Book, intents: Sequence[OrderIntent], fates: Sequence[str],
 @given(
     config=strategy_configs(),
     held=st.lists(st.sampled_from((0.0, 0.0, 100.0, -100.0)), min_size=3, max_size=3),
+    prices=st.lists(
+        st.sampled_from((100.0, 100.0, 100.0, math.nan, math.inf, -math.inf, 0.0, -1.0)),
+        min_size=3,
+        max_size=3,
+    ),
     stream=signal_streams(),
 )
 def test_on_signals_when_random_signals_and_fills_then_same_intents_and_entries_as_decide_for_each(
-    config: StrategyConfig, held: list[float], stream: list[tuple[list[Signal], list[str]]]
+    config: StrategyConfig,
+    held: list[float],
+    prices: list[float],
+    stream: list[tuple[list[Signal], list[str]]],
 ) -> None:
     fast, slow = TargetStrategy(config=config), TargetStrategy(config=config)
     fast_book, slow_book = _book(held), _book(held)
+    for book in (fast_book, slow_book):  # some symbols without a usable price
+        book.last_prices.update(zip(SYMBOLS, prices, strict=True))
     for n, (signals, fates) in enumerate(stream):
         got = fast.on_signals(signals, fast_book)
         want = reference_on_signals(slow, signals, slow_book)
@@ -329,3 +339,36 @@ def test_epoch_when_bar_times_added_then_int_timestamp_of_any_time(
         assert store.epoch(ts) == int(ts.timestamp())
         other = ts + timedelta(seconds=1)
         assert store.epoch(other) == int(other.timestamp())
+
+
+# ---- the store's full windows ------------------------------------------------------------------
+@settings(max_examples=200, deadline=None)
+@given(
+    steps=st.lists(
+        st.tuples(
+            st.sampled_from((1,) * 12 + (2, 9, 0)),  # minutes on: 9 resets the window, 0 repeats
+            st.sampled_from((SYMBOLS, SYMBOLS, SYMBOLS[:2], SYMBOLS[1:], ())),
+            st.sampled_from((1.0,) * 12 + (math.nan, 50.0)),  # bad and jumping bars refused
+        ),
+        min_size=5,
+        max_size=40,
+    )
+)
+def test_full_windows_when_bars_gap_repeat_and_reset_then_windows_without_the_nones(
+    steps: list[tuple[int, tuple[str, ...], float]],
+) -> None:
+    store = BarStore(config=BarStoreConfig(window=8))
+    ts = T0
+    asked = [*SYMBOLS, "ZZZ", *SYMBOLS[:1]]  # an unknown symbol, and one asked twice
+    for minutes, symbols, move in steps:
+        ts += timedelta(minutes=minutes)
+        store.add_batch([Bar(symbol=s, ts=ts, open=100.0 * move, high=100.0 * move,
+                             low=100.0 * move, close=100.0 * move, volume=1.0)
+                         for s in symbols])  # fmt: skip
+        got = store.full_windows(asked)
+        want = [w for w in store.windows(asked) if w is not None]
+        assert [w.symbol for w in got] == [w.symbol for w in want]
+        for a, b in zip(got, want, strict=True):
+            assert a.bar_seconds == b.bar_seconds
+            for column in ("timestamps", "open", "high", "low", "close", "volume"):
+                assert getattr(a, column).tolist() == getattr(b, column).tolist()
