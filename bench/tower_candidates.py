@@ -57,6 +57,15 @@ CANDIDATES: dict[str, BootstrapConfig] = {
     # 0.803 vs 0.819 on the 720 test charts. Not taken as the default: 17% of the tower is ~1 ms
     # of CPU at 100 charts, and the direction AUC was not shown to hold (no paired CI measured).
     "chart96w48": _candidate(chart=96, image_size=96, vision_width=48),
+    # issue 16, ninth round: fewer tokens for the ML order p99 at 100 symbols, the same 20 candles
+    # drawn at the model's input size (patch 16): 80 px, 25 patches (4 px per candle); 64 px,
+    # 16 patches (3.2 px per candle); and 80 px with the narrower tower of chart96w48.
+    "chart80": _candidate(chart=80, image_size=80),
+    "chart64": _candidate(chart=64, image_size=64),
+    "chart80w48": _candidate(chart=80, image_size=80, vision_width=48),
+    # their second training seed, paired with chart96s1 (bench_tower.py --ref chart96)
+    "chart80s1": _candidate(chart=80, image_size=80, seed=1),
+    "chart64s1": _candidate(chart=64, image_size=64, seed=1),
 }
 
 
