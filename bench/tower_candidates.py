@@ -1,5 +1,6 @@
-"""The CLIP image tower sizes bench_tower.py compares: the 128 px bootstrap default it replaced
-(base128) and cheaper variants; chart96 is today's default (daemon/training/config.py).
+"""The CLIP image tower sizes bench_tower.py compares: the 128 px bootstrap default until
+2026-12-02 (base128) and cheaper variants; chart96 was the default until 2026-12-03, chart80 is
+today's (daemon/training/config.py).
 
 Each candidate is the default BootstrapConfig with only the chart size, the vision tower and/or
 the epochs set (the rest as the default: data, splits, seeds, training schedule), so its CLIP test split
