@@ -21,7 +21,9 @@ given as --base, a bundle that is only read):
 - `vlmtrader evaluate --runtime onnx --report DIR/eval_NAME` run on held-out bars for some
   bundles: their clip, technical and fused AUC and the paired differences, from predictions.parquet.
 
-Run: .venv/bin/python bench/bench_tower.py --dir /tmp/tower [--base BUNDLE] [--rounds 7]
+Run: .venv/bin/python bench/bench_tower.py --dir /tmp/tower [--ref NAME] [--base BUNDLE]
+[--only NAME ...] [--rounds 7]; --ref pairs every candidate with another than base128 (e.g.
+chart96, today's default: --ref chart96 --base BUNDLE of `vlmtrader model bootstrap`).
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ from harness import Session, load_line
 from scipy.stats import binomtest
 from tower_candidates import CANDIDATES, describe
 
-from daemon.training.export_onnx import rebuild_test_split
+from daemon.training.export_onnx import rebuild_splits
 from vlm_engine.bundle import load_bundle
 from vlm_engine.clip.data import ClipSamples
 from vlm_engine.infer import InferenceConfig
@@ -111,9 +113,9 @@ class Scored:
 
     def __init__(self, path: Path, name: str) -> None:
         engine = engines(path)["fp32"]
-        test: ClipSamples = rebuild_test_split(
+        test: ClipSamples = rebuild_splits(
             engine.bundle.card, where=path, configs=[CANDIDATES[name]]
-        )
+        )["test"]
         if test.origins is None:
             msg = f"{path}: its test split carries no origins (symbol, time)"
             raise SystemExit(msg)
@@ -153,51 +155,51 @@ def accuracy_difference(
     return Interval(value=float(diff.mean()), low=float(low), high=float(high))
 
 
-def reference(name: str, names: Any) -> str:
-    """What `name` is paired with: base128 trained with the same seed (base128s1 for a *s1
-    candidate, when built), else base128."""
-    if name.endswith("s1") and name != "base128s1" and "base128s1" in names:
-        return "base128s1"
-    return "base128"
+def reference(name: str, names: Any, base: str) -> str:
+    """What `name` is paired with: the base trained with the same seed (e.g. base128s1 for a *s1
+    candidate, when built), else the base."""
+    if name.endswith("s1") and name != f"{base}s1" and f"{base}s1" in names:
+        return f"{base}s1"
+    return base
 
 
-def evaluated(directory: Path, names: list[str]) -> None:
-    """Paired AUC differences candidate - base128 of `vlmtrader evaluate`'s models (fused, clip) on
+def evaluated(directory: Path, names: list[str], base: str) -> None:
+    """Paired AUC differences candidate - base of `vlmtrader evaluate`'s models (fused, clip) on
     the same rows, from DIR/eval_NAME/predictions.parquet where both exist (evaluate --report)."""
     import pandas as pd
 
     files = {n: directory / f"eval_{n}" / "predictions.parquet" for n in names}
     files = {n: f for n, f in files.items() if f.exists()}
-    if "base128" not in files or len(files) < 2:
+    if base not in files or len(files) < 2:
         return
     frames = {
         n: pd.read_parquet(f).sort_values(["ts", "symbol"], kind="stable") for n, f in files.items()
     }
     print(
-        "\n  vlmtrader evaluate on the held-out bars (walk-forward), paired with base128 of its seed:"
+        f"\n  vlmtrader evaluate on the held-out bars (walk-forward), paired with {base} of its seed:"
     )
     for name, frame in frames.items():
-        ref = reference(name, frames)
-        base = frames[ref]
-        ts = base["ts"].astype("int64").to_numpy() // 10**9
+        ref = reference(name, frames, base)
+        ref_frame = frames[ref]
+        ts = ref_frame["ts"].astype("int64").to_numpy() // 10**9
         same = frame[["symbol", "ts", "y"]].reset_index(drop=True)
-        if not same.equals(base[["symbol", "ts", "y"]].reset_index(drop=True)):
+        if not same.equals(ref_frame[["symbol", "ts", "y"]].reset_index(drop=True)):
             raise SystemExit(f"eval_{name}: its rows differ from eval_{ref}'s")
         probs = {
             f"{m}_{n}": f[f"p_{m}"].to_numpy()
-            for n, f in ((name, frame), (ref, base))
+            for n, f in ((name, frame), (ref, ref_frame))
             for m in ("fused", "clip", "xgb_technical")
         }
         boot = block_bootstrap(
             ts,
-            base["y"].to_numpy(),
+            ref_frame["y"].to_numpy(),
             probs,
             block_bars=20,
             config=BootstrapConfig(resamples=1000),
             pairs=[(f"{m}_{name}", f"{m}_{ref}") for m in ("fused", "clip")] if name != ref else [],
         )
         print(
-            f"  {name:10} {len(base)} rows  fused {fmt(boot.auc[f'fused_{name}'], 4)}  "
+            f"  {name:10} {len(ref_frame)} rows  fused {fmt(boot.auc[f'fused_{name}'], 4)}  "
             f"clip {fmt(boot.auc[f'clip_{name}'], 4)}  technical {fmt(boot.auc[f'xgb_technical_{name}'], 4)}"
             + (
                 ""
@@ -226,17 +228,29 @@ def main() -> None:
         "--dir", type=Path, required=True, help="bundles DIR/NAME, logs DIR/NAME.log"
     )
     parser.add_argument(
-        "--base", type=Path, help="the base128 bundle, only read (else DIR/base128)"
+        "--ref",
+        default="base128",
+        choices=sorted(CANDIDATES),
+        help="the candidate every other is paired with (default base128)",
+    )
+    parser.add_argument("--base", type=Path, help="the --ref bundle, only read (else DIR/REF)")
+    parser.add_argument(
+        "--only",
+        nargs="+",
+        help="candidates to compare with --ref (default: every one built in DIR)",
     )
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--repeats", type=int, default=10)
     args = parser.parse_args()
-    bundles = {"base128": args.base or args.dir / "base128"}
+    ref_name: str = args.ref
+    bundles = {ref_name: args.base or args.dir / ref_name}
     bundles.update(
         {
             n: args.dir / n
             for n in CANDIDATES
-            if n != "base128" and (args.dir / n / "model_card.json").exists()
+            if n != ref_name
+            and (args.only is None or n in args.only)
+            and (args.dir / n / "model_card.json").exists()
         }
     )
     with Session("tower") as bench:
@@ -244,10 +258,10 @@ def main() -> None:
             print(f"  {name}: {describe(CANDIDATES[name])}")
         ms = cost(bundles, args.rounds, args.repeats)
         scored = {name: Scored(path, name) for name, path in bundles.items()}
-        base = scored["base128"]
+        base = scored[ref_name]
         for name, s in scored.items():
             if s.rows != base.rows:
-                raise SystemExit(f"{name}: its test rows differ from base128's")
+                raise SystemExit(f"{name}: its test rows differ from {ref_name}'s")
         moving = base.direction != 0
         up = base.direction[moving] > 0
         cfg = BootstrapConfig(resamples=1000, seed=0)
@@ -258,7 +272,11 @@ def main() -> None:
             {n: s.p_up[moving] for n, s in scored.items()},
             block_bars=block,
             config=cfg,
-            pairs=[(n, reference(n, scored)) for n in scored if n != reference(n, scored)],
+            pairs=[
+                (n, reference(n, scored, ref_name))
+                for n in scored
+                if n != reference(n, scored, ref_name)
+            ],
         )
         labelled = base.labels >= 0
         print(
@@ -267,7 +285,7 @@ def main() -> None:
             f"always-'none' accuracy {(base.labels[labelled] == base.none_index).mean():.3f}; "
             f"AUC block {boot.block_bars} bars x {boot.resamples} resamples"
         )
-        d = ms["base128"]
+        d = ms[ref_name]
         print(
             f"\n  {'candidate':10} CPU ms/chart thread: render fp32 int8 | process: render fp32 int8 | x base fp32 int8"
         )
@@ -287,7 +305,7 @@ def main() -> None:
             m = ms[name]
             total = m["render"] + m["int8"]
             acc = wilson(int(s.hit[labelled].sum()), int(labelled.sum()))
-            ref = reference(name, scored)
+            ref = reference(name, scored, ref_name)
             acc_d = accuracy_difference(
                 base.ts[labelled], s.hit[labelled], scored[ref].hit[labelled], cfg, block
             )
@@ -313,9 +331,9 @@ def main() -> None:
                 card_direction_auc=h["direction_auc"],
                 fused_holdout_auc=h["fused_holdout_auc"],
             )
-        evaluated(args.dir, list(bundles))
+        evaluated(args.dir, list(bundles), ref_name)
         print(
-            f"\n  ms = CPU ms per chart at batch {BATCH}; x base = base128's (render + int8) over the "
+            f"\n  ms = CPU ms per chart at batch {BATCH}; x base = {ref_name}'s (render + int8) over the "
             f"candidate's; holdout = the card's AUC on its {int(base.metrics['holdout_rows'])} held-out "
             f"bars (base rate {base.metrics['holdout_base_rate']:.3f})"
         )

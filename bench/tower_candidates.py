@@ -1,5 +1,6 @@
-"""The CLIP image tower sizes bench_tower.py compares: the 128 px bootstrap default it replaced
-(base128) and cheaper variants; chart96 is today's default (daemon/training/config.py).
+"""The CLIP image tower sizes bench_tower.py compares: the 128 px bootstrap default until
+2026-12-02 (base128) and cheaper variants; chart96 was the default until 2026-12-03, chart80 is
+today's (daemon/training/config.py).
 
 Each candidate is the default BootstrapConfig with only the chart size, the vision tower and/or
 the epochs set (the rest as the default: data, splits, seeds, training schedule), so its CLIP test split
@@ -57,6 +58,15 @@ CANDIDATES: dict[str, BootstrapConfig] = {
     # 0.803 vs 0.819 on the 720 test charts. Not taken as the default: 17% of the tower is ~1 ms
     # of CPU at 100 charts, and the direction AUC was not shown to hold (no paired CI measured).
     "chart96w48": _candidate(chart=96, image_size=96, vision_width=48),
+    # issue 16, ninth round: fewer tokens for the ML order p99 at 100 symbols, the same 20 candles
+    # drawn at the model's input size (patch 16): 80 px, 25 patches (4 px per candle); 64 px,
+    # 16 patches (3.2 px per candle); and 80 px with the narrower tower of chart96w48.
+    "chart80": _candidate(chart=80, image_size=80),
+    "chart64": _candidate(chart=64, image_size=64),
+    "chart80w48": _candidate(chart=80, image_size=80, vision_width=48),
+    # their second training seed, paired with chart96s1 (bench_tower.py --ref chart96)
+    "chart80s1": _candidate(chart=80, image_size=80, seed=1),
+    "chart64s1": _candidate(chart=64, image_size=64, seed=1),
 }
 
 

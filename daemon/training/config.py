@@ -130,24 +130,40 @@ def _default_train() -> TrainConfig:
     )
 
 
-# The default bundle's chart and image tower: the same 20 candles drawn at 96 px, the model's input
-# size (36 patches of 16 px, no resize in the ONNX graph); until 2026-12-02 128 px and 64 patches.
-# bench/bench_tower.py (2 cores; the lead re-measures quiet): render + tower 1.9-2.0x cheaper per
-# chart, same run, at load 1.5: fp32 0.166 vs 0.327 CPU ms, INT8 0.144 vs 0.281 (four runs at load
-# 1-11: fp32 1.91-1.97x, INT8 1.78-2.04x); build 88-97 vs 127-149 CPU s. Figures on the same rows,
-# 96 vs 128 px with the same training seed, paired 95% intervals (seeds 0 | 1): pattern accuracy on
-# 720 test charts 0.979 vs 0.989, -0.010 [-0.018, 0.000] | 0.988 vs 0.985, +0.003 [-0.003, +0.012];
-# direction AUC 0.819 vs 0.810 | 0.826 vs 0.820 (both intervals hold 0); `vlmtrader evaluate`'s fused
-# AUC on the held-out bars 0.537 vs 0.540, -0.003 [-0.011, +0.001] | 0.537 vs 0.534, +0.003 [-0.004,
-# +0.010]. CLIP alone there: +0.003 [-0.006, +0.006] | -0.012 [-0.020, -0.003]; two seeds of the
-# 128 px tower already differ by 0.006 in fused AUC. Other cuts lost accuracy for less: 128 px
-# resized to 96 inside the graph saved nothing and lost 0.025; patch 32 (1.6x) 0.033; one layer
-# (1.5x) 0.019 and 0.022 direction AUC. User bars (BuildConfig) keep 128 px: not measured on them.
-BOOTSTRAP_SPEC = msgspec.structs.replace(DEFAULT_SPEC, width=96, height=96)
+def _square(pixels: int) -> ChartSpec:
+    """DEFAULT_SPEC's 20 candles drawn at pixels x pixels."""
+    return msgspec.structs.replace(DEFAULT_SPEC, width=pixels, height=pixels)
+
+
+def _train_at(pixels: int) -> TrainConfig:
+    """The default training with an image tower of that input size (patch 16)."""
+    return msgspec.structs.replace(_default_train(), model=ClipModelConfig(image_size=pixels))
+
+
+# The default bundle's chart and image tower: the same 20 candles drawn at 80 px (4 px a candle),
+# the model's input size (25 patches of 16 px, no resize in the ONNX graph); 96 px and 36 patches
+# until 2026-12-03, 128 px and 64 patches until 2026-12-02.
+# 80 vs 96 px (issue 16: the tower was the largest stage of the ML order path at 100 symbols),
+# bench/bench_tower.py --ref chart96, same run, load 7.5: render + static INT8 tower 0.100 vs 0.144
+# CPU ms per chart (1.44x; fp32 1.49x); build 89-91 vs 110 CPU s. On the same rows, paired 95%
+# intervals, 80 vs 96 px with the same training seed (seeds 0 | 1): pattern accuracy on 720 test
+# charts 0.985 vs 0.979, +0.006 [-0.007, +0.015] | 0.989 vs 0.986, +0.003 [-0.007, +0.010];
+# direction AUC 0.812 vs 0.819, -0.007 [-0.023, +0.022] | 0.808 vs 0.817, -0.009 [-0.034, +0.015]
+# (lower on both seeds, within the intervals); `vlmtrader evaluate --runtime onnx-int8`'s fused AUC
+# on the held-out bars 0.530 vs 0.535, -0.006 [-0.021, +0.005] | 0.541 vs 0.538, +0.004 [-0.010,
+# +0.009]. Two seeds of the 96 px tower differ by +0.002 fused and -0.012 [-0.021, -0.003] in CLIP
+# alone there. Not taken: 64 px (16 patches, 2.1x) lost direction AUC on both seeds (-0.014, -0.015)
+# and fused AUC on seed 1, -0.013 [-0.026, -0.009]; 80 px at width 48 (1.6x) built for seed 0 only.
+# 96 vs 128 px (2026-12-02): render + tower 1.9-2.0x cheaper per chart at the same paired figures;
+# 128 px resized to 96 inside the graph saved nothing and lost 0.025 accuracy; patch 32 (1.6x)
+# 0.033; one layer (1.5x) 0.019 and 0.022 direction AUC. User bars (BuildConfig) keep 128 px: not
+# measured on them.
+BOOTSTRAP_PIXELS = 80
+BOOTSTRAP_SPEC = _square(BOOTSTRAP_PIXELS)
 
 
 def _bootstrap_train() -> TrainConfig:
-    return msgspec.structs.replace(_default_train(), model=ClipModelConfig(image_size=96))
+    return _train_at(BOOTSTRAP_PIXELS)
 
 
 class BuildConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -205,6 +221,17 @@ def previous_bootstrap_config() -> BootstrapConfig:
     """The bootstrap default until 2026-12-02 (128 px charts, 64 patches): `model export-onnx`
     rebuilds the test split of a default bundle built with it."""
     return BootstrapConfig(spec=DEFAULT_SPEC, train=_default_train())
+
+
+def bootstrap_config_96() -> BootstrapConfig:
+    """The bootstrap default from 2026-12-02 to 2026-12-03 (96 px charts, 36 patches): what the
+    default bundles of that time (e.g. boot8) were built with."""
+    return BootstrapConfig(spec=_square(96), train=_train_at(96))
+
+
+def previous_bootstrap_configs() -> list[BootstrapConfig]:
+    """The earlier bootstrap defaults, newest first (`model export-onnx` tries each)."""
+    return [bootstrap_config_96(), previous_bootstrap_config()]
 
 
 def _tiny_train() -> TrainConfig:

@@ -22,7 +22,7 @@ from daemon.training.config import (
     BootstrapConfig,
     BuildConfig,
     default_horizon,
-    previous_bootstrap_config,
+    previous_bootstrap_configs,
     quick_build_config,
     quick_config,
 )
@@ -41,11 +41,11 @@ SIM, BARS = "sim:", "bars:"
 def candidate_configs(source: str, config: BuildConfig | None) -> list[BuildConfig]:
     """The build configs a bundle from `source` may have been built with: the given one, else the
     default and the quick one of its kind (bootstrap for the simulated market, build for bars), and
-    for the simulated market the 128 px default before 2026-12-02."""
+    for the simulated market the earlier defaults (96 px until 2026-12-03, 128 px until 2026-12-02)."""
     if config is not None:
         return [config]
     if source.startswith(SIM):
-        return [BootstrapConfig(), previous_bootstrap_config(), quick_config()]
+        return [BootstrapConfig(), *previous_bootstrap_configs(), quick_config()]
     return [BuildConfig(), quick_build_config()]
 
 
