@@ -51,6 +51,7 @@ from daemon.journal_rows import (
     BATCH_KEYS,
     BatchArgs,
     BatchRows,
+    _check_finite,
     _sequence_of,
     check_batch_keys,
     daily_pnl_row,
@@ -488,7 +489,12 @@ class Journal:
         self._after_orders(sequence, persist)
 
     def _sequence_of_orders(self, orders: list[Order]) -> tuple[int, bool]:
-        """The counter after these orders, and whether the journal must store it with them."""
+        """The counter after these orders, and whether the journal must store it with them.
+        Refuses a non-finite number here: JSON carries it as null, which an optional price
+        would take as None in the child."""
+        for o in orders:
+            values = (o.quantity, o.limit_price, o.filled_quantity, o.average_fill_price)
+            _check_finite(self.path, "orders", o.client_order_id, values)
         numbers = [_sequence_of(o.client_order_id) for o in orders]
         sequence = max(max((n for n in numbers if n is not None), default=0), self._sequence)
         return sequence, bool(orders) and sequence > self._persisted_sequence
@@ -509,8 +515,22 @@ class Journal:
 
     def _process_failure(self, error: str, what: str) -> JournalError:
         """The JournalError for the process writer's error; logged once per error."""
+        process = self._process
+        if process is not None and process.failure == error:
+            self._writer_error_raised = True  # sticky: close() does not raise it again
         if self._last_error != error:
-            log.error("journal.write_failed", path=str(self.path), write=what, error=error)
+            # the child's errors read "<write> failed at <stage>: <detail>"
+            head, _, _ = error.partition(":")
+            write, _, stage = head.partition(" failed at ")
+            if not stage and head.endswith(" refused"):
+                write, stage = head.removesuffix(" refused"), "encode"
+            log.error(
+                "journal.write_failed",
+                path=str(self.path),
+                write=write if stage else what,
+                stage=stage or "encode",
+                error=error,
+            )
         self._last_error = error
         return JournalError(f"journal {self.path}: {error}")
 
@@ -662,8 +682,11 @@ class Journal:
             self._release_writer()  # the writer cannot finish while held off
         if self._process is not None:
             error = self._process.call({"k": "f"})
-            if error is not None and raise_failure:
-                self._raise_writer_failure()
+            if error is not None:
+                failure = self._process_failure(error, "group_commit")  # logged once
+                if raise_failure:
+                    self._writer_error_raised = True
+                    raise failure
             return
         writer = self._writer
         if writer is not None:

@@ -22,6 +22,7 @@ writer's queue dies with its process; the child holds the parent's flock on `<jo
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import select
 import socket
@@ -36,6 +37,7 @@ from typing import Any
 
 import msgspec
 
+from daemon.journal_lock import storage_cause
 from daemon.journal_rows import (
     BatchRows,
     _check_finite,
@@ -54,6 +56,7 @@ from daemon.journal_schema import (
 )
 from daemon.journal_writer import LINGER_SECONDS, MAX_GROUP
 from strategy.types import Fill, Order, OrderEvent, Position, RiskDecision
+from vlm_engine.thread_policy import lower_calling_thread
 
 Raw = msgspec.Raw
 
@@ -106,30 +109,52 @@ def _text_of(raw: Raw) -> str:
     return bytes(raw).decode()
 
 
+def _decode(decoder: msgspec.json.Decoder[Any], raw: Raw, path: Path, table: str, key: str) -> Any:
+    """One value typed; a non-finite number (JSON null where a float belongs) refuses the
+    batch as encode_batch does."""
+    try:
+        return decoder.decode(raw)
+    except msgspec.ValidationError as e:
+        value = msgspec.json.decode(raw)
+        name = value.get(key) if isinstance(value, dict) else None
+        why = "a non-finite number" if "`null`" in str(e) else f"an invalid value ({e})"
+        msg = f"journal {path}: refusing {table} row {name!r} with {why}"
+        raise JournalError(msg) from None
+
+
 def frame_rows(path: Path, frame: Frame) -> BatchRows:
     """A frame as rows, with the rows encode_batch gives for the same Structs (`data` is each
     value's JSON text as the parent encoded it); signals stay JSON texts (merged into one block
     at the commit). Raises JournalError for a non-finite number, as encode_batch."""
     rows = BatchRows()
     for raw in frame.bars_rejected:
-        b = _REJECTED.decode(raw)
+        b = _decode(_REJECTED, raw, path, "bars_rejected", "symbol")
         rows.rejected.append((b.symbol, _iso(b.ts), _text(b.reason), _text_of(raw)))
     rows.signals = [(_text_of(raw),) for raw in frame.signals]
     for raw in frame.decisions:
-        d = _DECISION.decode(raw)
+        d = _decode(_DECISION, raw, path, "decisions", "reason")
         rows.decisions.append(
             (d.intent.symbol, _iso(d.ts or d.intent.ts), int(d.accepted), d.reason, _text_of(raw))
         )
-    rows.orders = [_order_row(_ORDER.decode(raw), _text_of(raw)) for raw in frame.orders]
-    rows.fills = [_fill_row(_FILL.decode(raw), _text_of(raw)) for raw in frame.fills]
-    rows.events = [_event_row(_EVENT.decode(raw), _text_of(raw)) for raw in frame.order_events]
+    rows.orders = [
+        _order_row(_decode(_ORDER, raw, path, "orders", "client_order_id"), _text_of(raw))
+        for raw in frame.orders
+    ]
+    rows.fills = [
+        _fill_row(_decode(_FILL, raw, path, "fills", "fill_id"), _text_of(raw))
+        for raw in frame.fills
+    ]
+    rows.events = [
+        _event_row(_decode(_EVENT, raw, path, "order_events", "client_order_id"), _text_of(raw))
+        for raw in frame.order_events
+    ]
     for raw in frame.positions:
-        p = _POSITION.decode(raw)
+        p = _decode(_POSITION, raw, path, "positions", "symbol")
         rows.positions.append(
             (p.symbol, p.quantity, p.average_price, p.realized_pnl, _text_of(raw))
         )
     for raw in frame.state_changes:
-        c = _STATE.decode(raw)
+        c = _decode(_STATE, raw, path, "state_changes", "reason")
         rows.states.append(
             (_iso(c.ts), _text(c.previous), _text(c.current), _text(c.reason), _text_of(raw))
         )
@@ -343,6 +368,7 @@ class ChildWriter:
                     raise
         except (sqlite3.Error, OverflowError, ValueError, TypeError) as e:
             detail = str(e).splitlines()[0] if str(e) else type(e).__name__
+            detail = storage_cause(e, self.path) or detail
             error = f"{what} failed at {where[0]}: {detail}"
             if queued:
                 self._fail(error)
@@ -430,21 +456,47 @@ class WriterProcess:
         self._incoming = b""
         self._encode_into = msgspec.json.Encoder().encode_into
         self._lock = threading.Lock()  # one sender at a time (a frame is never split)
+        self._pending = threading.Event()  # the buffer went from empty to not empty
+        self._closed = False
+        threading.Thread(
+            target=self._flusher, name=f"journal-sender:{path.name}", daemon=True
+        ).start()
 
     def queue(self, frame: dict[str, Any]) -> None:
-        """Buffer a frame that needs no answer; send the buffer once it is big enough."""
-        buffer = self.buffer
-        self._encode_into(frame, buffer, -1)
-        buffer += b"\n"
-        if len(buffer) >= SEND_BYTES:
-            with self._lock:
+        """Buffer a frame that needs no answer; send the buffer once it is big enough, or
+        LINGER_SECONDS after it stopped being empty (the sender thread)."""
+        with self._lock:
+            buffer = self.buffer
+            was_empty = not buffer
+            self._encode_into(frame, buffer, -1)
+            buffer += b"\n"
+            if len(buffer) >= SEND_BYTES:
                 self._send()
                 self._poll()
+            elif was_empty:
+                self._pending.set()
+
+    def _flusher(self) -> None:
+        """Sends what a quiet parent left in the buffer: queued rows reach the child (and the
+        disk) without waiting for the next write, as the thread writer's linger does."""
+        lower_calling_thread()
+        while True:
+            self._pending.wait()
+            time.sleep(LINGER_SECONDS)
+            self._pending.clear()
+            with self._lock:
+                if self._closed:
+                    return
+                self._send()
 
     def buffer_frame(self, frame: dict[str, Any]) -> None:
         """Buffer a frame that needs no answer, without sending (an answer is awaited)."""
-        self._encode_into(frame, self.buffer, -1)
-        self.buffer += b"\n"
+        with self._lock:
+            was_empty = not self.buffer
+            self._encode_into(frame, self.buffer, -1)
+            self.buffer += b"\n"
+        if was_empty:
+            self._pending.set()
 
     def send_if_full(self) -> None:
         if len(self.buffer) >= SEND_BYTES:
@@ -472,9 +524,17 @@ class WriterProcess:
 
     def stop(self) -> str | None:
         """Close: everything queued committed, the child gone; the error, if any."""
-        error = self.failure
-        if self.process.poll() is None:
-            error = self.call({"k": "x"})
+        with self._lock:
+            self._closed = True
+            error = self.failure
+            if self.process.poll() is None:
+                self.buffer += b'{"k":"x"}\n'
+                with contextlib.suppress(OSError):
+                    self.sock.sendall(self.buffer)
+                self.buffer.clear()
+                if error is None:
+                    error = self._answer()
+        self._pending.set()
         try:
             self.process.wait(timeout=10)
         except subprocess.TimeoutExpired:  # it hangs: end it
