@@ -66,7 +66,7 @@ class Frame(msgspec.Struct, kw_only=True):
 
     k: str
     bars_rejected: list[Raw] = msgspec.field(default_factory=list)
-    signals: list[Raw] = msgspec.field(default_factory=list)
+    signals: Raw = Raw(b"[]")  # the JSON array as sent: one signal block's text
     decisions: list[Raw] = msgspec.field(default_factory=list)
     orders: list[Raw] = msgspec.field(default_factory=list)
     order_events: list[Raw] = msgspec.field(default_factory=list)
@@ -122,6 +122,12 @@ def _decode(decoder: msgspec.json.Decoder[Any], raw: Raw, path: Path, table: str
         raise JournalError(msg) from None
 
 
+def _signal_texts(block: Raw) -> list[tuple[str]]:
+    """A frame's signals as the inside of their JSON array (no brackets), or nothing."""
+    text = _text_of(block)
+    return [(text[1:-1],)] if len(text) > 2 else []
+
+
 def frame_rows(path: Path, frame: Frame) -> BatchRows:
     """A frame as rows, with the rows encode_batch gives for the same Structs (`data` is each
     value's JSON text as the parent encoded it); signals stay JSON texts (merged into one block
@@ -130,7 +136,7 @@ def frame_rows(path: Path, frame: Frame) -> BatchRows:
     for raw in frame.bars_rejected:
         b = _decode(_REJECTED, raw, path, "bars_rejected", "symbol")
         rows.rejected.append((b.symbol, _iso(b.ts), _text(b.reason), _text_of(raw)))
-    rows.signals = [(_text_of(raw),) for raw in frame.signals]
+    rows.signals = _signal_texts(frame.signals)
     for raw in frame.decisions:
         d = _decode(_DECISION, raw, path, "decisions", "reason")
         rows.decisions.append(
@@ -180,13 +186,18 @@ class _Queue:
     def clear(self) -> None:
         self.frames = 0
         self.since = 0.0
+        self.kv: dict[str, str | datetime] = {}  # a datetime: its isoformat() at the commit
+        self.clear_rows()
+
+    def clear_rows(self) -> None:
+        """Forget the rows written already (spilled into the open transaction); kv stays."""
+        self.unwritten = False
         self.rejected: list[tuple[Any, ...]] = []
         self.signals: list[str] = []
         self.decisions: list[tuple[Any, ...]] = []
         self.steps: list[BatchRows] = []
         self.positions: list[tuple[Any, ...]] = []
         self.states: list[tuple[Any, ...]] = []
-        self.kv: dict[str, str | datetime] = {}  # a datetime: its isoformat() at the commit
 
     def add_frame(self, path: Path, frame: Frame) -> None:
         """A queued frame; most hold only a signal block and the kv (no row to decode)."""
@@ -205,8 +216,8 @@ class _Queue:
         if not self.frames:
             self.since = time.monotonic()
         self.frames += 1
-        if frame.signals:
-            self.signals += map(_text_of, frame.signals)
+        self.unwritten = True
+        self.signals += [text for (text,) in _signal_texts(frame.signals)]
         if frame.kv:
             self.kv.update(frame.kv)
         if frame.kv_dt:
@@ -216,6 +227,7 @@ class _Queue:
         if not self.frames:
             self.since = time.monotonic()
         self.frames += 1
+        self.unwritten = True
         self.rejected += rows.rejected
         self.signals += [s for (s,) in rows.signals]
         self.decisions += rows.decisions
@@ -224,6 +236,23 @@ class _Queue:
         self.positions += rows.positions
         self.states += rows.states
         self.kv.update(rows.kv)
+
+    def write_rows(self, cur: sqlite3.Cursor, stage: Any) -> None:
+        """The queued rows but the kv, into the open transaction (then forgotten)."""
+        for table, sql, params in (
+            ("bars_rejected", INSERT_REJECTED, self.rejected),
+            ("decisions", INSERT_DECISION, self.decisions),
+        ):
+            if params:
+                stage(table)
+                cur.executemany(sql, params)
+        if self.signals:
+            stage("signals")
+            cur.execute(INSERT_SIGNAL_BLOCK, ("[" + ",".join(self.signals) + "]",))
+        for step in self.steps:
+            write_batch(cur, stage, step)
+        write_batch(cur, stage, BatchRows(positions=self.positions, states=self.states))
+        self.clear_rows()
 
     def write(self, cur: sqlite3.Cursor, stage: Any, ahead: BatchRows | None) -> None:
         """The queued rows, then ahead's (its kv is newer than any queued value)."""
@@ -249,7 +278,7 @@ class _Queue:
         if ahead is not None:
             if ahead.signals:
                 ahead.signals = [("[" + ",".join(s for (s,) in ahead.signals) + "]",)]
-            write_batch(cur, stage, ahead)
+            write_batch(cur, stage, ahead)  # its signals: one block
 
 
 class ChildWriter:
@@ -262,7 +291,10 @@ class ChildWriter:
         self.path = path
         self.queue = _Queue()
         self.failure: str | None = None
-        self.mutex = threading.Lock()  # the checkpointer's WAL restart waits for our commits
+        self.mutex = threading.Lock()  # held from BEGIN to COMMIT: the checkpointer's WAL
+        # restart skips its pass meanwhile
+        self.in_transaction = False
+        self.where = "begin"
         self.con = sqlite3.connect(path, isolation_level=None, timeout=5.0, check_same_thread=False)
         self.con.execute("PRAGMA journal_mode=WAL")
         self.con.execute(f"PRAGMA synchronous={synchronous.upper()}")
@@ -283,6 +315,8 @@ class ChildWriter:
             timeout = None
             if self.queue.frames:
                 timeout = max(0.0, self.queue.since + LINGER_SECONDS - time.monotonic())
+            if self.queue.unwritten and self.failure is None:
+                self._spill()  # nothing to read now: write what is queued ahead of its commit
             ready, _, _ = select.select([sock], [], [], timeout)
             if not ready:
                 self._commit_queue()
@@ -293,7 +327,13 @@ class ChildWriter:
             lines = (buffer + data).split(b"\n")
             buffer = lines.pop()
             for line in lines:
-                if self._handle(_FRAME.decode(line)):
+                try:
+                    frame = _FRAME.decode(line)
+                except (msgspec.DecodeError, msgspec.ValidationError) as e:
+                    self._end()
+                    self._fail(f"frame refused: {e}")  # the parent stops waiting on it
+                    continue
+                if self._handle(frame):
                     return
 
     def _handle(self, frame: Frame) -> bool:
@@ -331,13 +371,54 @@ class ChildWriter:
             elif kind in ("f", "x"):
                 error = self._commit_queue()
             elif kind == "c" and self.checkpointer is not None:
+                error = self._commit_queue()
                 self.checkpointer.checkpoint_now()
         if kind == "x":
+            self._end()
             if self.checkpointer is not None:
                 self.checkpointer.stop()
             self.con.close()
         self._send([error is None, error])
         return kind == "x"
+
+    def _stage(self, name: str) -> None:
+        self.where = name
+
+    def _begin(self) -> sqlite3.Cursor:
+        cur = self.con.cursor()
+        if not self.in_transaction:
+            self.mutex.acquire()
+            self.where = "begin"
+            try:
+                cur.execute("BEGIN IMMEDIATE")
+            except BaseException:
+                self.mutex.release()
+                raise
+            self.in_transaction = True
+        return cur
+
+    def _end(self) -> None:
+        """Roll back whatever is open and let the checkpointer in again."""
+        if self.in_transaction:
+            if self.con.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    self.con.execute("ROLLBACK")
+            self.in_transaction = False
+            self.mutex.release()
+
+    def _spill(self) -> None:
+        """Write the queued rows into the open transaction (opening it) while the parent works:
+        the next commit has only its own rows left to write. A failure is sticky."""
+        try:
+            self.queue.write_rows(self._begin(), self._stage)
+        except (sqlite3.Error, OverflowError, ValueError, TypeError) as e:
+            self._end()
+            self._fail(self._error(e, "group_commit"))
+
+    def _error(self, e: BaseException, what: str) -> str:
+        detail = str(e).splitlines()[0] if str(e) else type(e).__name__
+        detail = storage_cause(e, self.path) or detail
+        return f"{what} failed at {self.where}: {detail}"
 
     def _commit_queue(self) -> str | None:
         if not self.queue.frames:
@@ -345,31 +426,19 @@ class ChildWriter:
         return self._commit(None, what="group_commit")
 
     def _commit(self, rows: BatchRows | None, *, what: str) -> str | None:
-        """One transaction: the queued rows, then `rows`; an error (a failure that lost queued
-        rows is sticky, and told at once)."""
+        """One transaction (the open one, if rows were spilled into it): the queued rows, then
+        `rows`; an error (a failure that lost queued rows is sticky, and told at once)."""
         queued = self.queue.frames > 0
-        where = ["begin"]
-
-        def stage(name: str) -> None:
-            where[0] = name
-
-        con = self.con
         try:
-            with self.mutex:
-                cur = con.cursor()
-                cur.execute("BEGIN IMMEDIATE")
-                try:
-                    self.queue.write(cur, stage, rows)
-                    where[0] = "commit"
-                    cur.execute("COMMIT")
-                except BaseException:
-                    if con.in_transaction:
-                        con.execute("ROLLBACK")
-                    raise
+            cur = self._begin()
+            self.queue.write(cur, self._stage, rows)
+            self.where = "commit"
+            cur.execute("COMMIT")
+            self.in_transaction = False
+            self.mutex.release()
         except (sqlite3.Error, OverflowError, ValueError, TypeError) as e:
-            detail = str(e).splitlines()[0] if str(e) else type(e).__name__
-            detail = storage_cause(e, self.path) or detail
-            error = f"{what} failed at {where[0]}: {detail}"
+            self._end()
+            error = self._error(e, what)
             if queued:
                 self._fail(error)
             return error
