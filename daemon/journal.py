@@ -24,6 +24,16 @@ broker and come back as external orders when the daemon reconciles on start. A s
 opening the same journal is refused (an flock on `<journal>.lock`), so two daemons can never hand
 out the same order ids.
 
+Journal(writer="process") keeps these guarantees with a child process as the only writer
+(daemon/journal_process.py): record_orders_ahead returns once the child answers that the orders
+are committed, in one transaction with every row queued before them (older first, as above); the
+rest of the batch reaches the disk within ~0.1 s (the parent's and the child's lingers) or with
+the next commit. The child holds the journal's lock with the parent and, once the parent is gone
+(kill -9), rolls back what it had not committed and exits: the same rows are lost as with the
+writer thread, never an order. Reads, flush() and record() are round trips, so they see every
+row before them. A child that dies or stops answering (ANSWER_SECONDS) is a JournalError at the
+next write, as a writer thread's failure is.
+
 Over ~400 lines on purpose: one Journal holds the two connections, the mutex between them, the
 order counter and the fill ids, and its writes and reads each depend on all of them; what splits
 off cleanly lives beside it (journal_schema, journal_rows, journal_lock, journal_writer).

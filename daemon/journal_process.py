@@ -3,11 +3,12 @@
 The parent (daemon/journal.py) encodes each write as one JSON line (a frame: the batch's frozen
 Structs, msgspec-encoded in one call) into a buffer, and sends the buffer over a socketpair when
 it holds SEND_BYTES or a frame needs an answer. This child decodes each frame (each Struct's JSON
-text is kept byte for byte as the row's `data`; the key columns come from a typed decode), keeps
-the rows of queued frames in memory, and writes and commits them in one transaction: with the
-next write-ahead frame (its orders after them, as the thread writer's order-path commit does),
-at a read's or flush's barrier, once the oldest has waited LINGER_SECONDS, or at MAX_GROUP
-frames. Its encoding and SQLite work run on the other core, beside the parent's GIL.
+text is kept byte for byte as the row's `data`; the key columns come from a typed decode), and
+writes the rows of queued frames into an open transaction whenever its socket has nothing more to
+read, so they are written while the parent works; that transaction is committed with the next
+write-ahead frame (its orders after them, as the thread writer's order-path commit does), at a
+read's or flush's barrier, once the oldest has waited LINGER_SECONDS, or at MAX_GROUP frames.
+Its encoding and SQLite work run on the other core, beside the parent's GIL.
 
 Frames ("k"): q queued rows (no answer); a write-ahead orders and state changes (answered once
 committed); r record() and p record_daily_pnl() (queued rows committed first, then the write in
