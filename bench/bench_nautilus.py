@@ -135,6 +135,7 @@ def run_ours(
         sink = Journal(Path(tmp) / "journal.sqlite", writer=writer) if journal else None  # type: ignore[arg-type]
         if sink is not None:
             sink.open()
+            sink.flush()  # the journal ready (a process writer's child started) before the clock
         engine = BacktestEngine(config=config, scorer=SmaCross(), journal=sink)
         started = time.perf_counter()
         run = engine.run_batches(batches)
