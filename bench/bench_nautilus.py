@@ -42,7 +42,7 @@ DEFAULT_NAUTILUS_PYTHON = "/work/scratch-nautilus/bin/python"
 FAST, SLOW = 10, 30
 BAR_SECONDS = 60
 START_NS = 1_704_067_200 * 10**9  # 2024-01-01 00:00 UTC
-VARIANTS = ("ours", "ours_journal", "nautilus")
+VARIANTS = ("ours", "ours_journal", "ours_journal_process", "nautilus")
 
 
 def peak_rss_gb() -> float:
@@ -79,8 +79,11 @@ def write_bars(path: Path, instruments: int, total_bars: int) -> None:
 
 
 # ---- ours ------------------------------------------------------------------------------------
-def run_ours(path: Path, journal: bool, keep_journal: Path | None = None) -> dict[str, Any]:
-    """keep_journal: where to copy the journal after the run (bench/journal_digest.py)."""
+def run_ours(
+    path: Path, journal: bool, keep_journal: Path | None = None, writer: str = "thread"
+) -> dict[str, Any]:
+    """keep_journal: where to copy the journal after the run (bench/journal_digest.py); writer:
+    the journal's writer, "thread" or "process" (daemon/journal_process.py)."""
     import logging
     import sqlite3
     from datetime import UTC, datetime
@@ -129,9 +132,10 @@ def run_ours(path: Path, journal: bool, keep_journal: Path | None = None) -> dic
         ),
     )
     with tempfile.TemporaryDirectory() as tmp:
-        sink = Journal(Path(tmp) / "journal.sqlite") if journal else None
+        sink = Journal(Path(tmp) / "journal.sqlite", writer=writer) if journal else None  # type: ignore[arg-type]
         if sink is not None:
             sink.open()
+            sink.flush()  # the journal ready (a process writer's child started) before the clock
         engine = BacktestEngine(config=config, scorer=SmaCross(), journal=sink)
         started = time.perf_counter()
         run = engine.run_batches(batches)
@@ -333,7 +337,11 @@ def main() -> None:
         if args.worker == "nautilus":
             result = run_nautilus(args.data)
         else:
-            result = run_ours(args.data, journal=args.worker == "ours_journal")
+            result = run_ours(
+                args.data,
+                journal=args.worker.startswith("ours_journal"),
+                writer="process" if args.worker == "ours_journal_process" else "thread",
+            )
         print(json.dumps(result))
         return
     from harness import Session, quick

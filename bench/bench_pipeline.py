@@ -18,6 +18,7 @@ synchronous=full waits for at least, the journal's WAL being reused in place) me
 floor under the full-mode order latency, and most of its tail.
 --realtime runs each journal mode twice in turn, the second (`<mode>_rt`) with the order path at
 real-time priority (daemon/runtime.py OrderPathPriority).
+Journal modes: normal, full, and normal_process / full_process with the journal's process writer.
 Usage: python bench/bench_pipeline.py [--bars N] [--symbols 1,10,100] [--synchronous normal,full] [--paced]
     [--realtime]
 """
@@ -91,7 +92,11 @@ async def run_pipeline(
     both WAL checkpoints run; otherwise batches follow each other at once and the writer works
     during the next batch. realtime: the order path at real-time priority (Pipeline.priority).
     before_batch(j): called untimed before the j-th timed batch (bench_order_path_arms.py)."""
-    journal = Journal(workdir / "journal.sqlite", synchronous=synchronous)  # type: ignore[arg-type]
+    # "full_process": synchronous full with the journal's process writer (daemon/journal_process.py)
+    synchronous, _, writer = synchronous.partition("_")
+    journal = Journal(
+        workdir / "journal.sqlite", synchronous=synchronous, writer=writer or "thread"
+    )  # type: ignore[arg-type]
     journal.open()
     with PaperExecution(config=SimBrokerConfig(), path=workdir / "venue.sqlite") as venue:
         pipeline = Pipeline(
@@ -292,8 +297,11 @@ def main() -> None:
     )
     args = parser.parse_args()
     modes = args.synchronous.split(",")
-    if not set(modes) <= {"normal", "full"}:
-        parser.error(f"--synchronous takes normal and/or full, got {args.synchronous!r}")
+    if not set(modes) <= {"normal", "full", "normal_process", "full_process"}:
+        parser.error(
+            f"--synchronous takes normal and/or full (each also as <mode>_process: the journal's "
+            f"process writer), got {args.synchronous!r}"
+        )
     configure_logging(
         level="info", fmt="json", stream=io.StringIO()
     )  # render logs, as the daemon does

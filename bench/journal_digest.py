@@ -39,13 +39,16 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--bars", type=int, default=100_000)
     p.add_argument("--instruments", type=int, default=1)
+    p.add_argument("--writer", choices=("thread", "process"), default="thread")
     args = p.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         bars = Path(tmp) / "bars.npz"
         write_bars(bars, args.instruments, args.bars)
         journal = Path(tmp) / "journal"
         journal.mkdir()
-        result = run_ours(bars, journal=True, keep_journal=journal / "journal.sqlite")
+        result = run_ours(
+            bars, journal=True, keep_journal=journal / "journal.sqlite", writer=args.writer
+        )
         print(f"# {result['bars']} bars, {args.instruments} instruments, {result['orders']} orders")
         for table, (count, digest) in table_digests(journal / "journal.sqlite").items():
             print(f"{table:<14} {count:>8} {digest}")

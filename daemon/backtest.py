@@ -301,7 +301,7 @@ def _backtest(
     journal: Journal | None = None
     if args.journal is not None:
         # The daemon's write-ahead path: orders commit alone, the rest is group-committed.
-        journal = Journal(args.journal)
+        journal = Journal(args.journal, writer=getattr(args, "journal_writer", "thread"))
         journal.open()
 
     def journal_for(name: str) -> JournalSink | None:

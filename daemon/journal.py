@@ -24,6 +24,16 @@ broker and come back as external orders when the daemon reconciles on start. A s
 opening the same journal is refused (an flock on `<journal>.lock`), so two daemons can never hand
 out the same order ids.
 
+Journal(writer="process") keeps these guarantees with a child process as the only writer
+(daemon/journal_process.py): record_orders_ahead returns once the child answers that the orders
+are committed, in one transaction with every row queued before them (older first, as above); the
+rest of the batch reaches the disk within ~0.1 s (the parent's and the child's lingers) or with
+the next commit. The child holds the journal's lock with the parent and, once the parent is gone
+(kill -9), rolls back what it had not committed and exits: the same rows are lost as with the
+writer thread, never an order. Reads, flush() and record() are round trips, so they see every
+row before them. A child that dies or stops answering (ANSWER_SECONDS) is a JournalError at the
+next write, as a writer thread's failure is.
+
 Over ~400 lines on purpose: one Journal holds the two connections, the mutex between them, the
 order counter and the fill ids, and its writes and reads each depend on all of them; what splits
 off cleanly lives beside it (journal_schema, journal_rows, journal_lock, journal_writer).
@@ -35,7 +45,7 @@ import contextlib
 import os
 import sqlite3
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import date, datetime
 from pathlib import Path
 from types import TracebackType
@@ -46,10 +56,13 @@ import structlog
 
 from daemon.errors import InputError
 from daemon.journal_lock import lock_holders, storage_cause, take_lock
+from daemon.journal_process import WriterProcess
 from daemon.journal_rows import (
     BATCH_KEYS,
     BatchArgs,
     BatchRows,
+    _check_finite,
+    _sequence_of,
     check_batch_keys,
     daily_pnl_row,
     encode_batch,
@@ -86,6 +99,7 @@ __all__ = [
 log = structlog.get_logger("daemon.journal")
 
 Synchronous = Literal["normal", "full"]
+Writer = Literal["thread", "process"]
 PositiveFloat = Annotated[float, msgspec.Meta(gt=0)]
 
 
@@ -95,6 +109,7 @@ class JournalConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     path: str = "journal.sqlite"  # relative to state_dir
     synchronous: Synchronous = "normal"  # normal: survives process crash; full: also power loss
     checkpoint_seconds: PositiveFloat | None = 1.0  # background WAL checkpoint; null: inline
+    writer: Writer = "thread"  # process: encoding and writes in a child process (the other core)
 
 
 class Journal:
@@ -107,12 +122,24 @@ class Journal:
         synchronous: Synchronous = "normal",
         checkpoint_seconds: float | None = 1.0,
         commit_every: int = 1,
+        writer: Writer = "thread",
     ) -> None:
         """Args: checkpoint_seconds: period of the background WAL checkpoint; None = SQLite's own.
         commit_every: record() writes that share one transaction (1: each its own). Bar
         batches, the daemon's and the backtest's, go through record_orders_ahead, which commits
         an open group first and its orders alone. Grouped writes are committed by flush() and
-        close(); a failed write rolls back the whole open group and raises JournalError."""
+        close(); a failed write rolls back the whole open group and raises JournalError.
+        writer: "thread" (a group-committing thread beside the order path's own commits) or
+        "process" (every write in a child process, daemon/journal_process.py; commit_every 1)."""
+        if writer not in ("thread", "process"):
+            msg = f"journal writer must be 'thread' or 'process', got {writer!r}"
+            raise InputError(msg)
+        if writer == "process" and commit_every != 1:
+            msg = "journal commit_every applies to the thread writer; the process writer needs 1"
+            raise InputError(msg)
+        self.writer_kind: Writer = writer
+        self._process: WriterProcess | None = None
+        self._process_error_logged = False
         if synchronous not in ("normal", "full"):
             msg = f"journal synchronous must be 'normal' or 'full', got {synchronous!r}"
             raise InputError(msg)
@@ -160,8 +187,9 @@ class Journal:
         try:
             con = self._connect()
             version, seq_row, kv_row = self._prepare(con)
-            writer_con = self._connect()
-            self._configure(writer_con, synchronous="normal")
+            if self.writer_kind == "thread":
+                writer_con = self._connect()
+                self._configure(writer_con, synchronous="normal")
         except (sqlite3.Error, JournalError) as e:
             for c in (con, writer_con):
                 if c is not None:
@@ -180,11 +208,22 @@ class Journal:
         self._known_fills = {r[0] for r in self._query("SELECT fill_id FROM fills")}
         self._last_error = None
         self._writer_error_raised = False
-        self._writer = GroupWriter(
-            name=f"journal-writer:{self.path.name}", commit=self._commit_group
-        )
-        self._writer.start()
-        if self.checkpoint_seconds is not None:
+        if self.writer_kind == "process":
+            assert self._lock_file is not None
+            # Started in the background: its first answer is awaited by the first read or flush.
+            self._process = WriterProcess(
+                path=self.path,
+                synchronous=self.synchronous,
+                checkpoint_seconds=self.checkpoint_seconds,
+                lock_fd=self._lock_file.fileno(),
+            )
+            self._process_error_logged = False
+        else:
+            self._writer = GroupWriter(
+                name=f"journal-writer:{self.path.name}", commit=self._commit_group
+            )
+            self._writer.start()
+        if self.checkpoint_seconds is not None and self._process is None:
             self._checkpointer = WalCheckpointer(
                 self.path,
                 self.checkpoint_seconds,
@@ -202,6 +241,9 @@ class Journal:
 
     def flush(self) -> None:
         """Commit what the writer holds and the writes of an open group (commit_every > 1)."""
+        if self._process is not None:
+            self._call_process({"k": "f"}, "flush")
+            return
         self._wait_for_writer(raise_failure=True)
         with self._transaction("flush", join_only=True):
             pass
@@ -210,6 +252,9 @@ class Journal:
         """Run the background WAL checkpoint's pass now, on the calling thread (what a gap of
         checkpoint_seconds between live bars does; bench/bench_pipeline.py --paced); no-op when
         there is no background checkpoint."""
+        if self._process is not None:
+            self._call_process({"k": "c"}, "checkpoint")
+            return
         checkpointer = self._checkpointer
         if checkpointer is not None:
             checkpointer.checkpoint_now()
@@ -220,6 +265,13 @@ class Journal:
         write is raised here, after everything is released."""
         failure: JournalError | None = None
         self._release_writer()
+        process, self._process = self._process, None
+        if process is not None:
+            raised = self._writer_error_raised
+            error = process.stop()
+            if error is not None and not raised:
+                self._writer_error_raised = True
+                failure = self._process_failure(error, "close")
         writer, self._writer = self._writer, None
         if writer is not None:
             writer.stop()
@@ -261,6 +313,7 @@ class Journal:
             self._con is not None
             and self._last_error is None
             and (self._writer is None or self._writer.failure is None)
+            and (self._process is None or self._process.failure is None)
             and os.access(self.path, os.W_OK)
             and os.access(self.path.parent, os.W_OK)
         )
@@ -290,6 +343,9 @@ class Journal:
         under FULL) before the caller tells the broker; everything else is queued to the
         group-committing writer, which commits it off the order path. Raises JournalError, before
         anything is written, when an earlier write failed (also one of the writer's)."""
+        if self._process is not None:
+            self._ahead_in_process(self._process, batch)
+            return
         # Called once per bar batch: the checks are inlined where a call would cost more.
         writer, con = self._writer, self._con
         if writer is None or con is None or writer.failure is not None:
@@ -348,6 +404,10 @@ class Journal:
     def record(self, **batch: Unpack[BatchArgs]) -> None:
         """Write one batch (its values by table, see BatchArgs) in a single transaction, after
         everything the writer holds: all of it is committed, or none of it."""
+        if self._process is not None:
+            check_batch_keys(self.path, batch)
+            self._record_in_process(dict(batch), kind="r", what="record")
+            return
         rows = encode_batch(self.path, batch)
         self._wait_for_writer(raise_failure=True)
         self._generation += 1
@@ -358,8 +418,131 @@ class Journal:
     ) -> None:
         """Upsert the P&L of one trading day (the last write of the day wins)."""
         row = daily_pnl_row(day=day, equity=equity, realized=realized, unrealized=unrealized, ts=ts)
+        if self._process is not None:
+            self._record_in_process({"pnl": row}, kind="p", what="record_daily_pnl")
+            return
         self._wait_for_writer(raise_failure=True)
         self._commit_now(BatchRows(daily_pnl=[row]), what="record_daily_pnl")
+
+    # ---- the process writer (daemon/journal_process.py) ----------------------------------------
+    def _ahead_in_process(self, process: WriterProcess, batch: BatchArgs) -> None:
+        """record_orders_ahead with the process writer: a frame with the orders and state changes
+        (and the kv), answered once committed after every row queued before it; the batch's other
+        rows follow as a queued frame, encoded while the child commits."""
+        if process.failure is not None or self._con is None:
+            self._raise_writer_failure()
+        if not BATCH_KEYS.issuperset(batch):
+            check_batch_keys(self.path, batch)
+        self._generation += 1
+        orders, state_changes = batch.pop("orders", None), batch.pop("state_changes", None)
+        orders = list(orders) if orders else []
+        state_changes = list(state_changes) if state_changes else []
+        kv = batch.pop("kv", None)
+        fills = batch.pop("fills", ())
+        if fills:
+            fills = self._new_fills(list(fills), key=lambda f: f.fill_id)
+            self._known_fills.update(f.fill_id for f in fills)
+        item: dict[str, Any] = {"k": "q"}
+        for name, values in cast("dict[str, Iterable[Any]]", batch).items():
+            if values and (rows := tuple(values)):
+                item[name] = rows
+        if fills:
+            item["fills"] = fills
+        if not (orders or state_changes):
+            if kv:
+                _put_kv(item, kv)
+            if len(item) > 1:
+                process.queue(item)
+            return
+        ahead: dict[str, Any] = {"k": "a", "orders": orders, "state_changes": state_changes}
+        sequence, persist = self._sequence_of_orders(orders)
+        if persist:
+            kv = {**(kv or {}), SEQUENCE_KEY: str(sequence)}
+        if kv:
+            _put_kv(ahead, kv)
+        process.send(ahead)
+        if len(item) > 1:
+            process.buffer_frame(item)  # sent after the answer, with the next frames
+        error = process.answer()
+        if error is not None:
+            raise self._process_failure(error, "record_orders_ahead")
+        process.send_if_full()
+        self._after_orders(sequence, persist)
+
+    def _record_in_process(self, batch: dict[str, Any], *, kind: str, what: str) -> None:
+        """record() or record_daily_pnl() with the process writer: one frame, answered once
+        committed (after everything queued before it, in a transaction of its own)."""
+        process = self._process
+        assert process is not None
+        if process.failure is not None:
+            self._raise_writer_failure()
+        frame: dict[str, Any] = {"k": kind}
+        orders = list(batch.pop("orders", None) or ())
+        fills = self._new_fills(list(batch.pop("fills", None) or ()), key=lambda f: f.fill_id)
+        kv = batch.pop("kv", None)
+        for name, values in batch.items():
+            frame[name] = values if name == "pnl" else tuple(values)
+        if orders:
+            frame["orders"] = orders
+        if fills:
+            frame["fills"] = fills
+        sequence, persist = self._sequence_of_orders(orders)
+        if persist:
+            kv = {**(kv or {}), SEQUENCE_KEY: str(sequence)}
+        if kv:
+            _put_kv(frame, kv)
+        self._generation += 1
+        error = process.call(frame)
+        if error is not None:
+            raise self._process_failure(error, what)
+        self._known_fills.update(f.fill_id for f in fills)
+        self._after_orders(sequence, persist)
+
+    def _sequence_of_orders(self, orders: list[Order]) -> tuple[int, bool]:
+        """The counter after these orders, and whether the journal must store it with them.
+        Refuses a non-finite number here: JSON carries it as null, which an optional price
+        would take as None in the child."""
+        for o in orders:
+            values = (o.quantity, o.limit_price, o.filled_quantity, o.average_fill_price)
+            _check_finite(self.path, "orders", o.client_order_id, values)
+        numbers = [_sequence_of(o.client_order_id) for o in orders]
+        sequence = max(max((n for n in numbers if n is not None), default=0), self._sequence)
+        return sequence, bool(orders) and sequence > self._persisted_sequence
+
+    def _after_orders(self, sequence: int, persisted: bool) -> None:
+        self._last_error = None
+        if persisted:
+            self._persisted_sequence = sequence
+        self._sequence = max(self._sequence, sequence)
+
+    def _call_process(self, frame: dict[str, Any], what: str) -> None:
+        process = self._process
+        assert process is not None
+        self._require_open()
+        error = process.call(frame)
+        if error is not None:
+            raise self._process_failure(error, what)
+
+    def _process_failure(self, error: str, what: str) -> JournalError:
+        """The JournalError for the process writer's error; logged once per error."""
+        process = self._process
+        if process is not None and process.failure == error:
+            self._writer_error_raised = True  # sticky: close() does not raise it again
+        if self._last_error != error:
+            # the child's errors read "<write> failed at <stage>: <detail>"
+            head, _, _ = error.partition(":")
+            write, _, stage = head.partition(" failed at ")
+            if not stage and head.endswith(" refused"):
+                write, stage = head.removesuffix(" refused"), "encode"
+            log.error(
+                "journal.write_failed",
+                path=str(self.path),
+                write=write if stage else what,
+                stage=stage or "encode",
+                error=error,
+            )
+        self._last_error = error
+        return JournalError(f"journal {self.path}: {error}")
 
     def _commit_now(
         self, rows: BatchRows, *, what: str, alone: bool = False, queued: bool = False
@@ -507,6 +690,14 @@ class Journal:
         """Until the writer has committed everything queued; raise_failure: raise what it failed with."""
         if self._holding_writer:
             self._release_writer()  # the writer cannot finish while held off
+        if self._process is not None:
+            error = self._process.call({"k": "f"})
+            if error is not None:
+                failure = self._process_failure(error, "group_commit")  # logged once
+                if raise_failure:
+                    self._writer_error_raised = True
+                    raise failure
+            return
         writer = self._writer
         if writer is not None:
             writer.wait_idle()
@@ -515,6 +706,10 @@ class Journal:
 
     def _raise_writer_failure(self) -> None:
         self._require_open()
+        process = self._process
+        if process is not None and process.failure is not None:
+            self._writer_error_raised = True
+            raise self._process_failure(process.failure, "group_commit")
         writer = self._writer
         if writer is not None and writer.failure is not None:
             self._writer_error_raised = True
@@ -652,3 +847,18 @@ class Journal:
         f, self._lock_file = self._lock_file, None
         if f is not None:
             f.close()
+
+
+def _put_kv(frame: dict[str, Any], kv: Mapping[str, object]) -> None:
+    """A batch's kv into a frame: datetimes apart (the child stores their isoformat())."""
+    text: dict[str, str] = {}
+    stamps: dict[str, datetime] = {}
+    for key, value in kv.items():
+        if isinstance(value, datetime):
+            stamps[key] = value
+        else:
+            text[key] = value if type(value) is str else str(value)
+    if text:
+        frame["kv"] = text
+    if stamps:
+        frame["kv_dt"] = stamps

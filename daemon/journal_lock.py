@@ -7,6 +7,7 @@ import contextlib
 import errno
 import fcntl
 import os
+import time
 from pathlib import Path
 from typing import IO
 
@@ -62,6 +63,21 @@ def _lock_file_pid(lock_path: Path) -> int | None:
     return None
 
 
+# How long a journal whose lock holder has died waits for the holder's writer process
+# (daemon/journal_process.py) to see its parent gone and exit.
+ORPHAN_WAIT_SECONDS = 2.0
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def take_lock(path: Path) -> IO[bytes]:
     """The single-writer lock of the journal at `path`; JournalError names the holder's pid."""
     lock_path = path.with_name(path.name + ".lock")
@@ -74,9 +90,17 @@ def take_lock(path: Path) -> IO[bytes]:
             f"({cause + ': ' if cause else ''}{e.strerror})"
         )
         raise JournalError(msg) from None
-    try:
-        fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
+    deadline = time.monotonic() + ORPHAN_WAIT_SECONDS
+    while True:
+        try:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            break
+        except OSError:
+            holder = _lock_file_pid(lock_path)
+            # The holder died; its journal writer process (which shares the lock) is ending.
+            if holder is not None and not _alive(holder) and time.monotonic() < deadline:
+                time.sleep(0.01)
+                continue
         f.close()
         holder = _lock_file_pid(lock_path)
         by = f"another process (pid {holder})" if holder else "another process"

@@ -34,6 +34,7 @@ def open_journal(cfg: AppConfig) -> Journal:
         cfg.state_path(cfg.journal.path),
         synchronous=cfg.journal.synchronous,
         checkpoint_seconds=cfg.journal.checkpoint_seconds,
+        writer=cfg.journal.writer,
     )
     journal.open()
     return journal

@@ -22,6 +22,8 @@ def register(sub: Any) -> None:
         help="model bundle: adds CLIP-only, XGBoost-only and fused (an xgb/-only directory adds XGBoost)",
     )
     p.add_argument("--journal", type=Path, help="SQLite journal for the rules scorer's rows")
+    p.add_argument("--journal-writer", choices=("thread", "process"), default="thread",
+                   help="the journal's writer: a thread, or a child process (the other core)")  # fmt: skip
     add_runtime_flag(p)
     p.add_argument(
         "--no-explain",

@@ -180,7 +180,7 @@ _KILLER = textwrap.dedent(
     from daemon.journal import Journal
     from strategy.types import Fill, Order, OrderType, Position, Side, Signal
 
-    j = Journal(sys.argv[1], synchronous=sys.argv[2])
+    j = Journal(sys.argv[1], synchronous=sys.argv[2], writer=sys.argv[3])
     j.open()
     t0 = datetime(2024, 3, 1, tzinfo=UTC)
     for i in range(1, 41):
@@ -202,13 +202,17 @@ _KILLER = textwrap.dedent(
 )
 
 
+@pytest.mark.parametrize("writer", ["thread", "process"])
 @pytest.mark.parametrize("synchronous", ["normal", "full"])
 def test_reopen_when_killed_with_writer_behind_then_every_order_kept_and_rows_consistent(
-    tmp_path: Path, synchronous: str
+    tmp_path: Path, synchronous: str, writer: str
 ):
     path = tmp_path / "j.sqlite"
     done = subprocess.run(
-        [sys.executable, "-c", _KILLER, str(path), synchronous], cwd=REPO, timeout=120, check=False
+        [sys.executable, "-c", _KILLER, str(path), synchronous, writer],
+        cwd=REPO,
+        timeout=120,
+        check=False,
     )
     assert done.returncode == -9
     with Journal(path) as j:

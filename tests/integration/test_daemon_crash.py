@@ -81,14 +81,16 @@ def assert_consistent(state: Path, logs: list[Path]) -> None:
 
 
 # Both journal modes: orders are committed ahead in each, the rest of a batch behind them.
-def crash_config(tmp_path: Path, synchronous: str, **extra: object) -> tuple[Path, Path, Path]:
+def crash_config(
+    tmp_path: Path, synchronous: str, writer: str = "thread", **extra: object
+) -> tuple[Path, Path, Path]:
     """A paper daemon at speed 3000 under tmp_path: (state dir, journal, config file)."""
     state = tmp_path / "state"
     config = write_config(
         tmp_path / "cfg.yaml",
         state_dir=state,
         speed=3000,
-        extra={"journal": {"synchronous": synchronous}, **extra},
+        extra={"journal": {"synchronous": synchronous, "writer": writer}, **extra},
     )
     return state, state / "journal.sqlite", config
 
@@ -97,14 +99,15 @@ SYNCHRONOUS = pytest.mark.parametrize("synchronous", ["normal", "full"])
 
 
 @SYNCHRONOUS
+@pytest.mark.parametrize("writer", ["thread", "process"])
 @pytest.mark.parametrize(
     "failpoint",
     ["VLMTRADER_CRASH_AFTER_ORDERS_JOURNALED", "VLMTRADER_CRASH_AFTER_ORDERS_SUBMITTED"],
 )
 def test_restart_when_killed_at_failpoint_then_no_order_sent_twice_and_positions_match_fills(
-    tmp_path: Path, failpoint: str, synchronous: str
+    tmp_path: Path, failpoint: str, synchronous: str, writer: str
 ) -> None:
-    state, journal_path, config = crash_config(tmp_path, synchronous)
+    state, journal_path, config = crash_config(tmp_path, synchronous, writer)
     first_log, second_log = tmp_path / "first.log", tmp_path / "second.log"
 
     crashed = DaemonProcess(config, log_path=first_log, env={failpoint: "3"})

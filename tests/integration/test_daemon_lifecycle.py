@@ -44,11 +44,17 @@ def broker_view(state_dir: Path):  # type: ignore[no-untyped-def]
     return asyncio.run(view())
 
 
+@pytest.mark.parametrize("writer", ["thread", "process"])
 def test_run_when_sigterm_after_fills_then_ready_watchdog_exit_zero_and_journal_complete(
-    tmp_path: Path,
+    tmp_path: Path, writer: str
 ) -> None:
     state = tmp_path / "state"
-    config = write_config(tmp_path / "cfg.yaml", state_dir=state, speed=3000)
+    config = write_config(
+        tmp_path / "cfg.yaml",
+        state_dir=state,
+        speed=3000,
+        extra={"journal": {"synchronous": "full", "writer": writer}},
+    )
     notify = NotifySocket(tmp_path / "notify.sock")
     journal_path = state / "journal.sqlite"
     daemon = DaemonProcess(
