@@ -105,6 +105,11 @@ async def run_pipeline(
             strategy=TargetStrategy(config=StrategyConfig(position_notional=2_000, hold_bars=5)),
             risk=RiskEngine(
                 config=RiskConfig(
+                    # No loss limits: the simulated bars lose money, and the default daily loss
+                    # (5,000) halted trading part-way, after which only position-reducing orders
+                    # (and a log line per refused intent) made the order latencies.
+                    max_daily_loss=None,
+                    max_drawdown=None,
                     max_gross_exposure=10_000_000,
                     max_orders_per_minute=100_000,
                     max_open_orders=100_000,
