@@ -238,8 +238,9 @@ class _Queue:
         self.states += rows.states
         self.kv.update(rows.kv)
 
-    def write_rows(self, cur: sqlite3.Cursor, stage: Any) -> None:
-        """The queued rows but the kv, into the open transaction (then forgotten)."""
+    def _write_appended(self, cur: sqlite3.Cursor, stage: Any) -> None:
+        """Rejected bars, decisions, the signals as one block and the fills/events/orders steps,
+        in batch order (positions, state changes and the kv are the caller's)."""
         for table, sql, params in (
             ("bars_rejected", INSERT_REJECTED, self.rejected),
             ("decisions", INSERT_DECISION, self.decisions),
@@ -252,23 +253,16 @@ class _Queue:
             cur.execute(INSERT_SIGNAL_BLOCK, ("[" + ",".join(self.signals) + "]",))
         for step in self.steps:
             write_batch(cur, stage, step)
+
+    def write_rows(self, cur: sqlite3.Cursor, stage: Any) -> None:
+        """The queued rows but the kv, into the open transaction (then forgotten)."""
+        self._write_appended(cur, stage)
         write_batch(cur, stage, BatchRows(positions=self.positions, states=self.states))
         self.clear_rows()
 
     def write(self, cur: sqlite3.Cursor, stage: Any, ahead: BatchRows | None) -> None:
         """The queued rows, then ahead's (its kv is newer than any queued value)."""
-        for table, sql, params in (
-            ("bars_rejected", INSERT_REJECTED, self.rejected),
-            ("decisions", INSERT_DECISION, self.decisions),
-        ):
-            if params:
-                stage(table)
-                cur.executemany(sql, params)
-        if self.signals:
-            stage("signals")
-            cur.execute(INSERT_SIGNAL_BLOCK, ("[" + ",".join(self.signals) + "]",))
-        for step in self.steps:
-            write_batch(cur, stage, step)
+        self._write_appended(cur, stage)
         kv = self.kv
         if ahead is not None:
             kv = {**kv, **dict(ahead.kv)}
