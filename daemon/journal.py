@@ -61,9 +61,9 @@ from daemon.journal_rows import (
     BATCH_KEYS,
     BatchArgs,
     BatchRows,
-    _check_finite,
     _sequence_of,
     check_batch_keys,
+    check_finite,
     daily_pnl_row,
     encode_batch,
     kv_text,
@@ -504,7 +504,7 @@ class Journal:
         would take as None in the child."""
         for o in orders:
             values = (o.quantity, o.limit_price, o.filled_quantity, o.average_fill_price)
-            _check_finite(self.path, "orders", o.client_order_id, values)
+            check_finite(self.path, "orders", o.client_order_id, values)
         numbers = [_sequence_of(o.client_order_id) for o in orders]
         sequence = max(max((n for n in numbers if n is not None), default=0), self._sequence)
         return sequence, bool(orders) and sequence > self._persisted_sequence

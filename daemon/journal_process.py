@@ -41,12 +41,12 @@ import msgspec
 from daemon.journal_lock import storage_cause
 from daemon.journal_rows import (
     BatchRows,
-    _check_finite,
-    _event_row,
-    _fill_row,
-    _iso,
-    _order_row,
-    _text,
+    check_finite,
+    event_row,
+    fill_row,
+    iso_utc,
+    order_row,
+    text_or_none,
     write_batch,
 )
 from daemon.journal_schema import (
@@ -136,23 +136,29 @@ def frame_rows(path: Path, frame: Frame) -> BatchRows:
     rows = BatchRows()
     for raw in frame.bars_rejected:
         b = _decode(_REJECTED, raw, path, "bars_rejected", "symbol")
-        rows.rejected.append((b.symbol, _iso(b.ts), _text(b.reason), _text_of(raw)))
+        rows.rejected.append((b.symbol, iso_utc(b.ts), text_or_none(b.reason), _text_of(raw)))
     rows.signals = _signal_texts(frame.signals)
     for raw in frame.decisions:
         d = _decode(_DECISION, raw, path, "decisions", "reason")
         rows.decisions.append(
-            (d.intent.symbol, _iso(d.ts or d.intent.ts), int(d.accepted), d.reason, _text_of(raw))
+            (
+                d.intent.symbol,
+                iso_utc(d.ts or d.intent.ts),
+                int(d.accepted),
+                d.reason,
+                _text_of(raw),
+            )
         )
     rows.orders = [
-        _order_row(_decode(_ORDER, raw, path, "orders", "client_order_id"), _text_of(raw))
+        order_row(_decode(_ORDER, raw, path, "orders", "client_order_id"), _text_of(raw))
         for raw in frame.orders
     ]
     rows.fills = [
-        _fill_row(_decode(_FILL, raw, path, "fills", "fill_id"), _text_of(raw))
+        fill_row(_decode(_FILL, raw, path, "fills", "fill_id"), _text_of(raw))
         for raw in frame.fills
     ]
     rows.events = [
-        _event_row(_decode(_EVENT, raw, path, "order_events", "client_order_id"), _text_of(raw))
+        event_row(_decode(_EVENT, raw, path, "order_events", "client_order_id"), _text_of(raw))
         for raw in frame.order_events
     ]
     for raw in frame.positions:
@@ -163,17 +169,23 @@ def frame_rows(path: Path, frame: Frame) -> BatchRows:
     for raw in frame.state_changes:
         c = _decode(_STATE, raw, path, "state_changes", "reason")
         rows.states.append(
-            (_iso(c.ts), _text(c.previous), _text(c.current), _text(c.reason), _text_of(raw))
+            (
+                iso_utc(c.ts),
+                text_or_none(c.previous),
+                text_or_none(c.current),
+                text_or_none(c.reason),
+                _text_of(raw),
+            )
         )
     rows.kv = list(frame.kv.items()) + [(k, v.isoformat()) for k, v in frame.kv_dt.items()]
     if frame.pnl is not None:
         rows.daily_pnl = [tuple(frame.pnl)]
     for o in rows.orders:
-        _check_finite(path, "orders", o[0], (o[5], o[6], o[8], o[9]))
+        check_finite(path, "orders", o[0], (o[5], o[6], o[8], o[9]))
     for f in rows.fills:
-        _check_finite(path, "fills", f["fill_id"], (f["qty"], f["price"], f["commission"]))
+        check_finite(path, "fills", f["fill_id"], (f["qty"], f["price"], f["commission"]))
     for row in rows.positions:
-        _check_finite(path, "positions", row[0], row[1:4])
+        check_finite(path, "positions", row[0], row[1:4])
     return rows
 
 

@@ -94,27 +94,27 @@ def encode_batch(path: Path, batch: BatchArgs) -> BatchRows:
 
     rows = BatchRows(
         rejected=[
-            (_attr(b, "symbol"), _iso(_attr(b, "ts")), _text(_attr(b, "reason")), enc(b))
+            (_attr(b, "symbol"), iso_utc(_attr(b, "ts")), text_or_none(_attr(b, "reason")), enc(b))
             for b in batch.get("bars_rejected", ())
         ],
         signals=_signal_block(batch.get("signals", ())),
         decisions=[
-            (d.intent.symbol, _iso(d.ts or d.intent.ts), int(d.accepted), d.reason, enc(d))
+            (d.intent.symbol, iso_utc(d.ts or d.intent.ts), int(d.accepted), d.reason, enc(d))
             for d in batch.get("decisions", ())
         ],
-        orders=[_order_row(o, enc(o)) for o in batch.get("orders", ())],
-        fills=[_fill_row(f, enc(f)) for f in batch.get("fills", ())],
-        events=[_event_row(e, enc(e)) for e in batch.get("order_events", ())],
+        orders=[order_row(o, enc(o)) for o in batch.get("orders", ())],
+        fills=[fill_row(f, enc(f)) for f in batch.get("fills", ())],
+        events=[event_row(e, enc(e)) for e in batch.get("order_events", ())],
         positions=[
             (p.symbol, p.quantity, p.average_price, p.realized_pnl, enc(p))
             for p in batch.get("positions", ())
         ],
         states=[
             (
-                _iso(_attr(c, "ts")),
-                _text(_attr(c, "previous")),
-                _text(_attr(c, "current")),
-                _text(_attr(c, "reason")),
+                iso_utc(_attr(c, "ts")),
+                text_or_none(_attr(c, "previous")),
+                text_or_none(_attr(c, "current")),
+                text_or_none(_attr(c, "reason")),
                 enc(c),
             )
             for c in batch.get("state_changes", ())
@@ -122,11 +122,11 @@ def encode_batch(path: Path, batch: BatchArgs) -> BatchRows:
         kv=[(str(k), kv_text(v)) for k, v in (batch.get("kv") or {}).items()],
     )
     for o in rows.orders:
-        _check_finite(path, "orders", o[0], (o[5], o[6], o[8], o[9]))
+        check_finite(path, "orders", o[0], (o[5], o[6], o[8], o[9]))
     for f in rows.fills:
-        _check_finite(path, "fills", f["fill_id"], (f["qty"], f["price"], f["commission"]))
+        check_finite(path, "fills", f["fill_id"], (f["qty"], f["price"], f["commission"]))
     for p in rows.positions:
-        _check_finite(path, "positions", p[0], p[1:4])
+        check_finite(path, "positions", p[0], p[1:4])
     return rows
 
 
@@ -139,7 +139,7 @@ def kv_text(value: object) -> str:
 def daily_pnl_row(
     *, day: date, equity: float, realized: float, unrealized: float, ts: datetime
 ) -> tuple[Any, ...]:
-    return (day.isoformat(), equity, realized, unrealized, _iso(ts))
+    return (day.isoformat(), equity, realized, unrealized, iso_utc(ts))
 
 
 def write_batch(cur: sqlite3.Cursor, stage: Callable[[str], None], rows: BatchRows) -> None:
@@ -227,8 +227,9 @@ def _signal_block(signals: Iterable[Signal]) -> list[tuple[str]]:
     return [(_ENCODER.encode(values).decode(),)] if values else []
 
 
-def _order_row(o: Order, data: str) -> tuple[Any, ...]:
-    ts = _iso(o.created_ts)
+def order_row(o: Order, data: str) -> tuple[Any, ...]:
+    """UPSERT_ORDER's parameters for an order whose JSON text is `data`."""
+    ts = iso_utc(o.created_ts)
     return (
         o.client_order_id,
         _sequence_of(o.client_order_id),
@@ -248,17 +249,19 @@ def _order_row(o: Order, data: str) -> tuple[Any, ...]:
     )
 
 
-def _fill_row(f: Fill, data: str) -> dict[str, Any]:
+def fill_row(f: Fill, data: str) -> dict[str, Any]:
+    """INSERT_FILL's (and ORDER_FILLED's) named parameters for a fill whose JSON text is `data`."""
     return {
         "fill_id": f.fill_id, "coid": f.client_order_id, "symbol": f.symbol, "side": str(f.side),
-        "qty": f.quantity, "price": f.price, "commission": f.commission, "ts": _iso(f.ts),
+        "qty": f.quantity, "price": f.price, "commission": f.commission, "ts": iso_utc(f.ts),
         "data": data,
     }  # fmt: skip
 
 
-def _event_row(e: OrderEvent, data: str) -> dict[str, Any]:
+def event_row(e: OrderEvent, data: str) -> dict[str, Any]:
+    """INSERT_EVENT's (and ORDER_STATUS's) named parameters for an event whose JSON text is `data`."""
     return {
-        "coid": e.client_order_id, "ts": _iso(e.ts), "status": str(e.status),
+        "coid": e.client_order_id, "ts": iso_utc(e.ts), "status": str(e.status),
         "filled": e.filled_quantity, "broker_order_id": e.broker_order_id, "reason": e.reason,
         "data": data,
     }  # fmt: skip
@@ -276,11 +279,12 @@ def _attr(value: object, name: str) -> Any:
     return getattr(value, name, None)
 
 
-def _text(value: object) -> str | None:
+def text_or_none(value: object) -> str | None:
+    """str(value), with None kept as NULL."""
     return None if value is None else str(value)
 
 
-def _iso(ts: object) -> str | None:
+def iso_utc(ts: object) -> str | None:
     """UTC ISO 8601 with microseconds (sorts as text); a naive datetime is taken as UTC."""
     if ts is None:
         return None
@@ -298,7 +302,7 @@ def _iso_datetime(ts: datetime) -> str:
     return aware.astimezone(UTC).isoformat(timespec="microseconds")
 
 
-def _check_finite(path: Path, table: str, key: str, values: Iterable[float | None]) -> None:
+def check_finite(path: Path, table: str, key: str, values: Iterable[float | None]) -> None:
     """NaN/inf would be stored as NULL in JSON and could not be read back: refuse the batch."""
     if not all(v is None or math.isfinite(v) for v in values):
         msg = f"journal {path}: refusing {table} row {key!r} with a non-finite number"

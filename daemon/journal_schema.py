@@ -95,7 +95,7 @@ DROP INDEX IF EXISTS state_changes_ts;
 # Also dropped: the two indexes no reader uses (order_events and fills by client order id; the
 # updates look orders up by their own unique index), one page write less per commit each.
 # V2's ts column from the JSON's RFC 3339 text (msgspec writes 6 fraction digits or none, and a
-# Z or an offset): UTC, microseconds, '+00:00' (journal_rows._iso); strftime converts offsets.
+# Z or an offset): UTC, microseconds, '+00:00' (journal_rows.iso_utc); strftime converts offsets.
 _JSON_TS = "json_extract(j.value, '$.ts')"
 _VIEW_TS = (
     f"strftime('%Y-%m-%dT%H:%M:%S', {_JSON_TS}) || '.' || CASE WHEN substr({_JSON_TS}, 20, 1) "

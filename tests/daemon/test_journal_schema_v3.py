@@ -13,7 +13,7 @@ import msgspec
 import pytest
 
 from daemon.journal import MIGRATIONS, SCHEMA_VERSION, Journal, JournalError
-from daemon.journal_rows import _iso
+from daemon.journal_rows import iso_utc
 from daemon.journal_schema import SIGNALS_PER_MIGRATED_BLOCK
 from strategy.types import Signal
 
@@ -56,7 +56,7 @@ def v2_rows(signals: list[Signal]) -> list[tuple[object, ...]]:
         (
             n,
             s.symbol,
-            _iso(s.ts),
+            iso_utc(s.ts),
             s.scorer,
             None if math.isnan(s.p_up) else s.p_up,
             s.confidence,
