@@ -365,25 +365,30 @@ class Journal:
                 encode_batch(self.path, ahead), what="record_orders_ahead", alone=True, queued=True
             )
             kv = None
-        # Repeats are dropped here, in batch order; the writer inserts each new fill once.
+        item = self._queued_rows(batch, {})
+        if kv:
+            item["kv"] = dict(kv)
+        if item:
+            assert writer is not None  # _raise_writer_failure checked that we are open
+            writer.submit((self._generation, cast("BatchArgs", item)))
+
+    def _queued_rows(self, batch: BatchArgs, item: dict[str, Any]) -> dict[str, Any]:
+        """The rows of a batch (its orders, state changes and kv taken out) that go to the
+        writer, added to `item`: each table with rows as a tuple (the writer reads them on its
+        thread or encodes them for its process; the values are frozen Structs), tables without
+        rows left out, so most batches hand over a signal or two. Fills seen before are dropped
+        here, in batch order, so the writer inserts each new fill once."""
         fills = batch.pop("fills", ())
         if fills:
             fills = self._new_fills(list(fills), key=lambda f: f.fill_id)
             self._known_fills.update(f.fill_id for f in fills)
-        # Tuples: the writer reads them on its thread (the values are frozen Structs); tables
-        # without rows are left out, so most batches hand over a signal or two and the kv.
-        item: dict[str, Any] = {}
         for name, values in cast("dict[str, Iterable[Any]]", batch).items():
             # an empty list (most tables, most batches) costs no tuple; an empty iterator, none kept
             if values and (rows := tuple(values)):
                 item[name] = rows
         if fills:
             item["fills"] = fills
-        if kv:
-            item["kv"] = dict(kv)
-        if item:
-            assert writer is not None  # _raise_writer_failure checked that we are open
-            writer.submit((self._generation, cast("BatchArgs", item)))
+        return item
 
     @contextlib.contextmanager
     def order_path(self) -> Iterator[None]:
@@ -438,16 +443,7 @@ class Journal:
         orders = list(orders) if orders else []
         state_changes = list(state_changes) if state_changes else []
         kv = batch.pop("kv", None)
-        fills = batch.pop("fills", ())
-        if fills:
-            fills = self._new_fills(list(fills), key=lambda f: f.fill_id)
-            self._known_fills.update(f.fill_id for f in fills)
-        item: dict[str, Any] = {"k": "q"}
-        for name, values in cast("dict[str, Iterable[Any]]", batch).items():
-            if values and (rows := tuple(values)):
-                item[name] = rows
-        if fills:
-            item["fills"] = fills
+        item = self._queued_rows(batch, {"k": "q"})
         if not (orders or state_changes):
             if kv:
                 _put_kv(item, kv)
