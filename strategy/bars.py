@@ -392,46 +392,21 @@ class BarStore:
 
     def windows(self, symbols: Iterable[str]) -> list[Window | None]:
         """window() for each symbol, in order, in one loop (None where a symbol has no full window)."""
-        return self._windows(symbols)
+        return self._windows(symbols, full_only=False)
 
     def full_windows(self, symbols: Iterable[str]) -> list[Window]:
-        """The full windows of these symbols, in order: windows() without the Nones.
+        """The full windows of these symbols, in order: windows() without the Nones."""
+        return self._windows(symbols, full_only=True)  # type: ignore[return-value]
 
-        _windows written out for the core's per-batch call (one call less, no Nones to test): a
-        ring holding n bars has a last bar time, as every stored bar sets it and clear() zeroes
-        the count with it."""
-        rings = self._rings
-        bar_seconds = self.config.bar_seconds
-        out: list[Window] = []
-        for symbol in symbols:
-            ring = rings.get(symbol)
-            if ring is None or ring.count < ring.n:
-                continue
-            stop = ring.end
-            part = slice(stop - ring.n, stop)
-            o, h, low, c, v = ring.columns
-            out.append(
-                Window(
-                    symbol=symbol,
-                    bar_seconds=bar_seconds,
-                    timestamps=ring.stamps[part],
-                    open=o[part],
-                    high=h[part],
-                    low=low[part],
-                    close=c[part],
-                    volume=v[part],
-                )
-            )
-        return out
-
-    def _windows(self, symbols: Iterable[str]) -> list[Window | None]:
+    def _windows(self, symbols: Iterable[str], *, full_only: bool) -> list[Window | None]:
         rings = self._rings
         bar_seconds = self.config.bar_seconds
         out: list[Window | None] = []
         for symbol in symbols:
             ring = rings.get(symbol)
             if ring is None or ring.count < ring.n or ring.last_dt is None:
-                out.append(None)
+                if not full_only:
+                    out.append(None)
                 continue
             stop = ring.end
             part = slice(stop - ring.n, stop)
