@@ -285,10 +285,12 @@ class SimBroker:
         return self._tape(symbol, bar) if bar is not None else None
 
     def _tape(self, symbol: str, bar: Bar) -> SymbolTape:
+        return SymbolTape(bar=bar, volume_used=self._volume_used_on(symbol, bar))
+
+    def _volume_used_on(self, symbol: str, bar: Bar) -> float:
+        """The volume already filled against this tape bar (0 once another bar is the tape)."""
         used = self._volume_used.get(symbol)
-        return SymbolTape(
-            bar=bar, volume_used=used[1] if used is not None and used[0] is bar else 0.0
-        )
+        return used[1] if used is not None and used[0] is bar else 0.0
 
     def knows(self, client_order_id: str) -> bool:
         return client_order_id in self._orders
@@ -348,8 +350,7 @@ class SimBroker:
         """Fill eligible orders of one symbol in submission order, sharing the tape bar's volume cap."""
         cfg = self.config
         cap = cfg.max_volume_fraction * bar.volume
-        before = self._volume_used.get(bar.symbol)
-        used = before[1] if before is not None and before[0] is bar else 0.0
+        used = self._volume_used_on(bar.symbol, bar)
         events: list[OrderEvent] = []
         fills: list[Fill] = []
         for coid in coids:
