@@ -481,10 +481,6 @@ def main() -> None:
     os._exit(0)  # the checkpointer's thread is a daemon; nothing else to wait for
 
 
-if __name__ == "__main__":
-    main()
-
-
 # ---- the parent's side -----------------------------------------------------------------------
 SEND_BYTES = 4096  # queued frames are sent once this much is buffered (or with the next answer)
 ANSWER_SECONDS = 60.0  # longest wait for an answer before the writer counts as failed
@@ -542,11 +538,9 @@ class WriterProcess:
         """Buffer a frame that needs no answer; send the buffer once it is big enough, or
         LINGER_SECONDS after it stopped being empty (the sender thread)."""
         with self._lock:
-            buffer = self.buffer
-            was_empty = not buffer
-            self._encode_into(frame, buffer, -1)
-            buffer += b"\n"
-            if len(buffer) >= SEND_BYTES:
+            was_empty = not self.buffer
+            self._put(frame)
+            if len(self.buffer) >= SEND_BYTES:
                 self._send()
                 self._poll()
             elif was_empty:
@@ -569,8 +563,7 @@ class WriterProcess:
         """Buffer a frame that needs no answer, without sending (an answer is awaited)."""
         with self._lock:
             was_empty = not self.buffer
-            self._encode_into(frame, self.buffer, -1)
-            self.buffer += b"\n"
+            self._put(frame)
         if was_empty:
             self._pending.set()
 
@@ -582,8 +575,7 @@ class WriterProcess:
     def send(self, frame: dict[str, Any]) -> None:
         """Buffer a frame that needs an answer and send everything buffered (then answer())."""
         with self._lock:
-            self._encode_into(frame, self.buffer, -1)
-            self.buffer += b"\n"
+            self._put(frame)
             self._send()
 
     def answer(self) -> str | None:
@@ -593,8 +585,7 @@ class WriterProcess:
 
     def call(self, frame: dict[str, Any]) -> str | None:
         with self._lock:
-            self._encode_into(frame, self.buffer, -1)
-            self.buffer += b"\n"
+            self._put(frame)
             self._send()
             return self._answer()
 
@@ -618,6 +609,11 @@ class WriterProcess:
             self.process.wait()
         self.sock.close()
         return error
+
+    def _put(self, frame: dict[str, Any]) -> None:
+        """Append one frame, a JSON line, to the buffer (the caller holds the lock)."""
+        self._encode_into(frame, self.buffer, -1)
+        self.buffer += b"\n"
 
     def _send(self) -> None:
         if not self.buffer or self.failure is not None:
@@ -688,3 +684,7 @@ class WriterProcess:
     def _died(self, why: str) -> None:
         if self.failure is None:
             self.failure = why
+
+
+if __name__ == "__main__":
+    main()
