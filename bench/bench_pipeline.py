@@ -19,8 +19,11 @@ floor under the full-mode order latency, and most of its tail.
 --realtime runs each journal mode twice in turn, the second (`<mode>_rt`) with the order path at
 real-time priority (daemon/runtime.py OrderPathPriority).
 Journal modes: normal, full, and normal_process / full_process with the journal's process writer.
-Usage: python bench/bench_pipeline.py [--bars N] [--symbols 1,10,100] [--synchronous normal,full] [--paced]
-    [--realtime]
+Each symbol count runs at least --min-batches timed batches (1,200; --bars alone gave 600 at 100
+symbols): the p99 per order is the slowest 1% of the batches weighted by their orders, a dozen
+batches at 1,200 rather than six, which one CPU spike moved by a millisecond.
+Usage: python bench/bench_pipeline.py [--bars N] [--min-batches N] [--symbols 1,10,100]
+    [--synchronous normal,full] [--paced] [--realtime]
 """
 
 from __future__ import annotations
@@ -59,7 +62,7 @@ WINDOW = 64
 
 def make_batches(symbols: int, n_batches: int) -> list[list[Bar]]:
     market = SimMarketConfig(
-        symbols=[f"S{i:03d}" for i in range(symbols)], seed=3, pattern_rate=0.03
+        symbols=tuple(f"S{i:03d}" for i in range(symbols)), seed=3, pattern_rate=0.03
     )
     sim = MarketSimulator(config=market, start=START)
     return [sim.next_batch() for _ in range(n_batches)]
@@ -216,7 +219,7 @@ def _laps(pipeline: Pipeline, kind: str, stage: str) -> np.ndarray:
     """One stage's per-batch laps in ms (zeros where the kernel reports no run delay)."""
     clock = pipeline.stage_clock
     recorders = {"wall": clock.stages, "cpu": clock.cpu_stages, "delay": clock.delay_stages}
-    laps = recorders[kind][stage].samples() * 1000.0
+    laps: np.ndarray = recorders[kind][stage].samples() * 1000.0
     if kind == "delay" and laps.size == 0:
         return np.zeros(clock.stages[stage].count)
     return laps
@@ -236,17 +239,18 @@ def measure(
     *,
     paced: bool = False,
     realtime: bool = False,
+    min_batches: int = 50,
 ) -> dict[str, float]:
     """One run: every symbol count with every journal mode (and each again with the order path
     at real-time priority, `<mode>_rt`, when realtime); prints the table, returns figures."""
     arms = [(mode, rt) for mode in modes for rt in ((False, True) if realtime else (False,))]
     print(
         f"{'symbols':>7} {'journal':>7} {'bars/s':>10} {'baseline':>10} {'ratio':>6} "
-        f"{'orders':>7} {'p50 ms':>7} {'p99 ms':>7}"
+        f"{'orders':>7} {'p50 ms':>7} {'p99 ms':>7} {'batches':>7}"
     )
     figures: dict[str, float] = {}
     for symbols in symbol_counts:
-        n_batches = max(WINDOW + 50, bars // symbols + WINDOW)
+        n_batches = max(min_batches, bars // symbols) + WINDOW
         batches = make_batches(symbols, n_batches)
         floor = baseline(batches)
         results: dict[str, Pipeline] = {}
@@ -261,7 +265,7 @@ def measure(
             p99 = pipeline.latency.percentile_ms(99) or float("nan")
             print(
                 f"{symbols:>7} {mode:>7} {rate:>10,.0f} {floor:>10,.0f} {rate / floor:>6.2f} "
-                f"{pipeline.latency.count:>7} {p50:>7.3f} {p99:>7.3f}"
+                f"{pipeline.latency.count:>7} {p50:>7.3f} {p99:>7.3f} {n_batches - WINDOW:>7}"
             )
             figures[f"{mode}_{symbols}_bars_per_s"] = rate
             figures[f"{mode}_{symbols}_p50_ms"] = p50
@@ -286,6 +290,12 @@ def main() -> None:
         type=int,
         default=15_000 if quick() else 60_000,
         help="bars per run (spread over the symbols)",
+    )
+    parser.add_argument(
+        "--min-batches",
+        type=int,
+        default=150 if quick() else 1200,
+        help="timed batches at least per symbol count (the p99 reads the slowest 1%% of them)",
     )
     parser.add_argument("--symbols", default="10,100" if quick() else "1,10,100")
     parser.add_argument("--synchronous", default="normal,full", help="journal modes to run")
@@ -314,7 +324,12 @@ def main() -> None:
     with Session("pipeline") as bench:
         bench.until_stable(
             lambda: measure(
-                symbol_counts, modes, args.bars, paced=args.paced, realtime=args.realtime
+                symbol_counts,
+                modes,
+                args.bars,
+                paced=args.paced,
+                realtime=args.realtime,
+                min_batches=args.min_batches,
             ),
             key=f"{modes[-1]}_{symbol_counts[-1]}_p99_ms",
             prefix="paced_" if args.paced else "",
