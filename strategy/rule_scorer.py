@@ -11,7 +11,7 @@ import msgspec
 import numpy as np
 from talib import abstract
 
-from strategy.bars import FloatArray, IntArray, Window
+from strategy.bars import Window
 from strategy.features import raw_talib
 from strategy.scoring import neutral_signal
 from strategy.types import Signal
@@ -137,17 +137,16 @@ class RuleScorer:
             return [neutral_signal(w, self.name) for w in windows]
         span = self.pattern_bars
         signals: list[Signal | None] = [None] * len(windows)
-        sizes = [w.close.shape[0] for w in windows]
-        batch = [i for i, size in enumerate(sizes) if size >= span]
+        batch = [i for i, w in enumerate(windows) if len(w) >= span]
         if batch:
             self._score_into(signals, windows, batch, span)
         for i, w in enumerate(windows):
             if signals[i] is not None:
                 continue
-            if sizes[i] == 0:
+            if len(w) == 0:
                 signals[i] = neutral_signal(w, self.name)
             else:  # shorter than the patterns' lookback: score it on its own
-                self._score_into(signals, windows, [i], sizes[i])
+                self._score_into(signals, windows, [i], len(w))
         return [s for s in signals if s is not None]
 
     def _score_into(
@@ -161,29 +160,25 @@ class RuleScorer:
 
         TA-Lib looks back at most span - 1 bars, so the value at a tail's last bar depends on
         that tail only. Each tail is scaled by its last close (patterns are scale-free) so
-        TA-Lib's running averages stay on one scale across tails. The tails are gathered from
-        each column of the windows concatenated (one call per column, not one copy per window).
+        TA-Lib's running averages stay on one scale across tails.
         """
         tails = [windows[i] for i in indexes]
-        closes = np.concatenate([w.close for w in tails])
-        sizes = np.array([w.close.shape[0] for w in tails])
-        ends = np.cumsum(sizes)  # one past each window's last bar in the concatenated columns
-        take = ends[:, np.newaxis] + np.arange(-span, 0)  # (tails, span): each tail's positions
         prices = np.empty((4, len(tails), span), dtype=np.float64)
-        np.take(np.concatenate([w.open for w in tails]), take, out=prices[0])
-        np.take(np.concatenate([w.high for w in tails]), take, out=prices[1])
-        np.take(np.concatenate([w.low for w in tails]), take, out=prices[2])
-        np.take(closes, take, out=prices[3])
+        opens, highs, lows, closes = prices  # row views: one fewer index per copy below
+        for j, w in enumerate(tails):
+            opens[j] = w.open[-span:]
+            highs[j] = w.high[-span:]
+            lows[j] = w.low[-span:]
+            closes[j] = w.close[-span:]
         prices /= prices[3, :, -1:].copy()
-        opens, highs, lows, scaled = prices.reshape(4, -1)
+        opens, highs, lows, closes = prices.reshape(4, -1)
         values = np.empty((len(self._enabled), len(tails)), dtype=np.float64)
         for k, pattern in enumerate(self._enabled):
-            values[k] = pattern.compute(opens, highs, lows, scaled)[span - 1 :: span]
-        hits = np.any(values, axis=0)
-        fired = hits.tolist()
-        rows = iter(values[:, hits].T.tolist())  # the pattern values of each tail that fired
-        flat = iter(self._flat_closes(closes, ends[hits], sizes[hits]))
-        stamps = np.concatenate([w.timestamps for w in tails])[ends - 1].tolist()
+            values[k] = pattern.compute(opens, highs, lows, closes)[span - 1 :: span]
+        fired = np.any(values, axis=0).tolist()
+        rows = values.T.tolist()  # one list of pattern values per tail
+        flat = iter(self._flat_closes([tails[j] for j, hit in enumerate(fired) if hit]))
+        stamps = [int(w.timestamps[-1]) for w in tails]
         times: dict[int, datetime] = {}  # the windows of a batch share their close time
         for j, i in enumerate(indexes):
             window = windows[i]
@@ -191,28 +186,26 @@ class RuleScorer:
             if ts is None:
                 ts = times[stamps[j]] = window.ts
             signals[i] = (
-                self._judge(window, next(rows), ts, next(flat))
+                self._judge(window, rows[j], ts, next(flat))
                 if fired[j]
                 else neutral_signal(window, self.name, ts=ts)
             )
 
-    def _flat_closes(
-        self, closes: FloatArray, ends: IntArray, sizes: IntArray
-    ) -> list[bool | None]:
+    def _flat_closes(self, windows: Sequence[Window]) -> list[bool | None]:
         """Per window, whether its context closes are all equal (no RSI/Bollinger reading), from
         one max and one min over the windows stacked, instead of two array reductions per window;
-        None for a window shorter than context_bars (_context decides on its own).
-
-        closes: windows' closes concatenated; ends: one past each window's last close there;
-        sizes: each window's bars."""
+        None for a window shorter than context_bars (_context decides on its own)."""
         bars = self.config.context_bars
-        full = sizes >= bars
-        out: list[bool | None] = [None] * len(sizes)
-        if full.any():
-            block = closes[ends[full][:, np.newaxis] + np.arange(-bars, 0)]
-            same = (block.max(axis=1) == block.min(axis=1)).tolist()
-            for j, flat in zip(np.flatnonzero(full).tolist(), same, strict=True):
-                out[j] = flat
+        full = [j for j, w in enumerate(windows) if w.close.shape[0] >= bars]
+        out: list[bool | None] = [None] * len(windows)
+        if full:
+            closes = np.empty((len(full), bars), dtype=np.float64)
+            for row, j in enumerate(full):
+                closes[row] = windows[j].close[-bars:]
+            for j, same in zip(
+                full, (closes.max(axis=1) == closes.min(axis=1)).tolist(), strict=True
+            ):
+                out[j] = same
         return out
 
     def _judge(

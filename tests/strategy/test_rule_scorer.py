@@ -158,8 +158,8 @@ def test_score_when_called_twice_or_alone_then_same_signals(scorer: RuleScorer) 
 
 
 def test_score_when_windows_of_mixed_lengths_then_each_as_scored_alone(scorer: RuleScorer) -> None:
-    """Windows of different lengths in one batch (the tails are gathered from their columns laid
-    end to end): each gets what scoring it alone gives, reasons and context included."""
+    """Windows of different lengths in one batch: each gets what scoring it alone gives, reasons
+    and context included."""
     bull = _bullish_engulfing_after_decline()
     bear = _bearish_engulfing_after_advance()
     windows = [
@@ -244,10 +244,7 @@ def test_flat_closes_when_flat_moving_and_short_windows_then_matches_each_window
     flat = _window([(100.0, 100.2, 99.8, 100.0)] * 64)
     moving = _window(_random_walk(64, seed=5))
     short = _window(_random_walk(20, seed=6), symbol="Y")
-    windows = [flat, moving, short, flat]
-    sizes = np.array([len(w) for w in windows])
-    closes = np.concatenate([w.close for w in windows])
-    got = scorer._flat_closes(closes, np.cumsum(sizes), sizes)
+    got = scorer._flat_closes([flat, moving, short, flat])
     assert got == [True, False, None, True]
     context = moving.close[-scorer.config.context_bars :]
     assert got[1] == (context.max() == context.min())
