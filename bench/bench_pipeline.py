@@ -10,7 +10,7 @@ the bars, intake = validation/store/book/risk state, windows, score, decide = st
 = the write-ahead commit, submit = the paper venue taking the orders, after = what follows once the orders are out),
 per batch in wall time, in the pipeline thread's CPU time and in its run delay (runnable but
 waiting for a CPU), and the order path per order split into CPU, run delay and blocked (locks, the
-GIL, fsync). --paced stands for bars seconds apart, as live: before each batch, untimed, the journal's writer commits the previous one and the journal's
+GIL, fsync), and the batches at or above the p99 against all. --paced stands for bars seconds apart, as live: before each batch, untimed, the journal's writer commits the previous one and the journal's
 and the venue's background checkpoints run their pass (as they do every second); without it
 batches follow at once, the writer competes with the next batch and the WALs only grow.
 Each run ends with the disk's fdatasync of one 4 KB page overwritten in place (what a commit under
@@ -211,6 +211,43 @@ def stage_table(
             figures[f"{mode}_{symbols}_order_path_{part}_p50_ms"] = p50
             figures[f"{mode}_{symbols}_order_path_{part}_p99_ms"] = p99
             cells += f" {p50:>11.3f} {p99:>11.3f}"
+        print(f"  {part:<8}{cells}")
+    figures |= tail_table(results, orders, symbols)
+    return figures
+
+
+def tail_table(
+    results: dict[str, Pipeline], orders: dict[str, list[int]], symbols: int
+) -> dict[str, float]:
+    """What the batches that make the p99 per order are made of: those at or above it (weighted by
+    their orders) against all batches: their orders, their order path split into CPU, run delay
+    and blocked, and `slower`, the median over the stages of each stage's CPU over its median
+    (1.0: as usual; 1.4 everywhere: the whole batch ran slower, not more work in one stage)."""
+    to_broker = [s for s in ORDER_PATH_STAGES if s != "after"]
+    head = "".join(f" {m + ' tail':>11} {m + ' all':>11}" for m in results)
+    print(
+        f"  batches at or above the p99 at {symbols} symbols, mean per batch:\n  {'part':<8}{head}"
+    )
+    rows: dict[str, str] = {}
+    figures: dict[str, float] = {}
+    for mode, pipeline in results.items():
+        counts = np.asarray(orders[mode])
+        split: dict[str, np.ndarray] = {
+            k: np.sum([_laps(pipeline, k, s) for s in to_broker], axis=0)
+            for k in ("wall", "cpu", "delay")
+        }
+        split["blocked"] = split["wall"] - split["cpu"] - split["delay"]
+        p99 = _percentiles(np.repeat(split["wall"], counts))[1]
+        tail: np.ndarray = split["wall"] >= p99
+        cpu = np.array([_laps(pipeline, "cpu", s) for s in to_broker])
+        slower = np.median(cpu / np.maximum(np.median(cpu, axis=1, keepdims=True), 1e-9), axis=0)
+        parts = {"batches": tail.astype(float), "orders": counts, **split, "slower": slower}
+        for part, values in parts.items():
+            everywhere = float(values.size) if part == "batches" else values.mean()
+            mine = values.sum() if part == "batches" else values[tail].mean()
+            figures[f"{mode}_{symbols}_tail_{part}"] = float(mine)
+            rows[part] = rows.get(part, "") + f" {mine:>11.2f} {everywhere:>11.2f}"
+    for part, cells in rows.items():
         print(f"  {part:<8}{cells}")
     return figures
 
