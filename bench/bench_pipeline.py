@@ -10,7 +10,7 @@ the bars, intake = validation/store/book/risk state, windows, score, decide = st
 = the write-ahead commit, submit = the paper venue taking the orders, after = what follows once the orders are out),
 per batch in wall time, in the pipeline thread's CPU time and in its run delay (runnable but
 waiting for a CPU), and the order path per order split into CPU, run delay and blocked (locks, the
-GIL, fsync). --paced stands for bars seconds apart, as live: before each batch, untimed, the journal's writer commits the previous one and the journal's
+GIL, fsync), and the batches at or above the p99 against all. --paced stands for bars seconds apart, as live: before each batch, untimed, the journal's writer commits the previous one and the journal's
 and the venue's background checkpoints run their pass (as they do every second); without it
 batches follow at once, the writer competes with the next batch and the WALs only grow.
 Each run ends with the disk's fdatasync of one 4 KB page overwritten in place (what a commit under
@@ -19,8 +19,11 @@ floor under the full-mode order latency, and most of its tail.
 --realtime runs each journal mode twice in turn, the second (`<mode>_rt`) with the order path at
 real-time priority (daemon/runtime.py OrderPathPriority).
 Journal modes: normal, full, and normal_process / full_process with the journal's process writer.
-Usage: python bench/bench_pipeline.py [--bars N] [--symbols 1,10,100] [--synchronous normal,full] [--paced]
-    [--realtime]
+Each symbol count runs at least --min-batches timed batches (1,200; --bars alone gave 600 at 100
+symbols): the p99 per order is the slowest 1% of the batches weighted by their orders, a dozen
+batches at 1,200 rather than six, which one CPU spike moved by a millisecond.
+Usage: python bench/bench_pipeline.py [--bars N] [--min-batches N] [--symbols 1,10,100]
+    [--synchronous normal,full] [--paced] [--realtime]
 """
 
 from __future__ import annotations
@@ -59,7 +62,7 @@ WINDOW = 64
 
 def make_batches(symbols: int, n_batches: int) -> list[list[Bar]]:
     market = SimMarketConfig(
-        symbols=[f"S{i:03d}" for i in range(symbols)], seed=3, pattern_rate=0.03
+        symbols=tuple(f"S{i:03d}" for i in range(symbols)), seed=3, pattern_rate=0.03
     )
     sim = MarketSimulator(config=market, start=START)
     return [sim.next_batch() for _ in range(n_batches)]
@@ -209,6 +212,43 @@ def stage_table(
             figures[f"{mode}_{symbols}_order_path_{part}_p99_ms"] = p99
             cells += f" {p50:>11.3f} {p99:>11.3f}"
         print(f"  {part:<8}{cells}")
+    figures |= tail_table(results, orders, symbols)
+    return figures
+
+
+def tail_table(
+    results: dict[str, Pipeline], orders: dict[str, list[int]], symbols: int
+) -> dict[str, float]:
+    """What the batches that make the p99 per order are made of: those at or above it (weighted by
+    their orders) against all batches: their orders, their order path split into CPU, run delay
+    and blocked, and `slower`, the median over the stages of each stage's CPU over its median
+    (1.0: as usual; 1.4 everywhere: the whole batch ran slower, not more work in one stage)."""
+    to_broker = [s for s in ORDER_PATH_STAGES if s != "after"]
+    head = "".join(f" {m + ' tail':>11} {m + ' all':>11}" for m in results)
+    print(
+        f"  batches at or above the p99 at {symbols} symbols, mean per batch:\n  {'part':<8}{head}"
+    )
+    rows: dict[str, str] = {}
+    figures: dict[str, float] = {}
+    for mode, pipeline in results.items():
+        counts = np.asarray(orders[mode])
+        split: dict[str, np.ndarray] = {
+            k: np.sum([_laps(pipeline, k, s) for s in to_broker], axis=0)
+            for k in ("wall", "cpu", "delay")
+        }
+        split["blocked"] = split["wall"] - split["cpu"] - split["delay"]
+        p99 = _percentiles(np.repeat(split["wall"], counts))[1]
+        tail: np.ndarray = split["wall"] >= p99
+        cpu = np.array([_laps(pipeline, "cpu", s) for s in to_broker])
+        slower = np.median(cpu / np.maximum(np.median(cpu, axis=1, keepdims=True), 1e-9), axis=0)
+        parts = {"batches": tail.astype(float), "orders": counts, **split, "slower": slower}
+        for part, values in parts.items():
+            everywhere = float(values.size) if part == "batches" else values.mean()
+            mine = values.sum() if part == "batches" else values[tail].mean()
+            figures[f"{mode}_{symbols}_tail_{part}"] = float(mine)
+            rows[part] = rows.get(part, "") + f" {mine:>11.2f} {everywhere:>11.2f}"
+    for part, cells in rows.items():
+        print(f"  {part:<8}{cells}")
     return figures
 
 
@@ -216,7 +256,7 @@ def _laps(pipeline: Pipeline, kind: str, stage: str) -> np.ndarray:
     """One stage's per-batch laps in ms (zeros where the kernel reports no run delay)."""
     clock = pipeline.stage_clock
     recorders = {"wall": clock.stages, "cpu": clock.cpu_stages, "delay": clock.delay_stages}
-    laps = recorders[kind][stage].samples() * 1000.0
+    laps: np.ndarray = recorders[kind][stage].samples() * 1000.0
     if kind == "delay" and laps.size == 0:
         return np.zeros(clock.stages[stage].count)
     return laps
@@ -236,17 +276,18 @@ def measure(
     *,
     paced: bool = False,
     realtime: bool = False,
+    min_batches: int = 50,
 ) -> dict[str, float]:
     """One run: every symbol count with every journal mode (and each again with the order path
     at real-time priority, `<mode>_rt`, when realtime); prints the table, returns figures."""
     arms = [(mode, rt) for mode in modes for rt in ((False, True) if realtime else (False,))]
     print(
         f"{'symbols':>7} {'journal':>7} {'bars/s':>10} {'baseline':>10} {'ratio':>6} "
-        f"{'orders':>7} {'p50 ms':>7} {'p99 ms':>7}"
+        f"{'orders':>7} {'p50 ms':>7} {'p99 ms':>7} {'batches':>7}"
     )
     figures: dict[str, float] = {}
     for symbols in symbol_counts:
-        n_batches = max(WINDOW + 50, bars // symbols + WINDOW)
+        n_batches = max(min_batches, bars // symbols) + WINDOW
         batches = make_batches(symbols, n_batches)
         floor = baseline(batches)
         results: dict[str, Pipeline] = {}
@@ -261,7 +302,7 @@ def measure(
             p99 = pipeline.latency.percentile_ms(99) or float("nan")
             print(
                 f"{symbols:>7} {mode:>7} {rate:>10,.0f} {floor:>10,.0f} {rate / floor:>6.2f} "
-                f"{pipeline.latency.count:>7} {p50:>7.3f} {p99:>7.3f}"
+                f"{pipeline.latency.count:>7} {p50:>7.3f} {p99:>7.3f} {n_batches - WINDOW:>7}"
             )
             figures[f"{mode}_{symbols}_bars_per_s"] = rate
             figures[f"{mode}_{symbols}_p50_ms"] = p50
@@ -286,6 +327,12 @@ def main() -> None:
         type=int,
         default=15_000 if quick() else 60_000,
         help="bars per run (spread over the symbols)",
+    )
+    parser.add_argument(
+        "--min-batches",
+        type=int,
+        default=150 if quick() else 1200,
+        help="timed batches at least per symbol count (the p99 reads the slowest 1%% of them)",
     )
     parser.add_argument("--symbols", default="10,100" if quick() else "1,10,100")
     parser.add_argument("--synchronous", default="normal,full", help="journal modes to run")
@@ -314,7 +361,12 @@ def main() -> None:
     with Session("pipeline") as bench:
         bench.until_stable(
             lambda: measure(
-                symbol_counts, modes, args.bars, paced=args.paced, realtime=args.realtime
+                symbol_counts,
+                modes,
+                args.bars,
+                paced=args.paced,
+                realtime=args.realtime,
+                min_batches=args.min_batches,
             ),
             key=f"{modes[-1]}_{symbol_counts[-1]}_p99_ms",
             prefix="paced_" if args.paced else "",

@@ -127,6 +127,7 @@ class RuleScorer:
             lookback = max(lookback, int(abstract.Function(spec.function).lookback))  # type: ignore[attr-defined]
         # Bars a pattern needs to be judged on the last bar; windows are scored on this tail only.
         self.pattern_bars = lookback + 1
+        self._nets: dict[tuple[float, ...], tuple[float, tuple[str, ...]]] = {}  # see _net
 
     def score(self, windows: Sequence[Window]) -> list[Signal]:
         """One Signal per window, in order; neutral where no enabled pattern completes on the last bar."""
@@ -213,16 +214,11 @@ class RuleScorer:
         """Turn the patterns that fired on the last bar, plus context, into one Signal (ts: the
         window's close time; flat: see _flat_closes)."""
         cfg = self.config
-        net = 0.0
-        reasons: list[str] = []
-        for pattern, value in zip(self._enabled, values, strict=True):
-            if value == 0 or pattern.weight == 0:
-                continue
-            net += math.copysign(pattern.weight * min(abs(value) / 100.0, 1.0), value)
-            reasons.append(pattern.bullish if value > 0 else pattern.bearish)
+        net, found = self._net(values)
+        reasons = list(found)
         direction = 1 if net > 1e-12 else -1 if net < -1e-12 else 0
         if direction == 0:
-            return neutral_signal(window, self.name, tuple(reasons), ts=ts)
+            return neutral_signal(window, self.name, found, ts=ts)
         agree, oppose = self._context(window, direction, reasons, flat)
         strength = abs(net) * max(
             0.0, 1.0 + cfg.context_boost * agree - cfg.context_penalty * oppose
@@ -238,6 +234,26 @@ class RuleScorer:
             scorer=self.name,
             reasons=tuple(reasons),
         )
+
+    def _net(self, values: list[float]) -> tuple[float, tuple[str, ...]]:
+        """The signed sum of the weights of the patterns that fired and their reasons, in pattern
+        order; memoized: TA-Lib's pattern outputs take a few values (+-100, +-200), so a batch's
+        windows share a handful of combinations."""
+        key = tuple(values)
+        hit = self._nets.get(key)
+        if hit is not None:
+            return hit
+        net = 0.0
+        reasons: list[str] = []
+        for pattern, value in zip(self._enabled, values, strict=True):
+            if value == 0 or pattern.weight == 0:
+                continue
+            net += math.copysign(pattern.weight * min(abs(value) / 100.0, 1.0), value)
+            reasons.append(pattern.bullish if value > 0 else pattern.bearish)
+        if len(self._nets) >= _NETS_KEPT:
+            self._nets.clear()
+        hit = self._nets[key] = (net, tuple(reasons))
+        return hit
 
     def _context(
         self, window: Window, direction: int, reasons: list[str], flat: bool | None = None
@@ -270,5 +286,6 @@ class RuleScorer:
         return agree, oppose
 
 
+_NETS_KEPT = 4096  # pattern combinations _net remembers (cleared when full)
 _RSI = raw_talib("RSI")
 _BBANDS = raw_talib("BBANDS")

@@ -157,6 +157,30 @@ def test_score_when_called_twice_or_alone_then_same_signals(scorer: RuleScorer) 
     assert any(s.confidence > 0 for s in first)
 
 
+def test_score_when_windows_of_mixed_lengths_then_each_as_scored_alone(scorer: RuleScorer) -> None:
+    """Windows of different lengths in one batch: each gets what scoring it alone gives, reasons
+    and context included."""
+    bull = _bullish_engulfing_after_decline()
+    bear = _bearish_engulfing_after_advance()
+    windows = [
+        _window(bull, "FULL"),
+        _window(_random_walk(30, seed=1), "W30"),
+        _window(bull[-20:], "SHORT_CONTEXT"),  # >= the patterns' lookback, < context_bars
+        _window(bear[-45:], "BEAR45"),
+        _window(bull[-8:], "TINY"),  # < the patterns' lookback: scored on its own
+        _window(_random_walk(64, seed=2), "W64"),
+    ]
+    batch = scorer.score(windows)
+    alone = [scorer.score([w])[0] for w in windows]
+    assert batch == alone
+    assert [s.symbol for s in batch] == [w.symbol for w in windows]
+    fired = {s.symbol: s for s in batch if s.reasons}
+    assert fired["FULL"].p_up > 0.5
+    assert fired["SHORT_CONTEXT"].reasons[0] == "bullish_engulfing"
+    assert fired["BEAR45"].p_up < 0.5
+    assert fired["TINY"].reasons[0] == "bullish_engulfing"
+
+
 def test_score_when_pattern_disabled_then_not_reported() -> None:
     window = _window(_bullish_engulfing_after_decline())
     only_hammer = RuleScorer(config=RuleScorerConfig(patterns=("hammer",)))
@@ -214,7 +238,7 @@ def test_config_when_value_invalid_then_validation_error_names_it(
         msgspec.convert(raw, RuleScorerConfig)
 
 
-def test_flat_closes_when_flat_moving_and_short_windows_then_matches_each_window_alone():
+def test_flat_closes_when_flat_moving_and_short_windows_then_matches_each_window_alone() -> None:
     """The batched flat-context check gives, per window, what two reductions on its closes give."""
     scorer = RuleScorer(config=RuleScorerConfig())
     flat = _window([(100.0, 100.2, 99.8, 100.0)] * 64)
