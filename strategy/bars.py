@@ -189,7 +189,7 @@ class BarsAdded(msgspec.Struct, frozen=True):
 
     accepted: list[Bar]
     rejected: list[BarRejected]
-    symbols: list[str] = msgspec.field(default_factory=list)
+    symbols: list[str] = []  # an empty default is copied per instance, as a factory would be
 
 
 class BarStore:
