@@ -79,7 +79,7 @@ class SimBrokerState(msgspec.Struct, frozen=True, kw_only=True):
 
     orders: tuple[VenueOrder, ...] = ()
     fills: tuple[Fill, ...] = ()
-    tapes: dict[str, SymbolTape] = msgspec.field(default_factory=dict)
+    tapes: dict[str, SymbolTape] = {}  # copied per instance, as a factory would be
     sequence: int = 0
     pending_events: tuple[OrderEvent, ...] = ()
     pending_fills: tuple[Fill, ...] = ()

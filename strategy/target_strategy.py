@@ -41,7 +41,7 @@ class StrategyConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     position_notional: PositiveFloat = 10_000.0
     position_fraction: Annotated[float, msgspec.Meta(gt=0, le=1)] | None = None
     quantity_step: PositiveFloat = 1.0
-    quantity_steps: dict[str, PositiveFloat] = msgspec.field(default_factory=dict)
+    quantity_steps: dict[str, PositiveFloat] = {}  # copied per instance, as a factory would be
     max_quantity: PositiveFloat = 100_000.0
     allow_short: bool = True
     hold_bars: Annotated[int, msgspec.Meta(ge=0)] = 5

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -372,3 +372,41 @@ def test_full_windows_when_bars_gap_repeat_and_reset_then_windows_without_the_no
             assert a.bar_seconds == b.bar_seconds
             for column in ("timestamps", "open", "high", "low", "close", "volume"):
                 assert getattr(a, column).tolist() == getattr(b, column).tolist()
+
+
+# ---- the store's epoch counted from the last whole UTC second --------------------------------------
+ZONES = (UTC, UTC, UTC, timezone(timedelta(hours=2)), timezone(timedelta(0), "Z"))
+BASES = (T0, datetime(1969, 12, 31, 23, 0, tzinfo=UTC), datetime(2099, 12, 31, 23, 50, tzinfo=UTC))
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    base=st.sampled_from(BASES),
+    times=st.lists(
+        st.tuples(
+            st.integers(-3_000, 3_000),  # minutes from the base, either way
+            st.sampled_from((0, 0, 0, 7)),  # seconds: 7 is misaligned
+            st.sampled_from((0, 0, 0, 500_000)),  # microseconds
+            st.sampled_from(ZONES),  # UTC, or the same instant in another tzinfo
+        ),
+        min_size=1,
+        max_size=30,
+    ),
+)
+def test_add_batch_when_times_fractional_early_late_or_zoned_then_epochs_are_int_timestamps(
+    base: datetime, times: list[tuple[int, int, int, timezone]]
+) -> None:
+    store = BarStore(config=BarStoreConfig(window=8))
+    stored: list[int] = []
+    for minutes, seconds, micros, zone in times:
+        ts = (base + timedelta(minutes=minutes, seconds=seconds, microseconds=micros)).astimezone(
+            zone
+        )
+        added = store.add_batch(
+            [Bar(symbol="AAA", ts=ts, open=1.0, high=1.0, low=1.0, close=1.0, volume=1.0)]
+        )
+        assert store.epoch(ts) == int(ts.timestamp())  # ts is the time add_batch converted
+        stored += [int(b.ts.timestamp()) for b in added.accepted]
+        window = store.windows(["AAA"])[0]
+        if window is not None:
+            assert window.timestamps.tolist() == stored[-8:]
