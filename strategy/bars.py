@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections import deque
 from collections.abc import Iterable
@@ -98,6 +99,10 @@ def bar_at(window: Window, index: int) -> Bar:
     )
 
 
+# How much shorter each new ring's first chunk is: a stride of 97 over the pushes between copies.
+_FIRST_CHUNK_CUTS = itertools.count(0, 97)
+
+
 class _Ring:
     """A symbol's bars in append-only chunks, so a window is a read-only view that never changes.
 
@@ -120,6 +125,7 @@ class _Ring:
         "pending",
         "ranges",
         "rows",
+        "size",
         "stamps",
         "stamps_flat",
         "times",
@@ -129,7 +135,7 @@ class _Ring:
     def __init__(self, n: int) -> None:
         self.n = n
         # n - 1 bars are copied per new chunk: at least 256 pushes between copies.
-        self.cap = max(2 * n, n + 256)
+        self.size = max(2 * n, n + 256)  # a new chunk's capacity
         self.values: FloatArray = np.zeros((5, 0), dtype=np.float64)  # writable chunk
         self.times: IntArray = np.zeros(0, dtype=np.int64)
         # Memoryviews of the chunk's rows (open .. volume) and of its times: a bar is written
@@ -140,7 +146,11 @@ class _Ring:
         self.columns: tuple[FloatArray, ...] = ()  # read-only views of the five rows
         self.stamps: IntArray = self.times  # read-only view of times
         self.end = 0  # bars written into the chunk; the newest is at end - 1
-        self._new_chunk(0)
+        # The first chunk is cut short by a different amount per ring, so rings that start in
+        # the same batch (every symbol at start-up) do not all need a new chunk in one later
+        # batch: 100 at once cost ~1.2 ms of that batch's intake, ~12 us per ring.
+        between_copies = self.size - n + 1
+        self._new_chunk(0, self.size - next(_FIRST_CHUNK_CUTS) % between_copies)
         self.count = 0  # bars held, at most n
         self.last_ts = 0
         self.last_dt: datetime | None = None
@@ -149,10 +159,11 @@ class _Ring:
         self.pending: float | None = None  # close of a rejected jump, waiting for confirmation
         self.close = 0.0  # the newest bar's close (a float: cheaper than reading the array)
 
-    def _new_chunk(self, keep: int) -> None:
-        """Start a fresh chunk holding the last `keep` bars of the current one."""
-        values = np.zeros((5, self.cap), dtype=np.float64)
-        times = np.zeros(self.cap, dtype=np.int64)
+    def _new_chunk(self, keep: int, cap: int) -> None:
+        """Start a fresh chunk of `cap` bars holding the last `keep` bars of the current one."""
+        self.cap = cap
+        values = np.zeros((5, cap), dtype=np.float64)
+        times = np.zeros(cap, dtype=np.int64)
         if keep:
             end = self.end
             values[:, :keep] = self.values[:, end - keep : end]
@@ -179,7 +190,7 @@ class _Ring:
         """The chunk index the next bar goes to (a new chunk when this one is full)."""
         if self.end == self.cap:
             count = self.count
-            self._new_chunk(count if count < self.n else self.n - 1)
+            self._new_chunk(count if count < self.n else self.n - 1, self.size)
         return self.end
 
 
