@@ -362,7 +362,10 @@ class Journal:
         if orders or state_changes:
             ahead = BatchArgs(orders=orders, state_changes=state_changes, kv=kv)
             self._commit_now(
-                encode_batch(self.path, ahead), what="record_orders_ahead", alone=True, queued=True
+                encode_batch(self.path, ahead),
+                what="record_orders_ahead",
+                alone=True,
+                queued=writer is not None and writer.ripe(),
             )
             kv = None
         item = self._queued_rows(batch, {})

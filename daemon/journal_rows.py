@@ -167,8 +167,11 @@ def write_batch(cur: sqlite3.Cursor, stage: Callable[[str], None], rows: BatchRo
 # The tables whose rows only append (or upsert by key, the last one winning): a group's rows of
 # each go in one executemany, in batch order, which gives the same rows and ids as batch by batch
 # (signals: one block row for the group, which the `signals` view unpacks into the same rows).
-# Fills and order events update `orders` in turn, so they stay in batch order (see write_group).
-MERGED_TABLES = ("bars_rejected", "signals", "decisions", "positions", "state_changes")
+# Fills and order events also append (their own tables, in batch order), but each also updates
+# its order's row, and those updates stay in batch order per order (see write_group).
+MERGED_TABLES = (
+    "bars_rejected", "signals", "decisions", "fills", "order_events", "positions", "state_changes",
+)  # fmt: skip
 
 
 def write_group(
@@ -179,42 +182,73 @@ def write_group(
     kv: Sequence[tuple[str, str]],
 ) -> None:
     """Write queued batches (no orders among them) in the caller's transaction, with the rows
-    write_batch(encode_batch(b)) gives for each batch in turn, in far fewer statements: one per
-    table for the MERGED_TABLES, fills and events batch by batch (only batches that have any),
-    and kv as given (the caller keeps one value per key, the last). Raises JournalError for a
-    non-finite number, like encode_batch."""
+    write_batch(encode_batch(b)) gives for each batch in turn, in far fewer statements: one
+    encode and one insert per table, the orders' updates in as few runs as keep each order's
+    updates in batch order (update_runs), and kv as given (the caller keeps one value per key,
+    the last). Raises JournalError for a non-finite number, like encode_batch, before the first
+    statement."""
     stage("encode")
     merged: dict[str, list[Any]] = {table: [] for table in MERGED_TABLES}
-    ordered: list[BatchArgs] = []
+    bounds: list[tuple[int, int]] = []  # per batch with fills or events: its ends in each list
+    fills, events = merged["fills"], merged["order_events"]
     for batch in batches:
         # A queued batch holds only its tables with rows (a signal block and the kv, mostly):
         # walking its items costs less than asking it for each table.
-        in_order = False
         for table, values in batch.items():
             rows_of_table = merged.get(table)
             if rows_of_table is not None:
                 rows_of_table.extend(values)  # type: ignore[arg-type]
-            elif table in ("fills", "order_events") and values:
-                in_order = True
-        if in_order:
-            ordered.append(
-                BatchArgs(fills=batch.get("fills", ()), order_events=batch.get("order_events", ()))
-            )
+        if "fills" in batch or "order_events" in batch:
+            bounds.append((len(fills), len(events)))
     rows = encode_batch(path, cast("BatchArgs", {k: v for k, v in merged.items() if v}))
-    steps = [encode_batch(path, b) for b in ordered]  # every refusal before the first statement
     for table, sql, params in (
         ("bars_rejected", INSERT_REJECTED, rows.rejected),
         ("signals", INSERT_SIGNAL_BLOCK, rows.signals),
         ("decisions", INSERT_DECISION, rows.decisions),
+        ("fills", INSERT_FILL, rows.fills),
+        ("order_events", INSERT_EVENT, rows.events),
     ):
         if params:
             stage(table)
             cur.executemany(sql, params)
-    for step in steps:
-        write_batch(cur, stage, step)
-    rows.rejected, rows.signals, rows.decisions = [], [], []
+    for filled, status in update_runs(rows.fills, rows.events, bounds):
+        if filled:
+            stage("fills")
+            cur.executemany(ORDER_FILLED, filled)
+        if status:
+            stage("order_events")
+            cur.executemany(ORDER_STATUS, status)
+    rows.rejected, rows.signals, rows.decisions, rows.fills, rows.events = [], [], [], [], []
     rows.kv = list(kv)
     write_batch(cur, stage, rows)  # positions, state changes, kv
+
+
+def update_runs(
+    fills: list[dict[str, Any]], events: list[dict[str, Any]], bounds: Sequence[tuple[int, int]]
+) -> list[tuple[list[dict[str, Any]], list[dict[str, Any]]]]:
+    """The orders' updates of a group's fills and events (bounds: where each batch's end in
+    either list) as runs of (fills, events): each run's fill updates, then its status updates.
+    Batch by batch, a batch's fills update their orders before its events. A run ends before a
+    batch with a fill of an order that has an event in the run, so each order's updates keep
+    their batch order; updates of different orders touch different rows, in any order."""
+    runs: list[tuple[list[dict[str, Any]], list[dict[str, Any]]]] = []
+    run_fills: list[dict[str, Any]] = []
+    run_events: list[dict[str, Any]] = []
+    evented: set[str] = set()
+    f0 = e0 = 0
+    for f1, e1 in bounds:
+        batch_fills = fills[f0:f1]
+        if evented and any(f["coid"] in evented for f in batch_fills):
+            runs.append((run_fills, run_events))
+            run_fills, run_events, evented = [], [], set()
+        run_fills += batch_fills
+        for e in events[e0:e1]:
+            run_events.append(e)
+            evented.add(e["coid"])
+        f0, e0 = f1, e1
+    if run_fills or run_events:
+        runs.append((run_fills, run_events))
+    return runs
 
 
 _ENCODER = msgspec.json.Encoder()
