@@ -3,9 +3,10 @@
 The order path commits only its write-ahead intents (daemon/journal.py, record_orders_ahead) and
 hands the rest of the batch (signals, decisions, fills, events, positions) to this queue. The
 thread commits what is queued in one transaction, after letting a group gather for up to
-LINGER_SECONDS; the order path's own commit takes whatever is still queued into its transaction
-(older rows first), so a backtest or a busy daemon pays one commit per batch with orders and no
-hand-over between threads. A batch never waits for the thread; reads and the synchronous writes
+LINGER_SECONDS; once a group has gathered (CARRY_AT, CARRY_AFTER_SECONDS: before the thread's
+linger ends), the order path's own commit takes what is queued into its transaction (older rows
+first), so a backtest or a busy daemon pays one commit per batch with orders, the queued tables'
+pages once per group, and no hand-over between threads. A batch never waits for the thread; reads and the synchronous writes
 hurry it and wait until the queue is empty, so they see every row queued before them. A failed
 commit is sticky: the thread stops, and the journal's next write raises it.
 """
