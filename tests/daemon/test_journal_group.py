@@ -185,3 +185,21 @@ def test_record_orders_ahead_when_rows_queued_a_while_then_order_commit_carries_
             )
         finally:
             con.close()
+
+
+def test_group_write_when_older_batch_holds_a_key_the_newest_lacks_then_its_own_batch_decides(
+    tmp_path: Path,
+) -> None:
+    """A queued batch's kv key (trading_state) that later queued batches lack is judged by that
+    batch's place: the order path wrote the key in a later batch, so the older value must not
+    land on top of it, while the newest queued last_bar_ts still does."""
+    path = tmp_path / "j.sqlite"
+    with Journal(path) as journal:
+        sig = [Signal(symbol="S0", ts=T0, p_up=0.6, confidence=0.3, scorer="rules")]
+        journal.record_orders_ahead(signals=sig, kv={"last_bar_ts": "1", "trading_state": "halted"})
+        journal.record_orders_ahead(orders=[order(1)], kv={"trading_state": "active"})
+        journal.record_orders_ahead(signals=sig, kv={"last_bar_ts": "3"})
+        journal.flush()
+        assert journal.get("trading_state") == "active"
+        assert journal.get("last_bar_ts") == "3"
+        assert journal.counts()["signals"] == 2
