@@ -4,12 +4,14 @@ Write-ahead: an order is committed before the broker sees it. On the order path
 (record_orders_ahead) a batch's orders, state changes and kv go into one small commit of their own;
 its signals, decisions, fills, events and positions are queued to a group-committing writer thread
 (daemon/journal_writer.py) with its own connection, which commits what is queued in one
-transaction off the order path, once the batch's orders are at the broker (order_path()). What is
-still queued when the next batch's orders commit (earlier batches' rows, never an order) rides in
-that commit, older rows first: a batch with orders costs one commit, not one for its orders and
-one for the writer's group it had to wait for. Every other write (record) and every read first
-waits for that writer, so it sees every row written before it; the on-disk shape is in
-daemon/journal_schema.py.
+transaction off the order path, once the batch's orders are at the broker (order_path()). Once a
+group has gathered in the queue (journal_writer.CARRY_AT batches, or its oldest row has waited
+CARRY_AFTER_SECONDS, half the writer's linger), the next batch's order commit carries it (earlier
+batches' rows, never an order), older rows first: a busy run pays one commit per batch with
+orders, and the queued tables' pages once per group, not once per order commit; the writer's
+own commit is left for quiet times (a live bar a minute). Every other write (record) and every
+read first waits for that writer, so it sees every row written before it; the on-disk shape is
+in daemon/journal_schema.py.
 
 Durability (`synchronous`): in WAL mode NORMAL survives a crash of the process (kill -9): a
 committed transaction is in the WAL file and the OS writes it out, but a power loss or kernel
@@ -82,7 +84,7 @@ from daemon.journal_schema import (
 )
 from daemon.journal_writer import MAX_GROUP, GroupWriter
 from daemon.wal_checkpoint import BACKSTOP_PAGES, WalCheckpointer
-from strategy.types import Fill, Order, OrderStatus, Position
+from strategy.types import Fill, Order, OrderStatus, Position, Signal
 
 # Re-exported: callers and tests import the journal's names from here.
 __all__ = [
@@ -101,6 +103,10 @@ log = structlog.get_logger("daemon.journal")
 Synchronous = Literal["normal", "full"]
 Writer = Literal["thread", "process"]
 PositiveFloat = Annotated[float, msgspec.Meta(gt=0)]
+# One batch queued to the writer thread: (generation, its signals, its kv, its other tables with
+# rows). Most batches hold only signals and the kv: those two apart cost no dict per batch to
+# build here or to walk in the group write; `rest` is None unless the batch has other rows.
+Queued = tuple[int, tuple[Signal, ...], dict[str, Any] | None, dict[str, Any] | None]
 
 
 class JournalConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -162,7 +168,7 @@ class Journal:
         self._known_fills: set[str] = set()
         self._persisted_sequence = 0
         self._last_error: str | None = None
-        self._writer: GroupWriter[tuple[int, BatchArgs]] | None = None
+        self._writer: GroupWriter[Queued] | None = None
         self._writer_con: sqlite3.Connection | None = None
         self._writer_error_raised = False
         # Batches handed out, and for each kv key the batch whose order-path commit wrote it:
@@ -362,15 +368,19 @@ class Journal:
         if orders or state_changes:
             ahead = BatchArgs(orders=orders, state_changes=state_changes, kv=kv)
             self._commit_now(
-                encode_batch(self.path, ahead), what="record_orders_ahead", alone=True, queued=True
+                encode_batch(self.path, ahead),
+                what="record_orders_ahead",
+                alone=True,
+                queued=writer is not None and writer.ripe(),
             )
             kv = None
-        item = self._queued_rows(batch, {})
-        if kv:
-            item["kv"] = dict(kv)
-        if item:
+        signals = batch.pop("signals", None)
+        signals = tuple(signals) if signals else ()
+        # any(): most batches have no other rows (empty lists); an iterator counts as rows
+        rest = self._queued_rows(batch, {}) if any(batch.values()) else None
+        if signals or kv or rest:
             assert writer is not None  # _raise_writer_failure checked that we are open
-            writer.submit((self._generation, cast("BatchArgs", item)))
+            writer.submit((self._generation, signals, dict(kv) if kv else None, rest or None))
 
     def _queued_rows(self, batch: BatchArgs, item: dict[str, Any]) -> dict[str, Any]:
         """The rows of a batch (its orders, state changes and kv taken out) that go to the
@@ -578,7 +588,7 @@ class Journal:
         # An order journaled with a number we have not handed out yet moves the counter past it.
         self._sequence = max(self._sequence, sequence)
 
-    def _commit_group(self, writer: GroupWriter[tuple[int, BatchArgs]]) -> None:
+    def _commit_group(self, writer: GroupWriter[Queued]) -> None:
         """The writer thread's transaction: up to MAX_GROUP queued batches (taken under the
         write lock, so the order path's commit cannot take newer ones ahead of them)."""
         self._order_path_idle.wait()
@@ -589,7 +599,7 @@ class Journal:
         self,
         cur: sqlite3.Cursor,
         stage: Callable[[str], None],
-        items: list[tuple[int, BatchArgs]],
+        items: list[Queued],
         *,
         skip_kv: set[str] | frozenset[str] = frozenset(),
     ) -> None:
@@ -598,20 +608,36 @@ class Journal:
         in this transaction (skip_kv)."""
         if not items:
             return
-        latest: dict[str, tuple[int, object]] = {}
-        for generation, kwargs in items:
-            kv_of_batch = kwargs.get("kv")
+        signals: list[Signal] = []
+        batches: list[BatchArgs] = []
+        latest: dict[str, Any] = {}
+        for _, signals_of_batch, kv_of_batch, rest in items:
+            if signals_of_batch:
+                signals += signals_of_batch
             if kv_of_batch:
-                for key, value in kv_of_batch.items():
-                    latest[key] = (generation, value)
-        written_at = self._kv_written_at
-        kv = [
-            (str(k), kv_text(v))
-            for k, (g, v) in latest.items()
-            if written_at.get(k, -1) < g and k not in skip_kv
-        ]
+                latest.update(kv_of_batch)
+            if rest:
+                batches.append(cast("BatchArgs", rest))
+        kv: list[tuple[str, str]] = []
+        if latest:
+            # each key's batch: the last that holds it (the newest holds them all, mostly)
+            generation_of: dict[str, int] = {}
+            for generation, _, kv_of_batch, _ in reversed(items):
+                if kv_of_batch:
+                    for key in kv_of_batch:
+                        generation_of.setdefault(key, generation)
+                    if len(generation_of) == len(latest):
+                        break
+            written_at = self._kv_written_at
+            kv = [
+                (str(k), kv_text(v))
+                for k, v in latest.items()
+                if written_at.get(k, -1) < generation_of[k] and k not in skip_kv
+            ]
+        if signals:  # the signals of the group in one block, ahead of the other tables' rows
+            batches.insert(0, BatchArgs(signals=signals))
         try:
-            write_group(self.path, cur, stage, [kwargs for _, kwargs in items], kv)
+            write_group(self.path, cur, stage, batches, kv)
         except JournalError as e:  # a non-finite number from the broker: trading stops
             self._last_error = f"group_commit refused: {e}"
             log.error("journal.write_failed", path=str(self.path), write="group_commit",

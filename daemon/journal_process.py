@@ -190,8 +190,9 @@ def frame_rows(path: Path, frame: Frame) -> BatchRows:
 
 
 class _Queue:
-    """Queued frames' rows, merged as journal_rows.write_group merges a group: the appending
-    tables in one list each, fills and events frame by frame, kv one value per key (the last)."""
+    """Queued frames' rows, merged much as journal_rows.write_group merges a group: the appending
+    tables in one list each, kv one value per key (the last); fills and events stay frame by
+    frame here (write_group also merges their inserts, with the orders' updates in runs)."""
 
     def __init__(self) -> None:
         self.clear()

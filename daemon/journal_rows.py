@@ -85,48 +85,61 @@ def check_batch_keys(path: Path, batch: Mapping[str, object]) -> None:
 
 def encode_batch(path: Path, batch: BatchArgs) -> BatchRows:
     """Encode one batch (msgspec JSON in `data`, key columns beside it); a non-finite number in
-    an order, fill or position refuses the batch with JournalError."""
+    an order, fill or position refuses the batch with JournalError. Only the tables the batch
+    holds rows for are visited (an order commit: orders and kv; a group: a few tables)."""
     check_batch_keys(path, batch)
     encode = _ENCODER.encode
 
     def enc(value: msgspec.Struct) -> str:
         return encode(value).decode()
 
-    rows = BatchRows(
-        rejected=[
-            (_attr(b, "symbol"), iso_utc(_attr(b, "ts")), text_or_none(_attr(b, "reason")), enc(b))
-            for b in batch.get("bars_rejected", ())
-        ],
-        signals=_signal_block(batch.get("signals", ())),
-        decisions=[
-            (d.intent.symbol, iso_utc(d.ts or d.intent.ts), int(d.accepted), d.reason, enc(d))
-            for d in batch.get("decisions", ())
-        ],
-        orders=[order_row(o, enc(o)) for o in batch.get("orders", ())],
-        fills=[fill_row(f, enc(f)) for f in batch.get("fills", ())],
-        events=[event_row(e, enc(e)) for e in batch.get("order_events", ())],
-        positions=[
-            (p.symbol, p.quantity, p.average_price, p.realized_pnl, enc(p))
-            for p in batch.get("positions", ())
-        ],
-        states=[
-            (
-                iso_utc(_attr(c, "ts")),
-                text_or_none(_attr(c, "previous")),
-                text_or_none(_attr(c, "current")),
-                text_or_none(_attr(c, "reason")),
-                enc(c),
-            )
-            for c in batch.get("state_changes", ())
-        ],
-        kv=[(str(k), kv_text(v)) for k, v in (batch.get("kv") or {}).items()],
-    )
-    for o in rows.orders:
-        check_finite(path, "orders", o[0], (o[5], o[6], o[8], o[9]))
-    for f in rows.fills:
-        check_finite(path, "fills", f["fill_id"], (f["qty"], f["price"], f["commission"]))
-    for p in rows.positions:
-        check_finite(path, "positions", p[0], p[1:4])
+    rows = BatchRows()
+    values: Any
+    for table, values in cast("dict[str, Any]", batch).items():
+        if not values:
+            continue
+        if table == "signals":
+            rows.signals = _signal_block(values)
+        elif table == "orders":
+            rows.orders = [order_row(o, enc(o)) for o in values]
+            for o in rows.orders:
+                check_finite(path, "orders", o[0], (o[5], o[6], o[8], o[9]))
+        elif table == "kv":
+            rows.kv = [(str(k), kv_text(v)) for k, v in values.items()]
+        elif table == "fills":
+            rows.fills = [fill_row(f, enc(f)) for f in values]
+            for f in rows.fills:
+                check_finite(path, "fills", f["fill_id"], (f["qty"], f["price"], f["commission"]))
+        elif table == "order_events":
+            rows.events = [event_row(e, enc(e)) for e in values]
+        elif table == "decisions":
+            rows.decisions = [
+                (d.intent.symbol, iso_utc(d.ts or d.intent.ts), int(d.accepted), d.reason, enc(d))
+                for d in values
+            ]
+        elif table == "positions":
+            rows.positions = [
+                (p.symbol, p.quantity, p.average_price, p.realized_pnl, enc(p)) for p in values
+            ]
+            for p in rows.positions:
+                check_finite(path, "positions", p[0], p[1:4])
+        elif table == "bars_rejected":
+            rows.rejected = [
+                (_attr(b, "symbol"), iso_utc(_attr(b, "ts")), text_or_none(_attr(b, "reason")),
+                 enc(b))
+                for b in values
+            ]  # fmt: skip
+        else:  # state_changes (check_batch_keys refused any other name)
+            rows.states = [
+                (
+                    iso_utc(_attr(c, "ts")),
+                    text_or_none(_attr(c, "previous")),
+                    text_or_none(_attr(c, "current")),
+                    text_or_none(_attr(c, "reason")),
+                    enc(c),
+                )
+                for c in values
+            ]
     return rows
 
 
@@ -142,33 +155,40 @@ def daily_pnl_row(
     return (day.isoformat(), equity, realized, unrealized, iso_utc(ts))
 
 
+# write_batch's statements in order: (table, ((sql, BatchRows field), ...)).
+_STEPS: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = (
+    ("bars_rejected", ((INSERT_REJECTED, "rejected"),)),
+    ("signals", ((INSERT_SIGNAL_BLOCK, "signals"),)),
+    ("decisions", ((INSERT_DECISION, "decisions"),)),
+    ("orders", ((UPSERT_ORDER, "orders"),)),
+    ("fills", ((INSERT_FILL, "fills"), (ORDER_FILLED, "fills"))),
+    ("order_events", ((INSERT_EVENT, "events"), (ORDER_STATUS, "events"))),
+    ("positions", ((UPSERT_POSITION, "positions"),)),
+    ("state_changes", ((INSERT_STATE, "states"),)),
+    ("kv", ((UPSERT_KV, "kv"),)),
+    ("daily_pnl", ((UPSERT_PNL, "daily_pnl"),)),
+)
+
+
 def write_batch(cur: sqlite3.Cursor, stage: Callable[[str], None], rows: BatchRows) -> None:
     """Run one batch's statements inside the caller's transaction; `stage` names the table for
     the error message. Fills must be new (deduplicated by the caller)."""
-    steps: tuple[tuple[str, tuple[tuple[str, Sequence[Any]], ...]], ...] = (
-        ("bars_rejected", ((INSERT_REJECTED, rows.rejected),)),
-        ("signals", ((INSERT_SIGNAL_BLOCK, rows.signals),)),
-        ("decisions", ((INSERT_DECISION, rows.decisions),)),
-        ("orders", ((UPSERT_ORDER, rows.orders),)),
-        ("fills", ((INSERT_FILL, rows.fills), (ORDER_FILLED, rows.fills))),
-        ("order_events", ((INSERT_EVENT, rows.events), (ORDER_STATUS, rows.events))),
-        ("positions", ((UPSERT_POSITION, rows.positions),)),
-        ("state_changes", ((INSERT_STATE, rows.states),)),
-        ("kv", ((UPSERT_KV, rows.kv),)),
-        ("daily_pnl", ((UPSERT_PNL, rows.daily_pnl),)),
-    )
-    for table, statements in steps:
-        stage(table)
-        for sql, params in statements:
+    for table, statements in _STEPS:
+        for sql, field_name in statements:
+            params = getattr(rows, field_name)
             if params:  # most tables get no row in most batches
+                stage(table)
                 cur.executemany(sql, params)
 
 
 # The tables whose rows only append (or upsert by key, the last one winning): a group's rows of
 # each go in one executemany, in batch order, which gives the same rows and ids as batch by batch
 # (signals: one block row for the group, which the `signals` view unpacks into the same rows).
-# Fills and order events update `orders` in turn, so they stay in batch order (see write_group).
-MERGED_TABLES = ("bars_rejected", "signals", "decisions", "positions", "state_changes")
+# Fills and order events also append (their own tables, in batch order), but each also updates
+# its order's row, and those updates stay in batch order per order (see write_group).
+MERGED_TABLES = (
+    "bars_rejected", "signals", "decisions", "fills", "order_events", "positions", "state_changes",
+)  # fmt: skip
 
 
 def write_group(
@@ -179,42 +199,73 @@ def write_group(
     kv: Sequence[tuple[str, str]],
 ) -> None:
     """Write queued batches (no orders among them) in the caller's transaction, with the rows
-    write_batch(encode_batch(b)) gives for each batch in turn, in far fewer statements: one per
-    table for the MERGED_TABLES, fills and events batch by batch (only batches that have any),
-    and kv as given (the caller keeps one value per key, the last). Raises JournalError for a
-    non-finite number, like encode_batch."""
+    write_batch(encode_batch(b)) gives for each batch in turn, in far fewer statements: one
+    encode and one insert per table, the orders' updates in as few runs as keep each order's
+    updates in batch order (update_runs), and kv as given (the caller keeps one value per key,
+    the last). Raises JournalError for a non-finite number, like encode_batch, before the first
+    statement."""
     stage("encode")
     merged: dict[str, list[Any]] = {table: [] for table in MERGED_TABLES}
-    ordered: list[BatchArgs] = []
+    bounds: list[tuple[int, int]] = []  # per batch with fills or events: its ends in each list
+    fills, events = merged["fills"], merged["order_events"]
     for batch in batches:
         # A queued batch holds only its tables with rows (a signal block and the kv, mostly):
         # walking its items costs less than asking it for each table.
-        in_order = False
         for table, values in batch.items():
             rows_of_table = merged.get(table)
             if rows_of_table is not None:
                 rows_of_table.extend(values)  # type: ignore[arg-type]
-            elif table in ("fills", "order_events") and values:
-                in_order = True
-        if in_order:
-            ordered.append(
-                BatchArgs(fills=batch.get("fills", ()), order_events=batch.get("order_events", ()))
-            )
+        if "fills" in batch or "order_events" in batch:
+            bounds.append((len(fills), len(events)))
     rows = encode_batch(path, cast("BatchArgs", {k: v for k, v in merged.items() if v}))
-    steps = [encode_batch(path, b) for b in ordered]  # every refusal before the first statement
     for table, sql, params in (
         ("bars_rejected", INSERT_REJECTED, rows.rejected),
         ("signals", INSERT_SIGNAL_BLOCK, rows.signals),
         ("decisions", INSERT_DECISION, rows.decisions),
+        ("fills", INSERT_FILL, rows.fills),
+        ("order_events", INSERT_EVENT, rows.events),
     ):
         if params:
             stage(table)
             cur.executemany(sql, params)
-    for step in steps:
-        write_batch(cur, stage, step)
-    rows.rejected, rows.signals, rows.decisions = [], [], []
+    for filled, status in update_runs(rows.fills, rows.events, bounds):
+        if filled:
+            stage("fills")
+            cur.executemany(ORDER_FILLED, filled)
+        if status:
+            stage("order_events")
+            cur.executemany(ORDER_STATUS, status)
+    rows.rejected, rows.signals, rows.decisions, rows.fills, rows.events = [], [], [], [], []
     rows.kv = list(kv)
     write_batch(cur, stage, rows)  # positions, state changes, kv
+
+
+def update_runs(
+    fills: list[dict[str, Any]], events: list[dict[str, Any]], bounds: Sequence[tuple[int, int]]
+) -> list[tuple[list[dict[str, Any]], list[dict[str, Any]]]]:
+    """The orders' updates of a group's fills and events (bounds: where each batch's end in
+    either list) as runs of (fills, events): each run's fill updates, then its status updates.
+    Batch by batch, a batch's fills update their orders before its events. A run ends before a
+    batch with a fill of an order that has an event in the run, so each order's updates keep
+    their batch order; updates of different orders touch different rows, in any order."""
+    runs: list[tuple[list[dict[str, Any]], list[dict[str, Any]]]] = []
+    run_fills: list[dict[str, Any]] = []
+    run_events: list[dict[str, Any]] = []
+    evented: set[str] = set()
+    f0 = e0 = 0
+    for f1, e1 in bounds:
+        batch_fills = fills[f0:f1]
+        if evented and any(f["coid"] in evented for f in batch_fills):
+            runs.append((run_fills, run_events))
+            run_fills, run_events, evented = [], [], set()
+        run_fills += batch_fills
+        for e in events[e0:e1]:
+            run_events.append(e)
+            evented.add(e["coid"])
+        f0, e0 = f1, e1
+    if run_fills or run_events:
+        runs.append((run_fills, run_events))
+    return runs
 
 
 _ENCODER = msgspec.json.Encoder()
@@ -304,6 +355,7 @@ def _iso_datetime(ts: datetime) -> str:
 
 def check_finite(path: Path, table: str, key: str, values: Iterable[float | None]) -> None:
     """NaN/inf would be stored as NULL in JSON and could not be read back: refuse the batch."""
-    if not all(v is None or math.isfinite(v) for v in values):
-        msg = f"journal {path}: refusing {table} row {key!r} with a non-finite number"
-        raise JournalError(msg)
+    for v in values:  # a loop: a generator in all() cost more than the check, per order
+        if v is not None and not math.isfinite(v):
+            msg = f"journal {path}: refusing {table} row {key!r} with a non-finite number"
+            raise JournalError(msg)

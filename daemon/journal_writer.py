@@ -3,9 +3,10 @@
 The order path commits only its write-ahead intents (daemon/journal.py, record_orders_ahead) and
 hands the rest of the batch (signals, decisions, fills, events, positions) to this queue. The
 thread commits what is queued in one transaction, after letting a group gather for up to
-LINGER_SECONDS; the order path's own commit takes whatever is still queued into its transaction
-(older rows first), so a backtest or a busy daemon pays one commit per batch with orders and no
-hand-over between threads. A batch never waits for the thread; reads and the synchronous writes
+LINGER_SECONDS; once a group has gathered (CARRY_AT, CARRY_AFTER_SECONDS: before the thread's
+linger ends), the order path's own commit takes what is queued into its transaction (older rows
+first), so a backtest or a busy daemon pays one commit per batch with orders, the queued tables'
+pages once per group, and no hand-over between threads. A batch never waits for the thread; reads and the synchronous writes
 hurry it and wait until the queue is empty, so they see every row queued before them. A failed
 commit is sticky: the thread stops, and the journal's next write raises it.
 """
@@ -30,6 +31,14 @@ MAX_GROUP = 256
 # thread commits most live batches' rows; between a backtest's orders lie a few bars, so the
 # order path's commits carry them all and the thread (its GIL time, its commits) stays out.
 LINGER_SECONDS = 0.05
+# The order path's commit carries what is queued (older rows first, in its transaction) only once
+# a group has gathered: half of MAX_GROUP batches, or the oldest row has waited half the linger,
+# so that the order path takes the rows before the thread would. Each table a commit touches is
+# a page or two written to the WAL: carried on every commit, the queued rows (signals, decisions,
+# fills, events, positions) cost each order commit ~10 pages; carried every few dozen commits,
+# the table pages are shared. The rows reach the disk as soon as before (within the linger).
+CARRY_AT = MAX_GROUP // 2
+CARRY_AFTER_SECONDS = LINGER_SECONDS / 2
 
 
 class GroupWriter(threading.Thread, Generic[Item]):
@@ -70,6 +79,14 @@ class GroupWriter(threading.Thread, Generic[Item]):
         queue = self._queue
         count = len(queue) if limit is None else min(len(queue), limit)
         return [queue.popleft() for _ in range(count)]
+
+    def ripe(self) -> bool:
+        """Whether the order path's commit should carry the queue: CARRY_AT batches queued, or
+        the oldest has waited CARRY_AFTER_SECONDS (an empty queue is never ripe)."""
+        queue = self._queue
+        return bool(queue) and (
+            len(queue) >= CARRY_AT or time.monotonic() - self._since >= CARRY_AFTER_SECONDS
+        )
 
     def fail(self, failure: BaseException) -> None:
         """Make a failure of the order path's commit of queued rows sticky, as the thread's own

@@ -4,13 +4,22 @@ fewer statements and commits, the same rows as writing each batch on its own."""
 from __future__ import annotations
 
 import sqlite3
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from daemon.journal import Journal
-from daemon.journal_rows import BatchArgs, encode_batch, write_batch, write_group
+from daemon.journal_rows import (
+    BatchArgs,
+    encode_batch,
+    kv_text,
+    update_runs,
+    write_batch,
+    write_group,
+)
 from daemon.journal_schema import ROW_ORDER, TABLES, migrate
+from daemon.journal_writer import CARRY_AFTER_SECONDS
 from strategy.bars import BarRejected
 from strategy.risk import TradingStateChange
 from strategy.types import (
@@ -95,7 +104,7 @@ def dump(con: sqlite3.Connection) -> dict[str, list[Any]]:
     }
 
 
-def test_write_group_when_batches_mixed_then_rows_equal_writing_each_batch(tmp_path: Path):
+def test_write_group_when_batches_mixed_then_rows_equal_writing_each_batch(tmp_path: Path) -> None:
     batches = [mixed_batch(n) for n in range(1, 31)]
     one_by_one = database(tmp_path / "a.sqlite")
     for batch in batches:
@@ -103,7 +112,7 @@ def test_write_group_when_batches_mixed_then_rows_equal_writing_each_batch(tmp_p
     grouped = database(tmp_path / "b.sqlite")
     last_kv: dict[str, str] = {}
     for batch in batches:
-        last_kv.update(batch.get("kv") or {})
+        last_kv.update({k: kv_text(v) for k, v in (batch.get("kv") or {}).items()})
     rest = [BatchArgs(**{k: v for k, v in b.items() if k != "kv"}) for b in batches]  # type: ignore[typeddict-item]
     write_group(tmp_path, grouped.cursor(), lambda _: None, rest, sorted(last_kv.items()))
     expected, got = dump(one_by_one), dump(grouped)
@@ -112,9 +121,53 @@ def test_write_group_when_batches_mixed_then_rows_equal_writing_each_batch(tmp_p
     assert got == expected
 
 
-def test_record_orders_ahead_when_rows_queued_then_order_commit_carries_them(tmp_path: Path):
-    """Held writer (orders going out): the next batch's order commit takes the queued rows of the
-    batch before, older first, so a kill -9 after it keeps them and the writer has less to do."""
+def test_write_group_when_event_then_fill_of_one_order_then_updates_keep_batch_order(
+    tmp_path: Path,
+) -> None:
+    """An order's status event (filled 4, as the broker counts) a batch before its fill of 4:
+    the fill adds to the quantity the event set. Updates run fills-then-events per run, so the
+    fill must not join the event's run (it would count 4, not 8, as batch by batch does)."""
+    ts = T0 + timedelta(minutes=40)
+
+    def fill(n: int, coid: str) -> Fill:
+        return Fill(fill_id=f"G-{n}", client_order_id=coid, symbol="S1", side=Side.BUY,
+                    quantity=4.0, price=100.0 + n, commission=0.1, ts=ts)  # fmt: skip
+
+    def event(coid: str, status: OrderStatus) -> OrderEvent:
+        return OrderEvent(client_order_id=coid, ts=ts, status=status, filled_quantity=4.0)
+
+    batches = [
+        BatchArgs(order_events=[event("VT-1", OrderStatus.PARTIALLY_FILLED)]),
+        BatchArgs(fills=[fill(1, "VT-2")]),  # another order: may join the run
+        BatchArgs(fills=[fill(2, "VT-1")], order_events=[event("VT-2", OrderStatus.FILLED)]),
+        BatchArgs(fills=[fill(3, "VT-2"), fill(4, "VT-3")]),
+        BatchArgs(order_events=[event("VT-3", OrderStatus.CANCELLED)], fills=[fill(5, "VT-4")]),
+    ]
+    one_by_one = database(tmp_path / "a.sqlite")
+    for batch in batches:
+        write_batch(one_by_one.cursor(), lambda _: None, encode_batch(tmp_path, batch))
+    grouped = database(tmp_path / "b.sqlite")
+    write_group(tmp_path, grouped.cursor(), lambda _: None, batches, [])
+    expected, got = dump(one_by_one), dump(grouped)
+    filled = {r[1]: r[9] for r in expected["orders"]}  # client_order_id: filled_quantity
+    assert (filled["VT-1"], filled["VT-2"], filled["VT-3"]) == (8.0, 8.0, 4.0)
+    assert got == expected
+
+
+def test_update_runs_when_fill_follows_event_of_its_order_then_new_run() -> None:
+    fills = [{"coid": "A"}, {"coid": "B"}, {"coid": "A"}]
+    events = [{"coid": "A"}, {"coid": "C"}]
+    # batch 1: fill A, event A; batch 2: fill B, event C; batch 3: fill A (after A's event)
+    runs = update_runs(fills, events, [(1, 1), (2, 2), (3, 2)])
+    assert runs == [([fills[0], fills[1]], [events[0], events[1]]), ([fills[2]], [])]
+
+
+def test_record_orders_ahead_when_rows_queued_a_while_then_order_commit_carries_them(
+    tmp_path: Path,
+) -> None:
+    """Held writer (orders going out): once queued rows have waited CARRY_AFTER_SECONDS, the next
+    batch's order commit takes them, older first, so a kill -9 after it keeps them and the
+    writer has less to do."""
     path = tmp_path / "j.sqlite"
     with Journal(path) as journal, journal.order_path():
         signals = [
@@ -122,6 +175,7 @@ def test_record_orders_ahead_when_rows_queued_then_order_commit_carries_them(tmp
             for k in range(20)
         ]
         journal.record_orders_ahead(orders=[order(1)], signals=signals, kv={"last_bar_ts": "1"})
+        time.sleep(CARRY_AFTER_SECONDS)
         journal.record_orders_ahead(orders=[order(2)], kv={"last_bar_ts": "2"})
         con = sqlite3.connect(path)  # another process's view, without waiting for the writer
         try:
@@ -131,3 +185,21 @@ def test_record_orders_ahead_when_rows_queued_then_order_commit_carries_them(tmp
             )
         finally:
             con.close()
+
+
+def test_group_write_when_older_batch_holds_a_key_the_newest_lacks_then_its_own_batch_decides(
+    tmp_path: Path,
+) -> None:
+    """A queued batch's kv key (trading_state) that later queued batches lack is judged by that
+    batch's place: the order path wrote the key in a later batch, so the older value must not
+    land on top of it, while the newest queued last_bar_ts still does."""
+    path = tmp_path / "j.sqlite"
+    with Journal(path) as journal:
+        sig = [Signal(symbol="S0", ts=T0, p_up=0.6, confidence=0.3, scorer="rules")]
+        journal.record_orders_ahead(signals=sig, kv={"last_bar_ts": "1", "trading_state": "halted"})
+        journal.record_orders_ahead(orders=[order(1)], kv={"trading_state": "active"})
+        journal.record_orders_ahead(signals=sig, kv={"last_bar_ts": "3"})
+        journal.flush()
+        assert journal.get("trading_state") == "active"
+        assert journal.get("last_bar_ts") == "3"
+        assert journal.counts()["signals"] == 2
