@@ -37,7 +37,8 @@ explainer) back at nice 0 (nice0: as before they lowered themselves; needs root)
 nice (nice5, nice19) or policy (batch, idle), or the order path's threads (the loop, the
 scorer's executor threads, the CLIP pool's) at a shorter EEVDF slice (slice100, slice300, us);
 or with the WAL checkpointers free to start a pass during its batches (nogate: as before
-daemon/runtime.py ORDER_PATH_GATE), or with the CLIP engine on one worker (workers1: no pool).
+daemon/runtime.py ORDER_PATH_GATE), or with the CLIP engine on another number of workers
+(workers1: no pool; workers3, workers4).
 
     .venv/bin/python bench/bench_ml_pipeline.py [--bundle state/bundles/default] [--symbols 10,100]
         [--runtimes torch,auto] [--stage-batches 200] [--skip-backtest] [--realtime]
@@ -261,8 +262,10 @@ PRIORITY_LEVERS: dict[str, Callable[[], OrderPathPriority]] = {
     "nogate": lambda: OrderPathPriority(enabled=False, hold_background=False),
 }
 # Extra ml-after arms (--levers) with the CLIP engine at another number of workers (the same
-# warm session; workers1: the batch in the scorer's thread alone, no pool).
-WORKER_LEVERS = {"workers1": 1}
+# warm session; workers1: the batch in the scorer's thread alone, no pool). 100 symbols, paced
+# order p99 against 2 workers, load 1.5-4.8: workers1 1.28, 1.30; workers3 1.00, 1.08;
+# workers4 0.97, 0.94 (p50 0.96-1.02 for all): none kept.
+WORKER_LEVERS = {"workers1": 1, "workers3": 3, "workers4": 4}
 
 
 async def run_pipelines(
@@ -683,7 +686,7 @@ def main() -> None:
         help="more ml-after arms, each with a thread state during its batches: background "
         "threads (journal writers, WAL checkpointers, explainer) lowered (batch, idle, nice10) "
         f"or the order path's threads at a shorter slice (slice<us>), the WAL checkpoints free "
-        f"during the arm's batches (nogate), the CLIP engine on one worker (workers1): "
+        f"during the arm's batches (nogate), the CLIP engine on 1, 3 or 4 workers (workers<n>): "
         f"{','.join([*LEVERS, *PRIORITY_LEVERS, *WORKER_LEVERS])}",
     )
     parser.add_argument(
