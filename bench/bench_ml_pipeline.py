@@ -16,12 +16,15 @@
 
 The live table runs the pipeline with the rule scorer, ml-before and ml-after in turn. Paced and
 unpaced batches alternate in the same run (two of each in turn): a paced batch starts once every
-journal's writer has committed what the batches before it left and every journal's and venue's
-WAL checkpoint has run its pass (waited for untimed, as when bars are seconds apart: the
-background passes run every second; like bench_pipeline.py --paced; --gap flush: the writers
-only, as before round 10, when the passes of a second's worth of batches landed in whichever
-batch was running); an unpaced one follows at once, with that write-behind competing with its
-order path. Both are printed side by side, with the ML
+journal's writer has committed what the batches before it left (waited for untimed, as when bars
+are seconds apart); the WAL checkpointers' passes, which run every second, no longer start while
+a batch is on its way to the broker (daemon/runtime.py ORDER_PATH_GATE). --gap checkpoint also
+runs every journal's and venue's pass in the gap, right before the batch (as bench_pipeline.py
+--paced): measured slower, not faster (100 symbols, one run, load 2.4-3.6: paced p50/p99 13.44/
+30.24 ms against 13.11/27.99; 10 symbols, interleaved processes: paced p50 2.5-3.4 against
+2.4-2.8 on main), as the passes then come just before the batch where live they come up to a second
+before it; so the default stays flush. An unpaced batch follows at once, with that write-behind
+competing with its order path. Both are printed side by side, with the ML
 pipelines' stage clocks (Pipeline.stage_clock). The runs repeat until two agree on ml-after's
 paced order p99 at the largest symbol count within 10% (or say they could not). The load average
 is printed at start and end of every table.
@@ -276,7 +279,7 @@ async def run_pipelines(
     realtime: frozenset[str] = frozenset(),
     levers: dict[str, Callable[[], None]] | None = None,
     priorities: dict[str, Callable[[], OrderPathPriority]] | None = None,
-    gap: str = "checkpoint",
+    gap: str = "flush",
 ) -> tuple[dict[tuple[str, bool], LiveRun], dict[str, Pipeline]]:
     """One pipeline per scorer, each batch through every pipeline in turn (the first one
     alternating), so that each gets the same bars under the same machine load. Every other pair
@@ -494,7 +497,7 @@ def bench_live(
     *,
     realtime: bool = False,
     levers: tuple[str, ...] = (),
-    gap: str = "checkpoint",
+    gap: str = "flush",
 ) -> dict[str, float]:
     """Order and batch latency of the pipeline with each scorer (run_pipelines: every batch
     through each pipeline in turn, every other pair of batches paced), the process CPU time and
@@ -692,9 +695,9 @@ def main() -> None:
     parser.add_argument(
         "--gap",
         choices=("checkpoint", "flush"),
-        default="checkpoint",
-        help="what a paced batch waits for: every journal's writer and every WAL checkpoint "
-        "pass (checkpoint, as bars seconds apart), or the writers only (flush, before round 10)",
+        default="flush",
+        help="what a paced batch waits for: every journal's writer (flush), or that and every "
+        "WAL checkpoint pass, run in the gap just before the batch (checkpoint)",
     )
     args = parser.parse_args()
     known = set(LEVERS) | set(PRIORITY_LEVERS) | set(WORKER_LEVERS)
