@@ -17,8 +17,14 @@
 The live table runs the pipeline with the rule scorer, ml-before and ml-after in turn. Paced and
 unpaced batches alternate in the same run (two of each in turn): a paced batch starts once every
 journal's writer has committed what the batches before it left (waited for untimed, as when bars
-are seconds apart, like bench_pipeline.py --paced); an unpaced one follows at once, with that
-write-behind competing with its order path. Both are printed side by side, with the ML
+are seconds apart); the WAL checkpointers' passes, which run every second, no longer start while
+a batch is on its way to the broker (daemon/runtime.py ORDER_PATH_GATE). --gap checkpoint also
+runs every journal's and venue's pass in the gap, right before the batch (as bench_pipeline.py
+--paced): measured slower, not faster (100 symbols, one run, load 2.4-3.6: paced p50/p99 13.44/
+30.24 ms against 13.11/27.99; 10 symbols, interleaved processes: paced p50 2.5-3.4 against
+2.4-2.8 on main), as the passes then come just before the batch where live they come up to a second
+before it; so the default stays flush. An unpaced batch follows at once, with that write-behind
+competing with its order path. Both are printed side by side, with the ML
 pipelines' stage clocks (Pipeline.stage_clock). The runs repeat until two agree on ml-after's
 paced order p99 at the largest symbol count within 10% (or say they could not). The load average
 is printed at start and end of every table.
@@ -32,11 +38,14 @@ arm's run delay per batch (all threads, schedstat) and the loop's per stage are 
 undone before the others': the background threads (journal writers, WAL checkpointers, the
 explainer) back at nice 0 (nice0: as before they lowered themselves; needs root), at another
 nice (nice5, nice19) or policy (batch, idle), or the order path's threads (the loop, the
-scorer's executor threads, the CLIP pool's) at a shorter EEVDF slice (slice100, slice300, us).
+scorer's executor threads, the CLIP pool's) at a shorter EEVDF slice (slice100, slice300, us);
+or with the WAL checkpointers free to start a pass during its batches (nogate: as before
+daemon/runtime.py ORDER_PATH_GATE), or with the CLIP engine on another number of workers
+(workers1: no pool; workers3, workers4).
 
     .venv/bin/python bench/bench_ml_pipeline.py [--bundle state/bundles/default] [--symbols 10,100]
         [--runtimes torch,auto] [--stage-batches 200] [--skip-backtest] [--realtime]
-        [--levers nice0,slice100]
+        [--levers nice0,slice100,nogate,workers1] [--gap checkpoint|flush]
 
 Without a bundle at --bundle it builds a --quick one (weak, tiny CLIP: latency then flatters).
 About 460 lines: the three parts share one set-up (bundle, market, pipeline), and the
@@ -48,6 +57,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import copy
 import ctypes
 import io
 import os
@@ -57,6 +67,7 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import cast
 
 import msgspec
 import numpy as np
@@ -69,6 +80,7 @@ from daemon.journal import Journal
 from daemon.latency import StageClock
 from daemon.log_setup import configure_logging
 from daemon.model.loader import LoadedBundle, load_bundle
+from daemon.model.vision import ClipVision
 from daemon.pipeline import Pipeline
 from daemon.runtime import OrderPathPriority, tune_gc
 from daemon.training import bootstrap, quick_config
@@ -246,6 +258,17 @@ LEVERS: dict[str, Callable[[], None]] = {
     "slice100": lambda: set_threads(path_slice=100_000),
     "slice300": lambda: set_threads(path_slice=300_000),
 }
+# Extra ml-after arms (--levers) whose order path runs with another OrderPathPriority: nogate,
+# the WAL checkpointers free to start a pass while the arm's batch is in flight (as before
+# daemon/runtime.py ORDER_PATH_GATE).
+PRIORITY_LEVERS: dict[str, Callable[[], OrderPathPriority]] = {
+    "nogate": lambda: OrderPathPriority(enabled=False, hold_background=False),
+}
+# Extra ml-after arms (--levers) with the CLIP engine at another number of workers (the same
+# warm session; workers1: the batch in the scorer's thread alone, no pool). 100 symbols, paced
+# order p99 against 2 workers, load 1.5-4.8: workers1 1.28, 1.30; workers3 1.00, 1.08;
+# workers4 0.97, 0.94 (p50 0.96-1.02 for all): none kept.
+WORKER_LEVERS = {"workers1": 1, "workers3": 3, "workers4": 4}
 
 
 async def run_pipelines(
@@ -255,6 +278,8 @@ async def run_pipelines(
     workdir: Path,
     realtime: frozenset[str] = frozenset(),
     levers: dict[str, Callable[[], None]] | None = None,
+    priorities: dict[str, Callable[[], OrderPathPriority]] | None = None,
+    gap: str = "flush",
 ) -> tuple[dict[tuple[str, bool], LiveRun], dict[str, Pipeline]]:
     """One pipeline per scorer, each batch through every pipeline in turn (the first one
     alternating), so that each gets the same bars under the same machine load. Every other pair
@@ -264,7 +289,8 @@ async def run_pipelines(
     realtime: the pipelines whose order path runs at real-time priority (Pipeline.priority: the
     loop thread, the scorer's thread and the CLIP pool's for the batch), raised once warm.
     levers: per pipeline, the thread state set (untimed) before each of its batches
-    (set_threads; the others' batches run with every thread normal).
+    (set_threads; the others' batches run with every thread normal). priorities: per pipeline,
+    its OrderPathPriority (the others': the daemon's, normal priority).
     Returns the runs by (scorer, paced) and the pipelines (their stage clocks)."""
     levers = levers or {}
     current: Callable[[], None] = set_threads  # no lever: every thread as the daemon runs it
@@ -286,6 +312,8 @@ async def run_pipelines(
             # A fresh clock that also reads each lap's run delay (the daemon's does not).
             pipeline.stage_clock = StageClock(pipeline.stage_clock.names, run_delay=True)
             pipeline.priority = OrderPathPriority(enabled=name in realtime)
+            if priorities and name in priorities:
+                pipeline.priority = priorities[name]()
         runs = {
             (name, paced): LiveRun(orders=[], batches=[], cpu=[])
             for name in pipelines
@@ -298,6 +326,9 @@ async def run_pipelines(
                 if paced:
                     for other in pipelines.values():
                         other.journal.flush()
+                        if gap == "checkpoint":
+                            other.journal.checkpoint()
+                            cast("PaperExecution", other.execution).checkpoint()
                 pipeline, run = pipelines[name], runs[name, paced]
                 if (wanted := levers.get(name, set_threads)) is not current:
                     wanted()
@@ -466,6 +497,7 @@ def bench_live(
     *,
     realtime: bool = False,
     levers: tuple[str, ...] = (),
+    gap: str = "flush",
 ) -> dict[str, float]:
     """Order and batch latency of the pipeline with each scorer (run_pipelines: every batch
     through each pipeline in turn, every other pair of batches paced), the process CPU time and
@@ -496,7 +528,12 @@ def bench_live(
         if realtime:
             scorers["ml-after_rt"] = models.scorer()
         for arm in levers:
-            scorers[f"ml-after_{arm}"] = models.scorer()
+            if arm in WORKER_LEVERS:
+                engine = copy.copy(models.engine)  # the same warm session, another split
+                engine.workers = WORKER_LEVERS[arm]
+                scorers[f"ml-after_{arm}"] = models.scorer(vision=ClipVision(engine=engine))
+            else:
+                scorers[f"ml-after_{arm}"] = models.scorer()
         with tempfile.TemporaryDirectory() as tmp:
             runs, pipelines = asyncio.run(
                 run_pipelines(
@@ -505,7 +542,9 @@ def bench_live(
                     window,
                     Path(tmp),
                     frozenset({"ml-after_rt"} & set(scorers)),
-                    {f"ml-after_{arm}": LEVERS[arm] for arm in levers},
+                    {f"ml-after_{arm}": LEVERS[arm] for arm in levers if arm in LEVERS},
+                    {f"ml-after_{a}": PRIORITY_LEVERS[a] for a in levers if a in PRIORITY_LEVERS},
+                    gap,
                 )
             )
         for name in scorers:
@@ -649,10 +688,20 @@ def main() -> None:
         default="",
         help="more ml-after arms, each with a thread state during its batches: background "
         "threads (journal writers, WAL checkpointers, explainer) lowered (batch, idle, nice10) "
-        f"or the order path's threads at a shorter slice (slice<us>): {','.join(LEVERS)}",
+        f"or the order path's threads at a shorter slice (slice<us>), the WAL checkpoints free "
+        f"during the arm's batches (nogate), the CLIP engine on 1, 3 or 4 workers (workers<n>): "
+        f"{','.join([*LEVERS, *PRIORITY_LEVERS, *WORKER_LEVERS])}",
+    )
+    parser.add_argument(
+        "--gap",
+        choices=("checkpoint", "flush"),
+        default="flush",
+        help="what a paced batch waits for: every journal's writer (flush), or that and every "
+        "WAL checkpoint pass, run in the gap just before the batch (checkpoint)",
     )
     args = parser.parse_args()
-    if unknown_arms := {a for a in args.levers.split(",") if a} - set(LEVERS):
+    known = set(LEVERS) | set(PRIORITY_LEVERS) | set(WORKER_LEVERS)
+    if unknown_arms := {a for a in args.levers.split(",") if a} - known:
         parser.error(f"--levers: unknown {', '.join(sorted(unknown_arms))}")
     runtimes = args.runtimes.split(",")
     unknown = set(runtimes) - {"torch", "onnx", "onnx-int8", "auto"}
@@ -692,6 +741,7 @@ def _timed_parts(
             runtime,
             realtime=args.realtime,
             levers=tuple(a for a in args.levers.split(",") if a),
+            gap=args.gap,
         )
         figures.update({f"{k}_{runtime}": v for k, v in live.items()})
     t2 = time.perf_counter()

@@ -24,11 +24,15 @@ from pathlib import Path
 
 import structlog
 
+from daemon.runtime import ORDER_PATH_GATE
 from vlm_engine.thread_policy import lower_calling_thread
 
 log = structlog.get_logger("daemon.wal_checkpoint")
 
 BACKSTOP_PAGES = 20_000  # ~80 MB of WAL: SQLite checkpoints inline only past this
+# A pass waits while a batch is on its way to the broker (daemon.runtime.ORDER_PATH_GATE: tens of
+# milliseconds), at most this long: a hold that was never released delays passes, never stops them.
+MAX_DEFER_SECONDS = 5.0
 
 
 class WalCheckpointer(threading.Thread):
@@ -63,6 +67,9 @@ class WalCheckpointer(threading.Thread):
         lower_calling_thread()  # nothing an order waits for: the batch's threads come first
         try:
             while not self._stopped.wait(self.interval):
+                ORDER_PATH_GATE.wait_idle(MAX_DEFER_SECONDS)  # not while an order is in flight
+                if self._stopped.is_set():
+                    break
                 self.checkpoint_now()
         finally:
             with self._running:

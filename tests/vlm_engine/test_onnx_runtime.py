@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -21,6 +24,7 @@ from vlm_engine.infer import (
     load_engine,
     onnx_export,
 )
+from vlm_engine.infer.engine import ChartEngine
 from vlm_engine.infer.onnx_bundle import export_to_bundle
 from vlm_engine.infer.onnx_export import (
     FP32_FILE,
@@ -33,7 +37,6 @@ from vlm_engine.infer.onnx_export import (
 from vlm_engine.infer.onnx_runtime import OnnxEngine, session_options
 from vlm_engine.infer.runtime_choice import (
     FP32_TOLERANCE,
-    TIMING_REPEATS,
     ParityCharts,
     fp32_problem,
     int8_problem,
@@ -305,16 +308,34 @@ def test_auto_when_int8_export_is_dynamic_then_refused_as_batch_dependent_and_lo
 
 
 class _TorchFastestClock:
-    """A clock on which the first runtime timed (torch) is 1000x faster than the others."""
+    """A clock on which torch scores 1000x faster than the other runtimes: it moves only while an
+    engine scores (see _ticking), by the time that engine's runtime is given."""
 
     def __init__(self) -> None:
         self.calls = 0
         self.now = 0.0
 
     def __call__(self) -> float:
-        self.calls += 1  # ms_per_chart reads it twice per run, TIMING_REPEATS runs per runtime
-        self.now += 0.001 if self.calls <= 2 * TIMING_REPEATS else 1.0
+        self.calls += 1
         return self.now
+
+    def scored(self, runtime: str) -> None:
+        self.now += 0.001 if runtime == "torch" else 1.0
+
+
+@contextlib.contextmanager
+def _ticking(clock: _TorchFastestClock) -> Iterator[None]:
+    """Every engine's score_images moves clock forward by its runtime's time."""
+    original = ChartEngine.score_images
+
+    def score_images(self: ChartEngine, images: Any) -> Any:
+        out = original(self, images)
+        clock.scored(self.runtime)
+        return out
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(ChartEngine, "score_images", score_images)
+        yield
 
 
 def test_research_runtime_when_a_timer_favours_torch_then_fixed_order_untimed_and_auto_still_times(
@@ -335,7 +356,9 @@ def test_research_runtime_when_a_timer_favours_torch_then_fixed_order_untimed_an
     assert (choice.requested, choice.ms_per_chart) == ("auto", {})
     assert [e["resolved"] for e in logs if e["event"] == "engine.runtime_resolved"] == [resolved]
     auto = InferenceConfig(device="cpu", threads=1, warmup_batches=1, runtime="auto")
-    engine, choice = choose_engine(load_bundle(exported), auto, clock=_TorchFastestClock())
+    clock = _TorchFastestClock()
+    with _ticking(clock):
+        engine, choice = choose_engine(load_bundle(exported), auto, clock=clock)
     assert choice.chosen == engine.runtime == "torch"  # the daemon's auto times, on the clock given
     assert len(choice.ms_per_chart) >= 2
 
