@@ -13,6 +13,14 @@ page, no row or value changes), under the owner's write lock so that it never ma
 on the order path wait in SQLite's busy handler. The WAL file is never truncated
 (no journal_size_limit), so every later commit overwrites blocks the file already has: its
 fdatasync does not have to write the file's size.
+
+A PASSIVE pass never waits for the owner, so while the owner writes without pause (a backtest
+replaying bars into the live journal) no pass copies the whole WAL: new frames land while it
+copies. The WAL then grew to the backstop, and SQLite checkpointed all of it inside one of the
+owner's commits (17-66 ms, an order commit among them). So once the WAL holds FINAL_PASS_PAGES,
+a pass copies the bulk PASSIVE-ly first, then takes the owner's write lock for a second pass over
+the few frames written meanwhile and restarts the WAL under it: the owner waits for those frames
+and one fsync, once per FINAL_PASS_PAGES pages.
 """
 
 from __future__ import annotations
@@ -30,6 +38,7 @@ from vlm_engine.thread_policy import lower_calling_thread
 log = structlog.get_logger("daemon.wal_checkpoint")
 
 BACKSTOP_PAGES = 20_000  # ~80 MB of WAL: SQLite checkpoints inline only past this
+FINAL_PASS_PAGES = 4_000  # a WAL this long is finished under the owner's write lock (~16 MB)
 # A pass waits while a batch is on its way to the broker (daemon.runtime.ORDER_PATH_GATE: tens of
 # milliseconds), at most this long: a hold that was never released delays passes, never stops them.
 MAX_DEFER_SECONDS = 5.0
@@ -50,6 +59,7 @@ class WalCheckpointer(threading.Thread):
         event: str,
         write_lock: threading.Lock | None = None,
         chores: Callable[[sqlite3.Connection], None] | None = None,
+        final_pass_pages: int = FINAL_PASS_PAGES,
     ) -> None:
         super().__init__(name=f"wal-checkpoint:{path.name}", daemon=True)
         self.path = path
@@ -57,6 +67,7 @@ class WalCheckpointer(threading.Thread):
         self.event = event  # the failure log line, e.g. "journal.checkpoint_failed"
         self.write_lock = write_lock
         self.chores = chores
+        self.final_pass_pages = final_pass_pages
         self._stopped = threading.Event()
         self._con: sqlite3.Connection | None = None
         self._running = threading.Lock()  # the thread's pass and checkpoint_now() take turns
@@ -100,6 +111,13 @@ class WalCheckpointer(threading.Thread):
                     # the writer switched it to WAL): a later connection will see the WAL.
                     con.close()
                     self._con = None
+                elif wal_pages >= self.final_pass_pages and self.write_lock is not None:
+                    with self.write_lock:  # the owner's writes wait for the frames left
+                        busy, wal_pages, copied = con.execute(
+                            "PRAGMA wal_checkpoint(PASSIVE)"
+                        ).fetchone()
+                        if busy == 0 and copied == wal_pages:
+                            self._write_first_frame(con)
                 elif busy == 0 and wal_pages > 0 and copied == wal_pages:
                     self._restart_wal(con)
             except sqlite3.Error as e:
@@ -114,26 +132,32 @@ class WalCheckpointer(threading.Thread):
         if lock is not None and not lock.acquire(blocking=False):
             return
         try:
-            con.execute("PRAGMA busy_timeout = 0")  # never wait holding the owner's lock
-            try:
-                con.execute("BEGIN IMMEDIATE")
-            except sqlite3.OperationalError as e:
-                if e.sqlite_errorcode != sqlite3.SQLITE_BUSY:
-                    raise
-                return  # another writer (not the owner): it starts the WAL over, as before
-            finally:
-                con.execute("PRAGMA busy_timeout = 1000")
-            try:
-                version = int(con.execute("PRAGMA user_version").fetchone()[0])
-                con.execute(f"PRAGMA user_version = {version}")
-                con.execute("COMMIT")
-            except BaseException:
-                if con.in_transaction:
-                    con.execute("ROLLBACK")
-                raise
+            self._write_first_frame(con)
         finally:
             if lock is not None:
                 lock.release()
+
+    @staticmethod
+    def _write_first_frame(con: sqlite3.Connection) -> None:
+        """An unchanged user_version committed: the write that starts a fully copied WAL over
+        (called with the owner's write lock held, when it has one)."""
+        con.execute("PRAGMA busy_timeout = 0")  # never wait holding the owner's lock
+        try:
+            con.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as e:
+            if e.sqlite_errorcode != sqlite3.SQLITE_BUSY:
+                raise
+            return  # another writer (not the owner): it starts the WAL over, as before
+        finally:
+            con.execute("PRAGMA busy_timeout = 1000")
+        try:
+            version = int(con.execute("PRAGMA user_version").fetchone()[0])
+            con.execute(f"PRAGMA user_version = {version}")
+            con.execute("COMMIT")
+        except BaseException:
+            if con.in_transaction:
+                con.execute("ROLLBACK")
+            raise
 
     def stop(self) -> None:
         self._stopped.set()

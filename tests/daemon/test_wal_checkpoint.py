@@ -126,3 +126,31 @@ def test_restart_when_owner_holds_its_write_lock_then_pass_skips_it_and_next_pas
     assert _wal_header(path)[0] != before[0]
     assert not owner.locked()
     writer.close()
+
+
+def test_owner_writing_without_pause_when_wal_reaches_final_pass_pages_then_a_pass_restarts_it(
+    tmp_path: Path,
+) -> None:
+    """PASSIVE passes alone never catch up with an owner that writes all the time; the WAL grew
+    until SQLite checkpointed all of it inside one of the owner's commits. The final pass under
+    the owner's write lock keeps the WAL file (its size: the most frames it ever held) short."""
+    path, writer = _wal_file(tmp_path)
+    owner = threading.Lock()
+    thread = WalCheckpointer(
+        path, 0.01, event="journal.checkpoint_failed", write_lock=owner, final_pass_pages=200
+    )
+    thread.start()
+    restarts, salt = 0, _wal_header(path)[0]
+    try:
+        for _ in range(6_000):  # ~2 pages each: 12,000 pages written
+            with owner:
+                writer.execute("INSERT INTO t VALUES (randomblob(4000))")
+            time.sleep(0)  # let a waiting pass take the lock, as the owner's other work does
+            if (now := _wal_header(path)[0]) != salt:
+                restarts, salt = restarts + 1, now
+    finally:
+        thread.stop()
+    wal_pages = _wal_header(path)[1] // 4096
+    writer.close()
+    assert restarts >= 3
+    assert wal_pages < 3_000, wal_pages  # not the 12,000 pages written
