@@ -271,6 +271,32 @@ PRIORITY_LEVERS: dict[str, Callable[[], OrderPathPriority]] = {
 WORKER_LEVERS = {"workers1": 1, "workers3": 3, "workers4": 4}
 
 
+async def warm_pipelines(
+    stack: contextlib.ExitStack,
+    scorers: dict[str, Scorer],
+    window: int,
+    workdir: Path,
+    batches: list[list[Bar]],
+) -> dict[str, Pipeline]:
+    """One pipeline per scorer, each with a journal and a paper venue of its own in workdir
+    (closed with the stack), fed the first window + 5 batches (windows full, scorers warm), then
+    the collector tuned as the daemon does once it is warm."""
+    pipelines = {}
+    for name, scorer in scorers.items():
+        journal = Journal(workdir / f"{name}.sqlite", synchronous="normal")
+        journal.open()
+        stack.callback(journal.close)
+        venue = stack.enter_context(
+            PaperExecution(config=SimBrokerConfig(), path=workdir / f"{name}-venue.sqlite")
+        )
+        pipelines[name] = _pipeline(scorer, window, journal, venue)
+    for batch in batches[: window + 5]:
+        for pipeline in pipelines.values():
+            await pipeline.on_bars(batch)
+    tune_gc()
+    return pipelines
+
+
 async def run_pipelines(
     scorers: dict[str, Scorer],
     batches: list[list[Bar]],
@@ -295,19 +321,7 @@ async def run_pipelines(
     levers = levers or {}
     current: Callable[[], None] = set_threads  # no lever: every thread as the daemon runs it
     with contextlib.ExitStack() as stack:
-        pipelines = {}
-        for name, scorer in scorers.items():
-            journal = Journal(workdir / f"{name}.sqlite", synchronous="normal")
-            journal.open()
-            stack.callback(journal.close)
-            venue = stack.enter_context(
-                PaperExecution(config=SimBrokerConfig(), path=workdir / f"{name}-venue.sqlite")
-            )
-            pipelines[name] = _pipeline(scorer, window, journal, venue)
-        for batch in batches[: window + 5]:  # fill the windows, warm the scorers
-            for pipeline in pipelines.values():
-                await pipeline.on_bars(batch)
-        tune_gc()  # as the daemon does once it is warm
+        pipelines = await warm_pipelines(stack, scorers, window, workdir, batches)
         for name, pipeline in pipelines.items():
             # A fresh clock that also reads each lap's run delay (the daemon's does not).
             pipeline.stage_clock = StageClock(pipeline.stage_clock.names, run_delay=True)

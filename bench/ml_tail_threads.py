@@ -27,23 +27,19 @@ import io
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import msgspec
 import numpy as np
-from bench_ml_pipeline import _pipeline, daemon_models, load_average, make_batches
+from bench_ml_pipeline import daemon_models, load_average, make_batches, warm_pipelines
 from ml_before import before_scorer
 from ml_path_profile import TaskTimes, task_times
 
 import daemon.model.scoring as scoring
 from daemon.execution.paper import PaperExecution
-from daemon.journal import Journal
 from daemon.log_setup import configure_logging
-from daemon.pipeline import Pipeline
-from daemon.runtime import tune_gc
 from strategy.rule_scorer import RuleScorer, RuleScorerConfig
 from strategy.scoring import Scorer
-from strategy.sim_broker import SimBrokerConfig
 
 PASS_MS = 0.05
 
@@ -100,21 +96,8 @@ async def run(bundle: Path, symbols: int, scored: int, workdir: Path) -> list[Ba
     rows: list[Batch] = []
     try:
         with contextlib.ExitStack() as stack:
-            pipelines: dict[str, Pipeline] = {}
-            venues: list[PaperExecution] = []
-            for name, scorer in scorers.items():
-                journal = Journal(workdir / f"{name}.sqlite", synchronous="normal")
-                journal.open()
-                stack.callback(journal.close)
-                venue = stack.enter_context(
-                    PaperExecution(config=SimBrokerConfig(), path=workdir / f"{name}-venue.sqlite")
-                )
-                venues.append(venue)
-                pipelines[name] = _pipeline(scorer, window, journal, venue)
-            for batch in batches[: window + 5]:
-                for pipeline in pipelines.values():
-                    await pipeline.on_bars(batch)
-            tune_gc()
+            pipelines = await warm_pipelines(stack, scorers, window, workdir, batches)
+            venues = [cast("PaperExecution", p.execution) for p in pipelines.values()]
             names = list(pipelines)
             for j, batch in enumerate(batches[window + 5 :]):
                 gap = ("checkpoint" if (j // 4) % 2 == 0 else "flush") if j // 2 % 2 == 0 else ""
