@@ -28,7 +28,6 @@ async def apply_reload(
     cfg, refused = plan.config, dict(plan.refused)
     pipeline.strategy.reconfigure(cfg.strategy)
     pipeline.risk.reconfigure(cfg.risk)
-    set_log_level(cfg.log.level)
     scorers.apply_settings(cfg.scorer)
     bundle_id = None
     pending, scorers.settings_reload = scorers.settings_reload, None
@@ -53,4 +52,7 @@ async def apply_reload(
         refused=report.refused,
         bundle_id=bundle_id,
     )
+    # The level changes only once the reload line is written: a thread logging at the new level
+    # (the explainer's order.explained at debug) must not put lines ahead of the line saying why.
+    set_log_level(cfg.log.level)
     return cfg, report
