@@ -57,6 +57,19 @@ class NativeStatus(msgspec.Struct, frozen=True, kw_only=True):
             if str(getattr(sys.modules.get(name), "__file__", "")).endswith(suffixes)
         ]
 
+    def fields(self) -> dict[str, object]:
+        """The start log line's key-values: whether the imported core really is the compiled one."""
+        loaded = self.loaded()
+        imported = [name for name in NATIVE_MODULES if name in sys.modules]
+        if self.active and len(loaded) < len(imported):
+            python = sorted(set(imported) - set(loaded))
+            return {"active": False, "reason": f"imported from source: {', '.join(python)}"}
+        return {
+            "active": self.active and bool(loaded),
+            "modules": len(loaded),
+            "reason": self.reason,
+        }
+
 
 def _source(module: str, root: Path = ROOT) -> Path:
     return root.joinpath(*module.split(".")).with_suffix(".py")
