@@ -27,7 +27,7 @@ import msgspec
 ROOT = Path(__file__).resolve().parent.parent
 BUILD_DIR = ROOT / "build" / "native"
 MANIFEST = "manifest.json"
-# The per-bar core; the scorers, the backtest engine and the value types (*_types.py) stay Python.
+# The per-bar core and the backtest loop; the scorers and the value types (*_types.py) stay Python.
 NATIVE_MODULES = (
     "strategy.bars",
     "strategy.book",
@@ -35,6 +35,7 @@ NATIVE_MODULES = (
     "strategy.target_strategy",
     "strategy.kernel",
     "strategy.risk",
+    "strategy.backtest.engine",
 )
 # The shared runtime of the compiled modules, an extension inside the package (strategy/).
 GROUP = "strategy.native_core"
@@ -56,6 +57,11 @@ class NativeStatus(msgspec.Struct, frozen=True, kw_only=True):
             for name in NATIVE_MODULES
             if str(getattr(sys.modules.get(name), "__file__", "")).endswith(suffixes)
         ]
+
+    def extend(self, package_path: MutableSequence[str], subpackage: str) -> None:
+        """Put a subpackage's compiled modules ahead of its sources (its __init__ calls this)."""
+        if self.active:
+            package_path.insert(0, str(Path(self.directory, subpackage)))
 
     def fields(self) -> dict[str, object]:
         """The start log line's key-values: whether the imported core really is the compiled one."""
