@@ -70,11 +70,9 @@ class NativeStatus(msgspec.Struct, frozen=True, kw_only=True):
         if self.active and len(loaded) < len(imported):
             python = sorted(set(imported) - set(loaded))
             return {"active": False, "reason": f"imported from source: {', '.join(python)}"}
-        return {
-            "active": self.active and bool(loaded),
-            "modules": len(loaded),
-            "reason": self.reason,
-        }
+        if self.active and not loaded:
+            return {"active": False, "modules": 0, "reason": "no compiled module imported yet"}
+        return {"active": self.active, "modules": len(loaded), "reason": self.reason}
 
 
 def _source(module: str, root: Path = ROOT) -> Path:
@@ -120,6 +118,8 @@ def build(*, root: Path = ROOT, out: Path | None = None) -> str | None:
         "      '--build-temp', temp], ext_modules=mypycify(files.split(','), group_name=group,\n"
         "      target_dir=temp))\n"
     )
+    # Hashed before compiling: a source edited during the build then fails the next check.
+    sources = {path: _sha256(root / path) for path in compiled_against(root)}
     with tempfile.TemporaryDirectory() as temp:
         staged = Path(temp) / "lib"
         done = subprocess.run(
@@ -133,7 +133,7 @@ def build(*, root: Path = ROOT, out: Path | None = None) -> str | None:
         manifest = {
             "ext_suffix": importlib.machinery.EXTENSION_SUFFIXES[0],
             "modules": list(NATIVE_MODULES),
-            "sources": {path: _sha256(root / path) for path in compiled_against(root)},
+            "sources": sources,
         }
         (staged / MANIFEST).write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
         if out.exists():
@@ -210,7 +210,3 @@ def main() -> int:
         return 0
     print(f"make native: compiled {', '.join(NATIVE_MODULES)} into {BUILD_DIR}")
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
