@@ -9,7 +9,7 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 # suite stays under 20 minutes on a 2-core CI machine; `make soak` runs the full 10-minute soak.
 SOAK_SECONDS ?= 150
 
-.PHONY: help venv run test lint typecheck unit soak bench bench-quick mosquitto chromium clean
+.PHONY: help venv native run test lint typecheck unit soak bench bench-quick mosquitto chromium clean
 
 help:
 	@echo "make run    - set up .venv and run the daemon in paper-sim mode ($(CONFIG))"
@@ -17,6 +17,7 @@ help:
 	@echo "make bench  - run the benchmarks into build/bench/<commit>.json (figures, not pass/fail)"
 	@echo "make bench-quick - the benches that need no model bundle, smaller (a few minutes)"
 	@echo "make lint   - ruff check + ruff format --check"
+	@echo "make native - compile the event core with mypyc into build/native (make venv runs it)"
 
 $(STAMP): pyproject.toml
 	@$(PY) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "vlmtrader needs Python >= 3.11; set PY=python3.11")'
@@ -27,7 +28,12 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q -e '.[dev,ray,multigpu]'
 	@touch $(STAMP)
 
-venv: $(STAMP)
+venv: native
+
+# The event core compiled with mypyc into build/native/ (strategy/native.py): used only while it
+# matches the sources; a failed compile prints why and the core runs as pure Python.
+native: $(STAMP)
+	@$(BIN)/python -c 'import sys; from strategy.native import main; sys.exit(main())'
 
 run: venv
 	$(BIN)/vlmtrader run --config $(CONFIG)

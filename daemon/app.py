@@ -17,6 +17,7 @@ from typing import Any
 
 import structlog
 
+import strategy
 from daemon import operator_actions, trade_gate
 from daemon.api.live import LiveHub
 from daemon.api.metrics import Metrics
@@ -76,6 +77,7 @@ class Daemon:
 
     # ---- lifecycle ----------------------------------------------------------------------------
     async def run(self) -> int:
+        log.info("core.native", **strategy.NATIVE.fields())
         cfg = self.cfg
         state_dir = Path(cfg.state_dir)
         journal = open_journal(cfg)

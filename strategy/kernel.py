@@ -19,36 +19,17 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
-import msgspec
-
-from strategy.bars import BarRejected, BarStore, Window
+from strategy.bars import BarStore, Window
 from strategy.book import Book
-from strategy.risk import RiskEngine, TradingStateChange
+from strategy.kernel_types import (
+    BatchDecision as BatchDecision,
+)
+from strategy.kernel_types import (
+    BatchIntake as BatchIntake,
+)
+from strategy.risk import RiskEngine
 from strategy.target_strategy import TargetStrategy
 from strategy.types import Bar, Fill, Order, OrderEvent, OrderIntent, RiskDecision, Signal
-
-
-class BatchIntake(msgspec.Struct, frozen=True, kw_only=True):
-    """What the first half of a batch did: broker updates applied, bars stored, risk state."""
-
-    now: datetime
-    events: list[OrderEvent]
-    fills: list[Fill]  # new fills only; repeats of a known fill_id are dropped
-    rejected: list[BarRejected]
-    accepted: list[str]  # symbols whose bar entered its window
-    state_change: TradingStateChange | None
-
-
-class BatchDecision(msgspec.Struct, frozen=True, kw_only=True):
-    """What the second half decided: every risk decision, the orders to send, the cancels to request."""
-
-    decisions: list[RiskDecision]
-    orders: list[Order]
-    cancels: list[str]
-
-    @property
-    def rejections(self) -> list[RiskDecision]:
-        return [d for d in self.decisions if not d.accepted]
 
 
 class TradingKernel:

@@ -5,76 +5,28 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from datetime import datetime, timedelta
-from typing import Annotated, Literal
-
-import msgspec
 
 from strategy.book import Book
+from strategy.target_strategy_types import (
+    SizingMiss as SizingMiss,
+)
+from strategy.target_strategy_types import (
+    StrategyConfig as StrategyConfig,
+)
+from strategy.target_strategy_types import (
+    _Entry as _Entry,
+)
 from strategy.types import OrderIntent, OrderType, Side, Signal
-
-PositiveFloat = Annotated[float, msgspec.Meta(gt=0)]
-Unit = Annotated[float, msgspec.Meta(ge=0, le=1)]
 
 # Quantities closer to zero than this are treated as zero (fills in floats).
 _EPSILON = 1e-9
 _INF = math.inf
 
 
-class StrategyConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """When to go long, short or flat, and how big.
-
-    p_up >= enter_threshold goes long, p_up <= 1 - enter_threshold goes short, both only with
-    confidence >= min_confidence. A position is closed after hold_bars bars (0 = never on time),
-    or, with exit_on_opposite, on a confident signal the other way (reversed when that signal
-    clears enter_threshold and the new side is allowed). A confirming signal restarts the hold.
-    Limit orders are priced limit_offset_bps beyond the last price (positive = willing to
-    cross, negative = rest inside).
-
-    Sizing: a position is worth position_fraction x equity when position_fraction is set, else
-    position_notional; its quantity is rounded down to whole quantity_step units (1 = whole
-    shares; 1e-8 for crypto), per symbol from quantity_steps when listed there, and capped at
-    max_quantity. A position that rounds to 0 is not entered (counted in `sizing_misses`).
-    """
-
-    enter_threshold: Annotated[float, msgspec.Meta(gt=0.5, le=1)] = 0.6
-    min_confidence: Unit = 0.3
-    position_notional: PositiveFloat = 10_000.0
-    position_fraction: Annotated[float, msgspec.Meta(gt=0, le=1)] | None = None
-    quantity_step: PositiveFloat = 1.0
-    quantity_steps: dict[str, PositiveFloat] = {}  # copied per instance, as a factory would be
-    max_quantity: PositiveFloat = 100_000.0
-    allow_short: bool = True
-    hold_bars: Annotated[int, msgspec.Meta(ge=0)] = 5
-    bar_seconds: Annotated[int, msgspec.Meta(gt=0)] = 60
-    exit_on_opposite: bool = True
-    order_type: Literal["market", "limit"] = "market"
-    limit_offset_bps: Annotated[float, msgspec.Meta(ge=-1000, le=1000)] = 5.0
-    price_decimals: Annotated[int, msgspec.Meta(ge=0, le=8)] = 2
-
-    def step(self, symbol: str) -> float:
-        """The smallest tradable quantity of a symbol."""
-        return self.quantity_steps.get(symbol, self.quantity_step)
-
-
-class SizingMiss(msgspec.Struct, frozen=True, kw_only=True):
-    """An entry the strategy wanted but could not size: its position rounds to 0 quantity."""
-
-    symbol: str
-    ts: datetime
-    price: float
-    notional: float
-    step: float
-
-
 def sized_quantity(notional: float, price: float, *, step: float, max_quantity: float) -> float:
     """Whole `step` units that `notional` buys at `price`, at most max_quantity (0 when none)."""
     units = math.floor(min(notional / price, max_quantity) / step + _EPSILON)
     return round(units * step, 12) if units > 0 else 0.0
-
-
-class _Entry(msgspec.Struct, kw_only=True):
-    direction: int
-    ts: datetime
 
 
 class TargetStrategy:

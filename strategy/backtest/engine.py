@@ -18,15 +18,16 @@ from datetime import datetime
 from typing import Protocol
 
 import msgspec
-import numpy as np
 
-from strategy.bars import BarStore, BarStoreConfig
+from strategy.backtest.engine_types import BacktestConfig as BacktestConfig
+from strategy.backtest.engine_types import BacktestRun as BacktestRun
+from strategy.bars import BarStore
 from strategy.book import Book
 from strategy.kernel import TradingKernel
-from strategy.risk import RiskConfig, RiskEngine, TradingStateChange
+from strategy.risk import RiskEngine
 from strategy.scoring import Scorer
 from strategy.sim_broker import SimBroker, SimBrokerConfig
-from strategy.target_strategy import SizingMiss, StrategyConfig, TargetStrategy
+from strategy.target_strategy import TargetStrategy
 from strategy.types import Bar, Fill, Order, OrderEvent, Position, RiskDecision, Signal
 
 
@@ -46,17 +47,6 @@ class JournalSink(Protocol):
         state_changes: Iterable[msgspec.Struct] = (),
         kv: Mapping[str, str | datetime] | None = None,  # a datetime is stored as its isoformat()
     ) -> None: ...
-
-
-class BacktestConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """The same component configs the daemon composes, plus the starting cash."""
-
-    starting_cash: float = 100_000.0
-    bars: BarStoreConfig = msgspec.field(default_factory=BarStoreConfig)
-    strategy: StrategyConfig = msgspec.field(default_factory=StrategyConfig)
-    risk: RiskConfig = msgspec.field(default_factory=RiskConfig)
-    broker: SimBrokerConfig = msgspec.field(default_factory=SimBrokerConfig)
-    order_prefix: str = "BT"
 
 
 class SimVenue:
@@ -98,37 +88,6 @@ class LookupScorer(Protocol):
     name: str
 
     def lookup(self, symbol: str, ts: int) -> Signal | None: ...
-
-
-class BacktestRun(msgspec.Struct, kw_only=True):
-    """What one run produced: equity and exposure per traded timestamp, plus orders and fills.
-
-    And why it traded as it did: how many signals cleared the strategy's entry rule (and the
-    strongest |2p-1| and confidence seen), intents that reached risk, rejections by reason,
-    trading-state changes (halts), entries that rounded to 0 quantity, and the last marks.
-    """
-
-    name: str
-    ts: list[int] = msgspec.field(default_factory=list)
-    equity: list[float] = msgspec.field(default_factory=list)
-    exposure: list[float] = msgspec.field(default_factory=list)
-    orders: list[Order] = msgspec.field(default_factory=list)
-    fills: list[Fill] = msgspec.field(default_factory=list)
-    signals: int = 0
-    signals_cleared: int = 0
-    max_edge: float = 0.0
-    max_confidence: float = 0.0
-    decisions: int = 0
-    risk_rejections: int = 0
-    rejections: dict[str, int] = msgspec.field(default_factory=dict)
-    state_changes: list[TradingStateChange] = msgspec.field(default_factory=list)
-    sizing_misses: int = 0
-    last_sizing_miss: SizingMiss | None = None
-    bars_rejected: int = 0
-    last_prices: dict[str, float] = msgspec.field(default_factory=dict)
-
-    def equity_array(self) -> np.ndarray:
-        return np.asarray(self.equity, dtype=np.float64)
 
 
 class BacktestEngine:

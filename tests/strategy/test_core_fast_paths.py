@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 from strategy.bars import BarStore, BarStoreConfig
 from strategy.book import Book
+from strategy.native import pure_module
 from strategy.sim_broker import _INF, BarsMatched, SimBroker, SimBrokerConfig
 from strategy.target_strategy import StrategyConfig, TargetStrategy
 from strategy.types import Bar, Fill, Order, OrderEvent, OrderIntent, OrderType, Side, Signal
@@ -73,8 +74,11 @@ def reference_mark_batch(book: Book, bars: Sequence[Bar]) -> None:
             check = False
 
 
-class ReferenceBroker(SimBroker):
-    """SimBroker.on_bars before the collar test was written out: _outside_collar on every bar."""
+class ReferenceBroker(pure_module("strategy.sim_broker").SimBroker):  # type: ignore[misc]
+    """SimBroker.on_bars before the collar test was written out: _outside_collar on every bar.
+
+    It subclasses the Python source of SimBroker (the compiled class takes no Python subclass).
+    """
 
     def on_bars(self, bars: Sequence[Bar]) -> BarsMatched:  # type: ignore[override]
         events, fills = self.flush()

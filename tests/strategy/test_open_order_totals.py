@@ -2,7 +2,9 @@
 exposure from per-batch sums give the same decisions as the scans of every open order they replace.
 
 The scans are kept here, as the reference: random books go through a batch of risk checks once with
-them and once with the sums, and every decision (accepted, reason, detail) must be the same.
+them and once with the sums, and every decision (accepted, reason, detail) must be the same. The
+reference run patches the scans into the Python source of the core (strategy.native.pure_module), so
+it holds when the core is compiled, whose calls a patch of the compiled modules would not reach.
 """
 
 from __future__ import annotations
@@ -15,13 +17,19 @@ from typing import Any
 
 import pytest
 
+from strategy.bars import BarStore, BarStoreConfig
 from strategy.book import Book
 from strategy.kernel import BatchDecision, TradingKernel
+from strategy.native import pure_module
 from strategy.risk import RiskConfig, RiskEngine, worst_gross_exposure
+from strategy.target_strategy import StrategyConfig, TargetStrategy
 from strategy.types import Bar, Order, OrderEvent, OrderIntent, OrderStatus, OrderType, Side
 from tests.strategy.test_risk import fill
 
 T0 = datetime(2024, 3, 6, 15, 0, tzinfo=UTC)  # a Wednesday
+PURE_BOOK, PURE_RISK, PURE_KERNEL = (
+    pure_module(f"strategy.{name}") for name in ("book", "risk", "kernel")
+)
 SYMBOLS = [f"S{i}" for i in range(12)]
 
 
@@ -88,7 +96,8 @@ def peek(book: Book, rng: random.Random) -> None:
     if rng.random() < 0.5:
         symbol = rng.choice(SYMBOLS)
         book.pending(symbol)
-        worst_gross_exposure(
+        pure = isinstance(book, PURE_BOOK.Book)
+        (PURE_RISK.worst_gross_exposure if pure else worst_gross_exposure)(
             book,
             OrderIntent(symbol=symbol, ts=T0, side=Side.BUY, quantity=1.0),
             book.price(symbol) or 1.0,
@@ -100,10 +109,10 @@ def random_mark(book: Book, rng: random.Random, symbol: str) -> None:
     book.mark(Bar(symbol=symbol, ts=T0, open=price, high=price, low=price, close=price, volume=1e6))
 
 
-def random_book(rng: random.Random, ids: Iterator[int]) -> Book:
+def random_book(rng: random.Random, ids: Iterator[int], *, book_type: type[Book] = Book) -> Book:
     """Positions, marks (some symbols never priced), open and partly filled orders on both sides,
     with the sums read in between."""
-    book = Book(starting_cash=1_000_000.0)
+    book = book_type(starting_cash=1_000_000.0)
     for symbol in SYMBOLS:
         if rng.random() < 0.8:
             random_mark(book, rng, symbol)
@@ -165,10 +174,16 @@ def random_intents(rng: random.Random, n: int) -> list[OrderIntent]:
     return intents
 
 
-def run_batch(book: Book, intents: list[OrderIntent], limit: float) -> BatchDecision:
-    """One batch of risk checks, accepted orders entering the book as they do in the daemon."""
+def run_batch(
+    book: Book, intents: list[OrderIntent], limit: float, *, pure: bool = False
+) -> BatchDecision:
+    """One batch of risk checks, accepted orders entering the book as they do in the daemon
+    (through the Python source of the kernel and risk engine when pure)."""
     ids = itertools.count()
-    engine = RiskEngine(
+    engine_type, kernel_type = (
+        (PURE_RISK.RiskEngine, PURE_KERNEL.TradingKernel) if pure else (RiskEngine, TradingKernel)
+    )
+    engine = engine_type(
         config=RiskConfig(
             max_gross_exposure=limit,
             max_position_notional=60_000.0,
@@ -180,9 +195,9 @@ def run_batch(book: Book, intents: list[OrderIntent], limit: float) -> BatchDeci
             max_open_orders=None,
         )
     )
-    kernel = TradingKernel(
-        store=None,  # type: ignore[arg-type]  # check() reads only risk and the book
-        strategy=None,  # type: ignore[arg-type]
+    kernel = kernel_type(
+        store=BarStore(config=BarStoreConfig()),  # check() reads only risk and the book
+        strategy=TargetStrategy(config=StrategyConfig()),
         risk=engine,
         book=book,
         next_order_id=lambda: f"N{next(ids)}",
@@ -221,13 +236,13 @@ def test_check_when_random_books_and_intents_then_decisions_equal_the_scans(seed
     new = run_batch(book, intents, limit)
 
     rng.setstate(state)
-    reference = random_book(rng, itertools.count())
+    reference = random_book(rng, itertools.count(), book_type=PURE_BOOK.Book)
     assert random_intents(rng, 25) == intents
     with monkeypatch.context() as m:
-        m.setattr("strategy.risk.worst_gross_exposure", scan_worst_gross_exposure)
-        m.setattr(Book, "pending", scan_pending)
-        m.setattr(Book, "open_totals", scan_totals)
-        old = run_batch(reference, intents, limit)
+        m.setattr(PURE_RISK, "worst_gross_exposure", scan_worst_gross_exposure)
+        m.setattr(PURE_BOOK.Book, "pending", scan_pending)
+        m.setattr(PURE_BOOK.Book, "open_totals", scan_totals)
+        old = run_batch(reference, intents, limit, pure=True)
 
     assert outcomes(new) == outcomes(old)
     assert [o.client_order_id for o in new.orders] == [o.client_order_id for o in old.orders]

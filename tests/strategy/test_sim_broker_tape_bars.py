@@ -15,6 +15,7 @@ import msgspec
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from strategy.native import pure_module
 from strategy.sim_broker import (
     _INF,
     BarsMatched,
@@ -29,8 +30,11 @@ T0 = datetime(2024, 3, 1, 14, 0, tzinfo=UTC)
 SYMBOLS = ("AAA", "BBB", "CCC")
 
 
-class ReferenceBroker(SimBroker):
-    """SimBroker with a SymbolTape per tape, as before (submit, on_bars, _match and the reads)."""
+class ReferenceBroker(pure_module("strategy.sim_broker").SimBroker):  # type: ignore[misc]
+    """SimBroker with a SymbolTape per tape, as before (submit, on_bars, _match and the reads).
+
+    It subclasses the Python source of SimBroker (the compiled class takes no Python subclass).
+    """
 
     def __init__(self, *, config: SimBrokerConfig) -> None:
         super().__init__(config=config)
