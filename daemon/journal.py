@@ -361,12 +361,16 @@ class Journal:
         if not BATCH_KEYS.issuperset(batch):
             check_batch_keys(self.path, batch)
         self._generation += 1
-        orders, state_changes = batch.pop("orders", None), batch.pop("state_changes", None)
-        orders = list(orders) if orders else []  # an empty iterator is truthy: listed, stays empty
-        state_changes = list(state_changes) if state_changes else []
+        # Most batches (strategy.kernel.journal_rows) hand over their signals and kv only.
+        orders = batch.pop("orders", None)
+        if orders:
+            orders = list(orders)  # an empty iterator is truthy: listed, it is empty
+        state_changes = batch.pop("state_changes", None)
+        if state_changes:
+            state_changes = list(state_changes)
         kv = batch.pop("kv", None)
         if orders or state_changes:
-            ahead = BatchArgs(orders=orders, state_changes=state_changes, kv=kv)
+            ahead = BatchArgs(orders=orders or [], state_changes=state_changes or [], kv=kv)
             self._commit_now(
                 encode_batch(self.path, ahead),
                 what="record_orders_ahead",
@@ -377,7 +381,7 @@ class Journal:
         signals = batch.pop("signals", None)
         signals = tuple(signals) if signals else ()
         # any(): most batches have no other rows (empty lists); an iterator counts as rows
-        rest = self._queued_rows(batch, {}) if any(batch.values()) else None
+        rest = self._queued_rows(batch, {}) if batch and any(batch.values()) else None
         if signals or kv or rest:
             assert writer is not None  # _raise_writer_failure checked that we are open
             writer.submit((self._generation, signals, dict(kv) if kv else None, rest or None))

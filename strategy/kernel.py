@@ -136,9 +136,10 @@ class TradingKernel:
     def journal_rows(
         self, intake: BatchIntake, signals: Sequence[Signal], decision: BatchDecision
     ) -> dict[str, Any]:
-        """The keyword arguments of one Journal.record_orders_ahead call for this batch."""
+        """The keyword arguments of one Journal.record_orders_ahead call for this batch: its
+        signals and kv always, every other table only when the batch has rows for it (most
+        batches: none), so the journal walks two keywords per batch, not nine."""
         book = self.book
-        change = intake.state_change
         cash, peak = book.cash, book.peak_equity
         if cash is not self._cash[0]:
             self._cash = (cash, repr(cash))
@@ -149,22 +150,29 @@ class TradingKernel:
             "cash": self._cash[1],
             "peak_equity": self._peak[1],
         }
+        rows: dict[str, Any] = {"signals": [s for s in signals if s.confidence > 0], "kv": kv}
+        if intake.rejected:
+            rows["bars_rejected"] = intake.rejected
+        if decision.decisions:
+            rows["decisions"] = decision.decisions
+        if decision.orders:
+            rows["orders"] = decision.orders
+        if intake.events:
+            rows["order_events"] = intake.events
+        fills = intake.fills
+        if fills:
+            rows["fills"] = fills
+            positions = book.positions
+            rows["positions"] = [positions[f.symbol] for f in fills]
+        change = intake.state_change
         if change is not None:
             kv["trading_state"] = str(change.current)
             kv["trading_state_reason"] = change.reason
-        return {
-            "bars_rejected": intake.rejected,
-            "signals": journaled_signals(signals),
-            "decisions": decision.decisions,
-            "orders": decision.orders,
-            "order_events": intake.events,
-            "fills": intake.fills,
-            "positions": [book.positions[f.symbol] for f in intake.fills],
-            "state_changes": [change] if change is not None else [],
-            "kv": kv,
-        }
+            rows["state_changes"] = [change]
+        return rows
 
 
 def journaled_signals(signals: Sequence[Signal]) -> list[Signal]:
-    """The signals the journal keeps: those with an opinion (confidence above 0)."""
+    """The signals the journal keeps: those with an opinion (confidence above 0; journal_rows
+    inlines the same filter)."""
     return [s for s in signals if s.confidence > 0]
