@@ -16,7 +16,7 @@ from vlm_engine.infer import onnx_runtime as onnx_runtime_module
 from vlm_engine.infer.errors import PruneRefused
 from vlm_engine.infer.onnx_bundle import export_to_bundle
 from vlm_engine.infer.onnx_export import FP32_FILE, INPUT, QUANT_PLANS, quantize_int8
-from vlm_engine.infer.onnx_prune import class_token_only
+from vlm_engine.infer.onnx_prune import KEPT_TOKENS, class_token_only
 from vlm_engine.infer.onnx_runtime import OnnxEngine, session_options
 
 CONFIG = InferenceConfig(device="cpu", threads=1, warmup_batches=1, max_batch=8)
@@ -64,8 +64,8 @@ def test_class_token_only_when_static_int8_then_last_layer_attends_for_one_token
     assert len(before) == len(after) >= 1
     assert after[:-1] == before[:-1]  # the layers before the last are untouched
     *lead, tokens, keys = before[-1]
-    assert tokens == keys > 1
-    assert after[-1] == (*lead, 1, keys)  # one query row (the class token's) over every key
+    assert tokens == keys > KEPT_TOKENS
+    assert after[-1] == (*lead, KEPT_TOKENS, keys)  # the class token's row (and one) over every key
 
 
 @pytest.mark.parametrize("prune", [False, True], ids=["whole", "class_token"])

@@ -1,18 +1,19 @@
-"""The image tower's last encoder layer for the class token alone: an ONNX export rewritten at load.
+"""The image tower's last encoder layer for the class token: an ONNX export rewritten at load.
 
 CLIP's image embedding reads one token of the last encoder layer, the class token (Gather of
 token 0, post-layernorm, projection). Every other token of that layer is computed and thrown
 away: its query, its row of attention scores and softmax, its output projection, residual, layer
 norm and MLP. The keys and values still need every token, so class_token_only() keeps them and
-cuts the rest to the class token: a Slice of token 0 in front of the query projection and of the
-residual, and the attention's reshapes given constant shapes of one token. Every op it touches
-computes each token's row on its own (integer MatMuls, per-row softmax and layer norms,
-elementwise ops), so the embeddings should be the same bits; OnnxEngine serves the rewritten graph
-only once they are, on the bundle's parity charts, and the whole graph otherwise.
+cuts the rest to the first KEPT_TOKENS tokens (the class token and one more, see there): a Slice
+in front of the query projection and of the residual, and the attention's reshapes given
+constant shapes. Every op it touches computes each token's row on its own (integer MatMuls,
+per-row softmax and layer norms, elementwise ops, float MatMuls of more than one row), so the
+embeddings should be the same bits; OnnxEngine serves the rewritten graph only once they are on
+the bundle's parity charts, and the whole graph otherwise.
 
 Static INT8 tower of boot9 (80 px, 2 layers, 26 tokens), 63 charts, one thread, alternating in
-one process: 3.89 -> 2.56 ms CPU per call (0.66), embeddings bit-identical on the 512 parity
-charts in batches of 1, 2, 37, 63 and 512.
+one process: 4.28 -> 2.97 ms CPU per call (0.69); embeddings bit-identical on the 512 parity
+charts in batches of 1, 2, 37, 63 and 512 and on 20,100 live charts (201 batches of 100 symbols).
 """
 
 from __future__ import annotations
@@ -28,6 +29,12 @@ from vlm_engine.infer.errors import PruneRefused
 _MOVES = frozenset({"Reshape", "Transpose", "QuantizeLinear", "DequantizeLinear"})
 _SCALES = frozenset({"Mul", "Div", "Add"})  # by a constant (a score scale, a bias)
 _PROJECTIONS = frozenset({"MatMul", "MatMulIntegerToFloat"})
+# Tokens the last layer keeps: the class token and the next one. Not the class token alone: MLAS
+# multiplies a one-row float matrix with a kernel of its own (MlasSgemmKernelM1), whose sums
+# round otherwise than its many-row kernel's; with one row, attention @ values differed in the
+# last bit on 2 of 20,100 live charts (boot9 static INT8, a uint8 activation flipped: 1e-3 in
+# the embedding), with two no chart of those did.
+KEPT_TOKENS = 2
 
 
 class _Graph:
@@ -179,7 +186,7 @@ def class_token_only(model: bytes) -> bytes:
     dtype = onnx.helper.tensor_dtype_to_np_dtype(source.type.tensor_type.elem_type)
     shapes = [o.shape for o in session.run(wanted, {source.name: np.zeros((2, *dims), dtype)})]
     tokens = int(shapes[0][1])
-    if tokens < 2:
+    if tokens <= KEPT_TOKENS:
         msg = "the layer has a single token"
         raise _refuse(msg)
 
@@ -193,11 +200,11 @@ def class_token_only(model: bytes) -> bytes:
         if shape[0] != 2 or list(shape[1:]).count(tokens) != 1:
             msg = f"{reshape.name} makes {list(shape)}: no one token axis"
             raise _refuse(msg)
-        one = [0, *(1 if d == tokens else int(d) for d in shape[1:])]  # 0: the batch, as given
+        one = [0, *(KEPT_TOKENS if d == tokens else int(d) for d in shape[1:])]  # 0: the batch
         reshape.input[1] = constant(f"{reshape.name}/class_token_shape", one)
     starts, ends, axes = (
         constant("class_token/starts", [0]),
-        constant("class_token/ends", [1]),
+        constant("class_token/ends", [KEPT_TOKENS]),
         constant("class_token/axes", [1]),
     )
     slices = []
@@ -210,9 +217,26 @@ def class_token_only(model: bytes) -> bytes:
     q_proj.input[0] = class_token(q_proj.input[0])
     after.input[list(after.input).index(hidden)] = class_token(hidden)
     nodes = _without_dead(graph, [*slices, *graph.node])
+    _forget_shapes(graph, nodes, [n.output[0] for n in slices])
     del graph.node[:]
     graph.node.extend(_in_order(graph, nodes))
     return bytes(proto.SerializeToString())
+
+
+def _forget_shapes(graph: Any, nodes: list[Any], cut: list[str]) -> None:
+    """Drop the shapes the export recorded (value_info) for every tensor downstream of the cut
+    tensors: they said every token; ONNX Runtime infers them again."""
+    changed = set(cut)
+    grew = True
+    while grew:
+        grew = False
+        for n in nodes:
+            if changed.intersection(n.input) and not changed.issuperset(n.output):
+                changed.update(n.output)
+                grew = True
+    kept = [v for v in graph.value_info if v.name not in changed]
+    del graph.value_info[:]
+    graph.value_info.extend(kept)
 
 
 def _without_dead(graph: Any, nodes: list[Any]) -> list[Any]:
