@@ -5,11 +5,13 @@ split over the engine's workers (as the torch engine does), sequential execution
 spin-waiting, so an idle worker gives its core back at once. The CUDA execution provider is used
 when the device allows it and onnxruntime has it; otherwise the CPU one. The tower is served cut
 to the class token in its last layer (onnx_prune) when its embeddings are the whole graph's to
-the bit on the bundle's parity charts (static INT8: yes; fp32: no, its float MatMuls round a
-one-row query otherwise), else whole. boot9 (80 px, static INT8), MLScorer.score_deferred on 2
+the bit on the bundle's parity charts (static INT8: yes; fp32: no, its float MatMuls round
+fewer rows otherwise), else whole. boot9 (80 px, static INT8), MLScorer.score_deferred on 2
 workers, whole and cut alternating in one process (bench_ml_arms' run_arms, 300 rounds, load
-0.3-0.5, signals identical): 100 symbols p50 5.87 -> 5.11 ms (0.870), process CPU 9.84 -> 7.80
-(0.793); 10 symbols p50 1.80 -> 1.59 (0.886).
+4.5, signals identical): 100 symbols p50 10.54 -> 8.55 ms (0.811), process CPU 9.93 -> 7.99
+(0.804); 10 symbols p50 1.82 -> 1.63 (0.896). bench_ml_pipeline --levers wholetower: signal
+digests identical at 10 and 100 symbols (201 batches each); paced order p50 at 100 symbols
+whole/cut 1.17-1.23 over 3 runs at load 4.9-6.7.
 """
 
 from __future__ import annotations
