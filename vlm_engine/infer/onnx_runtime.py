@@ -5,8 +5,7 @@ split over the engine's workers (as the torch engine does), sequential execution
 spin-waiting, so an idle worker gives its core back at once. The CUDA execution provider is used
 when the device allows it and onnxruntime has it; otherwise the CPU one. The tower is served cut
 to the class token in its last layer (onnx_prune) when its embeddings are the whole graph's to
-the bit on the bundle's parity charts (static INT8: yes; fp32: no, its float MatMuls round
-fewer rows otherwise), else whole. boot9 (80 px, static INT8), MLScorer.score_deferred on 2
+the bit on the bundle's parity charts (boot9: static INT8 and fp32 both), else whole. boot9 (80 px, static INT8), MLScorer.score_deferred on 2
 workers, whole and cut alternating in one process (bench_ml_arms' run_arms, 300 rounds, load
 4.5, signals identical): 100 symbols p50 10.54 -> 8.55 ms (0.811), process CPU 9.93 -> 7.99
 (0.804); 10 symbols p50 1.82 -> 1.63 (0.896). bench_ml_pipeline --levers wholetower: signal
