@@ -117,3 +117,28 @@ def test_class_token_only_when_no_class_token_is_read_then_refused() -> None:
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     with pytest.raises(PruneRefused, match="0 Gathers of token 0"):
         class_token_only(model.SerializeToString())
+
+
+def test_onnx_proto_when_onnx_is_not_imported_then_neither_it_nor_ml_dtypes_loads() -> None:
+    import os
+    import subprocess
+    import sys
+
+    # ml_dtypes, which the onnx package's __init__ imports, costs 0.5 s of a bundle load
+    check = (
+        "import sys; from vlm_engine.infer.onnx_prune import onnx_proto; pb = onnx_proto(); "
+        "m = pb.ModelProto(); m.ParseFromString(pb.ModelProto(ir_version=8).SerializeToString()); "
+        "assert m.ir_version == 8; "
+        "print(sorted(n for n in ('onnx', 'ml_dtypes') if n in sys.modules))"
+    )
+    repo = Path(__file__).resolve().parents[2]
+    done = subprocess.run(
+        [sys.executable, "-c", check],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+        cwd=repo,
+        env={**os.environ, "PYTHONPATH": str(repo)},
+    )
+    assert done.stdout.strip() == "[]"

@@ -22,6 +22,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from vlm_engine.infer.errors import PruneRefused
 
@@ -42,18 +43,16 @@ class _Graph:
     """An ONNX graph's producers, consumers and constants, looked up by tensor name."""
 
     def __init__(self, graph: Any) -> None:
-        from onnx import numpy_helper
-
         self.graph = graph
         self.producer = {o: n for n in graph.node for o in n.output}
         self.consumers: dict[str, list[Any]] = {}
         for n in graph.node:
             for name in n.input:
                 self.consumers.setdefault(name, []).append(n)
-        self.constants = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
+        self.tensors = {i.name: i for i in graph.initializer}
         for n in graph.node:
             if n.op_type == "Constant" and n.attribute and n.attribute[0].name == "value":
-                self.constants[n.output[0]] = numpy_helper.to_array(n.attribute[0].t)
+                self.tensors[n.output[0]] = n.attribute[0].t
 
     def made_by(self, name: str, ops: frozenset[str]) -> Any:
         """The node that produces `name` when its op is one of ops, else None."""
@@ -61,7 +60,60 @@ class _Graph:
         return node if node is not None and node.op_type in ops else None
 
     def is_constant(self, name: str) -> bool:
-        return name in self.constants
+        return name in self.tensors
+
+    def integers(self, name: str) -> npt.NDArray[np.int64] | None:
+        """A constant int64 or int32 tensor's values (None for any other constant)."""
+        tensor = self.tensors[name]
+        kind = _INTEGERS.get(tensor.data_type)
+        if kind is None:
+            return None
+        if tensor.raw_data:
+            values = np.frombuffer(tensor.raw_data, dtype=kind)
+        else:
+            values = np.asarray(
+                tensor.int64_data if kind == "<i8" else tensor.int32_data, dtype=np.int64
+            )
+        return values.astype(np.int64).reshape(tuple(tensor.dims))
+
+
+# TensorProto.DataType: INT32 6, INT64 7 (little-endian raw_data, as ONNX stores it)
+_INTEGERS = {6: "<i4", 7: "<i8"}
+_NUMPY_TYPES = {1: np.float32, 2: np.uint8, 3: np.int8, 6: np.int32, 7: np.int64, 11: np.float64}
+_INT64 = 7
+
+
+def onnx_proto() -> Any:
+    """ONNX's protobuf classes (onnx.onnx_ml_pb2) without importing the onnx package, whose
+    __init__ imports ml_dtypes (0.52 s of a bundle load, holding the GIL); the package's own
+    module when it is already imported (the same classes: protobuf keeps one per message type).
+    ImportError without onnx installed."""
+    import importlib.util
+    import sys
+
+    if "onnx" in sys.modules:
+        import onnx.onnx_ml_pb2
+
+        return onnx.onnx_ml_pb2
+    if (found := sys.modules.get(_PROTO_MODULE)) is not None:
+        return found
+    package = importlib.util.find_spec("onnx")  # finds it, runs nothing
+    if package is None or not package.submodule_search_locations:
+        msg = "onnx is not installed"
+        raise ImportError(msg)
+    spec = importlib.util.spec_from_file_location(
+        _PROTO_MODULE, f"{package.submodule_search_locations[0]}/onnx_ml_pb2.py"
+    )
+    if spec is None or spec.loader is None:
+        msg = "onnx/onnx_ml_pb2.py not found"
+        raise ImportError(msg)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    sys.modules[_PROTO_MODULE] = module
+    return module
+
+
+_PROTO_MODULE = "vlm_engine_onnx_ml_pb2"
 
 
 def _refuse(why: str) -> PruneRefused:
@@ -83,8 +135,9 @@ def _class_token_gather(g: _Graph) -> Any:
         if n.op_type == "Gather"
         and _attribute(n, "axis", 0) == 1
         and g.is_constant(n.input[1])
-        and g.constants[n.input[1]].shape == ()
-        and int(g.constants[n.input[1]]) == 0
+        and (index := g.integers(n.input[1])) is not None
+        and index.shape == ()
+        and int(index) == 0
     ]
     if len(found) != 1:
         msg = f"{len(found)} Gathers of token 0, expected 1"
@@ -128,13 +181,13 @@ def _walk_back(g: _Graph, node: Any, through: frozenset[str], reshapes: list[Any
 def class_token_only(model: bytes) -> bytes:
     """The model with its last encoder layer computed for the class token alone (see the module
     docstring); PruneRefused when the graph is not the one this knows how to cut."""
-    import onnx
     import onnxruntime as ort
-    from onnx import helper, numpy_helper
 
     from vlm_engine.infer.onnx_runtime import session_options
 
-    proto = onnx.load_from_string(model)
+    pb = onnx_proto()
+    proto = pb.ModelProto()
+    proto.ParseFromString(model)
     g = _Graph(proto.graph)
     last = g.made_by(_class_token_gather(g).input[0], frozenset({"Add"}))
     if last is None:
@@ -171,9 +224,10 @@ def class_token_only(model: bytes) -> bytes:
         raise _refuse(msg)
 
     # the shapes the cut reshapes make, and the tokens, from the whole graph on 2 charts
-    probe = onnx.load_from_string(model)
+    probe = pb.ModelProto()
+    probe.ParseFromString(model)
     wanted = [q_proj.output[0], *(r.output[0] for r in reshapes)]
-    probe.graph.output.extend(helper.make_empty_tensor_value_info(n) for n in wanted)
+    probe.graph.output.extend(pb.ValueInfoProto(name=n) for n in wanted)
     session = ort.InferenceSession(
         probe.SerializeToString(),
         sess_options=session_options(1),
@@ -184,7 +238,10 @@ def class_token_only(model: bytes) -> bytes:
     if not all(dims):
         msg = "the input's dimensions past the batch are not fixed"
         raise _refuse(msg)
-    dtype = onnx.helper.tensor_dtype_to_np_dtype(source.type.tensor_type.elem_type)
+    dtype = _NUMPY_TYPES.get(source.type.tensor_type.elem_type)
+    if dtype is None:
+        msg = f"the input's element type {source.type.tensor_type.elem_type} is not known here"
+        raise _refuse(msg)
     shapes = [o.shape for o in session.run(wanted, {source.name: np.zeros((2, *dims), dtype)})]
     tokens = int(shapes[0][1])
     if tokens <= KEPT_TOKENS:
@@ -194,7 +251,10 @@ def class_token_only(model: bytes) -> bytes:
     graph = proto.graph
 
     def constant(name: str, values: list[int]) -> str:
-        graph.initializer.append(numpy_helper.from_array(np.asarray(values, dtype=np.int64), name))
+        raw = np.asarray(values, dtype="<i8").tobytes()
+        graph.initializer.append(
+            pb.TensorProto(name=name, data_type=_INT64, dims=[len(values)], raw_data=raw)
+        )
         return name
 
     for reshape, shape in zip(reshapes, shapes[1:], strict=True):
@@ -212,7 +272,9 @@ def class_token_only(model: bytes) -> bytes:
 
     def class_token(name: str) -> str:
         out = f"{name}/class_token"
-        slices.append(helper.make_node("Slice", [name, starts, ends, axes], [out], name=out))
+        slices.append(
+            pb.NodeProto(op_type="Slice", input=[name, starts, ends, axes], output=[out], name=out)
+        )
         return out
 
     q_proj.input[0] = class_token(q_proj.input[0])
