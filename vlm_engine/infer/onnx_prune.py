@@ -31,11 +31,11 @@ from vlm_engine.infer.errors import PruneRefused
 _MOVES = frozenset({"Reshape", "Transpose", "QuantizeLinear", "DequantizeLinear"})
 _SCALES = frozenset({"Mul", "Div", "Add"})  # by a constant (a score scale, a bias)
 _PROJECTIONS = frozenset({"MatMul", "MatMulIntegerToFloat"})
-# Tokens the last layer keeps: the class token and the next one. Not the class token alone: MLAS
-# multiplies a one-row float matrix with a kernel of its own (MlasSgemmKernelM1), whose sums
-# round otherwise than its many-row kernel's; with one row, attention @ values differed in the
-# last bit on 2 of 20,100 live charts (boot9 static INT8, a uint8 activation flipped: 1e-3 in
-# the embedding), with two no chart of those did.
+# Tokens the last layer keeps: the class token and the next one. Not the class token alone: with
+# one row the float MatMuls of the cut layer rounded otherwise on 2 of 20,100 live charts (boot9
+# static INT8: a uint8 activation flipped, 1e-3 in the embedding, and the fp32 tower on the
+# parity charts), most likely MLAS's kernel for one-row matrices (MlasSgemmKernelM1), whose sums
+# are not its many-row kernel's; with two rows none of 100,100 charts differed.
 KEPT_TOKENS = 2
 
 
@@ -245,7 +245,7 @@ def class_token_only(model: bytes) -> bytes:
     shapes = [o.shape for o in session.run(wanted, {source.name: np.zeros((2, *dims), dtype)})]
     tokens = int(shapes[0][1])
     if tokens <= KEPT_TOKENS:
-        msg = "the layer has a single token"
+        msg = f"the layer has {tokens} tokens, no more than the {KEPT_TOKENS} kept"
         raise _refuse(msg)
 
     graph = proto.graph
