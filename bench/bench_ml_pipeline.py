@@ -59,6 +59,7 @@ import asyncio
 import contextlib
 import copy
 import ctypes
+import hashlib
 import io
 import os
 import tempfile
@@ -96,7 +97,7 @@ from strategy.scoring import Scorer
 from strategy.sim_broker import SimBrokerConfig
 from strategy.target_strategy import StrategyConfig, TargetStrategy
 from strategy.types import Bar, Signal
-from vlm_engine.infer import InferenceConfig
+from vlm_engine.infer import InferenceConfig, onnx_runtime
 from vlm_engine.thread_policy import BACKGROUND_NICE
 
 START = datetime(2026, 1, 5, 14, 30, tzinfo=UTC)
@@ -269,6 +270,50 @@ PRIORITY_LEVERS: dict[str, Callable[[], OrderPathPriority]] = {
 # order p99 against 2 workers, load 1.5-4.8: workers1 1.28, 1.30; workers3 1.00, 1.08;
 # workers4 0.97, 0.94 (p50 0.96-1.02 for all): none kept.
 WORKER_LEVERS = {"workers1": 1, "workers3": 3, "workers4": 4}
+# Extra ml-after arm (--levers wholetower): the ONNX tower served whole, every token of its last
+# layer, as before vlm_engine/infer/onnx_prune (a second load of the bundle with PRUNE off).
+TOWER_LEVERS = ("wholetower",)
+
+
+def whole_tower_models(bundle: Path, runtime: str) -> LoadedBundle:
+    """The bundle loaded as daemon_models does, its ONNX tower served whole (PRUNE off)."""
+    onnx_runtime.PRUNE = False
+    try:
+        return daemon_models(bundle, runtime)
+    finally:
+        onnx_runtime.PRUNE = True
+
+
+def signal_digest(scorer: Scorer, batches: list[list[Window]]) -> str:
+    """sha256 of every signal the scorer gives the batches (score(): reasons included)."""
+    digest = hashlib.sha256()
+    for windows in batches:
+        digest.update(msgspec.json.encode(scorer.score(windows)))
+    return digest.hexdigest()[:16]
+
+
+def tower_digests(bundle: Path, runtime: str, symbols_list: list[int], n_batches: int) -> None:
+    """Signal digests of the whole and the cut tower over n_batches batches at each symbol count."""
+    cut, whole = daemon_models(bundle, runtime), whole_tower_models(bundle, runtime)
+    print(
+        f"\n== signal digests, tower cut to the class token ({cut.engine.runtime}) against whole "
+        f"({whole.engine.runtime}), {n_batches} batches; {load_average()}"
+    )
+    for symbols in symbols_list:
+        window = max(64, cut.bars_needed)
+        store = BarStore(config=BarStoreConfig(window=window))
+        batches: list[list[Window]] = []
+        for batch in make_batches(symbols, window + n_batches):
+            for bar in batch:
+                store.add(bar)
+            found = [w for s in store.symbols if (w := store.window(s)) is not None]
+            if len(found) == symbols and len(found[0]) == window:
+                batches.append(found)
+        a, b = signal_digest(cut.scorer(), batches), signal_digest(whole.scorer(), batches)
+        print(
+            f"{symbols:>7} symbols, {len(batches)} batches: cut {a} whole {b} "
+            f"{'identical' if a == b else 'DIFFERENT'}"
+        )
 
 
 async def warm_pipelines(
@@ -532,6 +577,7 @@ def bench_live(
         f" {'rdelay p50':>10} {'p99':>6} {'ordering':>9}   goal p99 (paced)"
     )
     figures: dict[str, float] = {}
+    whole: LoadedBundle | None = None
     for symbols in symbols_list:
         batches = make_batches(symbols, window + 5 + scored_batches)
         scorers: dict[str, Scorer] = {
@@ -546,6 +592,10 @@ def bench_live(
                 engine = copy.copy(models.engine)  # the same warm session, another split
                 engine.workers = WORKER_LEVERS[arm]
                 scorers[f"ml-after_{arm}"] = models.scorer(vision=ClipVision(engine=engine))
+            elif arm in TOWER_LEVERS:
+                if whole is None:
+                    whole = whole_tower_models(bundle, runtime)
+                scorers[f"ml-after_{arm}"] = whole.scorer()
             else:
                 scorers[f"ml-after_{arm}"] = models.scorer()
         with tempfile.TemporaryDirectory() as tmp:
@@ -704,7 +754,14 @@ def main() -> None:
         "threads (journal writers, WAL checkpointers, explainer) lowered (batch, idle, nice10) "
         f"or the order path's threads at a shorter slice (slice<us>), the WAL checkpoints free "
         f"during the arm's batches (nogate), the CLIP engine on 1, 3 or 4 workers (workers<n>): "
-        f"{','.join([*LEVERS, *PRIORITY_LEVERS, *WORKER_LEVERS])}",
+        f"{','.join([*LEVERS, *PRIORITY_LEVERS, *WORKER_LEVERS, *TOWER_LEVERS])}; wholetower: the "
+        "ONNX tower whole (as before onnx_prune), with signal digests of both",
+    )
+    parser.add_argument(
+        "--digest-batches",
+        type=int,
+        default=200,
+        help="with --levers wholetower: batches whose signals are digested for both towers",
     )
     parser.add_argument(
         "--gap",
@@ -714,7 +771,7 @@ def main() -> None:
         "WAL checkpoint pass, run in the gap just before the batch (checkpoint)",
     )
     args = parser.parse_args()
-    known = set(LEVERS) | set(PRIORITY_LEVERS) | set(WORKER_LEVERS)
+    known = set(LEVERS) | set(PRIORITY_LEVERS) | set(WORKER_LEVERS) | set(TOWER_LEVERS)
     if unknown_arms := {a for a in args.levers.split(",") if a} - known:
         parser.error(f"--levers: unknown {', '.join(sorted(unknown_arms))}")
     runtimes = args.runtimes.split(",")
@@ -748,6 +805,8 @@ def _timed_parts(
     t1 = time.perf_counter()
     figures: dict[str, float] = {}
     for runtime in runtimes:
+        if "wholetower" in args.levers.split(","):
+            tower_digests(bundle, runtime, symbols, args.digest_batches)
         live = bench_live(
             bundle,
             symbols,
