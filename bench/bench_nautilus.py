@@ -13,7 +13,8 @@ loop by bench/sma_cross.py's SMA, incremental per symbol like Nautilus's indicat
 broker), without a journal and with the live journal (the daemon's write-ahead path, synchronous
 normal: orders committed before the venue sees them, everything else group-committed). Nautilus's
 is a Strategy with SimpleMovingAverage indicators on a BacktestEngine with a NETTING margin venue.
-Timed: the run over prepared bars (data loading and wrangling excluded on both sides). Printed:
+Timed: the run over prepared bars (data loading and wrangling excluded on both sides; ours with
+the collector tuned once warm, as `vlmtrader backtest` and the daemon run). Printed:
 bars/s, orders (our workers also return a digest of the orders, to show two commits trade the
 same), peak RSS, the ratio ours / NautilusTrader, and the load average; repeats until
 two runs agree within 10% on the last instrument count's live-journal ratio, then prints ours with
@@ -94,6 +95,7 @@ def run_ours(
     from sma_cross import SmaCross  # the same SMA cross bench_backtest.py runs
 
     from daemon.journal import Journal
+    from daemon.runtime import tune_gc
     from strategy.backtest.engine import BacktestConfig, BacktestEngine
     from strategy.bars import BarStoreConfig
     from strategy.risk import RiskConfig
@@ -131,6 +133,9 @@ def run_ours(
             max_open_orders=1_000_000,
         ),
     )
+    # Warm: the collector tuned as `vlmtrader backtest` and the daemon do once bars and models are
+    # loaded (daemon.runtime.tune_gc: what start-up allocated frozen out of its scans).
+    tune_gc()
     with tempfile.TemporaryDirectory() as tmp:
         sink = Journal(Path(tmp) / "journal.sqlite", writer=writer) if journal else None  # type: ignore[arg-type]
         if sink is not None:

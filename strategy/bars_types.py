@@ -42,7 +42,7 @@ class BarStoreConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     max_future_seconds: Annotated[float, msgspec.Meta(ge=0, le=86_400)] = 300.0
 
 
-class BarRejected(msgspec.Struct, frozen=True, kw_only=True):
+class BarRejected(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     """Why one bar was refused: reason is a stable code, detail a sentence for humans."""
 
     symbol: str
@@ -51,7 +51,7 @@ class BarRejected(msgspec.Struct, frozen=True, kw_only=True):
     detail: str
 
 
-class WindowReset(msgspec.Struct, frozen=True, kw_only=True):
+class WindowReset(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     """A symbol's window was emptied because `missing_bars` bars were missing before the bar at ts."""
 
     symbol: str

@@ -45,7 +45,7 @@ class RiskConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
             raise ValueError(msg)
 
 
-class TradingStateChange(msgspec.Struct, frozen=True, kw_only=True):
+class TradingStateChange(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     """One move of the trading state, automatic (a breach) or by an operator."""
 
     previous: TradingState

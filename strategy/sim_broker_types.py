@@ -36,7 +36,7 @@ class SimBrokerConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_
     price_collar: Annotated[float, msgspec.Meta(ge=0, le=1e6)] = 0.5
 
 
-class VenueOrder(msgspec.Struct, frozen=True, kw_only=True):
+class VenueOrder(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     """The broker's record of one order: the order as the broker sees it plus matching state."""
 
     order: Order
@@ -46,7 +46,7 @@ class VenueOrder(msgspec.Struct, frozen=True, kw_only=True):
     fill_count: int = 0
 
 
-class SymbolTape(msgspec.Struct, frozen=True, kw_only=True):
+class SymbolTape(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     """The last bar the broker saw for a symbol and the volume already filled against it."""
 
     bar: Bar

@@ -50,7 +50,7 @@ class StrategyConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
         return self.quantity_steps.get(symbol, self.quantity_step)
 
 
-class SizingMiss(msgspec.Struct, frozen=True, kw_only=True):
+class SizingMiss(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     """An entry the strategy wanted but could not size: its position rounds to 0 quantity."""
 
     symbol: str

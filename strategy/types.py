@@ -53,7 +53,7 @@ class TradingState(enum.StrEnum):
 BarOrigin = Literal["live", "backfill", "replay"]
 
 
-class Bar(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+class Bar(msgspec.Struct, frozen=True, kw_only=True, gc=False, omit_defaults=True):
     """One OHLCV bar; ts is the bar's close time, timezone-aware UTC.
 
     origin says where the bar came from: live (streamed as it closed), backfill (history fetched
@@ -72,7 +72,7 @@ class Bar(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     origin: BarOrigin = "live"
 
 
-class Signal(msgspec.Struct, frozen=True, kw_only=True):
+class Signal(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     """A scorer's calibrated view of one symbol at one bar close.
 
     p_up is the probability that price rises over the scorer's horizon; confidence is
@@ -98,7 +98,7 @@ class Signal(msgspec.Struct, frozen=True, kw_only=True):
         return 0
 
 
-class OrderIntent(msgspec.Struct, frozen=True, kw_only=True):
+class OrderIntent(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     """What the strategy wants done; not yet an order until risk accepts it."""
 
     symbol: str
@@ -117,7 +117,7 @@ class OrderIntent(msgspec.Struct, frozen=True, kw_only=True):
         return self.quantity * self.side.sign
 
 
-class RiskDecision(msgspec.Struct, frozen=True, kw_only=True):
+class RiskDecision(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     """The risk engine's verdict on one intent; a rejection is a value with a reason code."""
 
     intent: OrderIntent
@@ -127,7 +127,7 @@ class RiskDecision(msgspec.Struct, frozen=True, kw_only=True):
     ts: datetime | None = None
 
 
-class Order(msgspec.Struct, frozen=True, kw_only=True):
+class Order(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     """An accepted intent with our client order id; journaled before it is submitted."""
 
     client_order_id: str
@@ -152,7 +152,7 @@ class Order(msgspec.Struct, frozen=True, kw_only=True):
         return self.remaining * self.side.sign
 
 
-class OrderEvent(msgspec.Struct, frozen=True, kw_only=True):
+class OrderEvent(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     """A status change of one order, as reported by the broker (or by us for PENDING_SUBMIT)."""
 
     client_order_id: str
@@ -163,7 +163,7 @@ class OrderEvent(msgspec.Struct, frozen=True, kw_only=True):
     broker_order_id: str | None = None
 
 
-class Fill(msgspec.Struct, frozen=True, kw_only=True):
+class Fill(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     """One execution; fill_id is unique per broker."""
 
     fill_id: str
@@ -180,7 +180,7 @@ class Fill(msgspec.Struct, frozen=True, kw_only=True):
         return self.quantity * self.side.sign
 
 
-class Position(msgspec.Struct, frozen=True, kw_only=True):
+class Position(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     """Net holding of one symbol; quantity is signed (negative = short)."""
 
     symbol: str
