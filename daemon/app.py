@@ -372,6 +372,7 @@ class Daemon:
             bundle_id=self.scorers.bundle_id if self.scorers else None,
             tasks_down=self.health.down_tasks(),
             last_reload=self.last_reload,
+            native=strategy.NATIVE.fields(),
         )
 
     def readiness(self) -> dict[str, bool]:

@@ -100,8 +100,10 @@ def status(
     bundle_id: str | None,
     tasks_down: dict[str, str],
     last_reload: ReloadReport | None,
+    native: dict[str, object],
 ) -> dict[str, Any]:
-    """`/status`: trading state, model, money, positions, open orders, counts, the last reload."""
+    """`/status`: trading state, model, money, positions, open orders, counts, the last reload,
+    and whether the per-bar core running is the compiled one (`native`, as `core.native` logs)."""
     book = p.book
     return {
         "mode": mode,
@@ -142,4 +144,5 @@ def status(
         "fills": p.stats.fills,
         "tasks_down": tasks_down,
         "last_reload": msgspec.to_builtins(last_reload) if last_reload else None,
+        "native": native,
     }

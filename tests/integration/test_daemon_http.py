@@ -11,6 +11,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+import strategy.native
 from tests.integration.daemon_process import DaemonProcess
 from tests.integration.e2e_helpers import (
     API_AUTH,
@@ -138,6 +139,20 @@ def test_status_when_trading_then_positions_open_orders_and_trading_state(api: A
         assert position["average_price"] > 0
     assert status["equity"] > 0
     assert status["bars"] > 0
+
+
+def test_status_when_trading_then_says_whether_the_core_running_is_the_compiled_one(
+    api: Api,
+) -> None:
+    until(lambda: api.status()["bars"] > 0, daemon=api.daemon, what="a bar")
+    native = api.status()["native"]
+    expected = strategy.native.check()  # this checkout's build, as the daemon's import saw it
+
+    assert native["active"] is expected.active, native
+    if expected.active:  # bars, book, kernel, risk ... are imported by a trading daemon
+        assert native["modules"] >= 5, native
+    else:
+        assert native["reason"] == expected.reason, native
 
 
 def test_predict_when_window_of_64_bars_then_calibrated_p_up_in_unit_interval(api: Api) -> None:

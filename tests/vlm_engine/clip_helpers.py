@@ -16,6 +16,7 @@ from vlm_engine.clip import ClipSamples
 from vlm_engine.clip.data import default_prompts
 from vlm_engine.clip.quickset import QuicksetConfig, class_names, samples_from_bars
 from vlm_engine.clip.train import TrainConfig, TrainResult, main
+from vlm_engine.infer.onnx_bundle import export_to_bundle
 from vlm_engine.render import ChartWindow
 
 # The same tiny chart spec and model as `vlmtrader model bootstrap --quick`.
@@ -72,6 +73,14 @@ def tiny_bundle(out: Path, *, seed: int = 0) -> ModelCard:
         calibration_report=report,
         figures=figures,
     )
+
+
+def tiny_exported_bundle(out: Path) -> Path:
+    """The tiny bundle with its image tower exported to ONNX (fp32; INT8 where parity holds)."""
+    tiny_bundle(out, seed=0)
+    splits = tiny_splits()
+    export_to_bundle(out, train=splits["train"], test=splits["test"])
+    return out
 
 
 def chart_dataset(root: Path) -> Path:

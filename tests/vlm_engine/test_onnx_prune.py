@@ -9,12 +9,11 @@ import numpy as np
 import pytest
 from structlog.testing import capture_logs
 
-from tests.vlm_engine.clip_helpers import tiny_bundle, tiny_splits
+from tests.vlm_engine.clip_helpers import tiny_exported_bundle, tiny_splits
 from vlm_engine.bundle import load_bundle
 from vlm_engine.infer import InferenceConfig
 from vlm_engine.infer import onnx_runtime as onnx_runtime_module
 from vlm_engine.infer.errors import PruneRefused
-from vlm_engine.infer.onnx_bundle import export_to_bundle
 from vlm_engine.infer.onnx_export import FP32_FILE, INPUT, QUANT_PLANS, quantize_int8
 from vlm_engine.infer.onnx_prune import KEPT_TOKENS, class_token_only
 from vlm_engine.infer.onnx_runtime import OnnxEngine, session_options
@@ -24,11 +23,7 @@ CONFIG = InferenceConfig(device="cpu", threads=1, warmup_batches=1, max_batch=8)
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("onnx_prune") / "bundle"
-    tiny_bundle(out, seed=0)
-    splits = tiny_splits()
-    export_to_bundle(out, train=splits["train"], test=splits["test"])
-    return out
+    return tiny_exported_bundle(tmp_path_factory.mktemp("onnx_prune") / "bundle")
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from structlog.testing import capture_logs
 
-from tests.vlm_engine.clip_helpers import tiny_bundle, tiny_splits, window
+from tests.vlm_engine.clip_helpers import tiny_bundle, tiny_exported_bundle, tiny_splits, window
 from vlm_engine.bundle import add_to_bundle, load_bundle, read_card, verify_bundle
 from vlm_engine.infer import (
     ClipBatch,
@@ -25,7 +25,6 @@ from vlm_engine.infer import (
     onnx_export,
 )
 from vlm_engine.infer.engine import ChartEngine
-from vlm_engine.infer.onnx_bundle import export_to_bundle
 from vlm_engine.infer.onnx_export import (
     FP32_FILE,
     INT8_FILE,
@@ -49,11 +48,7 @@ CONFIG = InferenceConfig(device="cpu", threads=1, warmup_batches=1, max_batch=8)
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("onnx") / "bundle"
-    tiny_bundle(out, seed=0)
-    splits = tiny_splits()
-    export_to_bundle(out, train=splits["train"], test=splits["test"])
-    return out
+    return tiny_exported_bundle(tmp_path_factory.mktemp("onnx") / "bundle")
 
 
 def copy_of(bundle: Path, tmp_path: Path) -> Path:
