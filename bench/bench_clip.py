@@ -14,7 +14,7 @@ rounds in one process: charts/s at batch 64, CPU ms per chart (all threads), the
 parity figures on the bundle's parity charts (a sample of its test split; the card's figures on
 the whole split beside them) and whether a chart scores the same alone and in a batch of 64.
 Usage: python bench/bench_clip.py [--bundle DIR] [--seconds S] [--sizes] [--threads N]
-       [--runtimes torch,auto] [--variants]
+       [--runtimes torch,auto] [--variants] [--session NAME]
 """
 
 from __future__ import annotations
@@ -263,6 +263,9 @@ def main() -> None:
         action="store_true",
         help="compare torch, ONNX fp32, dynamic and static INT8 of --bundle in one run",
     )
+    p.add_argument(
+        "--session", default="clip", help="the name its figures go under in `make bench`'s JSON"
+    )
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     tmp = Path(tempfile.mkdtemp(prefix="bench_clip_"))
@@ -290,7 +293,7 @@ def main() -> None:
     print(
         f"bundle {args.bundle}  threads {args.threads}  device {'cuda' if torch.cuda.is_available() else 'cpu'}"
     )
-    with Session("clip") as bench:
+    with Session(args.session) as bench:
         if args.variants and not (args.bundle / "onnx").is_dir():
             print(f"--variants: {args.bundle} has no ONNX export (`vlmtrader model export-onnx`)")
         elif args.variants:

@@ -110,16 +110,19 @@ class Session:
         key: str,
         prefix: str = "",
         max_runs: int | None = None,
+        min_runs: int = 2,
     ) -> dict[str, float]:
         """Run measure() until two consecutive runs' `key` figure agree within the tolerance, or
-        max_runs runs; keep (and return) the last run's figures."""
-        limit = max(2, max_runs or self.max_runs)
+        max_runs runs; keep (and return) the last run's figures. min_runs: at least this many
+        runs, agreeing or not (a figure compared across runs wants a sample, not a pair); it
+        raises max_runs to match."""
+        limit = max(2, min_runs, max_runs or self.max_runs)
         runs: list[dict[str, float]] = []
         agreed = False
         while len(runs) < limit:
             print(f"# {self.name} {prefix}run {len(runs) + 1}: {load_line()}", flush=True)
             runs.append(measure())
-            if len(runs) >= 2 and (
+            if len(runs) >= max(2, min_runs) and (
                 relative_difference(runs[-1][key], runs[-2][key]) <= self.tolerance
             ):
                 agreed = True

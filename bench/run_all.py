@@ -25,6 +25,11 @@ from harness import QUICK_ENV, RESULTS_ENV, load_average, load_line
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO = BENCH_DIR.parent
+DEFAULT_BUNDLE = REPO / "state" / "bundles" / "default"
+# A bench run by another bench's script (with other arguments), by name; the rest: bench_<name>.py.
+SCRIPTS = {"clip_default": "clip"}
+# What a bench needs that `make bench` does not build: without it the bench is not run, and says so.
+NEEDS = {"clip_default": (DEFAULT_BUNDLE, "run `vlmtrader model bootstrap` to build it")}
 # name -> extra arguments; the quick set is the one that needs no model bundle.
 FULL: dict[str, list[str]] = {
     "journal": [],
@@ -33,6 +38,10 @@ FULL: dict[str, list[str]] = {
     "render": [],
     "dataset": [],
     "clip": ["--variants"],  # torch, fp32, dynamic and static INT8 side by side
+    # The default bundle the daemon serves (`vlmtrader model bootstrap`), when it is built: its
+    # small tower is what a trader's charts go through; bench_clip's own bundle is the larger
+    # library-default tower (run by the line above).
+    "clip_default": ["--bundle", str(DEFAULT_BUNDLE), "--session", "clip_default"],
     "ml_pipeline": [],
     "ml_auc": [],
     "evaluate": [],
@@ -65,6 +74,14 @@ def commit() -> str:
     return head + ("-dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
 
 
+def not_runnable(name: str, needs: dict[str, tuple[Path, str]] = NEEDS) -> str | None:
+    """Why a bench cannot run here (what it needs is missing), or None when it can."""
+    needed = needs.get(name)
+    if needed is None or needed[0].exists():
+        return None
+    return f"no {needed[0]} ({needed[1]})"
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
@@ -85,8 +102,12 @@ def main() -> int:
         env = {**os.environ, RESULTS_ENV: results.name, QUICK_ENV: "1" if args.quick else "0"}
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH")) if p)
         for name in names:
-            script = BENCH_DIR / f"bench_{name}.py"
-            print(f"== {script.relative_to(REPO)}", flush=True)
+            script = BENCH_DIR / f"bench_{SCRIPTS.get(name, name)}.py"
+            print(f"== {name}: {script.relative_to(REPO)}", flush=True)
+            why = not_runnable(name)
+            if why is not None:
+                print(f"# {name} not run: {why}")
+                continue
             extra = table.get(name, FULL[name])
             code = subprocess.run(
                 [sys.executable, str(script), *extra], cwd=REPO, env=env
