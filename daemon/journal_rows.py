@@ -22,6 +22,7 @@ from daemon.journal_schema import (
     INSERT_STATE,
     ORDER_FILLED,
     ORDER_STATUS,
+    TERMINAL,
     UPSERT_KV,
     UPSERT_ORDER,
     UPSERT_PNL,
@@ -237,6 +238,10 @@ def write_group(
             cur.executemany(ORDER_STATUS, status)
     rows.rejected, rows.signals, rows.decisions, rows.fills, rows.events = [], [], [], [], []
     rows.kv = list(kv)
+    if len(rows.positions) > 1:
+        # An upsert by symbol: the group's last row of each symbol is the one that stays (every
+        # row was checked finite above); a symbol traded every few bars had one per fill.
+        rows.positions = list({p[0]: p for p in rows.positions}.values())
     write_batch(cur, stage, rows)  # positions, state changes, kv
 
 
@@ -247,7 +252,9 @@ def update_runs(
     either list) as runs of (fills, events): each run's fill updates, then its status updates.
     Batch by batch, a batch's fills update their orders before its events. A run ends before a
     batch with a fill of an order that has an event in the run, so each order's updates keep
-    their batch order; updates of different orders touch different rows, in any order."""
+    their batch order; updates of different orders touch different rows, in any order. An
+    order's status updates within a run are folded where that gives the same row
+    (folded_status)."""
     runs: list[tuple[list[dict[str, Any]], list[dict[str, Any]]]] = []
     run_fills: list[dict[str, Any]] = []
     run_events: list[dict[str, Any]] = []
@@ -256,7 +263,7 @@ def update_runs(
     for f1, e1 in bounds:
         batch_fills = fills[f0:f1]
         if evented and any(f["coid"] in evented for f in batch_fills):
-            runs.append((run_fills, run_events))
+            runs.append((run_fills, folded_status(run_events)))
             run_fills, run_events, evented = [], [], set()
         run_fills += batch_fills
         for e in events[e0:e1]:
@@ -264,8 +271,44 @@ def update_runs(
             evented.add(e["coid"])
         f0, e0 = f1, e1
     if run_fills or run_events:
-        runs.append((run_fills, run_events))
+        runs.append((run_fills, folded_status(run_events)))
     return runs
+
+
+# An event with one of these statuses may end its order's updates (a terminal status, or a partial
+# fill that reaches the quantity: ORDER_STATUS makes it filled), so no later event folds into it.
+_FOLD_STOPS = frozenset((*TERMINAL, "partially_filled"))
+
+
+def folded_status(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """ORDER_STATUS's parameters for a run's events, an order's consecutive events folded into
+    one update where that leaves the same row: an event e2 after e1 of the same order, e1 neither
+    terminal nor a partial fill, is one update with e2's status, time and the later of each
+    value as the two updates would have left it (filled: the larger; broker order id and reason:
+    e2's unless it has none). Order events are the broker's acknowledgements and fills, two per
+    order at least (accepted, then filled): folding halves the journal's order-row updates."""
+    out: list[dict[str, Any]] = []
+    at: dict[str, int] = {}  # an order's last update in out
+    for e in events:
+        coid = e["coid"]
+        i = at.get(coid)
+        if i is None or out[i]["status"] in _FOLD_STOPS:
+            at[coid] = len(out)
+            out.append(e)
+            continue
+        before = out[i]
+        out[i] = {
+            "coid": coid,
+            "ts": e["ts"],
+            "status": e["status"],
+            "filled": max(before["filled"], e["filled"]),
+            "broker_order_id": (
+                e["broker_order_id"] if e["broker_order_id"] is not None
+                else before["broker_order_id"]
+            ),
+            "reason": e["reason"] if e["reason"] != "" else before["reason"],
+        }  # fmt: skip
+    return out
 
 
 _ENCODER = msgspec.json.Encoder()

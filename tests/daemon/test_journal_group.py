@@ -13,6 +13,7 @@ from daemon.journal import Journal
 from daemon.journal_rows import (
     BatchArgs,
     encode_batch,
+    folded_status,
     kv_text,
     update_runs,
     write_batch,
@@ -104,6 +105,18 @@ def dump(con: sqlite3.Connection) -> dict[str, list[Any]]:
     }
 
 
+def each_then_grouped(
+    tmp_path: Path, batches: list[BatchArgs]
+) -> tuple[dict[str, list[Any]], dict[str, list[Any]]]:
+    """The journal's rows after writing the batches one by one, and after one write_group."""
+    one_by_one = database(tmp_path / "a.sqlite")
+    for batch in batches:
+        write_batch(one_by_one.cursor(), lambda _: None, encode_batch(tmp_path, batch))
+    grouped = database(tmp_path / "b.sqlite")
+    write_group(tmp_path, grouped.cursor(), lambda _: None, batches, [])
+    return dump(one_by_one), dump(grouped)
+
+
 def test_write_group_when_batches_mixed_then_rows_equal_writing_each_batch(tmp_path: Path) -> None:
     batches = [mixed_batch(n) for n in range(1, 31)]
     one_by_one = database(tmp_path / "a.sqlite")
@@ -143,12 +156,7 @@ def test_write_group_when_event_then_fill_of_one_order_then_updates_keep_batch_o
         BatchArgs(fills=[fill(3, "VT-2"), fill(4, "VT-3")]),
         BatchArgs(order_events=[event("VT-3", OrderStatus.CANCELLED)], fills=[fill(5, "VT-4")]),
     ]
-    one_by_one = database(tmp_path / "a.sqlite")
-    for batch in batches:
-        write_batch(one_by_one.cursor(), lambda _: None, encode_batch(tmp_path, batch))
-    grouped = database(tmp_path / "b.sqlite")
-    write_group(tmp_path, grouped.cursor(), lambda _: None, batches, [])
-    expected, got = dump(one_by_one), dump(grouped)
+    expected, got = each_then_grouped(tmp_path, batches)
     filled = {r[1]: r[9] for r in expected["orders"]}  # client_order_id: filled_quantity
     assert (filled["VT-1"], filled["VT-2"], filled["VT-3"]) == (8.0, 8.0, 4.0)
     assert got == expected
@@ -203,3 +211,83 @@ def test_group_write_when_older_batch_holds_a_key_the_newest_lacks_then_its_own_
         assert journal.get("trading_state") == "active"
         assert journal.get("last_bar_ts") == "3"
         assert journal.counts()["signals"] == 2
+
+
+def _event(coid: str, status: OrderStatus, filled: float = 0.0, reason: str = "",
+           broker: str | None = None) -> OrderEvent:  # fmt: skip
+    return OrderEvent(client_order_id=coid, ts=T0 + timedelta(minutes=50), status=status,
+                      filled_quantity=filled, reason=reason, broker_order_id=broker)  # fmt: skip
+
+
+S = OrderStatus
+
+
+def test_write_group_when_an_order_has_several_events_then_folded_updates_leave_the_same_rows(
+    tmp_path: Path,
+) -> None:
+    """Accepted-then-filled (and other sequences) of one order in one run are one update, and
+    the rows are those of applying each event in turn: ids and reasons kept from the earlier
+    event when the later has none, nothing after a terminal status or after a partial fill that
+    reaches the quantity (quantity 10 in database())."""
+    first = [
+        _event("VT-1", S.SUBMITTED),
+        _event("VT-1", S.ACCEPTED, broker="B1", reason="acked"),
+        _event("VT-2", S.ACCEPTED, reason="acked"),
+        _event("VT-2", S.PARTIALLY_FILLED, 10.0),
+        _event("VT-3", S.ACCEPTED),
+        _event("VT-3", S.CANCELLED, reason="user"),
+        _event("VT-6", S.REJECTED, reason="margin"),
+    ]
+    second = [
+        _event("VT-1", S.FILLED, 10.0),  # no broker id, no reason: VT-1 keeps B1, "acked"
+        _event("VT-2", S.CANCELLED, reason="late"),  # VT-2 was filled by its partial fill
+        _event("VT-3", S.ACCEPTED, broker="B3"),  # after cancelled: not applied
+        _event("VT-4", S.PARTIALLY_FILLED, 4.0, broker="B4"),
+        _event("VT-4", S.ACCEPTED, reason="requeued"),  # after a partial fill: its own update
+        _event("VT-4", S.SUBMITTED, 2.0),  # folds into the one before: filled stays 4
+        _event("VT-6", S.ACCEPTED),  # after rejected: neither this
+        _event("VT-6", S.FILLED, 10.0),  # nor this
+    ]
+    fill = Fill(fill_id="H-1", client_order_id="VT-4", symbol="S1", side=Side.BUY, quantity=2.0,
+                price=101.0, commission=0.1, ts=T0)  # fmt: skip
+    third = [
+        _event("VT-4", S.PARTIALLY_FILLED, 6.0),  # a new run: VT-4's fill comes after its events
+        _event("VT-5", S.ACCEPTED, reason="r5", broker="B5"),
+        _event("VT-5", S.SUBMITTED),
+    ]
+    batches = [
+        BatchArgs(order_events=first),
+        BatchArgs(order_events=second),
+        BatchArgs(fills=[fill], order_events=third),
+    ]
+    expected, got = each_then_grouped(tmp_path, batches)
+    by_id = {r[1]: r for r in expected["orders"]}  # status, filled, reason, broker order id
+    assert [(by_id[c][8], by_id[c][9], by_id[c][12], by_id[c][13]) for c in
+            ("VT-1", "VT-2", "VT-3", "VT-4", "VT-5", "VT-6")] == [
+        ("filled", 10.0, "acked", "B1"),
+        ("filled", 10.0, "acked", None),
+        ("cancelled", 0.0, "user", None),
+        ("partially_filled", 6.0, "requeued", "B4"),
+        ("submitted", 0.0, "r5", "B5"),
+        ("rejected", 0.0, "margin", None),
+    ]  # fmt: skip
+    assert got == expected
+
+
+def test_folded_status_when_accepted_then_filled_then_one_update_with_the_later_status() -> None:
+    events = [
+        {"coid": "A", "ts": "t1", "status": "accepted", "filled": 0.0, "broker_order_id": "B",
+         "reason": "", "data": "{}"},
+        {"coid": "C", "ts": "t1", "status": "accepted", "filled": 0.0, "broker_order_id": None,
+         "reason": "", "data": "{}"},
+        {"coid": "A", "ts": "t2", "status": "filled", "filled": 5.0, "broker_order_id": None,
+         "reason": "", "data": "{}"},
+        {"coid": "A", "ts": "t3", "status": "cancelled", "filled": 0.0, "broker_order_id": None,
+         "reason": "late", "data": "{}"},
+    ]  # fmt: skip
+    folded = folded_status(events)
+    assert [(e["coid"], e["status"]) for e in folded] == [
+        ("A", "filled"), ("C", "accepted"), ("A", "cancelled"),
+    ]  # fmt: skip
+    assert folded[0] == {"coid": "A", "ts": "t2", "status": "filled", "filled": 5.0,
+                         "broker_order_id": "B", "reason": ""}  # fmt: skip
