@@ -21,6 +21,7 @@ from daemon.journal_schema import (
     INSERT_SIGNAL_BLOCK,
     INSERT_STATE,
     ORDER_FILLED,
+    ORDER_FILLED_THEN_STATUS,
     ORDER_STATUS,
     TERMINAL,
     UPSERT_KV,
@@ -229,13 +230,17 @@ def write_group(
         if params:
             stage(table)
             cur.executemany(sql, params)
-    for filled, status in update_runs(rows.fills, rows.events, bounds):
+    for run_fills, run_status in update_runs(rows.fills, rows.events, bounds):
+        filled, status, both = fill_then_status(run_fills, run_status)
         if filled:
             stage("fills")
             cur.executemany(ORDER_FILLED, filled)
         if status:
             stage("order_events")
             cur.executemany(ORDER_STATUS, status)
+        if both:
+            stage("fills")
+            cur.executemany(ORDER_FILLED_THEN_STATUS, both)
     rows.rejected, rows.signals, rows.decisions, rows.fills, rows.events = [], [], [], [], []
     rows.kv = list(kv)
     if len(rows.positions) > 1:
@@ -309,6 +314,43 @@ def folded_status(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
             "reason": e["reason"] if e["reason"] != "" else before["reason"],
         }  # fmt: skip
     return out
+
+
+def fill_then_status(
+    fills: list[dict[str, Any]], status: list[dict[str, Any]]
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
+    """A run's updates as ORDER_FILLED's, ORDER_STATUS's and ORDER_FILLED_THEN_STATUS's
+    parameters: an order with one fill and one status update in the run gets one statement
+    (the fill's ts as fill_ts); the others keep theirs. Each order's updates are in one list,
+    so the three run in any order."""
+    if not fills or not status:
+        return fills, status, []
+    fills_of: dict[str, int] = {}
+    for f in fills:
+        fills_of[f["coid"]] = fills_of.get(f["coid"], 0) + 1
+    status_of: dict[str, dict[str, Any] | None] = {}
+    for e in status:  # None: more than one update (a fold stopped)
+        coid = e["coid"]
+        if fills_of.get(coid) == 1:
+            status_of[coid] = e if coid not in status_of else None
+    if not status_of:
+        return fills, status, []
+    alone: list[dict[str, Any]] = []
+    both: list[dict[str, Any]] = []
+    for f in fills:
+        one = status_of.get(f["coid"])
+        if one is None:
+            alone.append(f)
+        else:
+            both.append({
+                "coid": f["coid"], "qty": f["qty"], "price": f["price"], "fill_ts": f["ts"],
+                "ts": one["ts"], "status": one["status"], "filled": one["filled"],
+                "broker_order_id": one["broker_order_id"], "reason": one["reason"],
+            })  # fmt: skip
+    if not both:
+        return fills, status, []
+    rest = [e for e in status if status_of.get(e["coid"]) is None]
+    return alone, rest, both
 
 
 _ENCODER = msgspec.json.Encoder()

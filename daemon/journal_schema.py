@@ -199,6 +199,25 @@ UPDATE orders SET
     updated_ts = :ts
 WHERE client_order_id = :coid AND {_NOT_TERMINAL}
 """
+# ORDER_FILLED then ORDER_STATUS for one order, in one statement (a group write's order with one
+# fill and one status update in a run: the common case, a market order's fill and its status).
+# SET reads the row as it was: the fill's quantity is added where ORDER_STATUS would read it, and
+# the status parts apply only where the order was not terminal, as ORDER_STATUS's WHERE does.
+ORDER_FILLED_THEN_STATUS = f"""
+UPDATE orders SET
+    average_fill_price = (average_fill_price * fill_quantity + :price * :qty) / (fill_quantity + :qty),
+    fill_quantity = fill_quantity + :qty,
+    filled_quantity = CASE WHEN {_NOT_TERMINAL} THEN max(filled_quantity + :qty, :filled)
+                           ELSE filled_quantity + :qty END,
+    status = CASE WHEN NOT ({_NOT_TERMINAL}) THEN status
+                  WHEN :status = 'partially_filled' AND max(filled_quantity + :qty, :filled) >= quantity
+                  THEN 'filled' ELSE :status END,
+    broker_order_id = CASE WHEN {_NOT_TERMINAL} THEN coalesce(:broker_order_id, broker_order_id)
+                           ELSE broker_order_id END,
+    reason = CASE WHEN NOT ({_NOT_TERMINAL}) OR :reason = '' THEN reason ELSE :reason END,
+    updated_ts = CASE WHEN {_NOT_TERMINAL} THEN :ts ELSE :fill_ts END
+WHERE client_order_id = :coid
+"""
 UPSERT_POSITION = """
 INSERT INTO positions (symbol, quantity, average_price, realized_pnl, data) VALUES (?, ?, ?, ?, ?)
 ON CONFLICT (symbol) DO UPDATE SET quantity = excluded.quantity,

@@ -9,10 +9,13 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from daemon.journal import Journal
 from daemon.journal_rows import (
     BatchArgs,
     encode_batch,
+    fill_then_status,
     folded_status,
     kv_text,
     update_runs,
@@ -291,3 +294,70 @@ def test_folded_status_when_accepted_then_filled_then_one_update_with_the_later_
     ]  # fmt: skip
     assert folded[0] == {"coid": "A", "ts": "t2", "status": "filled", "filled": 5.0,
                          "broker_order_id": "B", "reason": ""}  # fmt: skip
+
+
+def test_write_group_when_an_order_has_one_fill_and_one_status_then_one_update_leaves_the_same_rows(
+    tmp_path: Path,
+) -> None:
+    """ORDER_FILLED_THEN_STATUS against the two statements in turn: on an order already terminal
+    (the fill applies, the status does not), a partial fill below and at the quantity, and the
+    orders it must leave to the two statements (two fills; two status updates after a fold stop)."""
+    late = T0 + timedelta(minutes=90)
+
+    def fill(n: int, coid: str, qty: float) -> Fill:
+        return Fill(fill_id=f"K-{n}", client_order_id=coid, symbol="S1", side=Side.BUY,
+                    quantity=qty, price=100.0 + n, commission=0.1, ts=late)  # fmt: skip
+
+    batches = [
+        BatchArgs(
+            order_events=[
+                _event("VT-7", S.CANCELLED, reason="user"),
+                _event("VT-12", S.PARTIALLY_FILLED, 6.0),
+            ]
+        ),
+        BatchArgs(
+            fills=[
+                fill(1, "VT-7", 3.0),
+                fill(2, "VT-8", 4.0),
+                fill(3, "VT-9", 10.0),
+                fill(4, "VT-10", 2.0),
+                fill(5, "VT-10", 3.0),
+                fill(6, "VT-11", 4.0),
+                fill(7, "VT-12", 4.0),
+            ],
+            order_events=[
+                _event("VT-7", S.FILLED, 5.0, reason="late", broker="B7"),  # terminal: ignored
+                _event("VT-8", S.PARTIALLY_FILLED, 4.0, reason="r8", broker="B8"),
+                _event("VT-9", S.PARTIALLY_FILLED, 10.0),
+                _event("VT-10", S.PARTIALLY_FILLED, 5.0),
+                _event("VT-11", S.PARTIALLY_FILLED, 4.0),
+                _event("VT-11", S.CANCELLED, reason="rest cancelled"),
+                _event("VT-12", S.PARTIALLY_FILLED, 8.0),  # the broker's count lags the fill
+            ],
+        ),
+    ]
+    expected, got = each_then_grouped(tmp_path, batches)
+    by_id = {r[1]: r for r in expected["orders"]}
+    # status, filled_quantity, average_fill_price, reason, updated_ts
+    assert [(by_id[c][8], by_id[c][9], by_id[c][10], by_id[c][12]) for c in
+            ("VT-7", "VT-8", "VT-9", "VT-10", "VT-11", "VT-12")] == [
+        ("cancelled", 3.0, 101.0, "user"),  # the fill's 3, not the event's 5
+        ("partially_filled", 4.0, 102.0, "r8"),
+        ("filled", 10.0, 103.0, ""),
+        ("partially_filled", 5.0, pytest.approx((104.0 * 2 + 105.0 * 3) / 5), ""),
+        ("cancelled", 4.0, 106.0, "rest cancelled"),
+        ("filled", 10.0, 107.0, ""),  # 6 + the fill's 4 reach the quantity: filled
+    ]  # fmt: skip
+    assert by_id["VT-7"][15] != by_id["VT-8"][15]  # the fill's time on the terminal order
+    assert got == expected
+
+
+def test_fill_then_status_when_one_fill_and_one_status_then_one_statement_else_two() -> None:
+    fills = [{"coid": c, "qty": 1.0, "price": 2.0, "ts": "f"} for c in ("A", "B", "B", "C")]
+    status = [{"coid": c, "ts": "e", "status": "filled", "filled": 1.0, "broker_order_id": None,
+               "reason": ""} for c in ("A", "B", "C", "C", "D")]  # fmt: skip
+    alone, rest, both = fill_then_status(fills, status)
+    assert [f["coid"] for f in alone] == ["B", "B", "C"]
+    assert [e["coid"] for e in rest] == ["B", "C", "C", "D"]
+    assert both == [{"coid": "A", "qty": 1.0, "price": 2.0, "fill_ts": "f", "ts": "e",
+                     "status": "filled", "filled": 1.0, "broker_order_id": None, "reason": ""}]  # fmt: skip
