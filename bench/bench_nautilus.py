@@ -31,6 +31,7 @@ import argparse
 import contextlib
 import hashlib
 import json
+import math
 import os
 import resource
 import statistics
@@ -426,9 +427,10 @@ def ratio_sample(runs: list[dict[str, float]], counts: list[int], goal: float) -
         p = float(quantile_test(ratios, q=goal, p=0.5, alternative="greater").pvalue)
         interval = quantile_test(ratios, q=goal, p=0.5).confidence_interval(0.95)
         low, high = float(interval.low), float(interval.high)
+        has_interval = math.isfinite(low)  # nan: fewer than 6 runs
         shown = (
             f"95% interval [{low:.2f}, {high:.2f}]"
-            if low == low  # nan: fewer than 6 runs
+            if has_interval
             else f"no 95% interval from {len(ratios)} runs (6 or more give one)"
         )
         print(f"# {instruments} instruments: per-run ratios {', '.join(f'{r:.2f}' for r in ratios)}; "
@@ -437,7 +439,7 @@ def ratio_sample(runs: list[dict[str, float]], counts: list[int], goal: float) -
         out[f"{key}_median"] = median
         out[f"{key}_runs"] = float(len(ratios))
         out[f"{key}_above_goal_p"] = p
-        if low == low:
+        if has_interval:
             out[f"{key}_median_low"] = low
             out[f"{key}_median_high"] = high
     return out
