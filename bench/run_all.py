@@ -23,9 +23,11 @@ from pathlib import Path
 
 from harness import QUICK_ENV, RESULTS_ENV, load_average, load_line
 
+from daemon.cli.model import DEFAULT_OUT
+
 BENCH_DIR = Path(__file__).resolve().parent
 REPO = BENCH_DIR.parent
-DEFAULT_BUNDLE = REPO / "state" / "bundles" / "default"
+DEFAULT_BUNDLE = REPO / DEFAULT_OUT  # where `vlmtrader model bootstrap` writes it
 # A bench run by another bench's script (with other arguments), by name; the rest: bench_<name>.py.
 SCRIPTS = {"clip_default": "clip"}
 # What a bench needs that `make bench` does not build: without it the bench is not run, and says so.

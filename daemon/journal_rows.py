@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import math
 import sqlite3
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
@@ -325,9 +326,7 @@ def fill_then_status(
     so the three run in any order."""
     if not fills or not status:
         return fills, status, []
-    fills_of: dict[str, int] = {}
-    for f in fills:
-        fills_of[f["coid"]] = fills_of.get(f["coid"], 0) + 1
+    fills_of = Counter(f["coid"] for f in fills)
     status_of: dict[str, dict[str, Any] | None] = {}
     for e in status:  # None: more than one update (a fold stopped)
         coid = e["coid"]

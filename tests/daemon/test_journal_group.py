@@ -17,6 +17,7 @@ from daemon.journal_rows import (
     encode_batch,
     fill_then_status,
     folded_status,
+    iso_utc,
     kv_text,
     update_runs,
     write_batch,
@@ -111,17 +112,8 @@ def dump(con: sqlite3.Connection) -> dict[str, list[Any]]:
 def each_then_grouped(
     tmp_path: Path, batches: list[BatchArgs]
 ) -> tuple[dict[str, list[Any]], dict[str, list[Any]]]:
-    """The journal's rows after writing the batches one by one, and after one write_group."""
-    one_by_one = database(tmp_path / "a.sqlite")
-    for batch in batches:
-        write_batch(one_by_one.cursor(), lambda _: None, encode_batch(tmp_path, batch))
-    grouped = database(tmp_path / "b.sqlite")
-    write_group(tmp_path, grouped.cursor(), lambda _: None, batches, [])
-    return dump(one_by_one), dump(grouped)
-
-
-def test_write_group_when_batches_mixed_then_rows_equal_writing_each_batch(tmp_path: Path) -> None:
-    batches = [mixed_batch(n) for n in range(1, 31)]
+    """The journal's rows after writing the batches one by one, and after one write_group (the
+    batches' kv taken out and handed to it as the writer does: each key's last value)."""
     one_by_one = database(tmp_path / "a.sqlite")
     for batch in batches:
         write_batch(one_by_one.cursor(), lambda _: None, encode_batch(tmp_path, batch))
@@ -131,7 +123,12 @@ def test_write_group_when_batches_mixed_then_rows_equal_writing_each_batch(tmp_p
         last_kv.update({k: kv_text(v) for k, v in (batch.get("kv") or {}).items()})
     rest = [BatchArgs(**{k: v for k, v in b.items() if k != "kv"}) for b in batches]  # type: ignore[typeddict-item]
     write_group(tmp_path, grouped.cursor(), lambda _: None, rest, sorted(last_kv.items()))
-    expected, got = dump(one_by_one), dump(grouped)
+    return dump(one_by_one), dump(grouped)
+
+
+def test_write_group_when_batches_mixed_then_rows_equal_writing_each_batch(tmp_path: Path) -> None:
+    batches = [mixed_batch(n) for n in range(1, 31)]
+    expected, got = each_then_grouped(tmp_path, batches)
     assert len(expected["fills"]) == 29
     assert len(expected["state_changes"]) == 6
     assert got == expected
@@ -338,7 +335,7 @@ def test_write_group_when_an_order_has_one_fill_and_one_status_then_one_update_l
     ]
     expected, got = each_then_grouped(tmp_path, batches)
     by_id = {r[1]: r for r in expected["orders"]}
-    # status, filled_quantity, average_fill_price, reason, updated_ts
+    # status, filled_quantity, average_fill_price, reason
     assert [(by_id[c][8], by_id[c][9], by_id[c][10], by_id[c][12]) for c in
             ("VT-7", "VT-8", "VT-9", "VT-10", "VT-11", "VT-12")] == [
         ("cancelled", 3.0, 101.0, "user"),  # the fill's 3, not the event's 5
@@ -348,7 +345,8 @@ def test_write_group_when_an_order_has_one_fill_and_one_status_then_one_update_l
         ("cancelled", 4.0, 106.0, "rest cancelled"),
         ("filled", 10.0, 107.0, ""),  # 6 + the fill's 4 reach the quantity: filled
     ]  # fmt: skip
-    assert by_id["VT-7"][15] != by_id["VT-8"][15]  # the fill's time on the terminal order
+    assert by_id["VT-7"][15] == iso_utc(late)  # updated_ts: the fill's time on the terminal order
+    assert by_id["VT-8"][15] == iso_utc(T0 + timedelta(minutes=50))  # the status event's
     assert got == expected
 
 
